@@ -1,0 +1,550 @@
+"""The 4G modem as a small typed API over :class:`drivers.transport.Transport`.
+
+One :class:`Modem` owns one AT port. Every exchange is serialised, runs under a timeout
+taken from the firmware profile, and reads until the final result code of *that*
+command; URCs seen meanwhile go to a queue (:meth:`Modem.pop_urcs`). After a timeout the
+driver sends ``AT`` and drains, so a late reply is not taken for the next command's.
+If the port vanishes (USB re-enumeration) the next call reopens it and re-runs
+:meth:`Modem.init` once the modem answers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from drivers import profiles
+from drivers.errors import DeviceFault, DeviceNotFound, DriverError, NotSupported, ProtocolError, Timeout
+from drivers.health import CheckResult
+from drivers.transport import Transport
+
+from . import codec
+from .codec import Final, Registration, ResponseReader
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------------------
+# firmware profile
+
+class ModemTimeouts(msgspec.Struct, forbid_unknown_fields=True):
+    default: float
+    probe: float
+    boot: float
+    boot_retry: float
+    iccid: float
+    cops: float
+    cfun: float
+    signal: float
+    cell: float
+    counters: float
+    sim_busy: float
+
+
+class ModemCommands(msgspec.Struct, forbid_unknown_fields=True):
+    imei: str
+    imsi: str
+    iccid: str
+    iccid_prefix: str
+    signal: str
+    signal_dialect: Literal["cesq", "qcsq", "cpsi", "hcsq", "gtccinfo", "none"]
+    cell: str
+    cell_dialect: Literal["qeng", "cpsi", "gtccinfo", "none"]
+    counters: str
+    counters_dialect: Literal["qgdcnt", "none"]
+
+
+class ModemFeatures(msgspec.Struct, forbid_unknown_fields=True):
+    cesq: bool
+    vendor_signal: bool
+    serving_cell: bool
+    counters: bool
+    c5greg: bool
+    qinistat: bool
+
+
+class ModemQuirks(msgspec.Struct, forbid_unknown_fields=True):
+    crcrlf: bool
+    boot_banner: str
+    iccid_swapped: bool
+    cpsi_tenths: bool
+    command_not_support: bool
+
+
+class ModemProfile(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    vendor: str
+    model: str
+    baud: int
+    bytesize: int
+    parity: Literal["N", "E", "O", "M", "S"]
+    stopbits: float
+    rtscts: bool
+    framing: Literal["crlf", "crcrlf"]
+    init: list[str]
+    timeouts: ModemTimeouts
+    commands: ModemCommands
+    features: ModemFeatures
+    quirks: ModemQuirks
+
+
+def load_profile(name: str) -> ModemProfile:
+    """Load ``firmware_profiles/modems/<name>.toml`` (merged over what it inherits)."""
+    return profiles.load("modem", name, ModemProfile)
+
+
+# --------------------------------------------------------------------------------------
+# errors and results
+
+class ATError(DeviceFault):
+    """The modem answered a command with an error final code (ERROR, +CME ERROR, ...)."""
+
+    def __init__(self, command: str, final: Final) -> None:
+        super().__init__(f"{command!r} answered {final.line!r}", code=final.line)
+        self.command = command
+        self.final = final
+
+    @property
+    def cme(self) -> int | None:
+        return self.final.code if self.final.kind == "cme" else None
+
+
+SIM_FAULTS = {
+    "absent": "SIM not inserted",
+    "pin": "SIM PIN required",
+    "puk": "SIM PUK required",
+    "pin2": "SIM PIN2 required",
+    "puk2": "SIM PUK2 required",
+    "error": "SIM failure",
+    "not_ready": "SIM not ready",
+}
+
+
+@dataclass
+class OperatorInfo:
+    mcc_mnc: str | None = None
+    name: str | None = None
+    carrier: str | None = None
+
+
+@dataclass
+class RegistrationInfo:
+    state: str | None = None  # home, roaming, searching, denied, not_registered, ...
+    registered: bool | None = None
+    source: str | None = None  # which of CEREG/CGREG/CREG/C5GREG decided
+    technology: str | None = None
+    tac: int | None = None
+    cell_id: int | None = None
+
+
+@dataclass
+class SignalInfo:
+    csq: int | None = None
+    rssi_dbm: float | None = None
+    rsrp_dbm: float | None = None
+    rsrq_db: float | None = None
+    sinr: float | None = None
+    raw: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModemStatus:
+    """Everything the modem told us; a value it did not give is None, never guessed."""
+
+    iccid: str | None = None
+    imsi: str | None = None
+    imei: str | None = None
+    sim: str | None = None
+    operator: OperatorInfo = field(default_factory=OperatorInfo)
+    registration: RegistrationInfo = field(default_factory=RegistrationInfo)
+    signal: SignalInfo = field(default_factory=SignalInfo)
+    manufacturer: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    radio: int | None = None  # +CFUN: 1 full, 0 minimum, 4 flight mode
+    counters: dict[str, int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def assess(status: ModemStatus) -> CheckResult:
+    """ok when the SIM is ready (the modem answered, or there would be no status)."""
+    detail = {"sim": status.sim, "registration": status.registration.state, "csq": status.signal.csq}
+    if status.sim == "ready":
+        return CheckResult.ok(**detail)
+    return CheckResult.fault(SIM_FAULTS.get(status.sim or "", f"SIM state {status.sim}"), **detail)
+
+
+# --------------------------------------------------------------------------------------
+# the device
+
+class Modem:
+    def __init__(self, url: str, profile: str | ModemProfile, *, baudrate: int | None = None) -> None:
+        self.profile = load_profile(profile) if isinstance(profile, str) else profile
+        p = self.profile
+        self.url = url
+        self._transport = Transport(
+            url, baudrate or p.baud, bytesize=p.bytesize, parity=p.parity, stopbits=p.stopbits, rtscts=p.rtscts
+        )
+        self._lock = threading.RLock()
+        self._urcs: deque[str] = deque(maxlen=512)
+        self._pending = b""
+        self._initialised = False
+        self._lost = False
+
+    # lifecycle ---------------------------------------------------------------------
+    def open(self) -> None:
+        with self._lock:
+            self._transport.open()
+            self._lost = False
+
+    def close(self) -> None:
+        with self._lock:
+            self._transport.close()
+            self._pending = b""
+
+    def __enter__(self) -> Modem:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def init(self) -> None:
+        """Wait for boot (AT every ``boot_retry`` s until OK), then ATE0, AT+CMEE=1, profile init."""
+        with self._lock:
+            self._ensure_open()
+            self._init_locked()
+
+    def _init_locked(self) -> None:
+        self._wait_boot()
+        t = self.profile.timeouts
+        for cmd in ("ATE0", "AT+CMEE=1", *self.profile.init):
+            try:
+                self._exchange(cmd, t.default)
+            except ATError as err:
+                log.warning("%s: init command %s refused: %s", self.url, cmd, err.final.line)
+        self._initialised = True
+
+    def _wait_boot(self) -> None:
+        t = self.profile.timeouts
+        deadline = time.monotonic() + t.boot
+        tries = 0
+        while True:
+            tries += 1
+            slot_end = time.monotonic() + t.boot_retry
+            self._write(b"AT\r")
+            reader = ResponseReader("AT")
+            reader.feed(self._pending)
+            self._pending = b""
+            while not reader.done and time.monotonic() < slot_end:
+                reader.feed(self._read())
+            self._urcs.extend(reader.response.urcs)
+            if reader.response.ok:
+                self._urcs.extend(reader.response.trailing)
+                self._pending = reader.remainder
+                log.debug("%s: modem answered AT after %d tries", self.url, tries)
+                return
+            if reader.response.lines or reader.response.echo:
+                log.debug("%s: boot noise %r", self.url, reader.response.echo + reader.response.lines)
+            if time.monotonic() >= deadline:
+                raise Timeout("AT (boot)", t.boot)
+            time.sleep(max(0.0, slot_end - time.monotonic()))
+
+    # raw I/O ---------------------------------------------------------------------------
+    def _ensure_open(self) -> None:
+        if self._lost or not self._transport.is_open:
+            was_lost = self._lost
+            self._transport.open()
+            self._lost = False
+            self._pending = b""
+            if was_lost and self._initialised:
+                log.info("%s: port is back, re-initialising the modem", self.url)
+                self._init_locked()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._transport.write(data)
+        except DeviceNotFound:
+            self._lost = True
+            raise
+
+    def _read(self) -> bytes:
+        try:
+            return self._transport.read_available()
+        except DeviceNotFound:
+            self._lost = True
+            raise
+
+    def pop_urcs(self) -> list[str]:
+        """URCs received since the last call (oldest first)."""
+        with self._lock:
+            out = list(self._urcs)
+            self._urcs.clear()
+            return out
+
+    # exchanges -------------------------------------------------------------------------
+    def command(self, cmd: str, timeout: float | None = None, *, expect: tuple[str, ...] = ()) -> list[str]:
+        """Send ``cmd`` and return its information lines; raise :class:`ATError` on an error code.
+
+        ``expect``: prefixes of this command's info lines (so a ``+CEREG:`` reply to
+        ``AT+CEREG?`` is not taken for a URC)."""
+        with self._lock:
+            self._ensure_open()
+            return self._exchange(cmd, timeout if timeout is not None else self.profile.timeouts.default, expect)
+
+    def _exchange(self, cmd: str, timeout: float, expect: tuple[str, ...] = ()) -> list[str]:
+        resp = self._transact(cmd, timeout, expect)
+        assert resp.final is not None
+        if not resp.final.ok:
+            raise ATError(cmd, resp.final)
+        return resp.lines
+
+    def _transact(self, cmd: str, timeout: float, expect: tuple[str, ...]) -> codec.Response:
+        reader = ResponseReader(cmd, expect)
+        self._write(cmd.encode("ascii") + b"\r")
+        got = bytearray(self._pending)
+        reader.feed(self._pending)
+        self._pending = b""
+        deadline = time.monotonic() + timeout
+        while not reader.done:
+            if time.monotonic() >= deadline:
+                self._urcs.extend(reader.response.urcs)
+                log.debug("%s: %s timed out after %r", self.url, cmd, bytes(got))
+                self._recover()
+                raise Timeout(cmd, timeout, bytes(got))
+            chunk = self._read()
+            got += chunk
+            reader.feed(chunk)
+        resp = reader.response
+        self._urcs.extend(resp.urcs)
+        self._urcs.extend(resp.trailing)
+        self._pending = reader.remainder
+        log.debug("%s: %s -> %r %s", self.url, cmd, resp.lines, resp.final.line if resp.final else None)
+        return resp
+
+    def _recover(self) -> None:
+        """After a timeout: send AT and drain, so a late reply is not read as the next one's."""
+        try:
+            self._write(b"AT\r")
+            stale = self._transport.drain(quiet=0.15, limit=min(1.0, self.profile.timeouts.probe))
+        except DeviceNotFound:
+            self._lost = True
+            return
+        self._pending = b""
+        if stale:
+            log.debug("%s: drained after timeout: %r", self.url, stale)
+
+    def _with_sim_retry(self, cmd: str, timeout: float, expect: tuple[str, ...] = ()) -> list[str]:
+        """Retry ``+CME ERROR: 14`` (SIM busy right after READY) with doubling backoff."""
+        end = time.monotonic() + self.profile.timeouts.sim_busy
+        delay = 0.1
+        while True:
+            try:
+                return self.command(cmd, timeout, expect=expect)
+            except ATError as err:
+                if err.cme != 14 or time.monotonic() + delay > end:
+                    raise
+                log.debug("%s: SIM busy on %s, retrying in %.1f s", self.url, cmd, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 1.6)
+
+    # typed queries -----------------------------------------------------------------------
+    def probe(self) -> None:
+        """A plain ``AT`` with the short probe timeout."""
+        self.command("AT", self.profile.timeouts.probe)
+
+    def imei(self) -> str:
+        c = self.profile.commands
+        return codec.parse_imei(self.command(c.imei, expect=("+CGSN:",)))
+
+    def imsi(self) -> str:
+        c = self.profile.commands
+        return codec.parse_imsi(self._with_sim_retry(c.imsi, self.profile.timeouts.default, ("+CIMI:",)))
+
+    def iccid(self) -> str:
+        c = self.profile.commands
+        lines = self._with_sim_retry(c.iccid, self.profile.timeouts.iccid, (c.iccid_prefix,))
+        if c.iccid_prefix.upper() == "+CRSM:":
+            crsm = codec.parse_crsm(codec.find_line(lines, "+CRSM:"))
+            if not crsm.ok:
+                raise DeviceFault(f"reading EF_ICCID failed: sw {crsm.sw1:02X}{crsm.sw2:02X}", code="crsm")
+            return codec.parse_iccid(crsm.data)
+        return codec.parse_iccid(codec.find_line(lines, c.iccid_prefix))
+
+    def sim_state(self) -> str:
+        """ready, absent, pin, puk, pin2, puk2, ph_*, not_ready or error."""
+        try:
+            lines = self.command("AT+CPIN?", expect=("+CPIN:",))
+        except ATError as err:
+            if err.cme is not None and err.cme in codec.SIM_FROM_CME:
+                return codec.SIM_FROM_CME[err.cme]
+            return "error"
+        return codec.parse_cpin(codec.find_line(lines, "+CPIN:"))
+
+    def radio(self) -> int:
+        lines = self.command("AT+CFUN?", self.profile.timeouts.cfun, expect=("+CFUN:",))
+        return codec.parse_cfun(codec.find_line(lines, "+CFUN:"))
+
+    def csq(self) -> codec.Csq:
+        return codec.parse_csq(codec.find_line(self.command("AT+CSQ", expect=("+CSQ:",)), "+CSQ:"))
+
+    def operator(self) -> OperatorInfo:
+        t = self.profile.timeouts
+        self.command("AT+COPS=3,2", t.cops)
+        numeric = codec.parse_cops(codec.find_line(self.command("AT+COPS?", t.cops, expect=("+COPS:",)), "+COPS:"))
+        self.command("AT+COPS=3,0", t.cops)
+        named = codec.parse_cops(codec.find_line(self.command("AT+COPS?", t.cops, expect=("+COPS:",)), "+COPS:"))
+        mcc_mnc = f"{numeric.mcc}{numeric.mnc}" if numeric.mcc and numeric.mnc else None
+        return OperatorInfo(mcc_mnc, named.name, codec.carrier_name(numeric.mcc, numeric.mnc))
+
+    def registrations(self) -> list[Registration]:
+        kinds = ["CREG", "CGREG", "CEREG"] + (["C5GREG"] if self.profile.features.c5greg else [])
+        out: list[Registration] = []
+        for kind in kinds:
+            try:
+                lines = self.command(f"AT+{kind}?", expect=(f"+{kind}:",))
+                out.append(codec.parse_creg(codec.find_line(lines, f"+{kind}:"), solicited=True))
+            except (ATError, ProtocolError) as err:
+                log.debug("%s: %s? unusable: %s", self.url, kind, err)
+        return out
+
+    def lte_signal(self) -> codec.LteSignal:
+        c, f = self.profile.commands, self.profile.features
+        d = c.signal_dialect
+        if d == "none" or (d == "cesq" and not f.cesq):
+            raise NotSupported("LTE signal", self.profile.model)
+        lines = self.command(c.signal, self.profile.timeouts.signal, expect=_prefixes(d))
+        if d == "cesq":
+            return codec.parse_cesq(codec.find_line(lines, "+CESQ:"))
+        if d == "qcsq":
+            return codec.parse_qcsq(codec.find_line(lines, "+QCSQ:"))
+        if d == "hcsq":
+            return codec.parse_hcsq(codec.find_line(lines, "^HCSQ:"))
+        cell = codec.parse_cpsi(codec.find_line(lines, "+CPSI:")) if d == "cpsi" else codec.parse_gtccinfo(lines)
+        return codec.LteSignal(cell.rsrp_dbm, cell.rsrq_db, cell.sinr_db, cell.rssi_dbm, cell.technology,
+                               "\n".join(cell.raw))
+
+    def serving_cell(self) -> codec.ServingCell:
+        c = self.profile.commands
+        d = c.cell_dialect
+        if d == "none" or not self.profile.features.serving_cell:
+            raise NotSupported("serving cell", self.profile.model)
+        lines = self.command(c.cell, self.profile.timeouts.cell, expect=_prefixes(d))
+        if d == "qeng":
+            return codec.parse_qeng_servingcell(lines)
+        if d == "cpsi":
+            return codec.parse_cpsi(codec.find_line(lines, "+CPSI:"))
+        return codec.parse_gtccinfo(lines)
+
+    def identity(self) -> codec.Identity:
+        ident = codec.parse_ati(self.command("ATI"))
+        model, revision = ident.model, ident.revision
+        if model is None:
+            model = codec.parse_text_reply(self.command("AT+CGMM", expect=("+CGMM:",)), "+CGMM:")
+        if revision is None:
+            revision = codec.parse_text_reply(self.command("AT+CGMR", expect=("+CGMR:",)), "+CGMR:")
+        return codec.Identity(ident.manufacturer, model, revision)
+
+    def counters(self) -> codec.Counters:
+        c = self.profile.commands
+        if c.counters_dialect == "none" or not self.profile.features.counters:
+            raise NotSupported("data counters", self.profile.model)
+        lines = self.command(c.counters, self.profile.timeouts.counters, expect=("+QGDCNT:",))
+        return codec.parse_qgdcnt(codec.find_line(lines, "+QGDCNT:"))
+
+    # aggregate -----------------------------------------------------------------------------
+    def status(self) -> ModemStatus:
+        """Ask everything the profile supports. A query the modem refuses leaves its field None;
+        :class:`Timeout` and :class:`DeviceNotFound` propagate (the modem itself is gone)."""
+        with self._lock:
+            st = ModemStatus()
+            st.sim = self.sim_state()
+            st.imei = self._maybe(self.imei)
+            if st.sim not in ("absent", "error"):
+                st.iccid = self._maybe(self.iccid)
+                if st.sim == "ready":
+                    st.imsi = self._maybe(self.imsi)
+            ident = self._maybe(self.identity)
+            if ident is not None:
+                st.manufacturer, st.model, st.firmware = ident.manufacturer, ident.model, ident.revision
+            st.radio = self._maybe(self.radio)
+            op = self._maybe(self.operator) or OperatorInfo()
+            if op.carrier is None and st.imsi is not None:
+                plmn = codec.plmn_from_imsi(st.imsi)  # the SIM's home carrier when not on a network
+                op.carrier = codec.carrier_name(*plmn) if plmn else None
+            st.operator = op
+            regs = self._maybe(self.registrations) or []
+            best = codec.best_registration(regs)
+            cell = self._maybe(self.serving_cell) if self.profile.features.serving_cell else None
+            if best is not None:
+                st.registration = RegistrationInfo(
+                    best.state, best.registered, best.kind, best.technology, best.lac, best.cell_id
+                )
+            if cell is not None:
+                r = st.registration
+                r.technology = r.technology or cell.technology
+                r.tac = r.tac if r.tac is not None else cell.tac
+                r.cell_id = r.cell_id if r.cell_id is not None else cell.cell_id
+            csq = self._maybe(self.csq)
+            sig = SignalInfo()
+            if csq is not None:
+                sig.csq, sig.rssi_dbm = csq.rssi, csq.rssi_dbm
+            lte = self._maybe(self.lte_signal) if self.profile.commands.signal_dialect != "none" else None
+            if lte is not None:
+                sig.rsrp_dbm, sig.rsrq_db, sig.sinr = lte.rsrp_dbm, lte.rsrq_db, lte.sinr_db
+                if lte.raw:
+                    sig.raw.append(lte.raw)
+            if cell is not None:
+                sig.rsrp_dbm = sig.rsrp_dbm if sig.rsrp_dbm is not None else cell.rsrp_dbm
+                sig.rsrq_db = sig.rsrq_db if sig.rsrq_db is not None else cell.rsrq_db
+                if cell.raw and "\n".join(cell.raw) not in sig.raw:
+                    sig.raw.append("\n".join(cell.raw))
+            st.signal = sig
+            if self.profile.features.counters:
+                cnt = self._maybe(self.counters)
+                if cnt is not None:
+                    st.counters = {"bytes_sent": cnt.bytes_sent, "bytes_received": cnt.bytes_received}
+            return st
+
+    def _maybe(self, query: Any) -> Any:
+        try:
+            return query()
+        except (ATError, NotSupported, ProtocolError) as err:
+            log.debug("%s: %s gave nothing: %s", self.url, getattr(query, "__name__", query), err)
+            return None
+
+    def check(self) -> CheckResult:
+        """ok: the modem answers and its SIM is ready. fault: no answer, or a SIM problem.
+        unknown: the port could not be opened (missing, busy)."""
+        try:
+            with self._lock:
+                self.probe()
+                if not self._initialised:
+                    self._init_locked()
+                sim = self.sim_state()
+        except DeviceNotFound as err:
+            return CheckResult.unknown("modem port not found", port=self.url, error=err.reason)
+        except Timeout as err:
+            return CheckResult.fault("modem not answering", command=err.command, seconds=err.seconds)
+        except ProtocolError as err:
+            return CheckResult.fault("modem answers garbage", error=str(err))
+        except DriverError as err:
+            return CheckResult.unknown(f"modem check failed: {err}")
+        if sim == "ready":
+            return CheckResult.ok(sim=sim)
+        return CheckResult.fault(SIM_FAULTS.get(sim, f"SIM state {sim}"), sim=sim)
+
+
+def _prefixes(dialect: str) -> tuple[str, ...]:
+    return {
+        "cesq": ("+CESQ:",), "qcsq": ("+QCSQ:",), "hcsq": ("^HCSQ:",), "cpsi": ("+CPSI:",),
+        "gtccinfo": ("+GTCCINFO:",), "qeng": ("+QENG:",),
+    }.get(dialect, ())
