@@ -1,0 +1,200 @@
+"""Agent configuration: one TOML file, validated at start.
+
+Unknown keys and bad values are refused with the dotted path of what is wrong
+(``link.port: Expected `int`, got `str```). Secrets are never part of ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import msgspec
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, malformed or invalid; the message names the field."""
+
+
+class Secret(str):
+    """A string that does not show itself in repr or logs."""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self else "Secret('')"
+
+
+class _Base(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class LinkConfig(_Base):
+    host: str = "localhost"
+    port: int = 8883
+    ca_file: str = "ca.pem"
+    cert_file: str = "terminal.pem"
+    key_file: str = "terminal.key"
+    key_passphrase: str = ""
+    # MQTT keep-alive: the broker declares the unit gone after 1.5 x this without traffic.
+    keepalive_s: int = 660
+    # Telemetry is sent in batches: when the oldest unsent sample is this old, at once when a
+    # check changes state or the link comes back.
+    batch_interval_s: int = 600
+    max_batch: int = 60
+    # Backlog upload after an outage: batches per second, so business traffic is not starved.
+    backlog_rate: float = 2.0
+    # No server acknowledgement within this time: send the batch again.
+    ack_timeout_s: int = 90
+    reconnect_min_s: float = 5.0
+    reconnect_max_s: float = 600.0
+    # Measure the round trip in every sample slot with an empty QoS 1 probe (about 200 B a probe:
+    # 8 MB a month at one a minute, so off by default; the simulator turns it on).
+    probe_every_sample: bool = False
+    tls_min_version: str = "1.2"
+
+
+class SamplingConfig(_Base):
+    interval_s: int = 60
+    # Checks whose fault makes the unit "not intact" is decided by the server; the agent only reports.
+
+
+class OutboxConfig(_Base):
+    max_mb: float = 50.0
+    memory_fallback: int = 1440  # samples kept in memory while the disk cannot be written
+
+
+class StorageConfig(_Base):
+    critical_fill_pct: float = 95.0
+    mounts: list[str] = []
+
+
+class ComponentSource(_Base):
+    file: str = ""
+    command: list[str] = []
+    pattern: str = ""  # optional regex; group 1 (or the whole match) is the version
+
+
+class PeripheralConfig(_Base):
+    port: str
+    profile: str
+    baud: int | None = None
+    enabled: bool = True
+
+
+class PeripheralsConfig(_Base):
+    modem: PeripheralConfig | None = None
+    printer: PeripheralConfig | None = None
+    idcard: PeripheralConfig | None = None
+
+
+class ClockConfig(_Base):
+    trust_ntp: bool = True
+    # For the simulator only: a clock that runs `speed` times faster than real time, starting at
+    # `start` (ISO 8601) at the real instant `anchor` (epoch seconds).
+    speed: float = 1.0
+    start: str = ""
+    anchor: float = 0.0
+
+
+class LogConfig(_Base):
+    level: str = "INFO"
+
+
+class AgentConfig(_Base):
+    sn: str = ""
+    data_dir: str = "/var/lib/posfleet"
+    link: LinkConfig = msgspec.field(default_factory=LinkConfig)
+    sampling: SamplingConfig = msgspec.field(default_factory=SamplingConfig)
+    outbox: OutboxConfig = msgspec.field(default_factory=OutboxConfig)
+    storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    components: dict[str, ComponentSource] = {}
+    peripherals: PeripheralsConfig = msgspec.field(default_factory=PeripheralsConfig)
+    clock: ClockConfig = msgspec.field(default_factory=ClockConfig)
+    log: LogConfig = msgspec.field(default_factory=LogConfig)
+    base_dir: str = ""  # set by load(): relative paths are relative to the config file
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+
+    def redacted(self) -> dict[str, object]:
+        """The configuration as a dict with secrets hidden (for `config show`)."""
+        data = msgspec.to_builtins(self)
+        if data["link"].get("key_passphrase"):
+            data["link"]["key_passphrase"] = "***"
+        return data
+
+
+def _dotted(message: str) -> str:
+    if " - at `$" in message:
+        text, _, where = message.partition(" - at `$")
+        where = where.rstrip("`").lstrip(".")
+        return f"{where}: {text}" if where else text
+    return message
+
+
+def _check(cfg: AgentConfig) -> None:
+    from wire.topics import valid_sn
+
+    def bad(field: str, why: str) -> ConfigError:
+        return ConfigError(f"{field}: {why}")
+
+    if cfg.sn and not valid_sn(cfg.sn):
+        raise bad("sn", f"{cfg.sn!r} is not a valid terminal SN (letters, digits, - and _; 3-32 chars)")
+    if not 1 <= cfg.link.port <= 65535:
+        raise bad("link.port", f"{cfg.link.port} is not a TCP port")
+    if cfg.link.tls_min_version not in ("1.2", "1.3"):
+        raise bad("link.tls_min_version", "must be \"1.2\" or \"1.3\"")
+    if not 10 <= cfg.link.keepalive_s <= 3600:
+        raise bad("link.keepalive_s", "must be between 10 and 3600")
+    if cfg.link.batch_interval_s < 0:
+        raise bad("link.batch_interval_s", "must not be negative")
+    if not 1 <= cfg.link.max_batch <= 1000:
+        raise bad("link.max_batch", "must be between 1 and 1000")
+    if cfg.link.backlog_rate <= 0:
+        raise bad("link.backlog_rate", "must be positive")
+    if cfg.link.reconnect_min_s <= 0 or cfg.link.reconnect_max_s < cfg.link.reconnect_min_s:
+        raise bad("link.reconnect_max_s", "must be >= reconnect_min_s > 0")
+    if not 5 <= cfg.sampling.interval_s <= 3600 or 60 % cfg.sampling.interval_s and cfg.sampling.interval_s % 60:
+        raise bad("sampling.interval_s", "must be 5..3600 s and divide or be a multiple of 60")
+    if cfg.outbox.max_mb < 1:
+        raise bad("outbox.max_mb", "must be at least 1")
+    if not 50 <= cfg.storage.critical_fill_pct <= 100:
+        raise bad("storage.critical_fill_pct", "must be between 50 and 100")
+    if cfg.log.level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise bad("log.level", "must be DEBUG, INFO, WARNING or ERROR")
+    if cfg.clock.speed <= 0:
+        raise bad("clock.speed", "must be positive")
+    for name, src in cfg.components.items():
+        if bool(src.file) == bool(src.command):
+            raise bad(f"components.{name}", "give exactly one of file or command")
+    for kind in ("modem", "printer", "idcard"):
+        p = getattr(cfg.peripherals, kind)
+        if p is not None and p.baud is not None and p.baud not in (9600, 19200, 38400, 57600, 115200, 230400, 460800):
+            raise bad(f"peripherals.{kind}.baud", f"{p.baud} is not a standard baud rate")
+
+
+def parse(text: str, base_dir: str = "") -> AgentConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}") from err
+    data.setdefault("base_dir", base_dir)
+    try:
+        cfg = msgspec.convert(data, AgentConfig, strict=True)
+    except msgspec.ValidationError as err:
+        raise ConfigError(_dotted(str(err))) from err
+    _check(cfg)
+    cfg.link.key_passphrase = Secret(cfg.link.key_passphrase)
+    return cfg
+
+
+def load(path: str | Path) -> AgentConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read: {err.strerror}") from err
+    try:
+        return parse(text, str(p.parent.resolve()))
+    except ConfigError as err:
+        raise ConfigError(f"{p}: {err}") from err

@@ -1,0 +1,433 @@
+"""The edge agent: samples health every interval, keeps every sample on disk until the
+server has committed it, and sends them in small paced batches over the MQTT link.
+
+All state lives in the agent's own thread; the link's callbacks only put events on a
+queue. One loop: take the sample that is due, handle link events, send what is due.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from posfleet import __version__
+from wire import codec, topics
+from wire.messages import (
+    CLOCK_CHECKED,
+    CLOCK_UNVERIFIED,
+    FAULT,
+    OK,
+    Ack,
+    Batch,
+    Check,
+    Event,
+    Sample,
+)
+
+from . import systemd
+from .clock import Clock, boot_id, ntp_synchronised
+from .collectors import StorageCollector, SystemCollector, read_component_version
+from .config import AgentConfig
+from .link import Link, tls_context
+from .netq import RttTracker
+from .outbox import Outbox, OutboxError, Row
+from .peripherals import PeripheralSet
+
+log = logging.getLogger(__name__)
+
+PROBE_WAIT_REAL_S = 5.0
+
+
+@dataclass
+class Stats:
+    samples: int = 0
+    batches_sent: int = 0
+    items_acked: int = 0
+    items_rejected: int = 0
+    outbox_errors: int = 0
+    memory_held: int = 0
+    acks_ignored: int = 0
+    last_error: str = ""
+    reasons: dict[str, int] = field(default_factory=dict)
+
+
+def sn_from_certificate(cert_file: Path) -> str:
+    """The terminal SN is its certificate's CN."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
+    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if not attrs:
+        raise ValueError(f"{cert_file}: certificate has no CN")
+    return str(attrs[0].value)
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.clock = clock or Clock.from_config(cfg.clock.speed, cfg.clock.start, cfg.clock.anchor)
+        self.rng = rng or random.Random()
+        self.sn = cfg.sn or sn_from_certificate(cfg.path(cfg.link.cert_file))
+        if not topics.valid_sn(self.sn):
+            raise ValueError(f"sn: {self.sn!r} is not a valid terminal SN")
+        self.data_dir = cfg.path(cfg.data_dir)
+        self.interval = cfg.sampling.interval_s
+        self.boot_id = boot_id()
+        self.stats = Stats()
+        self.events: queue.Queue[tuple[str, object]] = queue.Queue()
+        self.system = SystemCollector()
+        self.storage = StorageCollector(self.data_dir, cfg.storage.mounts, cfg.storage.critical_fill_pct)
+        self.peripherals = PeripheralSet(cfg.peripherals)
+        self.rtt = RttTracker()
+        self.outbox: Outbox | None = None
+        self.outbox_error = ""
+        self._open_outbox()
+        # Samples that could not be written to disk: held in memory under a volatile epoch.
+        self.volatile_epoch = random.SystemRandom().randrange(2**31, 2**32)
+        self.memory: list[Sample] = []
+        self._memory_seq = 0
+        self.inflight: dict[int, float] = {}  # seq -> monotonic send time
+        self.memory_inflight: dict[int, float] = {}
+        self.clock_ok = False
+        self._check_clock()
+        self._urgent = True
+        self._newest_first = True
+        self._last_checks: dict[str, int] = {}
+        self._last_batch_mono = 0.0
+        self._open_sample: tuple[Sample, float] | None = None
+        self._last_inventory = 0.0
+        self._stop = threading.Event()
+        link_cfg = cfg.link
+        ctx = tls_context(
+            cfg.path(link_cfg.ca_file), cfg.path(link_cfg.cert_file), cfg.path(link_cfg.key_file),
+            link_cfg.key_passphrase, link_cfg.tls_min_version,
+        )
+        self.link = Link(
+            self.sn, link_cfg.host, link_cfg.port, ctx,
+            keepalive=link_cfg.keepalive_s, reconnect_min=link_cfg.reconnect_min_s,
+            reconnect_max=link_cfg.reconnect_max_s, version=__version__,
+            on_connect=lambda: self.events.put(("connect", None)),
+            on_disconnect=lambda why: self.events.put(("disconnect", why)),
+            on_message=lambda kind, payload: self.events.put(("message", (kind, payload))),
+            on_rtt=lambda ms: self.events.put(("rtt", ms)),
+            rng=self.rng,
+        )
+
+    # outbox -----------------------------------------------------------------------
+    def _open_outbox(self) -> None:
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self.outbox = Outbox(self.data_dir / "outbox.sqlite", int(self.cfg.outbox.max_mb * 1024 * 1024))
+            self.outbox_error = ""
+        except (OSError, OutboxError) as err:
+            self.outbox = None
+            self.outbox_error = str(err)
+            log.error("outbox unavailable, holding samples in memory: %s", err)
+
+    def _store(self, item: Sample | Event) -> None:
+        if self.outbox is None:
+            self._open_outbox()
+        if self.outbox is not None:
+            try:
+                item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self.clock.boottime())
+                if self.outbox_error:
+                    log.info("outbox writable again")
+                self.outbox_error = ""
+                self._flush_memory()
+                return
+            except OutboxError as err:
+                self.stats.outbox_errors += 1
+                if err.args[0] != self.outbox_error:
+                    log.error("%s; holding samples in memory", err)
+                self.outbox_error = str(err)
+        if isinstance(item, Sample):
+            self._memory_seq += 1
+            item.seq = self._memory_seq
+            if item.clock == CLOCK_UNVERIFIED:
+                item.clock = CLOCK_CHECKED if self.clock_ok else CLOCK_UNVERIFIED
+            self.memory.append(item)
+            cap = self.cfg.outbox.memory_fallback
+            if len(self.memory) > cap:
+                lost = self.memory[: len(self.memory) - cap]
+                del self.memory[: len(self.memory) - cap]
+                log.error("memory fallback full: %d oldest samples lost", len(lost))
+            self.stats.memory_held = len(self.memory)
+
+    def _flush_memory(self) -> None:
+        """The disk works again: move what was held in memory into the outbox."""
+        if not self.memory or self.outbox is None:
+            return
+        held, self.memory = self.memory, []
+        self.memory_inflight.clear()
+        for s in held:
+            try:
+                s.seq = self.outbox.add(s, boot_id=self.boot_id, boottime=self.clock.boottime())
+            except OutboxError:
+                self.memory.append(s)
+        self.stats.memory_held = len(self.memory)
+
+    # clock ------------------------------------------------------------------------
+    def _check_clock(self) -> None:
+        if self.clock_ok:
+            return
+        if self.cfg.clock.trust_ntp and self.clock.speed == 1.0 and ntp_synchronised():
+            self._clock_checked("ntp")
+
+    def _clock_checked(self, how: str) -> None:
+        self.clock_ok = True
+        log.info("clock checked (%s)", how)
+        if self.outbox is not None:
+            try:
+                n = self.outbox.redate(self.boot_id, self.clock.now(), self.clock.boottime())
+                self.outbox.release_old_boots(self.boot_id)
+                if n:
+                    log.info("re-dated %d samples taken before the clock was checked", n)
+            except OutboxError as err:
+                log.error("%s", err)
+        for s in self.memory:
+            if s.clock == CLOCK_UNVERIFIED:
+                s.clock = CLOCK_CHECKED
+
+    # sampling -----------------------------------------------------------------------
+    def take_sample(self, slot_ts: int) -> Sample:
+        sysinfo = self.system.collect()
+        fs, storage_check = self.storage.collect()
+        if self.outbox_error and storage_check.state == OK:
+            storage_check = Check(FAULT, f"outbox: {self.outbox_error}"[:120])
+        checks = {"storage": storage_check}
+        checks.update(self.peripherals.check_all())
+        signal = self.peripherals.signal()
+        connected = self.link.connected
+        info = self.link.tcp_info() if connected else None
+        self.stats.samples += 1
+        return Sample(
+            seq=0, ts=slot_ts, interval=self.interval,
+            clock=CLOCK_CHECKED if self.clock_ok else CLOCK_UNVERIFIED,
+            connected=connected,
+            rtt_var_ms=None if info is None else int(round(info.rttvar_ms)),
+            retrans=None if info is None else info.total_retrans,
+            segs_out=None if info is None else info.segs_out,
+            fs=fs, checks=checks, signal_dbm=signal[0], csq=signal[1],
+            **sysinfo,  # type: ignore[arg-type]
+        )
+
+    def _finish_sample(self, sample: Sample, probe_lost: bool) -> None:
+        worst, jitter = self.rtt.take()
+        if probe_lost:
+            worst = max(worst or 0, int(PROBE_WAIT_REAL_S * 1000))
+        sample.rtt_ms = worst
+        if jitter is not None:
+            sample.rtt_var_ms = jitter
+        states = {k: c.state for k, c in sample.checks.items()}
+        if states != self._last_checks:
+            if self._last_checks:
+                changed = {k for k in states.keys() | self._last_checks.keys() if states.get(k) != self._last_checks.get(k)}
+                log.info("check state changed: %s", ", ".join(
+                    f"{k}={'ok' if states.get(k) == OK else 'fault' if states.get(k) == FAULT else 'unknown'}"
+                    + (f" ({sample.checks[k].reason})" if k in sample.checks and sample.checks[k].reason else "")
+                    for k in sorted(changed)))
+                self._urgent = True
+            self._last_checks = states
+        self._store(sample)
+        systemd.notify("WATCHDOG=1")
+
+    def _inventory(self) -> None:
+        data: dict[str, object] = {
+            "agent": __version__, "boot_id": self.boot_id, "hostname": socket.gethostname(),
+            "components": {
+                name: read_component_version(src.file, src.command, src.pattern)
+                for name, src in self.cfg.components.items()
+            },
+        }
+        data.update(self.peripherals.identity())
+        self._store(Event(seq=0, ts=int(self.clock.now()), kind="inventory", data=data))
+        self._last_inventory = self.clock.now()
+
+    # link events -----------------------------------------------------------------------
+    def _handle(self, kind: str, arg: object) -> None:
+        if kind == "connect":
+            self._urgent = True
+            self._newest_first = True
+            self.inflight.clear()
+            self.memory_inflight.clear()
+        elif kind == "disconnect":
+            self.inflight.clear()
+            self.memory_inflight.clear()
+        elif kind == "rtt":
+            self.rtt.add(float(arg))  # type: ignore[arg-type]
+            if self._open_sample is not None:
+                sample, _ = self._open_sample
+                self._open_sample = None
+                self._finish_sample(sample, probe_lost=False)
+        elif kind == "message":
+            topic_kind, payload = arg  # type: ignore[misc]
+            if topic_kind == topics.ACK:
+                self._on_ack(payload)
+
+    def _on_ack(self, payload: bytes) -> None:
+        try:
+            ack = codec.decode(payload, Ack)
+        except codec.DecodeError as err:
+            self.stats.acks_ignored += 1
+            log.warning("ignored an acknowledgement: %s", err)
+            return
+        server_now = ack.time_ms / 1000
+        if not self.clock_ok or abs(server_now - self.clock.now()) > max(5.0, 2 * self.clock.speed):
+            self.clock.set_offset(server_now - self.clock.raw())
+            self.clock_ok = False
+            self._clock_checked("server time")
+        gone = ack.ranges + [(lo, hi) for lo, hi, _ in ack.rejected]
+        for lo, hi, reason in ack.rejected:
+            self.stats.items_rejected += hi - lo + 1
+            self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + hi - lo + 1
+            log.warning("server rejected items %d-%d for good: %s", lo, hi, reason)
+        if ack.epoch == self.volatile_epoch:
+            done = {s for lo, hi in gone for s in range(lo, hi + 1)}
+            self.memory = [s for s in self.memory if s.seq not in done]
+            for s in done:
+                self.memory_inflight.pop(s, None)
+            self.stats.memory_held = len(self.memory)
+            return
+        if self.outbox is None or ack.epoch != self.outbox.epoch:
+            self.stats.acks_ignored += 1
+            return
+        try:
+            n = self.outbox.delete(gone)
+        except OutboxError as err:
+            log.error("%s", err)
+            return
+        self.stats.items_acked += n
+        for lo, hi in gone:
+            if hi - lo < 4096:
+                for s in range(lo, hi + 1):
+                    self.inflight.pop(s, None)
+            else:
+                for s in [s for s in self.inflight if lo <= s <= hi]:
+                    del self.inflight[s]
+
+    # sending -------------------------------------------------------------------------------
+    def pump(self) -> None:
+        if not self.link.connected:
+            return
+        now_mono = time.monotonic()
+        timeout = self.cfg.link.ack_timeout_s / self.clock.speed
+        for d in (self.inflight, self.memory_inflight):
+            for seq in [s for s, t in d.items() if now_mono - t > timeout]:
+                del d[seq]
+        self._send_memory(now_mono)
+        if self.outbox is None:
+            return
+        if len(self.inflight) >= self.cfg.link.max_batch * 4:
+            return  # window full: wait for acknowledgements
+        if now_mono - self._last_batch_mono < 1.0 / self.cfg.link.backlog_rate:
+            return  # pacing
+        try:
+            if self._newest_first:
+                rows = self.outbox.pending(1, exclude=set(self.inflight), newest=True)
+                self._newest_first = False
+                if rows:
+                    self._send_rows(rows, now_mono)
+                    return
+            rows = self.outbox.pending(self.cfg.link.max_batch, exclude=set(self.inflight))
+        except OutboxError as err:
+            log.error("%s", err)
+            return
+        if not rows:
+            self._urgent = False
+            return
+        oldest_age = self.clock.now() - rows[0].ts
+        due = (
+            self._urgent
+            or len(rows) >= self.cfg.link.max_batch
+            or oldest_age >= self.cfg.link.batch_interval_s + self.interval
+        )
+        if due:
+            self._send_rows(rows, now_mono)
+            if len(rows) < self.cfg.link.max_batch:
+                self._urgent = False
+
+    def _send_rows(self, rows: list[Row], now_mono: float) -> None:
+        batch = Batch(
+            sn=self.sn, epoch=self.outbox.epoch if self.outbox else 0,
+            samples=[r.item for r in rows if isinstance(r.item, Sample)],
+            events=[r.item for r in rows if isinstance(r.item, Event)],
+        )
+        if self.link.publish(topics.TELEMETRY, codec.encode(batch)):
+            for r in rows:
+                self.inflight[r.seq] = now_mono
+            self.stats.batches_sent += 1
+            self._last_batch_mono = now_mono
+
+    def _send_memory(self, now_mono: float) -> None:
+        todo = [s for s in self.memory if s.seq not in self.memory_inflight and s.clock != CLOCK_UNVERIFIED]
+        if not todo:
+            return
+        todo = todo[: self.cfg.link.max_batch]
+        batch = Batch(sn=self.sn, epoch=self.volatile_epoch, samples=todo)
+        if self.link.publish(topics.TELEMETRY, codec.encode(batch)):
+            for s in todo:
+                self.memory_inflight[s.seq] = now_mono
+            self.stats.batches_sent += 1
+
+    # the loop ---------------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        log.info("agent %s starting as %s (data in %s)", __version__, self.sn, self.data_dir)
+        # Spread the first connection over a few seconds so a fleet powering up together does not
+        # hit the broker in the same instant.
+        self.link.start(initial_delay=self.rng.uniform(0, min(3.0, self.cfg.link.reconnect_min_s)))
+        systemd.notify("READY=1")
+        next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
+        self._inventory()
+        try:
+            while not self._stop.is_set():
+                now = self.clock.now()
+                if now >= next_slot:
+                    if self._open_sample is not None:  # the previous probe never came back
+                        sample, _ = self._open_sample
+                        self._open_sample = None
+                        self._finish_sample(sample, probe_lost=True)
+                    self._check_clock()
+                    sample = self.take_sample(int(next_slot))
+                    missed = int((now - next_slot) // self.interval)
+                    next_slot += self.interval * (1 + max(0, missed))
+                    if self.cfg.link.probe_every_sample and self.link.connected and self.link.probe():
+                        self._open_sample = (sample, time.monotonic() + min(
+                            PROBE_WAIT_REAL_S, 0.8 * self.interval / self.clock.speed))
+                    else:
+                        self._finish_sample(sample, probe_lost=False)
+                    if now - self._last_inventory >= 86400:
+                        self._inventory()
+                if self._open_sample is not None and time.monotonic() > self._open_sample[1]:
+                    sample, _ = self._open_sample
+                    self._open_sample = None
+                    self._finish_sample(sample, probe_lost=True)
+                self.pump()
+                wait = max(0.0, min((next_slot - self.clock.now()) / self.clock.speed, 0.2))
+                try:
+                    kind, arg = self.events.get(timeout=wait)
+                    self._handle(kind, arg)
+                    while True:
+                        kind, arg = self.events.get_nowait()
+                        self._handle(kind, arg)
+                except queue.Empty:
+                    pass
+        finally:
+            if self._open_sample is not None:
+                self._finish_sample(self._open_sample[0], probe_lost=False)
+            self.link.stop()
+            self.peripherals.close()
+            if self.outbox is not None:
+                self.outbox.close()
+            log.info("agent stopped")
+

@@ -1,0 +1,154 @@
+"""The terminal's peripherals as the agent sees them: one owner per serial port.
+
+Each configured peripheral is opened through its driver (drivers/ knows nothing of the
+agent). A peripheral missing at boot is retried with backoff, never fatal, and logged
+once per state change. Health checks, self-tests and commands all go through the same
+per-port lock, because a serial line has one speaker at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from drivers.errors import DeviceNotFound, DriverError
+from drivers.health import CheckResult
+from wire.messages import STATE_CODES, Check
+
+from .config import PeripheralConfig, PeripheralsConfig
+
+log = logging.getLogger(__name__)
+
+
+def _factory(kind: str) -> Callable[..., Any]:
+    if kind == "modem":
+        from drivers.modem.device import Modem
+
+        return Modem
+    if kind == "printer":
+        from drivers.printer.device import Printer
+
+        return Printer
+    if kind == "idcard":
+        from drivers.idcard.device import IdCardReader
+
+        return IdCardReader
+    raise ValueError(f"unknown peripheral kind {kind!r}")
+
+
+class _Port:
+    def __init__(self, kind: str, cfg: PeripheralConfig) -> None:
+        self.kind = kind
+        self.cfg = cfg
+        self.device: Any = None
+        self.lock = threading.Lock()
+        self.next_retry = 0.0
+        self.backoff = 5.0
+        self.last: tuple[str, str] | None = None
+
+    def open(self) -> Any:
+        if self.device is not None:
+            return self.device
+        if time.monotonic() < self.next_retry:
+            raise DeviceNotFound(self.cfg.port, "waiting to retry")
+        try:
+            dev = _factory(self.kind)(self.cfg.port, self.cfg.profile, baudrate=self.cfg.baud)
+            dev.open()
+        except DriverError:
+            self.next_retry = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, 300.0)
+            raise
+        self.backoff = 5.0
+        self.device = dev
+        return dev
+
+    def drop(self) -> None:
+        dev, self.device = self.device, None
+        if dev is not None:
+            try:
+                dev.close()
+            except DriverError:
+                pass
+
+
+class PeripheralSet:
+    def __init__(self, cfg: PeripheralsConfig) -> None:
+        self.ports: dict[str, _Port] = {}
+        for kind in ("modem", "printer", "idcard"):
+            pc = getattr(cfg, kind)
+            if pc is not None and pc.enabled:
+                self.ports[kind] = _Port(kind, pc)
+        self._signal: tuple[int | None, int | None] = (None, None)
+        self._identity: dict[str, Any] = {}
+        self.identity_changed = False
+
+    @contextmanager
+    def use(self, kind: str) -> Iterator[Any]:
+        """Exclusive use of one peripheral (for self-tests and commands)."""
+        port = self.ports[kind]
+        with port.lock:
+            yield port.open()
+
+    def check_all(self) -> dict[str, Check]:
+        return {kind: self._check(port) for kind, port in self.ports.items()}
+
+    def _check(self, port: _Port) -> Check:
+        with port.lock:
+            try:
+                dev = port.open()
+                result: CheckResult = dev.check()
+                if port.kind == "modem":
+                    self._modem_extras(dev)
+            except DeviceNotFound as err:
+                port.drop()
+                result = CheckResult.fault(f"not found at {port.cfg.port}" if "waiting" in str(err) else str(err))
+            except DriverError as err:
+                port.drop()
+                result = CheckResult.fault(str(err))
+        state = (result.state, result.reason)
+        if state != port.last:
+            log_fn = log.info if result.state == "ok" else log.warning
+            log_fn("%s: %s%s", port.kind, result.state, f" ({result.reason})" if result.reason else "")
+            port.last = state
+        return Check(STATE_CODES[result.state], result.reason[:120])
+
+    def _modem_extras(self, dev: Any) -> None:
+        try:
+            st = dev.status()
+        except DriverError as err:
+            log.debug("modem status unavailable: %s", err)
+            return
+        sig = getattr(st, "signal", None)
+        rssi = getattr(sig, "rssi_dbm", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("rssi_dbm")
+        csq = getattr(sig, "csq", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("csq")
+        self._signal = (rssi, csq)
+        ident = {
+            "iccid": getattr(st, "iccid", None), "imsi": getattr(st, "imsi", None), "imei": getattr(st, "imei", None),
+            "modem_model": getattr(st, "model", None), "modem_firmware": getattr(st, "firmware", None),
+        }
+        op = getattr(st, "operator", None)
+        if op is not None:
+            ident["carrier"] = getattr(op, "carrier", None) if not isinstance(op, dict) else op.get("carrier")
+            ident["mcc_mnc"] = getattr(op, "mcc_mnc", None) if not isinstance(op, dict) else op.get("mcc_mnc")
+        if ident.get("iccid") and (
+            ident.get("iccid") != self._identity.get("iccid") or ident.get("imsi") != self._identity.get("imsi")
+        ):
+            self.identity_changed = bool(self._identity.get("iccid"))
+            if self.identity_changed:
+                log.warning("SIM changed: ICCID %s -> %s", self._identity.get("iccid"), ident.get("iccid"))
+            self._identity = ident
+
+    def signal(self) -> tuple[int | None, int | None]:
+        return self._signal
+
+    def identity(self) -> dict[str, Any]:
+        return dict(self._identity)
+
+    def close(self) -> None:
+        for port in self.ports.values():
+            with port.lock:
+                port.drop()
