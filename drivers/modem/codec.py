@@ -431,8 +431,8 @@ def parse_iccid(raw: str) -> str:
         raise ProtocolError("ICCID: does not start with 89", _raw(raw))
     if s.endswith("F"):
         s = s[:-1]
-    if not s[:6].isdigit() or "F" in s:
-        raise ProtocolError("ICCID: malformed issuer part or padding", _raw(raw))
+    if not s[:6].isdigit():
+        raise ProtocolError("ICCID: issuer part (first 6) must be digits", _raw(raw))
     return s
 
 
