@@ -65,7 +65,7 @@ def qr_raster(payload: str, dots: int) -> bytes:
 
     dummy = Dummy()
     size = 6 if dots >= 576 else 4
-    dummy.qr(payload, size=size, native=False, center=True)
+    dummy.qr(payload, size=size, native=False)  # ESC a 1 (sent before) centres it
     return dummy.output
 
 
