@@ -58,6 +58,7 @@ _COUNTED = _IN_HOURS | _IN_SERVICE
 _FLAGS = (_COVERED | _DEV_BAD | _NET_BAD, _COVERED | _DEV_BAD, _COVERED | _NET_BAD, _COVERED)
 
 _US = 1_000_000
+_MAX_S = 10**12  # ~31,700 years of seconds: bounds timestamps and intervals
 
 
 def _table(pred: Any) -> bytes:
@@ -260,9 +261,11 @@ def _epoch_us(ts: datetime | int | float) -> int:
     if isinstance(ts, bool):
         raise ValueError(f"sample ts {ts!r} is not a time")
     if isinstance(ts, int):
+        if abs(ts) > _MAX_S:
+            raise ValueError(f"sample ts {ts!r} is not a time")
         return ts * _US
     if isinstance(ts, float):
-        if not math.isfinite(ts):
+        if not math.isfinite(ts) or abs(ts) > _MAX_S:
             raise ValueError(f"sample ts {ts!r} is not a time")
         return int(ts) * _US if ts.is_integer() else round(ts * _US)
     raise ValueError(f"sample ts {ts!r} is not a time")
@@ -271,7 +274,8 @@ def _epoch_us(ts: datetime | int | float) -> int:
 def _interval_us(iv: object, ts: object) -> int:
     if isinstance(iv, bool) or not isinstance(iv, int | float) or not math.isfinite(iv) or iv < 0:
         raise ValueError(f"sample at {ts!r}: interval_s {iv!r} is not a non-negative number of seconds")
-    return iv * _US if isinstance(iv, int) else round(iv * _US)
+    # a sample cannot cover more than _MAX_S: beyond that every period is covered anyway (and floats overflow)
+    return min(iv, _MAX_S) * _US if isinstance(iv, int) else round(min(iv, _MAX_S) * _US)
 
 
 def _status_intervals(
