@@ -587,7 +587,7 @@ def parse_cops(line: str, *, ucs2: bool | None = None) -> Cops:
     oper = _unquote(parts[2])
     act = _opt_int(parts[3]) if len(parts) > 3 else None
     if fmt == 2:
-        if ucs2 is not False and not oper.isdigit():
+        if ucs2 is not False and len(oper) > 6:  # UCS2-hex digits are all digits too
             oper = decode_ucs2_hex(oper) or oper
         mcc, mnc = parse_plmn(oper)
         return Cops(mode, fmt, oper, None, mcc, mnc, act)
