@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -180,3 +181,19 @@ def test_baudrate_override_and_profile_defaults():
     assert Printer("loop://").baudrate == 115200
     assert Printer("loop://", baudrate=9600).baudrate == 9600
     assert Printer("loop://", "generic-80mm").profile.columns == 48
+
+
+def test_profiles_refuse_unknown_keys_and_name_the_field(tmp_path):
+    from drivers.printer import load_profile
+    from drivers.profiles import ProfileError
+
+    folder = tmp_path / "printers"
+    folder.mkdir()
+    (folder / "typo.toml").write_text('inherits = "generic-58mm"\n[features]\nqr_code = "native"\n')
+    base = load_profile("generic-58mm").__class__  # same struct the driver validates with
+    (folder / "generic-58mm.toml").write_text(
+        (Path(__file__).resolve().parents[2] / "firmware_profiles/printers/generic-58mm.toml").read_text()
+    )
+    with pytest.raises(ProfileError, match=r"features"):
+        load_profile("typo", root=tmp_path)
+    assert base.__struct_config__.forbid_unknown_fields
