@@ -114,3 +114,11 @@ def seq_ranges(seqs: list[int]) -> list[tuple[int, int]]:
         else:
             out.append((s, s))
     return out
+
+
+def sample_dict(s: Sample) -> dict[str, object]:
+    """A sample with its readable field names (the API's form, not the wire's)."""
+    out: dict[str, object] = {f: getattr(s, f) for f in s.__struct_fields__ if f not in ("checks", "fs")}
+    out["checks"] = {k: [c.state, c.reason] for k, c in s.checks.items()}
+    out["fs"] = [{"mount": f.mount, "size_mb": f.size_mb, "used_mb": f.used_mb, "writable": f.writable} for f in s.fs]
+    return out

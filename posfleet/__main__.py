@@ -1,0 +1,3 @@
+from posfleet.cli import main
+
+main()

@@ -1,0 +1,297 @@
+"""The ``posfleet`` console script: agent, server, ca, diag, sim, report, demo.
+
+Subcommands import their packages lazily, so ``posfleet agent run`` on a terminal never
+loads the server's web stack.
+
+Exit codes: 0 success; 1 runtime failure; 2 usage or configuration error (the message
+names the field); diag commands: 3 device not found, 4 timeout, 5 protocol error, 6 fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+def _setup_logging(level: str = "INFO") -> None:
+    from .logs import setup
+
+    setup(level)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="posfleet")
+def main() -> None:
+    """posfleet: fleet monitoring for medical-insurance POS terminals."""
+
+
+# ---------------------------------------------------------------- agent
+@main.group()
+def agent() -> None:
+    """The edge agent that runs on each terminal."""
+
+
+@agent.command("run")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="agent TOML file")
+def agent_run(config_path: str) -> None:
+    """Run the agent until SIGTERM/SIGINT."""
+    from agent.config import ConfigError, load
+    from agent.main import Agent
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from err
+    _setup_logging(cfg.log.level)
+    try:
+        a = Agent(cfg)
+    except (ValueError, OSError) as err:
+        raise click.ClickException(str(err)) from err
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: a.stop())
+    a.run()
+
+
+@agent.command("check-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def agent_check_config(config_path: str) -> None:
+    """Validate a configuration file and print it with secrets hidden."""
+    from agent.config import ConfigError, load
+
+    try:
+        cfg = load(config_path)
+    except ConfigError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(json.dumps(cfg.redacted(), indent=2, ensure_ascii=False))
+
+
+@agent.command("enroll")
+@click.option("--sn", required=True, help="terminal serial number (becomes the certificate CN)")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False))
+def agent_enroll(sn: str, out_dir: str) -> None:
+    """Make the terminal's private key and a CSR; only the CSR leaves the terminal."""
+    from agent.enroll import make_key_and_csr
+
+    try:
+        key, csr = make_key_and_csr(sn, Path(out_dir))
+    except ValueError as err:
+        raise click.UsageError(str(err)) from err
+    click.echo(f"key: {key} (stays here)\ncsr: {csr} (send this to the fleet CA)")
+
+
+# ---------------------------------------------------------------- server
+@main.group()
+def server() -> None:
+    """The fleet server."""
+
+
+def _server_settings(config_path: str):  # type: ignore[no-untyped-def]
+    from server.settings import SettingsError, load
+
+    try:
+        return load(config_path)
+    except SettingsError as err:
+        raise click.UsageError(str(err)) from err
+
+
+@server.command("run")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--log-level", default="INFO")
+def server_run(config_path: str, log_level: str) -> None:
+    """Run the fleet server (API + MQTT ingest)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    settings = _server_settings(config_path)
+    _setup_logging(log_level)
+    uvicorn.run(create_app(settings), host=settings.http.host, port=settings.http.port, log_config=None,
+                access_log=False)
+
+
+@server.group("token")
+def server_token() -> None:
+    """API tokens."""
+
+
+@server_token.command("create")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["admin", "engineer", "viewer"]), required=True)
+def token_create(config_path: str, name: str, role: str) -> None:
+    """Create a token; it is printed once and stored only hashed."""
+    from server.auth import create_token
+    from server.storage import open_storage
+
+    settings = _server_settings(config_path)
+
+    async def go() -> str:
+        st = open_storage(settings.storage.url, settings.base_dir)
+        await st.open()
+        try:
+            return await create_token(st, name, role)
+        finally:
+            await st.close()
+
+    click.echo(asyncio.run(go()))
+
+
+# ---------------------------------------------------------------- ca
+@main.group()
+def ca() -> None:
+    """The fleet certificate authority."""
+
+
+def _passphrase() -> str:
+    pw = os.environ.get("POSFLEET_CA_PASSPHRASE")
+    if pw:
+        return pw
+    if not sys.stdin.isatty():
+        raise click.UsageError("set POSFLEET_CA_PASSPHRASE or run on a terminal to be asked for the CA passphrase")
+    return getpass.getpass("CA passphrase: ")
+
+
+def _open_ca(directory: str):  # type: ignore[no-untyped-def]
+    from .ca import CAError, FleetCA
+
+    try:
+        return FleetCA(directory, _passphrase())
+    except CAError as err:
+        raise click.ClickException(str(err)) from err
+
+
+@ca.command("init")
+@click.option("--dir", "directory", required=True, type=click.Path(file_okay=False))
+@click.option("--name", default="posfleet fleet CA")
+def ca_init(directory: str, name: str) -> None:
+    """Create the fleet CA (key encrypted with the passphrase)."""
+    from .ca import CAError, FleetCA
+
+    try:
+        FleetCA.init(directory, _passphrase(), name)
+    except CAError as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"fleet CA created in {directory}")
+
+
+@ca.command("issue-broker")
+@click.option("--dir", "directory", required=True)
+@click.option("--name", "names", multiple=True, default=["localhost", "127.0.0.1"], show_default=True)
+def ca_issue_broker(directory: str, names: tuple[str, ...]) -> None:
+    """Issue the broker's server certificate."""
+    cert, key = _open_ca(directory).issue_broker(list(names))
+    click.echo(f"{cert}\n{key}")
+
+
+@ca.command("issue-server")
+@click.option("--dir", "directory", required=True)
+def ca_issue_server(directory: str) -> None:
+    """Issue the fleet server's MQTT client certificate."""
+    cert, key = _open_ca(directory).issue_server_client()
+    click.echo(f"{cert}\n{key}")
+
+
+@ca.command("sign")
+@click.option("--dir", "directory", required=True)
+@click.option("--csr", "csr_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--days", default=825, show_default=True)
+def ca_sign(directory: str, csr_path: str, out_path: str, days: int) -> None:
+    """Sign a terminal's CSR (CN = terminal SN)."""
+    from .ca import CAError
+
+    try:
+        pem = _open_ca(directory).sign_csr(Path(csr_path).read_bytes(), days)
+    except CAError as err:
+        raise click.ClickException(str(err)) from err
+    Path(out_path).write_bytes(pem)
+    click.echo(out_path)
+
+
+@ca.command("revoke")
+@click.option("--dir", "directory", required=True)
+@click.option("--cn", default="")
+@click.option("--serial", type=int, default=None)
+def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
+    """Revoke by CN or serial and rewrite crl.pem (reload the broker to apply)."""
+    from .ca import CAError
+
+    try:
+        hit = _open_ca(directory).revoke(serial, cn)
+    except CAError as err:
+        raise click.ClickException(str(err)) from err
+    for r in hit:
+        click.echo(f"revoked {r.cn} serial {r.serial}")
+
+
+@ca.command("broker-config")
+@click.option("--dir", "directory", required=True)
+@click.option("--port", default=8883, show_default=True)
+@click.option("--bind", default="0.0.0.0", show_default=True)
+@click.option("--data-dir", default=None, help="mosquitto persistence directory")
+@click.option("--user", default="", help="account mosquitto drops to (must read broker.key)")
+def ca_broker_config(directory: str, port: int, bind: str, data_dir: str | None, user: str) -> None:
+    """Write mosquitto.conf and the ACL: TLS only, client certificates required, identity = CN."""
+    from .ca import write_broker_config
+
+    path = write_broker_config(Path(directory), port, bind, Path(data_dir) if data_dir else None, user)
+    click.echo(path)
+
+
+# ---------------------------------------------------------------- diag
+class _Lazy(click.Group):
+    def __init__(self, *args, modules: dict[str, str], **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._modules = modules
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._modules))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._modules:
+            return importlib.import_module(self._modules[name]).command  # type: ignore[no-any-return]
+        return super().get_command(ctx, name)
+
+
+@main.group(cls=_Lazy, modules={
+    "modem": "posfleet.cli_diag_modem",
+    "printer": "posfleet.cli_diag_printer",
+    "idcard": "posfleet.cli_diag_idcard",
+})
+def diag() -> None:
+    """Engineers' local diagnostics of the peripherals (same drivers as the agent)."""
+
+
+# ---------------------------------------------------------------- sim
+@main.group(cls=_Lazy, modules={"oracle": "posfleet.cli_sim_oracle"})
+def sim() -> None:
+    """The simulator: emulated peripherals and fleets."""
+
+
+@sim.command("device")
+@click.argument("kind", type=click.Choice(["modem", "printer", "idcard"]))
+@click.option("--profile", default=None, help="firmware profile name")
+def sim_device(kind: str, profile: str | None) -> None:
+    """Run one emulated peripheral on a pseudo-terminal and print its path (Ctrl-C stops)."""
+    mod = importlib.import_module(f"simulator.emulators.{kind}")
+    dev = mod.serve(profile) if profile else mod.serve()
+    click.echo(dev.path)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        dev.stop()

@@ -1,0 +1,91 @@
+"""The fleet server's app factory: nothing happens at import; ``create_app(settings)`` builds it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from wire.clock import Clock
+
+from .ingest.service import Ingest
+from .settings import Settings
+from .storage import open_storage
+
+log = logging.getLogger(__name__)
+
+
+def make_clock(settings: Settings) -> Clock:
+    c = settings.clock
+    return Clock.from_config(c.speed, c.start, c.anchor)
+
+
+async def _retention(app: FastAPI) -> None:
+    s: Settings = app.state.settings
+    while True:
+        try:
+            cutoff = int(app.state.clock.now()) - s.retention_days * 86400
+            n = await app.state.storage.purge_samples(cutoff)
+            if n:
+                log.info("retention: removed %d raw samples older than %d days", n, s.retention_days)
+        except Exception:
+            log.exception("retention pass failed")
+        await asyncio.sleep(3600)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        storage = open_storage(settings.storage.url, settings.base_dir)
+        await storage.open()
+        app.state.storage = storage
+        ingest = Ingest(settings, storage, app.state.clock)
+        app.state.ingest = ingest
+        if settings.ingest_enabled:
+            await ingest.start()
+        retention = asyncio.create_task(_retention(app))
+        try:
+            yield
+        finally:
+            retention.cancel()
+            await ingest.stop()
+            await storage.close()
+
+    app = FastAPI(title="posfleet fleet server", version="0.1.0", lifespan=lifespan,
+                  docs_url="/docs", openapi_url="/openapi.json")
+    app.state.settings = settings
+    app.state.clock = make_clock(settings)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(x) for x in e["loc"] if x not in ("query", "body", "path")), "error": e["msg"]}
+                  for e in exc.errors()]
+        return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz(request: Request) -> dict[str, Any]:
+        ingest: Ingest = request.app.state.ingest
+        return {"status": "ok", "ingest": ingest.stats.as_dict()}
+
+    from .units.router import router as units_router
+
+    app.include_router(units_router)
+
+    from typing import Annotated
+
+    from fastapi import Depends
+
+    from .auth import Principal, require
+
+    @app.get("/api/v1/ingest/stats", tags=["health"])
+    async def ingest_stats(request: Request, _: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
+        """Messages and samples taken in, and every rejection counted by reason."""
+        return request.app.state.ingest.stats.as_dict()
+
+    return app

@@ -1,0 +1,123 @@
+"""Server settings: a typed model loaded from one TOML file; unknown keys are refused."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Strict):
+    host: str = "localhost"
+    port: int = Field(8883, ge=1, le=65535)
+    ca_file: str = "ca.pem"
+    cert_file: str = "server-client.pem"
+    key_file: str = "server-client.key"
+    client_id: str = "posfleet-server-1"
+    keepalive_s: int = Field(60, ge=5, le=3600)
+    # MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may push to us at once.
+    # We acknowledge only after the database commit, so this is the ingest pipeline's depth.
+    receive_maximum: int = Field(2000, ge=10, le=65535)
+    share_group: str = "posfleet"
+
+
+class StorageSettings(_Strict):
+    url: str = "sqlite:///var/lib/posfleet/fleet.sqlite"
+
+
+class HttpSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class IngestSettings(_Strict):
+    future_tolerance_s: int = Field(120, ge=0)
+    max_payload: int = Field(256 * 1024, ge=1024)
+    batch_messages: int = Field(500, ge=1)
+    # Units' keep-alive, for "online" when the broker state is stale: 3 x this without a message = offline.
+    terminal_keepalive_s: int = Field(660, ge=10)
+
+
+class AvailabilitySettings(_Strict):
+    threshold: float = Field(0.95, gt=0, le=1)
+    rtt_ok_ms: int = Field(400, ge=1)
+    critical_checks: list[str] = ["printer", "idcard", "modem", "storage"]
+    service_hours: str | dict[str, str] = "08:00-18:00"
+
+
+class ClockSettings(_Strict):
+    speed: float = Field(1.0, gt=0)
+    start: str = ""
+    anchor: float = 0.0
+
+
+class Settings(_Strict):
+    timezone: str = "Asia/Shanghai"
+    retention_days: int = Field(14, ge=1)
+    mqtt: MqttSettings = MqttSettings()
+    storage: StorageSettings = StorageSettings()
+    http: HttpSettings = HttpSettings()
+    ingest: IngestSettings = IngestSettings()
+    availability: AvailabilitySettings = AvailabilitySettings()
+    clock: ClockSettings = ClockSettings()
+    ingest_enabled: bool = True
+    base_dir: str = ""
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as err:
+            raise ValueError(f"unknown time zone {v!r}") from err
+        return v
+
+    def path(self, value: str) -> Path:
+        p = Path(value)
+        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+
+
+class SettingsError(ValueError):
+    """Bad server configuration; the message names the dotted field."""
+
+
+def _explain(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        parts.append(f"{where}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse(data: dict, base_dir: str = "") -> Settings:
+    data = dict(data)
+    data.setdefault("base_dir", base_dir)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as err:
+        raise SettingsError(_explain(err)) from err
+
+
+def load(path: str | Path) -> Settings:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise SettingsError(f"{p}: cannot read: {err.strerror}") from err
+    except tomllib.TOMLDecodeError as err:
+        raise SettingsError(f"{p}: not valid TOML: {err}") from err
+    try:
+        return parse(data, str(p.parent.resolve()))
+    except SettingsError as err:
+        raise SettingsError(f"{p}: {err}") from err
+
+
+Role = Literal["admin", "engineer", "viewer"]

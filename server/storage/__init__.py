@@ -1,0 +1,21 @@
+"""Storage behind a small interface. SQLite (aiosqlite) is the default backend."""
+
+from __future__ import annotations
+
+from .base import EventRow, SampleRow, Storage, UnitQuery
+
+
+def open_storage(url: str, base_dir: str = "") -> Storage:
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        from .sqlite import SqliteStorage
+
+        path = Path(url[len("sqlite:///"):])
+        if not path.is_absolute() and base_dir:
+            path = Path(base_dir) / path
+        return SqliteStorage(path)
+    raise ValueError(f"storage.url: unsupported backend in {url!r} (supported: sqlite:///PATH)")
+
+
+__all__ = ["Storage", "SampleRow", "EventRow", "UnitQuery", "open_storage"]

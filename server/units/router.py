@@ -1,0 +1,63 @@
+"""Unit registry API: list (filter, sort, paginate), detail, recent samples."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+
+from ..auth import Principal, require
+from ..storage import UnitQuery
+
+router = APIRouter(prefix="/api/v1/units", tags=["units"])
+
+
+def _present(unit: dict[str, Any], request: Request) -> dict[str, Any]:
+    """Online: the broker session is up, or a message arrived within three keep-alive intervals."""
+    s = request.app.state.settings
+    now = request.app.state.clock.now()
+    recent = now - unit["last_seen"] <= 3 * s.ingest.terminal_keepalive_s
+    unit = dict(unit)
+    unit["broker_session"] = unit.pop("online")
+    unit["online"] = bool(unit["broker_session"] or recent)
+    return unit
+
+
+@router.get("")
+async def list_units(
+    request: Request,
+    _: Annotated[Principal, Depends(require("viewer"))],
+    q: Annotated[str, Query(max_length=64, description="substring of the SN")] = "",
+    online: bool | None = None,
+    sort: Literal["sn", "last_seen", "first_seen", "online"] = "sn",
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    storage = request.app.state.storage
+    total, items = await storage.list_units(
+        UnitQuery(q=q, online=online, sort=sort, descending=order == "desc", limit=limit, offset=offset)
+    )
+    return {"total": total, "limit": limit, "offset": offset, "items": [_present(u, request) for u in items]}
+
+
+@router.get("/{sn}")
+async def unit_detail(request: Request, sn: str, _: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
+    unit = await request.app.state.storage.get_unit(sn)
+    if unit is None:
+        raise HTTPException(404, f"unit {sn!r} not found")
+    return _present(unit, request)
+
+
+@router.get("/{sn}/samples")
+async def unit_samples(
+    request: Request,
+    sn: str,
+    _: Annotated[Principal, Depends(require("viewer"))],
+    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    before: int | None = None,
+) -> dict[str, Any]:
+    storage = request.app.state.storage
+    if await storage.get_unit(sn) is None:
+        raise HTTPException(404, f"unit {sn!r} not found")
+    return {"sn": sn, "items": await storage.recent_samples(sn, limit, before)}

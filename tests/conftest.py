@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fleet import Broker, Pki, Server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
+        raise pytest.UsageError("mosquitto is not installed: run ./dev test (it installs it)")
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture
+def broker(pki: Pki, tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(pki, tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def server(pki: Pki, broker: Broker, tmp_path: Path) -> Iterator[Server]:
+    s = Server(pki, broker, tmp_path / "server").start()
+    yield s
+    s.stop()
+    log = (tmp_path / "server" / "server.log")
+    if log.exists():
+        text = log.read_text()
+        assert "Traceback" not in text, text[-4000:]
+
+
+def sqlite_count(db: Path, sql: str) -> int:
+    import sqlite3
+
+    con = sqlite3.connect(db, timeout=10)
+    try:
+        return int(con.execute(sql).fetchone()[0] or 0)
+    finally:
+        con.close()
