@@ -305,7 +305,7 @@ def _validate(data: Any, known_profiles: dict[str, list[str]]) -> Scenario:
         iname = c.text(o["name"], f"{p}.name")
         county = c.text(o["county"], f"{p}.county")
         itype = o.get("type")
-        if itype is not None and itype not in INSTITUTION_TYPES:
+        if itype is not None and (not isinstance(itype, str) or itype not in INSTITUTION_TYPES):
             c.err(
                 f"{p}.type",
                 f"unknown institution type {itype!r} (expected one of {', '.join(INSTITUTION_TYPES)})",
@@ -316,9 +316,10 @@ def _validate(data: Any, known_profiles: dict[str, list[str]]) -> Scenario:
         if code is not None and code in codes:
             c.err(f"{p}.code", f"duplicate institution code {code!r}")
             continue
+        if code is not None:
+            codes.add(code)
         if code is None or iname is None or county is None:
             continue
-        codes.add(code)
         institutions.append(
             Institution(code, iname, county, itype if isinstance(itype, str) else None, hours)
         )
@@ -339,6 +340,8 @@ def _validate(data: Any, known_profiles: dict[str, list[str]]) -> Scenario:
         elif sn in sns:
             c.err(f"{p}.sn", f"duplicate unit {sn!r}")
             sn = None
+        else:
+            sns.add(sn)  # known from here on, even if another field of the unit is wrong (no cascade errors)
         inst = c.text(o["institution"], f"{p}.institution")
         if inst is not None and inst not in codes:
             c.err(f"{p}.institution", f"unknown institution {inst!r}")
@@ -360,7 +363,7 @@ def _validate(data: Any, known_profiles: dict[str, list[str]]) -> Scenario:
                 continue
             at = c.when(so["from"], f"{sp}.from", minute=False)
             st = so["status"]
-            if st not in STATUSES:
+            if not isinstance(st, str) or st not in STATUSES:
                 c.err(f"{sp}.status", f"unknown status {_kind(st)} (expected one of {', '.join(STATUSES)})")
                 continue
             if at is None:
@@ -371,7 +374,6 @@ def _validate(data: Any, known_profiles: dict[str, list[str]]) -> Scenario:
             changes.append(StatusChange(at, st))
         if sn is None or inst is None or model is None or None in parts.values():
             continue
-        sns.add(sn)
         units.append(
             Unit(
                 sn,
@@ -400,7 +402,7 @@ def _validate(data: Any, known_profiles: dict[str, list[str]]) -> Scenario:
             c.err(f"{p}.unit", f"unknown unit {unit!r}")
             unit = None
         fault = o["fault"]
-        if fault not in FAULTS:
+        if not isinstance(fault, str) or fault not in FAULTS:
             c.err(f"{p}.fault", f"unknown fault {_kind(fault)} (expected one of {', '.join(FAULTS)})")
             fault = None
         rtt = None
