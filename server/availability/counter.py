@@ -447,8 +447,8 @@ def figures_from_counts(
 def combine(*figures: Figures, threshold: float | str | Fraction | None = None) -> Figures:
     """Group figures: counts summed, rates of the sums, units and flagged units summed.
 
-    Accepts unit figures and group figures alike (a county from its institutions). ``threshold`` defaults to
-    the first figure's (or 95 % for an empty group).
+    Accepts unit figures and group figures alike (a county from its institutions), as arguments or as one
+    iterable. ``threshold`` defaults to the first figure's (or 95 % for an empty group).
     """
     if len(figures) == 1 and not isinstance(figures[0], Figures):
         figures = tuple(figures[0])  # type: ignore[arg-type]
