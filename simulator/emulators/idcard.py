@@ -285,18 +285,28 @@ class IdCardEmulator:
         return codec.build_reply(codec.SW3_OK, data)
 
 
+SYNTHETIC_KINDS = ("resident", "long_term", "hk_mo_tw", "foreigner")
+
+
 def serve(
     profile: str = "generic-sam",
-    card: SyntheticCard | None = None,
+    card: SyntheticCard | str | None = "resident",
     *,
     chunk: int = 256,
     chunk_delay: float = 0.02,
 ) -> PtyDevice:
     """Start an emulated reader of model ``profile`` on a pty; open ``.path`` with the driver.
 
-    The emulator is ``returned.emulator``; long replies arrive in ``chunk``-byte pieces
-    ``chunk_delay`` seconds apart, as a USB reader delivers them. Call ``.stop()`` when done.
+    ``card``: a :class:`SyntheticCard`, the name of a made-up one (``"resident"``,
+    ``"long_term"``, ``"hk_mo_tw"``, ``"foreigner"``) lying on the reader, or None for an
+    empty reader. The emulator is ``returned.emulator``; long replies arrive in
+    ``chunk``-byte pieces ``chunk_delay`` seconds apart, as a USB reader delivers them.
+    Call ``.stop()`` when done.
     """
+    if isinstance(card, str):
+        if card not in SYNTHETIC_KINDS:
+            raise ValueError(f"unknown synthetic card {card!r} (one of {', '.join(SYNTHETIC_KINDS)})")
+        card = getattr(SyntheticCard, card)()
     prof = load_profile(profile)
     emulator = IdCardEmulator(card, lift_to_reread=prof.quirks.lift_to_reread)
     pty = PtyDevice(emulator, chunk=chunk, chunk_delay=chunk_delay)
