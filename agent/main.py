@@ -318,7 +318,7 @@ class Agent:
         if not self.link.connected:
             return
         now_mono = time.monotonic()
-        timeout = self.cfg.link.ack_timeout_s / self.clock.speed
+        timeout = self.cfg.link.ack_timeout_s  # real seconds: round trips are not accelerated
         for d in (self.inflight, self.memory_inflight):
             for seq in [s for s, t in d.items() if now_mono - t > timeout]:
                 del d[seq]
@@ -331,10 +331,11 @@ class Agent:
             return  # pacing
         try:
             if self._newest_first:
+                # after (re)connecting, the newest state goes first so the server knows the unit is back
                 rows = self.outbox.pending(1, exclude=set(self.inflight), newest=True)
-                self._newest_first = False
-                if rows:
+                if rows and rows[0].kind == "s":
                     self._send_rows(rows, now_mono)
+                    self._newest_first = False
                     return
             rows = self.outbox.pending(self.cfg.link.max_batch, exclude=set(self.inflight))
         except OutboxError as err:

@@ -142,9 +142,11 @@ class Outbox:
                 for seq, kind, bt, body in rows:
                     ts = int(round(now - (boottime_now - bt)))
                     item = _decode(kind, body)
-                    item.ts = ts
                     if isinstance(item, Sample):
+                        # samples are taken on the interval grid: keep them on it
+                        ts = int(round(ts / item.interval)) * item.interval
                         item.clock = CLOCK_CORRECTED
+                    item.ts = ts
                     self._db.execute(
                         "UPDATE outbox SET ts=?, clock=?, held=0, body=? WHERE seq=?",
                         (ts, CLOCK_CORRECTED, _enc.encode(item), seq),

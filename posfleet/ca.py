@@ -251,7 +251,8 @@ acl_file {d}/acl
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 100
-max_packet_size 1048576
+# Large enough that an oversize payload reaches the server, which refuses and counts it.
+max_packet_size 16777216
 # Without this every connect stalls ~40 ms on Nagle's algorithm.
 set_tcp_nodelay true
 log_type error
