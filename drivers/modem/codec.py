@@ -145,6 +145,7 @@ class ResponseReader:
         self._buf = bytearray()
         self._first_byte_seen = False
         self._echo_pending = False
+        self._first_segment = True
         self._got_line = False
 
     @property
@@ -174,16 +175,23 @@ class ResponseReader:
 
     def _line(self, raw: bytes) -> None:
         line = clean_line(raw)
+        resp = self.response
+        first, self._first_segment = self._first_segment, False
+        if first and self._echo_pending and final_result(line) is None:
+            # ModemManager: everything before the first CR/LF-led line is echo (or line noise)
+            self._got_line = True
+            if line:
+                resp.echo.append(line)
+            return
         if not line:
             return
-        resp = self.response
         if self.done:
             resp.trailing.append(line)
             return
         cmd = resp.command.strip()
         if not self._got_line:
             self._got_line = True
-            if (cmd and line.upper() == cmd.upper()) or (self._echo_pending and final_result(line) is None):
+            if cmd and line.upper() == cmd.upper():
                 resp.echo.append(line)
                 return
         elif cmd and not resp.lines and line.upper() == cmd.upper():

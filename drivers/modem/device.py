@@ -29,6 +29,9 @@ from .codec import Final, Registration, ResponseReader
 
 log = logging.getLogger(__name__)
 
+_SYNC_CMD = b"AT+CMEE?\r"  # resync after a timeout: its "+CMEE:" reply marks where the stale data ends
+_SYNC_MARK = "+CMEE:"
+
 
 # --------------------------------------------------------------------------------------
 # firmware profile
@@ -198,6 +201,8 @@ class Modem:
         self._pending = b""
         self._initialised = False
         self._lost = False
+        self._rebooted = False  # the modem printed its boot banner: its settings are gone
+        self._sync_pending = False  # a timed-out command may still answer: resync before trusting a reply
 
     # lifecycle ---------------------------------------------------------------------
     def open(self) -> None:
@@ -232,6 +237,7 @@ class Modem:
             except ATError as err:
                 log.warning("%s: init command %s refused: %s", self.url, cmd, err.final.line)
         self._initialised = True
+        self._rebooted = False
 
     def _wait_boot(self) -> None:
         t = self.profile.timeouts
@@ -265,9 +271,14 @@ class Modem:
             self._transport.open()
             self._lost = False
             self._pending = b""
+            self._sync_pending = False
             if was_lost and self._initialised:
                 log.info("%s: port is back, re-initialising the modem", self.url)
                 self._init_locked()
+        if self._rebooted and self._initialised:
+            log.info("%s: modem rebooted, re-initialising", self.url)
+            self._rebooted = False
+            self._init_locked()
 
     def _write(self, data: bytes) -> None:
         try:
@@ -308,6 +319,8 @@ class Modem:
         return resp.lines
 
     def _transact(self, cmd: str, timeout: float, expect: tuple[str, ...]) -> codec.Response:
+        if self._sync_pending and not self._resync():
+            raise Timeout(cmd, self.profile.timeouts.probe)
         reader = ResponseReader(cmd, expect)
         self._write(cmd.encode("ascii") + b"\r")
         got = bytearray(self._pending)
@@ -316,31 +329,61 @@ class Modem:
         deadline = time.monotonic() + timeout
         while not reader.done:
             if time.monotonic() >= deadline:
-                self._urcs.extend(reader.response.urcs)
+                self._note_urcs(reader.response.urcs)
                 log.debug("%s: %s timed out after %r", self.url, cmd, bytes(got))
-                self._recover()
+                self._sync_pending = True
+                self._resync()
                 raise Timeout(cmd, timeout, bytes(got))
             chunk = self._read()
             got += chunk
             reader.feed(chunk)
         resp = reader.response
-        self._urcs.extend(resp.urcs)
-        self._urcs.extend(resp.trailing)
+        self._note_urcs(resp.urcs + resp.trailing)
+        if self._initialised and resp.echo and resp.echo[-1].upper() == cmd.upper():
+            self._rebooted = True  # echo is back on: the modem lost the settings init made
         self._pending = reader.remainder
         log.debug("%s: %s -> %r %s", self.url, cmd, resp.lines, resp.final.line if resp.final else None)
         return resp
 
-    def _recover(self) -> None:
-        """After a timeout: send AT and drain, so a late reply is not read as the next one's."""
+    def _note_urcs(self, lines: list[str]) -> None:
+        self._urcs.extend(lines)
+        banner = self.profile.quirks.boot_banner
+        if banner and banner in lines:
+            self._rebooted = True
+
+    def _resync(self) -> bool:
+        """After a timeout a late answer may still come. Send ``AT+CMEE?`` and skip everything up
+        to its ``+CMEE:`` reply (and any further sync replies), within the probe timeout.
+        True when in step again; otherwise the next exchange tries again first."""
         try:
-            self._write(b"AT\r")
-            stale = self._transport.drain(quiet=0.15, limit=min(1.0, self.profile.timeouts.probe))
+            self._write(_SYNC_CMD)
+            reader = ResponseReader()
+            reader.feed(self._pending)
+            self._pending = b""
+            deadline = time.monotonic() + self.profile.timeouts.probe
+            synced_at: float | None = None
+            while time.monotonic() < deadline:
+                if synced_at is not None and time.monotonic() - synced_at >= 0.2:
+                    break
+                reader.feed(self._read())
+                if reader.done:
+                    resp = reader.response
+                    self._note_urcs(resp.urcs)
+                    log.debug("%s: skipped after timeout: %r %s", self.url, resp.lines, resp.final)
+                    if any(line.startswith(_SYNC_MARK) for line in resp.lines):
+                        synced_at = time.monotonic()
+                    rest = reader.remainder
+                    reader = ResponseReader()
+                    reader.feed(rest)
+            if synced_at is None:
+                return False
+            self._note_urcs(reader.response.urcs + reader.response.lines)
+            self._pending = reader.remainder
+            self._sync_pending = False
+            return True
         except DeviceNotFound:
             self._lost = True
-            return
-        self._pending = b""
-        if stale:
-            log.debug("%s: drained after timeout: %r", self.url, stale)
+            raise
 
     def _with_sim_retry(self, cmd: str, timeout: float, expect: tuple[str, ...] = ()) -> list[str]:
         """Retry ``+CME ERROR: 14`` (SIM busy right after READY) with doubling backoff."""

@@ -85,7 +85,8 @@ class ModemEmulator:
         self.slow_delay = slow_delay
         self.faults: set[str] = set(faults)
         self.mid_reply_urcs: list[str] = []
-        self.received: list[str] = []  # every command line, for tests
+        self.received: list[str] = []  # every command line answered, for tests
+        self.ignored = 0  # command lines swallowed while booting, unresponsive or unplugged
         self._rng = random.Random(seed)
         self._buf = bytearray()
         self._out: list[tuple[float, bytes]] = []  # (due, bytes) for late replies and URCs
@@ -115,8 +116,10 @@ class ModemEmulator:
     # Emulator protocol -----------------------------------------------------------------
     def feed(self, data: bytes) -> bytes | None:
         if "modem_unresponsive" in self.faults or "unplug" in self.faults:
+            self.ignored += data.count(b"\r")
             return None
         if self.booting:
+            self.ignored += data.count(b"\r")
             if self.boot_garbage and time.monotonic() > self._boot_end - self.boot_delay / 2 and b"\r" in data:
                 return b"RDATE0Q0V1\r\n\r\nCOMMAND NOT SUPPORT\r\n"
             return None
@@ -217,6 +220,8 @@ class ModemEmulator:
         if cmd in ("E0", "E1", "E"):
             self.echo = cmd == "E1"
             return self._reply([])
+        if cmd == "+CMEE?":
+            return self._reply([f"+CMEE: {self.cmee}"])
         if cmd.startswith("+CMEE="):
             self.cmee = int(cmd[6:] or 0) if cmd[6:].isdigit() else 0
             return self._reply([])
