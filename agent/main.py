@@ -132,12 +132,17 @@ class Agent:
             self.outbox_error = str(err)
             log.error("outbox unavailable, holding samples in memory: %s", err)
 
+    def _boottime_of(self, item: Sample | Event) -> float:
+        """The boot-time reading at the item's own timestamp (not at the moment it is stored), so a
+        later clock correction maps it back onto exactly its slot."""
+        return self.clock.boottime() - (self.clock.now() - item.ts)
+
     def _store(self, item: Sample | Event) -> None:
         if self.outbox is None:
             self._open_outbox()
         if self.outbox is not None:
             try:
-                item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self.clock.boottime())
+                item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self._boottime_of(item))
                 if self.outbox_error:
                     log.info("outbox writable again")
                 self.outbox_error = ""
@@ -169,7 +174,7 @@ class Agent:
         self.memory_inflight.clear()
         for s in held:
             try:
-                s.seq = self.outbox.add(s, boot_id=self.boot_id, boottime=self.clock.boottime())
+                s.seq = self.outbox.add(s, boot_id=self.boot_id, boottime=self._boottime_of(s))
             except OutboxError:
                 self.memory.append(s)
         self.stats.memory_held = len(self.memory)
