@@ -209,6 +209,11 @@ class Agent:
             storage_check = Check(FAULT, f"outbox: {self.outbox_error}"[:120])
         checks = {"storage": storage_check}
         checks.update(self.peripherals.check_all())
+        identity_event = self.peripherals.pop_identity_event()
+        if identity_event:
+            # reported when first seen and when it changes (a SIM swap), not in every sample
+            self._store(Event(seq=0, ts=slot_ts, kind=identity_event, data=self.peripherals.identity()))
+            self._urgent = True
         signal = self.peripherals.signal()
         connected = self.link.connected
         info = self.link.tcp_info() if connected else None

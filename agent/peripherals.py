@@ -84,7 +84,8 @@ class PeripheralSet:
                 self.ports[kind] = _Port(kind, pc)
         self._signal: tuple[int | None, int | None] = (None, None)
         self._identity: dict[str, Any] = {}
-        self.identity_changed = False
+        # "identity" when the modem/SIM identity is first seen, "sim_changed" when ICCID or IMSI differ
+        self.identity_event: str | None = None
 
     @contextmanager
     def use(self, kind: str) -> Iterator[Any]:
@@ -137,10 +138,18 @@ class PeripheralSet:
         if ident.get("iccid") and (
             ident.get("iccid") != self._identity.get("iccid") or ident.get("imsi") != self._identity.get("imsi")
         ):
-            self.identity_changed = bool(self._identity.get("iccid"))
-            if self.identity_changed:
+            if self._identity.get("iccid"):
                 log.warning("SIM changed: ICCID %s -> %s", self._identity.get("iccid"), ident.get("iccid"))
+                self.identity_event = "sim_changed"
+            else:
+                self.identity_event = "identity"
             self._identity = ident
+        elif ident.get("iccid") and ident != self._identity:
+            self._identity = ident  # operator or firmware detail changed: reported with the next inventory
+
+    def pop_identity_event(self) -> str | None:
+        ev, self.identity_event = self.identity_event, None
+        return ev
 
     def signal(self) -> tuple[int | None, int | None]:
         return self._signal

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import importlib
+import importlib.util
 import json
 import os
 import signal
@@ -30,7 +31,22 @@ def _setup_logging(level: str = "INFO") -> None:
     setup(level)
 
 
-@click.group()
+class _Lazy(click.Group):
+    def __init__(self, *args, modules: dict[str, str], **kwargs):  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._modules = modules
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        present = {n for n, m in self._modules.items() if importlib.util.find_spec(m) is not None}
+        return sorted(set(super().list_commands(ctx)) | present)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self._modules and importlib.util.find_spec(self._modules[name]) is not None:
+            return importlib.import_module(self._modules[name]).command  # type: ignore[no-any-return]
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Lazy, modules={"demo": "posfleet.demo"})
 @click.version_option(__version__, prog_name="posfleet")
 def main() -> None:
     """posfleet: fleet monitoring for medical-insurance POS terminals."""
@@ -250,20 +266,6 @@ def ca_broker_config(directory: str, port: int, bind: str, data_dir: str | None,
 
 
 # ---------------------------------------------------------------- diag
-class _Lazy(click.Group):
-    def __init__(self, *args, modules: dict[str, str], **kwargs):  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        self._modules = modules
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._modules))
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self._modules:
-            return importlib.import_module(self._modules[name]).command  # type: ignore[no-any-return]
-        return super().get_command(ctx, name)
-
-
 @main.group(cls=_Lazy, modules={
     "modem": "posfleet.cli_diag_modem",
     "printer": "posfleet.cli_diag_printer",
@@ -285,7 +287,8 @@ def sim() -> None:
 def sim_device(kind: str, profile: str | None) -> None:
     """Run one emulated peripheral on a pseudo-terminal and print its path (Ctrl-C stops)."""
     mod = importlib.import_module(f"simulator.emulators.{kind}")
-    dev = mod.serve(profile) if profile else mod.serve()
+    default = {"modem": "generic-3gpp", "printer": "generic-58mm", "idcard": "generic-sam"}[kind]
+    dev = mod.serve(profile or default)
     click.echo(dev.path)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -295,3 +298,9 @@ def sim_device(kind: str, profile: str | None) -> None:
         pass
     finally:
         dev.stop()
+
+
+# ---------------------------------------------------------------- report
+@main.group(cls=_Lazy, modules={"ops": "posfleet.cli_report"})
+def report() -> None:
+    """Reports for the contract: the operations service report."""
