@@ -39,6 +39,48 @@ async def _retention(app: FastAPI) -> None:
         await asyncio.sleep(3600)
 
 
+async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: Ingest) -> list[Any]:
+    """Registry, roll-ups, alerts (issue 4): services on app.state and their background tasks."""
+    from .availability.service import Availability
+    from .registry.service import Registry
+
+    clock = app.state.clock
+    registry = Registry(settings, storage, clock.now)
+    app.state.registry = registry
+    availability = Availability(settings, storage, registry, clock)
+    await availability.start()
+    app.state.availability = availability
+    ingest.on_committed.append(availability.on_committed)
+    return [availability]
+
+
+async def _stop_fleet(services: list[Any]) -> None:
+    for svc in reversed(services):
+        await svc.stop()
+
+
+def _install_fleet_api(app: FastAPI) -> None:
+    from pydantic import ValidationError
+
+    from .registry.models import FieldError
+    from .registry.router import router as registry_router
+
+    @app.exception_handler(FieldError)
+    async def _field_error(request: Request, exc: FieldError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message, "errors": [{"field": exc.field, "error": exc.message}]},
+                            status_code=exc.status)
+
+    @app.exception_handler(ValidationError)
+    async def _bad_body(request: Request, exc: ValidationError) -> JSONResponse:
+        errors = [{"field": ".".join(str(x) for x in e["loc"]), "error": e["msg"]} for e in exc.errors()]
+        return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
+
+    from .availability.router import router as availability_router
+
+    app.include_router(registry_router)
+    app.include_router(availability_router)
+
+
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -47,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.storage = storage
         ingest = Ingest(settings, storage, app.state.clock)
         app.state.ingest = ingest
+        fleet = await _start_fleet(app, settings, storage, ingest)
         if settings.ingest_enabled:
             await ingest.start()
         retention = asyncio.create_task(_retention(app))
@@ -54,6 +97,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             retention.cancel()
+            await _stop_fleet(fleet)
             await ingest.stop()
             await storage.close()
 
@@ -76,6 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     from .units.router import router as units_router
 
     app.include_router(units_router)
+    _install_fleet_api(app)
 
     from typing import Annotated
 

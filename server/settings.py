@@ -49,6 +49,34 @@ class AvailabilitySettings(_Strict):
     rtt_ok_ms: int = Field(400, ge=1)
     critical_checks: list[str] = ["printer", "idcard", "modem", "storage"]
     service_hours: str | dict[str, str] = "08:00-18:00"
+    # contract tiers: (floor, tier, final payment share) best first; below every floor -> last_tier
+    tiers: list[tuple[float, int, float]] = [(0.95, 1, 0.60), (0.85, 2, 0.50)]
+    last_tier: tuple[int, float] = (3, 0.40)
+    # roll-ups: late data recounted after this quiet time; kept this long (a contract year and a margin)
+    recount_debounce_s: float = Field(2.0, ge=0)
+    rollup_keep_days: int = Field(400, ge=1)
+    # on start, closed hours missed while the server was down are materialised back to at most this many days
+    catchup_days: int = Field(14, ge=1)
+
+
+class AnalyticsSettings(_Strict):
+    latency_ok_ms: int = Field(400, ge=1)
+    jitter_ok_ms: int = Field(50, ge=1)
+    loss_ok: float = Field(1e-3, ge=0, le=1)
+    window_h: int = Field(24, ge=1, le=24 * 31)
+    sim_plan_mb: int = Field(500, ge=1)
+
+
+class AlertSettings(_Strict):
+    enabled: bool = True
+    interval_s: float = Field(60.0, gt=0)
+    offline_minutes: int = Field(30, ge=1)
+    storage_pct: float = Field(90.0, gt=0, le=100)
+    # correlated outage: at least this many units of one county with the link down in the same minute
+    outage_min_units: int = Field(3, ge=2)
+    webhook_url: str = ""
+    webhook_retries: int = Field(5, ge=0, le=20)
+    webhook_timeout_s: float = Field(5.0, gt=0)
 
 
 class ClockSettings(_Strict):
@@ -65,6 +93,8 @@ class Settings(_Strict):
     http: HttpSettings = HttpSettings()
     ingest: IngestSettings = IngestSettings()
     availability: AvailabilitySettings = AvailabilitySettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    alerts: AlertSettings = AlertSettings()
     clock: ClockSettings = ClockSettings()
     ingest_enabled: bool = True
     base_dir: str = ""

@@ -1,0 +1,94 @@
+"""Availability API: figures by group, flagged units with reasons, minute drill-down, recount."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+
+from ..auth import Principal, require
+from ..registry.models import FieldError
+from .service import Availability
+
+router = APIRouter(prefix="/api/v1", tags=["availability"])
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+When = Annotated[str, Query(alias="from", description="ISO 8601 with offset, on a whole hour", max_length=40)]
+Until = Annotated[str, Query(alias="to", description="ISO 8601 with offset, on a whole hour", max_length=40)]
+
+
+def _svc(request: Request) -> Availability:
+    return request.app.state.availability  # type: ignore[no-any-return]
+
+
+@router.get("/availability")
+async def availability(
+    request: Request,
+    _: Viewer,
+    start: When,
+    end: Until,
+    group_by: Literal["unit", "institution", "county", "region", "fleet"] = "fleet",
+    county: str | None = None,
+    region: str | None = None,
+    institution: str | None = None,
+    sn: str | None = None,
+    flagged_only: bool = False,
+    limit: Annotated[int, Query(ge=1, le=100000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    """Slot counts and rates for ``[from, to)``: per unit (with ``flagged``) or per group (with ``units`` and
+    ``flagged_units``); ``fleet`` carries the contract ``tier``. Only closed hours are counted: ``counted_to``
+    says up to when, and ``complete`` is false while the period is still open or late data awaits recount."""
+    svc = _svc(request)
+    a, b = svc.period(start, end)
+    out = await svc.figures(a, b, group_by, county=county, region=region, institution=institution, sn=sn)
+    if "items" in out:
+        items = out["items"]
+        if flagged_only:
+            items = [i for i in items if i.get("flagged") or i.get("flagged_units")]
+        out["total"] = len(items)
+        out["items"] = items[offset: offset + limit]
+    return out
+
+
+@router.get("/availability/flagged")
+async def flagged(request: Request, _: Viewer, start: When, end: Until, county: str | None = None,
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+    """Flagged units, worst first, each with the rate(s) below the threshold and minutes lost by reason."""
+    svc = _svc(request)
+    a, b = svc.period(start, end)
+    return await svc.flagged(a, b, county=county, limit=limit)
+
+
+@router.get("/units/{sn}/slots")
+async def slots(request: Request, sn: str, _: Viewer,
+                day: Annotated[str, Query(alias="date", description="YYYY-MM-DD (fleet time zone)")]) -> dict[str, Any]:
+    """Every slot of one local day: counted or why not, intact / not / no data, network ok / not / no data,
+    and the reason (which check failed, link down, latency; link down during a county-wide outage is marked)."""
+    try:
+        d = date.fromisoformat(day)
+    except ValueError as err:
+        raise FieldError("date", f"not a date YYYY-MM-DD: {day!r}") from err
+    return await _svc(request).slots(sn, d)
+
+
+@router.post("/availability/recount")
+async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    """Recount ``{"from", "to", "sns": [...] (optional)}`` from the raw samples now (e.g. after changing hours)."""
+    svc = _svc(request)
+    a, b = svc.period(str(body.get("from", "")), str(body.get("to", "")))
+    sns = body.get("sns")
+    if sns is not None and (not isinstance(sns, list) or not all(isinstance(x, str) for x in sns)):
+        raise FieldError("sns", "expected a list of SNs")
+    index = await svc.registry.index()
+    svc.mark(sns if sns is not None else list(index), a, b)
+    return await svc.flush()
+
+
+@router.get("/availability/status")
+async def status(request: Request, _: Viewer) -> dict[str, Any]:
+    """The roll-up job: last closed hour materialised, pending recounts, timings."""
+    svc = _svc(request)
+    return {"rolled_to": svc.rolled_to, "pending_unit_hours": svc.pending, **svc.stats}

@@ -1,0 +1,469 @@
+"""Roll-ups kept in step with the evidence, and every availability figure answered from them.
+
+How the stored roll-ups stay exact:
+
+* **Closed hours only.** The hour in progress is never stored; figures cover closed hours, and the response
+  says up to when (``counted_to``). ``rolled_to`` (in ``meta``) is the end of the last closed hour that has
+  been materialised for every registered unit.
+* **Every registered unit, every closed hour.** When an hour closes, it is counted for every unit in the
+  registry, samples or not, so a unit that was silent gets its no-data slots (and a unit outside its service
+  hours or not in service gets zero service slots). After a restart, the hours missed are materialised back to
+  ``catchup_days``.
+* **Late data.** The ingest's post-commit hook marks the (unit, hour) pairs a committed sample touches; a
+  background task waits ``recount_debounce_s`` of quiet (a backlog arrives in bursts), then recounts those hours
+  from the raw samples. A status change (or swap) dated in the past marks the unit's hours since then.
+* **The count is the pure counter's**: :func:`server.availability.counter.count_unit` over the raw samples of the
+  hour (or of the run of dirty hours in one day), with the institution's service hours and the unit's status
+  history; nothing else decides a slot.
+* Hours older than the raw-sample retention are never recounted (their evidence is gone; the stored counts
+  stand).
+
+Correlated outages: after an hour is counted, the minutes in which at least ``alerts.outage_min_units`` units of
+one county had the link down are stored (``outages``); drill-down, alerts and the report mark them as a likely
+carrier outage rather than terminal faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime, timedelta
+from fractions import Fraction
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..registry.models import FieldError
+from ..settings import Settings
+from .counter import Figures, as_fraction, combine, contract_tier, count_unit, figures_from_counts
+from .rollups import (
+    HOUR_S,
+    counter_samples,
+    hour_key,
+    hour_start,
+    hours_in_day,
+    hours_touched,
+    is_whole_hour,
+    local_day,
+    midnight,
+    plan_period,
+    split_reasons,
+    sum_hours,
+)
+
+log = logging.getLogger(__name__)
+
+GROUPS = ("unit", "institution", "county", "region", "fleet")
+_CHUNK = 500  # SNs per SQL query
+
+
+def rate(r: Fraction | None, ndigits: int = 6) -> float | None:
+    return None if r is None else round(float(r), ndigits)
+
+
+class Availability:
+    def __init__(self, settings: Settings, storage: Any, registry: Any, clock: Any) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.registry = registry
+        self.clock = clock
+        a = settings.availability
+        self.tz = ZoneInfo(settings.timezone)
+        self.critical = list(a.critical_checks)
+        self.rtt_ok = a.rtt_ok_ms
+        self.threshold = as_fraction(a.threshold)
+        self.tiers = [(as_fraction(f), t, as_fraction(p)) for f, t, p in a.tiers]
+        self.last_tier = (a.last_tier[0], as_fraction(a.last_tier[1]))
+        self._dirty: dict[int, set[str]] = defaultdict(set)  # hour start -> SNs
+        self._seen: dict[str, int] = {}  # SN -> earliest sample ts, to register
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.rolled_to: int | None = None
+        self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
+                                      "last_recount_at": None}
+
+    # lifecycle ------------------------------------------------------------------------------
+    async def start(self) -> None:
+        v = await self.storage.meta_get("rolled_to")
+        if v is None:
+            self.rolled_to = hour_start(int(self.clock.now()), self.tz)
+            await self.storage.meta_set("rolled_to", str(self.rolled_to))
+        else:
+            self.rolled_to = int(v)
+        self.registry.on_change.append(self.on_registry_change)
+        self._task = asyncio.create_task(self._loop(), name="availability-rollups")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _loop(self) -> None:
+        debounce = self.settings.availability.recount_debounce_s
+        while True:
+            now = self.clock.now()
+            to_next_hour = hour_start(int(now), self.tz) + HOUR_S - now
+            speed = getattr(self.clock, "speed", 1.0) or 1.0
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, min(to_next_hour / speed + 1, 300)))
+                # quiet period: a backlog arrives in bursts
+                while True:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=debounce)
+                    except TimeoutError:
+                        break
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("roll-up pass failed; the hours stay marked and are retried")
+                await asyncio.sleep(5)
+
+    # marks -------------------------------------------------------------------------------------
+    def on_committed(self, samples: Iterable[Any], events: Iterable[Any]) -> None:
+        """Ingest post-commit hook: mark the hours the committed samples touch (cheap; never blocks)."""
+        tz = self.tz
+        n = 0
+        for s in samples:
+            n += 1
+            for h in hours_touched(int(s.ts), int(s.interval), tz):
+                self._dirty[h].add(s.sn)
+            first = self._seen.get(s.sn)
+            if first is None or s.ts < first:
+                self._seen[s.sn] = int(s.ts)
+        if n:
+            self._wake.set()
+
+    def mark(self, sns: Iterable[str], start: int, end: int) -> None:
+        """Mark the closed, materialised hours of ``[start, end)`` for recount."""
+        sns = list(sns)
+        if not sns or self.rolled_to is None:
+            return
+        end = min(end, self.rolled_to)
+        h = hour_start(start, self.tz)
+        while h < end:
+            self._dirty[h].update(sns)
+            h = hour_start(h + HOUR_S, self.tz)
+        self._wake.set()
+
+    def on_registry_change(self, sns: list[str], from_ts: int) -> None:
+        self.mark(sns, from_ts, self.rolled_to or from_ts)
+
+    @property
+    def pending(self) -> int:
+        return sum(len(v) for v in self._dirty.values())
+
+    # the pass ------------------------------------------------------------------------------------
+    async def flush(self) -> dict[str, Any]:
+        """Register new units, materialise newly closed hours, recount marked hours. Returns what it did."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            now = int(self.clock.now())
+            closed = hour_start(now, self.tz)
+            assert self.rolled_to is not None
+            # units heard from before anyone registered them
+            if self._seen:
+                seen, self._seen = self._seen, {}
+                await self.registry.ensure_seen(seen)
+                for sn, first in seen.items():
+                    self.mark([sn], first, self.rolled_to)
+            # hours closed since the last pass: every registered unit
+            if closed > self.rolled_to:
+                start = max(self.rolled_to, closed - self.settings.availability.catchup_days * 86400)
+                sns = list((await self.registry.index()).keys())
+                h = hour_start(start, self.tz)
+                while h < closed:
+                    self._dirty[h].update(sns)
+                    h = hour_start(h + HOUR_S, self.tz)
+            keep_from = now - self.settings.retention_days * 86400 + HOUR_S  # raw samples still complete
+            todo: dict[int, set[str]] = {}
+            for h in sorted(self._dirty):
+                if h + HOUR_S <= closed:
+                    sns_h = self._dirty.pop(h)
+                    if h >= keep_from:
+                        todo[h] = sns_h
+            hours = await self._recount(todo)
+            if closed > self.rolled_to:
+                self.rolled_to = closed
+                await self.storage.meta_set("rolled_to", str(closed))
+                await self._purge(now)
+            took = time.perf_counter() - t0
+            if hours:
+                self.stats["recounts"] += 1
+                self.stats["hours_recounted"] += hours
+                self.stats["last_recount_s"] = round(took, 3)
+                self.stats["last_recount_at"] = now
+            return {"unit_hours": hours, "seconds": round(took, 3), "rolled_to": self.rolled_to}
+
+    async def _purge(self, now: int) -> None:
+        keep = local_day(now, self.tz) - timedelta(days=self.settings.availability.rollup_keep_days)
+        # keep whole months so a month row never covers purged days
+        first = date(keep.year, keep.month, 1).toordinal()
+        await self.storage.purge_rollups(first)
+
+    async def _recount(self, todo: dict[int, set[str]]) -> int:
+        """Recount (unit, hour) pairs; runs of hours of one local day are counted in one go per unit."""
+        by_day: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+        for h, sns in todo.items():
+            day = local_day(h, self.tz).toordinal()
+            for sn in sns:
+                by_day[day][sn].append(h)
+        index = await self.registry.index()
+        done = 0
+        for day, units in sorted(by_day.items()):
+            d = date.fromordinal(day)
+            nh = hours_in_day(d, self.tz)
+            all_sns = [sn for sn in units if sn in index]
+            histories = {}
+            for i in range(0, len(all_sns), _CHUNK):
+                histories.update(await self.storage.status_histories(all_sns[i: i + _CHUNK]))
+            first_h = min(min(hs) for hs in units.values())
+            end_h = max(max(hs) for hs in units.values()) + HOUR_S
+            samples: dict[str, list[Any]] = defaultdict(list)
+            for i in range(0, len(all_sns), _CHUNK):
+                for s in await self.storage.samples_between(all_sns[i: i + _CHUNK], first_h, end_h):
+                    samples[s.sn].append(s)
+            items = []
+            for sn in all_sns:
+                hs = sorted(units[sn])
+                a, b = hs[0], hs[-1] + HOUR_S
+                uc = self.count(sn, index[sn].hours, histories.get(sn, []), samples.get(sn, ()), a, b)
+                wanted = set(hs)
+                for row in uc.rollup("hour"):
+                    hs_ = int(row.start.timestamp())
+                    if hs_ in wanted:
+                        _day, idx = hour_key(hs_, self.tz)
+                        items.append((sn, day, idx, nh, (row.service_slots, row.intact_slots,
+                                                         row.network_ok_slots, row.no_data_slots)))
+                        done += 1
+            for i in range(0, len(items), 20000):
+                await self.storage.write_hour_counts(items[i: i + 20000])
+            await self._outages(first_h, end_h, index)
+        return done
+
+    def count(self, sn: str, hours: Any, history: list[dict[str, Any]], rows: Iterable[Any], start: int, end: int) -> Any:
+        """The pure counter over ``[start, end)`` for one unit, from stored rows."""
+        hist = [(h["from_ts"], h["status"]) for h in history]
+        return count_unit(
+            datetime.fromtimestamp(start, self.tz), datetime.fromtimestamp(end, self.tz),
+            counter_samples(rows, self.critical, self.rtt_ok),
+            hours=hours, status_history=hist, initial_status="spare" if hist else "in_service",
+            tz=self.tz, threshold=self.threshold, unit=sn,
+        )
+
+    async def _outages(self, start: int, end: int, index: dict[str, Any]) -> None:
+        """Minutes in which several units of one county had the link down: likely the carrier's fault."""
+        need = self.settings.alerts.outage_min_units
+        down: dict[tuple[str, int], set[str]] = defaultdict(set)
+        for sn, ts, iv in await self.storage.link_down_samples(start, end):
+            info = index.get(sn)
+            if info is None or not info.county:
+                continue
+            m = -((-ts) // 60) * 60
+            while m < ts + iv:
+                if start <= m < end:
+                    down[(info.county, m)].add(sn)
+                m += 60
+        rows = [(c, m, len(s), sorted(s)) for (c, m), s in down.items() if len(s) >= need]
+        await self.storage.replace_outages(start, end, rows)
+
+    # figures -------------------------------------------------------------------------------------
+    def period(self, start_text: str, end_text: str) -> tuple[int, int]:
+        from .rollups import parse_instant
+
+        try:
+            start = parse_instant(start_text, "from")
+        except ValueError as err:
+            raise FieldError("from", str(err).partition(": ")[2]) from err
+        try:
+            end = parse_instant(end_text, "to")
+        except ValueError as err:
+            raise FieldError("to", str(err).partition(": ")[2]) from err
+        for name, v in (("from", start), ("to", end)):
+            if not is_whole_hour(v, self.tz):
+                raise FieldError(name, f"must be on a whole hour of the fleet's time zone ({self.settings.timezone}); "
+                                       "figures are kept per hour (use the slot drill-down for minutes)")
+        if end <= start:
+            raise FieldError("to", "must be after from")
+        if end - start > 800 * 86400:
+            raise FieldError("to", "period longer than 800 days")
+        return start, end
+
+    async def unit_sums(self, start: int, end: int, sns: list[str] | None = None) -> tuple[dict[str, list[int]], int]:
+        """Per-unit counts over ``[start, end)`` from the roll-ups, clipped to the closed hours; and that end."""
+        assert self.rolled_to is not None
+        counted_to = min(end, self.rolled_to)
+        if counted_to <= start:
+            return {}, max(counted_to, start)
+        plan = plan_period(start, counted_to, self.tz)
+        return await self.storage.rollup_sums(plan.months, plan.days, plan.parts, sns), counted_to
+
+    async def figures(self, start: int, end: int, group_by: str = "fleet", *, county: str | None = None,
+                      region: str | None = None, institution: str | None = None, sn: str | None = None
+                      ) -> dict[str, Any]:
+        """Figures for ``[start, end)`` grouped by unit, institution, county, region or the whole fleet."""
+        index = await self.registry.index()
+        scope = [u for u in index.values()
+                 if (county is None or u.county == county) and (region is None or u.region == region)
+                 and (institution is None or u.institution == institution) and (sn is None or u.sn == sn)]
+        narrow = [u.sn for u in scope] if len(scope) < 2000 else None
+        sums, counted_to = await self.unit_sums(start, end, narrow)
+        units: dict[str, Figures] = {}
+        for u in scope:
+            c = sums.get(u.sn, (0, 0, 0, 0))
+            units[u.sn] = figures_from_counts(*c, unit=u.sn, threshold=self.threshold)
+        out: dict[str, Any] = {
+            "from": datetime.fromtimestamp(start, self.tz).isoformat(),
+            "to": datetime.fromtimestamp(end, self.tz).isoformat(),
+            "counted_to": datetime.fromtimestamp(counted_to, self.tz).isoformat(),
+            "complete": counted_to >= end and not self._pending_in(start, end),
+            "group_by": group_by,
+            "threshold": float(self.threshold),
+        }
+        fleet = combine(list(units.values()), threshold=self.threshold)
+        out["fleet"] = self.group_dict(fleet, tier=True)
+        if group_by == "unit":
+            out["items"] = [{"sn": u.sn, "institution": u.institution, "county": u.county, "region": u.region,
+                             **self.unit_dict(units[u.sn])} for u in sorted(scope, key=lambda x: x.sn)]
+        elif group_by != "fleet":
+            groups: dict[str, list[Figures]] = defaultdict(list)
+            names: dict[str, dict[str, Any]] = {}
+            for u in scope:
+                key = {"institution": u.institution, "county": u.county, "region": u.region}[group_by] or ""
+                groups[key].append(units[u.sn])
+                if group_by == "institution":
+                    names[key] = {"name": u.institution_name, "county": u.county, "region": u.region,
+                                  "type": u.institution_type}
+            out["items"] = [{group_by: k or None, **names.get(k, {}), **self.group_dict(combine(v, threshold=self.threshold))}
+                            for k, v in sorted(groups.items())]
+        return out
+
+    def _pending_in(self, start: int, end: int) -> bool:
+        return any(start <= h < end and sns for h, sns in self._dirty.items())
+
+    @staticmethod
+    def unit_dict(f: Figures) -> dict[str, Any]:
+        return {"service_slots": f.service_slots, "intact_slots": f.intact_slots,
+                "network_ok_slots": f.network_ok_slots, "no_data_slots": f.no_data_slots,
+                "device_rate": rate(f.device_rate), "network_rate": rate(f.network_rate), "flagged": f.flagged}
+
+    def group_dict(self, f: Figures, tier: bool = False) -> dict[str, Any]:
+        d = {"service_slots": f.service_slots, "intact_slots": f.intact_slots,
+             "network_ok_slots": f.network_ok_slots, "no_data_slots": f.no_data_slots,
+             "device_rate": rate(f.device_rate), "network_rate": rate(f.network_rate),
+             "units": f.units, "flagged_units": f.flagged_units}
+        if tier:
+            t = contract_tier(f.device_rate, f.network_rate, self.tiers, self.last_tier)
+            d["tier"] = None if t is None else t.tier
+            d["final_payment"] = None if t is None else float(t.final_payment)
+        return d
+
+    # evidence ----------------------------------------------------------------------------------------
+    async def unit_count(self, sn: str, start: int, end: int) -> Any:
+        """Direct count of one unit over ``[start, end)`` from the raw samples (drill-down, reasons)."""
+        index = await self.registry.index()
+        info = index.get(sn)
+        if info is None:
+            raise FieldError("sn", f"unit {sn!r} is not registered", 404)
+        hist = (await self.storage.status_histories([sn])).get(sn, [])
+        rows = await self.storage.samples_between([sn], start, end)
+        return self.count(sn, info.hours, hist, rows, start, end), info, hist
+
+    async def slots(self, sn: str, day: date) -> dict[str, Any]:
+        """Minute-by-minute drill-down of one unit's local day, with the stored hour roll-ups beside it."""
+        start, end = midnight(day, self.tz), midnight(day + timedelta(days=1), self.tz)
+        uc, info, hist = await self.unit_count(sn, start, end)
+        outage_minutes = {o["minute"] for o in await self.storage.outages_between(start, end, info.county)} if info.county else set()
+        first_ts = hist[0]["from_ts"] if hist else None
+        raw_from = int(self.clock.now()) - self.settings.retention_days * 86400
+        slots = []
+        for s in uc.slots():
+            ts = int(s.start.timestamp())
+            dev, net = split_reasons(s.reason)
+            excluded = s.excluded
+            if excluded and excluded != "outside_service_hours" and first_ts is not None and ts < first_ts:
+                excluded = "not_registered"
+            item: dict[str, Any] = {"start": s.start.isoformat(), "counted": s.counted, "device": s.device,
+                                    "network": s.network}
+            if excluded:
+                item["excluded"] = excluded
+            if dev and s.device == "not_intact":
+                item["device_reasons"] = dev
+            if net and s.network == "not_ok":
+                item["network_reasons"] = net
+                if "link_down" in net and ts in outage_minutes:
+                    item["likely_carrier_outage"] = True
+            slots.append(item)
+        stored = await self.storage.rollup_days(sn, day.toordinal(), day.toordinal())
+        hours = []
+        if stored:
+            blob = stored[0][5]
+            for i in range(len(blob) // 4):
+                hours.append({"start": datetime.fromtimestamp(start + i * HOUR_S, self.tz).isoformat(),
+                              **dict(zip(("service_slots", "intact_slots", "network_ok_slots", "no_data_slots"),
+                                         sum_hours(blob, i, i + 1), strict=True))})
+        return {
+            "sn": sn, "date": day.isoformat(), "institution": info.institution, "county": info.county,
+            "raw_samples_complete": start >= raw_from,
+            "figures": self.unit_dict(uc.figures),
+            "stored_hours": hours,
+            "slots": slots,
+        }
+
+    async def reasons(self, sn: str, start: int, end: int) -> dict[str, Any]:
+        """Why a unit lost slots over a period: minutes by reason, from the raw samples still kept."""
+        raw_from = max(start, hour_start(int(self.clock.now()) - self.settings.retention_days * 86400, self.tz) + HOUR_S)
+        end = min(end, self.rolled_to or end)
+        out: Counter[str] = Counter()
+        if raw_from < end:
+            uc, info, _ = await self.unit_count(sn, raw_from, end)
+            outage = ({o["minute"] for o in await self.storage.outages_between(raw_from, end, info.county)}
+                      if info.county else set())
+            for s in uc.slots(counted_only=True):
+                if s.device == "no_data":
+                    out["no_data"] += 1
+                    continue
+                dev, net = split_reasons(s.reason)
+                if s.device == "not_intact":
+                    for r in dev or ["device_fault"]:
+                        out[r] += 1
+                if s.network == "not_ok":
+                    for r in net or ["network"]:
+                        key = r if not r.startswith("rtt=") else "latency"
+                        if key == "link_down" and int(s.start.timestamp()) in outage:
+                            key = "link_down_carrier_outage"
+                        out[key] += 1
+        return {"evidence_from": datetime.fromtimestamp(raw_from, self.tz).isoformat() if raw_from < end else None,
+                "minutes": dict(out.most_common())}
+
+    async def flagged(self, start: int, end: int, *, county: str | None = None, limit: int = 100,
+                      with_reasons: bool = True) -> dict[str, Any]:
+        fig = await self.figures(start, end, "unit", county=county)
+        flagged = [u for u in fig["items"] if u["flagged"]]
+        flagged.sort(key=lambda u: (min(u["device_rate"] if u["device_rate"] is not None else 1,
+                                        u["network_rate"] if u["network_rate"] is not None else 1), u["sn"]))
+        items = []
+        for u in flagged[:limit]:
+            why: list[str] = []
+            thr = self.threshold
+            if u["device_rate"] is not None and Fraction(u["intact_slots"], u["service_slots"]) < thr:
+                why.append("device_rate")
+            if u["network_rate"] is not None and Fraction(u["network_ok_slots"], u["service_slots"]) < thr:
+                why.append("network_rate")
+            item = {**u, "below": why}
+            if with_reasons:
+                item["reasons"] = await self.reasons(u["sn"], start, end)
+            items.append(item)
+        return {"from": fig["from"], "to": fig["to"], "counted_to": fig["counted_to"], "total": len(flagged),
+                "items": items}

@@ -1,0 +1,155 @@
+"""CSV import and export of the registry, as administrators keep it in spreadsheets.
+
+* Export: UTF-8 with a byte-order mark (so spreadsheet programs read the Chinese text), Chinese headers by
+  default (``lang="en"`` gives the field codes), CRLF line ends.
+* Import: UTF-8 with or without BOM (GB18030 accepted too: files saved by older spreadsheet programs); headers
+  in Chinese or as field codes, in any order; Chinese words for codes are accepted (``在用`` = in_service). Each
+  bad row is reported with its line number and field and the good rows are kept. Columns that only the export
+  writes (SIM, last report...) are ignored on import, so an exported file imports back unchanged.
+
+Pure: bytes in, rows and errors out.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from .models import LABELS_ZH, Institution, UnitRecord
+
+UNIT_COLUMNS: list[tuple[str, str]] = [
+    ("sn", "终端SN"), ("insurance_sn", "医保终端编号"), ("terminal_type", "终端类型"), ("model", "型号"),
+    ("vendor", "厂商"), ("institution", "所属机构编码"), ("stock_type", "库存类型"), ("status", "状态"),
+    ("link_type", "接入方式"), ("note", "备注"),
+]
+UNIT_EXPORT_ONLY: list[tuple[str, str]] = [
+    ("institution_name", "所属机构"), ("county", "区县"), ("agent_version", "监控代理版本"),
+    ("carrier", "运营商"), ("imsi", "IMSI"), ("iccid", "ICCID"), ("sim_status", "SIM状态"),
+    ("first_seen", "首次上报时间"), ("last_seen", "最后上报时间"),
+]
+INSTITUTION_COLUMNS: list[tuple[str, str]] = [
+    ("code", "机构编码"), ("name", "机构名称"), ("county", "区县"), ("region", "统筹区"), ("type", "机构类型"),
+    ("hours", "服务时间"), ("contact", "联系人"),
+]
+
+
+@dataclass
+class ImportResult:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # line number of each good row
+    errors: list[dict[str, Any]] = field(default_factory=list)  # {line, field, error}
+
+    def reject(self, index: int, line: int, fld: str, error: str) -> None:
+        """Move a good row to the errors (e.g. a reference the caller found unknown)."""
+        self.errors.append({"line": line, "field": fld, "error": error})
+        self.rows[index] = {}
+
+
+def decode(data: bytes) -> str:
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("gb18030")
+
+
+def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tuple[str, str]],
+           model: type[BaseModel]) -> ImportResult:
+    out = ImportResult()
+    try:
+        text = decode(data)
+    except UnicodeDecodeError as err:
+        out.errors.append({"line": 1, "field": "", "error": f"not UTF-8 or GB18030 text: {err.reason}"})
+        return out
+    names = {code: code for code, _ in columns} | {zh: code for code, zh in columns}
+    skip = {c for pair in ignored for c in pair}
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        out.errors.append({"line": 1, "field": "", "error": "empty file"})
+        return out
+    except csv.Error as err:
+        out.errors.append({"line": 1, "field": "", "error": f"not CSV: {err}"})
+        return out
+    keys: list[str | None] = []
+    for h in header:
+        h = h.strip()
+        if h in names:
+            keys.append(names[h])
+        elif h in skip or not h:
+            keys.append(None)
+        else:
+            out.errors.append({"line": 1, "field": h, "error": "unknown column"})
+            return out
+    required = [c for c, _ in columns[:1]]
+    missing = [c for c in required if c not in keys]
+    if missing:
+        out.errors.append({"line": 1, "field": missing[0], "error": "required column missing"})
+        return out
+    line = reader.line_num
+    while True:
+        start = line + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            out.errors.append({"line": reader.line_num, "field": "", "error": f"not CSV: {err}"})
+            break
+        line = reader.line_num
+        if not any(v.strip() for v in values):
+            continue
+        if len(values) > len(keys):
+            out.errors.append({"line": start, "field": "", "error": f"{len(values)} fields, header has {len(keys)}"})
+            continue
+        raw = {k: v for k, v in zip(keys, values, strict=False) if k is not None and v.strip() != ""}
+        try:
+            rec = model.model_validate(raw)
+        except ValidationError as err:
+            e = err.errors()[0]
+            fld = ".".join(str(x) for x in e["loc"]) or ""
+            out.errors.append({"line": start, "field": fld, "error": e["msg"]})
+            continue
+        out.rows.append(rec.model_dump(exclude_unset=False))
+        out.lines.append(start)
+    return out
+
+
+def parse_units(data: bytes) -> ImportResult:
+    return _parse(data, UNIT_COLUMNS, UNIT_EXPORT_ONLY, UnitRecord)
+
+
+def parse_institutions(data: bytes) -> ImportResult:
+    return _parse(data, INSTITUTION_COLUMNS, [], Institution)
+
+
+def _write(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], lang: str) -> bytes:
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow([zh if lang == "zh" else code for code, zh in columns])
+    for r in rows:
+        vals = []
+        for code, _ in columns:
+            v = r.get(code)
+            if v is None:
+                v = ""
+            elif lang == "zh" and code in ("type", "status", "stock_type", "link_type"):
+                v = LABELS_ZH.get(str(v), v)
+            vals.append(v)
+        w.writerow(vals)
+    return b"\xef\xbb\xbf" + buf.getvalue().encode("utf-8")
+
+
+def write_units(rows: Iterable[dict[str, Any]], lang: str = "zh") -> bytes:
+    return _write(rows, UNIT_COLUMNS + UNIT_EXPORT_ONLY, lang)
+
+
+def write_institutions(rows: Iterable[dict[str, Any]], lang: str = "zh") -> bytes:
+    return _write(rows, INSTITUTION_COLUMNS, lang)

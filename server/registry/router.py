@@ -1,0 +1,161 @@
+"""Registry API: institutions and units (administrators write, everyone reads), CSV in and out, swap."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+
+from ..auth import Principal, require
+from ..availability.rollups import parse_instant
+from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
+from .service import Registry
+
+router = APIRouter(prefix="/api/v1", tags=["registry"])
+
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+Admin = Annotated[Principal, Depends(require("admin"))]
+CSV_TYPE = "text/csv; charset=utf-8"
+
+
+def _registry(request: Request) -> Registry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def online(unit: dict[str, Any], request: Request) -> bool:
+    """Online: the broker session is up, or a message arrived within three keep-alive intervals."""
+    if unit.get("last_seen") is None:
+        return False
+    s = request.app.state.settings
+    now = request.app.state.clock.now()
+    return bool(unit.get("broker_session")) or now - unit["last_seen"] <= 3 * s.ingest.terminal_keepalive_s
+
+
+def _unit_out(u: dict[str, Any], request: Request) -> dict[str, Any]:
+    d = dict(u)
+    d["online"] = online(u, request)
+    ident = d.get("identity") or {}
+    d["sim"] = {k: ident.get(k) for k in ("carrier", "mcc_mnc", "imsi", "iccid")}
+    d["sim"]["first_report"] = d.get("first_seen")
+    d["sim"]["last_report"] = d.get("last_seen")
+    inv = d.pop("inventory", None) or {}
+    d["software"] = {"agent": inv.get("agent") or d.get("agent_version") or None, **(inv.get("components") or {})}
+    return d
+
+
+# institutions ---------------------------------------------------------------------------------------
+@router.get("/institutions")
+async def list_institutions(request: Request, _: Viewer, county: str | None = None) -> dict[str, Any]:
+    items = await request.app.state.storage.list_institutions(county)
+    return {"total": len(items), "items": items}
+
+
+@router.get("/institutions/{code}")
+async def get_institution(request: Request, code: str, _: Viewer) -> dict[str, Any]:
+    inst = await request.app.state.storage.get_institution(code)
+    if inst is None:
+        raise FieldError("code", f"institution {code!r} not found", 404)
+    total, units = await request.app.state.storage.registry_query({"institution": code}, limit=1000)
+    inst["units"] = [{"sn": u["sn"], "status": u["status"], "online": online(u, request)} for u in units]
+    return inst
+
+
+@router.put("/institutions/{code}")
+async def put_institution(request: Request, code: str, _: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    if body.get("code", code) != code:
+        raise FieldError("code", "differs from the code in the path")
+    inst = Institution.model_validate({**body, "code": code})
+    await _registry(request).upsert_institutions([inst.model_dump()])
+    return inst.model_dump()
+
+
+@router.get("/registry/institutions.csv")
+async def export_institutions(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
+    data = await _registry(request).export_institutions(lang)
+    return Response(data, media_type=CSV_TYPE, headers={"Content-Disposition": 'attachment; filename="institutions.csv"'})
+
+
+@router.post("/registry/institutions/import")
+async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
+    """Body: the CSV file. Good rows are stored; each bad row is reported with its line and field."""
+    return await _registry(request).import_institutions(await request.body())
+
+
+# units ----------------------------------------------------------------------------------------------
+@router.get("/registry/units")
+async def list_registry_units(
+    request: Request,
+    _: Viewer,
+    q: Annotated[str, Query(max_length=64, description="substring of the SN or insurance SN")] = "",
+    institution: str | None = None,
+    county: str | None = None,
+    region: str | None = None,
+    status: Literal["in_service", "spare", "in_repair", "retired"] | None = None,
+    link_type: Literal["wired", "4g_vpdn"] | None = None,
+    stock_type: Literal["deployed", "spare"] | None = None,
+    vendor: str | None = None,
+    sort: Literal["sn", "institution", "county", "status", "last_seen", "online"] = "sn",
+    order: Literal["asc", "desc"] = "asc",
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    filters = {"q": q, "institution": institution, "county": county, "region": region, "status": status,
+               "link_type": link_type, "stock_type": stock_type, "vendor": vendor}
+    total, items = await request.app.state.storage.registry_query(filters, sort, order == "desc", limit, offset)
+    return {"total": total, "limit": limit, "offset": offset, "items": [_unit_out(u, request) for u in items]}
+
+
+@router.get("/registry/units.csv")
+async def export_units(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
+    data = await _registry(request).export_units(lang)
+    return Response(data, media_type=CSV_TYPE, headers={"Content-Disposition": 'attachment; filename="units.csv"'})
+
+
+@router.post("/registry/units/import")
+async def import_units(request: Request, who: Admin) -> dict[str, Any]:
+    """Body: the CSV file. Good rows are stored; each bad row is reported with its line and field."""
+    return await _registry(request).import_units(await request.body(), who.name)
+
+
+@router.get("/registry/units/{sn}")
+async def registry_unit(request: Request, sn: str, _: Viewer) -> dict[str, Any]:
+    storage = request.app.state.storage
+    total, items = await storage.registry_query({"sns": [sn]}, limit=1)
+    if not items:
+        raise FieldError("sn", f"unit {sn!r} not found", 404)
+    out = _unit_out(items[0], request)
+    out["status_history"] = (await storage.status_histories([sn])).get(sn, [])
+    return out
+
+
+@router.put("/registry/units/{sn}")
+async def put_unit(request: Request, sn: str, who: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    if body.get("sn", sn) != sn:
+        raise FieldError("sn", "differs from the SN in the path")
+    rec = UnitRecord.model_validate({**body, "sn": sn})
+    await _registry(request).upsert_unit(rec, who.name)
+    return rec.model_dump()
+
+
+@router.patch("/registry/units/{sn}")
+async def patch_unit(request: Request, sn: str, _: Admin, patch: UnitPatch) -> dict[str, Any]:
+    await _registry(request).patch_unit(sn, patch)
+    return {"sn": sn, **patch.model_dump(exclude_unset=True)}
+
+
+@router.post("/registry/units/{sn}/status")
+async def change_status(request: Request, sn: str, who: Admin, change: StatusChange) -> dict[str, Any]:
+    at = None
+    if change.at:
+        try:
+            at = parse_instant(change.at, "at")
+        except ValueError as err:
+            raise FieldError("at", str(err).partition(": ")[2]) from err
+    ts = await _registry(request).set_status(sn, change.status, change.note, who.name, at)
+    return {"sn": sn, "status": change.status, "from_ts": ts}
+
+
+@router.post("/units/{sn}/swap")
+async def swap(request: Request, sn: str, who: Admin, body: Swap) -> dict[str, Any]:
+    """Swap a county spare in for a unit sent to repair: both status changes in one transaction."""
+    return await _registry(request).swap(sn, body.spare_sn, body.note, who.name)

@@ -1,0 +1,204 @@
+"""The registry: institutions, units and their status history, with an in-memory index for counting.
+
+Every unit the counting sees is in the registry with at least one status-history row: administrators register
+units (CSV or API), and a unit that ingest hears from before anyone registered it joins automatically
+(in service, no institution, from its earliest sample) so that it is counted and listed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from ..availability.hours import ServiceHours
+from ..settings import Settings
+from . import csvio
+from .models import FieldError, UnitPatch, UnitRecord, parse_hours
+
+log = logging.getLogger(__name__)
+
+
+RegistryError = FieldError
+
+
+@dataclass(frozen=True)
+class UnitInfo:
+    sn: str
+    institution: str | None
+    institution_name: str
+    county: str
+    region: str
+    institution_type: str
+    hours: ServiceHours
+    status: str
+    link_type: str
+    stock_type: str
+    terminal_type: str
+    vendor: str
+    model: str
+
+
+class Registry:
+    def __init__(self, settings: Settings, storage: Any, now: Callable[[], float]) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.now = now
+        self._index: dict[str, UnitInfo] | None = None
+        self._hours: dict[str, ServiceHours] = {}
+        # called with (sns, from_ts) when statuses or service hours change, so counts can be redone
+        self.on_change: list[Callable[[list[str], int], None]] = []
+
+    # index ---------------------------------------------------------------------------------
+    def hours(self, text: str | None) -> ServiceHours:
+        key = text or ""
+        sh = self._hours.get(key)
+        if sh is None:
+            tz = self.settings.timezone
+            try:
+                sh = parse_hours(key, tz) if key else None
+            except ValueError:
+                log.warning("institution hours %r do not parse; using the default", key)
+                sh = None
+            if sh is None:
+                sh = ServiceHours.parse(self.settings.availability.service_hours, tz)
+            self._hours[key] = sh
+        return sh
+
+    async def index(self) -> dict[str, UnitInfo]:
+        if self._index is None:
+            rows = await self.storage.registry_index()
+            self._index = {
+                r["sn"]: UnitInfo(
+                    sn=r["sn"], institution=r["institution"], institution_name=r["institution_name"] or "",
+                    county=r["county"] or "", region=r["region"] or "", institution_type=r["institution_type"] or "",
+                    hours=self.hours(r["hours"]), status=r["status"], link_type=r["link_type"],
+                    stock_type=r["stock_type"], terminal_type=r["terminal_type"], vendor=r["vendor"], model=r["model"],
+                )
+                for r in rows
+            }
+        return self._index
+
+    def invalidate(self) -> None:
+        self._index = None
+
+    def _changed(self, sns: list[str], from_ts: int) -> None:
+        self.invalidate()
+        for cb in self.on_change:
+            try:
+                cb(sns, from_ts)
+            except Exception:
+                log.exception("registry change hook failed")
+
+    # institutions ----------------------------------------------------------------------------
+    async def upsert_institutions(self, rows: list[dict[str, Any]]) -> None:
+        await self.storage.upsert_institutions(rows)
+        self.invalidate()
+
+    async def import_institutions(self, data: bytes) -> dict[str, Any]:
+        res = csvio.parse_institutions(data)
+        good = [r for r in res.rows if r]
+        if good:
+            await self.upsert_institutions(good)
+        return {"imported": len(good), "errors": res.errors}
+
+    # units ---------------------------------------------------------------------------------------
+    async def _check_institution(self, code: str | None) -> None:
+        if code and await self.storage.get_institution(code) is None:
+            raise RegistryError("institution", f"unknown institution {code!r}", 422)
+
+    async def upsert_unit(self, rec: UnitRecord, by: str) -> None:
+        await self._check_institution(rec.institution)
+        now = int(self.now())
+        await self.storage.upsert_registry_units([rec.model_dump()], now, by)
+        self._changed([rec.sn], now)
+
+    async def patch_unit(self, sn: str, patch: UnitPatch) -> None:
+        fields = patch.model_dump(exclude_unset=True)
+        if "institution" in fields:
+            await self._check_institution(fields["institution"])
+        if not await self.storage.status_histories([sn]):
+            raise RegistryError("sn", f"unit {sn!r} is not registered", 404)
+        await self.storage.change_status([], {sn: fields})
+        # a unit moved to another institution is counted on that one's hours from now on
+        self._changed([sn], int(self.now()))
+
+    async def import_units(self, data: bytes, by: str) -> dict[str, Any]:
+        res = csvio.parse_units(data)
+        known = {i["code"] for i in await self.storage.list_institutions()}
+        for k, row in enumerate(res.rows):
+            if row and row.get("institution") and row["institution"] not in known:
+                res.reject(k, res.lines[k], "institution", f"unknown institution {row['institution']!r}")
+        seen: dict[str, int] = {}
+        for k, row in enumerate(res.rows):
+            if row:
+                if row["sn"] in seen:
+                    res.reject(k, res.lines[k], "sn", f"SN {row['sn']!r} already on line {seen[row['sn']]}")
+                else:
+                    seen[row["sn"]] = res.lines[k]
+        good = [r for r in res.rows if r]
+        now = int(self.now())
+        if good:
+            await self.storage.upsert_registry_units(good, now, by)
+            self._changed([r["sn"] for r in good], now)
+        res.errors.sort(key=lambda e: e["line"])
+        return {"imported": len(good), "errors": res.errors}
+
+    async def export_units(self, lang: str = "zh") -> bytes:
+        total, rows = await self.storage.registry_query({}, limit=10**9)
+        out = []
+        for r in rows:
+            ident = r.get("identity") or {}
+            d = dict(r)
+            d.update({k: ident.get(k) for k in ("carrier", "imsi", "iccid")})
+            d["sim_status"] = "ok" if ident.get("iccid") else ""
+            for key in ("first_seen", "last_seen"):
+                if d.get(key):
+                    d[key] = datetime.fromtimestamp(d[key], self.hours(None).tz).isoformat(timespec="seconds")
+            out.append(d)
+        return csvio.write_units(out, lang)
+
+    async def export_institutions(self, lang: str = "zh") -> bytes:
+        return csvio.write_institutions(await self.storage.list_institutions(), lang)
+
+    async def set_status(self, sn: str, status: str, note: str, by: str, at: int | None = None) -> int:
+        ts = int(self.now()) if at is None else at
+        try:
+            await self.storage.change_status([(sn, ts, status, by, note)])
+        except KeyError as err:
+            raise RegistryError("sn", f"unit {sn!r} is not registered", 404) from err
+        self._changed([sn], ts)
+        return ts
+
+    async def swap(self, sn: str, spare_sn: str, note: str, by: str) -> dict[str, Any]:
+        """The spare takes over the unit's institution and service; the unit goes to repair. One transaction."""
+        idx = await self.index()
+        unit, spare = idx.get(sn), idx.get(spare_sn)
+        if unit is None:
+            raise RegistryError("sn", f"unit {sn!r} is not registered", 404)
+        if spare is None:
+            raise RegistryError("spare_sn", f"unit {spare_sn!r} is not registered", 404)
+        if sn == spare_sn:
+            raise RegistryError("spare_sn", "a unit cannot replace itself", 422)
+        if unit.status != "in_service":
+            raise RegistryError("sn", f"unit {sn!r} is {unit.status}, not in service", 409)
+        if spare.status != "spare":
+            raise RegistryError("spare_sn", f"unit {spare_sn!r} is {spare.status}, not a spare", 409)
+        ts = int(self.now())
+        text = note or "swap"
+        await self.storage.change_status(
+            [(sn, ts, "in_repair", by, f"{text} (replaced by {spare_sn})"),
+             (spare_sn, ts, "in_service", by, f"{text} (replaces {sn})")],
+            {spare_sn: {"institution": unit.institution, "stock_type": "deployed", "link_type": unit.link_type}},
+        )
+        self._changed([sn, spare_sn], ts)
+        return {"sn": sn, "status": "in_repair", "spare_sn": spare_sn, "spare_status": "in_service",
+                "institution": unit.institution, "at": ts}
+
+    async def ensure_seen(self, first_ts: dict[str, int]) -> list[str]:
+        added = await self.storage.ensure_registered(first_ts)
+        if added:
+            self.invalidate()
+        return added
