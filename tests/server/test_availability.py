@@ -1,0 +1,210 @@
+"""Availability through the real app: hand-counted roll-ups, late data, silent units, drill-down, bad input.
+
+The day: Monday 2025-03-03 in Asia/Shanghai. Institution V001 serves mon-fri 08:00-17:30 (570 slots on a
+Monday); a unit with no institution gets the default 08:00-18:00 (600 slots).
+
+Unit A (V001) on that day, by hand:
+    08:00-10:00  all well                          120 slots
+    10:00-10:30  printer out of paper              not intact, network ok
+    10:30-11:00  nothing received                  no data
+    11:00-12:00  link down (samples sent later)    intact, network not ok
+    12:00-13:00  round trip 500 ms (> 400)         intact, network not ok
+    13:00-18:00  all well (17:30-18:00 outside hours)
+  -> service 570, intact 120+60+60+270 = 510, network ok 120+30+270 = 420, no data 30
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.server.conftest import Api, at, make_api, sample
+from wire.messages import Check
+
+DAY = {"from": "2025-03-03T00:00:00+08:00", "to": "2025-03-04T00:00:00+08:00"}
+PAPER_OUT = {"printer": Check(1, "paper_out"), "idcard": Check(0), "modem": Check(0), "storage": Check(0)}
+
+
+async def _setup(api: Api) -> None:
+    for code, county, hours in (("V001", "秀英区", "mon-fri=08:00-17:30;sat=08:00-12:00"), ("H001", "秀英区", ""),
+                                ("L001", "龙华区", "")):
+        r = await api.req("PUT", f"/api/v1/institutions/{code}", json={"name": code, "county": county, "hours": hours,
+                                                                       "region": "海口市"})
+        assert r.status_code == 200, r.text
+    for sn, inst in (("HNA0000001", "V001"), ("HNC0000001", "V001"), ("HND0000001", "H001"), ("HNE0000001", "H001")):
+        assert (await api.req("PUT", f"/api/v1/registry/units/{sn}", json={"institution": inst})).status_code == 200
+    assert (await api.req("PUT", "/api/v1/registry/units/HNB0000001", json={})).status_code == 200
+
+
+async def _unit_a_day(api: Api) -> None:
+    a = "HNA0000001"
+    await api.minutes(a, at("2025-03-03 08:00"), 120)
+    await api.minutes(a, at("2025-03-03 10:00"), 30, checks=PAPER_OUT)
+    await api.minutes(a, at("2025-03-03 11:00"), 60, connected=False, rtt_ms=None)
+    await api.minutes(a, at("2025-03-03 12:00"), 60, rtt_ms=500)
+    await api.minutes(a, at("2025-03-03 13:00"), 300)
+
+
+def _items(body: dict) -> dict:
+    return {i.get("sn") or i.get("county") or i.get("institution"): i for i in body["items"]}
+
+
+async def test_day_counted_by_hand(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        await api.minutes("HNB0000001", at("2025-03-03 08:00"), 600)
+        api.clock.t = at("2025-03-03 20:00")
+        # B went to repair at 15:00 (recorded afterwards): its slots from 15:00 leave the denominator
+        r = await api.req("POST", "/api/v1/registry/units/HNB0000001/status",
+                          json={"status": "in_repair", "at": "2025-03-03T15:00:00+08:00", "note": "主板"})
+        assert r.status_code == 200, r.text
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        body = (await api.get("/api/v1/availability", group_by="unit", **DAY)).json()
+        assert body["complete"] is True and body["counted_to"] == "2025-03-04T00:00:00+08:00"
+        units = _items(body)
+        a = units["HNA0000001"]
+        assert (a["service_slots"], a["intact_slots"], a["network_ok_slots"], a["no_data_slots"]) == (570, 510, 420, 30)
+        assert a["device_rate"] == round(510 / 570, 6) and a["flagged"] is True
+        b = units["HNB0000001"]
+        assert (b["service_slots"], b["intact_slots"], b["network_ok_slots"], b["no_data_slots"]) == (420, 420, 420, 0)
+        assert b["flagged"] is False
+        # a registered unit that never reported: every service slot is no data
+        c = units["HNC0000001"]
+        assert (c["service_slots"], c["intact_slots"], c["no_data_slots"]) == (570, 0, 570) and c["flagged"]
+        # groups sum their units' slots; rates are of the sums
+        county = (await api.get("/api/v1/availability", group_by="county", **DAY)).json()
+        xy = _items(county)["秀英区"]
+        assert xy["units"] == 4 and xy["flagged_units"] == 4  # D and E silent too
+        assert xy["service_slots"] == 570 * 2 + 600 * 2 and xy["intact_slots"] == 510
+        fleet = (await api.get("/api/v1/availability", **DAY)).json()["fleet"]
+        assert fleet["service_slots"] == 570 * 2 + 600 * 2 + 420 and fleet["units"] == 5
+        assert fleet["tier"] == 3 and fleet["final_payment"] == 0.4
+        # a part of the day answers from hour slices: 08:00-13:00
+        part = (await api.get("/api/v1/availability", group_by="unit", sn="HNA0000001",
+                              **{"from": "2025-03-03T08:00:00+08:00", "to": "2025-03-03T13:00:00+08:00"})).json()
+        p = part["items"][0]
+        assert (p["service_slots"], p["intact_slots"], p["network_ok_slots"], p["no_data_slots"]) == (300, 240, 150, 30)
+        # the same instant written with another offset gives the same figures
+        utc = (await api.get("/api/v1/availability", group_by="unit", sn="HNA0000001",
+                             **{"from": "2025-03-03T00:00:00Z", "to": "2025-03-03T05:00:00+00:00"})).json()
+        assert utc["items"][0]["service_slots"] == 300 and utc["items"][0]["intact_slots"] == 240
+
+
+async def test_rollups_equal_the_direct_count(tmp_path: Path) -> None:
+    """Stored hour roll-ups, summed by the API, equal the pure counter run over the raw samples."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from server.availability.counter import count_unit
+    from server.availability.rollups import counter_samples
+
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        # a second day with a lunch-time outage and overlapping duplicate samples from a second outbox epoch
+        await api.minutes("HNA0000001", at("2025-03-04 08:00"), 240)
+        await api.feed("HNA0000001", [sample(k, at("2025-03-04 09:00") + 60 * k, connected=False) for k in range(15)],
+                       epoch=2)
+        api.clock.t = at("2025-03-05 10:00")
+        await api.settle()
+        storage = api.app.state.storage
+        rows = await storage.samples_between(["HNA0000001"], at("2025-03-03 00:00"), at("2025-03-05 10:00"))
+        tz = ZoneInfo("Asia/Shanghai")
+        direct = count_unit(datetime(2025, 3, 3, tzinfo=tz), datetime(2025, 3, 5, 10, tzinfo=tz),
+                            counter_samples(rows, ["printer", "idcard", "modem", "storage"], 400),
+                            hours={"mon-fri": "08:00-17:30", "sat": "08:00-12:00"}, tz=tz,
+                            status_history=[(at("2025-03-03 07:00"), "in_service")], initial_status="spare")
+        body = (await api.get("/api/v1/availability", group_by="unit", sn="HNA0000001",
+                              **{"from": "2025-03-03T00:00:00+08:00", "to": "2025-03-05T10:00:00+08:00"})).json()
+        got = body["items"][0]
+        assert (got["service_slots"], got["intact_slots"], got["network_ok_slots"], got["no_data_slots"]) == \
+            direct.figures.counts()
+        assert direct.figures.network_ok_slots == 420 + 240 - 15  # the duplicates' link-down minutes count
+
+
+async def test_late_samples_recount_the_hours_they_cover(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        q = {"group_by": "unit", "sn": "HNA0000001", **DAY}
+        before = (await api.get("/api/v1/availability", **q)).json()["items"][0]
+        assert before["no_data_slots"] == 30
+        # the terminal's outbox delivers 10:30-11:00, taken with the link down, the next morning
+        api.clock.t = at("2025-03-04 09:10")
+        await api.feed("HNA0000001", [sample(5000 + k, at("2025-03-03 10:30") + 60 * k, connected=False)
+                                      for k in range(30)])
+        pending = (await api.get("/api/v1/availability", **q)).json()
+        assert pending["complete"] is False  # the period has late data not yet recounted
+        await api.settle()
+        after = (await api.get("/api/v1/availability", **q)).json()
+        assert after["complete"] is True
+        a = after["items"][0]
+        assert (a["service_slots"], a["intact_slots"], a["network_ok_slots"], a["no_data_slots"]) == (570, 540, 420, 0)
+
+
+async def test_drill_down_says_which_slot_failed_and_why(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        for sn in ("HND0000001", "HNE0000001"):  # two neighbours in the county lose the link 11:00-11:10 too
+            await api.minutes(sn, at("2025-03-03 11:00"), 10, connected=False, rtt_ms=None)
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        r = await api.get("/api/v1/units/HNA0000001/slots", role="viewer", date="2025-03-03")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        slots = {s["start"][11:16]: s for s in body["slots"]}
+        assert len(body["slots"]) == 1440
+        assert slots["07:59"]["counted"] is False and slots["07:59"]["excluded"] == "outside_service_hours"
+        assert slots["10:15"]["device"] == "not_intact" and slots["10:15"]["device_reasons"] == ["printer=paper_out"]
+        assert slots["10:15"]["network"] == "ok"
+        assert slots["10:45"]["device"] == "no_data" and slots["10:45"]["network"] == "no_data"
+        assert slots["11:05"]["network_reasons"] == ["link_down"] and slots["11:05"]["likely_carrier_outage"] is True
+        assert slots["11:30"]["network_reasons"] == ["link_down"] and "likely_carrier_outage" not in slots["11:30"]
+        assert slots["12:30"]["network_reasons"] == ["rtt=500ms"] and slots["12:30"]["device"] == "intact"
+        assert slots["17:45"]["excluded"] == "outside_service_hours"
+        assert slots["06:00"]["counted"] is False
+        # the stored hours beside the slots add up to the same figures
+        f = body["figures"]
+        assert sum(h["service_slots"] for h in body["stored_hours"]) == f["service_slots"] == 570
+        assert sum(h["intact_slots"] for h in body["stored_hours"]) == f["intact_slots"] == 510
+        # flagged units come with their minutes lost by reason
+        fl = (await api.get("/api/v1/availability/flagged", **DAY)).json()
+        a = next(u for u in fl["items"] if u["sn"] == "HNA0000001")
+        assert a["below"] == ["device_rate", "network_rate"]
+        assert a["reasons"]["minutes"] == {"link_down": 50, "no_data": 30, "printer=paper_out": 30, "latency": 60,
+                                           "link_down_carrier_outage": 10}
+
+
+async def test_bad_periods_are_refused_naming_the_field(api: Api) -> None:
+    cases = [
+        ({"from": "2025-03-03T00:00:00", "to": "2025-03-04T00:00:00+08:00"}, "from"),
+        ({"from": "2025-03-03T00:00:00+08:00", "to": "2025-03-04T00:30:00+08:00"}, "to"),
+        ({"from": "2025-03-03T00:00:00+08:00", "to": "2025-03-02T00:00:00+08:00"}, "to"),
+        ({"from": "yesterday", "to": "2025-03-04T00:00:00+08:00"}, "from"),
+        ({"to": "2025-03-04T00:00:00+08:00"}, "from"),
+        ({**DAY, "group_by": "planet"}, "group_by"),
+    ]
+    for params, fld in cases:
+        r = await api.get("/api/v1/availability", role="viewer", **params)
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["errors"][0]["field"] == fld, (params, r.json())
+    r = await api.get("/api/v1/units/HN1/slots", date="3 March")
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "date"
+
+
+async def test_recount_endpoint_is_for_admins_and_redoes_a_period(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        r = await api.req("POST", "/api/v1/availability/recount", role="engineer", json=DAY)
+        assert r.status_code == 403
+        r = await api.req("POST", "/api/v1/availability/recount", json={**DAY, "sns": ["HNA0000001"]})
+        assert r.status_code == 200 and r.json()["unit_hours"] == 24
+        a = (await api.get("/api/v1/availability", group_by="unit", sn="HNA0000001", **DAY)).json()["items"][0]
+        assert (a["service_slots"], a["intact_slots"], a["network_ok_slots"]) == (570, 510, 420)
