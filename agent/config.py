@@ -118,10 +118,12 @@ class AgentConfig(_Base):
 
     def redacted(self) -> dict[str, object]:
         """The configuration as a dict with secrets hidden (for `config show`)."""
-        data = msgspec.to_builtins(self)
-        if data["link"].get("key_passphrase"):
-            data["link"]["key_passphrase"] = "***"
-        return data
+        def hide(obj: object) -> object:
+            if isinstance(obj, Secret):
+                return "***" if obj else ""
+            raise TypeError(f"cannot show {type(obj).__name__}")
+
+        return msgspec.to_builtins(self, enc_hook=hide)  # type: ignore[no-any-return]
 
 
 def _dotted(message: str) -> str:

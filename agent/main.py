@@ -127,10 +127,13 @@ class Agent:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.outbox = Outbox(self.data_dir / "outbox.sqlite", int(self.cfg.outbox.max_mb * 1024 * 1024))
             self.outbox_error = ""
+            if getattr(self, "clock_ok", False):
+                self._redate_held()  # the clock was checked while the outbox was closed
         except (OSError, OutboxError) as err:
             self.outbox = None
+            if str(err) != self.outbox_error:
+                log.error("outbox unavailable, holding samples in memory: %s", err)
             self.outbox_error = str(err)
-            log.error("outbox unavailable, holding samples in memory: %s", err)
 
     def _boottime_of(self, item: Sample | Event) -> float:
         """The boot-time reading at the item's own timestamp (not at the moment it is stored), so a
@@ -142,7 +145,8 @@ class Agent:
             self._open_outbox()
         if self.outbox is not None:
             try:
-                item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self._boottime_of(item))
+                item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self._boottime_of(item),
+                                           held=not self.clock_ok)
                 if self.outbox_error:
                     log.info("outbox writable again")
                 self.outbox_error = ""
@@ -153,6 +157,11 @@ class Agent:
                 if err.args[0] != self.outbox_error:
                     log.error("%s; holding samples in memory", err)
                 self.outbox_error = str(err)
+                # Reopen at the next sample: a connection opened on a read-only filesystem stays
+                # read-only even after the filesystem is repaired.
+                self.outbox.close()
+                self.outbox = None
+                self.inflight.clear()
         if isinstance(item, Sample):
             self._memory_seq += 1
             item.seq = self._memory_seq
@@ -189,17 +198,21 @@ class Agent:
     def _clock_checked(self, how: str) -> None:
         self.clock_ok = True
         log.info("clock checked (%s)", how)
-        if self.outbox is not None:
-            try:
-                n = self.outbox.redate(self.boot_id, self.clock.now(), self.clock.boottime())
-                self.outbox.release_old_boots(self.boot_id)
-                if n:
-                    log.info("re-dated %d samples taken before the clock was checked", n)
-            except OutboxError as err:
-                log.error("%s", err)
+        self._redate_held()
         for s in self.memory:
             if s.clock == CLOCK_UNVERIFIED:
                 s.clock = CLOCK_CHECKED
+
+    def _redate_held(self) -> None:
+        if self.outbox is None:
+            return
+        try:
+            n = self.outbox.redate(self.boot_id, self.clock.now(), self.clock.boottime())
+            self.outbox.release_old_boots(self.boot_id)
+            if n:
+                log.info("re-dated %d samples taken before the clock was checked", n)
+        except OutboxError as err:
+            log.error("%s", err)
 
     # sampling -----------------------------------------------------------------------
     def take_sample(self, slot_ts: int) -> Sample:

@@ -95,16 +95,20 @@ class Outbox:
             self._db.close()
 
     # writing -----------------------------------------------------------------
-    def add(self, item: Sample | Event, *, boot_id: str, boottime: float) -> int:
-        """Store durably; returns the sequence number. Raises OutboxError when the disk refuses."""
+    def add(self, item: Sample | Event, *, boot_id: str, boottime: float, held: bool | None = None) -> int:
+        """Store durably; returns the sequence number. Raises OutboxError when the disk refuses.
+
+        ``held`` rows are not sent until the clock has been checked and they are re-dated
+        (default: a sample whose clock is unverified)."""
         kind = KIND_SAMPLE if isinstance(item, Sample) else KIND_EVENT
         clock = item.clock if isinstance(item, Sample) else CLOCK_CHECKED
-        held = 1 if clock == CLOCK_UNVERIFIED else 0  # not sent until the clock is checked
+        if held is None:
+            held = clock == CLOCK_UNVERIFIED
         with self._lock:
             try:
                 cur = self._db.execute(
                     "INSERT INTO outbox(kind, ts, clock, boot_id, boottime, held, body) VALUES (?,?,?,?,?,?,?)",
-                    (kind, item.ts, clock, boot_id, boottime, held, _enc.encode(item)),
+                    (kind, item.ts, clock, boot_id, boottime, int(held), _enc.encode(item)),
                 )
             except sqlite3.Error as err:
                 raise OutboxError(f"outbox write failed: {err}") from err
@@ -234,17 +238,21 @@ class Outbox:
                     lite = _enc.encode(lite_copy(_sample_dec.decode(body)))
                     size -= len(body) - len(lite)
                     self._db.execute("UPDATE outbox SET lite=1, body=? WHERE seq=?", (lite, seq))
+                    self.reduced_total += 1
+                    if size <= target:
+                        break
                 self._db.execute("COMMIT")
-                self.reduced_total += len(rows)
             # 2. still too big: drop the oldest rows
             while size > target:
                 rows = self._db.execute("SELECT seq, length(body) FROM outbox ORDER BY seq LIMIT 500").fetchall()
                 if not rows:
                     break
-                last = rows[-1][0]
-                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (last,))
-                size -= sum(r[1] + 48 for r in rows)
-                self.dropped_total += len(rows)
+                gone = 0
+                while gone < len(rows) and size > target:  # the oldest rows, just enough of them
+                    size -= rows[gone][1] + 48
+                    gone += 1
+                self._db.execute("DELETE FROM outbox WHERE seq <= ?", (rows[gone - 1][0],))
+                self.dropped_total += gone
             if self.dropped_total or self.reduced_total:
                 log.warning("outbox over its cap: %d samples reduced to counting fields, %d rows dropped so far",
                             self.reduced_total, self.dropped_total)

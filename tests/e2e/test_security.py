@@ -10,10 +10,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.enroll import make_key_and_csr
 from posfleet.ca import FleetCA
 from tests.conftest import sqlite_count
 from tests.fleet import PASS, AgentProc, agent_config, wait_for
-from agent.enroll import make_key_and_csr
 
 
 def try_connect(port: int, ca: Path, cert: Path | None = None, key: Path | None = None, tls: bool = True) -> bool:
