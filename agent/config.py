@@ -95,6 +95,17 @@ class ClockConfig(_Base):
     anchor: float = 0.0
 
 
+class ConsoleConfig(_Base):
+    """The engineers' diagnostic console on a serial/USB gadget port (see agent/console/)."""
+
+    port: str
+    baud: int = 115200
+    idle_minutes: int = 10
+    # CA certificate that endorses engineer credentials (the fleet CA's) and the revocation list.
+    engineer_ca_file: str = "ca.pem"
+    revoked_file: str = ""
+
+
 class LogConfig(_Base):
     level: str = "INFO"
 
@@ -109,6 +120,7 @@ class AgentConfig(_Base):
     components: dict[str, ComponentSource] = {}
     peripherals: PeripheralsConfig = msgspec.field(default_factory=PeripheralsConfig)
     clock: ClockConfig = msgspec.field(default_factory=ClockConfig)
+    console: ConsoleConfig | None = None
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     base_dir: str = ""  # set by load(): relative paths are relative to the config file
 

@@ -103,6 +103,8 @@ class Agent:
         self._last_checks: dict[str, int] = {}
         self._last_batch_mono = 0.0
         self._open_sample: tuple[Sample, float] | None = None
+        self.last_sample: Sample | None = None
+        self.console: object | None = None
         self._last_inventory = 0.0
         self._stop = threading.Event()
         link_cfg = cfg.link
@@ -260,6 +262,7 @@ class Agent:
                 self._urgent = True
             self._last_checks = states
         self._store(sample)
+        self.last_sample = sample
         systemd.notify("WATCHDOG=1")
 
     def _inventory(self) -> None:
@@ -405,11 +408,43 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
+    def status_snapshot(self) -> dict[str, object]:
+        """What an engineer needs at the terminal: health, checks, link, backlog, clock, recent errors.
+
+        Safe to call from another thread (it only reads)."""
+        from wire.messages import sample_dict
+
+        outbox_count = oldest = None
+        if self.outbox is not None:
+            try:
+                outbox_count, oldest = self.outbox.count(), self.outbox.oldest_ts()
+            except Exception as err:  # a broken disk must not break the console
+                log.debug("outbox unreadable for status: %s", err)
+        last = self.last_sample
+        return {
+            "sn": self.sn, "version": __version__,
+            "health": sample_dict(last) if last is not None else None,
+            "checks": {k: {"state": c.state, "reason": c.reason} for k, c in (last.checks if last else {}).items()},
+            "link": {"connected": self.link.connected, "host": self.cfg.link.host, "port": self.cfg.link.port,
+                     "connects": self.link.connects, "failures": self.link.failures, "last_error": self.link.last_error},
+            "outbox": {"count": outbox_count, "oldest_ts": oldest, "error": self.outbox_error,
+                       "memory_held": len(self.memory), "inflight": len(self.inflight)},
+            "clock": {"checked": self.clock_ok, "now": self.clock.now()},
+            "stats": {"samples": self.stats.samples, "batches_sent": self.stats.batches_sent,
+                      "items_acked": self.stats.items_acked, "items_rejected": self.stats.items_rejected},
+            "identity": self.peripherals.identity(),
+        }
+
     def run(self) -> None:
         log.info("agent %s starting as %s (data in %s)", __version__, self.sn, self.data_dir)
         # Spread the first connection over a few seconds so a fleet powering up together does not
         # hit the broker in the same instant.
         self.link.start(initial_delay=self.rng.uniform(0, min(3.0, self.cfg.link.reconnect_min_s)))
+        if self.cfg.console is not None:
+            from .console import Console
+
+            self.console = Console(self, self.cfg.console)
+            self.console.start()  # type: ignore[attr-defined]
         systemd.notify("READY=1")
         next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
         self._inventory()
@@ -449,6 +484,8 @@ class Agent:
         finally:
             if self._open_sample is not None:
                 self._finish_sample(self._open_sample[0], probe_lost=False)
+            if self.console is not None:
+                self.console.stop()  # type: ignore[attr-defined]
             self.link.stop()
             self.peripherals.close()
             if self.outbox is not None:

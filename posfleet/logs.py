@@ -21,10 +21,32 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class RingBuffer(logging.Handler):
+    """The last N log lines (already redacted), for the diagnostic console's `logs` command."""
+
+    def __init__(self, capacity: int = 500) -> None:
+        super().__init__()
+        from collections import deque
+
+        self.lines: deque[str] = deque(maxlen=capacity)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # logging must never raise into the caller
+            self.handleError(record)
+
+
+RING = RingBuffer()
+
+
 def setup(level: str = "INFO") -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(fmt)
     handler.addFilter(RedactingFilter())
+    RING.setFormatter(fmt)
+    RING.addFilter(RedactingFilter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, RING]
     root.setLevel(level.upper())
