@@ -41,6 +41,7 @@ async def _retention(app: FastAPI) -> None:
 
 async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: Ingest) -> list[Any]:
     """Registry, roll-ups, alerts (issue 4): services on app.state and their background tasks."""
+    from .alerts.service import Alerts
     from .availability.service import Availability
     from .registry.service import Registry
 
@@ -51,7 +52,11 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     await availability.start()
     app.state.availability = availability
     ingest.on_committed.append(availability.on_committed)
-    return [availability]
+    alerts = Alerts(settings, storage, registry, availability, clock)
+    await alerts.start()
+    app.state.alerts = alerts
+    ingest.on_committed.append(alerts.on_committed)
+    return [availability, alerts]
 
 
 async def _stop_fleet(services: list[Any]) -> None:
@@ -75,10 +80,14 @@ def _install_fleet_api(app: FastAPI) -> None:
         errors = [{"field": ".".join(str(x) for x in e["loc"]), "error": e["msg"]} for e in exc.errors()]
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
 
+    from .alerts.router import router as alerts_router
+    from .analytics.router import router as analytics_router
     from .availability.router import router as availability_router
 
     app.include_router(registry_router)
     app.include_router(availability_router)
+    app.include_router(analytics_router)
+    app.include_router(alerts_router)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -117,20 +126,10 @@ def create_app(settings: Settings) -> FastAPI:
         ingest: Ingest = request.app.state.ingest
         return {"status": "ok", "ingest": ingest.stats.as_dict()}
 
+    from .ingest.router import router as ingest_router
     from .units.router import router as units_router
 
     app.include_router(units_router)
+    app.include_router(ingest_router)
     _install_fleet_api(app)
-
-    from typing import Annotated
-
-    from fastapi import Depends
-
-    from .auth import Principal, require
-
-    @app.get("/api/v1/ingest/stats", tags=["health"])
-    async def ingest_stats(request: Request, _: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
-        """Messages and samples taken in, and every rejection counted by reason."""
-        return request.app.state.ingest.stats.as_dict()
-
     return app

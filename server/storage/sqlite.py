@@ -489,7 +489,7 @@ class SqliteStorage:
     async def live_index(self) -> list[dict[str, Any]]:
         """Live state of every unit known to ingest: session, last message, identity, inventory, newest sample."""
         cur = await self.db.execute(
-            "SELECT sn, online, last_seen, first_seen, agent_version, identity, inventory, latest FROM units")
+            "SELECT sn, online, state_ts, last_seen, first_seen, agent_version, identity, inventory, latest FROM units")
         out = []
         for r in await cur.fetchall():
             d = dict(r)

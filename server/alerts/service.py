@@ -1,0 +1,232 @@
+"""Alerts: rules evaluated in a background task, stored, acknowledged, optionally POSTed to a webhook.
+
+Rules (each alert has a key, so a standing condition is one alert, refreshed, and closes when it clears):
+
+* ``flagged``      a unit below the threshold for the month so far (closed hours), from the roll-ups;
+* ``offline``      a unit in service offline for more than ``offline_minutes`` of its *service hours*;
+* ``fault``        a peripheral check in state fault in the unit's newest sample (one alert per check);
+* ``storage``      a file system above ``storage_pct`` % in the newest sample;
+* ``sim_changed``  an event ``sim_changed``, or an inventory whose ICCID differs from the one known before
+                   (stays open until acknowledged);
+* ``carrier_outage`` several units of one county with the link down in the same minutes (from the samples, see
+                   availability/service.py), or losing their broker sessions within five minutes of each other.
+
+SIM data budget alerts need data counters in the telemetry; the wire format carries none yet, so none are raised.
+
+The webhook sender is its own task with retries and back-off; ingest never waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime
+from typing import Any
+
+import httpx
+
+from ..availability.rollups import midnight
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage")
+
+
+class Alerts:
+    def __init__(self, settings: Settings, storage: Any, registry: Any, availability: Any, clock: Any) -> None:
+        self.settings = settings
+        self.storage = storage
+        self.registry = registry
+        self.availability = availability
+        self.clock = clock
+        self._iccid: dict[str, str] = {}
+        self._sim_events: list[tuple[str, int, str, str]] = []  # sn, ts, old, new
+        self._tasks: list[asyncio.Task[None]] = []
+        self._webhook_wake = asyncio.Event()
+
+    async def start(self) -> None:
+        for u in await self.storage.live_index():
+            iccid = (u.get("identity") or {}).get("iccid")
+            if iccid:
+                self._iccid[u["sn"]] = str(iccid)
+        if self.settings.alerts.enabled:
+            self._tasks.append(asyncio.create_task(self._loop(), name="alerts"))
+            if self.settings.alerts.webhook_url:
+                self._tasks.append(asyncio.create_task(self._webhooks(), name="alerts-webhook"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+    def on_committed(self, samples: Iterable[Any], events: Iterable[Any]) -> None:
+        """Ingest hook: note SIM changes (cheap; the loop stores them)."""
+        for e in events:
+            iccid = str(e.data.get("iccid") or "")
+            if e.kind == "sim_changed":
+                self._sim_events.append((e.sn, int(e.ts), str(e.data.get("old_iccid") or self._iccid.get(e.sn, "")), iccid))
+            elif e.kind in ("inventory", "identity") and iccid:
+                old = self._iccid.get(e.sn)
+                if old and old != iccid:
+                    self._sim_events.append((e.sn, int(e.ts), old, iccid))
+            if iccid:
+                self._iccid[e.sn] = iccid
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.evaluate()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("alert evaluation failed")
+            await asyncio.sleep(self.settings.alerts.interval_s / (getattr(self.clock, "speed", 1.0) or 1.0))
+
+    async def _raise(self, key: str, kind: str, sn: str | None, county: str | None, ts: int, message: str,
+                     data: dict[str, Any]) -> bool:
+        new = await self.storage.raise_alert(key, kind, sn, county, ts, message, data,
+                                             webhook=bool(self.settings.alerts.webhook_url))
+        if new:
+            self._webhook_wake.set()
+        return new
+
+    async def evaluate(self) -> dict[str, int]:
+        """Run every rule once; returns the number of standing alerts per kind."""
+        s = self.settings.alerts
+        now = int(self.clock.now())
+        tz = self.availability.tz
+        index = await self.registry.index()
+        live = {u["sn"]: u for u in await self.storage.live_index()}
+        keep: dict[str, set[str]] = defaultdict(set)
+
+        # flagged for the month so far
+        today = datetime.fromtimestamp(now, tz).date()
+        month_start = midnight(date(today.year, today.month, 1), tz)
+        if self.availability.rolled_to and self.availability.rolled_to > month_start:
+            fig = await self.availability.figures(month_start, self.availability.rolled_to, "unit")
+            for u in fig["items"]:
+                if u["flagged"]:
+                    key = f"flagged:{u['sn']}:{today:%Y-%m}"
+                    keep["flagged"].add(key)
+                    await self._raise(key, "flagged", u["sn"], u["county"], now,
+                                      f"{u['sn']} below {self.availability.threshold * 100:.0f} % this month: device "
+                                      f"{_pct(u['device_rate'])}, network {_pct(u['network_rate'])}", u)
+
+        keepalive = self.settings.ingest.terminal_keepalive_s
+        down_recently: dict[str, list[str]] = defaultdict(list)
+        for sn, info in index.items():
+            if info.status != "in_service":
+                continue
+            u = live.get(sn)
+            if u is None:
+                continue
+            online = bool(u["online"]) or now - u["last_seen"] <= 3 * keepalive
+            if not online:
+                off_s = sum(b - a for a, b in info.hours.window_seconds(int(u["last_seen"]), now))
+                if off_s > s.offline_minutes * 60:
+                    key = f"offline:{sn}:{int(u['last_seen'])}"
+                    keep["offline"].add(key)
+                    await self._raise(key, "offline", sn, info.county, now,
+                                      f"{sn} offline for {off_s // 60} min of service hours",
+                                      {"last_seen": u["last_seen"], "service_minutes_offline": off_s // 60})
+            state_ts = u.get("state_ts")
+            if not u["online"] and state_ts and now - state_ts <= 300 and info.county:
+                down_recently[info.county].append(sn)
+            latest = u.get("latest") or {}
+            for check, val in (latest.get("checks") or {}).items():
+                if isinstance(val, list) and val and val[0] == 1:
+                    key = f"fault:{sn}:{check}"
+                    keep["fault"].add(key)
+                    await self._raise(key, "fault", sn, info.county, now, f"{sn}: {check} fault"
+                                      + (f" ({val[1]})" if len(val) > 1 and val[1] else ""),
+                                      {"check": check, "reason": val[1] if len(val) > 1 else ""})
+            for fs in latest.get("fs") or []:
+                size, used = fs.get("size_mb") or 0, fs.get("used_mb") or 0
+                if size and used * 100 > s.storage_pct * size:
+                    key = f"storage:{sn}:{fs.get('mount')}"
+                    keep["storage"].add(key)
+                    await self._raise(key, "storage", sn, info.county, now,
+                                      f"{sn}: {fs.get('mount')} {used * 100 / size:.0f} % full", dict(fs))
+
+        # SIM changes (kept open until acknowledged)
+        events, self._sim_events = self._sim_events, []
+        for sn, ts, old, new in events:
+            info = index.get(sn)
+            await self._raise(f"sim:{sn}:{new}", "sim_changed", sn, info.county if info else None, ts,
+                              f"{sn}: SIM changed (ICCID {_tail(old)} -> {_tail(new)})", {"old_iccid": old, "new_iccid": new})
+
+        # correlated outages: from the samples (after the fact) and from broker sessions (live)
+        for run in await self.outage_runs(now - 6 * 3600, now):
+            key = f"outage:{run['county']}:{run['start']}"
+            keep["carrier_outage"].add(key)
+            await self._raise(key, "carrier_outage", None, run["county"], run["end"],
+                              f"likely carrier outage in {run['county']}: {run['max_units']} units lost the link "
+                              f"together for {run['minutes']} min", run)
+        for county, sns in down_recently.items():
+            if len(sns) >= s.outage_min_units:
+                key = f"outage-live:{county}:{now // 900}"
+                keep["carrier_outage"].add(key)
+                await self._raise(key, "carrier_outage", None, county, now,
+                                  f"likely carrier outage in {county}: {len(sns)} units disconnected within 5 min",
+                                  {"county": county, "sns": sorted(sns)})
+        for kind in ("flagged", "offline", "fault", "storage", "carrier_outage"):
+            await self.storage.close_alerts(kind, keep[kind], now)
+        return {k: len(v) for k, v in keep.items()}
+
+    async def outage_runs(self, start: int, end: int, county: str | None = None) -> list[dict[str, Any]]:
+        """Stored outage minutes merged into runs per county."""
+        runs: list[dict[str, Any]] = []
+        for o in await self.storage.outages_between(start, end, county):
+            last = runs[-1] if runs else None
+            if last and last["county"] == o["county"] and last["end"] == o["minute"]:
+                last["end"] = o["minute"] + 60
+                last["minutes"] += 1
+                last["max_units"] = max(last["max_units"], o["units"])
+                last["sns"] = sorted(set(last["sns"]) | set(o["sns"]))
+            else:
+                runs.append({"county": o["county"], "start": o["minute"], "end": o["minute"] + 60, "minutes": 1,
+                             "max_units": o["units"], "sns": list(o["sns"])})
+        return runs
+
+    async def _webhooks(self) -> None:
+        s = self.settings.alerts
+        async with httpx.AsyncClient(timeout=s.webhook_timeout_s) as client:
+            while True:
+                self._webhook_wake.clear()  # before fetching: an alert raised meanwhile wakes us again
+                for alert in await self.storage.pending_webhooks():
+                    payload = {k: alert[k] for k in ("id", "kind", "sn", "county", "opened_ts", "message", "data")}
+                    attempts = alert["webhook_attempts"]
+                    while True:
+                        attempts += 1
+                        try:
+                            r = await client.post(s.webhook_url, json=payload)
+                            if r.status_code < 300:
+                                await self.storage.mark_webhook(alert["id"], "sent", attempts)
+                                break
+                            err = f"HTTP {r.status_code}"
+                        except httpx.HTTPError as e:
+                            err = type(e).__name__
+                        if attempts > s.webhook_retries:
+                            log.warning("webhook gave up on alert %s after %d attempts (%s)", alert["id"], attempts, err)
+                            await self.storage.mark_webhook(alert["id"], "failed", attempts)
+                            break
+                        await asyncio.sleep(min(60.0, 0.5 * 2 ** attempts))
+                try:
+                    await asyncio.wait_for(self._webhook_wake.wait(), timeout=30)
+                except TimeoutError:
+                    pass
+
+
+def _pct(r: float | None) -> str:
+    return "n/a" if r is None else f"{r * 100:.2f} %"
+
+
+def _tail(iccid: str) -> str:
+    return f"…{iccid[-6:]}" if iccid else "?"

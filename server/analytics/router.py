@@ -1,0 +1,84 @@
+"""Live analytics API: online counts, rankings, carriers, link types, versions, deployment, network quality."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from ..auth import Principal, require
+from ..registry.models import FieldError
+from ..registry.router import online
+from .live import quality, summarise
+
+router = APIRouter(prefix="/api/v1", tags=["analytics"])
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+_CACHE_S = 10.0
+
+
+async def _units(request: Request) -> list[dict[str, Any]]:
+    """All registered units joined with live state; cached for a few seconds (dashboards poll)."""
+    cache = getattr(request.app.state, "_live_cache", None)
+    if cache is not None and time.monotonic() - cache[0] < _CACHE_S:
+        return cache[1]  # type: ignore[no-any-return]
+    _total, rows = await request.app.state.storage.registry_query({}, limit=10**9)
+    for r in rows:
+        r["online"] = online(r, request)
+    request.app.state._live_cache = (time.monotonic(), rows)
+    return rows
+
+
+@router.get("/analytics/live")
+async def live(request: Request, _: Viewer) -> dict[str, Any]:
+    """Online/offline counts and share, 10 best and worst institutions by online rate, units by carrier and
+    link type, software versions, deployment by county and institution type."""
+    return summarise(await _units(request))
+
+
+def _q(request: Request, samples: list[dict[str, Any]]) -> dict[str, Any]:
+    a = request.app.state.settings.analytics
+    return quality(samples, a.latency_ok_ms, a.jitter_ok_ms, a.loss_ok)
+
+
+@router.get("/units/{sn}/network")
+async def unit_network(request: Request, sn: str, _: Viewer,
+                       hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24) -> dict[str, Any]:
+    """One unit's latency, jitter and loss over the last ``hours`` against the limits."""
+    now = int(request.app.state.clock.now())
+    if not (await request.app.state.storage.status_histories([sn])):
+        raise FieldError("sn", f"unit {sn!r} not found", 404)
+    samples = await request.app.state.storage.unit_samples_window(sn, now - hours * 3600, now + 1)
+    return {"sn": sn, "hours": hours, **_q(request, samples)}
+
+
+@router.get("/analytics/network")
+async def county_network(request: Request, _: Viewer, county: str | None = None,
+                         hours: Annotated[int, Query(ge=1, le=24 * 7)] = 1) -> dict[str, Any]:
+    """Per county (or per unit of one county): share of units within each limit, and the county's means."""
+    a = request.app.state.settings.analytics
+    now = int(request.app.state.clock.now())
+    index = await request.app.state.registry.index()
+    units = [u for u in index.values() if u.status == "in_service" and (county is None or u.county == county)]
+    storage = request.app.state.storage
+    per_unit: dict[str, dict[str, Any]] = {}
+    for u in units:
+        per_unit[u.sn] = _q(request, await storage.unit_samples_window(u.sn, now - hours * 3600, now + 1))
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for u in units:
+        groups[u.county or "unassigned"].append(per_unit[u.sn])
+    out = []
+    for name, qs in sorted(groups.items()):
+        row: dict[str, Any] = {"county": name, "units": len(qs)}
+        for key, ok in (("latency_ms", "latency_ok"), ("jitter_ms", "jitter_ok"), ("loss", "loss_ok")):
+            vals = [q[key] for q in qs if q[key] is not None]
+            row[key] = round(sum(vals) / len(vals), 6) if vals else None
+            judged = [q[ok] for q in qs if q[ok] is not None]
+            row[f"{ok}_share"] = round(sum(judged) / len(judged), 4) if judged else None
+        out.append(row)
+    body: dict[str, Any] = {"hours": hours, "limits": {"latency_ms": a.latency_ok_ms, "jitter_ms": a.jitter_ok_ms,
+                                                       "loss": a.loss_ok}, "counties": out}
+    if county is not None:
+        body["units"] = [{"sn": sn, **q} for sn, q in sorted(per_unit.items())]
+    return body
