@@ -83,11 +83,13 @@ def _install_fleet_api(app: FastAPI) -> None:
     from .alerts.router import router as alerts_router
     from .analytics.router import router as analytics_router
     from .availability.router import router as availability_router
+    from .reports.router import router as reports_router
 
     app.include_router(registry_router)
     app.include_router(availability_router)
     app.include_router(analytics_router)
     app.include_router(alerts_router)
+    app.include_router(reports_router)
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -181,19 +181,7 @@ class Alerts:
         return {k: len(v) for k, v in keep.items()}
 
     async def outage_runs(self, start: int, end: int, county: str | None = None) -> list[dict[str, Any]]:
-        """Stored outage minutes merged into runs per county."""
-        runs: list[dict[str, Any]] = []
-        for o in await self.storage.outages_between(start, end, county):
-            last = runs[-1] if runs else None
-            if last and last["county"] == o["county"] and last["end"] == o["minute"]:
-                last["end"] = o["minute"] + 60
-                last["minutes"] += 1
-                last["max_units"] = max(last["max_units"], o["units"])
-                last["sns"] = sorted(set(last["sns"]) | set(o["sns"]))
-            else:
-                runs.append({"county": o["county"], "start": o["minute"], "end": o["minute"] + 60, "minutes": 1,
-                             "max_units": o["units"], "sns": list(o["sns"])})
-        return runs
+        return await outage_runs(self.storage, start, end, county)
 
     async def _webhooks(self) -> None:
         s = self.settings.alerts
@@ -222,6 +210,22 @@ class Alerts:
                     await asyncio.wait_for(self._webhook_wake.wait(), timeout=30)
                 except TimeoutError:
                     pass
+
+
+async def outage_runs(storage: Any, start: int, end: int, county: str | None = None) -> list[dict[str, Any]]:
+    """Stored outage minutes (several units of one county with the link down) merged into runs per county."""
+    runs: list[dict[str, Any]] = []
+    for o in await storage.outages_between(start, end, county):
+        last = runs[-1] if runs else None
+        if last and last["county"] == o["county"] and last["end"] == o["minute"]:
+            last["end"] = o["minute"] + 60
+            last["minutes"] += 1
+            last["max_units"] = max(last["max_units"], o["units"])
+            last["sns"] = sorted(set(last["sns"]) | set(o["sns"]))
+        else:
+            runs.append({"county": o["county"], "start": o["minute"], "end": o["minute"] + 60, "minutes": 1,
+                         "max_units": o["units"], "sns": list(o["sns"])})
+    return runs
 
 
 def _pct(r: float | None) -> str:

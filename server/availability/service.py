@@ -87,14 +87,18 @@ class Availability:
 
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
+        await self.load()
+        self.registry.on_change.append(self.on_registry_change)
+        self._task = asyncio.create_task(self._loop(), name="availability-rollups")
+
+    async def load(self) -> None:
+        """Read how far the roll-ups go (enough to answer figures, e.g. from the report CLI)."""
         v = await self.storage.meta_get("rolled_to")
         if v is None:
             self.rolled_to = hour_start(int(self.clock.now()), self.tz)
             await self.storage.meta_set("rolled_to", str(self.rolled_to))
         else:
             self.rolled_to = int(v)
-        self.registry.on_change.append(self.on_registry_change)
-        self._task = asyncio.create_task(self._loop(), name="availability-rollups")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -1,0 +1,65 @@
+"""``posfleet report ops``: the operations service report for a period, from the server's database.
+
+Reads the stored roll-ups (the running server keeps them current); figures equal those of
+``GET /api/v1/availability`` and ``GET /api/v1/reports/ops`` for the same period. Exit codes: 0 written,
+2 bad option or configuration (the message names it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+
+async def _report(config_path: str, start: str, end: str, county: str | None, fmt: str, lang: str) -> bytes:
+    from server.app import make_clock
+    from server.availability.service import Availability
+    from server.registry.models import FieldError
+    from server.registry.service import Registry
+    from server.reports.ops import build, render_csv, render_html
+    from server.settings import SettingsError, load
+    from server.storage import open_storage
+
+    try:
+        settings = load(config_path)
+    except SettingsError as err:
+        raise click.UsageError(str(err)) from err
+    clock = make_clock(settings)
+    storage = open_storage(settings.storage.url, settings.base_dir)
+    await storage.open()
+    try:
+        registry = Registry(settings, storage, clock.now)
+        svc = Availability(settings, storage, registry, clock)
+        await svc.load()
+        try:
+            a, b = svc.period(start, end)
+        except FieldError as err:
+            raise click.BadParameter(err.message, param_hint=f"--{err.field}") from err
+        data = await build(svc, storage, a, b, county, lang)
+    finally:
+        await storage.close()
+    return render_csv(data) if fmt == "csv" else render_html(data).encode("utf-8")
+
+
+@click.command("ops")
+@click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="the server's TOML settings")
+@click.option("--from", "start", required=True, help="ISO 8601 with offset, on a whole hour: 2025-01-01T00:00:00+08:00")
+@click.option("--to", "end", required=True, help="ISO 8601 with offset, on a whole hour (end excluded)")
+@click.option("--county", default=None, help="only this county")
+@click.option("--format", "fmt", type=click.Choice(["html", "csv"]), default="html", show_default=True)
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None, help="file to write (default: stdout)")
+def command(config_path: str, start: str, end: str, county: str | None, fmt: str, lang: str, out: str | None) -> None:
+    """Operations service report: fleet rates and tier, counties, institutions, flagged units, faults,
+    carrier outages, swaps and repairs. Chinese labels unless --lang en; HTML prints on A4."""
+    data = asyncio.run(_report(config_path, start, end, county, fmt, lang))
+    if out:
+        Path(out).write_bytes(data)
+        click.echo(f"wrote {out} ({len(data)} bytes)", err=True)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()

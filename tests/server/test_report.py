@@ -1,0 +1,72 @@
+"""Operations report: same figures as the API to the slot, Chinese by default, A4 print CSS, CSV, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.server.conftest import at, make_api
+from tests.server.test_availability import DAY, _setup, _unit_a_day
+
+
+async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        await api.req("PUT", "/api/v1/registry/units/HNS0000009", json={"status": "spare", "stock_type": "spare"})
+        api.clock.t = at("2025-03-03 18:30")
+        r = await api.req("POST", "/api/v1/units/HNC0000001/swap", json={"spare_sn": "HNS0000009", "note": "主板故障"})
+        assert r.status_code == 200, r.text
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        fleet = (await api.get("/api/v1/availability", **DAY)).json()["fleet"]
+        counties = {c["county"]: c for c in (await api.get("/api/v1/availability", group_by="county", **DAY)).json()["items"]}
+
+        html = await api.get("/api/v1/reports/ops", role="viewer", **DAY)
+        assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+        text = html.text
+        assert "医保终端运维服务报告" in text and "设备完好率" in text
+        assert "@page" in text and "size: A4" in text
+        assert f"{fleet['device_rate'] * 100:.2f} %" in text and f"{fleet['network_rate'] * 100:.2f} %" in text
+        assert "HNA0000001" in text and "printer=paper_out: 30" in text
+        assert "HNS0000009" in text and "换上备机" in text and "主板故障" in text
+
+        en = (await api.get("/api/v1/reports/ops", lang="en", **DAY)).text
+        assert "Device intact rate" in en and "spare swapped in" in en
+
+        r = await api.get("/api/v1/reports/ops", format="csv", **DAY)
+        assert r.content.startswith(b"\xef\xbb\xbf")
+        rows = list(csv.reader(io.StringIO(r.content.decode("utf-8-sig"))))
+        i = next(k for k, row in enumerate(rows) if row == ["全省（本范围）汇总"])
+        head, vals = rows[i + 1], rows[i + 2]
+        got = dict(zip(head, vals, strict=True))
+        assert int(got["服务时隙"]) == fleet["service_slots"] and int(got["完好时隙"]) == fleet["intact_slots"]
+        assert int(got["网络可用时隙"]) == fleet["network_ok_slots"] and int(got["无数据时隙"]) == fleet["no_data_slots"]
+        assert float(got["设备完好率"]) == fleet["device_rate"] and got["合同档次"] == str(fleet["tier"])
+        j = next(k for k, row in enumerate(rows) if row == ["分区县"])
+        xy = dict(zip(rows[j + 1], next(row for row in rows[j + 2:] if row[0] == "秀英区"), strict=True))
+        assert int(xy["服务时隙"]) == counties["秀英区"]["service_slots"]
+        assert int(xy["未达标终端"]) == counties["秀英区"]["flagged_units"]
+        bad = await api.get("/api/v1/reports/ops", **{"from": "2025-03-03", "to": DAY["to"]})
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "from"
+
+    # the CLI reads the same database and writes the same figures
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fleet.sqlite"}"\n', encoding="utf-8")
+    out = tmp_path / "ops.csv"
+    run = subprocess.run([sys.executable, "-c", "from posfleet.cli_report import command; command()",
+                          "--config", str(cfg), "--from", DAY["from"], "--to", DAY["to"], "--format", "csv",
+                          "--county", "秀英区", "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    rows = list(csv.reader(io.StringIO(out.read_bytes().decode("utf-8-sig"))))
+    i = next(k for k, row in enumerate(rows) if row == ["全省（本范围）汇总"])
+    got = dict(zip(rows[i + 1], rows[i + 2], strict=True))
+    assert int(got["服务时隙"]) == counties["秀英区"]["service_slots"]
+    assert int(got["完好时隙"]) == counties["秀英区"]["intact_slots"]
+    bad = subprocess.run([sys.executable, "-c", "from posfleet.cli_report import command; command()",
+                          "--config", str(cfg), "--from", "2025-03-03T00:30:00+08:00", "--to", DAY["to"]],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--from" in bad.stderr
