@@ -34,8 +34,8 @@ def ntp_synchronised() -> bool | None:
     return rc != _TIME_ERROR
 
 
-def boot_id() -> str:
+def boot_id(source: str = "/proc/sys/kernel/random/boot_id") -> str:
     try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip().replace("-", "")[:16]
+        return Path(source).read_text().strip().replace("-", "")[:32] or "unknown"
     except OSError:
         return "unknown"

@@ -106,6 +106,19 @@ class ConsoleConfig(_Base):
     revoked_file: str = ""
 
 
+class CommandsConfig(_Base):
+    """Remote commands (signed by a key the fleet CA endorsed; see wire/commands.py)."""
+
+    enabled: bool = True
+    allowed: list[str] = []  # empty: every known type
+    reboot_command: list[str] = msgspec.field(default_factory=lambda: ["systemctl", "reboot"])
+    shutdown_command: list[str] = msgspec.field(default_factory=lambda: ["systemctl", "poweroff"])
+    revoked_keys: list[str] = []
+    # set_config: a change that loses the link to the server is rolled back after this long.
+    rollback_minutes: float = 10.0
+    max_output: int = 16384
+
+
 class LogConfig(_Base):
     level: str = "INFO"
 
@@ -121,6 +134,9 @@ class AgentConfig(_Base):
     peripherals: PeripheralsConfig = msgspec.field(default_factory=PeripheralsConfig)
     clock: ClockConfig = msgspec.field(default_factory=ClockConfig)
     console: ConsoleConfig | None = None
+    commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    # Where this boot's id is read from (the simulator gives each emulated terminal its own).
+    boot_id_file: str = "/proc/sys/kernel/random/boot_id"
     log: LogConfig = msgspec.field(default_factory=LogConfig)
     base_dir: str = ""  # set by load(): relative paths are relative to the config file
 
@@ -178,6 +194,11 @@ def _check(cfg: AgentConfig) -> None:
         raise bad("log.level", "must be DEBUG, INFO, WARNING or ERROR")
     if cfg.clock.speed <= 0:
         raise bad("clock.speed", "must be positive")
+    from wire.commands import TYPES
+
+    for i, t in enumerate(cfg.commands.allowed):
+        if t not in TYPES:
+            raise bad(f"commands.allowed[{i}]", f"unknown command type {t!r} (known: {', '.join(sorted(TYPES))})")
     for name, src in cfg.components.items():
         if bool(src.file) == bool(src.command):
             raise bad(f"components.{name}", "give exactly one of file or command")

@@ -12,6 +12,7 @@ import math
 import queue
 import random
 import socket
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ from wire.messages import (
 from . import systemd
 from .clock import Clock, boot_id, ntp_synchronised
 from .collectors import StorageCollector, SystemCollector, read_component_version
+from .commands import CommandExecutor
 from .config import AgentConfig
+from .config_guard import ConfigGuard
 from .link import Link, tls_context
 from .netq import RttTracker
 from .outbox import Outbox, OutboxError, Row
@@ -71,8 +74,12 @@ def sn_from_certificate(cert_file: Path) -> str:
 
 
 class Agent:
-    def __init__(self, cfg: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None,
+                 config_path: Path | None = None) -> None:
         self.cfg = cfg
+        self.config_path = config_path
+        self.guard = ConfigGuard(config_path)
+        self._restart = False
         self.clock = clock or Clock.from_config(cfg.clock.speed, cfg.clock.start, cfg.clock.anchor)
         self.rng = rng or random.Random()
         self.sn = cfg.sn or sn_from_certificate(cfg.path(cfg.link.cert_file))
@@ -80,7 +87,7 @@ class Agent:
             raise ValueError(f"sn: {self.sn!r} is not a valid terminal SN")
         self.data_dir = cfg.path(cfg.data_dir)
         self.interval = cfg.sampling.interval_s
-        self.boot_id = boot_id()
+        self.boot_id = boot_id(cfg.boot_id_file)
         self.stats = Stats()
         self.events: queue.Queue[tuple[str, object]] = queue.Queue()
         self.system = SystemCollector()
@@ -107,6 +114,12 @@ class Agent:
         self.console: object | None = None
         self._last_inventory = 0.0
         self._stop = threading.Event()
+        self.commands: CommandExecutor | None = None
+        if cfg.commands.enabled:
+            try:
+                self.commands = CommandExecutor(self)
+            except (OSError, sqlite3.Error) as err:
+                log.error("remote commands disabled: cannot open commands.sqlite: %s", err)
         link_cfg = cfg.link
         ctx = tls_context(
             cfg.path(link_cfg.ca_file), cfg.path(link_cfg.cert_file), cfg.path(link_cfg.key_file),
@@ -265,6 +278,11 @@ class Agent:
         self.last_sample = sample
         systemd.notify("WATCHDOG=1")
 
+    def store_event(self, event: Event) -> None:
+        """Keep an event in the outbox and send it soon (command results, audit records)."""
+        self._store(event)
+        self._urgent = True
+
     def _inventory(self) -> None:
         data: dict[str, object] = {
             "agent": __version__, "boot_id": self.boot_id, "hostname": socket.gethostname(),
@@ -297,6 +315,15 @@ class Agent:
             topic_kind, payload = arg  # type: ignore[misc]
             if topic_kind == topics.ACK:
                 self._on_ack(payload)
+            elif topic_kind == topics.COMMAND and self.commands is not None:
+                self.commands.handle(payload)
+        elif kind == "cmd_done" and self.commands is not None:
+            cid, ctype, code, output, started = arg  # type: ignore[misc]
+            self.commands.finish(cid, ctype, code, output, started)
+        elif kind == "restart":
+            log.warning("restarting to apply the configuration of command %s", arg)
+            self._restart = True
+            self._stop.set()
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -306,6 +333,12 @@ class Agent:
             log.warning("ignored an acknowledgement: %s", err)
             return
         server_now = ack.time_ms / 1000
+        if self.guard.pending is not None and self.commands is not None:
+            cid = self.guard.confirm()  # the server is reachable under the new configuration
+            if cid:
+                log.info("configuration change %s confirmed", cid)
+                self.commands._final(cid, "set_config", "succeeded", 0, "configuration applied; server reached",
+                                     time.time())
         if not self.clock_ok or abs(server_now - self.clock.now()) > max(5.0, 2 * self.clock.speed):
             self.clock.set_offset(server_now - self.clock.raw())
             self.clock_ok = False
@@ -445,6 +478,8 @@ class Agent:
 
             self.console = Console(self, self.cfg.console)
             self.console.start()  # type: ignore[attr-defined]
+        if self.commands is not None:
+            self.commands.start()
         systemd.notify("READY=1")
         next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
         self._inventory()
@@ -467,6 +502,15 @@ class Agent:
                         self._finish_sample(sample, probe_lost=False)
                     if now - self._last_inventory >= 86400:
                         self._inventory()
+                if self.guard.overdue(self.clock.now()):
+                    cid = self.guard.roll_back()
+                    log.error("configuration change %s lost the server: rolled back", cid)
+                    if cid and self.commands is not None:
+                        self.commands._final(cid, "set_config", "failed", 1,
+                                             "rolled back: the server was not reached under the new configuration",
+                                             time.time())
+                    self._restart = True
+                    break
                 if self._open_sample is not None and time.monotonic() > self._open_sample[1]:
                     sample, _ = self._open_sample
                     self._open_sample = None
@@ -488,7 +532,13 @@ class Agent:
                 self.console.stop()  # type: ignore[attr-defined]
             self.link.stop()
             self.peripherals.close()
+            if self.commands is not None:
+                self.commands.stop()
             if self.outbox is not None:
                 self.outbox.close()
             log.info("agent stopped")
+        if self._restart and self.config_path is not None:
+            from .commands import reexec
+
+            reexec(self.config_path)
 

@@ -71,7 +71,7 @@ def agent_run(config_path: str) -> None:
         raise click.UsageError(str(err)) from err
     _setup_logging(cfg.log.level)
     try:
-        a = Agent(cfg)
+        a = Agent(cfg, config_path=Path(config_path).resolve())
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -87,6 +87,7 @@ class Ingest:
         self._client: mqtt.Client | None = None
         self._rl = _RateLimitedLog()
         self.on_committed: list[Any] = []  # callbacks(samples, events) after each commit
+        self.on_state: list[Any] = []  # callbacks(sn, online: bool) when a unit's broker state arrives
 
     # lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +122,13 @@ class Ingest:
                 await self._task
             except asyncio.CancelledError:
                 pass
+
+    def publish(self, topic_name: str, payload: bytes, qos: int = 1) -> bool:
+        """Publish through the server's broker session (commands to terminals). False when not connected."""
+        client = self._client
+        if client is None or not self.stats.connected:
+            return False
+        return client.publish(topic_name, payload, qos=qos).rc == mqtt.MQTT_ERR_SUCCESS
 
     # paho thread ------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
@@ -255,6 +263,12 @@ class Ingest:
                 cb(samples, events)
             except Exception:
                 log.exception("post-commit hook failed")
+        for sn, st in states:
+            for cb in self.on_state:
+                try:
+                    cb(sn, st.online)
+                except Exception:
+                    log.exception("state hook failed")
         client = self._client
         if client is None:
             return
