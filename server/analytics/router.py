@@ -6,7 +6,8 @@ import time
 from collections import defaultdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
 from ..registry.models import FieldError
@@ -31,10 +32,10 @@ async def _units(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/analytics/live")
-async def live(request: Request, _: Viewer) -> dict[str, Any]:
+async def live(request: Request, _: Viewer) -> Response:
     """Online/offline counts and share, 10 best and worst institutions by online rate, units by carrier and
     link type, software versions, deployment by county and institution type."""
-    return summarise(await _units(request))
+    return JSONResponse(summarise(await _units(request)))
 
 
 def _q(request: Request, samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
 from ..registry.models import FieldError
@@ -37,7 +38,7 @@ async def availability(
     flagged_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=100000)] = 1000,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> Response:
     """Slot counts and rates for ``[from, to)``: per unit (with ``flagged``) or per group (with ``units`` and
     ``flagged_units``); ``fleet`` carries the contract ``tier``. Only closed hours are counted: ``counted_to``
     says up to when, and ``complete`` is false while the period is still open or late data awaits recount."""
@@ -50,7 +51,7 @@ async def availability(
             items = [i for i in items if i.get("flagged") or i.get("flagged_units")]
         out["total"] = len(items)
         out["items"] = items[offset: offset + limit]
-    return out
+    return JSONResponse(out)
 
 
 @router.get("/availability/flagged")
@@ -64,14 +65,14 @@ async def flagged(request: Request, _: Viewer, start: When, end: Until, county: 
 
 @router.get("/units/{sn}/slots")
 async def slots(request: Request, sn: str, _: Viewer,
-                day: Annotated[str, Query(alias="date", description="YYYY-MM-DD (fleet time zone)")]) -> dict[str, Any]:
+                day: Annotated[str, Query(alias="date", description="YYYY-MM-DD (fleet time zone)")]) -> Response:
     """Every slot of one local day: counted or why not, intact / not / no data, network ok / not / no data,
     and the reason (which check failed, link down, latency; link down during a county-wide outage is marked)."""
     try:
         d = date.fromisoformat(day)
     except ValueError as err:
         raise FieldError("date", f"not a date YYYY-MM-DD: {day!r}") from err
-    return await _svc(request).slots(sn, d)
+    return JSONResponse(await _svc(request).slots(sn, d))
 
 
 @router.post("/availability/recount")

@@ -26,6 +26,7 @@ carrier outage rather than terminal faults.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter, defaultdict
@@ -37,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 from ..registry.models import FieldError
 from ..settings import Settings
-from .counter import Figures, as_fraction, combine, contract_tier, count_unit, figures_from_counts
+from .counter import Figures, Sample, as_fraction, combine, contract_tier, count_unit, figures_from_counts
 from .rollups import (
     HOUR_S,
     counter_samples,
@@ -46,6 +47,7 @@ from .rollups import (
     hours_in_day,
     hours_touched,
     is_whole_hour,
+    judge,
     local_day,
     midnight,
     plan_period,
@@ -234,10 +236,10 @@ class Availability:
                 histories.update(await self.storage.status_histories(all_sns[i: i + _CHUNK]))
             first_h = min(min(hs) for hs in units.values())
             end_h = max(max(hs) for hs in units.values()) + HOUR_S
-            samples: dict[str, list[Any]] = defaultdict(list)
+            samples: dict[str, list[Sample]] = defaultdict(list)
             for i in range(0, len(all_sns), _CHUNK):
-                for s in await self.storage.samples_between(all_sns[i: i + _CHUNK], first_h, end_h):
-                    samples[s.sn].append(s)
+                for sn, smp in self._judge(await self.storage.sample_facts(all_sns[i: i + _CHUNK], first_h, end_h)):
+                    samples[sn].append(smp)
             items = []
             for sn in all_sns:
                 hs = sorted(units[sn])
@@ -256,12 +258,27 @@ class Availability:
             await self._outages(first_h, end_h, index)
         return done
 
+    def _judge(self, facts: Iterable[tuple[str, int, int, int, int | None, str]]) -> Iterable[tuple[str, Sample]]:
+        """Stored sample facts as counter samples; the check JSON is parsed once per distinct text."""
+        judged: dict[tuple[str, int], tuple[bool, bool, str | None]] = {}
+        rtt_ok = self.rtt_ok
+        for sn, ts, iv, connected, rtt, checks in facts:
+            if rtt is not None and rtt > rtt_ok:
+                j = judge(json.loads(checks), bool(connected), rtt, self.critical, rtt_ok)
+            else:
+                key = (checks, connected)
+                j = judged.get(key)  # type: ignore[assignment]
+                if j is None:
+                    j = judged[key] = judge(json.loads(checks), bool(connected), rtt, self.critical, rtt_ok)
+            yield sn, Sample(ts, iv, j[0], j[1], j[2])
+
     def count(self, sn: str, hours: Any, history: list[dict[str, Any]], rows: Iterable[Any], start: int, end: int) -> Any:
-        """The pure counter over ``[start, end)`` for one unit, from stored rows."""
+        """The pure counter over ``[start, end)`` for one unit, from stored rows (or counter samples)."""
         hist = [(h["from_ts"], h["status"]) for h in history]
+        rows = list(rows)
         return count_unit(
             datetime.fromtimestamp(start, self.tz), datetime.fromtimestamp(end, self.tz),
-            counter_samples(rows, self.critical, self.rtt_ok),
+            rows if not rows or type(rows[0]) is Sample else counter_samples(rows, self.critical, self.rtt_ok),
             hours=hours, status_history=hist, initial_status="spare" if hist else "in_service",
             tz=self.tz, threshold=self.threshold, unit=sn,
         )
@@ -381,7 +398,7 @@ class Availability:
         if info is None:
             raise FieldError("sn", f"unit {sn!r} is not registered", 404)
         hist = (await self.storage.status_histories([sn])).get(sn, [])
-        rows = await self.storage.samples_between([sn], start, end)
+        rows = [smp for _sn, smp in self._judge(await self.storage.sample_facts([sn], start, end))]
         return self.count(sn, info.hours, hist, rows, start, end), info, hist
 
     async def slots(self, sn: str, day: date) -> dict[str, Any]:
@@ -394,7 +411,7 @@ class Availability:
         slots = []
         for s in uc.slots():
             ts = int(s.start.timestamp())
-            dev, net = split_reasons(s.reason)
+            dev, net = split_reasons(s.reason) if s.reason else ((), ())
             excluded = s.excluded
             if excluded and excluded != "outside_service_hours" and first_ts is not None and ts < first_ts:
                 excluded = "not_registered"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
 from ..availability.rollups import parse_instant
@@ -98,11 +99,11 @@ async def list_registry_units(
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> dict[str, Any]:
+) -> Response:
     filters = {"q": q, "institution": institution, "county": county, "region": region, "status": status,
                "link_type": link_type, "stock_type": stock_type, "vendor": vendor}
     total, items = await request.app.state.storage.registry_query(filters, sort, order == "desc", limit, offset)
-    return {"total": total, "limit": limit, "offset": offset, "items": [_unit_out(u, request) for u in items]}
+    return JSONResponse({"total": total, "limit": limit, "offset": offset, "items": [_unit_out(u, request) for u in items]})
 
 
 @router.get("/registry/units.csv")
@@ -118,14 +119,14 @@ async def import_units(request: Request, who: Admin) -> dict[str, Any]:
 
 
 @router.get("/registry/units/{sn}")
-async def registry_unit(request: Request, sn: str, _: Viewer) -> dict[str, Any]:
+async def registry_unit(request: Request, sn: str, _: Viewer) -> Response:
     storage = request.app.state.storage
     total, items = await storage.registry_query({"sns": [sn]}, limit=1)
     if not items:
         raise FieldError("sn", f"unit {sn!r} not found", 404)
     out = _unit_out(items[0], request)
     out["status_history"] = (await storage.status_histories([sn])).get(sn, [])
-    return out
+    return JSONResponse(out)
 
 
 @router.put("/registry/units/{sn}")

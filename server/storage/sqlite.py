@@ -600,6 +600,15 @@ class SqliteStorage:
         await self.db.commit()
         return n
 
+    async def sample_facts(self, sns: list[str], start: int, end: int) -> list[tuple[str, int, int, int, int | None, str]]:
+        """What counting needs of the samples touching ``[start, end)``: (sn, ts, interval, connected, rtt_ms,
+        checks as stored JSON text), unparsed (the caller memoises the parse: most samples say the same)."""
+        chosen = list(sns) or [""]
+        cur = await self.db.execute(
+            f"SELECT sn, ts, interval, connected, rtt_ms, checks FROM samples WHERE sn IN ({','.join('?' * len(chosen))}) "
+            "AND ts < ? AND ts >= ? - 3600 AND ts + interval > ?", [*chosen, end, start, start])
+        return await cur.fetchall()  # type: ignore[return-value]
+
     async def link_down_samples(self, start: int, end: int) -> list[tuple[str, int, int]]:
         """(sn, ts, interval) of samples taken with the link down that touch ``[start, end)``."""
         cur = await self.db.execute(

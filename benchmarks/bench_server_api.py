@@ -1,0 +1,344 @@
+"""Fleet server API benchmark (issue 4): a provincial-size database, 50 concurrent clients, p50/p99.
+
+    .venv/bin/python benchmarks/bench_server_api.py                 # 50,000 units, 3,000 institutions
+    .venv/bin/python benchmarks/bench_server_api.py --units 5000    # a quicker run
+
+What it does:
+
+1. Generates straight into SQLite (the server's own schema): institutions in counties and regions, units with
+   registry rows, status history, live state (identity, inventory, newest sample), **400 days of hourly
+   roll-ups** (day rows with packed hours, month rows), **14 days of raw one-minute samples** for
+   ``--raw-units`` units, and a **72-hour backlog** of raw samples for ``--backlog-units`` units.
+2. Starts the real server (``posfleet server run``, ingest off: no broker needed) on a free port.
+3. Runs 50 concurrent clients (httpx, async) per call type and prints p50/p99/mean/max:
+   list/filter, unit detail, minute drill-down, fleet availability for the last whole quarter by county.
+4. Times the recount of the 72-hour backlog (``POST /api/v1/availability/recount`` for those units), which is
+   what the server does when 3,000 units deliver three days of buffered samples at once.
+
+Raw samples are generated for a subset only: 14 days of minute samples for 50,000 units is a billion rows,
+which is not what a benchmark run on a laptop can build in minutes; the API calls measured read roll-ups (and
+the raw samples of the units drilled into), so the subset does not flatter them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from server.auth import hash_token  # noqa: E402
+from server.storage.sqlite import _FLEET_SCHEMA, _SCHEMA  # noqa: E402
+
+TZ = ZoneInfo("Asia/Shanghai")
+TYPES = ["health_centre"] * 3 + ["village_clinic"] * 15 + ["community_site"] + ["pharmacy"]
+CARRIERS = [("CMCC", "46000"), ("CHN-UNICOM", "46001"), ("CHN-CT", "46011")]
+
+
+def midnight(d: date) -> int:
+    return int(datetime(d.year, d.month, d.day, tzinfo=TZ).timestamp())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------------------------------- generate
+def _patterns() -> list[tuple[bytes, tuple[int, int, int, int]]]:
+    """Day shapes (08:00-18:00 service hours): good, an hour without data, a printer fault, slow network, off."""
+    def day(hours: dict[int, tuple[int, int, int, int]]) -> tuple[bytes, tuple[int, int, int, int]]:
+        counts = [hours.get(h, (60, 60, 60, 0) if 8 <= h < 18 else (0, 0, 0, 0)) for h in range(24)]
+        blob = bytes(v for c in counts for v in c)
+        return blob, tuple(sum(c[i] for c in counts) for i in range(4))  # type: ignore[return-value]
+
+    return [
+        day({}),
+        day({10: (60, 0, 0, 60)}),
+        day({14: (60, 0, 60, 0), 15: (60, 20, 60, 0)}),
+        day({11: (60, 60, 0, 0), 12: (60, 60, 30, 0)}),
+        day({h: (60, 0, 0, 60) for h in range(8, 18)}),
+    ]
+
+
+def generate(db: Path, units: int, institutions: int, days: int, raw_units: int, raw_days: int,
+             backlog_units: int, backlog_hours: int, now: int) -> dict[str, object]:
+    rnd = random.Random(20250301)
+    con = sqlite3.connect(db)
+    con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-400000;")
+    con.executescript(_SCHEMA + _FLEET_SCHEMA)
+    for idx in ("rollup_day_sn", "samples_sn_ts", "samples_ts"):
+        con.execute(f"DROP INDEX IF EXISTS {idx}")
+    t0 = time.perf_counter()
+    counties = [f"县{c:02d}" for c in range(max(1, institutions // 150))]
+    insts = []
+    for i in range(institutions):
+        county = counties[i % len(counties)]
+        insts.append((f"I{i:05d}", f"机构{i:05d}卫生室", county, f"统筹区{(i % len(counties)) // 5:02d}",
+                      TYPES[i % len(TYPES)], "", "", time.time()))
+    con.executemany("INSERT INTO institutions VALUES (?,?,?,?,?,?,?,?)", insts)
+    start_day = date.fromtimestamp(now) - timedelta(days=days)
+    first_ts = midnight(start_day)
+    sns = [f"HN{k:08d}" for k in range(units)]
+    reg, hist, live = [], [], []
+    for k, sn in enumerate(sns):
+        spare = k % 20 == 19
+        inst = None if spare else insts[k % institutions][0]
+        reg.append((sn, f"YB{k:010d}", "医保POS", "P10", "百富", inst, "spare" if spare else "deployed",
+                    "spare" if spare else "in_service", "wired" if k % 7 == 0 else "4g_vpdn", "", "admin", time.time()))
+        hist.append((sn, first_ts, "spare" if spare else "in_service", "bench", "registered"))
+        carrier, mccmnc = CARRIERS[k % 3]
+        ident = {"iccid": f"8986{k:016d}", "imsi": f"{mccmnc}{k:010d}", "carrier": carrier}
+        inv = {"agent": "0.1.0" if k % 5 else "0.0.9", "components": {"app": "2.3.1" if k % 3 else "2.2.0"}}
+        latest = {"rtt_ms": 60 + k % 300, "rtt_var_ms": 5 + k % 40, "checks": {"printer": [0, ""]}}
+        seen = now - (30 if k % 25 else 7200)
+        live.append((sn, first_ts, seen, int(k % 25 != 0), seen, "", "0.1.0", now, json.dumps(latest),
+                     json.dumps(inv), json.dumps(ident)))
+    con.executemany("INSERT INTO registry VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", reg)
+    con.executemany("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)", hist)
+    con.executemany("INSERT INTO units VALUES (?,?,?,?,?,?,?,?,?,?,?)", live)
+    con.commit()
+    t_reg = time.perf_counter() - t0
+
+    # roll-ups: day rows in primary-key order (day, sn), month sums alongside
+    t0 = time.perf_counter()
+    pats = _patterns()
+    quality = [0.02 if rnd.random() < 0.9 else 0.25 for _ in sns]  # share of bad days per unit
+    months: dict[tuple[int, str], list[int]] = {}
+    active = [(sn, q) for sn, q, r in zip(sns, quality, reg, strict=True) if r[7] == "in_service"]
+    n_rows = 0
+    for dd in range(days):
+        d = start_day + timedelta(days=dd)
+        o = d.toordinal()
+        m = d.year * 12 + d.month - 1
+        rows = []
+        for sn, q in active:
+            p = pats[0] if rnd.random() >= q else pats[rnd.randrange(1, 5)]
+            blob, tot = p
+            rows.append((o, sn, *tot, blob))
+            acc = months.get((m, sn))
+            if acc is None:
+                months[(m, sn)] = list(tot)
+            else:
+                for i in range(4):
+                    acc[i] += tot[i]
+        con.executemany("INSERT INTO rollup_day VALUES (?,?,?,?,?,?,?)", rows)
+        n_rows += len(rows)
+    con.executemany("INSERT INTO rollup_month VALUES (?,?,?,?,?,?)",
+                    sorted((m, sn, *v) for (m, sn), v in months.items()))
+    con.commit()
+    con.execute("CREATE INDEX IF NOT EXISTS rollup_day_sn ON rollup_day(sn, day)")
+    con.commit()
+    t_roll = time.perf_counter() - t0
+
+    # raw samples: 14 days for a subset, and a 72-hour backlog for 3,000 units
+    t0 = time.perf_counter()
+    ok_checks = json.dumps({"printer": [0, ""], "idcard": [0, ""], "modem": [0, ""], "storage": [0, ""]})
+    bad_checks = json.dumps({"printer": [1, "paper_out"], "idcard": [0, ""], "modem": [0, ""], "storage": [0, ""]})
+    raw_set = [sn for sn, _q in active[:raw_units]]
+    backlog_set = [sn for sn, _q in active[:backlog_units]]
+    now_min = now // 60 * 60
+    n_samples = 0
+
+    def sample_rows(sn: str, t_from: int, t_to: int, epoch: int) -> list[tuple[object, ...]]:
+        out = []
+        seq = 0
+        for ts in range(t_from, t_to, 60):
+            seq += 1
+            bad = (ts // 60) % 97 == 0
+            connected = (ts // 60) % 131 != 0
+            out.append((sn, epoch, seq, ts, 60, 0, int(connected), 80 + (ts // 60) % 50,
+                        bad_checks if bad else ok_checks, "{}", float(ts + 5)))
+        return out
+
+    for sn in raw_set:
+        rows = sample_rows(sn, now_min - raw_days * 86400, now_min - backlog_hours * 3600, 1)
+        con.executemany("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        n_samples += len(rows)
+    for sn in backlog_set:
+        rows = sample_rows(sn, now_min - backlog_hours * 3600, now_min, 2)
+        con.executemany("INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
+        n_samples += len(rows)
+    con.commit()
+    con.execute("CREATE INDEX IF NOT EXISTS samples_sn_ts ON samples(sn, ts)")
+    con.execute("CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts)")
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('rolled_to', ?)",
+                (str(int(datetime.fromtimestamp(now, TZ).replace(minute=0, second=0, microsecond=0).timestamp())),))
+    token = "pf_bench_" + os.urandom(8).hex()
+    con.execute("INSERT INTO tokens(hash, name, role, created) VALUES (?,?,?,?)", (hash_token(token), "bench", "admin", now))
+    con.commit()
+    con.close()
+    t_raw = time.perf_counter() - t0
+    return {"token": token, "sns": [sn for sn, _q in active], "counties": counties, "raw": raw_set,
+            "backlog": backlog_set, "rollup_rows": n_rows, "samples": n_samples,
+            "t_registry": t_reg, "t_rollups": t_roll, "t_samples": t_raw}
+
+
+# ---------------------------------------------------------------------------------------------- measure
+async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]], clients: int) -> dict[str, float]:
+    lat: list[float] = []
+    errors = 0
+    queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
+    for p in paths:
+        queue.put_nowait(p)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while True:
+            try:
+                path, params = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            t = time.perf_counter()
+            r = await client.get(path, params=params)
+            lat.append(time.perf_counter() - t)
+            if r.status_code != 200:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients)
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120,
+                                 limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    lat.sort()
+    res = {"n": len(lat), "errors": errors, "p50_ms": 1000 * lat[len(lat) // 2],
+           "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], "mean_ms": 1000 * statistics.fmean(lat),
+           "max_ms": 1000 * lat[-1], "rps": len(lat) / wall}
+    print(f"  {name:<34} n={res['n']:<5} p50 {res['p50_ms']:7.1f} ms   p99 {res['p99_ms']:7.1f} ms   "
+          f"mean {res['mean_ms']:7.1f} ms   max {res['max_ms']:7.1f} ms   {res['rps']:6.1f} req/s   errors {errors}",
+          flush=True)
+    return res
+
+
+def last_quarter(now: int) -> tuple[str, str]:
+    d = datetime.fromtimestamp(now, TZ).date()
+    q0 = date(d.year, (d.month - 1) // 3 * 3 + 1, 1)
+    prev = date(q0.year - 1, 10, 1) if q0.month == 1 else date(q0.year, q0.month - 3, 1)
+    return (datetime(prev.year, prev.month, 1, tzinfo=TZ).isoformat(), datetime(q0.year, q0.month, 1, tzinfo=TZ).isoformat())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--units", type=int, default=50_000)
+    ap.add_argument("--institutions", type=int, default=3_000)
+    ap.add_argument("--days", type=int, default=400, help="days of hourly roll-ups")
+    ap.add_argument("--raw-units", type=int, default=100, help="units with 14 days of raw samples")
+    ap.add_argument("--raw-days", type=int, default=14)
+    ap.add_argument("--backlog-units", type=int, default=3_000)
+    ap.add_argument("--backlog-hours", type=int, default=72)
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=1000, help="requests per interactive call type")
+    ap.add_argument("--quarter-requests", type=int, default=100)
+    ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
+    args = ap.parse_args()
+    args.backlog_units = min(args.backlog_units, args.units)
+    args.raw_units = min(args.raw_units, args.backlog_units)
+
+    work = Path(args.dir or tempfile.mkdtemp(prefix="posfleet-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    db = work / "fleet.sqlite"
+    if db.exists():
+        db.unlink()
+    now = int(time.time())
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
+    print(f"generating {args.units} units, {args.institutions} institutions, {args.days} days of roll-ups ...", flush=True)
+    t0 = time.perf_counter()
+    g = generate(db, args.units, args.institutions, args.days, args.raw_units, args.raw_days, args.backlog_units,
+                 args.backlog_hours, now)
+    print(f"  generated in {time.perf_counter() - t0:.0f} s: registry {g['t_registry']:.0f} s, "
+          f"{g['rollup_rows']:,} day roll-up rows {g['t_rollups']:.0f} s, {g['samples']:,} raw samples "
+          f"{g['t_samples']:.0f} s; database {db.stat().st_size / 1e9:.2f} GB", flush=True)
+
+    port = free_port()
+    cfg = work / "server.toml"
+    cfg.write_text(f'ingest_enabled = false\nretention_days = 14\n[storage]\nurl = "sqlite:///{db}"\n'
+                   f'[http]\nhost = "127.0.0.1"\nport = {port}\n[alerts]\nenabled = false\n'
+                   f'[availability]\nrecount_debounce_s = 3600\n', encoding="utf-8")
+    log = open(work / "server.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(cfg),
+                             "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise SystemExit(f"server did not start; see {work / 'server.log'}")
+            time.sleep(0.2)
+        rnd = random.Random(7)
+        sns: list[str] = g["sns"]  # type: ignore[assignment]
+        counties: list[str] = g["counties"]  # type: ignore[assignment]
+        raw: list[str] = g["raw"]  # type: ignore[assignment]
+        today = datetime.fromtimestamp(now, TZ).date()
+        lists = []
+        for _ in range(args.requests):
+            f = rnd.choice([{"county": rnd.choice(counties)}, {"status": "in_service", "county": rnd.choice(counties)},
+                            {"q": f"{rnd.randrange(10000):04d}"}, {"link_type": "wired", "sort": "last_seen"},
+                            {"offset": str(rnd.randrange(0, max(1, len(sns) - 50)))}])
+            lists.append(("/api/v1/registry/units", {"limit": "50", **f}))
+        details = [(f"/api/v1/registry/units/{rnd.choice(sns)}", {}) for _ in range(args.requests)]
+        drills = [(f"/api/v1/units/{rnd.choice(raw)}/slots",
+                   {"date": (today - timedelta(days=rnd.randrange(1, min(args.raw_days, 14)))).isoformat()})
+                  for _ in range(args.requests)]
+        q_from, q_to = last_quarter(now)
+        quarter = [("/api/v1/availability", {"from": q_from, "to": q_to, "group_by": "county"})
+                   for _ in range(args.quarter_requests)]
+        print(f"{args.clients} concurrent clients against {base}:", flush=True)
+        results = {}
+        results["list/filter (registry, 50 a page)"] = asyncio.run(measure(base, g["token"], "list/filter", lists, args.clients))
+        results["unit detail"] = asyncio.run(measure(base, g["token"], "unit detail", details, args.clients))
+        results["drill-down (1,440 slots of a day)"] = asyncio.run(measure(base, g["token"], "drill-down", drills, args.clients))
+        results[f"fleet quarter by county ({q_from[:10]}..{q_to[:10]})"] = asyncio.run(
+            measure(base, g["token"], "fleet quarter by county", quarter, args.clients))
+        # the figures are real: print the fleet line once
+        body = httpx.get(f"{base}/api/v1/availability", params={"from": q_from, "to": q_to},
+                         headers={"Authorization": f"Bearer {g['token']}"}, timeout=120).json()["fleet"]
+        print(f"  fleet {q_from[:10]}..{q_to[:10]}: device {body['device_rate']}, network {body['network_rate']}, "
+              f"tier {body['tier']}, {body['units']} units, {body['flagged_units']} flagged")
+        # recount after a 72-hour backlog from 3,000 units
+        backlog: list[str] = g["backlog"]  # type: ignore[assignment]
+        end = datetime.fromtimestamp(now, TZ).replace(minute=0, second=0, microsecond=0)
+        start = end - timedelta(hours=args.backlog_hours)
+        t = time.perf_counter()
+        r = httpx.post(f"{base}/api/v1/availability/recount", json={"from": start.isoformat(), "to": end.isoformat(),
+                                                                     "sns": backlog},
+                       headers={"Authorization": f"Bearer {g['token']}"}, timeout=3600)
+        took = time.perf_counter() - t
+        print(f"  recount of a {args.backlog_hours} h backlog from {len(backlog)} units: {took:.1f} s "
+              f"({r.json().get('unit_hours')} unit-hours; {args.backlog_hours * 60 * len(backlog):,} samples)", flush=True)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if not args.dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
