@@ -83,4 +83,7 @@ def test_72h_broker_outage_all_delivered_oldest_first(pki, tmp_path: Path) -> No
     assert len(first_72h) >= 4318, "the newest sample went first, then the backlog"
     backlog = ts[1:]
     assert backlog == sorted(backlog), "the backlog arrived oldest first"
-    assert all(c == 1 for _, c in rows[:100]), "samples taken before the clock was checked are marked corrected"
+    # the 72 h of samples were taken before the agent could check its clock (no NTP at this speed, no server yet):
+    # each was re-dated from its boot-time reading and marked corrected
+    assert sum(1 for _, c in rows if c == 1) >= 4318, "samples taken before the clock was checked are marked corrected"
+    assert {c for _, c in rows} <= {0, 1}
