@@ -56,7 +56,9 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     await alerts.start()
     app.state.alerts = alerts
     ingest.on_committed.append(alerts.on_committed)
-    return [availability, alerts]
+    from .commands import start as start_commands
+
+    return [availability, alerts, await start_commands(app, settings, storage, ingest, registry)]
 
 
 async def _stop_fleet(services: list[Any]) -> None:
@@ -90,6 +92,9 @@ def _install_fleet_api(app: FastAPI) -> None:
     app.include_router(analytics_router)
     app.include_router(alerts_router)
     app.include_router(reports_router)
+    from .commands import install_api as install_commands_api
+
+    install_commands_api(app)
 
 
 def create_app(settings: Settings) -> FastAPI:

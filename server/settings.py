@@ -79,6 +79,23 @@ class AlertSettings(_Strict):
     webhook_timeout_s: float = Field(5.0, gt=0)
 
 
+class CommandSettings(_Strict):
+    """Remote commands (server/commands): the signing key and how commands are queued and sent."""
+
+    key_file: str = "command.key"  # Ed25519 (PKCS#8 PEM), made by `posfleet ca command-key`
+    endorsement_file: str = "command.endorsement"  # the fleet CA's endorsement of that key
+    default_expiry_s: int = Field(48 * 3600, ge=10)
+    max_expiry_s: int = Field(30 * 86400, ge=10)
+    max_pending_per_unit: int = Field(20, ge=1)
+    large_fanout: int = Field(50, ge=1)  # more targets than this need "confirm": true
+    resend_after_s: float = Field(120.0, gt=0)  # sent but no answer: send again
+    max_sends: int = Field(6, ge=1)
+    dispatch_interval_s: float = Field(5.0, gt=0)
+    packages_dir: str = "packages"
+    # base URL terminals download packages from (empty: http://<http.host>:<http.port>)
+    package_base_url: str = ""
+
+
 class ClockSettings(_Strict):
     speed: float = Field(1.0, gt=0)
     start: str = ""
@@ -96,6 +113,7 @@ class Settings(_Strict):
     analytics: AnalyticsSettings = AnalyticsSettings()
     alerts: AlertSettings = AlertSettings()
     clock: ClockSettings = ClockSettings()
+    commands: CommandSettings = CommandSettings()
     ingest_enabled: bool = True
     base_dir: str = ""
 

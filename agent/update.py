@@ -1,0 +1,390 @@
+"""Software update on the terminal: signed package, resumable paced download, A/B install, health
+check, automatic rollback.
+
+A package is a ``.tar.gz`` with ``manifest.json`` at its root::
+
+    {"component": "agent", "version": "1.4.0", "models": ["A8"], "health_check": ["./healthcheck"]}
+
+The fleet's update key (Ed25519, endorsed by the fleet CA for purpose ``update``) signs
+:func:`statement` (component, version and SHA-256 of the archive). The ``software_update``
+command (itself signed by the command key) carries the URL, size, SHA-256, signature and
+endorsement. In order, the agent refuses (code 2, nothing touched) when:
+
+1. the update key is not endorsed by the fleet CA for updates, is revoked or expired, or the
+   signature does not verify;
+2. the target models do not include this terminal's model (``[components.model]`` in the
+   agent configuration says how to read it; a package naming models is refused when the
+   model cannot be read);
+3. the version is not above the installed one, unless ``allow_downgrade`` (administrators only);
+4. after the download, the size or SHA-256 differ (the partial file is deleted), or the
+   manifest does not match the signed component and version.
+
+Download: into ``<data_dir>/updates/<sha256>.part`` with ``Range: bytes=N-`` so a broken 4G
+link resumes where it stopped, paced to :data:`PACE_BYTES_PER_S`, in :data:`CHUNK` blocks.
+
+Install (A/B): each version is unpacked into ``<data_dir>/components/<component>/<version>/``
+and ``current`` (a symlink) is flipped atomically; the previous version stays on disk. The
+package's health check runs in the new directory within ``health_timeout_s``; it must exit 0,
+and the link to the server must be up. Otherwise ``current`` is flipped back and the result
+says so (code 1), naming the version that is current again. Older versions than the previous
+one are removed after a successful install.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHUNK = 16 * 1024
+PACE_BYTES_PER_S = 64 * 1024  # a village 4G uplink shared with the clinic's business traffic
+DOWNLOAD_TIMEOUT_S = 30.0
+DOWNLOAD_ATTEMPTS = 5
+MANIFEST = "manifest.json"
+PENDING = "pending.json"  # written before ``current`` flips, removed once the health check decided
+_COMPONENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class UpdateError(Exception):
+    """A package is unusable; the message says why."""
+
+
+class Refused(UpdateError):
+    """The update must not be installed (signature, hash, model, version floor)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    component: str
+    version: str
+    models: list[str]
+    health_check: list[str]
+
+
+def statement(component: str, version: str, sha256_hex: str) -> bytes:
+    """The bytes the update key signs: what the package is and its exact content."""
+    return b"posfleet-update\x00" + component.encode() + b"\x00" + version.encode() + b"\x00" + \
+        sha256_hex.lower().encode()
+
+
+def version_key(version: str) -> tuple[tuple[int, str], ...]:
+    """Orders 1.2.10 after 1.2.9; non-numeric parts compare as text after numbers."""
+    parts = re.split(r"[.\-+]", version.strip())
+    return tuple((int(p), "") if p.isdigit() else (-1, p) for p in parts if p)
+
+
+def read_manifest(archive: Path) -> Manifest:
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            try:
+                member = tar.getmember(MANIFEST)
+            except KeyError:
+                try:
+                    member = tar.getmember("./" + MANIFEST)
+                except KeyError as err:
+                    raise UpdateError(f"no {MANIFEST} at the root of the package") from err
+            f = tar.extractfile(member)
+            if f is None or member.size > 64 * 1024:
+                raise UpdateError(f"{MANIFEST} is not a small regular file")
+            data = json.loads(f.read().decode("utf-8"))
+    except (tarfile.TarError, OSError, EOFError) as err:
+        raise UpdateError(f"not a readable .tar.gz: {err}") from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UpdateError(f"{MANIFEST}: not JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise UpdateError(f"{MANIFEST}: not an object")
+    component, version = data.get("component"), data.get("version")
+    models, check = data.get("models", []), data.get("health_check", [])
+    if not isinstance(component, str) or not _COMPONENT_RE.match(component):
+        raise UpdateError(f"{MANIFEST}: component: a short name of letters, digits, . _ -")
+    if not isinstance(version, str) or not _COMPONENT_RE.match(version) or version == "current":
+        raise UpdateError(f"{MANIFEST}: version: letters, digits, . _ -")
+    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+        raise UpdateError(f"{MANIFEST}: models: a list of model names")
+    if not isinstance(check, list) or not check or not all(isinstance(c, str) for c in check):
+        raise UpdateError(f"{MANIFEST}: health_check: a non-empty argv list")
+    return Manifest(component, version, models, check)
+
+
+# ---------------------------------------------------------------- install layout
+def component_dir(data_dir: Path, component: str) -> Path:
+    return data_dir / "components" / component
+
+
+def current_version(data_dir: Path, component: str) -> str | None:
+    link = component_dir(data_dir, component) / "current"
+    try:
+        return os.readlink(link).rstrip("/").split("/")[-1]
+    except OSError:
+        return None
+
+
+def _point_current(cdir: Path, version: str | None) -> None:
+    link = cdir / "current"
+    if version is None:
+        link.unlink(missing_ok=True)
+        return
+    tmp = cdir / ".current.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(version, tmp)
+    os.replace(tmp, link)  # atomic: never a moment without a current version
+    fd = os.open(cdir, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_pending(data_dir: Path) -> list[str]:
+    """At start-up: an install whose health check never decided (power cut, agent killed) is rolled
+    back, since nothing proved the new version healthy. Returns what was rolled back."""
+    out = []
+    root = Path(data_dir) / "components"
+    for marker in root.glob(f"*/{PENDING}") if root.is_dir() else []:
+        try:
+            info = json.loads(marker.read_text())
+            previous = info.get("previous")
+        except (OSError, ValueError):
+            previous = None
+        _point_current(marker.parent, previous)
+        marker.unlink(missing_ok=True)
+        log.error("update of %s interrupted before its health check passed: rolled back to %s",
+                  marker.parent.name, previous or "nothing")
+        out.append(f"{marker.parent.name}: {previous or 'none'}")
+    return out
+
+
+def _unpack(archive: Path, dest: Path) -> None:
+    tmp = dest.with_name(dest.name + ".unpack")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(tmp, filter="data")  # no absolute paths, no .., no devices
+    except (tarfile.TarError, OSError) as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UpdateError(f"cannot unpack: {err}") from err
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+
+
+# ---------------------------------------------------------------- download
+def download(url: str, dest: Path, size: int, sha256_hex: str, pace: float = PACE_BYTES_PER_S,
+             timeout: float = DOWNLOAD_TIMEOUT_S, attempts: int = DOWNLOAD_ATTEMPTS) -> Path:
+    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), paced; verify size and SHA-256.
+
+    Raises Refused when the content is not what was signed (the partial file is removed), and
+    UpdateError when the server cannot be reached after ``attempts`` tries (the part is kept for
+    the next attempt)."""
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    last_err = ""
+    for attempt in range(attempts):
+        have = part.stat().st_size if part.exists() else 0
+        if have > size:
+            part.unlink()
+            have = 0
+        if have < size:
+            try:
+                _fetch(url, part, have, size, pace, timeout)
+            except (urllib.error.URLError, OSError, TimeoutError) as err:
+                last_err = str(getattr(err, "reason", err))
+                log.warning("update download interrupted at %d of %d bytes (%s); resuming",
+                            part.stat().st_size if part.exists() else 0, size, last_err)
+                time.sleep(min(30.0, 0.5 * 2 ** attempt))
+                continue
+        got = part.stat().st_size if part.exists() else 0
+        if got != size:
+            part.unlink(missing_ok=True)
+            raise Refused(f"size mismatch: got {got} bytes, the command says {size}")
+        h = hashlib.sha256()
+        with open(part, "rb") as f:
+            for block in iter(lambda: f.read(1 << 16), b""):
+                h.update(block)
+        if h.hexdigest() != sha256_hex.lower():
+            part.unlink(missing_ok=True)
+            raise Refused(f"sha256 mismatch: got {h.hexdigest()[:16]}..., expected {sha256_hex[:16]}...")
+        os.replace(part, dest)
+        return dest
+    raise UpdateError(f"download failed after {attempts} attempts: {last_err}")
+
+
+def _fetch(url: str, part: Path, have: int, size: int, pace: float, timeout: float) -> None:
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL from a signed command
+        if have and resp.status != 206:
+            have = 0  # the server ignored the range: start again
+        mode = "ab" if have else "wb"
+        t0, got = time.monotonic(), 0
+        with open(part, mode) as f:
+            while True:
+                block = resp.read(CHUNK)
+                if not block:
+                    break
+                if have + got + len(block) > size:
+                    raise Refused(f"the server sent more than the {size} bytes the command names")
+                f.write(block)
+                got += len(block)
+                if pace > 0:
+                    ahead = got / pace - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- the command
+def _terminal_model(agent: Any) -> str | None:
+    from .collectors import read_component_version
+
+    src = agent.cfg.components.get("model")
+    if src is None:
+        return None
+    return read_component_version(src.file, src.command, src.pattern)
+
+
+def _installed_version(agent: Any, component: str) -> str | None:
+    v = current_version(agent.data_dir, component)
+    if v is not None:
+        return v
+    if component == "agent":
+        from posfleet import __version__
+
+        return __version__
+    src = agent.cfg.components.get(component)
+    if src is not None:
+        from .collectors import read_component_version
+
+        return read_component_version(src.file, src.command, src.pattern)
+    return None
+
+
+def _verify_signature(agent: Any, params: dict[str, Any]) -> str:
+    import msgspec
+
+    from wire.commands import Endorsement
+    from wire.signing import SignatureError, ca_public_key, check_endorsement, verify_ed25519
+
+    endo = params["endorsement"]
+    try:
+        endorsement = msgspec.convert(endo, Endorsement)
+    except msgspec.ValidationError as err:
+        raise Refused(f"update key endorsement unreadable: {err}") from err
+    try:
+        key = check_endorsement(ca_public_key(agent.cfg.path(agent.cfg.link.ca_file)), endorsement, "update",
+                                agent.clock.now(), frozenset(agent.cfg.commands.revoked_keys))
+        verify_ed25519(key.public_key, statement(str(params["component"]), str(params["version"]),
+                                                 str(params["sha256"])), bytes(params["signature"]))
+    except SignatureError as err:
+        raise Refused(f"package signature: {err}") from err
+    return key.key_id
+
+
+def check(agent: Any, params: dict[str, Any]) -> tuple[str, str | None]:
+    """Everything that can be refused before a byte is downloaded; returns (key id, installed version)."""
+    component, version = str(params["component"]), str(params["version"])
+    if not _COMPONENT_RE.match(component) or not _COMPONENT_RE.match(version) or version == "current":
+        raise Refused("component or version is not a plain name")
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"])):
+        raise Refused("sha256 is not 64 hex digits")
+    key_id = _verify_signature(agent, params)
+    models = [str(m) for m in params.get("models") or []]
+    if models:
+        model = _terminal_model(agent)
+        if model is None:
+            raise Refused(f"package is for models {', '.join(models)}; this terminal's model is unknown")
+        if model not in models:
+            raise Refused(f"package is for models {', '.join(models)}, this terminal is {model}")
+    installed = _installed_version(agent, component)
+    if installed is not None and not params.get("allow_downgrade"):
+        if version_key(version) <= version_key(installed):
+            raise Refused(f"version {version} is not above the installed {installed} (no downgrade without "
+                          "allow_downgrade)")
+    return key_id, installed
+
+
+def _health(agent: Any, new_dir: Path, manifest: Manifest, timeout: float) -> tuple[bool, str]:
+    argv = list(manifest.health_check)
+    if argv[0].startswith("./"):
+        argv[0] = str(new_dir / argv[0][2:])
+    deadline = time.monotonic() + timeout
+    env = dict(os.environ, POSFLEET_COMPONENT_DIR=str(new_dir), POSFLEET_COMPONENT=manifest.component,
+               POSFLEET_VERSION=manifest.version)
+    try:
+        proc = subprocess.run(argv, cwd=new_dir, capture_output=True, text=True, timeout=timeout, env=env,  # noqa: S603
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return False, f"health check did not finish within {timeout:g} s"
+    except OSError as err:
+        return False, f"health check could not start: {err.strerror or err}"
+    tail = (proc.stdout + proc.stderr).strip()[-300:]
+    if proc.returncode != 0:
+        return False, f"health check exited {proc.returncode}: {tail}"
+    link = getattr(agent, "link", None)
+    while link is not None and not link.connected:
+        if time.monotonic() > deadline:
+            return False, "health check passed but the link to the server is down"
+        time.sleep(0.5)
+    return True, tail
+
+
+def apply_update(agent: Any, cmd: Any, params: dict[str, Any]) -> tuple[int, str]:
+    """The ``software_update`` command: (0, ...) installed; (1, ...) failed and rolled back; (2, ...) refused."""
+    component, version = str(params["component"]), str(params["version"])
+    try:
+        key_id, installed = check(agent, params)
+    except Refused as err:
+        return 2, f"refused: {err}"
+    data_dir = Path(agent.data_dir)
+    archive = data_dir / "updates" / f"{str(params['sha256']).lower()}.tar.gz"
+    try:
+        download(str(params["url"]), archive, int(params["size"]), str(params["sha256"]))
+        manifest = read_manifest(archive)
+    except Refused as err:
+        return 2, f"refused: {err}"
+    except UpdateError as err:
+        return 1, f"failed: {err}"
+    if manifest.component != component or manifest.version != version:
+        archive.unlink(missing_ok=True)
+        return 2, (f"refused: the manifest says {manifest.component} {manifest.version}, the signed command "
+                   f"{component} {version}")
+    cdir = component_dir(data_dir, component)
+    cdir.mkdir(parents=True, exist_ok=True)
+    previous = current_version(data_dir, component)
+    new_dir = cdir / version
+    try:
+        _unpack(archive, new_dir)
+    except UpdateError as err:
+        return 1, f"failed: {err}"
+    marker = cdir / PENDING
+    marker.write_text(json.dumps({"command": getattr(cmd, "id", ""), "version": version, "previous": previous}))
+    _point_current(cdir, version)
+    log.warning("%s %s installed (previous %s); running its health check", component, version, previous or "none")
+    ok, detail = _health(agent, new_dir, manifest, float(params.get("health_timeout_s") or 300))
+    if not ok:
+        _point_current(cdir, previous)
+        marker.unlink(missing_ok=True)
+        log.error("%s %s failed its health check (%s); rolled back to %s", component, version, detail,
+                  previous or "nothing")
+        return 1, (f"rolled back: {component} {version} failed its health check ({detail}); "
+                   f"current version: {previous or installed or 'none'}")
+    marker.unlink(missing_ok=True)
+    archive.unlink(missing_ok=True)
+    for old in cdir.iterdir():
+        if old.is_dir() and not old.is_symlink() and old.name not in (version, previous):
+            shutil.rmtree(old, ignore_errors=True)
+    return 0, (f"installed {component} {version} (key {key_id}); previous {previous or installed or 'none'} kept; "
+               f"health check passed{': ' + detail if detail else ''}")

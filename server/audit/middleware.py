@@ -1,0 +1,59 @@
+"""Every API write (POST/PUT/PATCH/DELETE under /api/) goes into the audit trail with who, from
+where and the response status, whether it succeeded or was refused. Bodies are not recorded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ..auth import hash_token
+
+log = logging.getLogger(__name__)
+
+WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class AuditMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") not in WRITES or not scope.get("path", "").startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            await self._record(scope, status[0] if status else 500)
+
+    async def _record(self, scope: dict[str, Any], status: int) -> None:
+        app = scope.get("app")
+        audit = getattr(getattr(app, "state", None), "audit", None)
+        if audit is None:
+            return
+        actor, role = "anonymous", ""
+        for name, value in scope.get("headers", []):
+            if name == b"authorization":
+                scheme, _, token = value.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and token:
+                    try:
+                        row = await app.state.storage.find_token(hash_token(token.strip()))
+                    except Exception as err:  # the audit must not break the API
+                        log.warning("audit: token lookup failed: %s", err)
+                        row = None
+                    actor, role = (row["name"], row["role"]) if row else ("unknown-token", "")
+        client = scope.get("client")
+        query = scope.get("query_string", b"").decode("latin-1")
+        try:
+            await audit.record(actor, f"api.{scope['method'].lower()}", scope["path"], role=role,
+                               client=client[0] if client else "", status=status,
+                               detail={"query": query[:500]} if query else None)
+        except Exception:
+            log.exception("audit: could not record %s %s", scope["method"], scope["path"])

@@ -1,0 +1,107 @@
+"""The audit trail, in its own table on the server's SQLite connection.
+
+Append-only is enforced by the database itself: triggers abort any UPDATE or DELETE, so a
+bug (or a hurried operator with the API) cannot rewrite history. Request bodies are never
+recorded (they can carry personal data); commands are recorded by type, targets and
+parameter names.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT '',
+    client TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    status INTEGER,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor, ts);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, ts);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target, ts);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+"""
+
+MAX_DETAIL = 4096
+
+
+class Audit:
+    def __init__(self, storage: Any, now: Callable[[], float]) -> None:
+        self.storage = storage
+        self.now = now
+
+    async def open(self) -> None:
+        await self.storage.db.executescript(SCHEMA)
+        await self.storage.db.commit()
+
+    async def record(self, actor: str, action: str, target: str = "", *, role: str = "", client: str = "",
+                     status: int | None = None, detail: dict[str, Any] | None = None, commit: bool = True) -> None:
+        text = json.dumps(detail or {}, ensure_ascii=False, default=str, separators=(",", ":"))
+        if len(text) > MAX_DETAIL:
+            text = json.dumps({"truncated": text[:MAX_DETAIL]}, ensure_ascii=False)
+        await self.storage.db.execute(
+            "INSERT INTO audit(ts, actor, role, client, action, target, status, detail) VALUES (?,?,?,?,?,?,?,?)",
+            (self.now(), actor, role, client, action, target[:512], status, text))
+        if commit:
+            await self.storage.db.commit()
+
+    async def record_many(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
+        """(actor, action, target, detail) rows in one commit (state changes of many commands)."""
+        if not rows:
+            return
+        now = self.now()
+        await self.storage.db.executemany(
+            "INSERT INTO audit(ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
+            [(now, a, act, t[:512], json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":")))
+             for a, act, t, d in rows])
+        await self.storage.db.commit()
+
+    async def query(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
+                    client: str | None = None, since: float | None = None, until: float | None = None,
+                    before_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        where, args = [], []
+        for col, value in (("actor", actor), ("client", client), ("target", target)):
+            if value:
+                where.append(f"{col} = ?")
+                args.append(value)
+        if action:
+            if action.endswith("*"):
+                where.append("action LIKE ?")
+                args.append(action[:-1].replace("%", "") + "%")
+            else:
+                where.append("action = ?")
+                args.append(action)
+        if since is not None:
+            where.append("ts >= ?")
+            args.append(since)
+        if until is not None:
+            where.append("ts < ?")
+            args.append(until)
+        if before_id is not None:
+            where.append("id < ?")
+            args.append(before_id)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        cur = await self.storage.db.execute(
+            f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
+            "ORDER BY id DESC LIMIT ?", [*args, limit])
+        out = []
+        for r in await cur.fetchall():
+            d = dict(r)
+            d["detail"] = json.loads(d["detail"]) if d["detail"] else {}
+            out.append(d)
+        return out

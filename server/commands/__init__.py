@@ -1,0 +1,34 @@
+"""Remote commands, jobs and update packages on the server (issue 5).
+
+``install_api(app)`` adds the routers and the audit middleware (before start-up);
+``await start(app, settings, storage, ingest, registry)`` starts the service and returns it
+(with ``stop()``) for the app's shutdown.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+
+def install_api(app: Any) -> None:
+    from ..audit.middleware import AuditMiddleware
+    from ..audit.router import router as audit_router
+    from .router import router
+
+    app.add_middleware(AuditMiddleware)
+    app.include_router(router)
+    app.include_router(audit_router)
+
+
+async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: Any = None) -> Any:
+    from ..audit import Audit
+    from .service import CommandService
+
+    audit = Audit(storage, time.time)
+    await audit.open()
+    app.state.audit = audit
+    svc = CommandService(settings, storage, ingest, app.state.clock, registry, audit)
+    await svc.start()
+    app.state.commands = svc
+    return svc

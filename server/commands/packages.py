@@ -1,0 +1,42 @@
+"""Building update packages (on an administrator's machine that holds the update key)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+from agent.update import MANIFEST, read_manifest, statement
+
+from .keys import SigningKey
+
+
+def build_package(src_dir: Path, component: str, version: str, models: list[str], health_check: list[str],
+                  out: Path) -> Path:
+    """Pack ``src_dir`` with a manifest into ``out`` (.tar.gz); the manifest is checked by the terminals' reader."""
+    manifest = {"component": component, "version": version, "models": models, "health_check": health_check}
+    data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(out, "w:gz") as tar:
+        info = tarfile.TarInfo(MANIFEST)
+        info.size, info.mtime, info.mode = len(data), int(time.time()), 0o644
+        tar.addfile(info, io.BytesIO(data))
+        for path in sorted(src_dir.rglob("*")):
+            rel = path.relative_to(src_dir).as_posix()
+            if rel == MANIFEST:
+                continue
+            tar.add(path, arcname=rel, recursive=False)
+    read_manifest(out)  # refuse to produce what a terminal would refuse
+    return out
+
+
+def sign_package(archive: Path, key: SigningKey) -> tuple[str, bytes]:
+    """(sha256 hex, signature) of a built package with the update key."""
+    if key.purpose != "update":
+        raise ValueError(f"key {key.key_id} is endorsed for {key.purpose!r}, not 'update'")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    m = read_manifest(archive)
+    return digest, key.sign(statement(m.component, m.version, digest))

@@ -1,0 +1,205 @@
+"""HTTP API: /api/v1/commands, /api/v1/jobs, /api/v1/packages.
+
+Roles: viewers read; engineers also send diagnostics; administrators send everything
+(reboot, shutdown, set_config, software_update), abort jobs and upload packages.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..auth import Principal, require
+from .service import CommandError, CommandService
+from .service import Request as CommandRequest
+
+router = APIRouter(prefix="/api/v1", tags=["commands"])
+
+
+class Filter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    county: str | None = None
+    region: str | None = None
+    institution: str | None = None
+    model: str | None = None
+    vendor: str | None = None
+    status: str | None = None
+    terminal_type: str | None = None
+    link_type: str | None = None
+
+
+class SendBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: str
+    params: dict[str, Any] = {}
+    sn: str | None = None
+    sns: list[str] | None = Field(None, max_length=100_000)
+    filter: Filter | None = None
+    expires_s: int | None = Field(None, ge=10)
+    rate_per_min: float | None = Field(None, gt=0)
+    abort_pct: float | None = Field(None, gt=0, le=100)
+    min_executed: int | None = Field(None, ge=1)
+    confirm: bool = False
+    off_hours: bool = False
+    canary: int = Field(0, ge=0)
+    wave_size: int = Field(0, ge=0)
+
+
+class AbortBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field("", max_length=500)
+
+
+def _svc(request: Request) -> CommandService:
+    svc = getattr(request.app.state, "commands", None)
+    if svc is None:
+        raise HTTPException(503, "the command service is not running")
+    return svc
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _error(err: CommandError) -> JSONResponse:
+    body: dict[str, Any] = {"detail": err.message}
+    if err.field:
+        body["errors"] = [{"field": err.field, "error": err.message}]
+    return JSONResponse(body, status_code=err.status)
+
+
+async def _send(request: Request, body: SendBody, p: Principal, job: bool) -> Any:
+    req = CommandRequest(type=body.type, params=body.params, sn=body.sn, sns=body.sns,
+                         filter=body.filter.model_dump(exclude_none=True) if body.filter else None,
+                         expires_s=body.expires_s, rate_per_min=body.rate_per_min, abort_pct=body.abort_pct,
+                         min_executed=body.min_executed, confirm=body.confirm, off_hours=body.off_hours,
+                         canary=body.canary, wave_size=body.wave_size, job=job)
+    try:
+        out = await _svc(request).create(p.name, p.role, _client(request), req)
+    except CommandError as err:
+        return _error(err)
+    return JSONResponse(out, status_code=201)
+
+
+@router.post("/commands", status_code=201)
+async def send_command(request: Request, body: SendBody,
+                       p: Annotated[Principal, Depends(require("engineer"))]) -> Any:
+    """One unit: a command. Several units (or off_hours): a job."""
+    return await _send(request, body, p, job=False)
+
+
+@router.post("/jobs", status_code=201)
+async def send_job(request: Request, body: SendBody, p: Annotated[Principal, Depends(require("engineer"))]) -> Any:
+    return await _send(request, body, p, job=True)
+
+
+@router.get("/commands")
+async def list_commands(request: Request, _p: Annotated[Principal, Depends(require("viewer"))],
+                        sn: str | None = None, state: str | None = None, job: str | None = None,
+                        type: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    return {"items": await _svc(request).list_commands(sn, state, job, type, limit, offset)}
+
+
+@router.get("/commands/{cid}")
+async def get_command(request: Request, cid: str, _p: Annotated[Principal, Depends(require("viewer"))]) -> Any:
+    cmd = await _svc(request).get_command(cid)
+    if cmd is None:
+        raise HTTPException(404, f"no command {cid}")
+    return cmd
+
+
+@router.get("/jobs")
+async def list_jobs(request: Request, _p: Annotated[Principal, Depends(require("viewer"))],
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    return {"items": await _svc(request).list_jobs(limit)}
+
+
+@router.get("/jobs/{job_id}")
+async def get_job(request: Request, job_id: str, _p: Annotated[Principal, Depends(require("viewer"))],
+                  units: bool = True) -> Any:
+    job = await _svc(request).get_job(job_id, units=units)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id}")
+    return job
+
+
+@router.post("/jobs/{job_id}/abort")
+async def abort_job(request: Request, job_id: str, body: AbortBody,
+                    p: Annotated[Principal, Depends(require("admin"))]) -> Any:
+    try:
+        return await _svc(request).abort_job(job_id, p.name, p.role, _client(request), body.reason)
+    except CommandError as err:
+        return _error(err)
+
+
+@router.post("/packages", status_code=201)
+async def upload_package(request: Request, p: Annotated[Principal, Depends(require("admin"))]) -> Any:
+    """Body: the .tar.gz; headers X-Signature and X-Endorsement (base64), made by `posfleet server command
+    package-build`. Verified against the fleet CA before it is kept."""
+    try:
+        sig = base64.b64decode(request.headers.get("x-signature", ""), validate=True)
+        endo = base64.b64decode(request.headers.get("x-endorsement", ""), validate=True)
+    except (binascii.Error, ValueError) as err:
+        raise HTTPException(422, "X-Signature and X-Endorsement must be base64") from err
+    if not sig or not endo:
+        raise HTTPException(422, "X-Signature and X-Endorsement headers are required")
+    data = await request.body()
+    try:
+        out = await _svc(request).add_package(data, sig, endo, p.name, p.role, _client(request))
+    except CommandError as err:
+        return _error(err)
+    return JSONResponse(out, status_code=201)
+
+
+@router.get("/packages")
+async def list_packages(request: Request, _p: Annotated[Principal, Depends(require("viewer"))]) -> Any:
+    return {"items": await _svc(request).list_packages()}
+
+
+@router.get("/packages/{pid}/download")
+async def download_package(request: Request, pid: str, t: str = "") -> Response:
+    """For terminals: the token in the URL belongs to one signed software_update command (one unit,
+    until the command ends or expires). Supports ``Range: bytes=N-`` so a broken 4G download resumes."""
+    path = await _svc(request).package_for_token(pid, t) if t else None
+    if path is None or not path.is_file():
+        raise HTTPException(404, "no such package for this token")
+    size = path.stat().st_size
+    start, end = 0, size - 1
+    status = 200
+    rng = request.headers.get("range", "")
+    if rng:
+        unit, _, spec = rng.partition("=")
+        lo, _, hi = spec.partition("-")
+        try:
+            if unit.strip() != "bytes" or "," in spec:
+                raise ValueError(rng)
+            start = int(lo) if lo else size - int(hi)
+            end = int(hi) if lo and hi else size - 1
+        except ValueError as err:
+            raise HTTPException(416, "only one byte range, bytes=N- or bytes=N-M") from err
+        if start < 0 or start >= size or end < start:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+        end = min(end, size - 1)
+        status = 206
+
+    def chunks() -> Any:
+        with open(path, "rb") as f:
+            f.seek(start)
+            left = end - start + 1
+            while left > 0:
+                block = f.read(min(65536, left))
+                if not block:
+                    return
+                left -= len(block)
+                yield block
+
+    headers = {"Accept-Ranges": "bytes", "Content-Length": str(end - start + 1)}
+    if status == 206:
+        headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    return StreamingResponse(chunks(), status_code=status, headers=headers, media_type="application/gzip")
