@@ -100,10 +100,14 @@ class ConsoleConfig(_Base):
 
     port: str
     baud: int = 115200
-    idle_minutes: int = 10
+    idle_minutes: float = 10
     # CA certificate that endorses engineer credentials (the fleet CA's) and the revocation list.
     engineer_ca_file: str = "ca.pem"
     revoked_file: str = ""
+    # The terminal's county: a changing command needs a credential whose scope names it.
+    county: str = ""
+    # Largest reply the console sends for one command (bytes of JSON before framing).
+    max_reply_bytes: int = 65536
 
 
 class CommandsConfig(_Base):

@@ -1,0 +1,76 @@
+"""``posfleet diag remote --port P COMMAND...``: run one console command and exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_NO_ANSWER, EXIT_FAULT, EXIT_REFUSED = 0, 1, 2, 3, 4, 6, 7
+
+HELP = """Run one command on the terminal's diagnostic console on PORT and exit.
+
+\b
+Commands (the same as in `posfleet diag connect`):
+  status | selftest [print=no] [card=no] | netcheck | logs [lines=N] [grep=TEXT]
+  config show | versions | outbox [limit=N] | help
+  with --credential: config set KEY VALUE [minutes=N] | reboot | outbox clear seq=N
+                     reenrol [out=FILE] | reenrol install cert=@FILE
+
+\b
+Exit codes:
+  0  done (selftest: every peripheral ok; netcheck: network ok)
+  1  the command ran and failed
+  2  bad usage (unknown command, bad option)
+  3  the serial port cannot be opened
+  4  no answer from a console on that port
+  6  selftest or netcheck found a fault
+  7  refused: the command needs a valid engineer credential
+"""
+
+
+@click.command("remote", help=HELP, context_settings={"ignore_unknown_options": True})
+@click.option("--port", required=True, help="serial port to the terminal: /dev/ttyUSB0, /dev/ttyACM0, COM3")
+@click.option("--baud", type=int, default=115200, show_default=True)
+@click.option("--credential", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="engineer credential file (for changing commands)")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+@click.argument("words", nargs=-1, required=True)
+def command(port: str, baud: int, credential: str | None, as_json: bool, words: tuple[str, ...]) -> None:
+    from . import render
+    from .client import ConsoleClient, ConsoleError, NoAnswer, PortError, Refused
+    from .shell import ParseError, Runner, command_names, parse
+
+    code = EXIT_OK
+    out: dict[str, object] = {"port": port, "command": " ".join(words)}
+    client = ConsoleClient(port, baud)
+    name = ""
+    try:
+        with client:
+            runner = Runner(client, credential)
+            runner.connect()
+            name, args = parse(list(words), command_names(client))
+            data = runner.run(name, args)
+            out.update(ok=True, data=data)
+            verdict = data.get("verdict") if isinstance(data, dict) else None
+            if name in ("selftest", "netcheck") and verdict not in ("all ok", "network ok"):
+                code = EXIT_FAULT
+    except ParseError as err:
+        code, out["ok"], out["code"], out["error"] = EXIT_USAGE, False, "usage", str(err)
+    except PortError as err:
+        code, out["ok"], out["error"] = EXIT_NOT_FOUND, False, str(err)
+    except NoAnswer as err:
+        code, out["ok"], out["error"] = EXIT_NO_ANSWER, False, str(err)
+    except Refused as err:
+        code = {"refused": EXIT_REFUSED, "usage": EXIT_USAGE}.get(err.code, EXIT_FAILED)
+        out.update(ok=False, code=err.code, error=str(err))
+    except ConsoleError as err:
+        code, out["ok"], out["error"] = EXIT_FAILED, False, str(err)
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False))
+    elif out.get("ok"):
+        click.echo(render.render(name, out["data"]))
+    else:
+        click.echo(click.style(f"{out.get('code', 'error')}: {out['error']}", fg="red"), err=True)
+    sys.exit(code)

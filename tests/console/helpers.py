@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from click.testing import CliRunner
+
+from posfleet.diagconsole import remote as remote_cli
+
+
+def remote(port: str, *words: str, credential: Path | None = None, as_json: bool = True) -> tuple[int, str, Any]:
+    """`posfleet diag remote --port PORT [--credential F] [--json] WORDS...`: exit code, output, parsed JSON."""
+    args = ["--port", port]
+    if credential is not None:
+        args += ["--credential", str(credential)]
+    if as_json:
+        args.append("--json")
+    result = CliRunner().invoke(remote_cli.command, args + list(words), catch_exceptions=False)
+    parsed = None
+    if as_json:
+        parsed = json.loads(result.stdout.strip().splitlines()[-1])
+    return result.exit_code, result.output, parsed

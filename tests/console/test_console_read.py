@@ -1,0 +1,166 @@
+"""Read-only console commands, the shell, sessions and line noise: the laptop CLI against a
+real agent process's console over a pty cable."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import pytest
+
+from posfleet.diagconsole.client import ConsoleClient, NoAnswer, PortError, SessionClosed
+from posfleet.diagconsole.shell import ConsoleShell, Runner
+from simulator.emulators.idcard import SyntheticCard
+from tests.console.conftest import COUNTY, SECRET, Rig
+from tests.console.helpers import remote
+
+CARD = SyntheticCard.resident().text
+UNMASKED = [CARD.name, CARD.id_number, CARD.address, CARD.address[:10], SECRET]
+
+
+def assert_private(text: str) -> None:
+    for value in UNMASKED:
+        assert value not in text, f"{value!r} shown unmasked"
+
+
+def test_status_json_and_human(rig: Rig) -> None:
+    code, _out, doc = remote(rig.cable.laptop_path, "status")
+    assert code == 0 and doc["ok"]
+    data = doc["data"]
+    assert data["sn"] == rig.sn
+    assert data["link"]["connected"] is True
+    assert data["console"]["county"] == COUNTY
+    assert data["outbox"]["count"] >= 1  # no server here: the inventory event waits
+    code, out, _ = remote(rig.cable.laptop_path, "status", as_json=False)
+    assert code == 0
+    assert f"county    {COUNTY}" in out or COUNTY in out  # Chinese intact
+    assert "connected to localhost" in out
+    assert "\x1b[" not in out  # no colour when not on a terminal
+
+
+def test_selftest_prints_a_page_and_reads_the_card_masked(rig: Rig) -> None:
+    before = len(rig.printer.emulator.printed.lines)  # type: ignore[attr-defined]
+    code, _out, doc = remote(rig.cable.laptop_path, "selftest")
+    assert code == 0, doc
+    per = doc["data"]["peripherals"]
+    assert {k: v["state"] for k, v in per.items()} == {"modem": "ok", "printer": "ok", "idcard": "ok"}
+    assert per["printer"]["test_page"] == "printed"
+    after_page = len(rig.printer.emulator.printed.lines)  # type: ignore[attr-defined]
+    printed = "\n".join(rig.printer.emulator.printed.lines[before:])  # type: ignore[attr-defined]
+    assert f"终端编号：{rig.sn}" in printed
+    card = per["idcard"]["self_test"]["card"]
+    assert card["present"] is True and card["id_masked"].startswith(CARD.id_number[:4]) and "*" in card["id_masked"]
+    assert_private(json.dumps(doc, ensure_ascii=False))
+    rig.reader.emulator.lift()  # type: ignore[attr-defined]
+    rig.reader.emulator.place()  # type: ignore[attr-defined]
+    code, out, _ = remote(rig.cable.laptop_path, "selftest", "print=no", as_json=False)
+    assert code == 0 and "all ok" in out
+    assert f"card resident: {card['name_masked']} {card['id_masked']}" in out
+    assert len(rig.printer.emulator.printed.lines) == after_page  # print=no: no second page  # type: ignore[attr-defined]
+    assert_private(out)
+
+
+def test_netcheck_walks_modem_dns_tcp_tls(rig: Rig) -> None:
+    code, out, doc = remote(rig.cable.laptop_path, "netcheck")
+    assert code == 0, out
+    steps = doc["data"]["steps"]
+    assert steps["sim"]["ok"] and steps["registration"]["ok"]
+    assert steps["dns"]["addresses"]
+    assert steps["tcp"]["connect_ms"] >= 0
+    assert steps["tls"]["ok"] and steps["tls"]["client_certificate_accepted"] is True
+    assert doc["data"]["verdict"] == "network ok"
+    assert_private(out)
+
+
+def test_logs_config_versions_outbox_help(rig: Rig) -> None:
+    code, out, doc = remote(rig.cable.laptop_path, "logs", "lines=5")
+    assert code == 0 and 0 < len(doc["data"]["lines"]) <= 5
+    code, out, doc = remote(rig.cable.laptop_path, "logs", "lines=100000")
+    assert code == 2 and "lines" in doc["error"]
+    code, out, doc = remote(rig.cable.laptop_path, "config", "show")
+    assert code == 0
+    assert doc["data"]["config"]["link"]["key_passphrase"] == "***"
+    assert doc["data"]["config"]["console"]["county"] == COUNTY
+    code, out, _ = remote(rig.cable.laptop_path, "config", "show", as_json=False)
+    assert "link.key_passphrase" in out and "***" in out
+    code, out, doc = remote(rig.cable.laptop_path, "versions")
+    assert code == 0 and doc["data"]["agent"] and doc["data"]["peripherals"]["modem"]["profile"] == "generic-3gpp"
+    code, out, doc = remote(rig.cable.laptop_path, "outbox")
+    assert code == 0 and doc["data"]["count"] == len(doc["data"]["entries"]) >= 1
+    code, out, _ = remote(rig.cable.laptop_path, "help", as_json=False)
+    assert "config set KEY VALUE" in out and "credential" in out
+    code, out, _ = remote(rig.cable.laptop_path, "frobnicate")
+    assert code == 2
+    # every one of them, and the rest of this module's output: no secret, no card data
+    code, out, _ = remote(rig.cable.laptop_path, "logs", "lines=500")
+    assert_private(out)
+
+
+def test_shell_session(rig: Rig) -> None:
+    script = io.StringIO("help\nstatus\nconfig\nlogs lines=3\nconfig set\nbogus command\njson\nversions\nquit\n")
+    out = io.StringIO()
+    with ConsoleClient(rig.cable.laptop_path) as client:
+        runner = Runner(client)
+        runner.connect()
+        shell = ConsoleShell(runner, stdin=script, stdout=out)
+        shell.cmdloop()
+        assert shell.completenames("sel") == ["selftest"]
+        assert shell.completedefault("sh", "config sh", 7, 9) == ["show"]
+        assert "link.host" in shell.completedefault("link.h", "config set link.h", 11, 17)
+    text = out.getvalue()
+    assert f"connected to terminal {rig.sn}, county {COUNTY}" in text
+    assert "netcheck" in text and "auth FILE" in text  # help
+    assert "usage: config set KEY VALUE" in text
+    assert "unknown command 'bogus command'" in text
+    assert '"agent":' in text  # json toggled on for versions
+    assert_private(text)
+
+
+def test_noise_and_dropped_bytes_mid_frame_are_recovered(rig: Rig) -> None:
+    with rig.client(ack_timeout=0.5) as c:
+        c.hello()
+        for damage in (lambda: rig.cable.inject_to_terminal(os.urandom(40)),
+                       lambda: rig.cable.inject_to_terminal(b"\xa5\x5a\x01\x00\x07\x00\x01\x08\x00"),  # fake header
+                       lambda: rig.cable.drop_to_terminal(),
+                       lambda: rig.cable.drop_to_laptop(),
+                       lambda: rig.cable.flip_to_laptop()):
+            before = rig.cable.damaged
+            damage()
+            data = c.call("status")
+            assert data["sn"] == rig.sn
+            assert rig.cable.damaged == before + 1
+        # a long reply (many parts) with a part damaged on the way back
+        rig.cable.flip_to_laptop()
+        lines = c.call("logs", {"lines": 300})["lines"]
+        assert lines
+        assert c.retransmissions >= 4
+
+
+def test_one_session_at_a_time(rig: Rig) -> None:
+    with rig.client() as first:
+        first.hello()
+        with rig.client() as second:
+            second.hello()
+            assert second.call("status")["sn"] == rig.sn
+        with pytest.raises(SessionClosed):
+            first.call("status")
+    ends = [r for r in rig.audit() if r["event"] == "session_end"]
+    assert any(r["reason"] == "replaced by a new connection" for r in ends)
+
+
+def test_port_missing_and_no_console(rig: Rig, tmp_path: object) -> None:
+    code, _out, doc = remote("/dev/ttyUSB-not-there", "status")
+    assert code == 3 and "cannot open" in doc["error"]
+    import tty
+
+    master, slave = os.openpty()
+    tty.setraw(master)
+    try:
+        with ConsoleClient(os.ttyname(slave), ack_timeout=0.2, retries=2) as c, pytest.raises(NoAnswer):
+            c.hello()
+    finally:
+        os.close(master)
+        os.close(slave)
+    with pytest.raises(PortError):
+        ConsoleClient("/dev/ttyUSB-not-there").open()
