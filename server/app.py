@@ -85,6 +85,7 @@ def _install_fleet_api(app: FastAPI) -> None:
     from .alerts.router import router as alerts_router
     from .analytics.router import router as analytics_router
     from .availability.router import router as availability_router
+    from .dashboard.router import router as dashboard_router
     from .reports.router import router as reports_router
 
     app.include_router(registry_router)
@@ -92,6 +93,7 @@ def _install_fleet_api(app: FastAPI) -> None:
     app.include_router(analytics_router)
     app.include_router(alerts_router)
     app.include_router(reports_router)
+    app.include_router(dashboard_router)
     from .commands import install_api as install_commands_api
 
     install_commands_api(app)

@@ -1,0 +1,484 @@
+/* posfleet dashboard: a hash-routed page over the fleet server's API (same bearer tokens and roles).
+   Every figure shown comes from one API answer; nothing is recomputed here except sums for display. */
+"use strict";
+
+const TOKEN_KEY = "posfleet.token", LANG_KEY = "posfleet.lang";
+
+const I18N = {
+  zh: {
+    app_title: "医保终端运维监控", nav_fleet: "总览", nav_units: "终端", nav_institutions: "机构", logout: "退出",
+    login_title: "登录", login_hint: "请输入管理员发放的访问令牌（pf_ 开头）。令牌只保存在本浏览器标签页中。",
+    token: "访问令牌", sign_in: "登录", bad_token: "令牌无效或已吊销", server_error: "服务器错误",
+    fleet_title: "全省总览", month: "本月", counted_to: "统计至", incomplete: "（统计中）",
+    device_rate: "设备完好率", network_rate: "网络可用率", tier: "合同档位", tier_n: "第{n}档",
+    final_payment: "尾款比例 {p}", online: "在线", offline: "离线", online_share: "在线率",
+    flagged_units: "低于 {t} 的终端", units: "终端数", in_service: "在用",
+    trend: "趋势", days: "{n} 天", threshold: "阈值 {t}",
+    flagged_title: "需关注终端（本月低于阈值，最差在前）", none: "无",
+    sn: "终端 SN", institution: "机构", county: "区县", region: "地市", below: "低于阈值", reasons: "主要原因（分钟）",
+    best10: "在线率最高的 10 家机构", worst10: "在线率最低的 10 家机构", online_rate: "在线率",
+    by_county: "按区县", spare: "备用", in_repair: "维修", retired: "报废",
+    latency: "时延", jitter: "抖动", loss: "丢包", within_limits: "达标终端占比（24 小时）",
+    carriers: "运营商", link_types: "接入方式", versions: "软件版本", alerts: "未处理告警", opened: "开始时间",
+    kind: "类型", message: "说明", unknown: "未知",
+    units_title: "终端列表", search: "搜索 SN / 医保 SN", status: "状态", carrier: "运营商", last_seen: "最后上报",
+    prev: "上一页", next: "下一页", of_total: "共 {n} 台",
+    institutions_title: "机构列表", code: "编码", name: "名称", type: "类型",
+    unit_title: "终端 {sn}", identity: "身份", insurance_sn: "医保 SN", terminal_type: "终端类型", model: "型号",
+    vendor: "厂商", stock_type: "库存类型", link_type: "接入方式", agent: "监控代理",
+    sim: "SIM 卡", imsi: "IMSI", iccid: "ICCID", first_report: "首次上报", last_report: "最后上报",
+    modem_model: "模块型号", modem_firmware: "模块固件", software: "软件版本",
+    peripherals: "外设状态", check_ok: "正常", check_fault: "故障", check_unknown: "无数据", latest_sample: "最新样本",
+    health: "运行状况（最近样本）", cpu: "CPU %", mem: "内存已用 MB", disk: "磁盘已用 %", signal: "信号 dBm", rtt: "往返时延 ms",
+    day_slots: "当日时段（分钟）", date: "日期", slot_ok: "完好且网络正常", slot_dev: "设备故障", slot_net: "网络异常",
+    slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用",
+    failures: "故障时段", from: "从", to: "到", what: "内容", carrier_outage: "疑似运营商故障",
+    figures_day: "当日：完好率 {d}，网络可用率 {n}", commands: "远程命令", status_history: "状态记录",
+    network_24h: "网络质量（24 小时）", samples: "样本数", p95: "P95",
+    inst_title: "机构 {name}", hours: "服务时间", contact: "联系人", inst_units: "本机构终端（本月）",
+    default_hours: "默认", yes: "是", no: "否", flagged: "需关注", not_found: "未找到",
+    health_centre: "乡镇卫生院", village_clinic: "村卫生室", community_site: "社区卫生服务站", hospital: "医院",
+    pharmacy: "药店", insurance_office: "医保经办机构", deployed: "已部署", wired: "有线专网", "4g_vpdn": "4G VPDN",
+    unassigned: "未分配",
+  },
+  en: {
+    app_title: "POS fleet monitor", nav_fleet: "Fleet", nav_units: "Units", nav_institutions: "Institutions", logout: "Sign out",
+    login_title: "Sign in", login_hint: "Enter the access token your administrator issued (starts with pf_). It is kept in this browser tab only.",
+    token: "Access token", sign_in: "Sign in", bad_token: "Unknown or revoked token", server_error: "Server error",
+    fleet_title: "Fleet overview", month: "This month", counted_to: "counted to", incomplete: " (in progress)",
+    device_rate: "Device intact rate", network_rate: "Network availability rate", tier: "Contract tier", tier_n: "Tier {n}",
+    final_payment: "final payment {p}", online: "Online", offline: "Offline", online_share: "online share",
+    flagged_units: "Units below {t}", units: "Units", in_service: "in service",
+    trend: "Trend", days: "{n} days", threshold: "threshold {t}",
+    flagged_title: "Flagged units (below the threshold this month, worst first)", none: "none",
+    sn: "Unit SN", institution: "Institution", county: "County", region: "Region", below: "Below", reasons: "Main reasons (minutes)",
+    best10: "10 institutions with the best online rate", worst10: "10 institutions with the worst online rate", online_rate: "Online rate",
+    by_county: "By county", spare: "spare", in_repair: "in repair", retired: "retired",
+    latency: "Latency", jitter: "Jitter", loss: "Loss", within_limits: "Units within limits (24 h)",
+    carriers: "Carriers", link_types: "Link types", versions: "Software versions", alerts: "Open alerts", opened: "Opened",
+    kind: "Kind", message: "Message", unknown: "unknown",
+    units_title: "Units", search: "Search SN / insurance SN", status: "Status", carrier: "Carrier", last_seen: "Last seen",
+    prev: "Previous", next: "Next", of_total: "{n} units",
+    institutions_title: "Institutions", code: "Code", name: "Name", type: "Type",
+    unit_title: "Unit {sn}", identity: "Identity", insurance_sn: "Insurance SN", terminal_type: "Terminal type", model: "Model",
+    vendor: "Vendor", stock_type: "Stock type", link_type: "Link type", agent: "Agent",
+    sim: "SIM", imsi: "IMSI", iccid: "ICCID", first_report: "First report", last_report: "Last report",
+    modem_model: "Modem model", modem_firmware: "Modem firmware", software: "Software versions",
+    peripherals: "Peripherals", check_ok: "ok", check_fault: "fault", check_unknown: "no data", latest_sample: "latest sample",
+    health: "Health (recent samples)", cpu: "CPU %", mem: "Memory used MB", disk: "Disk used %", signal: "Signal dBm", rtt: "Round trip ms",
+    day_slots: "Slots of the day (minutes)", date: "Date", slot_ok: "intact and network ok", slot_dev: "device fault",
+    slot_net: "network not ok", slot_both: "device fault and network not ok", slot_nodata: "no data", slot_off: "outside hours / not in service",
+    failures: "What failed when", from: "From", to: "To", what: "What", carrier_outage: "likely carrier outage",
+    figures_day: "Day: intact {d}, network {n}", commands: "Commands", status_history: "Status history",
+    network_24h: "Network quality (24 h)", samples: "samples", p95: "p95",
+    inst_title: "Institution {name}", hours: "Service hours", contact: "Contact", inst_units: "Units here (this month)",
+    default_hours: "default", yes: "yes", no: "no", flagged: "flagged", not_found: "not found",
+    health_centre: "township health centre", village_clinic: "village clinic", community_site: "community site", hospital: "hospital",
+    pharmacy: "pharmacy", insurance_office: "insurance office", deployed: "deployed", wired: "wired", "4g_vpdn": "4G VPDN",
+    unassigned: "unassigned",
+  },
+};
+
+let lang = localStorage.getItem(LANG_KEY) === "en" ? "en" : "zh";
+let ctx = null;
+
+function t(key, vars) {
+  let s = (I18N[lang][key] !== undefined ? I18N[lang][key] : I18N.zh[key] !== undefined ? I18N.zh[key] : key);
+  for (const [k, v] of Object.entries(vars || {})) s = s.replace(`{${k}}`, v);
+  return s;
+}
+const word = v => (v === null || v === undefined || v === "") ? "—" : (I18N[lang][v] !== undefined ? I18N[lang][v] : String(v));
+
+// formatting ------------------------------------------------------------------------------------------
+function pct(v) { return v === null || v === undefined ? "—" : (v * 100).toFixed(2) + "%"; }
+function num(v, d) { return v === null || v === undefined ? "—" : (d === undefined ? String(v) : Number(v).toFixed(d)); }
+function when(ts) {
+  if (ts === null || ts === undefined) return "—";
+  const f = new Intl.DateTimeFormat("sv-SE", {timeZone: ctx ? ctx.timezone : "Asia/Shanghai", year: "numeric",
+    month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
+  return f.format(new Date(ts * 1000));
+}
+const hhmm = iso => iso.slice(11, 16);
+
+// DOM -------------------------------------------------------------------------------------------------
+function h(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined && k !== false) e.append(k instanceof Node ? k : String(k));
+  return e;
+}
+function card(title, ...kids) { return h("section", {class: "card"}, h("h2", {}, title), ...kids); }
+function table(head, rows, opts) {
+  return h("div", {class: "scroll"}, h("table", opts || {},
+    h("thead", {}, h("tr", {}, head.map(c => h("th", {class: c.num ? "num" : null}, c.label || c)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", {colspan: head.length, class: "muted"}, t("none"))))));
+}
+const td = (v, a) => h("td", a || {}, v);
+const tdn = (v, a) => h("td", Object.assign({class: "num"}, a || {}), v);
+const unitLink = sn => h("a", {href: `#/unit/${encodeURIComponent(sn)}`, "data-sn": sn}, sn);
+const instLink = (code, name) => code ? h("a", {href: `#/institution/${encodeURIComponent(code)}`, "data-inst": code}, name || code) : "—";
+const rateCls = v => v === null || v === undefined ? null : v >= (ctx ? ctx.threshold : 0.95) ? "good" : "bad";
+function kpi(label, value, sub, key, raw, cls) {
+  return h("div", {class: "card kpi"}, h("div", {class: "label"}, label),
+    h("div", {class: "value " + (cls || ""), "data-k": key, "data-v": raw === undefined ? null : JSON.stringify(raw)}, value),
+    h("div", {class: "sub"}, sub || ""));
+}
+
+// API -------------------------------------------------------------------------------------------------
+class AuthError extends Error {}
+async function api(path, params) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) throw new AuthError("no token");
+  const q = params ? "?" + new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")) : "";
+  const r = await fetch(path + q, {headers: {Authorization: `Bearer ${token}`}});
+  if (r.status === 401) throw new AuthError("401");
+  if (!r.ok) {
+    let msg = `${r.status}`;
+    try { msg += " " + ((await r.json()).detail || ""); } catch (e) { /* not JSON */ }
+    const err = new Error(msg); err.status = r.status; throw err;
+  }
+  return r.json();
+}
+const month = () => ({from: ctx.month.from, to: ctx.month.to});
+
+// routing ---------------------------------------------------------------------------------------------
+function route() {
+  const raw = location.hash.replace(/^#/, "") || "/fleet";
+  const [path, qs] = raw.split("?");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return {name: parts[0] || "fleet", arg: parts[1], q: new URLSearchParams(qs || "")};
+}
+let renderSeq = 0;
+async function render() {
+  const main = document.getElementById("main");
+  const r = route();
+  const seq = ++renderSeq;
+  document.querySelectorAll("[data-i18n]").forEach(e => { e.textContent = t(e.dataset.i18n); });
+  document.getElementById("lang").textContent = lang === "zh" ? "English" : "中文";
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+  document.title = t("app_title");
+  document.querySelectorAll("[data-nav]").forEach(a => a.classList.toggle("active", a.dataset.nav === r.name ||
+    (a.dataset.nav === "units" && r.name === "unit") || (a.dataset.nav === "institutions" && r.name === "institution")));
+  const signedIn = !!sessionStorage.getItem(TOKEN_KEY);
+  document.getElementById("nav").hidden = !signedIn;
+  document.getElementById("logout").hidden = !signedIn;
+  if (r.name === "login" || !signedIn) return showLogin(main);
+  main.dataset.state = "loading";
+  main.dataset.view = r.name;
+  try {
+    ctx = await api("/dashboard/api/context");
+    document.getElementById("clock").textContent = `${ctx.now_iso.slice(0, 16).replace("T", " ")} (${ctx.timezone})`;
+    const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution};
+    const node = await (views[r.name] || viewFleet)(r);
+    if (seq !== renderSeq) return;
+    main.replaceChildren(node);
+    main.dataset.state = "ready";
+  } catch (err) {
+    if (seq !== renderSeq) return;
+    if (err instanceof AuthError) { sessionStorage.removeItem(TOKEN_KEY); location.hash = "#/login"; return; }
+    main.replaceChildren(h("p", {class: "error", "data-k": "error"}, `${t("server_error")}: ${err.message}`));
+    main.dataset.state = "error";
+  }
+}
+
+function showLogin(main) {
+  const input = h("input", {type: "password", id: "token", autocomplete: "off", placeholder: "pf_…"});
+  const msg = h("p", {class: "error", id: "login-error"});
+  const form = h("form", {class: "card login", id: "login-form", onsubmit: async ev => {
+    ev.preventDefault();
+    const token = input.value.trim();
+    if (!token) return;
+    sessionStorage.setItem(TOKEN_KEY, token);
+    try {
+      await api("/dashboard/api/context");
+      location.hash = "#/fleet";
+      if (route().name === "fleet") render();
+    } catch (err) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      msg.textContent = err instanceof AuthError ? t("bad_token") : `${t("server_error")}: ${err.message}`;
+    }
+  }}, h("h1", {}, t("login_title")), h("p", {class: "muted"}, t("login_hint")),
+    h("label", {for: "token"}, t("token")), input, msg, h("button", {type: "submit", id: "sign-in"}, t("sign_in")));
+  main.replaceChildren(form);
+  main.dataset.view = "login";
+  main.dataset.state = "ready";
+  input.focus();
+}
+
+// fleet view ------------------------------------------------------------------------------------------
+async function viewFleet() {
+  const m = month();
+  const [avail, live, flagged, alerts, net] = await Promise.all([
+    api("/api/v1/availability", {...m, group_by: "county"}),
+    api("/api/v1/analytics/live"),
+    api("/api/v1/availability/flagged", {...m, limit: 20}),
+    api("/api/v1/alerts", {limit: 10}),
+    api("/api/v1/analytics/network", {hours: 24}).catch(() => ({counties: []})),
+  ]);
+  const f = avail.fleet;
+  const thr = pct(ctx.threshold);
+  const tierText = f.tier ? t("tier_n", {n: f.tier}) : "—";
+  const kpis = h("div", {class: "kpis"},
+    kpi(t("device_rate"), pct(f.device_rate), `${t("month")} ${ctx.month.label}`, "fleet.device_rate", f.device_rate, rateCls(f.device_rate)),
+    kpi(t("network_rate"), pct(f.network_rate), `${t("month")} ${ctx.month.label}`, "fleet.network_rate", f.network_rate, rateCls(f.network_rate)),
+    kpi(t("tier"), tierText, f.final_payment === null || f.final_payment === undefined ? "" :
+        t("final_payment", {p: pct(f.final_payment).replace(".00", "")}), "fleet.tier", f.tier, f.tier === 1 ? "good" : f.tier ? "bad" : ""),
+    kpi(`${t("online")} / ${t("offline")}`, `${live.online} / ${live.offline}`,
+        `${t("online_share")} ${pct(live.online_share)} · ${t("in_service")} ${live.in_service}`, "live.online_offline", [live.online, live.offline]),
+    kpi(t("flagged_units", {t: thr}), String(f.flagged_units), `${t("units")} ${f.units}`, "fleet.flagged_units", f.flagged_units,
+        f.flagged_units ? "bad" : "good"));
+  const head = h("div", {class: "row"}, h("h1", {}, `${t("fleet_title")} · ${ctx.month.label}`),
+    h("span", {class: "muted", "data-k": "counted_to"}, `${t("counted_to")} ${avail.counted_to.slice(0, 16).replace("T", " ")}${avail.complete ? "" : t("incomplete")}`));
+
+  const trendBox = h("div", {id: "trend"});
+  const trendCard = card(t("trend"), trendSwitch(trendBox, {}), trendBox);
+  trendCard.classList.add("wide");
+
+  const fl = table([t("sn"), t("institution"), t("county"), {label: t("device_rate"), num: 1}, {label: t("network_rate"), num: 1}, t("below"), t("reasons")],
+    flagged.items.map(u => h("tr", {"data-row": u.sn}, td(unitLink(u.sn)), td(instLink(u.institution)), td(word(u.county)),
+      tdn(pct(u.device_rate), {class: "num " + rateCls(u.device_rate)}), tdn(pct(u.network_rate), {class: "num " + rateCls(u.network_rate)}),
+      td(u.below.map(b => t(b)).join(", ")),
+      td(Object.entries((u.reasons || {}).minutes || {}).slice(0, 3).map(([k, v]) => `${k} ${v}`).join("; ")))), {id: "flagged"});
+  const flCard = card(`${t("flagged_title")} (${flagged.total})`, fl);
+  flCard.classList.add("wide");
+
+  const instTable = (rows, id) => table([t("institution"), t("county"), {label: t("units"), num: 1}, {label: t("online"), num: 1}, {label: t("online_rate"), num: 1}],
+    rows.map(i => h("tr", {"data-row": i.institution}, td(instLink(i.institution, i.name)), td(word(i.county)), tdn(i.units), tdn(i.online), tdn(pct(i.online_rate)))), {id});
+
+  const netBy = Object.fromEntries((net.counties || []).map(c => [c.county, c]));
+  const counties = table([t("county"), {label: t("units"), num: 1}, {label: t("in_service"), num: 1}, {label: t("device_rate"), num: 1},
+      {label: t("network_rate"), num: 1}, {label: t("flagged"), num: 1}, {label: `${t("latency")} ms`, num: 1}, {label: `${t("within_limits")}`, num: 1}],
+    avail.items.map(c => {
+      const key = c.county || "unassigned", dep = live.deployment_by_county[key] || {}, n = netBy[key] || {};
+      const total = Object.values(dep).reduce((a, b) => a + b, 0);
+      return h("tr", {"data-row": key}, td(c.county ? c.county : word("unassigned")), tdn(total), tdn(dep.in_service || 0),
+        tdn(pct(c.device_rate), {class: "num " + rateCls(c.device_rate), "data-k": "county.device_rate"}),
+        tdn(pct(c.network_rate), {class: "num " + rateCls(c.network_rate), "data-k": "county.network_rate"}),
+        tdn(c.flagged_units), tdn(num(n.latency_ms, 0)), tdn(pct(n.latency_ok_share)));
+    }), {id: "counties"});
+  const byCounty = card(t("by_county"), counties);
+  byCounty.classList.add("wide");
+
+  const barRows = obj => Object.entries(obj).map(([k, v]) => ({label: word(k), value: v}));
+  const versions = table([t("software"), t("versions"), {label: t("units"), num: 1}],
+    Object.entries(live.software_versions).flatMap(([comp, vs]) => Object.entries(vs).map(([v, n]) => h("tr", {}, td(comp), td(v), tdn(n)))));
+  const alertRows = alerts.items.map(a => h("tr", {}, td(when(a.opened_ts)), td(a.kind), td(a.sn ? unitLink(a.sn) : word(a.county)), td(a.message)));
+
+  return h("div", {}, head, kpis,
+    h("div", {class: "grid"}, trendCard, flCard,
+      card(t("best10"), instTable(live.institutions_best, "best")), card(t("worst10"), instTable(live.institutions_worst, "worst")),
+      byCounty,
+      card(t("carriers"), h("div", {id: "carriers"}, Charts.bars(barRows(live.by_carrier), {label: t("carriers")}))),
+      card(t("link_types"), h("div", {id: "link-types"}, Charts.bars(barRows(live.by_link_type), {label: t("link_types"), color: "#00897b"}))),
+      card(t("versions"), versions),
+      card(`${t("alerts")} (${alerts.total})`, table([t("opened"), t("kind"), t("sn"), t("message")], alertRows, {id: "alerts"}))));
+}
+
+function trendSwitch(box, scope) {
+  const seg = h("div", {class: "seg row"});
+  const load = async days => {
+    seg.querySelectorAll("button").forEach(b => b.classList.toggle("on", b.dataset.days === String(days)));
+    box.dataset.state = "loading";
+    const tr = await api("/dashboard/api/trend", {days, ...scope});
+    const x = p => Date.parse(p.date + "T00:00:00Z") / 86400000;
+    box.replaceChildren(Charts.line([
+      {name: "device", color: "#1565c0", points: tr.points.map(p => [x(p), p.device_rate === null ? null : p.device_rate * 100])},
+      {name: "network", color: "#00897b", points: tr.points.map(p => [x(p), p.network_rate === null ? null : p.network_rate * 100])},
+    ], {label: `${t("trend")} ${days}`, height: 190, refs: [{y: ctx.threshold * 100, label: t("threshold", {t: pct(ctx.threshold)})}],
+        fmtY: v => v.toFixed(1) + "%", fmtX: v => new Date(v * 86400000).toISOString().slice(5, 10)}),
+      h("div", {class: "legend"}, h("span", {}, h("i", {class: "sw-line1"}), t("device_rate")), h("span", {}, h("i", {class: "sw-line2"}), t("network_rate"))));
+    box.dataset.state = "ready";
+    box.dataset.days = String(days);
+    box.dataset.points = String(tr.points.filter(p => p.device_rate !== null).length);
+  };
+  for (const d of [7, 30, 90]) seg.append(h("button", {type: "button", "data-days": d, onclick: () => load(d).catch(showError)}, t("days", {n: d})));
+  setTimeout(() => load(30).catch(showError), 0);
+  return seg;
+}
+function showError(err) {
+  if (err instanceof AuthError) { location.hash = "#/login"; return; }
+  document.getElementById("main").prepend(h("p", {class: "error"}, `${t("server_error")}: ${err.message}`));
+}
+
+// units list ------------------------------------------------------------------------------------------
+async function viewUnits(r) {
+  const q = r.q.get("q") || "", offset = Number(r.q.get("offset") || 0), limit = 50;
+  const data = await api("/api/v1/registry/units", {q, limit, offset});
+  const input = h("input", {type: "search", id: "unit-search", value: q, placeholder: t("search")});
+  const go = off => { location.hash = `#/units?q=${encodeURIComponent(input.value.trim())}&offset=${off}`; };
+  const form = h("form", {class: "row", onsubmit: ev => { ev.preventDefault(); go(0); }}, input, h("button", {type: "submit"}, "🔍"),
+    h("span", {class: "muted", "data-k": "units.total"}, t("of_total", {n: data.total})),
+    offset > 0 ? h("button", {type: "button", onclick: () => go(Math.max(0, offset - limit))}, t("prev")) : null,
+    offset + limit < data.total ? h("button", {type: "button", id: "next-page", onclick: () => go(offset + limit)}, t("next")) : null);
+  const rows = data.items.map(u => h("tr", {"data-row": u.sn}, td(unitLink(u.sn)), td(u.insurance_sn || "—"),
+    td(instLink(u.institution, u.institution_name)), td(word(u.county)), td(word(u.status)),
+    td(h("span", {class: `pill ${u.online ? "online" : "offline"}`}, u.online ? t("online") : t("offline"))),
+    td(word(u.sim.carrier)), td(when(u.last_seen))));
+  return h("div", {}, h("h1", {}, t("units_title")), form,
+    h("div", {class: "card"}, table([t("sn"), t("insurance_sn"), t("institution"), t("county"), t("status"), t("online"), t("carrier"), t("last_seen")], rows, {id: "units"})));
+}
+
+// institutions ----------------------------------------------------------------------------------------
+async function viewInstitutions() {
+  const [insts, avail] = await Promise.all([api("/api/v1/institutions"), api("/api/v1/availability", {...month(), group_by: "institution", limit: 100000})]);
+  const fig = Object.fromEntries(avail.items.map(i => [i.institution, i]));
+  const rows = insts.items.map(i => {
+    const a = fig[i.code] || {};
+    return h("tr", {"data-row": i.code}, td(i.code), td(instLink(i.code, i.name)), td(word(i.county)), td(word(i.type)),
+      tdn(a.units === undefined ? "0" : a.units), tdn(pct(a.device_rate), {class: "num " + rateCls(a.device_rate)}),
+      tdn(pct(a.network_rate), {class: "num " + rateCls(a.network_rate)}), tdn(a.flagged_units === undefined ? "0" : a.flagged_units));
+  });
+  return h("div", {}, h("h1", {}, `${t("institutions_title")} · ${ctx.month.label}`),
+    h("div", {class: "card"}, table([t("code"), t("name"), t("county"), t("type"), {label: t("units"), num: 1}, {label: t("device_rate"), num: 1},
+      {label: t("network_rate"), num: 1}, {label: t("flagged"), num: 1}], rows, {id: "institutions"})));
+}
+
+async function viewInstitution(r) {
+  const code = r.arg;
+  const [inst, avail] = await Promise.all([api(`/api/v1/institutions/${encodeURIComponent(code)}`),
+    api("/api/v1/availability", {...month(), group_by: "unit", institution: code, limit: 100000})]);
+  const online = Object.fromEntries(inst.units.map(u => [u.sn, u]));
+  const rows = avail.items.map(u => h("tr", {"data-row": u.sn}, td(unitLink(u.sn)), td(word((online[u.sn] || {}).status)),
+    td(h("span", {class: `pill ${(online[u.sn] || {}).online ? "online" : "offline"}`}, (online[u.sn] || {}).online ? t("online") : t("offline"))),
+    tdn(pct(u.device_rate), {class: "num " + rateCls(u.device_rate), "data-k": "unit.device_rate"}),
+    tdn(pct(u.network_rate), {class: "num " + rateCls(u.network_rate), "data-k": "unit.network_rate"}),
+    tdn(u.no_data_slots), td(u.flagged ? t("yes") : t("no"))));
+  const f = avail.fleet;
+  const trendBox = h("div", {id: "trend"});
+  const tc = card(t("trend"), trendSwitch(trendBox, {institution: code}), trendBox);
+  tc.classList.add("wide");
+  const unitsCard = card(t("inst_units"), table([t("sn"), t("status"), t("online"), {label: t("device_rate"), num: 1}, {label: t("network_rate"), num: 1},
+    {label: t("slot_nodata"), num: 1}, t("flagged")], rows, {id: "inst-units"}));
+  unitsCard.classList.add("wide");
+  return h("div", {}, h("h1", {}, t("inst_title", {name: inst.name})),
+    h("div", {class: "kpis"},
+      kpi(t("device_rate"), pct(f.device_rate), `${t("month")} ${ctx.month.label}`, "inst.device_rate", f.device_rate, rateCls(f.device_rate)),
+      kpi(t("network_rate"), pct(f.network_rate), `${t("month")} ${ctx.month.label}`, "inst.network_rate", f.network_rate, rateCls(f.network_rate)),
+      kpi(`${t("online")} / ${t("units")}`, `${inst.units.filter(u => u.online).length} / ${inst.units.length}`, "", "inst.online")),
+    h("div", {class: "grid"},
+      card(t("identity"), h("dl", {class: "kv"}, kv(t("code"), inst.code), kv(t("name"), inst.name), kv(t("county"), inst.county),
+        kv(t("region"), inst.region), kv(t("type"), word(inst.type)), kv(t("hours"), inst.hours || t("default_hours")), kv(t("contact"), inst.contact || "—"))),
+      tc, unitsCard));
+}
+const kv = (k, v, key) => [h("dt", {}, k), h("dd", {"data-k": key || null}, v === null || v === undefined || v === "" ? "—" : v)];
+
+// unit view -------------------------------------------------------------------------------------------
+async function viewUnit(r) {
+  const sn = r.arg, day = r.q.get("date") || ctx.today;
+  const [u, samples, avail, slots, alerts, net, cmds] = await Promise.all([
+    api(`/api/v1/registry/units/${encodeURIComponent(sn)}`),
+    api(`/api/v1/units/${encodeURIComponent(sn)}/samples`, {limit: 240}).catch(() => ({items: []})),
+    api("/api/v1/availability", {...month(), group_by: "unit", sn, limit: 1}),
+    api(`/api/v1/units/${encodeURIComponent(sn)}/slots`, {date: day}).catch(e => ({error: e.message})),
+    api("/api/v1/alerts", {sn, open: false, limit: 20}),
+    api(`/api/v1/units/${encodeURIComponent(sn)}/network`, {hours: 24}).catch(() => null),
+    ctx.features.commands ? api("/api/v1/commands", {sn, limit: 20}).catch(() => null) : Promise.resolve(null),
+  ]);
+  const fig = avail.items[0] || {};
+  const ident = u.identity || {};
+  const latest = samples.items[0];
+  const identity = card(t("identity"), h("dl", {class: "kv"},
+    kv(t("sn"), u.sn, "unit.sn"), kv(t("insurance_sn"), u.insurance_sn), kv(t("terminal_type"), u.terminal_type), kv(t("model"), u.model),
+    kv(t("vendor"), u.vendor), kv(t("institution"), instLink(u.institution, u.institution_name)), kv(t("county"), u.county),
+    kv(t("status"), word(u.status), "unit.status"), kv(t("stock_type"), word(u.stock_type)), kv(t("link_type"), word(u.link_type)),
+    kv(t("online"), h("span", {class: `pill ${u.online ? "online" : "offline"}`, "data-k": "unit.online"}, u.online ? t("online") : t("offline"))),
+    kv(t("last_seen"), when(u.last_seen))));
+  const sim = card(t("sim"), h("dl", {class: "kv"},
+    kv(t("carrier"), u.sim.carrier, "sim.carrier"), kv(t("imsi"), u.sim.imsi, "sim.imsi"), kv(t("iccid"), u.sim.iccid, "sim.iccid"),
+    kv(t("first_report"), when(u.sim.first_report)), kv(t("last_report"), when(u.sim.last_report)),
+    kv(t("modem_model"), ident.modem_model), kv(t("modem_firmware"), ident.modem_firmware)));
+  const sw = card(t("software"), h("dl", {class: "kv"}, Object.entries(u.software || {}).map(([k, v]) => kv(word(k), v, `sw.${k}`))));
+
+  const checks = latest ? Object.entries(latest.checks || {}) : [];
+  const stateName = s => ["check_ok", "check_fault", "check_unknown"][s] || "check_unknown";
+  const periph = card(t("peripherals"), h("p", {class: "muted"}, latest ? `${t("latest_sample")} ${when(latest.ts)}` : t("none")),
+    table([t("what"), t("status"), t("reasons")], checks.map(([name, [state, reason]]) => h("tr", {"data-row": name}, td(name),
+      td(h("span", {class: `pill ${["ok", "fault", "unknown"][state] || "unknown"}`, "data-k": `check.${name}`}, t(stateName(state)))), td(reason || ""))), {id: "checks"}));
+
+  const month_ = h("div", {class: "kpis"},
+    kpi(t("device_rate"), pct(fig.device_rate), `${t("month")} ${ctx.month.label}`, "unit.device_rate", fig.device_rate, rateCls(fig.device_rate)),
+    kpi(t("network_rate"), pct(fig.network_rate), `${t("month")} ${ctx.month.label}`, "unit.network_rate", fig.network_rate, rateCls(fig.network_rate)),
+    kpi(t("slot_nodata"), String(fig.no_data_slots === undefined ? "—" : fig.no_data_slots), t("day_slots").replace(/（.*|\(.*/, ""), "unit.no_data"),
+    net ? kpi(t("network_24h"), `${num(net.latency_ms, 0)} ms`, `${t("jitter")} ${num(net.jitter_ms, 0)} ms · ${t("loss")} ${net.loss === null ? "—" : net.loss}`, "unit.latency") : null);
+
+  const asc = samples.items.slice().reverse();
+  const chart = (label, pick, extra) => h("div", {class: "card"}, h("h2", {}, label),
+    Charts.line([{name: label, color: "#1565c0", points: asc.map(s => [s.ts, pick(s)])}],
+      Object.assign({label, height: 150, width: 420, fmtX: v => when(v).slice(11), empty: t("none")}, extra || {})));
+  const diskPct = s => (s.fs && s.fs.length) ? Math.round(1000 * s.fs[0].used_mb / Math.max(1, s.fs[0].size_mb)) / 10 : null;
+  const health = h("div", {class: "grid", id: "health"},
+    chart(t("cpu"), s => s.cpu === undefined ? null : s.cpu, {yMin: 0, yMax: 100}),
+    chart(t("mem"), s => s.mem_used_mb === undefined ? null : s.mem_used_mb),
+    chart(t("disk"), diskPct, {yMin: 0, yMax: 100, refs: [{y: 90, label: "90%"}]}),
+    chart(t("signal"), s => s.signal_dbm === undefined ? null : s.signal_dbm),
+    chart(t("rtt"), s => s.rtt_ms === undefined ? null : s.rtt_ms, {yMin: 0, refs: [{y: 400, label: "400 ms"}]}));
+
+  const slotCard = card(t("day_slots"), slotsView(sn, day, slots));
+  slotCard.classList.add("wide");
+  const hist = card(t("status_history"), table([t("from"), t("status"), t("message")],
+    (u.status_history || []).map(s => h("tr", {}, td(when(s.from_ts)), td(word(s.status)), td(`${s.by}${s.note ? ": " + s.note : ""}`)))));
+  const al = card(t("alerts"), table([t("opened"), t("kind"), t("message")], alerts.items.map(a => h("tr", {}, td(when(a.opened_ts)), td(a.kind), td(a.message)))));
+  let cmdCard = null;
+  if (ctx.features.commands) {
+    const items = cmds && Array.isArray(cmds.items) ? cmds.items : [];
+    cmdCard = card(t("commands"), table(["id", t("kind"), t("status"), t("opened")], items.map(c => h("tr", {},
+      td(String(c.id || "")), td(String(c.type || "")), td(String(c.state || c.status || "")), td(when(c.issued || c.created || null))))),
+      h("p", {}, h("a", {href: `/docs#/commands`}, "API")));
+    cmdCard.id = "commands";
+  }
+  return h("div", {}, h("h1", {}, t("unit_title", {sn})), month_,
+    h("div", {class: "grid"}, identity, sim, sw, periph), health,
+    h("div", {class: "grid"}, slotCard, hist, al, cmdCard));
+}
+
+function slotsView(sn, day, data) {
+  const picker = h("input", {type: "date", id: "slot-date", value: day, max: ctx.today,
+    onchange: ev => { location.hash = `#/unit/${encodeURIComponent(sn)}?date=${ev.target.value}`; }});
+  if (data.error) return h("div", {}, h("div", {class: "row"}, h("label", {}, t("date"), " ", picker)), h("p", {class: "error"}, data.error));
+  const kindOf = s => !s.counted ? "off" : s.device === "no_data" ? "nodata" :
+    s.device === "not_intact" && s.network === "not_ok" ? "both" : s.device === "not_intact" ? "dev" : s.network === "not_ok" ? "net" : "ok";
+  const colors = {ok: "#2e7d32", dev: "#c62828", net: "#ef6c00", both: "#6a1b9a", nodata: "#9e9e9e", off: "#eceff1"};
+  const runs = [];
+  data.slots.forEach((s, i) => {
+    const kind = kindOf(s);
+    const why = [...(s.device_reasons || []), ...(s.network_reasons || [])].join(", ") + (s.likely_carrier_outage ? ` (${t("carrier_outage")})` : "");
+    const last = runs[runs.length - 1];
+    if (last && last.kind === kind && last.why === why && last.to === i) { last.to = i + 1; last.end = s.start; return; }
+    runs.push({from: i, to: i + 1, kind, why, start: s.start, end: s.start, excluded: s.excluded, outage: !!s.likely_carrier_outage});
+  });
+  for (const r of runs) {
+    r.color = colors[r.kind];
+    r.title = `${hhmm(r.start)}–${r.to >= data.slots.length ? "24:00" : hhmm(data.slots[r.to].start)} ${t("slot_" + r.kind)} ${r.why}`;
+  }
+  const bad = runs.filter(r => r.kind !== "ok" && r.kind !== "off");
+  const endOf = r => r.to >= data.slots.length ? "24:00" : hhmm(data.slots[r.to].start);
+  const failures = table([t("from"), t("to"), {label: "min", num: 1}, t("what"), t("reasons")],
+    bad.map(r => h("tr", {"data-kind": r.kind}, td(hhmm(r.start)), td(endOf(r)), tdn(r.to - r.from), td(t("slot_" + r.kind)),
+      td(r.why, {class: r.outage ? "warn" : null}))), {id: "failures"});
+  const legend = h("div", {class: "legend"}, ...["ok", "dev", "net", "both", "nodata", "off"].map(k =>
+    h("span", {}, h("i", {class: `sw-${k}`}), t("slot_" + k))));
+  return h("div", {id: "slots", "data-date": data.date},
+    h("div", {class: "row"}, h("label", {}, t("date"), " ", picker),
+      h("span", {class: "muted", "data-k": "slots.figures"}, t("figures_day", {d: pct(data.figures.device_rate), n: pct(data.figures.network_rate)}))),
+    Charts.strip(runs, {label: t("day_slots")}), legend, h("h2", {}, t("failures")), failures);
+}
+
+// boot ------------------------------------------------------------------------------------------------
+window.addEventListener("hashchange", render);
+window.addEventListener("DOMContentLoaded", () => {
+  document.getElementById("lang").addEventListener("click", () => {
+    lang = lang === "zh" ? "en" : "zh";
+    localStorage.setItem(LANG_KEY, lang);
+    render();
+  });
+  document.getElementById("logout").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    location.hash = "#/login";
+  });
+  render();
+});
