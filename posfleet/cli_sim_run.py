@@ -1,0 +1,82 @@
+"""``posfleet sim run SCENARIO``: play a fleet scenario with real agents, broker and server.
+
+Exit codes: 0 played and the report written; 1 the run failed (setup, a process, the server never finished
+counting); 2 invalid scenario or usage (each problem on stderr, naming the field).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+
+def _speed(value: str) -> float | None:
+    if value == "max":
+        return None
+    try:
+        speed = float(value)
+    except ValueError as err:
+        raise click.BadParameter(f"expected a number or 'max', got {value!r}", param_hint="--speed") from err
+    if speed <= 0:
+        raise click.BadParameter("must be positive", param_hint="--speed")
+    return speed
+
+
+@click.command("run")
+@click.argument("scenario", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--speed", default="max", show_default=True,
+              help="Simulated seconds per real second, or 'max': the fastest faithful speed on this machine.")
+@click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the server's availability report (unit and fleet groupings) here as JSON.")
+@click.option("--broker", "broker_url", default="",
+              help="Use this running broker (mqtts://host:port) instead of starting one; needs --ca-dir.")
+@click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="The fleet CA that broker trusts (passphrase in POSFLEET_CA_PASSPHRASE), to sign terminals.")
+@click.option("--server", "server_url", default="",
+              help="Use a running fleet server (refused: it must share the scenario's accelerated clock).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
+              help="Keep certificates, logs, agent data and the server database here (default: a temporary "
+                   "directory, removed afterwards).")
+def command(scenario: str, speed: str, report_file: Path | None, broker_url: str, ca_dir: Path | None,
+            server_url: str, workdir: Path | None) -> None:
+    """Play SCENARIO (a scenario JSON file) and report the server's availability figures."""
+    from posfleet.logs import setup
+    from simulator.run import Options, Player, RunError, load
+    from simulator.scenario import ScenarioError
+
+    setup("INFO")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        parsed, raw = load(scenario)
+        player = Player(parsed, raw, Options(speed=_speed(speed), workdir=workdir, broker_url=broker_url,
+                                             ca_dir=ca_dir, server_url=server_url, keep_workdir=workdir is not None,
+                                             progress=lambda text: click.echo(text, err=True)))
+    except ScenarioError as err:
+        for path, message in err.errors:
+            click.echo(f"{scenario}: {path}: {message}" if path else f"{scenario}: {message}", err=True)
+        sys.exit(2)
+    except ValueError as err:
+        click.echo(f"{scenario}: {err}", err=True)
+        sys.exit(2)
+    try:
+        with player:
+            result = player.run()
+    except (RunError, OSError) as err:
+        click.echo(f"simulation failed: {err}", err=True)
+        sys.exit(1)
+    text = json.dumps(result.report, ensure_ascii=False, indent=2)
+    if report_file is not None:
+        report_file.write_text(text + "\n", encoding="utf-8")
+        click.echo(f"report written to {report_file}", err=True)
+    else:
+        click.echo(text)
+    fleet = result.report["availability"]["fleet"]["fleet"]
+    click.echo(f"fleet: device {fleet['device_rate']}, network {fleet['network_rate']}, tier {fleet['tier']}; "
+               f"{len(result.incidents)} incident(s)", err=True)
+
+
+main = command

@@ -1,0 +1,743 @@
+"""The fleet simulator's player: ``posfleet sim run SCENARIO.json``.
+
+It plays a scenario (../shared/reference/scenario-format.md) with the real pieces: a Mosquitto broker and the
+fleet server (started here, with the scenario's clock and time zone), one real agent process per unit whose
+modem, printer and ID card reader are the emulator twins on ptys, and one link-emulator proxy per unit
+(:mod:`simulator.link`) between that agent and the broker. Agents and server share an accelerated clock
+(``wire.clock.Clock``: same speed, start = the scenario start, same real anchor).
+
+How each fault is produced (nothing is faked in the agent or the server):
+
+==================== ===================================================================================
+power_off            the agent process is killed (SIGKILL) and started again at the end with a new boot id
+agent_down           the agent process is stopped (SIGTERM) and started again at the end (same boot id)
+network_down         the unit's link proxy drops its connections and refuses new ones
+high_latency         the proxy delays both directions so the PUBLISH->PUBACK round trip is ``rtt_ms`` real ms
+printer_* faults     the printer emulator's fault switch of the same name
+idcard_reader_fault  the reader emulator's fault switch
+modem_unresponsive   the modem emulator's fault switch
+sim_missing          the modem emulator's ``sim_missing`` switch, and the link is cut
+storage_readonly     a read-only bind mount is laid over the unit's data directory (needs root); files the agent
+                     already holds open stay writable, as with a bind mount, new opens fail with EROFS
+==================== ===================================================================================
+
+Timing: every change is applied at its simulated instant, converted to real time with the shared clock. The
+agent samples at slot starts, so a change can land one slot early or late at a fault's start or end; that is
+the one-slot tolerance of availability.md. Agent restarts are launched :data:`RESTART_LEAD_S` real seconds
+early (the interpreter's start-up), so the first sample falls on the slot where the terminal comes back.
+
+At the end every fault is lifted, stopped agents are started again and every agent's outbox is watched
+(read-only, from outside) until no sample of the period is left in it; then the agents stop, the player waits
+until the server has counted everything (ingest quiet, no pending recounts, ``complete``), and the server's
+``GET /api/v1/availability`` answers for the scenario period (by unit and for the fleet) are the report.
+
+Speed: ``speed`` real seconds of the scenario pass per real second. :func:`max_speed` is the fastest speed
+at which the emulation stays faithful on this machine (see docs/simulator.md); a faster speed is played
+as asked, with a warning, and shows up as no-data slots in the comparison.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from .link import LinkHub, LinkProxy
+from .scenario import FAULTS, Scenario, ScenarioError, Unit, load_scenario
+
+log = logging.getLogger(__name__)
+
+#: emulator fault switches, by peripheral
+PERIPHERAL_FAULTS: dict[str, frozenset[str]] = {
+    "printer": frozenset({"printer_paper_out", "printer_cover_open", "printer_offline"}),
+    "idcard": frozenset({"idcard_reader_fault"}),
+    "modem": frozenset({"modem_unresponsive", "sim_missing"}),
+}
+LINK_CUT = frozenset({"network_down", "sim_missing"})
+STOPPING = {"power_off": signal.SIGKILL, "agent_down": signal.SIGTERM}
+#: scenario institution types the registry does not have, mapped to its nearest word
+INSTITUTION_TYPE_MAP = {"community_health_centre": "health_centre", "community_health_station": "community_site"}
+#: real seconds an agent process needs from exec to its first sample (measured: about 0.5 s on this machine)
+RESTART_LEAD_S = 0.5
+#: real seconds one agent needs per sample with healthy peripherals (three serial checks, SQLite, publish,
+#: probe round trip); the fidelity floor for the slot's real duration (docs/simulator.md)
+MIN_SLOT_REAL_S = 0.5
+#: real seconds the agent's sample blocks while a peripheral does not answer (its driver's timeouts)
+FAULT_CHECK_REAL_S = {"modem_unresponsive": 2.5, "printer_offline": 1.0, "idcard_reader_fault": 1.0}
+#: CPU seconds per simulated sample across agent, emulators, proxy, broker and server (measured, see
+#: docs/performance-sim.md); used to keep the whole fleet under the machine's cores
+CPU_PER_SAMPLE_S = 0.03
+#: highest speed the player accepts (the clock formula is exact; this is a sanity bound)
+SPEED_LIMIT = 100_000.0
+
+
+class RunError(RuntimeError):
+    """The simulation could not be run (setup failed, a process died, the server never finished counting)."""
+
+
+# --------------------------------------------------------------------------------------------- plan (pure)
+@dataclass(frozen=True)
+class UnitState:
+    """What the emulation of one unit looks like at one instant."""
+
+    running: bool = True
+    stop_signal: int = signal.SIGTERM  # how it was stopped, when not running
+    link_up: bool = True
+    rtt_ms: int = 0
+    faults: frozenset[str] = frozenset()  # emulator fault switches
+    storage_ro: bool = False
+    status: str = "in_service"
+
+
+def status_at(unit: Unit, t: datetime) -> str:
+    status = "in_service"
+    for change in unit.status:
+        if change.at <= t:
+            status = change.status
+    return status
+
+
+def unit_state(scenario: Scenario, unit: Unit, t: datetime) -> UnitState:
+    """The emulation state of ``unit`` at ``t`` from the events in effect (start included, end excluded)."""
+    active = [e for e in scenario.events_for(unit.sn) if e.start <= t < e.end]
+    faults = {e.fault for e in active}
+    stop = next((STOPPING[f] for f in ("power_off", "agent_down") if f in faults), None)
+    return UnitState(
+        running=stop is None,
+        stop_signal=stop if stop is not None else signal.SIGTERM,
+        link_up=not (faults & LINK_CUT),
+        rtt_ms=max((e.rtt_ms or 0 for e in active if e.fault == "high_latency"), default=0),
+        faults=frozenset(f for f in faults if any(f in fs for fs in PERIPHERAL_FAULTS.values())),
+        storage_ro="storage_readonly" in faults,
+        status=status_at(unit, t),
+    )
+
+
+def boundaries(scenario: Scenario) -> list[datetime]:
+    """Every instant inside the period at which some unit's emulation state may change, in order."""
+    times = {scenario.start}
+    for e in scenario.events:
+        times.update(t for t in (e.start, e.end) if scenario.start < t < scenario.end)
+    for u in scenario.units:
+        times.update(c.at for c in u.status if scenario.start < c.at < scenario.end)
+    return sorted(times)
+
+
+def timeline(scenario: Scenario) -> list[tuple[datetime, dict[str, UnitState]]]:
+    """For each boundary, the state of every unit whose state changes there (all units at the start)."""
+    out: list[tuple[datetime, dict[str, UnitState]]] = []
+    last: dict[str, UnitState] = {}
+    for t in boundaries(scenario):
+        changed: dict[str, UnitState] = {}
+        for u in scenario.units:
+            st = unit_state(scenario, u, t)
+            if last.get(u.sn) != st:
+                changed[u.sn] = st
+                last[u.sn] = st
+        if changed:
+            out.append((t, changed))
+    return out
+
+
+def max_speed(scenario: Scenario, cores: int | None = None, latency_threshold_ms: int = 400) -> float:
+    """The fastest clock at which this scenario's emulation stays faithful on this machine.
+
+    Bounds: (1) a slot lasts at least :data:`MIN_SLOT_REAL_S` real seconds plus the worst blocking check
+    of any peripheral fault in the scenario (the agent samples in its own loop, and a sample that overruns
+    its slot makes the next slot no data); (2) a round trip that must count as ok (``rtt_ms`` at or below
+    the threshold) comes back within the agent's probe wait, ``0.8 x interval / speed``; (3) the whole fleet's
+    CPU, :data:`CPU_PER_SAMPLE_S` per sample, fits in 70 % of the cores.
+    """
+    interval = scenario.sample_interval_s
+    cores = cores or os.cpu_count() or 1
+    faults = {e.fault for e in scenario.events}
+    slot_real = MIN_SLOT_REAL_S + max((FAULT_CHECK_REAL_S.get(f, 0.0) for f in faults), default=0.0)
+    bounds = [interval / slot_real]
+    ok_rtts = [e.rtt_ms for e in scenario.events if e.fault == "high_latency" and (e.rtt_ms or 0) <= latency_threshold_ms]
+    if ok_rtts:
+        bounds.append(0.8 * interval / ((max(ok_rtts) + 100) / 1000.0))
+    bounds.append(0.7 * cores * interval / (CPU_PER_SAMPLE_S * len(scenario.units)))
+    return max(1.0, math.floor(min(bounds)))
+
+
+def scenario_problems(scenario: Scenario) -> list[tuple[str, str]]:
+    """What this player cannot play although the scenario is valid (field path, why)."""
+    problems: list[tuple[str, str]] = []
+    iv = scenario.sample_interval_s
+    if not 5 <= iv <= 3600 or (60 % iv and iv % 60):
+        problems.append(("sample_interval_s", f"{iv}: the agent samples every 5..3600 s, a divisor or multiple of 60"))
+    if any(e.fault == "storage_readonly" for e in scenario.events) and os.geteuid() != 0:
+        first = next(e for e in scenario.events if e.fault == "storage_readonly")
+        problems.append((f"events[{first.index}].fault",
+                         "storage_readonly needs root: the player mounts the unit's data directory read-only"))
+    return problems
+
+
+def report_period(scenario: Scenario) -> tuple[datetime, datetime]:
+    """The whole hours that enclose the scenario period (the availability API counts whole hours)."""
+    tz = scenario.tz
+    a = scenario.start.astimezone(tz).replace(minute=0, second=0, microsecond=0)
+    b = scenario.end.astimezone(tz)
+    if b.minute or b.second:
+        b = b.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+    return a, b
+
+
+def _ident(sn: str) -> dict[str, str]:
+    """A distinct, stable made-up modem identity per unit (ICCID, IMSI, IMEI) from its SN."""
+    d = int(hashlib.sha256(sn.encode()).hexdigest(), 16)
+    return {"iccid": f"898600{d % 10**14:014d}", "imsi": f"46000{d % 10**10:010d}",
+            "imei": f"86{(d >> 64) % 10**13:013d}"}
+
+
+# --------------------------------------------------------------------------------------------- the run
+@dataclass
+class Options:
+    speed: float | None = None  # None: max_speed()
+    workdir: Path | None = None
+    broker_url: str = ""  # mqtts://host:port of a running broker (needs ca_dir)
+    ca_dir: Path | None = None  # the fleet CA of that broker (passphrase in POSFLEET_CA_PASSPHRASE)
+    server_url: str = ""  # http://host:port of a running server (token in POSFLEET_TOKEN)
+    drain_timeout_s: float = 120.0
+    count_timeout_s: float = 120.0
+    keep_workdir: bool = False
+    progress: Callable[[str], None] | None = None
+
+
+@dataclass
+class UnitRig:
+    unit: Unit
+    data_dir: Path
+    config: Path
+    boot_id_file: Path
+    log: Path
+    proxy: LinkProxy
+    devices: dict[str, Any]  # kind -> PtyDevice
+    proc: subprocess.Popen[bytes] | None = None
+    state: UnitState = field(default_factory=UnitState)
+    ro_mounted: bool = False
+    starts: int = 0
+    unexpected_exits: int = 0
+
+
+@dataclass
+class Result:
+    report: dict[str, Any]
+    speed: float
+    wall_s: float
+    samples_stored: int
+    workdir: Path
+    incidents: list[str]
+    server_url: str = ""
+    token: str = ""
+
+
+class Player:
+    """Plays one scenario; :meth:`run` returns the :class:`Result` (the server's report and run figures)."""
+
+    def __init__(self, scenario: Scenario, raw: Mapping[str, Any], options: Options | None = None) -> None:
+        self.sc = scenario
+        self.raw = raw
+        self.opt = options or Options()
+        problems = scenario_problems(scenario)
+        if problems:
+            raise ScenarioError(problems)
+        self.speed = float(self.opt.speed) if self.opt.speed else max_speed(scenario)
+        if not 0 < self.speed <= SPEED_LIMIT:
+            raise ValueError(f"speed: {self.speed} is not in (0, {SPEED_LIMIT:g}]")
+        fastest = max_speed(scenario)
+        if self.speed > fastest:
+            log.warning("speed %g is above %g, the fastest faithful speed for this scenario on this machine: "
+                        "expect no-data slots and late fault edges", self.speed, fastest)
+        self.incidents: list[str] = []
+        self.rigs: dict[str, UnitRig] = {}
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._stack = contextlib.ExitStack()
+        self.anchor = 0.0
+        self.server: Any = None
+        self.broker: Any = None
+        self.hub: LinkHub | None = None
+        self._http: Any = None
+
+    # clock ------------------------------------------------------------------------------------
+    def real_at(self, t: datetime) -> float:
+        return self.anchor + (t.timestamp() - self.sc.start.timestamp()) / self.speed
+
+    def sim_now(self) -> float:
+        return self.sc.start.timestamp() + (time.time() - self.anchor) * self.speed
+
+    def _say(self, text: str) -> None:
+        log.info("%s", text)
+        if self.opt.progress:
+            self.opt.progress(text)
+
+    # setup ------------------------------------------------------------------------------------
+    def _workdir(self) -> Path:
+        if self.opt.workdir:
+            self.opt.workdir.mkdir(parents=True, exist_ok=True)
+            return self.opt.workdir
+        self._tmp = tempfile.TemporaryDirectory(prefix="posfleet-sim-")
+        return Path(self._tmp.name)
+
+    def _setup_lead(self) -> float:
+        """Real seconds from now until the scenario starts: server start, registration, agents up."""
+        cores = os.cpu_count() or 1
+        return 6.0 + len(self.sc.units) * 0.9 / cores
+
+    def _pki_and_broker(self, root: Path) -> tuple[Any, str, int]:
+        from . import local
+
+        if self.opt.broker_url:
+            from urllib.parse import urlsplit
+
+            from posfleet.ca import FleetCA
+
+            u = urlsplit(self.opt.broker_url)
+            if u.scheme != "mqtts" or not u.hostname:
+                raise ValueError(f"--broker: expected mqtts://host:port, got {self.opt.broker_url!r}")
+            if self.opt.ca_dir is None:
+                raise ValueError("--broker: the fleet CA directory that signs its terminals is needed (--ca-dir)")
+            pki = _ExistingPki(self.opt.ca_dir, FleetCA(self.opt.ca_dir, os.environ.get("POSFLEET_CA_PASSPHRASE", "")),
+                               root / "terminals")
+            return pki, u.hostname, u.port or 8883
+        pki = local.Pki(root / "pki")
+        self.broker = local.Broker(pki, root / "broker").start()
+        self._stack.callback(self.broker.stop)
+        return pki, "127.0.0.1", self.broker.port
+
+    def _start_server(self, pki: Any, root: Path, clock: dict[str, Any]) -> None:
+        from . import local
+
+        if self.opt.server_url:
+            raise RunError("--server: playing against a running server needs that server to share the scenario's "
+                           "accelerated clock, which cannot be set from outside; run without --server")
+        hours = self.raw.get("service_hours", "08:00-18:00")
+        extra = ("[availability]\nrecount_debounce_s = 0.5\n"
+                 f"service_hours = {_toml_value(hours)}\n"
+                 "[alerts]\nenabled = false\n")
+        self.server = local.Server(pki, self.broker, root / "server", clock=clock, extra=extra)
+        # the fleet's time zone is a top-level key: it must come before the first table
+        self.server.config.write_text(f"timezone = {_toml_value(self.sc.timezone)}\n" + self.server.config.read_text())
+        self.server.start()
+        self._stack.callback(self.server.stop)
+
+    def _api(self, method: str, path: str, **kw: Any) -> Any:
+        r = self.server.request(method, path, **kw)
+        if r.status_code >= 400:
+            raise RunError(f"{method} {path}: HTTP {r.status_code}: {r.text[:500]}")
+        return r.json()
+
+    def _register(self) -> None:
+        """Institutions and units through the admin API, with the status each unit has at the start."""
+        raw_inst = {i["code"]: i for i in self.raw.get("institutions", [])}
+        for inst in self.sc.institutions:
+            body: dict[str, Any] = {"name": inst.name, "county": inst.county}
+            if inst.type:
+                body["type"] = INSTITUTION_TYPE_MAP.get(inst.type, inst.type)
+            hours = raw_inst.get(inst.code, {}).get("service_hours")
+            if hours is not None:
+                body["hours"] = hours
+            self._api("PUT", f"/api/v1/institutions/{inst.code}", json=body)
+        late = self.sim_now() >= self.sc.start.timestamp() - 60
+        for u in self.sc.units:
+            st = status_at(u, self.sc.start)
+            self._api("PUT", f"/api/v1/registry/units/{u.sn}",
+                      json={"model": u.model, "institution": u.institution, "status": st})
+            if late:  # registered after the period began: date the initial status back to its start
+                self._api("POST", f"/api/v1/registry/units/{u.sn}/status",
+                          json={"status": st, "at": self.sc.start.isoformat(), "note": "scenario start"})
+
+    def _rig(self, root: Path, pki: Any, broker_host: str, broker_port: int, clock: dict[str, Any]) -> None:
+        from .emulators import idcard, modem, printer
+
+        assert self.hub is not None
+        iv = self.sc.sample_interval_s
+        slot_real = iv / self.speed
+        reconnect_max = max(0.1, min(2.0, 0.3 * slot_real))
+        for u in self.sc.units:
+            udir = root / "units" / u.sn
+            udir.mkdir(parents=True, exist_ok=True)
+            devices = {
+                "modem": modem.serve(u.modem, **_ident(u.sn)),
+                "printer": printer.serve(u.printer),
+                "idcard": idcard.serve(u.idcard),
+            }
+            for dev in devices.values():
+                self._stack.callback(dev.stop)
+            proxy = self.hub.proxy(broker_host, broker_port, name=f"link-{u.sn}")
+            tdir = pki.terminal(u.sn)
+            boot = udir / "boot_id"
+            boot.write_text(uuid.uuid4().hex + "\n")
+            data = udir / "data"
+            data.mkdir(exist_ok=True)
+            cfg = udir / "agent.toml"
+            per = "".join(
+                f"[peripherals.{kind}]\nport = {_toml_value(devices[kind].path)}\nprofile = {_toml_value(prof)}\n"
+                for kind, prof in (("modem", u.modem), ("printer", u.printer), ("idcard", u.idcard)))
+            cfg.write_text(f"""sn = {_toml_value(u.sn)}
+data_dir = {_toml_value(str(data))}
+boot_id_file = {_toml_value(str(boot))}
+[link]
+host = "127.0.0.1"
+port = {proxy.port}
+ca_file = {_toml_value(f"{tdir}/ca.pem")}
+cert_file = {_toml_value(f"{tdir}/terminal.pem")}
+key_file = {_toml_value(f"{tdir}/terminal.key")}
+reconnect_min_s = 0.05
+reconnect_max_s = {reconnect_max:.3f}
+batch_interval_s = 0
+probe_every_sample = true
+[sampling]
+interval_s = {iv}
+[clock]
+speed = {self.speed}
+start = {_toml_value(clock["start"])}
+anchor = {clock["anchor"]}
+[commands]
+enabled = false
+{per}""")
+            self.rigs[u.sn] = UnitRig(u, data, cfg, boot, udir / "agent.log", proxy, devices)
+
+    # agents -------------------------------------------------------------------------------------
+    def _launch(self, rig: UnitRig, new_boot: bool = False) -> None:
+        from .local import ENV
+
+        if new_boot:
+            rig.boot_id_file.write_text(uuid.uuid4().hex + "\n")
+        with open(rig.log, "ab") as out:
+            rig.proc = subprocess.Popen(
+                [sys.executable, "-m", "posfleet", "agent", "run", "--config", str(rig.config)],
+                stdout=out, stderr=subprocess.STDOUT, env=ENV)
+        rig.starts += 1
+
+    def _signal(self, rig: UnitRig, sig: int) -> None:
+        if rig.proc is not None and rig.proc.poll() is None:
+            rig.proc.send_signal(sig)
+
+    def _reap(self, rig: UnitRig, timeout: float = 10.0) -> None:
+        if rig.proc is None:
+            return
+        try:
+            rig.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            rig.proc.kill()
+            rig.proc.wait()
+            self.incidents.append(f"{rig.unit.sn}: agent did not stop within {timeout:g} s of SIGTERM; killed")
+
+    def _watch(self) -> None:
+        """An agent that exits by itself is a finding: record it and start it again."""
+        for rig in self.rigs.values():
+            if rig.state.running and rig.proc is not None and rig.proc.poll() is not None:
+                rig.unexpected_exits += 1
+                tail = rig.log.read_text(errors="replace")[-400:] if rig.log.exists() else ""
+                self.incidents.append(f"{rig.unit.sn}: agent exited by itself with code {rig.proc.returncode}: {tail!r}")
+                self._launch(rig)
+            dev = rig.devices.get("modem")
+            if dev is not None:
+                dev.emulator.received.clear()  # a per-command log kept for tests; unbounded over a week
+
+    # applying states ------------------------------------------------------------------------------
+    def _apply(self, rig: UnitRig, new: UnitState, when: datetime, relaunch: bool = True) -> None:
+        old = rig.state
+        if old.running and not new.running:
+            self._signal(rig, new.stop_signal)
+        for kind, switches in PERIPHERAL_FAULTS.items():
+            dev = rig.devices[kind]
+            want = new.faults & switches
+            have = old.faults & switches
+            if want != have:
+                dev.emulator.faults.difference_update(have - want)
+                dev.emulator.faults.update(want)
+        if old.link_up != new.link_up:
+            (rig.proxy.restore if new.link_up else rig.proxy.cut)()
+        if old.rtt_ms != new.rtt_ms:
+            rig.proxy.set_rtt(new.rtt_ms)
+        if old.storage_ro != new.storage_ro:
+            self._readonly(rig, new.storage_ro)
+        if old.status != new.status:
+            self._api("POST", f"/api/v1/registry/units/{rig.unit.sn}/status",
+                      json={"status": new.status, "at": when.isoformat(), "note": "scenario"})
+        if not old.running and new.running and relaunch:
+            self._reap(rig)
+            self._launch(rig, new_boot=old.stop_signal == signal.SIGKILL)
+        rig.state = new
+
+    def _readonly(self, rig: UnitRig, on: bool) -> None:
+        """Lay a read-only bind mount of the data directory over itself (or lift it).
+
+        The read-only mount is made on a staging path first and then bound over the data directory in one
+        step: remounting a bind in place fails with EBUSY as soon as the agent opens a file through it."""
+        d = str(rig.data_dir)
+        stage = rig.data_dir.parent / "ro-stage"
+        if on:
+            stage.mkdir(exist_ok=True)
+            steps = (["mount", "--bind", d, str(stage)], ["mount", "-o", "remount,bind,ro", str(stage)],
+                     ["mount", "--bind", str(stage), d])
+            try:
+                for cmd in steps:
+                    r = subprocess.run(cmd, capture_output=True, text=True)
+                    if r.returncode != 0:
+                        raise RunError(f"{rig.unit.sn}: storage_readonly: {' '.join(cmd)} failed: {r.stderr.strip()}")
+                    if cmd[-1] == d:
+                        rig.ro_mounted = True
+            finally:
+                subprocess.run(["umount", "-l", str(stage)], capture_output=True)
+        elif rig.ro_mounted:
+            r = subprocess.run(["umount", "-l", d], capture_output=True, text=True)
+            if r.returncode != 0:
+                raise RunError(f"{rig.unit.sn}: storage_readonly: umount {d} failed: {r.stderr.strip()}")
+            rig.ro_mounted = False
+
+    def _sleep_until(self, real: float) -> None:
+        while True:
+            left = real - time.time()
+            if left <= 0:
+                return
+            time.sleep(min(left, 1.0))
+            self._watch()
+
+    def _play(self) -> None:
+        plan = timeline(self.sc)
+        # agents that come back are launched a little early; split each step into "stop/switch" and "start"
+        starts: list[tuple[float, datetime, str, UnitState]] = []
+        steps = 0
+        for t, changes in plan:
+            if t == self.sc.start:
+                continue  # applied before the agents were launched
+            due = self.real_at(t)
+            to_start = {sn: st for sn, st in changes.items() if st.running and not self.rigs[sn].state.running}
+            early = max(0.0, due - RESTART_LEAD_S)
+            for sn, st in to_start.items():
+                starts.append((early, t, sn, st))
+            self._sleep_until(min([due] + [s[0] for s in starts]))
+            self._run_starts(starts, time.time())
+            self._sleep_until(due)
+            self._run_starts(starts, time.time())
+            lag = time.time() - due
+            if lag > self.sc.sample_interval_s / self.speed:
+                self.incidents.append(f"{t.isoformat()}: changes applied {lag:.2f} s late (more than a slot)")
+            for sn, st in changes.items():
+                self._apply(self.rigs[sn], st, t)  # an agent launched early is already running: no relaunch
+            steps += 1
+            if steps % 50 == 0:
+                self._say(f"at {t.isoformat()} ({steps}/{len(plan)} changes)")
+        self._sleep_until(self.real_at(self.sc.end))
+        self._run_starts(starts, float("inf"))
+
+    def _run_starts(self, starts: list[tuple[float, datetime, str, UnitState]], now: float) -> None:
+        for item in [s for s in starts if s[0] <= now]:
+            starts.remove(item)
+            _early, _t, sn, st = item
+            rig = self.rigs[sn]
+            if rig.state.running:
+                continue
+            self._reap(rig)
+            self._launch(rig, new_boot=rig.state.stop_signal == signal.SIGKILL)
+            rig.state = replace(rig.state, running=True)
+
+    # the end -----------------------------------------------------------------------------------------
+    def _pending(self, rig: UnitRig, end_ts: int) -> int:
+        db = rig.data_dir / "outbox.sqlite"
+        if not db.exists():
+            return 0
+        try:
+            con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+            try:
+                return int(con.execute("SELECT count(*) FROM outbox WHERE kind = 's' AND ts < ?",
+                                       (end_ts,)).fetchone()[0])
+            finally:
+                con.close()
+        except sqlite3.Error as err:
+            log.debug("%s: outbox not readable yet: %s", rig.unit.sn, err)
+            return -1
+
+    def _finish(self) -> None:
+        """Lift every fault, bring every agent back, wait until every sample of the period has left them."""
+        clear = UnitState()
+        for rig in self.rigs.values():
+            self._apply(rig, replace(clear, status=rig.state.status), self.sc.end)
+        end_ts = int(self.sc.end.timestamp())
+        deadline = time.monotonic() + self.opt.drain_timeout_s
+        while True:
+            left = {sn: self._pending(r, end_ts) for sn, r in self.rigs.items()}
+            left = {sn: n for sn, n in left.items() if n}
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                self.incidents.append(f"outboxes not drained after {self.opt.drain_timeout_s:g} s: {left}")
+                break
+            time.sleep(0.5)
+            self._watch()
+        for rig in self.rigs.values():
+            rig.state = UnitState(running=False)
+            self._signal(rig, signal.SIGTERM)
+        for rig in self.rigs.values():
+            self._reap(rig)
+
+    def _counted(self, a: datetime, b: datetime) -> dict[str, Any]:
+        """Wait until the server has stored and counted everything; return its answers."""
+        deadline = time.monotonic() + self.opt.count_timeout_s
+        last_stored = -1
+        while True:
+            stored = self.server.get("/healthz").json()["ingest"]["samples_stored"]
+            status = self._api("GET", "/api/v1/availability/status")
+            unit = self._api("GET", "/api/v1/availability",
+                             params={"from": a.isoformat(), "to": b.isoformat(), "group_by": "unit", "limit": 100000})
+            if stored == last_stored and not status.get("pending_unit_hours") and unit.get("complete"):
+                fleet = self._api("GET", "/api/v1/availability",
+                                  params={"from": a.isoformat(), "to": b.isoformat(), "group_by": "fleet"})
+                return {"unit": unit, "fleet": fleet, "samples_stored": stored}
+            if time.monotonic() > deadline:
+                raise RunError(f"the server did not finish counting within {self.opt.count_timeout_s:g} s "
+                               f"(stored {stored}, status {status}, complete {unit.get('complete')})")
+            last_stored = stored
+            time.sleep(1.0)
+
+    def slots(self, sn: str) -> list[dict[str, Any]]:
+        """The server's minute drill-down for one unit over the scenario period (after :meth:`run`)."""
+        out: list[dict[str, Any]] = []
+        a, b = self.sc.start.astimezone(self.sc.tz), self.sc.end.astimezone(self.sc.tz)
+        day = a.date()
+        while day <= b.date():
+            ans = self._api("GET", f"/api/v1/units/{sn}/slots", params={"date": day.isoformat()})
+            for s in ans["slots"]:
+                ts = datetime.fromisoformat(s["start"])
+                if a <= ts < b:
+                    out.append(s)
+            day += timedelta(days=1)
+        return out
+
+    # the whole run ------------------------------------------------------------------------------------
+    def __enter__(self) -> Player:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for rig in self.rigs.values():
+            self._signal(rig, signal.SIGKILL)
+            if rig.proc is not None:
+                rig.proc.wait()
+            if rig.ro_mounted:
+                subprocess.run(["umount", "-l", str(rig.data_dir)], capture_output=True)
+                rig.ro_mounted = False
+        if self.hub is not None:
+            self.hub.stop()
+            self.hub = None
+        self._stack.close()
+        if self._tmp is not None and not self.opt.keep_workdir:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def run(self) -> Result:
+        t0 = time.time()
+        root = self._workdir()
+        self._say(f"playing {self.sc.name!r}: {len(self.sc.units)} units, {len(self.sc.events)} events, "
+                  f"{(self.sc.end - self.sc.start).total_seconds() / 86400:g} days at speed {self.speed:g} "
+                  f"(about {(self.sc.end - self.sc.start).total_seconds() / self.speed:.0f} s), in {root}")
+        self.anchor = time.time() + self._setup_lead()
+        clock = {"speed": self.speed, "start": self.sc.start.isoformat(), "anchor": self.anchor}
+        pki, bhost, bport = self._pki_and_broker(root)
+        self._start_server(pki, root, clock)
+        self._register()
+        self.hub = LinkHub().start()
+        self._rig(root, pki, bhost, bport, clock)
+        first = dict(timeline(self.sc)[0][1])  # the state at the start, for every unit
+        for sn, rig in self.rigs.items():
+            st = first[sn]
+            rig.state = UnitState(running=False, status=st.status)  # registered with this status already
+            self._apply(rig, replace(st, running=False), self.sc.start, relaunch=False)
+            if st.running:
+                self._launch(rig)
+            rig.state = st
+        late = time.time() - self.anchor
+        if late > 0:
+            self.incidents.append(f"setup finished {late:.1f} s after the scenario started (slots at the start lost)")
+        self._say(f"{len(self.rigs)} agents launched; scenario starts in {max(0.0, -late):.1f} s")
+        self._play()
+        self._say("scenario over: lifting faults and draining every agent's outbox")
+        self._finish()
+        a, b = report_period(self.sc)
+        answers = self._counted(a, b)
+        wall = time.time() - t0
+        report = {
+            "scenario": self.sc.name,
+            "period": {"from": a.isoformat(), "to": b.isoformat(), "timezone": self.sc.timezone,
+                       "scenario_from": self.sc.start.isoformat(), "scenario_to": self.sc.end.isoformat()},
+            "run": {"speed": self.speed, "wall_s": round(wall, 1), "units": len(self.sc.units),
+                    "samples_stored": answers["samples_stored"],
+                    "agent_starts": sum(r.starts for r in self.rigs.values()),
+                    "link_cuts": sum(r.proxy.cuts for r in self.rigs.values()),
+                    "incidents": self.incidents},
+            "availability": {"unit": answers["unit"], "fleet": answers["fleet"]},
+        }
+        self._say(f"done in {wall:.0f} s; {answers['samples_stored']} samples counted")
+        return Result(report, self.speed, wall, answers["samples_stored"], root, list(self.incidents),
+                      f"http://127.0.0.1:{self.server.http_port}", self.server.token("admin"))
+
+
+class _ExistingPki:
+    """Terminal certificates signed by an existing fleet CA (for ``--broker``)."""
+
+    def __init__(self, ca_dir: Path, ca: Any, out: Path) -> None:
+        self.dir = ca_dir
+        self.ca = ca
+        self.out = out
+        self._done: dict[str, Path] = {}
+
+    def terminal(self, sn: str) -> Path:
+        import shutil
+
+        from agent.enroll import make_key_and_csr
+
+        if sn not in self._done:
+            d = self.out / sn
+            _key, csr = make_key_and_csr(sn, d)
+            (d / "terminal.pem").write_bytes(self.ca.sign_csr(csr.read_bytes()))
+            shutil.copy(self.dir / "ca.pem", d / "ca.pem")
+            self._done[sn] = d
+        return self._done[sn]
+
+
+def _toml_value(v: Any) -> str:
+    """A TOML literal for a string or a table of strings (json strings are valid TOML basic strings)."""
+    if isinstance(v, Mapping):
+        return "{ " + ", ".join(f"{json.dumps(str(k))} = {json.dumps(str(x))}" for k, x in v.items()) + " }"
+    return json.dumps(v, ensure_ascii=False)
+
+
+def load(source: str | Path | Mapping[str, Any]) -> tuple[Scenario, dict[str, Any]]:
+    """The validated scenario and its decoded JSON (the player needs the raw service hours)."""
+    scenario = load_scenario(source)
+    if isinstance(source, Mapping):
+        raw = dict(source)
+    else:
+        raw = json.loads(Path(source).read_text(encoding="utf-8"))
+    return scenario, raw
+
+
+def run_scenario(source: str | Path | Mapping[str, Any], options: Options | None = None) -> dict[str, Any]:
+    """Play a scenario and return the report (the server's availability answers and run figures)."""
+    scenario, raw = load(source)
+    with Player(scenario, raw, options) as player:
+        return player.run().report
+
+
+__all__ = ["FAULTS", "Options", "Player", "Result", "RunError", "UnitState", "boundaries", "load", "max_speed",
+           "report_period", "run_scenario", "scenario_problems", "timeline", "unit_state"]
