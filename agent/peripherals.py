@@ -49,19 +49,22 @@ class _Port:
         self.next_retry = 0.0
         self.backoff = 5.0
         self.last: tuple[str, str] | None = None
+        self.last_error: DriverError | None = None
 
     def open(self) -> Any:
         if self.device is not None:
             return self.device
-        if time.monotonic() < self.next_retry:
-            raise DeviceNotFound(self.cfg.port, "waiting to retry")
+        if time.monotonic() < self.next_retry and self.last_error is not None:
+            raise self.last_error  # still missing as far as we know; retried at next_retry
         try:
             dev = _factory(self.kind)(self.cfg.port, self.cfg.profile, baudrate=self.cfg.baud)
             dev.open()
-        except DriverError:
+        except DriverError as err:
+            self.last_error = err
             self.next_retry = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, 300.0)
             raise
+        self.last_error = None
         self.backoff = 5.0
         self.device = dev
         return dev
@@ -106,7 +109,7 @@ class PeripheralSet:
                     self._modem_extras(dev)
             except DeviceNotFound as err:
                 port.drop()
-                result = CheckResult.fault(f"not found at {port.cfg.port}" if "waiting" in str(err) else str(err))
+                result = CheckResult.fault(f"not found at {port.cfg.port}: {err.reason}")
             except DriverError as err:
                 port.drop()
                 result = CheckResult.fault(str(err))

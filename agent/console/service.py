@@ -325,11 +325,12 @@ class Console:
     # configuration changes made from the console ------------------------------------------
     def track_change(self, cid: str, key: str, digest: str) -> None:
         """Remember a change so its outcome (confirmed / rolled back) is audited after the restart."""
-        self._tracked = {"change": cid, "key": key, "sha256": digest, "session": self.session.id if self.session else None,
-                         "engineer": self.session.engineer.engineer if self.session and self.session.engineer else None}
+        # Resolved by the next process (this one's guard knows nothing of the change).
+        tracked = {"change": cid, "key": key, "sha256": digest, "session": self.session.id if self.session else None,
+                   "engineer": self.session.engineer.engineer if self.session and self.session.engineer else None}
         path = Path(self.agent.data_dir) / CHANGE_FILE
         try:
-            path.write_text(json.dumps(self._tracked))
+            path.write_text(json.dumps(tracked))
         except OSError as err:
             log.error("cannot record the console change %s: %s", cid, err)
 

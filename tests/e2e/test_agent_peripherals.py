@@ -71,3 +71,25 @@ def test_peripheral_faults_identity_and_privacy(pki, broker, server, devices, tm
     for secret in (card.name, card.id_number, card.address):
         assert secret not in (tmp_path / "a.log").read_text()
         assert secret not in stored
+
+
+def test_printer_missing_at_boot_is_retried_and_found(pki, broker, server, tmp_path: Path) -> None:
+    sn = "HN00080002"
+    port = tmp_path / "ttyPRINTER"  # nothing there yet: the printer is unplugged at boot
+    cfg = agent_config(pki, broker, sn, tmp_path / "b", sampling_interval=5, link="batch_interval_s = 0",
+                       peripherals={"printer": (str(port), "generic-58mm")})
+    agent = AgentProc(cfg, tmp_path / "b.log").start()
+    dev = None
+    try:
+        wait_for(lambda: latest_checks(server, sn).get("printer", [0])[0] == 1, 30, "printer reported missing")
+        assert agent.alive(), "a missing peripheral is never fatal"
+        dev = printer.serve("generic-58mm")
+        port.symlink_to(dev.path)  # plugged in
+        wait_for(lambda: latest_checks(server, sn).get("printer", [1])[0] == 0, 60, "printer found on a retry")
+    finally:
+        agent.stop()
+        if dev:
+            dev.stop()
+    log = (tmp_path / "b.log").read_text()
+    assert log.count("printer: fault") == 1, "logged once per state change, not every sample"
+    assert "printer: ok" in log
