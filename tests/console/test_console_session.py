@@ -1,0 +1,84 @@
+"""Idle sessions are closed (and the shell's runner reconnects); the audit trail is handed to
+the agent as telemetry events exactly once, across restarts."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.console.audit import AuditLog
+from posfleet.diagconsole.client import ConsoleClient, SessionClosed
+from posfleet.diagconsole.shell import Runner
+from tests.console.cable import Cable
+from tests.console.conftest import console_toml
+from tests.fleet import AgentProc, Broker, Pki, agent_config, wait_for
+
+
+@pytest.fixture
+def idle_agent(pki: Pki, tmp_path: Path) -> Iterator[tuple[Cable, Path]]:
+    broker = Broker(pki, tmp_path / "broker").start()
+    revoked = tmp_path / "revoked.json"
+    revoked.write_text('{"revoked": []}')
+    with Cable() as cable:
+        config = agent_config(pki, broker, "T-IDLE-1", tmp_path / "data",
+                              extra=console_toml(tmp_path, pki, cable.terminal_path, revoked, idle=0.02))
+        agent = AgentProc(config, tmp_path / "agent.log").start()
+        try:
+            yield cable, tmp_path / "data"
+        finally:
+            agent.stop()
+            broker.stop()
+
+
+def test_idle_session_is_closed_and_the_runner_reconnects(idle_agent: tuple[Cable, Path]) -> None:
+    cable, data_dir = idle_agent
+    client = ConsoleClient(cable.laptop_path, ack_timeout=0.3, retries=3)
+    with client:
+        wait_for(lambda: _try_hello(client), 20, "the console to answer")
+        first = client.session
+        time.sleep(1.6)  # idle_minutes = 0.02 (1.2 s)
+        with pytest.raises(SessionClosed, match="idle"):
+            client.call("status")
+        runner = Runner(client)
+        assert runner.run("status", {})["sn"] == "T-IDLE-1"  # a new session, opened for us
+        assert client.session != first
+    audit = AuditLog(data_dir / "console-audit.jsonl").read()
+    assert any(r["event"] == "session_end" and r["session"] == first and "idle" in r["reason"] for r in audit)
+
+
+def _try_hello(client: ConsoleClient) -> bool:
+    from posfleet.diagconsole.client import ConsoleError
+
+    try:
+        client.hello()
+        return True
+    except ConsoleError:
+        return False
+
+
+def test_audit_events_are_handed_over_once(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "console-audit.jsonl")
+    log.write(1000.0, "session_start", session="s1", client="t")
+    log.write(1001.0, "command", session="s1", command="reboot", engineer="李工", result="ok")
+    events = log.take_events()
+    assert [(e.kind, e.ts, e.data["event"]) for e in events] == [("console", 1000, "session_start"),
+                                                                  ("console", 1001, "command")]
+    assert events[1].data["engineer"] == "李工"
+    assert log.take_events() == []
+    log.write(1002.0, "session_end", session="s1", reason="bye")
+    again = AuditLog(tmp_path / "console-audit.jsonl")  # after a restart
+    assert [e.data["event"] for e in again.take_events()] == ["session_end"]
+    assert again.take_events() == []
+
+
+def test_audit_masks_id_numbers(tmp_path: Path) -> None:
+    from simulator.emulators.idcard import SyntheticCard
+
+    number = SyntheticCard.resident().text.id_number
+    log = AuditLog(tmp_path / "a.jsonl")
+    log.write(1.0, "command", command="logs", args={"grep": number})
+    assert number not in (tmp_path / "a.jsonl").read_text()
+    assert number not in str(log.take_events()[0].data)
