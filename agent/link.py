@@ -29,6 +29,15 @@ from .netq import TcpInfo, tcp_info
 log = logging.getLogger(__name__)
 
 
+def backoff_delay(failures: int, low: float, high: float, rng: random.Random) -> float:
+    """Jittered exponential backoff: uniform in [low, min(high, low * 2**(failures+1))].
+
+    Even the first retry after a drop is spread over [low, 2*low], so units that lost the
+    link in the same second do not come back in the same second."""
+    cap = min(high, low * (2 ** min(failures + 1, 16)))
+    return rng.uniform(low, max(low, cap))
+
+
 class _ResumingContext(ssl.SSLContext):
     """Offers the last TLS session again on reconnect (session resumption)."""
 
@@ -190,12 +199,7 @@ class Link:
 
     # the network thread -------------------------------------------------------------------
     def _backoff(self) -> float:
-        """Jittered exponential backoff: uniform in [min, min(max, min * 2**(failures+1))].
-
-        Even the first retry after a drop is spread over [min, 2*min], so units that lost the
-        link in the same second do not come back in the same second."""
-        cap = min(self.reconnect_max, self.reconnect_min * (2 ** min(self.failures + 1, 16)))
-        return self._rng.uniform(self.reconnect_min, max(self.reconnect_min, cap))
+        return backoff_delay(self.failures, self.reconnect_min, self.reconnect_max, self._rng)
 
     def _run(self, initial_delay: float) -> None:
         if initial_delay and self._stop.wait(initial_delay):
