@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgspec
 
+from drivers.profiles import dotted_error
+
 
 class ConfigError(ValueError):
     """The configuration file is missing, malformed or invalid; the message names the field."""
@@ -158,14 +160,6 @@ class AgentConfig(_Base):
         return msgspec.to_builtins(self, enc_hook=hide)  # type: ignore[no-any-return]
 
 
-def _dotted(message: str) -> str:
-    if " - at `$" in message:
-        text, _, where = message.partition(" - at `$")
-        where = where.rstrip("`").lstrip(".")
-        return f"{where}: {text}" if where else text
-    return message
-
-
 def _check(cfg: AgentConfig) -> None:
     from wire.topics import valid_sn
 
@@ -221,7 +215,7 @@ def parse(text: str, base_dir: str = "") -> AgentConfig:
     try:
         cfg = msgspec.convert(data, AgentConfig, strict=True)
     except msgspec.ValidationError as err:
-        raise ConfigError(_dotted(str(err))) from err
+        raise ConfigError(dotted_error(str(err))) from err
     _check(cfg)
     cfg.link.key_passphrase = Secret(cfg.link.key_passphrase)
     return cfg

@@ -73,11 +73,11 @@ def load(kind: str, name: str, struct: type[T], root: Path | None = None) -> T:
         return msgspec.convert(data, struct, strict=True)
     except msgspec.ValidationError as err:
         path = (root or profiles_root()) / KINDS[kind] / f"{name}.toml"
-        raise ProfileError(f"{path}: {_dotted(str(err))}") from err
+        raise ProfileError(f"{path}: {dotted_error(str(err))}") from err
 
 
-def _dotted(message: str) -> str:
-    """msgspec says ``... - at `$.timeouts.cops```; turn the path into ``timeouts.cops``."""
+def dotted_error(message: str) -> str:
+    """msgspec says ``... - at `$.timeouts.cops```; put the dotted path first: ``timeouts.cops: ...``."""
     if " - at `$" in message:
         text, _, where = message.partition(" - at `$")
         where = where.rstrip("`").lstrip(".")
