@@ -250,6 +250,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=1000, help="requests per interactive call type")
     ap.add_argument("--quarter-requests", type=int, default=100)
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the database generated earlier in --dir")
     args = ap.parse_args()
     args.backlog_units = min(args.backlog_units, args.units)
     args.raw_units = min(args.raw_units, args.backlog_units)
@@ -257,17 +258,31 @@ def main() -> None:
     work = Path(args.dir or tempfile.mkdtemp(prefix="posfleet-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     db = work / "fleet.sqlite"
-    if db.exists():
-        db.unlink()
-    now = int(time.time())
+    saved = work / "generated.json"
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}")
-    print(f"generating {args.units} units, {args.institutions} institutions, {args.days} days of roll-ups ...", flush=True)
-    t0 = time.perf_counter()
-    g = generate(db, args.units, args.institutions, args.days, args.raw_units, args.raw_days, args.backlog_units,
-                 args.backlog_hours, now)
-    print(f"  generated in {time.perf_counter() - t0:.0f} s: registry {g['t_registry']:.0f} s, "
-          f"{g['rollup_rows']:,} day roll-up rows {g['t_rollups']:.0f} s, {g['samples']:,} raw samples "
-          f"{g['t_samples']:.0f} s; database {db.stat().st_size / 1e9:.2f} GB", flush=True)
+    if args.reuse and saved.exists() and db.exists():
+        g = json.loads(saved.read_text())
+        now = int(g["now"])
+        con = sqlite3.connect(db)  # the hours since the data was made are not there: start from the current hour
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('rolled_to', ?)",
+                    (str(int(datetime.now(TZ).replace(minute=0, second=0, microsecond=0).timestamp())),))
+        con.commit()
+        con.close()
+        print(f"reusing {db} ({db.stat().st_size / 1e9:.2f} GB)", flush=True)
+    else:
+        if db.exists():
+            db.unlink()
+        now = int(time.time())
+        print(f"generating {args.units} units, {args.institutions} institutions, {args.days} days of roll-ups ...",
+              flush=True)
+        t0 = time.perf_counter()
+        g = generate(db, args.units, args.institutions, args.days, args.raw_units, args.raw_days, args.backlog_units,
+                     args.backlog_hours, now)
+        g["now"] = now
+        saved.write_text(json.dumps(g))
+        print(f"  generated in {time.perf_counter() - t0:.0f} s: registry {g['t_registry']:.0f} s, "
+              f"{g['rollup_rows']:,} day roll-up rows {g['t_rollups']:.0f} s, {g['samples']:,} raw samples "
+              f"{g['t_samples']:.0f} s; database {db.stat().st_size / 1e9:.2f} GB", flush=True)
 
     port = free_port()
     cfg = work / "server.toml"

@@ -48,6 +48,7 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     clock = app.state.clock
     registry = Registry(settings, storage, clock.now)
     app.state.registry = registry
+    await registry.index()  # warm: the first figures request should not pay for it
     availability = Availability(settings, storage, registry, clock)
     await availability.start()
     app.state.availability = availability

@@ -84,6 +84,8 @@ class Availability:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.rolled_to: int | None = None
+        self._generation = 0  # bumped whenever stored roll-ups change
+        self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
         self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
                                       "last_recount_at": None}
 
@@ -255,6 +257,7 @@ class Availability:
                         done += 1
             for i in range(0, len(items), 20000):
                 await self.storage.write_hour_counts(items[i: i + 20000])
+                self._generation += 1
             await self._outages(first_h, end_h, index)
         return done
 
@@ -333,7 +336,30 @@ class Availability:
     async def figures(self, start: int, end: int, group_by: str = "fleet", *, county: str | None = None,
                       region: str | None = None, institution: str | None = None, sn: str | None = None
                       ) -> dict[str, Any]:
-        """Figures for ``[start, end)`` grouped by unit, institution, county, region or the whole fleet."""
+        """Figures for ``[start, end)`` grouped by unit, institution, county, region or the whole fleet.
+
+        Answers are cached until the roll-ups or the registry change, and identical requests running at
+        the same time share one computation (fifty dashboards asking for the same quarter cost one count).
+        """
+        key = (start, end, group_by, county, region, institution, sn, self._generation, self.rolled_to,
+               getattr(self.registry, "_generation", 0))
+        fut = self._cache.get(key)
+        if fut is None:
+            fut = asyncio.ensure_future(self._figures(start, end, group_by, county=county, region=region,
+                                                      institution=institution, sn=sn))
+            self._cache[key] = fut
+            while len(self._cache) > 64:
+                self._cache.pop(next(iter(self._cache)))
+        try:
+            out = dict(await asyncio.shield(fut))
+        except Exception:
+            self._cache.pop(key, None)
+            raise
+        out["complete"] = out["complete"] and not self._pending_in(start, end)
+        return out
+
+    async def _figures(self, start: int, end: int, group_by: str, *, county: str | None, region: str | None,
+                       institution: str | None, sn: str | None) -> dict[str, Any]:
         index = await self.registry.index()
         scope = [u for u in index.values()
                  if (county is None or u.county == county) and (region is None or u.region == region)
@@ -348,7 +374,7 @@ class Availability:
             "from": datetime.fromtimestamp(start, self.tz).isoformat(),
             "to": datetime.fromtimestamp(end, self.tz).isoformat(),
             "counted_to": datetime.fromtimestamp(counted_to, self.tz).isoformat(),
-            "complete": counted_to >= end and not self._pending_in(start, end),
+            "complete": counted_to >= end,
             "group_by": group_by,
             "threshold": float(self.threshold),
         }

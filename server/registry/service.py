@@ -7,6 +7,7 @@ units (CSV or API), and a unit that ingest hears from before anyone registered i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,6 +48,8 @@ class Registry:
         self.storage = storage
         self.now = now
         self._index: dict[str, UnitInfo] | None = None
+        self._index_lock = asyncio.Lock()  # one build at a time: 50 clients at once must not build it 50 times
+        self._generation = 0
         self._hours: dict[str, ServiceHours] = {}
         # called with (sns, from_ts) when statuses or service hours change, so counts can be redone
         self.on_change: list[Callable[[list[str], int], None]] = []
@@ -68,9 +71,15 @@ class Registry:
         return sh
 
     async def index(self) -> dict[str, UnitInfo]:
-        if self._index is None:
+        index = self._index
+        if index is not None:
+            return index
+        async with self._index_lock:
+            if self._index is not None:
+                return self._index
+            generation = self._generation
             rows = await self.storage.registry_index()
-            self._index = {
+            index = {
                 r["sn"]: UnitInfo(
                     sn=r["sn"], institution=r["institution"], institution_name=r["institution_name"] or "",
                     county=r["county"] or "", region=r["region"] or "", institution_type=r["institution_type"] or "",
@@ -79,10 +88,13 @@ class Registry:
                 )
                 for r in rows
             }
-        return self._index
+            if generation == self._generation:  # not changed meanwhile
+                self._index = index
+            return index
 
     def invalidate(self) -> None:
         self._index = None
+        self._generation += 1
 
     def _changed(self, sns: list[str], from_ts: int) -> None:
         self.invalidate()

@@ -425,31 +425,41 @@ class SqliteStorage:
 
     async def registry_query(self, filters: dict[str, Any], sort: str = "sn", descending: bool = False,
                              limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
-        """Registered units joined with their institution and live state, filtered, sorted and paged."""
+        """Registered units joined with their institution and live state, filtered, sorted and paged.
+
+        Filters work on the registry alone (county and region through the institutions' index), and the
+        page is cut before the joins when sorting by SN, so a page of 50 out of 50,000 reads 50 joined rows.
+        """
         where, args = [], []
         if filters.get("q"):
             where.append("(r.sn LIKE ? OR r.insurance_sn LIKE ?)")
             args += [f"%{filters['q']}%"] * 2
-        for key, col in (("institution", "r.institution"), ("county", "i.county"), ("region", "i.region"),
-                         ("status", "r.status"), ("link_type", "r.link_type"), ("stock_type", "r.stock_type"),
-                         ("vendor", "r.vendor"), ("model", "r.model")):
+        for key, col in (("institution", "r.institution"), ("status", "r.status"), ("link_type", "r.link_type"),
+                         ("stock_type", "r.stock_type"), ("vendor", "r.vendor"), ("model", "r.model")):
             if filters.get(key):
                 where.append(f"{col} = ?")
+                args.append(filters[key])
+        for key in ("county", "region"):
+            if filters.get(key):
+                where.append(f"r.institution IN (SELECT code FROM institutions WHERE {key} = ?)")
                 args.append(filters[key])
         if filters.get("sns") is not None:
             sns = list(filters["sns"]) or [""]
             where.append(f"r.sn IN ({','.join('?' * len(sns))})")
             args += sns
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        base = ("FROM registry r LEFT JOIN institutions i ON i.code = r.institution "
-                "LEFT JOIN units u ON u.sn = r.sn ")
-        total = (await (await self.db.execute(f"SELECT count(*) {base}{clause}", args)).fetchone())[0]
-        order = _REGISTRY_SORTS.get(sort, "r.sn")
-        cur = await self.db.execute(
-            f"SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
-            f"u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory "
-            f"{base}{clause} ORDER BY {order} {'DESC' if descending else 'ASC'}, r.sn LIMIT ? OFFSET ?",
-            [*args, limit, offset])
+        total = (await (await self.db.execute(f"SELECT count(*) FROM registry r {clause}", args)).fetchone())[0]
+        direction = "DESC" if descending else "ASC"
+        cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
+                "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
+        joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
+        if sort == "sn" or sort not in _REGISTRY_SORTS:
+            sql = (f"{cols} FROM (SELECT * FROM registry r {clause} ORDER BY r.sn {direction} LIMIT ? OFFSET ?) r "
+                   f"{joins} ORDER BY r.sn {direction}")
+        else:
+            sql = (f"{cols} FROM registry r {joins} {clause} ORDER BY {_REGISTRY_SORTS[sort]} {direction}, r.sn "
+                   "LIMIT ? OFFSET ?")
+        cur = await self.db.execute(sql, [*args, limit, offset])
         out = []
         for row in await cur.fetchall():
             d = dict(row)
