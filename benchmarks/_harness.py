@@ -66,6 +66,7 @@ class _Records:
     def __init__(self) -> None:
         self.buf = b""
         self.records: list[tuple[int, int]] = []  # (content type, record length incl. 5-byte header)
+        self.times: list[float] = []  # time.time() when each record was complete
         self.first_handshake: bytes = b""  # body of the first handshake record (ClientHello / ServerHello)
 
     def feed(self, data: bytes) -> None:
@@ -77,6 +78,7 @@ class _Records:
             body = self.buf[5:5 + length]
             self.buf = self.buf[5 + length:]
             self.records.append((ctype, 5 + length))
+            self.times.append(time.time())
             if ctype == 22 and not self.first_handshake:
                 self.first_handshake = body
 
@@ -114,7 +116,8 @@ def _hello_fields(body: bytes) -> tuple[bytes, set[int], int] | None:
 
 @dataclass
 class Conn:
-    opened: float
+    opened: float  # time.monotonic()
+    opened_wall: float = 0.0  # time.time()
     up_bytes: int = 0  # agent -> broker, TLS record bytes
     down_bytes: int = 0  # broker -> agent
     up_segs: int = 0  # TCP segments the agent sent (incl. SYN, ACKs, FIN)
@@ -224,7 +227,7 @@ class CountingProxy:
         for s in (a, b):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.setblocking(False)
-        c = Conn(opened=time.monotonic())
+        c = Conn(opened=time.monotonic(), opened_wall=time.time())
         with self._lock:
             self.conns.append(c)
         self._pairs[a] = (a, b, c)

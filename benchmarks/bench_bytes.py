@@ -11,10 +11,13 @@ handshake, a resumed one (and whether mosquitto resumes at all), the MQTT sessio
 of the agent's Link, and one keep-alive ping exchange.
 
 Keep-alive pings are computed, not counted: paho's keep-alive timer runs on real seconds,
-which the accelerated clock does not speed up. From the measured gaps between batches (in
-simulated seconds) paho sends floor(gap / keepalive) PINGREQs per gap (its rule: a ping when
-nothing went out, or nothing came in, for ``keepalive`` seconds; both reset on each batch
-and its acknowledgement), each costing the measured ping exchange.
+which the accelerated clock does not speed up. paho-mqtt 2.2.0 sends a PINGREQ every
+``keepalive`` seconds of connection *whatever else is sent*: its ``_packet_write`` returns
+before stamping ``_last_msg_out`` (eclipse-paho/paho.mqtt.python#813, open), so only pings
+reset the timer. ``--check-keepalive`` shows it on the wire at real speed. So the pings are
+floor(connected time / keepalive) per connection, each costing the measured ping exchange.
+Also printed: what they would be if traffic reset the timer as the MQTT spec intends
+(floor(gap / keepalive) per quiet gap between batches).
 
     .venv/bin/python -m benchmarks.bench_bytes                  # 1 simulated day at 720x (~3 min)
     .venv/bin/python -m benchmarks.bench_bytes --days 3 --speed 720
@@ -113,8 +116,13 @@ def measure_session_and_ping(pki: Pki, proxy: CountingProxy, hs: dict[str, Any],
 
 
 def pings_for_gaps(gaps_s: list[float], keepalive_s: float) -> int:
-    """PINGREQs paho sends in these quiet gaps (simulated seconds) between batches."""
+    """PINGREQs a client that resets its keep-alive timer on every packet sends in these quiet gaps."""
     return sum(int(g // keepalive_s) for g in gaps_s if g > 0)
+
+
+def pings_paho(connected_s: list[float], keepalive_s: float) -> int:
+    """PINGREQs paho-mqtt 2.2.0 sends: one every keep-alive of each connection, traffic or not."""
+    return sum(int(d // keepalive_s) for d in connected_s if d > 0)
 
 
 def _batches(db: Path) -> list[float]:
@@ -168,6 +176,7 @@ def run(days: float, speed: float, link: str, keepalive: int, workdir: Path) -> 
             print(f"  cut the link at simulated day {cut / real_day:.2f}", flush=True)
         time.sleep(max(0.0, t0 + total_real - time.monotonic()))
         conns = proxy.snapshot()[probe_conns:]
+        t_end = time.monotonic()
         elapsed_days = (time.monotonic() - t0) * speed / DAY
         if not agent.alive():
             raise RuntimeError(f"agent died: {(workdir / 'agent.log').read_text()[-2000:]}")
@@ -200,7 +209,8 @@ def run(days: float, speed: float, link: str, keepalive: int, workdir: Path) -> 
     tele_ip = (up_b - hs_up_b - n * ss["up_bytes"]) + IP_TCP_OVERHEAD * (up_s - hs_up_s - n * ss["up_segs"])
     acks_ip = (down_b - hs_down_b - n * ss["down_bytes"]) + IP_TCP_OVERHEAD * (down_s - hs_down_s - n * ss["down_segs"])
     gaps = [(b - a) * speed for a, b in zip(batch_times, batch_times[1:], strict=False)]
-    pings = pings_for_gaps(gaps, keepalive)
+    pings = pings_paho([((c.closed or t_end) - c.opened) * speed for c in conns], keepalive)
+    pings_spec = pings_for_gaps(gaps, keepalive)
 
     # a month: 30 x the per-day telemetry and acks, 60 connects (two reconnects a day), the pings
     per_day = 1.0 / elapsed_days
@@ -211,17 +221,61 @@ def run(days: float, speed: float, link: str, keepalive: int, workdir: Path) -> 
         "MQTT session set-up (60 x CONNECT, SUBSCRIBE, online state)": 60 * ss["ip_bytes"],
         "telemetry uplink (PUBLISH batches + TCP)": 30 * tele_ip * per_day,
         "acknowledgements downlink (PUBACK, server Ack + TCP)": 30 * acks_ip * per_day,
-        f"keep-alive pings ({pings * per_day:.0f}/day, computed)": 30 * pings * per_day * sp["ping_ip_bytes"],
+        f"keep-alive pings ({pings * per_day:.0f}/day, computed, paho 2.2.0)": 30 * pings * per_day * sp["ping_ip_bytes"],
     }
     total = sum(month.values())
+    ping_spec_month = 30 * pings_spec * per_day * sp["ping_ip_bytes"]
     return {
         "days": elapsed_days, "speed": speed, "connections": n, "tls": kinds,
         "samples_taken": taken, "samples_stored": stored, "batches": len(batch_times),
         "batch_gap_median_s": sorted(gaps)[len(gaps) // 2] if gaps else None,
         "handshake": hs, "session_and_ping": sp, "month": month, "total_month": total,
         "total_month_all_full": total - 60 * hs_each + 60 * hs["full"]["ip_bytes"],
+        "pings_spec_per_day": pings_spec * per_day,
+        "total_month_spec_pings": total - 30 * pings * per_day * sp["ping_ip_bytes"] + ping_spec_month,
         "measured_ip_bytes": up_b + down_b + IP_TCP_OVERHEAD * (up_s + down_s),
     }
+
+
+def check_keepalive(workdir: Path, seconds: float = 75.0, debug: bool = False) -> dict[str, Any]:
+    """Real speed, scaled down: interval 5 s, batch_interval 5 s (period 15 s), keepalive 10 s.
+
+    The proxy counts the PINGREQs (client records of 24 bytes: 2 B MQTT + TLS 1.3 overhead 22 B)
+    on the agent's connection. paho 2.2.0 pings every 10 s despite a batch every 15 s; a client
+    that honoured traffic would ping once per 15 s gap."""
+    pki = Pki(workdir / "pki")
+    broker = Broker(pki, workdir / "broker").start()
+    proxy = CountingProxy(broker.port).start()
+    server: Server | None = None
+    agent: AgentProc | None = None
+    try:
+        server = Server(pki, broker, workdir / "server").start()
+        cfg = agent_toml(pki, SN, proxy.port, workdir / "agent",
+                         link="keepalive_s = 10\nbatch_interval_s = 5\n")
+        cfg.write_text(cfg.read_text() + "[sampling]\ninterval_s = 5\n")
+        agent = AgentProc(cfg, workdir / "agent.log").start()
+        time.sleep(seconds)
+        conns = proxy.snapshot()
+        t_stop = time.time()
+        batch_times = _batches(server.db)
+    finally:
+        if agent is not None:
+            agent.stop()
+        if server is not None:
+            server.stop()
+        proxy.stop()
+        broker.stop()
+    ping_times = [t for c in conns for (ctype, n), t in zip(c.up.records, c.up.times, strict=True)
+                  if ctype == 23 and n == 24]
+    counted = len(ping_times)
+    if debug:
+        t0 = min(ping_times + batch_times)
+        print("pings at", [round(t - t0, 1) for t in ping_times])
+        print("batches at", [round(t - t0, 1) for t in batch_times])
+    gaps = [b - a for a, b in zip(batch_times, batch_times[1:], strict=False)]
+    # the last 24-byte record is the DISCONNECT (also 2 bytes of MQTT) sent when the agent stops
+    return {"pings_counted": counted - 1, "pings_predicted": pings_paho([t_stop - c.opened_wall for c in conns], 10),
+            "pings_if_spec": pings_for_gaps(gaps, 10), "batches": len(batch_times)}
 
 
 def report(r: dict[str, Any]) -> None:
@@ -246,6 +300,8 @@ def report(r: dict[str, Any]) -> None:
     print(f"  {'TOTAL':62s} {_kb(total):>12s}  ({total / 1e6:.2f} MB vs target {TARGET_MB} MB: "
           f"{'PASS' if total <= TARGET_MB * 1e6 else 'FAIL'})")
     print(f"  if every connect were a full handshake: {r['total_month_all_full'] / 1e6:.2f} MB")
+    print(f"  if traffic reset paho's keep-alive timer (MQTT spec; paho issue #813): "
+          f"{r['pings_spec_per_day']:.0f} pings/day, total {r['total_month_spec_pings'] / 1e6:.2f} MB")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--link", default="", help="extra agent TOML lines for [link], e.g. 'keepalive_s = 900'")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
     p.add_argument("--json", action="store_true", help="print the result as JSON too")
+    p.add_argument("--check-keepalive", action="store_true",
+                   help="instead: check the ping rule at real speed with scaled-down timers (~90 s)")
     a = p.parse_args(argv)
+    if a.check_keepalive:
+        with tempfile.TemporaryDirectory(prefix="bench-ka-") as tmp:
+            k = check_keepalive(Path(tmp))
+        print(machine_line())
+        print(f"real speed, interval 5 s, batch_interval 5 s, keepalive 10 s: {k['batches']} batches; "
+              f"PINGREQs counted on the wire {k['pings_counted']}; one per keep-alive of connection (paho 2.2.0): "
+              f"{k['pings_predicted']}; if batches reset the timer: {k['pings_if_spec']}")
+        return 0
     keepalive = 660
     for line in a.link.splitlines():
         if line.strip().startswith("keepalive_s"):

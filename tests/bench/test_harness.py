@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks._harness import CELLULAR_MSS, CountingProxy
-from benchmarks.bench_bytes import pings_for_gaps
+from benchmarks.bench_bytes import pings_for_gaps, pings_paho
 from tests.fleet import Pki, wait_for
 
 
@@ -113,7 +113,15 @@ def test_proxy_tells_a_resumed_handshake_from_a_full_one(tmp_path: Path, version
         sink.close()
 
 
-def test_pings_follow_paho_rule_one_per_keepalive_of_silence() -> None:
+def test_paho_pings_every_keepalive_whatever_else_is_sent() -> None:
+    # paho-mqtt 2.2.0 (issue #813): a day connected at keep-alive 660 s is 130 pings, batches or not
+    assert pings_paho([86400.0], 660) == 130
+    # two reconnects a day: three connections, each starts its own timer
+    assert pings_paho([21600.0, 43200.0, 21600.0], 660) == 32 + 65 + 32
+    assert pings_paho([659.0, 0.0], 660) == 0
+
+
+def test_pings_if_traffic_reset_the_timer_one_per_keepalive_of_silence() -> None:
     # default settings: a batch every 720 s, keep-alive 660 s: one ping in every gap
     assert pings_for_gaps([720.0] * 120, 660) == 120
     # batches closer than the keep-alive: no ping at all
