@@ -333,12 +333,13 @@ class Agent:
             log.warning("ignored an acknowledgement: %s", err)
             return
         server_now = ack.time_ms / 1000
-        if self.guard.pending is not None and self.commands is not None:
+        if self.guard.pending is not None:
             cid = self.guard.confirm()  # the server is reachable under the new configuration
             if cid:
                 log.info("configuration change %s confirmed", cid)
-                self.commands._final(cid, "set_config", "succeeded", 0, "configuration applied; server reached",
-                                     time.time())
+                if self.commands is not None:
+                    self.commands._final(cid, "set_config", "succeeded", 0, "configuration applied; server reached",
+                                         time.time())
         if not self.clock_ok or abs(server_now - self.clock.now()) > max(5.0, 2 * self.clock.speed):
             self.clock.set_offset(server_now - self.clock.raw())
             self.clock_ok = False
@@ -515,6 +516,9 @@ class Agent:
                     sample, _ = self._open_sample
                     self._open_sample = None
                     self._finish_sample(sample, probe_lost=True)
+                if self.console is not None:
+                    for ev in self.console.take_events():  # type: ignore[attr-defined]
+                        self.store_event(ev)  # engineers' sessions and commands, reported to the server
                 self.pump()
                 wait = max(0.0, min((next_slot - self.clock.now()) / self.clock.speed, 0.2))
                 try:

@@ -270,6 +270,9 @@ def ca_broker_config(directory: str, port: int, bind: str, data_dir: str | None,
     "modem": "posfleet.cli_diag_modem",
     "printer": "posfleet.cli_diag_printer",
     "idcard": "posfleet.cli_diag_idcard",
+    "connect": "posfleet.diagconsole.connect",
+    "remote": "posfleet.diagconsole.remote",
+    "credential": "posfleet.diagconsole.credential",
 })
 def diag() -> None:
     """Engineers' local diagnostics of the peripherals (same drivers as the agent)."""
