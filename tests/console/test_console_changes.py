@@ -107,7 +107,6 @@ def test_valid_credential_reboot_and_outbox_clear_are_audited(rig: Rig, tmp_path
     c_file = cred(rig, tmp_path, "李工", scope=("都安县", COUNTY))
     code, _out, doc = remote(rig.cable.laptop_path, "outbox", credential=c_file)
     seq = doc["data"]["entries"][0]["seq"]
-    count = doc["data"]["count"]
     code, _out, doc = remote(rig.cable.laptop_path, "outbox", "clear", f"seq={seq}", credential=c_file)
     assert code == 0, doc.get("error")
     assert doc["data"] == {"cleared": seq}
