@@ -34,6 +34,7 @@ import logging
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -95,6 +96,46 @@ class LinkHub:
         self._thread.join(5)
 
 
+class _DelayLine:
+    """Chunks held back before they are written, in the order they were read (FIFO even if the delay shrinks)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.loop = asyncio.get_running_loop()
+        self.queue: deque[tuple[float, bytes]] = deque()
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = asyncio.Event()
+        self.done.set()
+
+    @property
+    def empty(self) -> bool:
+        return not self.queue
+
+    def put(self, data: bytes, delay: float) -> None:
+        due = self.loop.time() + delay
+        if self.queue:
+            due = max(due, self.queue[-1][0])
+        self.queue.append((due, data))
+        self.done.clear()
+        if self.timer is None:
+            self.timer = self.loop.call_at(due, self._release)
+
+    def _release(self) -> None:
+        self.timer = None
+        now = self.loop.time()
+        while self.queue and self.queue[0][0] <= now:
+            _, data = self.queue.popleft()
+            if not self.writer.is_closing():
+                self.writer.write(data)
+        if self.queue:
+            self.timer = self.loop.call_at(self.queue[0][0], self._release)
+        else:
+            self.done.set()
+
+    async def flushed(self) -> None:
+        await self.done.wait()
+
+
 class _Pipe:
     """One relayed connection: two directions, each with its own delay line."""
 
@@ -119,8 +160,7 @@ class _Pipe:
         self.abort()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        loop = asyncio.get_running_loop()
-        last_due = 0.0
+        line = _DelayLine(writer)
         try:
             while True:
                 data = await reader.read(_CHUNK)
@@ -128,25 +168,15 @@ class _Pipe:
                     break
                 self.proxy.bytes_relayed += len(data)
                 delay = self.proxy.one_way_delay
-                # order is kept: a chunk never overtakes one read before it, even when the delay shrinks
-                due = max(loop.time() + delay, last_due)
-                last_due = due
-                if due > loop.time():
-                    loop.call_at(due, self._write, writer, data)
-                else:
+                if delay <= 0 and line.empty:
                     writer.write(data)
                     await writer.drain()
+                else:
+                    line.put(data, delay)  # behind what is held back already: order is kept
         except (OSError, asyncio.IncompleteReadError):
             pass
         # let delayed chunks go out before the other side is told the stream ended
-        wait = last_due - loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-
-    @staticmethod
-    def _write(writer: asyncio.StreamWriter, data: bytes) -> None:
-        if not writer.is_closing():
-            writer.write(data)
+        await line.flushed()
 
     def abort(self) -> None:
         for t in self.tasks:

@@ -1,0 +1,178 @@
+"""Fleet simulator benchmark (issue 7): how long `posfleet sim run` takes, and why.
+
+Targets: a 7-day scenario with 100 units in <= 10 minutes, and a 1-day scenario with 1,000 units in
+<= 10 minutes, on this machine.
+
+What it does: builds a synthetic scenario (N units in a few institutions, a seeded mix of every fault kind
+but the slow-to-emulate modem_unresponsive, five minutes to an hour each), plays it with the real player
+(:class:`simulator.run.Player`: Mosquitto, the fleet server, one agent process per unit, emulators and link
+proxies) and measures:
+
+* wall time, and the samples the server stored;
+* CPU seconds of every process involved (the player with its emulators and proxies: ``RUSAGE_SELF``; the
+  agents, Mosquitto and the server: ``RUSAGE_CHILDREN``, all reaped by the end), per simulated sample;
+* the agents' resident memory (psutil, sampled every 2 s, the largest seen per agent).
+
+From those it extrapolates the two targets: the CPU they need (samples x CPU per sample) divided by the
+cores is the least wall time any speed could reach; the fidelity bound (``simulator.run.max_speed``) gives
+another; memory is units x agent RSS. A run of the full targets is possible with ``--units/--hours`` but is
+not attempted by default, because the extrapolation shows it cannot fit (see docs/performance-sim.md).
+
+    .venv/bin/python -m benchmarks.bench_sim                          # 20 units, 3 h simulated, max speed
+    .venv/bin/python -m benchmarks.bench_sim --units 50 --hours 2 --speed 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import sys
+import threading
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks._harness import machine_line
+from simulator.run import Options, Player, load, max_speed
+
+TARGETS = {"week-100": (100, 7 * 24), "day-1000": (1000, 24)}
+TARGET_WALL_S = 600.0
+FAULTS = ("network_down", "high_latency", "printer_paper_out", "printer_cover_open", "printer_offline",
+          "idcard_reader_fault", "sim_missing", "power_off", "agent_down", "storage_readonly")
+MODEMS = ("quectel-ec20", "quectel-ec25", "simcom-sim7600", "huawei-me909s", "fibocom-l610")
+
+
+def make_scenario(units: int, hours: float, seed: int = 7, faults_per_unit_day: float = 4.0,
+                  start: str = "2026-11-02T08:00:00+08:00") -> dict[str, Any]:
+    """A synthetic fleet: ``units`` terminals, ``hours`` long, seeded random faults of every cheap kind."""
+    rng = random.Random(seed)
+    t0 = datetime.fromisoformat(start)
+    end = t0 + timedelta(hours=hours)
+    insts = [{"code": f"469030-{i:03d}", "name": f"村卫生室{i}", "county": ("琼中", "文昌", "万宁")[i % 3],
+              "type": "village_clinic"} for i in range(max(1, units // 10))]
+    us = [{"sn": f"HN9{i:07d}", "institution": insts[i % len(insts)]["code"], "model": "generic-pos",
+           "modem": MODEMS[i % len(MODEMS)], "printer": ("generic-58mm", "generic-80mm")[i % 2],
+           "idcard": "generic-sam"} for i in range(units)]
+    events = []
+    n = max(1, round(units * faults_per_unit_day * hours / 24))
+    minutes = int(hours * 60)
+    for _ in range(n):
+        fault = rng.choice(FAULTS)
+        a = rng.randrange(0, max(1, minutes - 5))
+        b = min(minutes, a + rng.randrange(5, 61))
+        e = {"unit": rng.choice(us)["sn"], "fault": fault, "start": (t0 + timedelta(minutes=a)).isoformat(),
+             "end": (t0 + timedelta(minutes=b)).isoformat()}
+        if fault == "high_latency":
+            e["rtt_ms"] = rng.choice((650, 900, 1500))
+        events.append(e)
+    return {"name": f"bench {units} units {hours:g} h", "timezone": "Asia/Shanghai", "start": t0.isoformat(),
+            "end": end.isoformat(), "sample_interval_s": 60, "service_hours": "00:00-23:59",
+            "institutions": insts, "units": us, "events": events}
+
+
+class _RssWatch(threading.Thread):
+    def __init__(self, player: Player) -> None:
+        super().__init__(daemon=True)
+        self.player = player
+        self.peak: dict[int, int] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(2.0):
+            for rig in list(self.player.rigs.values()):
+                if rig.proc is None:
+                    continue
+                try:
+                    rss = psutil.Process(rig.proc.pid).memory_info().rss
+                except psutil.Error:
+                    continue
+                self.peak[rig.proc.pid] = max(self.peak.get(rig.proc.pid, 0), rss)
+
+
+def _cpu() -> float:
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def measure(units: int, hours: float, speed: float | None, workdir: Path | None) -> dict[str, Any]:
+    raw = make_scenario(units, hours)
+    sc, raw = load(raw)
+    cpu0, t0 = _cpu(), time.time()
+    opts = Options(speed=speed, workdir=workdir, drain_timeout_s=600, count_timeout_s=600)
+    player = Player(sc, raw, opts)
+    watch = _RssWatch(player)
+    watch.start()
+    try:
+        result = player.run()
+    finally:
+        watch.stop.set()
+        player.close()
+    wall, cpu = time.time() - t0, _cpu() - cpu0
+    rss = sorted(watch.peak.values())
+    fleet = result.report["availability"]["fleet"]["fleet"]
+    return {
+        "units": units, "hours": hours, "speed": result.speed, "wall_s": round(wall, 1),
+        "samples": result.samples_stored, "cpu_s": round(cpu, 1),
+        "cpu_ms_per_sample": round(1000 * cpu / max(1, result.samples_stored), 2),
+        "agent_rss_mb_median": round(rss[len(rss) // 2] / 2**20, 1) if rss else None,
+        "incidents": result.incidents, "fleet_no_data_slots": fleet["no_data_slots"],
+        "fleet_service_slots": fleet["service_slots"],
+    }
+
+
+def extrapolate(m: dict[str, Any]) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    out = {}
+    for name, (units, hours) in TARGETS.items():
+        samples = units * hours * 60
+        cpu = samples * m["cpu_ms_per_sample"] / 1000
+        sc, _ = load(make_scenario(units, hours))
+        fastest = max_speed(sc)
+        out[name] = {
+            "samples": samples,
+            "cpu_s_needed": round(cpu),
+            "wall_s_floor_cpu": round(cpu / cores),  # every core busy all the time, nothing else running
+            "max_faithful_speed": fastest,
+            "wall_s_at_that_speed": round(hours * 3600 / fastest),
+            "agents_rss_gb": round(units * (m["agent_rss_mb_median"] or 0) / 1024, 1),
+            "meets_10_min": cpu / cores <= TARGET_WALL_S and hours * 3600 / fastest <= TARGET_WALL_S,
+        }
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--units", type=int, default=20)
+    ap.add_argument("--hours", type=float, default=3.0)
+    ap.add_argument("--speed", type=float, default=None, help="default: the player's max faithful speed")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+    print(machine_line(), flush=True)
+    m = measure(args.units, args.hours, args.speed, args.workdir)
+    print(f"measured: {m['units']} units x {m['hours']:g} h at speed {m['speed']:g}: {m['wall_s']} s wall, "
+          f"{m['samples']} samples, {m['cpu_s']} CPU s = {m['cpu_ms_per_sample']} ms CPU per simulated sample; "
+          f"agent RSS ~{m['agent_rss_mb_median']} MB; no-data slots {m['fleet_no_data_slots']}/"
+          f"{m['fleet_service_slots']}; incidents {len(m['incidents'])}")
+    for inc in m["incidents"][:10]:
+        print(f"  incident: {inc}")
+    ext = extrapolate(m)
+    for name, e in ext.items():
+        print(f"{name}: {e['samples']} samples -> {e['cpu_s_needed']} CPU s, >= {e['wall_s_floor_cpu']} s wall on "
+              f"{os.cpu_count()} cores; fidelity allows speed {e['max_faithful_speed']:g} -> "
+              f"{e['wall_s_at_that_speed']} s; agents' memory {e['agents_rss_gb']} GB; "
+              f"target 10 min: {'met' if e['meets_10_min'] else 'NOT met'}")
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine_line(), "measured": m, "extrapolated": ext}, indent=2,
+                                        ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
