@@ -31,7 +31,7 @@ const I18N = {
     peripherals: "外设状态", check_ok: "正常", check_fault: "故障", check_unknown: "无数据", latest_sample: "最新样本",
     health: "运行状况（最近样本）", cpu: "CPU %", mem: "内存已用 MB", disk: "磁盘已用 %", signal: "信号 dBm", rtt: "往返时延 ms",
     day_slots: "当日时段（分钟）", date: "日期", slot_ok: "完好且网络正常", slot_dev: "设备故障", slot_net: "网络异常",
-    slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用",
+    slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用", slot_future: "尚未到来",
     failures: "故障时段", from: "从", to: "到", what: "内容", carrier_outage: "疑似运营商故障",
     figures_day: "当日：完好率 {d}，网络可用率 {n}", commands: "远程命令", status_history: "状态记录",
     network_24h: "网络质量（24 小时）", samples: "样本数", p95: "P95",
@@ -39,7 +39,8 @@ const I18N = {
     default_hours: "默认", yes: "是", no: "否", flagged: "需关注", not_found: "未找到",
     health_centre: "乡镇卫生院", village_clinic: "村卫生室", community_site: "社区卫生服务站", hospital: "医院",
     pharmacy: "药店", insurance_office: "医保经办机构", deployed: "已部署", wired: "有线专网", "4g_vpdn": "4G VPDN",
-    unassigned: "未分配",
+    unassigned: "未分配", "China Mobile": "中国移动", "China Unicom": "中国联通", "China Telecom": "中国电信",
+    "China Broadnet": "中国广电",
   },
   en: {
     app_title: "POS fleet monitor", nav_fleet: "Fleet", nav_units: "Units", nav_institutions: "Institutions", logout: "Sign out",
@@ -67,7 +68,7 @@ const I18N = {
     peripherals: "Peripherals", check_ok: "ok", check_fault: "fault", check_unknown: "no data", latest_sample: "latest sample",
     health: "Health (recent samples)", cpu: "CPU %", mem: "Memory used MB", disk: "Disk used %", signal: "Signal dBm", rtt: "Round trip ms",
     day_slots: "Slots of the day (minutes)", date: "Date", slot_ok: "intact and network ok", slot_dev: "device fault",
-    slot_net: "network not ok", slot_both: "device fault and network not ok", slot_nodata: "no data", slot_off: "outside hours / not in service",
+    slot_net: "network not ok", slot_both: "device fault and network not ok", slot_nodata: "no data", slot_off: "outside hours / not in service", slot_future: "not yet",
     failures: "What failed when", from: "From", to: "To", what: "What", carrier_outage: "likely carrier outage",
     figures_day: "Day: intact {d}, network {n}", commands: "Commands", status_history: "Status history",
     network_24h: "Network quality (24 h)", samples: "samples", p95: "p95",
@@ -109,7 +110,7 @@ function h(tag, attrs, ...kids) {
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
     else e.setAttribute(k, v === true ? "" : String(v));
   }
-  for (const k of kids.flat()) if (k !== null && k !== undefined && k !== false) e.append(k instanceof Node ? k : String(k));
+  for (const k of kids.flat(Infinity)) if (k !== null && k !== undefined && k !== false) e.append(k instanceof Node ? k : String(k));
   return e;
 }
 function card(title, ...kids) { return h("section", {class: "card"}, h("h2", {}, title), ...kids); }
@@ -271,8 +272,10 @@ async function viewFleet() {
 
   return h("div", {}, head, kpis,
     h("div", {class: "grid"}, trendCard, flCard,
-      card(t("best10"), instTable(live.institutions_best, "best")), card(t("worst10"), instTable(live.institutions_worst, "worst")),
-      byCounty,
+      byCounty),
+    h("div", {class: "grid two"}, card(t("best10"), instTable(live.institutions_best, "best")),
+      card(t("worst10"), instTable(live.institutions_worst, "worst"))),
+    h("div", {class: "grid"},
       card(t("carriers"), h("div", {id: "carriers"}, Charts.bars(barRows(live.by_carrier), {label: t("carriers")}))),
       card(t("link_types"), h("div", {id: "link-types"}, Charts.bars(barRows(live.by_link_type), {label: t("link_types"), color: "#00897b"}))),
       card(t("versions"), versions),
@@ -289,7 +292,7 @@ function trendSwitch(box, scope) {
     box.replaceChildren(Charts.line([
       {name: "device", color: "#1565c0", points: tr.points.map(p => [x(p), p.device_rate === null ? null : p.device_rate * 100])},
       {name: "network", color: "#00897b", points: tr.points.map(p => [x(p), p.network_rate === null ? null : p.network_rate * 100])},
-    ], {label: `${t("trend")} ${days}`, height: 190, refs: [{y: ctx.threshold * 100, label: t("threshold", {t: pct(ctx.threshold)})}],
+    ], {label: `${t("trend")} ${days}`, height: 200, width: Math.max(480, Math.min(1400, box.clientWidth || 900)), refs: [{y: ctx.threshold * 100, label: t("threshold", {t: pct(ctx.threshold)})}],
         fmtY: v => v.toFixed(1) + "%", fmtX: v => new Date(v * 86400000).toISOString().slice(5, 10)}),
       h("div", {class: "legend"}, h("span", {}, h("i", {class: "sw-line1"}), t("device_rate")), h("span", {}, h("i", {class: "sw-line2"}), t("network_rate"))));
     box.dataset.state = "ready";
@@ -440,9 +443,9 @@ function slotsView(sn, day, data) {
   const picker = h("input", {type: "date", id: "slot-date", value: day, max: ctx.today,
     onchange: ev => { location.hash = `#/unit/${encodeURIComponent(sn)}?date=${ev.target.value}`; }});
   if (data.error) return h("div", {}, h("div", {class: "row"}, h("label", {}, t("date"), " ", picker)), h("p", {class: "error"}, data.error));
-  const kindOf = s => !s.counted ? "off" : s.device === "no_data" ? "nodata" :
+  const kindOf = s => Date.parse(s.start) / 1000 >= ctx.now ? "future" : !s.counted ? "off" : s.device === "no_data" ? "nodata" :
     s.device === "not_intact" && s.network === "not_ok" ? "both" : s.device === "not_intact" ? "dev" : s.network === "not_ok" ? "net" : "ok";
-  const colors = {ok: "#2e7d32", dev: "#c62828", net: "#ef6c00", both: "#6a1b9a", nodata: "#9e9e9e", off: "#eceff1"};
+  const colors = {future: "#ffffff", ok: "#2e7d32", dev: "#c62828", net: "#ef6c00", both: "#6a1b9a", nodata: "#9e9e9e", off: "#eceff1"};
   const runs = [];
   data.slots.forEach((s, i) => {
     const kind = kindOf(s);
@@ -455,17 +458,17 @@ function slotsView(sn, day, data) {
     r.color = colors[r.kind];
     r.title = `${hhmm(r.start)}–${r.to >= data.slots.length ? "24:00" : hhmm(data.slots[r.to].start)} ${t("slot_" + r.kind)} ${r.why}`;
   }
-  const bad = runs.filter(r => r.kind !== "ok" && r.kind !== "off");
+  const bad = runs.filter(r => !["ok", "off", "future"].includes(r.kind));
   const endOf = r => r.to >= data.slots.length ? "24:00" : hhmm(data.slots[r.to].start);
   const failures = table([t("from"), t("to"), {label: "min", num: 1}, t("what"), t("reasons")],
     bad.map(r => h("tr", {"data-kind": r.kind}, td(hhmm(r.start)), td(endOf(r)), tdn(r.to - r.from), td(t("slot_" + r.kind)),
       td(r.why, {class: r.outage ? "warn" : null}))), {id: "failures"});
-  const legend = h("div", {class: "legend"}, ...["ok", "dev", "net", "both", "nodata", "off"].map(k =>
+  const legend = h("div", {class: "legend"}, ...["ok", "dev", "net", "both", "nodata", "off", "future"].map(k =>
     h("span", {}, h("i", {class: `sw-${k}`}), t("slot_" + k))));
   return h("div", {id: "slots", "data-date": data.date},
     h("div", {class: "row"}, h("label", {}, t("date"), " ", picker),
       h("span", {class: "muted", "data-k": "slots.figures"}, t("figures_day", {d: pct(data.figures.device_rate), n: pct(data.figures.network_rate)}))),
-    Charts.strip(runs, {label: t("day_slots")}), legend, h("h2", {}, t("failures")), failures);
+    Charts.strip(runs, {label: t("day_slots"), width: 1300}), legend, h("h2", {}, t("failures")), failures);
 }
 
 // boot ------------------------------------------------------------------------------------------------

@@ -9,7 +9,9 @@ const Charts = (() => {
     return e;
   }
   function svg(w, h, label) {
-    const s = el("svg", {viewBox: `0 0 ${w} ${h}`, width: "100%", role: "img", preserveAspectRatio: "xMinYMin meet"});
+    // drawn at its own pixel size (text stays legible); CSS shrinks it to narrow containers
+    const s = el("svg", {viewBox: `0 0 ${w} ${h}`, width: w, height: h, class: "chart", role: "img",
+                         preserveAspectRatio: "xMinYMin meet"});
     if (label) s.appendChild(el("title", {}, label));
     return s;
   }
