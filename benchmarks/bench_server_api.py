@@ -329,6 +329,15 @@ def main() -> None:
         results["drill-down (1,440 slots of a day)"] = asyncio.run(measure(base, g["token"], "drill-down", drills, args.clients))
         results[f"fleet quarter by county ({q_from[:10]}..{q_to[:10]})"] = asyncio.run(
             measure(base, g["token"], "fleet quarter by county", quarter, args.clients))
+        # one uncached computation: the quarter before, alone (the concurrent run shares one count per question)
+        p_from = last_quarter(int(datetime.fromisoformat(q_from).timestamp()))[0]
+        t = time.perf_counter()
+        r = httpx.get(f"{base}/api/v1/availability", params={"from": p_from, "to": q_from, "group_by": "county"},
+                      headers={"Authorization": f"Bearer {g['token']}"}, timeout=300)
+        cold = time.perf_counter() - t
+        print(f"  fleet quarter by county, uncached, one client ({p_from[:10]}..{q_from[:10]}): {cold * 1000:.0f} ms "
+              f"(HTTP {r.status_code})", flush=True)
+        results["cold quarter"] = {"ms": cold * 1000}
         # the figures are real: print the fleet line once
         body = httpx.get(f"{base}/api/v1/availability", params={"from": q_from, "to": q_to},
                          headers={"Authorization": f"Bearer {g['token']}"}, timeout=120).json()["fleet"]
