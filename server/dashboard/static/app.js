@@ -31,7 +31,7 @@ const I18N = {
     peripherals: "外设状态", check_ok: "正常", check_fault: "故障", check_unknown: "无数据", latest_sample: "最新样本",
     health: "运行状况（最近样本）", cpu: "CPU %", mem: "内存已用 MB", disk: "磁盘已用 %", signal: "信号 dBm", rtt: "往返时延 ms",
     day_slots: "当日时段（分钟）", date: "日期", slot_ok: "完好且网络正常", slot_dev: "设备故障", slot_net: "网络异常",
-    slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用", slot_future: "尚未到来",
+    slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用", slot_future: "尚未到来", nodata_minutes: "无数据（分钟）",
     failures: "故障时段", from: "从", to: "到", what: "内容", carrier_outage: "疑似运营商故障",
     figures_day: "当日：完好率 {d}，网络可用率 {n}", commands: "远程命令", status_history: "状态记录",
     network_24h: "网络质量（24 小时）", samples: "样本数", p95: "P95",
@@ -68,7 +68,7 @@ const I18N = {
     peripherals: "Peripherals", check_ok: "ok", check_fault: "fault", check_unknown: "no data", latest_sample: "latest sample",
     health: "Health (recent samples)", cpu: "CPU %", mem: "Memory used MB", disk: "Disk used %", signal: "Signal dBm", rtt: "Round trip ms",
     day_slots: "Slots of the day (minutes)", date: "Date", slot_ok: "intact and network ok", slot_dev: "device fault",
-    slot_net: "network not ok", slot_both: "device fault and network not ok", slot_nodata: "no data", slot_off: "outside hours / not in service", slot_future: "not yet",
+    slot_net: "network not ok", slot_both: "device fault and network not ok", slot_nodata: "no data", slot_off: "outside hours / not in service", slot_future: "not yet", nodata_minutes: "No data (minutes)",
     failures: "What failed when", from: "From", to: "To", what: "What", carrier_outage: "likely carrier outage",
     figures_day: "Day: intact {d}, network {n}", commands: "Commands", status_history: "Status history",
     network_24h: "Network quality (24 h)", samples: "samples", p95: "p95",
@@ -372,8 +372,9 @@ const kv = (k, v, key) => [h("dt", {}, k), h("dd", {"data-k": key || null}, v ==
 
 // unit view -------------------------------------------------------------------------------------------
 async function viewUnit(r) {
-  const sn = r.arg, day = r.q.get("date") || ctx.today;
-  const [u, samples, avail, slots, alerts, net, cmds] = await Promise.all([
+  const sn = r.arg;
+  let day = r.q.get("date") || ctx.today;
+  const [u, samples, avail, slots_, alerts, net, cmds] = await Promise.all([
     api(`/api/v1/registry/units/${encodeURIComponent(sn)}`),
     api(`/api/v1/units/${encodeURIComponent(sn)}/samples`, {limit: 240}).catch(() => ({items: []})),
     api("/api/v1/availability", {...month(), group_by: "unit", sn, limit: 1}),
@@ -382,6 +383,13 @@ async function viewUnit(r) {
     api(`/api/v1/units/${encodeURIComponent(sn)}/network`, {hours: 24}).catch(() => null),
     ctx.features.commands ? api("/api/v1/commands", {sn, limit: 20}).catch(() => null) : Promise.resolve(null),
   ]);
+  let slots = slots_;
+  if (!r.q.get("date") && !slots.error && !slots.slots.some(s => s.counted && Date.parse(s.start) / 1000 < ctx.now)) {
+    // nothing counted yet today (early morning): show yesterday, the last day with something to see
+    const y = new Date(Date.parse(ctx.today + "T00:00:00Z") - 86400000).toISOString().slice(0, 10);
+    const prev = await api(`/api/v1/units/${encodeURIComponent(sn)}/slots`, {date: y}).catch(() => null);
+    if (prev) { slots = prev; day = y; }
+  }
   const fig = avail.items[0] || {};
   const ident = u.identity || {};
   const latest = samples.items[0];
@@ -406,13 +414,13 @@ async function viewUnit(r) {
   const month_ = h("div", {class: "kpis"},
     kpi(t("device_rate"), pct(fig.device_rate), `${t("month")} ${ctx.month.label}`, "unit.device_rate", fig.device_rate, rateCls(fig.device_rate)),
     kpi(t("network_rate"), pct(fig.network_rate), `${t("month")} ${ctx.month.label}`, "unit.network_rate", fig.network_rate, rateCls(fig.network_rate)),
-    kpi(t("slot_nodata"), String(fig.no_data_slots === undefined ? "—" : fig.no_data_slots), t("day_slots").replace(/（.*|\(.*/, ""), "unit.no_data"),
+    kpi(t("nodata_minutes"), String(fig.no_data_slots === undefined ? "—" : fig.no_data_slots), `${t("month")} ${ctx.month.label}`, "unit.no_data"),
     net ? kpi(t("network_24h"), `${num(net.latency_ms, 0)} ms`, `${t("jitter")} ${num(net.jitter_ms, 0)} ms · ${t("loss")} ${net.loss === null ? "—" : net.loss}`, "unit.latency") : null);
 
   const asc = samples.items.slice().reverse();
   const chart = (label, pick, extra) => h("div", {class: "card"}, h("h2", {}, label),
     Charts.line([{name: label, color: "#1565c0", points: asc.map(s => [s.ts, pick(s)])}],
-      Object.assign({label, height: 150, width: 420, fmtX: v => when(v).slice(11), empty: t("none")}, extra || {})));
+      Object.assign({label, height: 150, width: 420, ticks: 3, fmtX: v => when(v).slice(5), empty: t("none")}, extra || {})));
   const diskPct = s => (s.fs && s.fs.length) ? Math.round(1000 * s.fs[0].used_mb / Math.max(1, s.fs[0].size_mb)) / 10 : null;
   const health = h("div", {class: "grid", id: "health"},
     chart(t("cpu"), s => s.cpu === undefined ? null : s.cpu, {yMin: 0, yMax: 100}),

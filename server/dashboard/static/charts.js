@@ -21,7 +21,7 @@ const Charts = (() => {
     const s = svg(W, H, opt.label);
     const xs = series.flatMap(r => r.points.map(p => p[0]));
     const ys = series.flatMap(r => r.points.map(p => p[1]).filter(v => v !== null && v !== undefined));
-    if (!xs.length) { s.appendChild(el("text", {x: W / 2, y: H / 2, "text-anchor": "middle"}, opt.empty || "—")); return s; }
+    if (!xs.length || !ys.length) { s.appendChild(el("text", {x: W / 2, y: H / 2, "text-anchor": "middle"}, opt.empty || "—")); return s; }
     let x0 = Math.min(...xs), x1 = Math.max(...xs);
     if (x0 === x1) { x0 -= 1; x1 += 1; }
     let y0 = opt.yMin !== undefined ? opt.yMin : Math.min(...ys, ...(opt.refs || []).map(r => r.y));
@@ -35,7 +35,7 @@ const Charts = (() => {
       s.appendChild(el("line", {x1: L, x2: W - R, y1: y, y2: y, stroke: "#eceff1"}));
       s.appendChild(el("text", {x: L - 4, y: y + 4, "text-anchor": "end"}, opt.fmtY ? opt.fmtY(v) : v.toFixed(0)));
     }
-    const ticks = Math.min(6, new Set(xs).size);
+    const ticks = Math.min(opt.ticks || 6, new Set(xs).size);
     for (let i = 0; i < ticks; i++) {
       const v = ticks === 1 ? x0 : x0 + (x1 - x0) * i / (ticks - 1);
       s.appendChild(el("text", {x: X(v), y: H - 6, "text-anchor": i === 0 ? "start" : i === ticks - 1 ? "end" : "middle"},
