@@ -49,7 +49,9 @@ def machine() -> dict[str, str]:
 
 def machine_line() -> str:
     m = machine()
-    return f"machine: {m['cpus']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}, {m['date']}"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"machine: {m['cpus']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}, {m['date']}; "
+            f"load average now {load} (other work on the box skews CPU-bound figures)")
 
 
 def segs(sock: socket.socket) -> tuple[int, int, int]:
