@@ -38,8 +38,10 @@ class LinkConfig(_Base):
     key_passphrase: str = ""
     # MQTT keep-alive: the broker declares the unit gone after 1.5 x this without traffic.
     keepalive_s: int = 660
-    # Telemetry is sent in batches: when the oldest unsent sample is this old, at once when a
-    # check changes state or the link comes back.
+    # Telemetry is sent in batches: when the oldest unsent sample is this old (checked at each
+    # sample), and at once when a check changes state, a command result is ready or the link comes
+    # back. Keep it below keepalive_s: then the batches themselves keep the MQTT session alive and no
+    # PINGREQ is ever sent.
     batch_interval_s: int = 600
     max_batch: int = 60
     # Backlog upload after an outage: batches per second, so business traffic is not starved.
@@ -52,6 +54,9 @@ class LinkConfig(_Base):
     # 8 MB a month at one a minute, so off by default; the simulator turns it on).
     probe_every_sample: bool = False
     tls_min_version: str = "1.2"
+    # The cellular interface (e.g. "wwan0"): its byte counters are the SIM's data use when the modem
+    # model has no counter command.
+    data_interface: str = ""
 
 
 class SamplingConfig(_Base):

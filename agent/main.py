@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from posfleet import __version__
 from wire import codec, topics
 from wire.messages import (
@@ -243,6 +245,11 @@ class Agent:
             self._store(Event(seq=0, ts=slot_ts, kind=identity_event, data=self.peripherals.identity()))
             self._urgent = True
         signal = self.peripherals.signal()
+        cell_id, tac = self.peripherals.cell()
+        data_bytes = self.peripherals.data_bytes()
+        if data_bytes is None and self.cfg.link.data_interface:
+            nic = psutil.net_io_counters(pernic=True).get(self.cfg.link.data_interface)
+            data_bytes = None if nic is None else nic.bytes_sent + nic.bytes_recv
         connected = self.link.connected
         info = self.link.tcp_info() if connected else None
         self.stats.samples += 1
@@ -253,7 +260,8 @@ class Agent:
             rtt_var_ms=None if info is None else int(round(info.rttvar_ms)),
             retrans=None if info is None else info.total_retrans,
             segs_out=None if info is None else info.segs_out,
-            fs=fs, checks=checks, signal_dbm=signal[0], csq=signal[1],
+            fs=fs, checks=checks, signal_dbm=signal[0], csq=signal[1], cell_id=cell_id, tac=tac,
+            data_bytes=data_bytes,
             **sysinfo,  # type: ignore[arg-type]
         )
 
@@ -408,7 +416,7 @@ class Agent:
         due = (
             self._urgent
             or len(rows) >= self.cfg.link.max_batch
-            or oldest_age >= self.cfg.link.batch_interval_s + self.interval
+            or oldest_age >= self.cfg.link.batch_interval_s
         )
         if due:
             self._send_rows(rows, now_mono)

@@ -63,6 +63,7 @@ def lite_copy(s: Sample) -> Sample:
     return Sample(
         seq=s.seq, ts=s.ts, interval=s.interval, clock=s.clock, connected=s.connected, rtt_ms=s.rtt_ms,
         checks={k: Check(c.state, c.reason[:24]) for k, c in s.checks.items()}, lite=True,
+        cell_id=s.cell_id, data_bytes=s.data_bytes,
     )
 
 

@@ -86,6 +86,8 @@ class PeripheralSet:
             if pc is not None and pc.enabled:
                 self.ports[kind] = _Port(kind, pc)
         self._signal: tuple[int | None, int | None] = (None, None)
+        self._cell: tuple[int | None, int | None] = (None, None)
+        self._data_bytes: int | None = None
         self._identity: dict[str, Any] = {}
         # "identity" when the modem/SIM identity is first seen, "sim_changed" when ICCID or IMSI differ
         self.identity_event: str | None = None
@@ -130,6 +132,11 @@ class PeripheralSet:
         rssi = getattr(sig, "rssi_dbm", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("rssi_dbm")
         csq = getattr(sig, "csq", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("csq")
         self._signal = (rssi, csq)
+        reg = getattr(st, "registration", None)
+        self._cell = (getattr(reg, "cell_id", None), getattr(reg, "tac", None))
+        counters = getattr(st, "counters", None) or {}
+        if "bytes_sent" in counters and "bytes_received" in counters:
+            self._data_bytes = int(counters["bytes_sent"]) + int(counters["bytes_received"])
         ident = {
             "iccid": getattr(st, "iccid", None), "imsi": getattr(st, "imsi", None), "imei": getattr(st, "imei", None),
             "modem_model": getattr(st, "model", None), "modem_firmware": getattr(st, "firmware", None),
@@ -156,6 +163,14 @@ class PeripheralSet:
 
     def signal(self) -> tuple[int | None, int | None]:
         return self._signal
+
+    def cell(self) -> tuple[int | None, int | None]:
+        """(cell id, TAC) of the serving cell, when the modem says."""
+        return self._cell
+
+    def data_bytes(self) -> int | None:
+        """The modem's data counter (sent + received), when the model has one."""
+        return self._data_bytes
 
     def identity(self) -> dict[str, Any]:
         return dict(self._identity)

@@ -40,7 +40,7 @@ class Sample(msgspec.Struct, omit_defaults=True, rename={
     "seq": "q", "ts": "t", "interval": "i", "clock": "k", "connected": "c", "rtt_ms": "r",
     "rtt_var_ms": "j", "retrans": "x", "segs_out": "o", "cpu": "u", "load1": "l", "mem_used_mb": "m",
     "mem_avail_mb": "a", "swap_used_mb": "w", "fs": "f", "uptime_s": "b", "checks": "h", "signal_dbm": "g",
-    "csq": "s", "lite": "z",
+    "csq": "s", "lite": "z", "cell_id": "n", "tac": "y", "data_bytes": "d",
 }):
     """One health sample. ``ts`` is epoch seconds (UTC); it covers [ts, ts + interval)."""
 
@@ -64,6 +64,11 @@ class Sample(msgspec.Struct, omit_defaults=True, rename={
     signal_dbm: int | None = None
     csq: int | None = None
     lite: bool = False  # raw detail dropped by the outbox cap; counting fields kept
+    cell_id: int | None = None  # serving cell (for correlated-outage attribution)
+    tac: int | None = None
+    # SIM data counter: bytes sent + received as the modem (or the configured interface) counts them,
+    # cumulative since that counter's reset; the server sums the increases per month.
+    data_bytes: int | None = None
 
 
 class Event(msgspec.Struct, omit_defaults=True, rename={"seq": "q", "ts": "t", "kind": "e", "data": "d"}):

@@ -40,6 +40,8 @@ def test_peripheral_faults_identity_and_privacy(pki, broker, server, devices, tm
         assert {k: v[0] for k, v in checks.items()} == {"storage": 0, "modem": 0, "printer": 0, "idcard": 0}
         sample = server.get(f"/api/v1/units/{sn}/samples", limit=1).json()["items"][0]
         assert sample["signal_dbm"] is not None and sample["csq"] is not None
+        assert sample["cell_id"] is not None and sample["tac"] is not None, "serving cell for outage attribution"
+        assert sample["data_bytes"] is not None and sample["data_bytes"] >= 0, "SIM data counter (+QGDCNT)"
         wait_for(lambda: (server.get(f"/api/v1/units/{sn}").json().get("identity") or {}).get("iccid")
                  == "89860112345678901234", 20, "modem identity reported")
         ident = server.get(f"/api/v1/units/{sn}").json()["identity"]
