@@ -26,9 +26,10 @@ FINAL = ("succeeded", "failed", "rejected", "expired")
 
 REBOOT_SCRIPT = """#!/bin/sh
 # a reboot, as the terminal would see it: counted, a new boot id, the agent process gone
+PID={pid_expr}
 echo x >> "{counter}"
 echo "boot-$(date +%s%N)" > "{boot_id}"
-kill -9 {pid_expr}
+kill -9 "$PID"
 """
 
 
