@@ -200,6 +200,9 @@ def download(url: str, dest: Path, size: int, sha256_hex: str, pace: float = PAC
         if have < size:
             try:
                 _fetch(url, part, have, size, pace, timeout)
+            except Refused:
+                part.unlink(missing_ok=True)
+                raise
             except (urllib.error.URLError, OSError, TimeoutError) as err:
                 last_err = str(getattr(err, "reason", err))
                 log.warning("update download interrupted at %d of %d bytes (%s); resuming",
