@@ -95,9 +95,10 @@ class _RssWatch(threading.Thread):
                 self.peak[rig.proc.pid] = max(self.peak.get(rig.proc.pid, 0), rss)
 
 
-def _cpu() -> float:
+def _cpu() -> tuple[float, float]:
+    """(this process: player, emulators, proxies; reaped children: agents, broker, server) CPU seconds."""
     s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+    return s.ru_utime + s.ru_stime, c.ru_utime + c.ru_stime
 
 
 def measure(units: int, hours: float, speed: float | None, workdir: Path | None) -> dict[str, Any]:
@@ -113,13 +114,16 @@ def measure(units: int, hours: float, speed: float | None, workdir: Path | None)
     finally:
         watch.stop.set()
         player.close()
-    wall, cpu = time.time() - t0, _cpu() - cpu0
+    wall, cpu1 = time.time() - t0, _cpu()
+    player_cpu, children_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    cpu = player_cpu + children_cpu
     rss = sorted(watch.peak.values())
     fleet = result.report["availability"]["fleet"]["fleet"]
     return {
         "units": units, "hours": hours, "speed": result.speed, "wall_s": round(wall, 1),
         "samples": result.samples_stored, "cpu_s": round(cpu, 1),
         "cpu_ms_per_sample": round(1000 * cpu / max(1, result.samples_stored), 2),
+        "player_cpu_s": round(player_cpu, 1), "agents_broker_server_cpu_s": round(children_cpu, 1),
         "agent_rss_mb_median": round(rss[len(rss) // 2] / 2**20, 1) if rss else None,
         "incidents": result.incidents, "fleet_no_data_slots": fleet["no_data_slots"],
         "fleet_service_slots": fleet["service_slots"],
@@ -157,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     print(machine_line(), flush=True)
     m = measure(args.units, args.hours, args.speed, args.workdir)
     print(f"measured: {m['units']} units x {m['hours']:g} h at speed {m['speed']:g}: {m['wall_s']} s wall, "
-          f"{m['samples']} samples, {m['cpu_s']} CPU s = {m['cpu_ms_per_sample']} ms CPU per simulated sample; "
+          f"{m['samples']} samples, {m['cpu_s']} CPU s (player+emulators+proxies {m['player_cpu_s']}, agents+broker+"
+          f"server {m['agents_broker_server_cpu_s']}) = {m['cpu_ms_per_sample']} ms CPU per simulated sample; "
           f"agent RSS ~{m['agent_rss_mb_median']} MB; no-data slots {m['fleet_no_data_slots']}/"
           f"{m['fleet_service_slots']}; incidents {len(m['incidents'])}")
     for inc in m["incidents"][:10]:

@@ -81,9 +81,9 @@ MIN_SLOT_REAL_S = 0.5
 #: profiles; measured with agent.peripherals.PeripheralSet.check_all against the emulators: healthy 0.06 s,
 #: modem_unresponsive 2.1-3.1 s, idcard_reader_fault 1.1 s, printer_offline 0.56 s; the others 0.06 s)
 FAULT_CHECK_REAL_S = {"modem_unresponsive": 3.1, "printer_offline": 0.6, "idcard_reader_fault": 1.2}
-#: CPU seconds per simulated sample across agent, emulators, proxy, broker and server (measured, see
-#: docs/performance-sim.md); used to keep the whole fleet under the machine's cores
-CPU_PER_SAMPLE_S = 0.03
+#: CPU seconds per simulated sample across agent, emulators, proxy, broker and server (measured: 36.7 ms,
+#: benchmarks/bench_sim.py, docs/performance-sim.md); used to keep the whole fleet under the machine's cores
+CPU_PER_SAMPLE_S = 0.037
 #: highest speed the player accepts (the clock formula is exact; this is a sanity bound)
 SPEED_LIMIT = 100_000.0
 

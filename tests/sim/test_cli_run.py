@@ -1,0 +1,51 @@
+"""`posfleet sim run SCENARIO --report FILE` end to end: the report file holds the server's answer, and it
+equals the oracle's figures (one unit, one cut link, a few minutes at speed 60)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from posfleet.cli_sim_run import command
+from simulator.oracle import oracle
+from simulator.scenario import load_scenario
+
+pytestmark = pytest.mark.timeout(90)
+
+SCENARIO = {
+    "name": "one clinic, cable cut",
+    "start": "2026-03-09T11:54:00+08:00",
+    "end": "2026-03-09T12:00:00+08:00",
+    "service_hours": "11:54-18:00",
+    "institutions": [{"code": "460100-201", "name": "海口市某社区卫生服务站", "county": "美兰",
+                      "type": "community_health_station"}],
+    "units": [{"sn": "HN00072001", "institution": "460100-201", "model": "generic-pos",
+               "modem": "quectel-ec20", "printer": "generic-58mm", "idcard": "generic-sam"}],
+    "events": [{"unit": "HN00072001", "fault": "network_down",
+                "start": "2026-03-09T11:56:00+08:00", "end": "2026-03-09T11:58:00+08:00"}],
+}
+
+
+def test_sim_run_writes_the_servers_report(tmp_path: Path) -> None:
+    scenario = tmp_path / "cut.json"
+    scenario.write_text(json.dumps(SCENARIO, ensure_ascii=False), encoding="utf-8")
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(command, [str(scenario), "--speed", "30", "--report", str(report),
+                                          "--workdir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    out = json.loads(report.read_text(encoding="utf-8"))
+    assert out["period"]["from"] == "2026-03-09T11:00:00+08:00" and out["period"]["to"] == "2026-03-09T12:00:00+08:00"
+    unit = out["availability"]["unit"]["items"][0]
+    want = oracle(load_scenario(scenario), group_by="unit")["groups"][0]
+    assert unit["sn"] == "HN00072001" and unit["service_slots"] == want["service_slots"] == 6
+    assert unit["intact_slots"] == want["intact_slots"] == 6
+    # two slots cut (11:56, 11:57): one slot of slack at each of the two edges
+    assert want["network_ok_slots"] == 4
+    assert abs(unit["network_ok_slots"] - want["network_ok_slots"]) <= 2, (unit, want)
+    assert unit["no_data_slots"] == 0
+    assert out["availability"]["fleet"]["fleet"]["units"] == 1
+    assert out["run"]["link_cuts"] == 1
+    assert "fleet: device" in result.output  # the one-line summary on stderr
