@@ -104,6 +104,11 @@ class Link:
         c.on_disconnect = self._handle_disconnect
         c.on_message = self._handle_message
         c.on_publish = self._handle_publish
+        # Only the link thread may touch the TLS socket. Without an external-loop callback, paho's
+        # publish() from any other thread (the agent's, the command worker's) calls loop_write()
+        # itself, so two threads write one SSL object: corrupted records ("bad record mac") and, once
+        # seen, heap corruption. With the callback set, publish() only queues and wakes loop().
+        c.on_socket_register_write = lambda client, userdata, sock: None
         self._client = c
 
     # lifecycle --------------------------------------------------------------------
@@ -148,10 +153,24 @@ class Link:
         info = self._client.publish(topics.topic(self.sn, kind), payload, qos=qos, retain=retain)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             return False
+        self._note_sent()
         if qos:
             with self._lock:
                 self._sent_at[info.mid] = time.monotonic()
         return True
+
+    def _note_sent(self) -> None:
+        """Count our publish as traffic for the keep-alive timer.
+
+        paho-mqtt 2.2's ``_packet_write`` returns when its queue empties, before it records the
+        time of the last packet sent, so only its own PINGREQs reset the timer and it pings every
+        ``keepalive`` seconds whatever else is sent (eclipse-paho/paho.mqtt.python#813): about a
+        quarter of the monthly bytes. The batches keep the session alive; tell paho so."""
+        client = self._client
+        mutex = getattr(client, "_msgtime_mutex", None)
+        if mutex is not None and hasattr(client, "_last_msg_out"):
+            with mutex:
+                client._last_msg_out = time.monotonic()
 
     def probe(self) -> bool:
         """An empty QoS 1 publish that nobody receives: its PUBACK times the round trip."""

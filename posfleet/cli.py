@@ -279,7 +279,7 @@ def diag() -> None:
 
 
 # ---------------------------------------------------------------- sim
-@main.group(cls=_Lazy, modules={"oracle": "posfleet.cli_sim_oracle"})
+@main.group(cls=_Lazy, modules={"oracle": "posfleet.cli_sim_oracle", "run": "posfleet.cli_sim_run"})
 def sim() -> None:
     """The simulator: emulated peripherals and fleets."""
 
