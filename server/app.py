@@ -103,7 +103,7 @@ def _install_fleet_api(app: FastAPI) -> None:
 def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        storage = open_storage(settings.storage.url, settings.base_dir)
+        storage = open_storage(settings.storage.url, settings.base_dir, settings.storage.read_connections)
         await storage.open()
         app.state.storage = storage
         ingest = Ingest(settings, storage, app.state.clock)

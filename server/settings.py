@@ -29,6 +29,8 @@ class MqttSettings(_Strict):
 
 class StorageSettings(_Strict):
     url: str = "sqlite:///var/lib/posfleet/fleet.sqlite"
+    # read-only connections beside the single writer (WAL): API reads run on these in parallel
+    read_connections: int = Field(4, ge=0, le=64)
 
 
 class HttpSettings(_Strict):
@@ -74,6 +76,8 @@ class AlertSettings(_Strict):
     storage_pct: float = Field(90.0, gt=0, le=100)
     # correlated outage: at least this many units of one county with the link down in the same minute
     outage_min_units: int = Field(3, ge=2)
+    # the same for one cell site (TAC + cell id): a village cell serves few terminals
+    cell_outage_min_units: int = Field(2, ge=2)
     webhook_url: str = ""
     webhook_retries: int = Field(5, ge=0, le=20)
     webhook_timeout_s: float = Field(5.0, gt=0)

@@ -19,8 +19,13 @@ How the stored roll-ups stay exact:
   stand).
 
 Correlated outages: after an hour is counted, the minutes in which at least ``alerts.outage_min_units`` units of
-one county had the link down are stored (``outages``); drill-down, alerts and the report mark them as a likely
-carrier outage rather than terminal faults.
+one county had the link down are stored (``outages``), and so are the minutes in which at least
+``alerts.cell_outage_min_units`` units last served by one cell site (TAC + cell id, from the samples) had the link
+down (``cell_outages``); drill-down, alerts and the report mark them as a likely carrier outage rather than
+terminal faults, naming the cell when one is known.
+
+SIM data use (``server.analytics.datause``) is another roll-up kept by the same pass: the ingest hook notes the
+counter readings and :meth:`Availability.flush` folds them into per unit-day rows.
 """
 
 from __future__ import annotations
@@ -88,6 +93,10 @@ class Availability:
         self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
         self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
                                       "last_recount_at": None}
+        from ..analytics.datause import DataUse
+
+        # SIM data use per unit-day: another roll-up kept in step with the samples by the same pass
+        self.datause = DataUse(settings, storage, self.tz)
 
     # lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -120,13 +129,15 @@ class Availability:
             speed = getattr(self.clock, "speed", 1.0) or 1.0
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, min(to_next_hour / speed + 1, 300)))
-                # quiet period: a backlog arrives in bursts
-                while True:
+                # quiet period: a backlog arrives in bursts (but a fleet that never goes quiet is still served)
+                waited = 0.0
+                while waited < max(60.0, debounce):
                     self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(), timeout=debounce)
                     except TimeoutError:
                         break
+                    waited += debounce
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -143,6 +154,8 @@ class Availability:
         """Ingest post-commit hook: mark the hours the committed samples touch (cheap; never blocks)."""
         tz = self.tz
         n = 0
+        samples = list(samples)
+        self.datause.on_committed(samples, events)
         for s in samples:
             n += 1
             for h in hours_touched(int(s.ts), int(s.interval), tz):
@@ -202,6 +215,7 @@ class Availability:
                     if h >= keep_from:
                         todo[h] = sns_h
             hours = await self._recount(todo)
+            await self.datause.flush()
             if closed > self.rolled_to:
                 self.rolled_to = closed
                 await self.storage.meta_set("rolled_to", str(closed))
@@ -219,6 +233,7 @@ class Availability:
         # keep whole months so a month row never covers purged days
         first = date(keep.year, keep.month, 1).toordinal()
         await self.storage.purge_rollups(first)
+        await self.storage.purge_data_days(first)
 
     async def _recount(self, todo: dict[int, set[str]]) -> int:
         """Recount (unit, hour) pairs; runs of hours of one local day are counted in one go per unit."""
@@ -287,20 +302,45 @@ class Availability:
         )
 
     async def _outages(self, start: int, end: int, index: dict[str, Any]) -> None:
-        """Minutes in which several units of one county had the link down: likely the carrier's fault."""
+        """Minutes in which several units of one county, or of one cell site, had the link down: likely the
+        carrier's fault. A link-down minute is put on the cell the unit was served by when its link was last
+        up (see :meth:`SqliteStorage.link_down_cells`)."""
         need = self.settings.alerts.outage_min_units
+        need_cell = self.settings.alerts.cell_outage_min_units
         down: dict[tuple[str, int], set[str]] = defaultdict(set)
-        for sn, ts, iv in await self.storage.link_down_samples(start, end):
+        cells: dict[tuple[int, int, int], set[str]] = defaultdict(set)
+        for sn, ts, iv, tac, cell in await self.storage.link_down_cells(start, end):
             info = index.get(sn)
-            if info is None or not info.county:
+            if info is None:
                 continue
             m = -((-ts) // 60) * 60
             while m < ts + iv:
                 if start <= m < end:
-                    down[(info.county, m)].add(sn)
+                    if info.county:
+                        down[(info.county, m)].add(sn)
+                    if cell is not None:
+                        cells[(int(tac or 0), int(cell), m)].add(sn)
                 m += 60
         rows = [(c, m, len(s), sorted(s)) for (c, m), s in down.items() if len(s) >= need]
         await self.storage.replace_outages(start, end, rows)
+        cell_rows = []
+        for (tac, cell, m), sns in cells.items():
+            if len(sns) >= need_cell:
+                counties = Counter(index[sn].county for sn in sns)
+                cell_rows.append((tac, cell, m, counties.most_common(1)[0][0], sorted(sns)))
+        await self.storage.replace_cell_outages(start, end, cell_rows)
+
+    async def outage_marks(self, sn: str, county: str, start: int, end: int) -> dict[int, dict[str, Any]]:
+        """Link-down minutes of ``[start, end)`` that a correlated outage explains for this unit:
+        minute -> {"county": ...} and/or {"cell": "TAC/CELL", "cell_units": n}."""
+        marks: dict[int, dict[str, Any]] = {}
+        if county:
+            for o in await self.storage.outages_between(start, end, county):
+                marks.setdefault(o["minute"], {})["county"] = county
+        for o in await self.storage.cell_outages_between(start, end, sn=sn):
+            if sn in o["sns"]:
+                marks.setdefault(o["minute"], {}).update(cell=f"{o['tac']}/{o['cell']}", cell_units=o["units"])
+        return marks
 
     # figures -------------------------------------------------------------------------------------
     def period(self, start_text: str, end_text: str) -> tuple[int, int]:
@@ -431,7 +471,7 @@ class Availability:
         """Minute-by-minute drill-down of one unit's local day, with the stored hour roll-ups beside it."""
         start, end = midnight(day, self.tz), midnight(day + timedelta(days=1), self.tz)
         uc, info, hist = await self.unit_count(sn, start, end)
-        outage_minutes = {o["minute"] for o in await self.storage.outages_between(start, end, info.county)} if info.county else set()
+        outage = await self.outage_marks(sn, info.county, start, end)
         first_ts = hist[0]["from_ts"] if hist else None
         raw_from = int(self.clock.now()) - self.settings.retention_days * 86400
         slots = []
@@ -449,8 +489,11 @@ class Availability:
                 item["device_reasons"] = dev
             if net and s.network == "not_ok":
                 item["network_reasons"] = net
-                if "link_down" in net and ts in outage_minutes:
+                if "link_down" in net and ts in outage:
                     item["likely_carrier_outage"] = True
+                    if "cell" in outage[ts]:
+                        item["carrier_outage_cell"] = outage[ts]["cell"]
+                        item["carrier_outage_cell_units"] = outage[ts]["cell_units"]
             slots.append(item)
         stored = await self.storage.rollup_days(sn, day.toordinal(), day.toordinal())
         hours = []
@@ -475,8 +518,7 @@ class Availability:
         out: Counter[str] = Counter()
         if raw_from < end:
             uc, info, _ = await self.unit_count(sn, raw_from, end)
-            outage = ({o["minute"] for o in await self.storage.outages_between(raw_from, end, info.county)}
-                      if info.county else set())
+            outage = await self.outage_marks(sn, info.county, raw_from, end)
             for s in uc.slots(counted_only=True):
                 if s.device == "no_data":
                     out["no_data"] += 1

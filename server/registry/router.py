@@ -87,7 +87,10 @@ async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
 async def list_registry_units(
     request: Request,
     _: Viewer,
-    q: Annotated[str, Query(max_length=64, description="substring of the SN or insurance SN")] = "",
+    q: Annotated[str, Query(max_length=64, description="start (or, see match, any part) of the SN or insurance SN")] = "",
+    match: Annotated[Literal["auto", "prefix", "contains"], Query(
+        description="prefix: the SN or insurance SN starts with q (indexed); contains: q anywhere (reads every "
+                    "unit); auto: prefix, and contains when no unit starts with q")] = "auto",
     institution: str | None = None,
     county: str | None = None,
     region: str | None = None,
@@ -100,10 +103,17 @@ async def list_registry_units(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    filters = {"q": q, "institution": institution, "county": county, "region": region, "status": status,
-               "link_type": link_type, "stock_type": stock_type, "vendor": vendor}
-    total, items = await request.app.state.storage.registry_query(filters, sort, order == "desc", limit, offset)
-    return JSONResponse({"total": total, "limit": limit, "offset": offset, "items": [_unit_out(u, request) for u in items]})
+    filters = {"q": q, "match": "contains" if match == "contains" else "prefix", "institution": institution,
+               "county": county, "region": region, "status": status, "link_type": link_type, "stock_type": stock_type,
+               "vendor": vendor}
+    storage = request.app.state.storage
+    total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
+    used = filters["match"] if q else None
+    if q and match == "auto" and total == 0:
+        filters["match"] = used = "contains"
+        total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
+    return JSONResponse({"total": total, "limit": limit, "offset": offset, "match": used,
+                         "items": [_unit_out(u, request) for u in items]})
 
 
 @router.get("/registry/units.csv")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from .base import EventRow, SampleRow, Storage, UnitQuery
 
 
-def open_storage(url: str, base_dir: str = "") -> Storage:
+def open_storage(url: str, base_dir: str = "", readers: int = 4) -> Storage:
+    """The storage named by ``url``; ``readers``: read-only connections beside the writer (SQLite)."""
     if url.startswith("sqlite:///"):
         from pathlib import Path
 
@@ -14,7 +15,7 @@ def open_storage(url: str, base_dir: str = "") -> Storage:
         path = Path(url[len("sqlite:///"):])
         if not path.is_absolute() and base_dir:
             path = Path(base_dir) / path
-        return SqliteStorage(path)
+        return SqliteStorage(path, readers)
     raise ValueError(f"storage.url: unsupported backend in {url!r} (supported: sqlite:///PATH)")
 
 

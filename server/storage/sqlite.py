@@ -1,9 +1,20 @@
-"""SQLite backend through aiosqlite (WAL; one writer connection)."""
+"""SQLite backend through aiosqlite: WAL, one writer connection and a small pool of read-only connections.
+
+Every write goes through the single writer (``self.db``), which serialises them as SQLite requires. Every
+standalone read (a query that does not need to see an uncommitted write of the same transaction) takes a
+connection from the read pool: in WAL mode readers run beside the writer and beside each other, and the
+``sqlite3`` module releases the GIL while a statement runs, so a long scan on one connection no longer makes
+every other request queue behind it (aiosqlite runs each connection's statements on that connection's own
+thread, one at a time). A reader sees everything committed before its statement starts.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +100,7 @@ CREATE TABLE IF NOT EXISTS registry (
     registered_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS registry_institution ON registry(institution);
+CREATE INDEX IF NOT EXISTS registry_insurance_sn ON registry(insurance_sn);
 CREATE TABLE IF NOT EXISTS status_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     sn TEXT NOT NULL,
@@ -144,7 +156,33 @@ CREATE TABLE IF NOT EXISTS alerts (
     webhook_attempts INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS alerts_open ON alerts(closed_ts, kind);
+CREATE TABLE IF NOT EXISTS data_day (
+    sn TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    within INTEGER NOT NULL,
+    carry INTEGER NOT NULL,
+    resets INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    first_bytes INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    last_bytes INTEGER NOT NULL,
+    PRIMARY KEY (sn, day)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS data_day_day ON data_day(day);
+CREATE TABLE IF NOT EXISTS cell_outages (
+    tac INTEGER NOT NULL,
+    cell INTEGER NOT NULL,
+    minute INTEGER NOT NULL,
+    county TEXT NOT NULL,
+    units INTEGER NOT NULL,
+    sns TEXT NOT NULL,
+    PRIMARY KEY (tac, cell, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cell_outages_minute ON cell_outages(minute);
 """
+
+_DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_bytes", "last_ts", "last_bytes")
 
 _REGISTRY_FIELDS = ("insurance_sn", "terminal_type", "model", "vendor", "institution", "stock_type", "status",
                     "link_type", "note")
@@ -163,10 +201,23 @@ def _unit(row: aiosqlite.Row) -> dict[str, Any]:
     return d
 
 
+_COUNT_CACHE_S = 60.0  # a registry count is reused this long at most (another process may write the registry)
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """``[low, high)`` such that ``low <= x < high`` exactly when ``x`` starts with ``prefix`` (index-friendly)."""
+    return prefix, prefix + "\U0010ffff"
+
+
 class SqliteStorage:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, readers: int = 4) -> None:
         self.path = path
+        self.readers = max(0, readers)
         self._db: aiosqlite.Connection | None = None
+        self._read_conns: list[aiosqlite.Connection] = []
+        self._pool: asyncio.Queue[aiosqlite.Connection] | None = None
+        self._registry_gen = 0  # bumped by every registry / institution write of this process
+        self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -184,11 +235,57 @@ class SqliteStorage:
         await self._db.executescript(_SCHEMA)
         await self._db.executescript(_FLEET_SCHEMA)
         await self._db.commit()
+        if self.readers:
+            self._pool = asyncio.Queue()
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            for _ in range(self.readers):
+                conn = await aiosqlite.connect(uri, uri=True)
+                conn.row_factory = aiosqlite.Row
+                await conn.execute("PRAGMA busy_timeout=5000")
+                await conn.execute("PRAGMA query_only=1")
+                await conn.execute("PRAGMA cache_size=-32768")  # 32 MB a reader
+                self._read_conns.append(conn)
+                self._pool.put_nowait(conn)
 
     async def close(self) -> None:
+        for conn in self._read_conns:
+            await conn.close()
+        self._read_conns = []
+        self._pool = None
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    @contextlib.asynccontextmanager
+    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """A read-only connection from the pool (the writer when there is no pool), returned after use."""
+        pool = self._pool
+        if pool is None:
+            yield self.db
+            return
+        conn = await pool.get()
+        try:
+            yield conn
+        finally:
+            pool.put_nowait(conn)
+
+    async def _all(self, sql: str, args: Any = ()) -> list[Any]:
+        async with self.reader() as db:
+            cur = await db.execute(sql, args)
+            rows = await cur.fetchall()
+            await cur.close()
+            return list(rows)
+
+    async def _one(self, sql: str, args: Any = ()) -> Any:
+        async with self.reader() as db:
+            cur = await db.execute(sql, args)
+            row = await cur.fetchone()
+            await cur.close()
+            return row
+
+    def _registry_written(self) -> None:
+        self._registry_gen += 1
+        self._counts.clear()
 
     # ingest --------------------------------------------------------------------
     async def store_telemetry(self, samples: list[SampleRow], events: list[EventRow]) -> int:
@@ -272,24 +369,24 @@ class SqliteStorage:
             args.extend(query.sns)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         order = _UNIT_SORTS.get(query.sort, "sn")
-        total = (await (await self.db.execute(f"SELECT count(*) FROM units {clause}", args)).fetchone())[0]
-        cur = await self.db.execute(
+        total = (await self._one(f"SELECT count(*) FROM units {clause}", args))[0]
+        rows = await self._all(
             f"SELECT * FROM units {clause} ORDER BY {order} {'DESC' if query.descending else 'ASC'}, sn LIMIT ? OFFSET ?",
             [*args, query.limit, query.offset],
         )
-        return int(total), [_unit(r) for r in await cur.fetchall()]
+        return int(total), [_unit(r) for r in rows]
 
     async def get_unit(self, sn: str) -> dict[str, Any] | None:
-        row = await (await self.db.execute("SELECT * FROM units WHERE sn=?", (sn,))).fetchone()
+        row = await self._one("SELECT * FROM units WHERE sn=?", (sn,))
         return _unit(row) if row else None
 
     async def recent_samples(self, sn: str, limit: int, before: int | None = None) -> list[dict[str, Any]]:
         if before is None:
-            cur = await self.db.execute("SELECT body FROM samples WHERE sn=? ORDER BY ts DESC LIMIT ?", (sn, limit))
+            rows = await self._all("SELECT body FROM samples WHERE sn=? ORDER BY ts DESC LIMIT ?", (sn, limit))
         else:
-            cur = await self.db.execute(
+            rows = await self._all(
                 "SELECT body FROM samples WHERE sn=? AND ts < ? ORDER BY ts DESC LIMIT ?", (sn, before, limit))
-        return [json.loads(r[0]) for r in await cur.fetchall()]
+        return [json.loads(r[0]) for r in rows]
 
     async def samples_between(self, sns: list[str] | None, start: int, end: int) -> list[SampleRow]:
         sql = "SELECT sn, epoch, seq, ts, interval, clock, connected, rtt_ms, checks, received_at FROM samples WHERE ts < ? AND ts + interval > ?"
@@ -297,14 +394,13 @@ class SqliteStorage:
         if sns is not None:
             sql += f" AND sn IN ({','.join('?' * len(sns))})"
             args.extend(sns)
-        cur = await self.db.execute(sql + " ORDER BY sn, ts", args)
         return [
             SampleRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], json.loads(r[8]), {}, r[9])
-            for r in await cur.fetchall()
+            for r in await self._all(sql + " ORDER BY sn, ts", args)
         ]
 
     async def count_samples(self) -> int:
-        return int((await (await self.db.execute("SELECT count(*) FROM samples")).fetchone())[0])
+        return int((await self._one("SELECT count(*) FROM samples"))[0])
 
     async def purge_samples(self, before_ts: int) -> int:
         cur = await self.db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
@@ -317,12 +413,13 @@ class SqliteStorage:
         await self.db.commit()
 
     async def find_token(self, token_hash: str) -> dict[str, Any] | None:
-        row = await (await self.db.execute("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))).fetchone()
+        row = await self._one("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))
         return dict(row) if row and not row["revoked"] else None
 
     # registry (issue 4) ------------------------------------------------------------------
     async def upsert_institutions(self, rows: list[dict[str, Any]]) -> None:
         """Insert or update institutions by code, all in one transaction."""
+        self._registry_written()
         now = time.time()
         try:
             await self.db.executemany(
@@ -333,23 +430,25 @@ class SqliteStorage:
                 [(r["code"], *(r.get(f) or "" for f in _INSTITUTION_FIELDS), now) for r in rows],
             )
             await self.db.commit()
+            self._registry_written()
         except BaseException:
             await self.db.rollback()
             raise
 
     async def list_institutions(self, county: str | None = None) -> list[dict[str, Any]]:
         if county:
-            cur = await self.db.execute("SELECT * FROM institutions WHERE county=? ORDER BY code", (county,))
+            rows = await self._all("SELECT * FROM institutions WHERE county=? ORDER BY code", (county,))
         else:
-            cur = await self.db.execute("SELECT * FROM institutions ORDER BY code")
-        return [dict(r) for r in await cur.fetchall()]
+            rows = await self._all("SELECT * FROM institutions ORDER BY code")
+        return [dict(r) for r in rows]
 
     async def get_institution(self, code: str) -> dict[str, Any] | None:
-        row = await (await self.db.execute("SELECT * FROM institutions WHERE code=?", (code,))).fetchone()
+        row = await self._one("SELECT * FROM institutions WHERE code=?", (code,))
         return dict(row) if row else None
 
     async def upsert_registry_units(self, rows: list[dict[str, Any]], ts: int, by: str) -> None:
         """Register or update units in one transaction; a new unit or a changed status adds a history row."""
+        self._registry_written()
         db = self.db
         try:
             for r in rows:
@@ -372,6 +471,7 @@ class SqliteStorage:
                     await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
                                      (r["sn"], ts, values["status"], by, r.get("status_note") or "updated"))
             await db.commit()
+            self._registry_written()
         except BaseException:
             await db.rollback()
             raise
@@ -381,6 +481,7 @@ class SqliteStorage:
 
         A later-arriving older sample moves that automatic start earlier. Returns the SNs added.
         """
+        self._registry_written()
         db = self.db
         added: list[str] = []
         try:
@@ -397,6 +498,7 @@ class SqliteStorage:
                         "UPDATE status_history SET from_ts=? WHERE sn=? AND by='ingest' AND from_ts>? "
                         "AND (SELECT count(*) FROM status_history WHERE sn=?)=1", (ts, sn, ts, sn))
             await db.commit()
+            self._registry_written()
         except BaseException:
             await db.rollback()
             raise
@@ -405,6 +507,7 @@ class SqliteStorage:
     async def change_status(self, changes: list[tuple[str, int, str, str, str]],
                             updates: dict[str, dict[str, Any]] | None = None) -> None:
         """Status changes ``(sn, from_ts, status, by, note)`` and field updates, all in one transaction."""
+        self._registry_written()
         db = self.db
         try:
             for sn, ts, status, by, note in changes:
@@ -419,6 +522,7 @@ class SqliteStorage:
                     await db.execute(f"UPDATE registry SET {', '.join(f'{k}=?' for k in fields)} WHERE sn=?",
                                      [*fields.values(), sn])
             await db.commit()
+            self._registry_written()
         except BaseException:
             await db.rollback()
             raise
@@ -427,15 +531,27 @@ class SqliteStorage:
                              limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
         """Registered units joined with their institution and live state, filtered, sorted and paged.
 
-        Filters work on the registry alone (county and region through the institutions' index), and the
-        page is cut before the joins when sorting by SN, so a page of 50 out of 50,000 reads 50 joined rows.
+        ``filters["q"]`` matches the start of the SN or the insurance SN through their indexes
+        (``filters["match"] == "contains"``: anywhere in them, which reads every row). Filters work on the
+        registry alone (county and region through the institutions' index), and the page is cut before the
+        joins when sorting by SN, so a page of 50 out of 50,000 reads 50 joined rows. The total is not counted
+        when the page shows it (a short page), and a count is otherwise reused until the registry changes
+        (at most ``_COUNT_CACHE_S``).
         """
         where, args = [], []
         if filters.get("q"):
-            where.append("(r.sn LIKE ? OR r.insurance_sn LIKE ?)")
-            args += [f"%{filters['q']}%"] * 2
+            q = str(filters["q"])
+            if filters.get("match") == "contains":
+                where.append("(r.sn LIKE ? ESCAPE '\\' OR r.insurance_sn LIKE ? ESCAPE '\\')")
+                pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                args += [pattern] * 2
+            else:
+                lo, hi = prefix_range(q)
+                where.append("((r.sn >= ? AND r.sn < ?) OR (r.insurance_sn >= ? AND r.insurance_sn < ?))")
+                args += [lo, hi, lo, hi]
         for key, col in (("institution", "r.institution"), ("status", "r.status"), ("link_type", "r.link_type"),
-                         ("stock_type", "r.stock_type"), ("vendor", "r.vendor"), ("model", "r.model")):
+                         ("stock_type", "r.stock_type"), ("vendor", "r.vendor"), ("model", "r.model"),
+                         ("terminal_type", "r.terminal_type")):
             if filters.get(key):
                 where.append(f"{col} = ?")
                 args.append(filters[key])
@@ -448,7 +564,6 @@ class SqliteStorage:
             where.append(f"r.sn IN ({','.join('?' * len(sns))})")
             args += sns
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        total = (await (await self.db.execute(f"SELECT count(*) FROM registry r {clause}", args)).fetchone())[0]
         direction = "DESC" if descending else "ASC"
         cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
                 "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
@@ -459,9 +574,13 @@ class SqliteStorage:
         else:
             sql = (f"{cols} FROM registry r {joins} {clause} ORDER BY {_REGISTRY_SORTS[sort]} {direction}, r.sn "
                    "LIMIT ? OFFSET ?")
-        cur = await self.db.execute(sql, [*args, limit, offset])
+        rows = await self._all(sql, [*args, limit, offset])
+        if len(rows) < limit and (rows or offset == 0):
+            total = offset + len(rows)  # the page ends the list: no count needed
+        else:
+            total = await self._registry_count(clause, args)
         out = []
-        for row in await cur.fetchall():
+        for row in rows:
             d = dict(row)
             for key in ("identity", "inventory"):
                 d[key] = json.loads(d[key]) if d.get(key) else None
@@ -469,39 +588,53 @@ class SqliteStorage:
             out.append(d)
         return int(total), out
 
+    async def _registry_count(self, clause: str, args: list[Any]) -> int:
+        key = (clause, *args)
+        now = time.monotonic()
+        hit = self._counts.get(key)
+        if hit is not None and now - hit[0] < _COUNT_CACHE_S:
+            return hit[1]
+        gen = self._registry_gen
+        total = int((await self._one(f"SELECT count(*) FROM registry r {clause}", args))[0])
+        if gen == self._registry_gen:  # no registry write meanwhile
+            if len(self._counts) >= 1024:
+                self._counts.clear()
+            self._counts[key] = (now, total)
+        return total
+
     async def status_histories(self, sns: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         if sns is None:
-            cur = await self.db.execute("SELECT sn, from_ts, status, by, note FROM status_history ORDER BY sn, from_ts, id")
+            rows = await self._all("SELECT sn, from_ts, status, by, note FROM status_history ORDER BY sn, from_ts, id")
         else:
             sns = list(sns) or [""]
-            cur = await self.db.execute(
+            rows = await self._all(
                 f"SELECT sn, from_ts, status, by, note FROM status_history WHERE sn IN ({','.join('?' * len(sns))}) "
                 "ORDER BY sn, from_ts, id", sns)
         out: dict[str, list[dict[str, Any]]] = {}
-        for r in await cur.fetchall():
+        for r in rows:
             out.setdefault(r[0], []).append({"from_ts": r[1], "status": r[2], "by": r[3], "note": r[4]})
         return out
 
     async def status_changes_between(self, start: int, end: int) -> list[dict[str, Any]]:
-        cur = await self.db.execute(
+        rows = await self._all(
             "SELECT sn, from_ts, status, by, note FROM status_history WHERE from_ts >= ? AND from_ts < ? "
             "ORDER BY from_ts, id", (start, end))
-        return [dict(r) for r in await cur.fetchall()]
+        return [dict(r) for r in rows]
 
     async def registry_index(self) -> list[dict[str, Any]]:
         """Every registered unit with the institution fields the counting and grouping need."""
-        cur = await self.db.execute(
+        rows = await self._all(
             "SELECT r.sn, r.institution, r.status, r.link_type, r.stock_type, r.terminal_type, r.model, r.vendor, "
             "i.name AS institution_name, i.county, i.region, i.type AS institution_type, i.hours "
             "FROM registry r LEFT JOIN institutions i ON i.code = r.institution")
-        return [dict(r) for r in await cur.fetchall()]
+        return [dict(r) for r in rows]
 
     async def live_index(self) -> list[dict[str, Any]]:
         """Live state of every unit known to ingest: session, last message, identity, inventory, newest sample."""
-        cur = await self.db.execute(
+        rows = await self._all(
             "SELECT sn, online, state_ts, last_seen, first_seen, agent_version, identity, inventory, latest FROM units")
         out = []
-        for r in await cur.fetchall():
+        for r in rows:
             d = dict(r)
             for key in ("identity", "inventory", "latest"):
                 d[key] = json.loads(d[key]) if d.get(key) else None
@@ -510,7 +643,7 @@ class SqliteStorage:
 
     # roll-ups ---------------------------------------------------------------------------
     async def meta_get(self, key: str) -> str | None:
-        row = await (await self.db.execute("SELECT value FROM meta WHERE key=?", (key,))).fetchone()
+        row = await self._one("SELECT value FROM meta WHERE key=?", (key,))
         return None if row is None else str(row[0])
 
     async def meta_set(self, key: str, value: str) -> None:
@@ -585,20 +718,19 @@ class SqliteStorage:
         if selects:
             sql = ("SELECT sn, sum(service), sum(intact), sum(netok), sum(nodata) FROM ("
                    + " UNION ALL ".join(selects) + ") GROUP BY sn")
-            for r in await (await self.db.execute(sql, args)).fetchall():
+            for r in await self._all(sql, args):
                 add(r[0], r[1], r[2], r[3], r[4])
         for day, a, b in parts:
-            cur = await self.db.execute(f"SELECT sn, hours FROM rollup_day WHERE day=?{filt}", [day, *fargs])
-            for sn, blob in await cur.fetchall():
+            for sn, blob in await self._all(f"SELECT sn, hours FROM rollup_day WHERE day=?{filt}", [day, *fargs]):
                 part = bytes(blob)[4 * a: 4 * b]
                 add(sn, sum(part[0::4]), sum(part[1::4]), sum(part[2::4]), sum(part[3::4]))
         return out
 
     async def rollup_days(self, sn: str, first_day: int, last_day: int) -> list[tuple[int, int, int, int, int, bytes]]:
-        cur = await self.db.execute(
+        rows = await self._all(
             "SELECT day, service, intact, netok, nodata, hours FROM rollup_day WHERE sn=? AND day BETWEEN ? AND ? ORDER BY day",
             (sn, first_day, last_day))
-        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in await cur.fetchall()]
+        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     async def purge_rollups(self, before_day: int) -> int:
         cur = await self.db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
@@ -614,17 +746,16 @@ class SqliteStorage:
         """What counting needs of the samples touching ``[start, end)``: (sn, ts, interval, connected, rtt_ms,
         checks as stored JSON text), unparsed (the caller memoises the parse: most samples say the same)."""
         chosen = list(sns) or [""]
-        cur = await self.db.execute(
+        return await self._all(
             f"SELECT sn, ts, interval, connected, rtt_ms, checks FROM samples WHERE sn IN ({','.join('?' * len(chosen))}) "
             "AND ts < ? AND ts >= ? - 3600 AND ts + interval > ?", [*chosen, end, start, start])
-        return await cur.fetchall()  # type: ignore[return-value]
 
     async def link_down_samples(self, start: int, end: int) -> list[tuple[str, int, int]]:
         """(sn, ts, interval) of samples taken with the link down that touch ``[start, end)``."""
-        cur = await self.db.execute(
+        rows = await self._all(
             "SELECT sn, ts, interval FROM samples WHERE ts < ? AND ts >= ? - 3600 AND ts + interval > ? AND connected = 0",
             (end, start, start))
-        return [(r[0], r[1], r[2]) for r in await cur.fetchall()]
+        return [(r[0], r[1], r[2]) for r in rows]
 
     async def replace_outages(self, start: int, end: int, rows: list[tuple[str, int, int, list[str]]]) -> None:
         """Correlated link-down minutes ``(county, minute start, units, sns)`` for ``[start, end)``."""
@@ -643,8 +774,8 @@ class SqliteStorage:
         if county is not None:
             sql += " AND county = ?"
             args.append(county)
-        cur = await self.db.execute(sql + " ORDER BY county, minute", args)
-        return [{"county": r[0], "minute": r[1], "units": r[2], "sns": json.loads(r[3])} for r in await cur.fetchall()]
+        rows = await self._all(sql + " ORDER BY county, minute", args)
+        return [{"county": r[0], "minute": r[1], "units": r[2], "sns": json.loads(r[3])} for r in rows]
 
     async def events_between(self, start: int, end: int, kinds: list[str] | None = None,
                              sns: list[str] | None = None) -> list[dict[str, Any]]:
@@ -657,13 +788,135 @@ class SqliteStorage:
             chosen = list(sns) or [""]
             sql += f" AND sn IN ({','.join('?' * len(chosen))})"
             args += chosen
-        cur = await self.db.execute(sql + " ORDER BY ts", args)
-        return [{"sn": r[0], "ts": r[1], "kind": r[2], "data": json.loads(r[3])} for r in await cur.fetchall()]
+        rows = await self._all(sql + " ORDER BY ts", args)
+        return [{"sn": r[0], "ts": r[1], "kind": r[2], "data": json.loads(r[3])} for r in rows]
 
     async def unit_samples_window(self, sn: str, start: int, end: int) -> list[dict[str, Any]]:
         """Full sample bodies of one unit in ``[start, end)``, oldest first."""
-        cur = await self.db.execute("SELECT body FROM samples WHERE sn=? AND ts >= ? AND ts < ? ORDER BY ts", (sn, start, end))
-        return [json.loads(r[0]) for r in await cur.fetchall()]
+        rows = await self._all("SELECT body FROM samples WHERE sn=? AND ts >= ? AND ts < ? ORDER BY ts", (sn, start, end))
+        return [json.loads(r[0]) for r in rows]
+
+    # cell sites -----------------------------------------------------------------------------
+    async def link_down_cells(self, start: int, end: int, lookback: int = 6 * 3600
+                              ) -> list[tuple[str, int, int, int | None, int | None]]:
+        """(sn, ts, interval, tac, cell_id) of link-down samples touching ``[start, end)``, each attributed to
+        the serving cell of the unit's last *connected* sample before it (within ``lookback`` s), else to the
+        cell the down sample itself reports (a modem that lost its cell often reports none, or a neighbour)."""
+        down = await self._all(
+            "SELECT sn, ts, interval, json_extract(body, '$.tac'), json_extract(body, '$.cell_id') FROM samples "
+            "WHERE ts < ? AND ts >= ? - 3600 AND ts + interval > ? AND connected = 0 ORDER BY sn, ts",
+            (end, start, start))
+        if not down:
+            return []
+        sns = sorted({r[0] for r in down})
+        up: dict[str, list[tuple[int, int, int]]] = {}
+        for i in range(0, len(sns), 500):
+            chunk = sns[i: i + 500]
+            rows = await self._all(
+                f"SELECT sn, ts, json_extract(body, '$.tac'), json_extract(body, '$.cell_id') FROM samples "
+                f"WHERE sn IN ({','.join('?' * len(chunk))}) AND ts >= ? AND ts < ? AND connected = 1 "
+                "AND json_extract(body, '$.cell_id') IS NOT NULL ORDER BY sn, ts",
+                [*chunk, start - lookback, end])
+            for sn, ts, tac, cell in rows:
+                up.setdefault(sn, []).append((ts, tac, cell))
+        import bisect
+
+        out = []
+        for sn, ts, iv, tac, cell in down:
+            seen = up.get(sn, [])
+            k = bisect.bisect_left(seen, (ts,)) - 1
+            if k >= 0 and seen[k][0] >= ts - lookback:
+                tac, cell = seen[k][1], seen[k][2]
+            out.append((sn, ts, iv, tac, cell))
+        return out
+
+    async def replace_cell_outages(self, start: int, end: int,
+                                   rows: list[tuple[int, int, int, str, list[str]]]) -> None:
+        """Link-down minutes shared by several units of one cell ``(tac, cell, minute, county, sns)``."""
+        try:
+            await self.db.execute("DELETE FROM cell_outages WHERE minute >= ? AND minute < ?", (start, end))
+            await self.db.executemany("INSERT OR REPLACE INTO cell_outages VALUES (?,?,?,?,?,?)",
+                                      [(t, c, m, county, len(sns), json.dumps(sorted(sns)))
+                                       for t, c, m, county, sns in rows])
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
+
+    async def cell_outages_between(self, start: int, end: int, county: str | None = None,
+                                   sn: str | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT tac, cell, minute, county, units, sns FROM cell_outages WHERE minute >= ? AND minute < ?"
+        args: list[Any] = [start, end]
+        if county is not None:
+            sql += " AND county = ?"
+            args.append(county)
+        if sn is not None:
+            sql += " AND sns LIKE ?"
+            args.append(f'%"{sn}"%')
+        rows = await self._all(sql + " ORDER BY tac, cell, minute", args)
+        return [{"tac": r[0], "cell": r[1], "minute": r[2], "county": r[3], "units": r[4], "sns": json.loads(r[5])}
+                for r in rows]
+
+    # SIM data use ------------------------------------------------------------------------------
+    async def data_points(self, sn: str, start: int, end: int) -> list[tuple[int, int]]:
+        """(ts, data_bytes) of one unit's samples in ``[start, end)`` that carry the counter, oldest first."""
+        rows = await self._all(
+            "SELECT ts, json_extract(body, '$.data_bytes') AS b FROM samples WHERE sn=? AND ts >= ? AND ts < ? "
+            "AND b IS NOT NULL ORDER BY ts, epoch, seq", (sn, start, end))
+        return [(int(r[0]), int(r[1])) for r in rows]
+
+    async def data_day_around(self, sn: str, day: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
+                                                                 dict[str, Any] | None]:
+        """The unit's data-use rows: nearest before ``day``, of ``day``, nearest after."""
+        cols = ", ".join(_DATA_COLS)
+        rows = await self._all(
+            f"SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day<? ORDER BY day DESC LIMIT 1) "
+            f"UNION ALL SELECT {cols} FROM data_day WHERE sn=? AND day=? "
+            f"UNION ALL SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day>? ORDER BY day LIMIT 1)",
+            (sn, day, sn, day, sn, day))
+        prev = this = nxt = None
+        for r in rows:
+            d = dict(zip(_DATA_COLS, r, strict=True))
+            if d["day"] < day:
+                prev = d
+            elif d["day"] == day:
+                this = d
+            else:
+                nxt = d
+        return prev, this, nxt
+
+    async def put_data_days(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
+        """Store data-use day rows ``(sn, row)`` in one transaction."""
+        try:
+            await self.db.executemany(
+                f"INSERT OR REPLACE INTO data_day(sn, {', '.join(_DATA_COLS)}) VALUES ({','.join('?' * 10)})",
+                [(sn, *(r[c] for c in _DATA_COLS)) for sn, r in rows])
+            await self.db.commit()
+        except BaseException:
+            await self.db.rollback()
+            raise
+
+    async def data_use(self, first_day: int, last_day: int, sns: list[str] | None = None) -> dict[str, dict[str, int]]:
+        """Per unit over the days ``[first_day, last_day]``: bytes used, counter resets, samples, newest sample."""
+        sql = ("SELECT sn, sum(within + carry), sum(resets), sum(samples), max(last_ts) FROM data_day "
+               "WHERE day BETWEEN ? AND ?")
+        args: list[Any] = [first_day, last_day]
+        if sns is not None:
+            chosen = list(sns) or [""]
+            sql += f" AND sn IN ({','.join('?' * len(chosen))})"
+            args += chosen
+        return {r[0]: {"bytes": int(r[1]), "resets": int(r[2]), "samples": int(r[3]), "last_ts": int(r[4])}
+                for r in await self._all(sql + " GROUP BY sn", args)}
+
+    async def data_days(self, sn: str, first_day: int, last_day: int) -> list[dict[str, Any]]:
+        rows = await self._all(f"SELECT {', '.join(_DATA_COLS)} FROM data_day WHERE sn=? AND day BETWEEN ? AND ? "
+                               "ORDER BY day", (sn, first_day, last_day))
+        return [dict(zip(_DATA_COLS, r, strict=True)) for r in rows]
+
+    async def purge_data_days(self, before_day: int) -> int:
+        cur = await self.db.execute("DELETE FROM data_day WHERE day < ?", (before_day,))
+        await self.db.commit()
+        return cur.rowcount
 
     # alerts -------------------------------------------------------------------------------
     async def raise_alert(self, key: str, kind: str, sn: str | None, county: str | None, ts: int, message: str,
@@ -705,11 +958,11 @@ class SqliteStorage:
             where.append("sn = ?")
             args.append(sn)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        total = (await (await self.db.execute(f"SELECT count(*) FROM alerts {clause}", args)).fetchone())[0]
-        cur = await self.db.execute(f"SELECT * FROM alerts {clause} ORDER BY last_ts DESC, id DESC LIMIT ? OFFSET ?",
-                                    [*args, limit, offset])
+        total = (await self._one(f"SELECT count(*) FROM alerts {clause}", args))[0]
+        rows = await self._all(f"SELECT * FROM alerts {clause} ORDER BY last_ts DESC, id DESC LIMIT ? OFFSET ?",
+                               [*args, limit, offset])
         out = []
-        for r in await cur.fetchall():
+        for r in rows:
             d = dict(r)
             d["data"] = json.loads(d["data"])
             out.append(d)
@@ -721,9 +974,9 @@ class SqliteStorage:
         return bool(cur.rowcount)
 
     async def pending_webhooks(self, limit: int = 50) -> list[dict[str, Any]]:
-        cur = await self.db.execute("SELECT * FROM alerts WHERE webhook='pending' ORDER BY id LIMIT ?", (limit,))
+        rows = await self._all("SELECT * FROM alerts WHERE webhook='pending' ORDER BY id LIMIT ?", (limit,))
         out = []
-        for r in await cur.fetchall():
+        for r in rows:
             d = dict(r)
             d["data"] = json.loads(d["data"])
             out.append(d)
