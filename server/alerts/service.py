@@ -8,10 +8,11 @@ Rules (each alert has a key, so a standing condition is one alert, refreshed, an
 * ``storage``      a file system above ``storage_pct`` % in the newest sample;
 * ``sim_changed``  an event ``sim_changed``, or an inventory whose ICCID differs from the one known before
                    (stays open until acknowledged);
-* ``carrier_outage`` several units of one county with the link down in the same minutes (from the samples, see
-                   availability/service.py), or losing their broker sessions within five minutes of each other.
-
-SIM data budget alerts need data counters in the telemetry; the wire format carries none yet, so none are raised.
+* ``carrier_outage`` several units of one county, or of one cell site (TAC + cell id), with the link down in the
+                   same minutes (from the samples, see availability/service.py), or units of one county losing
+                   their broker sessions within five minutes of each other;
+* ``sim_data``     a unit's SIM data use this month at 80 % of the plan, and another alert at 100 % (from the
+                   counters the units report, see analytics/datause.py); they stand until the month ends.
 
 The webhook sender is its own task with retries and back-off; ingest never waits for it.
 """
@@ -27,12 +28,13 @@ from typing import Any
 
 import httpx
 
+from ..analytics.datause import ALERT_SHARES
 from ..availability.rollups import midnight
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage")
+KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage", "sim_data")
 
 
 class Alerts:
@@ -169,6 +171,28 @@ class Alerts:
             await self._raise(key, "carrier_outage", None, run["county"], run["end"],
                               f"likely carrier outage in {run['county']}: {run['max_units']} units lost the link "
                               f"together for {run['minutes']} min", run)
+        for run in await cell_outage_runs(self.storage, now - 6 * 3600, now):
+            key = f"outage-cell:{run['cell']}:{run['start']}"
+            keep["carrier_outage"].add(key)
+            await self._raise(key, "carrier_outage", None, run["county"], run["end"],
+                              f"likely carrier outage at cell site {run['cell']} (TAC/cell, {run['county'] or '?'}): "
+                              f"{run['max_units']} units lost the link together for {run['minutes']} min", run)
+
+        # SIM data use this month against the plan
+        datause = getattr(self.availability, "datause", None)
+        if datause is not None:
+            use = await datause.fleet(index, now)
+            for u in use["items"]:
+                if not u["reported"]:
+                    break  # sorted: the rest reported nothing
+                for pct in ALERT_SHARES:
+                    if u["used_bytes"] * 100 >= pct * datause.plan_bytes:
+                        key = f"sim_data:{u['sn']}:{use['month']}:{pct}"
+                        keep["sim_data"].add(key)
+                        await self._raise(key, "sim_data", u["sn"], u["county"], now,
+                                          f"{u['sn']}: SIM data {u['used_mb']:.1f} MB this month, {pct} % of the "
+                                          f"{use['plan_mb']} MB plan reached (projected {u['projected_mb']} MB)",
+                                          {**u, "month": use["month"], "threshold_pct": pct})
         for county, sns in down_recently.items():
             if len(sns) >= s.outage_min_units:
                 key = f"outage-live:{county}:{now // 900}"
@@ -176,7 +200,7 @@ class Alerts:
                 await self._raise(key, "carrier_outage", None, county, now,
                                   f"likely carrier outage in {county}: {len(sns)} units disconnected within 5 min",
                                   {"county": county, "sns": sorted(sns)})
-        for kind in ("flagged", "offline", "fault", "storage", "carrier_outage"):
+        for kind in ("flagged", "offline", "fault", "storage", "carrier_outage", "sim_data"):
             await self.storage.close_alerts(kind, keep[kind], now)
         return {k: len(v) for k, v in keep.items()}
 
@@ -225,6 +249,24 @@ async def outage_runs(storage: Any, start: int, end: int, county: str | None = N
         else:
             runs.append({"county": o["county"], "start": o["minute"], "end": o["minute"] + 60, "minutes": 1,
                          "max_units": o["units"], "sns": list(o["sns"])})
+    return runs
+
+
+async def cell_outage_runs(storage: Any, start: int, end: int, county: str | None = None) -> list[dict[str, Any]]:
+    """Stored cell-site outage minutes merged into runs per cell (``cell`` is ``"TAC/CELL"``)."""
+    runs: list[dict[str, Any]] = []
+    for o in await storage.cell_outages_between(start, end, county):
+        cell = f"{o['tac']}/{o['cell']}"
+        last = runs[-1] if runs else None
+        if last and last["cell"] == cell and last["end"] == o["minute"]:
+            last["end"] = o["minute"] + 60
+            last["minutes"] += 1
+            last["max_units"] = max(last["max_units"], o["units"])
+            last["sns"] = sorted(set(last["sns"]) | set(o["sns"]))
+        else:
+            runs.append({"cell": cell, "tac": o["tac"], "cell_id": o["cell"], "county": o["county"],
+                         "start": o["minute"], "end": o["minute"] + 60, "minutes": 1, "max_units": o["units"],
+                         "sns": list(o["sns"])})
     return runs
 
 

@@ -83,3 +83,30 @@ async def county_network(request: Request, _: Viewer, county: str | None = None,
     if county is not None:
         body["units"] = [{"sn": sn, **q} for sn, q in sorted(per_unit.items())]
     return body
+
+
+# SIM data use -----------------------------------------------------------------------------------------
+Month = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (default: this month)")]
+
+
+@router.get("/units/{sn}/data")
+async def unit_data(request: Request, sn: str, _: Viewer, month: Month = None) -> dict[str, Any]:
+    """One unit's SIM data use in a calendar month (fleet time zone) against the plan, with the month-end
+    projection at the rate so far and the use per day."""
+    if sn not in await request.app.state.registry.index():
+        raise FieldError("sn", f"unit {sn!r} not found", 404)
+    svc = request.app.state.availability.datause
+    return await svc.unit(sn, int(request.app.state.clock.now()), month)  # type: ignore[no-any-return]
+
+
+@router.get("/analytics/sim-data")
+async def fleet_data(request: Request, _: Viewer, month: Month = None, county: str | None = None,
+                     limit: Annotated[int, Query(ge=1, le=100000)] = 100,
+                     offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """SIM data use of every in-service unit this month (or ``month``), most used first, with the projected
+    month-end use; counts of units over 80 % and 100 % of the plan."""
+    svc = request.app.state.availability.datause
+    out = await svc.fleet(await request.app.state.registry.index(), int(request.app.state.clock.now()), month, county)
+    out["total"] = len(out["items"])
+    out["items"] = out["items"][offset: offset + limit]
+    return out  # type: ignore[no-any-return]

@@ -5,7 +5,8 @@ Every rate in it comes from :meth:`server.availability.service.Availability.figu
 
 Sections: fleet rates and tier; per county; per institution; flagged units with the rate(s) below the threshold
 and the minutes lost by reason; faults by peripheral (minutes among flagged units, and fault alerts opened);
-likely carrier outages; units swapped and repaired; SIM data use (not reported by the agents yet).
+likely carrier outages (by county and by cell site); units swapped and repaired; SIM data use per calendar month
+against the plan (from the units' data counters; "none reported" when no unit reported one).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from ..alerts.service import outage_runs
+from ..alerts.service import cell_outage_runs, outage_runs
+from ..analytics.datause import MB, month_bounds
+from ..availability.rollups import local_day
 
 LABELS = {
     "zh": {
@@ -34,7 +37,10 @@ LABELS = {
         "fault_minutes": "故障分钟（未达标终端）", "fault_alerts": "故障告警数", "outages": "疑似运营商网络故障",
         "start": "开始", "end": "结束", "minutes": "分钟", "max_units": "同时断网终端数", "swaps": "换机与维修",
         "when": "时间", "change": "变更", "note": "说明", "by": "操作人", "sim": "SIM流量",
-        "sim_none": "终端未上报流量计数，本期无SIM流量统计。", "none": "无", "evidence_from": "原始数据起于",
+        "sim_none": "本期无终端上报流量计数，无SIM流量统计。", "none": "无", "evidence_from": "原始数据起于",
+        "outages_cell": "疑似运营商基站故障", "cell": "基站（TAC/小区）", "month": "月份", "plan": "套餐(MB)",
+        "sim_reporting": "上报终端数", "sim_total": "总流量(MB)", "sim_over80": "达套餐80%终端", "sim_over100": "超套餐终端",
+        "sim_top": "流量最多的终端", "used_mb": "用量(MB)", "plan_share": "占套餐",
         "swapped": "换上备机", "to_repair": "送修", "repaired": "修复返回", "other": "状态变更",
     },
     "en": {
@@ -53,7 +59,11 @@ LABELS = {
         "fault_minutes": "Fault minutes (flagged units)", "fault_alerts": "Fault alerts", "outages": "Likely carrier outages",
         "start": "Start", "end": "End", "minutes": "Minutes", "max_units": "Units down together", "swaps": "Swaps and repairs",
         "when": "When", "change": "Change", "note": "Note", "by": "By", "sim": "SIM data use",
-        "sim_none": "The terminals report no data counters; no SIM data use for this period.", "none": "none",
+        "sim_none": "No unit reported a data counter in this period; no SIM data use.", "none": "none",
+        "outages_cell": "Likely carrier outages by cell site", "cell": "Cell site (TAC/cell)", "month": "Month",
+        "plan": "Plan (MB)", "sim_reporting": "Units reporting", "sim_total": "Total (MB)",
+        "sim_over80": "Units at 80 % of plan", "sim_over100": "Units over plan", "sim_top": "Highest use",
+        "used_mb": "Used (MB)", "plan_share": "Of plan",
         "evidence_from": "raw evidence from", "swapped": "spare swapped in", "to_repair": "sent to repair",
         "repaired": "back from repair", "other": "status change",
     },
@@ -107,8 +117,12 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     outages = [{**o, "start": datetime.fromtimestamp(o["start"], tz).isoformat(timespec="minutes"),
                 "end": datetime.fromtimestamp(o["end"], tz).isoformat(timespec="minutes")}
                for o in await outage_runs(storage, start, end, county)]
+    cell_outages = [{**o, "start": datetime.fromtimestamp(o["start"], tz).isoformat(timespec="minutes"),
+                     "end": datetime.fromtimestamp(o["end"], tz).isoformat(timespec="minutes")}
+                    for o in await cell_outage_runs(storage, start, end, county)]
     return {
-        "lang": lang, "labels": L,
+        "lang": lang, "labels": L, "cell_outages": cell_outages,
+        "sim": await sim_section(availability, storage, index, start, end, county),
         "from": fleet["from"], "to": fleet["to"], "counted_to": fleet["counted_to"], "complete": fleet["complete"],
         "county": county, "threshold": fleet["threshold"],
         "generated": datetime.fromtimestamp(int(availability.clock.now()), tz).isoformat(timespec="seconds"),
@@ -118,6 +132,45 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
                    for p in peripherals],
         "outages": outages, "swaps": swaps,
     }
+
+
+async def sim_section(availability: Any, storage: Any, index: dict[str, Any], start: int, end: int,
+                      county: str | None) -> dict[str, Any] | None:
+    """SIM data use per calendar month of the period (its days in the period), against the monthly plan;
+    None when no unit in scope reported a data counter."""
+    tz = availability.tz
+    plan = availability.settings.analytics.sim_plan_mb * MB
+    first_day, last_day = local_day(start, tz).toordinal(), local_day(end - 1, tz).toordinal()
+    months, top = [], []
+    day = first_day
+    while day <= last_day:
+        m_first, m_last, _a, _b = month_bounds(None, _noon(day, tz), tz)
+        a, b = max(day, m_first.toordinal()), min(last_day, m_last.toordinal())
+        use = {sn: u for sn, u in (await storage.data_use(a, b)).items()
+               if sn in index and (county is None or index[sn].county == county)}
+        if use:
+            months.append({"month": f"{m_first:%Y-%m}", "plan_mb": plan // MB, "reporting": len(use),
+                           "total_mb": round(sum(u["bytes"] for u in use.values()) / MB, 1),
+                           "over_80": sum(1 for u in use.values() if u["bytes"] * 100 >= 80 * plan),
+                           "over_100": sum(1 for u in use.values() if u["bytes"] >= plan)})
+            for sn, u in use.items():
+                info = index[sn]
+                top.append({"month": f"{m_first:%Y-%m}", "sn": sn, "institution": info.institution_name or "",
+                            "county": info.county, "used_mb": round(u["bytes"] / MB, 1),
+                            "plan_share": round(u["bytes"] / plan, 4)})
+        day = b + 1
+    if not months:
+        return None
+    top.sort(key=lambda t: (-t["used_mb"], t["month"], t["sn"]))
+    return {"months": months, "top": top[:20]}
+
+
+def _noon(day: int, tz: Any) -> int:
+    from datetime import date
+
+    from ..availability.rollups import midnight
+
+    return midnight(date.fromordinal(day), tz) + 12 * 3600
 
 
 def pct(v: float | None) -> str:
@@ -177,10 +230,27 @@ def render_csv(data: dict[str, Any]) -> bytes:
     for o in data["outages"]:
         w.writerow([o["county"], o["start"], o["end"], o["minutes"], o["max_units"]])
     w.writerow([])
+    w.writerow([L["outages_cell"]])
+    w.writerow([L["cell"], L["county"], L["start"], L["end"], L["minutes"], L["max_units"]])
+    for o in data["cell_outages"]:
+        w.writerow([o["cell"], o["county"], o["start"], o["end"], o["minutes"], o["max_units"]])
+    w.writerow([])
     w.writerow([L["swaps"]])
     w.writerow([L["when"], L["sn"], L["change"], L["institution"], L["note"], L["by"]])
     for s in data["swaps"]:
         w.writerow([s["when"], s["sn"], s["change"], s["institution"], s["note"], s["by"]])
     w.writerow([])
-    w.writerow([L["sim"], L["sim_none"]])
+    sim = data["sim"]
+    if sim is None:
+        w.writerow([L["sim"], L["sim_none"]])
+    else:
+        w.writerow([L["sim"]])
+        w.writerow([L["month"], L["plan"], L["sim_reporting"], L["sim_total"], L["sim_over80"], L["sim_over100"]])
+        for m in sim["months"]:
+            w.writerow([m["month"], m["plan_mb"], m["reporting"], m["total_mb"], m["over_80"], m["over_100"]])
+        w.writerow([])
+        w.writerow([L["sim_top"]])
+        w.writerow([L["month"], L["sn"], L["institution"], L["county"], L["used_mb"], L["plan_share"]])
+        for t in sim["top"]:
+            w.writerow([t["month"], t["sn"], t["institution"], t["county"], t["used_mb"], t["plan_share"]])
     return b"\xef\xbb\xbf" + buf.getvalue().encode("utf-8")
