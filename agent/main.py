@@ -416,7 +416,8 @@ class Agent:
         due = (
             self._urgent
             or len(rows) >= self.cfg.link.max_batch
-            or oldest_age >= self.cfg.link.batch_interval_s
+            # the oldest unsent sample covers [ts, ts + interval): a batch every batch_interval_s exactly
+            or oldest_age + self.interval >= self.cfg.link.batch_interval_s
         )
         if due:
             self._send_rows(rows, now_mono)
