@@ -127,12 +127,12 @@ class CommandExecutor:
         rows = self.db.execute("SELECT id, type, boot_id, received FROM commands WHERE state='running'").fetchall()
         for cid, ctype, boot, received in rows:
             if ctype in ("reboot", "shutdown") and boot != self.agent.boot_id:
-                self._final(cid, ctype, "succeeded", 0, f"{ctype} done: the unit is back (boot {self.agent.boot_id[:8]})",
+                self.report(cid, ctype, "succeeded", 0, f"{ctype} done: the unit is back (boot {self.agent.boot_id[:8]})",
                             received)
             elif ctype == "set_config" and self.agent.guard.pending and self.agent.guard.pending.get("command") == cid:
                 continue  # finished by the config guard once the server is reached, or rolled back
             else:
-                self._final(cid, ctype, "failed", -1, "interrupted: the agent restarted before the command finished;"
+                self.report(cid, ctype, "failed", -1, "interrupted: the agent restarted before the command finished;"
                             " not run again", received)
 
     # receiving -----------------------------------------------------------------------
@@ -326,9 +326,9 @@ class CommandExecutor:
             return  # the result comes from the config guard after the restart
         state = "succeeded" if code == 0 else "failed"
         row = self.db.execute("SELECT received FROM commands WHERE id=?", (cid,)).fetchone()
-        self._final(cid, ctype, state, code, output, row[0] if row else started, started)
+        self.report(cid, ctype, state, code, output, row[0] if row else started, started)
 
-    def _final(self, cid: str, ctype: str, state: str, code: int, output: str, received: float,
+    def report(self, cid: str, ctype: str, state: str, code: int, output: str, received: float,
                started: float | None = None) -> None:
         output = output[: self.cfg.max_output]
         now = time.time()

@@ -112,6 +112,7 @@ class Agent:
         self._last_checks: dict[str, int] = {}
         self._last_batch_mono = 0.0
         self._open_sample: tuple[Sample, float] | None = None
+        self._next_slot = 0.0
         self.last_sample: Sample | None = None
         self.console: object | None = None
         self._last_inventory = 0.0
@@ -346,7 +347,7 @@ class Agent:
             if cid:
                 log.info("configuration change %s confirmed", cid)
                 if self.commands is not None:
-                    self.commands._final(cid, "set_config", "succeeded", 0, "configuration applied; server reached",
+                    self.commands.report(cid, "set_config", "succeeded", 0, "configuration applied; server reached",
                                          time.time())
         if not self.clock_ok or abs(server_now - self.clock.now()) > max(5.0, 2 * self.clock.speed):
             self.clock.set_offset(server_now - self.clock.raw())
@@ -478,6 +479,47 @@ class Agent:
             "identity": self.peripherals.identity(),
         }
 
+    def _sample_if_due(self) -> None:
+        now = self.clock.now()
+        if now < self._next_slot:
+            return
+        if self._open_sample is not None:  # the previous probe never came back
+            sample, _ = self._open_sample
+            self._open_sample = None
+            self._finish_sample(sample, probe_lost=True)
+        self._check_clock()
+        sample = self.take_sample(int(self._next_slot))
+        missed = int((now - self._next_slot) // self.interval)
+        self._next_slot += self.interval * (1 + max(0, missed))
+        if self.cfg.link.probe_every_sample and self.link.connected and self.link.probe():
+            self._open_sample = (sample, time.monotonic() + min(PROBE_WAIT_REAL_S, 0.8 * self.interval / self.clock.speed))
+        else:
+            self._finish_sample(sample, probe_lost=False)
+        if now - self._last_inventory >= 86400:
+            self._inventory()
+
+    def _config_guard_overdue(self) -> bool:
+        """A remote configuration change that has not reached the server in time: put the old one back."""
+        if not self.guard.overdue(self.clock.now()):
+            return False
+        cid = self.guard.roll_back()
+        log.error("configuration change %s lost the server: rolled back", cid)
+        if cid and self.commands is not None:
+            self.commands.report(cid, "set_config", "failed", 1,
+                                 "rolled back: the server was not reached under the new configuration", time.time())
+        self._restart = True
+        return True
+
+    def _wait_for_events(self, timeout: float) -> None:
+        try:
+            kind, arg = self.events.get(timeout=timeout)
+            self._handle(kind, arg)
+            while True:
+                kind, arg = self.events.get_nowait()
+                self._handle(kind, arg)
+        except queue.Empty:
+            pass
+
     def run(self) -> None:
         log.info("agent %s starting as %s (data in %s)", __version__, self.sn, self.data_dir)
         # Spread the first connection over a few seconds so a fleet powering up together does not
@@ -491,35 +533,12 @@ class Agent:
         if self.commands is not None:
             self.commands.start()
         systemd.notify("READY=1")
-        next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
+        self._next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
         self._inventory()
         try:
             while not self._stop.is_set():
-                now = self.clock.now()
-                if now >= next_slot:
-                    if self._open_sample is not None:  # the previous probe never came back
-                        sample, _ = self._open_sample
-                        self._open_sample = None
-                        self._finish_sample(sample, probe_lost=True)
-                    self._check_clock()
-                    sample = self.take_sample(int(next_slot))
-                    missed = int((now - next_slot) // self.interval)
-                    next_slot += self.interval * (1 + max(0, missed))
-                    if self.cfg.link.probe_every_sample and self.link.connected and self.link.probe():
-                        self._open_sample = (sample, time.monotonic() + min(
-                            PROBE_WAIT_REAL_S, 0.8 * self.interval / self.clock.speed))
-                    else:
-                        self._finish_sample(sample, probe_lost=False)
-                    if now - self._last_inventory >= 86400:
-                        self._inventory()
-                if self.guard.overdue(self.clock.now()):
-                    cid = self.guard.roll_back()
-                    log.error("configuration change %s lost the server: rolled back", cid)
-                    if cid and self.commands is not None:
-                        self.commands._final(cid, "set_config", "failed", 1,
-                                             "rolled back: the server was not reached under the new configuration",
-                                             time.time())
-                    self._restart = True
+                self._sample_if_due()
+                if self._config_guard_overdue():
                     break
                 if self._open_sample is not None and time.monotonic() > self._open_sample[1]:
                     sample, _ = self._open_sample
@@ -529,15 +548,7 @@ class Agent:
                     for ev in self.console.take_events():  # type: ignore[attr-defined]
                         self.store_event(ev)  # engineers' sessions and commands, reported to the server
                 self.pump()
-                wait = max(0.0, min((next_slot - self.clock.now()) / self.clock.speed, 0.2))
-                try:
-                    kind, arg = self.events.get(timeout=wait)
-                    self._handle(kind, arg)
-                    while True:
-                        kind, arg = self.events.get_nowait()
-                        self._handle(kind, arg)
-                except queue.Empty:
-                    pass
+                self._wait_for_events(max(0.0, min((self._next_slot - self.clock.now()) / self.clock.speed, 0.2)))
         finally:
             if self._open_sample is not None:
                 self._finish_sample(self._open_sample[0], probe_lost=False)
