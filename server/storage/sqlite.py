@@ -52,6 +52,7 @@ CREATE TABLE IF NOT EXISTS samples (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS samples_sn_ts ON samples(sn, ts);
 CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);
+CREATE INDEX IF NOT EXISTS units_last_seen ON units(last_seen, sn);
 CREATE TABLE IF NOT EXISTS events (
     sn TEXT NOT NULL,
     epoch INTEGER NOT NULL,
@@ -568,13 +569,17 @@ class SqliteStorage:
         cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
                 "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
         joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
-        if sort == "sn" or sort not in _REGISTRY_SORTS:
+        if sort == "last_seen" and descending:
+            rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset)
+            sql = ""
+        elif sort == "sn" or sort not in _REGISTRY_SORTS:
             sql = (f"{cols} FROM (SELECT * FROM registry r {clause} ORDER BY r.sn {direction} LIMIT ? OFFSET ?) r "
                    f"{joins} ORDER BY r.sn {direction}")
         else:
             sql = (f"{cols} FROM registry r {joins} {clause} ORDER BY {_REGISTRY_SORTS[sort]} {direction}, r.sn "
                    "LIMIT ? OFFSET ?")
-        rows = await self._all(sql, [*args, limit, offset])
+        if sql:
+            rows = await self._all(sql, [*args, limit, offset])
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)  # the page ends the list: no count needed
         else:
@@ -587,6 +592,29 @@ class SqliteStorage:
             d["broker_session"] = bool(d["broker_session"])
             out.append(d)
         return int(total), out
+
+    async def _by_last_seen_desc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
+                                 offset: int) -> list[Any]:
+        """Most recently heard first: walk ``units(last_seen)`` backwards and keep the registry's matches (a page
+        reads about page / share-matching rows, not the whole filtered set sorted); units never heard from come
+        last, by SN. Ties in ``last_seen`` go by SN descending."""
+        seen_clause = f"{clause} AND" if clause else "WHERE"
+        keys = await self._all(
+            f"SELECT u.sn FROM units u JOIN registry r ON r.sn = u.sn {clause} "
+            "ORDER BY u.last_seen DESC, u.sn DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        sns = [k[0] for k in keys]
+        if len(sns) < limit:
+            n_seen = offset + len(sns) if sns else int((await self._one(
+                f"SELECT count(*) FROM units u JOIN registry r ON r.sn = u.sn {clause}", args))[0])
+            rest = await self._all(
+                f"SELECT r.sn FROM registry r {seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn) "
+                "ORDER BY r.sn LIMIT ? OFFSET ?", [*args, limit - len(sns), max(0, offset - n_seen)])
+            sns += [k[0] for k in rest]
+        if not sns:
+            return []
+        rows = await self._all(f"{cols} FROM registry r {joins} WHERE r.sn IN ({','.join('?' * len(sns))})", sns)
+        pos = {sn: k for k, sn in enumerate(sns)}
+        return sorted(rows, key=lambda r: pos[r["sn"]])
 
     async def _registry_count(self, clause: str, args: list[Any]) -> int:
         key = (clause, *args)

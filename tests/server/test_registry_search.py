@@ -1,0 +1,43 @@
+"""Registry list: SN search by prefix (indexed) or substring, totals, newest report first (real app and SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from tests.server.conftest import at, make_api, sample
+
+
+async def test_search_prefix_contains_and_last_seen_order(tmp_path: Path) -> None:
+    async with make_api(tmp_path) as api:
+        assert (await api.req("PUT", "/api/v1/institutions/V001", json={"name": "卫生室", "county": "秀英区"})).status_code == 200
+        for k in range(1, 8):
+            body = {"institution": "V001", "insurance_sn": f"YB9{k:03d}", "link_type": "wired" if k % 2 else "4g_vpdn"}
+            assert (await api.req("PUT", f"/api/v1/registry/units/HN1000000{k}", json=body)).status_code == 200
+        # heard from in the order 3, 1, 5 (5 newest; arrival time is the wall clock); 7 never
+        for sn in ("HN10000003", "HN10000001", "HN10000005"):
+            await api.feed(sn, [sample(1, at("2025-03-03 11:00"))])
+            await asyncio.sleep(0.01)
+
+        async def sns(**params: str) -> tuple[int, list[str], str | None]:
+            r = await api.get("/api/v1/registry/units", role="viewer", **params)
+            assert r.status_code == 200, r.text
+            body = r.json()
+            return body["total"], [u["sn"] for u in body["items"]], body["match"]
+
+        assert await sns(q="HN1000000") == (7, [f"HN1000000{k}" for k in range(1, 8)], "prefix")
+        assert await sns(q="YB9005") == (1, ["HN10000005"], "prefix")  # the insurance SN
+        assert await sns(q="0006") == (1, ["HN10000006"], "contains")  # no SN starts with it: substring
+        assert await sns(q="0006", match="prefix") == (0, [], "prefix")
+        assert await sns(q="HN1000000", limit="3", offset="3") == (7, ["HN10000004", "HN10000005", "HN10000006"], "prefix")
+        # wired units (1, 3, 5, 7), newest report first, the one never heard from last
+        assert (await sns(link_type="wired", sort="last_seen", order="desc"))[1] == [
+            "HN10000005", "HN10000001", "HN10000003", "HN10000007"]
+        assert await sns(link_type="wired", sort="last_seen", order="desc", limit="2", offset="2") == (
+            4, ["HN10000003", "HN10000007"], None)
+        assert (await sns(link_type="wired", sort="last_seen", order="asc"))[1] == [
+            "HN10000007", "HN10000003", "HN10000001", "HN10000005"]
+        # a full page needs the count; a new unit changes it at once
+        assert (await sns(limit="2"))[0] == 7
+        await api.req("PUT", "/api/v1/registry/units/HN10000008", json={"institution": "V001"})
+        assert (await sns(limit="2"))[0] == 8
