@@ -575,9 +575,11 @@ class SqliteStorage:
         elif sort == "sn" or sort not in _REGISTRY_SORTS:
             sql = (f"{cols} FROM (SELECT * FROM registry r {clause} ORDER BY r.sn {direction} LIMIT ? OFFSET ?) r "
                    f"{joins} ORDER BY r.sn {direction}")
-        else:
-            sql = (f"{cols} FROM registry r {joins} {clause} ORDER BY {_REGISTRY_SORTS[sort]} {direction}, r.sn "
-                   "LIMIT ? OFFSET ?")
+        else:  # sort the keys only, then join the page
+            keys = await self._all(f"SELECT r.sn FROM registry r {joins} {clause} ORDER BY {_REGISTRY_SORTS[sort]} "
+                                   f"{direction}, r.sn LIMIT ? OFFSET ?", [*args, limit, offset])
+            rows = await self._page([k[0] for k in keys], cols, joins)
+            sql = ""
         if sql:
             rows = await self._all(sql, [*args, limit, offset])
         if len(rows) < limit and (rows or offset == 0):
@@ -600,7 +602,7 @@ class SqliteStorage:
         last, by SN. Ties in ``last_seen`` go by SN descending."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
         keys = await self._all(
-            f"SELECT u.sn FROM units u JOIN registry r ON r.sn = u.sn {clause} "
+            f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
             "ORDER BY u.last_seen DESC, u.sn DESC LIMIT ? OFFSET ?", [*args, limit, offset])
         sns = [k[0] for k in keys]
         if len(sns) < limit:
@@ -610,6 +612,10 @@ class SqliteStorage:
                 f"SELECT r.sn FROM registry r {seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn) "
                 "ORDER BY r.sn LIMIT ? OFFSET ?", [*args, limit - len(sns), max(0, offset - n_seen)])
             sns += [k[0] for k in rest]
+        return await self._page(sns, cols, joins)
+
+    async def _page(self, sns: list[str], cols: str, joins: str) -> list[Any]:
+        """The joined rows of ``sns``, in that order."""
         if not sns:
             return []
         rows = await self._all(f"{cols} FROM registry r {joins} WHERE r.sn IN ({','.join('?' * len(sns))})", sns)
