@@ -5,8 +5,10 @@ follow every state the agent reports; jobs pace a command over many units.
   endorsed) and the same bytes are (re)sent: a re-send has the same id and nonce, so the agent
   reports where it stands and never runs it twice.
 * A unit gets its commands when its broker state says online (``Ingest.on_state``) and at each
-  dispatcher pass; a ``sent`` command without any answer is sent again after ``resend_after_s``,
-  at most ``max_sends`` times; anything not delivered by its expiry is ``expired``.
+  dispatcher pass; a command without a final result is sent again after ``resend_after_s``, at most
+  ``max_sends`` times (the agent answers a duplicate with the state it recorded, so a result lost
+  when the agent died between recording it and queueing the report is asked for again); anything
+  not delivered by its expiry is ``expired``.
 * States come back in ``cmd`` events (``Ingest.on_committed``); they only move forward
   (queued -> sent -> delivered/running -> succeeded/failed/rejected). A late report from the
   agent overrides ``expired``: the agent is the witness of what ran.
@@ -544,8 +546,8 @@ class CommandService:
         db = self.db
         cur = await db.execute(
             "SELECT c.id, c.sn, c.payload, c.state FROM cmd_commands c JOIN units u ON u.sn = c.sn AND u.online = 1 "
-            "WHERE c.released = 1 AND (c.state = 'queued' OR (c.state = 'sent' AND c.last_sent_mono < ? "
-            "AND c.sends < ?)) ORDER BY c.created, c.rowid LIMIT 1000",
+            "WHERE c.released = 1 AND (c.state = 'queued' OR (c.state IN ('sent','delivered','running') "
+            "AND c.last_sent_mono < ? AND c.sends < ?)) ORDER BY c.created, c.rowid LIMIT 1000",
             (mono - self.cs.resend_after_s, self.cs.max_sends))
         rows = list(await cur.fetchall())
         if not rows:

@@ -106,3 +106,25 @@ def test_offline_unit_gets_its_queued_command_when_it_reconnects_and_an_expired_
     time.sleep(2)
     assert fleet.command(short["id"])["state"] == "expired"
     assert not (fleet.agent_dir(sn) / "reboots").exists(), "an expired reboot ran"
+
+
+def test_staged_rollout_canary_first_then_waves(fleet: Fleet) -> None:
+    fleet.start_server()
+    sns = [f"HN5700{i:04d}" for i in range(12)]
+    lite = _lite(fleet, sns)
+    try:
+        _wait_all_online(fleet, sns)
+        r = fleet.send(type="collect_logs", params={"lines": 1}, sns=sns, canary=2, wave_size=5)
+        assert r.status_code == 201, r.text
+        jid = r.json()["job"]["id"]
+        job = wait_for(lambda: (j := _job(fleet, jid))["state"] == "finished" and j, 40, "the job", interval=0.3)
+        waves: dict[int, list[dict]] = {}
+        for u in job["units"]:
+            waves.setdefault(u["wave"], []).append(u)
+        assert sorted((w, len(us)) for w, us in waves.items()) == [(0, 2), (1, 5), (2, 5)]
+        for w in (1, 2):
+            # no unit of a wave was sent before every unit of the waves before it had its result
+            assert min(u["sent"] for u in waves[w]) >= max(u["finished"] for u in waves[w - 1]) - 0.5
+        assert job["progress"] == {"succeeded": 12}
+    finally:
+        lite.stop()

@@ -7,6 +7,7 @@ import random
 import time
 import tomllib
 
+import psutil
 import pytest
 
 from tests.commands.conftest import Fleet
@@ -26,6 +27,7 @@ class _Unit:
         self.counter = fleet.agent_dir(sn) / "reboots"
         self.phase, self.cid, self.kill_at, self.dead_since, self.before = "idle", "", 0.0, 0.0, 0
         self.deadline = 0.0
+        self.scripts: list[psutil.Process] = []
         self.outcomes: dict[str, int] = {}
         fleet.start_agent(sn)
 
@@ -35,6 +37,8 @@ class _Unit:
     def power(self) -> None:
         """Restart the agent once it has been dead a moment (the power comes back)."""
         a = self.fleet.agents[self.sn]
+        if any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in self.scripts):
+            return  # a reboot in progress finishes before the unit comes back
         if a.alive():
             self.dead_since = 0.0
         elif not self.dead_since:
@@ -53,7 +57,13 @@ class _Unit:
                 self.cid = self.fleet.send(type="reboot", sn=self.sn).json()["command"]["id"]
                 self.kill_at, self.deadline, self.phase = now + self.rng.uniform(0.0, 1.5), now + 60, "kill"
         elif self.phase == "kill" and now >= self.kill_at:
-            self.fleet.agents[self.sn].kill()  # no-op when the reboot script got there first
+            a = self.fleet.agents[self.sn]
+            if a.alive() and a.proc is not None:
+                try:  # a reboot script it started keeps running (its own session), as a reboot would
+                    self.scripts = psutil.Process(a.proc.pid).children()
+                except psutil.NoSuchProcess:
+                    self.scripts = []
+            a.kill()  # no-op when the reboot script got there first
             self.phase = "final"
         elif self.phase == "final":
             state = self.fleet.command(self.cid)
