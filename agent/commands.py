@@ -114,6 +114,10 @@ class CommandExecutor:
 
     # lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
+        from .update import recover_pending
+
+        for what in recover_pending(self.agent.data_dir):  # an install cut short before its health check decided
+            log.warning("rolled back an unconfirmed install: %s", what)
         self._recover()
         self._thread.start()
 
@@ -149,7 +153,13 @@ class CommandExecutor:
         except msgspec.DecodeError as err:
             return self._reject(cid, ctype, f"undecodable command body: {err}")
         try:
-            params = self._verify(signed, cmd)
+            self._authenticate(signed)
+        except Rejected as err:
+            # Not signed by an endorsed key: record nothing under its id, or a forged copy published first
+            # would block the genuine command with the same id.
+            return self._reject(cid, ctype, str(err), nonce=None)
+        try:
+            params = self._verify(cmd)
         except Rejected as err:
             return self._reject(cid, ctype, str(err), nonce=cmd.nonce)
         row = self.db.execute("SELECT state, code, output, received, started, finished FROM commands WHERE id=?",
@@ -173,18 +183,22 @@ class CommandExecutor:
         self._emit(cmd.id, cmd.type, "running", None, "", now, now, None)
         self._work.put((cmd, params))
 
-    def _verify(self, signed: SignedCommand, cmd: Command) -> dict[str, object]:
+    def _authenticate(self, signed: SignedCommand) -> None:
+        """The fleet CA endorsed the signing key, and the key signed these exact bytes."""
         from wire.signing import SignatureError, ca_public_key, check_endorsement, verify_ed25519
 
         if self._ca_public is None:
             self._ca_public = ca_public_key(self.agent.cfg.path(self.agent.cfg.link.ca_file))
-        now = self.agent.clock.now()
         try:
-            key = check_endorsement(self._ca_public, signed.endorsement, "command", now,
+            key = check_endorsement(self._ca_public, signed.endorsement, "command", self.agent.clock.now(),
                                     frozenset(self.cfg.revoked_keys))
             verify_ed25519(key.public_key, signed.body, signed.sig)
         except SignatureError as err:
             raise Rejected(str(err)) from err
+
+    def _verify(self, cmd: Command) -> dict[str, object]:
+        """An authentic command: is it for us, in time, new, and allowed?"""
+        now = self.agent.clock.now()
         if cmd.sn != self.agent.sn:
             raise Rejected(f"command is for {cmd.sn!r}, this terminal is {self.agent.sn!r}")
         if now > cmd.expires:

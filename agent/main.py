@@ -217,6 +217,7 @@ class Agent:
         self.clock_ok = True
         log.info("clock checked (%s)", how)
         self._redate_held()
+        self._urgent = True  # what was held (command results, events) goes out now, not with the next batch
         for s in self.memory:
             if s.clock == CLOCK_UNVERIFIED:
                 s.clock = CLOCK_CHECKED

@@ -36,13 +36,25 @@ class _Lazy(click.Group):
         super().__init__(*args, **kwargs)
         self._modules = modules
 
+    """A click group whose subcommands live in modules imported only when used.
+
+    ``modules`` maps a subcommand name to ``"package.module"`` (attribute ``command``) or
+    ``"package.module:attribute"``."""
+
+    @staticmethod
+    def _split(target: str) -> tuple[str, str]:
+        module, _, attr = target.partition(":")
+        return module, attr or "command"
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        present = {n for n, m in self._modules.items() if importlib.util.find_spec(m) is not None}
+        present = {n for n, m in self._modules.items() if importlib.util.find_spec(self._split(m)[0]) is not None}
         return sorted(set(super().list_commands(ctx)) | present)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        if name in self._modules and importlib.util.find_spec(self._modules[name]) is not None:
-            return importlib.import_module(self._modules[name]).command  # type: ignore[no-any-return]
+        if name in self._modules:
+            module, attr = self._split(self._modules[name])
+            if importlib.util.find_spec(module) is not None:
+                return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
         return super().get_command(ctx, name)
 
 
@@ -107,7 +119,7 @@ def agent_enroll(sn: str, out_dir: str) -> None:
 
 
 # ---------------------------------------------------------------- server
-@main.group()
+@main.group(cls=_Lazy, modules={"command": "posfleet.cli_commands:command"})
 def server() -> None:
     """The fleet server."""
 
@@ -164,7 +176,8 @@ def token_create(config_path: str, name: str, role: str) -> None:
 
 
 # ---------------------------------------------------------------- ca
-@main.group()
+@main.group(cls=_Lazy, modules={"command-key": "posfleet.cli_commands:command_key",
+                                 "update-key": "posfleet.cli_commands:update_key"})
 def ca() -> None:
     """The fleet certificate authority."""
 

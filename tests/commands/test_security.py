@@ -138,3 +138,33 @@ def test_replayed_reboot_is_not_run_again(fleet: Fleet) -> None:
     assert fleet.wait_state(check)["state"] == "succeeded"
     assert (fleet.agent_dir(sn) / "reboots").read_text().count("x") == 1, "a replayed reboot ran again"
     assert fleet.command(cid)["state"] == "succeeded"
+
+
+def test_a_forged_copy_sent_first_does_not_block_the_genuine_command(fleet: Fleet, tmp_path: Path) -> None:
+    """Rejections are recorded under a command's id only once its signature verified: a forged message that
+    borrows a genuine command's id (published before it) must not make the terminal refuse the real one."""
+    sn = "HN50100009"
+    fleet.start_server()
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+    now = int(time.time())
+    genuine = _signed(fleet, id="same-id", sn=sn, type="collect_logs", params={"lines": 3}, nonce="genuine-nonce")
+    good = codec.decode(genuine, SignedCommand)
+    forged_body = encode_command(Command(id="same-id", sn=sn, type="collect_logs", issued=now, expires=now + 600,
+                                         nonce="genuine-nonce", params={"lines": 4}))
+    forged = codec.encode(SignedCommand(body=forged_body, sig=good.sig, endorsement=good.endorsement))
+    pub = _publisher(fleet)
+    try:
+        pub.publish(topics.topic(sn, topics.COMMAND), forged, qos=1).wait_for_publish(5)
+        _rejections(fleet, 1)  # the forged one was refused...
+        pub.publish(topics.topic(sn, topics.COMMAND), genuine, qos=1).wait_for_publish(5)
+
+        def genuine_done() -> dict[str, str] | None:
+            rows = [a["detail"] for a in fleet.audit(action="command.unmatched_result", limit=1000)]
+            done = [d for d in rows if d["id"] == "same-id" and d["state"] == "succeeded"]
+            return done[0] if done else None
+
+        assert wait_for(genuine_done, 30, "the genuine command to run", interval=0.3)  # ...the genuine one ran
+    finally:
+        pub.loop_stop()
+        pub.disconnect()
