@@ -71,7 +71,6 @@ PERIPHERAL_FAULTS: dict[str, frozenset[str]] = {
 LINK_CUT = frozenset({"network_down", "sim_missing"})
 STOPPING = {"power_off": signal.SIGKILL, "agent_down": signal.SIGTERM}
 #: scenario institution types the registry does not have, mapped to its nearest word
-INSTITUTION_TYPE_MAP = {"community_health_centre": "health_centre", "community_health_station": "community_site"}
 #: real seconds an agent process needs from exec to its first sample (measured: about 0.5 s on this machine)
 RESTART_LEAD_S = 0.5
 #: real seconds one agent needs per sample with healthy peripherals (three serial checks, SQLite, publish,
@@ -389,7 +388,7 @@ class Player:
         for inst in self.sc.institutions:
             body: dict[str, Any] = {"name": inst.name, "county": inst.county}
             if inst.type:
-                body["type"] = INSTITUTION_TYPE_MAP.get(inst.type, inst.type)
+                body["type"] = inst.type
             hours = raw_inst.get(inst.code, {}).get("service_hours")
             if hours is not None:
                 body["hours"] = hours

@@ -118,7 +118,7 @@ class Alerts:
                     key = f"flagged:{u['sn']}:{today:%Y-%m}"
                     keep["flagged"].add(key)
                     await self._raise(key, "flagged", u["sn"], u["county"], now,
-                                      f"{u['sn']} below {self.availability.threshold * 100:.0f} % this month: device "
+                                      f"{u['sn']} below {float(self.availability.threshold) * 100:.0f} % this month: device "
                                       f"{_pct(u['device_rate'])}, network {_pct(u['network_rate'])}", u)
 
         keepalive = self.settings.ingest.terminal_keepalive_s

@@ -9,8 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..availability.hours import ServiceHours
 
-InstitutionType = Literal["health_centre", "village_clinic", "community_site", "hospital", "pharmacy",
-                          "insurance_office"]
+InstitutionType = Literal["health_centre", "village_clinic", "community_site", "community_health_centre",
+                          "community_health_station", "hospital", "pharmacy", "insurance_office"]
 Status = Literal["in_service", "spare", "in_repair", "retired"]
 StockType = Literal["deployed", "spare"]
 LinkType = Literal["wired", "4g_vpdn"]
@@ -18,7 +18,8 @@ LinkType = Literal["wired", "4g_vpdn"]
 # Words seen in administrators' spreadsheets -> the registry's codes.
 ALIASES: dict[str, dict[str, str]] = {
     "type": {"乡镇卫生院": "health_centre", "卫生院": "health_centre", "村卫生室": "village_clinic",
-             "卫生室": "village_clinic", "社区卫生服务站": "community_site", "社区站": "community_site",
+             "卫生室": "village_clinic", "社区卫生服务站": "community_health_station", "社区站": "community_health_station",
+             "社区卫生服务中心": "community_health_centre", "社区中心": "community_health_centre", "社区点": "community_site",
              "医院": "hospital", "药店": "pharmacy", "零售药店": "pharmacy", "医保经办机构": "insurance_office",
              "经办机构": "insurance_office"},
     "status": {"在用": "in_service", "在役": "in_service", "备用": "spare", "备机": "spare", "维修": "in_repair",
@@ -29,7 +30,8 @@ ALIASES: dict[str, dict[str, str]] = {
 }
 
 LABELS_ZH: dict[str, str] = {
-    "health_centre": "乡镇卫生院", "village_clinic": "村卫生室", "community_site": "社区卫生服务站", "hospital": "医院",
+    "health_centre": "乡镇卫生院", "village_clinic": "村卫生室", "community_site": "社区服务点",
+    "community_health_centre": "社区卫生服务中心", "community_health_station": "社区卫生服务站", "hospital": "医院",
     "pharmacy": "药店", "insurance_office": "医保经办机构", "in_service": "在用", "spare": "备用", "in_repair": "维修",
     "retired": "报废", "deployed": "已部署", "wired": "有线专网", "4g_vpdn": "4G VPDN",
 }

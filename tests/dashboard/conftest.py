@@ -65,8 +65,8 @@ POWER_CUT = ("HN46900004", "2025-03-10 00:00", "2025-03-12 00:00")
 OUTAGE = ("2025-03-17 10:00", "2025-03-17 11:15")  # every unit of the first county: a carrier outage
 
 
-# Tracebacks in the server log that belong to other packages' open bugs (see test_alert_evaluation_works).
-KNOWN_BUGS = ("unsupported format string passed to Fraction.__format__",)
+# Tracebacks in the server log that belong to other packages' open bugs (none open now).
+KNOWN_BUGS: tuple[str, ...] = ()
 
 
 @dataclass

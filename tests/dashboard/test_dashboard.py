@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.dashboard.cdp import Browser
 from tests.dashboard.conftest import (
     OUTAGE,
@@ -236,9 +234,6 @@ def test_pages_and_helpers_need_no_build_and_leak_nothing(fleet: Fleet) -> None:
     assert json.dumps(ctx).count("pf_") == 0
 
 
-@pytest.mark.xfail(strict=True, reason="server/alerts/service.py formats availability.threshold (a Fraction) with "
-                   "':.0f', a TypeError on Python 3.11, as soon as a unit is flagged: the alerts loop crashes and the "
-                   "dashboard's alert list stays empty. Remove this mark when fixed (owner: alerts).")
 def test_alert_evaluation_works_with_a_flagged_unit(fleet: Fleet) -> None:
     r = fleet.server.request("POST", "/api/v1/alerts/evaluate")
     assert r.status_code == 200, r.text[:200]

@@ -131,3 +131,13 @@ async def test_unit_heard_by_ingest_appears_in_service_without_institution(api: 
     await api.settle()
     unit = (await api.get("/api/v1/registry/units/HN00060001")).json()
     assert unit["status_history"][0]["from_ts"] == at("2025-03-03 08:30")
+
+
+def test_registry_accepts_every_institution_type_a_scenario_may_name() -> None:
+    from typing import get_args
+
+    from server.registry.models import LABELS_ZH, InstitutionType
+    from simulator.scenario import INSTITUTION_TYPES
+
+    assert set(get_args(InstitutionType)) == set(INSTITUTION_TYPES)
+    assert all(t in LABELS_ZH for t in INSTITUTION_TYPES), "every type has its Chinese label"
