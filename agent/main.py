@@ -144,7 +144,8 @@ class Agent:
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.outbox = Outbox(self.data_dir / "outbox.sqlite", int(self.cfg.outbox.max_mb * 1024 * 1024))
-            self.outbox_error = ""
+            # outbox_error is cleared by the first write that succeeds, not by opening: a full disk still
+            # opens, and clearing here would log the same failure again at every sample
             if getattr(self, "clock_ok", False):
                 self._redate_held()  # the clock was checked while the outbox was closed
         except (OSError, OutboxError) as err:
