@@ -286,6 +286,7 @@ def ca_broker_config(directory: str, port: int, bind: str, data_dir: str | None,
     "connect": "posfleet.diagconsole.connect",
     "remote": "posfleet.diagconsole.remote",
     "credential": "posfleet.diagconsole.credential",
+    "capture": "posfleet.cli_diag_capture",
 })
 def diag() -> None:
     """Engineers' local diagnostics of the peripherals (same drivers as the agent)."""
