@@ -43,7 +43,6 @@ Exit codes (the verdict of the checks, as `posfleet diag KIND`):
 def command(kind: str, port: str, profile: str | None, out_dir: Path, read_card: bool, baud: int | None,
             note: str, force: bool, as_json: bool) -> None:
     from drivers.capture import DEFAULT_PROFILES, META, TRANSCRIPT, Recorder, diagnose, make_meta
-    from drivers.idcard import redact_text
     from drivers.profiles import ProfileError
 
     if read_card and kind != "idcard":
@@ -58,7 +57,7 @@ def command(kind: str, port: str, profile: str | None, out_dir: Path, read_card:
     except ProfileError as err:
         raise click.BadParameter(str(err), param_hint="--profile") from err
     meta = make_meta(kind, profile, port, outcome, read_card=read_card, baudrate=baud,  # type: ignore[arg-type]
-                     note=redact_text(note))
+                     note=note)
     try:
         recorder.save(out_dir, meta)
     except OSError as err:
