@@ -49,11 +49,7 @@ class Transport:
 
     def close(self) -> None:
         port, self._port = self._port, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
+        close_quietly(port)
 
     @property
     def is_open(self) -> bool:
@@ -128,4 +124,13 @@ class Transport:
         return bytes(out)
 
 
-__all__ = ["Transport", "DriverError"]
+def close_quietly(port: serial.SerialBase | None) -> None:
+    """Close a port that may already be gone (unplugged USB): closing must never raise."""
+    if port is not None:
+        try:
+            port.close()
+        except (serial.SerialException, OSError):
+            pass
+
+
+__all__ = ["Transport", "DriverError", "close_quietly"]

@@ -9,16 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 
-
-class RedactingFilter(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        from drivers.idcard.mask import redact_text
-
-        msg = record.getMessage()
-        clean = redact_text(msg)
-        if clean != msg:
-            record.msg, record.args = clean, None
-        return True
+from drivers.idcard.mask import RedactingFilter
 
 
 class RingBuffer(logging.Handler):

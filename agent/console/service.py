@@ -27,6 +27,7 @@ from typing import Any
 import serial
 
 from drivers.errors import DriverError
+from drivers.transport import close_quietly
 
 from ..config import ConsoleConfig
 from .audit import AuditLog
@@ -127,11 +128,7 @@ class Console:
 
     def _close(self) -> None:
         port, self._port = self._port, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
+        close_quietly(port)
 
     def _send(self, frame: Frame) -> None:
         if self._port is None:

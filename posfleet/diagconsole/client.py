@@ -17,6 +17,7 @@ from typing import Any
 import serial
 
 from agent.console.framing import ACK, MAX_PAYLOAD, REP, REQ, RESEND, Decoder, Frame, encode
+from drivers.transport import close_quietly
 
 # Seconds a command may take on the terminal (after its ACK) before we ask again.
 COMMAND_TIMEOUTS = {"selftest": 120.0, "netcheck": 60.0, "reenrol": 30.0}
@@ -77,11 +78,7 @@ class ConsoleClient:
 
     def close(self) -> None:
         port, self._port = self._port, None
-        if port is not None:
-            try:
-                port.close()
-            except (serial.SerialException, OSError):
-                pass
+        close_quietly(port)
 
     def __enter__(self) -> ConsoleClient:
         return self.open()

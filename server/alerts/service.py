@@ -31,6 +31,7 @@ import httpx
 from ..analytics.datause import ALERT_SHARES
 from ..availability.rollups import midnight
 from ..settings import Settings
+from ..tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +61,7 @@ class Alerts:
                 self._tasks.append(asyncio.create_task(self._webhooks(), name="alerts-webhook"))
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._tasks)
 
     def on_committed(self, samples: Iterable[Any], events: Iterable[Any]) -> None:
         """Ingest hook: note SIM changes (cheap; the loop stores them)."""

@@ -43,6 +43,7 @@ from zoneinfo import ZoneInfo
 
 from ..registry.models import FieldError
 from ..settings import Settings
+from ..tasks import cancel
 from .counter import Figures, Sample, as_fraction, combine, contract_tier, count_unit, figures_from_counts
 from .rollups import (
     HOUR_S,
@@ -114,12 +115,7 @@ class Availability:
             self.rolled_to = int(v)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel([self._task])
 
     async def _loop(self) -> None:
         debounce = self.settings.availability.recount_debounce_s

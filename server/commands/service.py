@@ -36,6 +36,7 @@ from wire.codec import encode
 from wire.commands import DIAGNOSTIC, FINAL, MAX_OUTPUT, TYPES, Command, SignedCommand, encode_command
 
 from ..settings import Settings
+from ..tasks import cancel
 from .keys import SigningKey, SigningKeyError, load_key
 from .store import command_dict, create_tables, job_dict
 
@@ -111,13 +112,7 @@ class CommandService:
                        asyncio.create_task(self._result_loop(), name="commands-results")]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        await cancel(self._tasks)
 
     def load_key(self) -> None:
         try:

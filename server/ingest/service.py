@@ -33,6 +33,7 @@ from wire.messages import Ack, Batch, State, sample_dict, seq_ranges
 
 from ..settings import Settings
 from ..storage import EventRow, SampleRow, Storage
+from ..tasks import cancel
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +117,7 @@ class Ingest:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel([self._task])
 
     def publish(self, topic_name: str, payload: bytes, qos: int = 1) -> bool:
         """Publish through the server's broker session (commands to terminals). False when not connected."""
