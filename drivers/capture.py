@@ -350,22 +350,29 @@ def synthetic_text_block(block: bytes) -> bytes:
 
 
 def _synthetic_id_and_birth(card: idc.CardText) -> tuple[str, str]:
+    """An ID number and birth date that mask, check and agree exactly as the card's do, and
+    differ from the card's own (month and day are never the card's; the year is shown anyway)."""
     number, birth = card.id_number.strip(), card.birth
     birth_ok = len(birth) == 8 and birth.isascii() and birth.isdigit()
-    fake_birth = birth[:4] + "0101" if birth_ok else "*" * len(birth)
-    if card.type == "foreigner" or not idc.id_checksum_ok(number):
-        return mask_id(number), fake_birth
     upper = number.upper()
-    matches = idc.id_birth_matches(upper, birth)
-    year = birth[:4] if birth_ok else upper[6:10]
-    id_birth = year + "0101"
-    if birth_ok and not matches:
-        fake_birth = year + "0202"  # keep "birth date disagrees with the ID number"
+    taken = {birth[4:8], upper[10:14]}
+    month_days = [md for md in ("0101", "0102", "0103", "0104") if md not in taken]
+    if card.type == "foreigner" or len(upper) != 18:
+        return mask_id(number), (birth[:4] + month_days[0] if birth_ok else "*" * len(birth))
+    if idc.id_birth_matches(upper, birth):
+        id_birth = birth[:4] + month_days[0] if birth_ok else "*" * 8
+        fake_birth = id_birth
+    else:
+        year = birth[:4] if birth_ok else upper[6:10]
+        id_birth = year + month_days[0]
+        fake_birth = year + month_days[1] if birth_ok else "*" * len(birth)  # still disagrees with the number
+    if not idc.id_checksum_ok(upper):
+        return upper[:4] + "**" + id_birth + upper[14:], fake_birth  # "**": still no valid check digit
     for district in range(100):
         first17 = upper[:4] + f"{district:02d}" + id_birth + upper[14:17]
         if idc.id_check_digit(first17) == upper[17]:
             return first17 + upper[17], fake_birth
-    return mask_id(number), fake_birth  # pragma: no cover - every check digit is reachable
+    raise AssertionError("unreachable: MOD 11-2 reaches every check character with two free digits")
 
 
 def _redact_address(data: bytes) -> bytes:
