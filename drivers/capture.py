@@ -31,7 +31,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -403,7 +402,7 @@ class Recorder:
     def note(self, direction: Direction, data: bytes = b"", error: str = "") -> None:
         with self._lock:
             ev = Event(len(self._events), round(time.monotonic() - self._t0, 4), direction, data.hex(),
-                       error=redact_free_text(error))
+                       error=redact_text(error))
             if direction == "tx":
                 ev.label = label_for(self.kind, data)
             if self.kind == "modem" and data:
@@ -434,7 +433,7 @@ class Recorder:
         folder.mkdir(parents=True, exist_ok=True)
         lines = b"".join(msgspec.json.encode(ev) + b"\n" for ev in self.events())
         meta = msgspec.structs.replace(meta, redacted=True, outcome=_redact_outcome(meta.outcome),
-                                       note=redact_free_text(meta.note), port=redact_free_text(meta.port))
+                                       note=redact_text(meta.note), port=redact_text(meta.port))
         _write_atomic(folder / TRANSCRIPT, lines)
         _write_atomic(folder / META, msgspec.json.format(msgspec.json.encode(meta), indent=2) + b"\n")
         return folder
@@ -448,16 +447,10 @@ def make_meta(kind: Kind, profile: str, port: str, outcome: Outcome, *, read_car
 
 # Foreigner permanent residence numbers of the 2004 format (3 letters, 12 digits): redact_text
 # only knows the 18-character numbers, so free text written into a capture gets this pass too.
-_PERMIT_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{3}[0-9]{12})(?![0-9])")
-
-
-def redact_free_text(text: str) -> str:
-    """:func:`drivers.idcard.mask.redact_text` plus 15-character foreigner permit numbers."""
-    return _PERMIT_RE.sub(lambda m: mask_id(m.group(1)), redact_text(text))
 
 
 def _redact_outcome(outcome: Outcome) -> Outcome:
-    text = redact_free_text(json.dumps(msgspec.to_builtins(outcome), ensure_ascii=False))
+    text = redact_text(json.dumps(msgspec.to_builtins(outcome), ensure_ascii=False))
     return msgspec.convert(json.loads(text), Outcome)
 
 
@@ -545,7 +538,7 @@ def _error_outcome(err: DriverError, names: dict[int, str]) -> Outcome:
         code, state = EXIT_FAULT, "fault"
     else:
         code, state = EXIT_PROTOCOL, "fault"
-    return Outcome(state, names.get(code, "error"), code, redact_free_text(str(err)))  # type: ignore[arg-type]
+    return Outcome(state, names.get(code, "error"), code, redact_text(str(err)))  # type: ignore[arg-type]
 
 
 def _diagnose_modem(url: str, profile: str, baudrate: int | None, recorder: Recorder | None) -> Outcome:
@@ -617,6 +610,5 @@ __all__ = [
     "load",
     "make_meta",
     "redact_events",
-    "redact_free_text",
     "synthetic_text_block",
 ]

@@ -48,11 +48,14 @@ def mask_address(address: str) -> str:
 
 
 _ID_RE = re.compile(r"(?<![0-9])([0-9]{17}[0-9Xx])(?![0-9Xx])")
+# Foreigner permanent residence ID (2017): three letters (nationality) + twelve digits.
+_PERMIT_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{3}[0-9]{12})(?![0-9])")
 
 
 def redact_text(text: str) -> str:
-    """Mask every 18-character ID number (17 digits + digit/X) found in ``text``."""
-    return _ID_RE.sub(lambda m: mask_id(m.group(1)), text)
+    """Mask every resident ID number (17 digits + digit/X) and foreigner permit number in ``text``."""
+    text = _ID_RE.sub(lambda m: mask_id(m.group(1)), text)
+    return _PERMIT_RE.sub(lambda m: mask_id(m.group(1)), text)
 
 
 class RedactingFilter(logging.Filter):

@@ -151,3 +151,12 @@ def test_redacting_filter_masks_ids_in_other_log_lines(caplog):
         log.removeFilter(handler_filter)
     assert ID_MASKED in caplog.text and "clinic 469030-101" in caplog.text
     assert CARD.text.id_number not in caplog.text
+
+
+def test_log_redactor_masks_foreigner_permit_numbers_too() -> None:
+    from drivers.idcard.mask import redact_text
+
+    text = "reader said USA310087060512 and 11010519491231002X, SAM 05.01-20101103-0001234567"
+    out = redact_text(text)
+    assert "USA310087060512" not in out and "11010519491231002X" not in out
+    assert "05.01-20101103-0001234567" in out, "a SAM id is not personal data"
