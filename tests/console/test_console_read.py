@@ -14,6 +14,7 @@ from posfleet.diagconsole.shell import ConsoleShell, Runner
 from simulator.emulators.idcard import SyntheticCard
 from tests.console.conftest import COUNTY, SECRET, Rig
 from tests.console.helpers import remote
+from tests.fleet import wait_for
 
 CARD = SyntheticCard.resident().text
 UNMASKED = [CARD.name, CARD.id_number, CARD.address, CARD.address[:10], SECRET]
@@ -25,8 +26,12 @@ def assert_private(text: str) -> None:
 
 
 def test_status_json_and_human(rig: Rig) -> None:
-    code, _out, doc = remote(rig.cable.laptop_path, "status")
-    assert code == 0 and doc["ok"]
+    def status() -> dict | None:
+        code, _out, doc = remote(rig.cable.laptop_path, "status")
+        assert code == 0 and doc["ok"]
+        return doc if doc["data"]["link"]["connected"] else None
+
+    doc = wait_for(status, 30, "the agent's link up (it starts with a jittered delay)", interval=0.5)
     data = doc["data"]
     assert data["sn"] == rig.sn
     assert data["link"]["connected"] is True
