@@ -1,19 +1,65 @@
 """Byte transport opened from a pyserial URL.
 
-A device path (``/dev/ttyUSB2``), ``socket://host:port`` (simulator over TCP),
-``loop://`` (unit tests) or ``spy://PORT`` (hex-dump field traffic) all work, because
-pyserial's ``serial_for_url`` handles them. The transport knows nothing of the protocol
+A device path (``/dev/ttyUSB2``), ``socket://host:port`` (a network printer on port 9100, or
+the simulator over TCP), ``loop://`` (unit tests) or ``spy://PORT`` (hex-dump field traffic)
+all work, because pyserial's ``serial_for_url`` handles them. ``usblp:///dev/usb/lp0`` opens a
+USB printer bound to the kernel's usblp driver, which is not a tty, as a plain device. The transport knows nothing of the protocol
 spoken over it: it reads with deadlines, writes, and drains.
 """
 
 from __future__ import annotations
 
+import os
+import select
 import time
 from collections.abc import Callable
 
 import serial
 
 from .errors import DeviceNotFound, DriverError, Timeout
+
+USBLP = "usblp://"
+
+
+class _FdPort:
+    """A character device that is not a tty (the kernel's usblp printer node, /dev/usb/lp0): raw
+    reads and writes on a file descriptor, with the small part of pyserial's API the Transport uses."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+
+    @property
+    def in_waiting(self) -> int:
+        return 4096  # unknown for a plain device: read() returns what is there, up to n
+
+    def read(self, n: int) -> bytes:
+        ready, _, _ = select.select([self.fd], [], [], 0.05)
+        if not ready:
+            return b""
+        try:
+            return os.read(self.fd, n)
+        except BlockingIOError:
+            return b""
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data)
+        deadline = time.monotonic() + 2.0
+        while view:
+            _, ready, _ = select.select([], [self.fd], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise OSError(f"write to {self.path} timed out")
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                continue
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class Transport:
@@ -38,6 +84,12 @@ class Transport:
     # lifecycle -------------------------------------------------------------
     def open(self) -> None:
         if self._port is not None:
+            return
+        if self.url.startswith(USBLP):
+            try:
+                self._port = _FdPort(self.url[len(USBLP):])  # type: ignore[assignment]
+            except OSError as err:
+                raise DeviceNotFound(self.url, err.strerror or str(err)) from err
             return
         kwargs = dict(self._settings, timeout=0.05, write_timeout=2.0)
         if self.url.startswith("/"):

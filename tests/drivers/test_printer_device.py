@@ -197,3 +197,25 @@ def test_profiles_refuse_unknown_keys_and_name_the_field(tmp_path):
     with pytest.raises(ProfileError, match=r"features"):
         load_profile("typo", root=tmp_path)
     assert base.__struct_config__.forbid_unknown_fields
+
+
+def test_usb_printer_node_through_a_plain_device_transport() -> None:
+    """usblp:// opens a character device that is not a tty (the kernel's /dev/usb/lp0) with raw reads and
+    writes; here the device is the emulator's pty, driven through that same non-tty code path."""
+    from simulator.emulators.printer import serve
+
+    dev = serve("generic-58mm")
+    try:
+        with Printer("usblp://" + dev.path, "generic-58mm") as p:
+            assert p.status().online and p.check().state == "ok"
+            dev.emulator.faults.add("printer_paper_out")
+            assert p.check().reason == "paper out"
+    finally:
+        dev.stop()
+
+
+def test_usb_printer_node_missing_is_device_not_found() -> None:
+    from drivers.errors import DeviceNotFound
+
+    with pytest.raises(DeviceNotFound):
+        Printer("usblp:///dev/usb/lp-none", "generic-58mm").open()
