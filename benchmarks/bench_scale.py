@@ -264,7 +264,7 @@ class LoadGen:
             raise RuntimeError("load generator died while connecting")
         return self
 
-    def result(self, timeout: float, grace: float = 3.0) -> dict[str, Any]:
+    def result(self, timeout: float, grace: float = 1.0) -> dict[str, Any]:
         """Stop waiting for Acks ``grace`` s from now (they follow the commit at once); the generator's figures."""
         time.sleep(grace)
         self.stop.value = 1
@@ -427,6 +427,12 @@ def live(pki: Pki, broker: Broker, server: Server, g: dict[str, Any], n: int, ar
         r["lag_during_api"] = lag_stats(lags, a0, a1)
         r["lag_after_api"] = lag_stats(lags, a1)
         r["api_window_s"] = a1 - a0
+        # committed rate with and without the API load (first 10 s left out: connections and first batches)
+        for k, (x, y) in {"before": (t0 + 10, a0), "during": (a0, min(a1, t_pub_end))}.items():
+            p, q = poll.at(x), poll.at(y)
+            r[f"committed_rate_{k}_api"] = (q[1] - p[1]) / max(1e-9, q[0] - p[0])
+            r[f"offered_rate_{k}_api"] = (q[2] - p[2]) / max(1e-9, q[0] - p[0])
+    r["series"] = [(round(t - t0, 1), st - base_stored, sent, ld) for t, st, sent, ld in poll.series]
     return r
 
 
@@ -486,6 +492,10 @@ def report_live(r: dict[str, Any]) -> None:
           f"{r['window_s']:.0f} s steady window; {r['stored']:,} of {r['sent_samples']:,} stored; drained "
           f"{r['drained_s']:.1f} s after the last publish; max backlog {r['max_backlog_samples']:,} samples; "
           f"generator at most {r['behind_max_s']:.2f} s behind schedule; {r['unacked']} messages never acknowledged")
+    for k in ("before", "during"):
+        if f"committed_rate_{k}_api" in r:
+            print(f"  {k} the API load: offered {r[f'offered_rate_{k}_api']:,.0f} samples/s, committed "
+                  f"{r[f'committed_rate_{k}_api']:,.0f} samples/s")
     print(f"  lag publish -> Ack (after commit): all {_lag(r['lag_all'])}")
     for k in ("before", "during", "after"):
         if f"lag_{k}_api" in r:
@@ -544,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before the API load and the steady window")
     p.add_argument("--clients", default="10,50", help="API concurrency levels (empty: no API load)")
     p.add_argument("--requests", type=int, default=30, help="list/detail requests per 10 clients (default 30)")
-    p.add_argument("--avail-requests", type=int, default=10, help="availability requests per 10 clients")
+    p.add_argument("--avail-requests", type=int, default=5, help="availability requests per 10 clients")
     p.add_argument("--days", type=int, default=7, help="days of generated roll-ups (default 7)")
     p.add_argument("--wave", type=int, default=20000, help="terminals in the outage wave, at the largest size "
                    "(default 20000; 0: none)")
