@@ -33,6 +33,7 @@ one are removed after a successful install.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import logging
 import os
@@ -203,8 +204,8 @@ def download(url: str, dest: Path, size: int, sha256_hex: str, pace: float = PAC
             except Refused:
                 part.unlink(missing_ok=True)
                 raise
-            except (urllib.error.URLError, OSError, TimeoutError) as err:
-                last_err = str(getattr(err, "reason", err))
+            except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as err:
+                last_err = str(getattr(err, "reason", err)) or type(err).__name__
                 log.warning("update download interrupted at %d of %d bytes (%s); resuming",
                             part.stat().st_size if part.exists() else 0, size, last_err)
                 time.sleep(min(30.0, 0.5 * 2 ** attempt))
@@ -247,6 +248,9 @@ def _fetch(url: str, part: Path, have: int, size: int, pace: float, timeout: flo
                         time.sleep(ahead)
             f.flush()
             os.fsync(f.fileno())
+    # urllib returns b"" when the link drops mid-body: keep what arrived and resume, never refuse a short read
+    if have + got < size:
+        raise ConnectionError(f"connection closed after {have + got} of {size} bytes")
 
 
 # ---------------------------------------------------------------- the command

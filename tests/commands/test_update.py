@@ -21,10 +21,13 @@ from tests.fleet import PASS, wait_for
 from wire import topics
 
 
-def _package(tmp: Path, fleet: Fleet, version: str, healthy: bool = True, models: tuple[str, ...] = ()) -> Path:
+def _package(tmp: Path, fleet: Fleet, version: str, healthy: bool = True, models: tuple[str, ...] = (),
+             payload: Path | None = None) -> Path:
     src = tmp / f"src-{version}"
     src.mkdir(parents=True)
     (src / "VERSION").write_text(version)
+    if payload is not None:
+        (src / "payload.bin").write_bytes(payload.read_bytes())
     hc = src / "healthcheck"
     hc.write_text("#!/bin/sh\n" + ("echo healthy\nexit 0\n" if healthy else "echo 'printer driver missing' >&2\nexit 3\n"))
     hc.chmod(0o755)

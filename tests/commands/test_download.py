@@ -1,0 +1,163 @@
+"""Resumable package download: the agent's real download() against the server's real
+/api/v1/packages/{id}/download endpoint, through a relay that drops the link mid-transfer as a
+weak 4G link would. The relay only forwards bytes and records the request lines and headers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.update import Refused, download
+from tests.commands.conftest import Fleet
+from tests.commands.test_update import _package, _upload
+
+
+class CuttingRelay:
+    """TCP relay to the server; the first response is cut after ``cut_after`` body-ish bytes."""
+
+    def __init__(self, port: int, cut_after: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.cut_after = cut_after
+        self.requests: list[str] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(client, len(self.requests) == 0), daemon=True).start()
+
+    def _one(self, client: socket.socket, cut: bool) -> None:
+        with client, socket.create_connection(self.target, timeout=10) as up:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                block = client.recv(4096)
+                if not block:
+                    return
+                head += block
+            self.requests.append(head.decode("latin-1"))
+            up.sendall(head)
+            sent = 0
+            while True:
+                block = up.recv(4096)
+                if not block:
+                    return
+                if cut and sent + len(block) > self.cut_after:
+                    client.sendall(block[: self.cut_after - sent])
+                    client.shutdown(socket.SHUT_RDWR)  # the 4G link drops
+                    return
+                client.sendall(block)
+                sent += len(block)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _token(fleet: Fleet, cid: str) -> str:
+    dbs = [p for p in (fleet.root / "server").rglob("*") if p.suffix in (".sqlite", ".db", ".sqlite3")]
+    assert len(dbs) == 1, dbs
+    con = sqlite3.connect(dbs[0], timeout=10)
+    try:
+        return str(con.execute("SELECT token FROM cmd_commands WHERE id=?", (cid,)).fetchone()[0])
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def big_package(fleet: Fleet, tmp_path: Path) -> tuple[Path, str, str]:
+    """A package of about 300 KiB of incompressible content, uploaded; a software_update command queued for an
+    offline unit keeps its download token live. Returns (archive, package id, token)."""
+    fleet.start_server()
+    src_extra = tmp_path / "payload"
+    src_extra.write_bytes(os.urandom(300 * 1024))
+    archive = _package(tmp_path, fleet, "4.0.0", payload=src_extra)
+    r = _upload(fleet, archive)
+    assert r.status_code == 201, r.text
+    pid = r.json()["id"]
+    r = fleet.send(type="software_update", sn="HN58000001", params={"package": pid}, expires_s=600)
+    assert r.status_code == 201, r.text
+    return archive, pid, _token(fleet, r.json()["command"]["id"])
+
+
+def test_a_download_cut_mid_transfer_resumes_with_a_range_request_and_verifies(
+        fleet: Fleet, big_package: tuple[Path, str, str], tmp_path: Path) -> None:
+    archive, pid, token = big_package
+    size = archive.stat().st_size
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    relay = CuttingRelay(fleet.server.http_port, cut_after=100 * 1024)
+    try:
+        dest = tmp_path / "updates" / f"{digest}.tar.gz"
+        url = f"http://127.0.0.1:{relay.port}/api/v1/packages/{pid}/download?t={token}"
+        got = download(url, dest, size, digest, pace=0, timeout=5, attempts=3)
+    finally:
+        relay.close()
+    assert got == dest and hashlib.sha256(dest.read_bytes()).hexdigest() == digest
+    assert not dest.with_name(dest.name + ".part").exists()
+    assert len(relay.requests) == 2, relay.requests
+    assert "range:" not in relay.requests[0].lower()
+    # the second request asks only for what is missing: the part kept what arrived before the cut
+    ranges = [ln for ln in relay.requests[1].split("\r\n") if ln.lower().startswith("range:")]
+    assert len(ranges) == 1
+    start = int(ranges[0].split("=")[1].rstrip("-"))
+    assert 50 * 1024 < start < 100 * 1024 < size, (start, size)
+
+
+def test_a_partial_file_left_by_a_killed_agent_is_resumed(fleet: Fleet, big_package: tuple[Path, str, str],
+                                                          tmp_path: Path) -> None:
+    """What a power cut leaves behind: the first bytes in <sha>.tar.gz.part. The server answers 206 from there."""
+    archive, pid, token = big_package
+    data = archive.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    dest = tmp_path / "updates" / f"{digest}.tar.gz"
+    dest.parent.mkdir(parents=True)
+    part = dest.with_name(dest.name + ".part")
+    part.write_bytes(data[:123_457])
+    relay = CuttingRelay(fleet.server.http_port, cut_after=1 << 30)
+    try:
+        download(f"http://127.0.0.1:{relay.port}/api/v1/packages/{pid}/download?t={token}", dest, len(data), digest,
+                 pace=0, timeout=5, attempts=2)
+    finally:
+        relay.close()
+    assert dest.read_bytes() == data
+    assert "range: bytes=123457-" in relay.requests[0].lower()
+
+
+def test_a_partial_file_that_is_not_the_package_is_refused_and_deleted(
+        fleet: Fleet, big_package: tuple[Path, str, str], tmp_path: Path) -> None:
+    """A stale part from another package: resuming onto it cannot verify; the agent deletes it, nothing kept."""
+    archive, pid, token = big_package
+    data = archive.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    dest = tmp_path / "updates" / f"{digest}.tar.gz"
+    dest.parent.mkdir(parents=True)
+    part = dest.with_name(dest.name + ".part")
+    part.write_bytes(os.urandom(1000))
+    url = f"http://127.0.0.1:{fleet.server.http_port}/api/v1/packages/{pid}/download?t={token}"
+    with pytest.raises(Refused, match="sha256 mismatch"):
+        download(url, dest, len(data), digest, pace=0, timeout=5, attempts=2)
+    assert not part.exists() and not dest.exists()
+    # and the next attempt starts over and succeeds
+    assert download(url, dest, len(data), digest, pace=0, timeout=5, attempts=2).read_bytes() == data
+
+
+def test_the_download_url_needs_a_live_token(fleet: Fleet, big_package: tuple[Path, str, str],
+                                             tmp_path: Path) -> None:
+    import httpx
+
+    archive, pid, token = big_package
+    base = f"http://127.0.0.1:{fleet.server.http_port}/api/v1/packages/{pid}/download"
+    assert httpx.get(base, timeout=10).status_code == 404
+    assert httpx.get(base + "?t=" + token[::-1], timeout=10).status_code == 404
+    r = httpx.get(base + "?t=" + token, headers={"Range": "bytes=1000-"}, timeout=10)
+    assert r.status_code == 206 and r.content == archive.read_bytes()[1000:]
+    assert r.headers["content-range"] == f"bytes 1000-{archive.stat().st_size - 1}/{archive.stat().st_size}"
