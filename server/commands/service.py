@@ -142,7 +142,7 @@ class CommandService:
             sns = [req.sn]
         elif req.sns:
             sns = list(dict.fromkeys(req.sns))
-        elif req.filter:
+        elif req.filter is not None:  # an empty filter is refused below, not taken for no filter
             filters = {k: v for k, v in req.filter.items() if v}
             allowed = {"county", "region", "institution", "model", "vendor", "status", "terminal_type", "link_type"}
             bad = set(filters) - allowed

@@ -49,3 +49,44 @@ def test_admin_aborts_a_running_job_and_the_remaining_units_never_get_it(fleet: 
         assert rows[0]["target"] == jid and rows[0]["actor"] and rows[0]["role"] == "admin"
     finally:
         lite.stop()
+
+
+def _register(fleet: Fleet, institutions: dict[str, dict[str, str]], units: dict[str, dict[str, str]]) -> None:
+    for code, body in institutions.items():
+        r = fleet.server.request("PUT", f"/api/v1/institutions/{code}", json={"name": f"clinic {code}", **body})
+        assert r.status_code == 200, r.text
+    for sn, body in units.items():
+        r = fleet.server.request("PUT", f"/api/v1/registry/units/{sn}", json=body)
+        assert r.status_code == 200, r.text
+
+
+def test_county_and_model_filter_selects_exactly_the_registered_units(fleet: Fleet) -> None:
+    fleet.start_server()
+    sns = [f"HN5910{i:04d}" for i in range(6)]
+    _register(fleet, {"LK01": {"county": "Lankao"}, "QX01": {"county": "Qixian"}}, {
+        sns[0]: {"institution": "LK01", "model": "A920"}, sns[1]: {"institution": "LK01", "model": "A920"},
+        sns[2]: {"institution": "LK01", "model": "A8"}, sns[3]: {"institution": "QX01", "model": "A920"},
+        sns[4]: {"institution": "QX01", "model": "A8"}, sns[5]: {"model": "A920"}})
+    lite = _lite(fleet, sns)
+    try:
+        _wait_all_online(fleet, sns)
+        r = fleet.send(role="engineer", type="collect_logs", params={"lines": 1},
+                       filter={"county": "Lankao", "model": "A920"})
+        assert r.status_code == 201, r.text
+        jid = r.json()["job"]["id"]
+        job = wait_for(lambda: (j := _job(fleet, jid))["state"] == "finished" and j, 30, "the job", interval=0.3)
+        assert sorted(u["sn"] for u in job["units"]) == sns[:2]
+        assert job["progress"] == {"succeeded": 2}
+        time.sleep(1)
+        assert [executed(fleet.root / "lite" / sn) for sn in sns] == [1, 1, 0, 0, 0, 0]
+        # one county, every model
+        r = fleet.send(role="engineer", type="collect_logs", params={"lines": 1}, filter={"county": "Qixian"})
+        assert sorted(u["sn"] for u in _job(fleet, r.json()["job"]["id"])["units"]) == sns[3:5]
+        # a filter that selects nobody, an unknown filter field, an empty filter: refused, field named
+        r = fleet.send(role="engineer", type="collect_logs", filter={"county": "Nowhere"})
+        assert r.status_code == 422 and "no unit" in r.text
+        assert fleet.send(role="engineer", type="collect_logs", filter={"colour": "red"}).status_code == 422
+        r = fleet.send(role="engineer", type="collect_logs", filter={})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "filter"
+    finally:
+        lite.stop()
