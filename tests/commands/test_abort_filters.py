@@ -4,6 +4,7 @@ filters from the registry; the `posfleet server command send|show` CLI against t
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 from tests.commands.conftest import Fleet
 from tests.commands.lite import executed
@@ -88,5 +89,47 @@ def test_county_and_model_filter_selects_exactly_the_registered_units(fleet: Fle
         assert fleet.send(role="engineer", type="collect_logs", filter={"colour": "red"}).status_code == 422
         r = fleet.send(role="engineer", type="collect_logs", filter={})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "filter"
+    finally:
+        lite.stop()
+
+
+def test_off_hours_holds_a_unit_until_its_institution_closes(fleet: Fleet) -> None:
+    """The server runs 120 times faster from 17:36 Beijing time: the clinic open 08:00-18:00 closes 12 s
+    (real) later. Its unit stays queued until then; a unit whose clinic is closed now gets the command at once."""
+    cst = timezone(timedelta(hours=8))
+    now = datetime.now(cst)
+    start = now.replace(hour=17, minute=36, second=0, microsecond=0)
+    if start > now:
+        start -= timedelta(days=1)  # in the past, so the terminals' real clocks never see a future command
+    closes = start.replace(hour=18, minute=0).timestamp()
+    speed = 120.0
+    anchor = time.time()
+    fleet.start_server(clock={"speed": speed, "start": start.isoformat(), "anchor": anchor})
+    open_sn, closed_sn = "HN59200001", "HN59200002"
+    _register(fleet, {"OPEN1": {"county": "Lankao", "hours": "08:00-18:00"},
+                      "SHUT1": {"county": "Lankao", "hours": "06:00-07:00"}},
+              {open_sn: {"institution": "OPEN1"}, closed_sn: {"institution": "SHUT1"}})
+    lite = _lite(fleet, [open_sn, closed_sn])
+    try:
+        _wait_all_online(fleet, [open_sn, closed_sn])
+        r = fleet.send(type="collect_logs", params={"lines": 1}, sns=[open_sn, closed_sn], off_hours=True)
+        assert r.status_code == 201, r.text
+        jid = r.json()["job"]["id"]
+        assert r.json()["job"]["off_hours"] is True
+        assert r.json()["job"]["created"] < closes - 120, "the server took too long to start for this test"
+
+        def unit(sn: str) -> dict:
+            return next(u for u in _job(fleet, jid)["units"] if u["sn"] == sn)
+        wait_for(lambda: unit(closed_sn)["sent"] is not None, 10, "the closed clinic's unit", interval=0.2)
+        # until 18:00 on the server's clock the open clinic's unit is held
+        while (time.time() - anchor) * speed + start.timestamp() < closes - 30:
+            u = unit(open_sn)
+            assert u["state"] == "queued" and u["sent"] is None, u
+            time.sleep(0.3)
+        u = wait_for(lambda: (x := unit(open_sn))["sent"] is not None and x, 20, "the open clinic to close",
+                     interval=0.2)
+        assert u["sent"] >= closes, f"sent {closes - u['sent']:.0f} s (server clock) before closing time"
+        assert executed(fleet.root / "lite" / closed_sn) == 1
+        wait_for(lambda: executed(fleet.root / "lite" / open_sn) == 1, 10, "the open clinic's unit to run it")
     finally:
         lite.stop()
