@@ -3,9 +3,13 @@ filters from the registry; the `posfleet server command send|show` CLI against t
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from datetime import datetime, timedelta, timezone
 
+from simulator.local import ENV
 from tests.commands.conftest import Fleet
 from tests.commands.lite import executed
 from tests.commands.test_jobs import _job, _lite, _wait_all_online
@@ -133,3 +137,42 @@ def test_off_hours_holds_a_unit_until_its_institution_closes(fleet: Fleet) -> No
         wait_for(lambda: executed(fleet.root / "lite" / open_sn) == 1, 10, "the open clinic's unit to run it")
     finally:
         lite.stop()
+
+
+def _cli(fleet: Fleet, *args: str, role: str = "admin") -> subprocess.CompletedProcess[str]:
+    env = dict(ENV, POSFLEET_URL=f"http://127.0.0.1:{fleet.server.http_port}",
+               POSFLEET_TOKEN=fleet.server.token(role))
+    return subprocess.run([sys.executable, "-m", "posfleet", "server", "command", *args], capture_output=True,
+                          text=True, env=env, timeout=60, cwd=fleet.root)
+
+
+def test_cli_send_and_show_against_the_real_server(fleet: Fleet) -> None:
+    sn = "HN59300001"
+    fleet.start_server()
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+    p = _cli(fleet, "send", "--type", "collect_logs", "--sn", sn, "--params", '{"lines": 2}', role="engineer")
+    assert p.returncode == 0, p.stdout + p.stderr
+    cid = json.loads(p.stdout)["command"]["id"]
+    fleet.wait_state(cid)
+    p = _cli(fleet, "show", cid, role="viewer")
+    assert p.returncode == 0, p.stdout + p.stderr
+    shown = json.loads(p.stdout)
+    assert shown["id"] == cid and shown["sn"] == sn and shown["state"] == "succeeded" and shown["code"] == 0
+    # an engineer cannot reboot: the CLI exits non-zero with the server's reason, and nothing ran
+    p = _cli(fleet, "send", "--type", "reboot", "--sn", sn, role="engineer")
+    assert p.returncode == 1 and "needs role admin" in p.stdout
+    # several units make a job; show takes a job id too
+    other = "HN59300002"
+    p = _cli(fleet, "send", "--type", "collect_logs", "--sn", sn, "--sn", other, "--expires", "60")
+    assert p.returncode == 0, p.stdout + p.stderr
+    jid = json.loads(p.stdout)["job"]["id"]
+    p = _cli(fleet, "show", jid)
+    assert p.returncode == 0, p.stdout + p.stderr
+    job = json.loads(p.stdout)
+    assert job["id"] == jid and sorted(u["sn"] for u in job["units"]) == [sn, other]
+    p = _cli(fleet, "show", "c-no-such-command")
+    assert p.returncode == 1 and "no command" in p.stdout
+    p = _cli(fleet, "send", "--type", "collect_logs")
+    assert p.returncode == 2 and "give --sn" in p.stderr
+    assert not (fleet.agent_dir(sn) / "reboots").exists()
