@@ -68,6 +68,7 @@ PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
         "component": (str, None), "version": (str, None), "url": (str, None), "sha256": (str, None),
         "size": (int, None), "signature": (bytes, None), "endorsement": (dict, None), "models": (list, []),
         "allow_downgrade": (bool, False), "health_timeout_s": ((int, float), 300),
+        "pace_bytes_per_s": ((int, float), 64 * 1024),  # download pacing; range checked in agent.update.check
     },
 }
 

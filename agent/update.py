@@ -20,7 +20,8 @@ endorsement. In order, the agent refuses (code 2, nothing touched) when:
    manifest does not match the signed component and version.
 
 Download: into ``<data_dir>/updates/<sha256>.part`` with ``Range: bytes=N-`` so a broken 4G
-link resumes where it stopped, paced to :data:`PACE_BYTES_PER_S`, in :data:`CHUNK` blocks.
+link resumes where it stopped, paced to the command's ``pace_bytes_per_s`` (default
+:data:`PACE_BYTES_PER_S`), in :data:`CHUNK` blocks.
 
 Install (A/B): each version is unpacked into ``<data_dir>/components/<component>/<version>/``
 and ``current`` (a symlink) is flipped atomically; the previous version stays on disk. The
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 16 * 1024
 PACE_BYTES_PER_S = 64 * 1024  # a village 4G uplink shared with the clinic's business traffic
+PACE_RANGE = (1024, 100 * 1024 * 1024)  # the software_update command's pace_bytes_per_s: 1 KiB/s .. 100 MiB/s
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOAD_ATTEMPTS = 5
 MANIFEST = "manifest.json"
@@ -307,6 +309,9 @@ def check(agent: Any, params: dict[str, Any]) -> tuple[str, str | None]:
         raise Refused("component or version is not a plain name")
     if not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"])):
         raise Refused("sha256 is not 64 hex digits")
+    pace = params.get("pace_bytes_per_s", PACE_BYTES_PER_S)
+    if isinstance(pace, bool) or not isinstance(pace, int | float) or not PACE_RANGE[0] <= pace <= PACE_RANGE[1]:
+        raise Refused(f"pace_bytes_per_s must be {PACE_RANGE[0]}..{PACE_RANGE[1]}")
     key_id = _verify_signature(agent, params)
     models = [str(m) for m in params.get("models") or []]
     if models:
@@ -358,7 +363,8 @@ def apply_update(agent: Any, cmd: Any, params: dict[str, Any]) -> tuple[int, str
     data_dir = Path(agent.data_dir)
     archive = data_dir / "updates" / f"{str(params['sha256']).lower()}.tar.gz"
     try:
-        download(str(params["url"]), archive, int(params["size"]), str(params["sha256"]))
+        download(str(params["url"]), archive, int(params["size"]), str(params["sha256"]),
+                 pace=float(params.get("pace_bytes_per_s") or PACE_BYTES_PER_S))
         manifest = read_manifest(archive)
     except Refused as err:
         return 2, f"refused: {err}"

@@ -168,9 +168,16 @@ class CommandService:
         from agent.commands import PARAMS
 
         if ctype == "software_update":
-            allowed = {"package", "allow_downgrade", "health_timeout_s"}
+            from agent.update import PACE_RANGE
+
+            allowed = {"package", "allow_downgrade", "health_timeout_s", "pace_bytes_per_s"}
             if "package" not in params:
                 raise CommandError(422, "params.package: required (the id of an uploaded package)", "params.package")
+            pace = params.get("pace_bytes_per_s")
+            if pace is not None and (isinstance(pace, bool) or not isinstance(pace, int | float)
+                                     or not PACE_RANGE[0] <= pace <= PACE_RANGE[1]):
+                raise CommandError(422, f"params.pace_bytes_per_s: bytes a second, {PACE_RANGE[0]}..{PACE_RANGE[1]}",
+                                   "params.pace_bytes_per_s")
         else:
             allowed = set(PARAMS[ctype])
         unknown = set(params) - allowed
@@ -290,6 +297,8 @@ class CommandService:
             "endorsement": {"body": endo.body, "sig": endo.sig}, "models": json.loads(package["models"]),
             "allow_downgrade": bool(params.get("allow_downgrade", False)),
             "health_timeout_s": params.get("health_timeout_s", 300),
+            # only when asked for: agents from before this parameter refuse parameters they do not know
+            **({"pace_bytes_per_s": params["pace_bytes_per_s"]} if params.get("pace_bytes_per_s") is not None else {}),
         }
 
     async def _pending_counts(self, sns: list[str]) -> dict[str, int]:

@@ -161,3 +161,32 @@ def test_the_download_url_needs_a_live_token(fleet: Fleet, big_package: tuple[Pa
     r = httpx.get(base + "?t=" + token, headers={"Range": "bytes=1000-"}, timeout=10)
     assert r.status_code == 206 and r.content == archive.read_bytes()[1000:]
     assert r.headers["content-range"] == f"bytes 1000-{archive.stat().st_size - 1}/{archive.stat().st_size}"
+
+
+def test_download_pacing_is_a_parameter_of_the_software_update_command(fleet: Fleet, tmp_path: Path) -> None:
+    """400 KiB at 100 KiB/s takes about 4 s; at 4 MiB/s a fraction of one. Timed by the agent's own
+    started/finished stamps on the real update path (download, verify, install, health check)."""
+    sn = "HN58000002"
+    fleet.start_server()
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+    payload = tmp_path / "payload"
+    payload.write_bytes(os.urandom(400 * 1024))
+    took = {}
+    for version, pace in (("5.0.0", 4 * 1024 * 1024), ("5.1.0", 100 * 1024)):
+        r = _upload(fleet, _package(tmp_path, fleet, version, payload=payload))
+        assert r.status_code == 201, r.text
+        r = fleet.send(type="software_update", sn=sn,
+                       params={"package": r.json()["id"], "pace_bytes_per_s": pace, "health_timeout_s": 20})
+        assert r.status_code == 201, r.text
+        done = fleet.wait_state(r.json()["command"]["id"], timeout=40)
+        assert done["state"] == "succeeded", done
+        took[version] = done["finished"] - done["started"]
+    assert took["5.0.0"] <= 2.0 and took["5.1.0"] >= 3.0, took
+    current = fleet.agent_dir(sn) / "data" / "components" / "demo" / "current"
+    assert os.readlink(current) == "5.1.0"
+    # out of range or not a number: refused by the server, the field named
+    pid = fleet.server.get("/api/v1/packages").json()["items"][0]["id"]
+    for bad in (0, 10, "fast", True, 10**12):
+        r = fleet.send(type="software_update", sn=sn, params={"package": pid, "pace_bytes_per_s": bad})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "params.pace_bytes_per_s", (bad, r.text)

@@ -137,6 +137,7 @@ def test_agent_refuses_bad_signature_wrong_hash_and_wrong_model(fleet: Fleet, tm
         "wrong-hash": params(file="corrupt.tar.gz"),
         "too-big": params(file="big.tar.gz"),
         "wrong-model": params(models=["A8", "A80"]),
+        "no-pace": {**params(), "pace_bytes_per_s": 0},  # unpaced would swamp the clinic's 4G link
     }
     pub = _publisher(fleet)
     try:
@@ -158,5 +159,6 @@ def test_agent_refuses_bad_signature_wrong_hash_and_wrong_model(fleet: Fleet, tm
     assert out["wrong-hash"].startswith("refused: sha256 mismatch")
     assert "sent more than" in out["too-big"]
     assert "this terminal is A920" in out["wrong-model"]
+    assert out["no-pace"].startswith("refused: pace_bytes_per_s must be")
     assert not (fleet.agent_dir(sn) / "data" / "components" / "demo").exists(), "nothing was installed"
     assert not list((fleet.agent_dir(sn) / "data" / "updates").glob("*.part")), "a bad download is not kept"
