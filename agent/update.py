@@ -19,7 +19,7 @@ endorsement. In order, the agent refuses (code 2, nothing touched) when:
 4. after the download, the size or SHA-256 differ (the partial file is deleted), or the
    manifest does not match the signed component and version.
 
-Download: into ``<data_dir>/updates/<sha256>.part`` with ``Range: bytes=N-`` so a broken 4G
+Download: into ``<data_dir>/updates/<sha256>.tar.gz.part`` with ``Range: bytes=N-`` so a broken 4G
 link resumes where it stopped, paced to the command's ``pace_bytes_per_s`` (default
 :data:`PACE_BYTES_PER_S`), in :data:`CHUNK` blocks.
 
