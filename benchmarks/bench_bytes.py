@@ -183,12 +183,7 @@ def run(days: float, speed: float, link: str, keepalive: int, workdir: Path) -> 
         stored = _count(server.db, "SELECT count(*) FROM samples WHERE sn = ?")
         batch_times = _batches(server.db)
     finally:
-        if agent is not None:
-            agent.stop()
-        if server is not None:
-            server.stop()
-        proxy.stop()
-        broker.stop()
+        _stop_all(agent, server, proxy, broker)
 
     kinds = [c.tls() for c in conns]
     taken = int(elapsed_days * DAY // 60)
@@ -242,6 +237,16 @@ def run(days: float, speed: float, link: str, keepalive: int, workdir: Path) -> 
     }
 
 
+def _stop_all(agent: AgentProc | None, server: Server | None, proxy: CountingProxy, broker: Broker) -> None:
+    """Stop what a run started, agent first (it says goodbye through the proxy), broker last."""
+    if agent is not None:
+        agent.stop()
+    if server is not None:
+        server.stop()
+    proxy.stop()
+    broker.stop()
+
+
 def check_keepalive(workdir: Path, seconds: float = 75.0, debug: bool = False) -> dict[str, Any]:
     """Real speed, scaled down: interval 5 s, batch_interval 5 s (period 15 s), keepalive 10 s.
 
@@ -264,12 +269,7 @@ def check_keepalive(workdir: Path, seconds: float = 75.0, debug: bool = False) -
         t_stop = time.time()
         batch_times = _batches(server.db)
     finally:
-        if agent is not None:
-            agent.stop()
-        if server is not None:
-            server.stop()
-        proxy.stop()
-        broker.stop()
+        _stop_all(agent, server, proxy, broker)
     ping_times = [t for c in conns for (ctype, n), t in zip(c.up.records, c.up.times, strict=True)
                   if ctype == 23 and n == 24]
     counted = len(ping_times)
