@@ -171,6 +171,7 @@ class PrinterEmulator:
             return None
         if self.stalled:
             return self._reply(self._hold(data))
+        self._release_held()  # what waited while stalled goes first, before anything sent after it
         self._pending += data
         return self._reply(self._process())
 
@@ -181,9 +182,8 @@ class PrinterEmulator:
                 self._unplug_hook()
             return None
         out = bytearray()
-        if not self.mute and not self.stalled and self._held:
-            self._pending += self._held
-            self._held.clear()
+        if not self.mute and not self.stalled and (self._held or self._rt_tail):
+            self._release_held()
             out += self._reply(self._process()) or b""
         if self.asb_mask and not self.mute:
             packet = self.asb_packet()
@@ -196,6 +196,11 @@ class PrinterEmulator:
         for d in due:
             out += d
         return bytes(out) or None
+
+    def _release_held(self) -> None:
+        self._pending += self._held + self._rt_tail
+        self._held.clear()
+        self._rt_tail = b""
 
     def _reply(self, data: bytes) -> bytes | None:
         if not data:

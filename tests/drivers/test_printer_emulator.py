@@ -30,6 +30,18 @@ def test_status_bytes_match_print801():
     assert emu.feed(b"\x1d\x72\x01") == b"\x03"  # GS r: no fixed bits
 
 
+def test_data_held_while_the_cover_was_open_prints_before_anything_sent_after_closing():
+    # a driver's GS r after the cover closes must find the held receipt already printed, whether or
+    # not the emulator's tick ran in between (it does not, here)
+    emu = fresh()
+    emu.faults = {"printer_cover_open"}
+    assert emu.feed(b"\x1b\x40" + codec.encode_line("合计：￥3.00") + b"\n\x10") is None
+    assert emu.printed.lines == []
+    emu.faults = set()
+    assert emu.feed(b"\x04\x02\x1d\x72\x01") == b"\x12\x00"  # DLE EOT 2 split across feeds, then GS r
+    assert emu.printed.lines == ["合计：￥3.00"]
+
+
 def test_offline_printer_says_nothing():
     emu = fresh()
     emu.faults = {"printer_offline"}
