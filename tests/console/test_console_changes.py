@@ -143,15 +143,28 @@ def test_config_set_validates_and_rolls_back_without_the_server(rig: Rig, tmp_pa
                              credential=c_file)
     assert code == 0, doc.get("error")
     assert doc["data"]["restart"] is True
-    rig.wait_console()
-    code, _out, doc = remote(rig.cable.laptop_path, "config", "show")
-    assert doc["data"]["config"]["sampling"]["interval_s"] == 30
-    assert doc["data"]["pending_change"]["command"].startswith("console-")
+    # the old agent may still answer for a moment after the reply; the restarted one shows the new value
+    shown: dict = {}
+
+    def restarted_under_the_change() -> bool:
+        rig.wait_console()
+        code, _out, doc = remote(rig.cable.laptop_path, "config", "show")
+        shown.update(doc.get("data") or {})
+        return code == 0 and doc["data"]["config"]["sampling"]["interval_s"] == 30
+
+    wait_for(restarted_under_the_change, 20, "the agent to restart under the change")
+    assert shown["pending_change"]["command"].startswith("console-")
     wait_for(lambda: "interval_s = 60" in rig.config.read_text(), 60, "the change to be rolled back")
-    rig.wait_console()
-    code, _out, doc = remote(rig.cable.laptop_path, "config", "show")
-    assert doc["data"]["config"]["sampling"]["interval_s"] == 60
-    assert doc["data"]["pending_change"] is None
+
+    def restarted_under_the_old_value() -> bool:
+        shown.clear()
+        rig.wait_console()
+        code, _out, doc = remote(rig.cable.laptop_path, "config", "show")
+        shown.update(doc.get("data") or {})
+        return code == 0 and doc["data"]["config"]["sampling"]["interval_s"] == 60
+
+    wait_for(restarted_under_the_old_value, 20, "the agent to restart under the old value")
+    assert shown["pending_change"] is None
     wait_for(lambda: any(r["event"] == "config_change" for r in rig.audit()), 5, "the outcome audit")
     outcome = [r for r in rig.audit() if r["event"] == "config_change"][-1]
     assert outcome["result"] == "rolled back" and outcome["key"] == "sampling.interval_s"
