@@ -6,9 +6,9 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
+from ..encode import MsgspecJSON
 from ..registry.models import FieldError
 from .service import Availability
 
@@ -51,7 +51,7 @@ async def availability(
             items = [i for i in items if i.get("flagged") or i.get("flagged_units")]
         out["total"] = len(items)
         out["items"] = items[offset: offset + limit]
-    return JSONResponse(out)
+    return MsgspecJSON(out)
 
 
 @router.get("/availability/flagged")
@@ -72,7 +72,7 @@ async def slots(request: Request, sn: str, _: Viewer,
         d = date.fromisoformat(day)
     except ValueError as err:
         raise FieldError("date", f"not a date YYYY-MM-DD: {day!r}") from err
-    return JSONResponse(await _svc(request).slots(sn, d))
+    return MsgspecJSON(await _svc(request).slots_json(sn, d))
 
 
 @router.post("/availability/recount")

@@ -34,17 +34,33 @@ import asyncio
 import json
 import logging
 import time
-from collections import Counter, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime, timedelta
+from datetime import time as dt_time
 from fractions import Fraction
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import msgspec
+
 from ..registry.models import FieldError
 from ..settings import Settings
 from ..tasks import cancel
-from .counter import Figures, Sample, as_fraction, combine, contract_tier, count_unit, figures_from_counts
+from .counter import (
+    _COVERED,
+    _DEV_BAD,
+    _IN_HOURS,
+    _IN_SERVICE,
+    _NET_BAD,
+    Figures,
+    Sample,
+    as_fraction,
+    combine,
+    contract_tier,
+    count_unit,
+    figures_from_counts,
+)
 from .rollups import (
     HOUR_S,
     counter_samples,
@@ -65,6 +81,27 @@ log = logging.getLogger(__name__)
 
 GROUPS = ("unit", "institution", "county", "region", "fleet")
 _CHUNK = 500  # SNs per SQL query
+
+
+_ENCODER = msgspec.json.Encoder()
+_HHMM = tuple(f"T{h:02d}:{m:02d}:00".encode() for h in range(24) for m in range(60))
+
+
+def _slot_tail(v: int) -> bytes:
+    """The rest of a drill-down slot's JSON after its start, for a slot code without reasons whose exclusion
+    (if any) is outside service hours; same keys and order as :meth:`Availability._slot_item`."""
+    covered = v & _COVERED
+    item: dict[str, Any] = {
+        "counted": v & (_IN_HOURS | _IN_SERVICE) == _IN_HOURS | _IN_SERVICE,
+        "device": ("not_intact" if v & _DEV_BAD else "intact") if covered else "no_data",
+        "network": ("not_ok" if v & _NET_BAD else "ok") if covered else "no_data",
+    }
+    if not v & _IN_HOURS:
+        item["excluded"] = "outside_service_hours"
+    return _ENCODER.encode(item)[1:]
+
+
+_SLOT_TAIL = tuple(_slot_tail(v) for v in range(256))
 
 
 def rate(r: Fraction | None, ndigits: int = 6) -> float | None:
@@ -92,6 +129,8 @@ class Availability:
         self.rolled_to: int | None = None
         self._generation = 0  # bumped whenever stored roll-ups change
         self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
+        self._slots_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # closed days' drill-downs, JSON
+        self._slots_cache_size = 256  # ~150 kB each
         self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
                                       "last_recount_at": None}
         from ..analytics.datause import DataUse
@@ -463,34 +502,92 @@ class Availability:
         rows = [smp for _sn, smp in self._judge(await self.storage.sample_facts([sn], start, end))]
         return self.count(sn, info.hours, hist, rows, start, end), info, hist
 
+    @staticmethod
+    def _slot_item(s: Any, first_ts: int | None, outage: dict[int, dict[str, Any]]) -> dict[str, Any]:
+        """One slot of the drill-down as the API shows it."""
+        ts = int(s.start.timestamp())
+        dev, net = split_reasons(s.reason) if s.reason else ((), ())
+        excluded = s.excluded
+        if excluded and excluded != "outside_service_hours" and first_ts is not None and ts < first_ts:
+            excluded = "not_registered"
+        item: dict[str, Any] = {"start": s.start.isoformat(), "counted": s.counted, "device": s.device,
+                                "network": s.network}
+        if excluded:
+            item["excluded"] = excluded
+        if dev and s.device == "not_intact":
+            item["device_reasons"] = dev
+        if net and s.network == "not_ok":
+            item["network_reasons"] = net
+            if "link_down" in net and ts in outage:
+                item["likely_carrier_outage"] = True
+                if "cell" in outage[ts]:
+                    item["carrier_outage_cell"] = outage[ts]["cell"]
+                    item["carrier_outage_cell_units"] = outage[ts]["cell_units"]
+        return item
+
     async def slots(self, sn: str, day: date) -> dict[str, Any]:
-        """Minute-by-minute drill-down of one unit's local day, with the stored hour roll-ups beside it."""
+        """Minute-by-minute drill-down of one unit's local day, with the stored hour roll-ups beside it.
+
+        The reference form (a dict, one :class:`Slot` per minute); the API serves :meth:`slots_json`, which
+        gives the same JSON built straight from the counter's codes."""
         start, end = midnight(day, self.tz), midnight(day + timedelta(days=1), self.tz)
         uc, info, hist = await self.unit_count(sn, start, end)
         outage = await self.outage_marks(sn, info.county, start, end)
         first_ts = hist[0]["from_ts"] if hist else None
+        slots = [self._slot_item(s, first_ts, outage) for s in uc.slots()]
+        return {**await self._slots_head(sn, day, start, uc, info), "slots": slots}
+
+    async def slots_json(self, sn: str, day: date) -> bytes:
+        """:meth:`slots` as JSON bytes, built from the counter's per-slot codes (a template per code; only slots
+        with reasons or excluded by the unit's status go through :meth:`_slot_item`), and kept for a day that is
+        over until the roll-ups (a recount, an outage pass), the registry or the unit's raw samples of that day
+        (a late sample, the retention purge) change."""
+        start, end = midnight(day, self.tz), midnight(day + timedelta(days=1), self.tz)
+        now = int(self.clock.now())
+        key: tuple[Any, ...] | None = None
+        if end <= now:
+            v = await self.storage.versions()
+            n = await self.storage.count_samples_touching(sn, start, end)
+            raw_from = now - self.settings.retention_days * 86400
+            key = (sn, day, v["registry_version"], v["rollup_version"], self._generation,
+                   getattr(self.registry, "_generation", 0), n, start >= raw_from)
+            hit = self._slots_cache.get(key)
+            if hit is not None:
+                self._slots_cache.move_to_end(key)
+                return hit
+        uc, info, hist = await self.unit_count(sn, start, end)
+        outage = await self.outage_marks(sn, info.county, start, end)
+        first_ts = hist[0]["from_ts"] if hist else None
+        codes, reasons = uc.codes, uc.reasons
+        starts = self._slot_starts(uc.first_slot * uc.slot_s, len(codes), uc.slot_s)
+        parts: list[bytes] = []
+        enc = _ENCODER.encode
+        for i, v in enumerate(codes):
+            if i in reasons or (v & _IN_HOURS and not v & _IN_SERVICE):
+                parts.append(enc(self._slot_item(uc.slot(i), first_ts, outage)))
+            else:
+                parts.append(starts[i] + _SLOT_TAIL[v])
+        head = await self._slots_head(sn, day, start, uc, info)
+        body = enc({**head, "slots": msgspec.Raw(b"[" + b",".join(parts) + b"]")})
+        if key is not None:
+            self._slots_cache[key] = body
+            while len(self._slots_cache) > self._slots_cache_size:
+                self._slots_cache.popitem(last=False)
+        return body
+
+    def _slot_starts(self, first_s: int, n: int, slot_s: int) -> list[bytes]:
+        """``b'{"start":"<ISO time>",'`` of each slot; by string for a whole-minute day with one UTC offset."""
+        first = datetime.fromtimestamp(first_s, self.tz)
+        last = datetime.fromtimestamp(first_s + (n - 1) * slot_s, self.tz) if n else first
+        if slot_s == 60 and n == 1440 and first.utcoffset() == last.utcoffset() and first.time() == dt_time(0):
+            text = first.isoformat()
+            pre, off = ('{"start":"' + text[:10]).encode(), (text[19:] + '",').encode()
+            return [pre + hm + off for hm in _HHMM]
+        return [b'{"start":"' + datetime.fromtimestamp(first_s + i * slot_s, self.tz).isoformat().encode() + b'",'
+                for i in range(n)]
+
+    async def _slots_head(self, sn: str, day: date, start: int, uc: Any, info: Any) -> dict[str, Any]:
         raw_from = int(self.clock.now()) - self.settings.retention_days * 86400
-        slots = []
-        for s in uc.slots():
-            ts = int(s.start.timestamp())
-            dev, net = split_reasons(s.reason) if s.reason else ((), ())
-            excluded = s.excluded
-            if excluded and excluded != "outside_service_hours" and first_ts is not None and ts < first_ts:
-                excluded = "not_registered"
-            item: dict[str, Any] = {"start": s.start.isoformat(), "counted": s.counted, "device": s.device,
-                                    "network": s.network}
-            if excluded:
-                item["excluded"] = excluded
-            if dev and s.device == "not_intact":
-                item["device_reasons"] = dev
-            if net and s.network == "not_ok":
-                item["network_reasons"] = net
-                if "link_down" in net and ts in outage:
-                    item["likely_carrier_outage"] = True
-                    if "cell" in outage[ts]:
-                        item["carrier_outage_cell"] = outage[ts]["cell"]
-                        item["carrier_outage_cell_units"] = outage[ts]["cell_units"]
-            slots.append(item)
         stored = await self.storage.rollup_days(sn, day.toordinal(), day.toordinal())
         hours = []
         if stored:
@@ -504,7 +601,6 @@ class Availability:
             "raw_samples_complete": start >= raw_from,
             "figures": self.unit_dict(uc.figures),
             "stored_hours": hours,
-            "slots": slots,
         }
 
     async def reasons(self, sn: str, start: int, end: int) -> dict[str, Any]:

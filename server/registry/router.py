@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
-from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
 from ..availability.rollups import parse_instant
+from ..encode import MsgspecJSON
 from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
 from .service import Registry
 
@@ -23,18 +23,19 @@ def _registry(request: Request) -> Registry:
     return request.app.state.registry  # type: ignore[no-any-return]
 
 
-def online(unit: dict[str, Any], request: Request) -> bool:
+def online(unit: dict[str, Any], request: Request, now: float | None = None) -> bool:
     """Online: the broker session is up, or a message arrived within three keep-alive intervals."""
     if unit.get("last_seen") is None:
         return False
     s = request.app.state.settings
-    now = request.app.state.clock.now()
+    if now is None:
+        now = request.app.state.clock.now()
     return bool(unit.get("broker_session")) or now - unit["last_seen"] <= 3 * s.ingest.terminal_keepalive_s
 
 
-def _unit_out(u: dict[str, Any], request: Request) -> dict[str, Any]:
+def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> dict[str, Any]:
     d = dict(u)
-    d["online"] = online(u, request)
+    d["online"] = online(u, request, now)
     ident = d.get("identity") or {}
     d["sim"] = {k: ident.get(k) for k in ("carrier", "mcc_mnc", "imsi", "iccid")}
     d["sim"]["first_report"] = d.get("first_seen")
@@ -112,8 +113,9 @@ async def list_registry_units(
     if q and match == "auto" and total == 0:
         filters["match"] = used = "contains"
         total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
-    return JSONResponse({"total": total, "limit": limit, "offset": offset, "match": used,
-                         "items": [_unit_out(u, request) for u in items]})
+    now = request.app.state.clock.now()
+    return MsgspecJSON({"total": total, "limit": limit, "offset": offset, "match": used,
+                         "items": [_unit_out(u, request, now) for u in items]})
 
 
 @router.get("/registry/units.csv")
@@ -136,7 +138,7 @@ async def registry_unit(request: Request, sn: str, _: Viewer) -> Response:
         raise FieldError("sn", f"unit {sn!r} not found", 404)
     out = _unit_out(items[0], request)
     out["status_history"] = (await storage.status_histories([sn])).get(sn, [])
-    return JSONResponse(out)
+    return MsgspecJSON(out)
 
 
 @router.put("/registry/units/{sn}")

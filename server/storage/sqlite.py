@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+import msgspec
 
 from .base import EventRow, SampleRow, UnitQuery
 
@@ -202,7 +203,14 @@ def _unit(row: aiosqlite.Row) -> dict[str, Any]:
     return d
 
 
+_json_decode = msgspec.json.decode  # the same values as json.loads, faster
+
 _COUNT_CACHE_S = 60.0  # a registry count is reused this long at most (another process may write the registry)
+# Versions in ``meta`` that every writer bumps in the same transaction as its write, so that every process (the
+# primary and the API-only workers) can tell when its caches are stale: the registry index and counts
+# (``registry_version``), the figures and drill-down caches (``rollup_version``, ``rolled_to``).
+VERSION_KEYS = ("registry_version", "rollup_version", "rolled_to")
+VERSION_TTL_S = 1.0  # another process's write is noticed within this long (this process's own at once)
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -219,6 +227,8 @@ class SqliteStorage:
         self._pool: asyncio.Queue[aiosqlite.Connection] | None = None
         self._registry_gen = 0  # bumped by every registry / institution write of this process
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
+        self._versions: dict[str, str] = {}
+        self._versions_at = float("-inf")
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -287,6 +297,29 @@ class SqliteStorage:
     def _registry_written(self) -> None:
         self._registry_gen += 1
         self._counts.clear()
+        self._versions_at = float("-inf")
+
+    @staticmethod
+    async def _bump(db: aiosqlite.Connection, key: str) -> None:
+        """Bump a version row (inside the caller's transaction): other processes drop their caches."""
+        await db.execute("INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET "
+                         "value = CAST(value AS INTEGER) + 1", (key,))
+
+    async def versions(self) -> dict[str, str]:
+        """``registry_version``, ``rollup_version`` and ``rolled_to`` from ``meta`` (missing keys: ``""``), read at
+        most every ``VERSION_TTL_S`` (one indexed read), and at once after a write by this process."""
+        now = time.monotonic()
+        if now - self._versions_at < VERSION_TTL_S:
+            return self._versions
+        rows = await self._all(f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(VERSION_KEYS))})",
+                               VERSION_KEYS)
+        got = {str(r[0]): str(r[1]) for r in rows}
+        self._versions = {k: got.get(k, "") for k in VERSION_KEYS}
+        self._versions_at = now
+        return self._versions
+
+    def _rollups_written(self) -> None:
+        self._versions_at = float("-inf")
 
     # ingest --------------------------------------------------------------------
     async def store_telemetry(self, samples: list[SampleRow], events: list[EventRow]) -> int:
@@ -430,6 +463,7 @@ class SqliteStorage:
                 "updated=excluded.updated",
                 [(r["code"], *(r.get(f) or "" for f in _INSTITUTION_FIELDS), now) for r in rows],
             )
+            await self._bump(self.db, "registry_version")
             await self.db.commit()
             self._registry_written()
         except BaseException:
@@ -471,6 +505,7 @@ class SqliteStorage:
                 if "status" in values and values["status"] != old["status"]:
                     await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
                                      (r["sn"], ts, values["status"], by, r.get("status_note") or "updated"))
+            await self._bump(db, "registry_version")
             await db.commit()
             self._registry_written()
         except BaseException:
@@ -498,6 +533,7 @@ class SqliteStorage:
                     await db.execute(
                         "UPDATE status_history SET from_ts=? WHERE sn=? AND by='ingest' AND from_ts>? "
                         "AND (SELECT count(*) FROM status_history WHERE sn=?)=1", (ts, sn, ts, sn))
+            await self._bump(db, "registry_version")
             await db.commit()
             self._registry_written()
         except BaseException:
@@ -522,6 +558,7 @@ class SqliteStorage:
                 if fields:
                     await db.execute(f"UPDATE registry SET {', '.join(f'{k}=?' for k in fields)} WHERE sn=?",
                                      [*fields.values(), sn])
+            await self._bump(db, "registry_version")
             await db.commit()
             self._registry_written()
         except BaseException:
@@ -590,7 +627,7 @@ class SqliteStorage:
         for row in rows:
             d = dict(row)
             for key in ("identity", "inventory"):
-                d[key] = json.loads(d[key]) if d.get(key) else None
+                d[key] = _json_decode(d[key]) if d.get(key) else None
             d["broker_session"] = bool(d["broker_session"])
             out.append(d)
         return int(total), out
@@ -623,7 +660,7 @@ class SqliteStorage:
         return sorted(rows, key=lambda r: pos[r["sn"]])
 
     async def _registry_count(self, clause: str, args: list[Any]) -> int:
-        key = (clause, *args)
+        key = ((await self.versions())["registry_version"], clause, *args)  # another process's write: a new key
         now = time.monotonic()
         hit = self._counts.get(key)
         if hit is not None and now - hit[0] < _COUNT_CACHE_S:
@@ -684,6 +721,7 @@ class SqliteStorage:
         await self.db.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
                               (key, value))
         await self.db.commit()
+        self._rollups_written()
 
     async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]]) -> None:
         """Store hour counts ``(sn, day ordinal, hour index, hours in that day, counts)`` in one transaction.
@@ -715,7 +753,9 @@ class SqliteStorage:
                         "INSERT INTO rollup_month VALUES (?,?,?,?,?,?) ON CONFLICT(month, sn) DO UPDATE SET "
                         "service=service+excluded.service, intact=intact+excluded.intact, "
                         "netok=netok+excluded.netok, nodata=nodata+excluded.nodata", (month, sn, *delta))
+            await self._bump(db, "rollup_version")
             await db.commit()
+            self._rollups_written()
         except BaseException:
             await db.rollback()
             raise
@@ -773,7 +813,9 @@ class SqliteStorage:
 
         d = date.fromordinal(before_day)
         await self.db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
+        await self._bump(self.db, "rollup_version")
         await self.db.commit()
+        self._rollups_written()
         return n
 
     async def sample_facts(self, sns: list[str], start: int, end: int) -> list[tuple[str, int, int, int, int | None, str]]:
@@ -783,6 +825,12 @@ class SqliteStorage:
         return await self._all(
             f"SELECT sn, ts, interval, connected, rtt_ms, checks FROM samples WHERE sn IN ({','.join('?' * len(chosen))}) "
             "AND ts < ? AND ts >= ? - 3600 AND ts + interval > ?", [*chosen, end, start, start])
+
+    async def count_samples_touching(self, sn: str, start: int, end: int) -> int:
+        """How many samples of one unit :meth:`sample_facts` may read for ``[start, end)`` (index only): a late
+        sample or a purge changes it, so it keys the drill-down cache."""
+        row = await self._one("SELECT count(*) FROM samples WHERE sn = ? AND ts < ? AND ts >= ? - 3600", (sn, end, start))
+        return int(row[0])
 
     async def link_down_samples(self, start: int, end: int) -> list[tuple[str, int, int]]:
         """(sn, ts, interval) of samples taken with the link down that touch ``[start, end)``."""
@@ -797,7 +845,9 @@ class SqliteStorage:
             await self.db.execute("DELETE FROM outages WHERE minute >= ? AND minute < ?", (start, end))
             await self.db.executemany("INSERT OR REPLACE INTO outages VALUES (?,?,?,?)",
                                       [(c, m, n, json.dumps(sorted(s))) for c, m, n, s in rows])
+            await self._bump(self.db, "rollup_version")
             await self.db.commit()
+            self._rollups_written()
         except BaseException:
             await self.db.rollback()
             raise
@@ -872,7 +922,9 @@ class SqliteStorage:
             await self.db.executemany("INSERT OR REPLACE INTO cell_outages VALUES (?,?,?,?,?,?)",
                                       [(t, c, m, county, len(sns), json.dumps(sorted(sns)))
                                        for t, c, m, county, sns in rows])
+            await self._bump(self.db, "rollup_version")
             await self.db.commit()
+            self._rollups_written()
         except BaseException:
             await self.db.rollback()
             raise

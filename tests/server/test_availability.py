@@ -208,3 +208,43 @@ async def test_recount_endpoint_is_for_admins_and_redoes_a_period(tmp_path: Path
         assert r.status_code == 200 and r.json()["unit_hours"] == 24
         a = (await api.get("/api/v1/availability", group_by="unit", sn="HNA0000001", **DAY)).json()["items"][0]
         assert (a["service_slots"], a["intact_slots"], a["network_ok_slots"]) == (570, 510, 420)
+
+
+async def test_drill_down_json_is_the_reference_form_and_a_late_sample_replaces_the_cached_day(tmp_path: Path) -> None:
+    """The API's drill-down (built from the counter's codes, cached for a day that is over) equals the reference
+    form slot for slot: reasons, carrier outage, outside hours, a status change, a unit registered mid-day."""
+    import json
+    from datetime import date
+
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        for sn in ("HND0000001", "HNE0000001"):
+            await api.minutes(sn, at("2025-03-03 11:00"), 10, connected=False, rtt_ms=None)
+        await api.minutes("HNB0000001", at("2025-03-03 08:00"), 600)
+        api.clock.t = at("2025-03-03 12:00")  # F is registered at noon: its morning slots are "not_registered"
+        assert (await api.req("PUT", "/api/v1/registry/units/HNF0000001", json={"institution": "V001"})).status_code == 200
+        await api.minutes("HNF0000001", at("2025-03-03 12:00"), 60)
+        api.clock.t = at("2025-03-04 00:00")
+        r = await api.req("POST", "/api/v1/registry/units/HNB0000001/status",
+                          json={"status": "in_repair", "at": "2025-03-03T15:00:00+08:00"})
+        assert r.status_code == 200, r.text
+        await api.settle()
+        svc = api.app.state.availability
+        d = date(2025, 3, 3)
+        for sn in ("HNA0000001", "HNB0000001", "HNF0000001", "HNC0000001"):
+            ref = await svc.slots(sn, d)
+            got = (await api.get(f"/api/v1/units/{sn}/slots", date="2025-03-03")).json()
+            assert got == ref, sn
+            assert json.loads(await svc.slots_json(sn, d)) == ref  # again: from the cache
+        b = {s["start"][11:16]: s for s in (await svc.slots("HNB0000001", d))["slots"]}
+        assert b["15:30"]["excluded"] == "in_repair" and b["14:30"]["counted"] is True
+        f = {s["start"][11:16]: s for s in (await svc.slots("HNF0000001", d))["slots"]}
+        assert f["09:00"]["excluded"] == "not_registered" and f["12:30"]["device"] == "intact"
+        # a late sample for that day changes the answer at once (before any recount)
+        before = (await api.get("/api/v1/units/HNA0000001/slots", date="2025-03-03")).json()
+        assert {s["start"][11:16]: s for s in before["slots"]}["10:45"]["device"] == "no_data"
+        await api.feed("HNA0000001", [sample(7000, at("2025-03-03 10:45"))])
+        after = (await api.get("/api/v1/units/HNA0000001/slots", date="2025-03-03")).json()
+        assert {s["start"][11:16]: s for s in after["slots"]}["10:45"]["device"] == "intact"
+        assert after == await svc.slots("HNA0000001", d)
