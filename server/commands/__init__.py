@@ -21,7 +21,10 @@ def install_api(app: Any) -> None:
     app.include_router(audit_router)
 
 
-async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: Any = None) -> Any:
+async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: Any = None,
+                background: bool = True) -> Any:
+    """``background=False`` (an API-only worker process): commands are queued and read here, and the primary's
+    dispatcher, which polls the queue every ``dispatch_interval_s``, sends them."""
     from ..audit import Audit
     from .service import CommandService
 
@@ -29,6 +32,6 @@ async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: An
     await audit.open()
     app.state.audit = audit
     svc = CommandService(settings, storage, ingest, app.state.clock, registry, audit)
-    await svc.start()
+    await svc.start(background)
     app.state.commands = svc
     return svc

@@ -103,9 +103,11 @@ class CommandService:
         return self.storage.db
 
     # lifecycle -----------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, background: bool = True) -> None:
         await create_tables(self.db)
         self.load_key()
+        if not background:  # API-only process: no dispatcher, no results (they arrive through the primary's ingest)
+            return
         self.ingest.on_committed.append(self.on_committed)
         self.ingest.on_state.append(self.on_state)
         self._tasks = [asyncio.create_task(self._dispatcher(), name="commands-dispatcher"),
