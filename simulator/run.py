@@ -418,6 +418,7 @@ class Player:
                 "idcard": idcard.serve(u.idcard),
             }
             for dev in devices.values():
+                dev.lazy_tick = True  # _apply() pokes it whenever a fault switch flips
                 self._stack.callback(dev.stop)
             proxy = self.hub.proxy(broker_host, broker_port, name=f"link-{u.sn}")
             tdir = pki.terminal(u.sn)
@@ -503,6 +504,7 @@ enabled = false
             if want != have:
                 dev.emulator.faults.difference_update(have - want)
                 dev.emulator.faults.update(want)
+                dev.poke()
         if old.link_up != new.link_up:
             (rig.proxy.restore if new.link_up else rig.proxy.cut)()
         if old.rtt_ms != new.rtt_ms:

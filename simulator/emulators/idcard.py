@@ -194,6 +194,10 @@ class IdCardEmulator:
             out += self._answer(codec.parse_command(frame))
         return self._deliver(bytes(out)) if out else None
 
+    def pending(self) -> bool:
+        """Whether tick() has anything to do soon (the pty hub ticks lazy devices only then)."""
+        return bool(self._queue) or ("unplug" in self.faults and not self._unplugged)
+
     def tick(self) -> bytes | None:
         if "unplug" in self.faults:
             self._unplug()

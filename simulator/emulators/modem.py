@@ -144,6 +144,11 @@ class ModemEmulator:
             return bytes(echo) or None
         return bytes(echo + reply) or None
 
+    def pending(self) -> bool:
+        """Whether tick() has anything to do soon (the pty hub ticks lazy devices only then)."""
+        return bool(self._out) or not self._announced or self._was_unplugged or bool(
+            {"unplug", "garbage"} & self.faults)
+
     def tick(self) -> bytes | None:
         now = time.monotonic()
         if "unplug" in self.faults:

@@ -175,6 +175,11 @@ class PrinterEmulator:
         self._pending += data
         return self._reply(self._process())
 
+    def pending(self) -> bool:
+        """Whether tick() has anything to do soon (the pty hub ticks lazy devices only then)."""
+        return bool(self._held or self._rt_tail or self._delayed or self.asb_mask) or (
+            "unplug" in self.faults and not self.unplugged)
+
     def tick(self) -> bytes | None:
         if "unplug" in self.faults and not self.unplugged:
             self.unplugged = True
