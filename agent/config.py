@@ -100,6 +100,8 @@ class ClockConfig(_Base):
     speed: float = 1.0
     start: str = ""
     anchor: float = 0.0
+    # piecewise speed: [[simulated epoch s, speed], ...], each in effect from that instant (wire/clock.py)
+    schedule: list[tuple[float, float]] = []
 
 
 class ConsoleConfig(_Base):

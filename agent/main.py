@@ -82,7 +82,7 @@ class Agent:
         self.config_path = config_path
         self.guard = ConfigGuard(config_path)
         self._restart = False
-        self.clock = clock or Clock.from_config(cfg.clock.speed, cfg.clock.start, cfg.clock.anchor)
+        self.clock = clock or Clock.from_config(cfg.clock.speed, cfg.clock.start, cfg.clock.anchor, cfg.clock.schedule)
         self.rng = rng or random.Random()
         self.sn = cfg.sn or sn_from_certificate(cfg.path(cfg.link.cert_file))
         if not topics.valid_sn(self.sn):

@@ -30,6 +30,8 @@ def _speed(value: str) -> float | None:
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=str))
 @click.option("--speed", default="max", show_default=True,
               help="Simulated seconds per real second, or 'max': the fastest faithful speed on this machine.")
+@click.option("--night-speed", type=click.FloatRange(min=0, max=100_000), default=3600.0, show_default=True,
+              help="Clock speed outside every institution's service hours, where no slot counts (0: as by day).")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the server's availability report (unit and fleet groupings) here as JSON.")
 @click.option("--broker", "broker_url", default="",
@@ -41,7 +43,7 @@ def _speed(value: str) -> float | None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep certificates, logs, agent data and the server database here (default: a temporary "
                    "directory, removed afterwards).")
-def command(scenario: str, speed: str, report_file: Path | None, broker_url: str, ca_dir: Path | None,
+def command(scenario: str, speed: str, night_speed: float, report_file: Path | None, broker_url: str, ca_dir: Path | None,
             server_url: str, workdir: Path | None) -> None:
     """Play SCENARIO (a scenario JSON file) and report the server's availability figures."""
     from posfleet.logs import setup
@@ -52,7 +54,7 @@ def command(scenario: str, speed: str, report_file: Path | None, broker_url: str
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         parsed, raw = load(scenario)
-        player = Player(parsed, raw, Options(speed=_speed(speed), workdir=workdir, broker_url=broker_url,
+        player = Player(parsed, raw, Options(speed=_speed(speed), night_speed=night_speed or None, workdir=workdir, broker_url=broker_url,
                                              ca_dir=ca_dir, server_url=server_url, keep_workdir=workdir is not None,
                                              progress=lambda text: click.echo(text, err=True)))
     except ScenarioError as err:

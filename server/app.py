@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 def make_clock(settings: Settings) -> Clock:
     c = settings.clock
-    return Clock.from_config(c.speed, c.start, c.anchor)
+    return Clock.from_config(c.speed, c.start, c.anchor, c.schedule)
 
 
 async def _retention(app: FastAPI) -> None:

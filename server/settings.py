@@ -104,6 +104,8 @@ class ClockSettings(_Strict):
     speed: float = Field(1.0, gt=0)
     start: str = ""
     anchor: float = 0.0
+    # simulator only: piecewise speed, [[simulated epoch s, speed], ...] (wire/clock.py)
+    schedule: list[tuple[float, float]] = []
 
 
 class Settings(_Strict):

@@ -115,6 +115,8 @@ class Server:
         clock_toml = ""
         if clock:
             clock_toml = f"[clock]\nspeed = {clock['speed']}\nstart = \"{clock['start']}\"\nanchor = {clock['anchor']}\n"
+            if clock.get("schedule"):
+                clock_toml += f"schedule = {[[float(t), float(v)] for t, v in clock['schedule']]}\n"
         self.config = workdir / "server.toml"
         self.config.write_text(f"""
 retention_days = 3650

@@ -176,6 +176,44 @@ def max_speed(scenario: Scenario, cores: int | None = None, latency_threshold_ms
     return max(1.0, math.floor(min(bounds)))
 
 
+#: slots of day speed kept before service opens and after it closes, so the first and last counted slots are
+#: sampled (and their probes timed) at the day speed
+NIGHT_MARGIN_SLOTS = 2
+#: the clock's default speed outside service hours: an hour a second
+NIGHT_SPEED = 3600.0
+#: a gap between service windows shorter than this many slots is played at the day speed
+NIGHT_MIN_SLOTS = 30
+
+
+def speed_schedule(scenario: Scenario, day_speed: float, night_speed: float | None) -> list[tuple[float, float]]:
+    """The clock's piecewise speed (wire/clock.py): ``night_speed`` where no unit's slots are counted.
+
+    Outside every institution's service hours (and the scenario default's) no slot counts, so the clock may
+    run through those hours as fast as it likes: an agent that cannot keep up misses slots nobody counts.
+    Service windows are widened by :data:`NIGHT_MARGIN_SLOTS` on both sides; the first and last
+    margin of the scenario stay at the day speed too (agents connecting, outboxes draining). Returns
+    ``[(simulated epoch s, speed), ...]`` changes, empty when there is no night to speed through.
+    """
+    if not night_speed or night_speed <= day_speed:
+        return []
+    iv = scenario.sample_interval_s
+    margin = NIGHT_MARGIN_SLOTS * iv
+    s, e = int(scenario.start.timestamp()), int(scenario.end.timestamp())
+    hours = [scenario.service_hours] + [i.service_hours for i in scenario.institutions if i.service_hours]
+    wins = sorted((a - margin, b + margin) for h in hours for a, b in h.window_seconds(s, e))
+    busy: list[list[int]] = [[s - margin, s + margin]]
+    for a, b in wins + [(e - margin, e + margin)]:
+        if a <= busy[-1][1]:
+            busy[-1][1] = max(busy[-1][1], b)
+        else:
+            busy.append([a, b])
+    out: list[tuple[float, float]] = []
+    for (_, night_from), (night_to, _) in zip(busy, busy[1:], strict=False):
+        if night_to - night_from >= NIGHT_MIN_SLOTS * iv:
+            out += [(float(night_from), float(night_speed)), (float(night_to), float(day_speed))]
+    return out
+
+
 def scenario_problems(scenario: Scenario) -> list[tuple[str, str]]:
     """What this player cannot play although the scenario is valid (field path, why)."""
     problems: list[tuple[str, str]] = []
@@ -249,6 +287,7 @@ def compare_slots(scenario: Scenario, sn: str, server_slots: list[Mapping[str, A
 @dataclass
 class Options:
     speed: float | None = None  # None: max_speed()
+    night_speed: float | None = NIGHT_SPEED  # the clock's speed outside service hours (speed_schedule); None: as by day
     workdir: Path | None = None
     broker_url: str = ""  # mqtts://host:port of a running broker (needs ca_dir)
     ca_dir: Path | None = None  # the fleet CA of that broker (passphrase in POSFLEET_CA_PASSPHRASE)
@@ -313,13 +352,38 @@ class Player:
         self.broker: Any = None
         self.hub: LinkHub | None = None
         self._http: Any = None
+        self.schedule = speed_schedule(scenario, self.speed, self.opt.night_speed)
+        self._clk: Any = None
+        self._clk_anchor = 0.0
 
     # clock ------------------------------------------------------------------------------------
+    def _clock(self) -> Any:
+        from wire.clock import Clock
+
+        if self._clk is None or self._clk_anchor != self.anchor:
+            self._clk = Clock(self.speed, self.sc.start.timestamp(), self.anchor, self.schedule)
+            self._clk_anchor = self.anchor
+        return self._clk
+
     def real_at(self, t: datetime) -> float:
-        return self.anchor + (t.timestamp() - self.sc.start.timestamp()) / self.speed
+        return self.anchor + self._clock().real_at_sim(t.timestamp())
 
     def sim_now(self) -> float:
-        return self.sc.start.timestamp() + (time.time() - self.anchor) * self.speed
+        return self._clock().sim_at_real(time.time() - self.anchor)
+
+    def _play_seconds(self) -> float:
+        from wire.clock import Clock
+
+        c = Clock(self.speed, self.sc.start.timestamp(), 0.0, self.schedule)
+        return c.real_at_sim(self.sc.end.timestamp())
+
+    def speed_at(self, t: datetime) -> float:
+        """The clock's speed at simulated instant ``t`` (the day speed unless the schedule says otherwise)."""
+        v = self.speed
+        for at, speed in self.schedule:
+            if at <= t.timestamp():
+                v = speed
+        return v
 
     def _say(self, text: str) -> None:
         log.info("%s", text)
@@ -449,6 +513,7 @@ interval_s = {iv}
 speed = {self.speed}
 start = {_toml_value(clock["start"])}
 anchor = {clock["anchor"]}
+schedule = {[[t, v] for t, v in self.schedule]}
 [commands]
 enabled = false
 {per}""")
@@ -571,7 +636,7 @@ enabled = false
             self._sleep_until(due)
             self._run_starts(starts, time.time())
             lag = time.time() - due
-            if lag > self.sc.sample_interval_s / self.speed:
+            if lag > self.sc.sample_interval_s / self.speed_at(t):
                 self.incidents.append(f"{t.isoformat()}: changes applied {lag:.2f} s late (more than a slot)")
             for sn, st in changes.items():
                 self._apply(self.rigs[sn], st, t)  # an agent launched early is already running: no relaunch
@@ -691,10 +756,12 @@ enabled = false
         t0 = time.time()
         root = self._workdir()
         self._say(f"playing {self.sc.name!r}: {len(self.sc.units)} units, {len(self.sc.events)} events, "
-                  f"{(self.sc.end - self.sc.start).total_seconds() / 86400:g} days at speed {self.speed:g} "
-                  f"(about {(self.sc.end - self.sc.start).total_seconds() / self.speed:.0f} s), in {root}")
+                  f"{(self.sc.end - self.sc.start).total_seconds() / 86400:g} days at speed {self.speed:g}"
+                  + (f" ({self.opt.night_speed:g} outside service hours)" if self.schedule else "")
+                  + f" (about {self._play_seconds():.0f} s), in {root}")
         self.anchor = time.time() + self._setup_lead()
-        clock = {"speed": self.speed, "start": self.sc.start.isoformat(), "anchor": self.anchor}
+        clock = {"speed": self.speed, "start": self.sc.start.isoformat(), "anchor": self.anchor,
+                 "schedule": self.schedule}
         pki, bhost, bport = self._pki_and_broker(root)
         self._start_server(pki, root, clock)
         self._register()
@@ -726,7 +793,8 @@ enabled = false
             "scenario": self.sc.name,
             "period": {"from": a.isoformat(), "to": b.isoformat(), "timezone": self.sc.timezone,
                        "scenario_from": self.sc.start.isoformat(), "scenario_to": self.sc.end.isoformat()},
-            "run": {"speed": self.speed, "wall_s": round(wall, 1), "units": len(self.sc.units),
+            "run": {"speed": self.speed, "night_speed": self.opt.night_speed if self.schedule else None,
+                    "wall_s": round(wall, 1), "units": len(self.sc.units),
                     "samples_stored": answers["samples_stored"],
                     "agent_starts": sum(r.starts for r in self.rigs.values()),
                     "link_cuts": sum(r.proxy.cuts for r in self.rigs.values()),

@@ -2,37 +2,94 @@
 
 With ``speed`` > 1 every process given the same (start, anchor, speed) agrees on the
 simulated time: ``now = start + (real_now - anchor) * speed``.
+
+A ``schedule`` makes the speed piecewise: ``[(t1, v1), (t2, v2), ...]`` (simulated epoch seconds,
+ascending) means the clock runs at ``speed`` from ``start`` until ``t1``, at ``v1`` from ``t1`` until
+``t2``, and so on. Every process given the same (start, anchor, speed, schedule) still agrees on the
+simulated time; the simulator uses it to run fast through hours that are not counted (nights).
 """
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 
 class Clock:
     """Real time. ``speed`` > 1 gives the simulator's accelerated clock."""
 
-    def __init__(self, speed: float = 1.0, start: float | None = None, anchor: float | None = None) -> None:
-        self.speed = speed
+    def __init__(self, speed: float = 1.0, start: float | None = None, anchor: float | None = None,
+                 schedule: Iterable[Sequence[float]] = ()) -> None:
+        self._base_speed = speed
         self._anchor_real = anchor if anchor is not None else time.time()
         self._anchor_mono = time.monotonic() - (time.time() - self._anchor_real)
         self._start = start if start is not None else self._anchor_real
         self._offset = 0.0  # correction learnt from the server (seconds)
+        # segments: real seconds after the anchor at which each begins, its simulated start and its speed
+        self._seg_real: list[float] = [0.0]
+        self._seg_sim: list[float] = [self._start]
+        self._seg_speed: list[float] = [speed]
+        for t, v in sorted((float(t), float(v)) for t, v in schedule):
+            if v <= 0:
+                raise ValueError(f"clock schedule: speed {v} at {t} must be positive")
+            if t <= self._seg_sim[-1]:
+                if len(self._seg_sim) == 1 and t <= self._start:
+                    self._seg_speed[0] = v  # in effect from the start
+                    continue
+                raise ValueError(f"clock schedule: {t} is not after the previous change")
+            self._seg_real.append(self._seg_real[-1] + (t - self._seg_sim[-1]) / self._seg_speed[-1])
+            self._seg_sim.append(t)
+            self._seg_speed.append(v)
+        self._piecewise = len(self._seg_speed) > 1 or self._seg_speed[0] != speed
 
     @classmethod
-    def from_config(cls, speed: float, start: str, anchor: float) -> Clock:
-        if speed == 1.0 and not start:
+    def from_config(cls, speed: float, start: str, anchor: float,
+                    schedule: Iterable[Sequence[float]] = ()) -> Clock:
+        schedule = list(schedule)
+        if speed == 1.0 and not start and not schedule:
             return cls()
         start_ts = datetime.fromisoformat(start).timestamp() if start else None
-        return cls(speed, start_ts, anchor or None)
+        return cls(speed, start_ts, anchor or None, schedule)
 
+    # the schedule -----------------------------------------------------------------------------
+    def _elapsed_real(self) -> float:
+        return time.monotonic() - self._anchor_mono
+
+    def _seg_at_real(self, e: float) -> int:
+        return max(0, bisect.bisect_right(self._seg_real, e) - 1)
+
+    def sim_at_real(self, e: float) -> float:
+        """The simulated time (no offset) ``e`` real seconds after the anchor."""
+        i = self._seg_at_real(e)
+        return self._seg_sim[i] + (e - self._seg_real[i]) * self._seg_speed[i]
+
+    def real_at_sim(self, t: float) -> float:
+        """Real seconds after the anchor at which the simulated time (no offset) is ``t``."""
+        i = max(0, bisect.bisect_right(self._seg_sim, t) - 1)
+        return self._seg_real[i] + (t - self._seg_sim[i]) / self._seg_speed[i]
+
+    @property
+    def speed(self) -> float:
+        """The speed now (constant unless a schedule is set)."""
+        if not self._piecewise:
+            return self._base_speed
+        return self._seg_speed[self._seg_at_real(self._elapsed_real())]
+
+    @property
+    def schedule(self) -> list[tuple[float, float]]:
+        return list(zip(self._seg_sim[1:], self._seg_speed[1:], strict=True))
+
+    # reading the clock ----------------------------------------------------------------------------
     def raw(self) -> float:
         """The terminal's own wall clock (possibly wrong)."""
-        if self.speed == 1.0 and self._start == self._anchor_real:
+        if self._piecewise:
+            return self.sim_at_real(self._elapsed_real())
+        if self._base_speed == 1.0 and self._start == self._anchor_real:
             return time.time()
-        return self._start + (time.monotonic() - self._anchor_mono) * self.speed
+        return self._start + (time.monotonic() - self._anchor_mono) * self._base_speed
 
     def now(self) -> float:
         """Best known time: the wall clock plus the offset learnt from the server."""
@@ -40,11 +97,20 @@ class Clock:
 
     def boottime(self) -> float:
         """Seconds since boot on this clock's scale (never jumps)."""
-        return time.clock_gettime(time.CLOCK_BOOTTIME) * self.speed
+        if self._piecewise:
+            # simulated seconds since the anchor plus the real boot time at the anchor: monotonic, the
+            # same in every process of the run (an agent restarted with the same boot id agrees)
+            at_anchor = time.clock_gettime(time.CLOCK_BOOTTIME) - self._elapsed_real()
+            return at_anchor + self.raw() - self._start
+        return time.clock_gettime(time.CLOCK_BOOTTIME) * self._base_speed
 
     def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
         """Sleep ``seconds`` of this clock's time; True if ``stop`` was set meanwhile."""
-        real = max(0.0, seconds / self.speed)
+        if self._piecewise:
+            e = self._elapsed_real()
+            real = max(0.0, self.real_at_sim(self.sim_at_real(e) + seconds) - e)
+        else:
+            real = max(0.0, seconds / self._base_speed)
         if stop is not None:
             return stop.wait(real)
         time.sleep(real)

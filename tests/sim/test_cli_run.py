@@ -1,5 +1,6 @@
 """`posfleet sim run SCENARIO --report FILE` end to end: the report file holds the server's answer, and it
-equals the oracle's figures (one unit, one cut link, a few minutes at speed 60)."""
+equals the oracle's figures (one unit, one cut link, six counted minutes at speed 60 between two nights the
+clock runs through at 20,000: the cut starts at night, so the samples it holds span the speed changes)."""
 
 from __future__ import annotations
 
@@ -17,15 +18,15 @@ pytestmark = pytest.mark.timeout(90)
 
 SCENARIO = {
     "name": "one clinic, cable cut",
-    "start": "2026-03-09T11:54:00+08:00",
-    "end": "2026-03-09T12:00:00+08:00",
-    "service_hours": "11:54-18:00",
+    "start": "2026-03-09T22:00:00+08:00",
+    "end": "2026-03-10T02:00:00+08:00",
+    "service_hours": "00:00-00:06",
     "institutions": [{"code": "460100-201", "name": "海口市某社区卫生服务站", "county": "美兰",
                       "type": "community_health_station"}],
     "units": [{"sn": "HN00072001", "institution": "460100-201", "model": "generic-pos",
                "modem": "quectel-ec20", "printer": "generic-58mm", "idcard": "generic-sam"}],
     "events": [{"unit": "HN00072001", "fault": "network_down",
-                "start": "2026-03-09T11:56:00+08:00", "end": "2026-03-09T11:58:00+08:00"}],
+                "start": "2026-03-09T23:00:00+08:00", "end": "2026-03-10T00:03:00+08:00"}],
 }
 
 
@@ -33,18 +34,20 @@ def test_sim_run_writes_the_servers_report(tmp_path: Path) -> None:
     scenario = tmp_path / "cut.json"
     scenario.write_text(json.dumps(SCENARIO, ensure_ascii=False), encoding="utf-8")
     report = tmp_path / "report.json"
-    result = CliRunner().invoke(command, [str(scenario), "--speed", "30", "--report", str(report),
+    result = CliRunner().invoke(command, [str(scenario), "--speed", "60", "--night-speed", "20000", "--report", str(report),
                                           "--workdir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     out = json.loads(report.read_text(encoding="utf-8"))
-    assert out["period"]["from"] == "2026-03-09T11:00:00+08:00" and out["period"]["to"] == "2026-03-09T12:00:00+08:00"
+    assert out["period"]["from"] == "2026-03-09T22:00:00+08:00" and out["period"]["to"] == "2026-03-10T02:00:00+08:00"
+    assert out["run"]["night_speed"] == 20000
     unit = out["availability"]["unit"]["items"][0]
     want = oracle(load_scenario(scenario), group_by="unit")["groups"][0]
     assert unit["sn"] == "HN00072001" and unit["service_slots"] == want["service_slots"] == 6
     assert unit["intact_slots"] == want["intact_slots"] == 6
-    # two slots cut (11:56, 11:57): one slot of slack at each of the two edges
-    assert want["network_ok_slots"] == 4
-    assert abs(unit["network_ok_slots"] - want["network_ok_slots"]) <= 2, (unit, want)
+    # three counted slots cut (00:00-00:02, sampled and delivered after the link came back): one slot of slack
+    # at the counted edge (00:03); the other edge is at night
+    assert want["network_ok_slots"] == 3
+    assert abs(unit["network_ok_slots"] - want["network_ok_slots"]) <= 1, (unit, want)
     assert unit["no_data_slots"] == 0
     assert out["availability"]["fleet"]["fleet"]["units"] == 1
     assert out["run"]["link_cuts"] == 1

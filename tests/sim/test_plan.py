@@ -20,10 +20,12 @@ from simulator.run import (
     load,
     max_speed,
     report_period,
+    speed_schedule,
     timeline,
     unit_state,
 )
 from simulator.scenario import ScenarioError
+from wire.clock import Clock
 
 T = "2026-06-01T{}:00+08:00"
 
@@ -107,6 +109,36 @@ def test_max_speed_is_bounded_by_the_slowest_fault_the_ok_latency_and_the_fleet_
               "printer": "generic-58mm", "idcard": "generic-sam"} for i in range(1000)]
     fleet, _ = load(scenario([], units=units))
     assert max_speed(fleet, cores=2) < 5  # a thousand agents on two cores
+
+
+def test_night_speed_covers_only_hours_no_institution_counts() -> None:
+    two_days = scenario([], start="2026-06-01T00:00:00+08:00", end="2026-06-03T00:00:00+08:00",
+                        service_hours="08:00-18:00",
+                        institutions=[{"code": "I1", "name": "卫生室", "county": "琼中",
+                                       "service_hours": {"mon": "07:00-12:00"}}])  # 1 June 2026 is a Monday
+    sc, _ = load(two_days)
+    ts = lambda text: datetime.fromisoformat(text).timestamp()  # noqa: E731
+    assert speed_schedule(sc, 30, 3600) == [
+        (ts("2026-06-01T00:02:00+08:00"), 3600), (ts("2026-06-01T06:58:00+08:00"), 30),  # Monday opens at 07:00
+        (ts("2026-06-01T18:02:00+08:00"), 3600), (ts("2026-06-02T07:58:00+08:00"), 30),
+        (ts("2026-06-02T18:02:00+08:00"), 3600), (ts("2026-06-02T23:58:00+08:00"), 30),  # the end at day speed
+    ]
+    assert speed_schedule(sc, 30, None) == [] and speed_schedule(sc, 30, 20) == []
+    all_day, _ = load(scenario([], service_hours="00:00-23:59"))
+    assert speed_schedule(all_day, 30, 3600) == []  # a one-minute gap is no night
+
+
+def test_piecewise_clock_agrees_across_processes_and_inverts() -> None:
+    sched = [(2000.0, 100.0), (5000.0, 10.0)]
+    a = Clock(10, 1000.0, 50.0, sched)
+    b = Clock(10, 1000.0, 50.0, sched)  # another process given the same settings
+    assert a.real_at_sim(2000) == 100.0 and a.real_at_sim(5000) == 130.0
+    assert a.sim_at_real(110.0) == 3000.0 == b.sim_at_real(110.0)
+    for t in (500.0, 1000.0, 1999.0, 2000.0, 4321.0, 5000.0, 9000.0):
+        assert a.sim_at_real(a.real_at_sim(t)) == pytest.approx(t)
+    assert abs(a.raw() - b.raw()) < 1.0 and a.speed == 10  # long after the anchor: the last segment
+    with pytest.raises(ValueError):
+        Clock(10, 1000.0, 50.0, [(2000.0, 0.0)])
 
 
 def test_report_period_is_the_enclosing_whole_hours() -> None:
