@@ -136,16 +136,18 @@ def _server_settings(config_path: str):  # type: ignore[no-untyped-def]
 @server.command("run")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--log-level", default="INFO")
-def server_run(config_path: str, log_level: str) -> None:
-    """Run the fleet server (API + MQTT ingest)."""
-    import uvicorn
-
-    from server.app import create_app
+@click.option("--api-workers", type=click.IntRange(1, 32), default=None,
+              help="processes answering the API on the port: the primary plus N-1 API-only ones "
+                   "(default: http.api_workers, 1)")
+@click.option("--api-only", is_flag=True, hidden=True)
+@click.option("--port", type=int, default=None, hidden=True)
+def server_run(config_path: str, log_level: str, api_workers: int | None, api_only: bool, port: int | None) -> None:
+    """Run the fleet server (API + MQTT ingest; with --api-workers N, N-1 more processes serve the API)."""
+    from server.serve import run
 
     settings = _server_settings(config_path)
     _setup_logging(log_level)
-    uvicorn.run(create_app(settings), host=settings.http.host, port=settings.http.port, log_config=None,
-                access_log=False)
+    run(settings, config_path, log_level, api_workers, api_only, port)
 
 
 @server.group("token")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,8 +41,9 @@ async def _retention(app: FastAPI) -> None:
         await asyncio.sleep(3600)
 
 
-async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: Ingest) -> list[Any]:
-    """Registry, roll-ups, alerts (issue 4): services on app.state and their background tasks."""
+async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: Ingest, primary: bool = True) -> list[Any]:
+    """Registry, roll-ups, alerts (issue 4): services on app.state and, in the primary, their background tasks
+    (an API-only process answers from the same services without their loops)."""
     from .alerts.service import Alerts
     from .availability.service import Availability
     from .registry.service import Registry
@@ -50,16 +53,47 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     app.state.registry = registry
     await registry.index()  # warm: the first figures request should not pay for it
     availability = Availability(settings, storage, registry, clock)
-    await availability.start()
+    await availability.start(background=primary)
     app.state.availability = availability
     ingest.on_committed.append(availability.on_committed)
     alerts = Alerts(settings, storage, registry, availability, clock)
-    await alerts.start()
+    if primary:
+        await alerts.start()
     app.state.alerts = alerts
     ingest.on_committed.append(alerts.on_committed)
     from .commands import start as start_commands
 
-    return [availability, alerts, await start_commands(app, settings, storage, ingest, registry)]
+    return [availability, alerts, await start_commands(app, settings, storage, ingest, registry, background=primary)]
+
+
+async def _exit_with_parent(parent: int) -> None:
+    """An API-only process ends when the process that started it is gone (no orphans holding the port)."""
+    while True:
+        await asyncio.sleep(1.0)
+        if os.getppid() != parent:
+            log.warning("API worker %d: the primary (pid %d) is gone; stopping", os.getpid(), parent)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+
+class WorkerHeader:
+    """Every response says which process answered it (``X-Posfleet-Worker: <pid>``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.header = (b"x-posfleet-worker", str(os.getpid()).encode())
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", ()), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 async def _stop_fleet(services: list[Any]) -> None:
@@ -100,7 +134,14 @@ def _install_fleet_api(app: FastAPI) -> None:
     install_commands_api(app)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, role: str = "primary") -> FastAPI:
+    """``role``: ``primary`` (ingest, roll-ups, alerts, webhooks, retention, command dispatch, and the API) or
+    ``api`` (an API-only worker beside a primary on the same database: never ingests, runs no background job)."""
+    if role not in ("primary", "api"):
+        raise ValueError(f"role: primary or api, not {role!r}")
+    primary = role == "primary"
+    parent = os.getppid()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         storage = open_storage(settings.storage.url, settings.base_dir, settings.storage.read_connections)
@@ -108,10 +149,10 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.storage = storage
         ingest = Ingest(settings, storage, app.state.clock)
         app.state.ingest = ingest
-        fleet = await _start_fleet(app, settings, storage, ingest)
-        if settings.ingest_enabled:
+        fleet = await _start_fleet(app, settings, storage, ingest, primary)
+        if primary and settings.ingest_enabled:
             await ingest.start()
-        retention = asyncio.create_task(_retention(app))
+        retention = asyncio.create_task(_retention(app) if primary else _exit_with_parent(parent))
         try:
             yield
         finally:
@@ -124,6 +165,8 @@ def create_app(settings: Settings) -> FastAPI:
                   docs_url="/docs", openapi_url="/openapi.json")
     app.state.settings = settings
     app.state.clock = make_clock(settings)
+    app.state.role = role
+    app.add_middleware(WorkerHeader)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -134,7 +177,7 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> dict[str, Any]:
         ingest: Ingest = request.app.state.ingest
-        return {"status": "ok", "ingest": ingest.stats.as_dict()}
+        return {"status": "ok", "ingest": ingest.stats.as_dict(), "worker": {"pid": os.getpid(), "role": role}}
 
     from .ingest.router import router as ingest_router
     from .units.router import router as units_router

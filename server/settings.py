@@ -36,6 +36,9 @@ class StorageSettings(_Strict):
 class HttpSettings(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # processes accepting API requests on the port (SO_REUSEPORT): the primary (ingest, roll-ups, alerts,
+    # commands, and the API) plus api_workers - 1 API-only processes (docs/decisions/006-api-worker-processes.md)
+    api_workers: int = Field(1, ge=1, le=32)
 
 
 class IngestSettings(_Strict):

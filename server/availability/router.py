@@ -84,6 +84,7 @@ async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Bo
     if sns is not None and (not isinstance(sns, list) or not all(isinstance(x, str) for x in sns)):
         raise FieldError("sns", "expected a list of SNs")
     index = await svc.registry.index()
+    await svc.sync()  # an API-only process marks up to the primary's rolled_to
     svc.mark(sns if sns is not None else list(index), a, b)
     return await svc.flush()
 

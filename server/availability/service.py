@@ -127,6 +127,8 @@ class Availability:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self.rolled_to: int | None = None
+        self.background = True  # False in an API-only process (see start)
+        self._recount_task: asyncio.Future[None] | None = None
         self._generation = 0  # bumped whenever stored roll-ups change
         self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
         self._slots_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # closed days' drill-downs, JSON
@@ -139,10 +141,22 @@ class Availability:
         self.datause = DataUse(settings, storage, self.tz)
 
     # lifecycle ------------------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, background: bool = True) -> None:
+        """``background=False`` (an API-only process): no roll-up loop; ``rolled_to`` follows ``meta`` (the primary
+        moves it), and hours marked here (a status change dated in the past) are recounted here at once."""
         await self.load()
+        self.background = background
         self.registry.on_change.append(self.on_registry_change)
-        self._task = asyncio.create_task(self._loop(), name="availability-rollups")
+        if background:
+            self._task = asyncio.create_task(self._loop(), name="availability-rollups")
+
+    async def sync(self) -> tuple[str, str]:
+        """The roll-up and registry versions in ``meta`` (read at most every second); an API-only process takes
+        ``rolled_to`` from there too."""
+        v = await self.storage.versions()
+        if not self.background and v["rolled_to"]:
+            self.rolled_to = int(v["rolled_to"])
+        return v["rollup_version"], v["registry_version"]
 
     async def load(self) -> None:
         """Read how far the roll-ups go (enough to answer figures, e.g. from the report CLI)."""
@@ -212,6 +226,16 @@ class Availability:
             self._dirty[h].update(sns)
             h = hour_start(h + HOUR_S, self.tz)
         self._wake.set()
+        if not self.background and (self._recount_task is None or self._recount_task.done()):
+            self._recount_task = asyncio.ensure_future(self._recount_here())
+
+    async def _recount_here(self) -> None:
+        """API-only process: recount what was marked here (no loop runs here; the primary does not see these marks)."""
+        await asyncio.sleep(0)
+        try:
+            await self.flush()
+        except Exception:
+            log.exception("recount of hours marked in this API process failed")
 
     def on_registry_change(self, sns: list[str], from_ts: int) -> None:
         self.mark(sns, from_ts, self.rolled_to or from_ts)
@@ -226,6 +250,14 @@ class Availability:
         async with self._lock:
             t0 = time.perf_counter()
             now = int(self.clock.now())
+            if not self.background:  # API-only: recount what was marked here, up to the primary's rolled_to
+                await self.sync()
+                closed = min(hour_start(now, self.tz), self.rolled_to or 0)
+                keep_from = now - self.settings.retention_days * 86400 + HOUR_S
+                todo = {h: sns_h for h in sorted(self._dirty) if h + HOUR_S <= closed
+                        for sns_h in [self._dirty.pop(h)] if h >= keep_from}
+                hours = await self._recount(todo)
+                return {"unit_hours": hours, "seconds": round(time.perf_counter() - t0, 3), "rolled_to": self.rolled_to}
             closed = hour_start(now, self.tz)
             assert self.rolled_to is not None
             # units heard from before anyone registered them
@@ -416,8 +448,9 @@ class Availability:
         Answers are cached until the roll-ups or the registry change, and identical requests running at
         the same time share one computation (fifty dashboards asking for the same quarter cost one count).
         """
+        versions = await self.sync()  # another process's roll-up or registry write: a new key
         key = (start, end, group_by, county, region, institution, sn, self._generation, self.rolled_to,
-               getattr(self.registry, "_generation", 0))
+               getattr(self.registry, "_generation", 0), versions)
         fut = self._cache.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self._figures(start, end, group_by, county=county, region=region,
@@ -605,6 +638,7 @@ class Availability:
 
     async def reasons(self, sn: str, start: int, end: int) -> dict[str, Any]:
         """Why a unit lost slots over a period: minutes by reason, from the raw samples still kept."""
+        await self.sync()
         raw_from = max(start, hour_start(int(self.clock.now()) - self.settings.retention_days * 86400, self.tz) + HOUR_S)
         end = min(end, self.rolled_to or end)
         out: Counter[str] = Counter()

@@ -50,6 +50,7 @@ class Registry:
         self._index: dict[str, UnitInfo] | None = None
         self._index_lock = asyncio.Lock()  # one build at a time: 50 clients at once must not build it 50 times
         self._generation = 0
+        self._index_version = ""  # registry_version the index was built at
         self._hours: dict[str, ServiceHours] = {}
         # called with (sns, from_ts) when statuses or service hours change, so counts can be redone
         self.on_change: list[Callable[[list[str], int], None]] = []
@@ -71,6 +72,11 @@ class Registry:
         return sh
 
     async def index(self) -> dict[str, UnitInfo]:
+        """Every registered unit, kept until this process writes the registry or ``registry_version`` in ``meta``
+        moves (another process wrote it; read at most every second)."""
+        version = (await self.storage.versions())["registry_version"]
+        if version != self._index_version:
+            self._index = None
         index = self._index
         if index is not None:
             return index
@@ -78,6 +84,7 @@ class Registry:
             if self._index is not None:
                 return self._index
             generation = self._generation
+            self._index_version = version
             rows = await self.storage.registry_index()
             index = {
                 r["sn"]: UnitInfo(

@@ -1,0 +1,101 @@
+"""``posfleet server run``: one process, or a primary and API-only workers sharing the port.
+
+With ``http.api_workers = N`` (or ``--api-workers N``) and N > 1, this process binds the port with
+``SO_REUSEPORT``, starts N - 1 API-only processes (``posfleet server run --api-only``) that bind it the same way,
+and then serves as the primary: ingest, roll-ups, alerts, webhooks, retention, command dispatch, and the API.
+The kernel spreads new connections over the N listening sockets. A worker that dies is started again; the
+workers end with the primary (they watch their parent). See docs/decisions/006-api-worker-processes.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A listening TCP socket with ``SO_REUSEPORT``: every server process binds its own on the same port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+class Workers:
+    """The API-only processes of a primary: started, restarted when one dies, stopped with the primary."""
+
+    def __init__(self, argv: list[str], n: int) -> None:
+        self.argv = argv
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="api-workers", daemon=True)
+
+    def start(self) -> None:
+        for i in range(len(self.procs)):
+            self.procs[i] = self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        p = subprocess.Popen(self.argv)
+        log.info("API worker started: pid %d", p.pid)
+        return p
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            for i, p in enumerate(self.procs):
+                if p is not None and p.poll() is not None and not self._stop.is_set():
+                    log.error("API worker %d exited with %s; starting another", p.pid, p.returncode)
+                    self.procs[i] = self._spawn()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        live = [p for p in self.procs if p is not None and p.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for p in live:
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def run(settings: Any, config_path: str, log_level: str, api_workers: int | None = None, api_only: bool = False,
+        port: int | None = None) -> None:
+    import uvicorn
+
+    from .app import create_app
+
+    n = api_workers if api_workers is not None else settings.http.api_workers
+    host = settings.http.host
+    if n <= 1 and not api_only:  # one process, as before
+        uvicorn.run(create_app(settings), host=host, port=settings.http.port, log_config=None, access_log=False)
+        return
+    sock = reuseport_socket(host, settings.http.port if port is None else port)
+    bound = sock.getsockname()[1]
+    workers = None
+    if not api_only:
+        workers = Workers([sys.executable, "-m", "posfleet", "server", "run", "--config", os.path.abspath(config_path),
+                           "--log-level", log_level, "--api-only", "--port", str(bound)], n - 1)
+        workers.start()
+        log.info("primary %d and %d API worker(s) on %s:%d", os.getpid(), n - 1, host, bound)
+    app = create_app(settings, role="api" if api_only else "primary")
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if workers is not None:
+            workers.stop()

@@ -1,0 +1,113 @@
+"""Two server processes on one port (issue 4, ``http.api_workers = 2``): the primary and an API-only worker.
+
+Real processes, real HTTP, one SQLite file, the real broker and a real agent. Every new connection is given to one
+of the two listening sockets (SO_REUSEPORT), and every response names the process that answered it
+(``X-Posfleet-Worker``), so the test asks on fresh connections until the process it needs answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from server.commands.keys import make_key
+from tests.conftest import sqlite_count
+from tests.fleet import AgentProc, Broker, Pki, Server, agent_config, wait_for
+
+
+def _pid(r: httpx.Response) -> int:
+    return int(r.headers["x-posfleet-worker"])
+
+
+def test_primary_and_api_worker_share_the_port_see_each_others_writes_and_ingest_once(
+        pki: Pki, broker: Broker, tmp_path: Path) -> None:
+    key, endorsement, _ = make_key(pki.ca, tmp_path / "command", "command", 30)
+    srv = Server(pki, broker, tmp_path / "server", extra=f'[commands]\nkey_file = "{key}"\n'
+                 f'endorsement_file = "{endorsement}"\ndispatch_interval_s = 0.5\n')
+    srv.config.write_text(srv.config.read_text().replace(f"port = {srv.http_port}\n",
+                                                         f"port = {srv.http_port}\napi_workers = 2\n", 1))
+    srv.start()
+    agent = None
+    try:
+        base = f"http://127.0.0.1:{srv.http_port}"
+        admin = {"Authorization": f"Bearer {srv.token('admin')}"}
+        health: dict[int, dict[str, Any]] = {}
+
+        def both_answered() -> bool:
+            r = httpx.get(f"{base}/healthz", timeout=5)  # a new connection each time
+            health[_pid(r)] = r.json()
+            return len(health) == 2
+        wait_for(both_answered, 15, "both processes to answer on the port")
+        role = {pid: h["worker"]["role"] for pid, h in health.items()}
+        assert sorted(role.values()) == ["api", "primary"] and all(pid == h["worker"]["pid"] for pid, h in health.items())
+        api_pid = next(pid for pid, r in role.items() if r == "api")
+
+        # a registry write answered by one process is read from the other: the list, and the registry index
+        # behind the figures (rebuilt when registry_version in meta moves)
+        assert httpx.put(f"{base}/api/v1/institutions/W001", json={"name": "W", "county": "秀英区"},
+                         headers=admin).status_code == 200
+        r = httpx.put(f"{base}/api/v1/registry/units/HNW0000001", json={"institution": "W001"}, headers=admin)
+        assert r.status_code == 200, r.text
+        writer = _pid(r)
+
+        def listed_by_the_other() -> Any:
+            g = httpx.get(f"{base}/api/v1/registry/units", params={"county": "秀英区"}, headers=admin)
+            return _pid(g) != writer and g
+        g = wait_for(listed_by_the_other, 15, "a list answered by the other process")
+        assert g.status_code == 200 and [u["sn"] for u in g.json()["items"]] == ["HNW0000001"]
+
+        def counted_by_the_other() -> Any:
+            f = httpx.get(f"{base}/api/v1/availability", headers=admin, params={
+                "from": "2025-03-03T00:00:00+08:00", "to": "2025-03-04T00:00:00+08:00", "group_by": "county"})
+            return _pid(f) != writer and f.json()["fleet"]["units"] == 1 and f
+        f = wait_for(counted_by_the_other, 15, "the other process's figures to include the new unit")
+        assert [i["county"] for i in f.json()["items"]] == ["秀英区"]
+
+        # a real agent; a command queued through the API-only process is sent by the primary's dispatcher
+        cfg = agent_config(pki, broker, "HNW0000001", tmp_path / "agent" / "data", sampling_interval=5,
+                           link="batch_interval_s = 0\nbacklog_rate = 50.0\nack_timeout_s = 5")
+        agent = AgentProc(cfg, tmp_path / "agent.log").start()
+        wait_for(lambda: httpx.get(f"{base}/api/v1/units/HNW0000001", headers=admin).json().get("broker_session"),
+                 30, "the agent online", interval=0.2)
+
+        def api_client() -> Any:
+            c = httpx.Client(base_url=base, headers=admin, timeout=10)  # one connection: one process
+            if c.get("/healthz").json()["worker"]["role"] == "api":
+                return c
+            c.close()
+            return None
+        c = wait_for(api_client, 15, "a connection to the API-only process")
+        try:
+            r = c.post("/api/v1/commands", json={"type": "network_check", "sn": "HNW0000001"})
+            assert r.status_code == 201 and _pid(r) == api_pid, r.text
+            cid = r.json()["command"]["id"]
+            done = wait_for(lambda: (x := c.get(f"/api/v1/commands/{cid}").json())["state"] in
+                            ("succeeded", "failed", "rejected", "expired") and x, 30, "the command's result",
+                            interval=0.2)
+        finally:
+            c.close()
+        assert done["state"] == "succeeded", done
+
+        # ingest ran once: only the primary is connected to the broker, and it stored every sample there is
+        wait_for(lambda: sqlite_count(srv.db, "SELECT count(*) FROM samples") > 0, 30, "samples stored", interval=0.2)
+        agent.stop()
+        stats: dict[str, dict[str, Any]] = {}
+
+        def both_stats() -> bool:
+            r = httpx.get(f"{base}/healthz", timeout=5)
+            stats[r.json()["worker"]["role"]] = r.json()["ingest"]
+            return len(stats) == 2
+        wait_for(both_stats, 15, "ingest figures of both processes")
+        assert stats["api"]["connected"] is False and stats["api"]["messages"] == 0
+        assert stats["api"]["samples_stored"] == 0
+        assert stats["primary"]["connected"] is True and stats["primary"]["messages"] > 0
+        assert sqlite_count(srv.db, "SELECT count(*) FROM samples") == stats["primary"]["samples_stored"] > 0
+    finally:
+        if agent is not None:
+            agent.stop()
+        srv.stop()
+    text = srv.log.read_text()
+    assert "Traceback" not in text, text[-4000:]
+    assert "API worker" in text and "exited with" not in text  # the worker stopped with the primary, not before
