@@ -112,17 +112,25 @@ class CommandExecutor:
         self._thread = threading.Thread(target=self._worker, name="commands", daemon=True)
         self.rejected = 0
         self.restart_requested: Callable[[], None] | None = None
+        self.stopping = False
+        self._handover: str | None = None  # an agent update whose new release is confirming itself
 
     # lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
+        from .release import resume
         from .update import recover_pending
 
         for what in recover_pending(self.agent.data_dir):  # an install cut short before its health check decided
             log.warning("rolled back an unconfirmed install: %s", what)
+        try:
+            self._handover = resume(self)  # an update of the agent itself: confirm this release, or report
+        except (OSError, ValueError, sqlite3.Error) as err:
+            log.error("agent handover: %s", err)
         self._recover()
         self._thread.start()
 
     def stop(self) -> None:
+        self.stopping = True
         self._work.put(None)
         self._thread.join(timeout=5)
         self.db.close()
@@ -136,6 +144,8 @@ class CommandExecutor:
                             received)
             elif ctype == "set_config" and self.agent.guard.pending and self.agent.guard.pending.get("command") == cid:
                 continue  # finished by the config guard once the server is reached, or rolled back
+            elif cid == self._handover:
+                continue  # reported by agent.release once this new release confirmed itself, or rolled back
             else:
                 self.report(cid, ctype, "failed", -1, "interrupted: the agent restarted before the command finished;"
                             " not run again", received)
@@ -336,12 +346,17 @@ class CommandExecutor:
 
     # results (main thread) --------------------------------------------------------------
     def finish(self, cid: str, ctype: str, code: int, output: str, started: float) -> None:
-        if code == 0 and ctype == "set_config":
+        from .release import done, handing_over
+
+        if code == 0 and (ctype == "set_config" or (ctype == "software_update"
+                                                    and handing_over(self.agent.data_dir, cid))):
             self.db.execute("UPDATE commands SET started=? WHERE id=?", (started, cid))
-            return  # the result comes from the config guard after the restart
+            return  # the result comes after the restart: from the config guard, or from the new agent release
         state = "succeeded" if code == 0 else "failed"
         row = self.db.execute("SELECT received FROM commands WHERE id=?", (cid,)).fetchone()
         self.report(cid, ctype, state, code, output, row[0] if row else started, started)
+        if ctype == "software_update":
+            done(self.agent.data_dir, cid)
 
     def report(self, cid: str, ctype: str, state: str, code: int, output: str, received: float,
                started: float | None = None) -> None:

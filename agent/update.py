@@ -41,6 +41,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.error
@@ -334,7 +335,7 @@ def _health(agent: Any, new_dir: Path, manifest: Manifest, timeout: float) -> tu
         argv[0] = str(new_dir / argv[0][2:])
     deadline = time.monotonic() + timeout
     env = dict(os.environ, POSFLEET_COMPONENT_DIR=str(new_dir), POSFLEET_COMPONENT=manifest.component,
-               POSFLEET_VERSION=manifest.version)
+               POSFLEET_VERSION=manifest.version, POSFLEET_PYTHON=sys.executable)
     try:
         proc = subprocess.run(argv, cwd=new_dir, capture_output=True, text=True, timeout=timeout, env=env,  # noqa: S603
                               check=False)
@@ -378,10 +379,17 @@ def apply_update(agent: Any, cmd: Any, params: dict[str, Any]) -> tuple[int, str
     cdir.mkdir(parents=True, exist_ok=True)
     previous = current_version(data_dir, component)
     new_dir = cdir / version
+    if component == "agent" and (cdir / "handover.json").exists():
+        return 1, "failed: an update of the agent is still handing over; send it again once that one has a result"
     try:
         _unpack(archive, new_dir)
     except UpdateError as err:
         return 1, f"failed: {err}"
+    if component == "agent":  # the running agent itself: the new release takes over and reports (agent.release)
+        from .release import hand_over
+
+        archive.unlink(missing_ok=True)
+        return hand_over(agent, cmd, params, manifest, new_dir, previous, installed, key_id)
     marker = cdir / PENDING
     marker.write_text(json.dumps({"command": getattr(cmd, "id", ""), "version": version, "previous": previous}))
     _point_current(cdir, version)

@@ -75,13 +75,19 @@ def agent() -> None:
 def agent_run(config_path: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
     from agent.config import ConfigError, load
-    from agent.main import Agent
+    from agent.release import launch
 
     try:
         cfg = load(config_path)
     except ConfigError as err:
         raise click.UsageError(str(err)) from err
     _setup_logging(cfg.log.level)
+    try:  # an agent release installed by a software update runs instead of this code (exec, same PID)
+        launch(cfg.path(cfg.data_dir), ["agent", "run", "--config", str(Path(config_path).resolve())])
+    except (OSError, ValueError) as err:
+        click.echo(f"agent releases: {err}; running the installed agent", err=True)
+    from agent.main import Agent
+
     try:
         a = Agent(cfg, config_path=Path(config_path).resolve())
     except (ValueError, OSError) as err:

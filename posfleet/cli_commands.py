@@ -156,6 +156,21 @@ def package_build(src: str, component: str, version: str, models: tuple[str, ...
     click.echo(f"{archive} sha256 {digest}\nsignature: {out}.sig (key {key.key_id})")
 
 
+@command.command("package-stage-agent")
+@click.option("--version", "version", required=True, help="the version the release will report")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="a new directory")
+def package_stage_agent(version: str, out: str) -> None:
+    """Write the source tree of an agent release (this installation's code, VERSION, run.py, healthcheck);
+    then: package-build --src OUT --component agent --version VERSION --health-check ./healthcheck."""
+    from server.commands.packages import stage_agent_release
+
+    try:
+        stage_agent_release(Path(out), version)
+    except (OSError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"{out}: agent {version}")
+
+
 @command.command("package-upload")
 @_url
 @_token

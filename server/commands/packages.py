@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
+import shutil
 import tarfile
 import time
 from pathlib import Path
@@ -40,3 +42,25 @@ def sign_package(archive: Path, key: SigningKey) -> tuple[str, bytes]:
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     m = read_manifest(archive)
     return digest, key.sign(statement(m.component, m.version, digest))
+
+
+def stage_agent_release(out: Path, version: str, src_root: Path | None = None) -> Path:
+    """A source tree for an ``agent`` package: the agent's packages from ``src_root`` (default: the running
+    code), ``posfleet.__version__`` set to ``version``, the release entry point ``run.py`` and a pre-flight
+    ``healthcheck``. Build it with ``build_package(out, "agent", version, models, ["./healthcheck"], ...)``."""
+    from agent.release import ENTRY, HEALTHCHECK, RELEASE_PACKAGES, RUN_PY, code_root
+
+    src_root = src_root or code_root()
+    out.mkdir(parents=True, exist_ok=False)
+    for name in RELEASE_PACKAGES:
+        shutil.copytree(src_root / name, out / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    init = out / "posfleet" / "__init__.py"
+    text, n = re.subn(r'^__version__ = .*$', f"__version__ = {version!r}", init.read_text(), flags=re.M)
+    if n != 1:
+        raise ValueError(f"{init}: no __version__ line to set")
+    init.write_text(text)
+    (out / ENTRY).write_text(RUN_PY)
+    hc = out / "healthcheck"
+    hc.write_text(HEALTHCHECK)
+    hc.chmod(0o755)
+    return out

@@ -1,0 +1,119 @@
+"""Software update of the agent itself, with real processes: the agent (``posfleet agent run``) gets a signed
+``agent`` package through the real server and broker, installs it, execs into the new release (same PID) and
+the new release confirms itself (linked, acknowledged by the server, peripherals as before) and reports. A
+release that exits at start is restarted by the service manager, rolled back by the launcher and reported
+failed. The only stand-in is ``Restart``: a thread doing what the unit's ``Restart=always`` does."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from server.commands.keys import load_key
+from server.commands.packages import build_package, sign_package, stage_agent_release
+from tests.commands.conftest import Fleet
+from tests.commands.test_update import _upload
+from tests.fleet import wait_for
+
+FAST = 100 * 1024 * 1024  # pace_bytes_per_s: the loopback is not a 4G link
+
+
+def _agent_package(tmp: Path, fleet: Fleet, version: str, exits_at_start: bool = False) -> Path:
+    src = stage_agent_release(tmp / f"agent-src-{version}", version)
+    if exits_at_start:
+        # a release that needs a library this terminal lacks, with a health check that does not import it
+        main = src / "agent" / "main.py"
+        main.write_text(main.read_text() + "\nimport posfleet_library_missing_on_the_terminal  # noqa: E402,F401\n")
+        (src / "healthcheck").write_text("#!/bin/sh\necho looks fine\n")
+    out = build_package(src, "agent", version, [], ["./healthcheck"], tmp / f"agent-{version}.tar.gz")
+    _digest, sig = sign_package(out, load_key(fleet.keys["update_key"], fleet.keys["update_endorsement"], "update"))
+    Path(str(out) + ".sig").write_bytes(sig)
+    return out
+
+
+class Restart:
+    """``Restart=always`` with a short ``RestartSec``: start the agent again whenever its process has ended."""
+
+    def __init__(self, fleet: Fleet, sn: str) -> None:
+        self.fleet, self.sn, self.restarts = fleet, sn, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            if not self.fleet.agents[self.sn].alive():
+                self.restarts += 1
+                self.fleet.start_agent(self.sn)
+
+    def __enter__(self) -> Restart:
+        self._thread.start()
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+def _update(fleet: Fleet, sn: str, archive: Path) -> str:
+    up = _upload(fleet, archive)
+    assert up.status_code == 201, up.text  # type: ignore[attr-defined]
+    r = fleet.send(type="software_update", sn=sn, params={"package": up.json()["id"],  # type: ignore[attr-defined]
+                                                          "health_timeout_s": 120, "pace_bytes_per_s": FAST})
+    assert r.status_code == 201, r.text
+    return str(r.json()["command"]["id"])
+
+
+def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_start_is_rolled_back(
+        fleet: Fleet, tmp_path: Path) -> None:
+    sn = "HN57000001"
+    fleet.start_server(resend_after_s=1.0)  # re-sent every second until final: across the restarts too
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+    adir = fleet.agent_dir(sn) / "data" / "components" / "agent"
+    log = fleet.agent_dir(sn) / "agent.log"
+    with Restart(fleet, sn) as unit:
+        # a release that exits at start: three starts, then the launcher puts the installed agent back
+        cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.2.0", exits_at_start=True))
+        done = fleet.wait_state(cid, timeout=60)
+        assert done["state"] == "failed" and done["code"] == 1, done
+        assert done["output"].startswith("rolled back: agent 0.2.0 started 3 times without passing its health "
+                                         "check"), done["output"]
+        assert done["output"].endswith("current version: 0.1.0"), done["output"]
+        assert unit.restarts == 3, "the crashed release was started three times, then the installed agent ran"
+        assert log.read_text().count("No module named 'posfleet_library_missing_on_the_terminal'") == 3
+        assert not (adir / "current").exists() and not (adir / "handover.json").exists()
+        fleet.wait_online(sn)
+        unit_before = fleet.server.get(f"/api/v1/units/{sn}").json()
+        assert unit_before["agent_version"] == "0.1.0", unit_before
+
+        # a good release: the same process execs into it, and it reports once it is linked and acknowledged
+        pid = fleet.agents[sn].proc.pid  # type: ignore[union-attr]
+        restarts = unit.restarts
+        cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.3.0"))
+        done = fleet.wait_state(cid, timeout=60)
+        assert done["state"] == "succeeded", done
+        assert done["output"].startswith("installed agent 0.3.0") and "previous 0.1.0 kept" in done["output"]
+        assert os.readlink(adir / "current") == "0.3.0" and not (adir / "handover.json").exists()
+        assert fleet.agents[sn].proc.pid == pid and fleet.agents[sn].alive(), "exec: the same process runs on"
+        assert unit.restarts == restarts, "the handover needed no restart by the service manager"
+        handed_over = time.time()
+
+        # what the server hears from the unit now comes from the new release: its link state and inventory name
+        # 0.3.0, and its samples keep coming (taken after the handover, by the only agent process there is)
+        def unit_says(version: str) -> bool:
+            u = fleet.server.get(f"/api/v1/units/{sn}").json()
+            return bool(u["agent_version"] == version and (u.get("inventory") or {}).get("agent") == version)
+        wait_for(lambda: unit_says("0.3.0"), 20, "the unit's link state and inventory from agent 0.3.0", interval=0.3)
+        wait_for(lambda: fleet.server.get(f"/api/v1/units/{sn}/samples", limit=1).json()["items"][0]["ts"]
+                 >= handed_over, 20, "a sample from agent 0.3.0", interval=0.3)
+
+    # exactly once across the restart: installed and handed over once, reported running then succeeded once
+    text = log.read_text()
+    assert text.count("agent 0.3.0 installed") == 1 and text.count("agent 0.3.0 confirmed") == 1, text[-3000:]
+    states = [a["detail"]["to"] for a in fleet.audit(action="command.state", target=sn, limit=1000)
+              if a["detail"]["id"] == cid]
+    assert states.count("succeeded") == 1 and "failed" not in states, states
+    assert fleet.command(cid)["sends"] >= 2, "re-sent while the agent restarted (and not run again)"
