@@ -21,7 +21,9 @@ endorsement. In order, the agent refuses (code 2, nothing touched) when:
 
 Download: into ``<data_dir>/updates/<sha256>.tar.gz.part`` with ``Range: bytes=N-`` so a broken 4G
 link resumes where it stopped, paced to the command's ``pace_bytes_per_s`` (default
-:data:`PACE_BYTES_PER_S`), in :data:`CHUNK` blocks.
+:data:`PACE_BYTES_PER_S`), in blocks sized to the link (:class:`BlockSize`), each fsynced.
+
+An update of the ``agent`` component itself hands over to the new release: see :mod:`agent.release`.
 
 Install (A/B): each version is unpacked into ``<data_dir>/components/<component>/<version>/``
 and ``current`` (a symlink) is flipped atomically; the previous version stays on disk. The
@@ -52,7 +54,10 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CHUNK = 16 * 1024
+BLOCK_START = 16 * 1024  # download block: read, written and fsynced at a time (see BlockSize)
+BLOCK_FLOOR = 4 * 1024
+BLOCK_CAP = 256 * 1024
+BLOCK_SECONDS = 1.0  # a block should take about this long to arrive
 PACE_BYTES_PER_S = 64 * 1024  # a village 4G uplink shared with the clinic's business traffic
 PACE_RANGE = (1024, 100 * 1024 * 1024)  # the software_update command's pace_bytes_per_s: 1 KiB/s .. 100 MiB/s
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -186,13 +191,46 @@ def _unpack(archive: Path, dest: Path) -> None:
 
 
 # ---------------------------------------------------------------- download
+class BlockSize:
+    """How much the download reads, writes and fsyncs at a time: the most a power cut can cost, and what a
+    weak link has to deliver before the next bit of progress is safe on disk.
+
+    Starts at :data:`BLOCK_START`; doubles after a full block that arrived within :data:`BLOCK_SECONDS`
+    (up to :data:`BLOCK_CAP`, and to no more than one second of the pace, so pacing stays smooth);
+    halves after a block that took over twice that, and after a read that failed or timed out (the
+    resumed request starts smaller); never below :data:`BLOCK_FLOOR`. It lives for one download
+    (every attempt of it). ``history`` records each change, for the logs and the tests."""
+
+    def __init__(self, pace: float = PACE_BYTES_PER_S) -> None:
+        self.cap = BLOCK_CAP if pace <= 0 else max(BLOCK_FLOOR, min(BLOCK_CAP, int(pace * BLOCK_SECONDS)))
+        self.size = min(BLOCK_START, self.cap)
+        self.history: list[tuple[str, int]] = [("start", self.size)]
+
+    def arrived(self, nbytes: int, seconds: float) -> None:
+        if nbytes >= self.size and seconds <= BLOCK_SECONDS and self.size < self.cap:
+            self.size = min(self.cap, self.size * 2)
+            self.history.append(("grow", self.size))
+        elif seconds > 2 * BLOCK_SECONDS:
+            self._shrink("slow")
+
+    def failed(self) -> None:
+        self._shrink("failed")
+
+    def _shrink(self, why: str) -> None:
+        self.size = max(BLOCK_FLOOR, self.size // 2)
+        self.history.append((why, self.size))
+
+
 def download(url: str, dest: Path, size: int, sha256_hex: str, pace: float = PACE_BYTES_PER_S,
-             timeout: float = DOWNLOAD_TIMEOUT_S, attempts: int = DOWNLOAD_ATTEMPTS) -> Path:
-    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), paced; verify size and SHA-256.
+             timeout: float = DOWNLOAD_TIMEOUT_S, attempts: int = DOWNLOAD_ATTEMPTS,
+             blocks: BlockSize | None = None) -> Path:
+    """Fetch ``url`` into ``dest`` (resuming ``dest.part``), paced, in blocks sized to the link
+    (:class:`BlockSize`); verify size and SHA-256.
 
     Raises Refused when the content is not what was signed (the partial file is removed), and
     UpdateError when the server cannot be reached after ``attempts`` tries (the part is kept for
     the next attempt)."""
+    blocks = blocks or BlockSize(pace)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     last_err = ""
@@ -203,14 +241,15 @@ def download(url: str, dest: Path, size: int, sha256_hex: str, pace: float = PAC
             have = 0
         if have < size:
             try:
-                _fetch(url, part, have, size, pace, timeout)
+                _fetch(url, part, have, size, pace, timeout, blocks)
             except Refused:
                 part.unlink(missing_ok=True)
                 raise
             except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as err:
                 last_err = str(getattr(err, "reason", err)) or type(err).__name__
-                log.warning("update download interrupted at %d of %d bytes (%s); resuming",
-                            part.stat().st_size if part.exists() else 0, size, last_err)
+                blocks.failed()
+                log.warning("update download interrupted at %d of %d bytes (%s); resuming in %d KiB blocks",
+                            part.stat().st_size if part.exists() else 0, size, last_err, blocks.size // 1024)
                 time.sleep(min(30.0, 0.5 * 2 ** attempt))
                 continue
         got = part.stat().st_size if part.exists() else 0
@@ -229,7 +268,7 @@ def download(url: str, dest: Path, size: int, sha256_hex: str, pace: float = PAC
     raise UpdateError(f"download failed after {attempts} attempts: {last_err}")
 
 
-def _fetch(url: str, part: Path, have: int, size: int, pace: float, timeout: float) -> None:
+def _fetch(url: str, part: Path, have: int, size: int, pace: float, timeout: float, blocks: BlockSize) -> None:
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL from a signed command
         if have and resp.status != 206:
@@ -238,19 +277,21 @@ def _fetch(url: str, part: Path, have: int, size: int, pace: float, timeout: flo
         t0, got = time.monotonic(), 0
         with open(part, mode) as f:
             while True:
-                block = resp.read(CHUNK)
+                t_read = time.monotonic()
+                block = resp.read(blocks.size)
                 if not block:
                     break
                 if have + got + len(block) > size:
                     raise Refused(f"the server sent more than the {size} bytes the command names")
                 f.write(block)
+                f.flush()
+                os.fsync(f.fileno())  # what arrived is kept, whatever happens next
                 got += len(block)
+                blocks.arrived(len(block), time.monotonic() - t_read)
                 if pace > 0:
                     ahead = got / pace - (time.monotonic() - t0)
                     if ahead > 0:
                         time.sleep(ahead)
-            f.flush()
-            os.fsync(f.fileno())
     # urllib returns b"" when the link drops mid-body: keep what arrived and resume, never refuse a short read
     if have + got < size:
         raise ConnectionError(f"connection closed after {have + got} of {size} bytes")

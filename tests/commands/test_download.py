@@ -13,17 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from agent.update import Refused, download
+from agent.update import BLOCK_CAP, BLOCK_FLOOR, BLOCK_START, BlockSize, Refused, download
 from tests.commands.conftest import Fleet
 from tests.commands.test_update import _package, _upload
 
 
 class CuttingRelay:
-    """TCP relay to the server; the first response is cut after ``cut_after`` body-ish bytes."""
+    """TCP relay to the server; the first ``cuts`` responses are cut after ``cut_after`` body-ish bytes."""
 
-    def __init__(self, port: int, cut_after: int) -> None:
+    def __init__(self, port: int, cut_after: int, cuts: int = 1) -> None:
         self.target = ("127.0.0.1", port)
         self.cut_after = cut_after
+        self.cuts = cuts
         self.requests: list[str] = []
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
@@ -35,7 +36,7 @@ class CuttingRelay:
                 client, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self._one, args=(client, len(self.requests) == 0), daemon=True).start()
+            threading.Thread(target=self._one, args=(client, len(self.requests) < self.cuts), daemon=True).start()
 
     def _one(self, client: socket.socket, cut: bool) -> None:
         with client, socket.create_connection(self.target, timeout=10) as up:
@@ -89,27 +90,56 @@ def big_package(fleet: Fleet, tmp_path: Path) -> tuple[Path, str, str]:
     return archive, pid, _token(fleet, r.json()["command"]["id"])
 
 
-def test_a_download_cut_mid_transfer_resumes_with_a_range_request_and_verifies(
+def test_a_download_cut_twice_mid_transfer_resumes_with_range_requests_in_smaller_blocks_and_verifies(
         fleet: Fleet, big_package: tuple[Path, str, str], tmp_path: Path) -> None:
     archive, pid, token = big_package
     size = archive.stat().st_size
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
-    relay = CuttingRelay(fleet.server.http_port, cut_after=100 * 1024)
+    relay = CuttingRelay(fleet.server.http_port, cut_after=100 * 1024, cuts=2)
+    blocks = BlockSize(pace=0)
     try:
         dest = tmp_path / "updates" / f"{digest}.tar.gz"
         url = f"http://127.0.0.1:{relay.port}/api/v1/packages/{pid}/download?t={token}"
-        got = download(url, dest, size, digest, pace=0, timeout=5, attempts=3)
+        got = download(url, dest, size, digest, pace=0, timeout=5, attempts=3, blocks=blocks)
     finally:
         relay.close()
     assert got == dest and hashlib.sha256(dest.read_bytes()).hexdigest() == digest
     assert not dest.with_name(dest.name + ".part").exists()
-    assert len(relay.requests) == 2, relay.requests
+    assert len(relay.requests) == 3, relay.requests
     assert "range:" not in relay.requests[0].lower()
-    # the second request asks only for what is missing: the part kept what arrived before the cut
-    ranges = [ln for ln in relay.requests[1].split("\r\n") if ln.lower().startswith("range:")]
-    assert len(ranges) == 1
-    start = int(ranges[0].split("=")[1].rstrip("-"))
-    assert 50 * 1024 < start < 100 * 1024 < size, (start, size)
+    # each resumed request asks only for what is missing: the part kept what arrived before each cut
+    starts = []
+    for req in relay.requests[1:]:
+        ranges = [ln for ln in req.split("\r\n") if ln.lower().startswith("range:")]
+        assert len(ranges) == 1
+        starts.append(int(ranges[0].split("=")[1].rstrip("-")))
+    assert 50 * 1024 < starts[0] < 100 * 1024 < starts[1] < 200 * 1024 < size, (starts, size)
+    # the blocks grew on the fast loopback and were halved after each cut
+    events = [e for e, _ in blocks.history]
+    assert events[0] == "start" and "grow" in events and events.count("failed") == 2, blocks.history
+    for i, (event, n) in enumerate(blocks.history):
+        if event == "failed":
+            assert n == max(BLOCK_FLOOR, blocks.history[i - 1][1] // 2), blocks.history
+
+
+def test_block_size_grows_on_a_fast_link_shrinks_on_a_slow_or_broken_one_within_its_bounds() -> None:
+    b = BlockSize(pace=0)
+    assert b.size == BLOCK_START
+    for _ in range(10):
+        b.arrived(b.size, 0.1)
+    assert b.size == BLOCK_CAP
+    b.arrived(b.size // 3, 0.1)  # a short read (the end of the file, or a cut) says nothing about the link
+    assert b.size == BLOCK_CAP
+    b.arrived(b.size, 2.5)
+    assert b.size == BLOCK_CAP // 2
+    for _ in range(10):
+        b.failed()
+    assert b.size == BLOCK_FLOOR
+    b.arrived(b.size, 1.5)  # neither fast nor slow: stays
+    assert b.size == BLOCK_FLOOR
+    # a paced download never reads more than a second of its pace at once (nor less than the floor)
+    assert BlockSize(pace=64 * 1024).cap == 64 * 1024 and BlockSize(pace=1024).size == BLOCK_FLOOR
+    assert BlockSize(pace=100 * 1024 * 1024).cap == BLOCK_CAP
 
 
 def test_a_partial_file_left_by_a_killed_agent_is_resumed(fleet: Fleet, big_package: tuple[Path, str, str],
