@@ -48,10 +48,11 @@ class Fleet:
         self.agents: dict[str, AgentProc] = {}
         self.configs: dict[str, Path] = {}
 
-    def start_server(self, clock: dict[str, Any] | None = None, **commands: Any) -> Server:
+    def start_server(self, clock: dict[str, Any] | None = None, settings: str = "", **commands: Any) -> Server:
+        """``settings``: more server TOML (tables) before ``[commands]``; ``commands``: ``[commands]`` keys."""
         opts = {"dispatch_interval_s": 0.5, "resend_after_s": 3.0, "large_fanout": 50}
         opts.update(commands)
-        extra = "\n[commands]\n" + f'key_file = "{self.keys["command_key"]}"\n' + \
+        extra = f"\n{settings}\n[commands]\n" + f'key_file = "{self.keys["command_key"]}"\n' + \
             f'endorsement_file = "{self.keys["command_endorsement"]}"\n' + \
             "".join(f"{k} = {v!r}\n" if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in opts.items())
         self.server = Server(self.pki, self.broker, self.root / "server", clock=clock, extra=extra).start()

@@ -97,36 +97,57 @@ def test_county_and_model_filter_selects_exactly_the_registered_units(fleet: Fle
         lite.stop()
 
 
-def test_off_hours_holds_a_unit_until_its_institution_closes(fleet: Fleet) -> None:
-    """The server runs 120 times faster from 17:36 Beijing time: the clinic open 08:00-18:00 closes 12 s
-    (real) later. Its unit stays queued until then; a unit whose clinic is closed now gets the command at once."""
+def test_off_hours_holds_a_unit_until_its_institution_closes_and_an_unknown_unit_until_the_default_hours_end(
+        fleet: Fleet) -> None:
+    """The server runs 150 times faster from 17:30 Beijing time: the clinic open 08:00-18:00 closes 12 s
+    (real) later. Its unit stays queued until then; a unit whose clinic is closed now gets the command at once.
+    A unit the registry does not know falls back to the server's default service hours ([availability]
+    service_hours, set to 08:00-17:50 here so it is told apart from the clinic's): held until 17:50, then sent
+    before the clinic's unit."""
     cst = timezone(timedelta(hours=8))
     now = datetime.now(cst)
-    start = now.replace(hour=17, minute=36, second=0, microsecond=0)
+    start = now.replace(hour=17, minute=30, second=0, microsecond=0)
     if start > now:
         start -= timedelta(days=1)  # in the past, so the terminals' real clocks never see a future command
     closes = start.replace(hour=18, minute=0).timestamp()
-    speed = 120.0
+    default_closes = start.replace(hour=17, minute=50).timestamp()  # 8 s (real) after the start
+    speed = 150.0
     anchor = time.time()
-    fleet.start_server(clock={"speed": speed, "start": start.isoformat(), "anchor": anchor})
-    open_sn, closed_sn = "HN59200001", "HN59200002"
+    fleet.start_server(clock={"speed": speed, "start": start.isoformat(), "anchor": anchor},
+                       settings='[availability]\nservice_hours = "08:00-17:50"')
+    open_sn, closed_sn, unknown_sn = "HN59200001", "HN59200002", "HN59200003"
     _register(fleet, {"OPEN1": {"county": "Lankao", "hours": "08:00-18:00"},
                       "SHUT1": {"county": "Lankao", "hours": "06:00-07:00"}},
               {open_sn: {"institution": "OPEN1"}, closed_sn: {"institution": "SHUT1"}})
-    lite = _lite(fleet, [open_sn, closed_sn])
+    sns = [open_sn, closed_sn, unknown_sn]
+    lite = _lite(fleet, sns)
     try:
-        _wait_all_online(fleet, [open_sn, closed_sn])
-        r = fleet.send(type="collect_logs", params={"lines": 1}, sns=[open_sn, closed_sn], off_hours=True)
+        _wait_all_online(fleet, sns)
+        assert fleet.server.get(f"/api/v1/registry/units/{unknown_sn}").status_code == 404, "not in the registry"
+        r = fleet.send(type="collect_logs", params={"lines": 1}, sns=sns, off_hours=True)
         assert r.status_code == 201, r.text
         jid = r.json()["job"]["id"]
         assert r.json()["job"]["off_hours"] is True
-        assert r.json()["job"]["created"] < closes - 120, "the server took too long to start for this test"
+        created = r.json()["job"]["created"]
+        assert created < default_closes - 120, f"the job was made {(created - start.timestamp()) / speed:.1f} s " \
+            "(real) after the server started: too late for this test"
 
         def unit(sn: str) -> dict:
             return next(u for u in _job(fleet, jid)["units"] if u["sn"] == sn)
+
+        def server_now() -> float:
+            return (time.time() - anchor) * speed + start.timestamp()
         wait_for(lambda: unit(closed_sn)["sent"] is not None, 10, "the closed clinic's unit", interval=0.2)
-        # until 18:00 on the server's clock the open clinic's unit is held
-        while (time.time() - anchor) * speed + start.timestamp() < closes - 30:
+        # until 17:50 on the server's clock the unknown unit is held, and the open clinic's until 18:00
+        while server_now() < default_closes - 30:
+            for sn in (open_sn, unknown_sn):
+                u = unit(sn)
+                assert u["state"] == "queued" and u["sent"] is None, u
+            time.sleep(0.3)
+        u = wait_for(lambda: (x := unit(unknown_sn))["sent"] is not None and x, 20, "the default hours to end",
+                     interval=0.2)
+        assert default_closes <= u["sent"] < closes, f"sent at {u['sent'] - default_closes:.0f} s after 17:50"
+        while server_now() < closes - 30:
             u = unit(open_sn)
             assert u["state"] == "queued" and u["sent"] is None, u
             time.sleep(0.3)
@@ -134,7 +155,8 @@ def test_off_hours_holds_a_unit_until_its_institution_closes(fleet: Fleet) -> No
                      interval=0.2)
         assert u["sent"] >= closes, f"sent {closes - u['sent']:.0f} s (server clock) before closing time"
         assert executed(fleet.root / "lite" / closed_sn) == 1
-        wait_for(lambda: executed(fleet.root / "lite" / open_sn) == 1, 10, "the open clinic's unit to run it")
+        wait_for(lambda: executed(fleet.root / "lite" / open_sn) == 1 and executed(fleet.root / "lite" / unknown_sn)
+                 == 1, 10, "the held units to run it")
     finally:
         lite.stop()
 
