@@ -7,6 +7,7 @@ failed. The only stand-in is ``Restart``: a thread doing what the unit's ``Resta
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -21,13 +22,19 @@ from tests.fleet import wait_for
 FAST = 100 * 1024 * 1024  # pace_bytes_per_s: the loopback is not a 4G link
 
 
-def _agent_package(tmp: Path, fleet: Fleet, version: str, exits_at_start: bool = False) -> Path:
+def _agent_package(tmp: Path, fleet: Fleet, version: str, exits_at_start: bool = False,
+                   drops_acks: bool = False) -> Path:
     src = stage_agent_release(tmp / f"agent-src-{version}", version)
+    main = src / "agent" / "main.py"
     if exits_at_start:
         # a release that needs a library this terminal lacks, with a health check that does not import it
-        main = src / "agent" / "main.py"
         main.write_text(main.read_text() + "\nimport posfleet_library_missing_on_the_terminal  # noqa: E402,F401\n")
         (src / "healthcheck").write_text("#!/bin/sh\necho looks fine\n")
+    if drops_acks:
+        # a release that starts and links but loses what the server answers: it never hears it is through
+        code, n = re.subn(r"(\n    def _on_ack\(self, payload: bytes\) -> None:\n)", r"\1        return\n", main.read_text())
+        assert n == 1, "agent/main.py: _on_ack not found"
+        main.write_text(code)
     out = build_package(src, "agent", version, [], ["./healthcheck"], tmp / f"agent-{version}.tar.gz")
     _digest, sig = sign_package(out, load_key(fleet.keys["update_key"], fleet.keys["update_endorsement"], "update"))
     Path(str(out) + ".sig").write_bytes(sig)
@@ -57,11 +64,12 @@ class Restart:
         self._thread.join(5)
 
 
-def _update(fleet: Fleet, sn: str, archive: Path) -> str:
+def _update(fleet: Fleet, sn: str, archive: Path, health_timeout_s: float = 120) -> str:
     up = _upload(fleet, archive)
     assert up.status_code == 201, up.text  # type: ignore[attr-defined]
     r = fleet.send(type="software_update", sn=sn, params={"package": up.json()["id"],  # type: ignore[attr-defined]
-                                                          "health_timeout_s": 120, "pace_bytes_per_s": FAST})
+                                                          "health_timeout_s": health_timeout_s,
+                                                          "pace_bytes_per_s": FAST})
     assert r.status_code == 201, r.text
     return str(r.json()["command"]["id"])
 
@@ -88,6 +96,16 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
         fleet.wait_online(sn)
         unit_before = fleet.server.get(f"/api/v1/units/{sn}").json()
         assert unit_before["agent_version"] == "0.1.0", unit_before
+
+        # a release that runs but never passes its health check: it rolls itself back at the deadline
+        cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.2.5", drops_acks=True), health_timeout_s=4)
+        done = fleet.wait_state(cid, timeout=60)
+        assert done["state"] == "failed" and done["output"] == (
+            "rolled back: agent 0.2.5 failed its health check within 4 s: the server has not acknowledged the new "
+            "agent's data; current version: 0.1.0"), done
+        assert unit.restarts == 3, "it went back by itself (exec), no crash"
+        assert not (adir / "current").exists() and not (adir / "handover.json").exists()
+        fleet.wait_online(sn)
 
         # a good release: the same process execs into it, and it reports once it is linked and acknowledged
         pid = fleet.agents[sn].proc.pid  # type: ignore[union-attr]
