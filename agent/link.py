@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import ssl
 import threading
 import time
@@ -131,6 +132,20 @@ class Link:
                 pass
             self._client.disconnect()
         self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def abort(self, timeout: float = 5.0) -> None:
+        """Drop the connection the way a power cut does: no goodbye, no DISCONNECT (the broker publishes the
+        will). The TCP connection is shut down under paho, which the link thread sees as a lost connection;
+        used by the simulator's agent host to cut the power of one agent among many in one process."""
+        self._stop.set()
+        sock = self._client.socket()
+        if sock is not None:
+            try:
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # the TCP socket, not SSLSocket.shutdown
+            except (OSError, TypeError):
+                pass
         if self._thread is not None:
             self._thread.join(timeout)
 

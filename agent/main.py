@@ -82,6 +82,7 @@ class Agent:
         self.config_path = config_path
         self.guard = ConfigGuard(config_path)
         self._restart = False
+        self._halted = False
         self.clock = clock or Clock.from_config(cfg.clock.speed, cfg.clock.start, cfg.clock.anchor, cfg.clock.schedule)
         self.rng = rng or random.Random()
         self.sn = cfg.sn or sn_from_certificate(cfg.path(cfg.link.cert_file))
@@ -454,6 +455,12 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
+    def halt(self) -> None:
+        """Stop as a power cut would (the simulator's agent host): no goodbye on the link, and the sample
+        waiting for its probe is lost; the outbox stays on disk as it is."""
+        self._halted = True
+        self._stop.set()
+
     def status_snapshot(self) -> dict[str, object]:
         """What an engineer needs at the terminal: health, checks, link, backlog, clock, recent errors.
 
@@ -552,11 +559,14 @@ class Agent:
                 self.pump()
                 self._wait_for_events(max(0.0, min((self._next_slot - self.clock.now()) / self.clock.speed, 0.2)))
         finally:
-            if self._open_sample is not None:
+            if self._open_sample is not None and not self._halted:
                 self._finish_sample(self._open_sample[0], probe_lost=False)
             if self.console is not None:
                 self.console.stop()  # type: ignore[attr-defined]
-            self.link.stop()
+            if self._halted:
+                self.link.abort()
+            else:
+                self.link.stop()
             self.peripherals.close()
             if self.commands is not None:
                 self.commands.stop()

@@ -295,6 +295,9 @@ class Options:
     drain_timeout_s: float = 120.0
     count_timeout_s: float = 120.0
     keep_workdir: bool = False
+    #: agents per agent-host process (simulator.agenthost: real Agent instances sharing an interpreter);
+    #: 0: one ``posfleet agent run`` process per unit
+    units_per_host: int = 25
     progress: Callable[[str], None] | None = None
 
 
@@ -307,7 +310,8 @@ class UnitRig:
     log: Path
     proxy: LinkProxy
     devices: dict[str, Any]  # kind -> PtyDevice
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Any = None  # subprocess.Popen, or an agenthost.HostedAgent
+    host_index: int = -1  # which agent host runs it (-1: its own process)
     state: UnitState = field(default_factory=UnitState)
     ro_mounted: bool = False
     starts: int = 0
@@ -355,6 +359,7 @@ class Player:
         self.schedule = speed_schedule(scenario, self.speed, self.opt.night_speed)
         self._clk: Any = None
         self._clk_anchor = 0.0
+        self.hosts: list[Any] = []  # agenthost.HostProcess, by index
 
     # clock ------------------------------------------------------------------------------------
     def _clock(self) -> Any:
@@ -517,7 +522,8 @@ schedule = {[[t, v] for t, v in self.schedule]}
 [commands]
 enabled = false
 {per}""")
-            self.rigs[u.sn] = UnitRig(u, data, cfg, boot, udir / "agent.log", proxy, devices)
+            host = len(self.rigs) // self.opt.units_per_host if self.opt.units_per_host > 0 else -1
+            self.rigs[u.sn] = UnitRig(u, data, cfg, boot, udir / "agent.log", proxy, devices, host_index=host)
 
     # agents -------------------------------------------------------------------------------------
     def _launch(self, rig: UnitRig, new_boot: bool = False) -> None:
@@ -525,6 +531,22 @@ enabled = false
 
         if new_boot:
             rig.boot_id_file.write_text(uuid.uuid4().hex + "\n")
+        if rig.host_index >= 0:
+            from .agenthost import HostProcess
+
+            while len(self.hosts) <= rig.host_index:
+                self.hosts.append(None)
+            host = self.hosts[rig.host_index]
+            if host is None or not host.alive():
+                if host is not None:
+                    self.incidents.append(f"agent host {host.pid} exited with code {host.proc.returncode}; "
+                                          f"started again")
+                    host.close()
+                log_path = rig.data_dir.parent.parent / f"agenthost-{rig.host_index}.log"
+                host = self.hosts[rig.host_index] = HostProcess(log_path, env=ENV)
+            rig.proc = host.start(rig.unit.sn, rig.config)
+            rig.starts += 1
+            return
         with open(rig.log, "ab") as out:
             rig.proc = subprocess.Popen(
                 [sys.executable, "-m", "posfleet", "agent", "run", "--config", str(rig.config)],
@@ -542,7 +564,10 @@ enabled = false
             rig.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             rig.proc.kill()
-            rig.proc.wait()
+            try:
+                rig.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.incidents.append(f"{rig.unit.sn}: agent did not halt within {timeout:g} s either")
             self.incidents.append(f"{rig.unit.sn}: agent did not stop within {timeout:g} s of SIGTERM; killed")
 
     def _watch(self) -> None:
@@ -737,7 +762,17 @@ enabled = false
         self.close()
 
     def close(self) -> None:
+        for host in self.hosts:  # a power cut for every agent it runs, as SIGKILL is for a process
+            if host is not None and host.alive():
+                host.proc.kill()
+                host.proc.wait()
+        for host in self.hosts:
+            if host is not None:
+                host.close()
+        self.hosts = []
         for rig in self.rigs.values():
+            if rig.host_index >= 0:
+                continue
             self._signal(rig, signal.SIGKILL)
             if rig.proc is not None:
                 rig.proc.wait()
