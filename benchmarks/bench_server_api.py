@@ -9,7 +9,8 @@ What it does:
    registry rows, status history, live state (identity, inventory, newest sample), **400 days of hourly
    roll-ups** (day rows with packed hours, month rows), **14 days of raw one-minute samples** for
    ``--raw-units`` units, and a **72-hour backlog** of raw samples for ``--backlog-units`` units.
-2. Starts the real server (``posfleet server run``, ingest off: no broker needed) on a free port.
+2. Starts the real server (``posfleet server run --api-workers N``, ingest off: no broker needed) on a free port:
+   the primary plus N-1 API-only processes on one port (default N: the recommended value, one per core, at most 4).
 3. Runs 50 concurrent clients (httpx, async) per call type and prints p50/p99/mean/max:
    list/filter, unit detail, minute drill-down, fleet availability for the last whole quarter by county.
 4. Times the recount of the 72-hour backlog (``POST /api/v1/availability/recount`` for those units), which is
@@ -35,7 +36,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.parse
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -194,12 +197,108 @@ def generate(db: Path, units: int, institutions: int, days: int, raw_units: int,
 
 
 # ---------------------------------------------------------------------------------------------- measure
+def recommended_workers() -> int:
+    """API processes for this machine: one per core (the primary is one of them), at most 4."""
+    return max(1, min(os.cpu_count() or 1, 4))
+
+
+class LoadSampler:
+    """The 1-minute load average every 5 s while the calls are measured (other jobs share the machine)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.values.append(float(Path("/proc/loadavg").read_text().split()[0]))
+            except (OSError, ValueError):
+                return
+            if self._stop.wait(5.0):
+                return
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> str:
+        v = self.values
+        return f"{min(v):.1f}-{max(v):.1f} (mean {statistics.fmean(v):.1f}, {len(v)} samples)" if v else "n/a"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its child processes (the API workers), in seconds."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    try:
+        pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        pass
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+SERVER_PID = 0  # set once the server is started: its CPU per request is printed beside the latencies
+
+
+CLIENT = "raw"  # "raw": one keep-alive HTTP/1.1 connection per client on asyncio streams; "httpx": httpx
+
+
+async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dict]], lat: list[float],
+                      pids: set[str]) -> int:
+    """One client on one keep-alive connection, GET after GET, with as little client CPU as possible (the
+    httpx client costs ~7 ms of CPU a request, more than the server: on two shared cores it was half the load)."""
+    u = urllib.parse.urlsplit(base)
+    reader, writer = await asyncio.open_connection(u.hostname, u.port)
+    head = f"Host: {u.netloc}\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    errors = 0
+    try:
+        while True:
+            try:
+                path, params = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                return errors
+            target = urllib.parse.quote(path) + ("?" + urllib.parse.urlencode(params) if params else "")
+            t = time.perf_counter()
+            writer.write(b"GET " + target.encode() + b" HTTP/1.1\r\n" + head)
+            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+            headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+            if "content-length" not in headers:
+                raise RuntimeError(f"no Content-Length in the answer to {target}: {lines}")
+            await reader.readexactly(int(headers["content-length"]))
+            lat.append(time.perf_counter() - t)
+            if lines[0].split()[1] != "200":
+                errors += 1
+            pids.add(headers.get("x-posfleet-worker", "?"))
+    finally:
+        writer.close()
+
+
 async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]], clients: int) -> dict[str, float]:
     lat: list[float] = []
     errors = 0
+    pids: set[str] = set()
     queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
     for p in paths:
         queue.put_nowait(p)
+    if CLIENT == "raw":
+        server_cpu, client_cpu = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0, time.process_time()
+        t0 = time.perf_counter()
+        errors = sum(await asyncio.gather(*(_raw_worker(base, token, queue, lat, pids) for _ in range(clients))))
+        wall = time.perf_counter() - t0
+        return _report(name, lat, errors, pids, wall, server_cpu, client_cpu)
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors
@@ -213,20 +312,31 @@ async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]
             lat.append(time.perf_counter() - t)
             if r.status_code != 200:
                 errors += 1
+            pids.add(r.headers.get("x-posfleet-worker", "?"))
 
+    server_cpu, client_cpu = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0, time.process_time()
     limits = httpx.Limits(max_connections=clients)
     async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=120,
                                  limits=limits) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(clients)))
         wall = time.perf_counter() - t0
+    return _report(name, lat, errors, pids, wall, server_cpu, client_cpu)
+
+
+def _report(name: str, lat: list[float], errors: int, pids: set[str], wall: float, server_cpu: float,
+            client_cpu: float) -> dict[str, float]:
+    server_cpu = (cpu_seconds(SERVER_PID) - server_cpu) if SERVER_PID else float("nan")
+    client_cpu = time.process_time() - client_cpu
     lat.sort()
-    res = {"n": len(lat), "errors": errors, "p50_ms": 1000 * lat[len(lat) // 2],
+    res = {"server_cpu_ms": 1000 * server_cpu / len(lat), "client_cpu_ms": 1000 * client_cpu / len(lat),
+           "n": len(lat), "errors": errors, "p50_ms": 1000 * lat[len(lat) // 2],
            "p99_ms": 1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], "mean_ms": 1000 * statistics.fmean(lat),
-           "max_ms": 1000 * lat[-1], "rps": len(lat) / wall}
+           "max_ms": 1000 * lat[-1], "rps": len(lat) / wall, "processes": len(pids)}
     print(f"  {name:<34} n={res['n']:<5} p50 {res['p50_ms']:7.1f} ms   p99 {res['p99_ms']:7.1f} ms   "
-          f"mean {res['mean_ms']:7.1f} ms   max {res['max_ms']:7.1f} ms   {res['rps']:6.1f} req/s   errors {errors}",
-          flush=True)
+          f"mean {res['mean_ms']:7.1f} ms   max {res['max_ms']:7.1f} ms   {res['rps']:6.1f} req/s   errors {errors}"
+          f"   answered by {len(pids)} process(es); CPU a request: server {res['server_cpu_ms']:.1f} ms, "
+          f"this client {res['client_cpu_ms']:.1f} ms", flush=True)
     return res
 
 
@@ -251,7 +361,14 @@ def main() -> None:
     ap.add_argument("--quarter-requests", type=int, default=100)
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one, removed)")
     ap.add_argument("--reuse", action="store_true", help="reuse the database generated earlier in --dir")
+    ap.add_argument("--api-workers", type=int, default=recommended_workers(),
+                    help="processes serving the API: the primary + N-1 API-only (default: one per core, at most 4)")
+    ap.add_argument("--skip-recount", action="store_true", help="do not time the 72-hour backlog recount")
+    ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
+                    help="raw: minimal keep-alive HTTP/1.1 clients (default); httpx: httpx.AsyncClient (runs 1-3)")
     args = ap.parse_args()
+    global CLIENT
+    CLIENT = args.client
     args.backlog_units = min(args.backlog_units, args.units)
     args.raw_units = min(args.raw_units, args.backlog_units)
 
@@ -290,9 +407,12 @@ def main() -> None:
                    f'[http]\nhost = "127.0.0.1"\nport = {port}\n[alerts]\nenabled = false\n'
                    f'[availability]\nrecount_debounce_s = 3600\n', encoding="utf-8")
     log = open(work / "server.log", "ab")
+    workers = ["--api-workers", str(args.api_workers)] if args.api_workers != 1 else []  # (older servers lack it)
     proc = subprocess.Popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(cfg),
-                             "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+                             "--log-level", "WARNING", *workers], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
+    global SERVER_PID
+    SERVER_PID = proc.pid
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -322,13 +442,18 @@ def main() -> None:
         q_from, q_to = last_quarter(now)
         quarter = [("/api/v1/availability", {"from": q_from, "to": q_to, "group_by": "county"})
                    for _ in range(args.quarter_requests)]
-        print(f"{args.clients} concurrent clients against {base}:", flush=True)
+        print(f"{args.clients} concurrent {args.client} clients against {base}, server with {args.api_workers} API process(es) "
+              f"(the primary + {args.api_workers - 1} API-only):", flush=True)
         results = {}
-        results["list/filter (registry, 50 a page)"] = asyncio.run(measure(base, g["token"], "list/filter", lists, args.clients))
-        results["unit detail"] = asyncio.run(measure(base, g["token"], "unit detail", details, args.clients))
-        results["drill-down (1,440 slots of a day)"] = asyncio.run(measure(base, g["token"], "drill-down", drills, args.clients))
-        results[f"fleet quarter by county ({q_from[:10]}..{q_to[:10]})"] = asyncio.run(
-            measure(base, g["token"], "fleet quarter by county", quarter, args.clients))
+        with LoadSampler() as load:
+            results["list/filter (registry, 50 a page)"] = asyncio.run(
+                measure(base, g["token"], "list/filter", lists, args.clients))
+            results["unit detail"] = asyncio.run(measure(base, g["token"], "unit detail", details, args.clients))
+            results["drill-down (1,440 slots of a day)"] = asyncio.run(
+                measure(base, g["token"], "drill-down", drills, args.clients))
+            results[f"fleet quarter by county ({q_from[:10]}..{q_to[:10]})"] = asyncio.run(
+                measure(base, g["token"], "fleet quarter by county", quarter, args.clients))
+        print(f"  load average (1 min) during the calls: {load.summary()}", flush=True)
         # one uncached computation: the quarter before, alone (the concurrent run shares one count per question)
         p_from = last_quarter(int(datetime.fromisoformat(q_from).timestamp()))[0]
         t = time.perf_counter()
@@ -343,6 +468,8 @@ def main() -> None:
                          headers={"Authorization": f"Bearer {g['token']}"}, timeout=120).json()["fleet"]
         print(f"  fleet {q_from[:10]}..{q_to[:10]}: device {body['device_rate']}, network {body['network_rate']}, "
               f"tier {body['tier']}, {body['units']} units, {body['flagged_units']} flagged")
+        if args.skip_recount:
+            return
         # recount after a 72-hour backlog from 3,000 units
         backlog: list[str] = g["backlog"]  # type: ignore[assignment]
         end = datetime.fromtimestamp(now, TZ).replace(minute=0, second=0, microsecond=0)
