@@ -11,6 +11,7 @@ thread, one at a time). A reader sees everything committed before its statement 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import time
@@ -205,6 +206,9 @@ def _unit(row: aiosqlite.Row) -> dict[str, Any]:
 
 _json_decode = msgspec.json.decode  # the same values as json.loads, faster
 
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}  # SQLite's LIKE folds ASCII letters only
+_CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a list of SNs
+
 _COUNT_CACHE_S = 60.0  # a registry count is reused this long at most (another process may write the registry)
 # Versions in ``meta`` that every writer bumps in the same transaction as its write, so that every process (the
 # primary and the API-only workers) can tell when its caches are stale: the registry index and counts
@@ -228,6 +232,7 @@ class SqliteStorage:
         self._registry_gen = 0  # bumped by every registry / institution write of this process
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._versions: dict[str, str] = {}
+        self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
         self._versions_at = float("-inf")
 
     @property
@@ -579,7 +584,11 @@ class SqliteStorage:
         where, args = [], []
         if filters.get("q"):
             q = str(filters["q"])
-            if filters.get("match") == "contains":
+            found = await self._sn_contains(q) if filters.get("match") == "contains" else None
+            if found is not None:  # the SNs holding q, from this process's in-memory text of every SN
+                where.append(f"r.sn IN ({','.join('?' * len(found))})" if found else "0")
+                args += found
+            elif filters.get("match") == "contains":
                 where.append("(r.sn LIKE ? ESCAPE '\\' OR r.insurance_sn LIKE ? ESCAPE '\\')")
                 pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 args += [pattern] * 2
@@ -609,6 +618,9 @@ class SqliteStorage:
         if sort == "last_seen" and descending:
             rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset)
             sql = ""
+        elif sort == "last_seen":
+            rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset)
+            sql = ""
         elif sort == "sn" or sort not in _REGISTRY_SORTS:
             sql = (f"{cols} FROM (SELECT * FROM registry r {clause} ORDER BY r.sn {direction} LIMIT ? OFFSET ?) r "
                    f"{joins} ORDER BY r.sn {direction}")
@@ -632,6 +644,39 @@ class SqliteStorage:
             out.append(d)
         return int(total), out
 
+    async def _sn_contains(self, q: str) -> list[str] | None:
+        """SNs whose SN or insurance SN holds ``q`` (ASCII letters in any case, as SQLite's LIKE), found with
+        ``str.find`` in one text of every registered SN, kept per ``registry_version``: ~1 ms instead of a LIKE
+        over every row (twice, with the count). None when the text cannot answer (q with a separator, or more
+        than ``_CONTAINS_MAX`` matches: then the LIKE scan pages them)."""
+        if not q or "\n" in q or "\t" in q:
+            return None
+        version = (await self.versions())["registry_version"]
+        hay = self._haystack
+        if hay is None or hay[0] != version or hay[1] != self._registry_gen:
+            gen = self._registry_gen
+            rows = await self._all("SELECT sn, insurance_sn FROM registry ORDER BY sn")
+            sns = [r[0] for r in rows]
+            lines = [f"{r[0]}\t{r[1]}".translate(_ASCII_LOWER) for r in rows]
+            starts, pos = [], 0
+            for line in lines:
+                starts.append(pos)
+                pos += len(line) + 1
+            hay = (version, gen, "\n".join(lines), starts, sns)
+            self._haystack = hay
+        _v, _g, text, starts, sns = hay
+        needle = q.translate(_ASCII_LOWER)
+        found: list[str] = []
+        i = text.find(needle)
+        while i >= 0:
+            k = bisect.bisect_right(starts, i) - 1
+            found.append(sns[k])
+            if len(found) > _CONTAINS_MAX:
+                return None
+            nxt = starts[k + 1] if k + 1 < len(starts) else len(text)
+            i = text.find(needle, nxt)  # next line: one hit per unit
+        return found
+
     async def _by_last_seen_desc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
                                  offset: int) -> list[Any]:
         """Most recently heard first: walk ``units(last_seen)`` backwards and keep the registry's matches (a page
@@ -649,6 +694,36 @@ class SqliteStorage:
                 f"SELECT r.sn FROM registry r {seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn) "
                 "ORDER BY r.sn LIMIT ? OFFSET ?", [*args, limit - len(sns), max(0, offset - n_seen)])
             sns += [k[0] for k in rest]
+        return await self._page(sns, cols, joins)
+
+    async def _by_last_seen_asc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
+                                offset: int) -> list[Any]:
+        """Oldest report first: units never heard from first (by SN), then a walk up ``units(last_seen)``
+        keeping the registry's matches; ties go by SN. How many matching units were never heard from is kept
+        until the registry changes or a unit is first heard (``units`` grows): a scan of the registry, ~8 ms
+        at 50,000 units, instead of sorting every match (~15 ms)."""
+        seen_clause = f"{clause} AND" if clause else "WHERE"
+        never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
+        grown = (await self._one("SELECT max(rowid) FROM units"))[0]
+        key = ("never_heard", (await self.versions())["registry_version"], self._registry_gen, grown, clause, *args)
+        hit = self._counts.get(key)
+        if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
+            n_never = hit[1]
+        else:
+            n_never = int((await self._one(f"SELECT count(*) FROM registry r {never}", args))[0])
+            if len(self._counts) >= 1024:
+                self._counts.clear()
+            self._counts[key] = (time.monotonic(), n_never)
+        sns: list[str] = []
+        if offset < n_never:
+            sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
+                                                 [*args, limit, offset])]
+        if len(sns) < limit:
+            keys = await self._all(
+                f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
+                "ORDER BY u.last_seen ASC, u.sn ASC LIMIT ? OFFSET ?",
+                [*args, limit - len(sns), max(0, offset - n_never)])
+            sns += [k[0] for k in keys]
         return await self._page(sns, cols, joins)
 
     async def _page(self, sns: list[str], cols: str, joins: str) -> list[Any]:

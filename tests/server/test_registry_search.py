@@ -29,6 +29,11 @@ async def test_search_prefix_contains_and_last_seen_order(tmp_path: Path) -> Non
         assert await sns(q="YB9005") == (1, ["HN10000005"], "prefix")  # the insurance SN
         assert await sns(q="0006") == (1, ["HN10000006"], "contains")  # no SN starts with it: substring
         assert await sns(q="0006", match="prefix") == (0, [], "prefix")
+        # substring search folds ASCII case like SQLite's LIKE and takes % and _ literally
+        assert await sns(q="b9005", match="contains") == (1, ["HN10000005"], "contains")
+        assert await sns(q="N1000000", match="contains", limit="2") == (7, ["HN10000001", "HN10000002"], "contains")
+        assert await sns(q="%", match="contains") == (0, [], "contains")
+        assert await sns(q="0_", match="contains") == (0, [], "contains")
         assert await sns(q="HN1000000", limit="3", offset="3") == (7, ["HN10000004", "HN10000005", "HN10000006"], "prefix")
         # wired units (1, 3, 5, 7), newest report first, the one never heard from last
         assert (await sns(link_type="wired", sort="last_seen", order="desc"))[1] == [
@@ -37,7 +42,11 @@ async def test_search_prefix_contains_and_last_seen_order(tmp_path: Path) -> Non
             4, ["HN10000003", "HN10000007"], None)
         assert (await sns(link_type="wired", sort="last_seen", order="asc"))[1] == [
             "HN10000007", "HN10000003", "HN10000001", "HN10000005"]
+        assert await sns(link_type="wired", sort="last_seen", limit="2", offset="1") == (
+            4, ["HN10000003", "HN10000001"], None)  # across the never-heard / heard boundary
+        assert await sns(link_type="wired", sort="last_seen", limit="2", offset="2") == (4, ["HN10000001", "HN10000005"], None)
         # a full page needs the count; a new unit changes it at once
         assert (await sns(limit="2"))[0] == 7
         await api.req("PUT", "/api/v1/registry/units/HN10000008", json={"institution": "V001"})
         assert (await sns(limit="2"))[0] == 8
+        assert await sns(q="0008") == (1, ["HN10000008"], "contains")  # the new unit is searched at once

@@ -106,3 +106,21 @@ def test_reasons_with_commas_cannot_break_the_slot_reason_list() -> None:
     ok = {c: [0, ""] for c in CRIT}
     _i, _n, reason = judge({**ok, "printer": [1, "cover_open,paper_low"]}, True, 80, CRIT, 400)
     assert reason is not None and reason.count(",") == 0
+
+
+@given(st.integers(0, 600), st.data(), st.sampled_from(["0.95", "0.85", "1", "0.999", "2/3"]))
+@settings(max_examples=300, deadline=None)
+def test_integer_flag_is_the_counters_flag(service: int, data: st.DataObject, thr: str) -> None:
+    """The figures endpoint flags units with integer comparisons; the counter's Fraction rule decides."""
+    from server.availability.counter import as_fraction, figures_from_counts
+    from server.availability.service import unit_flagged
+
+    intact = data.draw(st.integers(0, service))
+    netok = data.draw(st.integers(0, service))
+    t = as_fraction(thr)
+    assert unit_flagged(service, intact, netok, t.numerator, t.denominator) == \
+        figures_from_counts(service, intact, netok, 0, threshold=t).flagged
+    if service:  # exactly at the threshold is not flagged
+        at = service * t.numerator
+        if at % t.denominator == 0:
+            assert not unit_flagged(service, at // t.denominator, service, t.numerator, t.denominator)
