@@ -131,7 +131,7 @@ def launch(data_dir: Path, argv: list[str]) -> None:
             starts = int(marker.get("starts") or 0)
             if time.time() > float(marker.get("deadline") or 0):
                 reason = (f"did not pass its health check within {float(marker.get('timeout') or 0):g} s "
-                          f"({starts} start(s))")
+                          + (f"({starts} start(s))" if starts else "(the deadline passed before it started)"))
             elif starts >= MAX_STARTS:
                 reason = f"started {starts} times without passing its health check (it exits or hangs at start)"
             elif not (new / ENTRY).is_file():

@@ -84,7 +84,7 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
     log = fleet.agent_dir(sn) / "agent.log"
     with Restart(fleet, sn) as unit:
         # a release that exits at start: three starts, then the launcher puts the installed agent back
-        cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.2.0", exits_at_start=True))
+        crashed = cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.2.0", exits_at_start=True))
         done = fleet.wait_state(cid, timeout=60)
         assert done["state"] == "failed" and done["code"] == 1, done
         assert done["output"].startswith("rolled back: agent 0.2.0 started 3 times without passing its health "
@@ -100,9 +100,11 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
         # a release that runs but never passes its health check: it rolls itself back at the deadline
         cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.2.5", drops_acks=True), health_timeout_s=4)
         done = fleet.wait_state(cid, timeout=60)
-        assert done["state"] == "failed" and done["output"] == (
-            "rolled back: agent 0.2.5 failed its health check within 4 s: the server has not acknowledged the new "
-            "agent's data; current version: 0.1.0"), done
+        out = done["output"]
+        # usually "...: the server has not acknowledged the new agent's data"; on a loaded machine the deadline may
+        # come before the link or the first sample, or (the launcher's words) before the release even started
+        assert done["state"] == "failed" and out.startswith("rolled back: agent 0.2.5 ") and \
+            "health check within 4 s" in out and out.endswith("; current version: 0.1.0"), done
         assert unit.restarts == 3, "it went back by itself (exec), no crash"
         assert not (adir / "current").exists() and not (adir / "handover.json").exists()
         fleet.wait_online(sn)
@@ -128,10 +130,15 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
         wait_for(lambda: fleet.server.get(f"/api/v1/units/{sn}/samples", limit=1).json()["items"][0]["ts"]
                  >= handed_over, 20, "a sample from agent 0.3.0", interval=0.3)
 
-    # exactly once across the restart: installed and handed over once, reported running then succeeded once
+    # exactly once across the restarts: each package installed once, each command with one final state, although
+    # the server re-sent them while the agent restarted (three process starts for the crashing release)
     text = log.read_text()
-    assert text.count("agent 0.3.0 installed") == 1 and text.count("agent 0.3.0 confirmed") == 1, text[-3000:]
-    states = [a["detail"]["to"] for a in fleet.audit(action="command.state", target=sn, limit=1000)
-              if a["detail"]["id"] == cid]
-    assert states.count("succeeded") == 1 and "failed" not in states, states
-    assert fleet.command(cid)["sends"] >= 2, "re-sent while the agent restarted (and not run again)"
+    for version in ("0.2.0", "0.2.5", "0.3.0"):
+        assert text.count(f"agent {version} installed") == 1, (version, text[-3000:])
+    assert text.count("agent 0.3.0 confirmed") == 1
+    finals: dict[str, list[str]] = {}
+    for a in fleet.audit(action="command.state", target=sn, limit=1000):
+        if a["detail"]["to"] in ("succeeded", "failed", "rejected", "expired"):
+            finals.setdefault(a["detail"]["id"], []).append(a["detail"]["to"])
+    assert sorted(finals.values()) == [["failed"], ["failed"], ["succeeded"]], finals
+    assert fleet.command(crashed)["sends"] >= 2, "re-sent while the agent restarted (and not run again)"
