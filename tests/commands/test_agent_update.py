@@ -109,16 +109,22 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
         assert not (adir / "current").exists() and not (adir / "handover.json").exists()
         fleet.wait_online(sn)
 
-        # a good release: the same process execs into it, and it reports once it is linked and acknowledged
+        # a good release: the same process execs into it, and it reports once it is linked and acknowledged;
+        # the power is cut just as it has started (before it confirms itself, unless it is very quick): the next
+        # start is the release again, which confirms and reports, once
         pid = fleet.agents[sn].proc.pid  # type: ignore[union-attr]
         restarts = unit.restarts
         cid = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.3.0"))
+        wait_for(lambda: "agent 0.3.0 started after the handover (start 1)" in log.read_text(), 30,
+                 "agent 0.3.0 to start", interval=0.05)
+        assert fleet.agents[sn].proc.pid == pid and fleet.agents[sn].alive(), "exec: the same process runs on"
+        assert unit.restarts == restarts, "the handover needed no restart by the service manager"
+        fleet.agents[sn].kill()
         done = fleet.wait_state(cid, timeout=60)
         assert done["state"] == "succeeded", done
         assert done["output"].startswith("installed agent 0.3.0") and "previous 0.1.0 kept" in done["output"]
         assert os.readlink(adir / "current") == "0.3.0" and not (adir / "handover.json").exists()
-        assert fleet.agents[sn].proc.pid == pid and fleet.agents[sn].alive(), "exec: the same process runs on"
-        assert unit.restarts == restarts, "the handover needed no restart by the service manager"
+        assert unit.restarts == restarts + 1
         handed_over = time.time()
 
         # what the server hears from the unit now comes from the new release: its link state and inventory name
@@ -135,7 +141,7 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
     text = log.read_text()
     for version in ("0.2.0", "0.2.5", "0.3.0"):
         assert text.count(f"agent {version} installed") == 1, (version, text[-3000:])
-    assert text.count("agent 0.3.0 confirmed") == 1
+    assert text.count("agent 0.3.0 confirmed") <= 2  # twice only when the power cut came between confirming and the report
     finals: dict[str, list[str]] = {}
     for a in fleet.audit(action="command.state", target=sn, limit=1000):
         if a["detail"]["to"] in ("succeeded", "failed", "rejected", "expired"):
