@@ -333,7 +333,7 @@ class Agent:
             cid, ctype, code, output, started = arg  # type: ignore[misc]
             self.commands.finish(cid, ctype, code, output, started)
         elif kind == "restart":
-            log.warning("restarting to apply the configuration of command %s", arg)
+            log.warning("restarting for command %s (a configuration change, or a handover to an agent release)", arg)
             self._restart = True
             self._stop.set()
 
