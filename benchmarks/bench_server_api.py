@@ -253,7 +253,7 @@ def cpu_seconds(pid: int) -> float:
 SERVER_PID = 0  # set once the server is started: its CPU per request is printed beside the latencies
 
 
-CLIENT = "raw"  # "raw": one keep-alive HTTP/1.1 connection per client on asyncio streams; "httpx": httpx
+CLIENT = "httpx"  # this script sets "raw" (its --client default); bench_scale imports measure with httpx
 
 
 async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dict]], lat: list[float],
