@@ -335,8 +335,9 @@ def _report(name: str, lat: list[float], errors: int, pids: set[str], wall: floa
            "max_ms": 1000 * lat[-1], "rps": len(lat) / wall, "processes": len(pids)}
     print(f"  {name:<34} n={res['n']:<5} p50 {res['p50_ms']:7.1f} ms   p99 {res['p99_ms']:7.1f} ms   "
           f"mean {res['mean_ms']:7.1f} ms   max {res['max_ms']:7.1f} ms   {res['rps']:6.1f} req/s   errors {errors}"
-          f"   answered by {len(pids)} process(es); CPU a request: server {res['server_cpu_ms']:.1f} ms, "
-          f"this client {res['client_cpu_ms']:.1f} ms", flush=True)
+          f"   answered by {len(pids)} process(es); CPU a request: "
+          + (f"server {res['server_cpu_ms']:.1f} ms, " if SERVER_PID else "")
+          + f"this client {res['client_cpu_ms']:.1f} ms", flush=True)
     return res
 
 
