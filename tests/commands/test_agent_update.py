@@ -119,22 +119,22 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
                  "agent 0.3.0 to start", interval=0.05)
         assert fleet.agents[sn].proc.pid == pid and fleet.agents[sn].alive(), "exec: the same process runs on"
         assert unit.restarts == restarts, "the handover needed no restart by the service manager"
+        cut = time.time()  # every sample stamped after this is the next start's: a sample's ts is its slot, <= now
         fleet.agents[sn].kill()
         done = fleet.wait_state(cid, timeout=60)
         assert done["state"] == "succeeded", done
         assert done["output"].startswith("installed agent 0.3.0") and "previous 0.1.0 kept" in done["output"]
         assert os.readlink(adir / "current") == "0.3.0" and not (adir / "handover.json").exists()
         assert unit.restarts == restarts + 1
-        handed_over = time.time()
 
         # what the server hears from the unit now comes from the new release: its link state and inventory name
-        # 0.3.0, and its samples keep coming (taken after the handover, by the only agent process there is)
+        # 0.3.0, and its samples arrive (the one it confirmed itself with, at the latest)
         def unit_says(version: str) -> bool:
             u = fleet.server.get(f"/api/v1/units/{sn}").json()
             return bool(u["agent_version"] == version and (u.get("inventory") or {}).get("agent") == version)
         wait_for(lambda: unit_says("0.3.0"), 20, "the unit's link state and inventory from agent 0.3.0", interval=0.3)
         wait_for(lambda: fleet.server.get(f"/api/v1/units/{sn}/samples", limit=1).json()["items"][0]["ts"]
-                 >= handed_over, 20, "a sample from agent 0.3.0", interval=0.3)
+                 > cut, 20, "a sample from agent 0.3.0", interval=0.3)
 
     # exactly once across the restarts: each package installed once, each command with one final state, although
     # the server re-sent them while the agent restarted (three process starts for the crashing release)
