@@ -9,6 +9,7 @@ import os
 import socket
 import sqlite3
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from agent.update import BLOCK_CAP, BLOCK_FLOOR, BLOCK_START, BlockSize, Refused, download
 from tests.commands.conftest import Fleet
 from tests.commands.test_update import _package, _upload
+from tests.fleet import Broker, Pki
 
 
 class CuttingRelay:
@@ -74,25 +76,34 @@ def _token(fleet: Fleet, cid: str) -> str:
         con.close()
 
 
-@pytest.fixture
-def big_package(fleet: Fleet, tmp_path: Path) -> tuple[Path, str, str]:
-    """A package of about 300 KiB of incompressible content, uploaded; a software_update command queued for an
-    offline unit keeps its download token live. Returns (archive, package id, token)."""
-    fleet.start_server()
-    src_extra = tmp_path / "payload"
-    src_extra.write_bytes(os.urandom(300 * 1024))
-    archive = _package(tmp_path, fleet, "4.0.0", payload=src_extra)
-    r = _upload(fleet, archive)
-    assert r.status_code == 201, r.text
-    pid = r.json()["id"]
-    r = fleet.send(type="software_update", sn="HN58000001", params={"package": pid}, expires_s=600)
-    assert r.status_code == 201, r.text
-    return archive, pid, _token(fleet, r.json()["command"]["id"])
+@pytest.fixture(scope="module")
+def served(pki: Pki, keys: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[tuple[Fleet, Path, str, str]]:
+    """One broker and server for the download tests that only read from it (one start instead of four): a
+    package of about 300 KiB of incompressible content, uploaded; a software_update command queued for an
+    offline unit keeps its download token live. Yields (fleet, archive, package id, token)."""
+    root = tmp_path_factory.mktemp("downloads")
+    broker = Broker(pki, root / "broker").start()
+    fleet = Fleet(pki, broker, keys, root)
+    try:
+        fleet.start_server()
+        src_extra = root / "payload"
+        src_extra.write_bytes(os.urandom(300 * 1024))
+        archive = _package(root, fleet, "4.0.0", payload=src_extra)
+        r = _upload(fleet, archive)
+        assert r.status_code == 201, r.text
+        pid = r.json()["id"]
+        r = fleet.send(type="software_update", sn="HN58000001", params={"package": pid}, expires_s=600)
+        assert r.status_code == 201, r.text
+        yield fleet, archive, pid, _token(fleet, r.json()["command"]["id"])
+    finally:
+        fleet.stop()
+        broker.stop()
 
 
 def test_a_download_cut_twice_mid_transfer_resumes_with_range_requests_in_smaller_blocks_and_verifies(
-        fleet: Fleet, big_package: tuple[Path, str, str], tmp_path: Path) -> None:
-    archive, pid, token = big_package
+        served: tuple[Fleet, Path, str, str], tmp_path: Path) -> None:
+    fleet, archive, pid, token = served
     size = archive.stat().st_size
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     relay = CuttingRelay(fleet.server.http_port, cut_after=100 * 1024, cuts=2)
@@ -142,10 +153,10 @@ def test_block_size_grows_on_a_fast_link_shrinks_on_a_slow_or_broken_one_within_
     assert BlockSize(pace=100 * 1024 * 1024).cap == BLOCK_CAP
 
 
-def test_a_partial_file_left_by_a_killed_agent_is_resumed(fleet: Fleet, big_package: tuple[Path, str, str],
+def test_a_partial_file_left_by_a_killed_agent_is_resumed(served: tuple[Fleet, Path, str, str],
                                                           tmp_path: Path) -> None:
     """What a power cut leaves behind: the first bytes in <sha>.tar.gz.part. The server answers 206 from there."""
-    archive, pid, token = big_package
+    fleet, archive, pid, token = served
     data = archive.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     dest = tmp_path / "updates" / f"{digest}.tar.gz"
@@ -163,9 +174,9 @@ def test_a_partial_file_left_by_a_killed_agent_is_resumed(fleet: Fleet, big_pack
 
 
 def test_a_partial_file_that_is_not_the_package_is_refused_and_deleted(
-        fleet: Fleet, big_package: tuple[Path, str, str], tmp_path: Path) -> None:
+        served: tuple[Fleet, Path, str, str], tmp_path: Path) -> None:
     """A stale part from another package: resuming onto it cannot verify; the agent deletes it, nothing kept."""
-    archive, pid, token = big_package
+    fleet, archive, pid, token = served
     data = archive.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     dest = tmp_path / "updates" / f"{digest}.tar.gz"
@@ -180,11 +191,10 @@ def test_a_partial_file_that_is_not_the_package_is_refused_and_deleted(
     assert download(url, dest, len(data), digest, pace=0, timeout=5, attempts=2).read_bytes() == data
 
 
-def test_the_download_url_needs_a_live_token(fleet: Fleet, big_package: tuple[Path, str, str],
-                                             tmp_path: Path) -> None:
+def test_the_download_url_needs_a_live_token(served: tuple[Fleet, Path, str, str]) -> None:
     import httpx
 
-    archive, pid, token = big_package
+    fleet, archive, pid, token = served
     base = f"http://127.0.0.1:{fleet.server.http_port}/api/v1/packages/{pid}/download"
     assert httpx.get(base, timeout=10).status_code == 404
     assert httpx.get(base + "?t=" + token[::-1], timeout=10).status_code == 404
