@@ -1,16 +1,20 @@
 """The fleet simulator's player: ``posfleet sim run SCENARIO.json``.
 
 It plays a scenario (../shared/reference/scenario-format.md) with the real pieces: a Mosquitto broker and the
-fleet server (started here, with the scenario's clock and time zone), one real agent process per unit whose
-modem, printer and ID card reader are the emulator twins on ptys, and one link-emulator proxy per unit
+fleet server (started here, with the scenario's clock and time zone), one real agent per unit (an
+``agent.main.Agent`` in an agent-host process, :mod:`simulator.agenthost`, 25 to a process; or a process each)
+whose modem, printer and ID card reader are the emulator twins on ptys, and one link-emulator proxy per unit
 (:mod:`simulator.link`) between that agent and the broker. Agents and server share an accelerated clock
-(``wire.clock.Clock``: same speed, start = the scenario start, same real anchor).
+(``wire.clock.Clock``: same speed, start = the scenario start, same real anchor, and the same schedule: faster
+outside every service window, :func:`speed_schedule`).
 
 How each fault is produced (nothing is faked in the agent or the server):
 
 ==================== ===================================================================================
-power_off            the agent process is killed (SIGKILL) and started again at the end with a new boot id
-agent_down           the agent process is stopped (SIGTERM) and started again at the end (same boot id)
+power_off            the agent is halted as by a power cut (``Agent.halt()``; SIGKILL for an agent process) and
+                     started again at the end with a new boot id
+agent_down           the agent is stopped cleanly (``Agent.stop()``; SIGTERM) and started again at the end
+                     (same boot id)
 network_down         the unit's link proxy drops its connections and refuses new ones
 high_latency         the proxy delays both directions so the PUBLISH->PUBACK round trip is ``rtt_ms`` real ms
 printer_* faults     the printer emulator's fault switch of the same name
@@ -44,6 +48,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -80,9 +85,10 @@ MIN_SLOT_REAL_S = 0.5
 #: profiles; measured with agent.peripherals.PeripheralSet.check_all against the emulators: healthy 0.06 s,
 #: modem_unresponsive 2.1-3.1 s, idcard_reader_fault 1.1 s, printer_offline 0.56 s; the others 0.06 s)
 FAULT_CHECK_REAL_S = {"modem_unresponsive": 3.1, "printer_offline": 0.6, "idcard_reader_fault": 1.2}
-#: CPU seconds per simulated sample across agent, emulators, proxy, broker and server (measured: 36.7 ms,
-#: benchmarks/bench_sim.py, docs/performance-sim.md); used to keep the whole fleet under the machine's cores
-CPU_PER_SAMPLE_S = 0.037
+#: CPU seconds per simulated sample across agent, emulators, proxy, broker and server, set-up and drain
+#: included (measured: 16.6 ms with agent hosts and the pty hub, 36.7 ms before; benchmarks/bench_sim.py,
+#: docs/performance-sim.md); used to keep the whole fleet under the machine's cores
+CPU_PER_SAMPLE_S = 0.017
 #: highest speed the player accepts (the clock formula is exact; this is a sanity bound)
 SPEED_LIMIT = 100_000.0
 
@@ -295,6 +301,7 @@ class Options:
     drain_timeout_s: float = 120.0
     count_timeout_s: float = 120.0
     keep_workdir: bool = False
+    tmpfs: bool = True  # without a workdir: the temporary one on /dev/shm (when there is room)
     #: agents per agent-host process (simulator.agenthost: real Agent instances sharing an interpreter);
     #: 0: one ``posfleet agent run`` process per unit
     units_per_host: int = 25
@@ -400,13 +407,20 @@ class Player:
         if self.opt.workdir:
             self.opt.workdir.mkdir(parents=True, exist_ok=True)
             return self.opt.workdir
-        self._tmp = tempfile.TemporaryDirectory(prefix="posfleet-sim-")
+        # a temporary run lives in memory when it can: the agents' outboxes and storage probes and the
+        # server's database fsync on every sample, which on a disk costs wall time the run does not have
+        shm = Path("/dev/shm")
+        mem = self.opt.tmpfs and shm.is_dir() and os.access(shm, os.W_OK) and shutil.disk_usage(shm).free > 2**30
+        self._tmp = tempfile.TemporaryDirectory(prefix="posfleet-sim-", dir=str(shm) if mem else None)
         return Path(self._tmp.name)
 
     def _setup_lead(self) -> float:
         """Real seconds from now until the scenario starts: server start, registration, agents up."""
         cores = os.cpu_count() or 1
-        return 10.0 + len(self.sc.units) * 1.0 / cores
+        # an agent process needs about a second of CPU to start; an Agent in a host about a tenth of that, plus
+        # the unit's certificate, registration, ptys and proxy
+        per_unit = 0.15 if self.opt.units_per_host > 0 else 1.0
+        return 10.0 + len(self.sc.units) * per_unit / cores
 
     def _pki_and_broker(self, root: Path) -> tuple[Any, str, int]:
         from . import local
