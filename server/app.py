@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from wire.clock import Clock
 from .ingest.service import Ingest
 from .settings import Settings
 from .storage import open_storage
+from .storage.sqlite import INGEST_STATS_KEY
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,30 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     from .commands import start as start_commands
 
     return [availability, alerts, await start_commands(app, settings, storage, ingest, registry, background=primary)]
+
+
+async def _publish_ingest(app: FastAPI) -> None:
+    """Primary beside API workers: its ingest figures go to ``meta`` every second (when they change), so that
+    ``/healthz`` and ``/api/v1/ingest/stats`` say the same whichever process answers."""
+    last = ""
+    while True:
+        try:
+            text = json.dumps(app.state.ingest.stats.as_dict(), sort_keys=True)
+            if text != last:
+                await app.state.storage.meta_set_apart(INGEST_STATS_KEY, text)
+                last = text
+        except Exception:
+            log.exception("could not publish the ingest figures")
+        await asyncio.sleep(1.0)
+
+
+async def ingest_stats(app: Any) -> dict[str, Any]:
+    """This process's ingest figures; in an API-only process, the primary's (at most ~2 s old; zeros before the
+    primary has published any)."""
+    if getattr(app.state, "role", "primary") == "primary":
+        return app.state.ingest.stats.as_dict()  # type: ignore[no-any-return]
+    text = (await app.state.storage.versions()).get(INGEST_STATS_KEY)
+    return json.loads(text) if text else app.state.ingest.stats.as_dict()  # type: ignore[no-any-return]
 
 
 async def _exit_with_parent(parent: int) -> None:
@@ -134,9 +160,10 @@ def _install_fleet_api(app: FastAPI) -> None:
     install_commands_api(app)
 
 
-def create_app(settings: Settings, role: str = "primary") -> FastAPI:
+def create_app(settings: Settings, role: str = "primary", publish_ingest: bool = False) -> FastAPI:
     """``role``: ``primary`` (ingest, roll-ups, alerts, webhooks, retention, command dispatch, and the API) or
-    ``api`` (an API-only worker beside a primary on the same database: never ingests, runs no background job)."""
+    ``api`` (an API-only worker beside a primary on the same database: never ingests, runs no background job).
+    ``publish_ingest``: a primary with API workers shares its ingest figures with them through ``meta``."""
     if role not in ("primary", "api"):
         raise ValueError(f"role: primary or api, not {role!r}")
     primary = role == "primary"
@@ -153,10 +180,13 @@ def create_app(settings: Settings, role: str = "primary") -> FastAPI:
         if primary and settings.ingest_enabled:
             await ingest.start()
         retention = asyncio.create_task(_retention(app) if primary else _exit_with_parent(parent))
+        publish = asyncio.create_task(_publish_ingest(app)) if primary and publish_ingest else None
         try:
             yield
         finally:
             retention.cancel()
+            if publish is not None:
+                publish.cancel()
             await _stop_fleet(fleet)
             await ingest.stop()
             await storage.close()
@@ -176,8 +206,8 @@ def create_app(settings: Settings, role: str = "primary") -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     async def healthz(request: Request) -> dict[str, Any]:
-        ingest: Ingest = request.app.state.ingest
-        return {"status": "ok", "ingest": ingest.stats.as_dict(), "worker": {"pid": os.getpid(), "role": role}}
+        """``ingest``: the primary's figures, whichever process answers; ``worker``: the one that did."""
+        return {"status": "ok", "ingest": await ingest_stats(request.app), "worker": {"pid": os.getpid(), "role": role}}
 
     from .ingest.router import router as ingest_router
     from .units.router import router as units_router

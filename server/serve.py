@@ -3,6 +3,8 @@
 With ``http.api_workers = N`` (or ``--api-workers N``) and N > 1, this process binds the port with
 ``SO_REUSEPORT``, starts N - 1 API-only processes (``posfleet server run --api-only``) that bind it the same way,
 and then serves as the primary: ingest, roll-ups, alerts, webhooks, retention, command dispatch, and the API.
+With ``http.primary_api = false`` it starts N API-only processes instead and answers on the port itself not at
+all (only on ``127.0.0.1:http.primary_port``), so heavy API requests never hold up ingest.
 The kernel spreads new connections over the N listening sockets. A worker that dies is started again; the
 workers end with the primary (they watch their parent). See docs/decisions/006-api-worker-processes.md.
 """
@@ -22,14 +24,16 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-def reuseport_socket(host: str, port: int) -> socket.socket:
-    """A listening TCP socket with ``SO_REUSEPORT``: every server process binds its own on the same port."""
+def reuseport_socket(host: str, port: int, listen: bool = True) -> socket.socket:
+    """A TCP socket with ``SO_REUSEPORT``: every server process binds its own on the same port. Only listening
+    sockets are given connections; a bound one that does not listen just holds the port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     return sock
 
 
@@ -84,18 +88,26 @@ def run(settings: Any, config_path: str, log_level: str, api_workers: int | None
     if n <= 1 and not api_only:  # one process, as before
         uvicorn.run(create_app(settings), host=host, port=settings.http.port, log_config=None, access_log=False)
         return
-    sock = reuseport_socket(host, settings.http.port if port is None else port)
+    sock = reuseport_socket(host, settings.http.port if port is None else port, listen=api_only or settings.http.primary_api)
     bound = sock.getsockname()[1]
-    workers = None
+    workers, held = None, None
     if not api_only:
+        n_api = n - 1 if settings.http.primary_api else n
         workers = Workers([sys.executable, "-m", "posfleet", "server", "run", "--config", os.path.abspath(config_path),
-                           "--log-level", log_level, "--api-only", "--port", str(bound)], n - 1)
+                           "--log-level", log_level, "--api-only", "--port", str(bound)], n_api)
         workers.start()
-        log.info("primary %d and %d API worker(s) on %s:%d", os.getpid(), n - 1, host, bound)
-    app = create_app(settings, role="api" if api_only else "primary")
+        if settings.http.primary_api:
+            log.info("primary %d and %d API worker(s) on %s:%d", os.getpid(), n_api, host, bound)
+        else:  # the bound, not listening socket keeps the port ours; connections go to the workers only
+            held, sock = sock, reuseport_socket("127.0.0.1", settings.http.primary_port)
+            log.info("%d API worker(s) on %s:%d; primary %d (no API on that port) on 127.0.0.1:%d", n_api, host, bound,
+                     os.getpid(), sock.getsockname()[1])
+    app = create_app(settings, role="api" if api_only else "primary", publish_ingest=workers is not None)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     try:
         server.run(sockets=[sock])
     finally:
         if workers is not None:
             workers.stop()
+        if held is not None:
+            held.close()

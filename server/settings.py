@@ -39,6 +39,10 @@ class HttpSettings(_Strict):
     # processes accepting API requests on the port (SO_REUSEPORT): the primary (ingest, roll-ups, alerts,
     # commands, and the API) plus api_workers - 1 API-only processes (docs/decisions/006-api-worker-processes.md)
     api_workers: int = Field(1, ge=1, le=32)
+    # with api_workers > 1: false keeps API requests off the primary (ingest and the background jobs get its core);
+    # the primary then listens on 127.0.0.1:primary_port only (0: a free port, logged)
+    primary_api: bool = True
+    primary_port: int = Field(0, ge=0, le=65535)
 
 
 class IngestSettings(_Strict):

@@ -213,7 +213,8 @@ _COUNT_CACHE_S = 60.0  # a registry count is reused this long at most (another p
 # Versions in ``meta`` that every writer bumps in the same transaction as its write, so that every process (the
 # primary and the API-only workers) can tell when its caches are stale: the registry index and counts
 # (``registry_version``), the figures and drill-down caches (``rollup_version``, ``rolled_to``).
-VERSION_KEYS = ("registry_version", "rollup_version", "rolled_to")
+INGEST_STATS_KEY = "ingest_stats"  # the primary's ingest figures (JSON), for API-only processes' /healthz
+VERSION_KEYS = ("registry_version", "rollup_version", "rolled_to", INGEST_STATS_KEY)
 VERSION_TTL_S = 1.0  # another process's write is noticed within this long (this process's own at once)
 
 
@@ -233,6 +234,7 @@ class SqliteStorage:
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._versions: dict[str, str] = {}
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
+        self._side: aiosqlite.Connection | None = None  # see meta_set_apart
         self._versions_at = float("-inf")
 
     @property
@@ -264,6 +266,9 @@ class SqliteStorage:
                 self._pool.put_nowait(conn)
 
     async def close(self) -> None:
+        if self._side is not None:
+            await self._side.close()
+            self._side = None
         for conn in self._read_conns:
             await conn.close()
         self._read_conns = []
@@ -311,7 +316,8 @@ class SqliteStorage:
                          "value = CAST(value AS INTEGER) + 1", (key,))
 
     async def versions(self) -> dict[str, str]:
-        """``registry_version``, ``rollup_version`` and ``rolled_to`` from ``meta`` (missing keys: ``""``), read at
+        """``registry_version``, ``rollup_version``, ``rolled_to`` and the ingest figures from ``meta`` (missing
+        keys: ``""``), read at
         most every ``VERSION_TTL_S`` (one indexed read), and at once after a write by this process."""
         now = time.monotonic()
         if now - self._versions_at < VERSION_TTL_S:
@@ -791,6 +797,16 @@ class SqliteStorage:
     async def meta_get(self, key: str) -> str | None:
         row = await self._one("SELECT value FROM meta WHERE key=?", (key,))
         return None if row is None else str(row[0])
+
+    async def meta_set_apart(self, key: str, value: str) -> None:
+        """``meta_set`` on a connection of its own: a periodic write from a background task must not commit in the
+        middle of another coroutine's transaction on the shared writer (e.g. ingest's)."""
+        if self._side is None:
+            self._side = await aiosqlite.connect(str(self.path))
+            await self._side.execute("PRAGMA busy_timeout=5000")
+        await self._side.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET "
+                                 "value=excluded.value", (key, value))
+        await self._side.commit()
 
     async def meta_set(self, key: str, value: str) -> None:
         await self.db.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",

@@ -1,7 +1,8 @@
-"""Two server processes on one port (issue 4, ``http.api_workers = 2``): the primary and an API-only worker.
+"""Server processes on one port (issue 4, ``http.api_workers = 2``), in both layouts: the primary and one
+API-only worker on the port; or two API-only workers on the port and the primary off it (``primary_api = false``).
 
 Real processes, real HTTP, one SQLite file, the real broker and a real agent. Every new connection is given to one
-of the two listening sockets (SO_REUSEPORT), and every response names the process that answered it
+of the listening sockets (SO_REUSEPORT), and every response names the process that answered it
 (``X-Posfleet-Worker``), so the test asks on fresh connections until the process it needs answers.
 """
 
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from server.commands.keys import make_key
 from tests.conftest import sqlite_count
@@ -21,14 +23,15 @@ def _pid(r: httpx.Response) -> int:
     return int(r.headers["x-posfleet-worker"])
 
 
-def test_primary_and_api_worker_share_the_port_see_each_others_writes_and_ingest_once(
-        pki: Pki, broker: Broker, tmp_path: Path) -> None:
+@pytest.mark.parametrize("primary_api", [True, False], ids=["primary-and-worker", "workers-only"])
+def test_processes_share_the_port_see_each_others_writes_and_ingest_once(
+        pki: Pki, broker: Broker, tmp_path: Path, primary_api: bool) -> None:
     key, endorsement, _ = make_key(pki.ca, tmp_path / "command", "command", 30)
     srv = Server(pki, broker, tmp_path / "server", extra=f'[commands]\nkey_file = "{key}"\n'
                  f'endorsement_file = "{endorsement}"\ndispatch_interval_s = 0.5\n')
-    srv.config.write_text(srv.config.read_text().replace(f"port = {srv.http_port}\n",
-                                                         f"port = {srv.http_port}\napi_workers = 2\n", 1))
-    srv.start()
+    srv.config.write_text(srv.config.read_text().replace(
+        f"port = {srv.http_port}\n", f"port = {srv.http_port}\napi_workers = 2\nprimary_api = {str(primary_api).lower()}\n", 1))
+    srv.start()  # waits until /healthz says ingest is connected (the primary's figures, from any process)
     agent = None
     try:
         base = f"http://127.0.0.1:{srv.http_port}"
@@ -39,9 +42,10 @@ def test_primary_and_api_worker_share_the_port_see_each_others_writes_and_ingest
             r = httpx.get(f"{base}/healthz", timeout=5)  # a new connection each time
             health[_pid(r)] = r.json()
             return len(health) == 2
-        wait_for(both_answered, 15, "both processes to answer on the port")
+        wait_for(both_answered, 15, "two processes to answer on the port")
         role = {pid: h["worker"]["role"] for pid, h in health.items()}
-        assert sorted(role.values()) == ["api", "primary"] and all(pid == h["worker"]["pid"] for pid, h in health.items())
+        assert all(pid == h["worker"]["pid"] for pid, h in health.items())
+        assert sorted(role.values()) == (["api", "primary"] if primary_api else ["api", "api"])
         api_pid = next(pid for pid, r in role.items() if r == "api")
 
         # a registry write answered by one process is read from the other: the list, and the registry index
@@ -65,7 +69,7 @@ def test_primary_and_api_worker_share_the_port_see_each_others_writes_and_ingest
         f = wait_for(counted_by_the_other, 15, "the other process's figures to include the new unit")
         assert [i["county"] for i in f.json()["items"]] == ["秀英区"]
 
-        # a real agent; a command queued through the API-only process is sent by the primary's dispatcher
+        # a real agent; a command queued through an API-only process is sent by the primary's dispatcher
         cfg = agent_config(pki, broker, "HNW0000001", tmp_path / "agent" / "data", sampling_interval=5,
                            link="batch_interval_s = 0\nbacklog_rate = 50.0\nack_timeout_s = 5")
         agent = AgentProc(cfg, tmp_path / "agent.log").start()
@@ -78,10 +82,10 @@ def test_primary_and_api_worker_share_the_port_see_each_others_writes_and_ingest
                 return c
             c.close()
             return None
-        c = wait_for(api_client, 15, "a connection to the API-only process")
+        c = wait_for(api_client, 15, "a connection to an API-only process")
         try:
             r = c.post("/api/v1/commands", json={"type": "network_check", "sn": "HNW0000001"})
-            assert r.status_code == 201 and _pid(r) == api_pid, r.text
+            assert r.status_code == 201 and role.get(_pid(r)) == "api", r.text
             cid = r.json()["command"]["id"]
             done = wait_for(lambda: (x := c.get(f"/api/v1/commands/{cid}").json())["state"] in
                             ("succeeded", "failed", "rejected", "expired") and x, 30, "the command's result",
@@ -90,24 +94,23 @@ def test_primary_and_api_worker_share_the_port_see_each_others_writes_and_ingest
             c.close()
         assert done["state"] == "succeeded", done
 
-        # ingest ran once: only the primary is connected to the broker, and it stored every sample there is
+        # ingest ran once: one server session at the broker, and the primary stored every sample there is; an
+        # API-only process reports the primary's figures
         wait_for(lambda: sqlite_count(srv.db, "SELECT count(*) FROM samples") > 0, 30, "samples stored", interval=0.2)
         agent.stop()
-        stats: dict[str, dict[str, Any]] = {}
-
-        def both_stats() -> bool:
-            r = httpx.get(f"{base}/healthz", timeout=5)
-            stats[r.json()["worker"]["role"]] = r.json()["ingest"]
-            return len(stats) == 2
-        wait_for(both_stats, 15, "ingest figures of both processes")
-        assert stats["api"]["connected"] is False and stats["api"]["messages"] == 0
-        assert stats["api"]["samples_stored"] == 0
-        assert stats["primary"]["connected"] is True and stats["primary"]["messages"] > 0
-        assert sqlite_count(srv.db, "SELECT count(*) FROM samples") == stats["primary"]["samples_stored"] > 0
+        n = sqlite_count(srv.db, "SELECT count(*) FROM samples")
+        stats = wait_for(lambda: (s := httpx.get(f"{base}/healthz", timeout=5)).json()["worker"]["pid"] == api_pid
+                         and s.json()["ingest"]["samples_stored"] == n and s.json()["ingest"], 15,
+                         "an API-only process to report the primary's ingest figures")
+        assert stats["connected"] is True and stats["messages"] > 0
+        assert httpx.get(f"{base}/api/v1/ingest/stats", headers=admin).json()["samples_stored"] == n
+        sessions = [line for line in broker.log.read_text().splitlines()
+                    if "New client connected" in line and " as posfleet-server-1 " in line]
+        assert len(sessions) == 1, sessions
     finally:
         if agent is not None:
             agent.stop()
         srv.stop()
     text = srv.log.read_text()
     assert "Traceback" not in text, text[-4000:]
-    assert "API worker" in text and "exited with" not in text  # the worker stopped with the primary, not before
+    assert "API worker" in text and "exited with" not in text  # the worker(s) stopped with the primary, not before
