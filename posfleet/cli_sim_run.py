@@ -39,7 +39,8 @@ def _speed(value: str) -> float | None:
 @click.option("--ca-dir", type=click.Path(file_okay=False, path_type=Path),
               help="The fleet CA that broker trusts (passphrase in POSFLEET_CA_PASSPHRASE), to sign terminals.")
 @click.option("--server", "server_url", default="",
-              help="Use a running fleet server (refused: it must share the scenario's accelerated clock).")
+              help="Use a running fleet server (admin token in POSFLEET_TOKEN; needs --broker): only in real time, "
+                   "--speed 1, for a scenario that starts ahead of now, against a server on a real-time clock.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep certificates, logs, agent data and the server database here (default: a temporary "
                    "directory, removed afterwards).")

@@ -137,6 +137,10 @@ port = {self.http_port}
         self.log = workdir / "server.log"
         self.tokens: dict[str, str] = {}
 
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
     def token(self, role: str = "admin") -> str:
         if role not in self.tokens:
             out = subprocess.run(

@@ -363,7 +363,16 @@ class Player:
         self.broker: Any = None
         self.hub: LinkHub | None = None
         self._http: Any = None
-        self.schedule = speed_schedule(scenario, self.speed, self.opt.night_speed)
+        if self.opt.server_url:
+            if not self.opt.broker_url:
+                raise ValueError("--server: the agents must reach that server's broker: give it with --broker and --ca-dir")
+            if self.speed != 1.0:
+                raise ValueError(f"--server: a running server keeps its own clock; the scenario can only be played in "
+                                 f"real time (--speed 1), not at {self.speed:g}")
+            if not os.environ.get("POSFLEET_TOKEN"):
+                raise ValueError("--server: an admin token of that server is needed in POSFLEET_TOKEN")
+        night = None if self.opt.server_url else self.opt.night_speed  # the running server's clock is real time
+        self.schedule = speed_schedule(scenario, self.speed, night)
         self._clk: Any = None
         self._clk_anchor = 0.0
         self.hosts: list[Any] = []  # agenthost.HostProcess, by index
@@ -447,8 +456,9 @@ class Player:
         from . import local
 
         if self.opt.server_url:
-            raise RunError("--server: playing against a running server needs that server to share the scenario's "
-                           "accelerated clock, which cannot be set from outside; run without --server")
+            self.server = RemoteServer(self.opt.server_url, os.environ.get("POSFLEET_TOKEN", ""))
+            self._check_remote_server()
+            return
         hours = self.raw.get("service_hours", "08:00-18:00")
         extra = ("[availability]\nrecount_debounce_s = 0.5\n"
                  f"service_hours = {_toml_value(hours)}\n"
@@ -458,6 +468,19 @@ class Player:
         self.server.config.write_text(f"timezone = {_toml_value(self.sc.timezone)}\n" + self.server.config.read_text())
         self.server.start()
         self._stack.callback(self.server.stop)
+
+    def _check_remote_server(self) -> None:
+        """A running server counts with its own clock and zone: both must be the scenario's (real time, speed 1)."""
+        try:
+            ctx = self._api("GET", "/dashboard/api/context")
+        except (RunError, OSError, ValueError) as err:
+            raise RunError(f"--server: cannot read the server's clock (GET /dashboard/api/context): {err}") from err
+        skew = float(ctx.get("now", 0.0)) - time.time()
+        if float(ctx.get("clock_speed", 0.0)) != 1.0 or abs(skew) > 5.0:
+            raise RunError(f"--server: that server's clock runs at speed {ctx.get('clock_speed')} and is {skew:+.0f} s "
+                           "from real time; the simulator can share only a real-time clock with a running server")
+        if ctx.get("timezone") != self.sc.timezone:
+            raise RunError(f"--server: that server counts in {ctx.get('timezone')}, the scenario in {self.sc.timezone}")
 
     def _api(self, method: str, path: str, **kw: Any) -> Any:
         r = self.server.request(method, path, **kw)
@@ -473,6 +496,8 @@ class Player:
             if inst.type:
                 body["type"] = inst.type
             hours = raw_inst.get(inst.code, {}).get("service_hours")
+            if hours is None and self.opt.server_url:  # that server's default hours need not be the scenario's
+                hours = self.raw.get("service_hours", "08:00-18:00")
             if hours is not None:
                 body["hours"] = hours
             self._api("PUT", f"/api/v1/institutions/{inst.code}", json=body)
@@ -737,14 +762,20 @@ enabled = false
 
     def _counted(self, a: datetime, b: datetime) -> dict[str, Any]:
         """Wait until the server has stored and counted everything; return its answers."""
-        deadline = time.monotonic() + self.opt.count_timeout_s
+        # the server calls an hour complete once its clock has passed it: in real time (--server) that can be
+        # most of an hour after the scenario's end
+        to_end = max(0.0, self.real_at(b) - time.time())
+        if to_end > 1.0:
+            self._say(f"waiting {to_end:.0f} s for the server's clock to pass {b.isoformat()}, the report's end")
+        deadline = time.monotonic() + to_end + self.opt.count_timeout_s
         last_stored = -1
         while True:
             stored = self.server.get("/healthz").json()["ingest"]["samples_stored"]
             status = self._api("GET", "/api/v1/availability/status")
             unit = self._api("GET", "/api/v1/availability",
                              params={"from": a.isoformat(), "to": b.isoformat(), "group_by": "unit", "limit": 100000})
-            if stored == last_stored and not status.get("pending_unit_hours") and unit.get("complete"):
+            quiet = stored == last_stored or bool(self.opt.server_url)  # a running server may ingest other fleets
+            if quiet and not status.get("pending_unit_hours") and unit.get("complete"):
                 fleet = self._api("GET", "/api/v1/availability",
                                   params={"from": a.isoformat(), "to": b.isoformat(), "group_by": "fleet"})
                 return {"unit": unit, "fleet": fleet, "samples_stored": stored}
@@ -808,7 +839,13 @@ enabled = false
                   f"{(self.sc.end - self.sc.start).total_seconds() / 86400:g} days at speed {self.speed:g}"
                   + (f" ({self.opt.night_speed:g} outside service hours)" if self.schedule else "")
                   + f" (about {self._play_seconds():.0f} s), in {root}")
-        self.anchor = time.time() + self._setup_lead()
+        if self.opt.server_url:  # real time: the scenario starts when the clock on the wall says so
+            self.anchor = self.sc.start.timestamp()
+            if self.anchor < time.time() + self._setup_lead():
+                raise RunError(f"--server: the scenario starts at {self.sc.start.isoformat()}; with a running server "
+                               f"it is played in real time and must start at least {self._setup_lead():.0f} s from now")
+        else:
+            self.anchor = time.time() + self._setup_lead()
         clock = {"speed": self.speed, "start": self.sc.start.isoformat(), "anchor": self.anchor,
                  "schedule": self.schedule}
         pki, bhost, bport = self._pki_and_broker(root)
@@ -852,7 +889,33 @@ enabled = false
         }
         self._say(f"done in {wall:.0f} s; {answers['samples_stored']} samples counted")
         return Result(report, self.speed, wall, answers["samples_stored"], root, list(self.incidents),
-                      f"http://127.0.0.1:{self.server.http_port}", self.server.token("admin"))
+                      self.server.url, self.server.token("admin"))
+
+
+class RemoteServer:
+    """A fleet server that is already running (``--server URL``), with the calls the player makes."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+
+    def token(self, role: str = "admin") -> str:
+        return self._token
+
+    def get(self, path: str, role: str = "admin", **params: Any) -> Any:
+        import httpx
+
+        return httpx.get(f"{self.url}{path}", params=params, headers={"Authorization": f"Bearer {self._token}"},
+                         timeout=10)
+
+    def request(self, method: str, path: str, role: str = "admin", **kw: Any) -> Any:
+        import httpx
+
+        return httpx.request(method, f"{self.url}{path}", headers={"Authorization": f"Bearer {self._token}"},
+                             timeout=10, **kw)
+
+    def stop(self) -> None:
+        pass
 
 
 class _ExistingPki:
