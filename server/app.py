@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -90,6 +91,18 @@ async def ingest_stats(app: Any) -> dict[str, Any]:
         return app.state.ingest.stats.as_dict()  # type: ignore[no-any-return]
     text = (await app.state.storage.versions()).get(INGEST_STATS_KEY)
     return json.loads(text) if text else app.state.ingest.stats.as_dict()  # type: ignore[no-any-return]
+
+
+def _quiet_gc() -> tuple[int, int, int]:
+    """After start-up: the objects built so far (modules, the registry index of every unit) are moved out of the
+    cyclic collector's reach, and it runs less often. Measured on 50,000 units in bench_server_api: full
+    collections paused each API process 22-27 times, up to 130 ms each (1.8-2.0 s in all); with this 4-9 times,
+    0.3-0.7 s in all. Returns the thresholds before, for the shutdown."""
+    before = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 20, 20)
+    return before
 
 
 async def _exit_with_parent(parent: int) -> None:
@@ -179,6 +192,7 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
         fleet = await _start_fleet(app, settings, storage, ingest, primary)
         if primary and settings.ingest_enabled:
             await ingest.start()
+        gc_before = _quiet_gc()
         retention = asyncio.create_task(_retention(app) if primary else _exit_with_parent(parent))
         publish = asyncio.create_task(_publish_ingest(app)) if primary and publish_ingest else None
         try:
@@ -187,6 +201,8 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
             retention.cancel()
             if publish is not None:
                 publish.cancel()
+            gc.unfreeze()  # (tests build many apps in one process)
+            gc.set_threshold(*gc_before)
             await _stop_fleet(fleet)
             await ingest.stop()
             await storage.close()
