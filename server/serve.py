@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,10 @@ def reuseport_socket(host: str, port: int, listen: bool = True) -> socket.socket
 class Workers:
     """The API-only processes of a primary: started, restarted when one dies, stopped with the primary."""
 
-    def __init__(self, argv: list[str], n: int) -> None:
+    def __init__(self, argv: list[str], n: int, stopping: Callable[[], bool] = lambda: False) -> None:
         self.argv = argv
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * n
+        self.stopping = stopping  # the primary is shutting down (a signal to the whole group ends the workers too)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="api-workers", daemon=True)
 
@@ -59,9 +61,12 @@ class Workers:
     def _watch(self) -> None:
         while not self._stop.wait(1.0):
             for i, p in enumerate(self.procs):
-                if p is not None and p.poll() is not None and not self._stop.is_set():
-                    log.error("API worker %d exited with %s; starting another", p.pid, p.returncode)
-                    self.procs[i] = self._spawn()
+                if p is None or p.poll() is None:
+                    continue
+                if self._stop.wait(0.5) or self.stopping():  # e.g. SIGTERM to the service's whole process group
+                    return
+                log.error("API worker %d exited with %s; starting another", p.pid, p.returncode)
+                self.procs[i] = self._spawn()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
@@ -104,6 +109,8 @@ def run(settings: Any, config_path: str, log_level: str, api_workers: int | None
                      os.getpid(), sock.getsockname()[1])
     app = create_app(settings, role="api" if api_only else "primary", publish_ingest=workers is not None)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
+    if workers is not None:
+        workers.stopping = lambda: bool(server.should_exit)
     try:
         server.run(sockets=[sock])
     finally:
