@@ -82,15 +82,20 @@ class Host:
         self.agents: dict[str, Any] = {}
         self.threads: dict[str, threading.Thread] = {}
         self.asked: dict[str, int] = {}  # sn -> the code its end was asked with (0 stop, -9 halt)
+        self.ended: set[str] = set()  # units whose run has ended (their thread may still be finishing)
         self.lock = threading.Lock()
 
     def start(self, sn: str, config: str) -> None:
+        t = self.threads.get(sn)
+        if t is not None and sn in self.ended:
+            t.join(5)  # it has said "ended" and is finishing: the player may restart it at once
         with self.lock:
             t = self.threads.get(sn)
             if t is not None and t.is_alive():
                 _emit(ev="error", sn=sn, error="already running")
                 return
             self.asked.pop(sn, None)
+            self.ended.discard(sn)
             name = f"agent-{sn}"
             self.logs.open(name, Path(config).with_name("agent.log"))
             t = threading.Thread(target=self._run, args=(sn, config), name=name, daemon=True)
@@ -120,6 +125,7 @@ class Host:
         with self.lock:
             self.agents.pop(sn, None)
             asked = self.asked.pop(sn, None)
+            self.ended.add(sn)
         _emit(ev="ended", sn=sn, code=asked if asked is not None and code == 0 else 1 if code else 0)
 
     def end(self, sn: str, how: int) -> None:
@@ -179,6 +185,11 @@ class HostProcess:
                     self._cond.notify_all()
             elif msg.get("ev") == "error":
                 log.warning("agent host %d: %s", self.proc.pid, msg)
+                sn = msg.get("sn")
+                with self._cond:  # a start that failed: the player sees the unit as exited and starts it again
+                    if sn in self.codes and self.codes[sn] is None:
+                        self.codes[sn] = 1
+                        self._cond.notify_all()
         code = self.proc.wait()
         with self._cond:  # the host itself is gone: so is every agent it ran
             for sn, c in self.codes.items():
