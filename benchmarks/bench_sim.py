@@ -39,6 +39,7 @@ from typing import Any
 import psutil
 
 from benchmarks._harness import machine_line
+from simulator.oracle import oracle
 from simulator.run import NIGHT_SPEED, Options, Player, load, max_speed
 
 TARGETS = {"week-100": (100, 7 * 24), "day-1000": (1000, 24)}
@@ -124,6 +125,8 @@ def measure(units: int, hours: float, speed: float | None, workdir: Path | None,
     player_cpu, children_cpu = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
     cpu = player_cpu + children_cpu
     fleet = result.report["availability"]["fleet"]["fleet"]
+    want = oracle(sc, group_by="fleet")["fleet"]  # what the server's figures must be, within the edge slack
+    keys = ("service_slots", "intact_slots", "network_ok_slots", "no_data_slots")
     return {
         "units": units, "hours": hours, "speed": result.speed, "night_speed": night_speed if player.schedule else None,
         "service_hours": service_hours, "units_per_host": units_per_host, "wall_s": round(wall, 1),
@@ -132,7 +135,8 @@ def measure(units: int, hours: float, speed: float | None, workdir: Path | None,
         "player_cpu_s": round(player_cpu, 1), "agents_broker_server_cpu_s": round(children_cpu, 1),
         "agent_rss_mb_per_unit": round(watch.peak_total / units / 2**20, 1),
         "incidents": result.incidents, "fleet_no_data_slots": fleet["no_data_slots"],
-        "fleet_service_slots": fleet["service_slots"], "load_average": [round(x, 1) for x in os.getloadavg()],
+        "fleet_service_slots": fleet["service_slots"],
+        "server_vs_oracle": {k: [fleet[k], want[k]] for k in keys}, "load_average": [round(x, 1) for x in os.getloadavg()],
     }
 
 
@@ -186,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
           f"server {m['agents_broker_server_cpu_s']}) = {m['cpu_ms_per_sample']} ms CPU per simulated sample; "
           f"agents' RSS ~{m['agent_rss_mb_per_unit']} MB per unit; load average {m['load_average']}; no-data slots {m['fleet_no_data_slots']}/"
           f"{m['fleet_service_slots']}; incidents {len(m['incidents'])}")
+    print("server vs oracle (fleet): " + ", ".join(f"{k} {a} vs {b}" for k, (a, b) in m["server_vs_oracle"].items()))
     for inc in m["incidents"][:10]:
         print(f"  incident: {inc}")
     ext = extrapolate(m)

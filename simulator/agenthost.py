@@ -277,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--log-level", default="INFO")
     args = ap.parse_args(argv)
+    import faulthandler
+
+    faulthandler.enable()  # a crash in C (25 agents' TLS, SQLite, ptys in one process) leaves its stacks in the log
     from posfleet.logs import setup
 
     setup(args.log_level)  # to stdout: moved to stderr below, stdout carries the protocol

@@ -220,6 +220,39 @@ def speed_schedule(scenario: Scenario, day_speed: float, night_speed: float | No
     return out
 
 
+def collapse_nights(plan: list[tuple[datetime, dict[str, UnitState]]], schedule: list[tuple[float, float]],
+                    ) -> list[tuple[datetime, dict[str, UnitState]]]:
+    """The plan with every change inside a night of ``schedule`` moved to that night's end.
+
+    At night speed a minute lasts milliseconds: a player applying each change (a proxy cut, an agent stopped,
+    a status posted) at its instant falls behind, and the lag carries into the counted day. Nothing at night
+    is counted, so only the state each unit has when the night ends matters: the changes are merged (the
+    latest state per unit) and applied once, at the night's end. ``schedule`` is :func:`speed_schedule`'s,
+    night and day changes in turn.
+    """
+    nights = [(schedule[i][0], schedule[i + 1][0]) for i in range(0, len(schedule) - 1, 2)]
+    out: list[tuple[datetime, dict[str, UnitState]]] = []
+    held: dict[float, dict[str, UnitState]] = {}  # night end -> merged changes
+    tz = plan[0][0].tzinfo if plan else None
+
+    def flush(upto: float) -> None:
+        for end in sorted(e for e in held if e < upto):
+            out.append((datetime.fromtimestamp(end, tz), held.pop(end)))
+
+    for t, changes in plan:
+        ts = t.timestamp()
+        night = next((b for a, b in nights if a < ts < b), None)
+        if night is not None:
+            held.setdefault(night, {}).update(changes)
+            continue
+        flush(ts)
+        if ts in held:
+            changes = {**held.pop(ts), **changes}
+        out.append((t, changes))
+    flush(float("inf"))
+    return out
+
+
 def scenario_problems(scenario: Scenario) -> list[tuple[str, str]]:
     """What this player cannot play although the scenario is valid (field path, why)."""
     problems: list[tuple[str, str]] = []
@@ -426,9 +459,9 @@ class Player:
     def _setup_lead(self) -> float:
         """Real seconds from now until the scenario starts: server start, registration, agents up."""
         cores = os.cpu_count() or 1
-        # an agent process needs about a second of CPU to start; an Agent in a host about a tenth of that, plus
-        # the unit's certificate, registration, ptys and proxy
-        per_unit = 0.15 if self.opt.units_per_host > 0 else 1.0
+        # an agent process needs about a second of CPU to start; an Agent in a host less, but 100 of them still
+        # took more than 0.15 s each to connect on a loaded machine (41 late at 0.15 s a unit)
+        per_unit = 0.4 if self.opt.units_per_host > 0 else 1.0
         return 10.0 + len(self.sc.units) * per_unit / cores
 
     def _pki_and_broker(self, root: Path) -> tuple[Any, str, int]:
@@ -683,7 +716,7 @@ enabled = false
             self._watch()
 
     def _play(self) -> None:
-        plan = timeline(self.sc)
+        plan = collapse_nights(timeline(self.sc), self.schedule)
         # agents that come back are launched a little early; split each step into "stop/switch" and "start"
         starts: list[tuple[float, datetime, str, UnitState]] = []
         steps = 0
@@ -966,4 +999,5 @@ def run_scenario(source: str | Path | Mapping[str, Any], options: Options | None
 
 
 __all__ = ["FAULTS", "Mismatch", "Options", "Player", "Result", "RunError", "UnitState", "boundaries", "compare_slots", "load", "max_speed",
-           "report_period", "run_scenario", "scenario_problems", "timeline", "unit_state"]
+           "report_period", "run_scenario", "scenario_problems", "timeline", "unit_state", "collapse_nights",
+           "speed_schedule"]

@@ -17,6 +17,7 @@ from simulator.run import (
     Player,
     UnitState,
     boundaries,
+    collapse_nights,
     load,
     max_speed,
     report_period,
@@ -126,6 +127,21 @@ def test_night_speed_covers_only_hours_no_institution_counts() -> None:
     assert speed_schedule(sc, 30, None) == [] and speed_schedule(sc, 30, 20) == []
     all_day, _ = load(scenario([], service_hours="00:00-23:59"))
     assert speed_schedule(all_day, 30, 3600) == []  # a one-minute gap is no night
+
+
+def test_changes_at_night_are_applied_once_when_the_night_ends() -> None:
+    night = scenario([ev("HN2", "power_off", "12:10", "12:20"), ev("HN2", "network_down", "12:30", "14:00"),
+                      ev("HN1", "printer_paper_out", "10:30", "12:05")],
+                     end="2026-06-01T15:00:00+08:00", service_hours="10:00-12:00")
+    sc, _ = load(night)
+    sched = speed_schedule(sc, 30, 3600)
+    assert [datetime.fromtimestamp(t, sc.tz).strftime("%H:%M") for t, _ in sched] == ["12:02", "14:58"]
+    plan = collapse_nights(timeline(sc), sched)
+    when = [t.strftime("%H:%M") for t, _ in plan]
+    assert when == ["10:00", "10:30", "10:40", "14:58"]  # 12:05 .. 14:00 all land on the night's end
+    last = plan[-1][1]
+    assert last["HN1"].faults == frozenset() and last["HN2"].running and last["HN2"].link_up
+    assert set(last) == {"HN1", "HN2"} and plan[2][1]["HN1"].status == "in_repair"  # 10:40 is by day: as it was
 
 
 def test_piecewise_clock_agrees_across_processes_and_inverts() -> None:
