@@ -247,4 +247,5 @@ async def test_drill_down_json_is_the_reference_form_and_a_late_sample_replaces_
         await api.feed("HNA0000001", [sample(7000, at("2025-03-03 10:45"))])
         after = (await api.get("/api/v1/units/HNA0000001/slots", date="2025-03-03")).json()
         assert {s["start"][11:16]: s for s in after["slots"]}["10:45"]["device"] == "intact"
-        assert after == await svc.slots("HNA0000001", d)
+        ref = await svc.slots("HNA0000001", d)  # (its stored hours may already include the recount of that hour)
+        assert (after["slots"], after["figures"]) == (ref["slots"], ref["figures"])
