@@ -46,30 +46,31 @@ class Audit:
         self.now = now
 
     async def open(self) -> None:
-        await self.storage.db.executescript(SCHEMA)
-        await self.storage.db.commit()
+        # executescript COMMITs first: only at start-up, under the write lock so it cannot commit another's work
+        async with self.storage.write() as db:
+            await db.executescript(SCHEMA)
 
     async def record(self, actor: str, action: str, target: str = "", *, role: str = "", client: str = "",
-                     status: int | None = None, detail: dict[str, Any] | None = None, commit: bool = True) -> None:
+                     status: int | None = None, detail: dict[str, Any] | None = None) -> None:
+        """One audit row, in its own transaction, or in the caller's when called inside ``storage.write()``."""
         text = json.dumps(detail or {}, ensure_ascii=False, default=str, separators=(",", ":"))
         if len(text) > MAX_DETAIL:
             text = json.dumps({"truncated": text[:MAX_DETAIL]}, ensure_ascii=False)
-        await self.storage.db.execute(
-            "INSERT INTO audit(ts, actor, role, client, action, target, status, detail) VALUES (?,?,?,?,?,?,?,?)",
-            (self.now(), actor, role, client, action, target[:512], status, text))
-        if commit:
-            await self.storage.db.commit()
+        async with self.storage.write() as db:
+            await db.execute(
+                "INSERT INTO audit(ts, actor, role, client, action, target, status, detail) VALUES (?,?,?,?,?,?,?,?)",
+                (self.now(), actor, role, client, action, target[:512], status, text))
 
     async def record_many(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
         """(actor, action, target, detail) rows in one commit (state changes of many commands)."""
         if not rows:
             return
         now = self.now()
-        await self.storage.db.executemany(
-            "INSERT INTO audit(ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
-            [(now, a, act, t[:512], json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":")))
-             for a, act, t, d in rows])
-        await self.storage.db.commit()
+        async with self.storage.write() as db:
+            await db.executemany(
+                "INSERT INTO audit(ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
+                [(now, a, act, t[:512], json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":")))
+                 for a, act, t, d in rows])
 
     async def query(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                     client: str | None = None, since: float | None = None, until: float | None = None,
@@ -96,11 +97,13 @@ class Audit:
             where.append("id < ?")
             args.append(before_id)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
-        cur = await self.storage.db.execute(
-            f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
-            "ORDER BY id DESC LIMIT ?", [*args, limit])
+        async with self.storage.reader() as db:
+            cur = await db.execute(
+                f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
+                "ORDER BY id DESC LIMIT ?", [*args, limit])
+            rows = await cur.fetchall()
         out = []
-        for r in await cur.fetchall():
+        for r in rows:
             d = dict(r)
             d["detail"] = json.loads(d["detail"]) if d["detail"] else {}
             out.append(d)

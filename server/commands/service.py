@@ -104,7 +104,8 @@ class CommandService:
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self, background: bool = True) -> None:
-        await create_tables(self.db)
+        async with self.storage.write() as db:  # executescript COMMITs first: start-up only, under the lock
+            await create_tables(db)
         self.load_key()
         if not background:  # API-only process: no dispatcher, no results (they arrive through the primary's ingest)
             return
@@ -243,8 +244,7 @@ class CommandService:
                 released = 0 if as_job else 1
                 rows.append((cid, job_id, waves[i], sn, req.type, json.dumps(shown, default=str), who, now, issued,
                              expires, payload, released, "queued", token, package["id"] if package else None))
-            db = self.db
-            try:
+            async with self.storage.write() as db:
                 if job_id:
                     await db.execute(
                         "INSERT INTO cmd_jobs(id, type, params, created_by, created, total, rate_per_min, abort_pct, "
@@ -256,10 +256,6 @@ class CommandService:
                 await db.executemany(
                     "INSERT INTO cmd_commands(id, job, wave, sn, type, params, created_by, created, issued, expires, "
                     "payload, released, state, token, package) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-                await db.commit()
-            except BaseException:
-                await db.rollback()
-                raise
         if self.audit is not None:
             await self.audit.record(who, "job.create" if job_id else "command.create", job_id or sns[0], role=role,
                                     client=client, detail={
@@ -361,13 +357,12 @@ class CommandService:
 
     async def _abort(self, job_id: str, reason: str) -> None:
         now = self.clock.now()
-        db = self.db
-        cur = await db.execute("SELECT id, sn FROM cmd_commands WHERE job=? AND state='queued'", (job_id,))
-        stopped = [(r[0], r[1]) for r in await cur.fetchall()]
-        await db.execute("UPDATE cmd_jobs SET state='aborted', reason=?, finished=? WHERE id=?", (reason, now, job_id))
-        await db.execute("UPDATE cmd_commands SET state='expired', reason=?, finished=? WHERE job=? AND state='queued'",
-                         (f"job {reason}", now, job_id))
-        await db.commit()
+        async with self.storage.write() as db:
+            cur = await db.execute("SELECT id, sn FROM cmd_commands WHERE job=? AND state='queued'", (job_id,))
+            stopped = [(r[0], r[1]) for r in await cur.fetchall()]
+            await db.execute("UPDATE cmd_jobs SET state='aborted', reason=?, finished=? WHERE id=?", (reason, now, job_id))
+            await db.execute("UPDATE cmd_commands SET state='expired', reason=?, finished=? WHERE job=? AND state='queued'",
+                             (f"job {reason}", now, job_id))
         log.warning("job %s %s; %d unit(s) not sent", job_id, reason, len(stopped))
         if self.audit is not None:
             await self.audit.record_many([("server", "job.aborted", job_id, {"reason": reason, "not_sent": len(stopped)})]
@@ -420,12 +415,12 @@ class CommandService:
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
-        await self.db.execute(
-            "INSERT OR REPLACE INTO cmd_packages(id, component, version, models, sha256, size, signature, endorsement, "
-            "path, created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (pid, manifest.component, manifest.version, json.dumps(manifest.models), digest, len(data), signature,
-             endorsement_raw, str(path), who, self.clock.now()))
-        await self.db.commit()
+        async with self.storage.write() as db:
+            await db.execute(
+                "INSERT OR REPLACE INTO cmd_packages(id, component, version, models, sha256, size, signature, endorsement, "
+                "path, created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (pid, manifest.component, manifest.version, json.dumps(manifest.models), digest, len(data), signature,
+                 endorsement_raw, str(path), who, self.clock.now()))
         if self.audit is not None:
             await self.audit.record(who, "package.add", pid, role=role, client=client,
                                     detail={"sha256": digest, "size": len(data), "key": key.key_id})
@@ -470,11 +465,11 @@ class CommandService:
         rows = list(await cur.fetchall())
         if not rows:
             return
-        await self.db.executemany(
-            "UPDATE cmd_commands SET state='expired', finished=?, reason=? WHERE id=? AND state IN ('queued','sent')",
-            [(now, "expired before the unit answered" if r[2] == "sent" else "expired before it could be sent", r[0])
-             for r in rows])
-        await self.db.commit()
+        async with self.storage.write() as db:
+            await db.executemany(
+                "UPDATE cmd_commands SET state='expired', finished=?, reason=? WHERE id=? AND state IN ('queued','sent')",
+                [(now, "expired before the unit answered" if r[2] == "sent" else "expired before it could be sent", r[0])
+                 for r in rows])
         if self.audit is not None:
             await self.audit.record_many([("server", "command.state", r[1], {"id": r[0], "job": r[3], "from": r[2],
                                                                               "to": "expired"}) for r in rows])
@@ -501,8 +496,8 @@ class CommandService:
             await self._abort(jid, f"aborted: {failed} of {finished} executed units failed (threshold {pct:g} %)")
             return
         if finished >= total:
-            await db.execute("UPDATE cmd_jobs SET state='finished', finished=? WHERE id=?", (self.clock.now(), jid))
-            await db.commit()
+            async with self.storage.write() as wdb:
+                await wdb.execute("UPDATE cmd_jobs SET state='finished', finished=? WHERE id=?", (self.clock.now(), jid))
             if self.audit is not None:
                 await self.audit.record("server", "job.finished", jid, detail={"failed": failed, "total": total})
             return
@@ -530,9 +525,9 @@ class CommandService:
         chosen = candidates[:budget]
         if not chosen:
             return
-        await db.executemany("UPDATE cmd_commands SET released=1 WHERE id=?", [(c,) for c, _ in chosen])
-        await db.execute("UPDATE cmd_jobs SET released=released+? WHERE id=?", (len(chosen), jid))
-        await db.commit()
+        async with self.storage.write() as wdb:
+            await wdb.executemany("UPDATE cmd_commands SET released=1 WHERE id=?", [(c,) for c, _ in chosen])
+            await wdb.execute("UPDATE cmd_jobs SET released=released+? WHERE id=?", (len(chosen), jid))
 
     async def _outside_hours(self, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if self.registry is None:
@@ -566,9 +561,9 @@ class CommandService:
             sent.append((now, mono, cid))
             if state == "queued":
                 first.append((cid, sn))
-        await db.executemany("UPDATE cmd_commands SET state=CASE WHEN state='queued' THEN 'sent' ELSE state END, "
-                             "sent=coalesce(sent, ?), last_sent_mono=?, sends=sends+1 WHERE id=?", sent)
-        await db.commit()
+        async with self.storage.write() as wdb:  # after the publishes: the lock is not held across network I/O
+            await wdb.executemany("UPDATE cmd_commands SET state=CASE WHEN state='queued' THEN 'sent' ELSE state END, "
+                                  "sent=coalesce(sent, ?), last_sent_mono=?, sends=sends+1 WHERE id=?", sent)
         if sent:
             log.info("sent %d command(s) (%d first time)", len(sent), len(first))
         if self.audit is not None and first:
@@ -589,39 +584,38 @@ class CommandService:
             self._wake.set()  # a job may release its next units
 
     async def apply_results(self, events: list[Any]) -> None:
-        db = self.db
         audit_rows: list[tuple[str, str, str, dict[str, Any]]] = []
-        for e in events:
-            data = e.data if isinstance(e.data, dict) else {}
-            cid, state = str(data.get("id", "?")), str(data.get("state", ""))
-            row = await (await db.execute("SELECT sn, state, job FROM cmd_commands WHERE id=?", (cid,))).fetchone()
-            if row is None or row[0] != e.sn:
-                # not a command this server sent to this unit: someone else's, forged or replayed; keep the trace
-                audit_rows.append((e.sn, "command.unmatched_result", e.sn, {
-                    "id": cid[:64], "type": str(data.get("type", ""))[:32], "state": state[:16],
-                    "output": str(data.get("output", ""))[:500]}))
-                continue
-            cur_state = row[1]
-            if state not in AGENT_STATES or cur_state in ("succeeded", "failed", "rejected"):
-                continue
-            if cur_state != "expired" and RANK[state] <= RANK[cur_state]:
-                continue
-            output = str(data.get("output") or "")[:MAX_OUTPUT]
-            code = data.get("code")
-            received = data.get("received")
-            started = data.get("started") or received
-            if state in ("delivered", "running"):
-                await db.execute("UPDATE cmd_commands SET state=?, delivered=coalesce(delivered, ?), "
-                                 "started=coalesce(started, ?) WHERE id=?", (state, received, started, cid))
-            else:
-                reason = output[:500] if state == "rejected" else ""
-                await db.execute(
-                    "UPDATE cmd_commands SET state=?, delivered=coalesce(delivered, ?), started=coalesce(started, ?), "
-                    "finished=?, code=?, output=?, reason=? WHERE id=?",
-                    (state, received, started, data.get("finished") or self.clock.now(),
-                     code if isinstance(code, int) else None, output, reason, cid))
-            audit_rows.append((e.sn, "command.state", e.sn, {"id": cid, "job": row[2], "from": cur_state, "to": state,
-                                                             "code": code}))
-        await db.commit()
+        async with self.storage.write() as db:
+            for e in events:
+                data = e.data if isinstance(e.data, dict) else {}
+                cid, state = str(data.get("id", "?")), str(data.get("state", ""))
+                row = await (await db.execute("SELECT sn, state, job FROM cmd_commands WHERE id=?", (cid,))).fetchone()
+                if row is None or row[0] != e.sn:
+                    # not a command this server sent to this unit: someone else's, forged or replayed; keep the trace
+                    audit_rows.append((e.sn, "command.unmatched_result", e.sn, {
+                        "id": cid[:64], "type": str(data.get("type", ""))[:32], "state": state[:16],
+                        "output": str(data.get("output", ""))[:500]}))
+                    continue
+                cur_state = row[1]
+                if state not in AGENT_STATES or cur_state in ("succeeded", "failed", "rejected"):
+                    continue
+                if cur_state != "expired" and RANK[state] <= RANK[cur_state]:
+                    continue
+                output = str(data.get("output") or "")[:MAX_OUTPUT]
+                code = data.get("code")
+                received = data.get("received")
+                started = data.get("started") or received
+                if state in ("delivered", "running"):
+                    await db.execute("UPDATE cmd_commands SET state=?, delivered=coalesce(delivered, ?), "
+                                     "started=coalesce(started, ?) WHERE id=?", (state, received, started, cid))
+                else:
+                    reason = output[:500] if state == "rejected" else ""
+                    await db.execute(
+                        "UPDATE cmd_commands SET state=?, delivered=coalesce(delivered, ?), started=coalesce(started, ?), "
+                        "finished=?, code=?, output=?, reason=? WHERE id=?",
+                        (state, received, started, data.get("finished") or self.clock.now(),
+                         code if isinstance(code, int) else None, output, reason, cid))
+                audit_rows.append((e.sn, "command.state", e.sn, {"id": cid, "job": row[2], "from": cur_state, "to": state,
+                                                                 "code": code}))
         if self.audit is not None:
             await self.audit.record_many(audit_rows)

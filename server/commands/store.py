@@ -96,5 +96,5 @@ def job_dict(row: Any) -> dict[str, Any]:
 
 
 async def create_tables(db: Any) -> None:
+    """Inside ``storage.write()`` at start-up (``executescript`` COMMITs whatever is pending first)."""
     await db.executescript(SCHEMA)
-    await db.commit()

@@ -5,6 +5,7 @@ A PostgreSQL backend implements the same methods; nothing outside storage/ knows
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -49,6 +50,10 @@ class UnitQuery:
 class Storage(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
+
+    # one write transaction, alone in this process: ``async with storage.write() as db:`` commits when the block
+    # ends and rolls back when it raises (cancellation included); re-entrant within one task (see sqlite.py)
+    def write(self) -> AbstractAsyncContextManager[Any]: ...
 
     # ingest: one call = one transaction; duplicates (same sn, epoch, seq) are ignored
     async def store_telemetry(self, samples: list[SampleRow], events: list[EventRow]) -> int: ...

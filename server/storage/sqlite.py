@@ -1,6 +1,12 @@
 """SQLite backend through aiosqlite: WAL, one writer connection and a small pool of read-only connections.
 
-Every write goes through the single writer (``self.db``), which serialises them as SQLite requires. Every
+Every write goes through the single writer connection, inside ``async with storage.write() as db:``: one
+``asyncio.Lock`` makes each write transaction run alone on it, committed at the end of the block and rolled back
+if the block raises (cancellation included). The ``sqlite3`` module keeps ONE implicit transaction per
+connection, shared by every coroutine using it, so without the lock a writer that rolled back (after
+``SQLITE_BUSY``, an error or a cancelled request) while ingest awaited between its statements silently undid
+ingest's inserted samples, which were then acknowledged to the agent and lost; and a commit could publish another
+writer's half-done transaction. Never write on ``self.db`` outside ``write()``. Every
 standalone read (a query that does not need to see an uncommitted write of the same transaction) takes a
 connection from the read pool: in WAL mode readers run beside the writer and beside each other, and the
 ``sqlite3`` module releases the GIL while a statement runs, so a long scan on one connection no longer makes
@@ -236,6 +242,8 @@ class SqliteStorage:
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
         self._side: aiosqlite.Connection | None = None  # see meta_set_apart
         self._versions_at = float("-inf")
+        self._write_lock = asyncio.Lock()  # see write()
+        self._write_owner: asyncio.Task[Any] | None = None
 
     @property
     def db(self) -> aiosqlite.Connection:
@@ -276,6 +284,34 @@ class SqliteStorage:
         if self._db is not None:
             await self._db.close()
             self._db = None
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction on the writer connection, alone: commit when the block ends, roll back (and
+        re-raise) when it raises, ``CancelledError`` included; then let the next writer in.
+
+        Re-entrant per task: a block opened inside another block of the same task joins the outer transaction
+        (no commit, no rollback of its own; the outer block decides). A block must not wait for another task
+        that itself opens ``write()`` (deadlock), and must not hold the lock across network I/O.
+        aiosqlite runs a connection's calls in order on one thread, so a rollback or commit issued here is
+        done before the next writer's first statement even if this task is cancelled while awaiting it.
+        """
+        db = self.db
+        task = asyncio.current_task()
+        if task is not None and self._write_owner is task:
+            yield db
+            return
+        async with self._write_lock:
+            self._write_owner = task
+            try:
+                try:
+                    yield db
+                    await db.commit()
+                except BaseException:
+                    await db.rollback()
+                    raise
+            finally:
+                self._write_owner = None
 
     @contextlib.asynccontextmanager
     async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -334,10 +370,9 @@ class SqliteStorage:
 
     # ingest --------------------------------------------------------------------
     async def store_telemetry(self, samples: list[SampleRow], events: list[EventRow]) -> int:
-        db = self.db
         now = time.time()
         stored = 0
-        try:
+        async with self.write() as db:
             if samples:
                 before = db.total_changes
                 await db.executemany(
@@ -383,22 +418,18 @@ class SqliteStorage:
                                                           "modem_model", "modem_firmware") if e.data.get(k)}
                     if ident:
                         await db.execute("UPDATE units SET identity=? WHERE sn=?", (json.dumps(ident), e.sn))
-            await db.commit()
-        except BaseException:
-            await db.rollback()
-            raise
         return stored
 
     async def set_state(self, sn: str, online: bool, ts: float, reason: str, version: str) -> None:
         now = time.time()
-        await self.db.execute(
-            "INSERT INTO units(sn, first_seen, last_seen, online, state_ts, state_reason, agent_version) "
-            "VALUES (?,?,?,?,?,?,?) ON CONFLICT(sn) DO UPDATE SET online=excluded.online, state_ts=excluded.state_ts, "
-            "state_reason=excluded.state_reason, last_seen=max(units.last_seen, excluded.last_seen), "
-            "agent_version=CASE WHEN excluded.agent_version<>'' THEN excluded.agent_version ELSE units.agent_version END",
-            (sn, now, now, int(online), ts, reason, version),
-        )
-        await self.db.commit()
+        async with self.write() as db:
+            await db.execute(
+                "INSERT INTO units(sn, first_seen, last_seen, online, state_ts, state_reason, agent_version) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(sn) DO UPDATE SET online=excluded.online, state_ts=excluded.state_ts, "
+                "state_reason=excluded.state_reason, last_seen=max(units.last_seen, excluded.last_seen), "
+                "agent_version=CASE WHEN excluded.agent_version<>'' THEN excluded.agent_version ELSE units.agent_version END",
+                (sn, now, now, int(online), ts, reason, version),
+            )
 
     # registry ----------------------------------------------------------------------
     async def list_units(self, query: UnitQuery) -> tuple[int, list[dict[str, Any]]]:
@@ -448,14 +479,15 @@ class SqliteStorage:
         return int((await self._one("SELECT count(*) FROM samples"))[0])
 
     async def purge_samples(self, before_ts: int) -> int:
-        cur = await self.db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
-        await self.db.commit()
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
         return cur.rowcount
 
     # tokens --------------------------------------------------------------------------
     async def add_token(self, name: str, role: str, token_hash: str, created: float) -> None:
-        await self.db.execute("INSERT INTO tokens(hash, name, role, created) VALUES (?,?,?,?)", (token_hash, name, role, created))
-        await self.db.commit()
+        async with self.write() as db:
+            await db.execute("INSERT INTO tokens(hash, name, role, created) VALUES (?,?,?,?)",
+                             (token_hash, name, role, created))
 
     async def find_token(self, token_hash: str) -> dict[str, Any] | None:
         row = await self._one("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))
@@ -466,20 +498,16 @@ class SqliteStorage:
         """Insert or update institutions by code, all in one transaction."""
         self._registry_written()
         now = time.time()
-        try:
-            await self.db.executemany(
+        async with self.write() as db:
+            await db.executemany(
                 "INSERT INTO institutions(code, name, county, region, type, hours, contact, updated) "
                 "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(code) DO UPDATE SET name=excluded.name, county=excluded.county, "
                 "region=excluded.region, type=excluded.type, hours=excluded.hours, contact=excluded.contact, "
                 "updated=excluded.updated",
                 [(r["code"], *(r.get(f) or "" for f in _INSTITUTION_FIELDS), now) for r in rows],
             )
-            await self._bump(self.db, "registry_version")
-            await self.db.commit()
-            self._registry_written()
-        except BaseException:
-            await self.db.rollback()
-            raise
+            await self._bump(db, "registry_version")
+        self._registry_written()
 
     async def list_institutions(self, county: str | None = None) -> list[dict[str, Any]]:
         if county:
@@ -495,8 +523,7 @@ class SqliteStorage:
     async def upsert_registry_units(self, rows: list[dict[str, Any]], ts: int, by: str) -> None:
         """Register or update units in one transaction; a new unit or a changed status adds a history row."""
         self._registry_written()
-        db = self.db
-        try:
+        async with self.write() as db:
             for r in rows:
                 old = await (await db.execute("SELECT status, source FROM registry WHERE sn=?", (r["sn"],))).fetchone()
                 values = {f: r.get(f) for f in _REGISTRY_FIELDS if f in r}
@@ -517,11 +544,7 @@ class SqliteStorage:
                     await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
                                      (r["sn"], ts, values["status"], by, r.get("status_note") or "updated"))
             await self._bump(db, "registry_version")
-            await db.commit()
-            self._registry_written()
-        except BaseException:
-            await db.rollback()
-            raise
+        self._registry_written()
 
     async def ensure_registered(self, first_ts: dict[str, int]) -> list[str]:
         """Units seen by ingest join the registry (in service, no institution) from their earliest sample.
@@ -529,9 +552,8 @@ class SqliteStorage:
         A later-arriving older sample moves that automatic start earlier. Returns the SNs added.
         """
         self._registry_written()
-        db = self.db
         added: list[str] = []
-        try:
+        async with self.write() as db:
             for sn, ts in first_ts.items():
                 cur = await db.execute(
                     "INSERT OR IGNORE INTO registry(sn, status, source, registered_at) VALUES (?,?,?,?)",
@@ -545,19 +567,14 @@ class SqliteStorage:
                         "UPDATE status_history SET from_ts=? WHERE sn=? AND by='ingest' AND from_ts>? "
                         "AND (SELECT count(*) FROM status_history WHERE sn=?)=1", (ts, sn, ts, sn))
             await self._bump(db, "registry_version")
-            await db.commit()
-            self._registry_written()
-        except BaseException:
-            await db.rollback()
-            raise
+        self._registry_written()
         return added
 
     async def change_status(self, changes: list[tuple[str, int, str, str, str]],
                             updates: dict[str, dict[str, Any]] | None = None) -> None:
         """Status changes ``(sn, from_ts, status, by, note)`` and field updates, all in one transaction."""
         self._registry_written()
-        db = self.db
-        try:
+        async with self.write() as db:
             for sn, ts, status, by, note in changes:
                 cur = await db.execute("UPDATE registry SET status=? WHERE sn=?", (status, sn))
                 if not cur.rowcount:
@@ -570,11 +587,7 @@ class SqliteStorage:
                     await db.execute(f"UPDATE registry SET {', '.join(f'{k}=?' for k in fields)} WHERE sn=?",
                                      [*fields.values(), sn])
             await self._bump(db, "registry_version")
-            await db.commit()
-            self._registry_written()
-        except BaseException:
-            await db.rollback()
-            raise
+        self._registry_written()
 
     async def registry_query(self, filters: dict[str, Any], sort: str = "sn", descending: bool = False,
                              limit: int = 50, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
@@ -809,9 +822,9 @@ class SqliteStorage:
         await self._side.commit()
 
     async def meta_set(self, key: str, value: str) -> None:
-        await self.db.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                              (key, value))
-        await self.db.commit()
+        async with self.write() as db:
+            await db.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                             (key, value))
         self._rollups_written()
 
     async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]]) -> None:
@@ -821,11 +834,10 @@ class SqliteStorage:
         """
         from datetime import date
 
-        db = self.db
         by_day: dict[tuple[str, int], list[tuple[int, int, tuple[int, int, int, int]]]] = {}
         for sn, day, idx, nh, counts in items:
             by_day.setdefault((sn, day), []).append((idx, nh, counts))
-        try:
+        async with self.write() as db:
             for (sn, day), hours in by_day.items():
                 row = await (await db.execute(
                     "SELECT service, intact, netok, nodata, hours FROM rollup_day WHERE day=? AND sn=?", (day, sn))).fetchone()
@@ -845,11 +857,7 @@ class SqliteStorage:
                         "service=service+excluded.service, intact=intact+excluded.intact, "
                         "netok=netok+excluded.netok, nodata=nodata+excluded.nodata", (month, sn, *delta))
             await self._bump(db, "rollup_version")
-            await db.commit()
-            self._rollups_written()
-        except BaseException:
-            await db.rollback()
-            raise
+        self._rollups_written()
 
     async def rollup_sums(self, months: list[int], days: list[int], parts: list[tuple[int, int, int]],
                           sns: list[str] | None = None) -> dict[str, list[int]]:
@@ -898,14 +906,14 @@ class SqliteStorage:
         return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     async def purge_rollups(self, before_day: int) -> int:
-        cur = await self.db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
-        n = cur.rowcount
         from datetime import date
 
         d = date.fromordinal(before_day)
-        await self.db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
-        await self._bump(self.db, "rollup_version")
-        await self.db.commit()
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
+            n = cur.rowcount
+            await db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
+            await self._bump(db, "rollup_version")
         self._rollups_written()
         return n
 
@@ -932,16 +940,12 @@ class SqliteStorage:
 
     async def replace_outages(self, start: int, end: int, rows: list[tuple[str, int, int, list[str]]]) -> None:
         """Correlated link-down minutes ``(county, minute start, units, sns)`` for ``[start, end)``."""
-        try:
-            await self.db.execute("DELETE FROM outages WHERE minute >= ? AND minute < ?", (start, end))
-            await self.db.executemany("INSERT OR REPLACE INTO outages VALUES (?,?,?,?)",
-                                      [(c, m, n, json.dumps(sorted(s))) for c, m, n, s in rows])
-            await self._bump(self.db, "rollup_version")
-            await self.db.commit()
-            self._rollups_written()
-        except BaseException:
-            await self.db.rollback()
-            raise
+        async with self.write() as db:
+            await db.execute("DELETE FROM outages WHERE minute >= ? AND minute < ?", (start, end))
+            await db.executemany("INSERT OR REPLACE INTO outages VALUES (?,?,?,?)",
+                                 [(c, m, n, json.dumps(sorted(s))) for c, m, n, s in rows])
+            await self._bump(db, "rollup_version")
+        self._rollups_written()
 
     async def outages_between(self, start: int, end: int, county: str | None = None) -> list[dict[str, Any]]:
         sql = "SELECT county, minute, units, sns FROM outages WHERE minute >= ? AND minute < ?"
@@ -1008,17 +1012,13 @@ class SqliteStorage:
     async def replace_cell_outages(self, start: int, end: int,
                                    rows: list[tuple[int, int, int, str, list[str]]]) -> None:
         """Link-down minutes shared by several units of one cell ``(tac, cell, minute, county, sns)``."""
-        try:
-            await self.db.execute("DELETE FROM cell_outages WHERE minute >= ? AND minute < ?", (start, end))
-            await self.db.executemany("INSERT OR REPLACE INTO cell_outages VALUES (?,?,?,?,?,?)",
-                                      [(t, c, m, county, len(sns), json.dumps(sorted(sns)))
-                                       for t, c, m, county, sns in rows])
-            await self._bump(self.db, "rollup_version")
-            await self.db.commit()
-            self._rollups_written()
-        except BaseException:
-            await self.db.rollback()
-            raise
+        async with self.write() as db:
+            await db.execute("DELETE FROM cell_outages WHERE minute >= ? AND minute < ?", (start, end))
+            await db.executemany("INSERT OR REPLACE INTO cell_outages VALUES (?,?,?,?,?,?)",
+                                 [(t, c, m, county, len(sns), json.dumps(sorted(sns)))
+                                  for t, c, m, county, sns in rows])
+            await self._bump(db, "rollup_version")
+        self._rollups_written()
 
     async def cell_outages_between(self, start: int, end: int, county: str | None = None,
                                    sn: str | None = None) -> list[dict[str, Any]]:
@@ -1064,14 +1064,10 @@ class SqliteStorage:
 
     async def put_data_days(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
         """Store data-use day rows ``(sn, row)`` in one transaction."""
-        try:
-            await self.db.executemany(
+        async with self.write() as db:
+            await db.executemany(
                 f"INSERT OR REPLACE INTO data_day(sn, {', '.join(_DATA_COLS)}) VALUES ({','.join('?' * 10)})",
                 [(sn, *(r[c] for c in _DATA_COLS)) for sn, r in rows])
-            await self.db.commit()
-        except BaseException:
-            await self.db.rollback()
-            raise
 
     async def data_use(self, first_day: int, last_day: int, sns: list[str] | None = None) -> dict[str, dict[str, int]]:
         """Per unit over the days ``[first_day, last_day]``: bytes used, counter resets, samples, newest sample."""
@@ -1091,36 +1087,35 @@ class SqliteStorage:
         return [dict(zip(_DATA_COLS, r, strict=True)) for r in rows]
 
     async def purge_data_days(self, before_day: int) -> int:
-        cur = await self.db.execute("DELETE FROM data_day WHERE day < ?", (before_day,))
-        await self.db.commit()
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM data_day WHERE day < ?", (before_day,))
         return cur.rowcount
 
     # alerts -------------------------------------------------------------------------------
     async def raise_alert(self, key: str, kind: str, sn: str | None, county: str | None, ts: int, message: str,
                           data: dict[str, Any], webhook: bool) -> bool:
         """Open an alert (or refresh the open one with this key). Returns True when newly opened."""
-        row = await (await self.db.execute("SELECT id, closed_ts FROM alerts WHERE key=?", (key,))).fetchone()
         payload = json.dumps(data, ensure_ascii=False)
-        if row is not None and row[1] is None:
-            await self.db.execute("UPDATE alerts SET last_ts=?, message=?, data=? WHERE id=?", (ts, message, payload, row[0]))
-            await self.db.commit()
-            return False
-        if row is not None:  # closed before: reopen as a new occurrence, keeping its id
-            await self.db.execute(
-                "UPDATE alerts SET opened_ts=?, last_ts=?, closed_ts=NULL, message=?, data=?, acked_by=NULL, acked_ts=NULL, "
-                "webhook=?, webhook_attempts=0 WHERE id=?", (ts, ts, message, payload, "pending" if webhook else "none", row[0]))
-        else:
-            await self.db.execute(
-                "INSERT INTO alerts(key, kind, sn, county, opened_ts, last_ts, message, data, webhook) VALUES (?,?,?,?,?,?,?,?,?)",
-                (key, kind, sn, county, ts, ts, message, payload, "pending" if webhook else "none"))
-        await self.db.commit()
+        async with self.write() as db:
+            row = await (await db.execute("SELECT id, closed_ts FROM alerts WHERE key=?", (key,))).fetchone()
+            if row is not None and row[1] is None:
+                await db.execute("UPDATE alerts SET last_ts=?, message=?, data=? WHERE id=?", (ts, message, payload, row[0]))
+                return False
+            if row is not None:  # closed before: reopen as a new occurrence, keeping its id
+                await db.execute(
+                    "UPDATE alerts SET opened_ts=?, last_ts=?, closed_ts=NULL, message=?, data=?, acked_by=NULL, acked_ts=NULL, "
+                    "webhook=?, webhook_attempts=0 WHERE id=?", (ts, ts, message, payload, "pending" if webhook else "none", row[0]))
+            else:
+                await db.execute(
+                    "INSERT INTO alerts(key, kind, sn, county, opened_ts, last_ts, message, data, webhook) VALUES (?,?,?,?,?,?,?,?,?)",
+                    (key, kind, sn, county, ts, ts, message, payload, "pending" if webhook else "none"))
         return True
 
     async def close_alerts(self, kind: str, keep_keys: set[str], ts: int) -> int:
-        cur = await self.db.execute("SELECT key FROM alerts WHERE kind=? AND closed_ts IS NULL", (kind,))
-        gone = [r[0] for r in await cur.fetchall() if r[0] not in keep_keys]
-        await self.db.executemany("UPDATE alerts SET closed_ts=? WHERE key=?", [(ts, k) for k in gone])
-        await self.db.commit()
+        async with self.write() as db:
+            cur = await db.execute("SELECT key FROM alerts WHERE kind=? AND closed_ts IS NULL", (kind,))
+            gone = [r[0] for r in await cur.fetchall() if r[0] not in keep_keys]
+            await db.executemany("UPDATE alerts SET closed_ts=? WHERE key=?", [(ts, k) for k in gone])
         return len(gone)
 
     async def list_alerts(self, open_only: bool = True, kind: str | None = None, sn: str | None = None,
@@ -1146,8 +1141,8 @@ class SqliteStorage:
         return int(total), out
 
     async def ack_alert(self, alert_id: int, by: str, ts: float) -> bool:
-        cur = await self.db.execute("UPDATE alerts SET acked_by=?, acked_ts=? WHERE id=?", (by, ts, alert_id))
-        await self.db.commit()
+        async with self.write() as db:
+            cur = await db.execute("UPDATE alerts SET acked_by=?, acked_ts=? WHERE id=?", (by, ts, alert_id))
         return bool(cur.rowcount)
 
     async def pending_webhooks(self, limit: int = 50) -> list[dict[str, Any]]:
@@ -1160,5 +1155,5 @@ class SqliteStorage:
         return out
 
     async def mark_webhook(self, alert_id: int, state: str, attempts: int) -> None:
-        await self.db.execute("UPDATE alerts SET webhook=?, webhook_attempts=? WHERE id=?", (state, attempts, alert_id))
-        await self.db.commit()
+        async with self.write() as db:
+            await db.execute("UPDATE alerts SET webhook=?, webhook_attempts=? WHERE id=?", (state, attempts, alert_id))
