@@ -849,11 +849,10 @@ enabled = false
                 host.close()
         self.hosts = []
         for rig in self.rigs.values():
-            if rig.host_index >= 0:
-                continue
-            self._signal(rig, signal.SIGKILL)
-            if rig.proc is not None:
-                rig.proc.wait()
+            if rig.host_index < 0:
+                self._signal(rig, signal.SIGKILL)
+                if rig.proc is not None:
+                    rig.proc.wait()
             if rig.ro_mounted:
                 subprocess.run(["umount", "-l", str(rig.data_dir)], capture_output=True)
                 rig.ro_mounted = False
