@@ -26,6 +26,7 @@ from typing import Protocol
 
 TICK_S = 0.02  # tick period while an emulator has something pending
 SWEEP_S = 1.0  # every device is ticked at least this often
+HUB_NICE = -10  # the hub thread's nice value, when the process may raise its priority
 
 
 class Emulator(Protocol):
@@ -120,6 +121,13 @@ class PtyHub:
 
     def _run(self) -> None:
         self.thread_ident = threading.get_ident()
+        # Peripherals answer in real time however busy the terminal is. On a saturated machine the scheduler
+        # shares the CPU per thread, and this one thread serving every pty lost to the agents' hundreds: 2-12 %
+        # of a 100-unit fleet's printer polls missed their 0.5 s deadline. Ahead of them when allowed (root).
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HUB_NICE)
+        except (OSError, AttributeError):
+            pass
         next_sweep = time.monotonic() + SWEEP_S
         while True:
             with self._lock:
