@@ -87,7 +87,9 @@ def agent_run(config_path: str) -> None:
     except (OSError, ValueError) as err:
         click.echo(f"agent releases: {err}; running the installed agent", err=True)
     from agent.main import Agent
+    from agent.warmup import warm_up
 
+    warm_up()  # before any of the agent's threads exist
     try:
         a = Agent(cfg, config_path=Path(config_path).resolve())
     except (ValueError, OSError) as err:

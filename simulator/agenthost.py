@@ -33,6 +33,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from agent.warmup import warm_up
+
 log = logging.getLogger("simulator.agenthost")
 
 _OUT_LOCK = threading.Lock()
@@ -40,26 +42,6 @@ _OUT_LOCK = threading.Lock()
 #: process (SIGSEGV in msgspec.convert of the agent's config, 2 of 4 hosts of the 100-unit day, most of the 40 of
 #: the 1,000-unit run) when 25 threads did that first use at once
 _BUILD_LOCK = threading.Lock()
-
-
-def _warm_up() -> None:
-    """First use of every msgspec Struct the agents use, on one thread, before any agent thread starts."""
-    import inspect
-
-    import msgspec
-
-    import agent.config
-    import agent.main  # noqa: F401  (imports the rest of the agent)
-    import drivers.idcard.device
-    import drivers.modem.device
-    import drivers.printer.profile
-    import wire.messages
-
-    for module in (agent.config, wire.messages, drivers.modem.device, drivers.printer.profile, drivers.idcard.device):
-        for _name, cls in inspect.getmembers(module, inspect.isclass):
-            if issubclass(cls, msgspec.Struct) and cls is not msgspec.Struct:
-                msgspec.msgpack.Decoder(cls)
-                msgspec.json.Decoder(cls)
 
 
 def _emit(**msg: Any) -> None:
@@ -317,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     logs = _PerUnitLog(fallback)
     logs.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.handlers[:] = [logs]
-    _warm_up()
+    warm_up()
     host = Host(logs)
     signal.signal(signal.SIGTERM, lambda *_: sys.stdin.close())
     try:
