@@ -107,6 +107,13 @@ class CommandSettings(_Strict):
     package_base_url: str = ""
 
 
+class ReportSettings(_Strict):
+    # the browser that prints the PDF report (server/reports/pdf.py): a path or a name on PATH;
+    # empty looks up chromium, chromium-browser, google-chrome (Debian: chromium + fonts-wqy-microhei)
+    chromium: str = ""
+    pdf_timeout_s: float = Field(60.0, gt=0, le=600)
+
+
 class ClockSettings(_Strict):
     speed: float = Field(1.0, gt=0)
     start: str = ""
@@ -127,6 +134,7 @@ class Settings(_Strict):
     alerts: AlertSettings = AlertSettings()
     clock: ClockSettings = ClockSettings()
     commands: CommandSettings = CommandSettings()
+    reports: ReportSettings = ReportSettings()
     ingest_enabled: bool = True
     base_dir: str = ""
 

@@ -1,13 +1,15 @@
-"""Operations report API: the same report as ``posfleet report ops``, as printable HTML or CSV."""
+"""Operations report API: the same report as ``posfleet report ops``, as printable HTML, CSV or PDF."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
 from .ops import build, render_csv, render_html
+from .pdf import ChromiumMissing, PdfError, html_to_pdf
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
@@ -19,7 +21,7 @@ async def ops_report(
     start: Annotated[str, Query(alias="from", max_length=40)],
     end: Annotated[str, Query(alias="to", max_length=40)],
     county: str | None = None,
-    format: Literal["html", "csv"] = "html",  # noqa: A002 - the query parameter's name
+    format: Literal["html", "csv", "pdf"] = "html",  # noqa: A002 - the query parameter's name
     lang: Literal["zh", "en"] = "zh",
 ) -> Response:
     svc = request.app.state.availability
@@ -29,4 +31,15 @@ async def ops_report(
     if format == "csv":
         return Response(render_csv(data), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+    if format == "pdf":
+        cfg = request.app.state.settings.reports
+        try:
+            pdf = await html_to_pdf(render_html(data), cfg.chromium, cfg.pdf_timeout_s)
+        except ChromiumMissing as err:
+            return JSONResponse({"detail": str(err), "errors": [{"field": "reports.chromium", "error": str(err)}]},
+                                status_code=503)
+        except PdfError as err:
+            return JSONResponse({"detail": str(err)}, status_code=500)
+        return Response(pdf, media_type="application/pdf",
+                        headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
     return Response(render_html(data), media_type="text/html; charset=utf-8")

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pypdf
+
 from tests.server.conftest import at, make_api
 from tests.server.test_availability import DAY, _setup, _unit_a_day
 
@@ -70,3 +72,71 @@ async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path
                           "--config", str(cfg), "--from", "2025-03-03T00:30:00+08:00", "--to", DAY["to"]],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--from" in bad.stderr
+
+
+def _pdf_facts(content: bytes) -> tuple[list[tuple[float, float]], set[str], str]:
+    """Page sizes (pt), embedded font names and extracted text of a PDF."""
+    reader = pypdf.PdfReader(io.BytesIO(content))
+    sizes, fonts, text = [], set(), []
+    for page in reader.pages:
+        sizes.append((float(page.mediabox.width), float(page.mediabox.height)))
+        for font in (page.get("/Resources", {}).get("/Font") or {}).values():
+            font = font.get_object()
+            fonts.add(str(font.get("/BaseFont", "")))
+            for desc in font.get("/DescendantFonts") or []:
+                fonts.add(str(desc.get_object().get("/BaseFont", "")))
+        text.append(page.extract_text())
+    return sizes, fonts, "\n".join(text)
+
+
+async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        fleet = (await api.get("/api/v1/availability", **DAY)).json()["fleet"]
+        rate = f"{fleet['device_rate'] * 100:.2f} %"
+        html = (await api.get("/api/v1/reports/ops", **DAY)).text
+        assert rate in html and "设备完好率" in html
+
+        r = await api.get("/api/v1/reports/ops", role="viewer", format="pdf", **DAY)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-type"] == "application/pdf"
+        assert r.headers["content-disposition"] == 'attachment; filename="ops-2025-03-03-2025-03-04.pdf"'
+        assert r.content.startswith(b"%PDF")
+        sizes, fonts, text = _pdf_facts(r.content)
+        assert sizes and all(abs(w - 595.3) < 2 and abs(h - 841.9) < 2 for w, h in sizes), sizes
+        assert any("wenquanyi" in f.lower() or "wqy" in f.lower() for f in fonts), fonts
+        assert "医保终端运维服务报告" in text and "设备完好率" in text and "未达标终端明细" in text
+        assert rate in text and "HNA0000001" in text
+
+        # no browser: 503 naming the setting and the package; a browser that fails: 500 with what it said
+        api.app.state.settings.reports.chromium = str(tmp_path / "no-such-chromium")
+        r = await api.get("/api/v1/reports/ops", format="pdf", **DAY)
+        assert r.status_code == 503 and r.json()["errors"][0]["field"] == "reports.chromium"
+        assert "reports.chromium" in r.json()["detail"] and "'chromium'" in r.json()["detail"]
+        fake = tmp_path / "broken-chromium"
+        fake.write_text("#!/bin/sh\necho 'cannot open display: simulated failure' >&2\nexit 3\n", encoding="utf-8")
+        fake.chmod(0o755)
+        api.app.state.settings.reports.chromium = str(fake)
+        r = await api.get("/api/v1/reports/ops", format="pdf", **DAY)
+        assert r.status_code == 500 and "status 3" in r.json()["detail"]
+        assert "simulated failure" in r.json()["detail"]
+
+    # the CLI prints the same PDF; with a bogus browser path it stops with exit 2 naming the setting
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fleet.sqlite"}"\n', encoding="utf-8")
+    out = tmp_path / "ops.pdf"
+    cli = [sys.executable, "-c", "from posfleet.cli_report import command; command()",
+           "--config", str(cfg), "--from", DAY["from"], "--to", DAY["to"], "--format", "pdf"]
+    run = subprocess.run([*cli, "--out", str(out)], capture_output=True, text=True, timeout=90)
+    assert run.returncode == 0, run.stderr
+    sizes, fonts, text = _pdf_facts(out.read_bytes())
+    assert out.read_bytes().startswith(b"%PDF") and all(abs(w - 595.3) < 2 for w, _h in sizes)
+    assert rate in text and "医保终端运维服务报告" in text
+    cfg.write_text(cfg.read_text(encoding="utf-8") + f'[reports]\nchromium = "{tmp_path / "no-such-chromium"}"\n',
+                   encoding="utf-8")
+    bad = subprocess.run(cli, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "reports.chromium" in bad.stderr and "'chromium'" in bad.stderr, bad.stderr
+    assert bad.stdout == ""
