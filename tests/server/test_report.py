@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +76,15 @@ async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path
     assert bad.returncode == 2 and "--from" in bad.stderr
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat").read_text() if Path(f"/proc/{pid}/stat").exists() else ""
+    return " Z " not in stat  # a zombie waiting for init to reap it is dead
+
+
 def _pdf_facts(content: bytes) -> tuple[list[tuple[float, float]], set[str], str]:
     """Page sizes (pt), embedded font names and extracted text of a PDF."""
     reader = pypdf.PdfReader(io.BytesIO(content))
@@ -123,6 +134,21 @@ async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> 
         r = await api.get("/api/v1/reports/ops", format="pdf", **DAY)
         assert r.status_code == 500 and "status 3" in r.json()["detail"]
         assert "simulated failure" in r.json()["detail"]
+        # one that hangs: killed at the deadline with the helper it started (its process group), stderr kept
+        hung = tmp_path / "hung-chromium"
+        hung.write_text(f"#!/bin/sh\necho 'stuck loading' >&2\nsleep 30 &\necho $! > {tmp_path / 'child.pid'}\n"
+                        "wait\n", encoding="utf-8")
+        hung.chmod(0o755)
+        api.app.state.settings.reports.chromium = str(hung)
+        api.app.state.settings.reports.pdf_timeout_s = 0.5
+        r = await api.get("/api/v1/reports/ops", format="pdf", **DAY)
+        assert r.status_code == 500 and "within 0.5 s" in r.json()["detail"] and "stuck loading" in r.json()["detail"]
+        child = int((tmp_path / "child.pid").read_text())
+        for _ in range(50):
+            if not _alive(child):
+                break
+            await asyncio.sleep(0.05)
+        assert not _alive(child), "the browser's child outlived the deadline"
 
     # the CLI prints the same PDF; with a bogus browser path it stops with exit 2 naming the setting
     cfg = tmp_path / "server.toml"
