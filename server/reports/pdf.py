@@ -64,39 +64,53 @@ async def html_to_pdf(html: str, chromium: str = "", timeout_s: float = 60.0) ->
     a PDF, or takes longer than ``timeout_s`` (then its whole process group is killed).
     """
     exe = find_chromium(chromium)
-    with tempfile.TemporaryDirectory(prefix="pf-pdf-") as tmp:
-        src, out = Path(tmp) / "report.html", Path(tmp) / "report.pdf"
-        src.write_text(html, encoding="utf-8")
-        proc = await asyncio.create_subprocess_exec(
-            exe, *FLAGS, f"--user-data-dir={Path(tmp) / 'profile'}", f"--print-to-pdf={out}", src.as_uri(),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-            start_new_session=True)
-        buf, timed_out = bytearray(), False
+    # the files (the HTML, Chromium's profile of a few hundred files, the PDF) are written, read and removed
+    # in a worker thread: on a busy disk that is tens of milliseconds the event loop would otherwise wait
+    tmp = await asyncio.to_thread(_prepare, html)
+    try:
+        return await _print(exe, Path(tmp), timeout_s)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, tmp, True)
 
-        async def drain() -> None:  # stderr read as it comes, so a timed-out browser's tail is kept too
-            assert proc.stderr is not None
-            while chunk := await proc.stderr.read(65536):
-                buf.extend(chunk)
 
-        reader = asyncio.create_task(drain())
-        try:
-            await asyncio.wait_for(proc.wait(), timeout_s)
-        except TimeoutError:
-            timed_out = True
-        finally:  # on the deadline, when the request is cancelled, and after a normal exit: no helper left behind
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), 5)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(reader, 5)
-            reader.cancel()
-        err = bytes(buf)
-        if timed_out:
-            raise PdfError(f"{exe} did not finish printing the PDF within {timeout_s:g} s; its stderr:\n"
-                           f"{_tail(err)}")
-        data = out.read_bytes() if out.exists() else b""
-        if proc.returncode != 0 or not data.startswith(b"%PDF"):
-            raise PdfError(f"{exe} exited with status {proc.returncode} and "
-                           f"{'no PDF' if not data else 'no valid PDF'}; its stderr:\n{_tail(err)}")
-        return data
+def _prepare(html: str) -> str:
+    tmp = tempfile.mkdtemp(prefix="pf-pdf-")
+    (Path(tmp) / "report.html").write_text(html, encoding="utf-8")
+    return tmp
+
+
+async def _print(exe: str, tmp: Path, timeout_s: float) -> bytes:
+    src, out = tmp / "report.html", tmp / "report.pdf"
+    proc = await asyncio.create_subprocess_exec(
+        exe, *FLAGS, f"--user-data-dir={tmp / 'profile'}", f"--print-to-pdf={out}", src.as_uri(),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        start_new_session=True)
+    buf, timed_out = bytearray(), False
+
+    async def drain() -> None:  # stderr read as it comes, so a timed-out browser's tail is kept too
+        assert proc.stderr is not None
+        while chunk := await proc.stderr.read(65536):
+            buf.extend(chunk)
+
+    reader = asyncio.create_task(drain())
+    try:
+        await asyncio.wait_for(proc.wait(), timeout_s)
+    except TimeoutError:
+        timed_out = True
+    finally:  # on the deadline, when the request is cancelled, and after a normal exit: no helper left behind
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(reader, 5)
+        reader.cancel()
+    err = bytes(buf)
+    if timed_out:
+        raise PdfError(f"{exe} did not finish printing the PDF within {timeout_s:g} s; its stderr:\n"
+                       f"{_tail(err)}")
+    data = await asyncio.to_thread(lambda: out.read_bytes() if out.exists() else b"")
+    if proc.returncode != 0 or not data.startswith(b"%PDF"):
+        raise PdfError(f"{exe} exited with status {proc.returncode} and "
+                       f"{'no PDF' if not data else 'no valid PDF'}; its stderr:\n{_tail(err)}")
+    return data
