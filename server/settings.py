@@ -112,6 +112,8 @@ class ReportSettings(_Strict):
     # empty looks up chromium, chromium-browser, google-chrome (Debian: chromium + fonts-wqy-microhei)
     chromium: str = ""
     pdf_timeout_s: float = Field(60.0, gt=0, le=600)
+    # PDF prints at once per server process (each is a Chromium using up to both cores); more requests wait
+    pdf_concurrency: int = Field(1, ge=1, le=16)
 
 
 class ClockSettings(_Strict):

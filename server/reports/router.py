@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -33,8 +34,12 @@ async def ops_report(
                         headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
     if format == "pdf":
         cfg = request.app.state.settings.reports
+        slots = getattr(request.app.state, "pdf_slots", None)
+        if slots is None:  # made here, on the server's own event loop
+            slots = request.app.state.pdf_slots = asyncio.Semaphore(cfg.pdf_concurrency)
         try:
-            pdf = await html_to_pdf(render_html(data), cfg.chromium, cfg.pdf_timeout_s)
+            async with slots:
+                pdf = await html_to_pdf(render_html(data), cfg.chromium, cfg.pdf_timeout_s)
         except ChromiumMissing as err:
             return JSONResponse({"detail": str(err), "errors": [{"field": "reports.chromium", "error": str(err)}]},
                                 status_code=503)

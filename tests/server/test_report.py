@@ -149,6 +149,16 @@ async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> 
                 break
             await asyncio.sleep(0.05)
         assert not _alive(child), "the browser's child outlived the deadline"
+        # prints at once are limited ([reports] pdf_concurrency = 1): a browser that fails when another one runs
+        lone = tmp_path / "lone-chromium"
+        lone.write_text(f"#!/bin/sh\nmkdir {tmp_path / 'running'} || {{ echo 'another print is running' >&2; exit 9; }}\n"
+                        "sleep 0.2\nfor a in \"$@\"; do case $a in --print-to-pdf=*) out=${a#--print-to-pdf=};; esac; done\n"
+                        f"printf '%%PDF-1.4 test' > \"$out\"\nrmdir {tmp_path / 'running'}\n", encoding="utf-8")
+        lone.chmod(0o755)
+        api.app.state.settings.reports.chromium = str(lone)
+        api.app.state.settings.reports.pdf_timeout_s = 30
+        many = await asyncio.gather(*(api.get("/api/v1/reports/ops", format="pdf", **DAY) for _ in range(3)))
+        assert [m.status_code for m in many] == [200] * 3, [m.text for m in many]
 
     # the CLI prints the same PDF; with a bogus browser path it stops with exit 2 naming the setting
     cfg = tmp_path / "server.toml"
