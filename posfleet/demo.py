@@ -301,6 +301,7 @@ def run_demo(workdir: Path, units: int, http_port: int, interval: int, speed: fl
     from simulator.emulators import idcard, modem, printer
     from simulator.local import AgentProc, Broker, Pki, Server, agent_config, free_port, port_open
 
+    workdir = workdir.resolve()  # the default is relative (.demo); every config written below names absolute paths
     if fresh and workdir.exists():
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True, exist_ok=True)

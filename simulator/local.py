@@ -52,6 +52,7 @@ def port_open(port: int) -> bool:
 
 class Pki:
     def __init__(self, root: Path) -> None:
+        root = root.resolve()  # the configs written below name these files; relative paths would be read elsewhere
         self.dir = root
         self.ca = FleetCA.init(root, PASS)
         self.ca.issue_broker(["localhost", "127.0.0.1"])
@@ -74,7 +75,7 @@ class Broker:
     def __init__(self, pki: Pki, workdir: Path) -> None:
         self.pki = pki
         self.port = free_port()
-        self.workdir = workdir
+        self.workdir = workdir = workdir.resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         self.conf = write_broker_config(pki.dir, self.port, data_dir=workdir, user=getpass.getuser(),
                                         name=f"mosquitto-{self.port}.conf")
@@ -108,7 +109,7 @@ class Broker:
 class Server:
     def __init__(self, pki: Pki, broker: Broker, workdir: Path, clock: dict[str, Any] | None = None,
                  extra: str = "", http_port: int | None = None) -> None:
-        self.workdir = workdir
+        self.workdir = workdir = workdir.resolve()  # server.toml's paths are read relative to server.toml's folder
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = http_port or free_port()
         self.db = workdir / "fleet.sqlite"
