@@ -29,7 +29,7 @@ def test_sigkill_during_upload_loses_and_duplicates_nothing(pki, broker, server,
     kills = 0
     for _ in range(20):
         agent = AgentProc(cfg, tmp_path / "k.log").start()
-        time.sleep(rng.uniform(0.8, 2.5))
+        time.sleep(rng.uniform(0.6, 1.6))
         agent.kill()
         kills += 1
         if stored() >= BACKLOG:
