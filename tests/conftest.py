@@ -43,5 +43,10 @@ def sqlite_count(db: Path, sql: str) -> int:
     con = sqlite3.connect(db, timeout=10)
     try:
         return int(con.execute(sql).fetchone()[0] or 0)
+    except sqlite3.OperationalError as err:
+        # polled while the process is still creating the file's schema: nothing counted yet
+        if "no such table" in str(err):
+            return 0
+        raise
     finally:
         con.close()
