@@ -153,16 +153,22 @@ def test_block_size_grows_on_a_fast_link_shrinks_on_a_slow_or_broken_one_within_
     assert BlockSize(pace=100 * 1024 * 1024).cap == BLOCK_CAP
 
 
-def test_a_partial_file_left_by_a_killed_agent_is_resumed(served: tuple[Fleet, Path, str, str],
-                                                          tmp_path: Path) -> None:
-    """What a power cut leaves behind: the first bytes in <sha>.tar.gz.part. The server answers 206 from there."""
-    fleet, archive, pid, token = served
+def _left_part(archive: Path, tmp_path: Path, first: bytes | None) -> tuple[bytes, str, Path, Path]:
+    """The package's bytes and digest, its download path, and the <sha>.tar.gz.part a killed agent left there."""
     data = archive.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     dest = tmp_path / "updates" / f"{digest}.tar.gz"
     dest.parent.mkdir(parents=True)
     part = dest.with_name(dest.name + ".part")
-    part.write_bytes(data[:123_457])
+    part.write_bytes(data[:123_457] if first is None else first)
+    return data, digest, dest, part
+
+
+def test_a_partial_file_left_by_a_killed_agent_is_resumed(served: tuple[Fleet, Path, str, str],
+                                                          tmp_path: Path) -> None:
+    """What a power cut leaves behind: the first bytes in <sha>.tar.gz.part. The server answers 206 from there."""
+    fleet, archive, pid, token = served
+    data, digest, dest, part = _left_part(archive, tmp_path, None)
     relay = CuttingRelay(fleet.server.http_port, cut_after=1 << 30)
     try:
         download(f"http://127.0.0.1:{relay.port}/api/v1/packages/{pid}/download?t={token}", dest, len(data), digest,
@@ -177,12 +183,7 @@ def test_a_partial_file_that_is_not_the_package_is_refused_and_deleted(
         served: tuple[Fleet, Path, str, str], tmp_path: Path) -> None:
     """A stale part from another package: resuming onto it cannot verify; the agent deletes it, nothing kept."""
     fleet, archive, pid, token = served
-    data = archive.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    dest = tmp_path / "updates" / f"{digest}.tar.gz"
-    dest.parent.mkdir(parents=True)
-    part = dest.with_name(dest.name + ".part")
-    part.write_bytes(os.urandom(1000))
+    data, digest, dest, part = _left_part(archive, tmp_path, os.urandom(1000))
     url = f"http://127.0.0.1:{fleet.server.http_port}/api/v1/packages/{pid}/download?t={token}"
     with pytest.raises(Refused, match="sha256 mismatch"):
         download(url, dest, len(data), digest, pace=0, timeout=5, attempts=2)
