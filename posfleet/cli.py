@@ -311,14 +311,50 @@ def sim() -> None:
 @sim.command("device")
 @click.argument("kind", type=click.Choice(["modem", "printer", "idcard"]))
 @click.option("--profile", default=None, help="firmware profile name")
-def sim_device(kind: str, profile: str | None) -> None:
-    """Run one emulated peripheral on a pseudo-terminal and print its path (Ctrl-C stops)."""
+@click.option("--fault", "faults", multiple=True, metavar="NAME",
+              help="fault switch to start with (repeatable), e.g. printer_paper_out, sim_missing")
+def sim_device(kind: str, profile: str | None, faults: tuple[str, ...]) -> None:
+    """Run one emulated peripheral on a pseudo-terminal and print its path (Ctrl-C stops).
+
+    A fault switch name typed on stdin (one a line) turns that switch on, or off if it was on;
+    the switches now on are printed after each line.
+    """
+    from drivers.profiles import ProfileError
+
     mod = importlib.import_module(f"simulator.emulators.{kind}")
+    known = sorted(mod.FAULTS)
+    for name in faults:
+        if name not in mod.FAULTS:
+            raise click.BadParameter(f"unknown {kind} fault {name!r} (known: {', '.join(known)})",
+                                     param_hint="--fault")
     default = {"modem": "generic-3gpp", "printer": "generic-58mm", "idcard": "generic-sam"}[kind]
-    dev = mod.serve(profile or default)
+    try:
+        dev = mod.serve(profile or default)
+    except ProfileError as err:
+        raise click.BadParameter(str(err), param_hint="--profile") from err
+    dev.emulator.faults.update(faults)
+    dev.poke()
     click.echo(dev.path)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def toggle_from_stdin() -> None:
+        for line in sys.stdin:
+            name = line.strip()
+            if not name:
+                continue
+            if name not in mod.FAULTS:
+                click.echo(f"unknown {kind} fault {name!r} (known: {', '.join(known)})", err=True)
+                continue
+            switches = dev.emulator.faults
+            if name in switches:
+                switches.discard(name)
+            else:
+                switches.add(name)
+            dev.poke()
+            click.echo("faults: " + (", ".join(sorted(switches)) or "none"))
+
+    threading.Thread(target=toggle_from_stdin, name="fault-switches", daemon=True).start()
     try:
         stop.wait()
     except KeyboardInterrupt:
