@@ -12,12 +12,21 @@ from ..storage import UnitQuery
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
 
 
+def _health(sample: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored sample as the API shows it, with the terminal's boot time: the sample's time minus its uptime
+    (computed here, not stored, so it costs the samples table nothing)."""
+    if sample is not None and sample.get("uptime_s") is not None and sample.get("ts") is not None:
+        return {**sample, "boot_time": sample["ts"] - sample["uptime_s"]}
+    return sample
+
+
 def _present(unit: dict[str, Any], request: Request) -> dict[str, Any]:
     """Online: the broker session is up, or a message arrived within three keep-alive intervals."""
     s = request.app.state.settings
     now = request.app.state.clock.now()
     recent = now - unit["last_seen"] <= 3 * s.ingest.terminal_keepalive_s
     unit = dict(unit)
+    unit["latest"] = _health(unit.get("latest"))
     unit["broker_session"] = unit.pop("online")
     unit["online"] = bool(unit["broker_session"] or recent)
     return unit
@@ -60,4 +69,4 @@ async def unit_samples(
     storage = request.app.state.storage
     if await storage.get_unit(sn) is None:
         raise HTTPException(404, f"unit {sn!r} not found")
-    return {"sn": sn, "items": await storage.recent_samples(sn, limit, before)}
+    return {"sn": sn, "items": [_health(x) for x in await storage.recent_samples(sn, limit, before)]}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
+
 from tests.conftest import sqlite_count
 from tests.fleet import AgentProc, agent_config, wait_for
 
@@ -11,7 +13,13 @@ FAST = "batch_interval_s = 0\nbacklog_rate = 20.0"
 
 
 def test_samples_reach_the_api(pki, broker, server, tmp_path: Path) -> None:
-    cfg = agent_config(pki, broker, "HN00010001", tmp_path / "a1", sampling_interval=5, link=FAST)
+    # named terminal components: one version read from a file, one from a command's output through a pattern
+    (tmp_path / "app-version").write_text("3.2.1\n")
+    components = (f'[components.terminal_app]\nfile = "{tmp_path / "app-version"}"\n'
+                  "[components.os_image]\ncommand = [\"sh\", \"-c\", \"echo image build 2026.10-r4\"]\n"
+                  "pattern = 'build (\\S+)'\n"
+                  '[components.evoucher_sdk]\nfile = "/nonexistent/sdk-version"\n')
+    cfg = agent_config(pki, broker, "HN00010001", tmp_path / "a1", sampling_interval=5, link=FAST, extra=components)
     agent = AgentProc(cfg, tmp_path / "a1.log").start()
     try:
         def has_samples():
@@ -22,10 +30,19 @@ def test_samples_reach_the_api(pki, broker, server, tmp_path: Path) -> None:
         newest = data["items"][0]
         assert newest["ts"] % 5 == 0, "samples are aligned to the sampling interval"
         assert newest["checks"]["storage"][0] == 0, "storage check ok on a healthy disk"
-        assert newest["mem_avail_mb"] > 0 and newest["cpu"] is not None
+        assert newest["mem_avail_mb"] > 0 and newest["mem_used_mb"] > 0 and newest["cpu"] is not None
+        assert newest["load1"] is not None and newest["swap_used_mb"] is not None
+        data_fs = newest["fs"][0]
+        assert data_fs["size_mb"] > 0 and data_fs["used_mb"] >= 0 and data_fs["writable"] is True
+        assert newest["uptime_s"] > 0
+        assert abs(newest["boot_time"] - psutil.boot_time()) <= 5, "boot time = sample time - uptime"
         unit = server.get("/api/v1/units/HN00010001").json()
         assert unit["online"] is True and unit["broker_session"] is True
+        assert unit["first_seen"] <= unit["last_seen"] and unit["latest"]["ts"] >= newest["ts"]
+        assert abs(unit["latest"]["boot_time"] - newest["boot_time"]) <= 2
         assert unit["inventory"]["agent"] == "0.1.0"
+        assert unit["inventory"]["components"] == {
+            "terminal_app": "3.2.1", "os_image": "2026.10-r4", "evoucher_sdk": None}, "unreadable is None, not an error"
         listing = server.get("/api/v1/units", q="HN0001").json()
         assert listing["total"] == 1 and listing["items"][0]["sn"] == "HN00010001"
         # acknowledged samples leave the outbox
