@@ -107,6 +107,16 @@ def test_resync_after_garbage(before: bytes, frame: Frame, after: bytes) -> None
     assert frame in got
 
 
+def test_a_dropped_byte_equal_to_the_next_one_loses_the_next_frame_instead() -> None:
+    # Found by hypothesis: this frame's CRC ends in 0xA5. Drop that byte, and the next frame's
+    # first magic byte completes the CRC: the line now carries a whole first frame followed by
+    # the second with its first byte lost. The decoder must take it that way and not invent both.
+    first, second = Frame(REQ, 3843, b"\xa4\xbc\x90", 89, 160), Frame(REQ, 0)
+    assert encode(first)[-1:] == b"\xa5"
+    d = Decoder()
+    assert d.feed(encode(first)[:-1] + encode(second)) + d.flush_stale() == [first]
+
+
 @given(frames, frames, st.data())
 @settings(max_examples=300)
 def test_dropped_bytes_lose_only_that_frame(first: Frame, second: Frame, data: st.DataObject) -> None:
@@ -114,8 +124,15 @@ def test_dropped_bytes_lose_only_that_frame(first: Frame, second: Frame, data: s
     start = data.draw(st.integers(0, len(wire) - 1))
     n = data.draw(st.integers(1, len(wire) - start))
     del wire[start : start + n]
+    stream = bytes(wire) + encode(second)
     d = Decoder()
-    got = d.feed(bytes(wire) + encode(second)) + d.flush_stale()
+    got = d.feed(stream) + d.flush_stale()
+    if first != second and stream.startswith(encode(first)):
+        # The dropped bytes equal the ones that came after them (the last CRC byte of `first` was
+        # 0xA5, the first byte of the next magic): the line delivered exactly the bytes of a whole
+        # `first` followed by `second` with its start lost, and no decoder can tell the two apart.
+        assert got[:1] == [first]
+        return
     assert second in got
     assert first not in got or first == second
 
