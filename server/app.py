@@ -31,14 +31,20 @@ def make_clock(settings: Settings) -> Clock:
     return Clock.from_config(c.speed, c.start, c.anchor, c.schedule)
 
 
-async def _retention(app: FastAPI) -> None:
+async def purge_raw_samples(app: FastAPI) -> int:
+    """One retention pass: remove raw samples older than ``retention_days`` (default 14) on the app's clock."""
     s: Settings = app.state.settings
+    cutoff = int(app.state.clock.now()) - s.retention_days * 86400
+    n: int = await app.state.storage.purge_samples(cutoff)
+    if n:
+        log.info("retention: removed %d raw samples older than %d days", n, s.retention_days)
+    return n
+
+
+async def _retention(app: FastAPI) -> None:
     while True:
         try:
-            cutoff = int(app.state.clock.now()) - s.retention_days * 86400
-            n = await app.state.storage.purge_samples(cutoff)
-            if n:
-                log.info("retention: removed %d raw samples older than %d days", n, s.retention_days)
+            await purge_raw_samples(app)
         except Exception:
             log.exception("retention pass failed")
         await asyncio.sleep(3600)
