@@ -23,6 +23,8 @@ from .config import PeripheralConfig, PeripheralsConfig
 
 log = logging.getLogger(__name__)
 
+_SIM_KEYS = ("iccid", "imsi", "carrier", "mcc_mnc")  # what belongs to the SIM, not to the modem
+
 
 def _factory(kind: str) -> Callable[..., Any]:
     if kind == "modem":
@@ -89,7 +91,7 @@ class PeripheralSet:
         self._cell: tuple[int | None, int | None] = (None, None)
         self._data_bytes: int | None = None
         self._identity: dict[str, Any] = {}
-        # "identity" when the modem/SIM identity is first seen, "sim_changed" when ICCID or IMSI differ
+        # "identity" when the modem/SIM identity is first seen or changes, "sim_changed" when ICCID or IMSI differ
         self.identity_event: str | None = None
 
     @contextmanager
@@ -145,17 +147,33 @@ class PeripheralSet:
         if op is not None:
             ident["carrier"] = getattr(op, "carrier", None) if not isinstance(op, dict) else op.get("carrier")
             ident["mcc_mnc"] = getattr(op, "mcc_mnc", None) if not isinstance(op, dict) else op.get("mcc_mnc")
-        if ident.get("iccid") and (
-            ident.get("iccid") != self._identity.get("iccid") or ident.get("imsi") != self._identity.get("imsi")
-        ):
-            if self._identity.get("iccid"):
-                log.warning("SIM changed: ICCID %s -> %s", self._identity.get("iccid"), ident.get("iccid"))
-                self.identity_event = "sim_changed"
-            else:
-                self.identity_event = "identity"
-            self._identity = ident
-        elif ident.get("iccid") and ident != self._identity:
-            self._identity = ident  # operator or firmware detail changed: reported with the next inventory
+        self._note_identity(ident)
+
+    def _note_identity(self, ident: dict[str, Any]) -> None:
+        """Keep the modem and SIM identity; flag an event when it is first seen or changes.
+
+        A value the modem did not give this time (None) keeps the last one known: a query that failed
+        is not a change. A new ICCID or IMSI is a SIM swap (``sim_changed``, the old SIM's fields
+        dropped); any other new value (IMEI: another modem, firmware after an update, operator) is an
+        ``identity`` event. Nothing identifying yet (no ICCID, no IMEI): nothing reported."""
+        known = {k: v for k, v in ident.items() if v is not None}
+        if not known.get("iccid") and not known.get("imei"):
+            return
+        prev = self._identity
+        swapped = any(known.get(k) and prev.get(k) and known[k] != prev[k] for k in ("iccid", "imsi"))
+        if swapped:
+            merged = {k: v for k, v in prev.items() if k not in _SIM_KEYS} | known
+        else:
+            merged = prev | known
+        if merged == prev:
+            return
+        if swapped:
+            log.warning("SIM changed: ICCID %s -> %s", prev.get("iccid"), known.get("iccid"))
+        elif prev:
+            log.info("modem identity changed: %s", ", ".join(sorted(k for k in merged if merged[k] != prev.get(k))))
+        self._identity = merged
+        # a swap outranks a plain change not yet sent
+        self.identity_event = "sim_changed" if swapped or self.identity_event == "sim_changed" else "identity"
 
     def pop_identity_event(self) -> str | None:
         ev, self.identity_event = self.identity_event, None

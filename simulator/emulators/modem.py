@@ -69,9 +69,11 @@ class ModemEmulator:
         slow_delay: float = 0.8,
         faults: Iterable[str] = (),
         seed: int = 7,
+        revision: str | None = None,
     ) -> None:
         self.profile: ModemProfile = load_profile(profile_name)
         self.iccid, self.imsi, self.imei, self.plmn = iccid, imsi, imei, plmn
+        self.revision = revision  # firmware revision to report instead of the family's usual one
         self.operator_name, self.short_name, self.act = operator_name, short_name, act
         self.reg_stat = reg_stat
         self.creg_stat = reg_stat if creg_stat is None else creg_stat
@@ -339,7 +341,7 @@ class ModemEmulator:
     def _identity(self) -> tuple[str, str, str]:
         vendor = self.profile.vendor
         man, model, rev = _IDENTITY.get(vendor, ("Generic", "LTE Modem", "1.0.0"))
-        return man, model.format(model=self.profile.model), rev.format(model=self.profile.model)
+        return man, model.format(model=self.profile.model), self.revision or rev.format(model=self.profile.model)
 
     def _cops(self) -> str:
         if not self._registered:
