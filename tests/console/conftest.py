@@ -18,6 +18,7 @@ from tests.fleet import AgentProc, Broker, Pki, agent_config
 
 COUNTY = "马山县"
 SECRET = "s3cret-Passphrase-9"
+SAMPLING_S = 10
 
 
 @dataclass
@@ -33,6 +34,7 @@ class Rig:
     rebooted: Path
     printer: object
     reader: object
+    modem: object
     sn: str = "T-CONSOLE-1"
 
     def client(self, **kw: object) -> ConsoleClient:
@@ -84,11 +86,13 @@ def rig(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         pki, broker, "T-CONSOLE-1", data_dir,
         link=f'key_passphrase = "{SECRET}"',
         extra=console_toml(root, pki, cable.terminal_path, revoked),
+        sampling_interval=SAMPLING_S,  # status shows the checks of a sample taken within the first seconds
         peripherals={"modem": (devs[0].path, "generic-3gpp"), "printer": (devs[1].path, "generic-58mm"),
                      "idcard": (devs[2].path, "generic-sam")},
     )
     agent = AgentProc(config, root / "agent.log").start()
-    rig = Rig(pki, broker, cable, agent, root, config, data_dir, revoked, root / "rebooted", devs[1], devs[2])
+    rig = Rig(pki, broker, cable, agent, root, config, data_dir, revoked, root / "rebooted", devs[1], devs[2],
+              devs[0])
     try:
         rig.wait_console()
         yield rig

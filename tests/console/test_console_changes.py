@@ -16,7 +16,7 @@ from posfleet.ca import FleetCA
 from posfleet.diagconsole import credential as credential_cli
 from posfleet.diagconsole.client import Refused
 from posfleet.diagconsole.credential import issue, revoke
-from tests.console.conftest import COUNTY, SECRET, Rig
+from tests.console.conftest import COUNTY, SAMPLING_S, SECRET, Rig
 from tests.console.helpers import remote
 from tests.fleet import PASS, wait_for
 
@@ -115,6 +115,9 @@ def test_valid_credential_reboot_and_outbox_clear_are_audited(rig: Rig, tmp_path
     assert seq not in [e["seq"] for e in doc["data"]["entries"]]
     code, _out, doc = remote(rig.cable.laptop_path, "outbox", "clear", f"seq={seq}", credential=c_file)
     assert code == 1 and "no outbox entry" in doc["error"]
+    # the warning it logged is among the last errors `status` shows
+    code, _out, doc = remote(rig.cable.laptop_path, "status")
+    assert any(f"outbox entry {seq} cleared from the console by 李工" in line for line in doc["data"]["last_errors"])
     code, _out, doc = remote(rig.cable.laptop_path, "reboot", credential=c_file)
     assert code == 0 and doc["data"]["reboot"].startswith("touch ")
     wait_for(rig.rebooted.exists, 5, "the reboot command to run")
@@ -154,14 +157,14 @@ def test_config_set_validates_and_rolls_back_without_the_server(rig: Rig, tmp_pa
 
     wait_for(restarted_under_the_change, 20, "the agent to restart under the change")
     assert shown["pending_change"]["command"].startswith("console-")
-    wait_for(lambda: "interval_s = 60" in rig.config.read_text(), 60, "the change to be rolled back")
+    wait_for(lambda: f"interval_s = {SAMPLING_S}" in rig.config.read_text(), 60, "the change to be rolled back")
 
     def restarted_under_the_old_value() -> bool:
         shown.clear()
         rig.wait_console()
         code, _out, doc = remote(rig.cable.laptop_path, "config", "show")
         shown.update(doc.get("data") or {})
-        return code == 0 and doc["data"]["config"]["sampling"]["interval_s"] == 60
+        return code == 0 and doc["data"]["config"]["sampling"]["interval_s"] == SAMPLING_S
 
     wait_for(restarted_under_the_old_value, 20, "the agent to restart under the old value")
     assert shown["pending_change"] is None

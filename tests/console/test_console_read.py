@@ -9,6 +9,7 @@ import os
 
 import pytest
 
+from drivers.idcard.mask import mask_id
 from posfleet.diagconsole.client import ConsoleClient, NoAnswer, PortError, SessionClosed
 from posfleet.diagconsole.shell import ConsoleShell, Runner
 from simulator.emulators.idcard import SyntheticCard
@@ -29,18 +30,27 @@ def test_status_json_and_human(rig: Rig) -> None:
     def status() -> dict | None:
         code, _out, doc = remote(rig.cable.laptop_path, "status")
         assert code == 0 and doc["ok"]
-        return doc if doc["data"]["link"]["connected"] else None
+        return doc if doc["data"]["link"]["connected"] and doc["data"]["checks"] else None
 
-    doc = wait_for(status, 30, "the agent's link up (it starts with a jittered delay)", interval=0.5)
+    doc = wait_for(status, 30, "the agent's link up and its first sample (it starts with a jittered delay)",
+                   interval=0.5)
     data = doc["data"]
     assert data["sn"] == rig.sn
     assert data["link"]["connected"] is True
     assert data["console"]["county"] == COUNTY
+    # health, each peripheral's check, outbox backlog and its oldest entry, clock state, last errors
+    assert data["health"]["cpu"] is not None and data["health"]["mem_avail_mb"] > 0
+    assert {k: c["state"] for k, c in data["checks"].items() if k in ("modem", "printer", "idcard")} == \
+        {"modem": 0, "printer": 0, "idcard": 0}  # wire.messages OK
     assert data["outbox"]["count"] >= 1  # no server here: the inventory event waits
+    assert data["outbox"]["oldest_ts"] <= data["clock"]["now"]
+    assert isinstance(data["clock"]["checked"], bool)
+    assert isinstance(data["last_errors"], list)
     code, out, _ = remote(rig.cable.laptop_path, "status", as_json=False)
     assert code == 0
     assert f"county    {COUNTY}" in out or COUNTY in out  # Chinese intact
     assert "connected to localhost" in out
+    assert "waiting, oldest 20" in out and "printer" in out and "clock" in out
     assert "\x1b[" not in out  # no colour when not on a terminal
 
 
@@ -70,12 +80,23 @@ def test_netcheck_walks_modem_dns_tcp_tls(rig: Rig) -> None:
     code, out, doc = remote(rig.cable.laptop_path, "netcheck")
     assert code == 0, out
     steps = doc["data"]["steps"]
+    assert steps["modem"]["ok"] and steps["modem"]["imei"]
     assert steps["sim"]["ok"] and steps["registration"]["ok"]
+    assert steps["signal"]["ok"] and 0 <= steps["signal"]["csq"] <= 31
     assert steps["dns"]["addresses"]
     assert steps["tcp"]["connect_ms"] >= 0
     assert steps["tls"]["ok"] and steps["tls"]["client_certificate_accepted"] is True
+    assert steps["link"]["connected"] and steps["link"]["rtt_ms"] is not None  # the round trip of the live link
     assert doc["data"]["verdict"] == "network ok"
     assert_private(out)
+    # a fault is found and named: the SIM taken out
+    rig.modem.emulator.faults.add("sim_missing")  # type: ignore[attr-defined]
+    try:
+        code, out, doc = remote(rig.cable.laptop_path, "netcheck")
+    finally:
+        rig.modem.emulator.faults.discard("sim_missing")  # type: ignore[attr-defined]
+    assert code == 6, out
+    assert doc["data"]["steps"]["sim"]["ok"] is False and doc["data"]["verdict"].startswith("sim: ")
 
 
 def test_logs_config_versions_outbox_help(rig: Rig) -> None:
@@ -98,9 +119,15 @@ def test_logs_config_versions_outbox_help(rig: Rig) -> None:
     assert "config set KEY VALUE" in out and "credential" in out
     code, out, _ = remote(rig.cable.laptop_path, "frobnicate")
     assert code == 2
+    # a request that carries a card's ID number into the agent: its audit record is in the log,
+    # and the log shows the number masked
+    remote(rig.cable.laptop_path, "logs", f"grep={CARD.id_number}")
+    code, out, doc = remote(rig.cable.laptop_path, "logs", "lines=500")
+    assert mask_id(CARD.id_number) in "\n".join(doc["data"]["lines"])
     # every one of them, and the rest of this module's output: no secret, no card data
-    code, out, _ = remote(rig.cable.laptop_path, "logs", "lines=500")
     assert_private(out)
+    # bounded: at most half the reply budget of lines, however many are asked for
+    assert len("\n".join(doc["data"]["lines"]).encode()) <= 65536 // 2
 
 
 def test_shell_session(rig: Rig) -> None:
