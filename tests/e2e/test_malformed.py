@@ -70,6 +70,13 @@ def test_ten_thousand_bad_messages(pki, broker, server) -> None:
     assert rejected.get("undecodable", 0) + rejected.get("schema", 0) - sent["schema"] == sent["undecodable"]
     assert s["rejected_items"].get("future") == sent["future"]
     assert sqlite_count(server.db, "select count(*) from samples") == 0, "nothing stored"
+    # logged rate-limited: one line per reason a minute (this run takes less), not one per message
+    log = server.log.read_text()
+    lines = [ln for ln in log.splitlines() if "rejected message from" in ln or "rejected sample" in ln]
+    for reason in rejected:
+        assert f": {reason}: " in log, f"no log line for {reason}"
+    assert "rejected sample HN00100001/" in log, "the future-dated samples are logged too"
+    assert 5 <= len(lines) <= 2 * (len(rejected) + 1), lines[:20]
     c.loop_stop()
     c.disconnect()
     assert server.proc.poll() is None
