@@ -14,7 +14,7 @@ from drivers import profiles
 from drivers.errors import Timeout
 from drivers.modem import Modem, load_profile
 from posfleet.cli_diag_modem import command as diag_modem
-from simulator.emulators.modem import ModemEmulator, serve
+from simulator.emulators.modem import FAULTS, ModemEmulator, serve
 from simulator.emulators.pty import PtyDevice
 
 PROFILES = profiles.available("modem")
@@ -259,3 +259,27 @@ def test_diag_exit_codes(modem_pty, tmp_path):
     res = _run(["--port", ok.path, "--profile", "fibocom-l610"])
     assert res.exit_code == 0 and "CHINA MOBILE (46000, China Mobile)" in res.output
     assert _run(["--port", ok.path, "--profile", "no-such-modem"]).exit_code == 2
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_every_fault_switch_on_every_profile(modem_pty, name):
+    """Each switch in turn on one running modem: the check says what a field engineer would see, and the
+    modem is healthy again once the switch is off (sim_missing has its own test per profile above)."""
+    dev = modem_pty(name, slow_delay=0.3, boot_delay=0.2)
+    emu = dev.emulator
+    with Modem(dev.path, fast(name, probe=0.4)) as m:
+        m.init()
+        for fault, during in [("modem_unresponsive", "modem not answering"), ("unplug", "modem not answering"),
+                              ("slow", None), ("garbage", None)]:
+            emu.faults.add(fault)
+            res = m.check()
+            if during is None:  # late or noisy answers inside the timeout are still answers
+                assert res.state == "ok", (fault, res)
+                assert m.imei() == "861234567890123", fault
+            else:
+                assert (res.state, res.reason) == ("fault", during), fault
+            emu.faults.discard(fault)
+            deadline = time.monotonic() + 5
+            while (res := m.check()).state != "ok":
+                assert time.monotonic() < deadline, (fault, res)
+    assert set(FAULTS) == {"modem_unresponsive", "unplug", "slow", "garbage", "sim_missing"}  # none left out
