@@ -113,6 +113,9 @@ class ConsoleConfig(_Base):
     # CA certificate that endorses engineer credentials (the fleet CA's) and the revocation list.
     engineer_ca_file: str = "ca.pem"
     revoked_file: str = ""
+    # Revoked credential ids, delivered with the configuration updates (set_config
+    # {"console.revoked": [...]}, the whole list each time); refused as well as those in revoked_file.
+    revoked: list[str] = []
     # The terminal's county: a changing command needs a credential whose scope names it.
     county: str = ""
     # Largest reply the console sends for one command (bytes of JSON before framing).

@@ -296,7 +296,8 @@ class Console:
                                      "expires": e.expires, "nonce": session.nonce}}
 
     def _revoked(self) -> set[str]:
-        return load_revoked(self.agent.cfg.path(self.cfg.revoked_file) if self.cfg.revoked_file else None)
+        listed = load_revoked(self.agent.cfg.path(self.cfg.revoked_file) if self.cfg.revoked_file else None)
+        return listed | set(self.cfg.revoked)
 
     def _authorised(self, session: Session) -> str:
         if session.engineer is None:

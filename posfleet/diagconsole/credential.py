@@ -2,8 +2,9 @@
 
 ``issue`` makes the engineer's key pair and has the fleet CA endorse {name, counties, expiry,
 public key, id}; the output file (key + endorsement, mode 0600) goes on the engineer's
-laptop. ``revoke`` adds an id to ``engineer-revoked.json`` in the CA directory: that file
-travels to the terminals with their configuration updates (``[console] revoked_file``).
+laptop. ``revoke`` adds an id to ``engineer-revoked.json`` in the CA directory and prints the
+``set_config`` change that carries the whole list to the terminals with their configuration
+updates (``[console] revoked``); the file itself can also be shipped (``[console] revoked_file``).
 """
 
 from __future__ import annotations
@@ -126,4 +127,9 @@ def revoke_cmd(ca_dir: str, ident: str) -> None:
         path = revoke(Path(ca_dir), ident)
     except ValueError as err:
         raise click.UsageError(str(err)) from err
-    click.echo(f"revocation list: {path}\ndistribute it with the terminals' configuration ([console] revoked_file)")
+    ids = json.loads(path.read_text())["revoked"]
+    params = json.dumps({"changes": {"console.revoked": ids}}, ensure_ascii=False)
+    click.echo(f"revocation list: {path} ({len(ids)} revoked)\n"
+               "send it to the terminals with a configuration update (the whole list each time):\n"
+               f"  posfleet server command send --type set_config --county COUNTY --params '{params}'\n"
+               "or ship the file to where their [console] revoked_file points")

@@ -213,4 +213,8 @@ def test_credential_cli_issue_and_revoke(rig: Rig, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "passphrase" in result.output
     result = CliRunner().invoke(credential_cli.command, ["revoke", "--ca-dir", str(rig.pki.dir), "陈工"])
     assert result.exit_code == 0, result.output
-    assert doc["id"] in json.loads((rig.pki.dir / "engineer-revoked.json").read_text())["revoked"]
+    listed = json.loads((rig.pki.dir / "engineer-revoked.json").read_text())["revoked"]
+    assert doc["id"] in listed
+    # the configuration update that carries the whole list (sent in test_console_server.py)
+    assert "--type set_config" in result.output
+    assert json.dumps({"changes": {"console.revoked": listed}}) in result.output
