@@ -197,3 +197,54 @@ def test_port_missing_and_no_console(rig: Rig, tmp_path: object) -> None:
         os.close(slave)
     with pytest.raises(PortError):
         ConsoleClient("/dev/ttyUSB-not-there").open()
+
+
+def test_connect_on_a_terminal_keeps_history_completes_and_colours(rig: Rig, tmp_path: object) -> None:
+    """`posfleet diag connect` as the engineer runs it: a real process on a terminal (pty), so
+    readline, its history file and colours are the real ones."""
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    home = Path(str(tmp_path))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "posfleet", "diag", "connect", "--port", rig.cable.laptop_path],
+                            stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            env={**os.environ, "HOME": str(home), "TERM": "xterm", "PYTHONUNBUFFERED": "1"})
+    os.close(slave)
+    seen = b""
+
+    def until(text: str, timeout: float = 30) -> str:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text.encode() not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, f"no {text!r} in {seen[-2000:]!r}"
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 65536)
+                except OSError:
+                    pass
+        return seen.decode(errors="replace")
+
+    try:
+        until(f"{rig.sn}> ")
+        os.write(master, b"netcheck\r")
+        out = until("network ok")
+        assert "\x1b[32m" in out  # on a terminal the verdict and the ok column are green
+        os.write(master, b"vers\t")  # Tab completes the command name
+        until("versions")
+        os.write(master, b"\r")
+        until("peripherals.modem.profile")
+        os.write(master, b"quit\r")
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    history = (home / ".posfleet_console_history").read_text().split()
+    assert history[-3:] == ["netcheck", "versions", "quit"]
+    assert_private(seen.decode(errors="replace"))
