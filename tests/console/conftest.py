@@ -60,11 +60,13 @@ class Rig:
         return (self.root / "agent.log").read_text(errors="replace")
 
 
-def console_toml(rig_root: Path, pki: Pki, port: str, revoked: Path, idle: float = 10) -> str:
+def console_toml(rig_root: Path, pki: Pki, port: str, revoked: Path, idle: float = 10,
+                 max_reply_bytes: int = 65536) -> str:
     return f"""
 [console]
 port = "{port}"
 idle_minutes = {idle}
+max_reply_bytes = {max_reply_bytes}
 engineer_ca_file = "{pki.dir}/ca.pem"
 revoked_file = "{revoked}"
 county = "{COUNTY}"

@@ -10,27 +10,59 @@ from pathlib import Path
 import pytest
 
 from agent.console.audit import AuditLog
-from posfleet.diagconsole.client import ConsoleClient, SessionClosed
+from posfleet.diagconsole.client import ConsoleClient, Refused, SessionClosed
 from posfleet.diagconsole.shell import Runner
 from tests.console.cable import Cable
 from tests.console.conftest import console_toml
 from tests.fleet import AgentProc, Broker, Pki, agent_config, wait_for
 
 
-@pytest.fixture
-def idle_agent(pki: Pki, tmp_path: Path) -> Iterator[tuple[Cable, Path]]:
+def _console_agent(pki: Pki, tmp_path: Path, sn: str, **console: float) -> Iterator[tuple[Cable, Path]]:
     broker = Broker(pki, tmp_path / "broker").start()
     revoked = tmp_path / "revoked.json"
     revoked.write_text('{"revoked": []}')
     with Cable() as cable:
-        config = agent_config(pki, broker, "T-IDLE-1", tmp_path / "data",
-                              extra=console_toml(tmp_path, pki, cable.terminal_path, revoked, idle=0.02))
+        config = agent_config(pki, broker, sn, tmp_path / "data", sampling_interval=5,
+                              extra=console_toml(tmp_path, pki, cable.terminal_path, revoked, **console))  # type: ignore[arg-type]
         agent = AgentProc(config, tmp_path / "agent.log").start()
         try:
             yield cable, tmp_path / "data"
         finally:
             agent.stop()
             broker.stop()
+
+
+@pytest.fixture
+def idle_agent(pki: Pki, tmp_path: Path) -> Iterator[tuple[Cable, Path]]:
+    yield from _console_agent(pki, tmp_path, "T-IDLE-1", idle=0.02)
+
+
+@pytest.fixture
+def small_reply_agent(pki: Pki, tmp_path: Path) -> Iterator[tuple[Cable, Path]]:
+    yield from _console_agent(pki, tmp_path, "T-SMALL-1", max_reply_bytes=REPLY_LIMIT)
+
+
+REPLY_LIMIT = 6000
+
+
+def test_replies_are_bounded(small_reply_agent: tuple[Cable, Path]) -> None:
+    cable, _data_dir = small_reply_agent
+    client = ConsoleClient(cable.laptop_path, ack_timeout=0.5)
+    with client:
+        wait_for(lambda: _try_hello(client), 20, "the console to answer")
+        # every request is audited: in the log (long lines) and in the outbox (entries to list)
+        for _ in range(80):
+            client.call("logs", {"lines": 1, "grep": "x" * 110})
+        logs = client.call("logs", {"lines": 500})
+        sizes = [len(line.encode()) + 4 for line in logs["lines"]]
+        assert sum(sizes) <= REPLY_LIMIT // 2 < sum(sizes) + 400 + 4, "lines up to half the reply budget"
+        assert logs["shown"] < min(500, logs["matching"])
+        # each audit record is an outbox entry (no server here to take them): 100 of them are over the limit
+        wait_for(lambda: client.call("outbox", {"limit": 3})["count"] >= 100, 10, "100 entries in the outbox")
+        with pytest.raises(Refused, match=f"over the console's limit of {REPLY_LIMIT}; ask for less") as exc:
+            client.call("outbox", {"limit": 100})
+        assert exc.value.code == "failed"
+        assert client.call("status")["sn"] == "T-SMALL-1"  # the session goes on
 
 
 def test_idle_session_is_closed_and_the_runner_reconnects(idle_agent: tuple[Cable, Path]) -> None:
