@@ -84,7 +84,8 @@ def command(port: str, profile: str, baud: int | None, wait: float | None, as_js
     except DriverError as err:
         code, out["error"] = EXIT_PROTOCOL, str(err)
     if "check" not in out:
-        reason = {EXIT_NOT_FOUND: "modem port not found", EXIT_TIMEOUT: "modem not answering"}.get(code, "error")
+        reason = {EXIT_NOT_FOUND: "modem port not found", EXIT_TIMEOUT: "modem not answering",
+                  EXIT_PROTOCOL: "modem answers garbage"}.get(code, "error")
         out["check"] = {"state": "unknown" if code == EXIT_NOT_FOUND else "fault", "reason": reason}
 
     if as_json:

@@ -258,9 +258,13 @@ class Modem:
                 self._pending = reader.remainder
                 log.debug("%s: modem answered AT after %d tries", self.url, tries)
                 return
-            if reader.response.lines or reader.response.echo:
-                log.debug("%s: boot noise %r", self.url, reader.response.echo + reader.response.lines)
+            final = reader.response.final
+            noise = reader.response.echo + reader.response.lines + ([final.line] if final is not None else [])
+            if noise:
+                log.debug("%s: boot noise %r", self.url, noise)
             if time.monotonic() >= deadline:
+                if noise:  # it talks, but never OK: not the same as a modem that says nothing
+                    raise ProtocolError(f"no OK to AT within {t.boot:g} s, only", "\n".join(noise).encode())
                 raise Timeout("AT (boot)", t.boot)
             time.sleep(max(0.0, slot_end - time.monotonic()))
 

@@ -255,6 +255,12 @@ def test_diag_exit_codes(modem_pty, tmp_path):
     res = _run(["--port", str(tmp_path / "ttyUSB9"), "--json"])
     assert res.exit_code == 3 and json.loads(res.output)["check"]["reason"] == "modem port not found"
 
+    babbler = modem_pty("quectel-ec25", boot_delay=3.0, boot_garbage=True)  # garbles from 1.5 s, never OK
+    res = _run(["--port", babbler.path, "--profile", "quectel-ec25", "--wait", "2", "--json"])
+    assert res.exit_code == 5, res.output
+    d = json.loads(res.output)
+    assert d["check"]["reason"] == "modem answers garbage" and "COMMAND NOT SUPPORT" in d["error"]
+
     ok = modem_pty("fibocom-l610")
     res = _run(["--port", ok.path, "--profile", "fibocom-l610"])
     assert res.exit_code == 0 and "CHINA MOBILE (46000, China Mobile)" in res.output
