@@ -542,6 +542,8 @@ class Agent:
         if self.commands is not None:
             self.commands.start()
         systemd.notify("READY=1")
+        # fed once a sample: the timeout must outlast two sampling intervals and a slow sample
+        systemd.extend_watchdog(2 * self.interval / self.clock.speed + 60)
         self._next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
         self._inventory()
         try:
