@@ -357,6 +357,9 @@ posfleet demo is running: {len(plan.units)} terminals in {len({u.county for u in
   viewer token:  {viewer}
   API docs:      {base}/docs
 
+  each unit's health (online, latest sample, versions):
+  curl -s -H 'Authorization: Bearer {token}' '{base}/api/v1/units?limit=5' | python3 -m json.tool
+  fleet summary:
   curl -s -H 'Authorization: Bearer {token}' {base}/api/v1/analytics/live | python3 -m json.tool
 
 Every few simulated minutes a terminal gets a random fault (paper out, cover open, SIM missing, ID card

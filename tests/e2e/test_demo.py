@@ -18,24 +18,27 @@ from simulator.local import free_port
 
 
 def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> tuple[re.Match[str] | None, str]:
-    seen = ""
+    """Read the demo's output straight from the pipe (no Python-side buffer that select() cannot see) until
+    ``pattern`` matches what was read in this call."""
+    seen = b""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not sel.select(timeout=0.5):
             if proc.poll() is not None:
                 break
             continue
-        line = proc.stdout.readline()
-        if not line and proc.poll() is not None:
+        chunk = os.read(fd, 65536)
+        if not chunk and proc.poll() is not None:
             break
-        seen += line
-        m = re.search(pattern, seen)
+        seen += chunk
+        m = re.search(pattern, seen.decode(errors="replace"))
         if m:
-            return m, seen
-    return None, seen
+            return m, seen.decode(errors="replace")
+    return None, seen.decode(errors="replace")
 
 
 def test_demo_from_a_relative_directory_answers_its_printed_token_and_stops_on_ctrl_c(tmp_path: Path) -> None:
@@ -48,15 +51,18 @@ def test_demo_from_a_relative_directory_answers_its_printed_token_and_stops_on_c
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        m, out = _read_until(proc, r"dashboard:\s+(\S+)/dashboard/\s+admin token:\s+(\S+)", 150)
-        assert m, f"the demo did not print its dashboard URL; it printed:\n{out[-3000:]}"
+        # the dashboard URL, the admin token, and the printed command that shows the units' health through the API
+        m, out = _read_until(proc, r"dashboard:\s+(\S+)/dashboard/\s+admin token:\s+(\S+)[\s\S]*"
+                                   r"curl -s -H 'Authorization: Bearer (\S+)' '(\S+/api/v1/units\S*)'", 150)
+        assert m, f"the demo did not print its dashboard URL, token and units command; it printed:\n{out[-3000:]}"
         base, token = m.group(1), m.group(2)
         assert (tmp_path / ".demo" / "server" / "server.toml").exists()
         live = httpx.get(f"{base}/api/v1/analytics/live", headers={"Authorization": f"Bearer {token}"}, timeout=10)
         assert live.status_code == 200, live.text
         assert httpx.get(f"{base}/dashboard/", timeout=10).status_code == 200
-        units = httpx.get(f"{base}/api/v1/units", headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
-        assert len(units["items"] if isinstance(units, dict) else units) >= 3
+        units = httpx.get(m.group(4), headers={"Authorization": f"Bearer {m.group(3)}"}, timeout=10).json()
+        assert len(units["items"]) >= 3
+        assert all(u["latest"] is not None and "checks" in u["latest"] for u in units["items"]), units
         proc.send_signal(signal.SIGINT)
         m, rest = _read_until(proc, r"stopped\.", 60)
         assert m, f"Ctrl-C did not stop the demo cleanly:\n{rest[-3000:]}"
