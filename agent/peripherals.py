@@ -111,9 +111,9 @@ class PeripheralSet:
                 result: CheckResult = dev.check()
                 if port.kind == "modem":
                     self._modem_extras(dev)
-            except DeviceNotFound as err:
+            except DeviceNotFound as err:  # could not be checked: unknown, as the drivers say (decision 003)
                 port.drop()
-                result = CheckResult.fault(f"not found at {port.cfg.port}: {err.reason}")
+                result = CheckResult.unknown(f"not found at {port.cfg.port}: {err.reason}")
             except DriverError as err:
                 port.drop()
                 result = CheckResult.fault(str(err))

@@ -83,7 +83,8 @@ def test_printer_missing_at_boot_is_retried_and_found(pki, broker, server, tmp_p
     agent = AgentProc(cfg, tmp_path / "b.log").start()
     dev = None
     try:
-        wait_for(lambda: latest_checks(server, sn).get("printer", [0])[0] == 1, 30, "printer reported missing")
+        wait_for(lambda: latest_checks(server, sn).get("printer", [0])[0] == 2, 30, "printer reported missing")
+        assert latest_checks(server, sn)["printer"][1].startswith(f"not found at {port}"), "unknown, with the reason"
         assert agent.alive(), "a missing peripheral is never fatal"
         dev = printer.serve("generic-58mm")
         port.symlink_to(dev.path)  # plugged in
@@ -93,5 +94,5 @@ def test_printer_missing_at_boot_is_retried_and_found(pki, broker, server, tmp_p
         if dev:
             dev.stop()
     log = (tmp_path / "b.log").read_text()
-    assert log.count("printer: fault") == 1, "logged once per state change, not every sample"
+    assert log.count("printer: unknown") == 1, "logged once per state change, not every sample"
     assert "printer: ok" in log
