@@ -1,0 +1,41 @@
+"""Backlog upload after an outage is paced at ``link.backlog_rate`` batches a second, so it never takes the
+terminal's link from its business traffic."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from agent.outbox import Outbox
+from tests.conftest import sqlite_count
+from tests.fleet import AgentProc, agent_config, wait_for
+from wire.messages import Check, Sample
+
+BACKLOG = 2_000
+
+
+def test_backlog_is_sent_at_the_configured_rate(pki, broker, server, tmp_path: Path) -> None:
+    data = tmp_path / "p"
+    data.mkdir()
+    ob = Outbox(data / "outbox.sqlite")
+    base = int(time.time()) // 60 * 60 - 10 * 86400
+    for i in range(BACKLOG):
+        ob.add(Sample(seq=0, ts=base + 60 * i, cpu=1.0, checks={"storage": Check(0)}), boot_id="old", boottime=0)
+    ob.close()
+    # 20 batches of 100 at 2 a second: at least 9.5 s; unpaced, loopback round trips would take well under 2 s
+    cfg = agent_config(pki, broker, "HN00140001", data, link="max_batch = 100\nbacklog_rate = 2.0")
+    agent = AgentProc(cfg, tmp_path / "p.log").start()
+    backlog = f"sn='HN00140001' and ts < {base + 60 * BACKLOG}"
+    try:
+        wait_for(lambda: sqlite_count(server.db, f"select count(*) from samples where {backlog}") >= BACKLOG, 60,
+                 "the whole backlog stored")
+    finally:
+        agent.stop()
+    con = sqlite3.connect(server.db)
+    first, last = con.execute(f"select min(received_at), max(received_at) from samples where {backlog}").fetchone()
+    per_second = con.execute(f"select cast(received_at as int) s, count(*) from samples where {backlog} group by s").fetchall()
+    con.close()
+    assert last - first >= 9.0, f"backlog of {BACKLOG} in {last - first:.1f} s: not paced at 2 batches a second"
+    # at most 2 batches (200 samples) in any second, give or take one batch at a second's edge
+    assert max(n for _, n in per_second) <= 300, per_second
