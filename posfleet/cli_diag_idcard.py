@@ -74,8 +74,10 @@ def command(ctx: click.Context, port: str, profile: str, baud: int | None, as_js
         code = _exit_code(err)
         message = redact_text(str(err))
         if as_json:
-            click.echo(json.dumps({"sam_id": None, "sam_ok": False, "error": message, "exit_code": code},
-                                  ensure_ascii=False))
+            payload: dict[str, Any] = {"sam_id": None, "sam_ok": False, "error": message, "exit_code": code}
+            if read:  # the same keys as a run that worked, unknown values null
+                payload["card"] = {"present": None, "type": None, "name_masked": None, "id_masked": None}
+            click.echo(json.dumps(payload, ensure_ascii=False))
         else:
             click.echo(f"FAIL: {message}", err=True)
         ctx.exit(code)

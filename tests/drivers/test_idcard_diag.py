@@ -62,6 +62,15 @@ def test_missing_port_exit_3():
     assert "not found" in json.loads(result.stdout)["error"]
 
 
+def test_failed_read_keeps_the_card_keys_null(device):
+    device.emulator.faults.add("idcard_reader_fault")
+    result = run("--port", device.path, "--json", "--read")
+    assert result.exit_code == 4
+    d = json.loads(result.stdout)
+    assert (d["sam_id"], d["sam_ok"]) == (None, False)
+    assert d["card"] == {"present": None, "type": None, "name_masked": None, "id_masked": None}
+
+
 def test_bad_profile_is_a_usage_error():
     result = run("--port", "/dev/null", "--profile", "no-such-reader")
     assert result.exit_code == 2 and "no-such-reader" in result.output
