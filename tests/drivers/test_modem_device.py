@@ -49,6 +49,9 @@ def test_status_every_profile(modem_pty, name):
     prof = load_profile(name)
     # SINR only where the dialect's unit is documented (QCSQ, HCSQ); never guessed elsewhere
     assert st.signal.sinr == (9.0 if prof.commands.signal_dialect in ("qcsq", "hcsq") else None)
+    # the modem's own signal lines are kept as sent, so an unconverted value (SINR elsewhere) is not lost
+    prefix = {"cesq": "+CESQ:", "qcsq": "+QCSQ:", "hcsq": "^HCSQ:", "cpsi": "+CPSI:", "gtccinfo": "+GTCCINFO:"}
+    assert any(r.startswith(prefix[prof.commands.signal_dialect]) for r in st.signal.raw), st.signal.raw
     assert st.model and st.firmware
     assert (st.counters is not None) == prof.features.counters
     if prof.features.counters:
