@@ -102,3 +102,16 @@ def test_outbox_on_a_read_only_file_raises_outbox_error(tmp_path: Path) -> None:
     else:
         raise AssertionError("a refused write must raise OutboxError")
     assert isinstance(ob._db, sqlite3.Connection)
+
+
+def test_outbox_is_wal_with_full_sync(tmp_path: Path) -> None:
+    """Survives a power cut: write-ahead log, and every commit synced to the disk (synchronous=FULL)."""
+    import sqlite3
+
+    ob = Outbox(tmp_path / "o.sqlite")
+    assert ob._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert ob._db.execute("PRAGMA synchronous").fetchone()[0] == 2, "FULL"
+    ob.close()
+    other = sqlite3.connect(tmp_path / "o.sqlite")
+    assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal", "WAL is recorded in the file"
+    other.close()

@@ -36,6 +36,12 @@ def test_samples_reach_the_api(pki, broker, server, tmp_path: Path) -> None:
         assert data_fs["size_mb"] > 0 and data_fs["used_mb"] >= 0 and data_fs["writable"] is True
         assert newest["uptime_s"] > 0
         assert abs(newest["boot_time"] - psutil.boot_time()) <= 5, "boot time = sample time - uptime"
+        # network quality without extra bytes: PUBLISH -> PUBACK round trips of the batches, TCP_INFO of the socket
+        assert newest["connected"] is True
+        assert newest["segs_out"] > 0 and newest["rtt_var_ms"] is not None and newest["retrans"] is not None
+        timed = wait_for(lambda: [x for x in server.get("/api/v1/units/HN00010001/samples", limit=10).json()["items"]
+                                  if x["rtt_ms"] is not None], 20, "a sample with a round trip")
+        assert 0 <= timed[0]["rtt_ms"] < 5000
         unit = server.get("/api/v1/units/HN00010001").json()
         assert unit["online"] is True and unit["broker_session"] is True
         assert unit["first_seen"] <= unit["last_seen"] and unit["latest"]["ts"] >= newest["ts"]
