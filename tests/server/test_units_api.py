@@ -86,3 +86,18 @@ async def test_raw_samples_are_kept_retention_days(tmp_path: Path) -> None:
         api.clock.t = now + 2 * 86400  # two days on, the 13-day-old sample is past 14 days
         assert await purge_raw_samples(api.app) == 1
         assert await api.app.state.storage.count_samples() == 0
+
+
+async def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
+    import hashlib
+    import sqlite3
+
+    async with make_api(tmp_path) as api:
+        assert (await api.get("/api/v1/units", role="viewer")).status_code == 200
+        con = sqlite3.connect(tmp_path / "fleet.sqlite")
+        rows = con.execute("SELECT hash, name, role FROM tokens").fetchall()
+        dump = "\n".join(con.iterdump())
+        con.close()
+        for role, token in api.tokens.items():
+            assert token not in dump, "a token in clear in the database"
+            assert (hashlib.sha256(token.encode()).hexdigest(), f"t-{role}", role) in rows
