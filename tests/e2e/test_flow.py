@@ -8,8 +8,35 @@ import psutil
 
 from tests.conftest import sqlite_count
 from tests.fleet import AgentProc, agent_config, wait_for
+from wire import codec
+from wire.messages import State
 
 FAST = "batch_interval_s = 0\nbacklog_rate = 20.0"
+
+
+def retained_state(pki, broker, sn: str) -> tuple[bool, State]:
+    """What a client that subscribes now (with the server's certificate) gets on the unit's state topic."""
+    import queue
+    import ssl
+    import time
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    got: queue.Queue = queue.Queue()
+    ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
+    ctx.load_cert_chain(str(pki.dir / "server-client.pem"), str(pki.dir / "server-client.key"))
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"late-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
+    c.tls_set_context(ctx)
+    c.on_connect = lambda cl, u, f, rc, props: cl.subscribe(f"pf/{sn}/s", qos=1)
+    c.on_message = lambda cl, u, m: got.put((m.retain, codec.decode(m.payload, State)))
+    c.connect("localhost", broker.port, keepalive=10)
+    c.loop_start()
+    try:
+        return got.get(timeout=10)
+    finally:
+        c.disconnect()
+        c.loop_stop()
 
 
 def test_samples_reach_the_api(pki, broker, server, tmp_path: Path) -> None:
@@ -44,6 +71,8 @@ def test_samples_reach_the_api(pki, broker, server, tmp_path: Path) -> None:
         assert 0 <= timed[0]["rtt_ms"] < 5000
         unit = server.get("/api/v1/units/HN00010001").json()
         assert unit["online"] is True and unit["broker_session"] is True
+        retained, state = retained_state(pki, broker, "HN00010001")
+        assert retained and state.online is True and state.version == "0.1.0", "retained online state"
         assert unit["first_seen"] <= unit["last_seen"] and unit["latest"]["ts"] >= newest["ts"]
         assert abs(unit["latest"]["boot_time"] - newest["boot_time"]) <= 2
         assert unit["inventory"]["agent"] == "0.1.0"
@@ -58,6 +87,8 @@ def test_samples_reach_the_api(pki, broker, server, tmp_path: Path) -> None:
         agent.stop()
     # a clean stop leaves a retained offline state
     wait_for(lambda: server.get("/api/v1/units/HN00010001").json()["broker_session"] is False, 10, "offline state")
+    retained, state = retained_state(pki, broker, "HN00010001")
+    assert retained and state.online is False and state.reason == "shutdown"
 
 
 def test_api_requires_a_token_and_role(server) -> None:
