@@ -37,7 +37,7 @@ def test_identity_first_seen_and_daily_not_in_samples(pki, broker, tmp_path: Pat
     start = datetime(2026, 11, 2, 0, 0, tzinfo=UTC)
     # no fleet server: nothing is acknowledged, so everything the agent stored stays in its outbox to be read
     cfg = agent_config(pki, broker, "HN00090001", tmp_path / "a", sampling_interval=600,
-                       clock={"speed": 17280, "start": start.isoformat(), "anchor": time.time() + 1.0},
+                       clock={"speed": 17280, "start": start.isoformat(), "anchor": time.time()},
                        peripherals={"modem": (m.path, "quectel-ec25")})
     agent = AgentProc(cfg, tmp_path / "a.log").start()
     outbox = tmp_path / "a" / "outbox.sqlite"
