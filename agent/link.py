@@ -56,7 +56,22 @@ def tls_context(ca_file: Path, cert_file: Path, key_file: Path, passphrase: str 
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = True
     ctx.load_verify_locations(cafile=str(ca_file))
-    ctx.load_cert_chain(str(cert_file), str(key_file), password=passphrase or None)
+    try:
+        # a callable, never None: with None OpenSSL would prompt for the passphrase on the terminal
+        ctx.load_cert_chain(str(cert_file), str(key_file), password=lambda: passphrase)
+    except ssl.SSLError as err:
+        from .config import ConfigError
+
+        try:
+            encrypted = b"ENCRYPTED" in Path(key_file).read_bytes()
+        except OSError:
+            encrypted = False
+        if encrypted:  # never echo the passphrase itself
+            raise ConfigError(f"link.key_passphrase: cannot decrypt {key_file} ("
+                              + ("wrong passphrase" if passphrase else "the key is encrypted and no passphrase is set")
+                              + ")") from err
+        raise ConfigError(f"link.cert_file: {cert_file} and link.key_file {key_file} cannot be loaded together "
+                          f"({err.reason or err})") from err
     return ctx
 
 

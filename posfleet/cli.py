@@ -92,6 +92,8 @@ def agent_run(config_path: str) -> None:
     warm_up()  # before any of the agent's threads exist
     try:
         a = Agent(cfg, config_path=Path(config_path).resolve())
+    except ConfigError as err:  # e.g. a key that the configured passphrase does not open
+        raise click.UsageError(str(err)) from err
     except (ValueError, OSError) as err:
         raise click.ClickException(str(err)) from err
     for sig in (signal.SIGTERM, signal.SIGINT):
