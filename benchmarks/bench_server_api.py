@@ -425,6 +425,17 @@ def main() -> None:
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise SystemExit(f"server did not start; see {work / 'server.log'}")
             time.sleep(0.2)
+        # The generator writes the roll-ups straight into the tables, but not the per-slot codes that the server's
+        # roll-up pass stores beside each hour it counts (the drill-down reads them). Let the server's own pass
+        # count the drilled units' days, as a running server would have done hour by hour.
+        today0 = datetime.fromtimestamp(now, TZ).replace(hour=0, minute=0, second=0, microsecond=0)
+        t = time.perf_counter()
+        r = httpx.post(f"{base}/api/v1/availability/recount", headers={"Authorization": f"Bearer {g['token']}"},
+                       json={"from": (today0 - timedelta(days=min(args.raw_days, 14))).isoformat(),
+                             "to": today0.isoformat(), "sns": g["raw"]}, timeout=3600)
+        r.raise_for_status()
+        print(f"  roll-up pass over the {len(g['raw'])} drilled units' days (stores their slot codes): "
+              f"{time.perf_counter() - t:.1f} s, {r.json()['unit_hours']:,} unit-hours", flush=True)
         rnd = random.Random(7)
         sns: list[str] = g["sns"]  # type: ignore[assignment]
         counties: list[str] = g["counties"]  # type: ignore[assignment]

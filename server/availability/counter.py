@@ -69,6 +69,7 @@ _T_SERVICE = _table(lambda v: v & _COUNTED == _COUNTED)
 _T_INTACT = _table(lambda v: v & _COUNTED == _COUNTED and v & _COVERED and not v & _DEV_BAD)
 _T_NETOK = _table(lambda v: v & _COUNTED == _COUNTED and v & _COVERED and not v & _NET_BAD)
 _T_NODATA = _table(lambda v: v & _COUNTED == _COUNTED and not v & _COVERED)
+_T_CONTEXT = bytes(v & (_IN_HOURS | _IN_SERVICE) for v in range(256))  # the bits hours and status decide
 
 
 def as_fraction(value: float | int | str | Fraction) -> Fraction:
@@ -363,30 +364,8 @@ def count_unit(
             for k in range(a, b):
                 reasons.setdefault(k, set()).add(str(reason))
 
-    # service hours
-    hours_mask = bytearray(n)
-    for wa, wb in sh.window_seconds(start_s, end_s):
-        a = _ceil_div(wa, slot_s) - first
-        b = _ceil_div(wb, slot_s) - first
-        a, b = max(a, 0), min(b, n)
-        if a < b:
-            hours_mask[a:b] = b"\x01" * (b - a)
-
-    # status
     changes = _status_intervals(status_history, initial_status)
-    status_mask = bytearray(b"\x01" * n) if initial_status == "in_service" else bytearray(n)
-    for i, (when, status) in enumerate(changes):
-        until = changes[i + 1][0] if i + 1 < len(changes) else None
-        a = max(_ceil_div(when, slot_s) - first, 0)
-        b = n if until is None else min(_ceil_div(until, slot_s) - first, n)
-        if a < b:
-            status_mask[a:b] = (b"\x01" if status == "in_service" else b"\x00") * (b - a)
-
-    codes_int = (
-        int.from_bytes(st, "big")
-        | (int.from_bytes(hours_mask, "big") << 3)
-        | (int.from_bytes(status_mask, "big") << 4)
-    )
+    codes_int = int.from_bytes(st, "big") | _context_int(sh, start_s, end_s, first, n, slot_s, changes, initial_status)
     codes = codes_int.to_bytes(n, "big") if n else b""
     figures = Figures(
         service_slots=codes.translate(_T_SERVICE).count(1),
@@ -404,6 +383,72 @@ def count_unit(
         slot_s=slot_s,
         tz=zi,
         reasons={k: ",".join(sorted(v)) for k, v in reasons.items()},
+        status_changes=changes,
+        initial_status=initial_status,
+    )
+
+
+def _context_int(sh: ServiceHours, start_s: int, end_s: int, first: int, n: int, slot_s: int,
+                 changes: tuple[tuple[int, str], ...], initial_status: str) -> int:
+    """The service-hours and in-service bits of ``n`` slots from slot ``first``, as one big-endian integer."""
+    hours_mask = bytearray(n)
+    for wa, wb in sh.window_seconds(start_s, end_s):
+        a = _ceil_div(wa, slot_s) - first
+        b = _ceil_div(wb, slot_s) - first
+        a, b = max(a, 0), min(b, n)
+        if a < b:
+            hours_mask[a:b] = b"\x01" * (b - a)
+    status_mask = bytearray(b"\x01" * n) if initial_status == "in_service" else bytearray(n)
+    for i, (when, status) in enumerate(changes):
+        until = changes[i + 1][0] if i + 1 < len(changes) else None
+        a = max(_ceil_div(when, slot_s) - first, 0)
+        b = n if until is None else min(_ceil_div(until, slot_s) - first, n)
+        if a < b:
+            status_mask[a:b] = (b"\x01" if status == "in_service" else b"\x00") * (b - a)
+    return (int.from_bytes(hours_mask, "big") << 3) | (int.from_bytes(status_mask, "big") << 4)
+
+
+def unit_count_from_codes(
+    codes: bytes,
+    first_slot: int,
+    *,
+    reasons: Mapping[int, str] | None = None,
+    hours: ServiceHours | str | Mapping[str, str] | None = None,
+    status_history: Sequence[tuple[datetime | int | float, str]] | None = None,
+    initial_status: str = "in_service",
+    tz: str | tzinfo | None = None,
+    slot_s: int = SLOT_S,
+    threshold: float | str | Fraction = DEFAULT_THRESHOLD,
+    unit: str | None = None,
+) -> UnitCount | None:
+    """A :class:`UnitCount` rebuilt from per-slot codes that :func:`count_unit` produced earlier (stored with the
+    roll-ups): the same figures, slots and reasons, without the samples.
+
+    Returns None when the codes' service-hours or in-service bits differ from what ``hours`` and
+    ``status_history`` say now (hours or status changed since the codes were stored): count again then."""
+    zi = zone(tz)
+    sh = hours if isinstance(hours, ServiceHours) else ServiceHours.parse(hours, zi)
+    n = len(codes)
+    changes = _status_intervals(status_history, initial_status)
+    context = _context_int(sh, first_slot * slot_s, (first_slot + n) * slot_s, first_slot, n, slot_s, changes,
+                           initial_status)
+    if n and context.to_bytes(n, "big") != codes.translate(_T_CONTEXT):
+        return None
+    figures = Figures(
+        service_slots=codes.translate(_T_SERVICE).count(1),
+        intact_slots=codes.translate(_T_INTACT).count(1),
+        network_ok_slots=codes.translate(_T_NETOK).count(1),
+        no_data_slots=codes.translate(_T_NODATA).count(1),
+        threshold=as_fraction(threshold),
+        unit=unit,
+    )
+    return UnitCount(
+        figures=_with_flag(figures),
+        first_slot=first_slot,
+        codes=bytes(codes),
+        slot_s=slot_s,
+        tz=zi,
+        reasons=dict(reasons or {}),
         status_changes=changes,
         initial_status=initial_status,
     )

@@ -53,12 +53,14 @@ from .counter import (
     _IN_HOURS,
     _IN_SERVICE,
     _NET_BAD,
+    SLOT_S,
     Figures,
     Sample,
     as_fraction,
     combine,
     contract_tier,
     count_unit,
+    unit_count_from_codes,
 )
 from .rollups import (
     HOUR_S,
@@ -101,6 +103,7 @@ def _slot_tail(v: int) -> bytes:
 
 
 _SLOT_TAIL = tuple(_slot_tail(v) for v in range(256))
+_T_STATUS_EXCLUDED = bytes(1 if v & _IN_HOURS and not v & _IN_SERVICE else 0 for v in range(256))
 
 
 def unit_flagged(service: int, intact: int, network_ok: int, p: int, q: int) -> bool:
@@ -139,6 +142,8 @@ class Availability:
         self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
         self._slots_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # closed days' drill-downs, JSON
         self._slots_cache_size = 256  # ~150 kB each
+        self._starts_cache: dict[tuple[int, int, int], list[bytes]] = {}
+        self.drill_from_stored = 0  # drill-downs answered from the stored per-slot codes (the rest recount)
         self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
                                       "last_recount_at": None}
         from ..analytics.datause import DataUse
@@ -307,6 +312,8 @@ class Availability:
         first = date(keep.year, keep.month, 1).toordinal()
         await self.storage.purge_rollups(first)
         await self.storage.purge_data_days(first)
+        # per-slot codes only while the raw samples they were counted from are kept (the drill-down checks them)
+        await self.storage.purge_slot_hours(local_day(now - self.settings.retention_days * 86400, self.tz).toordinal())
 
     async def _recount(self, todo: dict[int, set[str]]) -> int:
         """Recount (unit, hour) pairs; runs of hours of one local day are counted in one go per unit."""
@@ -331,11 +338,15 @@ class Availability:
                 for sn, smp in self._judge(await self.storage.sample_facts(all_sns[i: i + _CHUNK], first_h, end_h)):
                     samples[sn].append(smp)
             items = []
+            strips: list[Any] = []  # parallel to items
             for sn in all_sns:
                 hs = sorted(units[sn])
                 a, b = hs[0], hs[-1] + HOUR_S
-                uc = self.count(sn, index[sn].hours, histories.get(sn, []), samples.get(sn, ()), a, b)
+                smp = samples.get(sn, ())
+                uc = self.count(sn, index[sn].hours, histories.get(sn, []), smp, a, b)
                 wanted = set(hs)
+                dated = Counter((s.ts - a) // HOUR_S for s in smp if a <= s.ts < b)
+                per_hour = HOUR_S // uc.slot_s if HOUR_S % uc.slot_s == 0 else 0
                 for row in uc.rollup("hour"):
                     hs_ = int(row.start.timestamp())
                     if hs_ in wanted:
@@ -343,8 +354,16 @@ class Availability:
                         items.append((sn, day, idx, nh, (row.service_slots, row.intact_slots,
                                                          row.network_ok_slots, row.no_data_slots)))
                         done += 1
-            for i in range(0, len(items), 20000):
-                await self.storage.write_hour_counts(items[i: i + 20000])
+                        strip = None
+                        if per_hour and hs_ % uc.slot_s == 0:
+                            off = hs_ // uc.slot_s - uc.first_slot
+                            why = {k - off: r for k, r in uc.reasons.items() if off <= k < off + per_hour}
+                            strip = (sn, day, idx, uc.codes[off: off + per_hour], json.dumps(why) if why else None,
+                                     dated.get((hs_ - a) // HOUR_S, 0))
+                        strips.append(strip)
+            for i in range(0, len(items), 20000):  # each item's strip (when the slot fits the hour) goes with it
+                await self.storage.write_hour_counts(items[i: i + 20000],
+                                                     [t for t in strips[i: i + 20000] if t is not None])
                 self._generation += 1
             await self._outages(first_h, end_h, index)
         return done
@@ -597,18 +616,19 @@ class Availability:
             if hit is not None:
                 self._slots_cache.move_to_end(key)
                 return hit
-        uc, info, hist = await self.unit_count(sn, start, end)
+        stored = await self._stored_count(sn, day, start, end, n[1]) if key is not None else None
+        uc, info, hist = stored or await self.unit_count(sn, start, end)
         outage = await self.outage_marks(sn, info.county, start, end)
         first_ts = hist[0]["from_ts"] if hist else None
         codes, reasons = uc.codes, uc.reasons
         starts = self._slot_starts(uc.first_slot * uc.slot_s, len(codes), uc.slot_s)
-        parts: list[bytes] = []
         enc = _ENCODER.encode
-        for i, v in enumerate(codes):
-            if i in reasons or (v & _IN_HOURS and not v & _IN_SERVICE):
-                parts.append(enc(self._slot_item(uc.slot(i), first_ts, outage)))
-            else:
-                parts.append(starts[i] + _SLOT_TAIL[v])
+        parts = list(map(bytes.__add__, starts, map(_SLOT_TAIL.__getitem__, codes)))
+        special = set(reasons)
+        if codes.translate(_T_STATUS_EXCLUDED).count(1):
+            special.update(i for i, v in enumerate(codes) if v & _IN_HOURS and not v & _IN_SERVICE)
+        for i in special:  # slots with reasons, or excluded by the unit's status: the full form
+            parts[i] = enc(self._slot_item(uc.slot(i), first_ts, outage))
         head = await self._slots_head(sn, day, start, uc, info)
         body = enc({**head, "slots": msgspec.Raw(b"[" + b",".join(parts) + b"]")})
         if key is not None:
@@ -617,8 +637,51 @@ class Availability:
                 self._slots_cache.popitem(last=False)
         return body
 
+    async def _stored_count(self, sn: str, day: date, start: int, end: int, dated: int) -> tuple[Any, Any, Any] | None:
+        """A day's count rebuilt from the per-slot codes the roll-up pass stored with its hours, or None when they
+        may not hold: an hour missing (not materialised, or older than the raw samples), a sample the stored hours
+        did not see (late data not yet recounted: ``dated``, the unit's samples now dated in the day, differs from
+        the sum of the hours' counts, which can only grow), or service hours or status changed since (their bits in
+        the codes differ). Then the caller counts the raw samples, as before."""
+        info = (await self.registry.index()).get(sn)
+        if info is None or start % SLOT_S or (end - start) % HOUR_S:
+            return None
+        rows = await self.storage.slot_hours(sn, day.toordinal())
+        nh = (end - start) // HOUR_S
+        if [r[0] for r in rows] != list(range(nh)):
+            return None
+        if sum(r[3] for r in rows) != dated:
+            return None
+        per_hour = HOUR_S // SLOT_S
+        codes = b"".join(r[1] for r in rows)
+        if len(codes) != nh * per_hour:
+            return None
+        reasons: dict[int, str] = {}
+        for i, r in enumerate(rows):
+            if r[2]:
+                reasons.update((i * per_hour + int(k), v) for k, v in json.loads(r[2]).items())
+        hist = (await self.storage.status_histories([sn])).get(sn, [])
+        uc = unit_count_from_codes(codes, start // SLOT_S, reasons=reasons, hours=info.hours,
+                                   status_history=[(h["from_ts"], h["status"]) for h in hist],
+                                   initial_status="spare" if hist else "in_service", tz=self.tz,
+                                   threshold=self.threshold, unit=sn)
+        if uc is None:
+            return None
+        self.drill_from_stored += 1
+        return uc, info, hist
+
     def _slot_starts(self, first_s: int, n: int, slot_s: int) -> list[bytes]:
-        """``b'{"start":"<ISO time>",'`` of each slot; by string for a whole-minute day with one UTC offset."""
+        """``b'{"start":"<ISO time>",'`` of each slot (the same for every unit: the last few days' are kept)."""
+        key = (first_s, n, slot_s)
+        got = self._starts_cache.get(key)
+        if got is None:
+            got = self._starts_cache[key] = self._make_slot_starts(first_s, n, slot_s)
+            while len(self._starts_cache) > 16:
+                self._starts_cache.pop(next(iter(self._starts_cache)))
+        return got
+
+    def _make_slot_starts(self, first_s: int, n: int, slot_s: int) -> list[bytes]:
+        """By string for a whole-minute day with one UTC offset."""
         first = datetime.fromtimestamp(first_s, self.tz)
         last = datetime.fromtimestamp(first_s + (n - 1) * slot_s, self.tz) if n else first
         if slot_s == 60 and n == 1440 and first.utcoffset() == last.utcoffset() and first.time() == dt_time(0):

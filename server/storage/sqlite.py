@@ -189,6 +189,15 @@ CREATE TABLE IF NOT EXISTS cell_outages (
     PRIMARY KEY (tac, cell, minute)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS cell_outages_minute ON cell_outages(minute);
+CREATE TABLE IF NOT EXISTS slot_hour (
+    day INTEGER NOT NULL,
+    sn TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    codes BLOB NOT NULL,
+    reasons TEXT,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (day, sn, hour)
+) WITHOUT ROWID;
 """
 
 _DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_bytes", "last_ts", "last_bytes")
@@ -327,18 +336,13 @@ class SqliteStorage:
             pool.put_nowait(conn)
 
     async def _all(self, sql: str, args: Any = ()) -> list[Any]:
-        async with self.reader() as db:
-            cur = await db.execute(sql, args)
-            rows = await cur.fetchall()
-            await cur.close()
-            return list(rows)
+        async with self.reader() as db:  # one trip to the connection's thread (execute, fetch and close: three)
+            return list(await db.execute_fetchall(sql, args))
 
     async def _one(self, sql: str, args: Any = ()) -> Any:
-        async with self.reader() as db:
-            cur = await db.execute(sql, args)
-            row = await cur.fetchone()
-            await cur.close()
-            return row
+        """The first row, or None. For statements that return at most a few rows (all are fetched)."""
+        rows = await self._all(sql, args)
+        return rows[0] if rows else None
 
     def _registry_written(self) -> None:
         self._registry_gen += 1
@@ -827,10 +831,13 @@ class SqliteStorage:
                              (key, value))
         self._rollups_written()
 
-    async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]]) -> None:
+    async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]],
+                                strips: list[tuple[str, int, int, bytes, str | None, int]] | None = None) -> None:
         """Store hour counts ``(sn, day ordinal, hour index, hours in that day, counts)`` in one transaction.
 
         Each day row keeps its totals and the packed hours; month rows are kept as sums of their days.
+        ``strips``: the same hours' per-slot codes ``(sn, day, hour index, codes, reasons JSON or None, number of
+        samples dated in that hour)``, which the minute drill-down reads instead of recounting raw samples.
         """
         from datetime import date
 
@@ -856,6 +863,9 @@ class SqliteStorage:
                         "INSERT INTO rollup_month VALUES (?,?,?,?,?,?) ON CONFLICT(month, sn) DO UPDATE SET "
                         "service=service+excluded.service, intact=intact+excluded.intact, "
                         "netok=netok+excluded.netok, nodata=nodata+excluded.nodata", (month, sn, *delta))
+            if strips:
+                await db.executemany("INSERT OR REPLACE INTO slot_hour VALUES (?,?,?,?,?,?)",
+                                     [(day, sn, idx, codes, reasons, n) for sn, day, idx, codes, reasons, n in strips])
             await self._bump(db, "rollup_version")
         self._rollups_written()
 
@@ -905,6 +915,17 @@ class SqliteStorage:
             (sn, first_day, last_day))
         return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
+    async def slot_hours(self, sn: str, day: int) -> list[tuple[int, bytes, str | None, int]]:
+        """The stored per-slot codes of one unit's local day: ``(hour index, codes, reasons JSON, samples)``."""
+        rows = await self._all("SELECT hour, codes, reasons, samples FROM slot_hour WHERE day=? AND sn=? ORDER BY hour",
+                               (day, sn))
+        return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    async def purge_slot_hours(self, before_day: int) -> int:
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM slot_hour WHERE day < ?", (before_day,))
+        return cur.rowcount
+
     async def purge_rollups(self, before_day: int) -> int:
         from datetime import date
 
@@ -925,11 +946,12 @@ class SqliteStorage:
             f"SELECT sn, ts, interval, connected, rtt_ms, checks FROM samples WHERE sn IN ({','.join('?' * len(chosen))}) "
             "AND ts < ? AND ts >= ? - 3600 AND ts + interval > ?", [*chosen, end, start, start])
 
-    async def count_samples_touching(self, sn: str, start: int, end: int) -> int:
-        """How many samples of one unit :meth:`sample_facts` may read for ``[start, end)`` (index only): a late
-        sample or a purge changes it, so it keys the drill-down cache."""
-        row = await self._one("SELECT count(*) FROM samples WHERE sn = ? AND ts < ? AND ts >= ? - 3600", (sn, end, start))
-        return int(row[0])
+    async def count_samples_touching(self, sn: str, start: int, end: int) -> tuple[int, int]:
+        """How many samples of one unit :meth:`sample_facts` may read for ``[start, end)``, and how many of them
+        are dated in it (index only): a late sample or a purge changes them, so they key the drill-down cache."""
+        row = await self._one("SELECT count(*), count(*) FILTER (WHERE ts >= ?) FROM samples "
+                              "WHERE sn = ? AND ts < ? AND ts >= ? - 3600", (start, sn, end, start))
+        return int(row[0]), int(row[1])
 
     async def link_down_samples(self, start: int, end: int) -> list[tuple[str, int, int]]:
         """(sn, ts, interval) of samples taken with the link down that touch ``[start, end)``."""

@@ -249,3 +249,48 @@ async def test_drill_down_json_is_the_reference_form_and_a_late_sample_replaces_
         assert {s["start"][11:16]: s for s in after["slots"]}["10:45"]["device"] == "intact"
         ref = await svc.slots("HNA0000001", d)  # (its stored hours may already include the recount of that hour)
         assert (after["slots"], after["figures"]) == (ref["slots"], ref["figures"])
+
+
+async def test_drill_down_reads_the_codes_stored_with_the_roll_ups_and_recounts_when_they_may_be_stale(
+        tmp_path: Path) -> None:
+    """A closed day's drill-down is rebuilt from the per-slot codes the roll-up pass stored (no raw samples
+    recounted), equal to the reference form; a late sample, or a status change dated in that day, makes it count
+    the raw samples again until the recount has stored new codes; the codes go with the raw samples' retention."""
+    from datetime import date
+
+    async with make_api(tmp_path, extra={"retention_days": 3}, now="2025-03-02 23:30") as api:  # every hour rolled
+        await _setup(api)
+        await _unit_a_day(api)
+        await api.minutes("HNB0000001", at("2025-03-03 08:00"), 600)
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        svc = api.app.state.availability
+        d = date(2025, 3, 3)
+
+        async def drill(sn: str, from_stored: bool) -> dict:
+            n = svc.drill_from_stored
+            got = (await api.get(f"/api/v1/units/{sn}/slots", date="2025-03-03")).json()
+            assert svc.drill_from_stored == n + (1 if from_stored else 0), (sn, from_stored)
+            ref = await svc.slots(sn, d)  # the reference: counted from the raw samples
+            assert got == ref, sn
+            return {s["start"][11:16]: s for s in got["slots"]}
+
+        for sn in ("HNA0000001", "HNB0000001", "HNC0000001"):
+            await drill(sn, from_stored=True)
+        # a late sample: counted from the raw samples at once, from new codes after the recount
+        await api.feed("HNA0000001", [sample(7000, at("2025-03-03 10:45"))])
+        assert (await drill("HNA0000001", from_stored=False))["10:45"]["device"] == "intact"
+        await api.settle()
+        assert (await drill("HNA0000001", from_stored=True))["10:45"]["device"] == "intact"
+        # B sent to repair at 15:00, recorded afterwards: its slots from 15:00 are excluded at once
+        r = await api.req("POST", "/api/v1/registry/units/HNB0000001/status",
+                          json={"status": "in_repair", "at": "2025-03-03T15:00:00+08:00"})
+        assert r.status_code == 200, r.text
+        assert (await drill("HNB0000001", from_stored=False))["15:30"]["excluded"] == "in_repair"
+        await api.settle()
+        assert (await drill("HNB0000001", from_stored=True))["15:30"]["excluded"] == "in_repair"
+        # past the raw samples' retention (3 days) the stored codes are purged with the samples' day
+        assert len(await api.app.state.storage.slot_hours("HNA0000001", d.toordinal())) == 24
+        api.clock.t = at("2025-03-07 01:00")
+        await api.settle()
+        assert await api.app.state.storage.slot_hours("HNA0000001", d.toordinal()) == []
