@@ -76,7 +76,11 @@ class Outbox:
         self.dropped_total = 0
         self._since_cap_check = 0
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
+        try:
+            # a file that cannot be created (read-only filesystem on a fresh terminal) fails here, not later
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=5)
+        except sqlite3.Error as err:
+            raise OutboxError(f"cannot open outbox {path}: {err}") from err
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")

@@ -94,3 +94,25 @@ def test_read_only_data_dir(pki, broker, server, small_disk: Path, tmp_path: Pat
     log = (tmp_path / "ro.log").read_text()
     assert "Traceback" not in log
     assert "holding samples in memory" in log
+
+
+def test_fresh_terminal_on_a_read_only_data_dir(pki, broker, server, small_disk: Path, tmp_path: Path) -> None:
+    """No outbox file yet and the filesystem read-only from the start: the agent cannot even create its outbox,
+    and still runs, reports the fault and delivers from memory."""
+    sn = "HN00090003"
+    (small_disk / "data").mkdir()
+    cfg = agent_config(pki, broker, sn, small_disk / "data", sampling_interval=5, link="batch_interval_s = 0")
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+    agent = AgentProc(cfg, tmp_path / "fresh.log").start()
+    try:
+        wait_for(lambda: storage_check(server, sn)[0] == 1, 30, "storage fault reported")
+        assert "read-only" in storage_check(server, sn)[1].lower()
+        n = sample_count(server, sn)
+        wait_for(lambda: sample_count(server, sn) >= n + 2, 30, "samples delivered from memory")
+        assert agent.alive()
+        assert not (small_disk / "data" / "outbox.sqlite").exists()
+    finally:
+        agent.stop()
+    log = (tmp_path / "fresh.log").read_text()
+    assert "Traceback" not in log
+    assert "holding samples in memory" in log
