@@ -1,11 +1,16 @@
 """Backlog upload after an outage is paced at ``link.backlog_rate`` batches a second, so it never takes the
-terminal's link from its business traffic."""
+terminal's link from its business traffic; the server confirms each batch with one small acknowledgement."""
 
 from __future__ import annotations
 
 import sqlite3
+import ssl
+import threading
 import time
 from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.outbox import Outbox
 from tests.conftest import sqlite_count
@@ -25,13 +30,34 @@ def test_backlog_is_sent_at_the_configured_rate(pki, broker, server, tmp_path: P
     ob.close()
     # 20 batches of 100 at 2 a second: at least 9.5 s; unpaced, loopback round trips would take well under 2 s
     cfg = agent_config(pki, broker, "HN00140001", data, link="max_batch = 100\nbacklog_rate = 2.0")
+    # the terminal's own acknowledgement topic, watched with its certificate (the ACL lets it read only that)
+    acks: list[int] = []
+    subscribed = threading.Event()
+    t = pki.terminal("HN00140001")
+    ctx = ssl.create_default_context(cafile=str(t / "ca.pem"))
+    ctx.load_cert_chain(str(t / "terminal.pem"), str(t / "terminal.key"))
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="HN00140001-watch", protocol=mqtt.MQTTv5)
+    watcher.tls_set_context(ctx)
+    watcher.on_connect = lambda cl, u, f, rc, p: cl.subscribe("pf/HN00140001/a", qos=1)
+    watcher.on_subscribe = lambda *a: subscribed.set()
+    watcher.on_message = lambda cl, u, m: acks.append(len(m.payload))
+    watcher.connect("localhost", broker.port, keepalive=30)
+    watcher.loop_start()
+    assert subscribed.wait(10)
     agent = AgentProc(cfg, tmp_path / "p.log").start()
     backlog = f"sn='HN00140001' and ts < {base + 60 * BACKLOG}"
     try:
         wait_for(lambda: sqlite_count(server.db, f"select count(*) from samples where {backlog}") >= BACKLOG, 60,
                  "the whole backlog stored")
+        time.sleep(1)  # the last acknowledgement on its way
     finally:
         agent.stop()
+        watcher.disconnect()
+        watcher.loop_stop()
+    batches = server.get("/healthz").json()["ingest"]["messages"]
+    assert 20 <= batches <= 30, batches
+    assert 1 <= len(acks) <= batches, f"{len(acks)} acknowledgements for {batches} batches"
+    assert max(acks) <= 64, f"acknowledgements of {acks} bytes"
     con = sqlite3.connect(server.db)
     first, last = con.execute(f"select min(received_at), max(received_at) from samples where {backlog}").fetchone()
     per_second = con.execute(f"select cast(received_at as int) s, count(*) from samples where {backlog} group by s").fetchall()
