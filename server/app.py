@@ -198,6 +198,7 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
         fleet = await _start_fleet(app, settings, storage, ingest, primary)
         if primary and settings.ingest_enabled:
             await ingest.start()
+        await storage.warm()
         gc_before = _quiet_gc()
         retention = asyncio.create_task(_retention(app) if primary else _exit_with_parent(parent))
         publish = asyncio.create_task(_publish_ingest(app)) if primary and publish_ingest else None

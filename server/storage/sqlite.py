@@ -109,6 +109,7 @@ CREATE TABLE IF NOT EXISTS registry (
     registered_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS registry_institution ON registry(institution);
+CREATE INDEX IF NOT EXISTS registry_filter ON registry(institution, status, link_type, stock_type, sn);
 CREATE INDEX IF NOT EXISTS registry_insurance_sn ON registry(insurance_sn);
 CREATE TABLE IF NOT EXISTS status_history (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -224,7 +225,8 @@ _json_decode = msgspec.json.decode  # the same values as json.loads, faster
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}  # SQLite's LIKE folds ASCII letters only
 _CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a list of SNs
 
-_COUNT_CACHE_S = 60.0  # a registry count is reused this long at most (another process may write the registry)
+_COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed by registry_version, which every
+# registry or institution write bumps, so another process's write is seen within VERSION_TTL_S anyway)
 # Versions in ``meta`` that every writer bumps in the same transaction as its write, so that every process (the
 # primary and the API-only workers) can tell when its caches are stale: the registry index and counts
 # (``registry_version``), the figures and drill-down caches (``rollup_version``, ``rolled_to``).
@@ -599,8 +601,8 @@ class SqliteStorage:
 
         ``filters["q"]`` matches the start of the SN or the insurance SN through their indexes
         (``filters["match"] == "contains"``: anywhere in them, which reads every row). Filters work on the
-        registry alone (county and region through the institutions' index), and the page is cut before the
-        joins when sorting by SN, so a page of 50 out of 50,000 reads 50 joined rows. The total is not counted
+        registry alone (county and region through the institutions' index; ``registry_filter`` covers the common
+        filters), and the page's keys are found before the joins, so a page of 50 out of 50,000 reads 50 joined rows. The total is not counted
         when the page shows it (a short page), and a count is otherwise reused until the registry changes
         (at most ``_COUNT_CACHE_S``).
         """
@@ -640,20 +642,14 @@ class SqliteStorage:
         joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
         if sort == "last_seen" and descending:
             rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset)
-            sql = ""
         elif sort == "last_seen":
             rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset)
-            sql = ""
-        elif sort == "sn" or sort not in _REGISTRY_SORTS:
-            sql = (f"{cols} FROM (SELECT * FROM registry r {clause} ORDER BY r.sn {direction} LIMIT ? OFFSET ?) r "
-                   f"{joins} ORDER BY r.sn {direction}")
-        else:  # sort the keys only, then join the page
-            keys = await self._all(f"SELECT r.sn FROM registry r {joins} {clause} ORDER BY {_REGISTRY_SORTS[sort]} "
-                                   f"{direction}, r.sn LIMIT ? OFFSET ?", [*args, limit, offset])
+        else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
+            by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
+            order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
+            keys = await self._all(f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} "
+                                   f"ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset])
             rows = await self._page([k[0] for k in keys], cols, joins)
-            sql = ""
-        if sql:
-            rows = await self._all(sql, [*args, limit, offset])
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)  # the page ends the list: no count needed
         else:
@@ -674,6 +670,25 @@ class SqliteStorage:
         than ``_CONTAINS_MAX`` matches: then the LIKE scan pages them)."""
         if not q or "\n" in q or "\t" in q:
             return None
+        _v, _g, text, starts, sns = await self._sn_text()
+        needle = q.translate(_ASCII_LOWER)
+        found: list[str] = []
+        i = text.find(needle)
+        while i >= 0:
+            k = bisect.bisect_right(starts, i) - 1
+            found.append(sns[k])
+            if len(found) > _CONTAINS_MAX:
+                return None
+            nxt = starts[k + 1] if k + 1 < len(starts) else len(text)
+            i = text.find(needle, nxt)  # next line: one hit per unit
+        return found
+
+    async def warm(self) -> None:
+        """Build this process's in-memory indexes before the first request needs them (the text of every SN
+        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise)."""
+        await self._sn_text()
+
+    async def _sn_text(self) -> tuple[str, int, str, list[int], list[str]]:
         version = (await self.versions())["registry_version"]
         hay = self._haystack
         if hay is None or hay[0] != version or hay[1] != self._registry_gen:
@@ -687,18 +702,7 @@ class SqliteStorage:
                 pos += len(line) + 1
             hay = (version, gen, "\n".join(lines), starts, sns)
             self._haystack = hay
-        _v, _g, text, starts, sns = hay
-        needle = q.translate(_ASCII_LOWER)
-        found: list[str] = []
-        i = text.find(needle)
-        while i >= 0:
-            k = bisect.bisect_right(starts, i) - 1
-            found.append(sns[k])
-            if len(found) > _CONTAINS_MAX:
-                return None
-            nxt = starts[k + 1] if k + 1 < len(starts) else len(text)
-            i = text.find(needle, nxt)  # next line: one hit per unit
-        return found
+        return hay
 
     async def _by_last_seen_desc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
                                  offset: int) -> list[Any]:
