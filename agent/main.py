@@ -158,7 +158,8 @@ class Agent:
     def _boottime_of(self, item: Sample | Event) -> float:
         """The boot-time reading at the item's own timestamp (not at the moment it is stored), so a
         later clock correction maps it back onto exactly its slot."""
-        return self.clock.boottime() - (self.clock.now() - item.ts)
+        now, boottime = self.clock.now_and_boottime()
+        return boottime - (now - item.ts)
 
     def _store(self, item: Sample | Event) -> None:
         if self.outbox is None:
@@ -228,7 +229,7 @@ class Agent:
         if self.outbox is None:
             return
         try:
-            n = self.outbox.redate(self.boot_id, self.clock.now(), self.clock.boottime())
+            n = self.outbox.redate(self.boot_id, *self.clock.now_and_boottime())
             self.outbox.release_old_boots(self.boot_id)
             if n:
                 log.info("re-dated %d samples taken before the clock was checked", n)

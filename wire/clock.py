@@ -104,6 +104,18 @@ class Clock:
             return at_anchor + self.raw() - self._start
         return time.clock_gettime(time.CLOCK_BOOTTIME) * self._base_speed
 
+    def now_and_boottime(self) -> tuple[float, float]:
+        """``now()`` and ``boottime()`` as of one instant. On an accelerated clock two readings a few real
+        milliseconds apart (the process preempted between them) differ by tens of simulated seconds, enough to
+        re-date a sample onto its neighbour's slot; so read again while they were more than 1 ms apart."""
+        for _ in range(50):
+            b1 = self.boottime()
+            n = self.now()
+            b2 = self.boottime()
+            if b2 - b1 <= 0.001 * self.speed:
+                break
+        return n, (b1 + b2) / 2
+
     def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
         """Sleep ``seconds`` of this clock's time; True if ``stop`` was set meanwhile."""
         if self._piecewise:
