@@ -18,7 +18,7 @@ from tests.fleet import AgentProc, Broker, Pki, agent_config
 
 COUNTY = "马山县"
 SECRET = "s3cret-Passphrase-9"
-SAMPLING_S = 10
+SAMPLING_S = 5
 
 
 @dataclass

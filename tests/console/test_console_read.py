@@ -248,3 +248,29 @@ def test_connect_on_a_terminal_keeps_history_completes_and_colours(rig: Rig, tmp
     history = (home / ".posfleet_console_history").read_text().split()
     assert history[-3:] == ["netcheck", "versions", "quit"]
     assert_private(seen.decode(errors="replace"))
+
+
+def test_console_use_does_not_disturb_the_agents_sampling(rig: Rig) -> None:
+    """Busy console (line noise, self-tests holding the peripherals, long log replies) for over two
+    sample intervals: every sample slot is still taken, none skipped."""
+    import sqlite3
+    import time
+
+    from tests.console.conftest import SAMPLING_S
+
+    start = time.time()
+    with rig.client(ack_timeout=0.5) as c:
+        c.hello()
+        while time.time() < start + 2.5 * SAMPLING_S:
+            rig.cable.inject_to_terminal(os.urandom(200))
+            c.call("selftest", {"print": "no"})
+            c.call("logs", {"lines": 300})
+    end = time.time()
+    db = sqlite3.connect(f"file:{rig.data_dir / 'outbox.sqlite'}?mode=ro", uri=True, timeout=5)
+    try:  # no server in this rig: every sample is still in the outbox
+        slots = [t for (t,) in db.execute("SELECT ts FROM outbox WHERE kind='s' AND ts >= ? ORDER BY ts",
+                                          (int(start) - SAMPLING_S,))]
+    finally:
+        db.close()
+    assert len([t for t in slots if start <= t <= end]) >= 2, slots
+    assert all(b - a == SAMPLING_S for a, b in zip(slots, slots[1:], strict=False)), f"a slot was skipped: {slots}"
