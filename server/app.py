@@ -21,7 +21,7 @@ from wire.clock import Clock
 from .ingest.service import Ingest
 from .settings import Settings
 from .storage import open_storage
-from .storage.sqlite import INGEST_STATS_KEY
+from .storage.base import INGEST_STATS_KEY, PENDING_KEY
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +77,25 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
 
 async def _publish_ingest(app: FastAPI) -> None:
     """Primary beside API workers: its ingest figures go to ``meta`` every second (when they change), so that
-    ``/healthz`` and ``/api/v1/ingest/stats`` say the same whichever process answers."""
-    last = ""
+    ``/healthz`` and ``/api/v1/ingest/stats`` say the same whichever process answers; and so do the hours it has
+    marked for recount, so that figures say ``complete: false`` for them whichever process answers."""
+    sent: dict[str, str] = {}
     while True:
         try:
-            text = json.dumps(app.state.ingest.stats.as_dict(), sort_keys=True)
-            if text != last:
-                await app.state.storage.meta_set_apart(INGEST_STATS_KEY, text)
-                last = text
+            await publish_for_workers(app, sent)
         except Exception:
             log.exception("could not publish the ingest figures")
         await asyncio.sleep(1.0)
+
+
+async def publish_for_workers(app: Any, sent: dict[str, str]) -> None:
+    """One round of :func:`_publish_ingest`: write what changed since ``sent`` (updated)."""
+    avail = getattr(app.state, "availability", None)
+    for key, text in ((INGEST_STATS_KEY, json.dumps(app.state.ingest.stats.as_dict(), sort_keys=True)),
+                      (PENDING_KEY, json.dumps(avail.pending_ranges() if avail is not None else []))):
+        if sent.get(key) != text:
+            await app.state.storage.meta_set_apart(key, text)
+            sent[key] = text
 
 
 async def ingest_stats(app: Any) -> dict[str, Any]:

@@ -46,6 +46,7 @@ import msgspec
 
 from ..registry.models import FieldError
 from ..settings import Settings
+from ..storage.base import PENDING_KEY
 from ..tasks import cancel
 from .counter import (
     _COVERED,
@@ -143,7 +144,9 @@ class Availability:
         self._slots_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # closed days' drill-downs, JSON
         self._slots_cache_size = 256  # ~150 kB each
         self._starts_cache: dict[tuple[int, int, int], list[bytes]] = {}
-        self.drill_from_stored = 0  # drill-downs answered from the stored per-slot codes (the rest recount)
+        self.drill_from_stored = 0
+        self._primary_pending: list[tuple[int, int]] = []  # API-only: the primary's hours awaiting recount
+        self._primary_pending_text = ""  # drill-downs answered from the stored per-slot codes (the rest recount)
         self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
                                       "last_recount_at": None}
         from ..analytics.datause import DataUse
@@ -167,6 +170,11 @@ class Availability:
         v = await self.storage.versions()
         if not self.background and v["rolled_to"]:
             self.rolled_to = int(v["rolled_to"])
+        if not self.background:
+            text = v.get(PENDING_KEY) or ""
+            if text != self._primary_pending_text:
+                self._primary_pending_text = text
+                self._primary_pending = [(int(a), int(b)) for a, b in json.loads(text)] if text else []
         return v["rollup_version"], v["registry_version"]
 
     async def load(self) -> None:
@@ -533,7 +541,20 @@ class Availability:
         return out
 
     def _pending_in(self, start: int, end: int) -> bool:
-        return any(start <= h < end and sns for h, sns in self._dirty.items())
+        if any(start <= h < end and sns for h, sns in self._dirty.items()):
+            return True
+        # an API-only process: the primary's marks too, as it published them (about a second old at most)
+        return not self.background and any(a < end and start < b for a, b in self._primary_pending)
+
+    def pending_ranges(self) -> list[list[int]]:
+        """The hours marked for recount, merged into ``[start, end)`` ranges (published for API-only processes)."""
+        out: list[list[int]] = []
+        for h in sorted(h for h, sns in self._dirty.items() if sns):
+            if out and out[-1][1] == h:
+                out[-1][1] = h + HOUR_S
+            else:
+                out.append([h, h + HOUR_S])
+        return out
 
     @staticmethod
     def unit_dict(f: Figures) -> dict[str, Any]:

@@ -9,6 +9,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+INGEST_STATS_KEY = "ingest_stats"  # the primary's ingest figures (JSON), for API-only processes' /healthz
+PENDING_KEY = "pending_hours"  # the primary's hours awaiting recount ([[start, end], ...]), for API-only processes
+
 
 @dataclass(frozen=True)
 class SampleRow:

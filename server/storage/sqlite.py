@@ -28,7 +28,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from .base import EventRow, SampleRow, UnitQuery
+from .base import INGEST_STATS_KEY, PENDING_KEY, EventRow, SampleRow, UnitQuery
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -230,8 +230,7 @@ _COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed b
 # Versions in ``meta`` that every writer bumps in the same transaction as its write, so that every process (the
 # primary and the API-only workers) can tell when its caches are stale: the registry index and counts
 # (``registry_version``), the figures and drill-down caches (``rollup_version``, ``rolled_to``).
-INGEST_STATS_KEY = "ingest_stats"  # the primary's ingest figures (JSON), for API-only processes' /healthz
-VERSION_KEYS = ("registry_version", "rollup_version", "rolled_to", INGEST_STATS_KEY)
+VERSION_KEYS = ("registry_version", "rollup_version", "rolled_to", INGEST_STATS_KEY, PENDING_KEY)
 VERSION_TTL_S = 1.0  # another process's write is noticed within this long (this process's own at once)
 
 

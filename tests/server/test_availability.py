@@ -294,3 +294,37 @@ async def test_drill_down_reads_the_codes_stored_with_the_roll_ups_and_recounts_
         api.clock.t = at("2025-03-07 01:00")
         await api.settle()
         assert await api.app.state.storage.slot_hours("HNA0000001", d.toordinal()) == []
+
+
+async def test_an_api_only_process_says_incomplete_while_the_primary_has_late_data_to_recount(tmp_path: Path) -> None:
+    """Two processes on one database (here two apps in one test): a late sample reaches the primary, which marks
+    the hour for recount; the API-only process cannot see that mark, so the primary publishes its pending hours
+    and the API process's figures for that day say ``complete: false`` until the recount is done."""
+    import httpx
+
+    from server.app import create_app, publish_for_workers
+
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        await _unit_a_day(api)
+        api.clock.t = at("2025-03-04 00:00")
+        await api.settle()
+        worker = create_app(api.app.state.settings, role="api")
+        worker.state.clock = api.clock
+        async with worker.router.lifespan_context(worker), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=worker), base_url="http://worker") as w:
+            sent: dict[str, str] = {}
+
+            async def complete() -> bool:
+                await publish_for_workers(api.app, sent)
+                worker.state.storage._versions_at = float("-inf")  # (instead of waiting out the 1 s re-read)
+                r = await w.get("/api/v1/availability", params=DAY, headers=api.h("viewer"))
+                assert r.status_code == 200, r.text
+                return bool(r.json()["complete"])
+
+            assert await complete() is True
+            await api.feed("HNA0000001", [sample(7000, at("2025-03-03 10:45"))])  # late: the hour is closed
+            assert await complete() is False
+            assert (await api.get("/api/v1/availability", **DAY)).json()["complete"] is False  # the primary agrees
+            await api.settle()
+            assert await complete() is True
