@@ -23,17 +23,19 @@ def test_sigkill_during_upload_loses_and_duplicates_nothing(pki, broker, server,
         ob.add(Sample(seq=0, ts=base + 60 * i, cpu=1.0, checks={"storage": Check(0)}), boot_id="old", boottime=0)
     epoch = ob.epoch
     ob.close()
-    cfg = agent_config(pki, broker, "HN00060001", data, link="max_batch = 100\nbacklog_rate = 40.0\nack_timeout_s = 5")
+    # paced slowly (at most 600 samples a second, 80 unacknowledged) so that 20 short runs cannot finish the backlog:
+    # every one of the 20 kills lands while the upload is still going
+    cfg = agent_config(pki, broker, "HN00060001", data, link="max_batch = 20\nbacklog_rate = 30.0\nack_timeout_s = 5")
     rng = random.Random(20261122)
     stored = lambda: sqlite_count(server.db, f"select count(*) from samples where sn='HN00060001' and ts < {base + 60 * BACKLOG}")  # noqa: E731
-    kills = 0
+    after_each_kill = []
     for _ in range(20):
         agent = AgentProc(cfg, tmp_path / "k.log").start()
         time.sleep(rng.uniform(0.6, 1.6))
         agent.kill()
-        kills += 1
-        if stored() >= BACKLOG:
-            break
+        after_each_kill.append(stored())
+    # the last run uploads the rest at full speed (same outbox, same terminal)
+    cfg = agent_config(pki, broker, "HN00060001", data, link="max_batch = 100\nbacklog_rate = 40.0\nack_timeout_s = 5")
     agent = AgentProc(cfg, tmp_path / "k.log").start()
     try:
         wait_for(lambda: stored() >= BACKLOG, 120, "the whole backlog stored")
@@ -41,7 +43,9 @@ def test_sigkill_during_upload_loses_and_duplicates_nothing(pki, broker, server,
                  30, "the outbox emptied by acknowledgements")
     finally:
         agent.stop()
-    assert kills >= 5, "the agent was killed during the upload several times"
+    assert after_each_kill[-1] < BACKLOG, "the 20th kill came before the upload was over"
+    uploading = sum(1 for a, b in zip([0, *after_each_kill], after_each_kill, strict=False) if b > a)
+    assert uploading >= 10, f"killed while uploading in only {uploading} of 20 runs: {after_each_kill}"
     assert stored() == BACKLOG
     distinct = sqlite_count(server.db, f"select count(distinct ts) from samples where sn='HN00060001' and epoch={epoch} "
                                        f"and ts < {base + 60 * BACKLOG}")
