@@ -42,7 +42,7 @@ def test_ready_then_watchdog_fed_by_samples(pki, broker, notify_socket: socket.s
     cfg = agent_config(pki, broker, "HN00130001", tmp_path / "a", sampling_interval=5, link="batch_interval_s = 0")
     agent = AgentProc(cfg, tmp_path / "a.log").start()
     try:
-        msgs = received(notify_socket, time.time() + 17)
+        msgs = received(notify_socket, time.time() + 11)
     finally:
         agent.stop()
     msgs += received(notify_socket, time.time() + 0.5)
@@ -60,7 +60,7 @@ def test_a_long_interval_raises_the_watchdog_timeout(pki, broker, notify_socket:
     agent = AgentProc(cfg, tmp_path / "b.log").start()
     try:
         wait_for(lambda: "agent" in (tmp_path / "b.log").read_text(), 20, "the agent to start")
-        msgs = [m for _, m in received(notify_socket, time.time() + 4)]
+        msgs = [m for _, m in received(notify_socket, time.time() + 2)]
     finally:
         agent.stop()
     assert msgs[:2] == ["READY=1", f"WATCHDOG_USEC={(2 * 600 + 60) * 1_000_000}"], msgs
