@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,24 @@ from posfleet.ca import FleetCA, write_broker_config
 
 PASS = "local-fleet-ca-passphrase"
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
+
+
+def _die_with_parent() -> None:
+    """(In the child, before exec.) Linux: SIGTERM when the process that started it dies, so a demo or test harness
+    killed outright (SIGKILL, an OOM kill) leaves no broker, server or agents behind holding ports and ptys."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _popen(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    # the death signal follows the starting *thread*: only children started by the main thread get it (a helper
+    # thread that ends, e.g. a test playing systemd's restarts, must not take its processes with it)
+    main = threading.current_thread() is threading.main_thread()
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                preexec_fn=_die_with_parent if main else None)
 
 
 def free_port() -> int:
@@ -84,8 +103,7 @@ class Broker:
 
     def start(self) -> Broker:
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([mosquitto, "-c", str(self.conf)], stdout=open(self.log, "ab"),
-                                     stderr=subprocess.STDOUT)
+        self.proc = _popen([mosquitto, "-c", str(self.conf)], self.log)
         wait_for(lambda: port_open(self.port) or self.proc.poll() is not None, 10, "mosquitto to listen")
         if self.proc.poll() is not None:
             raise RuntimeError(f"mosquitto exited: {self.log.read_text()[-2000:]}")
@@ -152,9 +170,7 @@ port = {self.http_port}
 
     def start(self) -> Server:
         self.token("admin")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "posfleet", "server", "run", "--config", str(self.config)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=ENV)
+        self.proc = _popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(self.config)], self.log, ENV)
         wait_for(lambda: self._healthy() or self.proc.poll() is not None, 30, "server /healthz and ingest")
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
@@ -224,8 +240,7 @@ class AgentProc:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AgentProc:
-        self.proc = subprocess.Popen([sys.executable, "-m", "posfleet", "agent", "run", "--config", str(self.config)],
-                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, env=ENV)
+        self.proc = _popen([sys.executable, "-m", "posfleet", "agent", "run", "--config", str(self.config)], self.log, ENV)
         return self
 
     def alive(self) -> bool:

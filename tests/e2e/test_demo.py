@@ -71,3 +71,29 @@ def test_demo_from_a_relative_directory_answers_its_printed_token_and_stops_on_c
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_demo_killed_outright_leaves_no_broker_server_or_agent_behind(tmp_path: Path) -> None:
+    """SIGKILL (an OOM kill, a CI timeout) gives the demo no chance to stop its processes: they get a death signal
+    from the kernel instead, and free their ports and serial devices."""
+    import psutil
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "posfleet", "demo", "--units", "2", "--history-days", "1", "--port", str(port),
+         "--seed", "3", "--dir", str(tmp_path / "demo")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        m, out = _read_until(proc, r"admin token:\s+\S+", 150)
+        assert m, f"the demo did not start:\n{out[-3000:]}"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        names = " ".join(" ".join(c.cmdline()) for c in children)
+        assert "mosquitto" in names and "server run" in names and names.count("agent run") == 2, names
+        proc.kill()
+        proc.wait()
+        _gone, alive = psutil.wait_procs(children, timeout=60)
+        assert not alive, [" ".join(p.cmdline()) for p in alive]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
