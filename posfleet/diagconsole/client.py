@@ -23,6 +23,8 @@ from drivers.transport import close_quietly
 COMMAND_TIMEOUTS = {"selftest": 120.0, "netcheck": 60.0, "reenrol": 30.0}
 DEFAULT_TIMEOUT = 15.0
 STALE_S = 0.3
+# Acknowledged, no part of the reply yet: ask again after 2 s, 4 s, ... at most every 15 s.
+NUDGE_FIRST_S, NUDGE_MAX_S = 2.0, 15.0
 
 
 class ConsoleError(Exception):
@@ -196,14 +198,15 @@ class ConsoleClient:
         total: int | None = None
         tries = resend_rounds = 0
         last_part = sent
+        acked_at = 0.0
+        nudge = NUDGE_FIRST_S
         while True:
             for f in self._read_frames(last_rx):
                 if f.seq != seq:
                     continue  # a late answer to an earlier request
-                if f.type == ACK:
-                    acked = True
-                elif f.type == REP:
-                    acked = True
+                if f.type in (ACK, REP) and not acked:
+                    acked, acked_at = True, time.monotonic()
+                if f.type == REP:
                     total = f.total
                     parts[f.part] = f.payload
                     last_part = time.monotonic()
@@ -227,10 +230,13 @@ class ConsoleClient:
                         self.retransmissions += 1
                         self._write(Frame(RESEND, seq, b"", i, total))
                 last_part = now
-            elif acked and total is None and now - sent > timeout:
-                tries += 1
-                if tries > self.retries:
-                    raise NoAnswer(f"the terminal acknowledged but sent no reply within {timeout:g} s")
+            elif acked and total is None and now - acked_at > timeout:
+                raise NoAnswer(f"the terminal acknowledged but sent no reply within {timeout:g} s")
+            elif acked and total is None and now - sent > nudge:
+                # No part yet: the reply may have been lost whole. Ask again (same seq, same bytes):
+                # a terminal that has finished sends its stored reply, one still working answers
+                # once it is done; never runs the command twice.
                 self.retransmissions += 1
                 self._write(req)
                 sent = now
+                nudge = min(nudge * 2, NUDGE_MAX_S)
