@@ -114,3 +114,17 @@ def test_audit_reaches_the_server_when_it_returns_and_revocation_travels_with_th
             assert c.auth(keep)["engineer"] == "李工"
         code, _out, doc = remote(cable.laptop_path, "outbox", "clear", "seq=1", credential=gone)
         assert code == 7 and "revoked" in doc["error"]
+
+        # a change made from the console, kept because the server is reached under it (the
+        # rolled-back case is in test_console_changes.py); the outcome is audited and reported
+        code, _out, doc = remote(cable.laptop_path, "config", "set", "sampling.interval_s", "10", credential=keep)
+        assert code == 0, doc
+
+        def outcome_reported() -> list[dict[str, object]]:
+            return [e for e in console_events(server.db) if e["event"] == "config_change"]
+
+        outcome = wait_for(outcome_reported, 60, "the console change's outcome on the server")[-1]
+        assert outcome["result"] == "confirmed" and outcome["key"] == "sampling.interval_s"
+        assert outcome["engineer"] == "李工"
+        assert tomllib.loads(cfg.read_text())["sampling"]["interval_s"] == 10
+        assert not cfg.with_name(cfg.name + ".bak").exists()
