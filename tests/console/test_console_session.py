@@ -114,3 +114,32 @@ def test_audit_masks_id_numbers(tmp_path: Path) -> None:
     log.write(1.0, "command", command="logs", args={"grep": number})
     assert number not in (tmp_path / "a.jsonl").read_text()
     assert number not in str(log.take_events()[0].data)
+
+
+def test_a_console_port_that_appears_later_is_picked_up(pki: Pki, tmp_path: Path) -> None:
+    """A USB gadget port (/dev/ttyGS0) exists only once the gadget is set up: the agent starts
+    without it, keeps working, and serves the console as soon as the port is there."""
+    broker = Broker(pki, tmp_path / "broker").start()
+    revoked = tmp_path / "revoked.json"
+    revoked.write_text('{"revoked": []}')
+    gadget = tmp_path / "ttyGS0"
+    with Cable() as cable:
+        config = agent_config(pki, broker, "T-GADGET-1", tmp_path / "data",
+                              extra=console_toml(tmp_path, pki, str(gadget), revoked))
+        log = tmp_path / "agent.log"
+        agent = AgentProc(config, log).start()
+        try:
+            wait_for(lambda: "console port" in log.read_text(), 20, "the agent to find the port missing")
+            time.sleep(4.5)  # two more tries (every 2 s), which must not log again
+            assert agent.alive()
+            gadget.symlink_to(cable.terminal_path)  # the gadget comes up
+            client = ConsoleClient(cable.laptop_path, ack_timeout=0.3, retries=3)
+            with client:
+                wait_for(lambda: _try_hello(client), 10, "the console on the new port")
+                assert client.call("status")["sn"] == "T-GADGET-1"
+            text = log.read_text()
+            assert text.count("not available (retrying)") == 1, "logged once, not every 2 s"
+            assert f"console port {gadget} open" in text
+        finally:
+            agent.stop()
+            broker.stop()
