@@ -218,3 +218,24 @@ def test_credential_cli_issue_and_revoke(rig: Rig, tmp_path: Path) -> None:
     # the configuration update that carries the whole list (sent in test_console_server.py)
     assert "--type set_config" in result.output
     assert json.dumps({"changes": {"console.revoked": listed}}) in result.output
+
+
+def test_a_challenge_answer_is_good_for_one_try_in_one_session(rig: Rig, tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from agent.console.credentials import prove
+
+    doc = json.loads(cred(rig, tmp_path).read_text())
+    key = serialization.load_pem_private_key(doc["private_key"].encode(), None)
+    with rig.client() as c:
+        c.hello()
+        answer = {"credential": doc["credential"], "proof": prove(key, rig.sn, str(c.session), c.nonce)}  # type: ignore[arg-type]
+        assert c.call("auth", answer)["engineer"] == "李工"
+        with pytest.raises(Refused, match="challenge answer does not match"):
+            c.call("auth", answer)  # the same answer again: the challenge has changed
+    with rig.client() as c:
+        c.hello()
+        with pytest.raises(Refused, match="challenge answer does not match"):
+            c.call("auth", answer)  # in another session
+        with pytest.raises(Refused, match="needs an engineer credential"):
+            c.call("reboot")
