@@ -130,7 +130,7 @@ def test_a_console_port_that_appears_later_is_picked_up(pki: Pki, tmp_path: Path
         agent = AgentProc(config, log).start()
         try:
             wait_for(lambda: "console port" in log.read_text(), 20, "the agent to find the port missing")
-            time.sleep(4.5)  # two more tries (every 2 s), which must not log again
+            time.sleep(2.5)  # one more try (every 2 s), which must not log again
             assert agent.alive()
             gadget.symlink_to(cable.terminal_path)  # the gadget comes up
             client = ConsoleClient(cable.laptop_path, ack_timeout=0.3, retries=3)
