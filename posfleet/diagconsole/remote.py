@@ -43,7 +43,7 @@ def command(port: str, baud: int, credential: str | None, as_json: bool, words: 
     from .shell import ParseError, Runner, command_names, parse
 
     code = EXIT_OK
-    out: dict[str, object] = {"port": port, "command": " ".join(words)}
+    out: dict[str, object] = {"port": port, "command": " ".join(_shown(words))}
     client = ConsoleClient(port, baud)
     name = ""
     try:
@@ -74,3 +74,13 @@ def command(port: str, baud: int, credential: str | None, as_json: bool, words: 
     else:
         click.echo(click.style(f"{out.get('code', 'error')}: {out['error']}", fg="red"), err=True)
     sys.exit(code)
+
+
+def _shown(words: tuple[str, ...]) -> list[str]:
+    """The command line as echoed in the output: the value of a secret setting hidden."""
+    from agent.console.commands import SECRET_KEY
+
+    shown = list(words)
+    if shown[:2] == ["config", "set"] and len(shown) > 3 and SECRET_KEY.search(shown[2]):
+        shown[3] = "***"
+    return shown

@@ -134,6 +134,22 @@ class ConsoleShell(cmd.Cmd):
     def emptyline(self) -> bool:
         return False
 
+    def precmd(self, line: str) -> str:
+        """A `config set` of a secret setting stays out of the history file."""
+        from agent.console.commands import SECRET_KEY
+
+        words = line.split()
+        if self.use_rawinput and words[:2] == ["config", "set"] and len(words) > 3 and SECRET_KEY.search(words[2]):
+            try:
+                import readline
+
+                n = readline.get_current_history_length()
+                if n:
+                    readline.remove_history_item(n - 1)
+            except (ImportError, ValueError):
+                pass
+        return line
+
     # commands -------------------------------------------------------------------------
     def default(self, line: str) -> bool:
         if line.strip() == "EOF":

@@ -239,3 +239,19 @@ def test_a_challenge_answer_is_good_for_one_try_in_one_session(rig: Rig, tmp_pat
             c.call("auth", answer)  # in another session
         with pytest.raises(Refused, match="needs an engineer credential"):
             c.call("reboot")
+
+
+def test_a_secret_typed_into_config_set_is_never_shown_or_kept(rig: Rig, tmp_path: Path) -> None:
+    c_file = cred(rig, tmp_path)
+    secret = "TopSecret-77"
+    before = rig.config.read_text()
+    code, out, doc = remote(rig.cable.laptop_path, "config", "set", "link.key_passphrase", f'["{secret}"]',
+                            credential=c_file)
+    assert code == 2 and "link.key_passphrase" in doc["error"]  # not text: refused, naming the field
+    assert rig.config.read_text() == before
+    assert secret not in out
+    records = [r for r in rig.audit() if r.get("command") == "config set"]
+    assert records[-1]["args"] == {"key": "link.key_passphrase", "value": "***"}
+    assert secret not in (rig.data_dir / "console-audit.jsonl").read_text()
+    code, out, _ = remote(rig.cable.laptop_path, "logs", "lines=500")
+    assert code == 0 and secret not in out

@@ -248,6 +248,8 @@ def test_connect_on_a_terminal_keeps_history_completes_and_colours(rig: Rig, tmp
         until("versions")
         os.write(master, b"\r")
         until("peripherals.modem.profile")
+        os.write(master, b"config set link.key_passphrase Hidden-99\r")  # refused (no credential), never kept
+        until("needs an engineer credential")
         os.write(master, b"quit\r")
         assert proc.wait(15) == 0
     finally:
@@ -255,8 +257,9 @@ def test_connect_on_a_terminal_keeps_history_completes_and_colours(rig: Rig, tmp
             proc.kill()
             proc.wait()
         os.close(master)
-    history = (home / ".posfleet_console_history").read_text().split()
-    assert history[-3:] == ["netcheck", "versions", "quit"]
+    kept = (home / ".posfleet_console_history").read_text()
+    assert kept.split()[-3:] == ["netcheck", "versions", "quit"]
+    assert "Hidden-99" not in kept
     assert_private(seen.decode(errors="replace"))
 
 
