@@ -1,6 +1,8 @@
 """The storage interface the rest of the server is written against.
 
-A PostgreSQL backend implements the same methods; nothing outside storage/ knows SQL.
+A PostgreSQL backend implements the same methods. Outside storage/, only the commands and audit domains
+(commands/service.py, audit/store.py) still run their own SQL on the writer connection; such a backend ports
+those two as well (docs/architecture.md).
 """
 
 from __future__ import annotations
