@@ -639,7 +639,9 @@ class Availability:
                 return hit
         stored = await self._stored_count(sn, day, start, end, n[1]) if key is not None else None
         uc, info, hist = stored or await self.unit_count(sn, start, end)
-        outage = await self.outage_marks(sn, info.county, start, end)
+        # correlated outages only explain link-down slots: no such slot, no need to look them up
+        down = any("link_down" in r for r in uc.reasons.values())
+        outage = await self.outage_marks(sn, info.county, start, end) if down else {}
         first_ts = hist[0]["from_ts"] if hist else None
         codes, reasons = uc.codes, uc.reasons
         starts = self._slot_starts(uc.first_slot * uc.slot_s, len(codes), uc.slot_s)

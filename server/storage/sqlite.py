@@ -20,6 +20,7 @@ import asyncio
 import bisect
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -251,6 +252,7 @@ class SqliteStorage:
         self._versions: dict[str, str] = {}
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
         self._side: aiosqlite.Connection | None = None  # see meta_set_apart
+        self._inline: sqlite3.Connection | None = None  # see _quick
         self._versions_at = float("-inf")
         self._write_lock = asyncio.Lock()  # see write()
         self._write_owner: asyncio.Task[Any] | None = None
@@ -282,8 +284,16 @@ class SqliteStorage:
                 await conn.execute("PRAGMA cache_size=-32768")  # 32 MB a reader
                 self._read_conns.append(conn)
                 self._pool.put_nowait(conn)
+            self._inline = sqlite3.connect(uri, uri=True, isolation_level=None)
+            self._inline.row_factory = sqlite3.Row
+            self._inline.execute("PRAGMA query_only=1")
+            self._inline.execute("PRAGMA busy_timeout=50")  # never hold the event loop long: the pool waits instead
+            self._inline.execute("PRAGMA cache_size=-32768")
 
     async def close(self) -> None:
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         if self._side is not None:
             await self._side.close()
             self._side = None
@@ -340,6 +350,25 @@ class SqliteStorage:
         async with self.reader() as db:  # one trip to the connection's thread (execute, fetch and close: three)
             return list(await db.execute_fetchall(sql, args))
 
+    async def _quick(self, sql: str, args: Any = ()) -> list[Any]:
+        """A short read (index look-ups, a page of rows: well under a millisecond) on the event loop's own read-only
+        connection. Handing such a query to a connection thread costs more CPU than the query (a queue, a future,
+        two thread wake-ups and the GIL changing hands), and under load its result waits for the GIL behind the
+        loop. Long reads (scans, whole-fleet sums) go to the pool with :meth:`_all`, so the loop keeps serving
+        others meanwhile; so does a short read that finds the database busy."""
+        conn = self._inline
+        if conn is not None:
+            try:
+                return conn.execute(sql, args).fetchall()
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err):
+                    raise
+        return await self._all(sql, args)
+
+    async def _quick_one(self, sql: str, args: Any = ()) -> Any:
+        rows = await self._quick(sql, args)
+        return rows[0] if rows else None
+
     async def _one(self, sql: str, args: Any = ()) -> Any:
         """The first row, or None. For statements that return at most a few rows (all are fetched)."""
         rows = await self._all(sql, args)
@@ -363,8 +392,8 @@ class SqliteStorage:
         now = time.monotonic()
         if now - self._versions_at < VERSION_TTL_S:
             return self._versions
-        rows = await self._all(f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(VERSION_KEYS))})",
-                               VERSION_KEYS)
+        rows = await self._quick(f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(VERSION_KEYS))})",
+                                 VERSION_KEYS)
         got = {str(r[0]): str(r[1]) for r in rows}
         self._versions = {k: got.get(k, "") for k in VERSION_KEYS}
         self._versions_at = now
@@ -495,7 +524,7 @@ class SqliteStorage:
                              (token_hash, name, role, created))
 
     async def find_token(self, token_hash: str) -> dict[str, Any] | None:
-        row = await self._one("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))
+        row = await self._quick_one("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))
         return dict(row) if row and not row["revoked"] else None
 
     # registry (issue 4) ------------------------------------------------------------------
@@ -646,8 +675,10 @@ class SqliteStorage:
         else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
             order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
-            keys = await self._all(f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} "
-                                   f"ORDER BY {order} LIMIT ? OFFSET ?", [*args, limit, offset])
+            quick = by_sn and "LIKE" not in clause  # by SN: an index walk; others sort (or LIKE-scan) every row
+            keys = await (self._quick if quick else self._all)(
+                f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*args, limit, offset])
             rows = await self._page([k[0] for k in keys], cols, joins)
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)  # the page ends the list: no count needed
@@ -730,7 +761,8 @@ class SqliteStorage:
         at 50,000 units, instead of sorting every match (~15 ms)."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
         never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
-        grown = (await self._one("SELECT max(rowid) FROM units"))[0]
+        grown = (await self._quick_one("SELECT max(rowid) FROM units"))[0]
+        walk = self._quick if offset < 1000 else self._all  # a first page reads about page / share rows
         key = ("never_heard", (await self.versions())["registry_version"], self._registry_gen, grown, clause, *args)
         hit = self._counts.get(key)
         if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
@@ -745,7 +777,7 @@ class SqliteStorage:
             sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
                                                  [*args, limit, offset])]
         if len(sns) < limit:
-            keys = await self._all(
+            keys = await walk(
                 f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
                 "ORDER BY u.last_seen ASC, u.sn ASC LIMIT ? OFFSET ?",
                 [*args, limit - len(sns), max(0, offset - n_never)])
@@ -756,7 +788,7 @@ class SqliteStorage:
         """The joined rows of ``sns``, in that order."""
         if not sns:
             return []
-        rows = await self._all(f"{cols} FROM registry r {joins} WHERE r.sn IN ({','.join('?' * len(sns))})", sns)
+        rows = await self._quick(f"{cols} FROM registry r {joins} WHERE r.sn IN ({','.join('?' * len(sns))})", sns)
         pos = {sn: k for k, sn in enumerate(sns)}
         return sorted(rows, key=lambda r: pos[r["sn"]])
 
@@ -779,7 +811,7 @@ class SqliteStorage:
             rows = await self._all("SELECT sn, from_ts, status, by, note FROM status_history ORDER BY sn, from_ts, id")
         else:
             sns = list(sns) or [""]
-            rows = await self._all(
+            rows = await (self._quick if len(sns) <= 50 else self._all)(
                 f"SELECT sn, from_ts, status, by, note FROM status_history WHERE sn IN ({','.join('?' * len(sns))}) "
                 "ORDER BY sn, from_ts, id", sns)
         out: dict[str, list[dict[str, Any]]] = {}
@@ -913,15 +945,15 @@ class SqliteStorage:
         return out
 
     async def rollup_days(self, sn: str, first_day: int, last_day: int) -> list[tuple[int, int, int, int, int, bytes]]:
-        rows = await self._all(
+        rows = await self._quick(
             "SELECT day, service, intact, netok, nodata, hours FROM rollup_day WHERE sn=? AND day BETWEEN ? AND ? ORDER BY day",
             (sn, first_day, last_day))
         return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
 
     async def slot_hours(self, sn: str, day: int) -> list[tuple[int, bytes, str | None, int]]:
         """The stored per-slot codes of one unit's local day: ``(hour index, codes, reasons JSON, samples)``."""
-        rows = await self._all("SELECT hour, codes, reasons, samples FROM slot_hour WHERE day=? AND sn=? ORDER BY hour",
-                               (day, sn))
+        rows = await self._quick("SELECT hour, codes, reasons, samples FROM slot_hour WHERE day=? AND sn=? ORDER BY hour",
+                                 (day, sn))
         return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
     async def purge_slot_hours(self, before_day: int) -> int:
@@ -952,7 +984,7 @@ class SqliteStorage:
     async def count_samples_touching(self, sn: str, start: int, end: int) -> tuple[int, int]:
         """How many samples of one unit :meth:`sample_facts` may read for ``[start, end)``, and how many of them
         are dated in it (index only): a late sample or a purge changes them, so they key the drill-down cache."""
-        row = await self._one("SELECT count(*), count(*) FILTER (WHERE ts >= ?) FROM samples "
+        row = await self._quick_one("SELECT count(*), count(*) FILTER (WHERE ts >= ?) FROM samples "
                               "WHERE sn = ? AND ts < ? AND ts >= ? - 3600", (start, sn, end, start))
         return int(row[0]), int(row[1])
 
@@ -978,7 +1010,8 @@ class SqliteStorage:
         if county is not None:
             sql += " AND county = ?"
             args.append(county)
-        rows = await self._all(sql + " ORDER BY county, minute", args)
+        short = county is not None and end - start <= 86400 * 2  # one county's day: an index range
+        rows = await (self._quick if short else self._all)(sql + " ORDER BY county, minute", args)
         return [{"county": r[0], "minute": r[1], "units": r[2], "sns": json.loads(r[3])} for r in rows]
 
     async def events_between(self, start: int, end: int, kinds: list[str] | None = None,
