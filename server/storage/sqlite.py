@@ -1028,6 +1028,19 @@ class SqliteStorage:
         rows = await self._all(sql + " ORDER BY ts", args)
         return [{"sn": r[0], "ts": r[1], "kind": r[2], "data": json.loads(r[3])} for r in rows]
 
+    async def unit_events(self, sn: str, kinds: list[str] | None, limit: int, before: int | None = None
+                          ) -> list[dict[str, Any]]:
+        """One unit's events, newest first (``before``: dated before that second)."""
+        sql, args = "SELECT ts, kind, data, received_at FROM events WHERE sn = ?", [sn]
+        if before is not None:
+            sql += " AND ts < ?"
+            args.append(before)
+        if kinds:
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            args += kinds
+        rows = await self._all(sql + " ORDER BY ts DESC, epoch DESC, seq DESC LIMIT ?", [*args, limit])
+        return [{"ts": r[0], "kind": r[1], "data": json.loads(r[2]), "received_at": r[3]} for r in rows]
+
     async def unit_samples_window(self, sn: str, start: int, end: int) -> list[dict[str, Any]]:
         """Full sample bodies of one unit in ``[start, end)``, oldest first."""
         rows = await self._all("SELECT body FROM samples WHERE sn=? AND ts >= ? AND ts < ? ORDER BY ts", (sn, start, end))

@@ -1,4 +1,4 @@
-"""Unit registry API: list (filter, sort, paginate), detail, recent samples."""
+"""Unit registry API: list (filter, sort, paginate), detail, recent samples, events."""
 
 from __future__ import annotations
 
@@ -70,3 +70,22 @@ async def unit_samples(
     if await storage.get_unit(sn) is None:
         raise HTTPException(404, f"unit {sn!r} not found")
     return {"sn": sn, "items": [_health(x) for x in await storage.recent_samples(sn, limit, before)]}
+
+
+@router.get("/{sn}/events")
+async def unit_events(
+    request: Request,
+    sn: str,
+    _: Annotated[Principal, Depends(require("viewer"))],
+    kind: Annotated[list[str] | None, Query(description="only these kinds, e.g. console (the engineers' diagnostic "
+                                                        "console: who, when, what), sim_changed, identity")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(description="only events dated before this (epoch seconds): the next page")] = None,
+) -> dict[str, Any]:
+    """The unit's events as stored (each once, however often the terminal sent it), newest first, with the time
+    the server received them."""
+    storage = request.app.state.storage
+    if await storage.get_unit(sn) is None:
+        raise HTTPException(404, f"unit {sn!r} not found")
+    items = await storage.unit_events(sn, kind or None, limit, before)
+    return {"sn": sn, "items": items, "next_before": items[-1]["ts"] if len(items) == limit else None}

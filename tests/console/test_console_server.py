@@ -95,6 +95,12 @@ def test_audit_reaches_the_server_when_it_returns_and_revocation_travels_with_th
         kinds = [e["event"] for e in events]
         assert "session_start" in kinds and "auth" in kinds and "session_end" in kinds
         assert len({(e["ts"], e["event"], e.get("session")) for e in events}) == len(events), "reported once"
+        # ...and an administrator reads them through the API
+        r = server.get(f"/api/v1/units/{SN}/events", role="viewer", kind="console")
+        assert r.status_code == 200, r.text
+        api = [e["data"] for e in r.json()["items"]]
+        assert all(e["kind"] == "console" for e in r.json()["items"]) and len(api) == len(events)
+        assert any(d.get("command") == "outbox clear" and d["engineer"] == "李工" for d in api)
 
         # the revocation list travels with a configuration update
         with ConsoleClient(cable.laptop_path) as c:
