@@ -28,22 +28,20 @@ PASS = "local-fleet-ca-passphrase"
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")
 
 
-def _die_with_parent() -> None:
-    """(In the child, before exec.) Linux: SIGTERM when the process that started it dies, so a demo or test harness
-    killed outright (SIGKILL, an OOM kill) leaves no broker, server or agents behind holding ports and ptys."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+_SETPRIV = shutil.which("setpriv")  # util-linux
 
 
 def _popen(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    # the death signal follows the starting *thread*: only children started by the main thread get it (a helper
-    # thread that ends, e.g. a test playing systemd's restarts, must not take its processes with it)
-    main = threading.current_thread() is threading.main_thread()
+    """Start a broker, server or agent that gets SIGTERM from the kernel when the process that started it dies
+    (Linux ``PR_SET_PDEATHSIG``, set by ``setpriv`` before it execs the command), so a demo or test harness
+    killed outright (SIGKILL, an OOM kill) leaves no processes behind holding ports and ptys. (Not a
+    ``preexec_fn``: Python code between fork and exec can deadlock in a process with threads.) The signal follows
+    the starting *thread*, so only children started by the main thread get it: a helper thread that ends (a test
+    playing systemd's restarts) must not take its processes with it."""
+    if _SETPRIV and sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread():
+        cmd = [_SETPRIV, "--pdeathsig", "TERM", "--", *cmd]
     with open(log, "ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                preexec_fn=_die_with_parent if main else None)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
 
 
 def free_port() -> int:
