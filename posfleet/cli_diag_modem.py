@@ -53,7 +53,9 @@ def command(port: str, profile: str, baud: int | None, wait: float | None, as_js
     from drivers.modem import Modem, assess, load_profile
     from drivers.profiles import ProfileError
 
-    logging.getLogger("drivers").setLevel(logging.WARNING)
+    quiet = logging.getLogger("drivers")  # the command's own output says what matters; back as it was afterwards
+    click.get_current_context().call_on_close(lambda level=quiet.level: quiet.setLevel(level))
+    quiet.setLevel(logging.WARNING)
     try:
         prof = load_profile(profile)
     except ProfileError as err:
