@@ -301,6 +301,10 @@ def run_demo(workdir: Path, units: int, http_port: int, interval: int, speed: fl
     from simulator.emulators import idcard, modem, printer
     from simulator.local import AgentProc, Broker, Pki, Server, agent_config, free_port, port_open
 
+    # Ctrl-C must stop the demo even when it was started with SIGINT ignored (a background job of a shell without
+    # job control, nohup, some CI runners): that disposition is inherited, and Python then never raises
+    # KeyboardInterrupt
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     workdir = workdir.resolve()  # the default is relative (.demo); every config written below names absolute paths
     if fresh and workdir.exists():
         shutil.rmtree(workdir)

@@ -43,10 +43,11 @@ def _read_until(proc: subprocess.Popen[str], pattern: str, timeout: float) -> tu
 
 def test_demo_from_a_relative_directory_answers_its_printed_token_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
-    # the console script, run from a fresh folder with the default relative --dir (.demo)
+    # the console script, run from a fresh folder with the default relative --dir (.demo), started with SIGINT
+    # ignored as a background job of a shell without job control starts it (CI runners do): Ctrl-C must still work
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "posfleet"), "demo", "--units", "3", "--history-days", "1", "--port", str(port),
-         "--seed", "7"],
+        ["sh", "-c", "trap '' INT; exec \"$0\" \"$@\"", str(Path(sys.executable).parent / "posfleet"), "demo",
+         "--units", "3", "--history-days", "1", "--port", str(port), "--seed", "7"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
