@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -261,7 +262,7 @@ CLIENT = "httpx"  # this script sets "raw" (its --client default); bench_scale i
 
 
 async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dict]], lat: list[float],
-                      pids: set[str]) -> int:
+                      pids: Counter[str]) -> int:
     """One client on one keep-alive connection, GET after GET, with as little client CPU as possible (the
     httpx client costs ~7 ms of CPU a request, more than the server: on two shared cores it was half the load)."""
     u = urllib.parse.urlsplit(base)
@@ -285,7 +286,7 @@ async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dic
             lat.append(time.perf_counter() - t)
             if lines[0].split()[1] != "200":
                 errors += 1
-            pids.add(headers.get("x-posfleet-worker", "?"))
+            pids[headers.get("x-posfleet-worker", "?")] += 1
     finally:
         writer.close()
 
@@ -293,7 +294,7 @@ async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dic
 async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]], clients: int) -> dict[str, float]:
     lat: list[float] = []
     errors = 0
-    pids: set[str] = set()
+    pids: Counter[str] = Counter()
     queue: asyncio.Queue[tuple[str, dict]] = asyncio.Queue()
     for p in paths:
         queue.put_nowait(p)
@@ -316,7 +317,7 @@ async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]
             lat.append(time.perf_counter() - t)
             if r.status_code != 200:
                 errors += 1
-            pids.add(r.headers.get("x-posfleet-worker", "?"))
+            pids[r.headers.get("x-posfleet-worker", "?")] += 1
 
     server_cpu, client_cpu = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0, time.process_time()
     limits = httpx.Limits(max_connections=clients)
@@ -328,7 +329,7 @@ async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]
     return _report(name, lat, errors, pids, wall, server_cpu, client_cpu)
 
 
-def _report(name: str, lat: list[float], errors: int, pids: set[str], wall: float, server_cpu: float,
+def _report(name: str, lat: list[float], errors: int, pids: Counter[str], wall: float, server_cpu: float,
             client_cpu: float) -> dict[str, float]:
     server_cpu = (cpu_seconds(SERVER_PID) - server_cpu) if SERVER_PID else float("nan")
     client_cpu = time.process_time() - client_cpu
@@ -339,7 +340,7 @@ def _report(name: str, lat: list[float], errors: int, pids: set[str], wall: floa
            "max_ms": 1000 * lat[-1], "rps": len(lat) / wall, "processes": len(pids)}
     print(f"  {name:<34} n={res['n']:<5} p50 {res['p50_ms']:7.1f} ms   p99 {res['p99_ms']:7.1f} ms   "
           f"mean {res['mean_ms']:7.1f} ms   max {res['max_ms']:7.1f} ms   {res['rps']:6.1f} req/s   errors {errors}"
-          f"   answered by {len(pids)} process(es); CPU a request: "
+          f"   answered by {len(pids)} process(es) ({'/'.join(str(n) for _p, n in pids.most_common())}); CPU a request: "
           + (f"server {res['server_cpu_ms']:.1f} ms, " if SERVER_PID else "")
           + f"this client {res['client_cpu_ms']:.1f} ms", flush=True)
     return res

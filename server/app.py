@@ -119,14 +119,17 @@ def _quiet_gc() -> tuple[int, int, int]:
     return before
 
 
+PRIMARY_PID_ENV = "POSFLEET_PRIMARY_PID"  # set by the primary for the API workers it starts
+
+
 async def _exit_with_parent(parent: int) -> None:
     """An API-only process ends when the process that started it is gone (no orphans holding the port)."""
     while True:
-        await asyncio.sleep(1.0)
         if os.getppid() != parent:
             log.warning("API worker %d: the primary (pid %d) is gone; stopping", os.getpid(), parent)
             os.kill(os.getpid(), signal.SIGTERM)
             return
+        await asyncio.sleep(1.0)
 
 
 class WorkerHeader:
@@ -194,7 +197,7 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
     if role not in ("primary", "api"):
         raise ValueError(f"role: primary or api, not {role!r}")
     primary = role == "primary"
-    parent = os.getppid()
+    parent = int(os.environ.get(PRIMARY_PID_ENV) or os.getppid())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .app import PRIMARY_PID_ENV
+
 log = logging.getLogger(__name__)
 
 
@@ -54,7 +56,9 @@ class Workers:
         self._thread.start()
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        p = subprocess.Popen(self.argv)
+        # the worker watches this pid: taken from its own getppid() it would read 1 if this process died before the
+        # worker got that far, and the worker would then never notice it is an orphan holding the port
+        p = subprocess.Popen(self.argv, env={**os.environ, PRIMARY_PID_ENV: str(os.getpid())})
         log.info("API worker started: pid %d", p.pid)
         return p
 

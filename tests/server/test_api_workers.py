@@ -114,3 +114,30 @@ def test_processes_share_the_port_see_each_others_writes_and_ingest_once(
     text = srv.log.read_text()
     assert "Traceback" not in text, text[-4000:]
     assert "API worker" in text and "exited with" not in text  # the worker(s) stopped with the primary, not before
+
+
+def test_an_api_worker_whose_primary_died_before_it_started_stops(tmp_path: Path) -> None:
+    """The primary tells its workers its pid. A worker that starts after the primary died (its parent is already
+    init) must not take init for its primary and hold the port for good."""
+    import os
+    import subprocess
+    import sys
+
+    from simulator.local import free_port
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    port = free_port()
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f'ingest_enabled = false\n[storage]\nurl = "sqlite:///{tmp_path / "fleet.sqlite"}"\n'
+                   f'[http]\nhost = "127.0.0.1"\nport = {port}\n[alerts]\nenabled = false\n', encoding="utf-8")
+    worker = subprocess.Popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(cfg), "--api-only",
+                               "--port", str(port)], env={**os.environ, "POSFLEET_PRIMARY_PID": str(gone.pid)},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        out, _ = worker.communicate(timeout=60)
+        assert b"is gone; stopping" in out, out.decode(errors="replace")[-2000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
