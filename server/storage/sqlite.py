@@ -769,9 +769,7 @@ class SqliteStorage:
             n_never = hit[1]
         else:
             n_never = int((await self._one(f"SELECT count(*) FROM registry r {never}", args))[0])
-            if len(self._counts) >= 1024:
-                self._counts.clear()
-            self._counts[key] = (time.monotonic(), n_never)
+            self._keep_count(key, n_never)
         sns: list[str] = []
         if offset < n_never:
             sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
@@ -799,12 +797,20 @@ class SqliteStorage:
         if hit is not None and now - hit[0] < _COUNT_CACHE_S:
             return hit[1]
         gen = self._registry_gen
-        total = int((await self._one(f"SELECT count(*) FROM registry r {clause}", args))[0])
+        # at most a scan of one covering index (~3 ms at 50,000 units): inline, unless a LIKE reads every row
+        count = self._all if "LIKE" in clause else self._quick
+        total = int((await count(f"SELECT count(*) FROM registry r {clause}", args))[0][0])
         if gen == self._registry_gen:  # no registry write meanwhile
-            if len(self._counts) >= 1024:
-                self._counts.clear()
-            self._counts[key] = (now, total)
+            self._keep_count(key, total)
         return total
+
+    def _keep_count(self, key: tuple[Any, ...], n: int) -> None:
+        """Remember a count, dropping the oldest beyond 1,024 (a search's one-off counts must not push out the
+        counts every page of a county asks for)."""
+        self._counts.pop(key, None)
+        self._counts[key] = (time.monotonic(), n)
+        while len(self._counts) > 1024:
+            self._counts.pop(next(iter(self._counts)))
 
     async def status_histories(self, sns: list[str] | None = None) -> dict[str, list[dict[str, Any]]]:
         if sns is None:
