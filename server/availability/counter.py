@@ -367,17 +367,8 @@ def count_unit(
     changes = _status_intervals(status_history, initial_status)
     codes_int = int.from_bytes(st, "big") | _context_int(sh, start_s, end_s, first, n, slot_s, changes, initial_status)
     codes = codes_int.to_bytes(n, "big") if n else b""
-    figures = Figures(
-        service_slots=codes.translate(_T_SERVICE).count(1),
-        intact_slots=codes.translate(_T_INTACT).count(1),
-        network_ok_slots=codes.translate(_T_NETOK).count(1),
-        no_data_slots=codes.translate(_T_NODATA).count(1),
-        threshold=thr,
-        unit=unit,
-    )
-    figures = _with_flag(figures)
     return UnitCount(
-        figures=figures,
+        figures=_figures_of(codes, thr, unit),
         first_slot=first,
         codes=codes,
         slot_s=slot_s,
@@ -434,16 +425,8 @@ def unit_count_from_codes(
                            initial_status)
     if n and context.to_bytes(n, "big") != codes.translate(_T_CONTEXT):
         return None
-    figures = Figures(
-        service_slots=codes.translate(_T_SERVICE).count(1),
-        intact_slots=codes.translate(_T_INTACT).count(1),
-        network_ok_slots=codes.translate(_T_NETOK).count(1),
-        no_data_slots=codes.translate(_T_NODATA).count(1),
-        threshold=as_fraction(threshold),
-        unit=unit,
-    )
     return UnitCount(
-        figures=_with_flag(figures),
+        figures=_figures_of(codes, as_fraction(threshold), unit),
         first_slot=first_slot,
         codes=bytes(codes),
         slot_s=slot_s,
@@ -452,6 +435,18 @@ def unit_count_from_codes(
         status_changes=changes,
         initial_status=initial_status,
     )
+
+
+def _figures_of(codes: bytes, thr: Fraction, unit: str | None) -> Figures:
+    """A unit's figures from its per-slot codes."""
+    return _with_flag(Figures(
+        service_slots=codes.translate(_T_SERVICE).count(1),
+        intact_slots=codes.translate(_T_INTACT).count(1),
+        network_ok_slots=codes.translate(_T_NETOK).count(1),
+        no_data_slots=codes.translate(_T_NODATA).count(1),
+        threshold=thr,
+        unit=unit,
+    ))
 
 
 def _with_flag(f: Figures) -> Figures:
