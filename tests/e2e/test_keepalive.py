@@ -18,7 +18,7 @@ def test_no_pings_while_batches_flow(pki, broker, server, tmp_path: Path) -> Non
     agent = AgentProc(cfg, tmp_path / "a.log").start()
     try:
         wait_for(lambda: server.get(f"/api/v1/units/{sn}").status_code == 200, 30, "the unit connected")
-        time.sleep(25)  # 2.5 keep-alive intervals (paho 2.2 unpatched would ping twice) with a batch every ~5 s
+        time.sleep(15)  # 1.5 keep-alive intervals (paho 2.2 unpatched pings every 10 s) with a batch every ~5 s
         conns = proxy.snapshot()
         t_stop = time.time()  # what the agent sends when it stops (offline state, DISCONNECT) is not counted
     finally:
@@ -29,5 +29,5 @@ def test_no_pings_while_batches_flow(pki, broker, server, tmp_path: Path) -> Non
             if ctype == 23 and t < t_stop]
     small = [n for n, _ in sent if n == 24]
     batches = [n for n, _ in sent if n > 60]
-    assert len(batches) >= 3, "telemetry was flowing"
+    assert len(batches) >= 2, "telemetry was flowing"
     assert small == [], f"{len(small)} keep-alive pings sent although batches kept the session busy: {sent}"
