@@ -259,6 +259,8 @@ SERVER_PID = 0  # set once the server is started: its CPU per request is printed
 
 
 CLIENT = "httpx"  # this script sets "raw" (its --client default); bench_scale imports measure with httpx
+SLOWEST = 0  # --slowest
+TRACE: list[tuple[float, float, str, str]] = []  # (latency, sent at, process, target) of the phase measured
 
 
 async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dict]], lat: list[float],
@@ -284,6 +286,8 @@ async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dic
                 raise RuntimeError(f"no Content-Length in the answer to {target}: {lines}")
             await reader.readexactly(int(headers["content-length"]))
             lat.append(time.perf_counter() - t)
+            if SLOWEST:
+                TRACE.append((lat[-1], t, headers.get("x-posfleet-worker", "?"), target))
             if lines[0].split()[1] != "200":
                 errors += 1
             pids[headers.get("x-posfleet-worker", "?")] += 1
@@ -301,8 +305,12 @@ async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]
     if CLIENT == "raw":
         server_cpu, client_cpu = cpu_seconds(SERVER_PID) if SERVER_PID else 0.0, time.process_time()
         t0 = time.perf_counter()
+        TRACE.clear()
         errors = sum(await asyncio.gather(*(_raw_worker(base, token, queue, lat, pids) for _ in range(clients))))
         wall = time.perf_counter() - t0
+        for took, at, pid, target in sorted(TRACE, reverse=True)[:SLOWEST]:
+            print(f"    {took * 1000:7.1f} ms, sent {at - t0:6.2f} s into the phase, process {pid}: "
+                  f"{urllib.parse.unquote(target)}")
         return _report(name, lat, errors, pids, wall, server_cpu, client_cpu)
 
     async def worker(client: httpx.AsyncClient) -> None:
@@ -370,13 +378,17 @@ def main() -> None:
     ap.add_argument("--api-workers", type=int, default=recommended_workers(),
                     help="processes serving the API: the primary + N-1 API-only (default: one per core, at most 4)")
     ap.add_argument("--skip-recount", action="store_true", help="do not time the 72-hour backlog recount")
+    ap.add_argument("--slowest", type=int, default=0, help="print the N slowest requests of each phase")
+    ap.add_argument("--primary-api", action=argparse.BooleanOptionalAction, default=True,
+                    help="the primary (ingest, background jobs) answers API calls too ([http] primary_api)")
     ap.add_argument("--warmup", type=int, default=100,
                     help="requests of each interactive kind sent first and not measured (0: measure a cold server)")
     ap.add_argument("--client", choices=["raw", "httpx"], default="raw",
                     help="raw: minimal keep-alive HTTP/1.1 clients (default); httpx: httpx.AsyncClient (runs 1-3)")
     args = ap.parse_args()
-    global CLIENT
+    global CLIENT, SLOWEST
     CLIENT = args.client
+    SLOWEST = args.slowest
     args.backlog_units = min(args.backlog_units, args.units)
     args.raw_units = min(args.raw_units, args.backlog_units)
 
@@ -412,8 +424,8 @@ def main() -> None:
     port = free_port()
     cfg = work / "server.toml"
     cfg.write_text(f'ingest_enabled = false\nretention_days = 14\n[storage]\nurl = "sqlite:///{db}"\n'
-                   f'[http]\nhost = "127.0.0.1"\nport = {port}\n[alerts]\nenabled = false\n'
-                   f'[availability]\nrecount_debounce_s = 3600\n', encoding="utf-8")
+                   f'[http]\nhost = "127.0.0.1"\nport = {port}\nprimary_api = {str(args.primary_api).lower()}\n'
+                   f'[alerts]\nenabled = false\n[availability]\nrecount_debounce_s = 3600\n', encoding="utf-8")
     log = open(work / "server.log", "ab")
     workers = ["--api-workers", str(args.api_workers)] if args.api_workers != 1 else []  # (older servers lack it)
     proc = subprocess.Popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(cfg),
@@ -462,8 +474,10 @@ def main() -> None:
         q_from, q_to = last_quarter(now)
         quarter = [("/api/v1/availability", {"from": q_from, "to": q_to, "group_by": "county"})
                    for _ in range(args.quarter_requests)]
-        print(f"{args.clients} concurrent {args.client} clients against {base}, server with {args.api_workers} API process(es) "
-              f"(the primary + {args.api_workers - 1} API-only):", flush=True)
+        layout = (f"the primary + {args.api_workers - 1} API-only" if args.primary_api or args.api_workers == 1 else
+                  f"{args.api_workers} API-only; the primary off the port, primary_api = false")
+        print(f"{args.clients} concurrent {args.client} clients against {base}, server with {args.api_workers} API "
+              f"process(es) ({layout}):", flush=True)
         if args.warmup:
             # A server that has been running has its per-process caches warm (a count per filter, the first request
             # through each route). Warm them with requests of the same kinds from another random stream, not
