@@ -31,7 +31,7 @@ def _play(name: str, tmp_path_factory: pytest.TempPathFactory, cap: float) -> It
 
 @pytest.fixture(scope="module")
 def every_fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Player, Result]]:
-    yield from _play("every-fault-half-hour.json", tmp_path_factory, cap=30)
+    yield from _play("every-fault-half-hour.json", tmp_path_factory, cap=35)
 
 
 @pytest.fixture(scope="module")
