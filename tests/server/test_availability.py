@@ -44,6 +44,14 @@ async def _unit_a_day(api: Api) -> None:
     await api.minutes(a, at("2025-03-03 13:00"), 300)
 
 
+async def _unit_a_day_counted(api: Api) -> None:
+    """The registry, unit A's day, and the clock at the next midnight with the roll-ups settled."""
+    await _setup(api)
+    await _unit_a_day(api)
+    api.clock.t = at("2025-03-04 00:00")
+    await api.settle()
+
+
 def _items(body: dict) -> dict:
     return {i.get("sn") or i.get("county") or i.get("institution"): i for i in body["items"]}
 
@@ -125,10 +133,7 @@ async def test_rollups_equal_the_direct_count(tmp_path: Path) -> None:
 
 async def test_late_samples_recount_the_hours_they_cover(tmp_path: Path) -> None:
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
-        await _setup(api)
-        await _unit_a_day(api)
-        api.clock.t = at("2025-03-04 00:00")
-        await api.settle()
+        await _unit_a_day_counted(api)
         q = {"group_by": "unit", "sn": "HNA0000001", **DAY}
         before = (await api.get("/api/v1/availability", **q)).json()["items"][0]
         assert before["no_data_slots"] == 30
@@ -198,10 +203,7 @@ async def test_bad_periods_are_refused_naming_the_field(api: Api) -> None:
 
 async def test_recount_endpoint_is_for_admins_and_redoes_a_period(tmp_path: Path) -> None:
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
-        await _setup(api)
-        await _unit_a_day(api)
-        api.clock.t = at("2025-03-04 00:00")
-        await api.settle()
+        await _unit_a_day_counted(api)
         r = await api.req("POST", "/api/v1/availability/recount", role="engineer", json=DAY)
         assert r.status_code == 403
         r = await api.req("POST", "/api/v1/availability/recount", json={**DAY, "sns": ["HNA0000001"]})
@@ -305,10 +307,7 @@ async def test_an_api_only_process_says_incomplete_while_the_primary_has_late_da
     from server.app import create_app, publish_for_workers
 
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
-        await _setup(api)
-        await _unit_a_day(api)
-        api.clock.t = at("2025-03-04 00:00")
-        await api.settle()
+        await _unit_a_day_counted(api)
         worker = create_app(api.app.state.settings, role="api")
         worker.state.clock = api.clock
         async with worker.router.lifespan_context(worker), httpx.AsyncClient(

@@ -13,7 +13,7 @@ from pathlib import Path
 import pypdf
 
 from tests.server.conftest import at, make_api
-from tests.server.test_availability import DAY, _setup, _unit_a_day
+from tests.server.test_availability import DAY, _setup, _unit_a_day, _unit_a_day_counted
 
 
 async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path: Path) -> None:
@@ -102,10 +102,7 @@ def _pdf_facts(content: bytes) -> tuple[list[tuple[float, float]], set[str], str
 
 async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> None:
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
-        await _setup(api)
-        await _unit_a_day(api)
-        api.clock.t = at("2025-03-04 00:00")
-        await api.settle()
+        await _unit_a_day_counted(api)
         fleet = (await api.get("/api/v1/availability", **DAY)).json()["fleet"]
         rate = f"{fleet['device_rate'] * 100:.2f} %"
         html = (await api.get("/api/v1/reports/ops", **DAY)).text
