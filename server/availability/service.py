@@ -144,9 +144,9 @@ class Availability:
         self._slots_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # closed days' drill-downs, JSON
         self._slots_cache_size = 256  # ~150 kB each
         self._starts_cache: dict[tuple[int, int, int], list[bytes]] = {}
-        self.drill_from_stored = 0
+        self.drill_from_stored = 0  # drill-downs answered from the stored per-slot codes (the rest recount)
         self._primary_pending: list[tuple[int, int]] = []  # API-only: the primary's hours awaiting recount
-        self._primary_pending_text = ""  # drill-downs answered from the stored per-slot codes (the rest recount)
+        self._primary_pending_text = ""
         self.stats: dict[str, Any] = {"recounts": 0, "hours_recounted": 0, "last_recount_s": 0.0,
                                       "last_recount_at": None}
         from ..analytics.datause import DataUse
@@ -543,8 +543,9 @@ class Availability:
     def _pending_in(self, start: int, end: int) -> bool:
         if any(start <= h < end and sns for h, sns in self._dirty.items()):
             return True
-        # an API-only process: the primary's marks too, as it published them (about a second old at most)
-        return not self.background and any(a < end and start < b for a, b in self._primary_pending)
+        # an API-only process: the primary's marks too, as it published them (about a second old at most; sync()
+        # reads them in API-only processes only)
+        return any(a < end and start < b for a, b in self._primary_pending)
 
     def pending_ranges(self) -> list[list[int]]:
         """The hours marked for recount, merged into ``[start, end)`` ranges (published for API-only processes)."""
@@ -648,8 +649,9 @@ class Availability:
         enc = _ENCODER.encode
         parts = list(map(bytes.__add__, starts, map(_SLOT_TAIL.__getitem__, codes)))
         special = set(reasons)
-        if codes.translate(_T_STATUS_EXCLUDED).count(1):
-            special.update(i for i, v in enumerate(codes) if v & _IN_HOURS and not v & _IN_SERVICE)
+        excluded = codes.translate(_T_STATUS_EXCLUDED)
+        if excluded.count(1):
+            special.update(i for i, x in enumerate(excluded) if x)
         for i in special:  # slots with reasons, or excluded by the unit's status: the full form
             parts[i] = enc(self._slot_item(uc.slot(i), first_ts, outage))
         head = await self._slots_head(sn, day, start, uc, info)

@@ -630,10 +630,9 @@ class SqliteStorage:
         ``filters["q"]`` matches the start of the SN or the insurance SN through their indexes
         (``filters["match"] == "contains"``: anywhere in them, which reads every row). Filters work on the
         registry alone (county and region through the institutions' index; ``registry_filter`` covers the common
-        filters), and the page's keys are found before the joins, so a page of 50 out of 50,000 reads 50 joined rows. The total is not counted
-        when the page shows it (a short page), and a count is otherwise reused until the registry changes
-        (at most ``_COUNT_CACHE_S``).
-        """
+        filters), and the page's keys are found before the joins, so a page of 50 out of 50,000 reads 50 joined
+        rows. The total is not counted when the page shows it (a short page), and a count is otherwise reused until
+        the registry changes (at most ``_COUNT_CACHE_S``)."""
         where, args = [], []
         if filters.get("q"):
             q = str(filters["q"])
@@ -991,7 +990,7 @@ class SqliteStorage:
         """How many samples of one unit :meth:`sample_facts` may read for ``[start, end)``, and how many of them
         are dated in it (index only): a late sample or a purge changes them, so they key the drill-down cache."""
         row = await self._quick_one("SELECT count(*), count(*) FILTER (WHERE ts >= ?) FROM samples "
-                              "WHERE sn = ? AND ts < ? AND ts >= ? - 3600", (start, sn, end, start))
+                                    "WHERE sn = ? AND ts < ? AND ts >= ? - 3600", (start, sn, end, start))
         return int(row[0]), int(row[1])
 
     async def link_down_samples(self, start: int, end: int) -> list[tuple[str, int, int]]:
