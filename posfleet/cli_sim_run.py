@@ -1,5 +1,9 @@
 """``posfleet sim run SCENARIO``: play a fleet scenario with real agents, broker and server.
 
+After counting, the server's per-unit figures are checked against the oracle's (``oracle_check`` in the report): a
+unit that differs by more than availability.md's one slot at each fault edge means the machine did not keep up,
+and is reported as an incident and a warning.
+
 Exit codes: 0 played and the report written; 1 the run failed (setup, a process, the server never finished
 counting); 2 invalid scenario or usage (each problem on stderr, naming the field).
 """
@@ -80,6 +84,12 @@ def command(scenario: str, speed: str, night_speed: float, report_file: Path | N
     fleet = result.report["availability"]["fleet"]["fleet"]
     click.echo(f"fleet: device {fleet['device_rate']}, network {fleet['network_rate']}, tier {fleet['tier']}; "
                f"{len(result.incidents)} incident(s)", err=True)
+    check = result.report["oracle_check"]
+    if check["units_outside_tolerance"]:
+        click.echo(f"WARNING: {check['units_outside_tolerance']} of {check['units']} units differ from the oracle "
+                   "beyond the tolerance at fault edges: this run was not faithful (see the incidents)", err=True)
+    else:
+        click.echo(f"oracle check: all {check['units']} units agree with the scenario within the tolerance", err=True)
 
 
 main = command

@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -320,6 +320,51 @@ def compare_slots(scenario: Scenario, sn: str, server_slots: list[Mapping[str, A
             why = "not at a fault's start or end"
         out.append(Mismatch(sn, key, a, b, edge is not None, why))
     return out
+
+
+
+def oracle_check(scenario: Scenario, unit_items: Sequence[Mapping[str, Any]], *, speed: float | None = None,
+                 latency_threshold_ms: int = 400) -> tuple[dict[str, Any], list[str]]:
+    """The server's per-unit figures against the oracle's: ``(summary, incidents)``.
+
+    availability.md allows one slot of difference at each fault's start or end and none elsewhere, so a unit
+    may differ in each of intact, network-ok and no-data slots by at most the number of its event edges (and
+    not at all in service slots, which no timing touches). A unit beyond that was not played faithfully:
+    on a machine that could not keep up, peripherals answer after the drivers' deadlines (spurious faults)
+    and agents miss slots (no data). The run's figures are then not the scenario's, and the incident says so,
+    with the advice to play it slower. ``unit_items``: the ``items`` of ``GET /api/v1/availability``
+    grouped by unit.
+    """
+    from .oracle import oracle
+
+    want = {g["unit"]: g for g in oracle(scenario, group_by="unit", latency_threshold_ms=latency_threshold_ms)["groups"]}
+    got = {i["sn"]: i for i in unit_items}
+    keys = ("service_slots", "intact_slots", "network_ok_slots", "no_data_slots")
+    off: list[dict[str, Any]] = []
+    totals = dict.fromkeys(keys, 0)
+    for sn, w in sorted(want.items()):
+        g = got.get(sn)
+        edges = {t for e in scenario.events_for(sn) for t in (e.start, e.end)} | {c.at for c in
+                                                                                    scenario.unit(sn).status}
+        slack = len(edges)
+        diff = {k: (g or {}).get(k, 0) - w[k] for k in keys}
+        for k in keys:
+            totals[k] += diff[k]
+        if g is None or diff["service_slots"] != 0 or any(abs(diff[k]) > slack for k in keys[1:]):
+            off.append({"sn": sn, "slack": slack, **{k: [(g or {}).get(k), w[k]] for k in keys}})
+    summary = {"units": len(want), "units_outside_tolerance": len(off), "fleet_difference": totals,
+               "units_off": off[:20]}
+    incidents: list[str] = []
+    if off:
+        at = f" at speed {speed:g}" if speed else ""
+        incidents.append(
+            f"{len(off)} of {len(want)} units differ from the oracle by more than their fault edges allow (fleet: "
+            + ", ".join(f"{k.replace('_slots', '')} {v:+d}" for k, v in totals.items() if k != "service_slots")
+            + f"): this run{at} was not faithful (a machine that cannot keep up makes peripherals answer late and "
+            f"agents miss slots); play it slower (--speed) on a quieter machine. First: "
+            + "; ".join(f"{u['sn']} intact {u['intact_slots'][0]} vs {u['intact_slots'][1]}, no data "
+                        f"{u['no_data_slots'][0]} vs {u['no_data_slots'][1]} (slack {u['slack']})" for u in off[:3]))
+    return summary, incidents
 
 
 # --------------------------------------------------------------------------------------------- the run
@@ -906,6 +951,8 @@ enabled = false
         self._finish()
         a, b = report_period(self.sc)
         answers = self._counted(a, b)
+        check, off = oracle_check(self.sc, answers["unit"].get("items", []), speed=self.speed)
+        self.incidents.extend(off)
         wall = time.time() - t0
         report = {
             "scenario": self.sc.name,
@@ -918,6 +965,7 @@ enabled = false
                     "link_cuts": sum(r.proxy.cuts for r in self.rigs.values()),
                     "incidents": self.incidents},
             "availability": {"unit": answers["unit"], "fleet": answers["fleet"]},
+            "oracle_check": check,
         }
         self._say(f"done in {wall:.0f} s; {answers['samples_stored']} samples counted")
         return Result(report, self.speed, wall, answers["samples_stored"], root, list(self.incidents),
@@ -997,6 +1045,6 @@ def run_scenario(source: str | Path | Mapping[str, Any], options: Options | None
         return player.run().report
 
 
-__all__ = ["FAULTS", "Mismatch", "Options", "Player", "Result", "RunError", "UnitState", "boundaries", "compare_slots", "load", "max_speed",
+__all__ = ["FAULTS", "Mismatch", "Options", "Player", "Result", "RunError", "UnitState", "boundaries", "compare_slots", "load", "max_speed", "oracle_check",
            "report_period", "run_scenario", "scenario_problems", "timeline", "unit_state", "collapse_nights",
            "speed_schedule"]

@@ -52,3 +52,6 @@ def test_sim_run_writes_the_servers_report(tmp_path: Path) -> None:
     assert out["availability"]["fleet"]["fleet"]["units"] == 1
     assert out["run"]["link_cuts"] == 1
     assert "fleet: device" in result.output  # the one-line summary on stderr
+    # the player's own check against the oracle, in the report and on stderr
+    assert out["oracle_check"]["units"] == 1 and out["oracle_check"]["units_outside_tolerance"] == 0
+    assert "oracle check: all 1 units agree" in result.output

@@ -62,6 +62,9 @@ def _check_against_oracle(player: Player, result: Result) -> None:
     fleet_got = result.report["availability"]["fleet"]["fleet"]
     assert fleet_got["service_slots"] == fleet_want["service_slots"]
     assert fleet_got["units"] == len(player.sc.units)
+    # the player's own check (report and incidents) reaches the same verdict as this slot-by-slot one
+    assert result.report["oracle_check"]["units_outside_tolerance"] == 0, result.report["oracle_check"]
+    assert not [i for i in result.incidents if "differ from the oracle" in i]
 
 
 def test_every_fault_server_equals_oracle(every_fault: tuple[Player, Result]) -> None:
