@@ -187,6 +187,73 @@ def token_create(config_path: str, name: str, role: str) -> None:
     click.echo(asyncio.run(go()))
 
 
+def _with_storage(config_path: str, work):  # type: ignore[no-untyped-def]
+    """(settings, ``await work(storage)``) on the server's storage named in ``config_path``."""
+    from server.storage import open_storage
+
+    settings = _server_settings(config_path)
+
+    async def go():  # type: ignore[no-untyped-def]
+        st = open_storage(settings.storage.url, settings.base_dir, readers=0)
+        await st.open()
+        try:
+            return await work(st)
+        finally:
+            await st.close()
+
+    return settings, asyncio.run(go())
+
+
+def _local_time(ts: float | None, tz: str) -> str | None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    return None if ts is None else datetime.fromtimestamp(ts, ZoneInfo(tz)).isoformat(timespec="seconds")
+
+
+@server_token.command("list")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="one JSON object: {\"tokens\": [...]}")
+def token_list(config_path: str, as_json: bool) -> None:
+    """List tokens: name, role, when created, revoked or not (never the token or its hash)."""
+    settings, rows = _with_storage(config_path, lambda st: st.list_tokens())
+    tz = settings.timezone
+    items = [{"name": r["name"], "role": r["role"], "created": _local_time(r["created"], tz),
+              "revoked": r["revoked_at"] is not None, "revoked_at": _local_time(r["revoked_at"], tz)} for r in rows]
+    if as_json:
+        click.echo(json.dumps({"tokens": items}, ensure_ascii=False, indent=1))
+        return
+    if not items:
+        click.echo("no tokens (create one with: posfleet server token create)")
+        return
+    table = [("NAME", "ROLE", "CREATED", "STATE")] + [
+        (i["name"], i["role"], i["created"] or "", f"revoked {i['revoked_at']}" if i["revoked"] else "in force")
+        for i in items]
+    widths = [max(len(row[c]) for row in table) for c in range(3)]
+    for row in table:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
+@server_token.command("revoke")
+@click.argument("name")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def token_revoke(name: str, config_path: str) -> None:
+    """Revoke every token named NAME: refused at once by the running server (every process).
+
+    Names need not be unique; all tokens with that name are revoked. Revoking again changes nothing."""
+    import time
+
+    _, (done, before) = _with_storage(config_path, lambda st: st.revoke_tokens(name, time.time()))
+    if done == 0 and before == 0:
+        raise click.BadParameter(f"no token named {name!r} (see: posfleet server token list)", param_hint="NAME")
+    if done == 0:
+        click.echo(f"token {name!r} was already revoked; nothing changed")
+    elif before == 0:
+        click.echo(f"revoked {done} token{'s' if done > 1 else ''} named {name!r}")
+    else:
+        click.echo(f"revoked {done} token{'s' if done > 1 else ''} named {name!r} ({before} already revoked)")
+
+
 # ---------------------------------------------------------------- ca
 @main.group(cls=_Lazy, modules={"command-key": "posfleet.cli_commands:command_key",
                                  "update-key": "posfleet.cli_commands:update_key"})

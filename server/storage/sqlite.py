@@ -78,7 +78,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     name TEXT NOT NULL,
     role TEXT NOT NULL,
     created REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0
+    revoked INTEGER NOT NULL DEFAULT 0  -- 0: in force; else when it was revoked (epoch seconds)
 );
 """
 
@@ -524,8 +524,23 @@ class SqliteStorage:
                              (token_hash, name, role, created))
 
     async def find_token(self, token_hash: str) -> dict[str, Any] | None:
+        """Read on every request, never cached: a revocation committed by any process (``posfleet server token
+        revoke``) is refused by the next request in every server process."""
         row = await self._quick_one("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))
         return dict(row) if row and not row["revoked"] else None
+
+    async def list_tokens(self) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT name, role, created, revoked FROM tokens ORDER BY created, rowid")
+        return [{"name": r["name"], "role": r["role"], "created": r["created"],
+                 "revoked_at": float(r["revoked"]) if r["revoked"] else None} for r in rows]
+
+    async def revoke_tokens(self, name: str, ts: float) -> tuple[int, int]:
+        """``revoked`` holds the revocation time (whole epoch seconds, at least 1); 0 is a token in force."""
+        async with self.write() as db:
+            cur = await db.execute("UPDATE tokens SET revoked=? WHERE name=? AND revoked=0", (max(1, int(ts)), name))
+            done = cur.rowcount
+            rows = list(await db.execute_fetchall("SELECT count(*) FROM tokens WHERE name=? AND revoked<>0", (name,)))
+        return done, int(rows[0][0]) - done
 
     # registry (issue 4) ------------------------------------------------------------------
     async def upsert_institutions(self, rows: list[dict[str, Any]]) -> None:
