@@ -24,6 +24,11 @@ from .config import PeripheralConfig, PeripheralsConfig
 log = logging.getLogger(__name__)
 
 _SIM_KEYS = ("iccid", "imsi", "carrier", "mcc_mnc")  # what belongs to the SIM, not to the modem
+#: real seconds between two full reads of the modem's identity (IMEI, IMSI, model, firmware, operator) when
+#: nothing says it changed; it is also read at first, after every (re)initialisation of the modem (a reboot:
+#: new firmware, or another modem on the port), when the SIM state or the registration changes, and when the
+#: ICCID (asked in every sample) changes
+IDENTITY_REFRESH_S = 900.0
 
 
 def _factory(kind: str) -> Callable[..., Any]:
@@ -81,8 +86,12 @@ class _Port:
 
 
 class PeripheralSet:
-    def __init__(self, cfg: PeripheralsConfig) -> None:
+    def __init__(self, cfg: PeripheralsConfig, *, identity_refresh_s: float = IDENTITY_REFRESH_S) -> None:
         self.ports: dict[str, _Port] = {}
+        self.identity_refresh_s = identity_refresh_s
+        self._identity_key: tuple[Any, ...] | None = None  # (device, its inits, SIM state, registration) at the last full read
+        self._identity_next = 0.0  # monotonic time of the next full read when nothing changed
+        self._reg: str | None = None  # the registration state the modem last gave
         for kind in ("modem", "printer", "idcard"):
             pc = getattr(cfg, kind)
             if pc is not None and pc.enabled:
@@ -110,7 +119,7 @@ class PeripheralSet:
                 dev = port.open()
                 result: CheckResult = dev.check()
                 if port.kind == "modem":
-                    self._modem_extras(dev)
+                    self._modem_extras(dev, result.detail.get("sim"))
             except DeviceNotFound as err:  # could not be checked: unknown, as the drivers say (decision 003)
                 port.drop()
                 result = CheckResult.unknown(f"not found at {port.cfg.port}: {err.reason}")
@@ -124,9 +133,19 @@ class PeripheralSet:
             port.last = state
         return Check(STATE_CODES[result.state], result.reason[:120])
 
-    def _modem_extras(self, dev: Any) -> None:
+    def _modem_extras(self, dev: Any, sim: str | None) -> None:
+        """Signal, cell and data counters every sample; the identity only when it may have changed.
+
+        Nineteen AT exchanges a sample became eleven: a real modem answers each in tens to hundreds of
+        milliseconds on a port the dial-up may share, and the simulator's peripheral checks cost half as
+        much (docs/performance-sim.md)."""
+        key = (id(dev), getattr(dev, "inits", 0), sim, self._reg)
+        full = key != self._identity_key or time.monotonic() >= self._identity_next
         try:
-            st = dev.status()
+            st = dev.status(identity=full, sim=sim)
+            if not full and st.iccid is not None and st.iccid != self._identity.get("iccid"):
+                full = True  # another SIM: read the rest of the identity now
+                st = dev.status(identity=True, sim=sim)
         except DriverError as err:
             log.debug("modem status unavailable: %s", err)
             return
@@ -147,7 +166,12 @@ class PeripheralSet:
         if op is not None:
             ident["carrier"] = getattr(op, "carrier", None) if not isinstance(op, dict) else op.get("carrier")
             ident["mcc_mnc"] = getattr(op, "mcc_mnc", None) if not isinstance(op, dict) else op.get("mcc_mnc")
+        self._reg = getattr(reg, "state", None)
         self._note_identity(ident)
+        if full:
+            # inits read now: a re-initialisation during this very status was followed by the full read
+            self._identity_key = (id(dev), getattr(dev, "inits", 0), sim, self._reg)
+            self._identity_next = time.monotonic() + self.identity_refresh_s
 
     def _note_identity(self, ident: dict[str, Any]) -> None:
         """Keep the modem and SIM identity; flag an event when it is first seen or changes.

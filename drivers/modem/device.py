@@ -202,6 +202,7 @@ class Modem:
         self._initialised = False
         self._lost = False
         self._rebooted = False  # the modem printed its boot banner: its settings are gone
+        self.inits = 0  # how many times init has run: a new one means a new boot (firmware, even another modem)
         self._sync_pending = False  # a timed-out command may still answer: resync before trusting a reply
 
     # lifecycle ---------------------------------------------------------------------
@@ -238,6 +239,7 @@ class Modem:
                 log.warning("%s: init command %s refused: %s", self.url, cmd, err.final.line)
         self._initialised = True
         self._rebooted = False
+        self.inits += 1
 
     def _wait_boot(self) -> None:
         t = self.profile.timeouts
@@ -508,22 +510,28 @@ class Modem:
         return codec.parse_qgdcnt(codec.find_line(lines, "+QGDCNT:"))
 
     # aggregate -----------------------------------------------------------------------------
-    def status(self) -> ModemStatus:
+    def status(self, *, identity: bool = True, sim: str | None = None) -> ModemStatus:
         """Ask everything the profile supports. A query the modem refuses leaves its field None;
-        :class:`Timeout` and :class:`DeviceNotFound` propagate (the modem itself is gone)."""
+        :class:`Timeout` and :class:`DeviceNotFound` propagate (the modem itself is gone).
+
+        ``identity=False`` leaves out what only changes with another SIM, another boot or another network:
+        IMEI, IMSI, manufacturer, model, firmware and operator (eight of the seventeen exchanges) and keeps
+        the ICCID, so a swapped SIM is still seen at once; those fields stay None. ``sim``: the SIM state
+        the caller has just read (``check()``'s), not asked again."""
         with self._lock:
             st = ModemStatus()
-            st.sim = self.sim_state()
-            st.imei = self._maybe(self.imei)
+            st.sim = sim if sim is not None else self.sim_state()
+            if identity:
+                st.imei = self._maybe(self.imei)
             if st.sim not in ("absent", "error"):
                 st.iccid = self._maybe(self.iccid)
-                if st.sim == "ready":
+                if st.sim == "ready" and identity:
                     st.imsi = self._maybe(self.imsi)
-            ident = self._maybe(self.identity)
+            ident = self._maybe(self.identity) if identity else None
             if ident is not None:
                 st.manufacturer, st.model, st.firmware = ident.manufacturer, ident.model, ident.revision
             st.radio = self._maybe(self.radio)
-            op = self._maybe(self.operator) or OperatorInfo()
+            op = (self._maybe(self.operator) or OperatorInfo()) if identity else OperatorInfo()
             if op.carrier is None and st.imsi is not None:
                 plmn = codec.plmn_from_imsi(st.imsi)  # the SIM's home carrier when not on a network
                 op.carrier = codec.carrier_name(*plmn) if plmn else None

@@ -60,6 +60,24 @@ def test_status_every_profile(modem_pty, name):
     assert json.loads(json.dumps(d))["operator"]["mcc_mnc"] == "46011"
 
 
+@pytest.mark.parametrize("name", PROFILES)
+def test_status_without_identity_asks_only_what_changes(modem_pty, name):
+    """The agent's every-sample form: ICCID, radio, registration, cell, signal, counters; not the IMEI, IMSI,
+    model, firmware or operator, and not the SIM state it has just read in check()."""
+    dev = modem_pty(name, iccid=ICCID, csq=18, tac=0x5F0C, cell_id=0xE0B70B)
+    with Modem(dev.path, name) as m:
+        m.init()
+        n0 = len(dev.emulator.received)
+        st = m.status(identity=False, sim="ready")
+        asked = dev.emulator.received[n0:]
+    assert (st.iccid, st.sim, st.imsi, st.imei, st.model, st.firmware) == (ICCID, "ready", None, None, None, None)
+    assert st.operator.mcc_mnc is None and st.operator.carrier is None, "not asked, not guessed"
+    assert (st.registration.registered, st.signal.csq) == (True, 18)
+    assert not [c for c in asked if c.startswith(("AT+CPIN", "AT+CGSN", "AT+CIMI", "ATI", "AT+COPS", "AT+CGMM",
+                                                  "AT+CGMR"))], asked
+    assert len(asked) <= 9, asked
+
+
 @pytest.mark.parametrize("name", ["quectel-ec25", "simcom-sim7600"])
 def test_boot_wait_through_mute_phase_and_garbage(modem_pty, name):
     dev = modem_pty(name, boot_delay=1.2, boot_garbage=True)
