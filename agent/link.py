@@ -266,7 +266,10 @@ class Link:
             resumed_saved = False
             started = time.monotonic()
             while not self._stop.is_set():
-                rc = self._client.loop(timeout=0.2)
+                # a publish from the agent's thread wakes this select through paho's socket pair, a stop()
+                # through its DISCONNECT and an abort() through the socket's shutdown: the timeout only paces
+                # paho's keep-alive bookkeeping and the session save below (it was 0.2 s: idle wake-ups)
+                rc = self._client.loop(timeout=1.0)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
                 if not resumed_saved and self._connected.is_set() and time.monotonic() - started > 1.0:

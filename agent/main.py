@@ -48,6 +48,11 @@ from .peripherals import PeripheralSet
 log = logging.getLogger(__name__)
 
 PROBE_WAIT_REAL_S = 5.0
+#: the longest the loop sleeps when nothing is due: it wakes for each slot, each event (connection, message,
+#: acknowledgement, round trip, command), a probe's deadline and the backlog's pacing; this bound is for what is
+#: polled (the engineer's console events, a configuration change's deadline). It was 0.2 s: five wake-ups a
+#: second that did nothing, most of an idle terminal's CPU
+IDLE_WAIT_S = 1.0
 
 
 @dataclass
@@ -112,6 +117,7 @@ class Agent:
         self._newest_first = True
         self._last_checks: dict[str, int] = {}
         self._last_batch_mono = 0.0
+        self._pump_at = 0.0  # monotonic time pump() has more to send (pacing, a full batch sent); 0: nothing
         self._open_sample: tuple[Sample, float] | None = None
         self._next_slot = 0.0
         self.last_sample: Sample | None = None
@@ -388,8 +394,9 @@ class Agent:
 
     # sending -------------------------------------------------------------------------------
     def pump(self) -> None:
+        self._pump_at = 0.0
         if not self.link.connected:
-            return
+            return  # the connection's event wakes the loop
         now_mono = time.monotonic()
         timeout = self.cfg.link.ack_timeout_s  # real seconds: round trips are not accelerated
         for d in (self.inflight, self.memory_inflight):
@@ -398,9 +405,12 @@ class Agent:
         self._send_memory(now_mono)
         if self.outbox is None:
             return
+        if self.inflight or self.memory_inflight:  # an acknowledgement that never comes: resend when it is due
+            self._pump_at = min(list(self.inflight.values()) + list(self.memory_inflight.values())) + timeout
         if len(self.inflight) >= self.cfg.link.max_batch * 4:
             return  # window full: wait for acknowledgements
         if now_mono - self._last_batch_mono < 1.0 / self.cfg.link.backlog_rate:
+            self._pump_again(self._last_batch_mono + 1.0 / self.cfg.link.backlog_rate)
             return  # pacing
         try:
             if self._newest_first:
@@ -409,6 +419,7 @@ class Agent:
                 if rows and rows[0].kind == "s":
                     self._send_rows(rows, now_mono)
                     self._newest_first = False
+                    self._pump_again(now_mono + 1.0 / self.cfg.link.backlog_rate)
                     return
             rows = self.outbox.pending(self.cfg.link.max_batch, exclude=set(self.inflight))
         except OutboxError as err:
@@ -428,6 +439,11 @@ class Agent:
             self._send_rows(rows, now_mono)
             if len(rows) < self.cfg.link.max_batch:
                 self._urgent = False
+            else:  # a backlog: the next batch when the pacing allows
+                self._pump_again(now_mono + 1.0 / self.cfg.link.backlog_rate)
+
+    def _pump_again(self, at: float) -> None:
+        self._pump_at = min(self._pump_at, at) if self._pump_at else at
 
     def _send_rows(self, rows: list[Row], now_mono: float) -> None:
         batch = Batch(
@@ -508,6 +524,17 @@ class Agent:
         if now - self._last_inventory >= 86400:
             self._inventory()
 
+    def _idle_wait(self) -> float:
+        """Real seconds the loop may sleep: until the next slot, a probe's deadline or pump()'s next turn, at
+        most :data:`IDLE_WAIT_S` (events wake it sooner)."""
+        now = time.monotonic()
+        wait = min((self._next_slot - self.clock.now()) / self.clock.speed, IDLE_WAIT_S)
+        if self._open_sample is not None:
+            wait = min(wait, self._open_sample[1] - now)
+        if self._pump_at:
+            wait = min(wait, self._pump_at - now)
+        return max(0.0, wait)
+
     def _config_guard_overdue(self) -> bool:
         """A remote configuration change that has not reached the server in time: put the old one back."""
         if not self.guard.overdue(self.clock.now()):
@@ -560,7 +587,7 @@ class Agent:
                     for ev in self.console.take_events():  # type: ignore[attr-defined]
                         self.store_event(ev)  # engineers' sessions and commands, reported to the server
                 self.pump()
-                self._wait_for_events(max(0.0, min((self._next_slot - self.clock.now()) / self.clock.speed, 0.2)))
+                self._wait_for_events(self._idle_wait())
         finally:
             if self._open_sample is not None and not self._halted:
                 self._finish_sample(self._open_sample[0], probe_lost=False)
