@@ -137,9 +137,9 @@ class PeripheralSet:
         """Signal, cell and data counters every sample; the identity only when it may have changed.
 
         Nineteen AT exchanges a sample became eleven: a real modem answers each in tens to hundreds of
-        milliseconds on a port the dial-up may share, and the simulator's peripheral checks cost half as
-        much (docs/performance-sim.md)."""
-        key = (id(dev), getattr(dev, "inits", 0), sim, self._reg)
+        milliseconds on a port the dial-up may share, and the simulator's peripheral checks cost about a
+        quarter less (docs/performance-sim.md)."""
+        key = (dev, getattr(dev, "inits", 0), sim, self._reg)  # the device itself: a re-opened port is a new one
         full = key != self._identity_key or time.monotonic() >= self._identity_next
         try:
             st = dev.status(identity=full, sim=sim)
@@ -170,7 +170,7 @@ class PeripheralSet:
         self._note_identity(ident)
         if full:
             # inits read now: a re-initialisation during this very status was followed by the full read
-            self._identity_key = (id(dev), getattr(dev, "inits", 0), sim, self._reg)
+            self._identity_key = (dev, getattr(dev, "inits", 0), sim, self._reg)
             self._identity_next = time.monotonic() + self.identity_refresh_s
 
     def _note_identity(self, ident: dict[str, Any]) -> None:
