@@ -77,13 +77,20 @@ def peripherals(modem: str, printer: str, n: int) -> dict[str, Any]:
             for kind, c in ps.check_all().items():
                 states[kind] = states.get(kind, 0) + (c.state == 0)
         a1, e1 = _thread_cpu(me), _thread_cpu(hub_tid)
+        kinds = {}
+        for kind, port in ps.ports.items():  # each peripheral's share (agent and emulator sides together)
+            k0 = _thread_cpu(me) + _thread_cpu(hub_tid)
+            for _ in range(n):
+                ps._check(port)
+            kinds[kind] = 1000 * (_thread_cpu(me) + _thread_cpu(hub_tid) - k0) / n
     finally:
         ps.close()
         for d in devs:
             d.stop()
     if any(v != n for v in states.values()):
         raise SystemExit(f"{modem}/{printer}: not every check was ok ({states} of {n}): the figure would be wrong")
-    return {"modem": modem, "printer": printer, "agent_ms": 1000 * (a1 - a0) / n, "emulators_ms": 1000 * (e1 - e0) / n}
+    return {"modem": modem, "printer": printer, "agent_ms": 1000 * (a1 - a0) / n, "emulators_ms": 1000 * (e1 - e0) / n,
+            "by_kind_ms": kinds}
 
 
 def agent_sample(n: int, workdir: Path) -> dict[str, Any]:
@@ -137,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [peripherals(m, PRINTERS[i % 2], args.n) for i, m in enumerate(MODEMS)]
     for r in rows:
         print(f"peripheral checks {r['modem']:>15} + {r['printer']} + generic-sam: agent {r['agent_ms']:.2f} ms, "
-              f"emulators {r['emulators_ms']:.2f} ms CPU per sample", flush=True)
+              f"emulators {r['emulators_ms']:.2f} ms CPU per sample (alone, both sides: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r["by_kind_ms"].items()) + " ms)", flush=True)
     per = sum(r["agent_ms"] + r["emulators_ms"] for r in rows) / len(rows)
     with tempfile.TemporaryDirectory(prefix="pf-floor-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
         rest = agent_sample(args.n, Path(d))["agent_sample_ms"]
