@@ -89,6 +89,11 @@ FAULT_CHECK_REAL_S = {"modem_unresponsive": 3.1, "printer_offline": 0.6, "idcard
 #: included (measured: 16.6 ms with agent hosts and the pty hub, 36.7 ms before; benchmarks/bench_sim.py,
 #: docs/performance-sim.md); used to keep the whole fleet under the machine's cores
 CPU_PER_SAMPLE_S = 0.017
+#: the most samples a real second the whole fleet may take on two cores, measured (benchmarks/bench_sim.py, 100
+#: units x 1 simulated hour, quiet box, 2026-11-23): at speed 15 (25 samples/s) the server equalled the oracle
+#: but for 10 of 6,000 slots; at speed 35 (58 samples/s) the agents spent nearly all their time waiting for the
+#: emulators' answers and a fifth of the slots were lost (docs/performance-sim.md). Scaled with the cores.
+FLEET_SAMPLES_PER_S_2_CORES = 25.0
 #: highest speed the player accepts (the clock formula is exact; this is a sanity bound)
 SPEED_LIMIT = 100_000.0
 
@@ -168,7 +173,8 @@ def max_speed(scenario: Scenario, cores: int | None = None, latency_threshold_ms
     of any peripheral fault in the scenario (the agent samples in its own loop, and a sample that overruns
     its slot makes the next slot no data); (2) a round trip that must count as ok (``rtt_ms`` at or below
     the threshold) comes back within the agent's probe wait, ``0.8 x interval / speed``; (3) the whole fleet's
-    CPU, :data:`CPU_PER_SAMPLE_S` per sample, fits in 70 % of the cores.
+    CPU, :data:`CPU_PER_SAMPLE_S` per sample, fits in 70 % of the cores; (4) the fleet takes at most
+    :data:`FLEET_SAMPLES_PER_S_2_CORES` samples a real second per two cores, the rate measured to stay faithful.
     """
     interval = scenario.sample_interval_s
     cores = cores or os.cpu_count() or 1
@@ -179,6 +185,7 @@ def max_speed(scenario: Scenario, cores: int | None = None, latency_threshold_ms
     if ok_rtts:
         bounds.append(0.8 * interval / ((max(ok_rtts) + 100) / 1000.0))
     bounds.append(0.7 * cores * interval / (CPU_PER_SAMPLE_S * len(scenario.units)))
+    bounds.append(FLEET_SAMPLES_PER_S_2_CORES * cores / 2 * interval / len(scenario.units))
     return max(1.0, math.floor(min(bounds)))
 
 

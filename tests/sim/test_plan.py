@@ -110,6 +110,9 @@ def test_max_speed_is_bounded_by_the_slowest_fault_the_ok_latency_and_the_fleet_
               "printer": "generic-58mm", "idcard": "generic-sam"} for i in range(1000)]
     fleet, _ = load(scenario([], units=units))
     assert max_speed(fleet, cores=2) < 5  # a thousand agents on two cores
+    # a hundred: the measured faithful fleet rate (25 samples a real second on two cores), not the CPU, binds
+    hundred, _ = load(scenario([], units=units[:100]))
+    assert max_speed(hundred, cores=2) == 15 and max_speed(hundred, cores=4) == 30
 
 
 def test_night_speed_covers_only_hours_no_institution_counts() -> None:
