@@ -471,12 +471,19 @@ class Agent:
     # the loop ---------------------------------------------------------------------------------
     def stop(self) -> None:
         self._stop.set()
+        self._wake()
 
     def halt(self) -> None:
         """Stop as a power cut would (the simulator's agent host): no goodbye on the link, and the sample
         waiting for its probe is lost; the outbox stays on disk as it is."""
         self._halted = True
         self._stop.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Wake the loop from its wait (up to IDLE_WAIT_S) now. From a thread of its own: stop() may run in a
+        signal handler on the loop's thread, which may be holding the queue's lock at that instant."""
+        threading.Thread(target=self.events.put, args=(("wake", None),), name="agent-wake", daemon=True).start()
 
     def status_snapshot(self) -> dict[str, object]:
         """What an engineer needs at the terminal: health, checks, link, backlog, clock, recent errors.
