@@ -12,7 +12,7 @@ import signal
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
@@ -38,6 +38,10 @@ async def purge_raw_samples(app: FastAPI) -> int:
     n: int = await app.state.storage.purge_samples(cutoff)
     if n:
         log.info("retention: removed %d raw samples older than %d days", n, s.retention_days)
+    ev_cutoff = int(app.state.clock.now()) - s.ingest.event_retention_days * 86400
+    m: int = await app.state.storage.purge_events(ev_cutoff)
+    if m:
+        log.info("retention: removed %d events older than %d days", m, s.ingest.event_retention_days)
     return n
 
 
@@ -91,7 +95,7 @@ async def _publish_ingest(app: FastAPI) -> None:
 async def publish_for_workers(app: Any, sent: dict[str, str]) -> None:
     """One round of :func:`_publish_ingest`: write what changed since ``sent`` (updated)."""
     avail = getattr(app.state, "availability", None)
-    for key, text in ((INGEST_STATS_KEY, json.dumps(app.state.ingest.stats.as_dict(), sort_keys=True)),
+    for key, text in ((INGEST_STATS_KEY, json.dumps(app.state.ingest.figures(), sort_keys=True)),
                       (PENDING_KEY, json.dumps(avail.pending_ranges() if avail is not None else []))):
         if sent.get(key) != text:
             await app.state.storage.meta_set_apart(key, text)
@@ -102,9 +106,9 @@ async def ingest_stats(app: Any) -> dict[str, Any]:
     """This process's ingest figures; in an API-only process, the primary's (at most ~2 s old; zeros before the
     primary has published any)."""
     if getattr(app.state, "role", "primary") == "primary":
-        return app.state.ingest.stats.as_dict()  # type: ignore[no-any-return]
+        return app.state.ingest.figures()  # type: ignore[no-any-return]
     text = (await app.state.storage.versions()).get(INGEST_STATS_KEY)
-    return json.loads(text) if text else app.state.ingest.stats.as_dict()  # type: ignore[no-any-return]
+    return json.loads(text) if text else app.state.ingest.figures()  # type: ignore[no-any-return]
 
 
 def _quiet_gc() -> tuple[int, int, int]:
@@ -238,10 +242,30 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
                   for e in exc.errors()]
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
 
-    @app.get("/healthz", tags=["health"])
-    async def healthz(request: Request) -> dict[str, Any]:
-        """``ingest``: the primary's figures, whichever process answers; ``worker``: the one that did."""
-        return {"status": "ok", "ingest": await ingest_stats(request.app), "worker": {"pid": os.getpid(), "role": role}}
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "ingest is stalled"}})
+    async def healthz(request: Request, response: Response) -> dict[str, Any]:
+        """Liveness. ``status``: ``ok``; ``degraded`` while ingest is disconnected from the broker (a restart would
+        not help); ``stalled`` (503) while telemetry waits longer than ``ingest.stall_s`` for a commit.
+        ``ingest``: the primary's figures, whichever process answers; ``worker``: the one that did."""
+        figures = await ingest_stats(request.app)
+        problems = figures.get("problems", [])
+        status = "ok"
+        if any("stalled" in p for p in problems):
+            status = "stalled"
+            response.status_code = 503
+        elif problems:
+            status = "degraded"
+        return {"status": status, "problems": problems, "ingest": figures,
+                "worker": {"pid": os.getpid(), "role": role}}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready to take telemetry"}})
+    async def readyz(request: Request, response: Response) -> dict[str, Any]:
+        """Readiness for a load balancer or monitor: 503 while ingest is disconnected, stalled or lagging."""
+        figures = await ingest_stats(request.app)
+        problems = figures.get("problems", [])
+        if problems:
+            response.status_code = 503
+        return {"ready": not problems, "problems": problems}
 
     from .ingest.router import router as ingest_router
     from .units.router import router as units_router
@@ -249,4 +273,7 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
     app.include_router(units_router)
     app.include_router(ingest_router)
     _install_fleet_api(app)
+    from .auth.guard import install as install_guard
+
+    install_guard(app)  # last, so outermost: rate limits, lock-out, input screening; documented errors (issue 12)
     return app

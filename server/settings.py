@@ -19,12 +19,28 @@ class MqttSettings(_Strict):
     ca_file: str = "ca.pem"
     cert_file: str = "server-client.pem"
     key_file: str = "server-client.key"
+    # Ignored by the broker, which takes the certificate's CN as the client id (use_username_as_clientid): the
+    # server's session is the identity's (posfleet-server); a second ingest process needs its own certificate
+    # (posfleet ca issue-server --name posfleet-server-2). Kept so existing files stay valid.
     client_id: str = "posfleet-server-1"
     keepalive_s: int = Field(60, ge=5, le=3600)
     # MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may push to us at once.
     # We acknowledge only after the database commit, so this is the ingest pipeline's depth.
     receive_maximum: int = Field(2000, ge=10, le=65535)
-    share_group: str = "posfleet"
+    # The shared subscription's group. A secret of the server's: mosquitto's ACL cannot refuse a subscription, so
+    # a terminal that knew the group could join it and take its share of every unit's telemetry (which the ACL
+    # then withholds from it: lost for the server). Empty: derived from the server's private key (stable across
+    # restarts, as the persistent session needs); processes sharing the load set one random value
+    # (docs/decisions/011-broker-identity-and-acl.md).
+    share_group: str = ""
+
+    @field_validator("share_group")
+    @classmethod
+    def _group(cls, v: str) -> str:
+        if v and (any(ch in v for ch in "/+#") or v.lower() == "posfleet" or len(v) < 16):
+            raise ValueError("must be a secret of at least 16 characters without / + # (or empty: derived from "
+                             "the key); the old default 'posfleet' is known to every terminal")
+        return v
 
 
 class StorageSettings(_Strict):
@@ -51,6 +67,21 @@ class IngestSettings(_Strict):
     batch_messages: int = Field(500, ge=1)
     # Units' keep-alive, for "online" when the broker state is stale: 3 x this without a message = offline.
     terminal_keepalive_s: int = Field(660, ge=10)
+    # Per-unit budgets (docs/decisions/014-ingest-boundary.md). A real agent sends a batch a minute live and at
+    # most link.backlog_rate (2) a second while it drains a backlog; these allow five times that. Over budget
+    # the message is dropped unstored (the agent keeps it and sends it again later), counted, and the unit
+    # flagged with a security alert. Per real minute, multiplied by the clock's speed for the simulator.
+    unit_messages_per_minute: int = Field(600, ge=1)
+    unit_bytes_per_minute: int = Field(8 * 1024 * 1024, ge=1024)
+    unit_events_per_minute: int = Field(2000, ge=1)
+    # what one unit may make the server store a day (samples + events, as stored); 0 = no limit
+    unit_stored_bytes_per_day: int = Field(64 * 1024 * 1024, ge=0)
+    # samples and events older than this (on the server's clock) are refused: nothing a real terminal
+    # buffered can be older than its outbox, and dates from a reset RTC (1970, 1990) never count
+    max_age_days: int = Field(400, ge=1)
+    # /healthz and /readyz answer 503 when messages wait longer than this for a commit
+    stall_s: float = Field(60.0, gt=0)
+    event_retention_days: int = Field(180, ge=1)
 
 
 class AvailabilitySettings(_Strict):
@@ -116,6 +147,24 @@ class ReportSettings(_Strict):
     pdf_concurrency: int = Field(1, ge=1, le=16)
 
 
+class ApiSettings(_Strict):
+    """Limits on the HTTP API (docs/decisions/013-api-limits.md). Every API process keeps its own counts: with
+    ``http.api_workers = N`` a client whose connections land on several processes gets up to N times these."""
+
+    # per bearer token: sustained requests a second and the burst above it (token bucket); 0 = no limit
+    rate_per_s: float = Field(20.0, ge=0)
+    burst: int = Field(100, ge=1)
+    # per client address, every request under /api/ and /dashboard/api/ whatever its token (several users
+    # behind one NAT share it); 0 = no limit
+    address_rate_per_s: float = Field(50.0, ge=0)
+    address_burst: int = Field(300, ge=1)
+    # this many requests refused 401 (missing, wrong or revoked token) from one address within
+    # lockout_window_s lock that address out for lockout_s (429); 0 = never
+    lockout_failures: int = Field(10, ge=0)
+    lockout_window_s: float = Field(300.0, gt=0)
+    lockout_s: float = Field(900.0, ge=1)
+
+
 class ClockSettings(_Strict):
     speed: float = Field(1.0, gt=0)
     start: str = ""
@@ -137,6 +186,7 @@ class Settings(_Strict):
     clock: ClockSettings = ClockSettings()
     commands: CommandSettings = CommandSettings()
     reports: ReportSettings = ReportSettings()
+    api: ApiSettings = ApiSettings()
     ingest_enabled: bool = True
     base_dir: str = ""
 
@@ -154,6 +204,20 @@ class Settings(_Strict):
     def path(self, value: str) -> Path:
         p = Path(value)
         return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
+
+    def share_group(self) -> str:
+        """The ingest's shared-subscription group: ``mqtt.share_group``, or derived from the server's private key."""
+        if self.mqtt.share_group:
+            return self.mqtt.share_group
+        import hashlib
+        import hmac
+        import secrets
+
+        try:
+            key = self.path(self.mqtt.key_file).read_bytes()
+        except OSError:  # no key: this process cannot connect to the broker anyway
+            return "g" + secrets.token_hex(16)
+        return "g" + hmac.new(key, b"posfleet mqtt share group", hashlib.sha256).hexdigest()[:32]
 
 
 class SettingsError(ValueError):

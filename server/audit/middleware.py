@@ -1,5 +1,9 @@
 """Every API write (POST/PUT/PATCH/DELETE under /api/) goes into the audit trail with who, from
-where and the response status, whether it succeeded or was refused. Bodies are not recorded."""
+where and the response status, whether it succeeded or was refused. Bodies are not recorded.
+
+Requests refused 401 (no token, an unknown or revoked one) are not written one by one: anyone can send them, and
+each row would cost the append-only table ~500 bytes for good. The API guard counts them and writes one
+``auth.failed`` row per client address per minute (server/auth/limits.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,9 @@ class AuditMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            await self._record(scope, status[0] if status else 500)
+            code = status[0] if status else 500
+            if code != 401:  # counted by the API guard and audited per address per minute (server/auth/limits.py)
+                await self._record(scope, code)
 
     async def _record(self, scope: dict[str, Any], status: int) -> None:
         app = scope.get("app")

@@ -61,15 +61,18 @@ class Audit:
                 "INSERT INTO audit(ts, actor, role, client, action, target, status, detail) VALUES (?,?,?,?,?,?,?,?)",
                 (self.now(), actor, role, client, action, target[:512], status, text))
 
-    async def record_many(self, rows: list[tuple[str, str, str, dict[str, Any]]]) -> None:
-        """(actor, action, target, detail) rows in one commit (state changes of many commands)."""
+    async def record_many(self, rows: list[tuple[str, str, str, dict[str, Any]]],
+                          client_in_detail: bool = False) -> None:
+        """(actor, action, target, detail) rows in one commit (state changes of many commands); with
+        ``client_in_detail`` each row's ``detail["client"]`` fills the client column (failed sign-ins by address)."""
         if not rows:
             return
         now = self.now()
         async with self.storage.write() as db:
             await db.executemany(
-                "INSERT INTO audit(ts, actor, action, target, detail) VALUES (?,?,?,?,?)",
-                [(now, a, act, t[:512], json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":")))
+                "INSERT INTO audit(ts, actor, action, target, client, detail) VALUES (?,?,?,?,?,?)",
+                [(now, a, act, t[:512], str(d.get("client", ""))[:100] if client_in_detail else "",
+                  json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":")))
                  for a, act, t, d in rows])
 
     async def query(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,

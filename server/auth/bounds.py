@@ -1,0 +1,62 @@
+"""Bounds for the API's query and path parameters (issue 12): every number, text and date a client can send has
+limits the schema publishes, so out-of-range input is a 422 naming the field, never a 500 from SQLite or datetime.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import Path, Query
+
+from ..registry.models import FieldError
+
+MAX_INT64 = 2**63 - 1
+MAX_OFFSET = 1_000_000_000
+FIRST_YEAR, LAST_YEAR = 2000, 2100
+EPOCH_MIN = 946_684_800  # 2000-01-01T00:00:00Z
+EPOCH_MAX = 4_102_444_800  # 2100-01-01T00:00:00Z
+
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
+Id64 = Annotated[int, Path(ge=1, le=MAX_INT64)]
+Epoch = Annotated[int | None, Query(ge=EPOCH_MIN, le=EPOCH_MAX, description="epoch seconds (2000..2100)")]
+EpochF = Annotated[float | None, Query(ge=EPOCH_MIN, le=EPOCH_MAX, description="epoch seconds (2000..2100)")]
+SN = Annotated[str, Path(min_length=1, max_length=64, description="the unit's serial number")]
+Code = Annotated[str, Path(min_length=1, max_length=64, description="the institution's code")]
+Name = Annotated[str | None, Query(min_length=1, max_length=100)]
+SNQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+Instant = Annotated[str, Query(min_length=1, max_length=40, description="ISO 8601 with offset, on a whole hour, "
+                                                                        "years 2000..2100")]
+
+
+def check_year(value: int, field: str) -> None:
+    if not FIRST_YEAR <= value <= LAST_YEAR:
+        raise FieldError(field, f"year {value} is outside {FIRST_YEAR}..{LAST_YEAR}")
+
+
+def day(text: str, field: str) -> date:
+    """A ``YYYY-MM-DD`` date within the years the server counts."""
+    try:
+        d = date.fromisoformat(text)
+    except ValueError as err:
+        raise FieldError(field, f"not a date YYYY-MM-DD: {text!r}") from err
+    check_year(d.year, field)
+    return d
+
+
+def instants(start: str, end: str) -> None:
+    """``from`` and ``to`` (ISO 8601 with offset) within the years the server counts, before they are parsed for
+    real (a year 0001 or 9999 would overflow the time zone arithmetic behind them)."""
+    from datetime import datetime
+
+    for field, text in (("from", start), ("to", end)):
+        try:
+            dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            continue  # the real parser says what is wrong with it
+        check_year(dt.year, field)
+
+
+def month(text: str | None, field: str = "month") -> None:
+    if text is not None:
+        check_year(int(text[:4]), field)
