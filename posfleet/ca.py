@@ -7,7 +7,13 @@ Layout of a CA directory::
 
     ca.pem  ca.key (encrypted)  index.json  crl.pem
     broker.pem broker.key       server-client.pem server-client.key
-    mosquitto.conf acl          (written by write_broker_config)
+    mosquitto.conf acl          (written by write_broker_config; the ACL is rewritten from index.json
+                                 whenever a certificate is issued or revoked, see write_acl)
+
+Identity on the broker: the certificate's CN is the MQTT username (use_identity_as_username) *and*
+the client id (use_username_as_clientid), whatever id the client sends. The fleet server's
+identities are ``posfleet-server`` and ``posfleet-server-<name>`` (one per ingest process, each
+its own session); no terminal SN may start with ``posfleet-server``.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import datetime as dt
 import ipaddress
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +34,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from wire.topics import RESERVED_NAMES, valid_sn
 
 SERVER_CLIENT_CN = "posfleet-server"
+_SERVER_CN_RE = re.compile(r"^posfleet-server(-[a-z0-9][a-z0-9_-]{0,15})?$")
+
+
+def server_cn_ok(cn: str) -> bool:
+    """A name the fleet server's MQTT identities may have: posfleet-server or posfleet-server-<name>."""
+    return bool(_SERVER_CN_RE.match(cn))
 
 
 class CAError(Exception):
@@ -143,6 +156,7 @@ class FleetCA:
         rows = self._index()
         rows.append(Issued(serial, cn, kind, cert.not_valid_after_utc.isoformat()))
         self._save_index(rows)
+        _refresh_acl(self.dir)
         return cert
 
     def issue_keypair(self, cn: str, kind: str, out_stem: Path, days: int = 825,
@@ -158,8 +172,14 @@ class FleetCA:
     def issue_broker(self, names: list[str], days: int = 825) -> tuple[Path, Path]:
         return self.issue_keypair(names[0], "broker", self.dir / "broker", days, san=names)
 
-    def issue_server_client(self, days: int = 825) -> tuple[Path, Path]:
-        return self.issue_keypair(SERVER_CLIENT_CN, "server", self.dir / "server-client", days)
+    def issue_server_client(self, days: int = 825, name: str = SERVER_CLIENT_CN) -> tuple[Path, Path]:
+        """The fleet server's MQTT identity. One per ingest process (``posfleet-server-2``...): the broker
+        takes the CN as the client id, so two processes sharing one certificate would log each other out.
+        Reload the broker afterwards (the ACL grants the server's topics per identity)."""
+        if not server_cn_ok(name):
+            raise CAError(f"{name!r}: a server identity is posfleet-server or posfleet-server-<name> (a-z, 0-9, -, _)")
+        stem = "server-client" if name == SERVER_CLIENT_CN else f"server-client-{name[len(SERVER_CLIENT_CN) + 1:]}"
+        return self.issue_keypair(name, "server", self.dir / stem, days)
 
     def sign_csr(self, csr_pem: bytes, days: int = 825, expect_sn: str = "") -> bytes:
         """Sign a terminal's CSR (its key never left the terminal). CN must be a valid SN."""
@@ -173,7 +193,7 @@ class FleetCA:
         if len(attrs) != 1:
             raise CAError("the request must have exactly one CN (the terminal SN)")
         cn = str(attrs[0].value)
-        if cn.lower() in RESERVED_NAMES or not valid_sn(cn):
+        if cn.lower() in RESERVED_NAMES or not valid_sn(cn) or cn.lower().startswith(SERVER_CLIENT_CN):
             raise CAError(f"CN {cn!r} is not a valid terminal SN")
         if expect_sn and cn != expect_sn:
             raise CAError(f"request is for {cn!r}, expected {expect_sn!r}")
@@ -193,6 +213,7 @@ class FleetCA:
             r.revoked = _now().isoformat()
         self._save_index(rows)
         self.write_crl()
+        _refresh_acl(self.dir)
         return hit
 
     def write_crl(self, days: int = 30) -> Path:
@@ -213,24 +234,60 @@ class FleetCA:
         return path
 
 
-def acl_text(server_cn: str = SERVER_CLIENT_CN) -> str:
-    return f"""# posfleet broker ACL (generated). Identity = certificate CN.
-# The fleet server: reads every terminal's telemetry, state and results; writes acks and commands.
-user {server_cn}
-topic read pf/+/t
-topic read pf/+/s
-topic read pf/+/r
-topic write pf/+/a
-topic write pf/+/c
+def _read_index(ca_dir: Path) -> list[Issued]:
+    path = ca_dir / "index.json"
+    return [Issued(**row) for row in json.loads(path.read_text())] if path.exists() else []
 
-# Every terminal: only under its own SN.
-pattern write pf/%u/t
-pattern write pf/%u/s
-pattern write pf/%u/p
-pattern write pf/%u/r
-pattern read pf/%u/a
-pattern read pf/%u/c
-"""
+
+def identities(ca_dir: Path) -> tuple[list[str], list[str]]:
+    """From the CA's index: (server identities with a certificate in force, CNs every certificate of which
+    is revoked). A CN that still has one certificate in force is not in the second list: its holder must
+    keep working; a revoked copy's open session is then logged out by the holder's next connect (same
+    client id) and cannot come back (CRL)."""
+    rows = _read_index(ca_dir)
+    live = {r.cn for r in rows if not r.revoked}
+    servers = sorted({r.cn for r in rows if r.kind == "server" and not r.revoked and server_cn_ok(r.cn)})
+    dead = sorted({r.cn for r in rows if r.kind in ("server", "terminal") and r.cn not in live})
+    return servers, dead
+
+
+def acl_text(server_cns: list[str] | tuple[str, ...] = (SERVER_CLIENT_CN,), revoked_cns: list[str] | tuple[str, ...] = ()) -> str:
+    """The broker's ACL (docs/decisions/011-broker-identity-and-acl.md).
+
+    mosquitto 2.0's acl_file checks publishes and deliveries only: every SUBSCRIBE is granted (the
+    default ACL check returns success for subscriptions). A terminal's subscription to another unit's
+    topic, ``#`` or ``$SYS/#`` therefore gets a SUBACK but never a message (the read check drops each
+    delivery); the one subscription that could do harm, joining the server's shared-subscription group,
+    is kept out by the group's name being a secret of the server (server/settings.py, ``share_group``)."""
+    out = ["# posfleet broker ACL (generated from the CA's index.json by posfleet ca broker-config / sign / revoke).",
+           "# Identity = certificate CN = client id. Reload the broker (SIGHUP) after a change.", ""]
+    for cn in server_cns:
+        out += [f"# The fleet server ({cn}): reads every terminal's telemetry, state and results; writes acks and commands.",
+                f"user {cn}", "topic read pf/+/t", "topic read pf/+/s", "topic read pf/+/r",
+                "topic write pf/+/a", "topic write pf/+/c", ""]
+    for cn in revoked_cns:
+        # a user's own rules are checked before the patterns and a matching deny wins: nothing from or to
+        # this identity passes once the broker has reloaded, even on a session that was open at revocation
+        out += [f"# revoked: every certificate of {cn}", f"user {cn}", "topic deny #", ""]
+    out += ["# Every terminal: only under its own SN.",
+            "pattern write pf/%u/t", "pattern write pf/%u/s", "pattern write pf/%u/p", "pattern write pf/%u/r",
+            "pattern read pf/%u/a", "pattern read pf/%u/c", ""]
+    return "\n".join(out)
+
+
+def write_acl(ca_dir: Path) -> Path:
+    """(Re)write ``ca_dir/acl`` from the index, atomically (a broker reloading must never read half a file)."""
+    servers, dead = identities(ca_dir)
+    path = ca_dir / "acl"
+    tmp = ca_dir / "acl.tmp"
+    tmp.write_text(acl_text(servers or [SERVER_CLIENT_CN], dead))
+    tmp.replace(path)
+    return path
+
+
+def _refresh_acl(ca_dir: Path) -> None:
+    if (ca_dir / "acl").exists():
+        write_acl(ca_dir)
 
 
 def mosquitto_conf(ca_dir: Path, port: int, bind: str = "127.0.0.1", data_dir: Path | None = None,
@@ -269,13 +326,16 @@ keyfile {d}/broker.key
 crlfile {d}/crl.pem
 require_certificate true
 use_identity_as_username true
+# The client id is the certificate's CN too, whatever the client sends: a certificate can hold only its
+# own session, so nobody can log a unit (or the server, posfleet-server) out by connecting under its id.
+use_username_as_clientid true
 tls_version tlsv1.2
 """
 
 
 def write_broker_config(ca_dir: Path, port: int, bind: str = "127.0.0.1", data_dir: Path | None = None,
                         user: str = "", name: str = "mosquitto.conf") -> Path:
-    (ca_dir / "acl").write_text(acl_text())
+    write_acl(ca_dir)
     conf = ca_dir / name
     conf.write_text(mosquitto_conf(ca_dir, port, bind, data_dir, user))
     return conf

@@ -304,9 +304,16 @@ def ca_issue_broker(directory: str, names: tuple[str, ...]) -> None:
 
 @ca.command("issue-server")
 @click.option("--dir", "directory", required=True)
-def ca_issue_server(directory: str) -> None:
-    """Issue the fleet server's MQTT client certificate."""
-    cert, key = _open_ca(directory).issue_server_client()
+@click.option("--name", default="posfleet-server", show_default=True,
+              help="the identity (= MQTT client id): one per ingest process, posfleet-server-<name> for the others")
+def ca_issue_server(directory: str, name: str) -> None:
+    """Issue a fleet server MQTT client certificate (then reload the broker: the ACL names each server identity)."""
+    from .ca import CAError
+
+    try:
+        cert, key = _open_ca(directory).issue_server_client(name=name)
+    except CAError as err:
+        raise click.ClickException(str(err)) from err
     click.echo(f"{cert}\n{key}")
 
 
@@ -332,7 +339,9 @@ def ca_sign(directory: str, csr_path: str, out_path: str, days: int) -> None:
 @click.option("--cn", default="")
 @click.option("--serial", type=int, default=None)
 def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
-    """Revoke by CN or serial and rewrite crl.pem (reload the broker to apply)."""
+    """Revoke by CN or serial; rewrite crl.pem and the broker's ACL. Then reload the broker (SIGHUP,
+    `systemctl reload mosquitto`): new connections with the certificate are refused, and a unit left with no
+    certificate in force can no longer publish or receive, even on a session open since before."""
     from .ca import CAError
 
     try:
@@ -341,6 +350,7 @@ def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
         raise click.ClickException(str(err)) from err
     for r in hit:
         click.echo(f"revoked {r.cn} serial {r.serial}")
+    click.echo("now reload the broker: systemctl reload mosquitto (or kill -HUP its pid)", err=True)
 
 
 @ca.command("broker-config")

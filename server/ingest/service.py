@@ -131,7 +131,7 @@ class Ingest:
         if reason_code.is_failure:
             log.error("broker refused the server: %s", reason_code)
             return
-        group = self.settings.mqtt.share_group
+        group = self.settings.share_group()  # secret: decision 011
         client.subscribe([
             (topics.shared(topics.TELEMETRY, group), 1),
             (f"{topics.PREFIX}/+/{topics.STATE}", 1),

@@ -19,6 +19,7 @@ from posfleet.ca import FleetCA
 from server.commands.keys import load_key, make_key
 from tests.commands.conftest import Fleet
 from tests.fleet import PASS, wait_for
+from tests.identities import observer, server_identity
 from wire import codec, topics
 from wire.commands import Command, SignedCommand, encode_command
 
@@ -37,8 +38,9 @@ def _client(fleet: Fleet, cert: Path, key: Path, name: str) -> mqtt.Client:
 
 
 def _publisher(fleet: Fleet) -> mqtt.Client:
-    """Whoever holds the server's broker certificate (the only identity allowed to write pf/+/c)."""
-    return _client(fleet, fleet.pki.dir / "server-client.pem", fleet.pki.dir / "server-client.key", "intruder")
+    """Whoever holds a server broker certificate (the only identities allowed to write pf/+/c); its own identity,
+    posfleet-server-intruder: the broker takes the CN as the client id, so the server's own would log the server out."""
+    return _client(fleet, *server_identity(fleet.pki, fleet.broker, "intruder"), "intruder")
 
 
 def _signed(fleet: Fleet, **fields: object) -> bytes:
@@ -109,10 +111,10 @@ def test_replayed_reboot_is_not_run_again(fleet: Fleet) -> None:
     fleet.start_server()
     fleet.start_agent(sn)
     fleet.wait_online(sn)
-    # listen on the unit's command topic with the unit's own certificate, as a sniffer on the link would
-    tdir = fleet.pki.terminal(sn)
+    # listen on the unit's command topic, as a sniffer on the link would (a test observer: the unit's own
+    # certificate is the unit's client id and would log the agent out)
     captured: list[bytes] = []
-    spy = _client(fleet, tdir / "terminal.pem", tdir / "terminal.key", "spy")
+    spy = _client(fleet, *observer(fleet.pki, fleet.broker), "spy")
     spy.on_message = lambda c, u, m: captured.append(bytes(m.payload))
     spy.subscribe(topics.topic(sn, topics.COMMAND), qos=1)
     time.sleep(0.3)

@@ -15,6 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.outbox import Outbox
 from tests.conftest import sqlite_count
 from tests.fleet import AgentProc, agent_config, wait_for
+from tests.identities import observer
 from wire.messages import Check, Sample
 
 BACKLOG = 1_000
@@ -30,12 +31,12 @@ def test_backlog_is_sent_at_the_configured_rate(pki, broker, server, tmp_path: P
     ob.close()
     # 20 batches of 50 at 4 a second: at least 4.75 s; unpaced, loopback round trips take about a second
     cfg = agent_config(pki, broker, "HN00140001", data, link="max_batch = 50\nbacklog_rate = 4.0")
-    # the terminal's own acknowledgement topic, watched with its certificate (the ACL lets it read only that)
+    # the terminal's acknowledgement topic, watched by a test observer (the unit's own certificate would be the
+    # unit's client id, and log the agent out)
     acks: list[int] = []
     subscribed = threading.Event()
-    t = pki.terminal("HN00140001")
-    ctx = ssl.create_default_context(cafile=str(t / "ca.pem"))
-    ctx.load_cert_chain(str(t / "terminal.pem"), str(t / "terminal.key"))
+    ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
+    ctx.load_cert_chain(*map(str, observer(pki, broker)))
     watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="HN00140001-watch", protocol=mqtt.MQTTv5)
     watcher.tls_set_context(ctx)
     watcher.on_connect = lambda cl, u, f, rc, p: cl.subscribe("pf/HN00140001/a", qos=1)

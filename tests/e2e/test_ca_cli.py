@@ -118,7 +118,8 @@ def test_ca_cli_enroll_and_the_broker_config_it_writes(tmp_path: Path) -> None:
     text = conf.read_text()
     assert [ln for ln in text.splitlines() if ln.startswith("listener ")] == [f"listener {port} 127.0.0.1"], \
         "one listener, and it is TLS"
-    for line in ("require_certificate true", "use_identity_as_username true", "allow_anonymous false",
+    for line in ("require_certificate true", "use_identity_as_username true", "use_username_as_clientid true",
+                 "allow_anonymous false",
                  f"crlfile {ca.resolve()}/crl.pem", "set_tcp_nodelay true", "max_queued_messages 1000000"):
         assert line in text, line
     broker = Mosquitto(conf, port, tmp_path / "mosquitto.log").start()

@@ -8,6 +8,7 @@ import psutil
 
 from tests.conftest import sqlite_count
 from tests.fleet import AgentProc, agent_config, wait_for
+from tests.identities import observer
 from wire import codec
 from wire.messages import State
 
@@ -15,7 +16,7 @@ FAST = "batch_interval_s = 0\nbacklog_rate = 20.0"
 
 
 def retained_state(pki, broker, sn: str) -> tuple[bool, State]:
-    """What a client that subscribes now (with the server's certificate) gets on the unit's state topic."""
+    """What a client that subscribes now (an identity of its own beside the server's) gets on the unit's state topic."""
     import queue
     import ssl
     import time
@@ -25,7 +26,7 @@ def retained_state(pki, broker, sn: str) -> tuple[bool, State]:
 
     got: queue.Queue = queue.Queue()
     ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
-    ctx.load_cert_chain(str(pki.dir / "server-client.pem"), str(pki.dir / "server-client.key"))
+    ctx.load_cert_chain(*map(str, observer(pki, broker)))
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"late-{time.monotonic_ns()}", protocol=mqtt.MQTTv5)
     c.tls_set_context(ctx)
     c.on_connect = lambda cl, u, f, rc, props: cl.subscribe(f"pf/{sn}/s", qos=1)

@@ -16,6 +16,7 @@ from drivers.idcard.mask import mask_id, mask_name
 from simulator.emulators import idcard
 from tests.conftest import sqlite_count
 from tests.fleet import AgentProc, agent_config, wait_for
+from tests.identities import observer, server_identity
 from wire import codec
 from wire.commands import Command, EndorsedKey, SignedCommand, encode_command
 from wire.messages import Batch
@@ -31,9 +32,10 @@ def signed(pki, sn: str, ctype: str, params: dict) -> bytes:
     return codec.encode(SignedCommand(body=body, sig=sign_ed25519(priv, body), endorsement=endorsement))
 
 
-def server_client(pki, port: int, on_message=None) -> mqtt.Client:
+def server_client(pki, port: int, cert_key: tuple[Path, Path], on_message=None) -> mqtt.Client:
+    """A client beside the running server, under an identity of its own (tests/identities.py)."""
     ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
-    ctx.load_cert_chain(str(pki.dir / "server-client.pem"), str(pki.dir / "server-client.key"))
+    ctx.load_cert_chain(str(cert_key[0]), str(cert_key[1]))
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)
     c.tls_set_context(ctx)
     if on_message:
@@ -48,12 +50,12 @@ def test_card_read_on_request_reaches_the_server_masked_only(pki, broker, server
     reader = idcard.serve("generic-sam")  # a made-up person's card on the reader
     card = idcard.SyntheticCard.resident().text
     wire_bytes: list[bytes] = []
-    sniffer = server_client(pki, broker.port, on_message=lambda c, u, m: wire_bytes.append(m.payload))
+    sniffer = server_client(pki, broker.port, observer(pki, broker), on_message=lambda c, u, m: wire_bytes.append(m.payload))
     sniffer.subscribe([(f"pf/{sn}/t", 1), (f"pf/{sn}/r", 1)])  # everything the terminal sends
     cfg = agent_config(pki, broker, sn, tmp_path / "a", sampling_interval=5, link="batch_interval_s = 0",
                        peripherals={"idcard": (reader.path, "generic-sam")}, extra="[log]\nlevel = \"DEBUG\"\n")
     agent = AgentProc(cfg, tmp_path / "a.log").start()
-    sender = server_client(pki, broker.port)
+    sender = server_client(pki, broker.port, server_identity(pki, broker, "sender"))
     try:
         wait_for(lambda: server.get(f"/api/v1/units/{sn}").status_code == 200, 30, "the unit online")
         sender.publish(f"pf/{sn}/c", signed(pki, sn, "idcard_selftest", {"read": True}), qos=1)

@@ -13,7 +13,22 @@ from server.settings import SettingsError, parse
 
 def test_defaults() -> None:
     s = parse({})
-    assert s.retention_days == 14 and s.mqtt.share_group == "posfleet" and s.timezone == "Asia/Shanghai"
+    assert s.retention_days == 14 and s.mqtt.share_group == "" and s.timezone == "Asia/Shanghai"
+
+
+def test_share_group_is_a_secret_derived_from_the_key(tmp_path: Path) -> None:
+    """Decision 011: the shared subscription's group must be unknown to terminals (the broker's ACL cannot refuse
+    a terminal's subscription to it); by default it comes from the server's private key, stable across restarts."""
+    (tmp_path / "server-client.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nkey one\n")
+    s = parse({}, str(tmp_path))
+    group = s.share_group()
+    assert group == parse({}, str(tmp_path)).share_group() and len(group) >= 32 and "posfleet" not in group
+    (tmp_path / "other.key").write_bytes(b"-----BEGIN PRIVATE KEY-----\nkey two\n")
+    assert parse({"mqtt": {"key_file": "other.key"}}, str(tmp_path)).share_group() != group
+    assert parse({"mqtt": {"share_group": "k3Jx9qLw2mVt8ZrB"}}).share_group() == "k3Jx9qLw2mVt8ZrB"
+    for public in ("posfleet", "short", "has/slash-0123456789"):
+        with pytest.raises(SettingsError, match="mqtt.share_group"):
+            parse({"mqtt": {"share_group": public}})
 
 
 @pytest.mark.parametrize(("data", "field"), [
