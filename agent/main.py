@@ -64,6 +64,7 @@ class Stats:
     outbox_errors: int = 0
     memory_held: int = 0
     acks_ignored: int = 0
+    buffer_resets: int = 0
     last_error: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -104,7 +105,6 @@ class Agent:
         self.rtt = RttTracker()
         self.outbox: Outbox | None = None
         self.outbox_error = ""
-        self._open_outbox()
         # Samples that could not be written to disk: held in memory under a volatile epoch.
         self.volatile_epoch = random.SystemRandom().randrange(2**31, 2**32)
         self.memory: list[Sample] = []
@@ -112,6 +112,8 @@ class Agent:
         self.inflight: dict[int, float] = {}  # seq -> monotonic send time
         self.memory_inflight: dict[int, float] = {}
         self.clock_ok = False
+        self._urgent = True
+        self._open_outbox()  # a damaged one is moved aside here, and its buffer_reset event stored
         self._check_clock()
         self._urgent = True
         self._newest_first = True
@@ -160,6 +162,35 @@ class Agent:
             if str(err) != self.outbox_error:
                 log.error("outbox unavailable, holding samples in memory: %s", err)
             self.outbox_error = str(err)
+            return
+        self._report_reset()
+
+    def _report_reset(self) -> None:
+        """A damaged outbox was moved aside and a fresh one made: say so to the server (``buffer_reset``: the
+        reason and the quarantined file's name; what was in it and not yet sent is lost to the counting)."""
+        if self.outbox is None or self.outbox.reset is None:
+            return
+        reset, self.outbox.reset = self.outbox.reset, None
+        self.stats.buffer_resets += 1
+        self.inflight.clear()
+        self._urgent = True
+        self._store(Event(seq=0, ts=int(self.clock.now()), kind="buffer_reset", data=dict(reset)))
+
+    def _outbox_corrupt(self, err: OutboxError) -> bool:
+        """``err`` says the outbox file is damaged (found while running): quarantine it and carry on with a
+        fresh one. True when a fresh outbox is open."""
+        if not err.corrupt or self.outbox is None:
+            return False
+        try:
+            self.outbox.replace_corrupt(str(err))
+        except OutboxError as again:
+            log.error("%s; holding samples in memory", again)
+            self.outbox_error = str(again)
+            self.outbox = None
+            self.inflight.clear()
+            return False
+        self._report_reset()
+        return self.outbox is not None
 
     def _boottime_of(self, item: Sample | Event) -> float:
         """The boot-time reading at the item's own timestamp (not at the moment it is stored), so a
@@ -172,8 +203,14 @@ class Agent:
             self._open_outbox()
         if self.outbox is not None:
             try:
-                item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self._boottime_of(item),
-                                           held=not self.clock_ok)
+                try:
+                    item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self._boottime_of(item),
+                                               held=not self.clock_ok)
+                except OutboxError as err:
+                    if not self._outbox_corrupt(err) or self.outbox is None:
+                        raise
+                    item.seq = self.outbox.add(item, boot_id=self.boot_id, boottime=self._boottime_of(item),
+                                               held=not self.clock_ok)
                 if self.outbox_error:
                     log.info("outbox writable again")
                 self.outbox_error = ""
@@ -241,6 +278,7 @@ class Agent:
                 log.info("re-dated %d samples taken before the clock was checked", n)
         except OutboxError as err:
             log.error("%s", err)
+            self._outbox_corrupt(err)
 
     # sampling -----------------------------------------------------------------------
     def take_sample(self, slot_ts: int) -> Sample:
@@ -382,6 +420,7 @@ class Agent:
             n = self.outbox.delete(gone)
         except OutboxError as err:
             log.error("%s", err)
+            self._outbox_corrupt(err)
             return
         self.stats.items_acked += n
         for lo, hi in gone:
@@ -424,6 +463,8 @@ class Agent:
             rows = self.outbox.pending(self.cfg.link.max_batch, exclude=set(self.inflight))
         except OutboxError as err:
             log.error("%s", err)
+            if self._outbox_corrupt(err):
+                self._pump_again(now_mono + 1.0)
             return
         if not rows:
             self._urgent = False

@@ -22,7 +22,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 def test_memory_fallback_keeps_the_newest_up_to_its_cap(pki: Pki, tmp_path: Path, caplog) -> None:
     t = pki.terminal("HN00170001")
     data = tmp_path / "data"
-    (data / "outbox.sqlite").mkdir(parents=True)  # the outbox cannot be opened: every sample goes to memory
+    data.mkdir(parents=True)
+    # the outbox cannot be opened (its file is a link into a folder that is gone): every sample goes to memory.
+    # (A directory in its place is no longer such a case: a damaged outbox is moved aside, test_outbox_corrupt.py)
+    (data / "outbox.sqlite").symlink_to(tmp_path / "gone" / "outbox.sqlite")
     cfg = parse(f"""
 sn = "HN00170001"
 data_dir = "{data}"
