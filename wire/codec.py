@@ -68,3 +68,5 @@ def decode(payload: bytes, cls: type[T]) -> T:
         raise DecodeError("schema", str(err)) from err
     except msgspec.DecodeError as err:
         raise DecodeError("undecodable", str(err)) from err
+    except RecursionError as err:  # nesting deeper than the interpreter's stack (~1,000 levels)
+        raise DecodeError("nesting", "nested too deeply") from err

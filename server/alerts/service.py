@@ -35,7 +35,7 @@ from ..tasks import cancel
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage", "sim_data")
+KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage", "sim_data", "security")
 
 
 class Alerts:

@@ -381,14 +381,24 @@ class Availability:
         judged: dict[tuple[str, int], tuple[bool, bool, str | None]] = {}
         rtt_ok = self.rtt_ok
         for sn, ts, iv, connected, rtt, checks in facts:
-            if rtt is not None and rtt > rtt_ok:
-                j = judge(json.loads(checks), bool(connected), rtt, self.critical, rtt_ok)
-            else:
-                key = (checks, connected)
-                j = judged.get(key)  # type: ignore[assignment]
-                if j is None:
-                    j = judged[key] = judge(json.loads(checks), bool(connected), rtt, self.critical, rtt_ok)
-            yield sn, Sample(ts, iv, j[0], j[1], j[2])
+            try:
+                if rtt is not None and rtt > rtt_ok:
+                    j = judge(json.loads(checks), bool(connected), rtt, self.critical, rtt_ok)
+                else:
+                    key = (checks, connected)
+                    j = judged.get(key)  # type: ignore[assignment]
+                    if j is None:
+                        j = judged[key] = judge(json.loads(checks), bool(connected), rtt, self.critical, rtt_ok)
+                smp = Sample(int(ts), int(iv), j[0], j[1], j[2])
+            except (ValueError, TypeError, AttributeError, KeyError, IndexError) as err:
+                # a row the counter cannot use is skipped and reported, never allowed to stop the pass (one
+                # unit's bad row once froze every unit's roll-ups): its minutes count as no data
+                self.stats["rows_skipped"] = self.stats.get("rows_skipped", 0) + 1
+                if self.stats["rows_skipped"] <= 10 or self.stats["rows_skipped"] % 1000 == 0:
+                    log.error("roll-up: skipped a stored sample of %s at %s it cannot count (%s: %s); %d so far",
+                              sn, ts, type(err).__name__, str(err)[:200], self.stats["rows_skipped"])
+                continue
+            yield sn, smp
 
     def count(self, sn: str, hours: Any, history: list[dict[str, Any]], rows: Iterable[Any], start: int, end: int) -> Any:
         """The pure counter over ``[start, end)`` for one unit, from stored rows (or counter samples)."""

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl
 import time
@@ -22,14 +23,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from wire import PROTOCOL_VERSION, codec, topics
+from drivers.idcard.mask import redact_text
+from wire import PROTOCOL_VERSION, boundary, codec, topics
 from wire.clock import Clock
-from wire.messages import Ack, Batch, State, sample_dict, seq_ranges
+from wire.messages import Ack, sample_dict, seq_ranges
 
 from ..settings import Settings
 from ..storage import EventRow, SampleRow, Storage
@@ -50,6 +53,15 @@ class IngestStats:
     storage_errors: int = 0
     connected: bool = False
     last_commit: float = 0.0
+    last_commit_mono: float = 0.0
+    fields_dropped: int = 0
+    batch_splits: int = 0
+    dead_letters: int = 0
+    last_storage_error: str = ""
+    queued: int = 0
+    oldest_queued_s: float = 0.0
+    over_budget: Counter[str] = field(default_factory=Counter)  # by unit
+    security_events: Counter[str] = field(default_factory=Counter)  # by what
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,7 +69,100 @@ class IngestStats:
             "events_stored": self.events_stored, "duplicates": self.duplicates, "commits": self.commits,
             "rejected_messages": dict(self.rejected), "rejected_items": dict(self.items_rejected),
             "storage_errors": self.storage_errors, "last_commit": self.last_commit,
+            "fields_dropped": self.fields_dropped, "batch_splits": self.batch_splits,
+            "dead_letters": self.dead_letters, "last_storage_error": self.last_storage_error,
+            "queued": self.queued, "oldest_queued_s": round(self.oldest_queued_s, 3),
+            "over_budget_units": dict(self.over_budget.most_common(20)),
+            "security_events": dict(self.security_events),
         }
+
+
+@dataclass
+class _Msg:
+    """One inbound message after the boundary: what to store, acknowledge and refuse."""
+
+    topic: str
+    sn: str
+    size: int
+    epoch: int | None = None
+    state: Any = None
+    samples: list[SampleRow] = field(default_factory=list)
+    events: list[EventRow] = field(default_factory=list)
+    ok: list[int] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
+
+
+class Budget:
+    """Per-unit budgets: messages, bytes and events a minute (real time x the clock's speed), and what a unit
+    may make the server store a day. One compromised terminal can then neither fill the disk nor crowd out
+    the others' ingest; a real agent stays far below (see IngestSettings)."""
+
+    def __init__(self, settings: Settings, speed: float = 1.0) -> None:
+        i = settings.ingest
+        k = max(1.0, speed)
+        self.limits = {"messages": i.unit_messages_per_minute * k, "bytes": i.unit_bytes_per_minute * k,
+                       "events": i.unit_events_per_minute * k}
+        self.stored_per_day = i.unit_stored_bytes_per_day
+        self._minute = -1
+        self._used: dict[str, list[float]] = {}  # sn -> [messages, bytes, events] this minute
+        self._day = -1
+        self._stored: Counter[str] = Counter()
+
+    def _roll(self, now: float) -> None:
+        minute = int(time.monotonic() // 60)
+        if minute != self._minute:
+            self._minute, self._used = minute, {}
+        day = int(now // 86400)
+        if day != self._day:
+            self._day, self._stored = day, Counter()
+
+    def charge(self, sn: str, size: int, now: float) -> str:
+        """Count one message of ``size`` bytes; the budget it exceeds ("" when within all)."""
+        self._roll(now)
+        u = self._used.setdefault(sn, [0.0, 0.0, 0.0])
+        u[0] += 1
+        u[1] += size
+        if u[0] > self.limits["messages"]:
+            return "messages"
+        if u[1] > self.limits["bytes"]:
+            return "bytes"
+        if self.stored_per_day and self._stored[sn] > self.stored_per_day:
+            return "stored_bytes"
+        return ""
+
+    def charge_events(self, sn: str, n: int) -> bool:
+        u = self._used.setdefault(sn, [0.0, 0.0, 0.0])
+        u[2] += n
+        return u[2] > self.limits["events"]
+
+    def stored(self, sn: str, size: int) -> None:
+        self._stored[sn] += size
+
+    def describe(self, what: str) -> str:
+        if what == "stored_bytes":
+            return f"{self.stored_per_day} bytes stored a day"
+        return f"{self.limits[what]:g} {what} a minute"
+
+
+def _systemic(err: BaseException) -> bool:
+    """A storage failure of the database itself (locked, full, read-only, I/O, connection), not of the data."""
+    import sqlite3
+
+    if isinstance(err, sqlite3.OperationalError | OSError | ConnectionError | TimeoutError):
+        return True
+    name = type(err).__module__ + "." + type(err).__name__
+    return name.startswith("asyncpg.exceptions.") and "Connection" in name
+
+
+def _redact(value: Any) -> Any:
+    """Event data as stored: every string with ID and phone numbers masked (the schema already keeps names out)."""
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: _redact(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redact(v) for v in value]
+    return value
 
 
 class _RateLimitedLog:
@@ -87,6 +192,10 @@ class Ingest:
         self._task: asyncio.Task[None] | None = None
         self._client: mqtt.Client | None = None
         self._rl = _RateLimitedLog()
+        self.budget = Budget(settings, max([settings.clock.speed, *(v for _t, v in settings.clock.schedule)]))
+        self._security_sent: dict[tuple[str, str], float] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._arrivals: collections.deque[float] = collections.deque()  # monotonic arrival of each queued message
         self.on_committed: list[Any] = []  # callbacks(samples, events) after each commit
         self.on_state: list[Any] = []  # callbacks(sn, online: bool) when a unit's broker state arrives
 
@@ -119,6 +228,24 @@ class Ingest:
             self._client.loop_stop()
         await cancel([self._task])
 
+    def health(self) -> tuple[bool, list[str]]:
+        """Ready to take telemetry? False with the reasons when disconnected, or stalled (messages waiting
+        longer than ``ingest.stall_s`` for a commit, e.g. while the database refuses writes)."""
+        why = []
+        if not self.stats.connected:
+            why.append("ingest is not connected to the broker")
+        lag = self.lag()
+        self.stats.oldest_queued_s = lag
+        if lag > self.settings.ingest.stall_s:
+            why.append(f"ingest stalled: a message has waited {lag:.0f} s for a commit"
+                       + (f" (last storage error: {self.stats.last_storage_error})" if self.stats.last_storage_error else ""))
+        return not why, why
+
+    def figures(self) -> dict[str, Any]:
+        """The ingest figures with ``ready`` and ``problems`` (see :meth:`health`)."""
+        ready, why = self.health()
+        return {**self.stats.as_dict(), "ready": ready, "problems": why}
+
     def publish(self, topic_name: str, payload: bytes, qos: int = 1) -> bool:
         """Publish through the server's broker session (commands to terminals). False when not connected."""
         client = self._client
@@ -145,7 +272,15 @@ class Ingest:
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
         if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, (msg.topic, msg.payload, msg.mid, msg.qos))
+            self._loop.call_soon_threadsafe(self._enqueue, (msg.topic, msg.payload, msg.mid, msg.qos))
+
+    def _enqueue(self, item: tuple[str, bytes, int, int]) -> None:
+        self._arrivals.append(time.monotonic())
+        self._queue.put_nowait(item)
+
+    def lag(self) -> float:
+        """Seconds the oldest message not yet committed has waited (0 when none waits)."""
+        return time.monotonic() - self._arrivals[0] if self._arrivals else 0.0
 
     # writer -------------------------------------------------------------------------------
     async def _writer(self) -> None:
@@ -163,97 +298,216 @@ class Ingest:
                 raise
             except Exception:  # a bug must not stop ingest; the items stay unacknowledged
                 log.exception("ingest failed on %d messages; they stay with the broker", len(items))
+            for _ in items:
+                if self._arrivals:
+                    self._arrivals.popleft()
+            self.stats.queued = self._queue.qsize()
 
     def _reject(self, reason: str, sn: str, detail: str) -> None:
         self.stats.rejected[reason] += 1
         self._rl.warn(reason, "rejected message from %s: %s: %s", sn or "?", reason, detail[:200])
 
-    async def _process(self, items: list[tuple[str, bytes, int, int]]) -> None:
-        now = self.clock.now()
-        received = time.time()
-        horizon = now + self.settings.ingest.future_tolerance_s
-        samples: list[SampleRow] = []
-        events: list[EventRow] = []
-        acks: dict[tuple[str, int], list[int]] = {}
-        rejected_items: dict[tuple[str, int], list[tuple[int, str]]] = {}
-        states: list[tuple[str, State]] = []
-        for topic_name, payload, _mid, _qos in items:
-            self.stats.messages += 1
-            parsed = topics.parse(topic_name)
-            if parsed is None or not topics.valid_sn(parsed[0]):
-                self._reject("bad_topic", "", topic_name)
-                continue
-            sn, kind = parsed
-            if kind == topics.STATE:
-                if not payload:
-                    continue  # retained state cleared
-                try:
-                    states.append((sn, codec.decode(payload, State)))
-                except codec.DecodeError as err:
-                    self._reject(err.reason, sn, err.message)
-                continue
-            if kind != topics.TELEMETRY:
-                self._reject("bad_topic", sn, topic_name)
-                continue
-            if len(payload) > self.settings.ingest.max_payload:
-                self._reject("oversize", sn, f"{len(payload)} bytes")
-                continue
+    def _reject_item(self, m: _Msg, seq: int | None, reason: str, detail: str) -> None:
+        if seq is not None:  # an item whose seq cannot be read cannot be named in the acknowledgement
+            m.rejected.append((seq, reason))
+        self.stats.items_rejected[reason] += 1
+        self._rl.warn("item:" + reason, "rejected item %s/%s: %s: %s", m.sn, "?" if seq is None else seq, reason, detail[:200])
+
+    def _parse(self, topic_name: str, payload: bytes, now: float, received: float) -> _Msg | None:
+        """One message through the boundary: a :class:`_Msg` of validated rows, or None (rejected whole)."""
+        parsed = topics.parse(topic_name)
+        if parsed is None or not topics.valid_sn(parsed[0]):
+            self._reject("bad_topic", "", topic_name[:100])
+            return None
+        sn, kind = parsed
+        if kind == topics.STATE:
+            if not payload:
+                return None  # retained state cleared
             try:
-                batch = codec.decode(payload, Batch)
+                st = boundary.decode_state(payload)
             except codec.DecodeError as err:
                 self._reject(err.reason, sn, err.message)
+                return None
+            return _Msg(topic_name, sn, len(payload), state=st)
+        if kind != topics.TELEMETRY:
+            self._reject("bad_topic", sn, topic_name[:100])
+            return None
+        if len(payload) > self.settings.ingest.max_payload:
+            self._reject("oversize", sn, f"{len(payload)} bytes")
+            return None
+        over = self.budget.charge(sn, len(payload), now)
+        if over:
+            self._over_budget(sn, over, now)
+            return None
+        try:
+            batch = boundary.decode_batch(payload)
+        except codec.DecodeError as err:
+            self._reject(err.reason, sn, err.message)
+            return None
+        if batch.v != PROTOCOL_VERSION:
+            self._reject("version", sn, f"protocol version {batch.v}, expected {PROTOCOL_VERSION}")
+            return None
+        if batch.sn != sn:
+            self._reject("sn_mismatch", sn, f"payload says {batch.sn!r}")
+            self._security(sn, "sn_mismatch", now, f"telemetry on {sn}'s topic claims to be from {batch.sn!r}")
+            return None
+        if batch.events and self.budget.charge_events(sn, len(batch.events)):
+            self._over_budget(sn, "events", now)
+            return None
+        m = _Msg(topic_name, sn, len(payload), epoch=batch.epoch)
+        horizon = now + self.settings.ingest.future_tolerance_s
+        floor = now - self.settings.ingest.max_age_days * 86400
+        for raw in batch.samples:
+            try:
+                smp, dropped = boundary.sample(raw)
+            except boundary.ItemError as err:
+                self._reject_item(m, err.seq, err.reason, err.message)
                 continue
-            if batch.v != PROTOCOL_VERSION:
-                self._reject("version", sn, f"protocol version {batch.v}, expected {PROTOCOL_VERSION}")
+            if dropped:
+                self.stats.fields_dropped += len(dropped)
+                self._rl.warn("field_dropped", "sample %s/%d: dropped %s", sn, smp.seq, "; ".join(dropped)[:300])
+            if smp.ts > horizon:
+                self._reject_item(m, smp.seq, "future", f"dated {int(smp.ts - now)} s in the future")
                 continue
-            if batch.sn != sn:
-                self._reject("sn_mismatch", sn, f"payload says {batch.sn!r}")
+            if smp.ts < floor:
+                self._reject_item(m, smp.seq, "too_old", f"dated {int(now - smp.ts) // 86400} days ago")
                 continue
-            key = (sn, batch.epoch)
-            ok = acks.setdefault(key, [])
-            for s in batch.samples:
-                if s.ts > horizon:
-                    rejected_items.setdefault(key, []).append((s.seq, "future"))
-                    self.stats.items_rejected["future"] += 1
-                    self._rl.warn("future", "rejected sample %s/%d dated %d s in the future", sn, s.seq, int(s.ts - now))
-                    continue
-                if s.interval <= 0 or s.interval > 3600:
-                    rejected_items.setdefault(key, []).append((s.seq, "interval"))
-                    self.stats.items_rejected["interval"] += 1
-                    continue
-                body = sample_dict(s)
-                samples.append(SampleRow(
-                    sn, batch.epoch, s.seq, s.ts, s.interval, s.clock, s.connected, s.rtt_ms,
-                    {k: [c.state, c.reason] for k, c in s.checks.items()}, body, received,
-                ))
-                ok.append(s.seq)
-            for e in batch.events:
-                if e.ts > horizon:
-                    rejected_items.setdefault(key, []).append((e.seq, "future"))
-                    self.stats.items_rejected["future"] += 1
-                    continue
-                events.append(EventRow(sn, batch.epoch, e.seq, e.ts, e.kind, dict(e.data), received))
-                ok.append(e.seq)
-        # commit; retry while storage fails (nothing is acknowledged until it is committed)
+            body = sample_dict(smp)
+            m.samples.append(SampleRow(
+                sn, batch.epoch, smp.seq, smp.ts, smp.interval, smp.clock, smp.connected, smp.rtt_ms,
+                {k: [c.state, c.reason] for k, c in smp.checks.items()}, body, received,
+            ))
+            m.ok.append(smp.seq)
+        for raw in batch.events:
+            try:
+                e, data = boundary.event(raw)
+            except boundary.ItemError as err:
+                self._reject_item(m, err.seq, err.reason, err.message)
+                continue
+            if e.ts > horizon:
+                self._reject_item(m, e.seq, "future", f"event dated {int(e.ts - now)} s in the future")
+                continue
+            if e.ts < floor:
+                self._reject_item(m, e.seq, "too_old", f"event dated {int(now - e.ts) // 86400} days ago")
+                continue
+            m.events.append(EventRow(sn, batch.epoch, e.seq, e.ts, e.kind, _redact(data), received))
+            m.ok.append(e.seq)
+        return m
+
+    def _over_budget(self, sn: str, what: str, now: float) -> None:
+        self._reject("over_budget", sn, f"{what} over the unit's budget")
+        self.stats.over_budget[sn] += 1
+        self._security(sn, "flood", now, f"over its {what} budget ({self.budget.describe(what)}); "
+                                         "messages over it are dropped unstored")
+
+    def _security(self, sn: str, what: str, now: float, message: str) -> None:
+        """A security alert for the unit (at most one write per unit and kind every 10 minutes)."""
+        key = (sn, what)
+        last = self._security_sent.get(key)
+        if last is not None and time.monotonic() - last < 600:
+            return
+        self._security_sent[key] = time.monotonic()
+        if len(self._security_sent) > 100_000:
+            self._security_sent.clear()
+        self.stats.security_events[what] += 1
+        log.warning("security: unit %s: %s", sn, message)
+        task = asyncio.ensure_future(self.storage.raise_alert(
+            f"security:{what}:{sn}", "security", sn, None, int(now), f"{sn}: {message}", {"what": what}, True))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _commit(self, msgs: list[_Msg]) -> tuple[list[_Msg], int]:
+        """Store ``msgs``; returns the dead-lettered ones and how many items were new.
+
+        One transaction for all of them first. If it fails for a reason in the data (not the database
+        being unavailable), each message is committed alone, so one bad message never holds back another;
+        a message that still fails alone goes to the dead letters and is acknowledged. While the database
+        itself fails (locked, full, gone), it is retried with back-off and nothing is acknowledged."""
         delay = 0.5
         while True:
             try:
-                stored = await self.storage.store_telemetry(samples, events)
-                for sn, st in states:
-                    await self.storage.set_state(sn, st.online, st.ts or now, st.reason, st.version)
-                break
+                return [], await self._store(msgs)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
                 self.stats.storage_errors += 1
-                log.error("storage commit failed (%s); retrying in %.1f s", err, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+                if _systemic(err):
+                    self.stats.last_storage_error = f"{type(err).__name__}: {err}"[:300]
+                    log.error("storage commit failed (%s); retrying in %.1f s", err, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if len(msgs) > 1:
+                    log.warning("a commit of %d messages failed (%s: %s); storing them one by one",
+                                len(msgs), type(err).__name__, str(err)[:200])
+                    self.stats.batch_splits += 1
+                    dead: list[_Msg] = []
+                    stored = 0
+                    for m in msgs:
+                        d, n = await self._commit([m])
+                        dead += d
+                        stored += n
+                    return dead, stored
+                await self._dead_letter(msgs[0], f"{type(err).__name__}: {err}")
+                return msgs, 0
+
+    async def _store(self, msgs: list[_Msg]) -> int:
+        samples = [s for m in msgs for s in m.samples]
+        events = [e for m in msgs for e in m.events]
+        stored = await self.storage.store_telemetry(samples, events)
+        for m in msgs:
+            if m.state is not None:
+                st = m.state
+                await self.storage.set_state(m.sn, st.online, st.ts or self.clock.now(), st.reason, st.version)
+        return stored
+
+    async def _dead_letter(self, m: _Msg, reason: str) -> None:
+        import hashlib
+
+        body = msgspec.json.encode({
+            "epoch": m.epoch, "samples": [s.body for s in m.samples],
+            "events": [{"seq": e.seq, "ts": e.ts, "kind": e.kind, "data": e.data} for e in m.events],
+            "state": None if m.state is None else msgspec.structs.asdict(m.state),
+        }).decode()
+        self.stats.dead_letters += 1
+        log.error("dead letter from %s (%d samples, %d events): %s", m.sn, len(m.samples), len(m.events), reason[:300])
+        m.rejected += [(q, "server_error") for q in m.ok]
+        m.ok = []
+        try:
+            await self.storage.add_dead_letter(time.time(), m.sn, m.topic, reason, m.size,
+                                               hashlib.sha256(body.encode()).hexdigest(), body[:1_000_000])
+        except Exception as err:  # the dead letter itself failing must not stop ingest
+            log.error("could not keep the dead letter from %s: %s", m.sn, err)
+
+    async def _process(self, items: list[tuple[str, bytes, int, int]]) -> None:
+        now = self.clock.now()
+        received = time.time()
+        self.stats.queued = self._queue.qsize()
+        msgs: list[_Msg] = []
+        for topic_name, payload, _mid, _qos in items:
+            self.stats.messages += 1
+            try:
+                m = self._parse(topic_name, payload, now, received)
+            except Exception as err:  # a bug in the boundary must not stop ingest either: count and go on
+                log.exception("ingest could not parse a message on %s", topic_name[:100])
+                self._reject("internal", "", f"{type(err).__name__}: {err}")
+                m = None
+            if m is not None:
+                msgs.append(m)
+        dead, stored = await self._commit(msgs)
+        dead_ids = {id(m) for m in dead}
+        good = [m for m in msgs if id(m) not in dead_ids]
+        samples = [s for m in good for s in m.samples]
+        events = [e for m in good for e in m.events]
+        states = [(m.sn, m.state) for m in good if m.state is not None]
         self.stats.commits += 1
         self.stats.last_commit = received
-        self.stats.samples_stored += sum(1 for _ in samples)
+        self.stats.last_commit_mono = time.monotonic()
+        self.stats.samples_stored += len(samples)
         self.stats.events_stored += len(events)
         self.stats.duplicates += len(samples) + len(events) - stored
+        for m in good:
+            self.budget.stored(m.sn, sum(len(str(s.body)) for s in m.samples) + sum(len(str(e.data)) for e in m.events))
         for cb in self.on_committed:
             try:
                 cb(samples, events)
@@ -265,6 +519,13 @@ class Ingest:
                     cb(sn, st.online)
                 except Exception:
                     log.exception("state hook failed")
+        acks: dict[tuple[str, int], list[int]] = {}
+        rejected_items: dict[tuple[str, int], list[tuple[int, str]]] = {}
+        for m in msgs:
+            if m.epoch is None:
+                continue
+            acks.setdefault((m.sn, m.epoch), []).extend(m.ok)
+            rejected_items.setdefault((m.sn, m.epoch), []).extend(m.rejected)
         client = self._client
         if client is None:
             return
@@ -274,10 +535,12 @@ class Ingest:
         now_ms = int(self.clock.now() * 1000)
         for (sn, epoch), seqs in acks.items():
             bad = rejected_items.get((sn, epoch), [])
+            if not seqs and not bad:
+                continue
             ack = Ack(epoch=epoch, time_ms=now_ms, ranges=seq_ranges(seqs),
                       rejected=[(q, q, why) for q, why in bad])
             client.publish(topics.topic(sn, topics.ACK), codec.encode(ack), qos=0)
         # a unit that just said hello gets the time even with nothing to acknowledge
         for sn, st in states:
-            if st.online and not any(k[0] == sn for k in acks):
+            if st.online and not any(k[0] == sn and (v or rejected_items.get(k)) for k, v in acks.items()):
                 client.publish(topics.topic(sn, topics.ACK), codec.encode(Ack(epoch=0, time_ms=now_ms)), qos=0)

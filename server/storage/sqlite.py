@@ -202,6 +202,23 @@ CREATE TABLE IF NOT EXISTS slot_hour (
 ) WITHOUT ROWID;
 """
 
+# Ingest's dead letters: a message that passed the boundary but could not be stored even alone. Kept (bounded)
+# with its reason and its validated rows, so nothing is lost and an administrator can see and replay it.
+_DEAD_LETTER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    sn TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+"""
+DEAD_LETTERS_KEPT = 10_000
+
 _DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_bytes", "last_ts", "last_bytes")
 
 _REGISTRY_FIELDS = ("insurance_sn", "terminal_type", "model", "vendor", "institution", "stock_type", "status",
@@ -272,6 +289,7 @@ class SqliteStorage:
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._db.executescript(_SCHEMA)
         await self._db.executescript(_FLEET_SCHEMA)
+        await self._db.executescript(_DEAD_LETTER_SCHEMA)
         await self._db.commit()
         if self.readers:
             self._pool = asyncio.Queue()
@@ -516,6 +534,29 @@ class SqliteStorage:
         async with self.write() as db:
             cur = await db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
         return cur.rowcount
+
+    async def purge_events(self, before_ts: int) -> int:
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM events WHERE ts < ?", (before_ts,))
+        return cur.rowcount
+
+    # dead letters --------------------------------------------------------------------
+    async def add_dead_letter(self, received_at: float, sn: str, topic: str, reason: str, size: int, sha256: str,
+                              body: str) -> None:
+        """Keep one message ingest could not store; only the newest :data:`DEAD_LETTERS_KEPT` are kept."""
+        async with self.write() as db:
+            cur = await db.execute(
+                "INSERT INTO dead_letters(received_at, sn, topic, reason, size, sha256, body) VALUES (?,?,?,?,?,?,?)",
+                (received_at, sn, topic, reason[:500], size, sha256, body))
+            if cur.lastrowid and cur.lastrowid % 100 == 0:
+                await db.execute("DELETE FROM dead_letters WHERE id <= ?", (cur.lastrowid - DEAD_LETTERS_KEPT,))
+
+    async def dead_letters(self, limit: int = 100, sn: str | None = None) -> tuple[int, list[dict[str, Any]]]:
+        where, args = ("WHERE sn = ?", [sn]) if sn else ("", [])
+        total = int((await self._one(f"SELECT count(*) FROM dead_letters {where}", args))[0])
+        rows = await self._all(f"SELECT id, received_at, sn, topic, reason, size, sha256, body FROM dead_letters {where} "
+                               "ORDER BY id DESC LIMIT ?", [*args, limit])
+        return total, [dict(r) for r in rows]
 
     # tokens --------------------------------------------------------------------------
     async def add_token(self, name: str, role: str, token_hash: str, created: float) -> None:
