@@ -10,6 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
+from ..auth.bounds import SN, Name, Offset, month
+from ..auth.openapi import Open, answers
 from ..registry.models import FieldError
 from ..registry.router import online
 from .live import quality, summarise
@@ -17,6 +19,50 @@ from .live import quality, summarise
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 _CACHE_S = 10.0
+
+
+class Live(Open):
+    units: int
+    in_service: int
+    online: int
+    offline: int
+    online_share: float | None
+    institutions_best: list[dict[str, Any]]
+    institutions_worst: list[dict[str, Any]]
+    by_carrier: dict[str, int]
+    by_link_type: dict[str, int]
+
+
+class UnitNetwork(Open):
+    sn: str
+    hours: int
+    samples: int
+    latency_ms: float | None
+    jitter_ms: float | None
+    loss: float | None
+
+
+class CountyNetwork(Open):
+    hours: int
+    limits: dict[str, float]
+    counties: list[dict[str, Any]]
+    units: list[dict[str, Any]] | None = None
+
+
+class UnitData(Open):
+    month: str
+    sn: str
+    used_bytes: int
+    plan_mb: float
+    days: list[dict[str, Any]]
+
+
+class FleetData(Open):
+    month: str
+    plan_mb: float
+    units: int
+    total: int
+    items: list[dict[str, Any]]
 
 
 async def _units(request: Request) -> list[dict[str, Any]]:
@@ -31,7 +77,7 @@ async def _units(request: Request) -> list[dict[str, Any]]:
     return rows
 
 
-@router.get("/analytics/live")
+@router.get("/analytics/live", **answers(Live))
 async def live(request: Request, _: Viewer) -> Response:
     """Online/offline counts and share, 10 best and worst institutions by online rate, units by carrier and
     link type, software versions, deployment by county and institution type."""
@@ -43,8 +89,8 @@ def _q(request: Request, samples: list[dict[str, Any]]) -> dict[str, Any]:
     return quality(samples, a.latency_ok_ms, a.jitter_ok_ms, a.loss_ok)
 
 
-@router.get("/units/{sn}/network")
-async def unit_network(request: Request, sn: str, _: Viewer,
+@router.get("/units/{sn}/network", **answers(UnitNetwork))
+async def unit_network(request: Request, sn: SN, _: Viewer,
                        hours: Annotated[int, Query(ge=1, le=24 * 14)] = 24) -> dict[str, Any]:
     """One unit's latency, jitter and loss over the last ``hours`` against the limits."""
     now = int(request.app.state.clock.now())
@@ -54,8 +100,8 @@ async def unit_network(request: Request, sn: str, _: Viewer,
     return {"sn": sn, "hours": hours, **_q(request, samples)}
 
 
-@router.get("/analytics/network")
-async def county_network(request: Request, _: Viewer, county: str | None = None,
+@router.get("/analytics/network", **answers(CountyNetwork))
+async def county_network(request: Request, _: Viewer, county: Name = None,
                          hours: Annotated[int, Query(ge=1, le=24 * 7)] = 1) -> dict[str, Any]:
     """Per county (or per unit of one county): share of units within each limit, and the county's means."""
     a = request.app.state.settings.analytics
@@ -86,27 +132,30 @@ async def county_network(request: Request, _: Viewer, county: str | None = None,
 
 
 # SIM data use -----------------------------------------------------------------------------------------
-Month = Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (default: this month)")]
+Month = Annotated[str | None, Query(alias="month", pattern=r"^\d{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (default: this month)")]
 
 
-@router.get("/units/{sn}/data")
-async def unit_data(request: Request, sn: str, _: Viewer, month: Month = None) -> dict[str, Any]:
+@router.get("/units/{sn}/data", **answers(UnitData))
+async def unit_data(request: Request, sn: SN, _: Viewer, month_text: Month = None) -> dict[str, Any]:
     """One unit's SIM data use in a calendar month (fleet time zone) against the plan, with the month-end
     projection at the rate so far and the use per day."""
+    month(month_text)
     if sn not in await request.app.state.registry.index():
         raise FieldError("sn", f"unit {sn!r} not found", 404)
     svc = request.app.state.availability.datause
-    return await svc.unit(sn, int(request.app.state.clock.now()), month)  # type: ignore[no-any-return]
+    return await svc.unit(sn, int(request.app.state.clock.now()), month_text)  # type: ignore[no-any-return]
 
 
-@router.get("/analytics/sim-data")
-async def fleet_data(request: Request, _: Viewer, month: Month = None, county: str | None = None,
+@router.get("/analytics/sim-data", **answers(FleetData))
+async def fleet_data(request: Request, _: Viewer, month_text: Month = None, county: Name = None,
                      limit: Annotated[int, Query(ge=1, le=100000)] = 100,
-                     offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+                     offset: Offset = 0) -> dict[str, Any]:
     """SIM data use of every in-service unit this month (or ``month``), most used first, with the projected
     month-end use; counts of units over 80 % and 100 % of the plan."""
+    month(month_text)
     svc = request.app.state.availability.datause
-    out = await svc.fleet(await request.app.state.registry.index(), int(request.app.state.clock.now()), month, county)
+    out = await svc.fleet(await request.app.state.registry.index(), int(request.app.state.clock.now()), month_text,
+                          county)
     out["total"] = len(out["items"])
     out["items"] = out["items"][offset: offset + limit]
     return out  # type: ignore[no-any-return]

@@ -13,20 +13,20 @@ from ..registry.models import FieldError
 
 MAX_INT64 = 2**63 - 1
 MAX_OFFSET = 1_000_000_000
-FIRST_YEAR, LAST_YEAR = 2000, 2100
+FIRST_YEAR, LAST_YEAR = 2000, 2099
 EPOCH_MIN = 946_684_800  # 2000-01-01T00:00:00Z
 EPOCH_MAX = 4_102_444_800  # 2100-01-01T00:00:00Z
 
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip")]
 Id64 = Annotated[int, Path(ge=1, le=MAX_INT64)]
-Epoch = Annotated[int | None, Query(ge=EPOCH_MIN, le=EPOCH_MAX, description="epoch seconds (2000..2100)")]
-EpochF = Annotated[float | None, Query(ge=EPOCH_MIN, le=EPOCH_MAX, description="epoch seconds (2000..2100)")]
+Epoch = Annotated[int | None, Query(ge=EPOCH_MIN, le=EPOCH_MAX, description="epoch seconds (years 2000..2099)")]
+EpochF = Annotated[float | None, Query(ge=EPOCH_MIN, le=EPOCH_MAX, description="epoch seconds (years 2000..2099)")]
 SN = Annotated[str, Path(min_length=1, max_length=64, description="the unit's serial number")]
 Code = Annotated[str, Path(min_length=1, max_length=64, description="the institution's code")]
-Name = Annotated[str | None, Query(min_length=1, max_length=100)]
-SNQuery = Annotated[str | None, Query(min_length=1, max_length=64)]
+Name = Annotated[str | None, Query(max_length=100)]
+SNQuery = Annotated[str | None, Query(max_length=64)]
 Instant = Annotated[str, Query(min_length=1, max_length=40, description="ISO 8601 with offset, on a whole hour, "
-                                                                        "years 2000..2100")]
+                                                                        "years 2000..2099")]
 
 
 def check_year(value: int, field: str) -> None:

@@ -147,9 +147,31 @@ async def _refuse(send: Any, status: int, field: str, message: str, retry_after:
     await send({"type": "http.response.body", "body": body})
 
 
+def _beyond_64_bits(value: Any) -> bool:
+    try:
+        return abs(int(str(value).strip())) >= 2**63
+    except ValueError:
+        return False
+
+
+async def out_of_range(request: Any, exc: Exception) -> Any:
+    """Safety net behind the declared bounds: a number SQLite cannot hold (``OverflowError``) is the client's
+    422, naming the parameter that carried it, not a 500."""
+    from fastapi.responses import JSONResponse
+
+    pairs = [*request.path_params.items(), *request.query_params.multi_items()]
+    names = [name for name, value in pairs if _beyond_64_bits(value)]
+    field = names[0] if names else "request"
+    log.warning("%s %s: out of range (%s): %s", request.method, request.url.path, field, exc)
+    message = "a number beyond the 64-bit range" if names else f"a value out of range ({exc})"
+    return JSONResponse({"detail": f"{field}: {message}", "errors": [{"field": field, "error": message}]},
+                        status_code=422)
+
+
 def install(app: Any) -> None:
     """Limits, screening and the documented error answers; call last in the app factory."""
     from .openapi import install_openapi
 
     app.add_middleware(ApiGuard, settings=app.state.settings)
+    app.add_exception_handler(OverflowError, out_of_range)
     install_openapi(app)

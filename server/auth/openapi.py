@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from fastapi import Response
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from .guard import GUARDED
 
@@ -85,3 +86,21 @@ def install_openapi(app: Any) -> None:
         return app.openapi_schema  # type: ignore[no-any-return]
 
     app.openapi = openapi
+
+
+class Open(BaseModel):
+    """A documented answer: the fields named are checked, more may follow (the API adds fields over time)."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+def answers(model: type[BaseModel], description: str = "OK") -> dict[str, Any]:
+    """Route keywords that publish ``model`` as the 200 answer without filtering or re-validating what the
+    route returns (the routes return plain dicts or pre-encoded JSON; schemathesis checks the two agree)."""
+    return {"response_model": None, "responses": {200: {"model": model, "description": description}}}
+
+
+def answers_file(*media: str, description: str = "The file") -> dict[str, Any]:
+    return {"response_model": None, "response_class": Response,
+            "responses": {200: {"description": description,
+                                "content": {m: {"schema": {"type": "string"}} for m in media}}}}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import Field
 
 from ..auth import Principal, require
+from ..auth.bounds import SN, Name, Offset, SNQuery, day, instants
+from ..auth.openapi import Open, answers
 from ..encode import MsgspecJSON
 from ..registry.models import FieldError
 from .service import Availability
@@ -20,30 +22,65 @@ When = Annotated[str, Query(alias="from", description="ISO 8601 with offset, on 
 Until = Annotated[str, Query(alias="to", description="ISO 8601 with offset, on a whole hour", max_length=40)]
 
 
+class Figures(Open):
+    from_: str = Field(alias="from")
+    to: str
+    counted_to: str | None
+    complete: bool
+    group_by: str
+    threshold: float
+    fleet: dict[str, Any]
+    items: list[dict[str, Any]] | None = None
+    total: int | None = None
+
+
+class Flagged(Open):
+    from_: str = Field(alias="from")
+    to: str
+    total: int
+    items: list[dict[str, Any]]
+
+
+class Slots(Open):
+    sn: str
+    date: str
+    slots: list[dict[str, Any]]
+
+
+class RollupStatus(Open):
+    rolled_to: int | None
+    pending_unit_hours: int
+
+
+def _period(svc: Availability, start: str, end: str) -> tuple[int, int]:
+    instants(start, end)
+    return svc.period(start, end)
+
+
 def _svc(request: Request) -> Availability:
     return request.app.state.availability  # type: ignore[no-any-return]
 
 
-@router.get("/availability")
+@router.get("/availability", **answers(Figures))
 async def availability(
     request: Request,
     _: Viewer,
     start: When,
     end: Until,
     group_by: Literal["unit", "institution", "county", "region", "fleet"] = "fleet",
-    county: str | None = None,
-    region: str | None = None,
-    institution: str | None = None,
-    sn: str | None = None,
+    county: Name = None,
+    region: Name = None,
+    institution: Name = None,
+    sn: SNQuery = None,
     flagged_only: bool = False,
     limit: Annotated[int, Query(ge=1, le=100000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     """Slot counts and rates for ``[from, to)``: per unit (with ``flagged``) or per group (with ``units`` and
     ``flagged_units``); ``fleet`` carries the contract ``tier``. Only closed hours are counted: ``counted_to``
     says up to when, and ``complete`` is false while the period is still open or late data awaits recount."""
     svc = _svc(request)
-    a, b = svc.period(start, end)
+    a, b = _period(svc, start, end)
     out = await svc.figures(a, b, group_by, county=county, region=region, institution=institution, sn=sn)
     if "items" in out:
         items = out["items"]
@@ -54,32 +91,29 @@ async def availability(
     return MsgspecJSON(out)
 
 
-@router.get("/availability/flagged")
-async def flagged(request: Request, _: Viewer, start: When, end: Until, county: str | None = None,
+@router.get("/availability/flagged", **answers(Flagged))
+async def flagged(request: Request, _: Viewer, start: When, end: Until, county: Name = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     """Flagged units, worst first, each with the rate(s) below the threshold and minutes lost by reason."""
     svc = _svc(request)
-    a, b = svc.period(start, end)
+    a, b = _period(svc, start, end)
     return await svc.flagged(a, b, county=county, limit=limit)
 
 
-@router.get("/units/{sn}/slots")
-async def slots(request: Request, sn: str, _: Viewer,
-                day: Annotated[str, Query(alias="date", description="YYYY-MM-DD (fleet time zone)")]) -> Response:
+@router.get("/units/{sn}/slots", **answers(Slots))
+async def slots(request: Request, sn: SN, _: Viewer,
+                date_text: Annotated[str, Query(alias="date", max_length=10,
+                                                description="YYYY-MM-DD (fleet time zone)")]) -> Response:
     """Every slot of one local day: counted or why not, intact / not / no data, network ok / not / no data,
     and the reason (which check failed, link down, latency; link down during a county-wide outage is marked)."""
-    try:
-        d = date.fromisoformat(day)
-    except ValueError as err:
-        raise FieldError("date", f"not a date YYYY-MM-DD: {day!r}") from err
-    return MsgspecJSON(await _svc(request).slots_json(sn, d))
+    return MsgspecJSON(await _svc(request).slots_json(sn, day(date_text, "date")))
 
 
-@router.post("/availability/recount")
+@router.post("/availability/recount", **answers(dict[str, Any]))
 async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """Recount ``{"from", "to", "sns": [...] (optional)}`` from the raw samples now (e.g. after changing hours)."""
     svc = _svc(request)
-    a, b = svc.period(str(body.get("from", "")), str(body.get("to", "")))
+    a, b = _period(svc, str(body.get("from", ""))[:40], str(body.get("to", ""))[:40])
     sns = body.get("sns")
     if sns is not None and (not isinstance(sns, list) or not all(isinstance(x, str) for x in sns)):
         raise FieldError("sns", "expected a list of SNs")
@@ -89,7 +123,7 @@ async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Bo
     return await svc.flush()
 
 
-@router.get("/availability/status")
+@router.get("/availability/status", **answers(RollupStatus))
 async def status(request: Request, _: Viewer) -> dict[str, Any]:
     """The roll-up job: last closed hour materialised, pending recounts, timings."""
     svc = _svc(request)

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from ..auth import Principal, require
+from ..auth.openapi import Open, answers
 from ..availability.rollups import midnight
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
@@ -39,6 +40,38 @@ _HEADERS = {
     "Cache-Control": "no-cache",
 }
 _TREND_CACHE_S = 15.0
+
+
+class Context(Open):
+    now: float
+    now_iso: str
+    today: str
+    timezone: str
+    month: dict[str, str]
+    threshold: float
+    tiers: list[dict[str, float]]
+    clock_speed: float
+    keepalive_s: int
+    user: dict[str, str]
+    features: dict[str, bool]
+
+
+class TrendPoint(Open):
+    date: str
+    device_rate: float | None
+    network_rate: float | None
+    service_slots: int
+    units: int
+    flagged_units: int
+    complete: bool
+
+
+class Trend(Open):
+    days: int
+    county: str | None
+    institution: str | None
+    sn: str | None
+    points: list[TrendPoint]
 
 
 @router.get("", include_in_schema=False)
@@ -69,7 +102,7 @@ def commands_installed(request: Request) -> bool:
     return any(getattr(r, "path", "").startswith("/api/v1/commands") for r in request.app.routes)
 
 
-@router.get("/api/context")
+@router.get("/api/context", **answers(Context))
 async def context(request: Request, who: Viewer) -> dict[str, Any]:
     """What the page needs to ask the API the right questions: server time, zone, month, tiers, features."""
     s = request.app.state.settings
@@ -94,7 +127,7 @@ async def context(request: Request, who: Viewer) -> dict[str, Any]:
     }
 
 
-@router.get("/api/trend")
+@router.get("/api/trend", **answers(Trend))
 async def trend(
     request: Request,
     _: Viewer,

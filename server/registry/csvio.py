@@ -7,6 +7,11 @@
   bad row is reported with its line number and field and the good rows are kept. Columns that only the export
   writes (SIM, last report...) are ignored on import, so an exported file imports back unchanged.
 
+* Formula injection (a cell a spreadsheet would run: ``=``, ``+``, ``-``, ``@``, tab, CR first): the export
+  writes such text cells with a leading ``'`` (shown as text, the ``'`` hidden); the import refuses the row,
+  naming the column, unless the cell is quoted that same way (the ``'`` is dropped: an exported file imports
+  back unchanged) or is a plain number or phone number (``+86 138 0000 0000``, ``-12.5``). Decision 013.
+
 Pure: bytes in, rows and errors out.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +42,29 @@ INSTITUTION_COLUMNS: list[tuple[str, str]] = [
     ("code", "机构编码"), ("name", "机构名称"), ("county", "区县"), ("region", "统筹区"), ("type", "机构类型"),
     ("hours", "服务时间"), ("contact", "联系人"),
 ]
+
+
+FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r")
+_NUMBERISH = re.compile(r"[+-][0-9 ().\-/]*")  # +86 138 0000 0000, -12.5, (0731) 555-0100
+
+
+def neutralise(value: str) -> str:
+    """A text cell as exported: one a spreadsheet would take for a formula gets a leading ``'``."""
+    return "'" + value if value.startswith(FORMULA_FIRST) else value
+
+
+def formula_problem(value: str) -> tuple[str, str | None]:
+    """(the value to import, why it is refused or None). A quoted formula (``'=...``) is text: the quote goes."""
+    if value.startswith("'") and value[1:2] and value[1] in "=+-@\t\r":
+        return value[1:], None
+    text = value.lstrip(" ")
+    if not text or not text.startswith(FORMULA_FIRST):
+        return value, None
+    if text[0] in "+-" and _NUMBERISH.fullmatch(text.rstrip()):
+        return value, None
+    first = {"\t": "a tab", "\r": "a carriage return"}.get(text[0], repr(text[0]))
+    return value, (f"starts with {first}: a spreadsheet would run it as a formula; write it with a leading ' "
+                   "to store it as text")
 
 
 @dataclass
@@ -68,6 +97,7 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
         out.errors.append({"line": 1, "field": "", "error": f"not UTF-8 or GB18030 text: {err.reason}"})
         return out
     names = {code: code for code, _ in columns} | {zh: code for code, zh in columns}
+    labels = dict(columns)
     skip = {c for pair in ignored for c in pair}
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
@@ -110,6 +140,17 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
             out.errors.append({"line": start, "field": "", "error": f"{len(values)} fields, header has {len(keys)}"})
             continue
         raw = {k: v for k, v in zip(keys, values, strict=False) if k is not None and v.strip() != ""}
+        refused = None
+        for k, v in raw.items():
+            raw[k], why = formula_problem(v)
+            if why is not None:
+                refused = (k, why)
+                break
+        if refused is not None:
+            zh = labels.get(refused[0])
+            out.errors.append({"line": start, "field": refused[0],
+                               "error": f"{zh}: {refused[1]}" if zh else refused[1]})
+            continue
         try:
             rec = model.model_validate(raw)
         except ValidationError as err:
@@ -142,7 +183,7 @@ def _write(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], l
                 v = ""
             elif lang == "zh" and code in ("type", "status", "stock_type", "link_type"):
                 v = LABELS_ZH.get(str(v), v)
-            vals.append(v)
+            vals.append(neutralise(v) if isinstance(v, str) else v)
         w.writerow(vals)
     return b"\xef\xbb\xbf" + buf.getvalue().encode("utf-8")
 

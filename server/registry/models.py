@@ -155,6 +155,13 @@ class UnitPatch(_Strict):
     link_type: LinkType | None = None
     note: str | None = Field(None, max_length=500)
 
+    @field_validator("insurance_sn", "terminal_type", "model", "vendor", "stock_type", "link_type", "note")
+    @classmethod
+    def _not_null(cls, v: Any) -> Any:
+        if v is None:  # only the institution can be emptied (null); the others are left out to be kept
+            raise ValueError("may not be null (leave the field out to keep its value)")
+        return v
+
 
 class StatusChange(_Strict):
     status: Status

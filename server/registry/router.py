@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from ..auth import Principal, require
+from ..auth.bounds import EPOCH_MAX, EPOCH_MIN, FIRST_YEAR, LAST_YEAR, SN, Code, Name, Offset
+from ..auth.openapi import Open, answers, answers_file
 from ..availability.rollups import parse_instant
 from ..encode import MsgspecJSON
 from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
@@ -17,6 +19,72 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
 CSV_TYPE = "text/csv; charset=utf-8"
+
+
+class InstitutionOut(Open):
+    code: str
+    name: str
+    county: str
+    region: str
+    type: str
+    hours: str
+    contact: str
+
+
+class InstitutionPage(Open):
+    total: int
+    items: list[InstitutionOut]
+
+
+class InstitutionDetail(InstitutionOut):
+    units: list[dict[str, Any]]
+
+
+class RegisteredUnit(Open):
+    sn: str
+    institution: str | None
+    status: str
+    online: bool
+    sim: dict[str, Any]
+    software: dict[str, Any]
+
+
+class RegisteredUnitDetail(RegisteredUnit):
+    status_history: list[dict[str, Any]]
+
+
+class RegisteredPage(Open):
+    total: int
+    limit: int
+    offset: int
+    match: Literal["prefix", "contains"] | None
+    items: list[RegisteredUnit]
+
+
+class ImportLineError(Open):
+    line: int
+    field: str
+    error: str
+
+
+class ImportReport(Open):
+    imported: int
+    errors: list[ImportLineError]
+
+
+class StatusSet(Open):
+    sn: str
+    status: str
+    from_ts: float
+
+
+class Patched(Open):
+    sn: str
+
+
+class SwapDone(Open):
+    sn: str
+    spare_sn: str
 
 
 def _registry(request: Request) -> Registry:
@@ -46,14 +114,14 @@ def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> 
 
 
 # institutions ---------------------------------------------------------------------------------------
-@router.get("/institutions")
-async def list_institutions(request: Request, _: Viewer, county: str | None = None) -> dict[str, Any]:
+@router.get("/institutions", **answers(InstitutionPage))
+async def list_institutions(request: Request, _: Viewer, county: Name = None) -> dict[str, Any]:
     items = await request.app.state.storage.list_institutions(county)
     return {"total": len(items), "items": items}
 
 
-@router.get("/institutions/{code}")
-async def get_institution(request: Request, code: str, _: Viewer) -> dict[str, Any]:
+@router.get("/institutions/{code}", **answers(InstitutionDetail))
+async def get_institution(request: Request, code: Code, _: Viewer) -> dict[str, Any]:
     inst = await request.app.state.storage.get_institution(code)
     if inst is None:
         raise FieldError("code", f"institution {code!r} not found", 404)
@@ -62,8 +130,8 @@ async def get_institution(request: Request, code: str, _: Viewer) -> dict[str, A
     return inst
 
 
-@router.put("/institutions/{code}")
-async def put_institution(request: Request, code: str, _: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+@router.put("/institutions/{code}", **answers(InstitutionOut))
+async def put_institution(request: Request, code: Code, _: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     if body.get("code", code) != code:
         raise FieldError("code", "differs from the code in the path")
     inst = Institution.model_validate({**body, "code": code})
@@ -71,20 +139,20 @@ async def put_institution(request: Request, code: str, _: Admin, body: Annotated
     return inst.model_dump()
 
 
-@router.get("/registry/institutions.csv")
+@router.get("/registry/institutions.csv", **answers_file(CSV_TYPE))
 async def export_institutions(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
     data = await _registry(request).export_institutions(lang)
     return Response(data, media_type=CSV_TYPE, headers={"Content-Disposition": 'attachment; filename="institutions.csv"'})
 
 
-@router.post("/registry/institutions/import")
+@router.post("/registry/institutions/import", **answers(ImportReport))
 async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
     """Body: the CSV file. Good rows are stored; each bad row is reported with its line and field."""
     return await _registry(request).import_institutions(await request.body())
 
 
 # units ----------------------------------------------------------------------------------------------
-@router.get("/registry/units")
+@router.get("/registry/units", **answers(RegisteredPage))
 async def list_registry_units(
     request: Request,
     _: Viewer,
@@ -92,17 +160,17 @@ async def list_registry_units(
     match: Annotated[Literal["auto", "prefix", "contains"], Query(
         description="prefix: the SN or insurance SN starts with q (indexed); contains: q anywhere (reads every "
                     "unit); auto: prefix, and contains when no unit starts with q")] = "auto",
-    institution: str | None = None,
-    county: str | None = None,
-    region: str | None = None,
+    institution: Name = None,
+    county: Name = None,
+    region: Name = None,
     status: Literal["in_service", "spare", "in_repair", "retired"] | None = None,
     link_type: Literal["wired", "4g_vpdn"] | None = None,
     stock_type: Literal["deployed", "spare"] | None = None,
-    vendor: str | None = None,
+    vendor: Name = None,
     sort: Literal["sn", "institution", "county", "status", "last_seen", "online"] = "sn",
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> Response:
     filters = {"q": q, "match": "contains" if match == "contains" else "prefix", "institution": institution,
                "county": county, "region": region, "status": status, "link_type": link_type, "stock_type": stock_type,
@@ -118,20 +186,20 @@ async def list_registry_units(
                          "items": [_unit_out(u, request, now) for u in items]})
 
 
-@router.get("/registry/units.csv")
+@router.get("/registry/units.csv", **answers_file(CSV_TYPE))
 async def export_units(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
     data = await _registry(request).export_units(lang)
     return Response(data, media_type=CSV_TYPE, headers={"Content-Disposition": 'attachment; filename="units.csv"'})
 
 
-@router.post("/registry/units/import")
+@router.post("/registry/units/import", **answers(ImportReport))
 async def import_units(request: Request, who: Admin) -> dict[str, Any]:
     """Body: the CSV file. Good rows are stored; each bad row is reported with its line and field."""
     return await _registry(request).import_units(await request.body(), who.name)
 
 
-@router.get("/registry/units/{sn}")
-async def registry_unit(request: Request, sn: str, _: Viewer) -> Response:
+@router.get("/registry/units/{sn}", **answers(RegisteredUnitDetail))
+async def registry_unit(request: Request, sn: SN, _: Viewer) -> Response:
     storage = request.app.state.storage
     total, items = await storage.registry_query({"sns": [sn]}, limit=1)
     if not items:
@@ -141,8 +209,8 @@ async def registry_unit(request: Request, sn: str, _: Viewer) -> Response:
     return MsgspecJSON(out)
 
 
-@router.put("/registry/units/{sn}")
-async def put_unit(request: Request, sn: str, who: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+@router.put("/registry/units/{sn}", **answers(UnitRecord))
+async def put_unit(request: Request, sn: SN, who: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     if body.get("sn", sn) != sn:
         raise FieldError("sn", "differs from the SN in the path")
     rec = UnitRecord.model_validate({**body, "sn": sn})
@@ -150,25 +218,27 @@ async def put_unit(request: Request, sn: str, who: Admin, body: Annotated[dict[s
     return rec.model_dump()
 
 
-@router.patch("/registry/units/{sn}")
-async def patch_unit(request: Request, sn: str, _: Admin, patch: UnitPatch) -> dict[str, Any]:
+@router.patch("/registry/units/{sn}", **answers(Patched))
+async def patch_unit(request: Request, sn: SN, _: Admin, patch: UnitPatch) -> dict[str, Any]:
     await _registry(request).patch_unit(sn, patch)
     return {"sn": sn, **patch.model_dump(exclude_unset=True)}
 
 
-@router.post("/registry/units/{sn}/status")
-async def change_status(request: Request, sn: str, who: Admin, change: StatusChange) -> dict[str, Any]:
+@router.post("/registry/units/{sn}/status", **answers(StatusSet))
+async def change_status(request: Request, sn: SN, who: Admin, change: StatusChange) -> dict[str, Any]:
     at = None
     if change.at:
         try:
             at = parse_instant(change.at, "at")
         except ValueError as err:
             raise FieldError("at", str(err).partition(": ")[2]) from err
+        if not EPOCH_MIN <= at < EPOCH_MAX:
+            raise FieldError("at", f"outside the years {FIRST_YEAR}..{LAST_YEAR}")
     ts = await _registry(request).set_status(sn, change.status, change.note, who.name, at)
     return {"sn": sn, "status": change.status, "from_ts": ts}
 
 
-@router.post("/units/{sn}/swap")
-async def swap(request: Request, sn: str, who: Admin, body: Swap) -> dict[str, Any]:
+@router.post("/units/{sn}/swap", **answers(SwapDone))
+async def swap(request: Request, sn: SN, who: Admin, body: Swap) -> dict[str, Any]:
     """Swap a county spare in for a unit sent to repair: both status changes in one transaction."""
     return await _registry(request).swap(sn, body.spare_sn, body.note, who.name)

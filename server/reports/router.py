@@ -9,23 +9,32 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
+from ..auth.bounds import Name, instants
+from ..auth.openapi import ErrorBody, answers_file
 from .ops import build, render_csv, render_html
 from .pdf import ChromiumMissing, PdfError, html_to_pdf
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
 
-@router.get("/ops")
+_FILES = answers_file("text/html", "text/csv", "application/pdf",
+                      description="The report: HTML to print on A4, CSV, or PDF (by format)")
+_FILES["responses"][503] = {"model": ErrorBody, "description": "PDF asked for and no Chromium to print it with: "
+                                                              "the error names reports.chromium"}
+
+
+@router.get("/ops", **_FILES)
 async def ops_report(
     request: Request,
     _: Annotated[Principal, Depends(require("viewer"))],
     start: Annotated[str, Query(alias="from", max_length=40)],
     end: Annotated[str, Query(alias="to", max_length=40)],
-    county: str | None = None,
+    county: Name = None,
     format: Literal["html", "csv", "pdf"] = "html",  # noqa: A002 - the query parameter's name
     lang: Literal["zh", "en"] = "zh",
 ) -> Response:
     svc = request.app.state.availability
+    instants(start, end)
     a, b = svc.period(start, end)
     data = await build(svc, request.app.state.storage, a, b, county, lang)
     name = f"ops-{data['from'][:10]}-{data['to'][:10]}"

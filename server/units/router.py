@@ -7,9 +7,38 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from ..auth import Principal, require
+from ..auth.bounds import SN, Epoch, Offset
+from ..auth.openapi import Open, answers
 from ..storage import UnitQuery
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
+
+
+class UnitState(Open):
+    sn: str
+    online: bool
+    broker_session: bool
+    first_seen: float | None = None
+    last_seen: float | None = None
+    latest: dict[str, Any] | None = None
+
+
+class UnitPage(Open):
+    total: int
+    limit: int
+    offset: int
+    items: list[UnitState]
+
+
+class Samples(Open):
+    sn: str
+    items: list[dict[str, Any]]
+
+
+class Events(Open):
+    sn: str
+    items: list[dict[str, Any]]
+    next_before: float | None
 
 
 def _health(sample: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -32,7 +61,7 @@ def _present(unit: dict[str, Any], request: Request) -> dict[str, Any]:
     return unit
 
 
-@router.get("")
+@router.get("", **answers(UnitPage))
 async def list_units(
     request: Request,
     _: Annotated[Principal, Depends(require("viewer"))],
@@ -41,7 +70,7 @@ async def list_units(
     sort: Literal["sn", "last_seen", "first_seen", "online"] = "sn",
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     storage = request.app.state.storage
     total, items = await storage.list_units(
@@ -50,21 +79,21 @@ async def list_units(
     return {"total": total, "limit": limit, "offset": offset, "items": [_present(u, request) for u in items]}
 
 
-@router.get("/{sn}")
-async def unit_detail(request: Request, sn: str, _: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
+@router.get("/{sn}", **answers(UnitState))
+async def unit_detail(request: Request, sn: SN, _: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
     unit = await request.app.state.storage.get_unit(sn)
     if unit is None:
         raise HTTPException(404, f"unit {sn!r} not found")
     return _present(unit, request)
 
 
-@router.get("/{sn}/samples")
+@router.get("/{sn}/samples", **answers(Samples))
 async def unit_samples(
     request: Request,
-    sn: str,
+    sn: SN,
     _: Annotated[Principal, Depends(require("viewer"))],
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    before: int | None = None,
+    before: Epoch = None,
 ) -> dict[str, Any]:
     storage = request.app.state.storage
     if await storage.get_unit(sn) is None:
@@ -72,15 +101,16 @@ async def unit_samples(
     return {"sn": sn, "items": [_health(x) for x in await storage.recent_samples(sn, limit, before)]}
 
 
-@router.get("/{sn}/events")
+@router.get("/{sn}/events", **answers(Events))
 async def unit_events(
     request: Request,
-    sn: str,
+    sn: SN,
     _: Annotated[Principal, Depends(require("viewer"))],
-    kind: Annotated[list[str] | None, Query(description="only these kinds, e.g. console (the engineers' diagnostic "
+    kind: Annotated[list[Annotated[str, Query(max_length=64)]] | None, Query(max_length=20, description="only these kinds, e.g. console (the engineers' diagnostic "
                                                         "console: who, when, what), sim_changed, identity")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(description="only events dated before this (epoch seconds): the next page")] = None,
+    before: Annotated[int | None, Query(ge=0, le=2**62, description="only events dated before this (epoch seconds): "
+                                                                  "the next page")] = None,
 ) -> dict[str, Any]:
     """The unit's events as stored (each once, however often the terminal sent it), newest first, with the time
     the server received them."""
