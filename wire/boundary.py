@@ -13,7 +13,9 @@
   number, an address) never reaches the database; binary values, extension types, non-text keys
   and nesting deeper than the schema are refused.
 
-The wire format is unchanged: the structs below decode exactly what :mod:`wire.messages` encodes
+Fields a struct does not name are ignored (dropped, never stored): a newer agent that sends a new field
+is not refused by an older server, and nothing outside the schema reaches the database. The wire
+format is unchanged: the structs below decode exactly what :mod:`wire.messages` encodes
 (a test holds the two field lists together). Every failure is a :class:`~wire.codec.DecodeError`
 whose ``reason`` is a short word to count by and whose message names the field.
 """
@@ -103,13 +105,13 @@ def _strict_copy(cls: type[msgspec.Struct], name: str, types: dict[str, Any]) ->
             spec.append((f.name, types[f.name]))
     rename = {f.name: f.encode_name for f in fields if f.encode_name != f.name}
     return msgspec.defstruct(name, spec, rename=rename or None, omit_defaults=info.omit_defaults,
-                             array_like=info.array_like, forbid_unknown_fields=True, module=__name__)
+                             array_like=info.array_like, module=__name__)
 
 
 InSample = _strict_copy(Sample, "InSample", _SAMPLE_TYPES)
 
 
-class InEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True,
+class InEvent(msgspec.Struct, omit_defaults=True,
               rename={"seq": "q", "ts": "t", "kind": "e", "data": "d"}):
     """An event as received: its data stays raw bytes until its kind's schema decodes it."""
 
@@ -119,7 +121,7 @@ class InEvent(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True,
     data: msgspec.Raw = msgspec.Raw(b"\x80")
 
 
-class InBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True,
+class InBatch(msgspec.Struct, omit_defaults=True,
               rename={"epoch": "e", "samples": "S", "events": "E"}):
     """A batch as received: its items stay raw until each is decoded alone (:func:`sample`, :func:`event`),
     so one bad item is refused on its own and never takes the batch's good items with it."""
@@ -131,7 +133,7 @@ class InBatch(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True,
     v: Annotated[int, Meta(ge=0, le=1000)] = PROTOCOL_VERSION
 
 
-class InState(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+class InState(msgspec.Struct, omit_defaults=True):
     online: bool
     ts: Annotated[int, Meta(ge=0, le=2**40)] = 0
     reason: Word = ""

@@ -348,8 +348,8 @@ class Ingest:
             self._reject("version", sn, f"protocol version {batch.v}, expected {PROTOCOL_VERSION}")
             return None
         if batch.sn != sn:
-            self._reject("sn_mismatch", sn, f"payload says {batch.sn!r}")
-            self._security(sn, "sn_mismatch", now, f"telemetry on {sn}'s topic claims to be from {batch.sn!r}")
+            self._reject("identity_mismatch", sn, f"payload says {batch.sn!r}")
+            self._security(sn, "identity_mismatch", now, f"telemetry on {sn}'s topic claims to be from {batch.sn!r}")
             return None
         if batch.events and self.budget.charge_events(sn, len(batch.events)):
             self._over_budget(sn, "events", now)
