@@ -73,6 +73,10 @@ PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
 }
 
 
+#: what the reboot budget counts (commands.reboots_per_hour): each takes the terminal away from the clinic
+DESTRUCTIVE = ("reboot", "shutdown")
+
+
 class Rejected(Exception):
     """The command is refused; the message is the reason reported to the server."""
 
@@ -180,6 +184,10 @@ class CommandExecutor:
             self._emit(cmd.id, cmd.type, row[0], row[1], row[2], row[3], row[4], row[5])
             return
         now = time.time()
+        if cmd.type in DESTRUCTIVE:
+            over = self._over_budget(now)
+            if over:
+                return self._reject(cid, ctype, over, nonce=cmd.nonce)
         try:
             self.db.execute(
                 "INSERT INTO commands(id, nonce, type, state, boot_id, received) VALUES (?,?,?,?,?,?)",
@@ -193,6 +201,18 @@ class CommandExecutor:
             return
         self._emit(cmd.id, cmd.type, "running", None, "", now, now, None)
         self._work.put((cmd, params))
+
+    def _over_budget(self, now: float) -> str:
+        """The reboot budget (catalogue S8): reboots and shutdowns taken on in the last hour, whatever became
+        of them, against ``commands.reboots_per_hour``. The reason when over it, "" when within."""
+        limit = self.cfg.reboots_per_hour
+        n = int(self.db.execute(
+            f"SELECT count(*) FROM commands WHERE type IN ({','.join('?' * len(DESTRUCTIVE))}) AND state <> 'rejected' "
+            "AND received > ?", (*DESTRUCTIVE, now - 3600)).fetchone()[0])
+        if n < limit:
+            return ""
+        return (f"rate_limited: {n} reboot/shutdown command(s) in the last hour on this terminal, at most {limit} an "
+                "hour (commands.reboots_per_hour)")
 
     def _authenticate(self, signed: SignedCommand) -> None:
         """The fleet CA endorsed the signing key, and the key signed these exact bytes."""

@@ -132,6 +132,9 @@ class CommandsConfig(_Base):
     revoked_keys: list[str] = []
     # set_config: a change that loses the link to the server is rolled back after this long.
     rollback_minutes: float = 10.0
+    # At most this many reboots and shutdowns (together) run in any hour; more are refused as rate_limited, so
+    # neither a server bug nor a replay can reboot-loop a clinic's terminal (0: none run remotely).
+    reboots_per_hour: int = 3
     max_output: int = 16384
 
 
@@ -202,6 +205,8 @@ def _check(cfg: AgentConfig) -> None:
         raise bad("log.level", "must be DEBUG, INFO, WARNING or ERROR")
     if cfg.clock.speed <= 0:
         raise bad("clock.speed", "must be positive")
+    if not 0 <= cfg.commands.reboots_per_hour <= 60:
+        raise bad("commands.reboots_per_hour", "must be between 0 and 60")
     from wire.commands import TYPES
 
     for i, t in enumerate(cfg.commands.allowed):

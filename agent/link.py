@@ -91,6 +91,8 @@ class Link:
         on_disconnect: Callable[[str], None] | None = None,
         on_message: Callable[[str, bytes], None] | None = None,
         on_rtt: Callable[[float], None] | None = None,
+        on_retained: Callable[[str, bytes], None] | None = None,
+        on_refused: Callable[[str, int, str], None] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.sn = sn
@@ -101,15 +103,18 @@ class Link:
         self._ctx = context
         self._on_connect, self._on_disconnect = on_connect, on_disconnect
         self._on_message, self._on_rtt = on_message, on_rtt
+        self._on_retained, self._on_refused = on_retained, on_refused
         self._rng = rng or random.Random()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._connected = threading.Event()
-        self._sent_at: dict[int, float] = {}
+        self._sent_at: dict[int, tuple[float, str]] = {}  # mid -> (monotonic send time, topic kind)
         self._lock = threading.Lock()
         self.failures = 0
         self.last_error = ""
         self.connects = 0
+        self.retained_ignored = 0  # retained messages on our ack/command topics, never acted on
+        self.refused: dict[int, int] = {}  # PUBACK failure reason code -> publishes the broker refused
 
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=sn, protocol=mqtt.MQTTv5)
         c.tls_set_context(context)
@@ -186,7 +191,7 @@ class Link:
         self._note_sent()
         if qos:
             with self._lock:
-                self._sent_at[info.mid] = time.monotonic()
+                self._sent_at[info.mid] = (time.monotonic(), kind)
         return True
 
     def _note_sent(self) -> None:
@@ -235,16 +240,33 @@ class Link:
                 self._on_disconnect(str(reason_code))
 
     def _handle_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
+        parsed = topics.parse(msg.topic)
+        if not parsed or parsed[0] != self.sn:
+            return
+        if msg.retain:
+            # The retain flag is set only on a message the broker kept and hands to every new subscription: a
+            # command (or an acknowledgement, with its old server time) that would be acted on again at every
+            # reconnect. The server never retains what it sends; whoever did is not to be obeyed.
+            self.retained_ignored += 1
+            if self._on_retained:
+                self._on_retained(parsed[1], msg.payload)
+            return
         if self._on_message:
-            parsed = topics.parse(msg.topic)
-            if parsed and parsed[0] == self.sn:
-                self._on_message(parsed[1], msg.payload)
+            self._on_message(parsed[1], msg.payload)
 
     def _handle_publish(self, client, userdata, mid: int, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         with self._lock:
-            t0 = self._sent_at.pop(mid, None)
-        if t0 is not None and self._on_rtt:
-            self._on_rtt((time.monotonic() - t0) * 1000.0)
+            sent = self._sent_at.pop(mid, None)
+        if isinstance(reason_code, ReasonCode) and reason_code.is_failure:
+            # MQTT 5: the broker did not take it (0x87 not authorised, 0x97 quota exceeded, ...). Not a
+            # delivery (the rows stay in the outbox), and not a round trip of the path the data takes
+            code = int(reason_code.value)
+            self.refused[code] = self.refused.get(code, 0) + 1
+            if self._on_refused:
+                self._on_refused(sent[1] if sent else "?", code, str(reason_code))
+            return
+        if sent is not None and self._on_rtt:
+            self._on_rtt((time.monotonic() - sent[0]) * 1000.0)
 
     # the network thread -------------------------------------------------------------------
     def _backoff(self) -> float:

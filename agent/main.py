@@ -53,6 +53,8 @@ PROBE_WAIT_REAL_S = 5.0
 #: polled (the engineer's console events, a configuration change's deadline). It was 0.2 s: five wake-ups a
 #: second that did nothing, most of an idle terminal's CPU
 IDLE_WAIT_S = 1.0
+#: the most often a repeated refusal (retained commands, publishes the broker refused) is logged or reported
+REPORT_EVERY_S = 600.0
 
 
 @dataclass
@@ -65,6 +67,8 @@ class Stats:
     memory_held: int = 0
     acks_ignored: int = 0
     buffer_resets: int = 0
+    retained_ignored: int = 0  # retained messages on the command/ack topics: never acted on
+    publishes_refused: int = 0  # MQTT 5 PUBACKs with a failure reason code (0x87 not authorised, ...)
     last_error: str = ""
     reasons: dict[str, int] = field(default_factory=dict)
 
@@ -145,8 +149,18 @@ class Agent:
             on_disconnect=lambda why: self.events.put(("disconnect", why)),
             on_message=lambda kind, payload: self.events.put(("message", (kind, payload))),
             on_rtt=lambda ms: self.events.put(("rtt", ms)),
+            on_retained=lambda kind, payload: self.events.put(("retained", (kind, payload))),
+            on_refused=lambda kind, code, name: self.events.put(("refused", (kind, code, name))),
             rng=self.rng,
         )
+        # retained commands ignored since the last cmd_refused report, by command type; reported at once, then
+        # at most every REPORT_EVERY_S (a flapping link re-delivers the retained message at every reconnect)
+        self._retained_unreported: dict[str, int] = {}
+        self._retained_reported_mono = 0.0
+        # publishes the broker refused (MQTT 5 PUBACK reason code >= 0x80) since delivery last worked:
+        # code -> {count, first, last, name}; reported as publish_not_authorized once the server acknowledges again
+        self._refused: dict[int, dict[str, object]] = {}
+        self._refused_logged_mono = 0.0
 
     # outbox -----------------------------------------------------------------------
     def _open_outbox(self) -> None:
@@ -362,6 +376,10 @@ class Agent:
         elif kind == "disconnect":
             self.inflight.clear()
             self.memory_inflight.clear()
+        elif kind == "retained":
+            self._on_retained(*arg)  # type: ignore[misc]
+        elif kind == "refused":
+            self._on_refused(*arg)  # type: ignore[misc]
         elif kind == "rtt":
             self.rtt.add(float(arg))  # type: ignore[arg-type]
             if self._open_sample is not None:
@@ -381,6 +399,65 @@ class Agent:
             log.warning("restarting for command %s (a configuration change, or a handover to an agent release)", arg)
             self._restart = True
             self._stop.set()
+
+    def _on_retained(self, topic_kind: str, payload: bytes) -> None:
+        """A retained message on our command (or ack) topic: never executed, counted, reported (catalogue V5)."""
+        self.stats.retained_ignored += 1
+        if topic_kind != topics.COMMAND:
+            log.warning("ignored a retained message on %s (%d bytes): only the live ones count", topic_kind, len(payload))
+            return
+        ctype = "?"
+        try:  # what it claims to be, for the report; not verified, never run
+            from wire.commands import SignedCommand, decode_command
+
+            ctype = decode_command(codec.decode(payload, SignedCommand).body).type[:32] or "?"
+        except Exception:  # hostile bytes: still ignored and counted
+            pass
+        self._retained_unreported[ctype] = self._retained_unreported.get(ctype, 0) + 1
+        if self.stats.retained_ignored == 1 or time.monotonic() - self._retained_reported_mono >= REPORT_EVERY_S:
+            log.warning("ignored a retained %s command (%d ignored so far): a command is run only when sent live; "
+                        "clear the retained message on %s", ctype, self.stats.retained_ignored,
+                        topics.topic(self.sn, topics.COMMAND))
+        self._report_retained()
+
+    def _report_retained(self, force: bool = False) -> None:
+        if not self._retained_unreported:
+            return
+        if not force and self._retained_reported_mono and \
+                time.monotonic() - self._retained_reported_mono < REPORT_EVERY_S:
+            return
+        self._retained_reported_mono = time.monotonic()
+        todo, self._retained_unreported = self._retained_unreported, {}
+        for ctype, n in todo.items():
+            self.store_event(Event(seq=0, ts=int(self.clock.now()), kind="cmd_refused",
+                                   data={"reason": "retained", "count": n, "type": ctype}))
+
+    def _on_refused(self, topic_kind: str, code: int, name: str) -> None:
+        """The broker answered a publish with a failure reason code: not delivered. The rows stay in the outbox
+        (sent again after ``ack_timeout_s``); counted, logged at most every REPORT_EVERY_S, and reported as
+        ``publish_not_authorized`` once the server acknowledges again (catalogue V3)."""
+        self.stats.publishes_refused += 1
+        now = int(self.clock.now())
+        st = self._refused.setdefault(code, {"count": 0, "first": now, "last": now, "name": name})
+        st["count"] = int(st["count"]) + 1  # type: ignore[call-overload]
+        st["last"] = now
+        if not self._refused_logged_mono or time.monotonic() - self._refused_logged_mono >= REPORT_EVERY_S:
+            self._refused_logged_mono = time.monotonic()
+            log.error("publish_not_authorized: the broker refused %d publish(es) since delivery last worked, the "
+                      "latest on %s: %s (0x%02X); the data stays in the outbox and is sent again",
+                      sum(int(v["count"]) for v in self._refused.values()),  # type: ignore[call-overload]
+                      topics.topic(self.sn, topic_kind), name, code)
+
+    def _report_refused(self) -> None:
+        """Delivery works again (the server acknowledged): report what the broker refused meanwhile."""
+        if not self._refused:
+            return
+        todo, self._refused = self._refused, {}
+        self._refused_logged_mono = 0.0
+        for code, st in sorted(todo.items()):
+            log.warning("delivery works again after %d publish(es) refused with %s (0x%02X)", st["count"], st["name"], code)
+            self.store_event(Event(seq=0, ts=int(self.clock.now()), kind="publish_not_authorized", data={
+                "count": st["count"], "reason_code": code, "first": st["first"], "last": st["last"]}))
 
     def _on_ack(self, payload: bytes) -> None:
         try:
@@ -402,6 +479,8 @@ class Agent:
             self.clock_ok = False
             self._clock_checked("server time")
         gone = ack.ranges + [(lo, hi) for lo, hi, _ in ack.rejected]
+        if gone:
+            self._report_refused()
         for lo, hi, reason in ack.rejected:
             self.stats.items_rejected += hi - lo + 1
             self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + hi - lo + 1
@@ -549,7 +628,9 @@ class Agent:
                        "memory_held": len(self.memory), "inflight": len(self.inflight)},
             "clock": {"checked": self.clock_ok, "now": self.clock.now()},
             "stats": {"samples": self.stats.samples, "batches_sent": self.stats.batches_sent,
-                      "items_acked": self.stats.items_acked, "items_rejected": self.stats.items_rejected},
+                      "items_acked": self.stats.items_acked, "items_rejected": self.stats.items_rejected,
+                      "buffer_resets": self.stats.buffer_resets, "retained_ignored": self.stats.retained_ignored,
+                      "publishes_refused": self.stats.publishes_refused},
             "identity": self.peripherals.identity(),
         }
 
@@ -634,6 +715,7 @@ class Agent:
                 if self.console is not None:
                     for ev in self.console.take_events():  # type: ignore[attr-defined]
                         self.store_event(ev)  # engineers' sessions and commands, reported to the server
+                self._report_retained()  # what was held back by the rate limit, once it is due
                 self.pump()
                 self._wait_for_events(self._idle_wait())
         finally:

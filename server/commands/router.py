@@ -68,6 +68,8 @@ def _client(request: Request) -> str:
 
 def _error(err: CommandError) -> JSONResponse:
     body: dict[str, Any] = {"detail": err.message}
+    if err.reason:
+        body["reason"] = err.reason
     if err.field:
         body["errors"] = [{"field": err.field, "error": err.message}]
     return JSONResponse(body, status_code=err.status)

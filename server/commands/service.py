@@ -46,14 +46,19 @@ RANK = {"queued": 0, "sent": 1, "delivered": 2, "running": 3, "succeeded": 4, "f
         "expired": 4}
 AGENT_STATES = frozenset({"delivered", "running", "succeeded", "failed", "rejected"})
 FAILED = ("failed", "rejected", "expired")
+#: the reboot budget (catalogue S8): reboots and shutdowns per unit in any hour, together; the agent keeps its own
+#: (agent commands.reboots_per_hour), which is what protects the terminal; this one answers the operator at once
+DESTRUCTIVE = ("reboot", "shutdown")
+REBOOTS_PER_HOUR = 3
 
 
 class CommandError(Exception):
-    def __init__(self, status: int, message: str, field: str = "") -> None:
+    def __init__(self, status: int, message: str, field: str = "", reason: str = "") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.reason = reason  # a short word to act on ("rate_limited"), when there is one
 
 
 @dataclass
@@ -224,6 +229,8 @@ class CommandService:
                 raise CommandError(409, f"{len(full)} unit(s) already have {self.cs.max_pending_per_unit} pending "
                                         f"commands: {', '.join(full[:10])}", "sns")
             now = self.clock.now()
+            if req.type in DESTRUCTIVE:
+                await self._check_reboot_budget(sns, now)
             issued = int(now)
             expires = issued + expires_s
             job_id = _new_id("j") if as_job else None
@@ -298,6 +305,30 @@ class CommandService:
             # only when asked for: agents from before this parameter refuse parameters they do not know
             **({"pace_bytes_per_s": params["pace_bytes_per_s"]} if params.get("pace_bytes_per_s") is not None else {}),
         }
+
+    @property
+    def reboots_per_hour(self) -> int:
+        """``[commands] reboots_per_hour`` when the settings have it, else the default of 3."""
+        return int(getattr(self.cs, "reboots_per_hour", REBOOTS_PER_HOUR))
+
+    async def _check_reboot_budget(self, sns: list[str], now: float) -> None:
+        """Refuse (429, reason ``rate_limited``) reboots/shutdowns for units that already had their budget in the
+        last hour: counted are those created, whatever their state, except the ones that never ran (rejected by
+        the terminal, expired before delivery)."""
+        limit = self.reboots_per_hour
+        used: dict[str, int] = {}
+        for i in range(0, len(sns), 500):
+            chunk = sns[i:i + 500]
+            cur = await self.db.execute(
+                f"SELECT sn, count(*) FROM cmd_commands WHERE sn IN ({','.join('?' * len(chunk))}) "
+                f"AND type IN ({','.join('?' * len(DESTRUCTIVE))}) AND created > ? "
+                "AND state NOT IN ('rejected','expired') GROUP BY sn", [*chunk, *DESTRUCTIVE, now - 3600])
+            used.update({r[0]: r[1] for r in await cur.fetchall()})
+        over = [s for s in sns if used.get(s, 0) >= limit]
+        if over:
+            raise CommandError(429, f"rate_limited: {len(over)} unit(s) already had {limit} reboot/shutdown "
+                                    f"command(s) in the last hour (at most {limit} an hour per unit): "
+                                    f"{', '.join(over[:10])}", "sns" if len(sns) > 1 else "sn", reason="rate_limited")
 
     async def _pending_counts(self, sns: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
