@@ -361,7 +361,9 @@ def setup(pki: Pki, n: int, workdir: Path, args: argparse.Namespace) -> tuple[Br
     acl.write_text(acl.read_text() + f"\n# benchmark lag probe (bench_scale only)\nuser {ACK_CN}\ntopic read pf/+/a\n")
     pki.terminal(ACK_CN)
     broker.start()
-    server = Server(pki, broker, workdir / "server", extra=args.server_extra)
+    # the API phase's concurrent clients share one token and one address: no per-person limits (decision 013)
+    unlimited = "" if "[api]" in args.server_extra else "\n[api]\nrate_per_s = 0\naddress_rate_per_s = 0\n"
+    server = Server(pki, broker, workdir / "server", extra=args.server_extra + unlimited)
     units = math.ceil(n * 20 / 19)  # every 20th generated unit is a spare that does not report
     t = time.perf_counter()
     g = generate(server.db, units, institutions=max(10, units // 17), days=args.days, raw_units=0, raw_days=0,

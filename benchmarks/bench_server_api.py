@@ -425,7 +425,9 @@ def main() -> None:
     cfg = work / "server.toml"
     cfg.write_text(f'ingest_enabled = false\nretention_days = 14\n[storage]\nurl = "sqlite:///{db}"\n'
                    f'[http]\nhost = "127.0.0.1"\nport = {port}\nprimary_api = {str(args.primary_api).lower()}\n'
-                   f'[alerts]\nenabled = false\n[availability]\nrecount_debounce_s = 3600\n', encoding="utf-8")
+                   f'[alerts]\nenabled = false\n[availability]\nrecount_debounce_s = 3600\n'
+                   # 50 clients on one token from one address: far past a person's budget (decision 013)
+                   f'[api]\nrate_per_s = 0\naddress_rate_per_s = 0\n', encoding="utf-8")
     log = open(work / "server.log", "ab")
     workers = ["--api-workers", str(args.api_workers)] if args.api_workers != 1 else []  # (older servers lack it)
     proc = subprocess.Popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(cfg),
