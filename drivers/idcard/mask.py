@@ -3,8 +3,9 @@
 Every value that leaves the ID card driver goes through here. The photo and fingerprint
 are never decoded or returned; a card record says only whether a photo was present.
 
-``redact_text`` finds 18-character citizen ID numbers anywhere in free text (log lines,
-JSON) and masks them; :class:`RedactingFilter` applies it to log records.
+``redact_text`` finds 18-character citizen ID numbers and mainland mobile numbers anywhere in
+free text (log lines, JSON) and masks them; :class:`RedactingFilter` applies it to log records,
+their tracebacks included.
 """
 
 from __future__ import annotations
@@ -47,25 +48,51 @@ def mask_address(address: str) -> str:
     return s[:keep] + "***"
 
 
-_ID_RE = re.compile(r"(?<![0-9])([0-9]{17}[0-9Xx])(?![0-9Xx])")
+# Not inside a longer run of digits, except right after an escape (``\x08``, ``\u2028``: repr() and JSON of a
+# string with a control character just before the number).
+_START = r"(?:(?<![0-9])|(?<=\\x[0-9a-fA-F]{2})|(?<=\\u[0-9a-fA-F]{4})|(?<=\\U[0-9a-fA-F]{8}))"
+_ID_RE = re.compile(_START + r"([0-9]{17}[0-9Xx])(?![0-9Xx])")
 # Foreigner permanent residence ID (2017): three letters (nationality) + twelve digits.
 _PERMIT_RE = re.compile(r"(?<![A-Za-z0-9])([A-Za-z]{3}[0-9]{12})(?![0-9])")
 
 
+# Mainland mobile numbers: 1[3-9] and nine more digits, alone or after +86 / 0086 / 86 (in brackets or not), written
+# whole or in 3-4-4 groups split by spaces, hyphens or dots; not inside a longer run of digits (_START).
+_SEP = r"[ \t.\-]?"
+_PHONE_RE = re.compile(
+    _START + r"(?:(?:\(\s?(?:\+|00)?86\s?\)|(?:\+|00)?86)" + _SEP + r")?"
+    r"(1[3-9][0-9])" + _SEP + r"([0-9]{4})" + _SEP + r"([0-9]{4})(?![0-9])"
+)
+
+
+def mask_phone(digits: str) -> str:
+    """``"13812345678"`` -> ``"*******5678"``: the last four digits kept, nothing else."""
+    return "*" * (len(digits) - 4) + digits[-4:]
+
+
 def redact_text(text: str) -> str:
-    """Mask every resident ID number (17 digits + digit/X) and foreigner permit number in ``text``."""
+    """Mask every resident ID number (17 digits + digit/X), foreigner permit number and mobile number in ``text``."""
     text = _ID_RE.sub(lambda m: mask_id(m.group(1)), text)
-    return _PERMIT_RE.sub(lambda m: mask_id(m.group(1)), text)
+    text = _PERMIT_RE.sub(lambda m: mask_id(m.group(1)), text)
+    return _PHONE_RE.sub(lambda m: mask_phone(m.group(1) + m.group(2) + m.group(3)), text)
 
 
 class RedactingFilter(logging.Filter):
-    """Logging filter that runs :func:`redact_text` over each record's final message."""
+    """Logging filter that runs :func:`redact_text` over each record's final message, its exception's traceback
+    (an exception's text quotes what it failed on) and its stack text, before any handler writes them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            # formatted here once; Formatter.format uses record.exc_text when it is set
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact_text(record.stack_info)
         return True
 
 
