@@ -120,3 +120,39 @@ def test_server_refuses_the_fourth_reboot_within_an_hour(fleet: Fleet) -> None:
     assert fleet.send(type="collect_logs", sn=sn, params={"lines": 5}).status_code == 201
     assert len([c for c in fleet.server.get("/api/v1/commands", sn=sn).json()["items"]  # type: ignore[union-attr]
                 if c["type"] in ("reboot", "shutdown")]) == 3
+
+
+def test_server_never_retains_a_command(fleet: Fleet) -> None:
+    """The other half of V5: what the server publishes on pf/<sn>/c carries no retain flag (seen by a subscriber
+    asking for the flag as published), and nothing is left retained there for the next subscription."""
+    import paho.mqtt.client as mqtt
+
+    from tests.commands.test_security import _client
+    from tests.identities import observer
+
+    sn = "HN50200005"
+    fleet.start_server()
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+    seen: list[bool] = []
+    spy = _client(fleet, *observer(fleet.pki, fleet.broker), "spy")
+    spy.on_message = lambda c, u, m: seen.append(bool(m.retain))
+    spy.subscribe(topics.topic(sn, topics.COMMAND), options=mqtt.SubscribeOptions(qos=1, retainAsPublished=True))
+    time.sleep(0.3)
+    try:
+        cid = fleet.send(type="collect_logs", sn=sn, params={"lines": 5}).json()["command"]["id"]
+        assert fleet.wait_state(cid)["state"] == "succeeded"
+        wait_for(lambda: seen, 10, "the command on the wire")
+    finally:
+        spy.loop_stop()
+        spy.disconnect()
+    assert seen and not any(seen), seen
+    late: list[bytes] = []
+    spy2 = _client(fleet, *observer(fleet.pki, fleet.broker), "late")
+    spy2.on_message = lambda c, u, m: late.append(bytes(m.payload))
+    spy2.subscribe(topics.topic(sn, topics.COMMAND), qos=1)
+    time.sleep(1.0)
+    spy2.loop_stop()
+    spy2.disconnect()
+    assert late == [], "a command was left retained"
+    assert _reboots(fleet, sn) == 0
