@@ -153,11 +153,11 @@ class ApiSettings(_Strict):
 
     # per bearer token: sustained requests a second and the burst above it (token bucket); 0 = no limit
     rate_per_s: float = Field(20.0, ge=0)
-    burst: int = Field(100, ge=1)
+    burst: int = Field(300, ge=1)
     # per client address, every request under /api/ and /dashboard/api/ whatever its token (several users
     # behind one NAT share it); 0 = no limit
     address_rate_per_s: float = Field(50.0, ge=0)
-    address_burst: int = Field(300, ge=1)
+    address_burst: int = Field(600, ge=1)
     # this many requests refused 401 (missing, wrong or revoked token) from one address within
     # lockout_window_s lock that address out for lockout_s (429); 0 = never
     lockout_failures: int = Field(10, ge=0)

@@ -3,10 +3,10 @@
 Kept in the memory of each API process (no shared store): with ``http.api_workers = N`` a client whose
 connections land on several processes gets up to N times the figures below.
 
-* **Per token**: a token bucket of ``api.burst`` requests refilled at ``api.rate_per_s`` (default 100 at once,
+* **Per token**: a token bucket of ``api.burst`` requests refilled at ``api.rate_per_s`` (default 300 at once,
   20 a second sustained), keyed by the token's SHA-256 whether the token is valid or not.
 * **Per client address**: a bucket of ``api.address_burst`` refilled at ``api.address_rate_per_s`` for every
-  request (default 300, 50 a second: several people behind one NAT share an address).
+  request (default 600, 50 a second: several people behind one NAT share an address).
 * **Lock-out**: ``api.lockout_failures`` requests answered 401 (no token, an unknown or a revoked one) from one
   address within ``api.lockout_window_s`` lock that address out for ``api.lockout_s`` (default 10 in 5 minutes,
   15 minutes). While locked, the address is answered 429 without looking at its token, except a token this
