@@ -160,6 +160,7 @@ class Outbox:
         self._lock = threading.Lock()
         self.reduced_total = 0
         self.dropped_total = 0
+        self.unreadable_total = 0
         self._since_cap_check = 0
         #: set when a damaged outbox was quarantined and replaced: {"reason", "quarantined"}
         self.reset: dict[str, object] | None = None
@@ -316,7 +317,9 @@ class Outbox:
                 self._db.execute("BEGIN")
                 for seq, kind, bt, body in rows:
                     ts = int(round(now - (boottime_now - bt)))
-                    item = _decode(kind, body)
+                    item = self._readable(seq, kind, body)
+                    if item is None:
+                        continue
                     if isinstance(item, Sample):
                         # samples are taken on the interval grid: keep them on it
                         ts = int(round(ts / item.interval)) * item.interval
@@ -364,12 +367,30 @@ class Outbox:
         for seq, kind, ts, clock, body in raw:
             if seq in exclude:
                 continue
-            item = _decode(kind, body)
+            with self._lock:
+                item = self._readable(seq, kind, body)
+            if item is None:
+                continue
             item.seq = seq
             out.append(Row(seq, kind, ts, clock, item))
             if len(out) >= limit:
                 break
         return out
+
+    def _readable(self, seq: int, kind: str, body: bytes) -> Sample | Event | None:
+        """The row's item, or None after dropping a row whose body no longer decodes (damage inside a sound page,
+        which no check of SQLite's sees): one row lost and counted, rather than an agent that fails on it at
+        every start. Under the lock."""
+        try:
+            return _decode(kind, body)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as err:
+            self.unreadable_total += 1
+            log.error("outbox row %d unreadable (%s): dropped (%d so far)", seq, err, self.unreadable_total)
+            try:
+                self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+            except sqlite3.Error as del_err:
+                log.error("cannot drop unreadable outbox row %d: %s", seq, del_err)
+            return None
 
     def count(self) -> int:
         with self._lock:
@@ -406,7 +427,10 @@ class Outbox:
                     break
                 self._db.execute("BEGIN")
                 for seq, body in rows:
-                    lite = _enc.encode(lite_copy(_sample_dec.decode(body)))
+                    full = self._readable(seq, KIND_SAMPLE, body)
+                    if not isinstance(full, Sample):
+                        continue
+                    lite = _enc.encode(lite_copy(full))
                     size -= len(body) - len(lite)
                     self._db.execute("UPDATE outbox SET lite=1, body=? WHERE seq=?", (lite, seq))
                     self.reduced_total += 1

@@ -115,3 +115,20 @@ def test_outbox_is_wal_with_full_sync(tmp_path: Path) -> None:
     other = sqlite3.connect(tmp_path / "o.sqlite")
     assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal", "WAL is recorded in the file"
     other.close()
+
+
+def test_an_unreadable_row_is_dropped_and_counted_not_fatal(tmp_path: Path) -> None:
+    """A row whose body was damaged inside an otherwise sound page (SQLite has no checksum to see it): reading,
+    re-dating and the cap drop that row and count it, instead of raising at every start of the agent."""
+    ob = Outbox(tmp_path / "o.sqlite", max_bytes=4_000)
+    seqs = [ob.add(full_sample(60 * i), boot_id="b", boottime=0.0) for i in range(5)]
+    held = ob.add(Sample(seq=0, ts=600, clock=CLOCK_UNVERIFIED), boot_id="b", boottime=1.0)
+    ob._db.execute("UPDATE outbox SET body=? WHERE seq IN (?, ?)", (b"\xc1garbage", seqs[1], held))
+    assert [r.seq for r in ob.pending(10)] == [seqs[0], *seqs[2:]]
+    assert ob.redate("b", 1_800_000_000.0, 10.0) == 1  # the held row was damaged: nothing left to re-date
+    ob._db.execute("UPDATE outbox SET body=? WHERE seq=?", (b"\xc1", seqs[2]))
+    for i in range(40):
+        ob.add(full_sample(6000 + 60 * i), boot_id="b", boottime=0.0)
+    ob.enforce_cap()
+    assert ob.unreadable_total == 3
+    assert ob.count() == 6 + 40 - 3 - ob.dropped_total
