@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class IngestStats:
     messages: int = 0
+    accepted: int = 0  # messages past the message-level checks (each of their items accepted or refused alone)
     samples_stored: int = 0
     events_stored: int = 0
     duplicates: int = 0
@@ -65,7 +66,7 @@ class IngestStats:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "connected": self.connected, "messages": self.messages, "samples_stored": self.samples_stored,
+            "connected": self.connected, "messages": self.messages, "accepted": self.accepted, "samples_stored": self.samples_stored,
             "events_stored": self.events_stored, "duplicates": self.duplicates, "commits": self.commits,
             "rejected_messages": dict(self.rejected), "rejected_items": dict(self.items_rejected),
             "storage_errors": self.storage_errors, "last_commit": self.last_commit,
@@ -322,6 +323,7 @@ class Ingest:
         sn, kind = parsed
         if kind == topics.STATE:
             if not payload:
+                self.stats.accepted += 1
                 return None  # retained state cleared
             try:
                 st = boundary.decode_state(payload)
@@ -493,6 +495,7 @@ class Ingest:
                 self._reject("internal", "", f"{type(err).__name__}: {err}")
                 m = None
             if m is not None:
+                self.stats.accepted += 1
                 msgs.append(m)
         dead, stored = await self._commit(msgs)
         dead_ids = {id(m) for m in dead}
