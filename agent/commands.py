@@ -118,6 +118,8 @@ class CommandExecutor:
         self.restart_requested: Callable[[], None] | None = None
         self.stopping = False
         self._handover: str | None = None  # an agent update whose new release is confirming itself
+        self._updates = 0  # software updates taken on and not finished (queued or running in the worker)
+        self._updates_lock = threading.Lock()
 
     # lifecycle ---------------------------------------------------------------------
     def start(self) -> None:
@@ -185,6 +187,14 @@ class CommandExecutor:
             return
         now = time.time()
         if cmd.type in DESTRUCTIVE:
+            busy = self._update_in_progress()
+            if busy:
+                # not recorded: the server sends it again (resend_after_s) and it runs once the update committed
+                # or rolled back; a reboot now would cut the install or the new release's confirmation short
+                log.warning("%s %s deferred: %s", cmd.type, cid, busy)
+                self._emit(cmd.id, cmd.type, "delivered", None, f"deferred: {busy}; it runs when the server sends "
+                           "it again after the update", now, None, None)
+                return
             over = self._over_budget(now)
             if over:
                 return self._reject(cid, ctype, over, nonce=cmd.nonce)
@@ -200,7 +210,20 @@ class CommandExecutor:
             log.error("command %s not recorded (%s); not run", cid, err)
             return
         self._emit(cmd.id, cmd.type, "running", None, "", now, now, None)
+        if cmd.type == "software_update":
+            with self._updates_lock:
+                self._updates += 1
         self._work.put((cmd, params))
+
+    def _update_in_progress(self) -> str:
+        """Why a reboot or shutdown must wait (catalogue S8: not while an update is in progress), "" when not."""
+        from .release import handing_over
+
+        if self._updates:
+            return "a software update is in progress"
+        if self._handover and handing_over(self.agent.data_dir, self._handover):
+            return "the agent's new release is confirming itself after an update"
+        return ""
 
     def _over_budget(self, now: float) -> str:
         """The reboot budget (catalogue S8): reboots and shutdowns taken on in the last hour, whatever became
@@ -270,6 +293,9 @@ class CommandExecutor:
             except Exception as err:  # a failing command is a result, not a crash
                 log.exception("command %s failed", cmd.id)
                 code, output = 1, f"{type(err).__name__}: {err}"
+            if cmd.type == "software_update":
+                with self._updates_lock:
+                    self._updates -= 1
             self.agent.events.put(("cmd_done", (cmd.id, cmd.type, code, output, started)))
 
     def _run(self, cmd: Command, params: dict[str, object]) -> tuple[int, str]:

@@ -156,3 +156,33 @@ def test_server_never_retains_a_command(fleet: Fleet) -> None:
     spy2.disconnect()
     assert late == [], "a command was left retained"
     assert _reboots(fleet, sn) == 0
+
+
+def test_shutdown_waits_for_an_update_in_progress(fleet: Fleet, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Catalogue S8's second half: a shutdown that arrives while the agent's new release is still confirming itself
+    (here a release that never hears the server's acknowledgements, so it rolls itself back at its deadline) is
+    not run then; it is reported ``delivered`` ("deferred: …"), and runs from the server's next send once the
+    update has been rolled back. Without the guard it cuts the confirmation short."""
+    from tests.commands.test_agent_update import Restart, _agent_package, _update
+
+    sn = "HN50200006"
+    fleet.start_server(resend_after_s=1.0, max_sends=200)
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+    log = fleet.agent_dir(sn) / "agent.log"
+    with Restart(fleet, sn):
+        upd = _update(fleet, sn, _agent_package(tmp_path, fleet, "0.2.5", drops_acks=True), health_timeout_s=10)
+        wait_for(lambda: "agent 0.2.5 started after the handover" in log.read_text(), 30, "the new release to start")
+        cid = fleet.send(type="shutdown", sn=sn).json()["command"]["id"]
+        # (the release never hears the server, so its clock stays unchecked and its reports wait in its outbox: what
+        # the server sees of the deferral comes after the rollback; the agent's log shows it at once)
+        wait_for(lambda: f"shutdown {cid} deferred: the agent's new release is confirming itself" in log.read_text(),
+                 15, "the shutdown deferred")
+        assert _reboots(fleet, sn) == 0, "the shutdown ran during the update"
+        done = fleet.wait_state(upd, timeout=60)
+        assert done["state"] == "failed" and "rolled back" in done["output"], done
+        final = fleet.wait_state(cid, timeout=60)
+    assert final["state"] == "succeeded" and _reboots(fleet, sn) == 1, final
+    text = log.read_text()
+    assert text.index("rolled back to 0.1.0") < text.index(f"shutdown requested by command {cid}"), \
+        "the shutdown ran after the update was rolled back, not before"
