@@ -116,7 +116,6 @@ class Agent:
         self.inflight: dict[int, float] = {}  # seq -> monotonic send time
         self.memory_inflight: dict[int, float] = {}
         self.clock_ok = False
-        self._urgent = True
         self._open_outbox()  # a damaged one is moved aside here, and its buffer_reset event stored
         self._check_clock()
         self._urgent = True
@@ -420,11 +419,10 @@ class Agent:
                         topics.topic(self.sn, topics.COMMAND))
         self._report_retained()
 
-    def _report_retained(self, force: bool = False) -> None:
+    def _report_retained(self) -> None:
         if not self._retained_unreported:
             return
-        if not force and self._retained_reported_mono and \
-                time.monotonic() - self._retained_reported_mono < REPORT_EVERY_S:
+        if self._retained_reported_mono and time.monotonic() - self._retained_reported_mono < REPORT_EVERY_S:
             return
         self._retained_reported_mono = time.monotonic()
         todo, self._retained_unreported = self._retained_unreported, {}

@@ -37,7 +37,7 @@ def test_retained_reboot_is_never_run_and_counted_at_every_reconnect(fleet: Flee
     at every (re)subscription. It never runs; every delivery is counted and reported (``cmd_refused``,
     reason ``retained``). Without the guard the first connection reboots the terminal."""
     sn = "HN50200001"
-    starts = 5
+    starts = 10  # the catalogue's ten reconnects
     fleet.start_server()
     pub = _publisher(fleet)
     try:
