@@ -159,7 +159,8 @@ class LoadGen:
 
 # --------------------------------------------------------------------------- bare subscriber
 class BareSubscriber:
-    """A plain paho v5 subscriber (the server's certificate, its own persistent session)."""
+    """A plain paho v5 subscriber (a server identity of its own, ``posfleet-server-bench``: the broker names
+    sessions after the certificate, so the server's own would share the server's session; decision 011)."""
 
     def __init__(self, pki: Pki, port: int) -> None:
         import paho.mqtt.client as mqtt
@@ -167,8 +168,8 @@ class BareSubscriber:
 
         self.pki, self.port = pki, port
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(pki.dir / "ca.pem"))
-        ctx.load_cert_chain(str(pki.dir / "server-client.pem"), str(pki.dir / "server-client.key"))
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-bare-subscriber", protocol=mqtt.MQTTv5)
+        ctx.load_cert_chain(str(pki.dir / "server-client-bench.pem"), str(pki.dir / "server-client-bench.key"))
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="posfleet-server-bench", protocol=mqtt.MQTTv5)
         self.client.tls_set_context(ctx)
         self.client.max_inflight_messages_set(2000)
         self.count = 0
@@ -222,12 +223,12 @@ def stored(server: Server) -> int:
 
 
 def add_loadgen_acl(pki: Pki, conns: int) -> None:
+    for i in range(conns):  # first: issuing a certificate rewrites the ACL from the CA's index (decision 011)
+        pki.terminal(f"loadgen-{i}")
     acl = pki.dir / "acl"
     extra = "".join(f"\n# benchmark load generator (bench_ingest only)\nuser loadgen-{i}\ntopic write pf/+/t\n"
                     for i in range(conns))
     acl.write_text(acl.read_text() + extra)
-    for i in range(conns):
-        pki.terminal(f"loadgen-{i}")
 
 
 class ProcWatch:
@@ -282,6 +283,7 @@ def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir:
     r: dict[str, Any] = {"batches": batches, "terminals": terminals, "rate": rate, "live_seconds": live_seconds}
     pki = Pki(workdir / "pki")
     broker = Broker(pki, workdir / "broker")
+    pki.ca.issue_server_client(name="posfleet-server-bench")  # rewrites the ACL: before the loadgen lines
     add_loadgen_acl(pki, LOADGEN_CONNS)
     broker.start()
     server = Server(pki, broker, workdir / "server")

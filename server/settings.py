@@ -133,6 +133,9 @@ class CommandSettings(_Strict):
     resend_after_s: float = Field(120.0, gt=0)  # sent but no answer: send again
     max_sends: int = Field(6, ge=1)
     dispatch_interval_s: float = Field(5.0, gt=0)
+    # reboots and shutdowns one unit may be sent an hour (the agent's own commands.reboots_per_hour is what
+    # protects the terminal; this answers the operator at once with 429); 0 = refuse them all
+    reboots_per_hour: int = Field(3, ge=0, le=100_000)
     packages_dir: str = "packages"
     # base URL terminals download packages from (empty: http://<http.host>:<http.port>)
     package_base_url: str = ""
