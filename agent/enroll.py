@@ -23,6 +23,7 @@ def make_key_and_csr(sn: str, out_dir: Path, passphrase: str = "") -> tuple[Path
     )
     key_path = out_dir / "terminal.key"
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # re-enrolling over a key file with a looser mode must not keep that mode
     with os.fdopen(fd, "wb") as f:
         f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc))
     csr = (

@@ -52,6 +52,7 @@ def _now() -> dt.datetime:
 
 def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: a world-readable old key must not stay so
     with os.fdopen(fd, "wb") as f:
         f.write(data)
 

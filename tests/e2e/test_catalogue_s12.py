@@ -56,6 +56,10 @@ def test_every_private_key_written_by_provisioning_is_0600_even_under_umask_000(
         assert st.st_uid == os.getuid(), rel
         assert p.suffix == ".key", f"{rel}: a private key in a file that is not a .key"
     assert (ca / "ca.key").read_text().startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----"), "CA key encrypted at rest"
+    # re-enrolling over a key file someone made world-readable (a copy, a careless chmod) makes it 0600 again
+    (terminal / "terminal.key").chmod(0o644)
+    _posfleet("agent", "enroll", "--sn", "HN01210001", "--out", str(terminal))
+    assert stat.S_IMODE((terminal / "terminal.key").stat().st_mode) == 0o600, "re-enrol kept a world-readable key"
     # nothing written with the key material leaks it: certificates, CSR, CRL, endorsements, index
     for p in tmp_path.rglob("*"):
         if p.is_file() and p.suffix != ".key":
