@@ -93,6 +93,10 @@ class _Msg:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
+TAKEOVERS = 3  # more "lost" wills than this from one unit ...
+TAKEOVER_WINDOW_S = 600  # ... within this many real seconds: certificate_shared
+
+
 class Budget:
     """Per-unit budgets: messages, bytes and events a minute (real time x the clock's speed), and what a unit
     may make the server store a day. One compromised terminal can then neither fill the disk nor crowd out
@@ -195,6 +199,7 @@ class Ingest:
         self._rl = _RateLimitedLog()
         self.budget = Budget(settings, max([settings.clock.speed, *(v for _t, v in settings.clock.schedule)]))
         self._security_sent: dict[tuple[str, str], float] = {}
+        self._lost: dict[str, collections.deque[float]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._arrivals: collections.deque[float] = collections.deque()  # monotonic arrival of each queued message
         self.on_committed: list[Any] = []  # callbacks(samples, events) after each commit
@@ -402,6 +407,23 @@ class Ingest:
         self._security(sn, "flood", now, f"over its {what} budget ({self.budget.describe(what)}); "
                                          "messages over it are dropped unstored")
 
+    def _taken_over(self, sn: str, now: float) -> None:
+        """A unit's session ended without a goodbye (its last will, ``lost``). The broker names sessions after the
+        certificate (decision 011), so two terminals holding one copied certificate log each other out every few
+        seconds, each time firing the other's will: more than ``TAKEOVERS`` in ``TAKEOVER_WINDOW_S`` real seconds
+        raise ``certificate_shared`` (catalogue S4 b). A link that drops that often is worth a look as well."""
+        t = time.monotonic()
+        q = self._lost.setdefault(sn, collections.deque())
+        q.append(t)
+        while q and t - q[0] > TAKEOVER_WINDOW_S:
+            q.popleft()
+        if len(q) > TAKEOVERS:
+            self._security(sn, "certificate_shared", now,
+                           f"its session was taken over {len(q)} times in {TAKEOVER_WINDOW_S // 60} minutes: "
+                           "probably a copied certificate in use on another machine (or a link that keeps dropping)")
+        if len(self._lost) > 100_000:
+            self._lost.clear()
+
     def _security(self, sn: str, what: str, now: float, message: str) -> None:
         """A security alert for the unit (at most one write per unit and kind every 10 minutes)."""
         key = (sn, what)
@@ -517,6 +539,8 @@ class Ingest:
             except Exception:
                 log.exception("post-commit hook failed")
         for sn, st in states:
+            if not st.online and st.reason == "lost":
+                self._taken_over(sn, now)
             for cb in self.on_state:
                 try:
                     cb(sn, st.online)

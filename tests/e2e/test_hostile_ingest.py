@@ -238,3 +238,28 @@ def test_stuck_database_fails_readiness_then_recovers_losing_nothing(pki, broker
         t.close()
     finally:
         server.stop()
+
+
+def test_one_certificate_on_two_terminals_is_flagged(pki, broker, server, tmp_path: Path) -> None:
+    """Catalogue S4 (b), faster: the same certificate installed on two terminals (two real agents with one SN and
+    key, each with its own data). The broker names the session after the certificate, so they log each other out;
+    the server raises ``certificate_shared`` for the unit (catalogue: within 15 minutes; here within 60 s), and no
+    other unit is flagged."""
+    from tests.fleet import AgentProc, agent_config
+
+    sn = "HN00120040"
+    agents = [AgentProc(agent_config(pki, broker, sn, tmp_path / f"copy{i}", sampling_interval=5,
+                                     link="batch_interval_s = 0"), tmp_path / f"copy{i}.log").start()
+              for i in range(2)]
+    honest = AgentProc(agent_config(pki, broker, "HN00120041", tmp_path / "honest", sampling_interval=5,
+                                    link="batch_interval_s = 0"), tmp_path / "honest.log").start()
+    try:
+        alert = wait_for(lambda: [a for a in server.get("/api/v1/alerts", kind="security").json()["items"]
+                                  if a["sn"] == sn and "certificate_shared" in a["key"]], 60,
+                         "certificate_shared raised for the unit with the copied certificate")
+        assert "copied certificate" in alert[0]["message"]
+        assert server.get("/api/v1/ingest/stats").json()["security_events"].get("certificate_shared") == 1
+        assert not [a for a in server.get("/api/v1/alerts", kind="security").json()["items"] if a["sn"] == "HN00120041"]
+    finally:
+        for a in (*agents, honest):
+            a.stop()
