@@ -286,12 +286,14 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "S4": Entry(
         "client-id-spoof-and-shared-cert",
-        [f"{E2E}test_broker_identity.py::test_a_client_id_is_the_certificates_own"],
+        [f"{E2E}test_broker_identity.py::test_a_client_id_is_the_certificates_own",
+         f"{E2E}test_hostile_ingest.py::test_one_certificate_on_two_terminals_is_flagged"],
         "(a) A unit connecting under another unit's or the server's client id logs out nobody: the victim and "
-        "the server's ingest stay connected, 0 take-overs.",
+        "the server's ingest stay connected, 0 take-overs. (b) Two real agents on one certificate: "
+        "certificate_shared raised for that unit within 60 s (> 3 take-overs in 10 min), no other unit flagged.",
         "weaker",
-        "(b) is missing: there is no fleet audit raising certificate_shared (concurrent boot_ids or take-overs "
-        "per 10 min); it needs that audit job first.",
+        "(b) runs for about a minute, not 30 min, and detects by take-overs only: the agent's state carries no "
+        "boot_id, so 'two concurrent boot_ids' is not used.",
     ),
     "S5": Entry(
         "fleet-audit-job",
@@ -474,8 +476,8 @@ CATALOGUE: dict[str, Entry] = {
         "One unit floods 3,000 messages beside a healthy one: cut to its budget (100 stored, 2,900 counted "
         "over_budget), flagged with a security alert, the healthy unit's samples acknowledged within 10 s.",
         "weaker",
-        "Two units, not 1,000 msg/s for 10 min among 5,000 (benchmarks/bench_ingest.py --flood); ingest p99 <= 2 s "
-        "and server memory stability are not asserted.",
+        "Two units, not 1,000 msg/s for 10 min among 5,000: that is benchmarks/bench_flood.py (figures in "
+        "docs/performance.md); ingest p99 <= 2 s and server memory stability are benchmark figures, not asserted.",
     ),
     "R6": Entry(
         "reconnect-storm",

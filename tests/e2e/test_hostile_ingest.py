@@ -146,7 +146,7 @@ def test_poison_messages_are_refused_alone_and_survive_no_restart(pki, broker, s
 
 def test_flooding_unit_is_budgeted_and_flagged_others_unaffected(pki, broker, tmp_path: Path) -> None:
     """Catalogue R5, weaker: one unit floods (3,000 messages as fast as it can) beside one healthy unit,
-    not 1,000 msg/s for 10 min among 5,000 (that scale is for benchmarks/bench_ingest.py --flood). Figures
+    not 1,000 msg/s for 10 min among 5,000 (that scale is benchmarks/bench_flood.py). Figures
     asserted: the flood is cut to the unit's budget and flagged with a security alert within 5 minutes, and the
     healthy unit's samples sent during the flood are stored and acknowledged within 10 s."""
     server = Server(pki, broker, tmp_path / "server",
