@@ -33,7 +33,7 @@ from typing import Any
 import msgspec
 
 from wire import codec
-from wire.commands import TYPES, Command, SignedCommand, decode_command
+from wire.commands import PARAMS, TYPES, Command, SignedCommand, decode_command
 
 from .config import ConfigError
 
@@ -53,25 +53,6 @@ CREATE TABLE IF NOT EXISTS commands (
     output TEXT NOT NULL DEFAULT ''
 );
 """
-
-# Parameters each type accepts: name -> (type, default). Unknown parameters are refused.
-PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
-    "test_page": {},
-    "idcard_selftest": {"read": (bool, False)},
-    "modem_diag": {},
-    "network_check": {},
-    "collect_logs": {"lines": (int, 200)},
-    "reboot": {},
-    "shutdown": {},
-    "set_config": {"changes": (dict, None), "rollback_minutes": ((int, float), None)},
-    "software_update": {
-        "component": (str, None), "version": (str, None), "url": (str, None), "sha256": (str, None),
-        "size": (int, None), "signature": (bytes, None), "endorsement": (dict, None), "models": (list, []),
-        "allow_downgrade": (bool, False), "health_timeout_s": ((int, float), 300),
-        "pace_bytes_per_s": ((int, float), 64 * 1024),  # download pacing; range checked in agent.update.check
-    },
-}
-
 
 #: what the reboot budget counts (commands.reboots_per_hour): each takes the terminal away from the clinic
 DESTRUCTIVE = ("reboot", "shutdown")
@@ -300,7 +281,8 @@ class CommandExecutor:
 
     def _run(self, cmd: Command, params: dict[str, object]) -> tuple[int, str]:
         from drivers.idcard.mask import redact_text
-        from posfleet.logs import RING
+
+        from .logs import RING
 
         a = self.agent
         if cmd.type == "test_page":
@@ -434,7 +416,7 @@ def _now_dt(agent: Any):  # type: ignore[no-untyped-def]
 
 
 def _version() -> str:
-    from posfleet import __version__
+    from wire import __version__
 
     return __version__
 

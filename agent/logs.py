@@ -1,7 +1,12 @@
-"""Logging set-up: to stdout (journald picks it up), every record passed through the redactor.
+"""Logging set-up: to stdout (journald picks it up), every record passed through the redactor, the last lines
+kept in :data:`RING` for the diagnostic console's ``logs`` and the ``collect_logs`` command.
 
 The redactor masks anything that looks like a resident ID number in any log line, as a
 last line of defence: the drivers never hand unmasked card fields to anyone anyway.
+
+It lives in the agent, the lowest floor that uses it (the ring): the redactor is the ID card driver's, and the
+processes above (``posfleet server run``, the simulator's agent hosts) set their logging up with the same
+:func:`setup` through the console script or the simulator, never from ``server/``.
 """
 
 from __future__ import annotations

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import psutil
 
-from posfleet import __version__
-from wire import codec, topics
+from wire import __version__, codec, topics
 from wire.messages import (
     CLOCK_CHECKED,
     CLOCK_UNVERIFIED,

@@ -1,6 +1,7 @@
 """Self-update of the agent: hand over to a new release, confirm it, or roll it back.
 
-Layout (the same A/B layout as every other component, see :mod:`agent.update`)::
+Layout (the same A/B layout as every other component, see :mod:`agent.update`; what a release holds:
+:mod:`wire.package`)::
 
     <data_dir>/components/agent/<version>/run.py      a release: posfleet, agent, wire, drivers, firmware_profiles
     <data_dir>/components/agent/current -> <version>  the release that runs
@@ -44,38 +45,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from wire.package import ENTRY, code_root
+
 log = logging.getLogger(__name__)
 
-ENTRY = "run.py"
 HANDOVER = "handover.json"
 MAX_STARTS = 3  # a power cut during the health check costs one start; a release that crashes at start costs three
-
-RUN_PY = '''"""Entry point of a posfleet agent release: this directory comes first on sys.path (Python puts a
-script's directory there), so this release's code runs with the terminal's Python and libraries."""
-import sys
-
-from posfleet.cli import main
-
-sys.argv[0] = "posfleet"
-main()
-'''
-
-HEALTHCHECK = """#!/bin/sh
-# Pre-flight check of an agent release, run in its directory by the agent that installs it: this
-# release's code imports with the terminal's Python and is the version it was signed as.
-exec "${POSFLEET_PYTHON:-python3}" -c 'import sys, posfleet, posfleet.cli, agent.main, agent.release
-sys.exit(0 if posfleet.__version__ == sys.argv[1] else "version " + posfleet.__version__ + ", expected " + sys.argv[1])' \\
-  "$POSFLEET_VERSION"
-"""
-
-RELEASE_PACKAGES = ("posfleet", "agent", "wire", "drivers", "firmware_profiles")
-
-
-def code_root() -> Path:
-    """The directory the running posfleet code was imported from (a release, or the installed package)."""
-    import posfleet
-
-    return Path(posfleet.__file__).resolve().parent.parent
 
 
 def agent_dir(data_dir: Path) -> Path:
@@ -160,7 +135,7 @@ def launch(data_dir: Path, argv: list[str]) -> None:
 # ---------------------------------------------------------------- the old agent: install and hand over
 def hand_over(agent: Any, cmd: Any, params: dict[str, Any], manifest: Any, new_dir: Path, previous: str | None,
               installed: str | None, key_id: str) -> tuple[int, str]:
-    from posfleet import __version__
+    from wire import __version__
 
     from .update import _health, _point_current
 
@@ -213,7 +188,7 @@ def done(data_dir: Path, cid: str) -> None:
 def resume(executor: Any) -> str | None:
     """At start-up: report a handover that ended, or confirm this agent as the new release (in a thread).
     Returns the id of a command still handing over (not to be reported as interrupted)."""
-    from posfleet import __version__
+    from wire import __version__
 
     agent = executor.agent
     cdir = agent_dir(agent.data_dir)

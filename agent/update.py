@@ -1,12 +1,13 @@
 """Software update on the terminal: signed package, resumable paced download, A/B install, health
 check, automatic rollback.
 
-A package is a ``.tar.gz`` with ``manifest.json`` at its root::
+A package is a ``.tar.gz`` with ``manifest.json`` at its root (:mod:`wire.package`, the reader the server
+shares)::
 
     {"component": "agent", "version": "1.4.0", "models": ["A8"], "health_check": ["./healthcheck"]}
 
 The fleet's update key (Ed25519, endorsed by the fleet CA for purpose ``update``) signs
-:func:`statement` (component, version and SHA-256 of the archive). The ``software_update``
+:func:`~wire.package.statement` (component, version and SHA-256 of the archive). The ``software_update``
 command (itself signed by the command key) carries the URL, size, SHA-256, signature and
 endorsement. In order, the agent refuses (code 2, nothing touched) when:
 
@@ -21,7 +22,7 @@ endorsement. In order, the agent refuses (code 2, nothing touched) when:
 
 Download: into ``<data_dir>/updates/<sha256>.tar.gz.part`` with ``Range: bytes=N-`` so a broken 4G
 link resumes where it stopped, paced to the command's ``pace_bytes_per_s`` (default
-:data:`PACE_BYTES_PER_S`), in blocks sized to the link (:class:`BlockSize`), each fsynced.
+:data:`wire.commands.PACE_BYTES_PER_S`), in blocks sized to the link (:class:`BlockSize`), each fsynced.
 
 An update of the ``agent`` component itself hands over to the new release: see :mod:`agent.release`.
 
@@ -48,9 +49,11 @@ import tarfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from wire.commands import PACE_BYTES_PER_S, PACE_RANGE
+from wire.package import NAME_RE, Manifest, PackageError, read_manifest, statement
 
 log = logging.getLogger(__name__)
 
@@ -58,74 +61,21 @@ BLOCK_START = 16 * 1024  # download block: read, written and fsynced at a time (
 BLOCK_FLOOR = 4 * 1024
 BLOCK_CAP = 256 * 1024
 BLOCK_SECONDS = 1.0  # a block should take about this long to arrive
-PACE_BYTES_PER_S = 64 * 1024  # a village 4G uplink shared with the clinic's business traffic
-PACE_RANGE = (1024, 100 * 1024 * 1024)  # the software_update command's pace_bytes_per_s: 1 KiB/s .. 100 MiB/s
 DOWNLOAD_TIMEOUT_S = 30.0
 DOWNLOAD_ATTEMPTS = 5
-MANIFEST = "manifest.json"
 PENDING = "pending.json"  # written before ``current`` flips, removed once the health check decided
-_COMPONENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-
-class UpdateError(Exception):
-    """A package is unusable; the message says why."""
+UpdateError = PackageError  # a package is unusable (its manifest, its download, its unpacking); the message says why
 
 
 class Refused(UpdateError):
     """The update must not be installed (signature, hash, model, version floor)."""
 
 
-@dataclass(frozen=True)
-class Manifest:
-    component: str
-    version: str
-    models: list[str]
-    health_check: list[str]
-
-
-def statement(component: str, version: str, sha256_hex: str) -> bytes:
-    """The bytes the update key signs: what the package is and its exact content."""
-    return b"posfleet-update\x00" + component.encode() + b"\x00" + version.encode() + b"\x00" + \
-        sha256_hex.lower().encode()
-
-
 def version_key(version: str) -> tuple[tuple[int, str], ...]:
     """Orders 1.2.10 after 1.2.9; non-numeric parts compare as text after numbers."""
     parts = re.split(r"[.\-+]", version.strip())
     return tuple((int(p), "") if p.isdigit() else (-1, p) for p in parts if p)
-
-
-def read_manifest(archive: Path) -> Manifest:
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            try:
-                member = tar.getmember(MANIFEST)
-            except KeyError:
-                try:
-                    member = tar.getmember("./" + MANIFEST)
-                except KeyError as err:
-                    raise UpdateError(f"no {MANIFEST} at the root of the package") from err
-            f = tar.extractfile(member)
-            if f is None or member.size > 64 * 1024:
-                raise UpdateError(f"{MANIFEST} is not a small regular file")
-            data = json.loads(f.read().decode("utf-8"))
-    except (tarfile.TarError, OSError, EOFError) as err:
-        raise UpdateError(f"not a readable .tar.gz: {err}") from err
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UpdateError(f"{MANIFEST}: not JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise UpdateError(f"{MANIFEST}: not an object")
-    component, version = data.get("component"), data.get("version")
-    models, check = data.get("models", []), data.get("health_check", [])
-    if not isinstance(component, str) or not _COMPONENT_RE.match(component):
-        raise UpdateError(f"{MANIFEST}: component: a short name of letters, digits, . _ -")
-    if not isinstance(version, str) or not _COMPONENT_RE.match(version) or version == "current":
-        raise UpdateError(f"{MANIFEST}: version: letters, digits, . _ -")
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        raise UpdateError(f"{MANIFEST}: models: a list of model names")
-    if not isinstance(check, list) or not check or not all(isinstance(c, str) for c in check):
-        raise UpdateError(f"{MANIFEST}: health_check: a non-empty argv list")
-    return Manifest(component, version, models, check)
 
 
 # ---------------------------------------------------------------- install layout
@@ -312,7 +262,7 @@ def _installed_version(agent: Any, component: str) -> str | None:
     if v is not None:
         return v
     if component == "agent":
-        from posfleet import __version__
+        from wire import __version__
 
         return __version__
     src = agent.cfg.components.get(component)
@@ -347,7 +297,7 @@ def _verify_signature(agent: Any, params: dict[str, Any]) -> str:
 def check(agent: Any, params: dict[str, Any]) -> tuple[str, str | None]:
     """Everything that can be refused before a byte is downloaded; returns (key id, installed version)."""
     component, version = str(params["component"]), str(params["version"])
-    if not _COMPONENT_RE.match(component) or not _COMPONENT_RE.match(version) or version == "current":
+    if not NAME_RE.match(component) or not NAME_RE.match(version) or version == "current":
         raise Refused("component or version is not a plain name")
     if not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"])):
         raise Refused("sha256 is not 64 hex digits")

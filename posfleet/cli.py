@@ -26,7 +26,7 @@ from . import __version__
 
 
 def _setup_logging(level: str = "INFO") -> None:
-    from .logs import setup
+    from agent.logs import setup
 
     setup(level)
 
@@ -271,7 +271,7 @@ def _passphrase() -> str:
 
 
 def _open_ca(directory: str):  # type: ignore[no-untyped-def]
-    from .ca import CAError, FleetCA
+    from pki.ca import CAError, FleetCA
 
     try:
         return FleetCA(directory, _passphrase())
@@ -284,7 +284,7 @@ def _open_ca(directory: str):  # type: ignore[no-untyped-def]
 @click.option("--name", default="posfleet fleet CA")
 def ca_init(directory: str, name: str) -> None:
     """Create the fleet CA (key encrypted with the passphrase)."""
-    from .ca import CAError, FleetCA
+    from pki.ca import CAError, FleetCA
 
     try:
         FleetCA.init(directory, _passphrase(), name)
@@ -308,7 +308,7 @@ def ca_issue_broker(directory: str, names: tuple[str, ...]) -> None:
               help="the identity (= MQTT client id): one per ingest process, posfleet-server-<name> for the others")
 def ca_issue_server(directory: str, name: str) -> None:
     """Issue a fleet server MQTT client certificate (then reload the broker: the ACL names each server identity)."""
-    from .ca import CAError
+    from pki.ca import CAError
 
     try:
         cert, key = _open_ca(directory).issue_server_client(name=name)
@@ -324,7 +324,7 @@ def ca_issue_server(directory: str, name: str) -> None:
 @click.option("--days", default=825, show_default=True)
 def ca_sign(directory: str, csr_path: str, out_path: str, days: int) -> None:
     """Sign a terminal's CSR (CN = terminal SN)."""
-    from .ca import CAError
+    from pki.ca import CAError
 
     try:
         pem = _open_ca(directory).sign_csr(Path(csr_path).read_bytes(), days)
@@ -342,7 +342,7 @@ def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
     """Revoke by CN or serial; rewrite crl.pem and the broker's ACL. Then reload the broker (SIGHUP,
     `systemctl reload mosquitto`): new connections with the certificate are refused, and a unit left with no
     certificate in force can no longer publish or receive, even on a session open since before."""
-    from .ca import CAError
+    from pki.ca import CAError
 
     try:
         hit = _open_ca(directory).revoke(serial, cn)
@@ -361,7 +361,7 @@ def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
 @click.option("--user", default="", help="account mosquitto drops to (must read broker.key)")
 def ca_broker_config(directory: str, port: int, bind: str, data_dir: str | None, user: str) -> None:
     """Write mosquitto.conf and the ACL: TLS only, client certificates required, identity = CN."""
-    from .ca import write_broker_config
+    from pki.ca import write_broker_config
 
     path = write_broker_config(Path(directory), port, bind, Path(data_dir) if data_dir else None, user)
     click.echo(path)

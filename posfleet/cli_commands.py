@@ -142,15 +142,15 @@ def package_build(src: str, component: str, version: str, models: tuple[str, ...
     """Build and sign an update package: OUT (.tar.gz) and OUT.sig."""
     import shlex
 
-    from agent.update import UpdateError
     from server.commands.keys import SigningKeyError, load_key
     from server.commands.packages import build_package, sign_package
+    from wire.package import PackageError
 
     try:
         key = load_key(Path(key_file), Path(endo_file), "update")
         archive = build_package(Path(src), component, version, list(models), shlex.split(health_check), Path(out))
         digest, sig = sign_package(archive, key)
-    except (SigningKeyError, UpdateError, ValueError) as err:
+    except (SigningKeyError, PackageError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     Path(out + ".sig").write_bytes(sig)
     click.echo(f"{archive} sha256 {digest}\nsignature: {out}.sig (key {key.key_id})")

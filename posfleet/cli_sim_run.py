@@ -51,7 +51,7 @@ def _speed(value: str) -> float | None:
 def command(scenario: str, speed: str, night_speed: float, report_file: Path | None, broker_url: str, ca_dir: Path | None,
             server_url: str, workdir: Path | None) -> None:
     """Play SCENARIO (a scenario JSON file) and report the server's availability figures."""
-    from posfleet.logs import setup
+    from agent.logs import setup
     from simulator.run import Options, Player, RunError, load
     from simulator.scenario import ScenarioError
 

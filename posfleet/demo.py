@@ -415,7 +415,7 @@ def _fault_loop(stop: threading.Event, rng: random.Random, emulators: dict[str, 
 
 
 def _reopen(directory: Path) -> Any:
-    from posfleet.ca import FleetCA
+    from pki.ca import FleetCA
     from simulator.local import PASS, Pki
 
     pki = Pki.__new__(Pki)

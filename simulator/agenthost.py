@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     import faulthandler
 
     faulthandler.enable()  # a crash in C (25 agents' TLS, SQLite, ptys in one process) leaves its stacks in the log
-    from posfleet.logs import setup
+    from agent.logs import setup
 
     setup(args.log_level)  # to stdout: moved to stderr below, stdout carries the protocol
     root = logging.getLogger()

@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 
 from agent.enroll import make_key_and_csr
-from posfleet.ca import FleetCA, write_broker_config
+from pki.ca import FleetCA, write_broker_config
 
 PASS = "local-fleet-ca-passphrase"
 ENV = dict(os.environ, PYTHONUNBUFFERED="1")

@@ -522,7 +522,7 @@ class Player:
         if self.opt.broker_url:
             from urllib.parse import urlsplit
 
-            from posfleet.ca import FleetCA
+            from pki.ca import FleetCA
 
             u = urlsplit(self.opt.broker_url)
             if u.scheme != "mqtts" or not u.hostname:

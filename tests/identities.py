@@ -15,7 +15,7 @@ import signal
 import time
 from pathlib import Path
 
-from posfleet.ca import write_acl
+from pki.ca import write_acl
 from simulator.local import Broker, Pki
 
 OBSERVER_CN = "posfleet-observer"

@@ -30,6 +30,31 @@ FINAL = frozenset({"succeeded", "failed", "expired", "rejected"})
 
 MAX_OUTPUT = 16 * 1024  # bytes of output kept per command result
 
+# The software_update command's download pacing, bytes a second: the default (a village 4G uplink shared with the
+# clinic's business traffic) and the range the server accepts and the agent enforces.
+PACE_BYTES_PER_S = 64 * 1024
+PACE_RANGE = (1024, 100 * 1024 * 1024)  # 1 KiB/s .. 100 MiB/s
+
+# Parameters each type accepts: name -> (type, default); a default of None means required. Unknown parameters are
+# refused: by the server when the command is created (server.commands.service) and by the agent before it acts
+# (agent.commands), which also checks the types and ranges.
+PARAMS: dict[str, dict[str, tuple[type | tuple[type, ...], object]]] = {
+    "test_page": {},
+    "idcard_selftest": {"read": (bool, False)},
+    "modem_diag": {},
+    "network_check": {},
+    "collect_logs": {"lines": (int, 200)},
+    "reboot": {},
+    "shutdown": {},
+    "set_config": {"changes": (dict, None), "rollback_minutes": ((int, float), None)},
+    "software_update": {
+        "component": (str, None), "version": (str, None), "url": (str, None), "sha256": (str, None),
+        "size": (int, None), "signature": (bytes, None), "endorsement": (dict, None), "models": (list, []),
+        "allow_downgrade": (bool, False), "health_timeout_s": ((int, float), 300),
+        "pace_bytes_per_s": ((int, float), PACE_BYTES_PER_S),  # range: PACE_RANGE, checked in agent.update.check
+    },
+}
+
 
 class Command(msgspec.Struct, omit_defaults=True):
     id: str

@@ -101,7 +101,7 @@ def _now_dt(console: Console) -> dt.datetime:
 
 
 def _version() -> str:
-    from posfleet import __version__
+    from wire import __version__
 
     return __version__
 
@@ -115,7 +115,7 @@ def cmd_help(console: Console, session: Session, args: dict[str, Any]) -> dict[s
 
 @command("status", "health, each peripheral's check, link, outbox backlog, clock, last errors")
 def cmd_status(console: Console, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-    from posfleet.logs import RING
+    from agent.logs import RING
 
     snap = console.agent.status_snapshot()
     errors = [line[:MAX_LOG_LINE] for line in list(RING.lines) if " ERROR " in line or " WARNING " in line][-5:]
@@ -273,7 +273,7 @@ def _client_cert_accepted(tls: ssl.SSLSocket) -> bool | None:
 
 @command("logs", "the agent's recent log lines (redacted)", "logs [lines=100] [grep=TEXT]")
 def cmd_logs(console: Console, session: Session, args: dict[str, Any]) -> dict[str, Any]:
-    from posfleet.logs import RING
+    from agent.logs import RING
 
     n = _int_arg(args, "lines", 100, 1, MAX_LOG_LINES)
     grep = str(args.get("grep", ""))

@@ -28,12 +28,12 @@ import serial
 
 from drivers.errors import DriverError
 from drivers.transport import close_quietly
+from wire.console import ACK, REP, REQ, RESEND, Decoder, Frame, FramingError, encode, split
 
 from ..config import ConsoleConfig
 from .audit import AuditLog
 from .commands import REGISTRY, SECRET_KEY, Failed, Usage
 from .credentials import CredentialRefused, Endorsement, check_standing, load_revoked, verify
-from .framing import ACK, REP, REQ, RESEND, Decoder, Frame, FramingError, encode, split
 
 log = logging.getLogger(__name__)
 
@@ -374,6 +374,6 @@ def _peek_name(cred: dict[str, Any]) -> str | None:
 
 
 def _version() -> str:
-    from posfleet import __version__
+    from wire import __version__
 
     return __version__

@@ -1,6 +1,6 @@
 """Talk to a terminal's diagnostic console over a serial cable (or any pyserial URL).
 
-Stop-and-wait over the frames of agent/console/framing.py: send a request, expect an ACK
+Stop-and-wait over the frames of wire/console.py: send a request, expect an ACK
 within ``ack_timeout`` (else send it again), then the reply's parts; ask again for a part
 that did not arrive. The terminal keeps its last reply, so a request sent twice never runs
 twice.
@@ -16,8 +16,8 @@ from typing import Any
 
 import serial
 
-from agent.console.framing import ACK, MAX_PAYLOAD, REP, REQ, RESEND, Decoder, Frame, encode
 from drivers.transport import close_quietly
+from wire.console import ACK, MAX_PAYLOAD, REP, REQ, RESEND, Decoder, Frame, encode
 
 # Seconds a command may take on the terminal (after its ACK) before we ask again.
 COMMAND_TIMEOUTS = {"selftest": 120.0, "netcheck": 60.0, "reenrol": 30.0}

@@ -104,7 +104,7 @@ def command() -> None:
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="credential file for the laptop")
 def issue_cmd(ca_dir: str, engineer: str, scope: str, days: float, out: str) -> None:
     """Make an engineer's key pair and have the fleet CA endorse it."""
-    from posfleet.ca import CAError, FleetCA
+    from pki.ca import CAError, FleetCA
 
     try:
         ca = FleetCA(ca_dir, _passphrase())

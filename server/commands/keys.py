@@ -39,7 +39,7 @@ class SigningKey:
 
 def make_key(ca: object, out_dir: Path, purpose: str = "command", days: int = 365,
              key_id: str = "") -> tuple[Path, Path, EndorsedKey]:
-    """Generate an Ed25519 key and the fleet CA's endorsement (``ca`` is a posfleet.ca.FleetCA)."""
+    """Generate an Ed25519 key and the fleet CA's endorsement (``ca`` is a pki.ca.FleetCA)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 

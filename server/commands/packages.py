@@ -1,4 +1,7 @@
-"""Building update packages (on an administrator's machine that holds the update key)."""
+"""Building update packages (on an administrator's machine that holds the update key).
+
+The package format (manifest, signed statement, an agent release's layout) is :mod:`wire.package`, shared with
+the terminals that install packages: what is built here is read back with their reader before it is signed."""
 
 from __future__ import annotations
 
@@ -11,7 +14,17 @@ import tarfile
 import time
 from pathlib import Path
 
-from agent.update import MANIFEST, read_manifest, statement
+from wire.package import (
+    ENTRY,
+    HEALTHCHECK,
+    MANIFEST,
+    RELEASE_PACKAGES,
+    RUN_PY,
+    VERSION_FILE,
+    code_root,
+    read_manifest,
+    statement,
+)
 
 from .keys import SigningKey
 
@@ -46,15 +59,14 @@ def sign_package(archive: Path, key: SigningKey) -> tuple[str, bytes]:
 
 def stage_agent_release(out: Path, version: str, src_root: Path | None = None) -> Path:
     """A source tree for an ``agent`` package: the agent's packages from ``src_root`` (default: the running
-    code), ``posfleet.__version__`` set to ``version``, the release entry point ``run.py`` and a pre-flight
-    ``healthcheck``. Build it with ``build_package(out, "agent", version, models, ["./healthcheck"], ...)``."""
-    from agent.release import ENTRY, HEALTHCHECK, RELEASE_PACKAGES, RUN_PY, code_root
-
+    code), ``__version__`` set to ``version`` (in ``wire/__init__.py``, which ``posfleet.__version__`` names), the
+    release entry point ``run.py`` and a pre-flight ``healthcheck``. Build it with
+    ``build_package(out, "agent", version, models, ["./healthcheck"], ...)``."""
     src_root = src_root or code_root()
     out.mkdir(parents=True, exist_ok=False)
     for name in RELEASE_PACKAGES:
         shutil.copytree(src_root / name, out / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    init = out / "posfleet" / "__init__.py"
+    init = out / VERSION_FILE
     text, n = re.subn(r'^__version__ = .*$', f"__version__ = {version!r}", init.read_text(), flags=re.M)
     if n != 1:
         raise ValueError(f"{init}: no __version__ line to set")

@@ -173,11 +173,9 @@ class CommandService:
         return sns
 
     def _check_params(self, ctype: str, params: dict[str, Any]) -> dict[str, Any]:
-        from agent.commands import PARAMS
+        from wire.commands import PACE_RANGE, PARAMS
 
         if ctype == "software_update":
-            from agent.update import PACE_RANGE
-
             allowed = {"package", "allow_downgrade", "health_timeout_s", "pace_bytes_per_s"}
             if "package" not in params:
                 raise CommandError(422, "params.package: required (the id of an uploaded package)", "params.package")
@@ -418,8 +416,8 @@ class CommandService:
 
         import msgspec
 
-        from agent.update import UpdateError, read_manifest, statement
         from wire.commands import Endorsement
+        from wire.package import PackageError, read_manifest, statement
         from wire.signing import SignatureError, ca_public_key, check_endorsement, verify_ed25519
 
         try:
@@ -434,7 +432,7 @@ class CommandService:
         try:
             try:
                 manifest = read_manifest(tmp)
-            except UpdateError as err:
+            except PackageError as err:
                 raise CommandError(422, f"package: {err}", "package") from err
             try:
                 key = check_endorsement(ca_public_key(self.settings.path(self.settings.mqtt.ca_file)), endo, "update")

@@ -1,7 +1,7 @@
 """Mobile numbers never reach the log (catalogue S16, phone part): generated numbers in every common form, put
 into log messages, their arguments and exceptions, come out with at most their last four digits.
 
-Runs the log pipeline the agent (and the server) runs: :func:`posfleet.logs.setup`'s redacting filter on a
+Runs the log pipeline the agent (and the server) runs: :func:`agent.logs.setup`'s redacting filter on a
 stream handler.
 """
 

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from posfleet.ca import acl_text
+from pki.ca import acl_text
 from tests.fleet import AgentProc, Broker, Server, agent_config, wait_for
 
 SN = "HN01300001"

@@ -15,7 +15,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from posfleet.ca import FleetCA
+from pki.ca import FleetCA
 from server.commands.keys import load_key, make_key
 from tests.commands.conftest import Fleet
 from tests.fleet import PASS, wait_for

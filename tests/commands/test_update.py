@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from agent.update import statement
-from posfleet.ca import FleetCA
+from pki.ca import FleetCA
 from server.commands.keys import load_key, make_key
 from server.commands.packages import build_package, sign_package
 from tests.commands.conftest import Fleet

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from posfleet.ca import FleetCA
+from pki.ca import FleetCA
 from posfleet.diagconsole import credential as credential_cli
 from posfleet.diagconsole.client import Refused
 from posfleet.diagconsole.credential import issue, revoke

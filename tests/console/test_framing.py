@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.console.framing import (
+from wire.console import (
     ACK,
     MAX_PAYLOAD,
     REP,

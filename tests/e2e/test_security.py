@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.enroll import make_key_and_csr
-from posfleet.ca import FleetCA
+from pki.ca import FleetCA
 from tests.conftest import sqlite_count
 from tests.fleet import PASS, AgentProc, agent_config, wait_for
 
