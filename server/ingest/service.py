@@ -91,6 +91,7 @@ class _Msg:
     events: list[EventRow] = field(default_factory=list)
     ok: list[int] = field(default_factory=list)
     rejected: list[tuple[int, str]] = field(default_factory=list)
+    item_bytes: int = 0  # msgpack bytes of the items accepted (what the stored-bytes budget counts)
 
 
 TAKEOVERS = 3  # more "lost" wills than this from one unit ...
@@ -380,6 +381,7 @@ class Ingest:
                 self._reject_item(m, smp.seq, "too_old", f"dated {int(now - smp.ts) // 86400} days ago")
                 continue
             body = sample_dict(smp)
+            m.item_bytes += len(raw)
             m.samples.append(SampleRow(
                 sn, batch.epoch, smp.seq, smp.ts, smp.interval, smp.clock, smp.connected, smp.rtt_ms,
                 {k: [c.state, c.reason] for k, c in smp.checks.items()}, body, received,
@@ -398,6 +400,7 @@ class Ingest:
                 self._reject_item(m, e.seq, "too_old", f"event dated {int(now - e.ts) // 86400} days ago")
                 continue
             m.events.append(EventRow(sn, batch.epoch, e.seq, e.ts, e.kind, _redact(data), received))
+            m.item_bytes += len(raw)
             m.ok.append(e.seq)
         return m
 
@@ -532,7 +535,7 @@ class Ingest:
         self.stats.events_stored += len(events)
         self.stats.duplicates += len(samples) + len(events) - stored
         for m in good:
-            self.budget.stored(m.sn, sum(len(str(s.body)) for s in m.samples) + sum(len(str(e.data)) for e in m.events))
+            self.budget.stored(m.sn, m.item_bytes)
         for cb in self.on_committed:
             try:
                 cb(samples, events)
