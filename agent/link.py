@@ -5,6 +5,9 @@ online/offline state with a last will, reconnects with full-jitter exponential b
 (so 3,000 terminals do not come back in step after a carrier outage), TLS session
 resumption (a resumed handshake costs about half a full one on the cellular link), and
 round trips measured from PUBLISH to PUBACK on traffic that is sent anyway.
+
+The broker certificate's dates are checked against the terminal's best known time; while its clock is unchecked
+and wrong, against the time the server vouches for in its first acknowledgement (agent/tls.py).
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from wire import codec, topics
-from wire.messages import State
+from wire.messages import Ack, State
 
 from .netq import TcpInfo, tcp_info
+from .tls import DATE_ERRORS, AgentContext, agent_context
 
 log = logging.getLogger(__name__)
+
+#: while waiting for the server's time on a new connection, the online state is published again this often
+AWAIT_TIME_HELLO_S = 20.0
 
 
 def backoff_delay(failures: int, low: float, high: float, rng: random.Random) -> float:
@@ -39,19 +46,8 @@ def backoff_delay(failures: int, low: float, high: float, rng: random.Random) ->
     return rng.uniform(low, max(low, cap))
 
 
-class _ResumingContext(ssl.SSLContext):
-    """Offers the last TLS session again on reconnect (session resumption)."""
-
-    saved_session: ssl.SSLSession | None = None
-
-    def wrap_socket(self, sock, *args, **kwargs):  # type: ignore[no-untyped-def,override]
-        if self.saved_session is not None and kwargs.get("session") is None:
-            kwargs["session"] = self.saved_session
-        return super().wrap_socket(sock, *args, **kwargs)
-
-
 def tls_context(ca_file: Path, cert_file: Path, key_file: Path, passphrase: str = "", min_version: str = "1.2") -> ssl.SSLContext:
-    ctx = _ResumingContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx = agent_context(ca_file, cert_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3 if min_version == "1.3" else ssl.TLSVersion.TLSv1_2
     ctx.verify_mode = ssl.CERT_REQUIRED
     ctx.check_hostname = True
@@ -94,6 +90,8 @@ class Link:
         on_retained: Callable[[str, bytes], None] | None = None,
         on_refused: Callable[[str, int, str], None] | None = None,
         rng: random.Random | None = None,
+        best_time: Callable[[], float | None] | None = None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.sn = sn
         self.host, self.port = host, port
@@ -101,6 +99,15 @@ class Link:
         self.reconnect_min, self.reconnect_max = reconnect_min, reconnect_max
         self.version = version
         self._ctx = context
+        # best_time: the terminal's time once its clock is checked, None while not; given, the broker certificate's
+        # dates are checked against it, and deferred to the server's time while the clock is unchecked (agent/tls.py)
+        if best_time is not None and isinstance(context, AgentContext):
+            context.best_time = best_time
+        self._now = now
+        self._awaiting_time = False  # connected, the certificate's dates wait for the server's time
+        self._awaiting_since = 0.0
+        self._held: list[mqtt.MQTTMessage] = []  # what arrived meanwhile: acted on once the dates are checked
+        self.dates_refused = 0  # connections dropped: the broker certificate not valid at the server's time
         self._on_connect, self._on_disconnect = on_connect, on_disconnect
         self._on_message, self._on_rtt = on_message, on_rtt
         self._on_retained, self._on_refused = on_retained, on_refused
@@ -145,11 +152,11 @@ class Link:
                     topics.topic(self.sn, topics.STATE), codec.encode(State(online=False, reason="shutdown")),
                     qos=1, retain=True,
                 )
-                deadline = time.monotonic() + 2
-                while not info.is_published() and time.monotonic() < deadline:
-                    time.sleep(0.02)
+                info.wait_for_publish(2.0)  # a condition wait (time.sleep fails under libfaketime's monotonic clock)
             except (ValueError, RuntimeError):
                 pass
+            self._client.disconnect()
+        elif self._awaiting_time:
             self._client.disconnect()
         self._stop.set()
         if self._thread is not None:
@@ -217,19 +224,35 @@ class Link:
             self.last_error = f"broker refused: {reason_code}"
             log.warning("broker refused the connection: %s", reason_code)
             return
-        self.connects += 1
-        self.failures = 0
         client.subscribe([(topics.topic(self.sn, topics.ACK), 0), (topics.topic(self.sn, topics.COMMAND), 1)])
+        self._hello(client)
+        if isinstance(self._ctx, AgentContext) and self._ctx.pending is not None:
+            # the server answers the online state with its time: until then nothing else is sent or acted on
+            self._awaiting_time = True
+            self._awaiting_since = time.monotonic()
+            self._held.clear()
+            log.info("connected to %s:%d; waiting for the server's time to check the broker certificate's dates",
+                     self.host, self.port)
+            return
+        self._up()
+
+    def _hello(self, client: mqtt.Client) -> None:
         client.publish(
             topics.topic(self.sn, topics.STATE),
-            codec.encode(State(online=True, ts=int(time.time()), version=self.version)), qos=1, retain=True,
+            codec.encode(State(online=True, ts=int(self._now()), version=self.version)), qos=1, retain=True,
         )
+
+    def _up(self) -> None:
+        self.connects += 1
+        self.failures = 0
         self._connected.set()
         log.info("connected to %s:%d", self.host, self.port)
         if self._on_connect:
             self._on_connect()
 
     def _handle_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        self._awaiting_time = False
+        self._held.clear()
         was = self._connected.is_set()
         self._connected.clear()
         with self._lock:
@@ -243,6 +266,44 @@ class Link:
         parsed = topics.parse(msg.topic)
         if not parsed or parsed[0] != self.sn:
             return
+        if self._awaiting_time:
+            if parsed[1] == topics.ACK and not msg.retain:  # a retained acknowledgement's time is an old one
+                self._vouched(client, msg)
+            elif len(self._held) < 200:
+                self._held.append(msg)
+            return
+        self._dispatch(parsed, msg)
+
+    def _vouched(self, client: mqtt.Client, msg: mqtt.MQTTMessage) -> None:
+        """The server's first acknowledgement on a connection whose certificate dates wait for its time."""
+        try:
+            server_time = codec.decode(msg.payload, Ack).time_ms / 1000
+        except codec.DecodeError as err:
+            log.warning("ignored an acknowledgement while waiting for the server's time: %s", err)
+            return
+        assert isinstance(self._ctx, AgentContext)
+        problem = self._ctx.vouched(server_time)
+        self._awaiting_time = False
+        held, self._held = self._held, []
+        if problem is not None:
+            self.dates_refused += 1
+            self.last_error = f"broker certificate refused: {problem}"
+            self._ctx.saved_session = None
+            log.error("disconnecting from %s:%d: %s; the server's time is not adopted and nothing is sent (the "
+                      "clock stays unchecked, samples stay held); check the broker certificate and this terminal's "
+                      "clock", self.host, self.port, problem)
+            client.disconnect()
+            return
+        log.info("broker certificate valid at the server's time %s", time.strftime("%Y-%m-%d %H:%M:%SZ",
+                                                                                  time.gmtime(server_time)))
+        self._ctx.defer_dates = False
+        self._up()
+        for m in [msg, *held]:
+            parsed = topics.parse(m.topic)
+            if parsed:
+                self._dispatch(parsed, m)
+
+    def _dispatch(self, parsed: tuple[str, str], msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
             # The retain flag is set only on a message the broker kept and hands to every new subscription: a
             # command (or an acknowledgement, with its old server time) that would be acted on again at every
@@ -279,6 +340,8 @@ class Link:
             try:
                 self._client.connect(self.host, self.port, keepalive=self.keepalive, clean_start=True)
             except (OSError, ssl.SSLError, ValueError) as err:
+                if self._dates_only(err):
+                    continue  # again at once, the dates deferred to the server's time
                 self.failures += 1
                 self.last_error = f"connect failed: {err}"
                 log.info("connect to %s:%d failed (%s); attempt %d", self.host, self.port, err, self.failures)
@@ -296,6 +359,10 @@ class Link:
                     break
                 if not resumed_saved and self._connected.is_set() and time.monotonic() - started > 1.0:
                     resumed_saved = self._save_session()
+                if self._awaiting_time and time.monotonic() - self._awaiting_since > AWAIT_TIME_HELLO_S:
+                    # the server's time (a QoS 0 acknowledgement) was lost, or the server was down: ask again
+                    self._awaiting_since = time.monotonic()
+                    self._hello(self._client)
             self._handle_disconnect(self._client, None, None, "connection lost", None)
             if self._stop.is_set():
                 break
@@ -308,10 +375,24 @@ class Link:
         except (OSError, ValueError):
             pass
 
+    def _dates_only(self, err: BaseException) -> bool:
+        """OpenSSL refused the broker certificate for its dates alone while this terminal's clock is unchecked:
+        defer the date check of the next handshake to the server's time (True: try again now)."""
+        ctx = self._ctx
+        if (not isinstance(ctx, AgentContext) or ctx.best_time is None or ctx.defer_dates
+                or not isinstance(err, ssl.SSLCertVerificationError) or err.verify_code not in DATE_ERRORS
+                or ctx.best_time() is not None):
+            return False
+        ctx.defer_dates = True
+        self.last_error = f"connect failed: {err}"
+        log.warning("the broker certificate is not valid by this terminal's unchecked clock (%s): connecting with "
+                    "its dates to be checked against the server's time", err.verify_message)
+        return True
+
     def _save_session(self) -> bool:
         sock = self._client.socket()
         session = getattr(sock, "session", None)
-        if session is not None and isinstance(self._ctx, _ResumingContext):
+        if session is not None and isinstance(self._ctx, AgentContext):
             self._ctx.saved_session = session
             return True
         return False

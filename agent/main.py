@@ -23,6 +23,7 @@ import psutil
 from wire import __version__, codec, topics
 from wire.messages import (
     CLOCK_CHECKED,
+    CLOCK_CORRECTED,
     CLOCK_UNVERIFIED,
     FAULT,
     OK,
@@ -150,6 +151,10 @@ class Agent:
             on_retained=lambda kind, payload: self.events.put(("retained", (kind, payload))),
             on_refused=lambda kind, code, name: self.events.put(("refused", (kind, code, name))),
             rng=self.rng,
+            # the broker certificate's dates against the best known time, deferred to the server's while the clock
+            # is unchecked (agent/tls.py); a simulated clock's time is not comparable with them: OpenSSL checks
+            best_time=self._best_time if self.clock.real else None,
+            now=self.clock.now,
         )
         # retained commands ignored since the last cmd_refused report, by command type; reported at once, then
         # at most every REPORT_EVERY_S (a flapping link re-delivers the retained message at every reconnect)
@@ -270,6 +275,28 @@ class Agent:
             return
         if self.cfg.clock.trust_ntp and self.clock.speed == 1.0 and ntp_synchronised():
             self._clock_checked("ntp")
+
+    def _best_time(self) -> float | None:
+        """The time once the clock has been checked (NTP, or the server's offset), None before (the link's thread)."""
+        return self.clock.now() if self.clock_ok else None
+
+    def _clock_moved(self, jump: float) -> None:
+        """The server's time moved this clock by ``jump`` seconds: what is planned or kept in memory on the old
+        time moves with it, onto the interval grid (as the outbox re-dates its rows). Without this a clock set back
+        by 18 months would take its next sample in 18 months, and one set forward would date its next sample on
+        the old time."""
+        if abs(jump) < 1.0:
+            return
+        grid = self.interval
+        if self._next_slot:
+            self._next_slot = round((self._next_slot + jump) / grid) * grid
+        self._last_inventory += jump
+        pending = [s for s in self.memory if s.clock == CLOCK_UNVERIFIED]
+        if self._open_sample is not None:
+            pending.append(self._open_sample[0])
+        for s in pending:
+            s.ts = round((s.ts + jump) / s.interval) * s.interval
+            s.clock = CLOCK_CORRECTED
 
     def _clock_checked(self, how: str) -> None:
         self.clock_ok = True
@@ -472,7 +499,9 @@ class Agent:
                     self.commands.report(cid, "set_config", "succeeded", 0, "configuration applied; server reached",
                                          time.time())
         if not self.clock_ok or abs(server_now - self.clock.now()) > max(5.0, 2 * self.clock.speed):
+            before = self.clock.now()
             self.clock.set_offset(server_now - self.clock.raw())
+            self._clock_moved(self.clock.now() - before)
             self.clock_ok = False
             self._clock_checked("server time")
         gone = ack.ranges + [(lo, hi) for lo, hi, _ in ack.rejected]

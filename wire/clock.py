@@ -72,6 +72,12 @@ class Clock:
         return self._seg_real[i] + (t - self._seg_sim[i]) / self._seg_speed[i]
 
     @property
+    def real(self) -> bool:
+        """True for the real clock (no speed, start or schedule): its ``now()`` is comparable with certificate
+        dates and other machines' clocks; a simulated one is only comparable with its own run's."""
+        return not self._piecewise and self._base_speed == 1.0 and self._start == self._anchor_real
+
+    @property
     def speed(self) -> float:
         """The speed now (constant unless a schedule is set)."""
         if not self._piecewise:
