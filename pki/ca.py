@@ -23,6 +23,7 @@ import ipaddress
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,18 @@ def _write_private(path: Path, data: bytes) -> None:
     os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: a world-readable old key must not stay so
     with os.fdopen(fd, "wb") as f:
         f.write(data)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Write a file the broker (another user) must read: 0644 whatever the umask, replaced atomically (a broker
+    reloading never reads half a file). An ACL or CRL the broker cannot open on a reload is worse than stale:
+    Mosquitto 2.0 then logs "Unable to open acl_file" and lets every client read every topic."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.fchmod(fd, 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    tmp.replace(path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey, passphrase: str = "") -> bytes:
@@ -111,7 +124,7 @@ class FleetCA:
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256())
         )
-        (d / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_public(d / "ca.pem", cert.public_bytes(serialization.Encoding.PEM))
         _write_private(d / "ca.key", _key_pem(key, passphrase))
         (d / "index.json").write_text("[]")
         ca = cls(d, passphrase)
@@ -171,7 +184,15 @@ class FleetCA:
         return cert_path, key_path
 
     def issue_broker(self, names: list[str], days: int = 825) -> tuple[Path, Path]:
-        return self.issue_keypair(names[0], "broker", self.dir / "broker", days, san=names)
+        """A renewal keeps the group read access ``broker-config --user`` gave the old key (the broker must still
+        read the new one)."""
+        old = self.dir / "broker.key"
+        prior = old.stat() if old.exists() else None
+        cert, key = self.issue_keypair(names[0], "broker", self.dir / "broker", days, san=names)
+        if prior is not None and stat.S_IMODE(prior.st_mode) & 0o040:
+            os.chown(key, -1, prior.st_gid)
+            os.chmod(key, 0o640)
+        return cert, key
 
     def issue_server_client(self, days: int = 825, name: str = SERVER_CLIENT_CN) -> tuple[Path, Path]:
         """The fleet server's MQTT identity. One per ingest process (``posfleet-server-2``...): the broker
@@ -231,7 +252,7 @@ class FleetCA:
                 )
         crl = builder.sign(self.key, hashes.SHA256())
         path = self.dir / "crl.pem"
-        path.write_bytes(crl.public_bytes(serialization.Encoding.PEM))
+        _write_public(path, crl.public_bytes(serialization.Encoding.PEM))
         return path
 
 
@@ -280,9 +301,7 @@ def write_acl(ca_dir: Path) -> Path:
     """(Re)write ``ca_dir/acl`` from the index, atomically (a broker reloading must never read half a file)."""
     servers, dead = identities(ca_dir)
     path = ca_dir / "acl"
-    tmp = ca_dir / "acl.tmp"
-    tmp.write_text(acl_text(servers or [SERVER_CLIENT_CN], dead))
-    tmp.replace(path)
+    _write_public(path, acl_text(servers or [SERVER_CLIENT_CN], dead).encode())
     return path
 
 
@@ -338,5 +357,30 @@ def write_broker_config(ca_dir: Path, port: int, bind: str = "127.0.0.1", data_d
                         user: str = "", name: str = "mosquitto.conf") -> Path:
     write_acl(ca_dir)
     conf = ca_dir / name
-    conf.write_text(mosquitto_conf(ca_dir, port, bind, data_dir, user))
+    _write_public(conf, mosquitto_conf(ca_dir, port, bind, data_dir, user).encode())
+    if user:
+        broker_key_for(ca_dir, user)
     return conf
+
+
+def broker_key_for(ca_dir: Path, user: str) -> None:
+    """Let ``user`` (the account mosquitto drops to) read broker.key: group-owned by that user's group, 0640.
+    As root only (nobody else can chgrp to a group it is not in); otherwise :class:`CAError` says what to run."""
+    import grp
+    import pwd
+
+    key = ca_dir / "broker.key"
+    if not key.exists():
+        return
+    try:
+        gid = pwd.getpwnam(user).pw_gid
+    except KeyError as err:
+        raise CAError(f"--user {user!r}: no such user on this machine (install mosquitto first)") from err
+    st = key.stat()
+    if st.st_gid == gid and stat.S_IMODE(st.st_mode) == 0o640:
+        return
+    if os.geteuid() != 0 and st.st_uid == os.geteuid() and gid not in os.getgroups():
+        raise CAError(f"{key}: the broker's user {user!r} cannot read it; as root run: "
+                      f"chgrp {grp.getgrgid(gid).gr_name} {key} && chmod 0640 {key}")
+    os.chown(key, -1, gid)
+    os.chmod(key, 0o640)
