@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -121,6 +122,7 @@ class AgentContext(ssl.SSLContext):
     defer_dates = False
     #: the broker certificate (DER) of the connection whose date check waits for the server's time
     pending: bytes | None = None
+    _local: threading.local
 
     def wrap_socket(self, sock, *args, **kwargs):  # type: ignore[no-untyped-def,override]
         if self.saved_session is not None and kwargs.get("session") is None:
@@ -129,7 +131,11 @@ class AgentContext(ssl.SSLContext):
         flags = int(self.verify_flags)
         self.verify_flags = flags | NO_CHECK_TIME if check is not None else flags & ~NO_CHECK_TIME
         self.pending = None
-        ssock = super().wrap_socket(sock, *args, **kwargs)
+        self._local.check = check  # a socket made with do_handshake_on_connect shakes hands inside wrap_socket
+        try:
+            ssock = super().wrap_socket(sock, *args, **kwargs)
+        finally:
+            self._local.check = None
         ssock._date_check = check
         return ssock
 
@@ -143,7 +149,7 @@ class AgentContext(ssl.SSLContext):
         return best if abs(best - time.time()) > SYSTEM_CLOCK_SLACK_S else None
 
     def after_handshake(self, sock: _CheckedSocket) -> None:
-        check = sock._date_check
+        check = sock.__dict__.get("_date_check", getattr(self._local, "check", None))
         if check is None:
             return
         der = sock.getpeercert(binary_form=True)
@@ -175,6 +181,7 @@ class AgentContext(ssl.SSLContext):
 
 def agent_context(ca_file: Path, cert_file: Path) -> AgentContext:
     ctx = AgentContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx._local = threading.local()
     ctx.sslsocket_class = _CheckedSocket
     ctx.anchors = load_certificates(ca_file)
     ctx.floor = time_floor(cert_file, ctx.anchors)
