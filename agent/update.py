@@ -45,7 +45,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -127,17 +126,14 @@ def recover_pending(data_dir: Path) -> list[str]:
 
 
 def _unpack(archive: Path, dest: Path) -> None:
-    tmp = dest.with_name(dest.name + ".unpack")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    """Into ``dest`` through ``dest.unpack`` (removed on any failure): regular files and folders only, nothing
+    outside ``dest``, on Pythons with and without tarfile's extraction filters (:mod:`agent.untar`)."""
+    from .untar import unpack
+
     try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(tmp, filter="data")  # no absolute paths, no .., no devices
-    except (tarfile.TarError, OSError) as err:
-        shutil.rmtree(tmp, ignore_errors=True)
+        unpack(archive, dest)
+    except Exception as err:  # noqa: BLE001 - whatever it was, the update fails with the reason, nothing left over
         raise UpdateError(f"cannot unpack: {err}") from err
-    shutil.rmtree(dest, ignore_errors=True)
-    os.replace(tmp, dest)
 
 
 # ---------------------------------------------------------------- download
