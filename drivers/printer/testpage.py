@@ -8,8 +8,10 @@ a final cut. No personal data ever goes on this page.
 
 Chinese text is encoded here as GB18030 for a printer put in Chinese mode (``FS &``),
 not through python-escpos' MagicEncode (which routes only U+4E00-U+9FA5 to GB18030 and
-sends ``¥``/CJK punctuation wrongly). python-escpos is imported only to rasterise the QR
-code for printers without native ``GS ( k``.
+sends ``¥``/CJK punctuation wrongly). For printers without native ``GS ( k`` the QR code is
+rasterised here as ``GS v 0`` from segno's module matrix (segno: pure Python, no dependencies, ~0.1 MB,
+imported only then); python-escpos with Pillow, qrcode and PyYAML (~28 MB on disk, ~11 MB RSS) is not
+needed on a terminal (issue 13, decision 017).
 """
 
 from __future__ import annotations
@@ -60,13 +62,24 @@ def qr_native(payload: str, size: int = 6) -> bytes:
 
 
 def qr_raster(payload: str, dots: int) -> bytes:
-    """QR as a raster image, through python-escpos (imported here only: it is heavy)."""
-    from escpos.printer import Dummy  # noqa: PLC0415 - deliberately lazy
+    """QR (EC level M, 4-module quiet zone) as a ``GS v 0`` raster image, 4 dots a module on a 58 mm head and 6
+    on an 80 mm one. segno is imported here only: the test page is rare."""
+    import segno  # noqa: PLC0415 - deliberately lazy
 
-    dummy = Dummy()
-    size = 6 if dots >= 576 else 4
-    dummy.qr(payload, size=size, native=False)  # ESC a 1 (sent before) centres it
-    return dummy.output
+    data = payload.encode("ascii")
+    if not data or len(data) > 7000:
+        raise ValueError("QR payload must be 1..7000 ASCII bytes")
+    scale = 6 if dots >= 576 else 4
+    qr = segno.make_qr(data, error="m", boost_error=False)
+    rows = [bytes(row) for row in qr.matrix_iter(scale=scale, border=4)]
+    if len(rows[0]) > dots:
+        raise ValueError(f"QR code {len(rows[0])} dots wide does not fit the {dots}-dot head")
+    width = (len(rows[0]) + 7) // 8
+    out = bytearray(GS + b"v0\x00" + bytes((width & 0xFF, width >> 8, len(rows) & 0xFF, len(rows) >> 8)))
+    for row in rows:
+        bits = int("".join("1" if m else "0" for m in row).ljust(width * 8, "0"), 2)
+        out += bits.to_bytes(width, "big")
+    return bytes(out)
 
 
 def density_pattern(dots: int) -> bytes:
