@@ -236,6 +236,50 @@ def parse(text: str, base_dir: str = "") -> AgentConfig:
     return cfg
 
 
+def check_files(cfg: AgentConfig, now: float | None = None, running: bool = False) -> list:
+    """Every file the configuration names, checked as the agent will use it (``wire.pemfiles.Problem`` s: fatal
+    ones stop ``agent run`` and fail ``agent check-config``, both with exit 2).
+
+    ``running`` (``agent run``): an expired certificate is a loud warning, not a reason to stop. The broker will
+    refuse it (or this terminal's clock is ahead, which agent/tls.py copes with), but the agent keeps sampling into
+    its outbox for when the certificate is renewed, and the diagnostic console's ``reenrol`` needs it running."""
+    import os
+
+    from wire import pemfiles
+    from wire.pemfiles import Problem
+
+    problems: list[Problem] = []
+    link = cfg.link
+    pemfiles.certificates("link.ca_file", cfg.path(link.ca_file), problems, now, "CA certificate",
+                          expired_fatal=not running)
+    certs = pemfiles.cert_and_key("link", "cert_file", cfg.path(link.cert_file), "key_file", cfg.path(link.key_file),
+                                  problems, now, str(link.key_passphrase), "key_passphrase", expired_fatal=not running)
+    if certs and cfg.sn:
+        from cryptography.x509.oid import NameOID
+
+        cn = [a.value for a in certs[0].subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+        if cn and cn[0] != cfg.sn:
+            problems.append(Problem("sn", str(cfg.path(link.cert_file)), f"{cfg.sn!r} but link.cert_file is issued to "
+                                    f"{cn[0]!r}: the broker knows this terminal by the certificate's name, and refuses "
+                                    "what it publishes under another", fatal=False))
+    if cfg.console is not None:
+        pemfiles.certificates("console.engineer_ca_file", cfg.path(cfg.console.engineer_ca_file), problems, now,
+                              "CA certificate", expired_fatal=not running)
+        if cfg.console.revoked_file:
+            pemfiles.read_file("console.revoked_file", cfg.path(cfg.console.revoked_file), problems)
+    data = cfg.path(cfg.data_dir)
+    folder = data
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        problems.append(Problem("data_dir", str(data), f"{folder} is not a folder"))
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problems.append(Problem("data_dir", str(data), f"{'folder' if folder == data else f'folder {folder}'} is not "
+                                f"writable by user {pemfiles.running_user()}: samples are held in memory only "
+                                f"({cfg.outbox.memory_fallback} at most) and lost at a restart", fatal=False))
+    return problems
+
+
 def load(path: str | Path) -> AgentConfig:
     p = Path(path)
     try:

@@ -64,6 +64,31 @@ def main() -> None:
     """posfleet: fleet monitoring for medical-insurance POS terminals."""
 
 
+def _problems(problems: list, config_path: str, fail: bool = True) -> bool:
+    """Print the file and setting problems (``wire.pemfiles.Problem``) to stderr, errors first; with ``fail``, exit 2
+    when one is fatal. Returns whether one was."""
+    from wire.pemfiles import report, running_user
+
+    fatal = any(p.fatal for p in problems)
+    if problems:
+        head = f"{config_path}: configuration error (files checked as user {running_user()}):\n" if fatal else ""
+        click.echo(head + report(problems), err=True)
+    if fatal and fail:
+        sys.exit(2)
+    return fatal
+
+
+def _config_writable(config_path: str) -> list:
+    """A warning when the agent cannot rewrite its own configuration (remote set_config, console config set)."""
+    from wire.pemfiles import Problem, running_user
+
+    p = Path(config_path).resolve()
+    if os.access(p, os.W_OK) and os.access(p.parent, os.W_OK | os.X_OK):
+        return []
+    return [Problem("--config", str(p), f"this file or its folder is not writable by user {running_user()}: remote "
+                                        "set_config and the console's config changes will fail", fatal=False)]
+
+
 # ---------------------------------------------------------------- agent
 @main.group()
 def agent() -> None:
@@ -74,13 +99,15 @@ def agent() -> None:
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False), help="agent TOML file")
 def agent_run(config_path: str) -> None:
     """Run the agent until SIGTERM/SIGINT."""
-    from agent.config import ConfigError, load
+    from agent.config import ConfigError, check_files, load
     from agent.release import launch
 
     try:
         cfg = load(config_path)
     except ConfigError as err:
         raise click.UsageError(str(err)) from err
+    # every file checked before anything starts: exit 2 naming the setting and the path (issue 13)
+    _problems(check_files(cfg, running=True) + _config_writable(config_path), config_path)
     _setup_logging(cfg.log.level)
     try:  # an agent release installed by a software update runs instead of this code (exec, same PID)
         launch(cfg.path(cfg.data_dir), ["agent", "run", "--config", str(Path(config_path).resolve())])
@@ -94,7 +121,9 @@ def agent_run(config_path: str) -> None:
         a = Agent(cfg, config_path=Path(config_path).resolve())
     except ConfigError as err:  # e.g. a key that the configured passphrase does not open
         raise click.UsageError(str(err)) from err
-    except (ValueError, OSError) as err:
+    except OSError as err:  # checked above; changed since? say which file
+        raise click.UsageError(f"{err.filename}: {err.strerror}" if err.filename else str(err)) from err
+    except ValueError as err:
         raise click.ClickException(str(err)) from err
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: a.stop())
@@ -104,14 +133,20 @@ def agent_run(config_path: str) -> None:
 @agent.command("check-config")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 def agent_check_config(config_path: str) -> None:
-    """Validate a configuration file and print it with secrets hidden."""
-    from agent.config import ConfigError, load
+    """Validate a configuration file and the files it names (exist, readable by this user, certificates and key
+    parse and match, not expired); print it with secrets hidden, and every problem on stderr (then exit 2).
+
+    Run it as the agent's user (runuser -u posfleet -- posfleet agent check-config ...): as root every file is
+    readable."""
+    from agent.config import ConfigError, check_files, load
 
     try:
         cfg = load(config_path)
     except ConfigError as err:
         raise click.UsageError(str(err)) from err
     click.echo(json.dumps(cfg.redacted(), indent=2, ensure_ascii=False))
+    if _problems(check_files(cfg) + _config_writable(config_path), config_path, fail=False):
+        sys.exit(2)
 
 
 @agent.command("enroll")
@@ -154,10 +189,32 @@ def _server_settings(config_path: str):  # type: ignore[no-untyped-def]
 def server_run(config_path: str, log_level: str, api_workers: int | None, api_only: bool, port: int | None) -> None:
     """Run the fleet server (API + MQTT ingest; with --api-workers N, N-1 more processes serve the API)."""
     from server.serve import run
+    from server.settings import check_files
 
     settings = _server_settings(config_path)
+    # every file checked before anything starts: exit 2 naming the setting and the path (issue 13); an API-only
+    # worker binds the port its primary holds (SO_REUSEPORT), so only the primary tries it first
+    _problems(check_files(settings, listen=not api_only and port is None), config_path)
     _setup_logging(log_level)
     run(settings, config_path, log_level, api_workers, api_only, port)
+
+
+@server.command("check-config")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
+def server_check_config(config_path: str) -> None:
+    """Validate the settings and the files they name (the broker CA, the server's certificate and key, the
+    database's folder, the command-signing key); print the settings, and every problem on stderr (then exit 2).
+
+    Run it as the server's user (runuser -u posfleet -- posfleet server check-config ...)."""
+    from server.settings import check_files
+
+    settings = _server_settings(config_path)
+    shown = settings.model_dump()
+    if shown["mqtt"]["share_group"]:
+        shown["mqtt"]["share_group"] = "***"
+    click.echo(json.dumps(shown, indent=2, ensure_ascii=False))
+    if _problems(check_files(settings), config_path, fail=False):
+        sys.exit(2)
 
 
 @server.group("token")

@@ -210,10 +210,23 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
         app.state.storage = storage
         ingest = Ingest(settings, storage, app.state.clock)
         app.state.ingest = ingest
-        fleet = await _start_fleet(app, settings, storage, ingest, primary)
-        if primary and settings.ingest_enabled:
-            await ingest.start()
-        await storage.warm()
+        fleet: list[Any] = []
+        try:
+            fleet = await _start_fleet(app, settings, storage, ingest, primary)
+            if primary and settings.ingest_enabled:
+                await ingest.start()
+            await storage.warm()
+        except BaseException as err:
+            # `posfleet server run` checked the files first; whatever still fails here must end the process (the
+            # database's threads would otherwise keep it alive, serving nothing): close what was opened
+            log.error("start-up failed: %s: %s", type(err).__name__, err)
+            with contextlib.suppress(Exception):
+                await _stop_fleet(fleet)
+            with contextlib.suppress(Exception):
+                await ingest.stop()
+            with contextlib.suppress(Exception):
+                await storage.close()
+            raise
         gc_before = _quiet_gc()
         retention = asyncio.create_task(_retention(app) if primary else _exit_with_parent(parent))
         publish = asyncio.create_task(_publish_ingest(app)) if primary and publish_ingest else None

@@ -27,6 +27,8 @@ class MqttSettings(_Strict):
     # MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may push to us at once.
     # We acknowledge only after the database commit, so this is the ingest pipeline's depth.
     receive_maximum: int = Field(2000, ge=10, le=65535)
+    # while the broker cannot be reached: logged at once (host:port and the error), then this often
+    report_every_s: float = Field(60.0, gt=0)
     # The shared subscription's group. A secret of the server's: mosquitto's ACL cannot refuse a subscription, so
     # a terminal that knew the group could join it and take its share of every unit's telemetry (which the ACL
     # then withholds from it: lost for the server). Empty: derived from the server's private key (stable across
@@ -97,6 +99,14 @@ class AvailabilitySettings(_Strict):
     rollup_keep_days: int = Field(400, ge=1)
     # on start, closed hours missed while the server was down are materialised back to at most this many days
     catchup_days: int = Field(14, ge=1)
+
+    @field_validator("service_hours")
+    @classmethod
+    def _hours(cls, v: str | dict[str, str]) -> str | dict[str, str]:
+        from .availability.hours import ServiceHours
+
+        ServiceHours.parse(v)  # ValueError naming what is wrong: refused at start, not by every request later
+        return v
 
 
 class AnalyticsSettings(_Strict):
@@ -242,6 +252,95 @@ def parse(data: dict, base_dir: str = "") -> Settings:
         return Settings.model_validate(data)
     except ValidationError as err:
         raise SettingsError(_explain(err)) from err
+
+
+def sqlite_path(settings: Settings) -> Path | None:
+    """The SQLite database file ``storage.url`` names (None for another backend)."""
+    url = settings.storage.url
+    if not url.startswith("sqlite:///"):
+        return None
+    return settings.path(url[len("sqlite:///"):])
+
+
+def _writable_place(setting: str, path: Path, problems: list, what: str) -> None:
+    """``path`` (a file to be created or written, with files beside it) can be written by this user."""
+    import os
+
+    from wire.pemfiles import Problem, running_user
+
+    user = running_user()
+    if path.exists():
+        if path.is_dir():
+            problems.append(Problem(setting, str(path), f"is a folder, not the {what}"))
+            return
+        if not os.access(path, os.R_OK | os.W_OK):
+            problems.append(Problem(setting, str(path), f"the {what} cannot be read and written by user {user}"))
+            return
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent  # missing folders are made at start: the nearest existing one must take them
+    if not folder.is_dir():
+        problems.append(Problem(setting, str(path), f"{folder} is not a folder"))
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        problems.append(Problem(setting, str(path), f"folder {folder} is not writable by user {user} (the {what} "
+                                                    "and its -wal and -shm files are made there)"))
+
+
+def check_files(settings: Settings, now: float | None = None, listen: bool = False) -> list:
+    """Every file the settings name, checked as the server will use it (``wire.pemfiles.Problem`` s; fatal ones
+    stop the server before it starts). ``listen``: also try to bind ``http.host:http.port``."""
+    from wire import pemfiles
+    from wire.pemfiles import Problem
+
+    problems: list[Problem] = []
+    m = settings.mqtt
+    if settings.ingest_enabled:
+        pemfiles.certificates("mqtt.ca_file", settings.path(m.ca_file), problems, now, "CA certificate")
+        pemfiles.cert_and_key("mqtt", "cert_file", settings.path(m.cert_file), "key_file", settings.path(m.key_file),
+                              problems, now)
+    db = sqlite_path(settings)
+    if db is None:
+        problems.append(Problem("storage.url", "", f"unsupported backend in {settings.storage.url!r} (supported: "
+                                                   "sqlite:///PATH)"))
+    else:
+        _writable_place("storage.url", db, problems, "database")
+    c = settings.commands
+    key, endo = settings.path(c.key_file), settings.path(c.endorsement_file)
+    if not c.key_file or (not key.exists() and not key.is_symlink() and not endo.exists()):
+        problems.append(Problem("commands.key_file", str(key) if c.key_file else "",
+                                "no command-signing key: remote commands and software updates are refused (HTTP 503) "
+                                "until it is there (posfleet ca command-key, then restart)", fatal=False))
+    else:
+        from .commands.keys import SigningKeyError, load_key
+
+        for setting, path in (("commands.key_file", key), ("commands.endorsement_file", endo)):
+            pemfiles.read_file(setting, path, problems)
+        if not any(p.setting.startswith("commands.") for p in problems):
+            try:
+                signing = load_key(key, endo)
+            except SigningKeyError as err:
+                text = str(err)
+                setting = "commands.endorsement_file" if text.startswith(str(endo)) else "commands.key_file"
+                path = endo if setting == "commands.endorsement_file" else key
+                problems.append(Problem(setting, str(path), text.removeprefix(f"{path}: ")))
+            else:
+                import time
+
+                t = time.time() if now is None else now
+                if signing.not_after < t:
+                    problems.append(Problem("commands.endorsement_file", str(endo), f"the endorsement of key "
+                                            f"{signing.key_id} has expired: make a new key (posfleet ca command-key)"))
+    if listen and settings.http.port:
+        import socket
+
+        host, port = settings.http.host, settings.http.port
+        try:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, port))
+        except OSError as err:
+            problems.append(Problem("http.port", "", f"cannot listen on {host}:{port}: {err.strerror or err}"))
+    return problems
 
 
 def load(path: str | Path) -> Settings:

@@ -131,8 +131,11 @@ class CommandService:
                             "(posfleet ca command-key)", self.key.key_id)
         except SigningKeyError as err:
             self.key = None
-            self.key_error = str(err)
-            log.error("commands cannot be signed: %s", err)
+            endo = str(self.settings.path(self.cs.endorsement_file))
+            setting = "commands.endorsement_file" if str(err).startswith(endo + ":") else "commands.key_file"
+            self.key_error = f"{setting}: {err}"  # the setting to fix, and the file
+            log.warning("remote commands are refused (HTTP 503) until the command-signing key can be read: %s",
+                        self.key_error)
 
     # hooks (event loop, must not block) --------------------------------------------------------
     def on_state(self, sn: str, online: bool) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import collections
 import logging
 import ssl
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -205,6 +206,11 @@ class Ingest:
         self._arrivals: collections.deque[float] = collections.deque()  # monotonic arrival of each queued message
         self.on_committed: list[Any] = []  # callbacks(samples, events) after each commit
         self.on_state: list[Any] = []  # callbacks(sn, online: bool) when a unit's broker state arrives
+        # why the broker cannot be reached (the last error), since when, and when that was last logged
+        self.broker_error = ""
+        self._down_since: float | None = time.monotonic()
+        self._down_logged: float | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     # lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -219,6 +225,7 @@ class Ingest:
         c.max_inflight_messages_set(200)
         c.reconnect_delay_set(1, 30)
         c.on_connect = self._on_connect
+        c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
@@ -228,19 +235,51 @@ class Ingest:
         c.loop_start()
         self._client = c
         self._task = asyncio.create_task(self._writer(), name="ingest-writer")
+        self._watch = asyncio.create_task(self._watch_broker(), name="ingest-broker-watch")
 
     async def stop(self) -> None:
         if self._client is not None:
             self._client.disconnect()
             self._client.loop_stop()
-        await cancel([self._task])
+        await cancel([self._task, self._watch])
+
+    # the broker out of reach: said at once, then every mqtt.report_every_s -----------------------
+    def broker_address(self) -> str:
+        m = self.settings.mqtt
+        return f"{m.host}:{m.port}"
+
+    def _broker_down(self, why: str) -> None:
+        """(paho thread) The broker could not be reached, refused us or dropped us: log it at once the first time
+        (and when the reason changes), then :meth:`_watch_broker` repeats it every ``mqtt.report_every_s``."""
+        now = time.monotonic()
+        changed = why != self.broker_error
+        self.broker_error = why
+        if self._down_since is None:
+            self._down_since = now
+        if self._down_logged is None or changed:
+            self._down_logged = now
+            log.error("ingest cannot reach the broker at %s: %s (retrying; /readyz answers 503 until connected)",
+                      self.broker_address(), why)
+
+    async def _watch_broker(self) -> None:
+        while True:
+            every = self.settings.mqtt.report_every_s
+            await asyncio.sleep(min(5.0, every))
+            now = time.monotonic()
+            if self.stats.connected or self._down_since is None:
+                continue
+            if self._down_logged is None or now - self._down_logged >= every:
+                self._down_logged = now
+                log.error("ingest still not connected to the broker at %s after %.0f s: %s",
+                          self.broker_address(), now - self._down_since, self.broker_error or "no answer yet")
 
     def health(self) -> tuple[bool, list[str]]:
         """Ready to take telemetry? False with the reasons when disconnected, or stalled (messages waiting
         longer than ``ingest.stall_s`` for a commit, e.g. while the database refuses writes)."""
         why = []
         if not self.stats.connected:
-            why.append("ingest is not connected to the broker")
+            why.append(f"ingest is not connected to the broker at {self.broker_address()}"
+                       + (f": {self.broker_error}" if self.broker_error else ""))
         lag = self.lag()
         self.stats.oldest_queued_s = lag
         if lag > self.settings.ingest.stall_s:
@@ -263,7 +302,7 @@ class Ingest:
     # paho thread ------------------------------------------------------------------------
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
         if reason_code.is_failure:
-            log.error("broker refused the server: %s", reason_code)
+            self._broker_down(f"the broker refused the connection: {reason_code}")
             return
         group = self.settings.share_group()  # secret: decision 011
         client.subscribe([
@@ -271,11 +310,24 @@ class Ingest:
             (f"{topics.PREFIX}/+/{topics.STATE}", 1),
         ])
         self.stats.connected = True
-        log.info("ingest connected to the broker (session present: %s)", flags.session_present)
+        down = time.monotonic() - self._down_since if self._down_since is not None else 0.0
+        self._down_since, self._down_logged, self.broker_error = None, None, ""
+        log.info("ingest connected to the broker at %s (session present: %s)%s", self.broker_address(),
+                 flags.session_present, f" after {down:.0f} s without" if down >= 1 else "")
+
+    def _on_connect_fail(self, client, userdata) -> None:  # type: ignore[no-untyped-def]
+        err = sys.exc_info()[1]  # paho calls this inside its `except OSError` around the connection attempt
+        self._broker_down(f"{type(err).__name__}: {err}" if err is not None else "the connection failed")
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
+        was = self.stats.connected
         self.stats.connected = False
-        log.warning("ingest disconnected from the broker: %s", reason_code)
+        if was:
+            log.warning("ingest disconnected from the broker at %s: %s", self.broker_address(), reason_code)
+            self._down_since = self._down_logged = time.monotonic()
+            self.broker_error = f"disconnected: {reason_code}"
+        else:  # e.g. the TLS handshake or CONNECT failed after the TCP connection
+            self._broker_down(f"disconnected before the session started: {reason_code}")
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:  # type: ignore[no-untyped-def]
         if self._loop is not None:

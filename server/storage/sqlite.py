@@ -20,6 +20,8 @@ import asyncio
 import bisect
 import contextlib
 import json
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +32,8 @@ import aiosqlite
 import msgspec
 
 from .base import INGEST_STATS_KEY, PENDING_KEY, EventRow, SampleRow, UnitQuery
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
@@ -257,6 +261,28 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
+def private_database(path: Path) -> None:
+    """The database holds contacts' phone numbers: made 0600 (SQLite gives its -wal and -shm files the database's
+    mode), and an existing one readable by every user on the host loses the 'other' bits (logged)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        os.close(fd)
+        return
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = p.stat().st_mode & 0o777
+            if mode & 0o007:
+                os.chmod(p, mode & ~0o007)
+                log.warning("%s was readable by every user on this host (mode %04o): now %04o", p, mode, mode & ~0o007)
+        except FileNotFoundError:
+            continue
+        except OSError as err:
+            log.warning("%s is readable by every user on this host and cannot be changed: %s", p, err.strerror)
+
+
 class SqliteStorage:
     def __init__(self, path: Path, readers: int = 4) -> None:
         self.path = path
@@ -282,6 +308,7 @@ class SqliteStorage:
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_database(self.path)
         self._db = await aiosqlite.connect(str(self.path))
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")

@@ -60,8 +60,10 @@ def test_passphrase_is_never_shown(tmp_path: Path) -> None:
     p = tmp_path / "a.toml"
     p.write_text('[link]\nkey_passphrase = "hunter2-secret"')
     out = subprocess.run([sys.executable, "-m", "posfleet", "agent", "check-config", "--config", str(p)],
-                         capture_output=True, text=True, check=True)
-    assert "hunter2-secret" not in out.stdout and '"key_passphrase": "***"' in out.stdout
+                         capture_output=True, text=True)
+    assert "hunter2-secret" not in out.stdout + out.stderr and '"key_passphrase": "***"' in out.stdout
+    # the certificate files it names do not exist here: listed, exit 2 (tests/agent/test_fail_fast.py)
+    assert out.returncode == 2 and "link.ca_file" in out.stderr, out.stderr
 
 
 def test_bad_config_exits_2_with_the_field(tmp_path: Path) -> None:
