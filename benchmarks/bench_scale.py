@@ -356,10 +356,10 @@ def run_api(base: str, token: str, g: dict[str, Any], args: argparse.Namespace) 
 
 def setup(pki: Pki, n: int, workdir: Path, args: argparse.Namespace) -> tuple[Broker, Server, dict[str, Any]]:
     broker = Broker(pki, workdir / "broker")
+    pki.terminal(ACK_CN)  # first: issuing a certificate rewrites the ACL from the CA's index (decision 011)
     add_loadgen_acl(pki, CONNS)
     acl = pki.dir / "acl"
     acl.write_text(acl.read_text() + f"\n# benchmark lag probe (bench_scale only)\nuser {ACK_CN}\ntopic read pf/+/a\n")
-    pki.terminal(ACK_CN)
     broker.start()
     # the API phase's concurrent clients share one token and one address: no per-person limits (decision 013)
     unlimited = "" if "[api]" in args.server_extra else "\n[api]\nrate_per_s = 0\naddress_rate_per_s = 0\n"
