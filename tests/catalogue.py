@@ -264,13 +264,17 @@ CATALOGUE: dict[str, Entry] = {
     ),
     "S2": Entry(
         "agent-verifies-server",
-        ["tests/agent/test_tls.py::test_tls_context"],
+        ["tests/agent/test_tls.py::test_tls_context",
+         "tests/agent/test_tls_dates.py::test_chain_and_name_are_verified_even_with_the_dates_deferred",
+         "tests/agent/test_tls_dates.py::test_a_corrected_clock_checks_the_dates_itself"],
         "The agent's TLS context requires a certificate chaining to the fleet CA, checks the host name, and "
-        "allows TLS 1.2 at least.",
+        "allows TLS 1.2 at least; real loopback handshakes against a server with another host name or a "
+        "self-signed certificate are refused even while the date check waits for the server's time, and a "
+        "certificate expired at the corrected time is refused.",
         "weaker",
-        "No broker presenting a wrong host name, a self-signed, a public-CA or an expired certificate is stood "
-        "up against the real agent (4 servers with their own certificates); 'no option to disable verification' "
-        "is not asserted.",
+        "No broker with a public-CA certificate is stood up against the real agent process, and 'no option to "
+        "disable verification' is asserted only through the code path (there is no such setting), not as a "
+        "config-file test.",
     ),
     "S3": Entry(
         "cross-unit-acl",
@@ -495,12 +499,18 @@ CATALOGUE: dict[str, Entry] = {
         ["tests/agent/test_clock_check.py::test_samples_before_the_check_are_unverified_and_held",
          "tests/agent/test_outbox.py::test_unchecked_clock_rows_are_held_then_redated_onto_their_slot",
          "tests/agent/test_outbox.py::test_rows_of_an_earlier_boot_are_released_unverified",
-         f"{E2E}test_store_forward.py::test_72h_broker_outage_all_delivered_oldest_first"],
+         f"{E2E}test_store_forward.py::test_72h_broker_outage_all_delivered_oldest_first",
+         f"{E2E}test_wrong_clock.py::test_a_wrong_clock_connects_and_its_samples_are_dated_right",
+         f"{E2E}test_wrong_clock.py::test_a_server_time_at_which_the_broker_certificate_is_invalid_is_refused"],
         "Samples taken before the clock is checked are held, then re-dated from boot time onto their slot and "
-        "marked corrected; rows of an earlier boot are released unverified; 4,320 such samples arrive re-dated.",
+        "marked corrected; 4,320 such samples arrive re-dated; a real agent under libfaketime 540 days behind "
+        "(and ahead) of true time connects, its broker certificate's dates checked against the server's time, "
+        "and every stored sample is dated within -2..+40 s of the server's receipt; a server time at which the "
+        "broker certificate is invalid is refused.",
         "weaker",
-        "No boot with the RTC at 2015 or NTP blocked for 30 min; TLS date checks, clock_unsynced, the build-year "
-        "floor and the +-2 s bound against true time are not asserted.",
+        "1.5 years behind, not 10 (the test CA's certificates are younger than that); NTP is not blocked (the "
+        "agent runs with trust_ntp = false instead); clock_unsynced is not reported as such; the bound asserted "
+        "is -2..+40 s of the server's receipt, not +-2 s of true time.",
     ),
     "T2": Entry(
         "clock-ahead-then-stepped-back",
