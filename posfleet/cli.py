@@ -397,7 +397,7 @@ def ca_sign(directory: str, csr_path: str, out_path: str, days: int) -> None:
 @click.option("--serial", type=int, default=None)
 def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
     """Revoke by CN or serial; rewrite crl.pem and the broker's ACL. Then reload the broker (SIGHUP,
-    `systemctl reload mosquitto`): new connections with the certificate are refused, and a unit left with no
+    `systemctl reload posfleet-broker`): new connections with the certificate are refused, and a unit left with no
     certificate in force can no longer publish or receive, even on a session open since before."""
     from pki.ca import CAError
 
@@ -407,7 +407,7 @@ def ca_revoke(directory: str, cn: str, serial: int | None) -> None:
         raise click.ClickException(str(err)) from err
     for r in hit:
         click.echo(f"revoked {r.cn} serial {r.serial}")
-    click.echo("now reload the broker: systemctl reload mosquitto (or kill -HUP its pid)", err=True)
+    click.echo("now reload the broker: systemctl reload posfleet-broker (or kill -HUP its pid)", err=True)
 
 
 @ca.command("broker-config")
