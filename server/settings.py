@@ -304,6 +304,14 @@ def check_files(settings: Settings, now: float | None = None, listen: bool = Fal
                                                    "sqlite:///PATH)"))
     else:
         _writable_place("storage.url", db, problems, "database")
+        from .storage.sqlite import too_new
+
+        try:
+            newer = too_new(db)
+        except Exception as err:  # noqa: BLE001 - not a database at all, locked, unreadable: say so
+            newer = f"cannot read its schema version: {err}"
+        if newer:
+            problems.append(Problem("storage.url", str(db), newer))
     c = settings.commands
     key, endo = settings.path(c.key_file), settings.path(c.endorsement_file)
     if not c.key_file or (not key.exists() and not key.is_symlink() and not endo.exists()):

@@ -223,6 +223,40 @@ CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
 """
 DEAD_LETTERS_KEPT = 10_000
 
+# Schema versions (SQLite's PRAGMA user_version). A database is brought up to SCHEMA_VERSION when the server opens
+# it, one step at a time, each step idempotent (CREATE ... IF NOT EXISTS, so a step cut short by a crash is simply
+# run again); a database written by a newer server is refused before anything starts. A database from before
+# versions existed is version 0: every table it has is kept as it is.
+SCHEMA_VERSION = 2
+_MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
+    (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", ("_SCHEMA", "_FLEET_SCHEMA")),
+    (2, "issue 12: ingest dead letters, events by time (retention)", ("_DEAD_LETTER_SCHEMA",)),
+]
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer server: refused, never downgraded."""
+
+
+def schema_version(path: Path) -> int | None:
+    """The schema version of the database at ``path`` (None when there is no database yet), read-only."""
+    if not path.exists():
+        return None
+    con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
+    try:
+        return int(con.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        con.close()
+
+
+def too_new(path: Path) -> str:
+    """A sentence when the database at ``path`` is newer than this server, else ""."""
+    v = schema_version(path)
+    if v is not None and v > SCHEMA_VERSION:
+        return (f"database schema version {v} is newer than this server's {SCHEMA_VERSION} (written by a newer "
+                "posfleet): upgrade the server, or restore the backup taken before the upgrade")
+    return ""
+
 _DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_bytes", "last_ts", "last_bytes")
 
 _REGISTRY_FIELDS = ("insurance_sn", "terminal_type", "model", "vendor", "institution", "stock_type", "status",
@@ -314,10 +348,7 @@ class SqliteStorage:
         await self._db.execute("PRAGMA journal_mode=WAL")
         await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._db.executescript(_SCHEMA)
-        await self._db.executescript(_FLEET_SCHEMA)
-        await self._db.executescript(_DEAD_LETTER_SCHEMA)
-        await self._db.commit()
+        await self._migrate()
         if self.readers:
             self._pool = asyncio.Queue()
             uri = self.path.resolve().as_uri() + "?mode=ro"
@@ -334,6 +365,23 @@ class SqliteStorage:
             self._inline.execute("PRAGMA query_only=1")
             self._inline.execute("PRAGMA busy_timeout=50")  # never hold the event loop long: the pool waits instead
             self._inline.execute("PRAGMA cache_size=-32768")
+
+    async def _migrate(self) -> None:
+        db = self.db
+        v = int((await (await db.execute("PRAGMA user_version")).fetchone())[0])
+        if v > SCHEMA_VERSION:
+            await db.close()
+            self._db = None
+            raise SchemaTooNew(f"{self.path}: {too_new(self.path)}")
+        scripts = {"_SCHEMA": _SCHEMA, "_FLEET_SCHEMA": _FLEET_SCHEMA, "_DEAD_LETTER_SCHEMA": _DEAD_LETTER_SCHEMA}
+        for n, what, names in _MIGRATIONS:
+            if n <= v:
+                continue
+            for name in names:
+                await db.executescript(scripts[name])
+            await db.execute(f"PRAGMA user_version = {n}")
+            await db.commit()
+            log.info("database %s: schema %d -> %d (%s)", self.path, n - 1, n, what)
 
     async def close(self) -> None:
         if self._inline is not None:
