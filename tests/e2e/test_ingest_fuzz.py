@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import ssl
 import time
 from pathlib import Path
 
 import msgspec
-import paho.mqtt.client as mqtt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import sqlite_count
 from tests.fleet import Server, wait_for
+from tests.terminal import Terminal
 from wire import boundary, codec
 from wire.messages import Batch, Check, Event, Sample
 
@@ -116,28 +114,6 @@ def _boundary_only_refuses(payload: bytes) -> None:
             pass
 
 
-def _client(pki, broker, sn: str, acked: set[int] | None = None) -> mqtt.Client:
-    t = pki.terminal(sn)
-    ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
-    ctx.load_cert_chain(str(t / "terminal.pem"), str(t / "terminal.key"))
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=sn, protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    c.max_inflight_messages_set(500)
-    if acked is not None:
-        from wire.messages import Ack
-
-        def on_message(client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
-            for a, b in codec.decode(msg.payload, Ack).ranges:
-                acked.update(range(a, b + 1))
-
-        c.on_message = on_message
-    c.connect("localhost", broker.port)
-    if acked is not None:
-        c.subscribe(f"pf/{sn}/a", qos=1)
-    c.loop_start()
-    return c
-
-
 def test_twenty_thousand_generated_messages(pki, broker, tmp_path: Path) -> None:
     now = int(time.time())
     payloads = _generate(now)
@@ -146,9 +122,9 @@ def test_twenty_thousand_generated_messages(pki, broker, tmp_path: Path) -> None
                     extra="[ingest]\nunit_messages_per_minute = 1000000\nunit_bytes_per_minute = 1000000000\n"
                           "unit_events_per_minute = 1000000\n").start()
     try:
-        fuzz = _client(pki, broker, SN)
-        acked: set[int] = set()
-        healthy = _client(pki, broker, HEALTHY, acked)
+        fuzz = Terminal(pki, broker, SN, inflight=500).c
+        healthy_term = Terminal(pki, broker, HEALTHY, inflight=500)
+        healthy, acked = healthy_term.c, healthy_term.acked
         hour = now - now % 3600
         infos = []
         seq = 0

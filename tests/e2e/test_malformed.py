@@ -14,40 +14,27 @@ test_hostile_ingest.py.
 from __future__ import annotations
 
 import random
-import ssl
 import time
 from pathlib import Path
 
 import httpx
 import msgspec
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.conftest import sqlite_count
 from tests.fleet import Server, wait_for
+from tests.terminal import Terminal
 from wire import codec
 from wire.messages import Batch, Check, Sample
 
 OK = {"storage": [0]}
 
 
-def _client(pki, broker, sn: str) -> mqtt.Client:
-    t = pki.terminal(sn)
-    ctx = ssl.create_default_context(cafile=str(pki.dir / "ca.pem"))
-    ctx.load_cert_chain(str(t / "terminal.pem"), str(t / "terminal.key"))
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=sn, protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    c.max_inflight_messages_set(200)
-    c.connect("localhost", broker.port)
-    c.loop_start()
-    return c
-
-
 def test_ten_thousand_bad_messages(pki, broker, tmp_path: Path) -> None:
     server = Server(pki, broker, tmp_path / "server",
                     extra="[ingest]\nunit_messages_per_minute = 1000000\nunit_bytes_per_minute = 1000000000\n").start()
     sn = "HN00100001"
-    c = _client(pki, broker, sn)
+    term = Terminal(pki, broker, sn, inflight=200)
+    c = term.c
     rng = random.Random(7)
     now = int(time.time())
     topic = f"pf/{sn}/t"
@@ -104,7 +91,8 @@ def test_ten_thousand_bad_messages(pki, broker, tmp_path: Path) -> None:
         infos.append(c.publish(topic, big, qos=1))
     expected[("messages", "oversize")] = 5
     # a healthy unit keeps reporting while the bad one is worked through
-    good = _client(pki, broker, "HN00100003")
+    good_term = Terminal(pki, broker, "HN00100003", inflight=200)
+    good = good_term.c
     good_info = good.publish("pf/HN00100003/t", codec.encode(Batch(sn="HN00100003", epoch=1, samples=[
         Sample(seq=1, ts=now, checks={"storage": Check(0)})])), qos=1)
     t0 = time.monotonic()
