@@ -14,8 +14,11 @@ namespace, so the test broker on 127.0.0.1 is reachable; ``dpkg -i`` alone runs 
   configuration on a remote ``set_config``;
 * ``dpkg -r`` keeps configuration and data, ``dpkg -P`` leaves nothing but the system user (Debian policy).
 
-What cannot run here is skipped with the reason; a booted container (systemd-nspawn -b) is not tried: this
-machine's PID 1 is not systemd and systemd-container is not part of what ./dev installs (docs/decisions/017).
+* under a real systemd (a copy of the root booted with ``systemd-nspawn -b``; this machine's PID 1 is not systemd,
+  but nspawn boots one in the container): the unit starts by itself as posfleet, delivers, and a remote reboot
+  reboots the container through the polkit rule.
+
+What cannot run here is skipped with the reason.
 """
 
 from __future__ import annotations
@@ -384,6 +387,75 @@ def _agent_maps(pid: int) -> str:
         except OSError:
             pass
     return "\n".join(maps)
+
+
+# ---------------------------------------------------------------- booted
+def _container_pid(nspawn: subprocess.Popen[bytes]) -> int | None:
+    """The container's PID 1 (systemd), a child of systemd-nspawn."""
+    import psutil
+
+    try:
+        kids = psutil.Process(nspawn.pid).children()
+    except psutil.Error:
+        return None
+    return next((k.pid for k in kids if k.name() == "systemd"), None)
+
+
+def _inside(pid: int, *cmd: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    return _run(["nsenter", "--target", str(pid), "--mount", "--uts", "--ipc", "--pid", "--", *cmd], check=check,
+                timeout=60)
+
+
+def test_booted_unit_starts_delivers_and_may_reboot(root: Root, pki: Pki, broker: Broker, tmp_path: Path) -> None:
+    """The package under a real systemd: a copy of the installed root booted with ``systemd-nspawn -b`` (Debian's
+    systemd-container; this machine's own PID 1 is not systemd, but nspawn boots one in the container). The unit
+    starts by itself once agent.toml exists, as user posfleet with its hardening, delivers samples, and a remote
+    reboot runs ``systemctl reboot`` as posfleet through polkit: the container reboots (nspawn exits 133)."""
+    from server.commands.keys import make_key
+
+    if not shutil.which("systemd-nspawn"):
+        pytest.fail("systemd-nspawn is missing: ./dev installs systemd-container")
+    etc = root.path / "etc/posfleet"
+    if not (etc / "terminal.pem").exists():
+        pytest.fail("the enrolment of test_agent_runs_from_the_package is needed first (run the whole module)")
+    config = tomllib.loads((etc / "agent.toml").read_text())
+    config["link"]["port"] = broker.port
+    (etc / "agent.toml").write_text(tomli_w.dumps(config))
+    booted = tmp_path / "booted"
+    _run(["cp", "-a", "--one-file-system", f"{root.path}/.", str(booted)], timeout=300)
+    ck, ce, _ = make_key(pki.ca, tmp_path / "command", "command", 30)
+    fleet = Fleet(pki, broker, {"command_key": ck, "command_endorsement": ce}, tmp_path / "fleet")
+    server = fleet.start_server()
+    log = tmp_path / "nspawn.log"
+    with open(log, "wb") as out:
+        nspawn = subprocess.Popen(["systemd-nspawn", "-D", str(booted), "-b", "--register=no", "--keep-unit",
+                                   "--console=pipe", "--machine=posfleet-test"], stdin=subprocess.DEVNULL,
+                                  stdout=out, stderr=subprocess.STDOUT)
+    try:
+        pid = wait_for(lambda: _container_pid(nspawn) or (nspawn.poll() is not None and -1), 60, "the container's systemd")
+        assert pid != -1, log.read_text()[-3000:]
+        wait_for(lambda: _inside(pid, "systemctl", "is-active", "posfleet-agent").stdout.strip() == "active", 90,
+                 "posfleet-agent.service active in the booted container", interval=1)
+        show = _inside(pid, "systemctl", "show", "posfleet-agent", "-p", "User", "-p", "MainPID").stdout
+        assert "User=posfleet" in show, show
+        fleet.wait_online(SN, timeout=60)
+        wait_for(lambda: _samples(server, SN) >= 2, 60, "samples from the booted unit stored", interval=0.5)
+        r = fleet.send(type="reboot", sn=SN, params={})
+        assert r.status_code in (200, 201, 202), r.text
+        code = wait_for(lambda: nspawn.poll(), 120, "the container to reboot on the remote command", interval=0.5)
+        journal = _run(["journalctl", "-D", str(booted / "var/log/journal"), "-u", "posfleet-agent", "--no-pager"],
+                       check=False).stdout if (booted / "var/log/journal").exists() else ""
+        assert code == 133, f"nspawn exited {code}, not 133 (reboot): {log.read_text()[-2000:]} {journal[-2000:]}"
+    finally:
+        if nspawn.poll() is None:
+            nspawn.terminate()
+            try:
+                nspawn.wait(30)
+            except subprocess.TimeoutExpired:
+                nspawn.kill()
+                nspawn.wait()
+        fleet.stop()
+        shutil.rmtree(booted, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- remove, purge
