@@ -29,8 +29,13 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# cryptography's x509 costs the agent ~8 MB of RSS for good (bench_agent_day): it is imported only when a date check
+# of our own is actually needed (a corrected or unchecked clock), which a terminal with a right clock never has.
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +71,8 @@ def _name(cert: x509.Certificate) -> str:
 
 
 def load_certificates(path: Path) -> list[x509.Certificate]:
+    from cryptography import x509
+
     try:
         return x509.load_pem_x509_certificates(Path(path).read_bytes())
     except (OSError, ValueError):
@@ -75,6 +82,8 @@ def load_certificates(path: Path) -> list[x509.Certificate]:
 def validity_problem(leaf_der: bytes, anchors: list[x509.Certificate], at: float) -> tuple[str, int] | None:
     """Why the broker certificate ``leaf_der`` or the CA in ``anchors`` that issued it is not valid at ``at``
     (epoch seconds), with the OpenSSL error code it corresponds to; None when both are."""
+    from cryptography import x509
+
     leaf = x509.load_der_x509_certificate(leaf_der)
     chain = [leaf] + [a for a in anchors if a.subject == leaf.issuer and a != leaf]
     for cert in chain:
@@ -116,13 +125,28 @@ class AgentContext(ssl.SSLContext):
     #: the terminal's best known time when its clock has been checked, None while unchecked; unset (None): the
     #: context is plain, OpenSSL checks the dates with the system clock (the console's netcheck, the simulator)
     best_time: Callable[[], float | None] | None = None
-    anchors: list[x509.Certificate]
-    floor: float = 0.0
+    _ca_file: Path
+    _cert_file: Path
+    _anchors: list[Any] | None = None
+    _floor: float | None = None
     #: set by the link after OpenSSL refused the broker certificate's dates while the clock is unchecked
     defer_dates = False
     #: the broker certificate (DER) of the connection whose date check waits for the server's time
     pending: bytes | None = None
     _local: threading.local
+
+    @property
+    def anchors(self) -> list[x509.Certificate]:
+        """The fleet CA's certificates, read the first time a date check of our own needs them."""
+        if self._anchors is None:
+            self._anchors = load_certificates(self._ca_file)
+        return self._anchors
+
+    @property
+    def floor(self) -> float:
+        if self._floor is None:
+            self._floor = time_floor(self._cert_file, self.anchors)
+        return self._floor
 
     def wrap_socket(self, sock, *args, **kwargs):  # type: ignore[no-untyped-def,override]
         if self.saved_session is not None and kwargs.get("session") is None:
@@ -183,6 +207,5 @@ def agent_context(ca_file: Path, cert_file: Path) -> AgentContext:
     ctx = AgentContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx._local = threading.local()
     ctx.sslsocket_class = _CheckedSocket
-    ctx.anchors = load_certificates(ca_file)
-    ctx.floor = time_floor(cert_file, ctx.anchors)
+    ctx._ca_file, ctx._cert_file = Path(ca_file), Path(cert_file)
     return ctx
