@@ -55,7 +55,6 @@ class IngestStats:
     storage_errors: int = 0
     connected: bool = False
     last_commit: float = 0.0
-    last_commit_mono: float = 0.0
     fields_dropped: int = 0
     batch_splits: int = 0
     dead_letters: int = 0
@@ -282,6 +281,7 @@ class Ingest:
                        + (f": {self.broker_error}" if self.broker_error else ""))
         lag = self.lag()
         self.stats.oldest_queued_s = lag
+        self.stats.queued = self._queue.qsize()
         if lag > self.settings.ingest.stall_s:
             why.append(f"ingest stalled: a message has waited {lag:.0f} s for a commit"
                        + (f" (last storage error: {self.stats.last_storage_error})" if self.stats.last_storage_error else ""))
@@ -360,7 +360,6 @@ class Ingest:
             for _ in items:
                 if self._arrivals:
                     self._arrivals.popleft()
-            self.stats.queued = self._queue.qsize()
 
     def _reject(self, reason: str, sn: str, detail: str) -> None:
         self.stats.rejected[reason] += 1
@@ -561,7 +560,6 @@ class Ingest:
     async def _process(self, items: list[tuple[str, bytes, int, int]]) -> None:
         now = self.clock.now()
         received = time.time()
-        self.stats.queued = self._queue.qsize()
         msgs: list[_Msg] = []
         for topic_name, payload, _mid, _qos in items:
             self.stats.messages += 1
@@ -582,7 +580,6 @@ class Ingest:
         states = [(m.sn, m.state) for m in good if m.state is not None]
         self.stats.commits += 1
         self.stats.last_commit = received
-        self.stats.last_commit_mono = time.monotonic()
         self.stats.samples_stored += len(samples)
         self.stats.events_stored += len(events)
         self.stats.duplicates += len(samples) + len(events) - stored
@@ -601,13 +598,13 @@ class Ingest:
                     cb(sn, st.online)
                 except Exception:
                     log.exception("state hook failed")
-        acks: dict[tuple[str, int], list[int]] = {}
-        rejected_items: dict[tuple[str, int], list[tuple[int, str]]] = {}
+        # per (sn, epoch): the seqs committed and the seqs refused for good
+        acks: dict[tuple[str, int], tuple[list[int], list[tuple[int, str]]]] = {}
         for m in msgs:
-            if m.epoch is None:
-                continue
-            acks.setdefault((m.sn, m.epoch), []).extend(m.ok)
-            rejected_items.setdefault((m.sn, m.epoch), []).extend(m.rejected)
+            if m.epoch is not None:
+                ok, bad = acks.setdefault((m.sn, m.epoch), ([], []))
+                ok.extend(m.ok)
+                bad.extend(m.rejected)
         client = self._client
         if client is None:
             return
@@ -615,14 +612,15 @@ class Ingest:
             if qos:
                 client.ack(mid, qos)
         now_ms = int(self.clock.now() * 1000)
-        for (sn, epoch), seqs in acks.items():
-            bad = rejected_items.get((sn, epoch), [])
+        acked: set[str] = set()
+        for (sn, epoch), (seqs, bad) in acks.items():
             if not seqs and not bad:
                 continue
             ack = Ack(epoch=epoch, time_ms=now_ms, ranges=seq_ranges(seqs),
                       rejected=[(q, q, why) for q, why in bad])
             client.publish(topics.topic(sn, topics.ACK), codec.encode(ack), qos=0)
+            acked.add(sn)
         # a unit that just said hello gets the time even with nothing to acknowledge
         for sn, st in states:
-            if st.online and not any(k[0] == sn and (v or rejected_items.get(k)) for k, v in acks.items()):
+            if st.online and sn not in acked:
                 client.publish(topics.topic(sn, topics.ACK), codec.encode(Ack(epoch=0, time_ms=now_ms)), qos=0)
