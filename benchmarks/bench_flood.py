@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import ssl
 import sys
 import tempfile
 import threading
@@ -32,24 +31,10 @@ from typing import Any
 
 from benchmarks._harness import machine_line
 from benchmarks.bench_ingest import ProcWatch, add_loadgen_acl
+from benchmarks.bench_scale import _client
 from tests.fleet import Broker, Pki, Server, wait_for
 
 FLOODER = "HN0FLOOD01"
-
-
-def _client(cert_dir: Path, cid: str, on_message: Any = None) -> Any:
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(cert_dir / "ca.pem"))
-    ctx.load_cert_chain(str(cert_dir / "terminal.pem"), str(cert_dir / "terminal.key"))
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
-    c.tls_set_context(ctx)
-    c.max_inflight_messages_set(1000)
-    c.max_queued_messages_set(0)
-    if on_message:
-        c.on_message = on_message
-    return c
 
 
 def fleet(pki_dir: str, port: int, units: int, seconds: float, out: Any, stop: Any) -> None:
@@ -72,7 +57,8 @@ def fleet(pki_dir: str, port: int, units: int, seconds: float, out: Any, stop: A
                     if t is not None:
                         lat.append((t, now - t))
 
-    c = _client(Path(pki_dir) / "terminals" / "loadgen-0", "loadgen-0", on_message)
+    c = _client(pki_dir, "loadgen-0", port, "loadgen-0", inflight=1000)
+    c.on_message = on_message
     c.connect("localhost", port, keepalive=60)
     c.subscribe("pf/+/a", qos=0)
     c.loop_start()
@@ -105,7 +91,7 @@ def flooder(pki_dir: str, port: int, rate: float, seconds: float, out: Any) -> N
     from wire import codec
     from wire.messages import Batch, Check, Sample
 
-    c = _client(Path(pki_dir) / "terminals" / FLOODER, FLOODER)
+    c = _client(pki_dir, FLOODER, port, FLOODER, inflight=1000)
     c.connect("localhost", port, keepalive=60)
     c.loop_start()
     t0 = time.monotonic()

@@ -106,7 +106,8 @@ def terminal_batch(sn: str, n: int, epoch: int, seq0: int, ts0: int, count: int,
 
 
 # --------------------------------------------------------------------------------------------- load generator
-def _client(pki_dir: str, cn: str, port: int, client_id: str) -> Any:
+def _client(pki_dir: str, cn: str, port: int, client_id: str, inflight: int = 500) -> Any:
+    """A paho v5 client with the terminal certificate ``cn`` of the benchmark's PKI (not connected yet)."""
     import ssl
 
     import paho.mqtt.client as mqtt
@@ -117,7 +118,7 @@ def _client(pki_dir: str, cn: str, port: int, client_id: str) -> Any:
     ctx.load_cert_chain(str(d / "terminal.pem"), str(d / "terminal.key"))
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     c.tls_set_context(ctx)
-    c.max_inflight_messages_set(500)
+    c.max_inflight_messages_set(inflight)
     c.max_queued_messages_set(0)
     return c
 
