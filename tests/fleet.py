@@ -9,5 +9,6 @@ from simulator.local import (  # noqa: F401
     agent_config,
     free_port,
     port_open,
+    stop_process,
     wait_for,
 )

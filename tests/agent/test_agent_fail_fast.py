@@ -24,7 +24,7 @@ import pytest
 
 from simulator.local import ENV
 from tests.failfast import FAST, ROOT, assert_refused, posfleet, self_signed
-from tests.fleet import Pki, free_port
+from tests.fleet import Pki, free_port, stop_process
 
 SN = "HN00090001"
 
@@ -126,12 +126,7 @@ def test_expired_certificate(setup: Setup) -> None:
         assert proc.poll() is None, log.read_text()
         assert f"warning: link.cert_file: {cert}: certificate '{SN}' expired on" in log.read_text()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGTERM, 15)
 
 
 def test_not_yet_valid_certificate_is_a_warning(setup: Setup) -> None:

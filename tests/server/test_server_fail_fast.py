@@ -28,7 +28,7 @@ import pytest
 
 from simulator.local import ENV
 from tests.failfast import FAST, ROOT, assert_refused, posfleet, self_signed
-from tests.fleet import Broker, Pki, free_port, wait_for
+from tests.fleet import Broker, Pki, free_port, stop_process, wait_for
 
 
 class Setup:
@@ -182,12 +182,7 @@ def running(setup: Setup) -> Iterator[tuple[Setup, subprocess.Popen[str], Path]]
     try:
         yield setup, proc, log
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, signal.SIGINT, 15)
 
 
 def _get(setup: Setup, path: str) -> httpx.Response | None:
