@@ -88,6 +88,20 @@ class DemoUnit:
     imsi: str
     iccid: str
 
+    @property
+    def imei(self) -> str:
+        """Its modem's own IMEI (Luhn-checked), in the history it publishes and from its emulated modem alike."""
+        from simulator.emulators.modem import imei_for
+
+        return imei_for(self.sn)
+
+    def serve_modem(self, seed: int = 7) -> Any:
+        """Its emulated modem on a pty, answering with this unit's SIM and its own IMEI."""
+        from simulator.emulators import modem
+
+        return modem.serve(self.modem, iccid=self.iccid, imsi=self.imsi, imei=self.imei, plmn=self.plmn,
+                           operator_name=self.operator, short_name=self.short_name, seed=seed)
+
     def registry_record(self) -> dict[str, Any]:
         return {"sn": self.sn, "insurance_sn": "YB" + self.sn[2:], "terminal_type": "医保POS", "model": self.model,
                 "vendor": self.vendor, "institution": self.institution, "stock_type": "deployed",
@@ -211,7 +225,7 @@ def history_events(unit: DemoUnit, ts: int) -> list[Any]:
     from wire.messages import Event
 
     n = int(unit.sn[-3:])
-    ident = {"iccid": unit.iccid, "imsi": unit.imsi, "imei": f"86{n:013d}", "carrier": unit.operator,
+    ident = {"iccid": unit.iccid, "imsi": unit.imsi, "imei": unit.imei, "carrier": unit.operator,
              "mcc_mnc": unit.plmn, "modem_model": unit.modem.split("-")[-1].upper(), "modem_firmware": "demo-1.0"}
     inventory = {"agent": "0.1.0", "components": {"pos_app": ["3.2.1", "3.2.0", "3.1.9"][n % 3],
                                                   "base_os": "2.4.0", "evoucher_sdk": ["1.8.0", "1.7.2"][n % 2]}}
@@ -298,7 +312,7 @@ def wait_ingested(base_url: str, token: str, stored_at_least: int, since: int, t
 # the demo -------------------------------------------------------------------------------------------------
 def run_demo(workdir: Path, units: int, http_port: int, interval: int, speed: float, history_days: int,
              fresh: bool, seed: int | None) -> None:
-    from simulator.emulators import idcard, modem, printer
+    from simulator.emulators import idcard, printer
     from simulator.local import AgentProc, Broker, Pki, Server, agent_config, free_port, port_open
 
     # Ctrl-C must stop the demo even when it was started with SIGINT ignored (a background job of a shell without
@@ -341,8 +355,7 @@ def run_demo(workdir: Path, units: int, http_port: int, interval: int, speed: fl
             wait_ingested(base, token, n, first)
             click.echo(f"  {n} samples stored and counted")
         for i, u in enumerate(plan.units):
-            m = modem.serve(u.modem, iccid=u.iccid, imsi=u.imsi, plmn=u.plmn, operator_name=u.operator,
-                            short_name=u.short_name, seed=i)
+            m = u.serve_modem(seed=i)
             p = printer.serve(u.printer)
             c = idcard.serve("generic-sam", card=None)
             devices += [m, p, c]

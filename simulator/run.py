@@ -284,10 +284,11 @@ def report_period(scenario: Scenario) -> tuple[datetime, datetime]:
 
 
 def _ident(sn: str) -> dict[str, str]:
-    """A distinct, stable made-up modem identity per unit (ICCID, IMSI, IMEI) from its SN."""
+    """A distinct, stable made-up modem identity per unit (ICCID, IMSI, IMEI with its check digit) from its SN."""
+    from simulator.emulators.modem import imei_for
+
     d = int(hashlib.sha256(sn.encode()).hexdigest(), 16)
-    return {"iccid": f"898600{d % 10**14:014d}", "imsi": f"46000{d % 10**10:010d}",
-            "imei": f"86{(d >> 64) % 10**13:013d}"}
+    return {"iccid": f"898600{d % 10**14:014d}", "imsi": f"46000{d % 10**10:010d}", "imei": imei_for(sn)}
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,27 @@ from simulator.emulators.pty import PtyDevice
 
 FAULTS = frozenset({"modem_unresponsive", "sim_missing", "slow", "garbage", "unplug"})
 
+
+def luhn_digit(body: str) -> str:
+    """The Luhn check digit of a digit string (the 15th digit of an IMEI, 3GPP TS 23.003 6.2.1)."""
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str(-total % 10)
+
+
+def imei_for(key: str, tac: str = "86861403") -> str:
+    """A made-up but well-formed IMEI, stable per ``key`` (a unit's SN): an 8-digit type allocation code, a
+    6-digit serial (the key's last six digits when it ends in digits, so numbered SNs never collide; else from
+    its hash), the Luhn check digit. Each emulated modem of a fleet gets its own."""
+    import hashlib
+
+    tail = key[-6:]
+    serial = tail if len(tail) == 6 and tail.isdigit() else f"{int(hashlib.sha256(key.encode()).hexdigest(), 16) % 10**6:06d}"
+    body = f"{tac}{serial}"
+    return body + luhn_digit(body)
+
 _IDENTITY = {  # manufacturer, model, revision as each family prints them
     "Quectel": ("Quectel", "{model}", "{model}EFAR06A09M4G"),
     "SIMCOM INCORPORATED": ("SIMCOM INCORPORATED", "SIMCOM_SIM7600CE-T", "LE20B04SIM7600CE-T"),
