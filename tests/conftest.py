@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from simulator.postgres import Postgres
 from tests.fleet import Broker, Pki, Server
 
 
@@ -35,6 +36,24 @@ def server(pki: Pki, broker: Broker, tmp_path: Path) -> Iterator[Server]:
     if log.exists():
         text = log.read_text()
         assert "Traceback" not in text, text[-4000:]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One PostgreSQL cluster of the tests' own (initdb in a temporary folder, a free loopback port), shared by the
+    session; each test takes a fresh database of it with ``pg_url``."""
+    pg = Postgres(settings={"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}).start()
+    yield pg
+    pg.stop()
+
+
+_pg_dbs = iter(range(1, 1_000_000))
+
+
+@pytest.fixture
+def pg_url(postgres: Postgres) -> str:
+    """The URL of a new, empty database in the tests' PostgreSQL."""
+    return postgres.create(f"t{next(_pg_dbs)}")
 
 
 def sqlite_count(db: Path, sql: str) -> int:
