@@ -126,6 +126,10 @@ class AlertSettings(_Strict):
     outage_min_units: int = Field(3, ge=2)
     # the same for one cell site (TAC + cell id): a village cell serves few terminals
     cell_outage_min_units: int = Field(2, ge=2)
+    # an alert on counted figures (flagged) waits until the unit's data for the period has settled (nothing pending
+    # recount, reported, not still delivering; server/availability Availability.unsettled) and the condition has
+    # stood that long (wall seconds): a backlog or a history being published never raises (nor sends) an alert
+    settle_s: float = Field(120.0, ge=0)
     webhook_url: str = ""
     webhook_retries: int = Field(5, ge=0, le=20)
     webhook_timeout_s: float = Field(5.0, gt=0)

@@ -2,7 +2,8 @@
 
 Rules (each alert has a key, so a standing condition is one alert, refreshed, and closes when it clears):
 
-* ``flagged``      a unit below the threshold for the month so far (closed hours), from the roll-ups;
+* ``flagged``      a unit below the threshold for the month so far (closed hours), from the roll-ups, once its
+                   data for the period has settled (``Availability.unsettled``) and it has stood ``settle_s``;
 * ``offline``      a unit in service offline for more than ``offline_minutes`` of its *service hours*;
 * ``fault``        a peripheral check in state fault in the unit's newest sample (one alert per check);
 * ``storage``      a file system above ``storage_pct`` % in the newest sample;
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import date, datetime
@@ -49,6 +51,7 @@ class Alerts:
         self._sim_events: list[tuple[str, int, str, str]] = []  # sn, ts, old, new
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook_wake = asyncio.Event()
+        self._settled_since: dict[str, float] = {}  # flagged alert key -> when (monotonic) first seen settled
 
     async def start(self) -> None:
         for u in await self.storage.live_index():
@@ -107,14 +110,27 @@ class Alerts:
         today = datetime.fromtimestamp(now, tz).date()
         month_start = midnight(date(today.year, today.month, 1), tz)
         if self.availability.rolled_to and self.availability.rolled_to > month_start:
-            fig = await self.availability.figures(month_start, self.availability.rolled_to, "unit")
-            for u in fig["items"]:
-                if u["flagged"]:
-                    key = f"flagged:{u['sn']}:{today:%Y-%m}"
-                    keep["flagged"].add(key)
-                    await self._raise(key, "flagged", u["sn"], u["county"], now,
-                                      f"{u['sn']} below {float(self.availability.threshold) * 100:.0f} % this month: device "
-                                      f"{_pct(u['device_rate'])}, network {_pct(u['network_rate'])}", u)
+            counted_to = self.availability.rolled_to
+            fig = await self.availability.figures(month_start, counted_to, "unit")
+            flagged = [u for u in fig["items"] if u["flagged"]]
+            waiting = self.availability.unsettled([u["sn"] for u in flagged], month_start, counted_to, live, s.settle_s)
+            standing = await self._open_keys("flagged")
+            mono = time.monotonic()
+            seen_now: dict[str, float] = {}
+            for u in flagged:
+                key = f"flagged:{u['sn']}:{today:%Y-%m}"
+                if u["sn"] in waiting:  # its data for the period is not complete: no alert yet (an open one stays)
+                    if key in standing:
+                        keep["flagged"].add(key)
+                    continue
+                seen_now[key] = self._settled_since.get(key, mono)
+                if key not in standing and mono - seen_now[key] < s.settle_s:
+                    continue  # settled and below, but not for long enough yet
+                keep["flagged"].add(key)
+                await self._raise(key, "flagged", u["sn"], u["county"], now,
+                                  f"{u['sn']} below {float(self.availability.threshold) * 100:.0f} % this month: device "
+                                  f"{_pct(u['device_rate'])}, network {_pct(u['network_rate'])}", u)
+            self._settled_since = seen_now
 
         keepalive = self.settings.ingest.terminal_keepalive_s
         down_recently: dict[str, list[str]] = defaultdict(list)
@@ -198,6 +214,10 @@ class Alerts:
         for kind in ("flagged", "offline", "fault", "storage", "carrier_outage", "sim_data"):
             await self.storage.close_alerts(kind, keep[kind], now)
         return {k: len(v) for k, v in keep.items()}
+
+    async def _open_keys(self, kind: str) -> set[str]:
+        _total, items = await self.storage.list_alerts(True, kind, None, 100_000, 0)
+        return {a["key"] for a in items}
 
     async def outage_runs(self, start: int, end: int, county: str | None = None) -> list[dict[str, Any]]:
         return await outage_runs(self.storage, start, end, county)

@@ -557,6 +557,38 @@ class Availability:
         # reads them in API-only processes only)
         return any(a < end and start < b for a, b in self._primary_pending)
 
+    def unsettled(self, sns: Iterable[str], start: int, end: int, live: dict[str, dict[str, Any]], settle_s: float,
+                  wall_now: float | None = None) -> dict[str, str]:
+        """The units whose counted figures over ``[start, end)`` may still change as data arrives, each with why.
+
+        A closed hour is counted whether or not the unit's data for it has arrived (no data counts as not
+        intact), so a figure on the recent past can be an artefact of delivery: a unit registered as in service
+        from past days before its history is published, a terminal delivering its backlog after a link cut. A
+        rule that acts on a figure (an alert, a webhook) waits while a unit is here:
+
+        * ``recount pending``: some of its hours in the period have data waiting to be counted;
+        * ``never reported``: nothing has arrived from it at all (its history may still come);
+        * ``still delivering``: its newest sample does not reach ``end`` and something arrived from it within
+          the last ``settle_s`` seconds (wall clock, as arrivals are timed): the rest is probably on its way.
+
+        A unit silent for ``settle_s`` or more is settled: what it still holds may never come, and its figure
+        stands as counted (the ``offline`` rule has already said it is silent)."""
+        wall = time.time() if wall_now is None else wall_now
+        primary_busy = any(a < end and start < b for a, b in self._primary_pending)
+        pending = {sn for h, got in self._dirty.items() if start <= h < end for sn in got}
+        out: dict[str, str] = {}
+        for sn in sns:
+            u = live.get(sn)
+            latest = (u or {}).get("latest") or {}
+            if primary_busy or sn in pending:
+                out[sn] = "recount pending"
+            elif u is None or not latest:
+                out[sn] = "never reported"
+            elif int(latest.get("ts", 0)) + int(latest.get("interval", 0)) < end and \
+                    wall - float(u.get("last_seen") or 0) < settle_s:
+                out[sn] = "still delivering"
+        return out
+
     def pending_ranges(self) -> list[list[int]]:
         """The hours marked for recount, merged into ``[start, end)`` ranges (published for API-only processes)."""
         out: list[list[int]] = []

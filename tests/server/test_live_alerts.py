@@ -152,3 +152,51 @@ async def test_webhook_is_retried_until_it_answers(tmp_path: Path) -> None:
             assert states["fault"] == "sent"
     finally:
         srv.shutdown()
+
+
+async def test_flagged_waits_for_a_period_whose_data_is_still_arriving(tmp_path: Path) -> None:
+    """Units registered as in service for past days before their history arrives (the demo; a roll-out that
+    registers ahead): their counted hours are no-data (0.00 %) until the history is in. No flagged alert for them;
+    a unit whose history really is bad is flagged once its data has settled."""
+    from datetime import datetime as _dt
+
+    from tests.server.conftest import TZ
+
+    async with make_api(tmp_path, extra={"alerts": {"settle_s": 0.5}}) as api:
+        now = int(time.time()) // 3600 * 3600
+        since = now - 2 * 86400
+        api.clock.t = now
+        await api.req("PUT", "/api/v1/institutions/H001", json={"name": "x", "county": "秀英区", "hours": ALL_DAY})
+        good, bad = "HN00000011", "HN00000012"
+        for sn in (good, bad):
+            assert (await api.req("PUT", f"/api/v1/registry/units/{sn}", json={"institution": "H001"})).status_code == 200
+            r = await api.req("POST", f"/api/v1/registry/units/{sn}/status",
+                              json={"status": "in_service", "at": _dt.fromtimestamp(since, TZ).isoformat()})
+            assert r.status_code in (200, 201), r.text
+            await api.settle()
+        fig = (await api.get("/api/v1/availability", group_by="unit", **{
+            "from": _dt.fromtimestamp(since, TZ).isoformat(), "to": _dt.fromtimestamp(now, TZ).isoformat()})).json()
+        assert all(u["flagged"] and u["device_rate"] == 0 for u in fig["items"]), "counted as no data so far"
+
+        async def alerts() -> list[dict]:
+            await api.req("POST", "/api/v1/alerts/evaluate")
+            return (await api.get("/api/v1/alerts", open="false", kind="flagged")).json()["items"]
+
+        assert await alerts() == [], "nothing reported yet: the history may still come"
+        printer_out = {"printer": Check(1, "paper_out"), "idcard": Check(0), "modem": Check(0), "storage": Check(0)}
+        half = since + 86400
+        # the first day of history arrives: counted or not, the unit is still delivering
+        await api.feed(good, [sample(k, since + 900 * k, interval=900) for k in range(96)])
+        await api.feed(bad, [sample(k, since + 900 * k, interval=900, checks=printer_out) for k in range(96)])
+        assert await alerts() == [], "recount pending"
+        await api.settle()
+        assert await alerts() == [], "still delivering (the newest sample is a day old, the last arrival just now)"
+        api.clock.t = now  # feed moved it to the end of the newest sample
+        await api.feed(good, [sample(96 + k, half + 900 * k, interval=900) for k in range(96)])
+        await api.feed(bad, [sample(96 + k, half + 900 * k, interval=900, checks=printer_out) for k in range(96)])
+        await api.settle()
+        assert await alerts() == [], "settled, but not yet for settle_s"
+        time.sleep(0.6)
+        got = await alerts()
+        assert [(a["sn"], a["closed_ts"]) for a in got] == [(bad, None)], got
+        assert "0.00 %" in got[0]["message"]  # a printer out of paper all along: truly below
