@@ -11,6 +11,9 @@
   writes such text cells with a leading ``'`` (shown as text, the ``'`` hidden); the import refuses the row,
   naming the column, unless the cell is quoted that same way (the ``'`` is dropped: an exported file imports
   back unchanged) or is a plain number or phone number (``+86 138 0000 0000``, ``-12.5``). Decision 013.
+* Digit strings (ICCID, IMSI, codes with leading zeros) are written so Excel and WPS keep them as text (a
+  leading tab) and XLSX is offered with typed cells: both by :mod:`server.exports`, which the import also reads
+  (an XLSX upload's first sheet; the tab before digits is dropped).
 
 Pure: bytes in, rows and errors out.
 """
@@ -20,12 +23,23 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..exports import (
+    FORMULA_FIRST,
+    Column,
+    Sheet,
+    cell_text,
+    is_xlsx,
+    neutralise,
+    read_xlsx,
+    write_csv,
+    write_xlsx,
+)
 from .models import LABELS_ZH, Institution, UnitRecord
 
 UNIT_COLUMNS: list[tuple[str, str]] = [
@@ -44,19 +58,18 @@ INSTITUTION_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
-FORMULA_FIRST = ("=", "+", "-", "@", "\t", "\r")
 _NUMBERISH = re.compile(r"[+-][0-9 ().\-/]*")  # +86 138 0000 0000, -12.5, (0731) 555-0100
-
-
-def neutralise(value: str) -> str:
-    """A text cell as exported: one a spreadsheet would take for a formula gets a leading ``'``."""
-    return "'" + value if value.startswith(FORMULA_FIRST) else value
+__all__ = ["neutralise"]  # (re-exported: older callers import it from here)
 
 
 def formula_problem(value: str) -> tuple[str, str | None]:
-    """(the value to import, why it is refused or None). A quoted formula (``'=...``) is text: the quote goes."""
+    """(the value to import, why it is refused or None). A quoted formula (``'=...``) is text: the quote goes;
+    so does the tab (or ``="..."``) that keeps a digit string as text in a spreadsheet (:func:`cell_text`)."""
     if value.startswith("'") and value[1:2] and value[1] in "=+-@\t\r":
         return value[1:], None
+    unmarked = cell_text(value)
+    if unmarked != value:
+        return unmarked, None
     text = value.lstrip(" ")
     if not text or not text.startswith(FORMULA_FIRST):
         return value, None
@@ -88,32 +101,58 @@ def decode(data: bytes) -> str:
         return data.decode("gb18030")
 
 
-def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tuple[str, str]],
-           model: type[BaseModel]) -> ImportResult:
-    out = ImportResult()
+def _lines(data: bytes) -> Iterator[tuple[int, list[str] | str]]:
+    """(first line number, cells) of each record of an upload, CSV or XLSX (its first sheet); a str instead of
+    the cells says why the file cannot be read from there on."""
+    if is_xlsx(data):
+        try:
+            rows = read_xlsx(data)
+        except ValueError as err:
+            yield 1, str(err)
+            return
+        yield from ((i, row) for i, row in enumerate(rows, 1))
+        return
     try:
         text = decode(data)
     except UnicodeDecodeError as err:
-        out.errors.append({"line": 1, "field": "", "error": f"not UTF-8 or GB18030 text: {err.reason}"})
-        return out
+        yield 1, f"not UTF-8 or GB18030 text: {err.reason}"
+        return
+    reader = csv.reader(io.StringIO(text, newline=""))
+    line = 0
+    while True:
+        start = line + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            yield reader.line_num, f"not CSV: {err}"
+            return
+        line = reader.line_num
+        yield start, values
+
+
+def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tuple[str, str]],
+           model: type[BaseModel]) -> ImportResult:
+    out = ImportResult()
     names = {code: code for code, _ in columns} | {zh: code for code, zh in columns}
     labels = dict(columns)
     skip = {c for pair in ignored for c in pair}
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
+    records = _lines(data)
+    xlsx = is_xlsx(data)
+    first = next(records, None)
+    if first is None:
         out.errors.append({"line": 1, "field": "", "error": "empty file"})
         return out
-    except csv.Error as err:
-        out.errors.append({"line": 1, "field": "", "error": f"not CSV: {err}"})
+    if isinstance(first[1], str):
+        out.errors.append({"line": first[0], "field": "", "error": first[1]})
         return out
     keys: list[str | None] = []
-    for h in header:
+    for h in first[1]:
         h = h.strip()
         if h in names:
             keys.append(names[h])
-        elif h in skip or not h:
+        elif h in skip or not h or _zone_suffix(h) in skip:
             keys.append(None)
         else:
             out.errors.append({"line": 1, "field": h, "error": "unknown column"})
@@ -123,25 +162,20 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
     if missing:
         out.errors.append({"line": 1, "field": missing[0], "error": "required column missing"})
         return out
-    line = reader.line_num
-    while True:
-        start = line + 1
-        try:
-            values = next(reader)
-        except StopIteration:
+    for start, values in records:
+        if isinstance(values, str):
+            out.errors.append({"line": start, "field": "", "error": values})
             break
-        except csv.Error as err:
-            out.errors.append({"line": reader.line_num, "field": "", "error": f"not CSV: {err}"})
-            break
-        line = reader.line_num
         if not any(v.strip() for v in values):
             continue
-        if len(values) > len(keys):
+        if len(values) > len(keys) and any(v.strip() for v in values[len(keys):]):
             out.errors.append({"line": start, "field": "", "error": f"{len(values)} fields, header has {len(keys)}"})
             continue
         raw = {k: v for k, v in zip(keys, values, strict=False) if k is not None and v.strip() != ""}
         refused = None
         for k, v in raw.items():
+            if xlsx:  # a string cell of a workbook is text, never run (a formula cell gives its value)
+                continue
             raw[k], why = formula_problem(v)
             if why is not None:
                 refused = (k, why)
@@ -163,6 +197,11 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
     return out
 
 
+def _zone_suffix(header: str) -> str:
+    """``最后上报时间 (UTC+08:00)`` (an XLSX export's time header) -> ``最后上报时间``."""
+    return re.sub(r"\s*\(UTC[+-]\d\d:\d\d\)$", "", header)
+
+
 def parse_units(data: bytes) -> ImportResult:
     return _parse(data, UNIT_COLUMNS, UNIT_EXPORT_ONLY, UnitRecord)
 
@@ -171,26 +210,29 @@ def parse_institutions(data: bytes) -> ImportResult:
     return _parse(data, INSTITUTION_COLUMNS, [], Institution)
 
 
-def _write(rows: Iterable[dict[str, Any]], columns: Sequence[tuple[str, str]], lang: str) -> bytes:
-    buf = io.StringIO(newline="")
-    w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow([zh if lang == "zh" else code for code, zh in columns])
-    for r in rows:
-        vals = []
-        for code, _ in columns:
-            v = r.get(code)
-            if v is None:
-                v = ""
-            elif lang == "zh" and code in ("type", "status", "stock_type", "link_type"):
-                v = LABELS_ZH.get(str(v), v)
-            vals.append(neutralise(v) if isinstance(v, str) else v)
-        w.writerow(vals)
-    return b"\xef\xbb\xbf" + buf.getvalue().encode("utf-8")
+_CODES = ("type", "status", "stock_type", "link_type")
+_TIMES = ("first_seen", "last_seen")
 
 
-def write_units(rows: Iterable[dict[str, Any]], lang: str = "zh") -> bytes:
-    return _write(rows, UNIT_COLUMNS + UNIT_EXPORT_ONLY, lang)
+def _columns(pairs: Sequence[tuple[str, str]], lang: str) -> list[Column]:
+    def word(code: str) -> str:
+        return LABELS_ZH.get(code, code)
+
+    return [Column(code, zh, code, kind="time" if code in _TIMES else "text",
+                   label=word if lang == "zh" and code in _CODES else None) for code, zh in pairs]
 
 
-def write_institutions(rows: Iterable[dict[str, Any]], lang: str = "zh") -> bytes:
-    return _write(rows, INSTITUTION_COLUMNS, lang)
+def write_units(rows: Iterable[dict[str, Any]], lang: str = "zh", fmt: str = "csv", tz: str = "Asia/Shanghai") -> bytes:
+    """The registry's units as CSV or XLSX (``fmt``); ``first_seen``/``last_seen`` in epoch seconds."""
+    cols = _columns(UNIT_COLUMNS + UNIT_EXPORT_ONLY, lang)
+    if fmt == "xlsx":
+        return write_xlsx([Sheet("终端" if lang == "zh" else "units", cols, rows)], lang, tz)
+    return write_csv(cols, rows, lang, tz)
+
+
+def write_institutions(rows: Iterable[dict[str, Any]], lang: str = "zh", fmt: str = "csv",
+                       tz: str = "Asia/Shanghai") -> bytes:
+    cols = _columns(INSTITUTION_COLUMNS, lang)
+    if fmt == "xlsx":
+        return write_xlsx([Sheet("机构" if lang == "zh" else "institutions", cols, rows)], lang, tz)
+    return write_csv(cols, rows, lang, tz)

@@ -11,6 +11,7 @@ from ..auth.bounds import EPOCH_MAX, EPOCH_MIN, FIRST_YEAR, LAST_YEAR, SN, Code,
 from ..auth.openapi import Open, answers, answers_file
 from ..availability.rollups import parse_instant
 from ..encode import MsgspecJSON
+from ..exports import CSV_TYPE, XLSX_TYPE
 from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
 from .service import Registry
 
@@ -18,7 +19,6 @@ router = APIRouter(prefix="/api/v1", tags=["registry"])
 
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
-CSV_TYPE = "text/csv; charset=utf-8"
 
 
 class InstitutionOut(Open):
@@ -139,15 +139,31 @@ async def put_institution(request: Request, code: Code, _: Admin, body: Annotate
     return inst.model_dump()
 
 
-@router.get("/registry/institutions.csv", **answers_file(CSV_TYPE))
-async def export_institutions(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
-    data = await _registry(request).export_institutions(lang)
-    return Response(data, media_type=CSV_TYPE, headers={"Content-Disposition": 'attachment; filename="institutions.csv"'})
+Format = Annotated[Literal["csv", "xlsx"], Query(description="csv (UTF-8, digit strings kept as text) or xlsx "
+                                                                "(typed cells)")]
+
+
+def _file(data: bytes, name: str, fmt: str) -> Response:
+    return Response(data, media_type=XLSX_TYPE if fmt == "xlsx" else CSV_TYPE,
+                    headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
+
+
+@router.get("/registry/institutions.csv", **answers_file(CSV_TYPE, XLSX_TYPE))
+async def export_institutions(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh",
+                              format: Format = "csv") -> Response:  # noqa: A002 - the query parameter's name
+    """The institutions as administrators keep them: CSV (``format=csv``) or XLSX (``format=xlsx``)."""
+    return _file(await _registry(request).export_institutions(lang, format), "institutions", format)
+
+
+@router.get("/registry/institutions.xlsx", **answers_file(XLSX_TYPE))
+async def export_institutions_xlsx(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
+    """The same as ``institutions.csv?format=xlsx``."""
+    return _file(await _registry(request).export_institutions(lang, "xlsx"), "institutions", "xlsx")
 
 
 @router.post("/registry/institutions/import", **answers(ImportReport))
 async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
-    """Body: the CSV file. Good rows are stored; each bad row is reported with its line and field."""
+    """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
     return await _registry(request).import_institutions(await request.body())
 
 
@@ -186,15 +202,23 @@ async def list_registry_units(
                          "items": [_unit_out(u, request, now) for u in items]})
 
 
-@router.get("/registry/units.csv", **answers_file(CSV_TYPE))
-async def export_units(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
-    data = await _registry(request).export_units(lang)
-    return Response(data, media_type=CSV_TYPE, headers={"Content-Disposition": 'attachment; filename="units.csv"'})
+@router.get("/registry/units.csv", **answers_file(CSV_TYPE, XLSX_TYPE))
+async def export_units(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh",
+                       format: Format = "csv") -> Response:  # noqa: A002 - the query parameter's name
+    """Every registered unit with its SIM and last report: CSV (ICCID, IMSI and other digit strings kept as text
+    in Excel and WPS) or XLSX (typed cells). Imports back unchanged through ``/registry/units/import``."""
+    return _file(await _registry(request).export_units(lang, format), "units", format)
+
+
+@router.get("/registry/units.xlsx", **answers_file(XLSX_TYPE))
+async def export_units_xlsx(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
+    """The same as ``units.csv?format=xlsx``."""
+    return _file(await _registry(request).export_units(lang, "xlsx"), "units", "xlsx")
 
 
 @router.post("/registry/units/import", **answers(ImportReport))
 async def import_units(request: Request, who: Admin) -> dict[str, Any]:
-    """Body: the CSV file. Good rows are stored; each bad row is reported with its line and field."""
+    """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
     return await _registry(request).import_units(await request.body(), who.name)
 
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from ..availability.hours import ServiceHours
@@ -165,7 +164,7 @@ class Registry:
         res.errors.sort(key=lambda e: e["line"])
         return {"imported": len(good), "errors": res.errors}
 
-    async def export_units(self, lang: str = "zh") -> bytes:
+    async def export_units(self, lang: str = "zh", fmt: str = "csv") -> bytes:
         total, rows = await self.storage.registry_query({}, limit=10**9)
         out = []
         for r in rows:
@@ -173,14 +172,11 @@ class Registry:
             d = dict(r)
             d.update({k: ident.get(k) for k in ("carrier", "imsi", "iccid")})
             d["sim_status"] = "ok" if ident.get("iccid") else ""
-            for key in ("first_seen", "last_seen"):
-                if d.get(key):
-                    d[key] = datetime.fromtimestamp(d[key], self.hours(None).tz).isoformat(timespec="seconds")
             out.append(d)
-        return csvio.write_units(out, lang)
+        return csvio.write_units(out, lang, fmt, self.settings.timezone)
 
-    async def export_institutions(self, lang: str = "zh") -> bytes:
-        return csvio.write_institutions(await self.storage.list_institutions(), lang)
+    async def export_institutions(self, lang: str = "zh", fmt: str = "csv") -> bytes:
+        return csvio.write_institutions(await self.storage.list_institutions(), lang, fmt, self.settings.timezone)
 
     async def set_status(self, sn: str, status: str, note: str, by: str, at: int | None = None) -> int:
         ts = int(self.now()) if at is None else at

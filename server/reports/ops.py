@@ -23,6 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from ..alerts.service import cell_outage_runs, outage_runs
 from ..analytics.datause import MB, month_bounds
 from ..availability.rollups import local_day
+from ..exports import protect
 
 LABELS = {
     "zh": {
@@ -188,11 +189,22 @@ def render_html(data: dict[str, Any]) -> str:
     return _env().get_template("ops.html").render(**data)
 
 
+class _SafeWriter:
+    """Text cells as :mod:`server.exports` writes them: digit strings (an institution code, a numeric SN) kept as
+    text by Excel and WPS, would-be formulas neutralised; numbers stay numbers."""
+
+    def __init__(self, writer: Any) -> None:
+        self.writer = writer
+
+    def writerow(self, row: list[Any]) -> None:
+        self.writer.writerow([protect(v) if isinstance(v, str) else v for v in row])
+
+
 def render_csv(data: dict[str, Any]) -> bytes:
     """The same tables as the HTML, one section after another (UTF-8 with BOM for spreadsheets)."""
     L = data["labels"]
     buf = io.StringIO(newline="")
-    w = csv.writer(buf, lineterminator="\r\n")
+    w = _SafeWriter(csv.writer(buf, lineterminator="\r\n"))
     counts = ["service_slots", "intact_slots", "network_ok_slots", "no_data_slots"]
     w.writerow([L["title"]])
     w.writerow([L["period"], data["from"], data["to"], L["counted_to"], data["counted_to"]])
