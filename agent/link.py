@@ -92,6 +92,8 @@ class Link:
         rng: random.Random | None = None,
         best_time: Callable[[], float | None] | None = None,
         now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        wait: Callable[[float, threading.Event], bool] | None = None,
     ) -> None:
         self.sn = sn
         self.host, self.port = host, port
@@ -104,6 +106,14 @@ class Link:
         if best_time is not None and isinstance(context, AgentContext):
             context.best_time = best_time
         self._now = now
+        # durations (round trips, backoff, the hello's repeat) on the agent's clock: real in the field, virtual in
+        # the simulator's lockstep player; paho's keep-alive keeps its own real clock
+        self._mono = monotonic
+        self._wait = wait or (lambda seconds, stop: stop.wait(seconds))
+        self.next_attempt = 0.0  # external driving: the monotonic time of the next connection attempt
+        self._external = False
+        self._started = 0.0  # monotonic time the current connection was made
+        self._resumed_saved = False
         self._awaiting_time = False  # connected, the certificate's dates wait for the server's time
         self._awaiting_since = 0.0
         self._held: list[mqtt.MQTTMessage] = []  # what arrived meanwhile: acted on once the dates are checked
@@ -144,8 +154,18 @@ class Link:
         self._thread = threading.Thread(target=self._run, args=(initial_delay,), name="mqtt-link", daemon=True)
         self._thread.start()
 
+    def start_external(self, initial_delay: float = 0.0) -> None:
+        """No thread: whoever drives the agent calls :meth:`due`, :meth:`attempt`, paho's ``loop_read`` /
+        ``loop_write`` on :meth:`socket`, :meth:`housekeeping` and :meth:`lost` (simulator/vworker.py), the same
+        steps the field's thread takes in :meth:`_run`."""
+        self._external = True
+        self.next_attempt = self._mono() + initial_delay
+
     def stop(self, timeout: float = 5.0) -> None:
         """Say goodbye (retained offline state) and disconnect."""
+        if self._external:
+            self._stop_external()
+            return
         if self._connected.is_set():
             try:
                 info = self._client.publish(
@@ -162,6 +182,14 @@ class Link:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def socket(self):  # type: ignore[no-untyped-def]
+        """The connection's socket (an SSLSocket), None while not connected: for an external loop."""
+        return self._client.socket()
+
+    @property
+    def client(self) -> mqtt.Client:
+        return self._client
+
     def abort(self, timeout: float = 5.0) -> None:
         """Drop the connection the way a power cut does: no goodbye, no DISCONNECT (the broker publishes the
         will). The TCP connection is shut down under paho, which the link thread sees as a lost connection;
@@ -175,6 +203,33 @@ class Link:
                 pass
         if self._thread is not None:
             self._thread.join(timeout)
+        elif self._external:
+            self._client.loop_read()  # sees the shutdown: paho closes the socket
+            self._handle_disconnect(self._client, None, None, "aborted", None)
+
+    def _stop_external(self) -> None:
+        """stop() without a thread: the goodbye and DISCONNECT are queued and written here (blocking writes on
+        the loopback; the broker's answers are not awaited)."""
+        self._stop.set()
+        c = self._client
+        if self._connected.is_set() or self._awaiting_time:
+            if self._connected.is_set():
+                c.publish(topics.topic(self.sn, topics.STATE),
+                          codec.encode(State(online=False, reason="shutdown")), qos=1, retain=True)
+            c.disconnect()
+            sock = c.socket()
+            if sock is not None:
+                deadline = time.monotonic() + 2.0
+                while c.want_write() and c.socket() is not None and time.monotonic() < deadline:
+                    if c.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        break
+        self._handle_disconnect(c, None, None, "stopped", None)
+        sock = c.socket()
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
 
     @property
     def connected(self) -> bool:
@@ -198,7 +253,7 @@ class Link:
         self._note_sent()
         if qos:
             with self._lock:
-                self._sent_at[info.mid] = (time.monotonic(), kind)
+                self._sent_at[info.mid] = (self._mono(), kind)
         return True
 
     def _note_sent(self) -> None:
@@ -229,7 +284,7 @@ class Link:
         if isinstance(self._ctx, AgentContext) and self._ctx.pending is not None:
             # the server answers the online state with its time: until then nothing else is sent or acted on
             self._awaiting_time = True
-            self._awaiting_since = time.monotonic()
+            self._awaiting_since = self._mono()
             self._held.clear()
             log.info("connected to %s:%d; waiting for the server's time to check the broker certificate's dates",
                      self.host, self.port)
@@ -327,29 +382,62 @@ class Link:
                 self._on_refused(sent[1] if sent else "?", code, str(reason_code))
             return
         if sent is not None and self._on_rtt:
-            self._on_rtt((time.monotonic() - sent[0]) * 1000.0)
+            self._on_rtt((self._mono() - sent[0]) * 1000.0)
 
     # the network thread -------------------------------------------------------------------
     def _backoff(self) -> float:
         return backoff_delay(self.failures, self.reconnect_min, self.reconnect_max, self._rng)
 
+    def attempt(self) -> bool | None:
+        """One connection attempt: True connected (TCP and TLS up, CONNECT sent), False failed (the next attempt
+        after the backoff, :attr:`next_attempt`), None: again at once (the dates deferred to the server's time)."""
+        try:
+            self._client.connect(self.host, self.port, keepalive=self.keepalive, clean_start=True)
+        except (OSError, ssl.SSLError, ValueError) as err:
+            if self._dates_only(err):
+                return None
+            self.failures += 1
+            self.last_error = f"connect failed: {err}"
+            log.info("connect to %s:%d failed (%s); attempt %d", self.host, self.port, err, self.failures)
+            self.next_attempt = self._mono() + self._backoff()
+            return False
+        self._resumed_saved = False
+        self._started = self._mono()
+        return True
+
+    def housekeeping(self) -> None:
+        """Between network rounds of a connection: keep the TLS session once connected, and ask for the server's
+        time again when its answer is overdue."""
+        if not self._resumed_saved and self._connected.is_set() and self._mono() - self._started > 1.0:
+            self._resumed_saved = self._save_session()
+        if self._awaiting_time and self._mono() - self._awaiting_since > AWAIT_TIME_HELLO_S:
+            # the server's time (a QoS 0 acknowledgement) was lost, or the server was down: ask again
+            self._awaiting_since = self._mono()
+            self._hello(self._client)
+
+    def lost(self) -> None:
+        """The connection ended (its loop failed): say so, count a failure when it was short, and set the next
+        attempt after the backoff."""
+        self._handle_disconnect(self._client, None, None, "connection lost", None)
+        if self.connects == 0 or self._mono() - self._started < 10:
+            self.failures += 1
+        self.next_attempt = self._mono() + self._backoff()
+
+    def due(self) -> bool:
+        """External driving: not connected and the next attempt is due."""
+        return not self._stop.is_set() and self._client.socket() is None and self._mono() >= self.next_attempt
+
     def _run(self, initial_delay: float) -> None:
-        if initial_delay and self._stop.wait(initial_delay):
+        if initial_delay and self._wait(initial_delay, self._stop):
             return
         while not self._stop.is_set():
-            try:
-                self._client.connect(self.host, self.port, keepalive=self.keepalive, clean_start=True)
-            except (OSError, ssl.SSLError, ValueError) as err:
-                if self._dates_only(err):
-                    continue  # again at once, the dates deferred to the server's time
-                self.failures += 1
-                self.last_error = f"connect failed: {err}"
-                log.info("connect to %s:%d failed (%s); attempt %d", self.host, self.port, err, self.failures)
-                if self._stop.wait(self._backoff()):
+            up = self.attempt()
+            if up is None:
+                continue  # again at once, the dates deferred to the server's time
+            if not up:
+                if self._wait(self.next_attempt - self._mono(), self._stop):
                     return
                 continue
-            resumed_saved = False
-            started = time.monotonic()
             while not self._stop.is_set():
                 # a publish from the agent's thread wakes this select through paho's socket pair, a stop()
                 # through its DISCONNECT and an abort() through the socket's shutdown: the timeout only paces
@@ -357,18 +445,12 @@ class Link:
                 rc = self._client.loop(timeout=1.0)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
                     break
-                if not resumed_saved and self._connected.is_set() and time.monotonic() - started > 1.0:
-                    resumed_saved = self._save_session()
-                if self._awaiting_time and time.monotonic() - self._awaiting_since > AWAIT_TIME_HELLO_S:
-                    # the server's time (a QoS 0 acknowledgement) was lost, or the server was down: ask again
-                    self._awaiting_since = time.monotonic()
-                    self._hello(self._client)
-            self._handle_disconnect(self._client, None, None, "connection lost", None)
+                self.housekeeping()
             if self._stop.is_set():
+                self._handle_disconnect(self._client, None, None, "connection lost", None)
                 break
-            if self.connects == 0 or time.monotonic() - started < 10:
-                self.failures += 1
-            if self._stop.wait(self._backoff()):
+            self.lost()
+            if self._wait(self.next_attempt - self._mono(), self._stop):
                 break
         try:
             self._client.loop(timeout=0.1)

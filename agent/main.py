@@ -105,7 +105,7 @@ class Agent:
         self.events: queue.Queue[tuple[str, object]] = queue.Queue()
         self.system = SystemCollector()
         self.storage = StorageCollector(self.data_dir, cfg.storage.mounts, cfg.storage.critical_fill_pct)
-        self.peripherals = PeripheralSet(cfg.peripherals)
+        self.peripherals = PeripheralSet(cfg.peripherals, monotonic=self.clock.monotonic)
         self.rtt = RttTracker()
         self.outbox: Outbox | None = None
         self.outbox_error = ""
@@ -155,6 +155,7 @@ class Agent:
             # is unchecked (agent/tls.py); a simulated clock's time is not comparable with them: OpenSSL checks
             best_time=self._best_time if self.clock.real else None,
             now=self.clock.now,
+            monotonic=self.clock.monotonic, wait=self.clock.wait,
         )
         # retained commands ignored since the last cmd_refused report, by command type; reported at once, then
         # at most every REPORT_EVERY_S (a flapping link re-delivers the retained message at every reconnect)
@@ -439,7 +440,7 @@ class Agent:
         except Exception:  # hostile bytes: still ignored and counted
             pass
         self._retained_unreported[ctype] = self._retained_unreported.get(ctype, 0) + 1
-        if self.stats.retained_ignored == 1 or time.monotonic() - self._retained_reported_mono >= REPORT_EVERY_S:
+        if self.stats.retained_ignored == 1 or self.clock.monotonic() - self._retained_reported_mono >= REPORT_EVERY_S:
             log.warning("ignored a retained %s command (%d ignored so far): a command is run only when sent live; "
                         "clear the retained message on %s", ctype, self.stats.retained_ignored,
                         topics.topic(self.sn, topics.COMMAND))
@@ -448,9 +449,9 @@ class Agent:
     def _report_retained(self) -> None:
         if not self._retained_unreported:
             return
-        if self._retained_reported_mono and time.monotonic() - self._retained_reported_mono < REPORT_EVERY_S:
+        if self._retained_reported_mono and self.clock.monotonic() - self._retained_reported_mono < REPORT_EVERY_S:
             return
-        self._retained_reported_mono = time.monotonic()
+        self._retained_reported_mono = self.clock.monotonic()
         todo, self._retained_unreported = self._retained_unreported, {}
         for ctype, n in todo.items():
             self.store_event(Event(seq=0, ts=int(self.clock.now()), kind="cmd_refused",
@@ -465,8 +466,8 @@ class Agent:
         st = self._refused.setdefault(code, {"count": 0, "first": now, "last": now, "name": name})
         st["count"] = int(st["count"]) + 1  # type: ignore[call-overload]
         st["last"] = now
-        if not self._refused_logged_mono or time.monotonic() - self._refused_logged_mono >= REPORT_EVERY_S:
-            self._refused_logged_mono = time.monotonic()
+        if not self._refused_logged_mono or self.clock.monotonic() - self._refused_logged_mono >= REPORT_EVERY_S:
+            self._refused_logged_mono = self.clock.monotonic()
             log.error("publish_not_authorized: the broker refused %d publish(es) since delivery last worked, the "
                       "latest on %s: %s (0x%02X); the data stays in the outbox and is sent again",
                       sum(int(v["count"]) for v in self._refused.values()),  # type: ignore[call-overload]
@@ -541,7 +542,7 @@ class Agent:
         self._pump_at = 0.0
         if not self.link.connected:
             return  # the connection's event wakes the loop
-        now_mono = time.monotonic()
+        now_mono = self.clock.monotonic()
         timeout = self.cfg.link.ack_timeout_s  # real seconds: round trips are not accelerated
         for d in (self.inflight, self.memory_inflight):
             for seq in [s for s, t in d.items() if now_mono - t > timeout]:
@@ -673,22 +674,27 @@ class Agent:
         missed = int((now - self._next_slot) // self.interval)
         self._next_slot += self.interval * (1 + max(0, missed))
         if self.cfg.link.probe_every_sample and self.link.connected and self.link.probe():
-            self._open_sample = (sample, time.monotonic() + min(PROBE_WAIT_REAL_S, 0.8 * self.interval / self.clock.speed))
+            self._open_sample = (sample, self.clock.monotonic() + min(PROBE_WAIT_REAL_S, 0.8 * self.interval / self.clock.speed))
         else:
             self._finish_sample(sample, probe_lost=False)
         if now - self._last_inventory >= 86400:
             self._inventory()
 
-    def _idle_wait(self) -> float:
-        """Real seconds the loop may sleep: until the next slot, a probe's deadline or pump()'s next turn, at
-        most :data:`IDLE_WAIT_S` (events wake it sooner)."""
-        now = time.monotonic()
-        wait = min((self._next_slot - self.clock.now()) / self.clock.speed, IDLE_WAIT_S)
+    def next_wake(self) -> float:
+        """The :meth:`Clock.monotonic` time at which :meth:`step` has something to do: the next slot, a probe's
+        deadline or pump()'s next turn (events that arrive sooner are due at once)."""
+        now = self.clock.monotonic()
+        wake = now + (self._next_slot - self.clock.now()) / self.clock.speed
         if self._open_sample is not None:
-            wait = min(wait, self._open_sample[1] - now)
+            wake = min(wake, self._open_sample[1])
         if self._pump_at:
-            wait = min(wait, self._pump_at - now)
-        return max(0.0, wait)
+            wake = min(wake, self._pump_at)
+        return wake
+
+    def _idle_wait(self) -> float:
+        """Seconds the loop may sleep: until :meth:`next_wake`, at most :data:`IDLE_WAIT_S` (events wake it
+        sooner)."""
+        return max(0.0, min(self.next_wake() - self.clock.monotonic(), IDLE_WAIT_S))
 
     def _config_guard_overdue(self) -> bool:
         """A remote configuration change that has not reached the server in time: put the old one back."""
@@ -712,11 +718,29 @@ class Agent:
         except queue.Empty:
             pass
 
-    def run(self) -> None:
+    def handle_events(self) -> int:
+        """Handle every event waiting on the queue without blocking (the simulator's lockstep worker, which
+        drives the link itself); returns how many."""
+        n = 0
+        try:
+            while True:
+                kind, arg = self.events.get_nowait()
+                self._handle(kind, arg)
+                n += 1
+        except queue.Empty:
+            return n
+
+    def start(self, *, link_thread: bool = True) -> None:
+        """Everything before the first turn of the loop. ``link_thread=False``: the link gets no thread of its
+        own; whoever drives the agent runs the link's attempts and network rounds (simulator/vworker.py)."""
         log.info("agent %s starting as %s (data in %s)", __version__, self.sn, self.data_dir)
         # Spread the first connection over a few seconds so a fleet powering up together does not
         # hit the broker in the same instant.
-        self.link.start(initial_delay=self.rng.uniform(0, min(3.0, self.cfg.link.reconnect_min_s)))
+        delay = self.rng.uniform(0, min(3.0, self.cfg.link.reconnect_min_s))
+        if link_thread:
+            self.link.start(initial_delay=delay)
+        else:
+            self.link.start_external(initial_delay=delay)
         if self.cfg.console is not None:
             from .console import Console
 
@@ -729,38 +753,57 @@ class Agent:
         systemd.extend_watchdog(2 * self.interval / self.clock.speed + 60)
         self._next_slot = math.ceil(self.clock.now() / self.interval) * self.interval
         self._inventory()
+
+    def step(self) -> bool:
+        """One turn of the loop's body: the sample that is due, a lost probe, the console's events, what is due
+        to be sent. False when the agent must stop (a configuration change that lost the server)."""
+        self._sample_if_due()
+        if self._config_guard_overdue():
+            return False
+        if self._open_sample is not None and self.clock.monotonic() > self._open_sample[1]:
+            sample, _ = self._open_sample
+            self._open_sample = None
+            self._finish_sample(sample, probe_lost=True)
+        if self.console is not None:
+            for ev in self.console.take_events():  # type: ignore[attr-defined]
+                self.store_event(ev)  # engineers' sessions and commands, reported to the server
+        self._report_retained()  # what was held back by the rate limit, once it is due
+        self.pump()
+        return True
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def finish(self) -> None:
+        """Everything after the loop: the sample waiting for its probe, goodbye (or not, when halted), close."""
+        if self._open_sample is not None and not self._halted:
+            self._finish_sample(self._open_sample[0], probe_lost=False)
+        if self.console is not None:
+            self.console.stop()  # type: ignore[attr-defined]
+        if self._halted:
+            self.link.abort()
+        else:
+            self.link.stop()
+        self.peripherals.close()
+        if self.commands is not None:
+            self.commands.stop()
+        if self.outbox is not None:
+            self.outbox.close()
+        log.info("agent stopped")
+
+    def run(self) -> None:
+        """The field's loop: :meth:`step`, then wait for an event or :meth:`next_wake` (the simulator's lockstep
+        worker runs the same :meth:`start`, :meth:`step`, :meth:`next_wake` and :meth:`finish` without threads)."""
+        self.start()
         try:
             while not self._stop.is_set():
-                self._sample_if_due()
-                if self._config_guard_overdue():
+                if not self.step():
                     break
-                if self._open_sample is not None and time.monotonic() > self._open_sample[1]:
-                    sample, _ = self._open_sample
-                    self._open_sample = None
-                    self._finish_sample(sample, probe_lost=True)
-                if self.console is not None:
-                    for ev in self.console.take_events():  # type: ignore[attr-defined]
-                        self.store_event(ev)  # engineers' sessions and commands, reported to the server
-                self._report_retained()  # what was held back by the rate limit, once it is due
-                self.pump()
                 self._wait_for_events(self._idle_wait())
         finally:
-            if self._open_sample is not None and not self._halted:
-                self._finish_sample(self._open_sample[0], probe_lost=False)
-            if self.console is not None:
-                self.console.stop()  # type: ignore[attr-defined]
-            if self._halted:
-                self.link.abort()
-            else:
-                self.link.stop()
-            self.peripherals.close()
-            if self.commands is not None:
-                self.commands.stop()
-            if self.outbox is not None:
-                self.outbox.close()
-            log.info("agent stopped")
+            self.finish()
         if self._restart and self.config_path is not None:
             from .commands import reexec
 
             reexec(self.config_path)
-

@@ -48,8 +48,9 @@ def _factory(kind: str) -> Callable[..., Any]:
 
 
 class _Port:
-    def __init__(self, kind: str, cfg: PeripheralConfig) -> None:
+    def __init__(self, kind: str, cfg: PeripheralConfig, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.kind = kind
+        self._mono = monotonic
         self.cfg = cfg
         self.device: Any = None
         self.lock = threading.Lock()
@@ -61,14 +62,14 @@ class _Port:
     def open(self) -> Any:
         if self.device is not None:
             return self.device
-        if time.monotonic() < self.next_retry and self.last_error is not None:
+        if self._mono() < self.next_retry and self.last_error is not None:
             raise self.last_error  # still missing as far as we know; retried at next_retry
         try:
             dev = _factory(self.kind)(self.cfg.port, self.cfg.profile, baudrate=self.cfg.baud)
             dev.open()
         except DriverError as err:
             self.last_error = err
-            self.next_retry = time.monotonic() + self.backoff
+            self.next_retry = self._mono() + self.backoff
             self.backoff = min(self.backoff * 2, 300.0)
             raise
         self.last_error = None
@@ -86,7 +87,9 @@ class _Port:
 
 
 class PeripheralSet:
-    def __init__(self, cfg: PeripheralsConfig, *, identity_refresh_s: float = IDENTITY_REFRESH_S) -> None:
+    def __init__(self, cfg: PeripheralsConfig, *, identity_refresh_s: float = IDENTITY_REFRESH_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._mono = monotonic  # the agent's clock: virtual in the simulator's lockstep player
         self.ports: dict[str, _Port] = {}
         self.identity_refresh_s = identity_refresh_s
         self._identity_key: tuple[Any, ...] | None = None  # (device, its inits, SIM state, registration) at the last full read
@@ -95,7 +98,7 @@ class PeripheralSet:
         for kind in ("modem", "printer", "idcard"):
             pc = getattr(cfg, kind)
             if pc is not None and pc.enabled:
-                self.ports[kind] = _Port(kind, pc)
+                self.ports[kind] = _Port(kind, pc, monotonic)
         self._signal: tuple[int | None, int | None] = (None, None)
         self._cell: tuple[int | None, int | None] = (None, None)
         self._data_bytes: int | None = None
@@ -140,7 +143,7 @@ class PeripheralSet:
         milliseconds on a port the dial-up may share, and the simulator's peripheral checks cost about a
         quarter less (docs/performance-sim.md)."""
         key = (dev, getattr(dev, "inits", 0), sim, self._reg)  # the device itself: a re-opened port is a new one
-        full = key != self._identity_key or time.monotonic() >= self._identity_next
+        full = key != self._identity_key or self._mono() >= self._identity_next
         try:
             st = dev.status(identity=full, sim=sim)
             if not full and st.iccid is not None and st.iccid != self._identity.get("iccid"):
@@ -171,7 +174,7 @@ class PeripheralSet:
         if full:
             # inits read now: a re-initialisation during this very status was followed by the full read
             self._identity_key = (dev, getattr(dev, "inits", 0), sim, self._reg)
-            self._identity_next = time.monotonic() + self.identity_refresh_s
+            self._identity_next = self._mono() + self.identity_refresh_s
 
     def _note_identity(self, ident: dict[str, Any]) -> None:
         """Keep the modem and SIM identity; flag an event when it is first seen or changes.

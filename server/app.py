@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def make_clock(settings: Settings) -> Clock:
     c = settings.clock
-    return Clock.from_config(c.speed, c.start, c.anchor, c.schedule)
+    return Clock.from_config(c.speed, c.start, c.anchor, c.schedule, c.file)
 
 
 async def purge_raw_samples(app: FastAPI) -> int:

@@ -188,6 +188,9 @@ class ClockSettings(_Strict):
     anchor: float = 0.0
     # simulator only: piecewise speed, [[simulated epoch s, speed], ...] (wire/clock.py)
     schedule: list[tuple[float, float]] = []
+    # simulator only: the virtual time its lockstep player writes into this file (wire.clock.FileClock); speed
+    # then only scales the real waits of pollers (the roll-up loop) and the per-unit ingest budgets
+    file: str = ""
 
 
 class Settings(_Strict):

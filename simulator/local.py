@@ -140,6 +140,8 @@ class Server:
             clock_toml = f"[clock]\nspeed = {clock['speed']}\nstart = \"{clock['start']}\"\nanchor = {clock['anchor']}\n"
             if clock.get("schedule"):
                 clock_toml += f"schedule = {[[float(t), float(v)] for t, v in clock['schedule']]}\n"
+            if clock.get("file"):  # virtual time (wire.clock.FileClock)
+                clock_toml += f"file = \"{clock['file']}\"\n"
         self.config = workdir / "server.toml"
         self.config.write_text(f"""
 retention_days = 3650

@@ -7,11 +7,20 @@ A ``schedule`` makes the speed piecewise: ``[(t1, v1), (t2, v2), ...]`` (simulat
 ascending) means the clock runs at ``speed`` from ``start`` until ``t1``, at ``v1`` from ``t1`` until
 ``t2``, and so on. Every process given the same (start, anchor, speed, schedule) still agrees on the
 simulated time; the simulator uses it to run fast through hours that are not counted (nights).
+
+Monotonic time and sleeping go through the clock too (``monotonic()``, ``sleep()``): real for every clock above
+(round trips, probe waits and timeouts are real milliseconds), virtual for :class:`VirtualClock`, which reads what
+the simulator's lockstep player sets it to and advances when slept on (docs/decisions/018-simulator-virtual-time.md).
+:class:`FileClock` reads a virtual time that another process writes into a small shared file (the fleet server
+of a virtual-time run).
 """
 
 from __future__ import annotations
 
 import bisect
+import mmap
+import os
+import struct
 import threading
 import time
 from collections.abc import Iterable, Sequence
@@ -47,7 +56,9 @@ class Clock:
 
     @classmethod
     def from_config(cls, speed: float, start: str, anchor: float,
-                    schedule: Iterable[Sequence[float]] = ()) -> Clock:
+                    schedule: Iterable[Sequence[float]] = (), file: str = "") -> Clock:
+        if file:  # the simulator's virtual time, set by its player
+            return FileClock(file, speed)
         schedule = list(schedule)
         if speed == 1.0 and not start and not schedule:
             return cls()
@@ -136,3 +147,122 @@ class Clock:
 
     def set_offset(self, offset: float) -> None:
         self._offset = offset
+
+    @property
+    def offset(self) -> float:
+        """The correction learnt from the server (seconds)."""
+        return self._offset
+
+    # monotonic time ------------------------------------------------------------------------------------
+    def monotonic(self) -> float:
+        """Seconds on a clock that never jumps, for durations and deadlines (round trips, timeouts, retries).
+        Real seconds here, whatever the speed: a round trip is a physical quantity, not simulated time."""
+        return time.monotonic()
+
+    def wait(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        """Wait ``seconds`` of :meth:`monotonic` time; True if ``stop`` was set meanwhile."""
+        if stop is not None:
+            return stop.wait(max(0.0, seconds))
+        time.sleep(max(0.0, seconds))
+        return False
+
+
+class VirtualClock(Clock):
+    """Virtual time for one simulated terminal in the lockstep player (simulator/vworker.py).
+
+    It reads what the player set it to (:meth:`advance_to`), never the machine's clock: wall, monotonic and
+    boot time all move together, only when the player moves them or something sleeps or times out on it
+    (a driver's deadline against a silent emulator costs no real time). Speed 1: durations are the field's."""
+
+    def __init__(self, t: float, booted_at: float | None = None) -> None:
+        super().__init__()
+        self._t = float(t)
+        self._booted_at = float(t if booted_at is None else booted_at)
+
+    @property
+    def real(self) -> bool:
+        return False
+
+    @property
+    def speed(self) -> float:
+        return 1.0
+
+    def advance_to(self, t: float) -> None:
+        """Move this clock forward to raw time ``t`` (never back)."""
+        if t > self._t:
+            self._t = t
+
+    def raw(self) -> float:
+        return self._t
+
+    def boottime(self) -> float:
+        return 100.0 + self._t - self._booted_at
+
+    def now_and_boottime(self) -> tuple[float, float]:
+        return self.now(), self.boottime()
+
+    def monotonic(self) -> float:
+        return self._t
+
+    def sleep(self, seconds: float, stop: threading.Event | None = None) -> bool:
+        self._t += max(0.0, seconds)
+        return stop.is_set() if stop is not None else False
+
+    wait = sleep
+
+
+FILE_CLOCK_BYTES = 8
+
+
+class FileClock(Clock):
+    """A virtual time written by another process into ``path`` (8 bytes, a little-endian double of epoch
+    seconds, read through a shared mapping): the fleet server of a virtual-time simulator run reads the time
+    the player sets. ``speed`` is only what pollers scale their real waits by (the server's roll-up loop)."""
+
+    def __init__(self, path: str, speed: float = 1.0) -> None:
+        super().__init__()
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            self._map = mmap.mmap(fd, FILE_CLOCK_BYTES, prot=mmap.PROT_READ)
+        finally:
+            os.close(fd)
+        self._file_speed = speed
+        self._first = self.raw()
+
+    @property
+    def real(self) -> bool:
+        return False
+
+    @property
+    def speed(self) -> float:
+        return self._file_speed
+
+    def raw(self) -> float:
+        return float(struct.unpack_from("<d", self._map, 0)[0])
+
+    def boottime(self) -> float:
+        return self.raw() - self._first
+
+    def now_and_boottime(self) -> tuple[float, float]:
+        t = self.raw()
+        return t + self._offset, t - self._first
+
+
+class FileClockWriter:
+    """The player's side of :class:`FileClock`: creates the file and sets the time in it."""
+
+    def __init__(self, path: str, t: float) -> None:
+        self.path = path
+        with open(path, "wb") as f:
+            f.write(struct.pack("<d", float(t)))
+        fd = os.open(path, os.O_RDWR)
+        try:
+            self._map = mmap.mmap(fd, FILE_CLOCK_BYTES)
+        finally:
+            os.close(fd)
+
+    def set(self, t: float) -> None:
+        struct.pack_into("<d", self._map, 0, float(t))
+
+    def get(self) -> float:
+        return float(struct.unpack_from("<d", self._map, 0)[0])
