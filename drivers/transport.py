@@ -5,6 +5,11 @@ the simulator over TCP), ``loop://`` (unit tests) or ``spy://PORT`` (hex-dump fi
 all work, because pyserial's ``serial_for_url`` handles them. ``usblp:///dev/usb/lp0`` opens a
 USB printer bound to the kernel's usblp driver, which is not a tty, as a plain device. The transport knows nothing of the protocol
 spoken over it: it reads with deadlines, writes, and drains.
+
+Deadlines and waits are measured with :meth:`Transport.monotonic` and :meth:`Transport.sleep`: real time, unless
+the opened port carries a ``virtual_clock`` of its own (an object with ``monotonic()`` and ``sleep(s)``), as the
+simulator's in-process ports do (``emu://``, simulator/emulators/inproc.py): then a timeout against a silent
+device passes in that clock's time and costs no real time. The drivers take their time from here.
 """
 
 from __future__ import annotations
@@ -80,6 +85,20 @@ class Transport:
         )
         self._exclusive = exclusive
         self._port: serial.SerialBase | None = None
+        self._clock: object | None = None  # the port's virtual clock, if it has one
+
+    # time ------------------------------------------------------------------
+    def monotonic(self) -> float:
+        """Seconds for deadlines: real, or the opened port's virtual clock."""
+        clock = self._clock
+        return clock.monotonic() if clock is not None else time.monotonic()  # type: ignore[attr-defined]
+
+    def sleep(self, seconds: float) -> None:
+        clock = self._clock
+        if clock is not None:
+            clock.sleep(max(0.0, seconds))  # type: ignore[attr-defined]
+        else:
+            time.sleep(max(0.0, seconds))
 
     # lifecycle -------------------------------------------------------------
     def open(self) -> None:
@@ -98,6 +117,7 @@ class Transport:
             self._port = serial.serial_for_url(self.url, **kwargs)
         except (serial.SerialException, OSError, ValueError) as err:
             raise DeviceNotFound(self.url, str(err)) from err
+        self._clock = getattr(self._port, "virtual_clock", None)
 
     def close(self) -> None:
         port, self._port = self._port, None
@@ -150,11 +170,11 @@ class Transport:
     ) -> bytes:
         """Read until ``done(buffer)`` is true or ``timeout`` seconds pass (then :class:`Timeout`)."""
         buf = bytearray(initial)
-        deadline = time.monotonic() + timeout
+        deadline = self.monotonic() + timeout
         while True:
             if done(bytes(buf)):
                 return bytes(buf)
-            if time.monotonic() >= deadline:
+            if self.monotonic() >= deadline:
                 raise Timeout(command, timeout, bytes(buf))
             buf += self.read_available()
 
@@ -164,14 +184,14 @@ class Transport:
     def drain(self, quiet: float = 0.05, limit: float = 1.0) -> bytes:
         """Read and return everything until the line has been quiet for ``quiet`` seconds."""
         out = bytearray()
-        end = time.monotonic() + limit
-        last = time.monotonic()
-        while time.monotonic() < end:
+        end = self.monotonic() + limit
+        last = self.monotonic()
+        while self.monotonic() < end:
             chunk = self.read_available()
             if chunk:
                 out += chunk
-                last = time.monotonic()
-            elif time.monotonic() - last >= quiet:
+                last = self.monotonic()
+            elif self.monotonic() - last >= quiet:
                 break
         return bytes(out)
 

@@ -12,7 +12,6 @@ or put into an exception message (errors carry frame headers only).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Literal
 
 import msgspec
@@ -159,7 +158,7 @@ class IdCardReader:
         decoder = codec.FrameDecoder()
         self._dirty = True
         t.write(frame)
-        deadline = time.monotonic() + timeout
+        deadline = self._transport.monotonic() + timeout
         while True:
             frames = decoder.feed(t.read_available())
             if frames:
@@ -173,7 +172,7 @@ class IdCardReader:
             if decoder.bad_frames:
                 # header only: the body of a read reply is personal data
                 raise ProtocolError(f"{name}: reply failed its checksum", decoder.last_bad)
-            if time.monotonic() >= deadline:
+            if self._transport.monotonic() >= deadline:
                 raise Timeout(name, timeout, decoder.head(10))
 
     def _command(self, key: tuple[int, int], timeout: float, data: bytes = b"",
@@ -213,13 +212,13 @@ class IdCardReader:
 
     def wait_for_card(self, timeout: float) -> bool:
         """Poll find every ``find.poll_interval`` seconds until a card answers or ``timeout`` passes."""
-        deadline = time.monotonic() + timeout
+        deadline = self._transport.monotonic() + timeout
         while True:
             if self.find_card():
                 return True
-            if time.monotonic() + self.profile.find.poll_interval > deadline:
+            if self._transport.monotonic() + self.profile.find.poll_interval > deadline:
                 return False
-            time.sleep(self.profile.find.poll_interval)
+            self._transport.sleep(self.profile.find.poll_interval)
 
     def select_card(self) -> None:
         """Select the found card; :class:`DeviceFault` (0x81) if no card was found first."""

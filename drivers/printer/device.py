@@ -12,7 +12,6 @@ profile asks for a raster QR code.
 from __future__ import annotations
 
 import logging
-import time
 from datetime import datetime
 from pathlib import Path
 
@@ -155,7 +154,7 @@ class Printer:
 
     def check(self) -> CheckResult:
         """ok / fault from the printer's own answer; unknown only when the port cannot be used."""
-        started = time.monotonic()
+        started = self._transport.monotonic()
         try:
             status = self.status()
         except DeviceNotFound as err:
@@ -165,7 +164,7 @@ class Printer:
         except ProtocolError as err:
             return CheckResult.fault("printer not answering", error="invalid reply", raw=err.raw.hex(" "))
         result = assess(status)
-        result.detail["elapsed_s"] = round(time.monotonic() - started, 3)
+        result.detail["elapsed_s"] = round(self._transport.monotonic() - started, 3)
         return result
 
     # printing --------------------------------------------------------------------------
