@@ -16,9 +16,16 @@ from drivers.errors import ProtocolError
 # --------------------------------------------------------------------------------------
 # final result codes (ModemManager src/tests/test-at-serial-port.c; 3GPP TS 27.007 §9.2)
 
+# 3GPP TS 27.007 §9.2.1 (general errors) and §9.2.2 (GPRS and EPS errors): the meaning of each code.
 CME_ERRORS: dict[int, str] = {
+    0: "phone failure",
+    1: "no connection to phone",
+    2: "phone-adaptor link reserved",
     3: "operation not allowed",
     4: "operation not supported",
+    5: "PH-SIM PIN required",
+    6: "PH-FSIM PIN required",
+    7: "PH-FSIM PUK required",
     10: "SIM not inserted",
     11: "SIM PIN required",
     12: "SIM PUK required",
@@ -26,10 +33,73 @@ CME_ERRORS: dict[int, str] = {
     14: "SIM busy",
     15: "SIM wrong",
     16: "incorrect password",
+    17: "SIM PIN2 required",
+    18: "SIM PUK2 required",
+    20: "memory full",
+    21: "invalid index",
+    22: "not found",
+    23: "memory failure",
+    24: "text string too long",
+    25: "invalid characters in text string",
+    26: "dial string too long",
+    27: "invalid characters in dial string",
     30: "no network service",
     31: "network timeout",
+    32: "network not allowed - emergency calls only",
+    40: "network personalization PIN required",
+    41: "network personalization PUK required",
+    42: "network subset personalization PIN required",
+    43: "network subset personalization PUK required",
+    44: "service provider personalization PIN required",
+    45: "service provider personalization PUK required",
+    46: "corporate personalization PIN required",
+    47: "corporate personalization PUK required",
+    48: "hidden key required",
+    49: "EAP method not supported",
+    50: "incorrect parameters",
+    51: "command implemented but currently disabled",
+    52: "command aborted by user",
+    53: "not attached to network due to MT functionality restrictions",
+    54: "modem not allowed - MT restricted to emergency calls only",
+    55: "operation not allowed because of MT functionality restrictions",
+    56: "fixed dial number only allowed",
+    57: "temporarily out of service due to other MT usage",
+    58: "language/alphabet not supported",
+    59: "unexpected data value",
+    60: "system failure",
+    61: "data missing",
+    62: "call barred",
+    63: "message waiting indication subscription failure",
     100: "unknown",
+    103: "illegal MS",
+    106: "illegal ME",
+    107: "GPRS services not allowed",
+    108: "GPRS services and non-GPRS services not allowed",
+    111: "PLMN not allowed",
+    112: "location area not allowed",
+    113: "roaming not allowed in this location area",
+    114: "GPRS services not allowed in this PLMN",
+    115: "no suitable cells in tracking area",
+    122: "congestion",
+    126: "insufficient resources",
+    127: "missing or unknown APN",
+    128: "unknown PDP address or PDP type",
+    129: "user authentication failed",
+    130: "activation rejected by GGSN, Serving GW or PDN GW",
+    131: "activation rejected, unspecified",
+    132: "service option not supported",
+    133: "requested service option not subscribed",
+    134: "service option temporarily out of order",
+    148: "unspecified GPRS error",
+    149: "PDP authentication failure",
+    150: "invalid mobile class",
 }
+
+
+def cme_meaning(code: int) -> str:
+    """The 27.007 §9.2 meaning of a +CME ERROR code; a code outside the table says so (reserved or vendor's)."""
+    return CME_ERRORS.get(code, "not in 3GPP TS 27.007 §9.2 (reserved or manufacturer specific)")
+
 
 _CME_TEXT_TO_CODE = {text.lower(): code for code, text in CME_ERRORS.items()}
 
@@ -331,7 +401,8 @@ def parse_csq(line: str) -> Csq:
 
 @dataclass(frozen=True)
 class LteSignal:
-    """LTE quality figures: converted values (None when unknown or unverified) plus raw text."""
+    """Signal quality beyond +CSQ: LTE (RSRP, RSRQ, SINR) or, on 3G (WCDMA/UMTS), RSCP and Ec/Io.
+    Converted values (None when unknown or unverified) plus the raw text."""
 
     rsrp_dbm: float | None = None
     rsrq_db: float | None = None
@@ -339,20 +410,28 @@ class LteSignal:
     rssi_dbm: float | None = None
     technology: str | None = None
     raw: str = ""
+    rscp_dbm: float | None = None  # 3G: received signal code power (CPICH)
+    ecio_db: float | None = None  # 3G: Ec/Io (27.007 calls it Ec/No)
 
 
 def parse_cesq(line: str) -> LteSignal:
-    """``+CESQ: rxlev,ber,rscp,ecno,rsrq,rsrp`` (27.007; ModemManager conversions)."""
+    """``+CESQ: rxlev,ber,rscp,ecno,rsrq,rsrp`` (27.007 §8.69; ModemManager conversions): RSCP dBm =
+    level - 121 (0..96), Ec/No dB = level * 0.5 - 24.5 (0..49), RSRP dBm = level - 141 (0..97), RSRQ dB =
+    level * 0.5 - 20 (0..34); 255 (99 for rxlev) = not known. A 3G cell fills RSCP and Ec/No, an LTE cell
+    RSRP and RSRQ."""
     parts = _fields(_strip_prefix(line, "+CESQ:"))
     if len(parts) != 6:
         raise ProtocolError("+CESQ: expected 6 fields", _raw(line))
-    rxlev, _ber, _rscp, _ecno, rsrq, rsrp = (_int(p, line, "+CESQ") for p in parts)
+    rxlev, _ber, rscp, ecno, rsrq, rsrp = (_int(p, line, "+CESQ") for p in parts)
+    lte, umts = 0 <= rsrp <= 97, 0 <= rscp <= 96
     return LteSignal(
-        rsrp_dbm=float(rsrp - 141) if 0 <= rsrp <= 97 else None,
+        rsrp_dbm=float(rsrp - 141) if lte else None,
         rsrq_db=rsrq * 0.5 - 20 if 0 <= rsrq <= 34 else None,
         rssi_dbm=float(rxlev - 111) if 0 <= rxlev <= 63 else None,
-        technology="lte" if 0 <= rsrp <= 97 else None,
+        technology="lte" if lte else "umts" if umts else None,
         raw=line.strip(),
+        rscp_dbm=float(rscp - 121) if umts else None,
+        ecio_db=ecno * 0.5 - 24.5 if 0 <= ecno <= 49 else None,
     )
 
 
@@ -378,7 +457,8 @@ def parse_qcsq(line: str) -> LteSignal:
 
 
 def parse_hcsq(line: str) -> LteSignal:
-    """Huawei ``^HCSQ: "LTE",rssi,rsrp,sinr,rsrq`` (ModemManager huawei plugin conversions)."""
+    """Huawei ``^HCSQ: "LTE",rssi,rsrp,sinr,rsrq`` or ``^HCSQ: "WCDMA",rssi,rscp,ecio`` (ModemManager huawei
+    plugin conversions: RSSI and RSCP dBm = -121 + v (v <= 96), Ec/Io dB = -32.5 + v / 2 (v <= 65))."""
     parts = [_unquote(p) for p in _fields(_strip_prefix(line, "^HCSQ:"))]
     if not parts or not parts[0]:
         raise ProtocolError("^HCSQ: no system mode", _raw(line))
@@ -392,6 +472,11 @@ def parse_hcsq(line: str) -> LteSignal:
         return v if v is not None and 0 <= v <= limit else None
 
     rssi = pick(0, 96)
+    if mode == "WCDMA":
+        rscp, ecio = pick(1, 96), pick(2, 65)
+        return LteSignal(rssi_dbm=float(-121 + rssi) if rssi is not None else None, technology="wcdma",
+                         raw=line.strip(), rscp_dbm=float(-121 + rscp) if rscp is not None else None,
+                         ecio_db=-32.5 + ecio / 2 if ecio is not None else None)
     if mode != "LTE":
         return LteSignal(rssi_dbm=float(-121 + rssi) if rssi is not None else None,
                          technology=mode.lower(), raw=line.strip())
@@ -713,7 +798,12 @@ _CPIN_STATES: list[tuple[str, str]] = [  # longer tokens first
     ("READY", "ready"),
 ]
 
-SIM_FROM_CME: dict[int, str] = {10: "absent", 11: "pin", 12: "puk", 13: "error", 14: "not_ready", 15: "error"}
+# What a +CME ERROR answer to AT+CPIN? says about the SIM (27.007 §9.2). Any other code says nothing about
+# the SIM itself: the state is "unknown" and the code is kept (Modem.sim_query), never read as a failure.
+SIM_FROM_CME: dict[int, str] = {
+    5: "ph_sim_pin", 10: "absent", 11: "pin", 12: "puk", 13: "error", 14: "not_ready", 15: "wrong",
+    17: "pin2", 18: "puk2", 40: "ph_net_pin", 41: "ph_net_puk",
+}
 
 
 def parse_cpin(line: str) -> str:
@@ -755,6 +845,8 @@ class ServingCell:
     sinr_raw: str | None = None  # unit not verified for this dialect: kept as sent
     sinr_db: float | None = None
     raw: tuple[str, ...] = ()
+    rscp_dbm: float | None = None  # 3G only
+    ecio_db: float | None = None  # 3G only
 
 
 def _na(v: str) -> str | None:
@@ -810,6 +902,10 @@ def parse_qeng_servingcell(lines: list[str]) -> ServingCell:
                 _hex(p[5]) if _na(p[5]) else None, _opt_int(p[4]), _opt_int(p[6]), _na(p[7]),
                 _num(p[9]), _num(p[10]), None, _na(p[11]), None, raw,
             )
+        if head == "WCDMA" and len(p) >= 10:
+            # MCC, MNC, LAC, cellID, uarfcn, PSC, RAC, RSCP (dBm), ecio (dB), ...
+            return ServingCell("wcdma", state, _na(p[0]), _na(p[1]), _hex(p[3]) if _na(p[3]) else None,
+                               _hex(p[2]) if _na(p[2]) else None, raw=raw, rscp_dbm=_num(p[7]), ecio_db=_num(p[8]))
         if head in ("WCDMA", "GSM") and len(p) >= 4:
             return ServingCell(head.lower(), state, _na(p[0]), _na(p[1]), None, None, raw=raw)
     if state is not None:
@@ -822,7 +918,12 @@ def parse_cpsi(line: str) -> ServingCell:
     <earfcn>,<dlbw>,<ulbw>,<RSRQ>,<RSRP>,<RSSI>,<RSSNR>``.
 
     Current firmware reports RSRQ/RSRP/RSSI in tenths of dB (negative); the older
-    manual example has small positive indices (255 unknown): decided by sign."""
+    manual example has small positive indices (255 unknown): decided by sign.
+
+    WCDMA: ``+CPSI: WCDMA,<op_mode>,<MCC>-<MNC>,<LAC 0x..>,<CellID dec>,<band>,<PSC>,<UARFCN>,<SSC>,
+    <EC/IO>,<RSCP>,<Qual>,<RxLev>,<TXPWR>``. SIMCom prints Ec/Io and RSCP as magnitudes in dB / dBm
+    (``4.0,69`` for -4.0 dB, -69 dBm; both are negative quantities); a value already negative is taken
+    as it is. The raw line is kept, as for every dialect."""
     parts = _fields(_strip_prefix(line, "+CPSI:"))
     if not parts or not parts[0]:
         raise ProtocolError("+CPSI: empty", _raw(line))
@@ -851,7 +952,10 @@ def parse_cpsi(line: str) -> ServingCell:
             (line.strip(),),
         )
     if sysmode == "WCDMA" and len(parts) >= 5:
-        return ServingCell("wcdma", state, mcc, mnc, _opt_int(parts[4]), _hex(parts[3]), raw=(line.strip(),))
+        ecio, rscp = (_num(parts[i]) if len(parts) > i else None for i in (9, 10))
+        return ServingCell("wcdma", state, mcc, mnc, _opt_int(parts[4]), _hex(parts[3]), raw=(line.strip(),),
+                           rscp_dbm=-abs(rscp) if rscp is not None and 0 < abs(rscp) <= 140 else None,
+                           ecio_db=-abs(ecio) if ecio is not None and abs(ecio) <= 50 else None)
     return ServingCell(sysmode.lower(), state, mcc, mnc, raw=(line.strip(),))
 
 

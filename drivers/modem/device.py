@@ -11,8 +11,11 @@ If the port vanishes (USB re-enumeration) the next call reopens it and re-runs
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -89,6 +92,9 @@ class ModemProfile(msgspec.Struct, forbid_unknown_fields=True):
     stopbits: float
     rtscts: bool
     framing: Literal["crlf", "crcrlf"]
+    # Model names this profile serves, as the modem gives them in ATI / AT+CGMM (case-insensitive substrings;
+    # the longest match over all profiles wins). Empty: never picked by detection (the generic fallback).
+    identities: list[str]
     init: list[str]
     timeouts: ModemTimeouts
     commands: ModemCommands
@@ -99,6 +105,20 @@ class ModemProfile(msgspec.Struct, forbid_unknown_fields=True):
 def load_profile(name: str) -> ModemProfile:
     """Load ``firmware_profiles/modems/<name>.toml`` (merged over what it inherits)."""
     return profiles.load("modem", name, ModemProfile)
+
+
+def profile_for_identity(*answers: str | None) -> str | None:
+    """The profile whose ``identities`` match the modem's own answers (ATI lines, AT+CGMM), or None.
+
+    Each pattern is a case-insensitive regular expression searched in the answers; when several profiles
+    match, the longest pattern wins (the most specific name)."""
+    text = " ".join(a for a in answers if a)
+    best: tuple[int, str] | None = None
+    for name in profiles.available("modem"):
+        for pattern in load_profile(name).identities:
+            if pattern and re.search(pattern, text, re.IGNORECASE) and (best is None or len(pattern) > best[0]):
+                best = (len(pattern), name)
+    return best[1] if best else None
 
 
 # --------------------------------------------------------------------------------------
@@ -123,9 +143,35 @@ SIM_FAULTS = {
     "puk": "SIM PUK required",
     "pin2": "SIM PIN2 required",
     "puk2": "SIM PUK2 required",
+    "ph_sim_pin": "PH-SIM PIN required",
+    "ph_net_pin": "network personalization PIN required",
+    "ph_net_puk": "network personalization PUK required",
     "error": "SIM failure",
+    "wrong": "SIM wrong",
     "not_ready": "SIM not ready",
+    "unknown": "SIM state unknown",
 }
+
+
+@dataclass(frozen=True)
+class SimQuery:
+    """The answer to ``AT+CPIN?``: the SIM state, and the ``+CME ERROR`` code when that was the answer."""
+
+    state: str
+    cme: int | None = None
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """``{"code": 100, "meaning": "unknown"}`` (27.007 §9.2) when the modem answered +CME ERROR."""
+        return None if self.cme is None else {"code": self.cme, "meaning": codec.cme_meaning(self.cme)}
+
+    def reason(self) -> str:
+        """What a check says: the state; for a code that says nothing about the SIM, the code and its meaning
+        too ("SIM state unknown (+CME ERROR: 100 unknown)")."""
+        text = SIM_FAULTS.get(self.state, f"SIM state {self.state}")
+        if self.cme is not None and self.state == "unknown":
+            return f"{text} (+CME ERROR: {self.cme} {codec.cme_meaning(self.cme)})"
+        return text
 
 
 @dataclass
@@ -152,6 +198,8 @@ class SignalInfo:
     rsrp_dbm: float | None = None
     rsrq_db: float | None = None
     sinr: float | None = None
+    rscp_dbm: float | None = None  # 3G (WCDMA/UMTS): CPICH RSCP
+    ecio_db: float | None = None  # 3G: Ec/Io
     raw: list[str] = field(default_factory=list)
 
 
@@ -163,6 +211,7 @@ class ModemStatus:
     imsi: str | None = None
     imei: str | None = None
     sim: str | None = None
+    sim_error: dict[str, Any] | None = None  # the +CME ERROR the SIM query got: {"code": 100, "meaning": "unknown"}
     operator: OperatorInfo = field(default_factory=OperatorInfo)
     registration: RegistrationInfo = field(default_factory=RegistrationInfo)
     signal: SignalInfo = field(default_factory=SignalInfo)
@@ -181,7 +230,8 @@ def assess(status: ModemStatus) -> CheckResult:
     detail = {"sim": status.sim, "registration": status.registration.state, "csq": status.signal.csq}
     if status.sim == "ready":
         return CheckResult.ok(**detail)
-    return CheckResult.fault(SIM_FAULTS.get(status.sim or "", f"SIM state {status.sim}"), **detail)
+    cme = (status.sim_error or {}).get("code")
+    return CheckResult.fault(SimQuery(status.sim or "unknown", cme).reason(), **detail)
 
 
 # --------------------------------------------------------------------------------------
@@ -203,6 +253,9 @@ class Modem:
         self._rebooted = False  # the modem printed its boot banner: its settings are gone
         self.inits = 0  # how many times init has run: a new one means a new boot (firmware, even another modem)
         self._sync_pending = False  # a timed-out command may still answer: resync before trusting a reply
+        # Called while waiting for an answer: (command, seconds waited so far, seconds it will wait at most).
+        # The diag command shows progress with it; the driver itself never prints.
+        self.on_wait: Callable[[str, float, float], None] | None = None
 
     # lifecycle ---------------------------------------------------------------------
     def open(self) -> None:
@@ -242,16 +295,18 @@ class Modem:
 
     def _wait_boot(self) -> None:
         t = self.profile.timeouts
-        deadline = self._transport.monotonic() + t.boot
+        started = time.monotonic()
+        deadline = started + t.boot
         tries = 0
         while True:
             tries += 1
-            slot_end = self._transport.monotonic() + t.boot_retry
+            slot_end = time.monotonic() + t.boot_retry
             self._write(b"AT\r")
             reader = ResponseReader("AT")
             reader.feed(self._pending)
             self._pending = b""
-            while not reader.done and self._transport.monotonic() < slot_end:
+            while not reader.done and time.monotonic() < slot_end:
+                self._waiting("AT", started, t.boot)
                 reader.feed(self._read())
             self._urcs.extend(reader.response.urcs)
             if reader.response.ok:
@@ -263,11 +318,11 @@ class Modem:
             noise = reader.response.echo + reader.response.lines + ([final.line] if final is not None else [])
             if noise:
                 log.debug("%s: boot noise %r", self.url, noise)
-            if self._transport.monotonic() >= deadline:
+            if time.monotonic() >= deadline:
                 if noise:  # it talks, but never OK: not the same as a modem that says nothing
                     raise ProtocolError(f"no OK to AT within {t.boot:g} s, only", "\n".join(noise).encode())
                 raise Timeout("AT (boot)", t.boot)
-            self._transport.sleep(max(0.0, slot_end - self._transport.monotonic()))
+            time.sleep(max(0.0, slot_end - time.monotonic()))
 
     # raw I/O ---------------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -331,9 +386,11 @@ class Modem:
         got = bytearray(self._pending)
         reader.feed(self._pending)
         self._pending = b""
-        deadline = self._transport.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         while not reader.done:
-            if self._transport.monotonic() >= deadline:
+            self._waiting(cmd, started, timeout)
+            if time.monotonic() >= deadline:
                 self._note_urcs(reader.response.urcs)
                 log.debug("%s: %s timed out after %r", self.url, cmd, bytes(got))
                 self._sync_pending = True
@@ -350,6 +407,10 @@ class Modem:
         log.debug("%s: %s -> %r %s", self.url, cmd, resp.lines, resp.final.line if resp.final else None)
         return resp
 
+    def _waiting(self, cmd: str, started: float, limit: float) -> None:
+        if self.on_wait is not None:
+            self.on_wait(cmd, time.monotonic() - started, limit)
+
     def _note_urcs(self, lines: list[str]) -> None:
         self._urcs.extend(lines)
         banner = self.profile.quirks.boot_banner
@@ -365,10 +426,10 @@ class Modem:
             reader = ResponseReader()
             reader.feed(self._pending)
             self._pending = b""
-            deadline = self._transport.monotonic() + self.profile.timeouts.probe
+            deadline = time.monotonic() + self.profile.timeouts.probe
             synced_at: float | None = None
-            while self._transport.monotonic() < deadline:
-                if synced_at is not None and self._transport.monotonic() - synced_at >= 0.2:
+            while time.monotonic() < deadline:
+                if synced_at is not None and time.monotonic() - synced_at >= 0.2:
                     break
                 reader.feed(self._read())
                 if reader.done:
@@ -376,7 +437,7 @@ class Modem:
                     self._note_urcs(resp.urcs)
                     log.debug("%s: skipped after timeout: %r %s", self.url, resp.lines, resp.final)
                     if any(line.startswith(_SYNC_MARK) for line in resp.lines):
-                        synced_at = self._transport.monotonic()
+                        synced_at = time.monotonic()
                     rest = reader.remainder
                     reader = ResponseReader()
                     reader.feed(rest)
@@ -392,16 +453,16 @@ class Modem:
 
     def _with_sim_retry(self, cmd: str, timeout: float, expect: tuple[str, ...] = ()) -> list[str]:
         """Retry ``+CME ERROR: 14`` (SIM busy right after READY) with doubling backoff."""
-        end = self._transport.monotonic() + self.profile.timeouts.sim_busy
+        end = time.monotonic() + self.profile.timeouts.sim_busy
         delay = 0.1
         while True:
             try:
                 return self.command(cmd, timeout, expect=expect)
             except ATError as err:
-                if err.cme != 14 or self._transport.monotonic() + delay > end:
+                if err.cme != 14 or time.monotonic() + delay > end:
                     raise
                 log.debug("%s: SIM busy on %s, retrying in %.1f s", self.url, cmd, delay)
-                self._transport.sleep(delay)
+                time.sleep(delay)
                 delay = min(delay * 2, 1.6)
 
     # typed queries -----------------------------------------------------------------------
@@ -428,14 +489,19 @@ class Modem:
         return codec.parse_iccid(codec.find_line(lines, c.iccid_prefix))
 
     def sim_state(self) -> str:
-        """ready, absent, pin, puk, pin2, puk2, ph_*, not_ready or error."""
+        """ready, absent, pin, puk, pin2, puk2, ph_*, not_ready, wrong, error (SIM failure) or unknown."""
+        return self.sim_query().state
+
+    def sim_query(self) -> SimQuery:
+        """``AT+CPIN?``. A ``+CME ERROR`` answer is read by 27.007 §9.2 (10 absent, 13 SIM failure, ...);
+        a code that says nothing about the SIM (100 unknown, 3 not allowed, ...) is state "unknown" with the
+        code kept, never "SIM failure"; a bare ERROR is "unknown" too."""
         try:
             lines = self.command("AT+CPIN?", expect=("+CPIN:",))
         except ATError as err:
-            if err.cme is not None and err.cme in codec.SIM_FROM_CME:
-                return codec.SIM_FROM_CME[err.cme]
-            return "error"
-        return codec.parse_cpin(codec.find_line(lines, "+CPIN:"))
+            cme = err.cme
+            return SimQuery(codec.SIM_FROM_CME.get(cme, "unknown") if cme is not None else "unknown", cme)
+        return SimQuery(codec.parse_cpin(codec.find_line(lines, "+CPIN:")))
 
     def radio(self) -> int:
         lines = self.command("AT+CFUN?", self.profile.timeouts.cfun, expect=("+CFUN:",))
@@ -470,25 +536,36 @@ class Modem:
         if d == "none" or (d == "cesq" and not f.cesq):
             raise NotSupported("LTE signal", self.profile.model)
         lines = self.command(c.signal, self.profile.timeouts.signal, expect=_prefixes(d))
+        return self._signal_from(lines)
+
+    def _signal_from(self, lines: list[str]) -> codec.LteSignal:
+        d = self.profile.commands.signal_dialect
         if d == "cesq":
             return codec.parse_cesq(codec.find_line(lines, "+CESQ:"))
         if d == "qcsq":
             return codec.parse_qcsq(codec.find_line(lines, "+QCSQ:"))
         if d == "hcsq":
             return codec.parse_hcsq(codec.find_line(lines, "^HCSQ:"))
-        cell = codec.parse_cpsi(codec.find_line(lines, "+CPSI:")) if d == "cpsi" else codec.parse_gtccinfo(lines)
-        return codec.LteSignal(cell.rsrp_dbm, cell.rsrq_db, cell.sinr_db, cell.rssi_dbm, cell.technology,
-                               "\n".join(cell.raw))
+        return _signal_of(self._cell_from(lines, d))
+
+    def _shared_query(self) -> bool:
+        """The profile asks signal and serving cell with one command (SIMCom AT+CPSI?, Fibocom AT+GTCCINFO?)."""
+        c = self.profile.commands
+        return (self.profile.features.serving_cell and c.cell_dialect != "none" and c.signal == c.cell
+                and c.signal_dialect == c.cell_dialect)
 
     def serving_cell(self) -> codec.ServingCell:
         c = self.profile.commands
         d = c.cell_dialect
         if d == "none" or not self.profile.features.serving_cell:
             raise NotSupported("serving cell", self.profile.model)
-        lines = self.command(c.cell, self.profile.timeouts.cell, expect=_prefixes(d))
-        if d == "qeng":
+        return self._cell_from(self.command(c.cell, self.profile.timeouts.cell, expect=_prefixes(d)), d)
+
+    @staticmethod
+    def _cell_from(lines: list[str], dialect: str) -> codec.ServingCell:
+        if dialect == "qeng":
             return codec.parse_qeng_servingcell(lines)
-        if d == "cpsi":
+        if dialect == "cpsi":
             return codec.parse_cpsi(codec.find_line(lines, "+CPSI:"))
         return codec.parse_gtccinfo(lines)
 
@@ -519,10 +596,11 @@ class Modem:
         the caller has just read (``check()``'s), not asked again."""
         with self._lock:
             st = ModemStatus()
-            st.sim = sim if sim is not None else self.sim_state()
+            q = SimQuery(sim) if sim is not None else self.sim_query()
+            st.sim, st.sim_error = q.state, q.error
             if identity:
                 st.imei = self._maybe(self.imei)
-            if st.sim not in ("absent", "error"):
+            if st.sim != "absent":  # a SIM failure or an unknown answer may still give its ICCID: try
                 st.iccid = self._maybe(self.iccid)
                 if st.sim == "ready" and identity:
                     st.imsi = self._maybe(self.imsi)
@@ -551,14 +629,20 @@ class Modem:
             sig = SignalInfo()
             if csq is not None:
                 sig.csq, sig.rssi_dbm = csq.rssi, csq.rssi_dbm
-            lte = self._maybe(self.lte_signal) if self.profile.commands.signal_dialect != "none" else None
+            if self._shared_query():  # one AT+CPSI? / AT+GTCCINFO? answers both: not asked twice
+                lte = _signal_of(cell) if cell is not None else None
+            else:
+                lte = self._maybe(self.lte_signal) if self.profile.commands.signal_dialect != "none" else None
             if lte is not None:
                 sig.rsrp_dbm, sig.rsrq_db, sig.sinr = lte.rsrp_dbm, lte.rsrq_db, lte.sinr_db
+                sig.rscp_dbm, sig.ecio_db = lte.rscp_dbm, lte.ecio_db
                 if lte.raw:
                     sig.raw.append(lte.raw)
             if cell is not None:
                 sig.rsrp_dbm = sig.rsrp_dbm if sig.rsrp_dbm is not None else cell.rsrp_dbm
                 sig.rsrq_db = sig.rsrq_db if sig.rsrq_db is not None else cell.rsrq_db
+                sig.rscp_dbm = sig.rscp_dbm if sig.rscp_dbm is not None else cell.rscp_dbm
+                sig.ecio_db = sig.ecio_db if sig.ecio_db is not None else cell.ecio_db
                 if cell.raw and "\n".join(cell.raw) not in sig.raw:
                     sig.raw.append("\n".join(cell.raw))
             st.signal = sig
@@ -583,7 +667,7 @@ class Modem:
                 self.probe()
                 if not self._initialised:
                     self._init_locked()
-                sim = self.sim_state()
+                q = self.sim_query()
         except DeviceNotFound as err:
             return CheckResult.unknown("modem port not found", port=self.url, error=err.reason)
         except Timeout as err:
@@ -592,9 +676,14 @@ class Modem:
             return CheckResult.fault("modem answers garbage", error=str(err))
         except DriverError as err:
             return CheckResult.unknown(f"modem check failed: {err}")
-        if sim == "ready":
-            return CheckResult.ok(sim=sim)
-        return CheckResult.fault(SIM_FAULTS.get(sim, f"SIM state {sim}"), sim=sim)
+        if q.state == "ready":
+            return CheckResult.ok(sim=q.state)
+        return CheckResult.fault(q.reason(), sim=q.state, **({"cme": q.cme} if q.cme is not None else {}))
+
+
+def _signal_of(cell: codec.ServingCell) -> codec.LteSignal:
+    return codec.LteSignal(cell.rsrp_dbm, cell.rsrq_db, cell.sinr_db, cell.rssi_dbm, cell.technology,
+                           "\n".join(cell.raw), cell.rscp_dbm, cell.ecio_db)
 
 
 def _prefixes(dialect: str) -> tuple[str, ...]:

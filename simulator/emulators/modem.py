@@ -11,7 +11,10 @@ driver at ``.path``. What it models (peripherals.md section 4):
   ``+CCID``, ``+CRSM``; QCSQ/QENG, CPSI, HCSQ, GTCCINFO; QGDCNT), SIMCom CR CR LF framing;
 * URCs injected between the information lines of the next reply (``mid_reply_urcs``);
 * registration lines quoted, plain or zero-padded (``reg_style``); UCS2 operator names;
-* ``sim_busy``: that many ``+CME ERROR: 14`` answers to ICCID/IMSI reads after boot.
+* ``sim_busy``: that many ``+CME ERROR: 14`` answers to ICCID/IMSI reads after boot;
+* ``cpin_cme``: answer ``AT+CPIN?`` with this ``+CME ERROR`` code (e.g. 100) while the SIM is otherwise fine;
+* 3G: with a UTRAN ``act`` (2, 4, 5, 6) the signal and serving-cell replies are the WCDMA forms carrying
+  ``rscp_dbm`` and ``ecio_db`` (+CESQ, ^HCSQ "WCDMA", +CPSI WCDMA, +QENG WCDMA).
 
 Fault switches (``faults``, settable at run time): ``modem_unresponsive`` (answers nothing),
 ``sim_missing`` (``+CME ERROR: 10``, not registered), ``slow`` (replies ``slow_delay`` s
@@ -81,6 +84,9 @@ class ModemEmulator:
         rsrp_dbm: int = -95,
         rsrq_db: int = -10,
         sinr_db: int = 12,
+        rscp_dbm: int = -85,
+        ecio_db: float = -6.5,
+        cpin_cme: int | None = None,
         counters: tuple[int, int] = (123456, 654321),
         boot_delay: float = 0.0,
         boot_garbage: bool = False,
@@ -100,6 +106,8 @@ class ModemEmulator:
         self.creg_stat = reg_stat if creg_stat is None else creg_stat
         self.tac, self.cell_id = tac, cell_id
         self.csq, self.rssi_dbm, self.rsrp_dbm, self.rsrq_db, self.sinr_db = csq, rssi_dbm, rsrp_dbm, rsrq_db, sinr_db
+        self.rscp_dbm, self.ecio_db = rscp_dbm, ecio_db
+        self.cpin_cme = cpin_cme
         self.counters = counters
         self.boot_delay, self.boot_garbage = boot_delay, boot_garbage
         self.sim_busy = sim_busy
@@ -236,6 +244,10 @@ class ModemEmulator:
     def _registered(self) -> bool:
         return "sim_missing" not in self.faults and self.reg_stat in (1, 5, 6, 7, 9, 10)
 
+    @property
+    def _umts(self) -> bool:
+        return self.act in (2, 4, 5, 6)  # UTRAN, HSDPA, HSUPA, HSPA (27.007 AcT)
+
     def _answer(self, line: str) -> bytes:
         up = line.upper()
         if not up.startswith("AT"):
@@ -265,6 +277,8 @@ class ModemEmulator:
         if cmd in ("+CGSN", "+GSN"):
             return self._reply([self.imei])
         if cmd == "+CPIN?":
+            if sim_ok and self.cpin_cme is not None:
+                return self._error(self.cpin_cme)
             return self._reply(["+CPIN: READY"]) if sim_ok else self._error(10)
         if cmd == "+CIMI":
             return self._sim_read(lambda: [self.imsi])
@@ -292,18 +306,25 @@ class ModemEmulator:
         if cmd == "+CESQ" and p.features.cesq:
             if not self._registered:
                 return self._reply(["+CESQ: 99,99,255,255,255,255"])
+            if self._umts:
+                return self._reply([f"+CESQ: 99,99,{self.rscp_dbm + 121},{round((self.ecio_db + 24.5) * 2)},255,255"])
             return self._reply([f"+CESQ: 99,99,255,255,{(self.rsrq_db + 20) * 2},{self.rsrp_dbm + 141}"])
         dialect = {p.commands.signal.upper(): p.commands.signal_dialect, p.commands.cell.upper(): p.commands.cell_dialect}
         d = dialect.get(up) if up not in ("", "AT") else None
         if d == "qcsq":
             if not self._registered:
                 return self._reply(['+QCSQ: "NOSERVICE"'])
+            if self._umts:
+                return self._reply([f'+QCSQ: "WCDMA",{self.rssi_dbm}'])
             sinr_idx = (self.sinr_db + 20) * 5
             return self._reply([f'+QCSQ: "LTE",{self.rssi_dbm},{self.rsrp_dbm},{sinr_idx},{self.rsrq_db}'])
         if d == "qeng":
             if not self._registered:
                 return self._reply(['+QENG: "servingcell","SEARCH"'])
             mcc, mnc = self.plmn[:3], self.plmn[3:]
+            if self._umts:  # MCC, MNC, LAC, cellID, uarfcn, PSC, RAC, RSCP, ecio, phych, SF, slot, speech, comMod
+                return self._reply([f'+QENG: "servingcell","NOCONN","WCDMA",{mcc},{mnc},{self.tac:X},'
+                                    f"{self.cell_id:X},10663,279,15,{self.rscp_dbm},{self.ecio_db:g},-,-,-,-,-"])
             return self._reply([
                 f'+QENG: "servingcell","NOCONN","LTE","FDD",{mcc},{mnc},{self.cell_id:X},123,1650,3,5,5,'
                 f"{self.tac:X},{self.rsrp_dbm},{self.rsrq_db},{self.rssi_dbm},{self.sinr_db},40"
@@ -312,6 +333,9 @@ class ModemEmulator:
             if not self._registered:
                 return self._reply(["+CPSI: NO SERVICE,Online"])
             mcc, mnc = self.plmn[:3], self.plmn[3:]
+            if self._umts:  # SIMCom prints Ec/Io and RSCP as magnitudes
+                return self._reply([f"+CPSI: WCDMA,Online,{mcc}-{mnc},0x{self.tac:04X},{self.cell_id},WCDMA IMT 2000,"
+                                    f"279,10663,0,{abs(self.ecio_db):.1f},{abs(self.rscp_dbm)},33,52,500"])
             return self._reply([
                 f"+CPSI: LTE,Online,{mcc}-{mnc},0x{self.tac:04X},{self.cell_id},123,EUTRAN-BAND3,1650,5,5,"
                 f"{self.rsrq_db * 10},{self.rsrp_dbm * 10},{self.rssi_dbm * 10},{self.sinr_db}"
@@ -319,6 +343,9 @@ class ModemEmulator:
         if d == "hcsq":
             if not self._registered:
                 return self._reply(['^HCSQ: "NOSERVICE"'])
+            if self._umts:
+                return self._reply([f'^HCSQ: "WCDMA",{self.rssi_dbm + 121},{self.rscp_dbm + 121},'
+                                    f"{round((self.ecio_db + 32.5) * 2)}"])
             sinr_idx = round((self.sinr_db + 20.2) * 5)
             return self._reply([
                 f'^HCSQ: "LTE",{self.rssi_dbm + 121},{self.rsrp_dbm + 141},{sinr_idx},{(self.rsrq_db + 20) * 2}'

@@ -123,6 +123,13 @@ def test_cesq_lte():  # 27.007 §8.69 with ModemManager conversions (rsrp-141, r
     assert codec.parse_cesq("+CESQ:99,99,255,255,255,255").rsrp_dbm is None
 
 
+def test_cesq_3g_keeps_rscp_and_ecio():  # 27.007 §8.69: rscp level-121 (0..96), ecno level/2-24.5 (0..49)
+    s = codec.parse_cesq("+CESQ: 99,99,36,37,255,255")  # a WCDMA cell: LTE fields unknown
+    assert (s.rscp_dbm, s.ecio_db, s.rsrp_dbm, s.technology) == (-85.0, -6.0, None, "umts")
+    assert codec.parse_cesq("+CESQ: 99,99,255,255,20,46").rscp_dbm is None  # LTE: no 3G figures
+    assert codec.parse_cesq("+CESQ: 99,99,255,255,20,46").ecio_db is None
+
+
 # ---------------------------------------------------------------------------------- ICCID
 
 
@@ -381,6 +388,35 @@ def test_cpsi_old_manual_indices():  # oFono SIMCom netmon: old manual example, 
 def test_cpsi_no_service():  # peripherals.md 1.6 "NO SERVICE,Online"
     c = codec.parse_cpsi("+CPSI: NO SERVICE,Online")
     assert c.technology is None and c.cell_id is None
+
+
+def test_hcsq_wcdma_keeps_rscp_and_ecio():  # ModemManager huawei: rscp -121+v (<=96), ecio -32.5+v/2 (<=65)
+    s = codec.parse_hcsq('^HCSQ: "WCDMA",30,30,58')
+    assert (s.technology, s.rssi_dbm, s.rscp_dbm, s.ecio_db) == ("wcdma", -91.0, -91.0, -3.5)
+    s = codec.parse_hcsq("^HCSQ: WCDMA,30,255,255")  # unquoted mode, unknown values
+    assert (s.rscp_dbm, s.ecio_db) == (None, None)
+
+
+def test_cpsi_wcdma_keeps_rscp_and_ecio():  # SIM7600 WCDMA line: Ec/Io and RSCP printed as magnitudes
+    c = codec.parse_cpsi("+CPSI: WCDMA,Online,460-01,0xA809,11122855,WCDMA IMT 2000,279,10663,0,4.0,69,32,46,500")
+    assert (c.technology, c.mcc, c.mnc, c.tac, c.cell_id) == ("wcdma", "460", "01", 0xA809, 11122855)
+    assert (c.rscp_dbm, c.ecio_db) == (-69.0, -4.0)
+
+
+def test_qeng_wcdma_keeps_rscp_and_ecio():  # Quectel EC2x QENG WCDMA: ..., RSCP (dBm), ecio (dB), ...
+    c = codec.parse_qeng_servingcell(['+QENG: "servingcell","NOCONN","WCDMA",460,01,A809,8D9D9A5,10663,279,15,'
+                                      "-85,-5,-,-,-,-,-"])
+    assert (c.technology, c.tac, c.cell_id, c.rscp_dbm, c.ecio_db) == ("wcdma", 0xA809, 0x8D9D9A5, -85.0, -5.0)
+
+
+def test_cme_codes_by_the_standard():  # 3GPP TS 27.007 §9.2: each code its meaning, none read as another
+    assert codec.cme_meaning(10) == "SIM not inserted"
+    assert codec.cme_meaning(13) == "SIM failure"
+    assert codec.cme_meaning(100) == "unknown"
+    assert codec.cme_meaning(3) == "operation not allowed"
+    assert "not in 3GPP" in codec.cme_meaning(999)
+    assert codec.SIM_FROM_CME.get(100) is None and codec.SIM_FROM_CME[13] == "error"
+    assert codec.final_result("+CME ERROR: 100").text == "unknown"
 
 
 def test_hcsq_lte():  # Huawei ME906 log capture '^HCSQ: "LTE",59,55,105,20'; ModemManager huawei conversions

@@ -243,6 +243,56 @@ def test_port_vanishes_and_comes_back(tmp_path):
             second.stop()
 
 
+THREE_G = [n for n in PROFILES if load_profile(n).commands.signal_dialect in ("cesq", "hcsq", "cpsi")
+           or load_profile(n).commands.cell_dialect in ("qeng", "cpsi")]
+
+
+@pytest.mark.parametrize("name", THREE_G)
+def test_3g_signal_keeps_rscp_and_ecio(modem_pty, name):
+    """On a WCDMA cell the modem's RSCP and Ec/Io reach the status (and so the diag output and the sample)."""
+    dev = modem_pty(name, act=2, rscp_dbm=-85, ecio_db=-6.5)
+    with Modem(dev.path, name) as m:
+        m.init()
+        st = m.status()
+    assert (st.signal.rscp_dbm, st.signal.ecio_db) == (-85.0, -6.5), st.signal
+    assert st.as_dict()["signal"]["rscp_dbm"] == -85.0
+
+
+def test_3g_profiles_cover_the_three_dialects():
+    dialects = {load_profile(n).commands.signal_dialect for n in THREE_G}
+    assert {"cesq", "hcsq", "cpsi"} <= dialects
+
+
+@pytest.mark.parametrize("name", ["simcom-sim7600", "fibocom-l610"])
+def test_serving_cell_query_sent_once_per_status(modem_pty, name):
+    """SIMCom and Fibocom answer signal and serving cell with one command: one status asks it once."""
+    dev = modem_pty(name)
+    cmd = load_profile(name).commands.cell
+    with Modem(dev.path, name) as m:
+        m.init()
+        st = m.status()
+    assert st.signal.rsrp_dbm == -95.0 and st.registration.cell_id is not None
+    assert [c for c in dev.emulator.received if c.upper() == cmd.upper()] == [cmd]
+
+
+@pytest.mark.parametrize("code,state,meaning", [(100, "unknown", "unknown"), (3, "unknown", "operation not allowed"),
+                                                (13, "error", "SIM failure"), (15, "wrong", "SIM wrong")])
+def test_cpin_cme_error_read_by_the_standard(modem_pty, code, state, meaning):
+    """+CME ERROR to AT+CPIN?: the code is read by 27.007 §9.2 and kept; the ICCID is still read."""
+    dev = modem_pty("quectel-ec20", iccid=ICCID, cpin_cme=code)
+    with Modem(dev.path, "quectel-ec20") as m:
+        m.init()
+        st = m.status()
+        check = m.check()
+    assert (st.sim, st.sim_error) == (state, {"code": code, "meaning": meaning})
+    assert st.iccid == ICCID
+    assert check.state == "fault"
+    if state == "unknown":  # the code says nothing about the SIM: the reason names it
+        assert check.reason == f"SIM state unknown (+CME ERROR: {code} {meaning})"
+    else:
+        assert check.reason == meaning
+
+
 # ---------------------------------------------------------------------------------- diag command
 
 def _run(args):
