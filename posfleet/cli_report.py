@@ -59,8 +59,11 @@ async def _report(config_path: str, start: str, end: str, county: str | None, fm
 @click.command("ops")
 @click.option("--config", "config_path", required=True, type=click.Path(exists=True, dir_okay=False),
               help="the server's TOML settings")
-@click.option("--from", "start", required=True, help="ISO 8601 with offset, on a whole hour: 2025-01-01T00:00:00+08:00")
-@click.option("--to", "end", required=True, help="ISO 8601 with offset, on a whole hour (end excluded)")
+@click.option("--from", "start", required=True,
+              help="first day (2026-10-01), or a whole hour in the fleet's time zone (2026-10-01T08:00) or with its "
+                   "offset (2026-10-01T08:00:00+08:00)")
+@click.option("--to", "end", required=True,
+              help="last day, included (2026-10-31), or a whole hour as for --from, excluded")
 @click.option("--county", default=None, help="only this county")
 @click.option("--format", "fmt", type=click.Choice(["html", "csv", "pdf"]), default="html", show_default=True)
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)

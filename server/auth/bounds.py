@@ -25,8 +25,8 @@ SN = Annotated[str, Path(min_length=1, max_length=64, description="the unit's se
 Code = Annotated[str, Path(min_length=1, max_length=64, description="the institution's code")]
 Name = Annotated[str | None, Query(max_length=100)]
 SNQuery = Annotated[str | None, Query(max_length=64)]
-Instant = Annotated[str, Query(min_length=1, max_length=40, description="ISO 8601 with offset, on a whole hour, "
-                                                                        "years 2000..2099")]
+TIME_FORMS = ("a day (2026-10-01), a local time in the fleet's zone (2026-10-01T08:00) or ISO 8601 with offset "
+              "(2026-10-01T08:00:00+08:00); years 2000..2099")
 
 
 def check_year(value: int, field: str) -> None:
@@ -42,19 +42,6 @@ def day(text: str, field: str) -> date:
         raise FieldError(field, f"not a date YYYY-MM-DD: {text!r}") from err
     check_year(d.year, field)
     return d
-
-
-def instants(start: str, end: str) -> None:
-    """``from`` and ``to`` (ISO 8601 with offset) within the years the server counts, before they are parsed for
-    real (a year 0001 or 9999 would overflow the time zone arithmetic behind them)."""
-    from datetime import datetime
-
-    for field, text in (("from", start), ("to", end)):
-        try:
-            dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-        except ValueError:
-            continue  # the real parser says what is wrong with it
-        check_year(dt.year, field)
 
 
 def month(text: str | None, field: str = "month") -> None:

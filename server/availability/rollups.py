@@ -195,14 +195,3 @@ def split_reasons(reason: str | None) -> tuple[list[str], list[str]]:
     return sorted(set(dev)), sorted(set(net))
 
 
-def parse_instant(text: str, field: str) -> int:
-    """Epoch seconds of an ISO 8601 time *with* its offset (``2025-03-01T00:00:00+08:00``)."""
-    try:
-        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except (ValueError, AttributeError) as err:
-        raise ValueError(f"{field}: not an ISO 8601 time: {text!r}") from err
-    if dt.tzinfo is None or dt.utcoffset() is None:
-        raise ValueError(f"{field}: the time has no UTC offset (write e.g. {text}+08:00)")
-    if dt.microsecond:
-        raise ValueError(f"{field}: whole seconds only")
-    return int(dt.timestamp())

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import Field
 
 from ..auth import Principal, require
-from ..auth.bounds import SN, Name, Offset, SNQuery, day, instants
+from ..auth.bounds import SN, TIME_FORMS, Name, Offset, SNQuery, day
 from ..auth.openapi import Open, answers
 from ..encode import MsgspecJSON
 from ..registry.models import FieldError
@@ -18,8 +18,10 @@ router = APIRouter(prefix="/api/v1", tags=["availability"])
 
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
-When = Annotated[str, Query(alias="from", description="ISO 8601 with offset, on a whole hour", max_length=40)]
-Until = Annotated[str, Query(alias="to", description="ISO 8601 with offset, on a whole hour", max_length=40)]
+When = Annotated[str, Query(alias="from", max_length=40, description=f"start, on a whole hour: {TIME_FORMS}")]
+Until = Annotated[str, Query(alias="to", max_length=40, description=f"end (excluded), on a whole hour: {TIME_FORMS}; "
+                                                                    "a day alone is included (to=2026-10-31: all of "
+                                                                    "October 31)")]
 
 
 class Figures(Open):
@@ -53,7 +55,6 @@ class RollupStatus(Open):
 
 
 def _period(svc: Availability, start: str, end: str) -> tuple[int, int]:
-    instants(start, end)
     return svc.period(start, end)
 
 

@@ -454,20 +454,24 @@ class Availability:
 
     # figures -------------------------------------------------------------------------------------
     def period(self, start_text: str, end_text: str) -> tuple[int, int]:
-        from .rollups import parse_instant
+        """``[from, to)`` from what a person or client typed (:mod:`wire.times`: a day, a local time in the fleet's
+        zone, or a time with its offset; a day as ``to`` is included). Every refusal's hints are accepted."""
+        from wire.times import TimeInputError, parse_time, written_like
 
-        try:
-            start = parse_instant(start_text, "from")
-        except ValueError as err:
-            raise FieldError("from", str(err).partition(": ")[2]) from err
-        try:
-            end = parse_instant(end_text, "to")
-        except ValueError as err:
-            raise FieldError("to", str(err).partition(": ")[2]) from err
-        for name, v in (("from", start), ("to", end)):
+        bounds = []
+        for name, text in (("from", start_text), ("to", end_text)):
+            try:
+                bounds.append(parse_time(text, name, self.tz, end=name == "to"))
+            except TimeInputError as err:
+                raise FieldError(name, err.message) from err
+        start, end = bounds
+        for name, v, text in (("from", start, start_text), ("to", end, end_text)):
             if not is_whole_hour(v, self.tz):
+                before = hour_start(v, self.tz)
+                hints = " or ".join(written_like(t, text, self.tz) for t in (before, before + 3600))
                 raise FieldError(name, f"must be on a whole hour of the fleet's time zone ({self.settings.timezone}); "
-                                       "figures are kept per hour (use the slot drill-down for minutes)")
+                                       f"figures are kept per hour (use the slot drill-down for minutes); write e.g. "
+                                       f"{hints}")
         if end <= start:
             raise FieldError("to", "must be after from")
         if end - start > 800 * 86400:

@@ -166,7 +166,8 @@ class UnitPatch(_Strict):
 class StatusChange(_Strict):
     status: Status
     note: str = Field("", max_length=500)
-    at: str | None = Field(None, description="ISO 8601 with offset; default now")
+    at: str | None = Field(None, max_length=40, description="when: a day (2026-10-01), a local time in the fleet's "
+                           "zone (2026-10-01T08:00) or ISO 8601 with offset (2026-10-01T08:00:00+08:00); default now")
 
     @field_validator("status", mode="before")
     @classmethod

@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
+from wire.times import TimeInputError, parse_time
+
 from ..auth import Principal, require
-from ..auth.bounds import EPOCH_MAX, EPOCH_MIN, FIRST_YEAR, LAST_YEAR, SN, Code, Name, Offset
+from ..auth.bounds import SN, Code, Name, Offset
 from ..auth.openapi import Open, answers, answers_file
-from ..availability.rollups import parse_instant
 from ..encode import MsgspecJSON
 from ..exports import CSV_TYPE, XLSX_TYPE
 from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
@@ -253,11 +254,9 @@ async def change_status(request: Request, sn: SN, who: Admin, change: StatusChan
     at = None
     if change.at:
         try:
-            at = parse_instant(change.at, "at")
-        except ValueError as err:
-            raise FieldError("at", str(err).partition(": ")[2]) from err
-        if not EPOCH_MIN <= at < EPOCH_MAX:
-            raise FieldError("at", f"outside the years {FIRST_YEAR}..{LAST_YEAR}")
+            at = parse_time(change.at, "at", request.app.state.settings.timezone)
+        except TimeInputError as err:
+            raise FieldError("at", err.message) from err
     ts = await _registry(request).set_status(sn, change.status, change.note, who.name, at)
     return {"sn": sn, "status": change.status, "from_ts": ts}
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from ..auth import Principal, require
-from ..auth.bounds import Name, instants
+from ..auth.bounds import Name
 from ..auth.openapi import ErrorBody, answers_file
+from ..availability.router import Until, When
 from .ops import build, render_csv, render_html
 from .pdf import ChromiumMissing, PdfError, html_to_pdf
 
@@ -27,14 +28,13 @@ _FILES["responses"][503] = {"model": ErrorBody, "description": "PDF asked for an
 async def ops_report(
     request: Request,
     _: Annotated[Principal, Depends(require("viewer"))],
-    start: Annotated[str, Query(alias="from", max_length=40)],
-    end: Annotated[str, Query(alias="to", max_length=40)],
+    start: When,
+    end: Until,
     county: Name = None,
     format: Literal["html", "csv", "pdf"] = "html",  # noqa: A002 - the query parameter's name
     lang: Literal["zh", "en"] = "zh",
 ) -> Response:
     svc = request.app.state.availability
-    instants(start, end)
     a, b = svc.period(start, end)
     data = await build(svc, request.app.state.storage, a, b, county, lang)
     name = f"ops-{data['from'][:10]}-{data['to'][:10]}"

@@ -54,7 +54,7 @@ async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path
         xy = dict(zip(rows[j + 1], next(row for row in rows[j + 2:] if row[0] == "秀英区"), strict=True))
         assert int(xy["服务时隙"]) == counties["秀英区"]["service_slots"]
         assert int(xy["未达标终端"]) == counties["秀英区"]["flagged_units"]
-        bad = await api.get("/api/v1/reports/ops", **{"from": "2025-03-03", "to": DAY["to"]})
+        bad = await api.get("/api/v1/reports/ops", **{"from": "2025-03-3", "to": DAY["to"]})
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "from"
 
     # the CLI reads the same database and writes the same figures
