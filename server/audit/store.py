@@ -1,4 +1,4 @@
-"""The audit trail, in its own table on the server's SQLite connection.
+"""The audit trail, in its own table (created by storage's migrations: ``server/storage/schema.py``).
 
 Append-only is enforced by the database itself: triggers abort any UPDATE or DELETE, so a
 bug (or a hurried operator with the API) cannot rewrite history. Request bodies are never
@@ -15,28 +15,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    actor TEXT NOT NULL,
-    role TEXT NOT NULL DEFAULT '',
-    client TEXT NOT NULL DEFAULT '',
-    action TEXT NOT NULL,
-    target TEXT NOT NULL DEFAULT '',
-    status INTEGER,
-    detail TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
-CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor, ts);
-CREATE INDEX IF NOT EXISTS audit_action ON audit(action, ts);
-CREATE INDEX IF NOT EXISTS audit_target ON audit(target, ts);
-CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
-BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
-BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
-"""
-
 MAX_DETAIL = 4096
 
 
@@ -44,11 +22,6 @@ class Audit:
     def __init__(self, storage: Any, now: Callable[[], float]) -> None:
         self.storage = storage
         self.now = now
-
-    async def open(self) -> None:
-        # executescript COMMITs first: only at start-up, under the write lock so it cannot commit another's work
-        async with self.storage.write() as db:
-            await db.executescript(SCHEMA)
 
     async def record(self, actor: str, action: str, target: str = "", *, role: str = "", client: str = "",
                      status: int | None = None, detail: dict[str, Any] | None = None) -> None:

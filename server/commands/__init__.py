@@ -29,7 +29,6 @@ async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: An
     from .service import CommandService
 
     audit = Audit(storage, time.time)
-    await audit.open()
     app.state.audit = audit
     svc = CommandService(settings, storage, ingest, app.state.clock, registry, audit)
     await svc.start(background)

@@ -38,7 +38,7 @@ from wire.commands import DIAGNOSTIC, FINAL, MAX_OUTPUT, TYPES, Command, SignedC
 from ..settings import Settings
 from ..tasks import cancel
 from .keys import SigningKey, SigningKeyError, load_key
-from .store import command_dict, create_tables, job_dict
+from .store import command_dict, job_dict
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ class CommandService:
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self, background: bool = True) -> None:
-        async with self.storage.write() as db:  # executescript COMMITs first: start-up only, under the lock
-            await create_tables(db)
-        self.load_key()
+        self.load_key()  # (the tables are storage's: created by its migrations)
         if not background:  # API-only process: no dispatcher, no results (they arrive through the primary's ingest)
             return
         self.ingest.on_committed.append(self.on_committed)
@@ -449,8 +447,12 @@ class CommandService:
             tmp.unlink(missing_ok=True)
         async with self.storage.write() as db:
             await db.execute(
-                "INSERT OR REPLACE INTO cmd_packages(id, component, version, models, sha256, size, signature, endorsement, "
-                "path, created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO cmd_packages(id, component, version, models, sha256, size, signature, endorsement, "
+                "path, created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
+                "component=excluded.component, version=excluded.version, models=excluded.models, "
+                "sha256=excluded.sha256, size=excluded.size, signature=excluded.signature, "
+                "endorsement=excluded.endorsement, path=excluded.path, created_by=excluded.created_by, "
+                "created=excluded.created",
                 (pid, manifest.component, manifest.version, json.dumps(manifest.models), digest, len(data), signature,
                  endorsement_raw, str(path), who, self.clock.now()))
         if self.audit is not None:

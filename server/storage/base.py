@@ -1,8 +1,9 @@
 """The storage interface the rest of the server is written against.
 
-A PostgreSQL backend implements the same methods. Outside storage/, only the commands and audit domains
-(commands/service.py, audit/store.py) still run their own SQL on the writer connection; such a backend ports
-those two as well (docs/architecture.md).
+Two backends implement it: SQLite (``sqlite.py``) and PostgreSQL (``postgres.py``), one set of queries
+(``sqlite.py``'s ``SqlStore``) on two engines (``engine.py``, ``postgres.py``). Every table, the commands' and the
+audit's included, is created by storage's migrations (``schema.py``); those two domains still send their own
+queries through ``storage.write()`` / ``storage.reader()`` / ``storage.db`` (no connection of their own).
 """
 
 from __future__ import annotations

@@ -1,261 +1,43 @@
-"""SQLite backend through aiosqlite: WAL, one writer connection and a small pool of read-only connections.
+"""The domain stores' SQL, one implementation for both backends, and the SQLite storage.
 
-Every write goes through the single writer connection, inside ``async with storage.write() as db:``: one
-``asyncio.Lock`` makes each write transaction run alone on it, committed at the end of the block and rolled back
-if the block raises (cancellation included). The ``sqlite3`` module keeps ONE implicit transaction per
-connection, shared by every coroutine using it, so without the lock a writer that rolled back (after
-``SQLITE_BUSY``, an error or a cancelled request) while ingest awaited between its statements silently undid
-ingest's inserted samples, which were then acknowledged to the agent and lost; and a commit could publish another
-writer's half-done transaction. Never write on ``self.db`` outside ``write()``. Every
-standalone read (a query that does not need to see an uncommitted write of the same transaction) takes a
-connection from the read pool: in WAL mode readers run beside the writer and beside each other, and the
-``sqlite3`` module releases the GIL while a statement runs, so a long scan on one connection no longer makes
-every other request queue behind it (aiosqlite runs each connection's statements on that connection's own
-thread, one at a time). A reader sees everything committed before its statement starts.
+:class:`SqlStore` holds the queries of every domain (units and ingest, samples, tokens, registry, roll-ups and
+slot codes, outages, data use, alerts) written against the engine's small surface (``server/storage/engine.py``)
+in the SQL both SQLite and PostgreSQL run; :class:`SqliteStorage` is it on SQLite (:class:`SqliteEngine`),
+:class:`server.storage.postgres.PostgresStorage` on PostgreSQL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
-import contextlib
 import json
 import logging
-import os
-import sqlite3
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import msgspec
 
-from .base import INGEST_STATS_KEY, PENDING_KEY, EventRow, SampleRow, UnitQuery
+from .base import EventRow, SampleRow, UnitQuery
+from .engine import (  # noqa: F401  (re-exported: the names other modules import from here)
+    VERSION_KEYS,
+    VERSION_TTL_S,
+    SqliteEngine,
+    private_database,
+    schema_version,
+    too_new,
+)
+from .schema import (  # noqa: F401
+    _DEAD_LETTER_SCHEMA,
+    _FLEET_SCHEMA,
+    _SCHEMA,
+    SCHEMA_VERSION,
+    SchemaTooNew,
+)
 
 log = logging.getLogger(__name__)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS units (
-    sn TEXT PRIMARY KEY,
-    first_seen REAL NOT NULL,
-    last_seen REAL NOT NULL,
-    online INTEGER NOT NULL DEFAULT 0,
-    state_ts REAL,
-    state_reason TEXT NOT NULL DEFAULT '',
-    agent_version TEXT NOT NULL DEFAULT '',
-    latest_ts INTEGER,
-    latest TEXT,
-    inventory TEXT,
-    identity TEXT
-);
-CREATE TABLE IF NOT EXISTS samples (
-    sn TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
-    interval INTEGER NOT NULL,
-    clock INTEGER NOT NULL,
-    connected INTEGER NOT NULL,
-    rtt_ms INTEGER,
-    checks TEXT NOT NULL,
-    body TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (sn, epoch, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS samples_sn_ts ON samples(sn, ts);
-CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);
-CREATE INDEX IF NOT EXISTS units_last_seen ON units(last_seen, sn);
-CREATE TABLE IF NOT EXISTS events (
-    sn TEXT NOT NULL,
-    epoch INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    data TEXT NOT NULL,
-    received_at REAL NOT NULL,
-    PRIMARY KEY (sn, epoch, seq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_sn_ts ON events(sn, ts);
-CREATE TABLE IF NOT EXISTS tokens (
-    hash TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    role TEXT NOT NULL,
-    created REAL NOT NULL,
-    revoked INTEGER NOT NULL DEFAULT 0  -- 0: in force; else when it was revoked (epoch seconds)
-);
-"""
-
-# Registry, roll-ups, outages and alerts (issue 4).
-_FLEET_SCHEMA = """
-CREATE TABLE IF NOT EXISTS institutions (
-    code TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    county TEXT NOT NULL DEFAULT '',
-    region TEXT NOT NULL DEFAULT '',
-    type TEXT NOT NULL DEFAULT '',
-    hours TEXT NOT NULL DEFAULT '',
-    contact TEXT NOT NULL DEFAULT '',
-    updated REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS institutions_county ON institutions(county);
-CREATE TABLE IF NOT EXISTS registry (
-    sn TEXT PRIMARY KEY,
-    insurance_sn TEXT NOT NULL DEFAULT '',
-    terminal_type TEXT NOT NULL DEFAULT '',
-    model TEXT NOT NULL DEFAULT '',
-    vendor TEXT NOT NULL DEFAULT '',
-    institution TEXT,
-    stock_type TEXT NOT NULL DEFAULT 'deployed',
-    status TEXT NOT NULL DEFAULT 'in_service',
-    link_type TEXT NOT NULL DEFAULT '4g_vpdn',
-    note TEXT NOT NULL DEFAULT '',
-    source TEXT NOT NULL DEFAULT 'admin',
-    registered_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS registry_institution ON registry(institution);
-CREATE INDEX IF NOT EXISTS registry_filter ON registry(institution, status, link_type, stock_type, sn);
-CREATE INDEX IF NOT EXISTS registry_insurance_sn ON registry(insurance_sn);
-CREATE TABLE IF NOT EXISTS status_history (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    sn TEXT NOT NULL,
-    from_ts INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    by TEXT NOT NULL,
-    note TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS status_history_sn ON status_history(sn, from_ts);
-CREATE TABLE IF NOT EXISTS rollup_day (
-    day INTEGER NOT NULL,
-    sn TEXT NOT NULL,
-    service INTEGER NOT NULL,
-    intact INTEGER NOT NULL,
-    netok INTEGER NOT NULL,
-    nodata INTEGER NOT NULL,
-    hours BLOB NOT NULL,
-    PRIMARY KEY (day, sn)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS rollup_day_sn ON rollup_day(sn, day);
-CREATE TABLE IF NOT EXISTS rollup_month (
-    month INTEGER NOT NULL,
-    sn TEXT NOT NULL,
-    service INTEGER NOT NULL,
-    intact INTEGER NOT NULL,
-    netok INTEGER NOT NULL,
-    nodata INTEGER NOT NULL,
-    PRIMARY KEY (month, sn)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outages (
-    county TEXT NOT NULL,
-    minute INTEGER NOT NULL,
-    units INTEGER NOT NULL,
-    sns TEXT NOT NULL,
-    PRIMARY KEY (county, minute)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outages_minute ON outages(minute);
-CREATE TABLE IF NOT EXISTS alerts (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    key TEXT NOT NULL UNIQUE,
-    kind TEXT NOT NULL,
-    sn TEXT,
-    county TEXT,
-    opened_ts INTEGER NOT NULL,
-    last_ts INTEGER NOT NULL,
-    closed_ts INTEGER,
-    message TEXT NOT NULL,
-    data TEXT NOT NULL,
-    acked_by TEXT,
-    acked_ts REAL,
-    webhook TEXT NOT NULL DEFAULT 'none',
-    webhook_attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS alerts_open ON alerts(closed_ts, kind);
-CREATE TABLE IF NOT EXISTS data_day (
-    sn TEXT NOT NULL,
-    day INTEGER NOT NULL,
-    within INTEGER NOT NULL,
-    carry INTEGER NOT NULL,
-    resets INTEGER NOT NULL,
-    samples INTEGER NOT NULL,
-    first_ts INTEGER NOT NULL,
-    first_bytes INTEGER NOT NULL,
-    last_ts INTEGER NOT NULL,
-    last_bytes INTEGER NOT NULL,
-    PRIMARY KEY (sn, day)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS data_day_day ON data_day(day);
-CREATE TABLE IF NOT EXISTS cell_outages (
-    tac INTEGER NOT NULL,
-    cell INTEGER NOT NULL,
-    minute INTEGER NOT NULL,
-    county TEXT NOT NULL,
-    units INTEGER NOT NULL,
-    sns TEXT NOT NULL,
-    PRIMARY KEY (tac, cell, minute)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS cell_outages_minute ON cell_outages(minute);
-CREATE TABLE IF NOT EXISTS slot_hour (
-    day INTEGER NOT NULL,
-    sn TEXT NOT NULL,
-    hour INTEGER NOT NULL,
-    codes BLOB NOT NULL,
-    reasons TEXT,
-    samples INTEGER NOT NULL,
-    PRIMARY KEY (day, sn, hour)
-) WITHOUT ROWID;
-"""
-
 # Ingest's dead letters: a message that passed the boundary but could not be stored even alone. Kept (bounded)
 # with its reason and its validated rows, so nothing is lost and an administrator can see and replay it.
-_DEAD_LETTER_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    received_at REAL NOT NULL,
-    sn TEXT NOT NULL,
-    topic TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    body TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-"""
 DEAD_LETTERS_KEPT = 10_000
-
-# Schema versions (SQLite's PRAGMA user_version). A database is brought up to SCHEMA_VERSION when the server opens
-# it, one step at a time, each step idempotent (CREATE ... IF NOT EXISTS, so a step cut short by a crash is simply
-# run again); a database written by a newer server is refused before anything starts. A database from before
-# versions existed is version 0: every table it has is kept as it is.
-SCHEMA_VERSION = 2
-_MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
-    (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", ("_SCHEMA", "_FLEET_SCHEMA")),
-    (2, "issue 12: ingest dead letters, events by time (retention)", ("_DEAD_LETTER_SCHEMA",)),
-]
-
-
-class SchemaTooNew(RuntimeError):
-    """The database was written by a newer server: refused, never downgraded."""
-
-
-def schema_version(path: Path) -> int | None:
-    """The schema version of the database at ``path`` (None when there is no database yet), read-only."""
-    if not path.exists():
-        return None
-    con = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, timeout=5)
-    try:
-        return int(con.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        con.close()
-
-
-def too_new(path: Path) -> str:
-    """A sentence when the database at ``path`` is newer than this server, else ""."""
-    v = schema_version(path)
-    if v is not None and v > SCHEMA_VERSION:
-        return (f"database schema version {v} is newer than this server's {SCHEMA_VERSION} (written by a newer "
-                "posfleet): upgrade the server, or restore the backup taken before the upgrade")
-    return ""
 
 _DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_bytes", "last_ts", "last_bytes")
 
@@ -268,7 +50,7 @@ _REGISTRY_SORTS = {"sn": "r.sn", "institution": "r.institution", "county": "i.co
 _UNIT_SORTS = {"sn": "sn", "last_seen": "last_seen", "first_seen": "first_seen", "online": "online"}
 
 
-def _unit(row: aiosqlite.Row) -> dict[str, Any]:
+def _unit(row: Any) -> dict[str, Any]:
     d = dict(row)
     for key in ("latest", "inventory", "identity"):
         d[key] = json.loads(d[key]) if d.get(key) else None
@@ -283,11 +65,6 @@ _CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a
 
 _COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed by registry_version, which every
 # registry or institution write bumps, so another process's write is seen within VERSION_TTL_S anyway)
-# Versions in ``meta`` that every writer bumps in the same transaction as its write, so that every process (the
-# primary and the API-only workers) can tell when its caches are stale: the registry index and counts
-# (``registry_version``), the figures and drill-down caches (``rollup_version``, ``rolled_to``).
-VERSION_KEYS = ("registry_version", "rollup_version", "rolled_to", INGEST_STATS_KEY, PENDING_KEY)
-VERSION_TTL_S = 1.0  # another process's write is noticed within this long (this process's own at once)
 
 
 def prefix_range(prefix: str) -> tuple[str, str]:
@@ -295,204 +72,17 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
-def private_database(path: Path) -> None:
-    """The database holds contacts' phone numbers: made 0600 (SQLite gives its -wal and -shm files the database's
-    mode), and an existing one readable by every user on the host loses the 'other' bits (logged)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        os.close(fd)
-        return
-    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-        try:
-            mode = p.stat().st_mode & 0o777
-            if mode & 0o007:
-                os.chmod(p, mode & ~0o007)
-                log.warning("%s was readable by every user on this host (mode %04o): now %04o", p, mode, mode & ~0o007)
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            log.warning("%s is readable by every user on this host and cannot be changed: %s", p, err.strerror)
+class SqlStore:
+    """Every domain's queries, on an engine (``write()``, ``_all``, ``_quick``, ... and the dialect hooks)."""
 
-
-class SqliteStorage:
-    def __init__(self, path: Path, readers: int = 4) -> None:
-        self.path = path
-        self.readers = max(0, readers)
-        self._db: aiosqlite.Connection | None = None
-        self._read_conns: list[aiosqlite.Connection] = []
-        self._pool: asyncio.Queue[aiosqlite.Connection] | None = None
+    def __init__(self) -> None:
         self._registry_gen = 0  # bumped by every registry / institution write of this process
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
-        self._versions: dict[str, str] = {}
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
-        self._side: aiosqlite.Connection | None = None  # see meta_set_apart
-        self._inline: sqlite3.Connection | None = None  # see _quick
-        self._versions_at = float("-inf")
-        self._write_lock = asyncio.Lock()  # see write()
-        self._write_owner: asyncio.Task[Any] | None = None
-
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("storage is not open")
-        return self._db
-
-    async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        private_database(self.path)
-        self._db = await aiosqlite.connect(str(self.path))
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
-        if self.readers:
-            self._pool = asyncio.Queue()
-            uri = self.path.resolve().as_uri() + "?mode=ro"
-            for _ in range(self.readers):
-                conn = await aiosqlite.connect(uri, uri=True)
-                conn.row_factory = aiosqlite.Row
-                await conn.execute("PRAGMA busy_timeout=5000")
-                await conn.execute("PRAGMA query_only=1")
-                await conn.execute("PRAGMA cache_size=-32768")  # 32 MB a reader
-                self._read_conns.append(conn)
-                self._pool.put_nowait(conn)
-            self._inline = sqlite3.connect(uri, uri=True, isolation_level=None)
-            self._inline.row_factory = sqlite3.Row
-            self._inline.execute("PRAGMA query_only=1")
-            self._inline.execute("PRAGMA busy_timeout=50")  # never hold the event loop long: the pool waits instead
-            self._inline.execute("PRAGMA cache_size=-32768")
-
-    async def _migrate(self) -> None:
-        db = self.db
-        v = int((await (await db.execute("PRAGMA user_version")).fetchone())[0])
-        if v > SCHEMA_VERSION:
-            await db.close()
-            self._db = None
-            raise SchemaTooNew(f"{self.path}: {too_new(self.path)}")
-        scripts = {"_SCHEMA": _SCHEMA, "_FLEET_SCHEMA": _FLEET_SCHEMA, "_DEAD_LETTER_SCHEMA": _DEAD_LETTER_SCHEMA}
-        for n, what, names in _MIGRATIONS:
-            if n <= v:
-                continue
-            for name in names:
-                await db.executescript(scripts[name])
-            await db.execute(f"PRAGMA user_version = {n}")
-            await db.commit()
-            log.info("database %s: schema %d -> %d (%s)", self.path, n - 1, n, what)
-
-    async def close(self) -> None:
-        if self._inline is not None:
-            self._inline.close()
-            self._inline = None
-        if self._side is not None:
-            await self._side.close()
-            self._side = None
-        for conn in self._read_conns:
-            await conn.close()
-        self._read_conns = []
-        self._pool = None
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
-
-    @contextlib.asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction on the writer connection, alone: commit when the block ends, roll back (and
-        re-raise) when it raises, ``CancelledError`` included; then let the next writer in.
-
-        Re-entrant per task: a block opened inside another block of the same task joins the outer transaction
-        (no commit, no rollback of its own; the outer block decides). A block must not wait for another task
-        that itself opens ``write()`` (deadlock), and must not hold the lock across network I/O.
-        aiosqlite runs a connection's calls in order on one thread, so a rollback or commit issued here is
-        done before the next writer's first statement even if this task is cancelled while awaiting it.
-        """
-        db = self.db
-        task = asyncio.current_task()
-        if task is not None and self._write_owner is task:
-            yield db
-            return
-        async with self._write_lock:
-            self._write_owner = task
-            try:
-                try:
-                    yield db
-                    await db.commit()
-                except BaseException:
-                    await db.rollback()
-                    raise
-            finally:
-                self._write_owner = None
-
-    @contextlib.asynccontextmanager
-    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
-        """A read-only connection from the pool (the writer when there is no pool), returned after use."""
-        pool = self._pool
-        if pool is None:
-            yield self.db
-            return
-        conn = await pool.get()
-        try:
-            yield conn
-        finally:
-            pool.put_nowait(conn)
-
-    async def _all(self, sql: str, args: Any = ()) -> list[Any]:
-        async with self.reader() as db:  # one trip to the connection's thread (execute, fetch and close: three)
-            return list(await db.execute_fetchall(sql, args))
-
-    async def _quick(self, sql: str, args: Any = ()) -> list[Any]:
-        """A short read (index look-ups, a page of rows: well under a millisecond) on the event loop's own read-only
-        connection. Handing such a query to a connection thread costs more CPU than the query (a queue, a future,
-        two thread wake-ups and the GIL changing hands), and under load its result waits for the GIL behind the
-        loop. Long reads (scans, whole-fleet sums) go to the pool with :meth:`_all`, so the loop keeps serving
-        others meanwhile; so does a short read that finds the database busy."""
-        conn = self._inline
-        if conn is not None:
-            try:
-                return conn.execute(sql, args).fetchall()
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) and "busy" not in str(err):
-                    raise
-        return await self._all(sql, args)
-
-    async def _quick_one(self, sql: str, args: Any = ()) -> Any:
-        rows = await self._quick(sql, args)
-        return rows[0] if rows else None
-
-    async def _one(self, sql: str, args: Any = ()) -> Any:
-        """The first row, or None. For statements that return at most a few rows (all are fetched)."""
-        rows = await self._all(sql, args)
-        return rows[0] if rows else None
 
     def _registry_written(self) -> None:
         self._registry_gen += 1
         self._counts.clear()
-        self._versions_at = float("-inf")
-
-    @staticmethod
-    async def _bump(db: aiosqlite.Connection, key: str) -> None:
-        """Bump a version row (inside the caller's transaction): other processes drop their caches."""
-        await db.execute("INSERT INTO meta(key, value) VALUES (?, '1') ON CONFLICT(key) DO UPDATE SET "
-                         "value = CAST(value AS INTEGER) + 1", (key,))
-
-    async def versions(self) -> dict[str, str]:
-        """``registry_version``, ``rollup_version``, ``rolled_to`` and the ingest figures from ``meta`` (missing
-        keys: ``""``), read at
-        most every ``VERSION_TTL_S`` (one indexed read), and at once after a write by this process."""
-        now = time.monotonic()
-        if now - self._versions_at < VERSION_TTL_S:
-            return self._versions
-        rows = await self._quick(f"SELECT key, value FROM meta WHERE key IN ({','.join('?' * len(VERSION_KEYS))})",
-                                 VERSION_KEYS)
-        got = {str(r[0]): str(r[1]) for r in rows}
-        self._versions = {k: got.get(k, "") for k in VERSION_KEYS}
-        self._versions_at = now
-        return self._versions
-
-    def _rollups_written(self) -> None:
         self._versions_at = float("-inf")
 
     # ingest --------------------------------------------------------------------
@@ -500,26 +90,14 @@ class SqliteStorage:
         now = time.time()
         stored = 0
         async with self.write() as db:
-            if samples:
-                before = db.total_changes
-                await db.executemany(
-                    "INSERT OR IGNORE INTO samples VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    [
-                        (s.sn, s.epoch, s.seq, s.ts, s.interval, s.clock, int(s.connected), s.rtt_ms,
-                         json.dumps(s.checks, ensure_ascii=False, separators=(",", ":")),
-                         json.dumps(s.body, ensure_ascii=False, separators=(",", ":")), s.received_at)
-                        for s in samples
-                    ],
-                )
-                stored += db.total_changes - before
-            if events:
-                before = db.total_changes
-                await db.executemany(
-                    "INSERT OR IGNORE INTO events VALUES (?,?,?,?,?,?,?)",
-                    [(e.sn, e.epoch, e.seq, e.ts, e.kind, json.dumps(e.data, ensure_ascii=False), e.received_at)
-                     for e in events],
-                )
-                stored += db.total_changes - before
+            stored += await self.insert_ignore(db, "samples", [
+                (s.sn, s.epoch, s.seq, s.ts, s.interval, s.clock, int(s.connected), s.rtt_ms,
+                 json.dumps(s.checks, ensure_ascii=False, separators=(",", ":")),
+                 json.dumps(s.body, ensure_ascii=False, separators=(",", ":")), s.received_at)
+                for s in samples])
+            stored += await self.insert_ignore(db, "events", [
+                (e.sn, e.epoch, e.seq, e.ts, e.kind, json.dumps(e.data, ensure_ascii=False), e.received_at)
+                for e in events])
             # registry: first/last seen, newest sample, inventory
             latest: dict[str, SampleRow] = {}
             for s in samples:
@@ -553,7 +131,7 @@ class SqliteStorage:
             await db.execute(
                 "INSERT INTO units(sn, first_seen, last_seen, online, state_ts, state_reason, agent_version) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT(sn) DO UPDATE SET online=excluded.online, state_ts=excluded.state_ts, "
-                "state_reason=excluded.state_reason, last_seen=max(units.last_seen, excluded.last_seen), "
+                "state_reason=excluded.state_reason, last_seen=CASE WHEN units.last_seen > excluded.last_seen THEN units.last_seen ELSE excluded.last_seen END, "
                 "agent_version=CASE WHEN excluded.agent_version<>'' THEN excluded.agent_version ELSE units.agent_version END",
                 (sn, now, now, int(online), ts, reason, version),
             )
@@ -605,11 +183,6 @@ class SqliteStorage:
     async def count_samples(self) -> int:
         return int((await self._one("SELECT count(*) FROM samples"))[0])
 
-    async def purge_samples(self, before_ts: int) -> int:
-        async with self.write() as db:
-            cur = await db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
-        return cur.rowcount
-
     async def purge_events(self, before_ts: int) -> int:
         async with self.write() as db:
             cur = await db.execute("DELETE FROM events WHERE ts < ?", (before_ts,))
@@ -621,10 +194,11 @@ class SqliteStorage:
         """Keep one message ingest could not store; only the newest :data:`DEAD_LETTERS_KEPT` are kept."""
         async with self.write() as db:
             cur = await db.execute(
-                "INSERT INTO dead_letters(received_at, sn, topic, reason, size, sha256, body) VALUES (?,?,?,?,?,?,?)",
-                (received_at, sn, topic, reason[:500], size, sha256, body))
-            if cur.lastrowid and cur.lastrowid % 100 == 0:
-                await db.execute("DELETE FROM dead_letters WHERE id <= ?", (cur.lastrowid - DEAD_LETTERS_KEPT,))
+                "INSERT INTO dead_letters(received_at, sn, topic, reason, size, sha256, body) VALUES (?,?,?,?,?,?,?) "
+                "RETURNING id", (received_at, sn, topic, reason[:500], size, sha256, body))
+            new_id = int((await cur.fetchone())[0])
+            if new_id % 100 == 0:
+                await db.execute("DELETE FROM dead_letters WHERE id <= ?", (new_id - DEAD_LETTERS_KEPT,))
 
     async def dead_letters(self, limit: int = 100, sn: str | None = None) -> tuple[int, list[dict[str, Any]]]:
         where, args = ("WHERE sn = ?", [sn]) if sn else ("", [])
@@ -721,7 +295,7 @@ class SqliteStorage:
         async with self.write() as db:
             for sn, ts in first_ts.items():
                 cur = await db.execute(
-                    "INSERT OR IGNORE INTO registry(sn, status, source, registered_at) VALUES (?,?,?,?)",
+                    "INSERT INTO registry(sn, status, source, registered_at) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
                     (sn, "in_service", "ingest", time.time()))
                 if cur.rowcount:
                     added.append(sn)
@@ -769,7 +343,7 @@ class SqliteStorage:
             q = str(filters["q"])
             found = await self._sn_contains(q) if filters.get("match") == "contains" else None
             if found is not None:  # the SNs holding q, from this process's in-memory text of every SN
-                where.append(f"r.sn IN ({','.join('?' * len(found))})" if found else "0")
+                where.append(f"r.sn IN ({','.join('?' * len(found))})" if found else "1 = 0")
                 args += found
             elif filters.get("match") == "contains":
                 where.append("(r.sn LIKE ? ESCAPE '\\' OR r.insurance_sn LIKE ? ESCAPE '\\')")
@@ -891,7 +465,7 @@ class SqliteStorage:
         at 50,000 units, instead of sorting every match (~15 ms)."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
         never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
-        grown = (await self._quick_one("SELECT max(rowid) FROM units"))[0]
+        grown = (await self._quick_one(self.units_grown_sql))[0]
         walk = self._quick if offset < 1000 else self._all  # a first page reads about page / share rows
         key = ("never_heard", (await self.versions())["registry_version"], self._registry_gen, grown, clause, *args)
         hit = self._counts.get(key)
@@ -986,16 +560,6 @@ class SqliteStorage:
         row = await self._one("SELECT value FROM meta WHERE key=?", (key,))
         return None if row is None else str(row[0])
 
-    async def meta_set_apart(self, key: str, value: str) -> None:
-        """``meta_set`` on a connection of its own: a periodic write from a background task must not commit in the
-        middle of another coroutine's transaction on the shared writer (e.g. ingest's)."""
-        if self._side is None:
-            self._side = await aiosqlite.connect(str(self.path))
-            await self._side.execute("PRAGMA busy_timeout=5000")
-        await self._side.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET "
-                                 "value=excluded.value", (key, value))
-        await self._side.commit()
-
     async def meta_set(self, key: str, value: str) -> None:
         async with self.write() as db:
             await db.execute("INSERT INTO meta(key, value) VALUES (?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
@@ -1025,17 +589,20 @@ class SqliteStorage:
                 for idx, _nh, counts in hours:
                     buf[4 * idx: 4 * idx + 4] = bytes(counts)
                 tot = (sum(buf[0::4]), sum(buf[1::4]), sum(buf[2::4]), sum(buf[3::4]))
-                await db.execute("INSERT OR REPLACE INTO rollup_day VALUES (?,?,?,?,?,?,?)", (day, sn, *tot, bytes(buf)))
+                await db.execute("INSERT INTO rollup_day VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, sn) DO UPDATE SET "
+                                 "service=excluded.service, intact=excluded.intact, netok=excluded.netok, "
+                                 "nodata=excluded.nodata, hours=excluded.hours", (day, sn, *tot, bytes(buf)))
                 delta = [a - b for a, b in zip(tot, old_tot, strict=True)]
                 if any(delta):
                     d = date.fromordinal(day)
                     month = d.year * 12 + d.month - 1
                     await db.execute(
                         "INSERT INTO rollup_month VALUES (?,?,?,?,?,?) ON CONFLICT(month, sn) DO UPDATE SET "
-                        "service=service+excluded.service, intact=intact+excluded.intact, "
-                        "netok=netok+excluded.netok, nodata=nodata+excluded.nodata", (month, sn, *delta))
+                        "service=rollup_month.service+excluded.service, intact=rollup_month.intact+excluded.intact, "
+                        "netok=rollup_month.netok+excluded.netok, nodata=rollup_month.nodata+excluded.nodata", (month, sn, *delta))
             if strips:
-                await db.executemany("INSERT OR REPLACE INTO slot_hour VALUES (?,?,?,?,?,?)",
+                await db.executemany("INSERT INTO slot_hour VALUES (?,?,?,?,?,?) ON CONFLICT(day, sn, hour) DO UPDATE SET "
+                                     "codes=excluded.codes, reasons=excluded.reasons, samples=excluded.samples",
                                      [(day, sn, idx, codes, reasons, n) for sn, day, idx, codes, reasons, n in strips])
             await self._bump(db, "rollup_version")
         self._rollups_written()
@@ -1071,7 +638,7 @@ class SqliteStorage:
             args += [*days, *fargs]
         if selects:
             sql = ("SELECT sn, sum(service), sum(intact), sum(netok), sum(nodata) FROM ("
-                   + " UNION ALL ".join(selects) + ") GROUP BY sn")
+                   + " UNION ALL ".join(selects) + ") AS parts GROUP BY sn")
             for r in await self._all(sql, args):
                 add(r[0], r[1], r[2], r[3], r[4])
         for day, a, b in parts:
@@ -1135,7 +702,8 @@ class SqliteStorage:
         """Correlated link-down minutes ``(county, minute start, units, sns)`` for ``[start, end)``."""
         async with self.write() as db:
             await db.execute("DELETE FROM outages WHERE minute >= ? AND minute < ?", (start, end))
-            await db.executemany("INSERT OR REPLACE INTO outages VALUES (?,?,?,?)",
+            await db.executemany("INSERT INTO outages VALUES (?,?,?,?) ON CONFLICT(county, minute) DO UPDATE SET "
+                                 "units=excluded.units, sns=excluded.sns",
                                  [(c, m, n, json.dumps(sorted(s))) for c, m, n, s in rows])
             await self._bump(db, "rollup_version")
         self._rollups_written()
@@ -1188,8 +756,9 @@ class SqliteStorage:
         """(sn, ts, interval, tac, cell_id) of link-down samples touching ``[start, end)``, each attributed to
         the serving cell of the unit's last *connected* sample before it (within ``lookback`` s), else to the
         cell the down sample itself reports (a modem that lost its cell often reports none, or a neighbour)."""
+        tac_, cell_ = self.json_int("body", "tac"), self.json_int("body", "cell_id")
         down = await self._all(
-            "SELECT sn, ts, interval, json_extract(body, '$.tac'), json_extract(body, '$.cell_id') FROM samples "
+            f"SELECT sn, ts, interval, {tac_}, {cell_} FROM samples "
             "WHERE ts < ? AND ts >= ? - 3600 AND ts + interval > ? AND connected = 0 ORDER BY sn, ts",
             (end, start, start))
         if not down:
@@ -1199,9 +768,9 @@ class SqliteStorage:
         for i in range(0, len(sns), 500):
             chunk = sns[i: i + 500]
             rows = await self._all(
-                f"SELECT sn, ts, json_extract(body, '$.tac'), json_extract(body, '$.cell_id') FROM samples "
+                f"SELECT sn, ts, {tac_}, {cell_} FROM samples "
                 f"WHERE sn IN ({','.join('?' * len(chunk))}) AND ts >= ? AND ts < ? AND connected = 1 "
-                "AND json_extract(body, '$.cell_id') IS NOT NULL ORDER BY sn, ts",
+                f"AND {cell_} IS NOT NULL ORDER BY sn, ts",
                 [*chunk, start - lookback, end])
             for sn, ts, tac, cell in rows:
                 up.setdefault(sn, []).append((ts, tac, cell))
@@ -1221,7 +790,8 @@ class SqliteStorage:
         """Link-down minutes shared by several units of one cell ``(tac, cell, minute, county, sns)``."""
         async with self.write() as db:
             await db.execute("DELETE FROM cell_outages WHERE minute >= ? AND minute < ?", (start, end))
-            await db.executemany("INSERT OR REPLACE INTO cell_outages VALUES (?,?,?,?,?,?)",
+            await db.executemany("INSERT INTO cell_outages VALUES (?,?,?,?,?,?) ON CONFLICT(tac, cell, minute) DO UPDATE SET "
+                                 "county=excluded.county, units=excluded.units, sns=excluded.sns",
                                  [(t, c, m, county, len(sns), json.dumps(sorted(sns)))
                                   for t, c, m, county, sns in rows])
             await self._bump(db, "rollup_version")
@@ -1245,8 +815,8 @@ class SqliteStorage:
     async def data_points(self, sn: str, start: int, end: int) -> list[tuple[int, int]]:
         """(ts, data_bytes) of one unit's samples in ``[start, end)`` that carry the counter, oldest first."""
         rows = await self._all(
-            "SELECT ts, json_extract(body, '$.data_bytes') AS b FROM samples WHERE sn=? AND ts >= ? AND ts < ? "
-            "AND b IS NOT NULL ORDER BY ts, epoch, seq", (sn, start, end))
+            f"SELECT ts, {self.json_int('body', 'data_bytes')} FROM samples WHERE sn=? AND ts >= ? AND ts < ? "
+            f"AND {self.json_int('body', 'data_bytes')} IS NOT NULL ORDER BY ts, epoch, seq", (sn, start, end))
         return [(int(r[0]), int(r[1])) for r in rows]
 
     async def data_day_around(self, sn: str, day: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
@@ -1254,9 +824,9 @@ class SqliteStorage:
         """The unit's data-use rows: nearest before ``day``, of ``day``, nearest after."""
         cols = ", ".join(_DATA_COLS)
         rows = await self._all(
-            f"SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day<? ORDER BY day DESC LIMIT 1) "
+            f"SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day<? ORDER BY day DESC LIMIT 1) AS b "
             f"UNION ALL SELECT {cols} FROM data_day WHERE sn=? AND day=? "
-            f"UNION ALL SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day>? ORDER BY day LIMIT 1)",
+            f"UNION ALL SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day>? ORDER BY day LIMIT 1) AS a",
             (sn, day, sn, day, sn, day))
         prev = this = nxt = None
         for r in rows:
@@ -1273,7 +843,8 @@ class SqliteStorage:
         """Store data-use day rows ``(sn, row)`` in one transaction."""
         async with self.write() as db:
             await db.executemany(
-                f"INSERT OR REPLACE INTO data_day(sn, {', '.join(_DATA_COLS)}) VALUES ({','.join('?' * 10)})",
+                f"INSERT INTO data_day(sn, {', '.join(_DATA_COLS)}) VALUES ({','.join('?' * 10)}) ON CONFLICT(sn, day) "
+                f"DO UPDATE SET {', '.join(f'{c}=excluded.{c}' for c in _DATA_COLS if c != 'day')}",
                 [(sn, *(r[c] for c in _DATA_COLS)) for sn, r in rows])
 
     async def data_use(self, first_day: int, last_day: int, sns: list[str] | None = None) -> dict[str, dict[str, int]]:
@@ -1364,3 +935,9 @@ class SqliteStorage:
     async def mark_webhook(self, alert_id: int, state: str, attempts: int) -> None:
         async with self.write() as db:
             await db.execute("UPDATE alerts SET webhook=?, webhook_attempts=? WHERE id=?", (state, attempts, alert_id))
+
+
+class SqliteStorage(SqliteEngine, SqlStore):
+    def __init__(self, path: Any, readers: int = 4) -> None:
+        SqliteEngine.__init__(self, path, readers)
+        SqlStore.__init__(self)

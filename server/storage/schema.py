@@ -1,0 +1,352 @@
+"""The database schema, written once in SQLite's dialect, and its versions (both backends).
+
+Every table of the server is here, the command service's and the audit's included (they were created by those
+domains until schema 3). SQLite runs these scripts as they are; PostgreSQL runs :func:`postgres_ddl` of them
+(types mapped, ``samples`` partitioned by time, the audit's append-only rule as a trigger function), so the two
+backends cannot drift apart column by column.
+
+Schema versions: SQLite keeps its version in ``PRAGMA user_version``, PostgreSQL in the table
+``posfleet_schema``. A database is brought up to :data:`SCHEMA_VERSION` when the server opens it, one step at a
+time (each SQLite step idempotent: ``CREATE ... IF NOT EXISTS``, so a step cut short by a crash is simply run
+again; each PostgreSQL step one transaction); a database written by a newer server is refused before anything
+starts. A SQLite database from before versions existed is version 0: every table it has is kept as it is.
+"""
+
+from __future__ import annotations
+
+import re
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS units (
+    sn TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    online INTEGER NOT NULL DEFAULT 0,
+    state_ts REAL,
+    state_reason TEXT NOT NULL DEFAULT '',
+    agent_version TEXT NOT NULL DEFAULT '',
+    latest_ts INTEGER,
+    latest TEXT,
+    inventory TEXT,
+    identity TEXT
+);
+CREATE TABLE IF NOT EXISTS samples (
+    sn TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    interval INTEGER NOT NULL,
+    clock INTEGER NOT NULL,
+    connected INTEGER NOT NULL,
+    rtt_ms INTEGER,
+    checks TEXT NOT NULL,
+    body TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (sn, epoch, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_sn_ts ON samples(sn, ts);
+CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);
+CREATE INDEX IF NOT EXISTS units_last_seen ON units(last_seen, sn);
+CREATE TABLE IF NOT EXISTS events (
+    sn TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    PRIMARY KEY (sn, epoch, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_sn_ts ON events(sn, ts);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL,
+    created REAL NOT NULL,
+    revoked INTEGER NOT NULL DEFAULT 0  -- 0: in force; else when it was revoked (epoch seconds)
+);
+"""
+
+# Registry, roll-ups, outages and alerts (issue 4).
+_FLEET_SCHEMA = """
+CREATE TABLE IF NOT EXISTS institutions (
+    code TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    county TEXT NOT NULL DEFAULT '',
+    region TEXT NOT NULL DEFAULT '',
+    type TEXT NOT NULL DEFAULT '',
+    hours TEXT NOT NULL DEFAULT '',
+    contact TEXT NOT NULL DEFAULT '',
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS institutions_county ON institutions(county);
+CREATE TABLE IF NOT EXISTS registry (
+    sn TEXT PRIMARY KEY,
+    insurance_sn TEXT NOT NULL DEFAULT '',
+    terminal_type TEXT NOT NULL DEFAULT '',
+    model TEXT NOT NULL DEFAULT '',
+    vendor TEXT NOT NULL DEFAULT '',
+    institution TEXT,
+    stock_type TEXT NOT NULL DEFAULT 'deployed',
+    status TEXT NOT NULL DEFAULT 'in_service',
+    link_type TEXT NOT NULL DEFAULT '4g_vpdn',
+    note TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT 'admin',
+    registered_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS registry_institution ON registry(institution);
+CREATE INDEX IF NOT EXISTS registry_filter ON registry(institution, status, link_type, stock_type, sn);
+CREATE INDEX IF NOT EXISTS registry_insurance_sn ON registry(insurance_sn);
+CREATE TABLE IF NOT EXISTS status_history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sn TEXT NOT NULL,
+    from_ts INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    by TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS status_history_sn ON status_history(sn, from_ts);
+CREATE TABLE IF NOT EXISTS rollup_day (
+    day INTEGER NOT NULL,
+    sn TEXT NOT NULL,
+    service INTEGER NOT NULL,
+    intact INTEGER NOT NULL,
+    netok INTEGER NOT NULL,
+    nodata INTEGER NOT NULL,
+    hours BLOB NOT NULL,
+    PRIMARY KEY (day, sn)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rollup_day_sn ON rollup_day(sn, day);
+CREATE TABLE IF NOT EXISTS rollup_month (
+    month INTEGER NOT NULL,
+    sn TEXT NOT NULL,
+    service INTEGER NOT NULL,
+    intact INTEGER NOT NULL,
+    netok INTEGER NOT NULL,
+    nodata INTEGER NOT NULL,
+    PRIMARY KEY (month, sn)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outages (
+    county TEXT NOT NULL,
+    minute INTEGER NOT NULL,
+    units INTEGER NOT NULL,
+    sns TEXT NOT NULL,
+    PRIMARY KEY (county, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outages_minute ON outages(minute);
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    sn TEXT,
+    county TEXT,
+    opened_ts INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    closed_ts INTEGER,
+    message TEXT NOT NULL,
+    data TEXT NOT NULL,
+    acked_by TEXT,
+    acked_ts REAL,
+    webhook TEXT NOT NULL DEFAULT 'none',
+    webhook_attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS alerts_open ON alerts(closed_ts, kind);
+CREATE TABLE IF NOT EXISTS data_day (
+    sn TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    within INTEGER NOT NULL,
+    carry INTEGER NOT NULL,
+    resets INTEGER NOT NULL,
+    samples INTEGER NOT NULL,
+    first_ts INTEGER NOT NULL,
+    first_bytes INTEGER NOT NULL,
+    last_ts INTEGER NOT NULL,
+    last_bytes INTEGER NOT NULL,
+    PRIMARY KEY (sn, day)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS data_day_day ON data_day(day);
+CREATE TABLE IF NOT EXISTS cell_outages (
+    tac INTEGER NOT NULL,
+    cell INTEGER NOT NULL,
+    minute INTEGER NOT NULL,
+    county TEXT NOT NULL,
+    units INTEGER NOT NULL,
+    sns TEXT NOT NULL,
+    PRIMARY KEY (tac, cell, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cell_outages_minute ON cell_outages(minute);
+CREATE TABLE IF NOT EXISTS slot_hour (
+    day INTEGER NOT NULL,
+    sn TEXT NOT NULL,
+    hour INTEGER NOT NULL,
+    codes BLOB NOT NULL,
+    reasons TEXT,
+    samples INTEGER NOT NULL,
+    PRIMARY KEY (day, sn, hour)
+) WITHOUT ROWID;
+"""
+
+# Ingest's dead letters: a message that passed the boundary but could not be stored even alone. Kept (bounded)
+# with its reason and its validated rows, so nothing is lost and an administrator can see and replay it.
+_DEAD_LETTER_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at REAL NOT NULL,
+    sn TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+"""
+
+# The command service's tables: ``cmd_commands``, one row per (command, unit): the signed payload that is (re)sent
+# as is, the state with its timestamps, the agent's bounded output; ``cmd_jobs``: a command to many units, with its
+# pacing, abort threshold and waves; ``cmd_packages``: signed update packages.
+_COMMANDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cmd_jobs (
+    id TEXT PRIMARY KEY,
+    type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created REAL NOT NULL,
+    total INTEGER NOT NULL,
+    rate_per_min REAL,
+    abort_pct REAL,
+    min_executed INTEGER NOT NULL DEFAULT 1,
+    off_hours INTEGER NOT NULL DEFAULT 0,
+    canary INTEGER NOT NULL DEFAULT 0,
+    wave_size INTEGER NOT NULL DEFAULT 0,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    released INTEGER NOT NULL DEFAULT 0,
+    started_mono REAL,
+    finished REAL
+);
+CREATE TABLE IF NOT EXISTS cmd_commands (
+    id TEXT PRIMARY KEY,
+    job TEXT,
+    wave INTEGER NOT NULL DEFAULT 0,
+    sn TEXT NOT NULL,
+    type TEXT NOT NULL,
+    params TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created REAL NOT NULL,
+    issued INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    payload BLOB NOT NULL,
+    released INTEGER NOT NULL DEFAULT 1,
+    state TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '',
+    sends INTEGER NOT NULL DEFAULT 0,
+    sent REAL,
+    last_sent_mono REAL,
+    delivered REAL,
+    started REAL,
+    finished REAL,
+    code INTEGER,
+    output TEXT NOT NULL DEFAULT '',
+    token TEXT,
+    package TEXT
+);
+CREATE INDEX IF NOT EXISTS cmd_commands_state ON cmd_commands(state, released);
+CREATE INDEX IF NOT EXISTS cmd_commands_sn ON cmd_commands(sn, state);
+CREATE INDEX IF NOT EXISTS cmd_commands_job ON cmd_commands(job, wave);
+CREATE UNIQUE INDEX IF NOT EXISTS cmd_commands_token ON cmd_commands(token) WHERE token IS NOT NULL;
+CREATE TABLE IF NOT EXISTS cmd_packages (
+    id TEXT PRIMARY KEY,
+    component TEXT NOT NULL,
+    version TEXT NOT NULL,
+    models TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    signature BLOB NOT NULL,
+    endorsement BLOB NOT NULL,
+    path TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+# The audit trail. Append-only is enforced by the database itself: triggers abort any UPDATE or DELETE, so a bug
+# (or a hurried operator with the API) cannot rewrite history.
+_AUDIT_SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT '',
+    client TEXT NOT NULL DEFAULT '',
+    action TEXT NOT NULL,
+    target TEXT NOT NULL DEFAULT '',
+    status INTEGER,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts);
+CREATE INDEX IF NOT EXISTS audit_actor ON audit(actor, ts);
+CREATE INDEX IF NOT EXISTS audit_action ON audit(action, ts);
+CREATE INDEX IF NOT EXISTS audit_target ON audit(target, ts);
+CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
+BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
+"""
+
+SCHEMA_VERSION = 3
+MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
+    (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
+    (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
+    (3, "issue 15: the commands' and the audit's tables belong to storage", (_COMMANDS_SCHEMA, _AUDIT_SCHEMA)),
+]
+
+
+class SchemaTooNew(RuntimeError):
+    """The database was written by a newer server: refused, never downgraded."""
+
+
+def newer_sentence(v: int) -> str:
+    return (f"database schema version {v} is newer than this server's {SCHEMA_VERSION} (written by a newer "
+            "posfleet): upgrade the server, or restore the backup taken before the upgrade")
+
+
+# PostgreSQL ---------------------------------------------------------------------------------------------------
+_PG_SAMPLES_KEY = "PRIMARY KEY (sn, epoch, seq)\n) WITHOUT ROWID;\nCREATE INDEX IF NOT EXISTS samples_sn_ts"
+_PG_AUDIT_GUARD = """
+CREATE OR REPLACE FUNCTION posfleet_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+$$ BEGIN RAISE EXCEPTION 'audit is append-only'; END $$;
+DROP TRIGGER IF EXISTS audit_no_change ON audit;
+CREATE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+FOR EACH ROW EXECUTE FUNCTION posfleet_audit_append_only();
+"""
+
+
+def postgres_ddl(script: str) -> str:
+    """One SQLite script in PostgreSQL's dialect: INTEGER -> BIGINT, REAL -> DOUBLE PRECISION, BLOB -> BYTEA,
+    AUTOINCREMENT keys -> identity columns, no WITHOUT ROWID; ``samples`` partitioned by range of ``ts`` (its key
+    then holds ``ts``: a resent sample carries its ts, so it still meets its first copy); the tables ordered by
+    insertion (tokens, commands) get an identity ``rowid``; SQLite's audit triggers become one trigger function."""
+    s = script.replace(_PG_SAMPLES_KEY, "PRIMARY KEY (sn, epoch, seq, ts)\n) PARTITION BY RANGE (ts);\n"
+                       "CREATE INDEX IF NOT EXISTS samples_sn_ts")
+    s = re.sub(r"CREATE TRIGGER IF NOT EXISTS audit_no_\w+ .*?END;", "", s, flags=re.S)
+    s = s.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+    s = re.sub(r"\)\s*WITHOUT ROWID", ")", s)
+    s = re.sub(r"\bINTEGER\b", "BIGINT", s)
+    s = re.sub(r"\bREAL\b", "DOUBLE PRECISION", s)
+    s = re.sub(r"\bBLOB\b", "BYTEA", s)
+    s = re.sub(r"^(\s*)interval\b", r'\1"interval"', s, flags=re.M)
+    for table in ("tokens", "cmd_commands"):  # last: positional INSERTs stay as in SQLite
+        if f"CREATE TABLE IF NOT EXISTS {table} (" in s:
+            s += f"\nALTER TABLE {table} ADD COLUMN IF NOT EXISTS rowid BIGINT GENERATED BY DEFAULT AS IDENTITY;\n"
+    if "CREATE TABLE IF NOT EXISTS audit" in script:
+        s += _PG_AUDIT_GUARD
+    return s
+
+
+# the same steps for PostgreSQL (a database there starts at the newest: version 3 holds every table)
+PG_MIGRATIONS: list[tuple[int, str, str]] = [
+    (3, "every table (schema 3), samples partitioned by day", "\n".join(
+        postgres_ddl(s) for _n, _w, scripts in MIGRATIONS for s in scripts)),
+]
