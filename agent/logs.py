@@ -36,8 +36,29 @@ class RingBuffer(logging.Handler):
 RING = RingBuffer()
 
 
-def setup(level: str = "INFO") -> None:
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+class ZonedFormatter(logging.Formatter):
+    """``%(asctime)s`` as ISO 8601 with its offset (``2026-12-06T23:07:08.123+08:00``): in ``tz`` (the server
+    passes the fleet's zone, as its API and CLI show times), else in the machine's local zone; never a bare time
+    a reader has to guess the zone of."""
+
+    def __init__(self, fmt: str, tz: str | None = None) -> None:
+        super().__init__(fmt)
+        from zoneinfo import ZoneInfo
+
+        self.zone = ZoneInfo(tz) if tz else None
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's
+        from datetime import datetime
+
+        when = datetime.fromtimestamp(record.created, self.zone) if self.zone else \
+            datetime.fromtimestamp(record.created).astimezone()
+        return when.isoformat(timespec="milliseconds")
+
+
+def setup(level: str = "INFO", tz: str | None = None) -> None:
+    """Root logging to stdout and :data:`RING`; times with their offset, in ``tz`` if given (see
+    :class:`ZonedFormatter`)."""
+    fmt = ZonedFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s", tz)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(fmt)
     handler.addFilter(RedactingFilter())

@@ -25,10 +25,10 @@ import click
 from . import __version__
 
 
-def _setup_logging(level: str = "INFO") -> None:
+def _setup_logging(level: str = "INFO", tz: str | None = None) -> None:
     from agent.logs import setup
 
-    setup(level)
+    setup(level, tz)
 
 
 class _Lazy(click.Group):
@@ -227,7 +227,7 @@ def server_run(config_path: str, log_level: str, api_workers: int | None, api_on
     # every file checked before anything starts: exit 2 naming the setting and the path (issue 13); an API-only
     # worker binds the port its primary holds (SO_REUSEPORT), so only the primary tries it first
     _problems(check_files(settings, listen=not api_only and port is None), config_path)
-    _setup_logging(log_level)
+    _setup_logging(log_level, settings.timezone)  # the fleet's zone, as the API and the CLI show times
     run(settings, config_path, log_level, api_workers, api_only, port)
 
 
