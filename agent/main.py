@@ -334,6 +334,7 @@ class Agent:
             self._store(Event(seq=0, ts=slot_ts, kind=identity_event, data=self.peripherals.identity()))
             self._urgent = True
         signal = self.peripherals.signal()
+        rscp_dbm, ecio_db = self.peripherals.signal_3g()
         cell_id, tac = self.peripherals.cell()
         data_bytes = self.peripherals.data_bytes()
         if data_bytes is None and self.cfg.link.data_interface:
@@ -350,7 +351,7 @@ class Agent:
             retrans=None if info is None else info.total_retrans,
             segs_out=None if info is None else info.segs_out,
             fs=fs, checks=checks, signal_dbm=signal[0], csq=signal[1], cell_id=cell_id, tac=tac,
-            data_bytes=data_bytes,
+            data_bytes=data_bytes, rscp_dbm=rscp_dbm, ecio_db=ecio_db,
             **sysinfo,  # type: ignore[arg-type]
         )
 

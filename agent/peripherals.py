@@ -100,6 +100,7 @@ class PeripheralSet:
             if pc is not None and pc.enabled:
                 self.ports[kind] = _Port(kind, pc, monotonic)
         self._signal: tuple[int | None, int | None] = (None, None)
+        self._signal_3g: tuple[int | None, int | None] = (None, None)  # RSCP dBm, Ec/Io dB on a WCDMA cell
         self._cell: tuple[int | None, int | None] = (None, None)
         self._data_bytes: int | None = None
         self._identity: dict[str, Any] = {}
@@ -156,6 +157,9 @@ class PeripheralSet:
         rssi = getattr(sig, "rssi_dbm", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("rssi_dbm")
         csq = getattr(sig, "csq", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("csq")
         self._signal = (rssi, csq)
+        rscp = getattr(sig, "rscp_dbm", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("rscp_dbm")
+        ecio = getattr(sig, "ecio_db", None) if sig is not None and not isinstance(sig, dict) else (sig or {}).get("ecio_db")
+        self._signal_3g = (None if rscp is None else int(round(rscp)), None if ecio is None else int(round(ecio)))
         reg = getattr(st, "registration", None)
         self._cell = (getattr(reg, "cell_id", None), getattr(reg, "tac", None))
         counters = getattr(st, "counters", None) or {}
@@ -208,6 +212,10 @@ class PeripheralSet:
 
     def signal(self) -> tuple[int | None, int | None]:
         return self._signal
+
+    def signal_3g(self) -> tuple[int | None, int | None]:
+        """(RSCP dBm, Ec/Io dB), whole numbers, when the modem is on a 3G (WCDMA/UMTS) cell, else (None, None)."""
+        return self._signal_3g
 
     def cell(self) -> tuple[int | None, int | None]:
         """(cell id, TAC) of the serving cell, when the modem says."""

@@ -85,6 +85,8 @@ _SAMPLE_TYPES: dict[str, Any] = {
     "cell_id": Annotated[int, Meta(ge=0, le=2**40)] | None,
     "tac": Annotated[int, Meta(ge=0, le=2**32)] | None,
     "data_bytes": Count | None,
+    "rscp_dbm": Annotated[int, Meta(ge=-140, le=0)] | None,
+    "ecio_db": Annotated[int, Meta(ge=-50, le=0)] | None,
 }
 
 

@@ -40,7 +40,7 @@ class Sample(msgspec.Struct, omit_defaults=True, rename={
     "seq": "q", "ts": "t", "interval": "i", "clock": "k", "connected": "c", "rtt_ms": "r",
     "rtt_var_ms": "j", "retrans": "x", "segs_out": "o", "cpu": "u", "load1": "l", "mem_used_mb": "m",
     "mem_avail_mb": "a", "swap_used_mb": "w", "fs": "f", "uptime_s": "b", "checks": "h", "signal_dbm": "g",
-    "csq": "s", "lite": "z", "cell_id": "n", "tac": "y", "data_bytes": "d",
+    "csq": "s", "lite": "z", "cell_id": "n", "tac": "y", "data_bytes": "d", "rscp_dbm": "p", "ecio_db": "e",
 }):
     """One health sample. ``ts`` is epoch seconds (UTC); it covers [ts, ts + interval)."""
 
@@ -69,6 +69,10 @@ class Sample(msgspec.Struct, omit_defaults=True, rename={
     # SIM data counter: bytes sent + received as the modem (or the configured interface) counts them,
     # cumulative since that counter's reset; the server sums the increases per month.
     data_bytes: int | None = None
+    # 3G (WCDMA/UMTS) cell only: RSCP dBm and Ec/Io dB, whole numbers (a msgpack int costs 1-2 bytes, a float 9;
+    # the diag output keeps the modem's 0.5 dB steps). Absent on LTE: omitted, no bytes.
+    rscp_dbm: int | None = None
+    ecio_db: int | None = None
 
 
 class Event(msgspec.Struct, omit_defaults=True, rename={"seq": "q", "ts": "t", "kind": "e", "data": "d"}):

@@ -158,8 +158,8 @@ def cmd_selftest(console: Console, session: Session, args: dict[str, Any]) -> di
 
 
 def _modem_summary(st: dict[str, Any]) -> dict[str, Any]:
-    return {k: st.get(k) for k in ("sim", "iccid", "imei", "operator", "registration", "signal", "model", "firmware",
-                                   "radio")}
+    return {k: st.get(k) for k in ("sim", "sim_error", "iccid", "imei", "operator", "registration", "signal", "model",
+                                   "firmware", "radio")}
 
 
 def _in_thread(func: Callable[[], Any], timeout: float) -> Any:
@@ -212,7 +212,7 @@ def cmd_netcheck(console: Console, session: Session, args: dict[str, Any]) -> di
                 fault("registration", f"not registered ({reg.get('state')})")
             sig = st.get("signal") or {}
             steps["signal"] = {"ok": sig.get("csq") not in (None, 99), **{k: sig.get(k) for k in
-                               ("csq", "rssi_dbm", "rsrp_dbm", "rsrq_db", "sinr")}}
+                               ("csq", "rssi_dbm", "rsrp_dbm", "rsrq_db", "sinr", "rscp_dbm", "ecio_db")}}
         except DriverError as err:
             fault("modem", str(err))
     else:
