@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 
 from simulator.postgres import Postgres
+from tests import backend
 from tests.fleet import Broker, Pki, Server
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--storage", choices=("sqlite", "postgresql"), default="sqlite",
+                     help="the backend the server tests' app stores in (postgresql: a cluster of the tests' own)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -48,6 +54,16 @@ def postgres() -> Iterator[Postgres]:
 
 
 _pg_dbs = iter(range(1, 1_000_000))
+
+
+@pytest.fixture(autouse=True)
+def _storage_backend(request: pytest.FixtureRequest) -> Iterator[None]:
+    """``--storage postgresql``: every app a test makes through ``tests.backend.storage_url`` stores in PostgreSQL."""
+    if request.config.getoption("--storage") == "postgresql":
+        pg = request.getfixturevalue("postgres")
+        backend.NEW_DATABASE[0] = lambda: pg.create(f"t{next(_pg_dbs)}")
+    yield
+    backend.NEW_DATABASE[0] = None
 
 
 @pytest.fixture

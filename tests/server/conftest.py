@@ -20,6 +20,7 @@ import pytest
 from server.app import create_app
 from server.auth import create_token
 from server.settings import parse
+from tests.backend import storage_url
 from wire import codec
 from wire.clock import Clock
 from wire.messages import Batch, Check, Event, Sample
@@ -92,7 +93,7 @@ class Api:
 
 def make_settings(tmp_path: Path, extra: dict[str, Any] | None = None) -> Any:
     data: dict[str, Any] = {
-        "storage": {"url": f"sqlite:///{tmp_path / 'fleet.sqlite'}"},
+        "storage": {"url": storage_url(tmp_path)},
         "ingest_enabled": False,
         "retention_days": 3650,
         "availability": {"recount_debounce_s": 3600},  # tests flush explicitly

@@ -1,0 +1,23 @@
+"""Which backend the server tests' app stores in: SQLite files by default, PostgreSQL with ``--storage postgresql``
+(a database per test in the tests' own cluster). Kept in this module (imported once as ``tests.backend``) because
+the conftest files are also imported under a second name by the tests that use their helpers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+# a function giving a new database's URL while ``--storage postgresql`` is in force, else None
+NEW_DATABASE: list[Callable[[], str] | None] = [None]
+
+
+def storage_url(tmp_path: Path) -> str:
+    """Where an app under test stores: ``fleet.sqlite`` in ``tmp_path``, or a new PostgreSQL database (one per
+    ``tmp_path``: reopening an app there finds its data)."""
+    make = NEW_DATABASE[0]
+    if make is None:
+        return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
+    marker = tmp_path / ".pg-url"
+    if not marker.exists():
+        marker.write_text(make())
+    return marker.read_text()
