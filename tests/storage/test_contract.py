@@ -1,0 +1,158 @@
+"""The storage contract, on both backends: what the server relies on from ``Storage`` whichever database it is.
+
+Two storage objects on one database stand for two server processes: a sample one of them stored is not stored
+again by the other, a token one of them revoked is refused by the other at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.storage import EventRow, SampleRow, UnitQuery, open_storage
+from server.storage.schema import SCHEMA_VERSION, SchemaTooNew
+
+T0 = 1_741_000_000 - 1_741_000_000 % 86400  # a UTC midnight (2025-03-03)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[Any]:
+    st = open_storage(url, readers=2)
+    await st.open()
+    yield st
+    await st.close()
+
+
+@pytest.fixture
+async def other(url: str, store: Any) -> AsyncIterator[Any]:
+    """A second process's storage on the same database."""
+    st = open_storage(url, readers=2)
+    await st.open()
+    yield st
+    await st.close()
+
+
+def smp(sn: str, seq: int, ts: int, connected: bool = True, **body: Any) -> SampleRow:
+    return SampleRow(sn, 1, seq, ts, 60, 0, connected, 80, {"printer": [0, ""]}, {"ts": ts, **body}, float(ts))
+
+
+async def test_a_sample_is_stored_once_whichever_process_gets_it(store: Any, other: Any) -> None:
+    batch = [smp("A1", k, T0 + 60 * k, tac=7, cell_id=70, data_bytes=100 * k) for k in range(50)]
+    ev = [EventRow("A1", 1, 1000, T0, "inventory", {"iccid": "8986001", "carrier": "CMCC"}, float(T0))]
+    assert await store.store_telemetry(batch[:30], ev) == 31
+    assert await other.store_telemetry(batch, ev) == 20  # a resend across processes: only the new ones
+    assert await store.count_samples() == await other.count_samples() == 50
+    unit = await other.get_unit("A1")
+    assert unit["latest"]["ts"] == T0 + 60 * 49 and unit["identity"]["carrier"] == "CMCC"
+    assert [s["ts"] for s in await store.recent_samples("A1", 3)] == [T0 + 60 * k for k in (49, 48, 47)]
+    assert (await store.data_points("A1", T0, T0 + 600))[:3] == [(T0, 0), (T0 + 60, 100), (T0 + 120, 200)]
+    between = await other.samples_between(["A1"], T0 + 60, T0 + 180)
+    assert [s.seq for s in between] == [1, 2] and between[0].checks == {"printer": [0, ""]}
+    total, units = await store.list_units(UnitQuery(q="A", online=False))
+    assert total == 1 and units[0]["sn"] == "A1"
+
+
+async def test_a_revoked_token_is_refused_by_every_process_at_once(store: Any, other: Any) -> None:
+    await store.add_token("ops", "admin", "h1", 1.0)
+    await store.add_token("ops", "admin", "h2", 2.0)
+    assert (await other.find_token("h1"))["role"] == "admin"
+    assert await other.revoke_tokens("ops", 100.0) == (2, 0)
+    assert await store.find_token("h1") is None and await store.find_token("h2") is None
+    assert [t["revoked_at"] for t in await store.list_tokens()] == [100.0, 100.0]
+    assert await store.revoke_tokens("ops", 200.0) == (0, 2)
+
+
+async def test_registry_search_filters_and_history(store: Any, other: Any) -> None:
+    await store.upsert_institutions([{"code": "I1", "name": "秀英村卫生室", "county": "秀英区"},
+                                     {"code": "I2", "name": "龙华站", "county": "龙华区"}])
+    await store.upsert_registry_units([{"sn": f"HN{k:04d}", "institution": "I1" if k % 2 else "I2",
+                                        "insurance_sn": f"X{k}"} for k in range(20)], T0, "admin")
+    assert await other.ensure_registered({"HN9999": T0 + 5, "HN0001": T0}) == ["HN9999"]
+    total, rows = await other.registry_query({"county": "秀英区"}, limit=3)
+    assert total == 10 and [r["sn"] for r in rows] == ["HN0001", "HN0003", "HN0005"]
+    assert rows[0]["institution_name"] == "秀英村卫生室"
+    total, rows = await store.registry_query({"q": "HN001"})
+    assert total == 10 and rows[0]["sn"] == "HN0010"
+    total, rows = await store.registry_query({"q": "n00", "match": "contains"})
+    assert total == 20  # the SQLite LIKE's case folding, on both backends
+    await store.change_status([("HN0002", T0 + 60, "repair", "eng", "board")])
+    hist = await other.status_histories(["HN0002"])
+    assert [h["status"] for h in hist["HN0002"]] == ["in_service", "repair"]
+    total, rows = await other.registry_query({"status": "repair"})
+    assert total == 1 and rows[0]["sn"] == "HN0002"
+
+
+async def test_rollups_sum_months_days_and_hours_for_a_whole_province(store: Any) -> None:
+    day = 739313  # 2025-03-03 ordinal
+    await store.write_hour_counts([("A1", day, 0, 24, (60, 60, 60, 0)), ("A1", day, 1, 24, (60, 50, 60, 0))],
+                                  [("A1", day, 0, bytes(60), None, 60)])
+    await store.write_hour_counts([("A1", day, 1, 24, (60, 40, 60, 0))])  # a recount of hour 1 replaces it
+    many = [f"S{k:05d}" for k in range(40_000)] + ["A1"]  # more SNs than PostgreSQL has parameters
+    month = 2025 * 12 + 2
+    sums = await store.rollup_sums([month], [day], [(day, 0, 1)], many)
+    assert sums["A1"] == [60 * 2 + 120 + 60, 100 * 2 + 60, 120 * 2 + 60, 0]
+    assert (await store.rollup_days("A1", day, day))[0][:5] == (day, 120, 100, 120, 0)
+    assert (await store.slot_hours("A1", day))[0][:2] == (0, bytes(60))
+
+
+async def test_an_alert_is_refreshed_closed_and_reopened(store: Any) -> None:
+    assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0, "down", {"n": 1}, True) is True
+    assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0 + 60, "still down", {"n": 2}, True) is False
+    assert await store.close_alerts("offline", set(), T0 + 120) == 1
+    assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0 + 180, "again", {"n": 3}, True) is True
+    total, rows = await store.list_alerts(kind="offline")
+    assert total == 1 and rows[0]["opened_ts"] == T0 + 180 and rows[0]["data"] == {"n": 3}
+    assert [a["key"] for a in await store.pending_webhooks()] == ["k1"]
+
+
+async def test_retention_keeps_the_newer_samples(store: Any) -> None:
+    await store.store_telemetry([smp("A1", k, T0 + 3600 * 6 * k) for k in range(12)], [])  # 3 days
+    assert await store.purge_samples(T0 + 86400 + 3600 * 12) == 6
+    assert await store.count_samples() == 6
+    if hasattr(store, "partitions"):  # PostgreSQL: the first day went as a whole partition
+        assert [p[1] for p in await store.partitions()] == ["2025-03-04", "2025-03-05"]
+
+
+async def test_dead_letters_and_events(store: Any) -> None:
+    for k in range(3):
+        await store.add_dead_letter(float(k), "A1", "pf/A1/t", "bad", 10, "ab", "{}")
+    total, rows = await store.dead_letters(2, "A1")
+    assert total == 3 and len(rows) == 2 and rows[0]["id"] > rows[1]["id"]
+    await store.store_telemetry([], [EventRow("A1", 1, k, T0 + k, "printer_fault", {"k": k}, 0.0) for k in range(5)])
+    assert [e["data"]["k"] for e in await store.unit_events("A1", ["printer_fault"], 2)] == [4, 3]
+    assert len(await store.events_between(T0, T0 + 3, ["printer_fault"], ["A1"])) == 3
+    assert await store.purge_events(T0 + 2) == 2
+
+
+async def test_the_audit_cannot_be_rewritten(store: Any) -> None:
+    from server.audit import Audit
+
+    audit = Audit(store, lambda: 5.0)
+    await audit.record("admin", "token.create", "ops", detail={"role": "admin"})
+    with pytest.raises(Exception, match="append-only"):
+        async with store.write() as db:
+            await db.execute("UPDATE audit SET actor='someone else'")
+    assert [r["actor"] for r in await audit.query()] == ["admin"]
+
+
+async def test_a_newer_schema_is_refused(url: str, store: Any) -> None:
+    assert await store.schema_version() == SCHEMA_VERSION
+    async with store.write() as db:
+        if store.dialect == "sqlite":
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        else:
+            await db.execute("INSERT INTO posfleet_schema(version, what) VALUES (?, 'from the future')",
+                             (SCHEMA_VERSION + 1,))
+    newer = open_storage(url)
+    with pytest.raises(SchemaTooNew, match="newer than this server"):
+        await newer.open()
