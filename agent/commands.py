@@ -92,7 +92,6 @@ class CommandExecutor:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(_SCHEMA)
-        self._ca_public: object | None = None
         self._work: queue.Queue[tuple[Command, dict[str, object]] | None] = queue.Queue()
         self._thread = threading.Thread(target=self._worker, name="commands", daemon=True)
         self.rejected = 0
@@ -219,15 +218,14 @@ class CommandExecutor:
                 "hour (commands.reboots_per_hour)")
 
     def _authenticate(self, signed: SignedCommand) -> None:
-        """The fleet CA endorsed the signing key, and the key signed these exact bytes."""
-        from wire.signing import SignatureError, ca_public_key, check_endorsement, verify_ed25519
+        """The fleet CA endorsed the signing key, and the key signed these exact bytes (checked in a child
+        process, so the agent never holds ``cryptography``: docs/decisions/018-verify-in-a-child.md)."""
+        from wire.signing import SignatureError, verify_detached
 
-        if self._ca_public is None:
-            self._ca_public = ca_public_key(self.agent.cfg.path(self.agent.cfg.link.ca_file))
+        check = getattr(self.agent, "signed_check", verify_detached)
         try:
-            key = check_endorsement(self._ca_public, signed.endorsement, "command", self.agent.clock.now(),
-                                    frozenset(self.cfg.revoked_keys))
-            verify_ed25519(key.public_key, signed.body, signed.sig)
+            check(self.agent.cfg.path(self.agent.cfg.link.ca_file), signed.endorsement, "command",
+                            signed.body, signed.sig, self.agent.clock.now(), frozenset(self.cfg.revoked_keys))
         except SignatureError as err:
             raise Rejected(str(err)) from err
 

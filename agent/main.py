@@ -21,6 +21,7 @@ from pathlib import Path
 import psutil
 
 from wire import __version__, codec, topics
+from wire.signing import verify_detached
 from wire.messages import (
     CLOCK_CHECKED,
     CLOCK_CORRECTED,
@@ -86,6 +87,10 @@ def sn_from_certificate(cert_file: Path) -> str:
 
 
 class Agent:
+    # How a signed command or package is checked: in a short-lived child process on a terminal, so the agent never
+    # holds ``cryptography`` (decision 018). The simulator's agent host, many agents in one process, checks in place.
+    signed_check = staticmethod(verify_detached)
+
     def __init__(self, cfg: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None,
                  config_path: Path | None = None) -> None:
         self.cfg = cfg

@@ -273,18 +273,19 @@ def _verify_signature(agent: Any, params: dict[str, Any]) -> str:
     import msgspec
 
     from wire.commands import Endorsement
-    from wire.signing import SignatureError, ca_public_key, check_endorsement, verify_ed25519
+    from wire.signing import SignatureError, verify_detached
 
     endo = params["endorsement"]
     try:
         endorsement = msgspec.convert(endo, Endorsement)
     except msgspec.ValidationError as err:
         raise Refused(f"update key endorsement unreadable: {err}") from err
+    check = getattr(agent, "signed_check", verify_detached)
     try:
-        key = check_endorsement(ca_public_key(agent.cfg.path(agent.cfg.link.ca_file)), endorsement, "update",
-                                agent.clock.now(), frozenset(agent.cfg.commands.revoked_keys))
-        verify_ed25519(key.public_key, statement(str(params["component"]), str(params["version"]),
-                                                 str(params["sha256"])), bytes(params["signature"]))
+        key = check(agent.cfg.path(agent.cfg.link.ca_file), endorsement, "update",
+                              statement(str(params["component"]), str(params["version"]), str(params["sha256"])),
+                              bytes(params["signature"]), agent.clock.now(),
+                              frozenset(agent.cfg.commands.revoked_keys))
     except SignatureError as err:
         raise Refused(f"package signature: {err}") from err
     return key.key_id

@@ -111,12 +111,16 @@ class Host:
     def _run(self, sn: str, config: str) -> None:
         from agent.config import load
         from agent.main import Agent
+        from wire.signing import verify_endorsed
 
         code = 1
         try:
             with _BUILD_LOCK:
                 cfg = load(config)
                 agent = Agent(cfg, config_path=Path(config).resolve())
+                # many agents in one process share one ``cryptography``: check signatures in place, not in a
+                # child process each (decision 018)
+                agent.signed_check = verify_endorsed
             with self.lock:
                 self.agents[sn] = agent
                 asked = self.asked.get(sn)
