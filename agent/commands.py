@@ -219,7 +219,7 @@ class CommandExecutor:
 
     def _authenticate(self, signed: SignedCommand) -> None:
         """The fleet CA endorsed the signing key, and the key signed these exact bytes (checked in a child
-        process, so the agent never holds ``cryptography``: docs/decisions/018-verify-in-a-child.md)."""
+        process, so the agent never holds ``cryptography``: docs/decisions/019-verify-in-a-child.md)."""
         from wire.signing import SignatureError, verify_detached
 
         check = getattr(self.agent, "signed_check", verify_detached)

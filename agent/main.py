@@ -88,7 +88,7 @@ def sn_from_certificate(cert_file: Path) -> str:
 
 class Agent:
     # How a signed command or package is checked: in a short-lived child process on a terminal, so the agent never
-    # holds ``cryptography`` (decision 018). The simulator's agent host, many agents in one process, checks in place.
+    # holds ``cryptography`` (decision 019). The simulator's agent host, many agents in one process, checks in place.
     signed_check = staticmethod(verify_detached)
 
     def __init__(self, cfg: AgentConfig, *, clock: Clock | None = None, rng: random.Random | None = None,

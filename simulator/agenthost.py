@@ -119,7 +119,7 @@ class Host:
                 cfg = load(config)
                 agent = Agent(cfg, config_path=Path(config).resolve())
                 # many agents in one process share one ``cryptography``: check signatures in place, not in a
-                # child process each (decision 018)
+                # child process each (decision 019)
                 agent.signed_check = verify_endorsed
             with self.lock:
                 self.agents[sn] = agent

@@ -1,5 +1,5 @@
 """Signing helpers (``cryptography``, imported lazily: a terminal verifies in a short-lived child process,
-:func:`verify_detached`, so the agent itself never loads it; see docs/decisions/018-verify-in-a-child.md).
+:func:`verify_detached`, so the agent itself never loads it; see docs/decisions/019-verify-in-a-child.md).
 
 * Ed25519 for commands and update packages (small signatures, fast to verify on a terminal);
 * the fleet CA's EC P-256 key endorses those Ed25519 keys (ECDSA-SHA256), so terminals need

@@ -1,5 +1,5 @@
 """Signed commands and packages are checked in a child process, so the agent never holds ``cryptography``
-(issue 13: agent RSS <= 40 MB in every state; decision 018).
+(issue 13: agent RSS <= 40 MB in every state; decision 019).
 
 The checks run the real verifier (``python -P -m wire.signing``) against keys the real fleet CA endorsed.
 """
