@@ -1,0 +1,479 @@
+"""A worker of the virtual-time player: a share of the fleet's units as real agents, driven without threads.
+
+Each unit is a real ``agent.main.Agent`` with a :class:`wire.clock.VirtualClock`, its real drivers on in-process
+emulators (``emu://``, simulator/emulators/inproc.py) and its real paho/TLS session to the real broker, whose
+network loop this worker runs (``Link.start_external``: the same ``attempt``/``lost``/``housekeeping`` steps as
+the field's link thread, and the same ``Agent.step``/``next_wake`` as the field's loop).
+
+The coordinator (simulator/vplayer.py) owns the fleet's virtual time and moves it from one event to the next:
+``advance(t)`` runs every unit that has something due at ``t`` (a slot, a probe's deadline, the outbox's pacing,
+a reconnection attempt, bytes held back by an emulated latency), then network rounds until everything in
+flight is settled (written, answered by the broker, acknowledged by the server), and answers with the earliest
+time one of its units has something due. The server reads the same time (``wire.clock.FileClock``), so every
+acknowledgement carries the time at which its message was sent (docs/decisions/018-simulator-virtual-time.md).
+
+Emulated network:
+
+* latency ``rtt_ms``: what the agent writes is held back ``rtt_ms`` of virtual time, then written; the broker's
+  answers are read at once. So a PUBLISH->PUBACK round trip measures ``rtt_ms`` exactly, and the server stamps
+  its acknowledgement with the time the message reached it.
+* time an agent spends on its own clock (a driver's timeouts against a silent emulator: 3.2 s for an unresponsive
+  modem) holds its writes back likewise, until the fleet's time has caught up with the unit's.
+* link cut (``network_down``, ``sim_missing``): the TCP connection is shut down under paho (the broker sees a lost
+  connection and publishes the will) and the link's attempts go to a port that refuses connections until the
+  cut ends; the link's own backoff (virtual) decides when it tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import selectors
+import socket
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: real seconds a unit may wait for an answer (a PUBACK, the server's acknowledgement) before the worker
+#: reports an acknowledgement timeout and lets time move on
+SETTLE_TIMEOUT_S = 20.0
+PERIPHERAL_FAULTS = {
+    "printer": frozenset({"printer_paper_out", "printer_cover_open", "printer_offline"}),
+    "idcard": frozenset({"idcard_reader_fault"}),
+    "modem": frozenset({"modem_unresponsive", "sim_missing"}),
+}
+
+
+@dataclass
+class UnitSpec:
+    """What a worker needs to build one unit (picklable: sent from the coordinator)."""
+
+    sn: str
+    config: str  # agent.toml
+    boot_id_file: str
+    modem: str
+    printer: str
+    idcard: str
+    ident: dict[str, str]
+
+
+@dataclass
+class VUnit:
+    spec: UnitSpec
+    emulators: dict[str, Any]
+    devices: list[Any]
+    clock: Any = None
+    agent: Any = None
+    running: bool = False
+    cut: bool = False
+    rtt_s: float = 0.0
+    hold_until: float | None = None
+    hello_pending: bool = False
+    connects_seen: int = 0
+    next_t: float = 0.0
+    waiting_since: float = 0.0  # real time the worker began waiting for this unit's answers (0: not waiting)
+    samples_seen: int = 0
+    starts: int = 0
+    late_wakes: int = 0
+    max_offset: float = 0.0
+    ack_timeouts: int = 0
+    last_sample_ts: dict[str, int] = field(default_factory=dict)
+
+
+class Worker:
+    """Runs its units; every method is called by the coordinator through :func:`serve` (or directly)."""
+
+    def __init__(self, specs: list[UnitSpec], broker_port: int, interval: int) -> None:
+        from simulator.emulators import idcard, modem, printer
+
+        self.broker_port = broker_port
+        self.interval = interval
+        self.now = 0.0
+        self.incidents: list[str] = []
+        # a bound socket that never listens: connecting to it is refused, as a cut link refuses
+        self._refuser = socket.socket()
+        self._refuser.bind(("127.0.0.1", 0))
+        self.refusing_port = self._refuser.getsockname()[1]
+        self.sel = selectors.DefaultSelector()
+        self.units: dict[str, VUnit] = {}
+        self.rounds = 0
+        self.jumped = False
+        for spec in specs:
+            emus = {
+                "modem": modem.ModemEmulator(spec.modem, **spec.ident),
+                "printer": printer.PrinterEmulator(spec.printer),
+                "idcard": idcard.IdCardEmulator(idcard.SyntheticCard.resident(),
+                                                lift_to_reread=_lift_to_reread(spec.idcard)),
+            }
+            u = VUnit(spec, emus, [])
+            self.units[spec.sn] = u
+
+    # units ---------------------------------------------------------------------------------------------
+    def _build(self, u: VUnit, t: float, new_boot: bool) -> None:
+        from agent.config import load as load_config
+        from agent.main import Agent
+        from simulator.emulators import inproc
+        from wire.clock import VirtualClock
+
+        if new_boot or u.clock is None:
+            if new_boot:
+                Path(u.spec.boot_id_file).write_text(uuid.uuid4().hex + "\n")
+            u.clock = VirtualClock(t)
+            for d in u.devices:
+                d.close()
+            u.devices = [inproc.InprocDevice(e, u.clock, f"{u.spec.sn}-{k}") for k, e in u.emulators.items()]
+        else:
+            u.clock.advance_to(t)
+            u.clock.set_offset(0.0)  # a restarted agent learns the server's time again
+        cfg = load_config(Path(u.spec.config))
+        seed = int.from_bytes(u.spec.sn.encode()[-8:].rjust(8, b"\0"), "big") ^ u.starts
+        u.agent = Agent(cfg, clock=u.clock, rng=random.Random(seed), config_path=Path(u.spec.config))
+        if u.cut:
+            u.agent.link.port = self.refusing_port
+        # every acknowledgement settles the hello that may be waiting for one
+        link = u.agent.link
+        orig = link._on_message
+
+        def on_message(kind: str, payload: bytes, _u: VUnit = u, _orig: Any = orig) -> None:
+            if kind == "a":
+                _u.hello_pending = False
+            if _orig is not None:
+                _orig(kind, payload)
+
+        link._on_message = on_message
+        u.connects_seen = 0
+        u.hold_until = None
+        u.hello_pending = False
+        u.samples_seen = 0
+        u.agent.start(link_thread=False)
+        u.running = True
+        u.starts += 1
+
+    def _sock_key(self, u: VUnit) -> Any:
+        sock = u.agent.link.socket() if u.agent is not None else None
+        return sock
+
+    def _unregister(self, u: VUnit) -> None:
+        for key in list(self.sel.get_map().values()):
+            if key.data is u:
+                try:
+                    self.sel.unregister(key.fileobj)
+                except (KeyError, ValueError):
+                    pass
+
+    def _stop_agent(self, u: VUnit, power_cut: bool) -> None:
+        a = u.agent
+        if a is None:
+            return
+        self._unregister(u)
+        if power_cut:
+            a.halt()
+        else:
+            a.stop()
+        a.finish()
+        u.agent = None
+        u.running = False
+        u.hold_until = None
+
+    def _cut(self, u: VUnit, on: bool) -> None:
+        u.cut = on
+        if u.agent is None:
+            return
+        link = u.agent.link
+        link.port = self.refusing_port if on else self.broker_port
+        if on:
+            sock = link.socket()
+            if sock is not None:
+                try:
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)  # a reset under paho: the broker's will
+                except OSError:
+                    pass
+                self._read(u)
+
+    def apply(self, sn: str, st: dict[str, Any], t: float) -> None:
+        """Bring one unit to the emulation state ``st`` (simulator.run.UnitState as a dict) at time ``t``."""
+        u = self.units[sn]
+        for kind, switches in PERIPHERAL_FAULTS.items():
+            emu = u.emulators[kind]
+            emu.faults.difference_update(switches)
+            emu.faults.update(set(st["faults"]) & switches)
+        u.rtt_s = st["rtt_ms"] / 1000.0
+        link_up = st["link_up"]
+        if u.running and not st["running"]:
+            self._stop_agent(u, power_cut=st["stop_signal"] == 9)
+            u.power_cut = st["stop_signal"] == 9  # type: ignore[attr-defined]
+        if u.cut != (not link_up):
+            self._cut(u, not link_up)
+        if not u.running and st["running"]:
+            self._build(u, t, new_boot=getattr(u, "power_cut", False))
+            u.power_cut = False  # type: ignore[attr-defined]
+        self._schedule(u)
+
+    # time --------------------------------------------------------------------------------------------
+    def _schedule(self, u: VUnit) -> None:
+        a = u.agent
+        if a is None:
+            u.next_t = float("inf")
+            return
+        t = a.next_wake()
+        if a.link.socket() is None and not a.link._stop.is_set():
+            t = min(t, a.link.next_attempt)
+        if u.hold_until is not None:
+            t = min(t, u.hold_until)
+        u.next_t = t
+
+    def _activity(self, u: VUnit) -> None:
+        """The agent's turn at the worker's time: its events, one step, its writes (or held back)."""
+        a = u.agent
+        if a is None:
+            return
+        u.clock.advance_to(self.now)
+        link = a.link
+        if link.connects != u.connects_seen:  # connected: the server answers the hello with its time
+            u.connects_seen = link.connects
+            u.hello_pending = True
+        a.handle_events()
+        before = a.stats.samples
+        late = u.clock.now() - a._next_slot
+        if not a.step():
+            self.incidents.append(f"{u.spec.sn}: agent asked to stop at {self.now}")
+        if a.stats.samples != before:
+            if late >= 1.0 and u.samples_seen and not self.jumped:
+                u.late_wakes += 1
+            u.samples_seen += 1
+        link.housekeeping()
+        off = abs(u.clock.offset)
+        if off > u.max_offset:
+            u.max_offset = off
+        self._writes(u)
+
+    def _writes(self, u: VUnit) -> None:
+        a = u.agent
+        if a is None:
+            return
+        c = a.link.client
+        if not c.want_write() or c.socket() is None:
+            return
+        if u.hold_until is None:
+            u.hold_until = max(u.clock.raw(), self.now) + u.rtt_s
+        if u.hold_until <= self.now + 1e-9:
+            u.hold_until = None
+            while c.want_write() and c.socket() is not None:
+                rc = c.loop_write()
+                if rc != 0:
+                    self._lost(u)
+                    return
+
+    def _lost(self, u: VUnit) -> None:
+        self._unregister(u)
+        if u.agent is not None:
+            u.agent.link.lost()
+            u.hold_until = None
+
+    def _read(self, u: VUnit) -> None:
+        a = u.agent
+        if a is None:
+            return
+        c = a.link.client
+        sock = c.socket()
+        if sock is None:
+            return
+        u.clock.advance_to(self.now)
+        for _ in range(1000):
+            rc = c.loop_read()
+            if rc != 0 or c.socket() is None:
+                self._lost(u)
+                return
+            s = c.socket()
+            if not (hasattr(s, "pending") and s.pending()):
+                break
+
+    def _connect(self, u: VUnit) -> None:
+        a = u.agent
+        u.clock.advance_to(self.now)
+        up = a.link.attempt()
+        while up is None:
+            up = a.link.attempt()
+        if up:
+            sock = a.link.socket()
+            sock.setblocking(False)
+            self.sel.register(sock, selectors.EVENT_READ, u)
+
+    def _waiting(self, u: VUnit) -> bool:
+        """Whether an answer that belongs to the present moment is still to come for this unit."""
+        a = u.agent
+        if a is None or u.hold_until is not None:
+            return False
+        link = a.link
+        c = link.client
+        if c.socket() is None:
+            return False
+        if c.want_write():
+            return True
+        if not link.connected and not link._awaiting_time:
+            return True  # CONNACK
+        if link._awaiting_time or u.hello_pending:
+            return True
+        if c._out_messages or a.inflight or a.memory_inflight:  # PUBACKs, the server's acknowledgements
+            return True
+        return False
+
+    def advance(self, t: float, changes: dict[str, dict[str, Any]], jumped: bool = False) -> dict[str, Any]:
+        """Move to virtual time ``t``: apply ``changes``, run every unit due, settle. Returns the earliest
+        time a unit has something due. ``jumped``: time skipped a night to get here (the slots missed
+        meanwhile are not late wake-ups)."""
+        self.now = t
+        self.jumped = jumped
+        for sn, st in changes.items():
+            self.apply(sn, st, t)
+        due = [u for u in self.units.values() if u.next_t <= t + 1e-9]
+        for u in due:
+            if u.agent is None:
+                continue
+            if u.hold_until is not None and u.hold_until <= t + 1e-9:
+                self._writes(u)
+            if u.agent.link.due():
+                self._connect(u)
+            self._activity(u)
+        self._settle(due)
+        for u in due:
+            self._schedule(u)
+        nxt = min((u.next_t for u in self.units.values()), default=float("inf"))
+        return {"next": nxt}
+
+    def _settle(self, touched: list[VUnit]) -> None:
+        """Network rounds until no unit waits for an answer that belongs to this moment."""
+        waiting = {u.spec.sn: u for u in touched if self._waiting(u)}
+        started = time.monotonic()
+        while waiting:
+            self.rounds += 1
+            # TLS may hold decrypted bytes that select() cannot see
+            ready = [u for u in waiting.values() if u.agent is not None and _ssl_pending(u)]
+            if not ready:
+                events = self.sel.select(timeout=0.5)
+                ready = [key.data for key, _ in events]
+            for u in ready:
+                if u.agent is None:
+                    continue
+                self._read(u)
+                self._activity(u)
+                if self._waiting(u):
+                    waiting[u.spec.sn] = u
+                else:
+                    waiting.pop(u.spec.sn, None)
+                self._schedule(u)
+            for sn, u in list(waiting.items()):
+                if not self._waiting(u):
+                    del waiting[sn]
+            if time.monotonic() - started > SETTLE_TIMEOUT_S:
+                for u in waiting.values():
+                    u.ack_timeouts += 1
+                self.incidents.append(f"{self.now}: no answer within {SETTLE_TIMEOUT_S:g} s for "
+                                      f"{', '.join(sorted(waiting)[:10])}")
+                break
+        for u in touched:
+            self._schedule(u)
+
+    # the end ---------------------------------------------------------------------------------------------
+    def pending(self, end_ts: int) -> dict[str, int]:
+        """Units whose outbox (or memory) still holds a sample dated before ``end_ts``."""
+        out: dict[str, int] = {}
+        for sn, u in self.units.items():
+            a = u.agent
+            if a is None:
+                out[sn] = -1
+                continue
+            n = sum(1 for s in a.memory if s.ts < end_ts)
+            if a.outbox is not None:
+                oldest = a.outbox.oldest_ts()
+                if oldest is not None and oldest < end_ts:
+                    n += 1
+            if n:
+                out[sn] = n
+        return out
+
+    def figures(self) -> dict[str, Any]:
+        return {
+            "late_wakes": sum(u.late_wakes for u in self.units.values()),
+            "max_offset_s": max((u.max_offset for u in self.units.values()), default=0.0),
+            "ack_timeouts": sum(u.ack_timeouts for u in self.units.values()),
+            "starts": sum(u.starts for u in self.units.values()),
+            "rounds": self.rounds,
+            "incidents": self.incidents[-20:],
+            "units_offset_over_1s": sorted(sn for sn, u in self.units.items() if u.max_offset >= 1.0)[:10],
+            "units_late": sorted(sn for sn, u in self.units.items() if u.late_wakes)[:10],
+        }
+
+    def trim(self) -> None:
+        """Logs the emulators keep for tests grow without bound over a week: empty them."""
+        for u in self.units.values():
+            u.emulators["modem"].received.clear()
+            tr = getattr(u.emulators["printer"], "transcript", None)
+            if tr is not None:
+                del tr[:]
+
+    def stop(self) -> None:
+        for u in self.units.values():
+            if u.agent is not None:
+                self._stop_agent(u, power_cut=False)
+            for d in u.devices:
+                d.close()
+        self._refuser.close()
+
+
+def _lift_to_reread(profile: str) -> bool:
+    from simulator.emulators.idcard import load_profile
+
+    try:
+        return bool(load_profile(profile).quirks.lift_to_reread)
+    except Exception:  # an unknown profile: the driver reports it
+        return True
+
+
+def _ssl_pending(u: VUnit) -> bool:
+    sock = u.agent.link.socket() if u.agent is not None else None
+    return bool(sock is not None and hasattr(sock, "pending") and sock.pending())
+
+
+def serve(conn: Any, specs: list[UnitSpec], broker_port: int, interval: int, log_file: str) -> None:
+    """A worker process's main: answer the coordinator's requests on ``conn`` until ``stop``."""
+    import faulthandler
+
+    logging.basicConfig(filename=log_file, level=logging.WARNING, force=True,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    faulthandler.enable(open(log_file, "a"))  # noqa: SIM115 - kept open for the process's life
+    try:
+        w = Worker(specs, broker_port, interval)
+    except Exception:
+        conn.send({"error": traceback.format_exc()})
+        return
+    conn.send({"ready": os.getpid()})
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            break
+        op = msg["op"]
+        try:
+            if op == "advance":
+                conn.send(w.advance(msg["t"], msg.get("changes", {}), msg.get("jumped", False)))
+            elif op == "pending":
+                conn.send(w.pending(msg["end"]))
+            elif op == "figures":
+                conn.send(w.figures())
+            elif op == "trim":
+                w.trim()
+                conn.send({})
+            elif op == "stop":
+                w.stop()
+                conn.send(w.figures())
+                break
+        except Exception:
+            conn.send({"error": traceback.format_exc()})
+            break
