@@ -103,18 +103,14 @@ class SqlStore:
             for s in samples:
                 if s.sn not in latest or s.ts > latest[s.sn].ts:
                     latest[s.sn] = s
-            sns = {s.sn for s in samples} | {e.sn for e in events}
-            for sn in sns:
-                await db.execute(
-                    "INSERT INTO units(sn, first_seen, last_seen) VALUES (?,?,?) "
-                    "ON CONFLICT(sn) DO UPDATE SET last_seen=excluded.last_seen",
-                    (sn, now, now),
-                )
-            for sn, s in latest.items():
-                await db.execute(
-                    "UPDATE units SET latest_ts=?, latest=? WHERE sn=? AND (latest_ts IS NULL OR latest_ts <= ?)",
-                    (s.ts, json.dumps(s.body, ensure_ascii=False), sn, s.ts),
-                )
+            sns = sorted({s.sn for s in samples} | {e.sn for e in events})  # sorted: two processes lock rows in
+            # the same order, so their transactions cannot deadlock on units
+            await db.executemany(  # one batch of statements (PostgreSQL: one round trip), not one per unit
+                "INSERT INTO units(sn, first_seen, last_seen) VALUES (?,?,?) "
+                "ON CONFLICT(sn) DO UPDATE SET last_seen=excluded.last_seen", [(sn, now, now) for sn in sns])
+            await db.executemany(
+                "UPDATE units SET latest_ts=?, latest=? WHERE sn=? AND (latest_ts IS NULL OR latest_ts <= ?)",
+                [(s.ts, json.dumps(s.body, ensure_ascii=False), sn, s.ts) for sn, s in sorted(latest.items())])
             for e in events:
                 if e.kind == "inventory":
                     await db.execute("UPDATE units SET inventory=? WHERE sn=?", (json.dumps(e.data, ensure_ascii=False), e.sn))
