@@ -1,5 +1,9 @@
 """``posfleet sim run SCENARIO``: play a fleet scenario with real agents, broker and server.
 
+By default in virtual time (simulator/vplayer.py: the player owns the fleet's clock, one worker process per core;
+docs/decisions/018-simulator-virtual-time.md); ``--real-time`` plays on the accelerated wall clock as before
+(``--speed``, ``--night-speed``, ``--broker``, ``--server``), for the demo.
+
 After counting, the server's per-unit figures are checked against the oracle's (``oracle_check`` in the report): a
 unit that differs by more than availability.md's one slot at each fault edge means the machine did not keep up,
 and is reported as an incident and a warning.
@@ -32,8 +36,12 @@ def _speed(value: str) -> float | None:
 
 @click.command("run")
 @click.argument("scenario", type=click.Path(dir_okay=False, path_type=str))
+@click.option("--real-time", "real_time", is_flag=True,
+              help="Play on the accelerated wall clock (the demo) instead of in virtual time.")
+@click.option("--workers", type=click.IntRange(min=1, max=64), default=None,
+              help="Virtual time: worker processes sharing the units (default: one per core).")
 @click.option("--speed", default="max", show_default=True,
-              help="Simulated seconds per real second, or 'max': the fastest faithful speed on this machine.")
+              help="--real-time: simulated seconds per real second, or 'max': the fastest faithful speed here.")
 @click.option("--night-speed", type=click.FloatRange(min=0, max=100_000), default=3600.0, show_default=True,
               help="Clock speed outside every institution's service hours, where no slot counts (0: as by day).")
 @click.option("--report", "report_file", type=click.Path(dir_okay=False, path_type=Path),
@@ -48,20 +56,33 @@ def _speed(value: str) -> float | None:
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep certificates, logs, agent data and the server database here (default: a temporary "
                    "directory, removed afterwards).")
-def command(scenario: str, speed: str, night_speed: float, report_file: Path | None, broker_url: str, ca_dir: Path | None,
-            server_url: str, workdir: Path | None) -> None:
+def command(scenario: str, real_time: bool, workers: int | None, speed: str, night_speed: float,
+            report_file: Path | None, broker_url: str, ca_dir: Path | None, server_url: str,
+            workdir: Path | None) -> None:
     """Play SCENARIO (a scenario JSON file) and report the server's availability figures."""
     from agent.logs import setup
     from simulator.run import Options, Player, RunError, load
     from simulator.scenario import ScenarioError
+    from simulator.vplayer import VirtualPlayer
 
     setup("INFO")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if not real_time:
+        given = [name for name, v in (("--broker", broker_url), ("--server", server_url), ("--ca-dir", ca_dir),
+                                      ("--speed", speed != "max" or None)) if v]
+        if given:
+            click.echo(f"{scenario}: {', '.join(given)}: only with --real-time (a running server or broker keeps "
+                       "its own clock; the virtual-time player starts its own)", err=True)
+            sys.exit(2)
+    elif workers is not None:
+        click.echo(f"{scenario}: --workers: only in virtual time (without --real-time)", err=True)
+        sys.exit(2)
     try:
         parsed, raw = load(scenario)
-        player = Player(parsed, raw, Options(speed=_speed(speed), night_speed=night_speed or None, workdir=workdir, broker_url=broker_url,
-                                             ca_dir=ca_dir, server_url=server_url, keep_workdir=workdir is not None,
-                                             progress=lambda text: click.echo(text, err=True)))
+        opts = Options(speed=_speed(speed), night_speed=night_speed or None, workdir=workdir, broker_url=broker_url,
+                       ca_dir=ca_dir, server_url=server_url, keep_workdir=workdir is not None,
+                       progress=lambda text: click.echo(text, err=True))
+        player = Player(parsed, raw, opts) if real_time else VirtualPlayer(parsed, raw, opts, workers=workers)
     except ScenarioError as err:
         for path, message in err.errors:
             click.echo(f"{scenario}: {path}: {message}" if path else f"{scenario}: {message}", err=True)

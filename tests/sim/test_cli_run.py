@@ -1,6 +1,7 @@
 """`posfleet sim run SCENARIO --report FILE` end to end: the report file holds the server's answer, and it
-equals the oracle's figures (one unit, one cut link, six counted minutes at speed 60 between two nights the
-clock runs through at 20,000: the cut starts at night, so the samples it holds span the speed changes)."""
+equals the oracle's figures (one unit, one cut link, six counted minutes between two nights: the cut starts at
+night, so the samples it holds span the night). In virtual time (the default) exactly; with ``--real-time`` at
+speed 60 between two nights the clock runs through at 20,000, within the tolerance at fault edges."""
 
 from __future__ import annotations
 
@@ -30,11 +31,38 @@ SCENARIO = {
 }
 
 
+def test_sim_run_in_virtual_time_equals_the_oracle(tmp_path: Path) -> None:
+    scenario = tmp_path / "cut.json"
+    scenario.write_text(json.dumps(SCENARIO, ensure_ascii=False), encoding="utf-8")
+    report = tmp_path / "report.json"
+    result = CliRunner().invoke(command, [str(scenario), "--report", str(report), "--workdir", str(tmp_path / "work")])
+    assert result.exit_code == 0, result.output
+    out = json.loads(report.read_text(encoding="utf-8"))
+    assert out["run"]["mode"] == "virtual" and out["run"]["night_jumps"] >= 1
+    unit = out["availability"]["unit"]["items"][0]
+    want = oracle(load_scenario(scenario), group_by="unit")["groups"][0]
+    for k in ("service_slots", "intact_slots", "network_ok_slots", "no_data_slots"):
+        assert unit[k] == want[k], (k, unit, want)  # exactly: no timing in virtual time
+    assert want["network_ok_slots"] == 3
+    # the player's own checks
+    assert out["run"]["late_wakes"] == 0 and out["run"]["ack_timeouts"] == 0 and out["run"]["max_offset_s"] < 1
+    assert out["run"]["answer_read_twice_equal"] is True and out["run"]["incidents"] == []
+    assert "oracle check: all 1 units agree" in result.output
+
+
+def test_sim_run_options_of_the_real_time_mode_need_it(tmp_path: Path) -> None:
+    scenario = tmp_path / "cut.json"
+    scenario.write_text(json.dumps(SCENARIO, ensure_ascii=False), encoding="utf-8")
+    result = CliRunner().invoke(command, [str(scenario), "--speed", "60"])
+    assert result.exit_code == 2 and "--speed: only with --real-time" in result.output
+
+
 def test_sim_run_writes_the_servers_report(tmp_path: Path) -> None:
     scenario = tmp_path / "cut.json"
     scenario.write_text(json.dumps(SCENARIO, ensure_ascii=False), encoding="utf-8")
     report = tmp_path / "report.json"
-    result = CliRunner().invoke(command, [str(scenario), "--speed", "60", "--night-speed", "20000", "--report", str(report),
+    result = CliRunner().invoke(command, [str(scenario), "--real-time", "--speed", "60", "--night-speed", "20000",
+                                          "--report", str(report),
                                           "--workdir", str(tmp_path / "work")])
     assert result.exit_code == 0, result.output
     out = json.loads(report.read_text(encoding="utf-8"))
