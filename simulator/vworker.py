@@ -83,6 +83,7 @@ class VUnit:
     late_wakes: int = 0
     max_offset: float = 0.0
     ack_timeouts: int = 0
+    cuts: int = 0
     last_sample_ts: dict[str, int] = field(default_factory=dict)
 
 
@@ -183,6 +184,7 @@ class Worker:
 
     def _cut(self, u: VUnit, on: bool) -> None:
         u.cut = on
+        u.cuts += on
         if u.agent is None:
             return
         link = u.agent.link
@@ -404,6 +406,7 @@ class Worker:
             "max_offset_s": max((u.max_offset for u in self.units.values()), default=0.0),
             "ack_timeouts": sum(u.ack_timeouts for u in self.units.values()),
             "starts": sum(u.starts for u in self.units.values()),
+            "link_cuts": sum(u.cuts for u in self.units.values()),
             "rounds": self.rounds,
             "incidents": self.incidents[-20:],
             "units_offset_over_1s": sorted(sn for sn, u in self.units.items() if u.max_offset >= 1.0)[:10],
