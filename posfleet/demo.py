@@ -298,7 +298,9 @@ def wait_ingested(base_url: str, token: str, stored_at_least: int, since: int, t
             if httpx.get(f"{base_url}/healthz", timeout=5).json()["ingest"]["samples_stored"] < stored_at_least:
                 return False
             rolled = httpx.get(f"{base_url}/api/v1/availability/status", headers=h, timeout=30).json()["rolled_to"]
-            if rolled <= since:
+            if isinstance(rolled, str):  # the API's times are ISO 8601 with the offset (docs/api.md)
+                rolled = int(datetime.fromisoformat(rolled).timestamp())
+            if rolled is None or rolled <= since:
                 return True
             r = httpx.get(f"{base_url}/api/v1/availability", headers=h, timeout=30, params={
                 "from": datetime.fromtimestamp(since, TZ).isoformat(), "to": datetime.fromtimestamp(rolled, TZ).isoformat()})

@@ -75,8 +75,14 @@ def quality(samples: Iterable[dict[str, Any]], latency_ok: int, jitter_ok: int, 
     }
 
 
-def summarise(units: list[dict[str, Any]]) -> dict[str, Any]:
-    """Live dashboard figures from joined registry + live rows (each with ``online`` computed)."""
+def summarise(units: list[dict[str, Any]], month_rates: dict[str, float | None] | None = None) -> dict[str, Any]:
+    """Live dashboard figures from joined registry + live rows (each with ``online`` computed).
+
+    Institutions are ranked by online rate, then by ``month_rates`` (this month's availability, the lower of the
+    two rates; none known ranks lowest), then by code; the worst ten are the same ranking read from the bottom,
+    so the two lists differ whenever there are twenty institutions, ties or not. ``ranking.tied`` says when every
+    institution has the same online rate (the order is then the second figure's)."""
+    rates = month_rates or {}
     active = [u for u in units if u["status"] == "in_service"]
     online = sum(1 for u in active if u["online"])
     inst: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -87,9 +93,11 @@ def summarise(units: list[dict[str, Any]]) -> dict[str, Any]:
             acc[0] += 1
             acc[1] += 1 if u["online"] else 0
             names[u["institution"]] = {"name": u.get("institution_name") or "", "county": u.get("county") or ""}
-    ranked = sorted(({"institution": k, **names[k], "units": v[0], "online": v[1], "online_rate": round(v[1] / v[0], 4)}
-                     for k, v in inst.items()), key=lambda x: (-x["online_rate"], -x["units"], x["institution"]))
-    worst = sorted(ranked, key=lambda x: (x["online_rate"], -x["units"], x["institution"]))
+    ranked = sorted(({"institution": k, **names[k], "units": v[0], "online": v[1], "online_rate": round(v[1] / v[0], 4),
+                      "month_rate": rates.get(k)} for k, v in inst.items()),
+                    key=lambda x: (-x["online_rate"], x["month_rate"] is None, -(x["month_rate"] or 0), x["institution"]))
+    worst = ranked[::-1]
+    tied = len({x["online_rate"] for x in ranked}) == 1 and len(ranked) > 1
     versions: dict[str, Counter[str]] = defaultdict(Counter)
     for u in units:
         inv = u.get("inventory") or {}
@@ -110,6 +118,7 @@ def summarise(units: list[dict[str, Any]]) -> dict[str, Any]:
         "online_share": round(online / len(active), 4) if active else None,
         "institutions_best": ranked[:10],
         "institutions_worst": worst[:10],
+        "ranking": {"by": ["online_rate", "month_rate", "institution"], "tied": tied},
         "by_carrier": dict(Counter(carrier(u.get("identity")) for u in active).most_common()),
         "by_link_type": dict(Counter(u.get("link_type") or "unknown" for u in active).most_common()),
         "software_versions": {k: dict(v.most_common()) for k, v in sorted(versions.items())},

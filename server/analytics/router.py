@@ -81,7 +81,30 @@ async def _units(request: Request) -> list[dict[str, Any]]:
 async def live(request: Request, _: Viewer) -> Response:
     """Online/offline counts and share, 10 best and worst institutions by online rate, units by carrier and
     link type, software versions, deployment by county and institution type."""
-    return JSONResponse(summarise(await _units(request)))
+    return JSONResponse(summarise(await _units(request), await _month_rates(request)))
+
+
+async def _month_rates(request: Request) -> dict[str, float | None]:
+    """Each institution's availability this month so far (the lower of its device intact and network rates):
+    the second figure the online-rate ranking goes by when online rates tie (everything online is the rule)."""
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
+
+    from ..availability.rollups import midnight
+
+    av = request.app.state.availability
+    if av.rolled_to is None:
+        return {}
+    tz = ZoneInfo(request.app.state.settings.timezone)
+    today = datetime.fromtimestamp(request.app.state.clock.now(), tz).date()
+    start = midnight(date(today.year, today.month, 1), tz)
+    end = midnight(date(today.year + (today.month == 12), today.month % 12 + 1, 1), tz)
+    fig = await av.figures(start, end, "institution")
+    out: dict[str, float | None] = {}
+    for i in fig["items"]:
+        rates = [r for r in (i["device_rate"], i["network_rate"]) if r is not None]
+        out[i["institution"] or ""] = min(rates) if rates else None
+    return out
 
 
 def _q(request: Request, samples: list[dict[str, Any]]) -> dict[str, Any]:

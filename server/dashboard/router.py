@@ -9,6 +9,8 @@ page cannot work out for itself:
   the remote-commands API is installed.
 * ``GET /dashboard/api/trend``: device intact and network availability rates per local day over the last 7, 30
   or 90 days, each day answered by the same ``Availability.figures`` as ``GET /api/v1/availability``.
+* ``GET /dashboard/api/units``: the units list with the page's filters (county, institution, model, online,
+  flagged this month), and the values each filter offers.
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ class TrendPoint(Open):
     units: int
     flagged_units: int
     complete: bool
+
+
+class UnitList(Open):
+    total: int
+    limit: int
+    offset: int
+    items: list[dict[str, Any]]
+    options: dict[str, list[str]]
 
 
 class Trend(Open):
@@ -161,3 +171,48 @@ async def trend(
         cache.clear()
     cache[key] = (time.monotonic(), body)
     return JSONResponse(body)
+
+
+@router.get("/api/units", **answers(UnitList))
+async def units(
+    request: Request,
+    _: Viewer,
+    q: Annotated[str, Query(max_length=64, description="part of the SN or insurance SN")] = "",
+    county: Annotated[str | None, Query(max_length=100)] = None,
+    institution: Annotated[str | None, Query(max_length=64)] = None,
+    model: Annotated[str | None, Query(max_length=100)] = None,
+    online: Annotated[bool | None, Query(description="online now (true) or not (false)")] = None,
+    flagged: Annotated[bool | None, Query(description="below the threshold this month so far (true) or not")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> dict[str, Any]:
+    """The registered units, filtered as the units page offers, by SN; with the values each filter can take.
+
+    Online is the same as everywhere (``/api/v1/registry/units``, ``/api/v1/analytics/live``); flagged is this
+    month's figure from ``Availability.figures`` (as ``/api/v1/availability/flagged``)."""
+    from ..analytics.router import _units
+    from ..registry.router import _unit_out
+
+    rows = await _units(request)
+    options = {"county": sorted({r["county"] for r in rows if r.get("county")}),
+               "institution": sorted({r["institution"] for r in rows if r.get("institution")}),
+               "model": sorted({r["model"] for r in rows if r.get("model")})}
+    flagged_sns: set[str] | None = None
+    if flagged is not None:
+        s = request.app.state.settings
+        tz = ZoneInfo(s.timezone)
+        first, nxt = _month_bounds(datetime.fromtimestamp(request.app.state.clock.now(), tz).date(), tz)
+        fig = await request.app.state.availability.figures(int(first.timestamp()), int(nxt.timestamp()), "unit")
+        flagged_sns = {u["sn"] for u in fig["items"] if u["flagged"]}
+    needle = q.strip().upper()
+    keep = [r for r in rows
+            if (not needle or needle in r["sn"].upper() or needle in str(r.get("insurance_sn") or "").upper())
+            and (county is None or r.get("county") == county)
+            and (institution is None or r.get("institution") == institution)
+            and (model is None or r.get("model") == model)
+            and (online is None or bool(r["online"]) == online)
+            and (flagged_sns is None or (r["sn"] in flagged_sns) == flagged)]
+    keep.sort(key=lambda r: r["sn"])
+    now = request.app.state.clock.now()
+    return {"total": len(keep), "limit": limit, "offset": offset, "options": options,
+            "items": [_unit_out(r, request, now) for r in keep[offset: offset + limit]]}

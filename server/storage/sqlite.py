@@ -919,6 +919,23 @@ class SqlStore:
             cur = await db.execute("UPDATE alerts SET acked_by=?, acked_ts=? WHERE id=?", (by, ts, alert_id))
         return bool(cur.rowcount)
 
+    async def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM alerts WHERE id=?", (alert_id,))
+        if row is None:
+            return None
+        d = dict(row)
+        d["data"] = json.loads(d["data"])
+        return d
+
+    async def close_alert(self, alert_id: int, ts: int) -> bool | None:
+        """Close an open alert by hand: True; already closed: False; no such alert: None."""
+        async with self.write() as db:
+            cur = await db.execute("UPDATE alerts SET closed_ts=? WHERE id=? AND closed_ts IS NULL", (ts, alert_id))
+            if cur.rowcount:
+                return True
+            row = await (await db.execute("SELECT 1 FROM alerts WHERE id=?", (alert_id,))).fetchone()
+        return None if row is None else False
+
     async def pending_webhooks(self, limit: int = 50) -> list[dict[str, Any]]:
         rows = await self._all("SELECT * FROM alerts WHERE webhook='pending' ORDER BY id LIMIT ?", (limit,))
         out = []

@@ -98,7 +98,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     pki = Pki(root / "pki")
     broker = Broker(pki, root / "broker").start()
     server = Server(pki, broker, root / "server", clock={"speed": 1.0, "start": NOW, "anchor": time.time()},
-                    extra="[availability]\nrecount_debounce_s = 0.5\n").start()
+                    extra="[availability]\nrecount_debounce_s = 0.5\n[alerts]\nsettle_s = 0\n").start()
     try:
         base = f"http://127.0.0.1:{server.http_port}"
         token = server.token("admin")

@@ -106,7 +106,8 @@ def test_unit_view_shows_identity_sim_figures_and_what_failed_when(fleet: Fleet,
     assert b.text('[data-k="unit.sn"]') == sn
     assert b.text('[data-k="sim.iccid"]') == reg["sim"]["iccid"] == fleet.plan.by_sn[sn].iccid
     assert b.text('[data-k="sim.imsi"]') == reg["sim"]["imsi"]
-    assert b.text('[data-k="sim.carrier"]') == reg["sim"]["carrier"]
+    names = {"china mobile": "中国移动", "china unicom": "中国联通", "china telecom": "中国电信"}
+    assert b.text('[data-k="sim.carrier"]') == names[reg["sim"]["carrier"].lower()], "the carrier in Chinese"
     assert b.text('[data-k="unit.device_rate"]') == pct(fig["device_rate"])
     assert b.text('[data-k="unit.network_rate"]') == pct(fig["network_rate"])
     # the peripherals of the newest sample, and health charts drawn from the samples
@@ -118,7 +119,7 @@ def test_unit_view_shows_identity_sim_figures_and_what_failed_when(fleet: Fleet,
     bad = [s for s in slots["slots"] if s["device"] == "not_intact"]
     assert (bad[0]["start"][11:16], len(bad)) == ("10:00", 45)
     rows = b.eval("[...document.querySelectorAll('#failures tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
-    assert rows == [["10:00", "10:45", "45", "设备故障", "printer=paper_out"]]
+    assert rows == [["10:00", "10:45", "45", "设备故障", "打印机：缺纸"]]  # printer=paper_out, in Chinese
     assert b.eval("document.querySelectorAll('#slots rect[data-kind=\"dev\"]').length") == 1
     assert b.text('[data-k="slots.figures"]') == \
         f"当日：完好率 {pct(slots['figures']['device_rate'])}，网络可用率 {pct(slots['figures']['network_rate'])}"
@@ -131,7 +132,7 @@ def test_a_county_wide_link_cut_is_marked_as_a_likely_carrier_outage(fleet: Flee
     sn = next(u.sn for u in fleet.plan.units if u.county == fleet.plan.units[0].county and u.sn != PAPER_OUT[0])
     goto(b, fleet, f"#/unit/{sn}?date=2025-03-17", "unit")
     rows = b.eval("[...document.querySelectorAll('#failures tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
-    assert rows == [[OUTAGE[0][11:], OUTAGE[1][11:], "75", "网络异常", "link_down (疑似运营商故障)"]]
+    assert rows == [[OUTAGE[0][11:], OUTAGE[1][11:], "75", "网络异常", "断网 (疑似运营商故障)"]]  # link_down
     # choosing another day with the date picker shows that day (a clean one)
     b.eval("document.getElementById('main').dataset.state = 'x'; const d = document.getElementById('slot-date'); "
            "d.value = '2025-03-18'; d.dispatchEvent(new Event('change'))")

@@ -40,8 +40,11 @@ const I18N = {
     health_centre: "乡镇卫生院", village_clinic: "村卫生室", community_site: "社区服务点", hospital: "医院",
     community_health_centre: "社区卫生服务中心", community_health_station: "社区卫生服务站",
     pharmacy: "药店", insurance_office: "医保经办机构", deployed: "已部署", wired: "有线专网", "4g_vpdn": "4G VPDN",
-    unassigned: "未分配", "China Mobile": "中国移动", "China Unicom": "中国联通", "China Telecom": "中国电信",
-    "China Broadnet": "中国广电",
+    unassigned: "未分配", component: "组件", version: "版本", closed: "关闭时间", alert_log: "告警记录（最近）",
+    search_btn: "搜索", ties: "各机构在线率相同（{r}），按本月可用率（完好率与网络可用率中较低者）排序",
+    month_rate: "本月可用率", all: "全部", filter: "筛选", reset: "清除", auto_refresh: "自动刷新",
+    refreshed: "更新于 {t}", ack: "确认", close: "关闭", note: "备注", acked: "已确认：{who}", closed_by: "已关闭：{who}", save: "保存", cancel: "取消",
+    download: "下载", report: "报表", export: "导出", import: "导入", preview: "预览", apply: "确认导入",
   },
   en: {
     app_title: "POS fleet monitor", nav_fleet: "Fleet", nav_units: "Units", nav_institutions: "Institutions", logout: "Sign out",
@@ -78,7 +81,11 @@ const I18N = {
     health_centre: "township health centre", village_clinic: "village clinic", community_site: "community site", hospital: "hospital",
     community_health_centre: "community health centre", community_health_station: "community health station",
     pharmacy: "pharmacy", insurance_office: "insurance office", deployed: "deployed", wired: "wired", "4g_vpdn": "4G VPDN",
-    unassigned: "unassigned",
+    unassigned: "unassigned", component: "Component", version: "Version", closed: "Closed", alert_log: "Alerts (recent)",
+    search_btn: "Search", ties: "Every institution has the same online rate ({r}): ranked by this month's availability (the lower of the two rates)",
+    month_rate: "Month availability", all: "all", filter: "Filter", reset: "Clear", auto_refresh: "Auto refresh",
+    refreshed: "updated {t}", ack: "Acknowledge", close: "Close", note: "Note", acked: "acknowledged: {who}", closed_by: "closed: {who}", save: "Save", cancel: "Cancel",
+    download: "Download", report: "Report", export: "Export", import: "Import", preview: "Preview", apply: "Apply import",
   },
 };
 
@@ -92,11 +99,66 @@ function t(key, vars) {
 }
 const word = v => (v === null || v === undefined || v === "") ? "—" : (I18N[lang][v] !== undefined ? I18N[lang][v] : String(v));
 
+// codes from the server and the terminals, labelled from labels.js -----------------------------------------
+function L(key) {
+  const own = LABELS[lang] || {};
+  return own[key] !== undefined ? own[key] : lang === "zh" || LABELS.en[key] === undefined ? LABELS.zh[key] : LABELS.en[key];
+}
+const fill = (tpl, vars) => tpl.replace(/\{(\w+)\}/g, (m, k) => vars[k] === undefined || vars[k] === null ? "—" : String(vars[k]));
+const checkName = c => L("check." + c) || String(c);
+// carriers as terminals name them ("CHINA MOBILE", "CMCC", "China Mobile"): matched without regard to case
+function carrierName(c) {
+  if (c === null || c === undefined || c === "") return "—";
+  const key = "carrier." + String(c).trim().toLowerCase();
+  const found = Object.keys(LABELS.zh).find(k => k.toLowerCase() === key);
+  return found ? L(found) : String(c);
+}
+const kindName = k => L("kind." + k) || String(k);
+function reasonWord(r) {
+  if (r === null || r === undefined || r === "") return "";
+  const text = String(r);
+  const exact = L("reason." + text) || L("reason." + text.replace(/;/g, ",").replace(/:/g, "="));
+  if (exact) return exact;
+  let best = null;
+  for (const k of Object.keys(LABELS.zh)) if (k.startsWith("prefix.") && text.startsWith(k.slice(7)) && (!best || k.length > best.length)) best = k;
+  if (best) return L(best) + text.slice(best.length - 7);
+  const pct = /^(.*) (\d+)% full$/.exec(text);
+  if (pct) return lang === "zh" ? `${pct[1]} 已用 ${pct[2]}%` : text;
+  return text;
+}
+// one reason as the counter and the roll-ups write it: "printer=paper_out", "link_down", "rtt=512ms"
+function reasonText(r) {
+  const m = /^([^=]+)=(.*)$/.exec(String(r));
+  if (!m) return reasonWord(r);
+  if (m[1] === "rtt") return fill(L("reason.rtt"), {ms: m[2].replace(/ms$/, "")});
+  return `${checkName(m[1])}${lang === "zh" ? "：" : ": "}${reasonWord(m[2])}`;
+}
+const tail = v => v ? "…" + String(v).slice(-6) : "?";
+function alertText(a) {
+  const d = a.data || {};
+  const tpl = L("alert." + a.kind);
+  if (!tpl) return a.message;
+  const v = {sn: a.sn || ""};
+  if (a.kind === "flagged") Object.assign(v, {threshold: pct(ctx ? ctx.threshold : 0.95).replace(".00", ""), device: pct(d.device_rate), network: pct(d.network_rate)});
+  else if (a.kind === "offline") v.minutes = d.service_minutes_offline;
+  else if (a.kind === "fault") Object.assign(v, {check: checkName(d.check), reason: d.reason ? (lang === "zh" ? `（${reasonWord(d.reason)}）` : ` (${d.reason})`) : ""});
+  else if (a.kind === "storage") Object.assign(v, {mount: d.mount, pct: d.size_mb ? Math.round(d.used_mb * 100 / d.size_mb) : "—"});
+  else if (a.kind === "sim_changed") Object.assign(v, {old: tail(d.old_iccid), new: tail(d.new_iccid)});
+  else if (a.kind === "carrier_outage") Object.assign(v, {place: [d.county || a.county || "", d.cell ? fill(L("cell"), {cell: d.cell}) : ""].filter(Boolean).join(" "),
+    units: d.max_units !== undefined ? d.max_units : (d.sns || []).length, minutes: d.minutes ? (lang === "zh" ? " " : " for ") + fill(L("minutes"), {n: d.minutes}) : ""});
+  else if (a.kind === "sim_data") Object.assign(v, {used: num(d.used_mb, 1), plan: d.plan_mb, pct: d.threshold_pct, projected: d.projected_mb});
+  else if (a.kind === "security") v.what = L("security." + d.what) || a.message;
+  return fill(tpl, v);
+}
+
 // formatting ------------------------------------------------------------------------------------------
 function pct(v) { return v === null || v === undefined ? "—" : (v * 100).toFixed(2) + "%"; }
 function num(v, d) { return v === null || v === undefined ? "—" : (d === undefined ? String(v) : Number(v).toFixed(d)); }
+// the API's times are ISO 8601 with the fleet's offset (docs/api.md); epoch seconds are taken too
+const epoch = v => v === null || v === undefined || v === "" ? null : typeof v === "number" ? v : Date.parse(v) / 1000;
 function when(ts) {
-  if (ts === null || ts === undefined) return "—";
+  ts = epoch(ts);
+  if (ts === null || Number.isNaN(ts)) return "—";
   const f = new Intl.DateTimeFormat("sv-SE", {timeZone: ctx ? ctx.timezone : "Asia/Shanghai", year: "numeric",
     month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hour12: false});
   return f.format(new Date(ts * 1000));
@@ -134,15 +196,20 @@ function kpi(label, value, sub, key, raw, cls) {
 
 // API -------------------------------------------------------------------------------------------------
 class AuthError extends Error {}
-async function api(path, params) {
+async function api(path, params, opts) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) throw new AuthError("no token");
   const q = params ? "?" + new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")) : "";
-  const r = await fetch(path + q, {headers: {Authorization: `Bearer ${token}`}});
+  const init = {method: (opts && opts.method) || "GET", headers: {Authorization: `Bearer ${token}`}};
+  if (opts && opts.body !== undefined) {
+    if (opts.body instanceof Blob) init.body = opts.body;
+    else { init.body = JSON.stringify(opts.body); init.headers["Content-Type"] = "application/json"; }
+  }
+  const r = await fetch(path + q, init);
   if (r.status === 401) throw new AuthError("401");
   if (!r.ok) {
     let msg = `${r.status}`;
-    try { msg += " " + ((await r.json()).detail || ""); } catch (e) { /* not JSON */ }
+    try { const b = await r.json(); msg += " " + (typeof b.detail === "string" ? b.detail : JSON.stringify(b.detail || b.error || "")); } catch (e) { /* not JSON */ }
     const err = new Error(msg); err.status = r.status; throw err;
   }
   return r.json();
@@ -180,7 +247,9 @@ async function render() {
     const node = await (views[r.name] || viewFleet)(r);
     if (seq !== renderSeq) return;
     main.replaceChildren(node);
+    Charts.fit(main);
     main.dataset.state = "ready";
+    main.dataset.refreshed = String(Date.now());
   } catch (err) {
     if (seq !== renderSeq) return;
     if (err instanceof AuthError) { sessionStorage.removeItem(TOKEN_KEY); location.hash = "#/login"; return; }
@@ -246,12 +315,16 @@ async function viewFleet() {
     flagged.items.map(u => h("tr", {"data-row": u.sn}, td(unitLink(u.sn)), td(instLink(u.institution)), td(word(u.county)),
       tdn(pct(u.device_rate), {class: "num " + rateCls(u.device_rate)}), tdn(pct(u.network_rate), {class: "num " + rateCls(u.network_rate)}),
       td(u.below.map(b => t(b)).join(", ")),
-      td(Object.entries((u.reasons || {}).minutes || {}).slice(0, 3).map(([k, v]) => `${k} ${v}`).join("; ")))), {id: "flagged"});
+      td(Object.entries((u.reasons || {}).minutes || {}).slice(0, 3).map(([k, v]) => `${reasonText(k)} ${v}`).join("; "), {class: "wrap"}))), {id: "flagged"});
   const flCard = card(`${t("flagged_title")} (${flagged.total})`, fl);
   flCard.classList.add("wide");
 
-  const instTable = (rows, id) => table([t("institution"), t("county"), {label: t("units"), num: 1}, {label: t("online"), num: 1}, {label: t("online_rate"), num: 1}],
-    rows.map(i => h("tr", {"data-row": i.institution}, td(instLink(i.institution, i.name)), td(word(i.county)), tdn(i.units), tdn(i.online), tdn(pct(i.online_rate)))), {id});
+  const instTable = (rows, id) => table([t("institution"), t("county"), {label: t("units"), num: 1}, {label: t("online"), num: 1},
+      {label: t("online_rate"), num: 1}, {label: t("month_rate"), num: 1}],
+    rows.map(i => h("tr", {"data-row": i.institution}, td(instLink(i.institution, i.name)), td(word(i.county)), tdn(i.units), tdn(i.online),
+      tdn(pct(i.online_rate)), tdn(pct(i.month_rate), {class: "num " + rateCls(i.month_rate)}))), {id});
+  const tied = live.ranking && live.ranking.tied && live.institutions_best.length ?
+    h("p", {class: "muted", "data-k": "ranking.tied"}, t("ties", {r: pct(live.institutions_best[0].online_rate)})) : null;
 
   const netBy = Object.fromEntries((net.counties || []).map(c => [c.county, c]));
   const counties = table([t("county"), {label: t("units"), num: 1}, {label: t("in_service"), num: 1}, {label: t("device_rate"), num: 1},
@@ -267,21 +340,91 @@ async function viewFleet() {
   const byCounty = card(t("by_county"), counties);
   byCounty.classList.add("wide");
 
-  const barRows = obj => Object.entries(obj).map(([k, v]) => ({label: word(k), value: v}));
-  const versions = table([t("software"), t("versions"), {label: t("units"), num: 1}],
+  const barRows = (obj, name) => Object.entries(obj).map(([k, v]) => ({label: (name || word)(k), value: v}));
+  const versions = table([t("component"), t("version"), {label: t("units"), num: 1}],
     Object.entries(live.software_versions).flatMap(([comp, vs]) => Object.entries(vs).map(([v, n]) => h("tr", {}, td(comp), td(v), tdn(n)))));
-  const alertRows = alerts.items.map(a => h("tr", {}, td(when(a.opened_ts)), td(a.kind), td(a.sn ? unitLink(a.sn) : word(a.county)), td(a.message)));
+  const alertsCard = card(`${t("alerts")} (${alerts.total})`, alertTable(alerts.items, {id: "alerts", where: true}));
+  alertsCard.classList.add("wide");
 
   return h("div", {}, head, kpis,
     h("div", {class: "grid"}, trendCard, flCard,
       byCounty),
-    h("div", {class: "grid two"}, card(t("best10"), instTable(live.institutions_best, "best")),
-      card(t("worst10"), instTable(live.institutions_worst, "worst"))),
+    h("div", {class: "grid two"}, card(t("best10"), tied, instTable(live.institutions_best, "best")),
+      card(t("worst10"), tied ? tied.cloneNode(true) : null, instTable(live.institutions_worst, "worst"))),
     h("div", {class: "grid"},
-      card(t("carriers"), h("div", {id: "carriers"}, Charts.bars(barRows(live.by_carrier), {label: t("carriers")}))),
+      card(t("carriers"), h("div", {id: "carriers"}, Charts.bars(barRows(live.by_carrier, carrierName), {label: t("carriers")}))),
       card(t("link_types"), h("div", {id: "link-types"}, Charts.bars(barRows(live.by_link_type), {label: t("link_types"), color: "#00897b"}))),
-      card(t("versions"), versions),
-      card(`${t("alerts")} (${alerts.total})`, table([t("opened"), t("kind"), t("sn"), t("message")], alertRows, {id: "alerts"}))));
+      card(t("versions"), versions), alertsCard),
+    reportCard());
+}
+
+// alerts: one table for the fleet and the unit pages; engineers and admins acknowledge or close with a note
+const canAct = () => ctx && (ctx.user.role === "engineer" || ctx.user.role === "admin");
+function alertTable(items, opts) {
+  const head = [t("opened"), ...(opts.closed ? [t("closed")] : []), t("kind"), ...(opts.where ? [t("sn")] : []), t("message"),
+    ...(canAct() && !opts.closed ? [""] : [])];
+  return table(head, items.map(a => h("tr", {"data-row": String(a.id), "data-kind": a.kind},
+    td(when(a.opened_ts)), opts.closed ? td(a.closed_ts ? when(a.closed_ts) : "—", {"data-k": "alert.closed"}) : null,
+    td(kindName(a.kind)), opts.where ? td(a.sn ? unitLink(a.sn) : word(a.county)) : null,
+    td([alertText(a), a.acked_by || a.closed_by || a.note ? h("div", {class: "muted", "data-k": "alert.acked"},
+      [a.acked_by ? t("acked", {who: a.acked_by}) : null, a.closed_by ? t("closed_by", {who: a.closed_by}) : null, a.note || null]
+        .filter(Boolean).join(" · ")) : null], {class: "wrap", "data-k": "alert.message"}),
+    canAct() && !opts.closed ? td(alertActions(a), {class: "actions"}) : null)), {id: opts.id});
+}
+function alertActions(a) {
+  const box = h("span", {});
+  const ask = action => {
+    const note = h("input", {type: "text", class: "note", placeholder: t("note"), maxlength: 500});
+    const form = h("form", {class: "row inline", onsubmit: async ev => {
+      ev.preventDefault();
+      try {
+        await api(`/api/v1/alerts/${a.id}/${action}`, null, {method: "POST", body: {note: note.value.trim()}});
+        render();
+      } catch (err) { showError(err); }
+    }}, note, h("button", {type: "submit", "data-act": "save"}, t("save")),
+      h("button", {type: "button", onclick: () => box.replaceChildren(...buttons())}, t("cancel")));
+    box.replaceChildren(form);
+    note.focus();
+  };
+  const buttons = () => [h("button", {type: "button", "data-act": "ack", onclick: () => ask("ack")}, t("ack")),
+    h("button", {type: "button", "data-act": "close", onclick: () => ask("close")}, t("close"))];
+  box.append(...buttons());
+  return box;
+}
+
+// downloads (the token goes in a header, so fetch the file and hand it to the browser) ------------------------
+async function download(path, params, fallback) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const q = params ? "?" + new URLSearchParams(params) : "";
+  const r = await fetch(path + q, {headers: {Authorization: `Bearer ${token}`}});
+  if (r.status === 401) throw new AuthError("401");
+  if (!r.ok) { const err = new Error(`${r.status} ${await r.text()}`); err.status = r.status; throw err; }
+  const m = /filename="([^"]+)"/.exec(r.headers.get("content-disposition") || "");
+  const a = h("a", {href: URL.createObjectURL(await r.blob()), download: m ? m[1] : fallback});
+  document.body.append(a);
+  a.click();
+  setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  return m ? m[1] : fallback;
+}
+function reportCard() {
+  const m = ctx.month.label;
+  const pick = h("input", {type: "month", id: "report-month", value: m, max: m});
+  const county = h("input", {type: "text", id: "report-county", placeholder: t("county")});
+  const status = h("span", {class: "muted", id: "report-status"});
+  const go = fmt => async () => {
+    const [y, mo] = (pick.value || m).split("-").map(Number);
+    const next = mo === 12 ? `${y + 1}-01` : `${y}-${String(mo + 1).padStart(2, "0")}`;
+    const off = ctx.month.from.slice(19);
+    status.textContent = "…";
+    try {
+      status.textContent = await download("/api/v1/reports/ops", {from: `${pick.value || m}-01T00:00:00${off}`,
+        to: `${next}-01T00:00:00${off}`, format: fmt, lang, ...(county.value.trim() ? {county: county.value.trim()} : {})}, `ops.${fmt}`);
+    } catch (err) { status.textContent = err.message; }
+  };
+  const c = card(t("report"), h("div", {class: "row"}, h("label", {}, t("month"), " ", pick), county,
+    ...["csv", "pdf", "html"].map(f => h("button", {type: "button", "data-report": f, onclick: go(f)}, `${t("download")} ${f.toUpperCase()}`)), status));
+  c.id = "report";
+  return c;
 }
 
 function trendSwitch(box, scope) {
@@ -297,6 +440,7 @@ function trendSwitch(box, scope) {
     ], {label: `${t("trend")} ${days}`, height: 200, width: Math.max(480, Math.min(1400, box.clientWidth || 900)), refs: [{y: ctx.threshold * 100, label: t("threshold", {t: pct(ctx.threshold)})}],
         fmtY: v => v.toFixed(1) + "%", fmtX: v => new Date(v * 86400000).toISOString().slice(5, 10)}),
       h("div", {class: "legend"}, h("span", {}, h("i", {class: "sw-line1"}), t("device_rate")), h("span", {}, h("i", {class: "sw-line2"}), t("network_rate"))));
+    Charts.fit(box);
     box.dataset.state = "ready";
     box.dataset.days = String(days);
     box.dataset.points = String(tr.points.filter(p => p.device_rate !== null).length);
@@ -311,21 +455,75 @@ function showError(err) {
 }
 
 // units list ------------------------------------------------------------------------------------------
+const UNIT_FILTERS = ["county", "institution", "model", "online", "flagged"];
 async function viewUnits(r) {
   const q = r.q.get("q") || "", offset = Number(r.q.get("offset") || 0), limit = 50;
-  const data = await api("/api/v1/registry/units", {q, limit, offset});
+  const chosen = Object.fromEntries(UNIT_FILTERS.map(k => [k, r.q.get(k) || ""]));
+  const data = await api("/dashboard/api/units", {q, limit, offset, ...chosen});
   const input = h("input", {type: "search", id: "unit-search", value: q, placeholder: t("search")});
-  const go = off => { location.hash = `#/units?q=${encodeURIComponent(input.value.trim())}&offset=${off}`; };
-  const form = h("form", {class: "row", onsubmit: ev => { ev.preventDefault(); go(0); }}, input, h("button", {type: "submit"}, "🔍"),
+  const selects = {};
+  const yesNo = k => [["", t("all")], ["true", k === "online" ? t("online") : t("flagged")], ["false", k === "online" ? t("offline") : t("no")]];
+  for (const k of UNIT_FILTERS) {
+    const opts = k === "online" || k === "flagged" ? yesNo(k) : [["", t("all")], ...data.options[k].map(v => [v, k === "county" ? word(v) : v])];
+    selects[k] = h("select", {id: `filter-${k}`, "data-filter": k, onchange: () => go(0)},
+      opts.map(([v, label]) => h("option", {value: v, selected: v === chosen[k]}, label)));
+  }
+  const go = off => {
+    const p = new URLSearchParams({q: input.value.trim(), offset: String(off)});
+    for (const k of UNIT_FILTERS) if (selects[k].value) p.set(k, selects[k].value);
+    location.hash = `#/units?${p}`;
+  };
+  const form = h("form", {class: "row", onsubmit: ev => { ev.preventDefault(); go(0); }}, input,
+    h("button", {type: "submit", id: "search-button"}, t("search_btn")),
+    ...UNIT_FILTERS.map(k => h("label", {}, t(k === "online" ? "online" : k === "flagged" ? "flagged" : k), " ", selects[k])),
+    h("button", {type: "button", id: "filter-reset", onclick: () => { location.hash = "#/units"; }}, t("reset")),
     h("span", {class: "muted", "data-k": "units.total"}, t("of_total", {n: data.total})),
     offset > 0 ? h("button", {type: "button", onclick: () => go(Math.max(0, offset - limit))}, t("prev")) : null,
     offset + limit < data.total ? h("button", {type: "button", id: "next-page", onclick: () => go(offset + limit)}, t("next")) : null);
   const rows = data.items.map(u => h("tr", {"data-row": u.sn}, td(unitLink(u.sn)), td(u.insurance_sn || "—"),
-    td(instLink(u.institution, u.institution_name)), td(word(u.county)), td(word(u.status)),
+    td(instLink(u.institution, u.institution_name)), td(word(u.county)), td(u.model || "—"), td(word(u.status)),
     td(h("span", {class: `pill ${u.online ? "online" : "offline"}`}, u.online ? t("online") : t("offline"))),
-    td(word(u.sim.carrier)), td(when(u.last_seen))));
-  return h("div", {}, h("h1", {}, t("units_title")), form,
-    h("div", {class: "card"}, table([t("sn"), t("insurance_sn"), t("institution"), t("county"), t("status"), t("online"), t("carrier"), t("last_seen")], rows, {id: "units"})));
+    td(carrierName(u.sim.carrier)), td(when(u.last_seen))));
+  return h("div", {}, h("h1", {}, t("units_title")), form, registryTools(),
+    h("div", {class: "card"}, table([t("sn"), t("insurance_sn"), t("institution"), t("county"), t("model"), t("status"), t("online"), t("carrier"), t("last_seen")], rows, {id: "units"})));
+}
+
+// registry export (CSV / XLSX) and import with a preview (admins) ------------------------------------------
+function registryTools() {
+  const status = h("span", {class: "muted", id: "registry-status"});
+  const exp = fmt => async () => {
+    try { status.textContent = await download("/api/v1/registry/units.csv", {format: fmt, lang}, `units.${fmt}`); }
+    catch (err) { status.textContent = err.message; }
+  };
+  const kids = [h("button", {type: "button", "data-export": "csv", onclick: exp("csv")}, `${t("export")} CSV`),
+    h("button", {type: "button", "data-export": "xlsx", onclick: exp("xlsx")}, `${t("export")} XLSX`)];
+  const preview = h("div", {id: "import-preview"});
+  if (ctx.user.role === "admin") {
+    const file = h("input", {type: "file", id: "import-file", accept: ".csv,.xlsx,text/csv"});
+    const send = async dry => {
+      const f = file.files[0];
+      if (!f) return;
+      status.textContent = "…";
+      try {
+        const rep = await api("/api/v1/registry/units/import", dry ? {dry_run: true} : null, {method: "POST", body: f});
+        status.textContent = "";
+        preview.replaceChildren(importReport(rep, dry, () => send(false)));
+        if (!dry) preview.dataset.applied = "1";
+      } catch (err) { status.textContent = err.message; }
+    };
+    kids.push(h("label", {}, `${t("import")} `, file), h("button", {type: "button", id: "import-preview-btn", onclick: () => send(true)}, t("preview")));
+  }
+  return h("div", {class: "card", id: "registry-tools"}, h("div", {class: "row"}, ...kids, status), preview);
+}
+function importReport(rep, dry, apply) {
+  const changes = rep.changes || [];
+  const errors = rep.errors || [];
+  const head = h("p", {"data-k": "import.summary"}, Object.entries(rep).filter(([, v]) => typeof v === "number").map(([k, v]) => `${k} ${v}`).join(" · "));
+  const ch = table([t("sn"), t("what"), t("message")], changes.map(c => h("tr", {"data-row": c.key || c.sn || ""},
+    td(c.key || c.sn || ""), td(c.action || ""), td(Object.entries(c.fields || {}).map(([k, v]) => `${k}: ${v[0] === null || v[0] === undefined ? "—" : v[0]} → ${v[1]}`).join("; "), {class: "wrap"}))), {id: "import-changes"});
+  const er = table(["line", "field", t("message")], errors.map(e => h("tr", {"data-row": String(e.line)},
+    td(String(e.line)), td(e.field || ""), td(e.error || e.message || "", {class: "wrap"}))), {id: "import-errors"});
+  return h("div", {}, head, ch, er, dry && changes.length ? h("button", {type: "button", id: "import-apply", onclick: apply}, t("apply")) : null);
 }
 
 // institutions ----------------------------------------------------------------------------------------
@@ -381,12 +579,14 @@ async function viewUnit(r) {
     api(`/api/v1/units/${encodeURIComponent(sn)}/samples`, {limit: 240}).catch(() => ({items: []})),
     api("/api/v1/availability", {...month(), group_by: "unit", sn, limit: 1}),
     api(`/api/v1/units/${encodeURIComponent(sn)}/slots`, {date: day}).catch(e => ({error: e.message})),
-    api("/api/v1/alerts", {sn, open: false, limit: 20}),
+    api("/api/v1/alerts", {sn, open: true, limit: 50}),
     api(`/api/v1/units/${encodeURIComponent(sn)}/network`, {hours: 24}).catch(() => null),
     ctx.features.commands ? api("/api/v1/commands", {sn, limit: 20}).catch(() => null) : Promise.resolve(null),
   ]);
+  const closedAlerts = await api("/api/v1/alerts", {sn, open: false, limit: 20})
+    .then(r => r.items.filter(a => a.closed_ts !== null && a.closed_ts !== undefined)).catch(() => []);
   let slots = slots_;
-  if (!r.q.get("date") && !slots.error && !slots.slots.some(s => s.counted && Date.parse(s.start) / 1000 < ctx.now)) {
+  if (!r.q.get("date") && !slots.error && !slots.slots.some(s => s.counted && Date.parse(s.start) / 1000 < epoch(ctx.now))) {
     // nothing counted yet today (early morning): show yesterday, the last day with something to see
     const y = new Date(Date.parse(ctx.today + "T00:00:00Z") - 86400000).toISOString().slice(0, 10);
     const prev = await api(`/api/v1/units/${encodeURIComponent(sn)}/slots`, {date: y}).catch(() => null);
@@ -402,16 +602,18 @@ async function viewUnit(r) {
     kv(t("online"), h("span", {class: `pill ${u.online ? "online" : "offline"}`, "data-k": "unit.online"}, u.online ? t("online") : t("offline"))),
     kv(t("last_seen"), when(u.last_seen))));
   const sim = card(t("sim"), h("dl", {class: "kv"},
-    kv(t("carrier"), u.sim.carrier, "sim.carrier"), kv(t("imsi"), u.sim.imsi, "sim.imsi"), kv(t("iccid"), u.sim.iccid, "sim.iccid"),
+    kv(t("carrier"), carrierName(u.sim.carrier), "sim.carrier"), kv(t("imsi"), u.sim.imsi, "sim.imsi"), kv(t("iccid"), u.sim.iccid, "sim.iccid"),
     kv(t("first_report"), when(u.sim.first_report)), kv(t("last_report"), when(u.sim.last_report)),
     kv(t("modem_model"), ident.modem_model), kv(t("modem_firmware"), ident.modem_firmware)));
-  const sw = card(t("software"), h("dl", {class: "kv"}, Object.entries(u.software || {}).map(([k, v]) => kv(word(k), v, `sw.${k}`))));
+  const sw = card(t("software"), h("dl", {class: "kv"}, h("dt", {class: "head"}, t("component")), h("dd", {class: "head"}, t("version")),
+    Object.entries(u.software || {}).map(([k, v]) => kv(word(k), v, `sw.${k}`))));
 
   const checks = latest ? Object.entries(latest.checks || {}) : [];
   const stateName = s => ["check_ok", "check_fault", "check_unknown"][s] || "check_unknown";
   const periph = card(t("peripherals"), h("p", {class: "muted"}, latest ? `${t("latest_sample")} ${when(latest.ts)}` : t("none")),
-    table([t("what"), t("status"), t("reasons")], checks.map(([name, [state, reason]]) => h("tr", {"data-row": name}, td(name),
-      td(h("span", {class: `pill ${["ok", "fault", "unknown"][state] || "unknown"}`, "data-k": `check.${name}`}, t(stateName(state)))), td(reason || ""))), {id: "checks"}));
+    table([t("what"), t("status"), t("reasons")], checks.map(([name, [state, reason]]) => h("tr", {"data-row": name}, td(checkName(name), {"data-k": "check.name"}),
+      td(h("span", {class: `pill ${["ok", "fault", "unknown"][state] || "unknown"}`, "data-k": `check.${name}`}, t(stateName(state)))),
+      td(reasonWord(reason), {class: "wrap", "data-k": "check.reason"}))), {id: "checks"}));
 
   const month_ = h("div", {class: "kpis"},
     kpi(t("device_rate"), pct(fig.device_rate), `${t("month")} ${ctx.month.label}`, "unit.device_rate", fig.device_rate, rateCls(fig.device_rate)),
@@ -421,7 +623,7 @@ async function viewUnit(r) {
 
   const asc = samples.items.slice().reverse();
   const chart = (label, pick, extra) => h("div", {class: "card"}, h("h2", {}, label),
-    Charts.line([{name: label, color: "#1565c0", points: asc.map(s => [s.ts, pick(s)])}],
+    Charts.line([{name: label, color: "#1565c0", points: asc.map(s => [epoch(s.ts), pick(s)])}],
       Object.assign({label, height: 150, width: 420, ticks: 3, fmtX: v => when(v).slice(5), empty: t("none")}, extra || {})));
   const diskPct = s => (s.fs && s.fs.length) ? Math.round(1000 * s.fs[0].used_mb / Math.max(1, s.fs[0].size_mb)) / 10 : null;
   const health = h("div", {class: "grid", id: "health"},
@@ -434,8 +636,9 @@ async function viewUnit(r) {
   const slotCard = card(t("day_slots"), slotsView(sn, day, slots));
   slotCard.classList.add("wide");
   const hist = card(t("status_history"), table([t("from"), t("status"), t("message")],
-    (u.status_history || []).map(s => h("tr", {}, td(when(s.from_ts)), td(word(s.status)), td(`${s.by}${s.note ? ": " + s.note : ""}`)))));
-  const al = card(t("alerts"), table([t("opened"), t("kind"), t("message")], alerts.items.map(a => h("tr", {}, td(when(a.opened_ts)), td(a.kind), td(a.message)))));
+    (u.status_history || []).map(s => h("tr", {}, td(when(s.from_ts)), td(word(s.status)), td(`${s.by}${s.note ? ": " + s.note : ""}`, {class: "wrap"}))), {id: "status-history"}));
+  const al = card(`${t("alerts")} (${alerts.total})`, alertTable(alerts.items, {id: "unit-alerts"}));
+  const alLog = card(t("alert_log"), alertTable(closedAlerts, {id: "unit-alerts-closed", closed: true}));
   let cmdCard = null;
   if (ctx.features.commands) {
     const items = cmds && Array.isArray(cmds.items) ? cmds.items : [];
@@ -446,20 +649,20 @@ async function viewUnit(r) {
   }
   return h("div", {}, h("h1", {}, t("unit_title", {sn})), month_,
     h("div", {class: "grid"}, identity, sim, sw, periph), health,
-    h("div", {class: "grid"}, slotCard, hist, al, cmdCard));
+    h("div", {class: "grid"}, slotCard), h("div", {class: "grid two"}, al, hist, alLog, cmdCard));
 }
 
 function slotsView(sn, day, data) {
   const picker = h("input", {type: "date", id: "slot-date", value: day, max: ctx.today,
     onchange: ev => { location.hash = `#/unit/${encodeURIComponent(sn)}?date=${ev.target.value}`; }});
   if (data.error) return h("div", {}, h("div", {class: "row"}, h("label", {}, t("date"), " ", picker)), h("p", {class: "error"}, data.error));
-  const kindOf = s => Date.parse(s.start) / 1000 >= ctx.now ? "future" : !s.counted ? "off" : s.device === "no_data" ? "nodata" :
+  const kindOf = s => Date.parse(s.start) / 1000 >= epoch(ctx.now) ? "future" : !s.counted ? "off" : s.device === "no_data" ? "nodata" :
     s.device === "not_intact" && s.network === "not_ok" ? "both" : s.device === "not_intact" ? "dev" : s.network === "not_ok" ? "net" : "ok";
   const colors = {future: "#ffffff", ok: "#2e7d32", dev: "#c62828", net: "#ef6c00", both: "#6a1b9a", nodata: "#9e9e9e", off: "#eceff1"};
   const runs = [];
   data.slots.forEach((s, i) => {
     const kind = kindOf(s);
-    const why = [...(s.device_reasons || []), ...(s.network_reasons || [])].join(", ") + (s.likely_carrier_outage ? ` (${t("carrier_outage")})` : "");
+    const why = [...(s.device_reasons || []), ...(s.network_reasons || [])].map(reasonText).join(", ") + (s.likely_carrier_outage ? ` (${t("carrier_outage")})` : "");
     const last = runs[runs.length - 1];
     if (last && last.kind === kind && last.why === why && last.to === i) { last.to = i + 1; last.end = s.start; return; }
     runs.push({from: i, to: i + 1, kind, why, start: s.start, end: s.start, excluded: s.excluded, outage: !!s.likely_carrier_outage});
@@ -481,6 +684,23 @@ function slotsView(sn, day, data) {
     Charts.strip(runs, {label: t("day_slots"), width: 1300}), legend, h("h2", {}, t("failures")), failures);
 }
 
+// auto-refresh: the current view again every REFRESH_S (not while someone types in it) ------------------------
+const REFRESH_KEY = "posfleet.refresh", REFRESH_S = 60;
+let refreshTimer = null;
+function scheduleRefresh() {
+  clearInterval(refreshTimer);
+  refreshTimer = null;
+  if (localStorage.getItem(REFRESH_KEY) !== "1") return;
+  refreshTimer = setInterval(() => {
+    const main = document.getElementById("main");
+    const typing = document.activeElement && main.contains(document.activeElement) &&
+      ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement.tagName);
+    if (!typing && main.dataset.state === "ready" && main.dataset.view !== "login" && !main.querySelector("form.inline, #import-preview > *")) render();
+  }, (window.POSFLEET_REFRESH_S || REFRESH_S) * 1000);
+}
+let resizeTimer = null;
+window.addEventListener("resize", () => { clearTimeout(resizeTimer); resizeTimer = setTimeout(() => Charts.fit(document.getElementById("main")), 200); });
+
 // boot ------------------------------------------------------------------------------------------------
 window.addEventListener("hashchange", render);
 window.addEventListener("DOMContentLoaded", () => {
@@ -489,6 +709,10 @@ window.addEventListener("DOMContentLoaded", () => {
     localStorage.setItem(LANG_KEY, lang);
     render();
   });
+  const auto = document.getElementById("auto-refresh");
+  auto.checked = localStorage.getItem(REFRESH_KEY) === "1";
+  auto.addEventListener("change", () => { localStorage.setItem(REFRESH_KEY, auto.checked ? "1" : "0"); scheduleRefresh(); });
+  scheduleRefresh();
   document.getElementById("logout").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
     location.hash = "#/login";

@@ -1,4 +1,7 @@
-/* Tiny SVG chart helpers (no library): line chart, horizontal bars, the slot strip of one day. */
+/* Tiny SVG chart helpers (no library): line chart, horizontal bars, the slot strip of one day.
+   Each chart is drawn at a pixel width (its text at its CSS size, 12 px) and carries ``redraw(width)``:
+   Charts.fit(root) redraws every chart at the width its container has, so nothing is scaled down (a chart
+   drawn wider than its card and shrunk by CSS had 7 px labels). */
 "use strict";
 const Charts = (() => {
   const NS = "http://www.w3.org/2000/svg";
@@ -92,5 +95,19 @@ const Charts = (() => {
     }
     return s;
   }
-  return {line, bars, strip};
+  // every chart under root, redrawn at its container's width (labels stay at their CSS size)
+  function fit(root) {
+    for (const s of [...(root || document).querySelectorAll("svg.chart")]) {
+      if (!s.redraw || !s.parentElement) continue;
+      const cs = getComputedStyle(s.parentElement);  // the content box: clientWidth counts the padding too
+      const w = Math.floor(s.parentElement.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight));
+      if (w > 0 && Math.abs(w - s.viewBox.baseVal.width) > 1) s.replaceWith(s.redraw(w));
+    }
+  }
+  const fitted = fn => (data, opt) => {
+    const s = fn(data, opt);
+    s.redraw = w => fitted(fn)(data, Object.assign({}, opt, {width: w}));
+    return s;
+  };
+  return {line: fitted(line), bars: fitted(bars), strip: fitted(strip), fit};
 })();
