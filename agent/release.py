@@ -93,6 +93,52 @@ def roll_back(cdir: Path, marker: dict[str, Any], reason: str) -> None:
 
 
 # ---------------------------------------------------------------- launcher (the installed package)
+PACKAGE_SEEN = "package-version"  # the installed package's version the launcher last started from
+
+
+def installed_version() -> str:
+    """The installed package's version (its dist-info in site-packages; a release carries none), else the code's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("posfleet")
+    except PackageNotFoundError:
+        from wire import __version__
+
+        return __version__
+
+
+def _package_changed(cdir: Path, link: Path, marker: dict[str, Any] | None) -> None:
+    """An operator who installs another version of the package (apt upgrade, or a downgrade to a known good one)
+    means that code to run: a release installed over the air before it no longer wins over it. The launcher keeps
+    the package version it last started from; when that changes, ``current`` goes (the release folders stay for the
+    next update's rollback) unless an over-the-air handover is still being confirmed."""
+    pkg = installed_version()
+    seen_file = cdir / PACKAGE_SEEN
+    try:
+        seen = seen_file.read_text().strip()
+    except OSError:
+        seen = None
+    if seen == pkg:
+        return
+    changed = seen is not None
+    if seen is None and link.is_symlink():  # a launcher from before this record: the newer code wins
+        from .update import version_key
+
+        changed = version_key(os.readlink(link)) <= version_key(pkg)
+    if changed and link.is_symlink() and not (marker and marker.get("state") == "pending"):
+        log.warning("the installed package changed from %s to %s: running it instead of the over-the-air release %s",
+                    seen or "an earlier version", pkg, os.readlink(link))
+        link.unlink()
+    try:
+        cdir.mkdir(parents=True, exist_ok=True)
+        tmp = cdir / (PACKAGE_SEEN + ".tmp")
+        tmp.write_text(pkg + "\n")
+        os.replace(tmp, seen_file)
+    except OSError as err:
+        log.error("cannot record the package version in %s: %s", seen_file, err)
+
+
 def launch(data_dir: Path, argv: list[str]) -> None:
     """Run the current release: exec into ``current/run.py`` unless that is the running code. Counts the starts
     of an unconfirmed release and rolls it back when it had its chances. Returns when this code should run."""
@@ -117,6 +163,7 @@ def launch(data_dir: Path, argv: list[str]) -> None:
                 marker["starts"] = starts + 1
                 write_handover(cdir, marker)
     link = cdir / "current"
+    _package_changed(cdir, link, marker)
     if not link.is_symlink():
         return
     target = link.resolve()
