@@ -51,11 +51,37 @@ class _Lazy(click.Group):
         return sorted(set(super().list_commands(ctx)) | present)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        needs = _NEEDS.get(name) if ctx.parent is None else None
+        if needs and importlib.util.find_spec(needs[0]) is None:
+            return _absent(name, *needs)
         if name in self._modules:
             module, attr = self._split(self._modules[name])
             if importlib.util.find_spec(module) is not None:
                 return getattr(importlib.import_module(module), attr)  # type: ignore[no-any-return]
         return super().get_command(ctx, name)
+
+
+# Top-level commands whose package the terminal's Debian package leaves out (packaging/build-agent-deb.sh): the
+# package each needs, and what it is.
+_NEEDS = {"server": ("server", "the fleet server"), "report": ("server", "the fleet server"),
+          "demo": ("server", "the fleet server"), "ca": ("pki", "the fleet CA"),
+          "sim": ("simulator", "the simulator")}
+
+
+def _absent(name: str, package: str, what: str) -> click.Command:
+    """``posfleet <name>`` where its package is not installed (a terminal): say so and exit 2, not a traceback."""
+
+    def fail(args: tuple[str, ...]) -> None:
+        click.echo(f"posfleet {name}: {what} is not installed here (Python package {package!r} is missing). This "
+                   "looks like a terminal's posfleet-agent package, which carries only the agent and the engineer's "
+                   "diag commands; run 'posfleet " + name + "' where the fleet server is installed "
+                   "(docs/deployment.md).", err=True)
+        sys.exit(2)
+
+    return click.Command(name, callback=fail, help=f"({what}: not installed here)", hidden=True,
+                         params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []})
 
 
 @click.group(cls=_Lazy, modules={"demo": "posfleet.demo"})
@@ -196,7 +222,7 @@ def agent_enroll(sn: str, out_dir: str) -> None:
 
 
 # ---------------------------------------------------------------- server
-@main.group(cls=_Lazy, modules={"command": "posfleet.cli_commands:command"})
+@main.group(cls=_Lazy, modules={"command": "posfleet.cli_commands:command", "db": "posfleet.cli_db:db"})
 def server() -> None:
     """The fleet server."""
 
