@@ -306,9 +306,15 @@ def check_files(settings: Settings, now: float | None = None, listen: bool = Fal
         pemfiles.cert_and_key("mqtt", "cert_file", settings.path(m.cert_file), "key_file", settings.path(m.key_file),
                               problems, now)
     db = sqlite_path(settings)
-    if db is None:
+    if db is None and settings.storage.url.startswith(("postgresql://", "postgres://")):
+        from .storage.postgres import check_database
+
+        said = check_database(settings.storage.url)
+        if said:
+            problems.append(Problem("storage.url", said[0], said[1]))
+    elif db is None:
         problems.append(Problem("storage.url", "", f"unsupported backend in {settings.storage.url!r} (supported: "
-                                                   "sqlite:///PATH)"))
+                                                   "sqlite:///PATH, postgresql://USER@HOST:PORT/DB)"))
     else:
         _writable_place("storage.url", db, problems, "database")
         from .storage.sqlite import too_new

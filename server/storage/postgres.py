@@ -215,6 +215,26 @@ async def migrate(conn: Any, label: str = "") -> int:
     return v
 
 
+def check_database(url: str, timeout: float = 10) -> tuple[str, str] | None:
+    """Before the server starts: (the URL without its password, what is wrong) when the database cannot be reached
+    or was written by a newer server, else None. Runs in a thread of its own (callers may be inside a loop)."""
+    import concurrent.futures
+
+    async def probe() -> int:
+        conn = await asyncpg.connect(url, timeout=timeout)
+        try:
+            return await schema_version(conn)
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        try:
+            v = pool.submit(asyncio.run, probe()).result(timeout + 5)
+        except Exception as err:  # noqa: BLE001 - refused, unknown database, bad password: say which
+            return redact(url), f"cannot reach the database: {type(err).__name__}: {redact(str(err))}"
+    return (redact(url), newer_sentence(v)) if v > SCHEMA_VERSION else None
+
+
 def redact(url: str) -> str:
     """The URL without its password (for logs and messages)."""
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
