@@ -182,3 +182,17 @@ def test_agent_update_unpack_reports_and_cleans_up(work: Path, tmp_path: Path, m
     update._unpack(work / "good.tar.gz", tmp_path / "1.0.0")
     assert (tmp_path / "1.0.0" / "bin" / "hc").read_bytes() == b"#!/bin/sh\nexit 0\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["1.0.0"]
+
+
+def test_the_suite_runs_on_debian_python() -> None:
+    """``./dev`` makes the virtualenv from the distribution's python3 (Debian 12: 3.11.2), so every update test (and
+    the rest of the suite) runs on the oldest Python the project supports, as CI must (issue 13, item 5)."""
+    if not DEBIAN_PYTHON.exists():
+        pytest.fail(f"{DEBIAN_PYTHON} is missing: this suite expects a Debian/Ubuntu machine (./dev)")
+    debian = subprocess.run([str(DEBIAN_PYTHON), "-c", "import sys; print(*sys.version_info[:3], sep='.')"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if tuple(int(x) for x in debian.split(".")[:2]) < (3, 11):
+        pytest.skip(f"{DEBIAN_PYTHON} is {debian}, older than the project supports: ./dev uses python3 from PATH")
+    here = ".".join(map(str, sys.version_info[:3]))
+    assert here == debian, (f"the suite runs on Python {here} ({sys.executable}), not the distribution's {debian}: "
+                            "remove .venv and run ./dev again")

@@ -12,11 +12,16 @@ namespace, so the test broker on 127.0.0.1 is reachable; ``dpkg -i`` alone runs 
 * ``posfleet agent enroll`` run as root gives the key to posfleet; the agent runs as posfleet from the installed
   files only, reads its key, connects to the test broker, delivers samples the server stores, and rewrites its
   configuration on a remote ``set_config``;
+* ``posfleet server``, ``ca``, ``sim`` on the terminal say the fleet server is not installed there (exit 2);
+* ``dpkg -i`` of the next version over it keeps the enrolment, configuration and data, and the upgraded agent runs
+  and reports its new version;
 * ``dpkg -r`` keeps configuration and data, ``dpkg -P`` leaves nothing but the system user (Debian policy).
 
 * under a real systemd (a copy of the root booted with ``systemd-nspawn -b``; this machine's PID 1 is not systemd,
-  but nspawn boots one in the container): the unit starts by itself as posfleet, delivers, and a remote reboot
-  reboots the container through the polkit rule.
+  but nspawn boots one in the container): the unit starts by itself as posfleet, delivers, updates itself over
+  the air from the package layout (a signed ``software_update`` of the agent: the release is unpacked under
+  /var/lib/posfleet, health-checked and exec'ed into by the hardened unit), and a remote reboot reboots the
+  container through the polkit rule.
 
 What cannot run here is skipped with the reason.
 """
@@ -92,6 +97,32 @@ def debs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _version() -> str:
     return tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+
+
+NEXT_VERSION = _version() + ".9"  # an over-the-air agent release, and the next package: above this tree's version
+
+
+@pytest.fixture(scope="module")
+def next_deb(debs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The next release's package for this machine: this tree (committed and working files) with its version
+    raised to NEXT_VERSION, built by the same script."""
+    src = tmp_path_factory.mktemp("next-src")
+    listed = _run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]).stdout
+    for rel in filter(None, listed.split("\0")):
+        if (REPO / rel).is_file() and not rel.startswith(("tests/", "docs/", "benchmarks/")):
+            (src / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, src / rel)
+    for rel, pattern, line in (("pyproject.toml", r'^version = ".*"$', f'version = "{NEXT_VERSION}"'),
+                               ("wire/__init__.py", r'^__version__ = .*$', f'__version__ = "{NEXT_VERSION}"')):
+        text, n = re.subn(pattern, line, (src / rel).read_text(), count=1, flags=re.M)
+        assert n == 1, rel
+        (src / rel).write_text(text)
+    out = tmp_path_factory.mktemp("next-dist")
+    _run([str(src / "packaging" / "build-agent-deb.sh"), _host_arch()], timeout=900,
+         env={**os.environ, "OUT": str(out), "PY": str(REPO / ".venv" / "bin" / "python")})
+    deb = out / f"posfleet-agent_{NEXT_VERSION}_{_host_arch()}.deb"
+    assert deb.is_file(), sorted(out.iterdir())
+    return deb
 
 
 def test_package_contents(debs: dict[str, Path]) -> None:
@@ -241,6 +272,11 @@ def test_offline_install_user_and_modes(root: Root) -> None:
                    "import sys, segno, cryptography, posfleet; print(sys.prefix, sys.version_info[:2], posfleet.__file__)").stdout
     assert out.startswith("/opt/posfleet-agent (3, 11) /opt/posfleet-agent/lib/python3.11/site-packages/"), out
     assert root.run("posfleet", "--version").stdout.strip().endswith(_version())
+    # what the terminal package leaves out says so, rather than a traceback
+    for cmd in (("server", "run"), ("ca", "init", "--dir", "/tmp/ca"), ("sim", "run", "x.json")):
+        done = root.run("posfleet", *cmd, check=False)
+        assert done.returncode == 2 and "is not installed here" in done.stderr and "Traceback" not in done.stderr, \
+            (cmd, done.returncode, done.stderr)
 
 
 def test_unit_verifies_and_is_hardened(root: Root) -> None:
@@ -406,6 +442,10 @@ def _inside(pid: int, *cmd: str, check: bool = False) -> subprocess.CompletedPro
                 timeout=60)
 
 
+def _journal(pid: int) -> str:
+    return _inside(pid, "journalctl", "-u", "posfleet-agent", "--no-pager", "-n", "60").stdout[-4000:]
+
+
 def test_booted_unit_starts_delivers_and_may_reboot(root: Root, pki: Pki, broker: Broker, tmp_path: Path) -> None:
     """The package under a real systemd: a copy of the installed root booted with ``systemd-nspawn -b`` (Debian's
     systemd-container; this machine's own PID 1 is not systemd, but nspawn boots one in the container). The unit
@@ -424,7 +464,9 @@ def test_booted_unit_starts_delivers_and_may_reboot(root: Root, pki: Pki, broker
     booted = tmp_path / "booted"
     _run(["cp", "-a", "--one-file-system", f"{root.path}/.", str(booted)], timeout=300)
     ck, ce, _ = make_key(pki.ca, tmp_path / "command", "command", 30)
-    fleet = Fleet(pki, broker, {"command_key": ck, "command_endorsement": ce}, tmp_path / "fleet")
+    uk, ue, _ = make_key(pki.ca, tmp_path / "update", "update", 30)
+    fleet = Fleet(pki, broker, {"command_key": ck, "command_endorsement": ce, "update_key": uk,
+                                "update_endorsement": ue}, tmp_path / "fleet")
     server = fleet.start_server()
     log = tmp_path / "nspawn.log"
     with open(log, "wb") as out:
@@ -440,6 +482,22 @@ def test_booted_unit_starts_delivers_and_may_reboot(root: Root, pki: Pki, broker
         assert "User=posfleet" in show, show
         fleet.wait_online(SN, timeout=60)
         wait_for(lambda: _samples(server, SN) >= 2, 60, "samples from the booted unit stored", interval=0.5)
+
+        # the agent updates itself over the air from the package layout, under the unit's hardening: unpacked
+        # under /var/lib/posfleet, its health check run, exec'ed into (same PID), confirmed and reported
+        from tests.commands.test_agent_update import _agent_package, _update
+
+        main_pid = _inside(pid, "systemctl", "show", "posfleet-agent", "-p", "MainPID", "--value").stdout.strip()
+        cid = _update(fleet, SN, _agent_package(tmp_path, fleet, NEXT_VERSION))
+        done = fleet.wait_state(cid, timeout=120)
+        assert done["state"] == "succeeded" and done["output"].startswith(f"installed agent {NEXT_VERSION}"), \
+            (done, _journal(pid))
+        wait_for(lambda: server.get(f"/api/v1/units/{SN}").json().get("agent_version") == NEXT_VERSION, 60,
+                 "the unit to report the release's version", interval=0.5)
+        assert _inside(pid, "systemctl", "show", "posfleet-agent", "-p", "MainPID", "--value").stdout.strip() \
+            == main_pid, "the release runs in the unit's own process (exec), no restart"
+        assert _inside(pid, "readlink", "/var/lib/posfleet/components/agent/current").stdout.strip() == NEXT_VERSION
+
         r = fleet.send(type="reboot", sn=SN, params={})
         assert r.status_code in (200, 201, 202), r.text
         code = wait_for(lambda: nspawn.poll(), 120, "the container to reboot on the remote command", interval=0.5)
@@ -456,6 +514,56 @@ def test_booted_unit_starts_delivers_and_may_reboot(root: Root, pki: Pki, broker
                 nspawn.wait()
         fleet.stop()
         shutil.rmtree(booted, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- upgrade
+def test_upgrade_keeps_enrolment_configuration_and_data(root: Root, next_deb: Path, pki: Pki, broker: Broker,
+                                                        tmp_path: Path) -> None:
+    from server.commands.keys import make_key
+
+    etc = root.path / "etc/posfleet"
+    if not (etc / "terminal.pem").exists():
+        pytest.fail("the enrolment of test_agent_runs_from_the_package is needed first (run the whole module)")
+
+    def state() -> dict[str, str]:
+        files = root.run("find", "/etc/posfleet", "/var/lib/posfleet", "-printf", r"%p %U:%G %m %s\n").stdout
+        return {line.split()[0]: line for line in files.splitlines() if not line.startswith("/var/lib/posfleet/")
+                or "/outbox" not in line}  # the outbox's size moves with every sample
+
+    before, uid = state(), root.run("id", "-u", "posfleet").stdout
+    keyhash = root.run("sha256sum", "/etc/posfleet/terminal.key", "/etc/posfleet/agent.toml").stdout
+    shutil.copy(next_deb, root.path / "tmp" / "posfleet-agent-next.deb")
+    done = root.run("dpkg", "-i", "/tmp/posfleet-agent-next.deb", offline=True)
+    assert f"Unpacking posfleet-agent ({NEXT_VERSION}) over ({_version()})" in done.stdout, done.stdout
+    assert root.run("posfleet", "--version").stdout.strip().endswith(NEXT_VERSION)
+    assert root.run("id", "-u", "posfleet").stdout == uid
+    assert root.run("sha256sum", "/etc/posfleet/terminal.key", "/etc/posfleet/agent.toml").stdout == keyhash
+    assert state() == before
+    assert (root.path / "etc/systemd/system/multi-user.target.wants/posfleet-agent.service").is_symlink()
+    assert (root.path / "usr/share/polkit-1/rules.d/50-posfleet-agent.rules").is_file()
+
+    # the upgraded agent runs as its user with the enrolment it had, and reports its new version
+    config = tomllib.loads((etc / "agent.toml").read_text())
+    config["link"]["port"] = broker.port
+    (etc / "agent.toml").write_text(tomli_w.dumps(config))
+    ck, ce, _ = make_key(pki.ca, tmp_path / "command", "command", 30)
+    fleet = Fleet(pki, broker, {"command_key": ck, "command_endorsement": ce}, tmp_path)
+    server = fleet.start_server()
+    agent = root.spawn("runuser", "-u", "posfleet", "-g", "posfleet", "-G", "dialout", "--",
+                       "/opt/posfleet-agent/bin/posfleet", "agent", "run", "--config", "/etc/posfleet/agent.toml",
+                       log=tmp_path / "agent.log")
+    try:
+        fleet.wait_online(SN, timeout=60)
+        wait_for(lambda: server.get(f"/api/v1/units/{SN}").json().get("agent_version") == NEXT_VERSION, 60,
+                 "the upgraded agent's version on the server", interval=0.5)
+    finally:
+        agent.terminate()
+        try:
+            agent.wait(15)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        fleet.stop()
 
 
 # ---------------------------------------------------------------- remove, purge
