@@ -243,7 +243,10 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
             await storage.close()
 
     app = FastAPI(title="posfleet fleet server", version="0.1.0", lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url="/openapi.json")
+    from .apidocs import install as install_api_docs
+
+    install_api_docs(app)  # /docs and /redoc with Swagger UI and ReDoc served from the package, no CDN
     app.state.settings = settings
     app.state.clock = make_clock(settings)
     app.state.role = role
