@@ -329,6 +329,8 @@ enabled = false
             "agent_starts": sum(f["starts"] for f in stops),
             "link_cuts": sum(f["link_cuts"] for f in stops),
             "network_rounds": sum(f["rounds"] for f in stops),
+            "workers_wait_s": round(sum(f["wait_s"] for f in stops), 1),
+            "workers_cpu_s": round(sum(f["cpu_s"] for f in stops), 1),
             "advances": self.advances, "night_jumps": self.jumps,
         }
         for f in stops:

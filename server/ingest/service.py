@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import socket
 import ssl
 import sys
 import time
@@ -187,6 +188,13 @@ class _RateLimitedLog:
             self._suppressed[reason] += 1
 
 
+def _no_delay(client: Any, userdata: Any, sock: Any) -> None:
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # not TCP (a unix socket): nothing to turn off
+        pass
+
+
 class Ingest:
     def __init__(self, settings: Settings, storage: Storage, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -227,6 +235,9 @@ class Ingest:
         c.on_connect_fail = self._on_connect_fail
         c.on_disconnect = self._on_disconnect
         c.on_message = self._on_message
+        # no Nagle on the broker connection: the PUBACK of a batch and its acknowledgement are two small writes,
+        # and the second waited for the broker's delayed ACK of the first (44 ms per acknowledgement, measured)
+        c.on_socket_open = _no_delay
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 7 * 86400
         props.ReceiveMaximum = m.receive_maximum
