@@ -130,11 +130,12 @@ class Broker:
 
 class Server:
     def __init__(self, pki: Pki, broker: Broker, workdir: Path, clock: dict[str, Any] | None = None,
-                 extra: str = "", http_port: int | None = None) -> None:
+                 extra: str = "", http_port: int | None = None, storage: str | None = None) -> None:
         self.workdir = workdir = workdir.resolve()  # server.toml's paths are read relative to server.toml's folder
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = http_port or free_port()
         self.db = workdir / "fleet.sqlite"
+        self.storage_url = storage or f"sqlite:///{self.db}"  # storage: a postgresql:// URL instead of self.db
         clock_toml = ""
         if clock:
             clock_toml = f"[clock]\nspeed = {clock['speed']}\nstart = \"{clock['start']}\"\nanchor = {clock['anchor']}\n"
@@ -152,7 +153,7 @@ ca_file = "{pki.dir}/ca.pem"
 cert_file = "{pki.dir}/server-client.pem"
 key_file = "{pki.dir}/server-client.key"
 [storage]
-url = "sqlite:///{self.db}"
+url = "{self.storage_url}"
 [http]
 host = "127.0.0.1"
 port = {self.http_port}

@@ -21,3 +21,22 @@ def storage_url(tmp_path: Path) -> str:
     if not marker.exists():
         marker.write_text(make())
     return marker.read_text()
+
+
+def db_count(url: str, sql: str) -> int:
+    """One number from a server's database, SQLite file or PostgreSQL (psql): 0 while its tables do not exist yet."""
+    if url.startswith("sqlite:///"):
+        from tests.conftest import sqlite_count
+
+        return sqlite_count(Path(url[len("sqlite:///"):]), sql)
+    import subprocess
+
+    from simulator.postgres import pg_bindir
+
+    r = subprocess.run([str(pg_bindir() / "psql"), "-X", "-A", "-t", "-d", url, "-c", sql], capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode != 0:
+        if "does not exist" in r.stderr:
+            return 0
+        raise RuntimeError(r.stderr)
+    return int(r.stdout.strip() or 0)

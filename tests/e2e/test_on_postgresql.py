@@ -1,0 +1,64 @@
+"""The end-to-end flow and store-and-forward with kills, with the server storing in PostgreSQL: real Mosquitto,
+real server processes (``[storage] url = "postgresql://..."``), a real agent, the tests' own PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+from agent.outbox import Outbox
+from tests.backend import db_count
+from tests.conftest import sqlite_count
+from tests.fleet import AgentProc, Server, agent_config, stop_process, wait_for
+from wire.messages import Check, Sample
+
+BACKLOG = 3_000
+
+
+def test_backlog_through_agent_and_server_kills_is_stored_exactly_once(pki, broker, pg_url: str,
+                                                                       tmp_path: Path) -> None:
+    data = tmp_path / "k"
+    data.mkdir()
+    ob = Outbox(data / "outbox.sqlite")
+    base = int(time.time()) // 60 * 60 - 3 * 86400  # three days back: three day partitions
+    for i in range(BACKLOG):
+        ob.add(Sample(seq=0, ts=base + 60 * i, cpu=1.0, checks={"storage": Check(0)}), boot_id="old", boottime=0)
+    epoch = ob.epoch
+    ob.close()
+    server = Server(pki, broker, tmp_path / "server", storage=pg_url).start()
+    stored = lambda: db_count(pg_url, "select count(*) from samples where sn='HN00080001'")  # noqa: E731
+    cfg = agent_config(pki, broker, "HN00080001", data, link="max_batch = 20\nbacklog_rate = 8.0\nack_timeout_s = 5")
+    rng = random.Random(2026_12_06)
+    after_each_kill = []
+    try:
+        for k in range(6):
+            agent = AgentProc(cfg, tmp_path / "k.log").start()
+            time.sleep(rng.uniform(0.8, 1.6))
+            if k == 3:  # the server dies mid-ingest (no clean shutdown), then comes back on the same database
+                stop_process(server.proc, signal.SIGKILL)
+                server.proc = None
+                server.start()
+            agent.kill()
+            after_each_kill.append(stored())
+        cfg = agent_config(pki, broker, "HN00080001", data, link="max_batch = 100\nbacklog_rate = 40.0\nack_timeout_s = 5")
+        agent = AgentProc(cfg, tmp_path / "k.log").start()
+        try:
+            wait_for(lambda: stored() >= BACKLOG, 120, "the whole backlog stored")
+            wait_for(lambda: sqlite_count(data / "outbox.sqlite", "select count(*) from outbox where kind='s' "
+                                          f"and ts < {base + 60 * BACKLOG}") == 0, 30, "the outbox emptied by acks")
+        finally:
+            agent.stop()
+        assert 0 < after_each_kill[0] < after_each_kill[-1] < BACKLOG, f"kills while uploading: {after_each_kill}"
+        assert stored() == BACKLOG
+        distinct = db_count(pg_url, f"select count(distinct ts) from samples where sn='HN00080001' and epoch={epoch}")
+        assert distinct == BACKLOG, "every sample exactly once"
+        assert db_count(pg_url, "select count(*) from pg_inherits i join pg_class p on p.oid = i.inhparent "
+                                "where p.relname = 'samples'") >= 3, "the samples went into day partitions"
+        unit = server.get("/api/v1/units/HN00080001").json()
+        assert unit["sn"] == "HN00080001" and unit["latest"] is not None  # the API reads PostgreSQL too
+    finally:
+        server.stop()
+    text = server.log.read_text()
+    assert "Traceback" not in text, text[-4000:]
