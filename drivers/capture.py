@@ -39,7 +39,18 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import DeviceFault, DeviceNotFound, DriverError, ProtocolError, Timeout
+from .errors import (
+    EXIT_FAULT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_PROTOCOL,
+    EXIT_TIMEOUT,
+    DeviceNotFound,
+    DriverError,
+    ProtocolError,
+    exit_code,
+    verdict_state,
+)
 from .health import State
 from .idcard import codec as idc
 from .idcard.mask import mask_id, mask_name, redact_text
@@ -55,8 +66,6 @@ Kind = Literal["modem", "printer", "idcard"]
 KINDS: tuple[Kind, ...] = ("modem", "printer", "idcard")
 DEFAULT_PROFILES: dict[str, str] = {"modem": "generic-3gpp", "printer": "generic-58mm", "idcard": "generic-sam"}
 Direction = Literal["tx", "rx", "open", "close", "error"]
-
-EXIT_OK, EXIT_NOT_FOUND, EXIT_TIMEOUT, EXIT_PROTOCOL, EXIT_FAULT = 0, 3, 4, 5, 6
 
 
 class CaptureError(DriverError):
@@ -530,15 +539,8 @@ def diagnose(
 
 
 def _error_outcome(err: DriverError, names: dict[int, str]) -> Outcome:
-    if isinstance(err, DeviceNotFound):
-        code, state = EXIT_NOT_FOUND, "unknown"
-    elif isinstance(err, Timeout):
-        code, state = EXIT_TIMEOUT, "fault"
-    elif isinstance(err, DeviceFault):
-        code, state = EXIT_FAULT, "fault"
-    else:
-        code, state = EXIT_PROTOCOL, "fault"
-    return Outcome(state, names.get(code, "error"), code, redact_text(str(err)))  # type: ignore[arg-type]
+    code = exit_code(err)
+    return Outcome(verdict_state(code), names.get(code, "error"), code, redact_text(str(err)))  # type: ignore[arg-type]
 
 
 def _diagnose_modem(url: str, profile: str, baudrate: int | None, recorder: Recorder | None) -> Outcome:
@@ -593,7 +595,7 @@ def _diagnose_idcard(url: str, profile: str, baudrate: int | None, recorder: Rec
                                     EXIT_PROTOCOL: "reader protocol error", EXIT_FAULT: "SAM fault"})
     if result["sam_ok"]:
         return Outcome("ok", "", EXIT_OK, detail=result)
-    return Outcome("fault", "SAM reports an error", EXIT_FAULT, detail=result)
+    return Outcome("fault", result["sam_error"]["reason"], EXIT_FAULT, detail=result)
 
 
 __all__ = [

@@ -6,6 +6,14 @@ Callers catch :class:`DriverError`; the subclasses carry the data a diagnostic n
 
 from __future__ import annotations
 
+# Exit codes of ``posfleet diag`` and of the verdict a capture records (docs/console.md "Exit codes").
+# One mapping from a driver error to its code: exit_code() below; the commands and drivers/capture.py use it.
+EXIT_OK = 0
+EXIT_NOT_FOUND = 3  # the port cannot be opened (missing, busy, no permission)
+EXIT_TIMEOUT = 4  # the device does not answer
+EXIT_PROTOCOL = 5  # it answers something that cannot be parsed, or the profile lacks what was asked (NotSupported)
+EXIT_FAULT = 6  # it answers and reports a fault (no SIM, paper out, SAM error, ...)
+
 
 class DriverError(Exception):
     """Base of every error a driver raises."""
@@ -53,3 +61,20 @@ class DeviceFault(DriverError):
     def __init__(self, message: str, code: str = "") -> None:
         super().__init__(message)
         self.code = code
+
+
+def exit_code(err: DriverError) -> int:
+    """The diag exit code for a driver error. NotSupported is 5 like a protocol error: the device's answers do not
+    fit what its profile says it can do (the usual cure for both: the right --profile), not a fault it reports."""
+    if isinstance(err, DeviceNotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(err, Timeout):
+        return EXIT_TIMEOUT
+    if isinstance(err, DeviceFault):
+        return EXIT_FAULT
+    return EXIT_PROTOCOL  # ProtocolError, NotSupported, any other DriverError
+
+
+def verdict_state(code: int) -> str:
+    """The check state an exit code stands for: unknown when the device could not be reached at all."""
+    return "ok" if code == EXIT_OK else "unknown" if code == EXIT_NOT_FOUND else "fault"

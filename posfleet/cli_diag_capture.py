@@ -6,27 +6,22 @@ problem becomes a regression test: the replay emulator answers the real driver f
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
+
+from .cli_diag_common import exit_help, finish, lang_option, reason, say
 
 HELP = """Run the checks of `posfleet diag KIND` on PORT and record the traffic.
 
 Writes OUT/transcript.jsonl (every write and read, timed) and OUT/meta.json (kind,
 profile, the checks' verdict). ID card data is redacted before anything is written:
 a card read keeps only what the masked output shows, the photo is blanked.
+The exit code is the verdict of the checks, as `posfleet diag KIND`.
 
-\b
-Exit codes (the verdict of the checks, as `posfleet diag KIND`):
-  0  pass
-  1  the capture could not be written
-  2  bad usage (unknown profile, OUT already holds a capture, --read-card without idcard)
-  3  device not found (nothing recorded beyond the failed open)
-  4  timeout: the device does not answer
-  5  protocol error: the device answers something that cannot be parsed
-  6  fault: the device answers and reports a fault
-"""
+""" + exit_help((0, 1, 2, 3, 4, 5, 6), c1="the capture could not be written",
+                c2="bad usage (unknown profile, OUT already holds a capture, --read-card without idcard)",
+                c3="device not found (nothing recorded beyond the failed open)")
 
 
 @click.command("capture", help=HELP)
@@ -40,8 +35,9 @@ Exit codes (the verdict of the checks, as `posfleet diag KIND`):
 @click.option("--note", default="", help="free text kept in meta.json (what the engineer saw)")
 @click.option("--force", is_flag=True, help="overwrite a capture already in OUT")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+@lang_option
 def command(kind: str, port: str, profile: str | None, out_dir: Path, read_card: bool, baud: int | None,
-            note: str, force: bool, as_json: bool) -> None:
+            note: str, force: bool, as_json: bool, lang: str) -> None:
     from drivers.capture import DEFAULT_PROFILES, META, TRANSCRIPT, Recorder, diagnose, make_meta
     from drivers.profiles import ProfileError
 
@@ -64,14 +60,16 @@ def command(kind: str, port: str, profile: str | None, out_dir: Path, read_card:
         raise click.ClickException(f"cannot write the capture to {out_dir}: {err.strerror or err}") from err
     events = recorder.events()
     requests = sum(1 for ev in events if ev.dir == "tx")
-    if as_json:
-        click.echo(json.dumps({"out": str(out_dir), "kind": kind, "profile": profile, "events": len(events),
-                               "requests": requests, "state": outcome.state, "reason": outcome.reason,
-                               "exit_code": outcome.exit_code, "error": outcome.error}, ensure_ascii=False))
-    else:
-        verdict = "OK" if outcome.state == "ok" else f"{outcome.state.upper()}: {outcome.reason}"
-        click.echo(f"{kind} on {port} (profile {profile}): {verdict}")
+
+    def lines() -> list[str]:
+        verdict = say(lang, "verdict.ok") if outcome.state == "ok" else \
+            f"{say(lang, 'verdict.' + outcome.state)}: {reason(lang, outcome.reason)}"
+        out = [say(lang, "capture.title", kind=say(lang, f"kind.{kind}"), port=port, profile=profile, verdict=verdict)]
         if outcome.error:
-            click.echo(f"  error: {outcome.error}")
-        click.echo(f"captured {requests} requests, {len(events)} events (redacted) to {out_dir}")
-    raise SystemExit(outcome.exit_code)
+            out.append(say(lang, "capture.error", error=outcome.error))
+        out.append(say(lang, "capture.saved", requests=requests, events=len(events), out=out_dir))
+        return out
+
+    finish({"out": str(out_dir), "kind": kind, "profile": profile, "events": len(events), "requests": requests,
+            "state": outcome.state, "reason": outcome.reason, "error": outcome.error}, outcome.exit_code,
+           as_json=as_json, lines=lines)

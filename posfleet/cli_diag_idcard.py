@@ -2,60 +2,53 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
 
-from drivers.errors import DeviceNotFound, DriverError, ProtocolError, Timeout
+from drivers.errors import DriverError, exit_code
 from drivers.profiles import ProfileError
 
-EXIT_PASS = 0
-EXIT_NOT_FOUND = 3
-EXIT_TIMEOUT = 4
-EXIT_PROTOCOL = 5
-EXIT_FAULT = 6
+from .cli_diag_common import EXIT_FAULT, EXIT_OK, exit_help, finish, lang_option, reason, say
 
 
-def _exit_code(err: DriverError) -> int:
-    if isinstance(err, DeviceNotFound):
-        return EXIT_NOT_FOUND
-    if isinstance(err, Timeout):
-        return EXIT_TIMEOUT
-    if isinstance(err, ProtocolError):
-        return EXIT_PROTOCOL
-    return EXIT_FAULT  # DeviceFault, NotSupported
-
-
-def _human(result: dict[str, Any]) -> list[str]:
+def _human(result: dict[str, Any], lang: str) -> list[str]:
     lines = [
-        f"SAM status: {'OK' if result['sam_ok'] else 'FAULT'}",
-        f"SAM ID:     {result['sam_id'] or '-'}",
+        say(lang, "idcard.sam_status", state=say(lang, "verdict.ok" if result["sam_ok"] else "verdict.fault")),
+        say(lang, "idcard.sam_id", sam_id=result["sam_id"] or "-"),
     ]
+    if result.get("sam_error"):
+        err = result["sam_error"]
+        lines.append(say(lang, "idcard.sam_error", reason=reason(lang, err["reason"]), sw3=err["sw3"]))
     card = result.get("card")
     if card is not None:
         if card["present"]:
-            lines.append(f"card:       {card['type']} {card['name_masked']} {card['id_masked']}")
+            lines.append(say(lang, "idcard.card", type=card["type"], name=card["name_masked"], id=card["id_masked"]))
         elif card["present"] is None:
-            lines.append("card:       not tried (SAM not OK)")
+            lines.append(say(lang, "idcard.card.not_tried"))
         else:
-            lines.append("card:       none on the reader (place a card; lift and re-place after a read)")
+            lines.append(say(lang, "idcard.card.none"))
+    if result["sam_ok"]:
+        lines.append(say(lang, "idcard.pass"))
+    else:
+        lines.append(say(lang, "idcard.fail", reason=reason(lang, (result.get("sam_error") or {}).get("reason"))))
     return lines
 
 
 @click.command(
     "idcard",
-    epilog="\b\nExit codes:\n  0  pass\n  3  reader not found (port missing or busy)\n"
-    "  4  timeout (reader or SAM not answering)\n  5  protocol error (garbled replies)\n"
-    "  6  fault (the SAM reports an error)",
+    epilog=exit_help((0, 2, 3, 4, 5, 6), c0="pass: the SAM answers OK (and a card was read, with --read)",
+                     c3="reader not found (port missing or busy)", c4="timeout (reader or SAM not answering)",
+                     c5="protocol error (garbled replies)",
+                     c6="fault (the SAM reports an error: the JSON's sam_error names it)"),
 )
 @click.option("--port", required=True, help="Serial port or pyserial URL, e.g. /dev/ttyUSB0.")
 @click.option("--profile", default="generic-sam", show_default=True, help="Reader firmware profile.")
 @click.option("--baud", type=int, default=None, help="Override the profile's baud rate.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.option("--read", is_flag=True, help="Also read a card on the reader (masked name and ID only).")
-@click.pass_context
-def command(ctx: click.Context, port: str, profile: str, baud: int | None, as_json: bool, read: bool) -> None:
+@lang_option
+def command(port: str, profile: str, baud: int | None, as_json: bool, read: bool, lang: str) -> None:
     """Check a second-generation ID card reader: SAM status and ID, optionally a card read.
 
     Personal data is masked; the photo is never decoded.
@@ -71,23 +64,10 @@ def command(ctx: click.Context, port: str, profile: str, baud: int | None, as_js
         with reader:
             result = reader.self_test(read=read)
     except DriverError as err:
-        code = _exit_code(err)
         message = redact_text(str(err))
-        if as_json:
-            payload: dict[str, Any] = {"sam_id": None, "sam_ok": False, "error": message, "exit_code": code}
-            if read:  # the same keys as a run that worked, unknown values null
-                payload["card"] = {"present": None, "type": None, "name_masked": None, "id_masked": None}
-            click.echo(json.dumps(payload, ensure_ascii=False))
-        else:
-            click.echo(f"FAIL: {message}", err=True)
-        ctx.exit(code)
-        return
-
-    code = EXIT_PASS if result["sam_ok"] else EXIT_FAULT
-    if as_json:
-        click.echo(json.dumps(result, ensure_ascii=False))
-    else:
-        for line in _human(result):
-            click.echo(line)
-        click.echo("PASS" if code == EXIT_PASS else "FAIL: SAM reports an error")
-    ctx.exit(code)
+        payload: dict[str, Any] = {"sam_id": None, "sam_ok": False, "error": message}
+        if read:  # the same keys as a run that worked, unknown values null
+            payload["card"] = {"present": None, "type": None, "name_masked": None, "id_masked": None}
+        finish(payload, exit_code(err), as_json=as_json, lines=lambda: [],
+               err_lines=lambda: [say(lang, "idcard.fail", reason=message)])
+    finish(result, EXIT_OK if result["sam_ok"] else EXIT_FAULT, as_json=as_json, lines=lambda: _human(result, lang))

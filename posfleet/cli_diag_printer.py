@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import socket
-import sys
 from datetime import datetime
 
 import click
 
-EXIT_PASS = 0
-EXIT_NOT_FOUND = 3
-EXIT_TIMEOUT = 4
-EXIT_PROTOCOL = 5
-EXIT_FAULT = 6
+from .cli_diag_common import EXIT_FAULT, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, exit_help, finish, lang_option, reason, say
 
 HELP = """Check the ESC/POS thermal printer on PORT (a device path or pyserial URL).
 
 Reads the real-time status (DLE EOT 1-4) and, with --test-page, prints the agent test
 page (terminal SN, time, ruler, ASCII and Chinese samples, QR code, cut).
 
-\b
-Exit codes:
-  0  pass: online, paper present (near end is reported), cover closed, no error
-  3  not found: the port cannot be opened
-  4  timeout: the printer is not answering
-  5  protocol error: the printer answered bytes that are not a status reply
-  6  fault: paper out, cover open, cutter or other printer error, or the test page failed
-"""
+""" + exit_help((0, 2, 3, 4, 5, 6),
+                c0="pass: online, paper present (near end is reported), cover closed, no error",
+                c6="fault: paper out, cover open, cutter or other printer error, or the test page failed")
 
 
 def _agent_version() -> str:
@@ -39,13 +28,6 @@ def _agent_version() -> str:
         return ""
 
 
-def _emit(as_json: bool, payload: dict[str, object], text: str) -> None:
-    if as_json:
-        click.echo(json.dumps(payload, ensure_ascii=False))
-    else:
-        click.echo(text)
-
-
 @click.command("printer", help=HELP)
 @click.option("--port", required=True, help="device path (/dev/ttyUSB0) or pyserial URL (socket://host:port)")
 @click.option("--profile", default="generic-58mm", show_default=True, help="firmware profile name")
@@ -55,10 +37,11 @@ def _emit(as_json: bool, payload: dict[str, object], text: str) -> None:
 )
 @click.option("--test-page", is_flag=True, help="also print the test page (only if the printer is ready)")
 @click.option("--sn", default=None, help="terminal SN printed on the test page [default: host name]")
+@lang_option
 def command(
-    port: str, profile: str, baud: int | None, as_json: bool, test_page: bool, sn: str | None
+    port: str, profile: str, baud: int | None, as_json: bool, test_page: bool, sn: str | None, lang: str
 ) -> None:
-    from drivers.errors import DeviceFault, DeviceNotFound, ProtocolError, Timeout
+    from drivers.errors import DriverError, exit_code
     from drivers.printer.device import Printer, assess
     from drivers.profiles import ProfileError
 
@@ -77,50 +60,39 @@ def command(
             verdict = assess(status)
             payload = {**base, **status.as_dict(), "state": verdict.state, "reason": verdict.reason}
             note = verdict.detail.get("note")
+            desc = _describe(status.as_dict(), lang)
             if verdict.state != "ok":
-                _emit(as_json, payload, f"printer FAULT: {verdict.reason} ({_describe(status.as_dict())})")
-                sys.exit(EXIT_FAULT)
+                finish(payload, EXIT_FAULT, as_json=as_json,
+                       lines=lambda: [say(lang, "printer.fault", reason=reason(lang, verdict.reason), desc=desc)])
             if test_page:
                 printer.print_test_page(
                     sn or socket.gethostname(), datetime.now().astimezone(), _agent_version()
                 )
                 payload["test_page"] = "printed"
-            text = f"printer ok: {_describe(status.as_dict())}" + (f"; {note}" if note else "")
+            text = say(lang, "printer.ok", desc=desc) + (f"; {reason(lang, note)}" if note else "")
             if test_page:
-                text += "; test page printed"
-            _emit(as_json, payload, text)
-            sys.exit(EXIT_PASS)
-    except DeviceNotFound as err:
-        payload = {**base, **not_answering, "errors": ["not found"], "state": "unknown", "reason": str(err)}
-        _emit(as_json, payload, f"printer NOT FOUND: {err}")
-        sys.exit(EXIT_NOT_FOUND)
-    except Timeout as err:
-        payload = {**base, **not_answering, "errors": ["not answering"], "state": "fault", "reason": str(err)}
-        _emit(as_json, payload, f"printer NOT ANSWERING: {err}")
-        sys.exit(EXIT_TIMEOUT)
-    except ProtocolError as err:
-        payload = {
-            **base,
-            **not_answering,
-            "errors": ["protocol error"],
-            "state": "fault",
-            "reason": str(err),
-        }
-        _emit(as_json, payload, f"printer PROTOCOL ERROR: {err}")
-        sys.exit(EXIT_PROTOCOL)
-    except DeviceFault as err:
-        payload = {**base, **last, "state": "fault", "reason": str(err)}
-        payload["errors"] = [*last.get("errors", []), err.code or "fault"]  # type: ignore[misc]
-        _emit(as_json, payload, f"printer FAULT: {err}")
-        sys.exit(EXIT_FAULT)
+                text += "; " + say(lang, "printer.test_page")
+            finish(payload, EXIT_OK, as_json=as_json, lines=lambda: [text])
+    except DriverError as err:
+        code = exit_code(err)
+        if code == EXIT_FAULT:  # the printer answered and reported a fault: what it said before stays
+            payload = {**base, **last, "state": "fault", "reason": str(err)}
+            payload["errors"] = [*last.get("errors", []), getattr(err, "code", "") or "fault"]  # type: ignore[misc]
+            finish(payload, code, as_json=as_json, lines=lambda: [say(lang, "printer.fault.plain", reason=str(err))])
+        what, key = {EXIT_NOT_FOUND: ("not found", "printer.not_found"),
+                     EXIT_TIMEOUT: ("not answering", "printer.timeout")}.get(code, ("protocol error", "printer.protocol"))
+        payload = {**base, **not_answering, "errors": [what], "state": "unknown" if code == EXIT_NOT_FOUND else "fault",
+                   "reason": str(err)}
+        finish(payload, code, as_json=as_json, lines=lambda: [say(lang, key, error=str(err))])
 
 
-def _describe(st: dict[str, object]) -> str:
+def _describe(st: dict[str, object], lang: str) -> str:
+    paper = st["paper"]
     parts = [
-        "online" if st["online"] else "offline",
-        f"paper {st['paper']}",
-        "cover open" if st["cover_open"] else "cover closed",
+        say(lang, "printer.online") if st["online"] else say(lang, "printer.offline"),
+        say(lang, "printer.paper", paper=say(lang, f"paper.{paper}") if paper in ("ok", "near_end", "out") else paper),
+        say(lang, "printer.cover_open") if st["cover_open"] else say(lang, "printer.cover_closed"),
     ]
     if st["errors"]:
-        parts.append("errors: " + ", ".join(str(e) for e in st["errors"]))  # type: ignore[union-attr]
-    return ", ".join(parts)
+        parts.append(say(lang, "printer.errors", errors=", ".join(str(e) for e in st["errors"])))  # type: ignore[union-attr]
+    return ("，" if lang == "zh" else ", ").join(parts)

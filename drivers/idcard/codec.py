@@ -92,6 +92,13 @@ def describe_sw3(sw3: int) -> str:
     return SW3_TEXT.get(sw3, f"unknown SAM status 0x{sw3:02X}")
 
 
+def sam_fault(sw3: int) -> dict[str, str]:
+    """What a SAM status error means, the one wording the agent's check and ``diag idcard`` both give:
+    ``{"sw3": "0x60", "reason": "SAM self-test failed"}``."""
+    reason = "SAM self-test failed" if sw3 == SW3_SELF_TEST_FAILED else f"SAM status 0x{sw3:02X}: {describe_sw3(sw3)}"
+    return {"sw3": f"0x{sw3:02X}", "reason": reason}
+
+
 # frames ---------------------------------------------------------------------------------------
 def xor(data: bytes) -> int:
     out = 0

@@ -191,13 +191,16 @@ class IdCardReader:
 
     def sam_status(self) -> bool:
         """True when the SAM reports OK (0x90); False when it answers with an error status."""
+        return self._sam_status_checked() == codec.SW3_OK
+
+    def _sam_status_checked(self) -> int:
         code = self._sam_status_code()
         if code == codec.SW3_OK:
-            return True
+            return code
         if code not in codec.SW3_TEXT:
             raise ProtocolError(f"SAM status: unknown SAM status 0x{code:02X}")
         log.info("SAM status 0x%02X: %s", code, codec.describe_sw3(code))
-        return False
+        return code
 
     def sam_id(self) -> str:
         reply = self._command(codec.SAM_ID, self.profile.timeouts.sam_id)
@@ -292,15 +295,17 @@ class IdCardReader:
         assert code is not None
         if code == codec.SW3_OK:
             return CheckResult.ok(**detail)
-        sw3 = f"0x{code:02X}"
-        if code == codec.SW3_SELF_TEST_FAILED:
-            return CheckResult.fault("SAM self-test failed", sw3=sw3, **detail)
-        return CheckResult.fault(f"SAM status {sw3}: {codec.describe_sw3(code)}", sw3=sw3, **detail)
+        fault = codec.sam_fault(code)
+        return CheckResult.fault(fault["reason"], sw3=fault["sw3"], **detail)
 
     def self_test(self, read: bool = False) -> dict[str, Any]:
-        """SAM status and ID; with ``read``, also find/select/read a card (masked fields only)."""
-        sam_ok = self.sam_status()
+        """SAM status and ID; with ``read``, also find/select/read a card (masked fields only).
+        A SAM status error is named: ``sam_error`` ``{"sw3": "0x60", "reason": "SAM self-test failed"}``."""
+        code = self._sam_status_checked()
+        sam_ok = code == codec.SW3_OK
         result: dict[str, Any] = {"sam_id": self.sam_id() if sam_ok else None, "sam_ok": sam_ok}
+        if not sam_ok:
+            result["sam_error"] = codec.sam_fault(code)
         if read:
             card: dict[str, Any] = {"present": None, "type": None, "name_masked": None, "id_masked": None}
             if sam_ok:

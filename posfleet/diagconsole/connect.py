@@ -6,6 +6,8 @@ import sys
 
 import click
 
+from posfleet.cli_diag_common import EXIT_NOT_FOUND, EXIT_REFUSED, EXIT_TIMEOUT, lang_option, say
+
 
 @click.command("connect")
 @click.option("--port", required=True, help="serial port to the terminal: /dev/ttyUSB0, /dev/ttyACM0, COM3")
@@ -13,7 +15,8 @@ import click
 @click.option("--credential", type=click.Path(dir_okay=False, exists=True), default=None,
               help="engineer credential file: authenticate at once (or later with `auth FILE`)")
 @click.option("--json", "as_json", is_flag=True, help="show replies as JSON")
-def command(port: str, baud: int, credential: str | None, as_json: bool) -> None:
+@lang_option
+def command(port: str, baud: int, credential: str | None, as_json: bool, lang: str) -> None:
     """Open an interactive shell on a terminal's diagnostic console (history, completion, help).
 
     Exit codes: 0 closed normally; 3 the port cannot be opened; 4 no console answers on it;
@@ -26,13 +29,13 @@ def command(port: str, baud: int, credential: str | None, as_json: bool) -> None
         with client:
             runner = Runner(client, credential)
             runner.connect()
-            run_shell(runner, as_json)
+            run_shell(runner, as_json, lang)
     except PortError as err:
         click.echo(click.style(str(err), fg="red"), err=True)
-        sys.exit(3)
+        sys.exit(EXIT_NOT_FOUND)
     except NoAnswer as err:
         click.echo(click.style(str(err), fg="red"), err=True)
-        sys.exit(4)
+        sys.exit(EXIT_TIMEOUT)
     except Refused as err:
-        click.echo(click.style(f"{err.code}: {err}", fg="red"), err=True)
-        sys.exit(7)
+        click.echo(click.style(say(lang, "console.failed", code=err.code, error=err), fg="red"), err=True)
+        sys.exit(EXIT_REFUSED)

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import sys
-
 import click
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_NOT_FOUND, EXIT_NO_ANSWER, EXIT_FAULT, EXIT_REFUSED = 0, 1, 2, 3, 4, 6, 7
+from posfleet.cli_diag_common import (
+    EXIT_FAILED,
+    EXIT_FAULT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_REFUSED,
+    EXIT_TIMEOUT,
+    EXIT_USAGE,
+    exit_help,
+    finish,
+    lang_option,
+    say,
+)
+
+EXIT_NO_ANSWER = EXIT_TIMEOUT
 
 HELP = """Run one command on the terminal's diagnostic console on PORT and exit.
 
@@ -18,16 +29,13 @@ Commands (the same as in `posfleet diag connect`):
   with --credential: config set KEY VALUE [minutes=N] | reboot | outbox clear seq=N
                      reenrol [out=FILE] | reenrol install cert=@FILE
 
-\b
-Exit codes:
-  0  done (selftest: every peripheral ok; netcheck: network ok)
-  1  the command ran and failed
-  2  bad usage (unknown command, bad option)
-  3  the serial port cannot be opened
-  4  no answer from a console on that port
-  6  selftest or netcheck found a fault
-  7  refused: the command needs a valid engineer credential
-"""
+With --json the object's "ok" is true exactly when the exit code is 0: a selftest or netcheck that ran
+and found a fault says "ok": false with exit code 6 (its findings are still in "data").
+
+""" + exit_help((0, 1, 2, 3, 4, 6, 7), c0="done (selftest: every peripheral ok; netcheck: network ok)",
+                c1="the command ran and failed", c2="bad usage (unknown command, bad option)",
+                c3="the serial port cannot be opened", c4="no answer from a console on that port",
+                c6="selftest or netcheck found a fault")
 
 
 @click.command("remote", help=HELP, context_settings={"ignore_unknown_options": True})
@@ -36,8 +44,9 @@ Exit codes:
 @click.option("--credential", type=click.Path(dir_okay=False, exists=True), default=None,
               help="engineer credential file (for changing commands)")
 @click.option("--json", "as_json", is_flag=True, help="print one JSON object instead of text")
+@lang_option
 @click.argument("words", nargs=-1, required=True)
-def command(port: str, baud: int, credential: str | None, as_json: bool, words: tuple[str, ...]) -> None:
+def command(port: str, baud: int, credential: str | None, as_json: bool, lang: str, words: tuple[str, ...]) -> None:
     from . import render
     from .client import ConsoleClient, ConsoleError, NoAnswer, PortError, Refused
     from .shell import ParseError, Runner, command_names, parse
@@ -52,28 +61,25 @@ def command(port: str, baud: int, credential: str | None, as_json: bool, words: 
             runner.connect()
             name, args = parse(list(words), command_names(client))
             data = runner.run(name, args)
-            out.update(ok=True, data=data)
+            out["data"] = data
             verdict = data.get("verdict") if isinstance(data, dict) else None
             if name in ("selftest", "netcheck") and verdict not in ("all ok", "network ok"):
                 code = EXIT_FAULT
     except ParseError as err:
-        code, out["ok"], out["code"], out["error"] = EXIT_USAGE, False, "usage", str(err)
+        code, out["code"], out["error"] = EXIT_USAGE, "usage", str(err)
     except PortError as err:
-        code, out["ok"], out["error"] = EXIT_NOT_FOUND, False, str(err)
+        code, out["error"] = EXIT_NOT_FOUND, str(err)
     except NoAnswer as err:
-        code, out["ok"], out["error"] = EXIT_NO_ANSWER, False, str(err)
+        code, out["error"] = EXIT_NO_ANSWER, str(err)
     except Refused as err:
         code = {"refused": EXIT_REFUSED, "usage": EXIT_USAGE}.get(err.code, EXIT_FAILED)
-        out.update(ok=False, code=err.code, error=str(err))
+        out.update(code=err.code, error=str(err))
     except ConsoleError as err:
-        code, out["ok"], out["error"] = EXIT_FAILED, False, str(err)
-    if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False))
-    elif out.get("ok"):
-        click.echo(render.render(name, out["data"]))
-    else:
-        click.echo(click.style(f"{out.get('code', 'error')}: {out['error']}", fg="red"), err=True)
-    sys.exit(code)
+        code, out["error"] = EXIT_FAILED, str(err)
+    failed = [click.style(say(lang, "console.failed", code=out.get("code", "error"), error=out["error"]), fg="red")] \
+        if "error" in out else []
+    finish(out, code, as_json=as_json, lines=lambda: [render.render(name, out["data"], lang)] if "data" in out else [],
+           err_lines=lambda: failed)
 
 
 def _shown(words: tuple[str, ...]) -> list[str]:

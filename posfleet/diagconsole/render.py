@@ -1,5 +1,8 @@
 """Console replies for people: short tables, Chinese text kept intact and aligned.
 
+Every label comes from ``posfleet.cli_diag_common.LABELS`` in the language asked (``lang``, Chinese by default);
+the terminal's own values (reasons, log lines, configuration) are shown as sent, known reasons translated.
+No cell holds raw JSON: nested values are written out as ``key value`` text.
 Colour goes through ``click.style``; ``click.echo`` drops it when the output is not a
 terminal, so piped output and files stay plain.
 """
@@ -7,12 +10,13 @@ terminal, so piped output and files stay plain.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import unicodedata
 from collections.abc import Callable
 from typing import Any
 
 import click
+
+from posfleet.cli_diag_common import DEFAULT_LANG, LABELS, reason, say
 
 _STATE_NAMES = {0: "ok", 1: "fault", 2: "unknown"}  # wire.messages OK, FAULT, UNKNOWN
 STATE_COLOURS = {"ok": "green", "fault": "red", "unknown": "yellow", True: "green", False: "red", None: "yellow"}
@@ -27,8 +31,10 @@ def _pad(text: str, cols: int) -> str:
     return text + " " * max(0, cols - width(text))
 
 
-def table(headers: list[str], rows: list[list[Any]], colour: dict[int, Callable[[Any], str | None]] | None = None) -> str:
-    cells = [[_cell(v) for v in row] for row in rows]
+def table(headers: list[str], rows: list[list[Any]], colour: dict[int, Callable[[Any], str | None]] | None = None,
+          lang: str = DEFAULT_LANG, shown: dict[int, Callable[[Any], str]] | None = None) -> str:
+    """Rows of raw values: ``colour`` picks a column's colour from the raw value, ``shown`` its text."""
+    cells = [[shown[i](v) if shown and i in shown else _cell(v, lang) for i, v in enumerate(row)] for row in rows]
     cols = [max([width(h)] + [width(r[i]) for r in cells]) for i, h in enumerate(headers)]
     lines = ["  ".join(_pad(h, cols[i]) for i, h in enumerate(headers)).rstrip(),
              "  ".join("-" * c for c in cols)]
@@ -42,15 +48,17 @@ def table(headers: list[str], rows: list[list[Any]], colour: dict[int, Callable[
     return "\n".join(lines)
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, lang: str = DEFAULT_LANG) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
-        return "yes" if v else "no"
+        return say(lang, "word.yes" if v else "word.no")
     if isinstance(v, float):
         return f"{v:g}"
-    if isinstance(v, dict | list):
-        return json.dumps(v, ensure_ascii=False)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_cell(x, lang)}" for k, x in v.items() if x not in (None, "", [], {}))
+    if isinstance(v, list):
+        return ", ".join(_cell(x, lang) for x in v)
     return str(v)
 
 
@@ -77,9 +85,9 @@ def _age(seconds: float | None) -> str:
     return f"{s // 86400} d"
 
 
-def kv(rows: list[tuple[str, Any]]) -> str:
+def kv(rows: list[tuple[str, Any]], lang: str = DEFAULT_LANG) -> str:
     w = max((width(k) for k, _ in rows), default=0)
-    return "\n".join(f"{_pad(k, w)}  {_cell(v)}" for k, v in rows)
+    return "\n".join(f"{_pad(k, w)}  {_cell(v, lang)}" for k, v in rows)
 
 
 def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
@@ -92,115 +100,193 @@ def flatten(obj: Any, prefix: str = "") -> list[tuple[str, Any]]:
 
 
 # ------------------------------------------------------------------------------ per command
-def status(d: dict[str, Any]) -> str:
+def _cols(lang: str, *names: str) -> list[str]:
+    return [say(lang, f"console.col.{n}") for n in names]
+
+
+def status(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
     link, ob, clock = d.get("link") or {}, d.get("outbox") or {}, d.get("clock") or {}
     now = clock.get("now")
+    where = {"host": link.get("host"), "port": link.get("port")}
     head = kv([
-        ("terminal", d.get("sn")), ("county", (d.get("console") or {}).get("county") or "-"),
-        ("agent", d.get("version")),
-        ("clock", f"{_ts(now)} ({'checked' if clock.get('checked') else 'NOT checked'})"),
-        ("link", f"{'connected' if link.get('connected') else 'DISCONNECTED'} to {link.get('host')}:{link.get('port')}"
-                 + (f" (last error: {link['last_error']})" if link.get("last_error") else "")),
-        ("outbox", f"{ob.get('count')} waiting, oldest {_ts(ob.get('oldest_ts'))}"
-                   + (f" ({_age(now - ob['oldest_ts'])} ago)" if now and ob.get("oldest_ts") else "")
-                   + (f"; ERROR {ob['error']}" if ob.get("error") else "")),
-    ])
+        (say(lang, "console.terminal"), d.get("sn")),
+        (say(lang, "console.county"), (d.get("console") or {}).get("county") or "-"),
+        (say(lang, "console.agent"), d.get("version")),
+        (say(lang, "console.clock"), f"{_ts(now)} ({say(lang, 'console.clock.checked' if clock.get('checked') else 'console.clock.unchecked')})"),
+        (say(lang, "console.link"), say(lang, "console.link.connected" if link.get("connected")
+                                        else "console.link.disconnected", **where)
+         + (say(lang, "console.link.last_error", error=link["last_error"]) if link.get("last_error") else "")),
+        (say(lang, "console.outbox"), say(lang, "console.outbox.value", count=ob.get("count"),
+                                          oldest=_ts(ob.get("oldest_ts")))
+         + (say(lang, "console.outbox.age", age=_age(now - ob["oldest_ts"])) if now and ob.get("oldest_ts") else "")
+         + (say(lang, "console.outbox.error", error=ob["error"]) if ob.get("error") else "")),
+    ], lang)
     checks = d.get("checks") or {}
     parts = [head]
     if checks:
-        parts.append(table(["check", "state", "reason"],
-                           [[k, _STATE_NAMES.get(c.get("state"), c.get("state")), c.get("reason")]
-                            for k, c in checks.items()], {1: _state}))
+        parts.append(table(_cols(lang, "check", "state", "reason"),
+                           [[k, _STATE_NAMES.get(c.get("state"), c.get("state")), reason(lang, c.get("reason"))
+                             if c.get("reason") else ""] for k, c in checks.items()], {1: _state}, lang,
+                           {0: lambda v: _label(lang, "kind", v), 1: lambda v: reason(lang, v)}))
     else:
-        parts.append("checks: no sample taken yet")
+        parts.append(say(lang, "console.checks.none"))
     health = d.get("health") or {}
     if health:
         parts.append(kv([(k, health.get(k)) for k in ("cpu", "load1", "mem_used_mb", "mem_avail_mb", "uptime_s",
-                                                        "signal_dbm", "csq", "rtt_ms") if k in health]))
+                                                        "signal_dbm", "csq", "rscp_dbm", "ecio_db", "rtt_ms")
+                         if k in health and (health.get(k) is not None or k not in ("rscp_dbm", "ecio_db"))], lang))
     ident = d.get("identity") or {}
     if ident:
-        parts.append(kv([(k, v) for k, v in ident.items()]))
+        parts.append(kv([(k, v) for k, v in ident.items()], lang))
     if d.get("last_errors"):
-        parts.append("last errors:\n" + "\n".join(f"  {line}" for line in d["last_errors"]))
+        parts.append(say(lang, "console.last_errors") + "\n" + "\n".join(f"  {line}" for line in d["last_errors"]))
     return "\n\n".join(parts)
 
 
-def selftest(d: dict[str, Any]) -> str:
+def selftest(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
     rows = []
     for kind, r in (d.get("peripherals") or {}).items():
         extra = []
         if "test_page" in r:
-            extra.append(f"test page {r['test_page']}")
+            extra.append(say(lang, "console.selftest.test_page", result=r["test_page"]))
         st = r.get("self_test") or {}
         if st:
-            extra.append(f"SAM {'ok' if st.get('sam_ok') else 'FAULT'} {st.get('sam_id') or ''}".strip())
+            extra.append(say(lang, "console.selftest.sam", state="ok" if st.get("sam_ok") else "FAULT",
+                             sam_id=st.get("sam_id") or "").strip())
+            if st.get("sam_error"):
+                extra.append(reason(lang, st["sam_error"].get("reason")))
             card = st.get("card") or {}
             if card.get("present"):
-                extra.append(f"card {card.get('type')}: {card.get('name_masked')} {card.get('id_masked')}")
+                extra.append(say(lang, "console.selftest.card", type=card.get("type"), name=card.get("name_masked"),
+                                 id=card.get("id_masked")))
             elif card:
-                extra.append("no card on the reader")
+                extra.append(say(lang, "console.selftest.no_card"))
         m = r.get("modem") or {}
         if m:
             sig = m.get("signal") or {}
-            extra.append(f"SIM {m.get('sim')}, {(m.get('operator') or {}).get('name')}, CSQ {sig.get('csq')}")
-        rows.append([kind, r.get("state"), r.get("reason") or "", "; ".join(extra)])
+            extra.append(say(lang, "console.selftest.modem", sim=reason(lang, m.get("sim")),
+                             operator=(m.get("operator") or {}).get("name") or "-", csq=_cell(sig.get("csq"), lang)))
+        rows.append([kind, r.get("state"), reason(lang, r.get("reason")) if r.get("reason") else "", "; ".join(extra)])
     verdict = d.get("verdict", "")
-    return (table(["peripheral", "state", "reason", "detail"], rows, {1: _state}) + "\n\n"
-            + click.style(verdict, fg="green" if verdict == "all ok" else "red"))
+    return (table(_cols(lang, "peripheral", "state", "reason", "detail"), rows, {1: _state}, lang,
+                  {0: lambda v: _label(lang, "kind", v), 1: lambda v: reason(lang, v)}) + "\n\n"
+            + click.style(_verdict(verdict, lang), fg="green" if verdict == "all ok" else "red"))
 
 
-def netcheck(d: dict[str, Any]) -> str:
-    rows = []
-    for step, r in (d.get("steps") or {}).items():
-        detail = {k: v for k, v in r.items() if k not in ("ok", "reason", "raw")}
-        text = r.get("reason") or ", ".join(f"{k} {_cell(v)}" for k, v in detail.items() if v not in (None, "", []))
-        rows.append([step, r.get("ok"), text])
+def _label(lang: str, group: str, name: Any) -> str:
+    """``group.name`` from the label table when there is one (a step, a peripheral), else the name as sent."""
+    return say(lang, f"{group}.{name}") if f"{group}.{name}" in LABELS else _cell(name, lang)
+
+
+def _verdict(verdict: str, lang: str) -> str:
+    if verdict == "all ok":
+        return say(lang, "console.verdict.all_ok")
+    if verdict == "network ok":
+        return say(lang, "console.verdict.network_ok")
+    if verdict.startswith("problems: "):
+        return say(lang, "console.verdict.problems", what=verdict.removeprefix("problems: "))
+    return reason(lang, verdict)
+
+
+def _dash(v: Any) -> str:
+    return "-" if v is None or v == "" else f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _net_step(step: str, r: dict[str, Any], lang: str) -> str:
+    """One netcheck step as a short sentence: the fields an engineer reads, never the raw reply."""
+    if r.get("reason"):
+        return reason(lang, r["reason"])
+    if step == "modem":
+        op = r.get("operator") or {}
+        text = say(lang, "console.net.modem", sim=reason(lang, r.get("sim")), model=_dash(r.get("model")),
+                   firmware=_dash(r.get("firmware")), imei=_dash(r.get("imei")))
+        if op.get("name") or op.get("mcc_mnc"):
+            text += "; " + say(lang, "console.net.operator", name=_dash(op.get("name")), mcc_mnc=_dash(op.get("mcc_mnc")),
+                               carrier=_dash(op.get("carrier")))
+        return text
+    if step == "sim":
+        return say(lang, "console.net.sim", state=reason(lang, r.get("state")))
+    if step == "registration":
+        return say(lang, "console.net.registration", state=reason(lang, r.get("state")),
+                   technology=_dash(r.get("technology")), tac=_dash(r.get("tac")), cell=_dash(r.get("cell_id")))
+    if step == "signal":
+        parts = [f"CSQ {_dash(r.get('csq'))} ({_dash(r.get('rssi_dbm'))} dBm)"]
+        for label, key, unit in (("RSRP", "rsrp_dbm", "dBm"), ("RSRQ", "rsrq_db", "dB"), ("SINR", "sinr", "dB"),
+                                 ("RSCP", "rscp_dbm", "dBm"), ("Ec/Io", "ecio_db", "dB")):
+            if r.get(key) is not None:
+                parts.append(f"{label} {_dash(r[key])} {unit}")
+        return ", ".join(parts)
+    if step == "dns":
+        return say(lang, "console.net.dns", host=_dash(r.get("host")), addresses=", ".join(r.get("addresses") or []),
+                   ms=_dash(r.get("ms")))
+    if step == "tcp":
+        return say(lang, "console.net.tcp", peer=_dash(r.get("peer")), ms=_dash(r.get("connect_ms")))
+    if step == "tls":
+        acc = r.get("client_certificate_accepted")
+        return say(lang, "console.net.tls", version=_dash(r.get("version")), ms=_dash(r.get("handshake_ms")),
+                   accepted=say(lang, "console.net.tls." + ("accepted" if acc else "refused" if acc is False
+                                                           else "unknown")))
+    if step == "link":
+        text = say(lang, "console.net.link", state=say(lang, "console.net.link." + ("up" if r.get("connected")
+                                                                                  else "down")), rtt=_dash(r.get("rtt_ms")))
+        if r.get("last_error"):
+            text += say(lang, "console.link.last_error", error=r["last_error"])
+        return text
+    detail = {k: v for k, v in r.items() if k not in ("ok", "reason", "raw")}
+    return _cell(detail, lang)
+
+
+def netcheck(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
+    rows = [[step, r.get("ok"), _net_step(step, r, lang)] for step, r in (d.get("steps") or {}).items()]
     verdict = d.get("verdict", "")
-    return (table(["step", "ok", "detail"], rows, {1: _state}) + "\n\n"
-            + click.style(verdict, fg="green" if verdict == "network ok" else "red"))
+    return (table(_cols(lang, "step", "ok", "detail"), rows, {1: _state}, lang, {0: lambda v: _label(lang, "console.step", v)})
+            + "\n\n"
+            + click.style(_verdict(verdict, lang), fg="green" if verdict == "network ok" else "red"))
 
 
-def logs(d: dict[str, Any]) -> str:
+def logs(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
     lines = d.get("lines") or []
-    foot = f"({d.get('shown')} of {d.get('matching')} matching lines; the terminal keeps the last {d.get('kept')})"
+    foot = say(lang, "console.logs.foot", shown=d.get("shown"), matching=d.get("matching"), kept=d.get("kept"))
     return "\n".join(lines + [foot])
 
 
-def config_show(d: dict[str, Any]) -> str:
-    out = kv(flatten(d.get("config") or {}))
+def config_show(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
+    out = kv(flatten(d.get("config") or {}), lang)
     if d.get("pending_change"):
-        out += "\n\npending change (rolled back unless the server is reached): " + _cell(d["pending_change"])
+        out += "\n\n" + say(lang, "console.config.pending") + _cell(d["pending_change"], lang)
     return out
 
 
-def versions(d: dict[str, Any]) -> str:
-    return kv(flatten(d))
+def versions(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
+    return kv(flatten(d), lang)
 
 
-def outbox(d: dict[str, Any]) -> str:
-    head = f"{d.get('count')} entries waiting, oldest {_ts(d.get('oldest_ts'))}"
+def outbox(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
+    head = say(lang, "console.outbox.head", count=d.get("count"), oldest=_ts(d.get("oldest_ts")))
     rows = [[e["seq"], e["kind"], _ts(e["ts"]), _age(e.get("age_s")), e.get("bytes"), e.get("held"),
              e.get("in_flight")] for e in d.get("entries") or []]
     if d.get("error"):
-        head += f"; ERROR {d['error']}"
-    return head + ("\n" + table(["seq", "kind", "time", "age", "bytes", "held", "in flight"], rows) if rows else "")
+        head += say(lang, "console.outbox.error", error=d["error"])
+    return head + ("\n" + table(_cols(lang, "seq", "kind", "time", "age", "bytes", "held", "in_flight"), rows,
+                                lang=lang) if rows else "")
 
 
-def help_(d: dict[str, Any]) -> str:
-    rows = [[c["usage"] or c["name"], "credential" if c["changes"] else "", c["help"]] for c in d.get("commands") or []]
-    return table(["command", "needs", "what"], rows)
+def help_(d: dict[str, Any], lang: str = DEFAULT_LANG) -> str:
+    rows = [[c["usage"] or c["name"], say(lang, "console.needs.credential") if c["changes"] else "", c["help"]]
+            for c in d.get("commands") or []]
+    return table(_cols(lang, "command", "needs", "what"), rows, lang=lang)
 
 
-RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
+RENDERERS: dict[str, Callable[[dict[str, Any], str], str]] = {
     "status": status, "selftest": selftest, "netcheck": netcheck, "logs": logs, "config show": config_show,
     "versions": versions, "outbox": outbox, "help": help_,
 }
 
 
-def render(cmd: str, data: Any) -> str:
+def render(cmd: str, data: Any, lang: str = DEFAULT_LANG) -> str:
     fn = RENDERERS.get(cmd)
     if fn is not None and isinstance(data, dict):
-        return fn(data)
+        return fn(data, lang)
     if isinstance(data, dict):
-        return kv(flatten(data))
-    return _cell(data)
+        return kv(flatten(data), lang)
+    return _cell(data, lang)

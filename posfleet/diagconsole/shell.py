@@ -19,6 +19,8 @@ from typing import IO, Any
 
 import click
 
+from posfleet.cli_diag_common import DEFAULT_LANG, say
+
 from . import render
 from .client import ConsoleClient, ConsoleError, NoAnswer, PortError, Refused, SessionClosed
 
@@ -106,8 +108,9 @@ class Runner:
 
 class ConsoleShell(cmd.Cmd):
     def __init__(self, runner: Runner, *, as_json: bool = False, stdin: IO[str] | None = None,
-                 stdout: IO[str] | None = None) -> None:
+                 stdout: IO[str] | None = None, lang: str = DEFAULT_LANG) -> None:
         super().__init__(stdin=stdin, stdout=stdout)
+        self.lang = lang
         if stdin is not None:
             self.use_rawinput = False
         self.runner = runner
@@ -126,10 +129,9 @@ class ConsoleShell(cmd.Cmd):
 
     def preloop(self) -> None:
         info = self.runner.client.info
-        county = f", county {info['county']}" if info.get("county") else ""
-        self._echo(f"connected to terminal {info.get('sn')}{county}, agent {info.get('version')}; "
-                   f"session {info.get('session')} (closed after {info.get('idle_minutes')} min idle). "
-                   "`help` lists the commands.")
+        county = say(self.lang, "console.shell.county", county=info["county"]) if info.get("county") else ""
+        self._echo(say(self.lang, "console.shell.connected", sn=info.get("sn"), county=county,
+                       version=info.get("version"), session=info.get("session"), idle=info.get("idle_minutes")))
 
     def emptyline(self) -> bool:
         return False
@@ -166,7 +168,7 @@ class ConsoleShell(cmd.Cmd):
         try:
             data = self.runner.run(name, args)
         except Refused as err:
-            self._echo(f"{err.code}: {err}", fg="red")
+            self._echo(say(self.lang, "console.failed", code=err.code, error=err), fg="red")
             return
         except (NoAnswer, PortError) as err:
             self._echo(str(err), fg="red")
@@ -176,33 +178,35 @@ class ConsoleShell(cmd.Cmd):
             return
         if name == "config show" and isinstance(data, dict):
             self._config_keys = _flat_keys(data.get("config") or {})
-        self._echo(json.dumps(data, ensure_ascii=False, indent=1) if self.as_json else render.render(name, data))
+        self._echo(json.dumps(data, ensure_ascii=False, indent=1) if self.as_json else render.render(name, data, self.lang))
 
     def do_help(self, arg: str) -> bool:
         """help: the terminal's commands and the shell's own."""
         self._run("help", {})
-        self._echo("\nshell: auth FILE (load an engineer credential), json (toggle JSON output), quit")
+        self._echo(say(self.lang, "console.shell.help"))
         return False
 
     def do_auth(self, arg: str) -> bool:
         """auth FILE: prove an engineer credential to the terminal (needed for changing commands)."""
         if not arg.strip():
-            self._echo("usage: auth FILE", fg="yellow")
+            self._echo(say(self.lang, "console.shell.auth_usage"), fg="yellow")
             return False
         try:
             data = self.runner.client.auth(arg.strip())
         except ConsoleError as err:
-            self._echo(f"refused: {err}", fg="red")
+            self._echo(say(self.lang, "console.shell.refused", error=err), fg="red")
             return False
         self.runner.credential = arg.strip()
-        self._echo(f"authenticated as {data['engineer']} (counties {', '.join(data['scope'])})", fg="green")
+        self._echo(say(self.lang, "console.shell.authenticated", engineer=data["engineer"], scope=", ".join(data["scope"])),
+                   fg="green")
         self._set_prompt()
         return False
 
     def do_json(self, arg: str) -> bool:
         """json: toggle JSON output."""
         self.as_json = not self.as_json
-        self._echo(f"JSON output {'on' if self.as_json else 'off'}")
+        self._echo(say(self.lang, "console.shell.json", state=say(self.lang, "console.shell.json." + ("on" if self.as_json
+                                                                                                     else "off"))))
         return False
 
     def do_quit(self, arg: str) -> bool:
@@ -234,7 +238,7 @@ class ConsoleShell(cmd.Cmd):
         return []
 
 
-def run_shell(runner: Runner, as_json: bool = False) -> None:
+def run_shell(runner: Runner, as_json: bool = False, lang: str = DEFAULT_LANG) -> None:
     import sys
 
     interactive = sys.stdin.isatty()
@@ -247,7 +251,7 @@ def run_shell(runner: Runner, as_json: bool = False) -> None:
                 readline.read_history_file(HISTORY)
         except (ImportError, OSError):
             interactive = False
-    shell = ConsoleShell(runner, as_json=as_json)
+    shell = ConsoleShell(runner, as_json=as_json, lang=lang)
     try:
         shell.cmdloop()
     except KeyboardInterrupt:

@@ -123,7 +123,7 @@ def test_every_card_type_reads_back_identically_from_its_redacted_capture(tmp_pa
 def test_capture_refuses_to_overwrite_and_read_card_needs_idcard(tmp_path, started):
     dev = started(printer.serve())
     runner = CliRunner()
-    first = runner.invoke(command, ["--kind", "printer", "--port", dev.path, "--out", str(tmp_path)])
+    first = runner.invoke(command, ["--kind", "printer", "--port", dev.path, "--out", str(tmp_path), "--lang", "en"])
     assert first.exit_code == 0, first.output
     assert "captured 4 requests" in first.output
     again = runner.invoke(command, ["--kind", "printer", "--port", dev.path, "--out", str(tmp_path)])

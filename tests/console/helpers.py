@@ -9,9 +9,11 @@ from click.testing import CliRunner
 from posfleet.diagconsole import remote as remote_cli
 
 
-def remote(port: str, *words: str, credential: Path | None = None, as_json: bool = True) -> tuple[int, str, Any]:
-    """`posfleet diag remote --port PORT [--credential F] [--json] WORDS...`: exit code, output, parsed JSON."""
-    args = ["--port", port]
+def remote(port: str, *words: str, credential: Path | None = None, as_json: bool = True,
+           lang: str = "en") -> tuple[int, str, Any]:
+    """`posfleet diag remote --port PORT --lang LANG [--credential F] [--json] WORDS...`: exit code, output, parsed
+    JSON. English by default here, so the tests read the labels they assert on; the command's default is Chinese."""
+    args = ["--port", port, "--lang", lang]
     if credential is not None:
         args += ["--credential", str(credential)]
     if as_json:

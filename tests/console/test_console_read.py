@@ -11,6 +11,7 @@ import pytest
 
 from drivers.idcard.mask import mask_id
 from posfleet.diagconsole.client import ConsoleClient, NoAnswer, PortError, SessionClosed
+from posfleet.diagconsole.render import width
 from posfleet.diagconsole.shell import ConsoleShell, Runner
 from simulator.emulators.idcard import SyntheticCard
 from tests.console.conftest import COUNTY, SECRET, Rig
@@ -89,6 +90,13 @@ def test_netcheck_walks_modem_dns_tcp_tls(rig: Rig) -> None:
     assert steps["link"]["connected"] and steps["link"]["rtt_ms"] is not None  # the round trip of the live link
     assert doc["data"]["verdict"] == "network ok"
     assert_private(out)
+    # for people: one short readable line per step, no raw JSON (the modem step used to be a 600-character blob)
+    for lang, verdict in (("zh", "网络正常"), ("en", "network ok")):
+        code, human, _ = remote(rig.cable.laptop_path, "netcheck", as_json=False, lang=lang)
+        assert code == 0 and verdict in human
+        assert "{" not in human and '"' not in human and "raw" not in human, human
+        assert max(width(line) for line in human.splitlines()) <= 160, human
+        assert "CSQ" in human and ("IMEI" in human)
     # a fault is found and named: the SIM taken out
     rig.modem.emulator.faults.add("sim_missing")  # type: ignore[attr-defined]
     try:
@@ -97,6 +105,7 @@ def test_netcheck_walks_modem_dns_tcp_tls(rig: Rig) -> None:
         rig.modem.emulator.faults.discard("sim_missing")  # type: ignore[attr-defined]
     assert code == 6, out
     assert doc["data"]["steps"]["sim"]["ok"] is False and doc["data"]["verdict"].startswith("sim: ")
+    assert (doc["ok"], doc["exit_code"]) == (False, 6)  # the JSON's verdict is the exit code's
 
 
 def test_logs_config_versions_outbox_help(rig: Rig) -> None:
@@ -136,13 +145,19 @@ def test_shell_session(rig: Rig) -> None:
     with ConsoleClient(rig.cable.laptop_path) as client:
         runner = Runner(client)
         runner.connect()
-        shell = ConsoleShell(runner, stdin=script, stdout=out)
+        shell = ConsoleShell(runner, stdin=script, stdout=out, lang="en")
         shell.cmdloop()
         assert shell.completenames("sel") == ["selftest"]
         assert shell.completedefault("sh", "config sh", 7, 9) == ["show"]
         assert "link.host" in shell.completedefault("link.h", "config set link.h", 11, 17)
     text = out.getvalue()
     assert f"connected to terminal {rig.sn}, county {COUNTY}" in text
+    zh = io.StringIO()
+    with ConsoleClient(rig.cable.laptop_path) as client:
+        runner = Runner(client)
+        runner.connect()
+        ConsoleShell(runner, stdin=io.StringIO("status\nquit\n"), stdout=zh).cmdloop()  # Chinese by default
+    assert f"已连接终端 {rig.sn}，县区 {COUNTY}" in zh.getvalue() and "链路" in zh.getvalue()
     assert "netcheck" in text and "auth FILE" in text  # help
     assert "usage: config set KEY VALUE" in text
     assert "unknown command 'bogus command'" in text
@@ -242,7 +257,7 @@ def test_connect_on_a_terminal_keeps_history_completes_and_colours(rig: Rig, tmp
     try:
         until(f"{rig.sn}> ")
         os.write(master, b"netcheck\r")
-        out = until("network ok")
+        out = until("网络正常")  # Chinese by default
         assert "\x1b[32m" in out  # on a terminal the verdict and the ok column are green
         os.write(master, b"vers\t")  # Tab completes the command name
         until("versions")

@@ -25,12 +25,12 @@ def run(*args: str):
 def test_json_without_read_has_no_card(device):
     result = run("--port", device.path, "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"sam_id": DEFAULT_SAM_ID, "sam_ok": True}
+    assert json.loads(result.stdout) == {"sam_id": DEFAULT_SAM_ID, "sam_ok": True, "ok": True, "exit_code": 0}
     assert not any(name.startswith("find") for name in device.emulator.received)
 
 
 def test_human_output_pass(device):
-    result = run("--port", device.path)
+    result = run("--port", device.path, "--lang", "en")
     assert result.exit_code == 0
     assert "SAM status: OK" in result.stdout and DEFAULT_SAM_ID in result.stdout and "PASS" in result.stdout
 
@@ -79,5 +79,6 @@ def test_bad_profile_is_a_usage_error():
 def test_help_documents_exit_codes():
     result = run("--help")
     assert result.exit_code == 0
-    for line in ("0  pass", "3  reader not found", "4  timeout", "5  protocol error", "6  fault"):
+    for line in ("0  通过", "pass: the SAM answers OK", "3  找不到设备", "reader not found", "4  超时", "timeout",
+                 "5  协议错误", "protocol error", "6  故障", "fault (the SAM reports an error"):
         assert line in result.output

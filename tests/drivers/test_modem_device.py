@@ -329,7 +329,7 @@ def test_diag_exit_codes(modem_pty, tmp_path):
     babbler = modem_pty("quectel-ec25", boot_delay=3.0, boot_garbage=True)  # garbles from 1.5 s, never OK
     res = _run(["--port", babbler.path, "--profile", "quectel-ec25", "--wait", "2", "--json"])
     assert res.exit_code == 5, res.output
-    d = json.loads(res.output)
+    d = json.loads(res.stdout)  # progress lines go to stderr
     assert d["check"]["reason"] == "modem answers garbage" and "COMMAND NOT SUPPORT" in d["error"]
 
     ok = modem_pty("fibocom-l610")

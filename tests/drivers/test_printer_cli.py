@@ -50,9 +50,11 @@ def test_printer_fault_exits_6(printer_port, fault, key, value):
 def test_near_end_passes_and_says_so(printer_port):
     port, emu = printer_port
     emu.faults.add("paper_near_end")
-    res = run("--port", port)
+    res = run("--port", port, "--lang", "en")
     assert res.exit_code == 0
     assert "paper near_end" in res.output and "paper near end" in res.output
+    zh = run("--port", port)  # Chinese by default
+    assert zh.exit_code == 0 and "纸张将尽" in zh.output and "纸将用完" in zh.output
 
 
 def test_silent_printer_exits_4_and_never_claims_paper(printer_port):
@@ -83,7 +85,7 @@ class _Chatter:
 
 def test_garbage_answer_exits_5():
     with PtyDevice(_Chatter()) as dev:
-        res = run("--port", dev.path)
+        res = run("--port", dev.path, "--lang", "en")
     assert res.exit_code == 5
     assert "PROTOCOL ERROR" in res.output
 
@@ -105,5 +107,6 @@ def test_unknown_profile_is_a_usage_error(printer_port):
 
 def test_help_documents_exit_codes():
     res = run("--help")
-    for code in ("0  pass", "3  not found", "4  timeout", "5  protocol error", "6  fault"):
+    for code in ("0  通过", "pass: online", "3  找不到设备", "device not found", "4  超时", "timeout",
+                 "5  协议错误", "protocol error", "6  故障", "fault: paper out"):
         assert code in res.output
