@@ -53,11 +53,14 @@ def _speed(value: str) -> float | None:
 @click.option("--server", "server_url", default="",
               help="Use a running fleet server (admin token in POSFLEET_TOKEN; needs --broker): only in real time, "
                    "--speed 1, for a scenario that starts ahead of now, against a server on a real-time clock.")
+@click.option("--storage", "storage_url", default="",
+              help="The started server stores here (a postgresql:// URL of a new, empty database) instead of a "
+                   "SQLite file in the work folder.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path),
               help="Keep certificates, logs, agent data and the server database here (default: a temporary "
                    "directory, removed afterwards).")
 def command(scenario: str, real_time: bool, workers: int | None, speed: str, night_speed: float,
-            report_file: Path | None, broker_url: str, ca_dir: Path | None, server_url: str,
+            report_file: Path | None, broker_url: str, ca_dir: Path | None, server_url: str, storage_url: str,
             workdir: Path | None) -> None:
     """Play SCENARIO (a scenario JSON file) and report the server's availability figures."""
     from agent.logs import setup
@@ -80,7 +83,7 @@ def command(scenario: str, real_time: bool, workers: int | None, speed: str, nig
     try:
         parsed, raw = load(scenario)
         opts = Options(speed=_speed(speed), night_speed=night_speed or None, workdir=workdir, broker_url=broker_url,
-                       ca_dir=ca_dir, server_url=server_url, keep_workdir=workdir is not None,
+                       ca_dir=ca_dir, server_url=server_url, storage_url=storage_url, keep_workdir=workdir is not None,
                        progress=lambda text: click.echo(text, err=True))
         player = Player(parsed, raw, opts) if real_time else VirtualPlayer(parsed, raw, opts, workers=workers)
     except ScenarioError as err:

@@ -313,7 +313,7 @@ def wait_ingested(base_url: str, token: str, stored_at_least: int, since: int, t
 
 # the demo -------------------------------------------------------------------------------------------------
 def run_demo(workdir: Path, units: int, http_port: int, interval: int, speed: float, history_days: int,
-             fresh: bool, seed: int | None) -> None:
+             fresh: bool, seed: int | None, storage: str = "") -> None:
     from simulator.emulators import idcard, printer
     from simulator.local import AgentProc, Broker, Pki, Server, agent_config, free_port, port_open
 
@@ -334,7 +334,7 @@ def run_demo(workdir: Path, units: int, http_port: int, interval: int, speed: fl
     pki = Pki(workdir / "pki") if not (workdir / "pki" / "ca.pem").exists() else _reopen(workdir / "pki")
     broker = Broker(pki, workdir / "broker").start()
     port = http_port if not port_open(http_port) else free_port()
-    server = Server(pki, broker, workdir / "server", clock=clock, http_port=port).start()
+    server = Server(pki, broker, workdir / "server", clock=clock, http_port=port, storage=storage or None).start()
     base = f"http://127.0.0.1:{server.http_port}"
     token = server.token("admin")
     viewer = server.token("viewer")
@@ -449,7 +449,8 @@ def _reopen(directory: Path) -> Any:
 @click.option("--history-days", default=30, show_default=True, help="days of past telemetry published at start")
 @click.option("--fresh/--keep", default=True, show_default=True, help="start from an empty working directory")
 @click.option("--seed", type=int, default=None)
+@click.option("--storage", default="", help="the server stores here (postgresql://...) instead of a SQLite file in --dir")
 def command(workdir: Path, units: int, http_port: int, speed: float, interval: int, history_days: int, fresh: bool,
-            seed: int | None) -> None:
+            seed: int | None, storage: str) -> None:
     """Run a broker, the fleet server and simulated terminals on this machine; prints the dashboard URL."""
-    run_demo(workdir, units, http_port, interval, speed, history_days, fresh, seed)
+    run_demo(workdir, units, http_port, interval, speed, history_days, fresh, seed, storage)

@@ -384,6 +384,7 @@ class Options:
     broker_url: str = ""  # mqtts://host:port of a running broker (needs ca_dir)
     ca_dir: Path | None = None  # the fleet CA of that broker (passphrase in POSFLEET_CA_PASSPHRASE)
     server_url: str = ""  # http://host:port of a running server (token in POSFLEET_TOKEN)
+    storage_url: str = ""  # the started server's [storage] url ("": a SQLite file in the work folder)
     drain_timeout_s: float = 120.0
     count_timeout_s: float = 120.0
     keep_workdir: bool = False
@@ -549,7 +550,8 @@ class Player:
         extra = ("[availability]\nrecount_debounce_s = 0.5\n"
                  f"service_hours = {_toml_value(hours)}\n"
                  "[alerts]\nenabled = false\n")
-        self.server = local.Server(pki, self.broker, root / "server", clock=clock, extra=extra)
+        self.server = local.Server(pki, self.broker, root / "server", clock=clock, extra=extra,
+                                   storage=self.opt.storage_url or None)
         # the fleet's time zone is a top-level key: it must come before the first table
         self.server.config.write_text(f"timezone = {_toml_value(self.sc.timezone)}\n" + self.server.config.read_text())
         self.server.start()

@@ -83,3 +83,21 @@ def test_sim_run_writes_the_servers_report(tmp_path: Path) -> None:
     # the player's own check against the oracle, in the report and on stderr
     assert out["oracle_check"]["units"] == 1 and out["oracle_check"]["units_outside_tolerance"] == 0
     assert "oracle check: all 1 units agree" in result.output
+
+
+def test_sim_run_against_postgresql_answers_as_on_sqlite(tmp_path: Path, pg_url: str) -> None:
+    """``--storage postgresql://...``: the same scenario, the server storing in PostgreSQL, the same answer."""
+    scenario = tmp_path / "cut.json"
+    scenario.write_text(json.dumps(SCENARIO, ensure_ascii=False), encoding="utf-8")
+    answers = []
+    for name, extra in (("sqlite", []), ("pg", ["--storage", pg_url])):
+        report = tmp_path / f"{name}.json"
+        result = CliRunner().invoke(command, [str(scenario), "--report", str(report), "--workdir",
+                                              str(tmp_path / name), *extra])
+        assert result.exit_code == 0, result.output
+        answers.append(json.loads(report.read_text(encoding="utf-8"))["availability"])
+    assert answers[0] == answers[1]
+    assert answers[1]["unit"]["items"][0]["network_ok_slots"] == 3
+    from tests.backend import db_count
+
+    assert db_count(pg_url, "select count(*) from samples") > 0, "the second run stored in PostgreSQL"
