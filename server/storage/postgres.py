@@ -1,7 +1,7 @@
 """PostgreSQL backend through asyncpg: the same queries as SQLite (``SqlStore``), on an engine of its own.
 
 ``[storage] url = "postgresql://user@host:port/db"`` (libpq's URL: a password, ``?sslmode=...`` and so on as
-asyncpg reads them). Why asyncpg and one set of queries: docs/decisions/018-postgresql-backend.md.
+asyncpg reads them). Why asyncpg and one set of queries: docs/decisions/024-postgresql-backend.md.
 
 * The queries are written once with ``?`` parameters; :func:`translate` turns each into PostgreSQL's (``$n``
   parameters, ``IN (?,?,...)`` lists into ``= ANY($n)`` with one array, so a statement stays one prepared
