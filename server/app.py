@@ -258,7 +258,16 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
                   for e in exc.errors()]
         return JSONResponse({"detail": "invalid request", "errors": errors}, status_code=422)
 
-    @app.get("/healthz", tags=["health"], responses={503: {"description": "ingest is stalled"}})
+    from .answers import timed
+    from .auth.openapi import answers
+    from .ingest.router import Health, Ready
+
+    health = answers(Health)
+    health["responses"][503] = {"model": Health, "description": "ingest is stalled"}
+    ready = answers(Ready)
+    ready["responses"][503] = {"model": Ready, "description": "not ready to take telemetry"}
+
+    @app.get("/healthz", tags=["health"], **health)
     async def healthz(request: Request, response: Response) -> dict[str, Any]:
         """Liveness. ``status``: ``ok``; ``degraded`` while ingest is disconnected from the broker (a restart would
         not help); ``stalled`` (503) while telemetry waits longer than ``ingest.stall_s`` for a commit.
@@ -271,10 +280,10 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
             response.status_code = 503
         elif problems:
             status = "degraded"
-        return {"status": status, "problems": problems, "ingest": figures,
-                "worker": {"pid": os.getpid(), "role": role}}
+        return timed({"status": status, "problems": problems, "ingest": figures,  # type: ignore[no-any-return]
+                      "worker": {"pid": os.getpid(), "role": role}}, settings.timezone)
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready to take telemetry"}})
+    @app.get("/readyz", tags=["health"], **ready)
     async def readyz(request: Request, response: Response) -> dict[str, Any]:
         """Readiness for a load balancer or monitor: 503 while ingest is disconnected, stalled or lagging."""
         figures = await ingest_stats(request.app)

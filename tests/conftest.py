@@ -72,6 +72,13 @@ def pg_url(postgres: Postgres) -> str:
     return postgres.create(f"t{next(_pg_dbs)}")
 
 
+def epoch(text: str) -> float:
+    """Epoch seconds of a time in an API answer (ISO 8601 with offset, docs/api.md)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(text).timestamp()
+
+
 def sqlite_count(db: Path, sql: str) -> int:
     import sqlite3
 

@@ -11,6 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from wire.times import iso
+
+from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import Id64, Name, Offset, SNQuery
 from ..auth.openapi import Open, answers
@@ -19,9 +22,20 @@ from ..registry.models import FieldError
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
 
 
-class AlertPage(Open):
-    total: int
-    items: list[dict[str, Any]]
+class Alert(Open):
+    id: int
+    kind: str
+    sn: str | None
+    county: str | None
+    opened_ts: Time
+    last_ts: Time
+    closed_ts: Time | None
+    message: str
+    data: dict[str, Any]
+    acked_by: str | None
+    acked_ts: Time | None
+    note: str
+    closed_by: str | None
 
 
 class Acked(Open):
@@ -33,7 +47,7 @@ class Acked(Open):
 class Closed(Open):
     id: int
     closed_by: str
-    closed_ts: int
+    closed_ts: Time
     note: str
 
 
@@ -48,7 +62,7 @@ class Evaluated(Open):
     standing: Any
 
 
-@router.get("", **answers(AlertPage))
+@router.get("", **answers(Page[Alert]))
 async def list_alerts(
     request: Request,
     _: Annotated[Principal, Depends(require("viewer"))],
@@ -71,7 +85,7 @@ async def list_alerts(
                 a["closed_by"], a["note"] = row["actor"], str(row["detail"].get("note") or "")
             elif row["action"] == "alert.ack" and a.get("acked_by") and not a["note"]:
                 a["note"] = str(row["detail"].get("note") or "")
-    return {"total": total, "items": items}
+    return timed(page(items, total, limit, offset), request.app.state.settings.timezone)  # type: ignore[no-any-return]
 
 
 async def _audit(request: Request, who: Principal, action: str, alert_id: int, note: str) -> None:
@@ -109,7 +123,8 @@ async def close(request: Request, alert_id: Id64, body: NoteIn,
     if done is False:
         raise FieldError("alert_id", f"alert {alert_id} is already closed", 409)
     await _audit(request, who, "alert.close", alert_id, body.note)
-    return {"id": alert_id, "closed_by": who.name, "closed_ts": now, "note": body.note}
+    return {"id": alert_id, "closed_by": who.name, "closed_ts": iso(now, request.app.state.settings.timezone),
+            "note": body.note}
 
 
 @router.post("/evaluate", **answers(Evaluated))

@@ -8,8 +8,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
+from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
-from ..auth.bounds import MAX_INT64, EpochF, Name
+from ..auth.bounds import TIME_FORMS, Name, Offset, TimeQuery, time_param
+from ..auth.openapi import answers
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
 
@@ -20,7 +22,7 @@ class _Open(BaseModel):
 
 class AuditRow(_Open):
     id: int
-    ts: float
+    ts: Time
     actor: str
     role: str
     client: str
@@ -30,14 +32,9 @@ class AuditRow(_Open):
     detail: dict[str, Any]
 
 
-class AuditPage(_Open):
-    items: list[AuditRow]
-    next_before_id: int | None
-
-
 class LockedAddress(_Open):
     address: str
-    until: float
+    until: Time
     retry_after_s: int
 
 
@@ -46,7 +43,7 @@ class LimitCounters(_Open):
     ``auth.failed`` rows (one per address per minute) and ``auth.lockout`` rows hold every process's."""
 
     worker: int
-    since: float
+    since: Time
     unauthenticated: int
     rate_limited: int
     locked_refused: int
@@ -55,7 +52,7 @@ class LimitCounters(_Open):
     limits: dict[str, float]
 
 
-@router.get("/audit", response_model=AuditPage)
+@router.get("/audit", **answers(Page[AuditRow]))
 async def list_audit(
     request: Request,
     _p: Annotated[Principal, Depends(require("admin"))],
@@ -64,18 +61,23 @@ async def list_audit(
                                         description="exact, or a prefix ending in * (e.g. command.*)")] = None,
     target: Annotated[str | None, Query(max_length=512)] = None,
     client: Name = None,
-    since: EpochF = None,
-    until: EpochF = None,
-    before_id: Annotated[int | None, Query(ge=1, le=MAX_INT64)] = None,
+    since: TimeQuery = None,
+    until: Annotated[str | None, Query(min_length=1, max_length=40, description=f"before this time (a day alone: "
+                                                                                 f"to its end): {TIME_FORMS}")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
-    rows = await request.app.state.audit.query(actor=actor, action=action, target=target, client=client,
-                                               since=since, until=until, before_id=before_id, limit=limit)
-    return {"items": rows, "next_before_id": rows[-1]["id"] if len(rows) == limit else None}
+    """The audit trail, newest first."""
+    tz = request.app.state.settings.timezone
+    filters = {"actor": actor, "action": action, "target": target, "client": client,
+               "since": time_param(since, "since", tz), "until": time_param(until, "until", tz, end=True)}
+    audit = request.app.state.audit
+    rows = await audit.query(**filters, limit=limit, offset=offset)
+    return timed(page(rows, await audit.count(**filters), limit, offset), tz)  # type: ignore[no-any-return]
 
 
-@router.get("/audit/limits", response_model=LimitCounters)
+@router.get("/audit/limits", **answers(LimitCounters))
 async def limit_counters(request: Request, _p: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
     """Requests answered 401 (``unauthenticated``), refused 429 for rate (``rate_limited``) or lock-out
     (``locked_refused``), lock-outs begun, the addresses locked out now, and the limits in force."""
-    return request.app.state.api_limiter.snapshot()  # type: ignore[no-any-return]
+    return timed(request.app.state.api_limiter.snapshot(), request.app.state.settings.timezone)  # type: ignore[no-any-return]

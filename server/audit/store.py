@@ -50,7 +50,32 @@ class Audit:
 
     async def query(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                     client: str | None = None, since: float | None = None, until: float | None = None,
-                    before_id: int | None = None, limit: int = 100) -> list[dict[str, Any]]:
+                    before_id: int | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        clause, args = self._where(actor, action, target, client, since, until, before_id)
+        async with self.storage.reader() as db:
+            cur = await db.execute(
+                f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
+                "ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+            rows = await cur.fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["detail"] = json.loads(d["detail"]) if d["detail"] else {}
+            out.append(d)
+        return out
+
+    async def count(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
+                    client: str | None = None, since: float | None = None, until: float | None = None) -> int:
+        """Rows :meth:`query` would page through with these filters."""
+        clause, args = self._where(actor, action, target, client, since, until, None)
+        async with self.storage.reader() as db:
+            cur = await db.execute(f"SELECT count(*) FROM audit {clause}", args)
+            row = await cur.fetchone()
+        return int(row[0])
+
+    @staticmethod
+    def _where(actor: str | None, action: str | None, target: str | None, client: str | None, since: float | None,
+               until: float | None, before_id: int | None) -> tuple[str, list[Any]]:
         where, args = [], []
         for col, value in (("actor", actor), ("client", client), ("target", target)):
             if value:
@@ -72,15 +97,4 @@ class Audit:
         if before_id is not None:
             where.append("id < ?")
             args.append(before_id)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        async with self.storage.reader() as db:
-            cur = await db.execute(
-                f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
-                "ORDER BY id DESC LIMIT ?", [*args, limit])
-            rows = await cur.fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["detail"] = json.loads(d["detail"]) if d["detail"] else {}
-            out.append(d)
-        return out
+        return (f"WHERE {' AND '.join(where)}" if where else ""), args

@@ -29,6 +29,21 @@ TIME_FORMS = ("a day (2026-10-01), a local time in the fleet's zone (2026-10-01T
               "(2026-10-01T08:00:00+08:00); years 2000..2099")
 
 
+TimeQuery = Annotated[str | None, Query(min_length=1, max_length=40, description=TIME_FORMS)]
+
+
+def time_param(text: str | None, field: str, tz: str, end: bool = False) -> int | None:
+    """A time query parameter (:mod:`wire.times`) as epoch seconds; a 422 naming ``field`` with hints that parse."""
+    if text is None:
+        return None
+    from wire.times import TimeInputError, parse_time
+
+    try:
+        return parse_time(text, field, tz, end=end)
+    except TimeInputError as err:
+        raise FieldError(field, err.message) from err
+
+
 def check_year(value: int, field: str) -> None:
     if not FIRST_YEAR <= value <= LAST_YEAR:
         raise FieldError(field, f"year {value} is outside {FIRST_YEAR}..{LAST_YEAR}")

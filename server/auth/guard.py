@@ -8,7 +8,9 @@ Screening, for every request under ``/api/`` and ``/dashboard/api/`` (422 naming
 
 * a control character (NUL, newline...) in the path or in a query parameter's name or value;
 * a query parameter longer than :data:`MAX_PARAM` characters, a path longer than :data:`MAX_PATH`, more than
-  :data:`MAX_PARAMS` query parameters.
+  :data:`MAX_PARAMS` query parameters;
+* a body larger than :data:`MAX_BODY` (:data:`MAX_PACKAGE` for an update package): 413, before it is read when
+  its length is declared, as soon as it grows past the limit when it is not.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from .limits import AuditFlusher, Limiter, token_hash
 log = logging.getLogger(__name__)
 
 GUARDED = ("/api/", "/dashboard/api/")
+MAX_BODY = 32 * 1024 * 1024  # a registry import of 100,000 units is ~15 MB of CSV
+MAX_PACKAGE = 512 * 1024 * 1024  # POST /api/v1/packages: an update package
 MAX_PATH = 1024
 MAX_PARAM = 1000
 MAX_PARAMS = 100
@@ -104,6 +108,12 @@ class ApiGuard:
         if bad is not None:
             await _refuse(send, 422, *bad)
             return
+        limit = MAX_PACKAGE if path.rstrip("/") == "/api/v1/packages" else MAX_BODY
+        declared = _content_length(scope.get("headers", []))
+        if declared is not None and declared > limit:
+            await _refuse(send, 413, "body", f"{declared} bytes is more than the {limit} this operation takes")
+            return
+        receive = _capped(receive, limit)
         status: list[int] = []
 
         async def send_status(message: dict[str, Any]) -> None:
@@ -145,6 +155,35 @@ async def _refuse(send: Any, status: int, field: str, message: str, retry_after:
         headers.append((b"retry-after", str(max(1, math.ceil(retry_after))).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _content_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _capped(receive: Any, limit: int) -> Any:
+    """``receive`` that refuses (413, as every error: :class:`ErrorBody`) a body growing past ``limit`` bytes
+    without saying its length first (chunked)."""
+    seen = 0
+
+    async def capped() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                from fastapi import HTTPException
+
+                raise HTTPException(413, f"body: more than the {limit} bytes this operation takes")
+        return message
+
+    return capped
 
 
 def _beyond_64_bits(value: Any) -> bool:

@@ -4,8 +4,8 @@ FastAPI documents 200 and its own 422 shape (``detail`` as a list), which is not
 every error here is ``{"detail": "...", "errors": [{"field", "error"}]}`` (``errors`` when a field is to blame).
 :func:`install_openapi` rewrites each operation under ``/api/`` and ``/dashboard/api/`` once, when the schema is
 first asked for: 400 (unreadable body, operations with one), 401 (no or unknown token), 403 (role too low),
-404 (operations with a path parameter), 422 (a field out of bounds, named), 429 (rate limit or lock-out, with
-``Retry-After``), all with :class:`ErrorBody`.
+404 (operations with a path parameter), 413 (a body too large, operations with one), 422 (a field out of
+bounds, named), 429 (rate limit or lock-out, with ``Retry-After``), all with :class:`ErrorBody`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ class FieldProblem(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """Every error answer of the API."""
+    """Every error answer of the API (docs/api.md): ``detail`` says what is wrong in a sentence; ``errors`` names
+    each culprit field when one is to blame; ``reason`` is a code for refusals a client may act on (commands:
+    ``rate_limited``, ``pending``...)."""
 
     detail: str
     errors: list[FieldProblem] | None = None
+    reason: str | None = None
 
 
 _REF = {"$ref": "#/components/schemas/ErrorBody"}
@@ -37,6 +40,7 @@ _ERRORS: dict[str, str] = {
     "401": "No bearer token, or an unknown or revoked one",
     "403": "The token's role may not do this",
     "404": "What the path names does not exist",
+    "413": "The request body is larger than this operation takes (32 MiB; 512 MiB for an update package)",
     "422": "A parameter or body field is invalid or out of bounds: `errors` names it",
     "429": "Too many requests with this token or from this address, or the address is locked out after too many "
            "requests without a valid token: wait `Retry-After` seconds",
@@ -65,7 +69,7 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
             if "{" in path:
                 codes.append("404")
             if "requestBody" in op:
-                codes.append("400")
+                codes += ["400", "413"]
             for code in codes:
                 given = responses.get(code, {})
                 entry = _error(code)
@@ -104,3 +108,11 @@ def answers_file(*media: str, description: str = "The file") -> dict[str, Any]:
     return {"response_model": None, "response_class": Response,
             "responses": {200: {"description": description,
                                 "content": {m: {"schema": {"type": "string"}} for m in media}}}}
+
+
+def answers_upload(model: type[BaseModel], media: dict[str, str], description: str = "OK") -> dict[str, Any]:
+    """:func:`answers` for an operation whose body is a file read as it comes (``media``: type -> what it is)."""
+    out = answers(model, description)
+    out["openapi_extra"] = {"requestBody": {"required": True, "content": {
+        m: {"schema": {"type": "string", "format": "binary"}} for m in media}, "description": "; ".join(f"{m}: {w}" for m, w in media.items())}}
+    return out

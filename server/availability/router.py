@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 from pydantic import Field
 
+from ..answers import Page, Time, timed
 from ..auth import Principal, require
 from ..auth.bounds import SN, TIME_FORMS, Name, Offset, SNQuery, day
 from ..auth.openapi import Open, answers
@@ -24,23 +25,57 @@ Until = Annotated[str, Query(alias="to", max_length=40, description=f"end (exclu
                                                                     "October 31)")]
 
 
+class Rates(Open):
+    """Slot counts and the two rates (``null`` without service slots) of a unit or a group."""
+
+    service_slots: int
+    intact_slots: int
+    network_ok_slots: int
+    no_data_slots: int
+    device_rate: float | None
+    network_rate: float | None
+
+
+class FleetRates(Rates):
+    units: int
+    flagged_units: int
+    tier: int | None
+    final_payment: float | None
+
+
 class Figures(Open):
-    from_: str = Field(alias="from")
-    to: str
-    counted_to: str | None
+    """One period's figures: ``fleet`` always; with ``group_by`` other than fleet, a page of ``items`` (units
+    with ``flagged``, or groups with ``units`` and ``flagged_units``)."""
+
+    from_: Time = Field(alias="from")
+    to: Time
+    counted_to: Time | None
     complete: bool
     group_by: str
     threshold: float
-    fleet: dict[str, Any]
-    items: list[dict[str, Any]] | None = None
+    fleet: FleetRates
+    items: list[Rates] | None = None
     total: int | None = None
+    limit: int | None = None
+    offset: int | None = None
 
 
-class Flagged(Open):
-    from_: str = Field(alias="from")
-    to: str
-    total: int
-    items: list[dict[str, Any]]
+class FlaggedUnit(Rates):
+    sn: str
+    below: list[str]
+    reasons: dict[str, Any]
+
+
+class Flagged(Page[FlaggedUnit]):
+    from_: Time = Field(alias="from")
+    to: Time
+    counted_to: Time | None
+
+
+class Recounted(Open):
+    unit_hours: int
+    seconds: float
+    rolled_to: Time | None
 
 
 class Slots(Open):
@@ -50,8 +85,9 @@ class Slots(Open):
 
 
 class RollupStatus(Open):
-    rolled_to: int | None
+    rolled_to: Time | None
     pending_unit_hours: int
+    last_recount_at: Time | None = None
 
 
 def _period(svc: Availability, start: str, end: str) -> tuple[int, int]:
@@ -89,16 +125,21 @@ async def availability(
             items = [i for i in items if i.get("flagged") or i.get("flagged_units")]
         out["total"] = len(items)
         out["items"] = items[offset: offset + limit]
+        out["limit"], out["offset"] = limit, offset
     return MsgspecJSON(out)
 
 
 @router.get("/availability/flagged", **answers(Flagged))
 async def flagged(request: Request, _: Viewer, start: When, end: Until, county: Name = None,
-                  limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+                  offset: Annotated[int, Query(ge=0, le=100_000, description="items to skip")] = 0) -> dict[str, Any]:
     """Flagged units, worst first, each with the rate(s) below the threshold and minutes lost by reason."""
     svc = _svc(request)
     a, b = _period(svc, start, end)
-    return await svc.flagged(a, b, county=county, limit=limit)
+    out = await svc.flagged(a, b, county=county, limit=limit + offset)
+    out["items"] = out["items"][offset:]
+    out["limit"], out["offset"] = limit, offset
+    return out
 
 
 @router.get("/units/{sn}/slots", **answers(Slots))
@@ -110,7 +151,7 @@ async def slots(request: Request, sn: SN, _: Viewer,
     return MsgspecJSON(await _svc(request).slots_json(sn, day(date_text, "date")))
 
 
-@router.post("/availability/recount", **answers(dict[str, Any]))
+@router.post("/availability/recount", **answers(Recounted))
 async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """Recount ``{"from", "to", "sns": [...] (optional)}`` from the raw samples now (e.g. after changing hours)."""
     svc = _svc(request)
@@ -121,11 +162,12 @@ async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Bo
     index = await svc.registry.index()
     await svc.sync()  # an API-only process marks up to the primary's rolled_to
     svc.mark(sns if sns is not None else list(index), a, b)
-    return await svc.flush()
+    return timed(await svc.flush(), svc.settings.timezone)  # type: ignore[no-any-return]
 
 
 @router.get("/availability/status", **answers(RollupStatus))
 async def status(request: Request, _: Viewer) -> dict[str, Any]:
     """The roll-up job: last closed hour materialised, pending recounts, timings."""
     svc = _svc(request)
-    return {"rolled_to": svc.rolled_to, "pending_unit_hours": svc.pending, **svc.stats}
+    return timed({"rolled_to": svc.rolled_to, "pending_unit_hours": svc.pending, **svc.stats},  # type: ignore[no-any-return]
+                 svc.settings.timezone)

@@ -10,11 +10,15 @@ import base64
 import binascii
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
+from ..auth.bounds import Name, Offset, SNQuery
+from ..auth.openapi import ErrorBody, Open, answers, answers_file
+from ..registry.models import FieldError
 from .service import CommandError, CommandService
 from .service import Request as CommandRequest
 
@@ -50,6 +54,93 @@ class SendBody(BaseModel):
     wave_size: int = Field(0, ge=0)
 
 
+class Command(Open):
+    """One command to one unit: its state and the times it went through (``null`` until reached)."""
+
+    id: str
+    job: str | None
+    wave: int
+    sn: str
+    type: str
+    params: dict[str, Any]
+    created_by: str
+    created: Time
+    issued: Time
+    expires: Time
+    state: str
+    reason: str
+    sends: int
+    sent: Time | None
+    delivered: Time | None
+    started: Time | None
+    finished: Time | None
+    code: int | None
+    output: str
+
+
+class JobUnit(Open):
+    id: str
+    sn: str
+    wave: int
+    state: str
+    reason: str
+    sends: int
+    sent: Time | None
+    started: Time | None
+    finished: Time | None
+    code: int | None
+    output: str
+
+
+class Job(Open):
+    id: str
+    type: str
+    params: dict[str, Any]
+    created_by: str
+    created: Time
+    total: int
+    state: str
+    reason: str
+    finished: Time | None
+    progress: dict[str, int] | None = None
+    units: list[JobUnit] | None = None
+
+
+class Created(Open):
+    """What was made: ``command`` (one unit) or ``job`` (several, or off hours)."""
+
+    command: Command | None = None
+    job: Job | None = None
+
+
+class Package(Open):
+    id: str
+    component: str
+    version: str
+    models: list[str]
+    sha256: str
+    size: int
+    created_by: str | None = None
+    created: Time | None = None
+
+
+_REFUSED = {409: {"model": ErrorBody, "description": "Refused as it stands (too many units without confirm, "
+                                                     "pending commands, a job no longer running)"},
+            503: {"model": ErrorBody, "description": "The server cannot sign commands (no key) or the command "
+                                                     "service is not running"}}
+
+
+def _created(model: type[BaseModel]) -> dict[str, Any]:
+    out = answers(model)
+    out["status_code"] = 201
+    out["responses"] = {201: out["responses"].pop(200), **_REFUSED}
+    return out
+
+
+def _tz(request: Request) -> str:
+    return request.app.state.settings.timezone  # type: ignore[no-any-return]
+
+
 class AbortBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str = Field("", max_length=500)
@@ -67,6 +158,7 @@ def _client(request: Request) -> str:
 
 
 def _error(err: CommandError) -> JSONResponse:
+    """The error body every operation answers (:class:`ErrorBody`), with the refusal's ``reason`` code."""
     body: dict[str, Any] = {"detail": err.message}
     if err.reason:
         body["reason"] = err.reason
@@ -85,62 +177,79 @@ async def _send(request: Request, body: SendBody, p: Principal, job: bool) -> An
         out = await _svc(request).create(p.name, p.role, _client(request), req)
     except CommandError as err:
         return _error(err)
-    return JSONResponse(out, status_code=201)
+    return JSONResponse(timed(out, _tz(request)), status_code=201)
 
 
-@router.post("/commands", status_code=201)
+@router.post("/commands", **_created(Created))
 async def send_command(request: Request, body: SendBody,
                        p: Annotated[Principal, Depends(require("engineer"))]) -> Any:
     """One unit: a command. Several units (or off_hours): a job."""
     return await _send(request, body, p, job=False)
 
 
-@router.post("/jobs", status_code=201)
+@router.post("/jobs", **_created(Created))
 async def send_job(request: Request, body: SendBody, p: Annotated[Principal, Depends(require("engineer"))]) -> Any:
     return await _send(request, body, p, job=True)
 
 
-@router.get("/commands")
+@router.get("/commands", **answers(Page[Command]))
 async def list_commands(request: Request, _p: Annotated[Principal, Depends(require("viewer"))],
-                        sn: str | None = None, state: str | None = None, job: str | None = None,
-                        type: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                        offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
-    return {"items": await _svc(request).list_commands(sn, state, job, type, limit, offset)}
+                        sn: SNQuery = None, state: Name = None, job: Name = None,
+                        type: Name = None,  # noqa: A002 - the query parameter's name
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0) -> dict[str, Any]:
+    """Commands, newest first."""
+    svc = _svc(request)
+    items = await svc.list_commands(sn, state, job, type, limit, offset)
+    return timed(page(items, await svc.count_commands(sn, state, job, type), limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 
-@router.get("/commands/{cid}")
-async def get_command(request: Request, cid: str, _p: Annotated[Principal, Depends(require("viewer"))]) -> Any:
+Ident = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+@router.get("/commands/{cid}", **answers(Command))
+async def get_command(request: Request, cid: Ident, _p: Annotated[Principal, Depends(require("viewer"))]) -> Any:
     cmd = await _svc(request).get_command(cid)
     if cmd is None:
-        raise HTTPException(404, f"no command {cid}")
-    return cmd
+        raise FieldError("cid", f"no command {cid}", 404)
+    return timed(cmd, _tz(request))
 
 
-@router.get("/jobs")
+@router.get("/jobs", **answers(Page[Job]))
 async def list_jobs(request: Request, _p: Annotated[Principal, Depends(require("viewer"))],
-                    limit: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-    return {"items": await _svc(request).list_jobs(limit)}
+                    limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict[str, Any]:
+    """Jobs, newest first."""
+    svc = _svc(request)
+    return timed(page(await svc.list_jobs(limit, offset), await svc.count_jobs(), limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 
-@router.get("/jobs/{job_id}")
-async def get_job(request: Request, job_id: str, _p: Annotated[Principal, Depends(require("viewer"))],
+@router.get("/jobs/{job_id}", **answers(Job))
+async def get_job(request: Request, job_id: Ident, _p: Annotated[Principal, Depends(require("viewer"))],
                   units: bool = True) -> Any:
     job = await _svc(request).get_job(job_id, units=units)
     if job is None:
-        raise HTTPException(404, f"no job {job_id}")
-    return job
+        raise FieldError("job_id", f"no job {job_id}", 404)
+    return timed(job, _tz(request))
 
 
-@router.post("/jobs/{job_id}/abort")
-async def abort_job(request: Request, job_id: str, body: AbortBody,
+_ABORT = answers(Job)
+_ABORT["responses"][409] = _REFUSED[409]
+
+
+@router.post("/jobs/{job_id}/abort", **_ABORT)
+async def abort_job(request: Request, job_id: Ident, body: AbortBody,
                     p: Annotated[Principal, Depends(require("admin"))]) -> Any:
     try:
-        return await _svc(request).abort_job(job_id, p.name, p.role, _client(request), body.reason)
+        return timed(await _svc(request).abort_job(job_id, p.name, p.role, _client(request), body.reason), _tz(request))
     except CommandError as err:
         return _error(err)
 
 
-@router.post("/packages", status_code=201)
+_UPLOAD = _created(Package)
+_UPLOAD["openapi_extra"] = {"requestBody": {"required": True, "description": "the package (.tar.gz)", "content": {
+    "application/gzip": {"schema": {"type": "string", "format": "binary"}}}}}
+
+
+@router.post("/packages", **_UPLOAD)
 async def upload_package(request: Request, p: Annotated[Principal, Depends(require("admin"))]) -> Any:
     """Body: the .tar.gz; headers X-Signature and X-Endorsement (base64), made by `posfleet server command
     package-build`. Verified against the fleet CA before it is kept."""
@@ -148,24 +257,36 @@ async def upload_package(request: Request, p: Annotated[Principal, Depends(requi
         sig = base64.b64decode(request.headers.get("x-signature", ""), validate=True)
         endo = base64.b64decode(request.headers.get("x-endorsement", ""), validate=True)
     except (binascii.Error, ValueError) as err:
-        raise HTTPException(422, "X-Signature and X-Endorsement must be base64") from err
+        raise FieldError("X-Signature", "X-Signature and X-Endorsement must be base64") from err
     if not sig or not endo:
-        raise HTTPException(422, "X-Signature and X-Endorsement headers are required")
+        raise FieldError("X-Signature" if not sig else "X-Endorsement",
+                         "X-Signature and X-Endorsement headers are required")
     data = await request.body()
     try:
         out = await _svc(request).add_package(data, sig, endo, p.name, p.role, _client(request))
     except CommandError as err:
         return _error(err)
-    return JSONResponse(out, status_code=201)
+    return JSONResponse(timed(out, _tz(request)), status_code=201)
 
 
-@router.get("/packages")
-async def list_packages(request: Request, _p: Annotated[Principal, Depends(require("viewer"))]) -> Any:
-    return {"items": await _svc(request).list_packages()}
+@router.get("/packages", **answers(Page[Package]))
+async def list_packages(request: Request, _p: Annotated[Principal, Depends(require("viewer"))],
+                        limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0) -> Any:
+    """Update packages kept on the server, newest first."""
+    items = await _svc(request).list_packages()
+    return timed(page(items[offset:offset + limit], len(items), limit, offset), _tz(request))
 
 
-@router.get("/packages/{pid}/download")
-async def download_package(request: Request, pid: str, t: str = "") -> Response:
+_DOWNLOAD = answers_file("application/gzip", description="The package, or the part of it asked for (206)")
+_DOWNLOAD["responses"][206] = {"description": "The byte range asked for", "content": {
+    "application/gzip": {"schema": {"type": "string", "format": "binary"}}}}
+_DOWNLOAD["responses"][416] = {"model": ErrorBody, "description": "The byte range cannot be served"}
+
+
+@router.get("/packages/{pid}/download", **_DOWNLOAD)
+async def download_package(request: Request, pid: Ident,
+                           t: Annotated[str, Query(max_length=200, description="the command's download token")] = ""
+                           ) -> Response:
     """For terminals: the token in the URL belongs to one signed software_update command (one unit,
     until the command ends or expires). Supports ``Range: bytes=N-`` so a broken 4G download resumes."""
     path = await _svc(request).package_for_token(pid, t) if t else None
@@ -186,7 +307,9 @@ async def download_package(request: Request, pid: str, t: str = "") -> Response:
         except ValueError as err:
             raise HTTPException(416, "only one byte range, bytes=N- or bytes=N-M") from err
         if start < 0 or start >= size or end < start:
-            return Response(status_code=416, headers={"Content-Range": f"bytes */{size}"})
+            return JSONResponse({"detail": f"range: {rng} is outside the package's {size} bytes",
+                                 "errors": [{"field": "Range", "error": f"outside the package's {size} bytes"}]},
+                                status_code=416, headers={"Content-Range": f"bytes */{size}"})
         end = min(end, size - 1)
         status = 206
 

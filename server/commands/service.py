@@ -356,6 +356,21 @@ class CommandService:
                                     [*args, limit, offset])
         return [command_dict(r) for r in await cur.fetchall()]
 
+    async def count_commands(self, sn: str | None = None, state: str | None = None, job: str | None = None,
+                             ctype: str | None = None) -> int:
+        where, args = [], []
+        for col, v in (("sn", sn), ("state", state), ("job", job), ("type", ctype)):
+            if v:
+                where.append(f"{col} = ?")
+                args.append(v)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        row = await (await self.db.execute(f"SELECT count(*) FROM cmd_commands {clause}", args)).fetchone()
+        return int(row[0])
+
+    async def count_jobs(self) -> int:
+        row = await (await self.db.execute("SELECT count(*) FROM cmd_jobs")).fetchone()
+        return int(row[0])
+
     async def get_job(self, job_id: str, units: bool = False) -> dict[str, Any] | None:
         row = await (await self.db.execute("SELECT * FROM cmd_jobs WHERE id=?", (job_id,))).fetchone()
         if row is None:
@@ -370,8 +385,8 @@ class CommandService:
             d["units"] = [dict(r) for r in await cur.fetchall()]
         return d
 
-    async def list_jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        cur = await self.db.execute("SELECT * FROM cmd_jobs ORDER BY created DESC LIMIT ?", (limit,))
+    async def list_jobs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+        cur = await self.db.execute("SELECT * FROM cmd_jobs ORDER BY created DESC, id LIMIT ? OFFSET ?", (limit, offset))
         return [job_dict(r) for r in await cur.fetchall()]
 
     async def abort_job(self, job_id: str, who: str, role: str, client: str, reason: str = "") -> dict[str, Any]:

@@ -24,9 +24,11 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
+from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.openapi import Open, answers
 from ..availability.rollups import midnight
+from ..registry.router import RegisteredUnit
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
@@ -45,8 +47,8 @@ _TREND_CACHE_S = 15.0
 
 
 class Context(Open):
-    now: float
-    now_iso: str
+    now: Time
+    now_iso: Time
     today: str
     timezone: str
     month: dict[str, str]
@@ -68,11 +70,7 @@ class TrendPoint(Open):
     complete: bool
 
 
-class UnitList(Open):
-    total: int
-    limit: int
-    offset: int
-    items: list[dict[str, Any]]
+class UnitList(Page[RegisteredUnit]):
     options: dict[str, list[str]]
 
 
@@ -122,8 +120,8 @@ async def context(request: Request, who: Viewer) -> dict[str, Any]:
     first, nxt = _month_bounds(local.date(), tz)
     a = s.availability
     return {
-        "now": now,
-        "now_iso": local.isoformat(timespec="seconds"),
+        "now": local.isoformat(timespec="seconds"),
+        "now_iso": local.isoformat(timespec="seconds"),  # (the same: kept for pages loaded before "now" was ISO)
         "today": local.date().isoformat(),
         "timezone": s.timezone,
         "month": {"from": first.isoformat(), "to": nxt.isoformat(), "label": f"{local.year}-{local.month:02d}"},
@@ -214,5 +212,5 @@ async def units(
             and (flagged_sns is None or (r["sn"] in flagged_sns) == flagged)]
     keep.sort(key=lambda r: r["sn"])
     now = request.app.state.clock.now()
-    return {"total": len(keep), "limit": limit, "offset": offset, "options": options,
-            "items": [_unit_out(r, request, now) for r in keep[offset: offset + limit]]}
+    return timed(page([_unit_out(r, request, now) for r in keep[offset: offset + limit]], len(keep), limit,  # type: ignore[no-any-return]
+                      offset, options=options), request.app.state.settings.timezone)

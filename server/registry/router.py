@@ -6,11 +6,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
-from wire.times import TimeInputError, parse_time
+from wire.times import TimeInputError, iso, parse_time
 
+from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import SN, Code, Name, Offset
-from ..auth.openapi import Open, answers, answers_file
+from ..auth.openapi import Open, answers, answers_file, answers_upload
 from ..encode import MsgspecJSON
 from ..exports import CSV_TYPE, XLSX_TYPE
 from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
@@ -32,13 +33,23 @@ class InstitutionOut(Open):
     contact: str
 
 
-class InstitutionPage(Open):
-    total: int
-    items: list[InstitutionOut]
+class InstitutionUnit(Open):
+    sn: str
+    status: str
+    online: bool
 
 
 class InstitutionDetail(InstitutionOut):
-    units: list[dict[str, Any]]
+    units: list[InstitutionUnit]
+
+
+class Sim(Open):
+    carrier: str | None
+    mcc_mnc: str | None
+    imsi: str | None
+    iccid: str | None
+    first_report: Time | None
+    last_report: Time | None
 
 
 class RegisteredUnit(Open):
@@ -46,20 +57,25 @@ class RegisteredUnit(Open):
     institution: str | None
     status: str
     online: bool
-    sim: dict[str, Any]
-    software: dict[str, Any]
+    first_seen: Time | None = None
+    last_seen: Time | None = None
+    sim: Sim
+    software: dict[str, str | None]
+
+
+class StatusEntry(Open):
+    from_ts: Time
+    status: str
+    by: str
+    note: str
 
 
 class RegisteredUnitDetail(RegisteredUnit):
-    status_history: list[dict[str, Any]]
+    status_history: list[StatusEntry]
 
 
-class RegisteredPage(Open):
-    total: int
-    limit: int
-    offset: int
+class RegisteredPage(Page[RegisteredUnit]):
     match: Literal["prefix", "contains"] | None
-    items: list[RegisteredUnit]
 
 
 class ImportLineError(Open):
@@ -76,7 +92,7 @@ class ImportReport(Open):
 class StatusSet(Open):
     sn: str
     status: str
-    from_ts: float
+    from_ts: Time
 
 
 class Patched(Open):
@@ -86,6 +102,10 @@ class Patched(Open):
 class SwapDone(Open):
     sn: str
     spare_sn: str
+
+
+def _tz(request: Request) -> str:
+    return request.app.state.settings.timezone  # type: ignore[no-any-return]
 
 
 def _registry(request: Request) -> Registry:
@@ -115,10 +135,11 @@ def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> 
 
 
 # institutions ---------------------------------------------------------------------------------------
-@router.get("/institutions", **answers(InstitutionPage))
-async def list_institutions(request: Request, _: Viewer, county: Name = None) -> dict[str, Any]:
+@router.get("/institutions", **answers(Page[InstitutionOut]))
+async def list_institutions(request: Request, _: Viewer, county: Name = None,
+                            limit: Annotated[int, Query(ge=1, le=100000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
     items = await request.app.state.storage.list_institutions(county)
-    return {"total": len(items), "items": items}
+    return timed(page(items[offset:offset + limit], len(items), limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 
 @router.get("/institutions/{code}", **answers(InstitutionDetail))
@@ -128,7 +149,7 @@ async def get_institution(request: Request, code: Code, _: Viewer) -> dict[str, 
         raise FieldError("code", f"institution {code!r} not found", 404)
     total, units = await request.app.state.storage.registry_query({"institution": code}, limit=1000)
     inst["units"] = [{"sn": u["sn"], "status": u["status"], "online": online(u, request)} for u in units]
-    return inst
+    return timed(inst, _tz(request))  # type: ignore[no-any-return]
 
 
 @router.put("/institutions/{code}", **answers(InstitutionOut))
@@ -162,7 +183,10 @@ async def export_institutions_xlsx(request: Request, _: Viewer, lang: Literal["z
     return _file(await _registry(request).export_institutions(lang, "xlsx"), "institutions", "xlsx")
 
 
-@router.post("/registry/institutions/import", **answers(ImportReport))
+_IMPORT = {"text/csv": "CSV (UTF-8 or GB18030; Chinese or code headers)", XLSX_TYPE: "XLSX (its first sheet)"}
+
+
+@router.post("/registry/institutions/import", **answers_upload(ImportReport, _IMPORT))
 async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
     """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
     return await _registry(request).import_institutions(await request.body())
@@ -199,8 +223,8 @@ async def list_registry_units(
         filters["match"] = used = "contains"
         total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
     now = request.app.state.clock.now()
-    return MsgspecJSON({"total": total, "limit": limit, "offset": offset, "match": used,
-                         "items": [_unit_out(u, request, now) for u in items]})
+    return MsgspecJSON(timed(page([_unit_out(u, request, now) for u in items], total, limit, offset, match=used),
+                             _tz(request)))
 
 
 @router.get("/registry/units.csv", **answers_file(CSV_TYPE, XLSX_TYPE))
@@ -217,7 +241,7 @@ async def export_units_xlsx(request: Request, _: Viewer, lang: Literal["zh", "en
     return _file(await _registry(request).export_units(lang, "xlsx"), "units", "xlsx")
 
 
-@router.post("/registry/units/import", **answers(ImportReport))
+@router.post("/registry/units/import", **answers_upload(ImportReport, _IMPORT))
 async def import_units(request: Request, who: Admin) -> dict[str, Any]:
     """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
     return await _registry(request).import_units(await request.body(), who.name)
@@ -231,7 +255,7 @@ async def registry_unit(request: Request, sn: SN, _: Viewer) -> Response:
         raise FieldError("sn", f"unit {sn!r} not found", 404)
     out = _unit_out(items[0], request)
     out["status_history"] = (await storage.status_histories([sn])).get(sn, [])
-    return MsgspecJSON(out)
+    return MsgspecJSON(timed(out, _tz(request)))
 
 
 @router.put("/registry/units/{sn}", **answers(UnitRecord))
@@ -258,7 +282,7 @@ async def change_status(request: Request, sn: SN, who: Admin, change: StatusChan
         except TimeInputError as err:
             raise FieldError("at", err.message) from err
     ts = await _registry(request).set_status(sn, change.status, change.note, who.name, at)
-    return {"sn": sn, "status": change.status, "from_ts": ts}
+    return {"sn": sn, "status": change.status, "from_ts": iso(ts, _tz(request))}
 
 
 @router.post("/units/{sn}/swap", **answers(SwapDone))

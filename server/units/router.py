@@ -4,41 +4,52 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
+from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
-from ..auth.bounds import SN, Epoch, Offset
+from ..auth.bounds import SN, TIME_FORMS, Offset, time_param
 from ..auth.openapi import Open, answers
+from ..registry.models import FieldError
 from ..storage import UnitQuery
 
 router = APIRouter(prefix="/api/v1/units", tags=["units"])
+Viewer = Annotated[Principal, Depends(require("viewer"))]
+
+
+class Sample(Open):
+    """One health sample as the terminal sent it (fields as in wire/messages.py ``Sample``), with ``boot_time``."""
+
+    seq: int
+    ts: Time
+    interval: int
+    connected: bool
+    boot_time: Time | None = None
 
 
 class UnitState(Open):
     sn: str
     online: bool
     broker_session: bool
-    first_seen: float | None = None
-    last_seen: float | None = None
-    latest: dict[str, Any] | None = None
+    first_seen: Time | None = None
+    last_seen: Time | None = None
+    latest_ts: Time | None = None
+    latest: Sample | None = None
 
 
-class UnitPage(Open):
-    total: int
-    limit: int
-    offset: int
-    items: list[UnitState]
+class Event(Open):
+    ts: Time
+    kind: str
+    data: dict[str, Any]
+    received_at: Time | None
 
 
-class Samples(Open):
+class Samples(Page[Sample]):
     sn: str
-    items: list[dict[str, Any]]
 
 
-class Events(Open):
+class Events(Page[Event]):
     sn: str
-    items: list[dict[str, Any]]
-    next_before: float | None
 
 
 def _health(sample: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -61,10 +72,14 @@ def _present(unit: dict[str, Any], request: Request) -> dict[str, Any]:
     return unit
 
 
-@router.get("", **answers(UnitPage))
+def _tz(request: Request) -> str:
+    return request.app.state.settings.timezone  # type: ignore[no-any-return]
+
+
+@router.get("", **answers(Page[UnitState]))
 async def list_units(
     request: Request,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    _: Viewer,
     q: Annotated[str, Query(max_length=64, description="substring of the SN")] = "",
     online: bool | None = None,
     sort: Literal["sn", "last_seen", "first_seen", "online"] = "sn",
@@ -76,46 +91,56 @@ async def list_units(
     total, items = await storage.list_units(
         UnitQuery(q=q, online=online, sort=sort, descending=order == "desc", limit=limit, offset=offset)
     )
-    return {"total": total, "limit": limit, "offset": offset, "items": [_present(u, request) for u in items]}
+    return timed(page([_present(u, request) for u in items], total, limit, offset), _tz(request))
 
 
 @router.get("/{sn}", **answers(UnitState))
-async def unit_detail(request: Request, sn: SN, _: Annotated[Principal, Depends(require("viewer"))]) -> dict[str, Any]:
+async def unit_detail(request: Request, sn: SN, _: Viewer) -> dict[str, Any]:
     unit = await request.app.state.storage.get_unit(sn)
     if unit is None:
-        raise HTTPException(404, f"unit {sn!r} not found")
-    return _present(unit, request)
+        raise FieldError("sn", f"unit {sn!r} not found", 404)
+    return timed(_present(unit, request), _tz(request))  # type: ignore[no-any-return]
+
+
+Before = Annotated[str | None, Query(min_length=1, max_length=40,
+                                     description=f"only those dated before this time: {TIME_FORMS}")]
+MAX_DEPTH = 100_000  # offset + limit: how far back a unit's history is paged
 
 
 @router.get("/{sn}/samples", **answers(Samples))
 async def unit_samples(
     request: Request,
     sn: SN,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    _: Viewer,
     limit: Annotated[int, Query(ge=1, le=10000)] = 100,
-    before: Epoch = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_DEPTH, description="items to skip")] = 0,
+    before: Before = None,
 ) -> dict[str, Any]:
+    """The unit's samples, newest first (``total``: null, not counted)."""
     storage = request.app.state.storage
+    until = time_param(before, "before", _tz(request))
     if await storage.get_unit(sn) is None:
-        raise HTTPException(404, f"unit {sn!r} not found")
-    return {"sn": sn, "items": [_health(x) for x in await storage.recent_samples(sn, limit, before)]}
+        raise FieldError("sn", f"unit {sn!r} not found", 404)
+    rows = (await storage.recent_samples(sn, limit + offset, until))[offset:]
+    return timed(page([_health(x) for x in rows], None, limit, offset, sn=sn), _tz(request))  # type: ignore[no-any-return]
 
 
 @router.get("/{sn}/events", **answers(Events))
 async def unit_events(
     request: Request,
     sn: SN,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    _: Viewer,
     kind: Annotated[list[Annotated[str, Query(max_length=64)]] | None, Query(max_length=20, description="only these kinds, e.g. console (the engineers' diagnostic "
                                                         "console: who, when, what), sim_changed, identity")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before: Annotated[int | None, Query(ge=0, le=2**62, description="only events dated before this (epoch seconds): "
-                                                                  "the next page")] = None,
+    offset: Annotated[int, Query(ge=0, le=MAX_DEPTH, description="items to skip")] = 0,
+    before: Before = None,
 ) -> dict[str, Any]:
     """The unit's events as stored (each once, however often the terminal sent it), newest first, with the time
-    the server received them."""
+    the server received them (``total``: null, not counted)."""
     storage = request.app.state.storage
+    until = time_param(before, "before", _tz(request))
     if await storage.get_unit(sn) is None:
-        raise HTTPException(404, f"unit {sn!r} not found")
-    items = await storage.unit_events(sn, kind or None, limit, before)
-    return {"sn": sn, "items": items, "next_before": items[-1]["ts"] if len(items) == limit else None}
+        raise FieldError("sn", f"unit {sn!r} not found", 404)
+    items = (await storage.unit_events(sn, kind or None, limit + offset, until))[offset:]
+    return timed(page(items, None, limit, offset, sn=sn), _tz(request))  # type: ignore[no-any-return]

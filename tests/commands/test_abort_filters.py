@@ -13,6 +13,7 @@ from simulator.local import ENV
 from tests.commands.conftest import Fleet
 from tests.commands.lite import executed
 from tests.commands.test_jobs import _job, _lite, _wait_all_online
+from tests.conftest import epoch
 from tests.fleet import wait_for
 
 
@@ -128,7 +129,7 @@ def test_off_hours_holds_a_unit_until_its_institution_closes_and_an_unknown_unit
         assert r.status_code == 201, r.text
         jid = r.json()["job"]["id"]
         assert r.json()["job"]["off_hours"] is True
-        created = r.json()["job"]["created"]
+        created = epoch(r.json()["job"]["created"])
         assert created < default_closes - 120, f"the job was made {(created - start.timestamp()) / speed:.1f} s " \
             "(real) after the server started: too late for this test"
 
@@ -146,14 +147,14 @@ def test_off_hours_holds_a_unit_until_its_institution_closes_and_an_unknown_unit
             time.sleep(0.3)
         u = wait_for(lambda: (x := unit(unknown_sn))["sent"] is not None and x, 20, "the default hours to end",
                      interval=0.2)
-        assert default_closes <= u["sent"] < closes, f"sent at {u['sent'] - default_closes:.0f} s after 17:50"
+        assert default_closes <= epoch(u["sent"]) < closes, f"sent at {epoch(u['sent']) - default_closes:.0f} s after 17:50"
         while server_now() < closes - 30:
             u = unit(open_sn)
             assert u["state"] == "queued" and u["sent"] is None, u
             time.sleep(0.3)
         u = wait_for(lambda: (x := unit(open_sn))["sent"] is not None and x, 20, "the open clinic to close",
                      interval=0.2)
-        assert u["sent"] >= closes, f"sent {closes - u['sent']:.0f} s (server clock) before closing time"
+        assert epoch(u["sent"]) >= closes, f"sent {closes - epoch(u['sent']):.0f} s (server clock) before closing time"
         assert executed(fleet.root / "lite" / closed_sn) == 1
         wait_for(lambda: executed(fleet.root / "lite" / open_sn) == 1 and executed(fleet.root / "lite" / unknown_sn)
                  == 1, 10, "the held units to run it")

@@ -17,6 +17,7 @@ from server.commands.keys import load_key
 from server.commands.packages import build_package, sign_package, stage_agent_release
 from tests.commands.conftest import Fleet
 from tests.commands.test_update import _upload
+from tests.conftest import epoch
 from tests.fleet import wait_for
 
 FAST = 100 * 1024 * 1024  # pace_bytes_per_s: the loopback is not a 4G link
@@ -133,7 +134,7 @@ def test_the_agent_hands_over_to_its_new_release_and_a_release_that_exits_at_sta
             u = fleet.server.get(f"/api/v1/units/{sn}").json()
             return bool(u["agent_version"] == version and (u.get("inventory") or {}).get("agent") == version)
         wait_for(lambda: unit_says("0.3.0"), 20, "the unit's link state and inventory from agent 0.3.0", interval=0.3)
-        wait_for(lambda: fleet.server.get(f"/api/v1/units/{sn}/samples", limit=1).json()["items"][0]["ts"]
+        wait_for(lambda: epoch(fleet.server.get(f"/api/v1/units/{sn}/samples", limit=1).json()["items"][0]["ts"])
                  > cut, 20, "a sample from agent 0.3.0", interval=0.3)
 
     # exactly once across the restarts: each package installed once, each command with one final state, although

@@ -17,6 +17,7 @@ import pytest
 from agent.update import BLOCK_CAP, BLOCK_FLOOR, BLOCK_START, BlockSize, Refused, download
 from tests.commands.conftest import Fleet
 from tests.commands.test_update import _package, _upload
+from tests.conftest import epoch
 from tests.fleet import Broker, Pki
 
 
@@ -222,7 +223,7 @@ def test_download_pacing_is_a_parameter_of_the_software_update_command(fleet: Fl
         assert r.status_code == 201, r.text
         done = fleet.wait_state(r.json()["command"]["id"], timeout=40)
         assert done["state"] == "succeeded", done
-        took[version] = done["finished"] - done["started"]
+        took[version] = epoch(done["finished"]) - epoch(done["started"])
     assert took["5.0.0"] <= 2.0 and took["5.1.0"] >= 3.0, took
     current = fleet.agent_dir(sn) / "data" / "components" / "demo" / "current"
     assert os.readlink(current) == "5.1.0"

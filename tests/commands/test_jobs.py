@@ -6,6 +6,7 @@ import time
 
 from tests.commands.conftest import Fleet
 from tests.commands.lite import LiteGroup, executed
+from tests.conftest import epoch
 from tests.fleet import agent_config, wait_for
 
 
@@ -54,7 +55,7 @@ def test_job_to_200_units_at_a_set_rate_finishes_with_per_unit_states(fleet: Fle
         assert {u["state"] for u in units} == {"succeeded"}, job["progress"]
         assert all(u["sent"] and u["started"] and u["finished"] and u["code"] == 0 for u in units)
         # paced: 200 units at 40/s cannot have been sent in much less than 5 s
-        sent = sorted(u["sent"] for u in units)
+        sent = sorted(epoch(u["sent"]) for u in units)
         assert sent[-1] - sent[0] >= 0.8 * 199 / (rate / 60), f"sent over {sent[-1] - sent[0]:.1f} s"
         # and no faster than the rate at any point: the k-th unit never before k / rate (+ one dispatch pass)
         for k, s in enumerate(sent):
@@ -124,7 +125,7 @@ def test_staged_rollout_canary_first_then_waves(fleet: Fleet) -> None:
         assert sorted((w, len(us)) for w, us in waves.items()) == [(0, 2), (1, 5), (2, 5)]
         for w in (1, 2):
             # no unit of a wave was sent before every unit of the waves before it had its result
-            assert min(u["sent"] for u in waves[w]) >= max(u["finished"] for u in waves[w - 1]) - 0.5
+            assert min(epoch(u["sent"]) for u in waves[w]) >= max(epoch(u["finished"]) for u in waves[w - 1]) - 0.5
         assert job["progress"] == {"succeeded": 12}
     finally:
         lite.stop()

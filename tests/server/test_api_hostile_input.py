@@ -18,7 +18,7 @@ CASES = [
     ("GET", "/api/v1/registry/units", {"offset": BIG}, "offset"),
     ("GET", "/api/v1/units/HN00000001/events", {"before": BIG}, "before"),
     ("POST", f"/api/v1/alerts/{2**63}/ack", {}, "alert_id"),
-    ("GET", "/api/v1/audit", {"before_id": BIG}, "before_id"),
+    ("GET", "/api/v1/audit", {"offset": BIG}, "offset"),
     ("GET", "/api/v1/availability", {"from": F0, "to": T0}, "from"),
     ("GET", "/api/v1/availability/flagged", {"from": F9, "to": T9}, "from"),
     ("GET", "/api/v1/reports/ops", {"from": F9, "to": T9, "format": "csv"}, "from"),

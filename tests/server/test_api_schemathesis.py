@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import (
     content_type_conformance,
@@ -24,9 +25,16 @@ from schemathesis.checks import (
 )
 from schemathesis.core.failures import FailureGroup
 
+from server.exports import XLSX_TYPE
 from tests.fleet import Broker, Pki, Server
 
 EXAMPLES = {"admin": 25, "viewer": 5}
+# bodies that are files: a few real-looking ones and arbitrary bytes
+_CSV = st.sampled_from([b"sn,vendor\r\nHN00000099,ACME\r\n", "终端SN,备注\r\nHN00000098,=1+1\r\n".encode(),
+                        b"code,name\r\nI9,clinic\r\n", b"\xef\xbb\xbfsn\r\n\t1234\r\n"]) | st.binary(max_size=300)
+schemathesis.openapi.media_type("text/csv", _CSV)
+schemathesis.openapi.media_type(XLSX_TYPE, st.binary(max_size=200).map(lambda b: b"PK\x03\x04" + b))
+schemathesis.openapi.media_type("application/gzip", st.binary(max_size=300))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]
 # the limits are tested in test_api_limits.py; here they would only turn examples into 429s

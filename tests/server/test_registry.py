@@ -83,7 +83,7 @@ async def test_swap_records_both_status_changes_at_one_instant(api: Api) -> None
     new = (await api.get("/api/v1/registry/units/HN00030009")).json()
     assert old["status"] == "in_repair" and new["status"] == "in_service"
     assert new["institution"] == "H001" and new["stock_type"] == "deployed"
-    assert old["status_history"][-1]["from_ts"] == new["status_history"][-1]["from_ts"] == at("2025-03-03 14:07")
+    assert old["status_history"][-1]["from_ts"] == new["status_history"][-1]["from_ts"] == "2025-03-03T14:07:00+08:00"
     assert "读卡器故障" in old["status_history"][-1]["note"]
     # the unit is no longer in service: a second swap is refused and nothing changes
     again = await api.req("POST", "/api/v1/units/HN00030001/swap", json={"spare_sn": "HN00030009"})
@@ -124,13 +124,13 @@ async def test_unit_heard_by_ingest_appears_in_service_without_institution(api: 
     await api.settle()
     unit = (await api.get("/api/v1/registry/units/HN00060001")).json()
     assert unit["status"] == "in_service" and unit["institution"] is None
-    assert unit["status_history"] == [{"from_ts": at("2025-03-03 09:00"), "status": "in_service", "by": "ingest",
+    assert unit["status_history"] == [{"from_ts": "2025-03-03T09:00:00+08:00", "status": "in_service", "by": "ingest",
                                        "note": "first seen"}]
     # an older sample delivered late moves the automatic start back
     await api.feed("HN00060001", [sample(99, at("2025-03-03 08:30"))])
     await api.settle()
     unit = (await api.get("/api/v1/registry/units/HN00060001")).json()
-    assert unit["status_history"][0]["from_ts"] == at("2025-03-03 08:30")
+    assert unit["status_history"][0]["from_ts"] == "2025-03-03T08:30:00+08:00"
 
 
 def test_registry_accepts_every_institution_type_a_scenario_may_name() -> None:

@@ -54,9 +54,9 @@ async def test_detail_has_the_registry_fields(tmp_path: Path) -> None:
         await api.app.state.storage.set_state("HN20000009", True, at("2025-03-03 11:00"), "", "0.1.0")
         unit = (await api.get("/api/v1/units/HN20000009", role="viewer")).json()
         assert unit["sn"] == "HN20000009" and unit["online"] is True
-        assert 0 < unit["first_seen"] <= unit["last_seen"]
-        assert unit["latest"]["ts"] == at("2025-03-03 11:01") and unit["latest"]["cpu"] == 9.5, "newest sample"
-        assert unit["latest"]["boot_time"] == at("2025-03-03 11:01") - 660
+        assert unit["first_seen"] <= unit["last_seen"]  # ISO 8601 with the fleet's offset (docs/api.md)
+        assert unit["latest"]["ts"] == "2025-03-03T11:01:00+08:00" and unit["latest"]["cpu"] == 9.5, "newest sample"
+        assert unit["latest"]["boot_time"] == "2025-03-03T10:50:00+08:00"
         assert unit["inventory"]["components"] == {"terminal_app": "3.2.1", "os_image": "2026.10-r4"}
         samples = (await api.get("/api/v1/units/HN20000009/samples", limit=1)).json()["items"]
         assert [s["cpu"] for s in samples] == [9.5]
@@ -82,7 +82,7 @@ async def test_raw_samples_are_kept_retention_days(tmp_path: Path) -> None:
         assert await api.app.state.storage.count_samples() == 4
         assert await purge_raw_samples(api.app) == 3
         items = (await api.get("/api/v1/units/HN20000010/samples")).json()["items"]
-        assert [s["ts"] for s in items] == [now - 13 * 86400]
+        assert [s["ts"] for s in items] == ["2025-02-18T12:00:00+08:00"]  # 13 days before
         api.clock.t = now + 2 * 86400  # two days on, the 13-day-old sample is past 14 days
         assert await purge_raw_samples(api.app) == 1
         assert await api.app.state.storage.count_samples() == 0
