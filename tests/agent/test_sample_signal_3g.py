@@ -6,6 +6,7 @@ On LTE the two fields are absent and cost no byte on the wire (omitted defaults)
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from agent.config import parse
 from agent.main import Agent
 from simulator.emulators.modem import serve
-from simulator.local import Pki
+from simulator.local import Pki, agent_config
 from wire import boundary, codec
 from wire.messages import Batch
 
@@ -24,20 +25,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 def _agent(pki: Pki, data: Path, port: str, profile: str) -> Agent:
-    t = pki.terminal("HN00190001")
-    return Agent(parse(f"""
-sn = "HN00190001"
-data_dir = "{data}"
-[link]
-ca_file = "{t}/ca.pem"
-cert_file = "{t}/terminal.pem"
-key_file = "{t}/terminal.key"
-[commands]
-enabled = false
-[peripherals.modem]
-port = "{port}"
-profile = "{profile}"
-"""))
+    """A real Agent whose modem is the emulator on ``port``; no broker is needed to take a sample."""
+    no_broker = SimpleNamespace(port=8883)  # agent_config only writes the broker's port into the file
+    path = agent_config(pki, no_broker, "HN00190001", data, extra="[commands]\nenabled = false\n",  # type: ignore[arg-type]
+                        peripherals={"modem": (port, profile)})
+    return Agent(parse(path.read_text()))
 
 
 @pytest.mark.parametrize("profile", ["simcom-sim7600", "huawei-me909s", "generic-3gpp"])
