@@ -62,6 +62,8 @@ class FleetData(Open):
     plan_mb: float
     units: int
     total: int
+    limit: int
+    offset: int
     items: list[dict[str, Any]]
 
 
@@ -181,4 +183,5 @@ async def fleet_data(request: Request, _: Viewer, month_text: Month = None, coun
                           county)
     out["total"] = len(out["items"])
     out["items"] = out["items"][offset: offset + limit]
+    out["limit"], out["offset"] = limit, offset
     return out  # type: ignore[no-any-return]
