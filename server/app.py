@@ -65,18 +65,34 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     registry = Registry(settings, storage, clock.now)
     app.state.registry = registry
     await registry.index()  # warm: the first figures request should not pay for it
+    # On PostgreSQL every primary (one per host, or several) ingests; the one holding the leadership also runs the
+    # work that must run once (server/leadership.py): each starts as a follower and is promoted when it leads.
+    follower = primary and getattr(storage, "dialect", "") == "postgresql"
+    lead_now = primary and not follower
     availability = Availability(settings, storage, registry, clock)
-    await availability.start(background=primary)
+    await availability.start(background=lead_now, follower=follower)
     app.state.availability = availability
     ingest.on_committed.append(availability.on_committed)
     alerts = Alerts(settings, storage, registry, availability, clock)
-    if primary:
+    if lead_now:
         await alerts.start()
     app.state.alerts = alerts
     ingest.on_committed.append(alerts.on_committed)
     from .commands import start as start_commands
 
-    return [availability, alerts, await start_commands(app, settings, storage, ingest, registry, background=primary)]
+    commands = await start_commands(app, settings, storage, ingest, registry, background=lead_now, results=follower)
+    app.state.leadership = None
+    if follower:
+        from .leadership import Leadership
+
+        async def promote() -> None:
+            await availability.promote()
+            await alerts.start()
+            await commands.start_dispatcher()
+            app.state.retention_task = asyncio.create_task(_retention(app), name="retention")
+
+        app.state.leadership = Leadership(storage, [promote])
+    return [availability, alerts, commands]
 
 
 async def _publish_ingest(app: FastAPI) -> None:
@@ -228,12 +244,18 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
                 await storage.close()
             raise
         gc_before = _quiet_gc()
-        retention = asyncio.create_task(_retention(app) if primary else _exit_with_parent(parent))
+        lead = app.state.leadership
+        if lead is not None:  # PostgreSQL: the first try now (a lone process leads before its first request)
+            await lead.step()
+        retention = asyncio.create_task(lead.run() if lead is not None else _retention(app) if primary
+                                        else _exit_with_parent(parent))
         publish = asyncio.create_task(_publish_ingest(app)) if primary and publish_ingest else None
         try:
             yield
         finally:
             retention.cancel()
+            if getattr(app.state, "retention_task", None) is not None:
+                app.state.retention_task.cancel()
             if publish is not None:
                 publish.cancel()
             gc.unfreeze()  # (tests build many apps in one process)

@@ -27,6 +27,12 @@ class MqttSettings(_Strict):
     # MQTT v5 Receive Maximum: unacknowledged QoS 1 messages the broker may push to us at once.
     # We acknowledge only after the database commit, so this is the ingest pipeline's depth.
     receive_maximum: int = Field(2000, ge=10, le=65535)
+    # How long the broker keeps this process's session (its subscriptions and the telemetry queued for it) while it
+    # is gone. One server: long (7 days: a server down for a week finds the fleet's data waiting). Several processes
+    # sharing the telemetry: short (60 s): a process that dies must not hold its share of the shared subscription,
+    # which then goes to the others; the terminals resend what it took and never acknowledged
+    # (docs/deployment-large.md).
+    session_expiry_s: int = Field(7 * 86400, ge=0, le=30 * 86400)
     # while the broker cannot be reached: logged at once (host:port and the error), then this often
     report_every_s: float = Field(60.0, gt=0)
     # The shared subscription's group. A secret of the server's: mosquitto's ACL cannot refuse a subscription, so

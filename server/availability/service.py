@@ -155,14 +155,25 @@ class Availability:
         self.datause = DataUse(settings, storage, self.tz)
 
     # lifecycle ------------------------------------------------------------------------------
-    async def start(self, background: bool = True) -> None:
+    async def start(self, background: bool = True, follower: bool = False) -> None:
         """``background=False`` (an API-only process): no roll-up loop; ``rolled_to`` follows ``meta`` (the primary
-        moves it), and hours marked here (a status change dated in the past) are recounted here at once."""
+        moves it), and hours marked here (a status change dated in the past) are recounted here at once.
+        ``follower`` (a process ingesting beside a leader on PostgreSQL, server/leadership.py): as API-only, but
+        the hours its own commits touch are recounted here by the debounced loop, up to the leader's
+        ``rolled_to`` (later hours the leader counts for every unit when they close); :meth:`promote` when it
+        becomes the leader."""
         await self.load()
         self.background = background
         self.registry.on_change.append(self.on_registry_change)
-        if background:
+        if background or follower:
             self._task = asyncio.create_task(self._loop(), name="availability-rollups")
+
+    async def promote(self) -> None:
+        """This follower now leads: close hours for every unit and move ``rolled_to`` from here on."""
+        async with self._lock:
+            await self.load()
+            self.background = True
+        self._wake.set()
 
     async def sync(self) -> tuple[str, str]:
         """The roll-up and registry versions in ``meta`` (read at most every second); an API-only process takes
@@ -271,6 +282,11 @@ class Availability:
             now = int(self.clock.now())
             if not self.background:  # API-only: recount what was marked here, up to the primary's rolled_to
                 await self.sync()
+                if self._seen:  # a follower's ingest heard them first: registered here, counted by the leader
+                    seen, self._seen = self._seen, {}
+                    await self.registry.ensure_seen(seen)
+                    for sn, first in seen.items():
+                        self.mark([sn], first, self.rolled_to or first)
                 closed = min(hour_start(now, self.tz), self.rolled_to or 0)
                 keep_from = now - self.settings.retention_days * 86400 + HOUR_S
                 todo = {h: sns_h for h in sorted(self._dirty) if h + HOUR_S <= closed
@@ -324,6 +340,13 @@ class Availability:
         await self.storage.purge_slot_hours(local_day(now - self.settings.retention_days * 86400, self.tz).toordinal())
 
     async def _recount(self, todo: dict[int, set[str]]) -> int:
+        """Recount (unit, hour) pairs, one process of the fleet at a time (``storage.recount_lock``)."""
+        if not todo:
+            return 0
+        async with self.storage.recount_lock():
+            return await self._recount_now(todo)
+
+    async def _recount_now(self, todo: dict[int, set[str]]) -> int:
         """Recount (unit, hour) pairs; runs of hours of one local day are counted in one go per unit."""
         by_day: dict[int, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
         for h, sns in todo.items():

@@ -22,7 +22,7 @@ def install_api(app: Any) -> None:
 
 
 async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: Any = None,
-                background: bool = True) -> Any:
+                background: bool = True, results: bool = False) -> Any:
     """``background=False`` (an API-only worker process): commands are queued and read here, and the primary's
     dispatcher, which polls the queue every ``dispatch_interval_s``, sends them."""
     from ..audit import Audit
@@ -31,6 +31,6 @@ async def start(app: Any, settings: Any, storage: Any, ingest: Any, registry: An
     audit = Audit(storage, time.time)
     app.state.audit = audit
     svc = CommandService(settings, storage, ingest, app.state.clock, registry, audit)
-    await svc.start(background)
+    await svc.start(background, results)
     app.state.commands = svc
     return svc

@@ -108,14 +108,21 @@ class CommandService:
         return self.storage.db
 
     # lifecycle -----------------------------------------------------------------------------
-    async def start(self, background: bool = True) -> None:
+    async def start(self, background: bool = True, results: bool = False) -> None:
+        """``background=False``: an API-only process (no dispatcher, no results: they arrive through the primary's
+        ingest), or with ``results`` a follower that ingests beside a leader (server/leadership.py): it records
+        the results its ingest receives; the leader's dispatcher alone sends (:meth:`start_dispatcher`)."""
         self.load_key()  # (the tables are storage's: created by its migrations)
-        if not background:  # API-only process: no dispatcher, no results (they arrive through the primary's ingest)
+        if not background and not results:
             return
         self.ingest.on_committed.append(self.on_committed)
+        self._tasks.append(asyncio.create_task(self._result_loop(), name="commands-results"))
+        if background:
+            await self.start_dispatcher()
+
+    async def start_dispatcher(self) -> None:
         self.ingest.on_state.append(self.on_state)
-        self._tasks = [asyncio.create_task(self._dispatcher(), name="commands-dispatcher"),
-                       asyncio.create_task(self._result_loop(), name="commands-results")]
+        self._tasks.append(asyncio.create_task(self._dispatcher(), name="commands-dispatcher"))
 
     async def stop(self) -> None:
         await cancel(self._tasks)

@@ -239,7 +239,7 @@ class Ingest:
         # and the second waited for the broker's delayed ACK of the first (44 ms per acknowledgement, measured)
         c.on_socket_open = _no_delay
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = 7 * 86400
+        props.SessionExpiryInterval = m.session_expiry_s
         props.ReceiveMaximum = m.receive_maximum
         c.connect_async(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
         c.loop_start()

@@ -317,3 +317,13 @@ class SqliteEngine(Engine):
         async with self.write() as db:
             cur = await db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
         return cur.rowcount
+
+    # several processes ---------------------------------------------------------------------------------------
+    async def lead(self) -> bool:
+        """Whether this process runs the fleet's background work: on SQLite (one host, one primary) always."""
+        return True
+
+    @contextlib.asynccontextmanager
+    async def recount_lock(self) -> AsyncIterator[None]:
+        """Held while roll-ups are recounted from raw samples (one primary on SQLite: nothing to exclude)."""
+        yield

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 _MIGRATE_LOCK = 0x706F73_0001  # advisory lock keys ("pos" + n)
 _PARTITION_LOCK = 0x706F73_0002
+_LEADER_LOCK = 0x706F73_0003
+_RECOUNT_LOCK = 0x706F73_0004
 DAY = 86400
 
 # column types of the tables bulk-inserted with unnest (insert_ignore)
@@ -254,6 +256,7 @@ class PgEngine(Engine):
         self._write_lock = asyncio.Lock()
         self._write_owner: asyncio.Task[Any] | None = None
         self._days: set[int] = set()  # sample partitions known to exist
+        self._lead: Any = None  # the connection holding the leader's advisory lock
 
     async def open(self) -> None:
         conn = await connect(self.url)
@@ -266,6 +269,9 @@ class PgEngine(Engine):
         await self._load_partitions()
 
     async def close(self) -> None:
+        if self._lead is not None:
+            self._lead.terminate()  # releases the leadership at once (a clean stop: the next process takes over)
+            self._lead = None
         if self._writer is not None:
             await self._writer.close()
             self._writer = None
@@ -341,6 +347,41 @@ class PgEngine(Engine):
         columns = [list(c) for c in zip(*rows, strict=True)]
         status = await db._conn.execute(q, *columns)
         return int(status.rsplit(" ", 1)[-1])
+
+    # several processes -------------------------------------------------------------------------------------
+    async def lead(self) -> bool:
+        """Try to be (or stay) the leader: a session-level advisory lock on a connection of its own. PostgreSQL
+        releases it when that connection ends, so a leader that dies (SIGKILL, its host gone: once TCP keepalive
+        or the server notices) is replaced at the next try of another process. False when another holds it or
+        this process's lock connection broke (then it is no longer the leader)."""
+        try:
+            if self._lead is not None and not self._lead.is_closed():
+                await self._lead.fetchval("SELECT 1", timeout=10)  # still connected: still holding it
+                return True
+            self._lead = None
+            conn = await connect(self.url)
+            if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK):
+                self._lead = conn
+                return True
+            await conn.close()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as err:
+            log.warning("leadership check failed: %s", err)
+            if self._lead is not None:
+                self._lead.terminate()
+                self._lead = None
+        return False
+
+    @contextlib.asynccontextmanager
+    async def recount_lock(self) -> AsyncIterator[None]:
+        """Roll-ups are recounted by one process at a time across the fleet's processes: a recount reads the raw
+        samples committed so far and then writes the hour's counts, so two of them interleaved could leave the
+        older reading; one at a time, the last one to run read everything committed before it."""
+        async with self._pool.acquire() as c:
+            await c.execute("SELECT pg_advisory_lock($1)", _RECOUNT_LOCK)
+            try:
+                yield
+            finally:
+                await c.execute("SELECT pg_advisory_unlock($1)", _RECOUNT_LOCK)
 
     # partitions of samples -----------------------------------------------------------------------------------
     async def _load_partitions(self) -> None:
