@@ -87,6 +87,12 @@ class ImportLineError(Open):
 class ImportReport(Open):
     imported: int
     errors: list[ImportLineError]
+    # units: what the file adds and changes (with dry_run=true nothing is stored: a preview)
+    dry_run: bool = False
+    added: int | None = None
+    changed: int | None = None
+    unchanged: int | None = None
+    changes: list[dict[str, Any]] = []
 
 
 class StatusSet(Open):
@@ -242,9 +248,12 @@ async def export_units_xlsx(request: Request, _: Viewer, lang: Literal["zh", "en
 
 
 @router.post("/registry/units/import", **answers_upload(ImportReport, _IMPORT))
-async def import_units(request: Request, who: Admin) -> dict[str, Any]:
+async def import_units(request: Request, who: Admin,
+                       dry_run: Annotated[bool, Query(description="store nothing: say what would be added and changed "
+                                                                  "(old and new value of each field) and which lines are "
+                                                                  "refused")] = False) -> dict[str, Any]:
     """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
-    return await _registry(request).import_units(await request.body(), who.name)
+    return await _registry(request).import_units(await request.body(), who.name, dry_run)
 
 
 @router.get("/registry/units/{sn}", **answers(RegisteredUnitDetail))

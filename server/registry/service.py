@@ -143,7 +143,10 @@ class Registry:
         # a unit moved to another institution is counted on that one's hours from now on
         self._changed([sn], int(self.now()))
 
-    async def import_units(self, data: bytes, by: str) -> dict[str, Any]:
+    async def import_units(self, data: bytes, by: str, dry_run: bool = False) -> dict[str, Any]:
+        """Store the file's good rows (each bad row reported with its line and field). ``dry_run``: store nothing,
+        and say what storing would do: each unit added or changed with its fields' old and new values (the
+        dashboard shows that preview and imports only when asked again)."""
         res = csvio.parse_units(data)
         known = {i["code"] for i in await self.storage.list_institutions()}
         for k, row in enumerate(res.rows):
@@ -157,12 +160,33 @@ class Registry:
                 else:
                     seen[row["sn"]] = res.lines[k]
         good = [r for r in res.rows if r]
+        res.errors.sort(key=lambda e: e["line"])
+        changes = await self._unit_changes(good, [res.lines[k] for k, r in enumerate(res.rows) if r])
+        counts = {a: sum(1 for c in changes if c["action"] == a) for a in ("add", "change")}
+        report = {"dry_run": dry_run, "added": counts["add"], "changed": counts["change"],
+                  "unchanged": len(good) - len(changes), "changes": changes, "errors": res.errors}
+        if dry_run:
+            return {"imported": 0, **report}
         now = int(self.now())
         if good:
             await self.storage.upsert_registry_units(good, now, by)
             self._changed([r["sn"] for r in good], now)
-        res.errors.sort(key=lambda e: e["line"])
-        return {"imported": len(good), "errors": res.errors}
+        return {"imported": len(good), **report}
+
+    async def _unit_changes(self, rows: list[dict[str, Any]], lines: list[int]) -> list[dict[str, Any]]:
+        """What storing ``rows`` would change: per unit added or changed, ``fields: {name: [old, new]}``."""
+        if not rows:
+            return []
+        _total, current = await self.storage.registry_query({"sns": [r["sn"] for r in rows]}, limit=len(rows))
+        now = {u["sn"]: u for u in current}
+        out = []
+        for line, r in zip(lines, rows, strict=True):
+            old = now.get(r["sn"])
+            fields = {k: [None if old is None else old.get(k), v] for k, v in r.items() if k != "sn" and v is not None
+                      and (old is None or str(old.get(k) if old.get(k) is not None else "") != str(v))}
+            if old is None or fields:
+                out.append({"line": line, "sn": r["sn"], "action": "add" if old is None else "change", "fields": fields})
+        return out
 
     async def export_units(self, lang: str = "zh", fmt: str = "csv") -> bytes:
         total, rows = await self.storage.registry_query({}, limit=10**9)

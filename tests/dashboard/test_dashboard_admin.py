@@ -221,4 +221,50 @@ def test_report_and_registry_downloads_are_the_apis_files(fleet: Fleet, browser:
     b.wait("document.getElementById('registry-status').textContent.endsWith('.csv')", timeout=20, what="the export")
     got = _wait_file(tmp_path, b.text("#registry-status"))
     rows = list(csv.reader(io.StringIO(got.decode("utf-8-sig"))))
-    assert len(rows) == 1 + len(fleet.plan.units)
+    assert len(rows) == 1 + fleet.api("/api/v1/registry/units")["total"]
+
+
+def test_registry_import_shows_a_preview_and_applies_only_when_confirmed(fleet: Fleet, browser: Browser) -> None:
+    b = browser
+    sign_in(b, fleet, "viewer")
+    goto(b, fleet, "#/units", "units")
+    assert b.eval("document.getElementById('import-file')") is None, "importing is for admins"
+    sign_in(b, fleet, "admin")
+    goto(b, fleet, "#/units", "units")
+    u = fleet.plan.units[0]
+    text = ("终端SN,型号,厂商,所属机构编码,状态\r\n"
+            f"{u.sn},{u.model},新大陆,{u.institution},在用\r\n"   # line 2: the vendor changes
+            f"HN47000001,A930,百富,{u.institution},备用\r\n"     # line 3: a new unit
+            "HN47000002,A930,百富,X999,在用\r\n")                  # line 4: unknown institution
+    b.eval("(() => { const dt = new DataTransfer(); dt.items.add(new File([" + json.dumps(text) + "], 'units.csv', "
+           "{type: 'text/csv'})); document.getElementById('import-file').files = dt.files; })()")
+    b.click("#import-preview-btn")
+    assert b.eval("document.getElementById('import-file').files.length") == 1
+    b.wait("!!document.querySelector('#import-changes')", timeout=10, what="the import preview")
+    changes = b.eval("[...document.querySelectorAll('#import-changes tbody tr[data-row]')].map(r => [...r.cells].map(c => c.textContent))")
+    assert [c[:2] for c in changes] == [[u.sn, "change"], ["HN47000001", "add"]]
+    assert "vendor" in changes[0][2] and "新大陆" in changes[0][2]
+    assert b.eval("[...document.querySelectorAll('#import-errors tbody tr[data-row]')].map(r => r.dataset.row)") == ["4"]
+    reg = fleet.api(f"/api/v1/registry/units/{u.sn}")
+    assert reg["vendor"] != "新大陆" and fleet.server.get("/api/v1/registry/units/HN47000001").status_code == 404, \
+        "a preview changes nothing"
+    b.click("#import-apply")
+    b.wait("document.getElementById('import-preview').dataset.applied === '1'", timeout=10, what="the import")
+    assert fleet.api(f"/api/v1/registry/units/{u.sn}")["vendor"] == "新大陆"
+    assert fleet.api("/api/v1/registry/units/HN47000001")["status"] == "spare"
+
+
+def test_registry_xlsx_export_keeps_iccids_as_text(fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    b = browser
+    _downloads(b, tmp_path)
+    sign_in(b, fleet)
+    goto(b, fleet, "#/units", "units")
+    b.click('#registry-tools button[data-export="xlsx"]')
+    b.wait("document.getElementById('registry-status').textContent.endsWith('.xlsx')", timeout=20, what="the export")
+    got = _wait_file(tmp_path, b.text("#registry-status"))
+    rows = list(load_workbook(io.BytesIO(got)).active.iter_rows(values_only=True))
+    assert len(rows) == 1 + fleet.api("/api/v1/registry/units")["total"]
+    cells = {str(c) for r in rows[1:] for c in r if c is not None}
+    assert {u.iccid for u in fleet.plan.units} <= cells, "every ICCID whole, as text"

@@ -65,7 +65,8 @@ async def test_csv_export_is_utf8_with_bom_in_chinese_and_imports_back(api: Api)
     assert rows[0]["状态"] == "在用" and rows[0]["接入方式"] == "有线专网" and rows[0]["所属机构"] == "美安村卫生室"
     # the exported file imports back without errors and without changes
     back = await api.client.post("/api/v1/registry/units/import", content=r.content, headers=api.h())
-    assert back.json() == {"imported": 1, "errors": []}
+    assert {k: back.json()[k] for k in ("imported", "errors", "added", "changed", "unchanged")} == \
+        {"imported": 1, "errors": [], "added": 0, "changed": 0, "unchanged": 1}
     again = (await api.get("/api/v1/registry/units/HN00020001")).json()
     assert again["link_type"] == "wired" and again["vendor"] == "新大陆" and len(again["status_history"]) == 1
     inst = await api.get("/api/v1/registry/institutions.csv", lang="en")
@@ -141,3 +142,27 @@ def test_registry_accepts_every_institution_type_a_scenario_may_name() -> None:
 
     assert set(get_args(InstitutionType)) == set(INSTITUTION_TYPES)
     assert all(t in LABELS_ZH for t in INSTITUTION_TYPES), "every type has its Chinese label"
+
+
+async def test_import_preview_stores_nothing_and_says_what_each_line_would_do(api: Api) -> None:
+    await _institutions(api)
+    await api.req("PUT", "/api/v1/registry/units/HN00050001", json={"institution": "V001", "vendor": "百富", "model": "P10"})
+    units = (
+        "终端SN,型号,厂商,所属机构编码,状态\r\n"
+        "HN00050001,P10,新大陆,V001,在用\r\n"     # line 2: the vendor changes
+        "HN00050002,A930,百富,H001,在用\r\n"      # line 3: a new unit
+        "HN00050003,A930,百富,X999,在用\r\n"      # line 4: unknown institution
+    ).encode()
+    r = await api.client.post("/api/v1/registry/units/import", params={"dry_run": "true"}, content=units, headers=api.h())
+    assert r.status_code == 200, r.text
+    pre = r.json()
+    assert (pre["dry_run"], pre["imported"], pre["added"], pre["changed"], pre["unchanged"]) == (True, 0, 1, 1, 0)
+    assert [(c["line"], c["sn"], c["action"]) for c in pre["changes"]] == [(2, "HN00050001", "change"), (3, "HN00050002", "add")]
+    assert pre["changes"][0]["fields"] == {"vendor": ["百富", "新大陆"]}
+    assert [(e["line"], e["field"]) for e in pre["errors"]] == [(4, "institution")]
+    listing = (await api.get("/api/v1/registry/units")).json()
+    assert [u["sn"] for u in listing["items"]] == ["HN00050001"], "a preview stores nothing"
+    assert (await api.get("/api/v1/registry/units/HN00050001")).json()["vendor"] == "百富"
+    r = await api.client.post("/api/v1/registry/units/import", content=units, headers=api.h())
+    assert (r.json()["imported"], r.json()["dry_run"]) == (2, False)
+    assert (await api.get("/api/v1/registry/units/HN00050001")).json()["vendor"] == "新大陆"
