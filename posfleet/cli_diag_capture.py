@@ -63,7 +63,7 @@ def command(kind: str, port: str, profile: str | None, out_dir: Path, read_card:
 
     def lines() -> list[str]:
         verdict = say(lang, "verdict.ok") if outcome.state == "ok" else \
-            f"{say(lang, 'verdict.' + outcome.state)}: {reason(lang, outcome.reason)}"
+            say(lang, "verdict.because", state=say(lang, "verdict." + outcome.state), reason=reason(lang, outcome.reason))
         out = [say(lang, "capture.title", kind=say(lang, f"kind.{kind}"), port=port, profile=profile, verdict=verdict)]
         if outcome.error:
             out.append(say(lang, "capture.error", error=outcome.error))

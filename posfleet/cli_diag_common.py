@@ -39,6 +39,7 @@ LABELS: dict[str, tuple[str, str]] = {
     "verdict.ok": ("正常", "OK"),
     "verdict.fault": ("故障", "FAULT"),
     "verdict.unknown": ("无法检查", "UNKNOWN"),
+    "verdict.because": ("{state}：{reason}", "{state}: {reason}"),
     "word.error": ("错误", "error"),
     "word.hint": ("提示", "hint"),
     "word.yes": ("是", "yes"),

@@ -133,23 +133,24 @@ def _fmt(v: Any, unit: str = "") -> str:
 
 
 def _signal(sig: dict[str, Any]) -> str:
+    """CSQ, then the LTE figures, or on a 3G cell RSCP and Ec/Io (the LTE ones are then unknown by nature)."""
     parts = [f"CSQ {_fmt(sig['csq'])} ({_fmt(sig['rssi_dbm'], ' dBm')})"]
-    for label, key, unit in (("RSRP", "rsrp_dbm", " dBm"), ("RSRQ", "rsrq_db", " dB"), ("SINR", "sinr", " dB"),
-                             ("RSCP", "rscp_dbm", " dBm"), ("Ec/Io", "ecio_db", " dB")):
-        if sig.get(key) is not None or key in ("rsrp_dbm", "rsrq_db", "sinr"):
-            parts.append(f"{label} {_fmt(sig.get(key), unit)}")
+    three_g = sig.get("rscp_dbm") is not None or sig.get("ecio_db") is not None
+    shown = (("RSCP", "rscp_dbm", " dBm"), ("Ec/Io", "ecio_db", " dB")) if three_g else \
+        (("RSRP", "rsrp_dbm", " dBm"), ("RSRQ", "rsrq_db", " dB"), ("SINR", "sinr", " dB"))
+    parts += [f"{label} {_fmt(sig.get(key), unit)}" for label, key, unit in shown]
     return ", ".join(parts)
 
 
 def _human(d: dict[str, Any], lang: str) -> list[str]:
     check = d["check"]
     verdict = say(lang, "verdict.ok") if check["state"] == "ok" else \
-        f"{say(lang, 'verdict.' + check['state'])}: {reason(lang, check['reason'])}"
+        say(lang, "verdict.because", state=say(lang, "verdict." + check["state"]), reason=reason(lang, check["reason"]))
     how = {"detected": "modem.how.detected", "fallback": "modem.how.fallback"}.get(d["profile_source"])
     lines = [say(lang, "modem.title", port=d["port"], profile=d["profile"], how=say(lang, how) if how else "",
                  verdict=verdict)]
     if d.get("error"):
-        lines.append(f"  {say(lang, 'word.error') + ':':<14}{d['error']}")
+        lines.append(f"  {say(lang, 'word.error')}{'：' if lang == 'zh' else ': '}{d['error']}")
     op, reg, sig = d["operator"], d["registration"], d["signal"]
     sim = reason(lang, d["sim"]) if d["sim"] else "-"
     if d.get("sim_error"):
@@ -172,8 +173,9 @@ def _human(d: dict[str, Any], lang: str) -> list[str]:
                                        received=d["counters"]["bytes_received"])))
     from .diagconsole.render import width
 
-    labels = [say(lang, key) for key, _ in rows]
-    col = max(width(x) for x in labels) + 2
+    colon = "：" if lang == "zh" else ":"
+    labels = [say(lang, key) + colon for key, _ in rows]
+    col = max(width(x) for x in labels) + 1
     for label, (_, value) in zip(labels, rows, strict=True):
-        lines.append(f"  {label + ':' + ' ' * (col - width(label) - 1)}{value}")
+        lines.append(f"  {label + ' ' * (col - width(label))}{value}")
     return lines

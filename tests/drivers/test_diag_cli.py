@@ -98,6 +98,16 @@ def test_printer_idcard_capture_speak_chinese_by_default(served, tmp_path):
     assert res.exit_code == 6 and "已记录" in res.stdout and "打印机" in res.stdout
 
 
+def test_modem_on_a_3g_cell_shows_rscp_and_ecio_and_the_sim_error_code(served):
+    dev = served("modem", "huawei-me909s", act=2, rscp_dbm=-85, ecio_db=-6.5, cpin_cme=100)
+    res = run(cli_diag_modem, "--port", dev.path, "--json")
+    d = _json(res)
+    assert (d["signal"]["rscp_dbm"], d["signal"]["ecio_db"]) == (-85.0, -6.5)
+    assert d["sim_error"] == {"code": 100, "meaning": "unknown"} and d["iccid"] == ICCID
+    human = run(cli_diag_modem, "--port", dev.path, "--lang", "en")
+    assert "RSCP -85.0 dBm, Ec/Io -6.5 dB" in human.stdout and "+CME ERROR: 100 (unknown)" in human.stdout
+
+
 # ------------------------------------------------------------------------------------------------ progress
 
 def test_silent_modem_shows_progress_on_stderr_and_json_stays_clean(served):
