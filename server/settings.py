@@ -6,7 +6,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -161,6 +161,56 @@ class CommandSettings(_Strict):
     package_base_url: str = ""
 
 
+class ReportScheduleSettings(_Strict):
+    """Reports made on their own (server/reports/schedule.py): each period once, after its data is complete."""
+
+    monthly: bool = False
+    quarterly: bool = False
+    # wait this long after the period's end (and until no hour of it awaits a recount) before making it
+    delay_h: float = Field(6.0, ge=0, le=24 * 31)
+    # ... but at most this long: then the report is made as counted, marked incomplete
+    max_wait_h: float = Field(72.0, ge=0, le=24 * 62)
+    formats: list[Literal["pdf", "xlsx", "csv", "html"]] = Field(["pdf", "xlsx"], min_length=1)
+    interval_s: float = Field(300.0, gt=0)
+    webhook_url: str = ""  # POSTed a JSON notice (period, files, their sha256 and download paths) per report
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL (or empty)")
+        return v
+
+
+class ReportEmailSettings(_Strict):
+    """SMTP delivery of scheduled reports. ``tls``: ``starttls`` (port 587), ``ssl`` (implicit TLS, port 465);
+    plain SMTP is not offered: the reports name units and institutions."""
+
+    to: list[str] = []  # empty: no e-mail
+    sender: str = ""
+    host: str = ""
+    port: int = Field(587, ge=1, le=65535)
+    tls: Literal["starttls", "ssl"] = "starttls"
+    ca_file: str = ""  # the SMTP server's CA (empty: the system's trust store)
+    user: str = ""
+    password_file: str = ""  # the password in a file of its own (mode 600), never in this file
+    timeout_s: float = Field(30.0, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _complete(self) -> ReportEmailSettings:
+        if self.to:
+            if not self.host:
+                raise ValueError("host: needed when to is set (the SMTP server to deliver through)")
+            if not self.sender:
+                raise ValueError("sender: needed when to is set (the From address)")
+            if self.user and not self.password_file:
+                raise ValueError("password_file: needed when user is set")
+        for a in [*self.to, *([self.sender] if self.sender else [])]:
+            if "@" not in a or any(c in a for c in " \r\n,;<>"):
+                raise ValueError(f"not an e-mail address: {a!r}")
+        return self
+
+
 class ReportSettings(_Strict):
     # the browser that prints the PDF report (server/reports/pdf.py): a path or a name on PATH;
     # empty looks up chromium, chromium-browser, google-chrome (Debian: chromium + fonts-wqy-microhei)
@@ -168,6 +218,21 @@ class ReportSettings(_Strict):
     pdf_timeout_s: float = Field(60.0, gt=0, le=600)
     # PDF prints at once per server process (each is a Chromium using up to both cores); more requests wait
     pdf_concurrency: int = Field(1, ge=1, le=16)
+    # the document (issue 17): its cover and signature block say these; the tier table is [availability] tiers
+    title: str = Field("运维服务报告", min_length=1, max_length=80)
+    title_en: str = Field("Operations service report", min_length=1, max_length=120)
+    client: str = Field("", max_length=120)  # 甲方 (party A), e.g. 海南省医疗保障局
+    contractor: str = Field("", max_length=120)  # 乙方 (party B), the contractor paid on the figures
+    contract_no: str = Field("", max_length=80)
+    # report numbers: prefix + period, e.g. "HNYB-YW-" -> HNYB-YW-2026Q4 (a county report adds its county)
+    number_prefix: str = Field("", max_length=40)
+    # the contract's word for the network figure: 网络通畅率 (Hainan O&M contract) or as the contract says
+    network_term: str = Field("网络通畅率", min_length=1, max_length=20)
+    lang: Literal["zh", "en"] = "zh"
+    # reports kept on the server (scheduled ones; listed and downloaded by the API and the dashboard)
+    dir: str = "reports"
+    schedule: ReportScheduleSettings = ReportScheduleSettings()
+    email: ReportEmailSettings = ReportEmailSettings()
 
 
 class ApiSettings(_Strict):
