@@ -66,7 +66,7 @@ def command(port: str, baud: int, credential: str | None, as_json: bool, lang: s
             if name in ("selftest", "netcheck") and verdict not in ("all ok", "network ok"):
                 code = EXIT_FAULT
     except ParseError as err:
-        code, out["code"], out["error"] = EXIT_USAGE, "usage", str(err)
+        code, out["code"], out["error"] = EXIT_USAGE, "usage", str(err) if as_json else err.says(lang)
     except PortError as err:
         code, out["error"] = EXIT_NOT_FOUND, str(err)
     except NoAnswer as err:

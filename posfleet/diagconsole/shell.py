@@ -29,7 +29,15 @@ LOCAL = ("auth", "json", "quit", "exit", "help")
 
 
 class ParseError(ValueError):
-    """The line is not a console command; the message says what is expected."""
+    """The line is not a console command; the message says what is expected (in English; :meth:`says` gives it in
+    the output's language from the label table)."""
+
+    def __init__(self, key: str, **values: Any) -> None:
+        super().__init__(say("en", key, **values))
+        self.key, self.values = key, values
+
+    def says(self, lang: str) -> str:
+        return say(lang, self.key, **self.values)
 
 
 def command_names(client: ConsoleClient) -> list[str]:
@@ -42,7 +50,7 @@ def command_names(client: ConsoleClient) -> list[str]:
 def parse(words: list[str], names: list[str]) -> tuple[str, dict[str, Any]]:
     """Words of a command line -> (command, args). ``@FILE`` as a value reads the file."""
     if not words:
-        raise ParseError("empty command")
+        raise ParseError("console.parse.empty")
     if len(words) >= 2 and f"{words[0]} {words[1]}" in names:
         name, rest = f"{words[0]} {words[1]}", words[2:]
     elif words[0] in names:
@@ -50,22 +58,22 @@ def parse(words: list[str], names: list[str]) -> tuple[str, dict[str, Any]]:
     elif words[0] == "config" and len(words) == 1:
         name, rest = "config show", []
     else:
-        raise ParseError(f"unknown command {' '.join(words[:2])!r}; `help` lists them")
+        raise ParseError("console.parse.unknown", command=repr(" ".join(words[:2])))
     args: dict[str, Any] = {}
     if name == "config set":
         if len(rest) < 2 or "=" in rest[0]:
-            raise ParseError("usage: config set KEY VALUE [minutes=N]")
+            raise ParseError("console.parse.config_set")
         args["key"], args["value"] = rest[0], rest[1]
         rest = rest[2:]
     for word in rest:
         key, eq, value = word.partition("=")
         if not eq or not key:
-            raise ParseError(f"{word!r}: options are NAME=VALUE")
+            raise ParseError("console.parse.option", word=repr(word))
         if value.startswith("@"):
             try:
                 value = Path(value[1:]).read_text(encoding="utf-8")
             except OSError as err:
-                raise ParseError(f"{key}: cannot read {value[1:]}: {err.strerror}") from err
+                raise ParseError("console.parse.file", key=key, file=value[1:], error=err.strerror) from err
         args[key] = value
     return name, args
 
@@ -159,7 +167,7 @@ class ConsoleShell(cmd.Cmd):
         try:
             name, args = parse(shlex.split(line), command_names(self.runner.client))
         except (ParseError, ValueError) as err:
-            self._echo(str(err), fg="yellow")
+            self._echo(err.says(self.lang) if isinstance(err, ParseError) else str(err), fg="yellow")
             return False
         self._run(name, args)
         return False

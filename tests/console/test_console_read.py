@@ -156,8 +156,9 @@ def test_shell_session(rig: Rig) -> None:
     with ConsoleClient(rig.cable.laptop_path) as client:
         runner = Runner(client)
         runner.connect()
-        ConsoleShell(runner, stdin=io.StringIO("status\nquit\n"), stdout=zh).cmdloop()  # Chinese by default
+        ConsoleShell(runner, stdin=io.StringIO("status\nbogus\nquit\n"), stdout=zh).cmdloop()  # Chinese by default
     assert f"已连接终端 {rig.sn}，县区 {COUNTY}" in zh.getvalue() and "链路" in zh.getvalue()
+    assert "未知命令 'bogus'" in zh.getvalue()
     assert "netcheck" in text and "auth FILE" in text  # help
     assert "usage: config set KEY VALUE" in text
     assert "unknown command 'bogus command'" in text
