@@ -18,6 +18,7 @@ samples on from there.
 from __future__ import annotations
 
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -52,6 +53,9 @@ log = logging.getLogger(__name__)
 LEAD_SLOTS = 2
 #: the speed the server's pollers scale their real waits by (the roll-up loop wakes every 0.5-1 s real)
 SERVER_SPEED = 3600.0
+#: virtual seconds played per step: every unit runs what it has due in the window on its own clock; the server
+#: reads the window's middle, so an acknowledgement's time is within half of it from its unit's clock
+WINDOW_S = 1.0
 #: virtual seconds the outboxes may take to drain after the end before the run reports it
 DRAIN_VIRTUAL_S = 6 * 3600
 
@@ -184,12 +188,12 @@ enabled = false
                 self._api("POST", f"/api/v1/registry/units/{sn}/status",
                           json={"status": st.status, "at": self._status_at[sn].isoformat(), "note": "scenario"})
             rig.state = st
-        self._set_time(t)
+        self._set_time(t + WINDOW_S / 2)
         per = [{"changes": {}} for _ in self._conns]
         for sn, st in changes.items():
             per[self._owner[sn]]["changes"][sn] = _state_dict(st)
         self.advances += 1
-        answers = self._all("advance", per, t=t, jumped=jumped)
+        answers = self._all("advance", per, t=t, jumped=jumped, window=WINDOW_S)
         return min(a["next"] for a in answers)
 
     def _night_end(self, t: float) -> float | None:
@@ -224,7 +228,7 @@ enabled = false
         trimmed = t
         while True:
             change_at = plan[i][0] if i < len(plan) else float("inf")
-            t = min(nxt, change_at)
+            t = min(math.floor(nxt / WINDOW_S) * WINDOW_S, change_at)
             if t >= end and change_at >= end:
                 break
             jumped = False
@@ -260,7 +264,7 @@ enabled = false
                     self.incidents.append(f"outboxes not drained {DRAIN_VIRTUAL_S} virtual s after the end: {left}")
                     break
                 checked = nxt
-            nxt = self._advance(nxt, {})
+            nxt = self._advance(math.floor(nxt / WINDOW_S) * WINDOW_S, {})
 
     def _counted_virtual(self, a: datetime, b: datetime) -> dict[str, Any]:
         # every hour a sample fell in is over (the agents sampled on while their outboxes drained after the

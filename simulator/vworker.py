@@ -5,20 +5,22 @@ emulators (``emu://``, simulator/emulators/inproc.py) and its real paho/TLS sess
 network loop this worker runs (``Link.start_external``: the same ``attempt``/``lost``/``housekeeping`` steps as
 the field's link thread, and the same ``Agent.step``/``next_wake`` as the field's loop).
 
-The coordinator (simulator/vplayer.py) owns the fleet's virtual time and moves it from one event to the next:
-``advance(t)`` runs every unit that has something due at ``t`` (a slot, a probe's deadline, the outbox's pacing,
-a reconnection attempt, bytes held back by an emulated latency), then network rounds until everything in
-flight is settled (written, answered by the broker, acknowledged by the server), and answers with the earliest
-time one of its units has something due. The server reads the same time (``wire.clock.FileClock``), so every
-acknowledgement carries the time at which its message was sent (docs/decisions/018-simulator-virtual-time.md).
+The coordinator (simulator/vplayer.py) owns the fleet's virtual time and moves it a window (one second) at a time,
+skipping windows where nothing is due: ``advance(t)`` runs every unit that has something due in ``[t, t + 1 s)``
+(a slot, a probe's deadline, the outbox's pacing, a reconnection attempt, bytes held back by an emulated latency),
+each on its own virtual clock and in its own order, with network rounds until everything in flight is settled
+(written, answered by the broker, acknowledged by the server) before the unit's next event; it answers with the
+earliest time one of its units has something due. The server reads the window's middle
+(``wire.clock.FileClock``), so every acknowledgement carries a time within half a second of its unit's clock
+(docs/decisions/018-simulator-virtual-time.md).
 
 Emulated network:
 
-* latency ``rtt_ms``: what the agent writes is held back ``rtt_ms`` of virtual time, then written; the broker's
-  answers are read at once. So a PUBLISH->PUBACK round trip measures ``rtt_ms`` exactly, and the server stamps
-  its acknowledgement with the time the message reached it.
+* latency ``rtt_ms``: what the agent writes is held back ``rtt_ms`` of the unit's virtual time, then written; the
+  broker's answers are read at once, the unit's clock unmoved. So a PUBLISH->PUBACK round trip measures
+  ``rtt_ms`` exactly.
 * time an agent spends on its own clock (a driver's timeouts against a silent emulator: 3.2 s for an unresponsive
-  modem) holds its writes back likewise, until the fleet's time has caught up with the unit's.
+  modem) moves that unit's clock only; its writes go out at its own time.
 * link cut (``network_down``, ``sim_missing``): the TCP connection is shut down under paho (the broker sees a lost
   connection and publishes the will) and the link's attempts go to a port that refuses connections until the
   cut ends; the link's own backoff (virtual) decides when it tries again.
@@ -236,7 +238,6 @@ class Worker:
         a = u.agent
         if a is None:
             return
-        u.clock.advance_to(self.now)
         link = a.link
         if link.connects != u.connects_seen:  # connected: the server answers the hello with its time
             u.connects_seen = link.connects
@@ -264,8 +265,8 @@ class Worker:
         if not c.want_write() or c.socket() is None:
             return
         if u.hold_until is None:
-            u.hold_until = max(u.clock.raw(), self.now) + u.rtt_s
-        if u.hold_until <= self.now + 1e-9:
+            u.hold_until = u.clock.raw() + u.rtt_s
+        if u.hold_until <= u.clock.raw() + 1e-9:
             u.hold_until = None
             while c.want_write() and c.socket() is not None:
                 rc = c.loop_write()
@@ -287,7 +288,6 @@ class Worker:
         sock = c.socket()
         if sock is None:
             return
-        u.clock.advance_to(self.now)
         for _ in range(1000):
             rc = c.loop_read()
             if rc != 0 or c.socket() is None:
@@ -299,7 +299,6 @@ class Worker:
 
     def _connect(self, u: VUnit) -> None:
         a = u.agent
-        u.clock.advance_to(self.now)
         up = a.link.attempt()
         while up is None:
             up = a.link.attempt()
@@ -330,26 +329,37 @@ class Worker:
             return True
         return False
 
-    def advance(self, t: float, changes: dict[str, dict[str, Any]], jumped: bool = False) -> dict[str, Any]:
-        """Move to virtual time ``t``: apply ``changes``, run every unit due, settle. Returns the earliest
-        time a unit has something due. ``jumped``: time skipped a night to get here (the slots missed
-        meanwhile are not late wake-ups)."""
+    def advance(self, t: float, changes: dict[str, dict[str, Any]], jumped: bool = False,
+                window: float = 1.0) -> dict[str, Any]:
+        """Play the window ``[t, t + window)`` of virtual time: apply ``changes`` at ``t``, then every unit runs
+        what it has due in the window, each on its own clock and in its own order (a slot, a probe's deadline, the
+        outbox's pacing, a reconnection attempt, writes held back by a latency), every answer awaited before its
+        next event. Returns the earliest time a unit has something due after the window. ``jumped``: time
+        skipped a night to get here (the slots missed meanwhile are not late wake-ups)."""
         self.now = t
         self.jumped = jumped
+        end = t + window - 1e-9
         for sn, st in changes.items():
             self.apply(sn, st, t)
-        due = [u for u in self.units.values() if u.next_t <= t + 1e-9]
-        for u in due:
-            if u.agent is None:
-                continue
-            if u.hold_until is not None and u.hold_until <= t + 1e-9:
-                self._writes(u)
-            if u.agent.link.due():
-                self._connect(u)
-            self._activity(u)
-        self._settle(due)
-        for u in due:
-            self._schedule(u)
+        due = [u for u in self.units.values() if u.next_t < end and u.agent is not None]
+        turns = 0
+        while due:
+            turns += 1
+            for u in due:
+                u.clock.advance_to(max(t, u.next_t))
+                if u.hold_until is not None and u.hold_until <= u.clock.raw() + 1e-9:
+                    self._writes(u)
+                if u.agent is not None and u.agent.link.due():
+                    self._connect(u)
+                self._activity(u)
+            self._settle(due)
+            for u in due:
+                self._schedule(u)
+            due = [u for u in due if u.next_t < end and u.agent is not None]
+            if turns > 10_000:
+                self.incidents.append(f"{t}: units never done within their window: "
+                                      f"{', '.join(u.spec.sn for u in due[:10])}")
+                break
         nxt = min((u.next_t for u in self.units.values()), default=float("inf"))
         return {"next": nxt}
 
@@ -479,7 +489,7 @@ def serve(conn: Any, specs: list[UnitSpec], broker_port: int, interval: int, log
         op = msg["op"]
         try:
             if op == "advance":
-                conn.send(w.advance(msg["t"], msg.get("changes", {}), msg.get("jumped", False)))
+                conn.send(w.advance(msg["t"], msg.get("changes", {}), msg.get("jumped", False), msg.get("window", 1.0)))
             elif op == "pending":
                 conn.send(w.pending(msg["end"]))
             elif op == "figures":
