@@ -351,26 +351,26 @@ class CommandService:
         row = await (await self.db.execute("SELECT * FROM cmd_commands WHERE id=?", (cid,))).fetchone()
         return command_dict(row) if row else None
 
-    async def list_commands(self, sn: str | None = None, state: str | None = None, job: str | None = None,
-                            ctype: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+    @staticmethod
+    def _command_filter(sn: str | None, state: str | None, job: str | None, ctype: str | None
+                        ) -> tuple[str, list[Any]]:
         where, args = [], []
         for col, v in (("sn", sn), ("state", state), ("job", job), ("type", ctype)):
             if v:
                 where.append(f"{col} = ?")
                 args.append(v)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return (f"WHERE {' AND '.join(where)}" if where else ""), args
+
+    async def list_commands(self, sn: str | None = None, state: str | None = None, job: str | None = None,
+                            ctype: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
+        clause, args = self._command_filter(sn, state, job, ctype)
         cur = await self.db.execute(f"SELECT * FROM cmd_commands {clause} ORDER BY created DESC, id LIMIT ? OFFSET ?",
                                     [*args, limit, offset])
         return [command_dict(r) for r in await cur.fetchall()]
 
     async def count_commands(self, sn: str | None = None, state: str | None = None, job: str | None = None,
                              ctype: str | None = None) -> int:
-        where, args = [], []
-        for col, v in (("sn", sn), ("state", state), ("job", job), ("type", ctype)):
-            if v:
-                where.append(f"{col} = ?")
-                args.append(v)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        clause, args = self._command_filter(sn, state, job, ctype)
         row = await (await self.db.execute(f"SELECT count(*) FROM cmd_commands {clause}", args)).fetchone()
         return int(row[0])
 
