@@ -78,6 +78,12 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
         await alerts.start()
     app.state.alerts = alerts
     ingest.on_committed.append(alerts.on_committed)
+    from .inspection.service import Inspector
+
+    inspector = Inspector(app)  # the server's self-inspection and its alerts, where the alerts run (issue 17)
+    app.state.inspector = inspector
+    if lead_now and settings.alerts.enabled:
+        inspector.start()
     from .commands import start as start_commands
 
     commands = await start_commands(app, settings, storage, ingest, registry, background=lead_now, results=follower)
@@ -88,11 +94,13 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
         async def promote() -> None:
             await availability.promote()
             await alerts.start()
+            if settings.alerts.enabled:
+                inspector.start()
             await commands.start_dispatcher()
             app.state.retention_task = asyncio.create_task(_retention(app), name="retention")
 
         app.state.leadership = Leadership(storage, [promote])
-    return [availability, alerts, commands]
+    return [availability, alerts, inspector, commands]
 
 
 async def _publish_ingest(app: FastAPI) -> None:
@@ -197,6 +205,7 @@ def _install_fleet_api(app: FastAPI) -> None:
     from .analytics.router import router as analytics_router
     from .availability.router import router as availability_router
     from .dashboard.router import router as dashboard_router
+    from .inspection.router import router as inspection_router
     from .reports.router import router as reports_router
 
     app.include_router(registry_router)
@@ -204,6 +213,7 @@ def _install_fleet_api(app: FastAPI) -> None:
     app.include_router(analytics_router)
     app.include_router(alerts_router)
     app.include_router(reports_router)
+    app.include_router(inspection_router)
     app.include_router(dashboard_router)
     from .commands import install_api as install_commands_api
 

@@ -123,6 +123,17 @@ class AnalyticsSettings(_Strict):
     sim_plan_mb: int = Field(500, ge=1)
 
 
+class PressureSettings(_Strict):
+    """Terminals' CPU, memory and storage pressure (issue 17): a ``pressure`` alert when every sample of a unit
+    over the last ``window_minutes`` is at or above the share (and they cover the window); 0 turns a rule off.
+    ``storage_pct`` warns before ``alerts.storage_pct`` (a file system full now, from the newest sample alone)."""
+
+    window_minutes: int = Field(15, ge=1, le=24 * 60)
+    cpu_pct: float = Field(90.0, ge=0, le=100)
+    memory_pct: float = Field(90.0, ge=0, le=100)
+    storage_pct: float = Field(85.0, ge=0, le=100)
+
+
 class AlertSettings(_Strict):
     enabled: bool = True
     interval_s: float = Field(60.0, gt=0)
@@ -136,6 +147,7 @@ class AlertSettings(_Strict):
     # recount, reported, not still delivering; server/availability Availability.unsettled) and the condition has
     # stood that long (wall seconds): a backlog or a history being published never raises (nor sends) an alert
     settle_s: float = Field(120.0, ge=0)
+    pressure: PressureSettings = PressureSettings()
     webhook_url: str = ""
     webhook_retries: int = Field(5, ge=0, le=20)
     webhook_timeout_s: float = Field(5.0, gt=0)
@@ -253,6 +265,46 @@ class ApiSettings(_Strict):
     lockout_s: float = Field(900.0, ge=1)
 
 
+class InspectionSettings(_Strict):
+    """The server's self-inspection (server/inspection): how often it runs in the process running the alerts,
+    and when it raises an alert (kinds ``server`` and ``certificate``)."""
+
+    interval_s: float = Field(300.0, gt=0)
+    disk_alert_pct: float = Field(90.0, gt=0, le=100)  # the e-invoice O&M's "disk usage below 90 %"
+    cert_alert_days: int = Field(60, ge=1, le=3650)
+    backup_alert_h: float = Field(48.0, ge=0)  # no backup recorded within this long: alert (0 = never)
+
+
+class PkiSettings(_Strict):
+    """Where the fleet CA keeps what it issued (its ``index.json``: every terminal's certificate, read for their
+    expiry dates) and the terminals' over-the-air certificate renewal (docs/decisions/025-certificate-renewal.md).
+    The server never holds the CA key: ``posfleet ca sign-renewals`` on the CA's host signs what terminals asked."""
+
+    ca_dir: str = ""  # e.g. /etc/posfleet/ca; empty: terminals' certificates are not inspected
+    renewal: bool = True  # accept terminals' renewal requests (kept until the CA signs them)
+    cert_days: int = Field(825, ge=1, le=3650)  # validity of a renewed terminal certificate
+
+
+class MetricsSettings(_Strict):
+    """Prometheus ``/metrics`` (docs/decisions/026-metrics-access.md): open without a token to the listed networks
+    (a scraper on this host or the operators' monitoring network), a bearer token of any role from elsewhere."""
+
+    enabled: bool = True
+    open_to: list[str] = ["127.0.0.0/8", "::1/128"]
+
+    @field_validator("open_to")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for i, net in enumerate(v):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as err:
+                raise ValueError(f"item {i}: {net!r} is not a network (e.g. 10.0.0.0/8, ::1/128): {err}") from err
+        return v
+
+
 class ClockSettings(_Strict):
     speed: float = Field(1.0, gt=0)
     start: str = ""
@@ -278,6 +330,9 @@ class Settings(_Strict):
     commands: CommandSettings = CommandSettings()
     reports: ReportSettings = ReportSettings()
     api: ApiSettings = ApiSettings()
+    inspection: InspectionSettings = InspectionSettings()
+    pki: PkiSettings = PkiSettings()
+    metrics: MetricsSettings = MetricsSettings()
     ingest_enabled: bool = True
     base_dir: str = ""
 

@@ -91,7 +91,15 @@ async def upgrade(url: str, base_dir: str = "") -> tuple[int | None, int]:
 
 def backup(url: str, out: Path, base_dir: str = "") -> None:
     """A consistent copy of the database while the server may be running: SQLite's online backup into a new
-    file, or ``pg_dump --format=custom``."""
+    file, or ``pg_dump --format=custom``; once complete, recorded in the database (the server's self-inspection
+    says when the last backup was made: ``selfcheck.record_backup``)."""
+    _copy(url, out, base_dir)
+    from .selfcheck import record_backup
+
+    record_backup(url, out, base_dir)
+
+
+def _copy(url: str, out: Path, base_dir: str) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     path = sqlite_file(url, base_dir)
     if path is not None:
