@@ -1,7 +1,7 @@
 """``posfleet sim run SCENARIO``: play a fleet scenario with real agents, broker and server.
 
 By default in virtual time (simulator/vplayer.py: the player owns the fleet's clock, one worker process per core;
-docs/decisions/018-simulator-virtual-time.md); ``--real-time`` plays on the accelerated wall clock as before
+docs/decisions/025-simulator-virtual-time.md); ``--real-time`` plays on the accelerated wall clock as before
 (``--speed``, ``--night-speed``, ``--broker``, ``--server``), for the demo.
 
 After counting, the server's per-unit figures are checked against the oracle's (``oracle_check`` in the report): a

@@ -1,4 +1,4 @@
-"""The virtual-time player: ``posfleet sim run`` by default (docs/simulator.md, decision 019).
+"""The virtual-time player: ``posfleet sim run`` by default (docs/simulator.md, decision 025).
 
 The real broker and the real fleet server run as in the real-time player (:class:`simulator.run.Player`, whose
 set-up, registration and report this reuses); the agents run in worker processes (:mod:`simulator.vworker`),

@@ -12,7 +12,7 @@ each on its own virtual clock and in its own order, with network rounds until ev
 (written, answered by the broker, acknowledged by the server) before the unit's next event; it answers with the
 earliest time one of its units has something due. The server reads the window's middle
 (``wire.clock.FileClock``), so every acknowledgement carries a time within half a second of its unit's clock
-(docs/decisions/018-simulator-virtual-time.md).
+(docs/decisions/025-simulator-virtual-time.md).
 
 Emulated network:
 

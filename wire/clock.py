@@ -10,7 +10,7 @@ simulated time; the simulator uses it to run fast through hours that are not cou
 
 Monotonic time and sleeping go through the clock too (``monotonic()``, ``sleep()``): real for every clock above
 (round trips, probe waits and timeouts are real milliseconds), virtual for :class:`VirtualClock`, which reads what
-the simulator's lockstep player sets it to and advances when slept on (docs/decisions/018-simulator-virtual-time.md).
+the simulator's lockstep player sets it to and advances when slept on (docs/decisions/025-simulator-virtual-time.md).
 :class:`FileClock` reads a virtual time that another process writes into a small shared file (the fleet server
 of a virtual-time run).
 """
