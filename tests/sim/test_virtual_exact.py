@@ -1,0 +1,114 @@
+"""The virtual-time player is exact and owes nothing to timing luck.
+
+Exactness: seeded random scenarios (simulator/randomscen.py: every fault kind, ``storage_readonly`` when the test
+runs as root, overlapping faults, latencies of 399, 400 and 401 ms and 4,900 ms just under the probe wait, a
+status change, a fault on every unit at once) are played and the server's minute drill-down is compared with the
+oracle slot by slot: no difference but the one named agent behaviour (``simulator.vplayer.unexplained``).
+
+No timing luck: one scenario played normally, with both cores saturated by busy loops, niced to 19 and pinned to
+one core, and with one worker instead of two, gives the same answer in every slot, and the oracle's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from simulator.oracle import count_scenario
+from simulator.randomscen import random_scenario
+from simulator.run import Options, compare_slots, load
+from simulator.vplayer import VirtualPlayer, unexplained
+
+pytestmark = pytest.mark.timeout(600)
+ROOT = os.geteuid() == 0
+REPO = Path(__file__).resolve().parents[2]
+
+
+def play(raw: dict[str, Any], workdir: Path, workers: int = 2) -> dict[str, Any]:
+    """Play ``raw``; the report's run figures and every unit's slots as the server's drill-down gives them."""
+    scenario, raw = load(raw)
+    with VirtualPlayer(scenario, raw, Options(workdir=workdir), workers=workers) as player:
+        result = player.run()
+        slots = {u.sn: player.slots(u.sn) for u in scenario.units}
+    return {"run": result.report["run"], "slots": slots, "incidents": result.incidents}
+
+
+def _main() -> None:
+    """``python -c 'from tests.sim.test_virtual_exact import _main; _main()' SCENARIO OUT WORKERS WORKDIR``"""
+    raw = json.loads(Path(sys.argv[1]).read_text(encoding="utf-8"))
+    out = play(raw, Path(sys.argv[4]), int(sys.argv[3]))
+    Path(sys.argv[2]).write_text(json.dumps(out), encoding="utf-8")
+
+
+def answers(slots: dict[str, list[dict[str, Any]]]) -> dict[str, list[tuple[str, str, str]]]:
+    return {sn: [(s["start"], s["device"], s["network"]) for s in ss if s.get("counted")] for sn, ss in slots.items()}
+
+
+def check_exact(raw: dict[str, Any], out: dict[str, Any]) -> int:
+    scenario, _ = load(raw)
+    counts = count_scenario(scenario)
+    named = 0
+    for u in scenario.units:
+        mismatches = compare_slots(scenario, u.sn, out["slots"][u.sn], counts[u.sn])
+        bad = unexplained(scenario, mismatches)
+        assert not bad, f"{u.sn}: server and oracle disagree:\n" + "\n".join(map(str, bad))
+        named += len(mismatches)
+    run = out["run"]
+    assert run["late_wakes"] == 0 and run["ack_timeouts"] == 0 and run["max_offset_s"] < 1.0, run
+    assert run["answer_read_twice_equal"] is True and not out["incidents"], out["incidents"]
+    return named
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_random_scenario_equals_the_oracle_slot_by_slot(seed: int, tmp_path: Path) -> None:
+    raw = random_scenario(seed, units=6, hours=1, storage_readonly=ROOT)
+    faults = {e["fault"] for e in raw["events"]}
+    assert {e.get("rtt_ms") for e in raw["events"]} >= {399, 400, 401, 4900}
+    assert len(faults) == 11 if ROOT else 10  # every kind
+    out = play(raw, tmp_path / "run")
+    check_exact(raw, out)
+    # not vacuous: the faults are in the answers
+    got = answers(out["slots"])
+    assert any(d == "not_intact" for ss in got.values() for _, d, _ in ss)
+    assert any(n == "not_ok" for ss in got.values() for _, _, n in ss)
+    assert any(d == "no_data" for ss in got.values() for _, d, _ in ss)
+
+
+def _subprocess_play(raw: dict[str, Any], tmp: Path, name: str, workers: int, prefix: list[str]) -> dict[str, Any]:
+    scen = tmp / "scenario.json"
+    scen.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")
+    out = tmp / f"{name}.json"
+    code = "from tests.sim.test_virtual_exact import _main; _main()"
+    r = subprocess.run([*prefix, sys.executable, "-c", code, str(scen), str(out), str(workers), str(tmp / name)],
+                       cwd=REPO, capture_output=True, text=True, timeout=500)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(out.read_text(encoding="utf-8"))
+
+
+def test_no_timing_luck(tmp_path: Path) -> None:
+    raw = random_scenario(21, units=5, hours=1, storage_readonly=ROOT)
+    runs = {"normal": _subprocess_play(raw, tmp_path, "normal", 2, [])}
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        runs["both cores busy"] = _subprocess_play(raw, tmp_path, "busy", 2, [])
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    prefix = ["nice", "-n", "19"] + (["taskset", "-c", "0"] if shutil.which("taskset") else [])
+    runs["nice 19, one core"] = _subprocess_play(raw, tmp_path, "niced", 2, prefix)
+    runs["one worker"] = _subprocess_play(raw, tmp_path, "one", 1, [])
+    first = answers(runs["normal"]["slots"])
+    counts = count_scenario(load(raw)[0])
+    assert sum(len(v) for v in first.values()) == sum(
+        1 for c in counts.values() for s in c.slots() if s.counted) > 250  # every counted slot is there
+    for name, out in runs.items():
+        assert answers(out["slots"]) == first, f"{name}: a different answer from the normal run"
+        check_exact(raw, out)
