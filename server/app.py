@@ -283,6 +283,9 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
     app.state.clock = make_clock(settings)
     app.state.role = role
     app.add_middleware(WorkerHeader)
+    from .inspection.metrics import install as install_metrics
+
+    install_metrics(app)  # GET /metrics and the API's latency histograms (issue 17, decision 026)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

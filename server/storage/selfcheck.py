@@ -74,3 +74,18 @@ def record_backup(url: str, out: Path, base_dir: str = "", now: float | None = N
 
     asyncio.run(put())
     return row
+
+
+async def open_alerts_by_kind(storage: Any) -> dict[str, int]:
+    """Open alerts per kind (one index read: ``alerts_open``)."""
+    rows = await storage._all("SELECT kind, count(*) FROM alerts WHERE closed_ts IS NULL GROUP BY kind")
+    return {str(r[0]): int(r[1]) for r in rows}
+
+
+async def units_by_state(storage: Any) -> dict[str, int]:
+    """Units heard by ingest, by broker session state (``online``/``offline``)."""
+    rows = await storage._all("SELECT online, count(*) FROM units GROUP BY online")
+    out = {"online": 0, "offline": 0}
+    for r in rows:
+        out["online" if r[0] else "offline"] += int(r[1])
+    return out
