@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -295,17 +294,17 @@ class Modem:
 
     def _wait_boot(self) -> None:
         t = self.profile.timeouts
-        started = time.monotonic()
+        started = self._transport.monotonic()
         deadline = started + t.boot
         tries = 0
         while True:
             tries += 1
-            slot_end = time.monotonic() + t.boot_retry
+            slot_end = self._transport.monotonic() + t.boot_retry
             self._write(b"AT\r")
             reader = ResponseReader("AT")
             reader.feed(self._pending)
             self._pending = b""
-            while not reader.done and time.monotonic() < slot_end:
+            while not reader.done and self._transport.monotonic() < slot_end:
                 self._waiting("AT", started, t.boot)
                 reader.feed(self._read())
             self._urcs.extend(reader.response.urcs)
@@ -318,11 +317,11 @@ class Modem:
             noise = reader.response.echo + reader.response.lines + ([final.line] if final is not None else [])
             if noise:
                 log.debug("%s: boot noise %r", self.url, noise)
-            if time.monotonic() >= deadline:
+            if self._transport.monotonic() >= deadline:
                 if noise:  # it talks, but never OK: not the same as a modem that says nothing
                     raise ProtocolError(f"no OK to AT within {t.boot:g} s, only", "\n".join(noise).encode())
                 raise Timeout("AT (boot)", t.boot)
-            time.sleep(max(0.0, slot_end - time.monotonic()))
+            self._transport.sleep(max(0.0, slot_end - self._transport.monotonic()))
 
     # raw I/O ---------------------------------------------------------------------------
     def _ensure_open(self) -> None:
@@ -386,11 +385,11 @@ class Modem:
         got = bytearray(self._pending)
         reader.feed(self._pending)
         self._pending = b""
-        started = time.monotonic()
+        started = self._transport.monotonic()
         deadline = started + timeout
         while not reader.done:
             self._waiting(cmd, started, timeout)
-            if time.monotonic() >= deadline:
+            if self._transport.monotonic() >= deadline:
                 self._note_urcs(reader.response.urcs)
                 log.debug("%s: %s timed out after %r", self.url, cmd, bytes(got))
                 self._sync_pending = True
@@ -409,7 +408,7 @@ class Modem:
 
     def _waiting(self, cmd: str, started: float, limit: float) -> None:
         if self.on_wait is not None:
-            self.on_wait(cmd, time.monotonic() - started, limit)
+            self.on_wait(cmd, self._transport.monotonic() - started, limit)
 
     def _note_urcs(self, lines: list[str]) -> None:
         self._urcs.extend(lines)
@@ -426,10 +425,10 @@ class Modem:
             reader = ResponseReader()
             reader.feed(self._pending)
             self._pending = b""
-            deadline = time.monotonic() + self.profile.timeouts.probe
+            deadline = self._transport.monotonic() + self.profile.timeouts.probe
             synced_at: float | None = None
-            while time.monotonic() < deadline:
-                if synced_at is not None and time.monotonic() - synced_at >= 0.2:
+            while self._transport.monotonic() < deadline:
+                if synced_at is not None and self._transport.monotonic() - synced_at >= 0.2:
                     break
                 reader.feed(self._read())
                 if reader.done:
@@ -437,7 +436,7 @@ class Modem:
                     self._note_urcs(resp.urcs)
                     log.debug("%s: skipped after timeout: %r %s", self.url, resp.lines, resp.final)
                     if any(line.startswith(_SYNC_MARK) for line in resp.lines):
-                        synced_at = time.monotonic()
+                        synced_at = self._transport.monotonic()
                     rest = reader.remainder
                     reader = ResponseReader()
                     reader.feed(rest)
@@ -453,16 +452,16 @@ class Modem:
 
     def _with_sim_retry(self, cmd: str, timeout: float, expect: tuple[str, ...] = ()) -> list[str]:
         """Retry ``+CME ERROR: 14`` (SIM busy right after READY) with doubling backoff."""
-        end = time.monotonic() + self.profile.timeouts.sim_busy
+        end = self._transport.monotonic() + self.profile.timeouts.sim_busy
         delay = 0.1
         while True:
             try:
                 return self.command(cmd, timeout, expect=expect)
             except ATError as err:
-                if err.cme != 14 or time.monotonic() + delay > end:
+                if err.cme != 14 or self._transport.monotonic() + delay > end:
                     raise
                 log.debug("%s: SIM busy on %s, retrying in %.1f s", self.url, cmd, delay)
-                time.sleep(delay)
+                self._transport.sleep(delay)
                 delay = min(delay * 2, 1.6)
 
     # typed queries -----------------------------------------------------------------------
