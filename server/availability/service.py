@@ -132,6 +132,9 @@ class Availability:
         self.tiers = [(as_fraction(f), t, as_fraction(p)) for f, t, p in a.tiers]
         self.last_tier = (a.last_tier[0], as_fraction(a.last_tier[1]))
         self._dirty: dict[int, set[str]] = defaultdict(set)  # hour start -> SNs
+        # the (hour, SNs) a pass has taken out of _dirty and is recounting: still pending until it has committed
+        # (an answer read meanwhile came from the old roll-ups and said complete: issue 16)
+        self._recounting: dict[int, set[str]] = {}
         self._seen: dict[str, int] = {}  # SN -> earliest sample ts, to register
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -272,7 +275,12 @@ class Availability:
 
     @property
     def pending(self) -> int:
-        return sum(len(v) for v in self._dirty.values())
+        return sum(len(v) for v in self._dirty.values()) + sum(len(v) for v in self._recounting.values())
+
+    def _marked(self) -> Iterable[tuple[int, set[str]]]:
+        """Every (hour, SNs) waiting for its recount or being recounted now."""
+        yield from self._dirty.items()
+        yield from self._recounting.items()
 
     # the pass ------------------------------------------------------------------------------------
     async def flush(self) -> dict[str, Any]:
@@ -291,7 +299,7 @@ class Availability:
                 keep_from = now - self.settings.retention_days * 86400 + HOUR_S
                 todo = {h: sns_h for h in sorted(self._dirty) if h + HOUR_S <= closed
                         for sns_h in [self._dirty.pop(h)] if h >= keep_from}
-                hours = await self._recount(todo)
+                hours = await self._recount_marked(todo)
                 return {"unit_hours": hours, "seconds": round(time.perf_counter() - t0, 3), "rolled_to": self.rolled_to}
             closed = hour_start(now, self.tz)
             assert self.rolled_to is not None
@@ -316,7 +324,7 @@ class Availability:
                     sns_h = self._dirty.pop(h)
                     if h >= keep_from:
                         todo[h] = sns_h
-            hours = await self._recount(todo)
+            hours = await self._recount_marked(todo)
             await self.datause.flush()
             if closed > self.rolled_to:
                 self.rolled_to = closed
@@ -338,6 +346,18 @@ class Availability:
         await self.storage.purge_data_days(first)
         # per-slot codes only while the raw samples they were counted from are kept (the drill-down checks them)
         await self.storage.purge_slot_hours(local_day(now - self.settings.retention_days * 86400, self.tz).toordinal())
+
+    async def _recount_marked(self, todo: dict[int, set[str]]) -> int:
+        """:meth:`_recount` of hours taken out of ``_dirty``: pending until committed, marked again if it fails."""
+        self._recounting = todo
+        try:
+            return await self._recount(todo)
+        except BaseException:
+            for h, sns in todo.items():
+                self._dirty[h].update(sns)
+            raise
+        finally:
+            self._recounting = {}
 
     async def _recount(self, todo: dict[int, set[str]]) -> int:
         """Recount (unit, hour) pairs, one process of the fleet at a time (``storage.recount_lock``)."""
@@ -578,7 +598,7 @@ class Availability:
         return out
 
     def _pending_in(self, start: int, end: int) -> bool:
-        if any(start <= h < end and sns for h, sns in self._dirty.items()):
+        if any(start <= h < end and sns for h, sns in self._marked()):
             return True
         # an API-only process: the primary's marks too, as it published them (about a second old at most; sync()
         # reads them in API-only processes only)
@@ -602,7 +622,7 @@ class Availability:
         stands as counted (the ``offline`` rule has already said it is silent)."""
         wall = time.time() if wall_now is None else wall_now
         primary_busy = any(a < end and start < b for a, b in self._primary_pending)
-        pending = {sn for h, got in self._dirty.items() if start <= h < end for sn in got}
+        pending = {sn for h, got in self._marked() if start <= h < end for sn in got}
         out: dict[str, str] = {}
         for sn in sns:
             u = live.get(sn)
@@ -619,7 +639,7 @@ class Availability:
     def pending_ranges(self) -> list[list[int]]:
         """The hours marked for recount, merged into ``[start, end)`` ranges (published for API-only processes)."""
         out: list[list[int]] = []
-        for h in sorted(h for h, sns in self._dirty.items() if sns):
+        for h in sorted({h for h, sns in self._marked() if sns}):
             if out and out[-1][1] == h:
                 out[-1][1] = h + HOUR_S
             else:

@@ -327,3 +327,41 @@ async def test_an_api_only_process_says_incomplete_while_the_primary_has_late_da
             assert (await api.get("/api/v1/availability", **DAY)).json()["complete"] is False  # the primary agrees
             await api.settle()
             assert await complete() is True
+
+
+async def test_an_answer_read_while_late_data_is_recounted_is_not_complete(tmp_path: Path) -> None:
+    """Issue 16: the answer read right after "complete" differed from the drill-down read seconds later. The
+    recount pass had taken the marked hours off its list before counting them, so while it ran nothing was
+    pending and the old roll-ups answered as complete. The hours count as pending until the recount commits."""
+    import asyncio
+    import contextlib
+
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _unit_a_day_counted(api)
+        q = {"group_by": "unit", "sn": "HNA0000001", **DAY}
+        api.clock.t = at("2025-03-04 09:10")
+        await api.feed("HNA0000001", [sample(5000 + k, at("2025-03-03 10:30") + 60 * k, connected=False)
+                                      for k in range(30)])
+        svc = api.app.state.availability
+        storage_lock = svc.storage.recount_lock
+        entered, go = asyncio.Event(), asyncio.Event()
+
+        @contextlib.asynccontextmanager
+        async def slow_lock():  # the recount waits here, as a long recount of many units would take its time
+            entered.set()
+            await go.wait()
+            async with storage_lock():
+                yield
+
+        svc.storage.recount_lock = slow_lock
+        task = asyncio.create_task(svc.flush())
+        await entered.wait()
+        during = (await api.get("/api/v1/availability", **q)).json()
+        status = (await api.get("/api/v1/availability/status")).json()
+        assert during["complete"] is False and status["pending_unit_hours"] > 0, (during["complete"], status)
+        go.set()
+        await task
+        svc.storage.recount_lock = storage_lock
+        after = (await api.get("/api/v1/availability", **q)).json()
+        assert after["complete"] is True and after["items"][0]["no_data_slots"] == 0
+        assert (await api.get("/api/v1/availability/status")).json()["pending_unit_hours"] == 0
