@@ -41,7 +41,7 @@ const I18N = {
     community_health_centre: "社区卫生服务中心", community_health_station: "社区卫生服务站",
     pharmacy: "药店", insurance_office: "医保经办机构", deployed: "已部署", wired: "有线专网", "4g_vpdn": "4G VPDN",
     unassigned: "未分配", component: "组件", version: "版本", closed: "关闭时间", alert_log: "告警记录（最近）",
-    search_btn: "搜索", ties: "各机构在线率相同（{r}），按本月可用率（完好率与网络可用率中较低者）排序",
+    search_btn: "搜索", reason: "原因", ties: "各机构在线率相同（{r}），按本月可用率（完好率与网络可用率中较低者）排序",
     month_rate: "本月可用率", all: "全部", filter: "筛选", reset: "清除", auto_refresh: "自动刷新",
     refreshed: "更新于 {t}", ack: "确认", close: "关闭", note: "备注", acked: "已确认：{who}", closed_by: "已关闭：{who}", save: "保存", cancel: "取消",
     download: "下载", report: "报表", export: "导出", import: "导入", preview: "预览", apply: "确认导入",
@@ -82,7 +82,7 @@ const I18N = {
     community_health_centre: "community health centre", community_health_station: "community health station",
     pharmacy: "pharmacy", insurance_office: "insurance office", deployed: "deployed", wired: "wired", "4g_vpdn": "4G VPDN",
     unassigned: "unassigned", component: "Component", version: "Version", closed: "Closed", alert_log: "Alerts (recent)",
-    search_btn: "Search", ties: "Every institution has the same online rate ({r}): ranked by this month's availability (the lower of the two rates)",
+    search_btn: "Search", reason: "Reason", ties: "Every institution has the same online rate ({r}): ranked by this month's availability (the lower of the two rates)",
     month_rate: "Month availability", all: "all", filter: "Filter", reset: "Clear", auto_refresh: "Auto refresh",
     refreshed: "updated {t}", ack: "Acknowledge", close: "Close", note: "Note", acked: "acknowledged: {who}", closed_by: "closed: {who}", save: "Save", cancel: "Cancel",
     download: "Download", report: "Report", export: "Export", import: "Import", preview: "Preview", apply: "Apply import",
@@ -611,7 +611,7 @@ async function viewUnit(r) {
   const checks = latest ? Object.entries(latest.checks || {}) : [];
   const stateName = s => ["check_ok", "check_fault", "check_unknown"][s] || "check_unknown";
   const periph = card(t("peripherals"), h("p", {class: "muted"}, latest ? `${t("latest_sample")} ${when(latest.ts)}` : t("none")),
-    table([t("what"), t("status"), t("reasons")], checks.map(([name, [state, reason]]) => h("tr", {"data-row": name}, td(checkName(name), {"data-k": "check.name"}),
+    table([t("what"), t("status"), t("reason")], checks.map(([name, [state, reason]]) => h("tr", {"data-row": name}, td(checkName(name), {"data-k": "check.name"}),
       td(h("span", {class: `pill ${["ok", "fault", "unknown"][state] || "unknown"}`, "data-k": `check.${name}`}, t(stateName(state)))),
       td(reasonWord(reason), {class: "wrap", "data-k": "check.reason"}))), {id: "checks"}));
 
