@@ -14,6 +14,9 @@ Rules (each alert has a key, so a standing condition is one alert, refreshed, an
                    their broker sessions within five minutes of each other;
 * ``sim_data``     a unit's SIM data use this month at 80 % of the plan, and another alert at 100 % (from the
                    counters the units report, see analytics/datause.py); they stand until the month ends.
+* ``pressure``     a unit's CPU, memory or storage at or above ``alerts.pressure`` shares in every sample of the
+                   last ``window_minutes`` (one alert per resource; closes when a sample falls below);
+* ``server`` and ``certificate``: the server's own inspection (server/inspection/service.py raises them).
 
 The webhook sender is its own task with retries and back-off; ingest never waits for it.
 """
@@ -30,6 +33,8 @@ from typing import Any
 
 import httpx
 
+from wire.times import iso
+
 from ..analytics.datause import ALERT_SHARES
 from ..availability.rollups import midnight
 from ..settings import Settings
@@ -37,7 +42,21 @@ from ..tasks import cancel
 
 log = logging.getLogger(__name__)
 
-KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage", "sim_data", "security")
+KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage", "sim_data", "security", "pressure",
+         "server", "certificate")
+RESOURCES = ("cpu", "memory", "storage")
+
+
+def pressure(body: dict[str, Any]) -> dict[str, float | None]:
+    """A sample's CPU, memory and storage use in % (None where the sample does not say). Storage: the fullest
+    file system."""
+    cpu = body.get("cpu")
+    used, avail = body.get("mem_used_mb"), body.get("mem_avail_mb")
+    mem = used * 100.0 / (used + avail) if isinstance(used, int) and isinstance(avail, int) and used + avail else None
+    fills = [fs["used_mb"] * 100.0 / fs["size_mb"] for fs in body.get("fs") or []
+             if isinstance(fs, dict) and fs.get("size_mb") and isinstance(fs.get("used_mb"), int)]
+    return {"cpu": float(cpu) if isinstance(cpu, int | float) else None, "memory": mem,
+            "storage": max(fills) if fills else None}
 
 
 class Alerts:
@@ -168,6 +187,16 @@ class Alerts:
                     await self._raise(key, "storage", sn, info.county, now,
                                       f"{sn}: {fs.get('mount')} {used * 100 / size:.0f} % full", dict(fs))
 
+        # CPU, memory and storage pressure sustained over the window
+        for sn, resource, data in await self.pressure_runs(index, live, now):
+            info = index[sn]
+            key = f"pressure:{sn}:{resource}"
+            keep["pressure"].add(key)
+            await self._raise(key, "pressure", sn, info.county, now,
+                              f"{sn}: {resource} at or above {data['threshold_pct']:.0f} % for "
+                              f"{data['window_minutes']} min (mean {data['mean_pct']:.0f} %, peak {data['peak_pct']:.0f} %)",
+                              data)
+
         # SIM changes (kept open until acknowledged)
         events, self._sim_events = self._sim_events, []
         for sn, ts, old, new in events:
@@ -211,9 +240,46 @@ class Alerts:
                 await self._raise(key, "carrier_outage", None, county, now,
                                   f"likely carrier outage in {county}: {len(sns)} units disconnected within 5 min",
                                   {"county": county, "sns": sorted(sns)})
-        for kind in ("flagged", "offline", "fault", "storage", "carrier_outage", "sim_data"):
+        for kind in ("flagged", "offline", "fault", "storage", "carrier_outage", "sim_data", "pressure"):
             await self.storage.close_alerts(kind, keep[kind], now)
         return {k: len(v) for k, v in keep.items()}
+
+    async def pressure_runs(self, index: dict[str, Any], live: dict[str, dict[str, Any]], now: int
+                            ) -> list[tuple[str, str, dict[str, Any]]]:
+        """(sn, resource, figures) for every unit in service whose every sample of the last window is at or above
+        a pressure threshold, the samples covering the window. Only units whose newest sample is above are read
+        (a few, not the fleet)."""
+        p = self.settings.alerts.pressure
+        limits = {"cpu": p.cpu_pct, "memory": p.memory_pct, "storage": p.storage_pct}
+        window = p.window_minutes * 60
+        out: list[tuple[str, str, dict[str, Any]]] = []
+        for sn, u in live.items():
+            info = index.get(sn)
+            latest = u.get("latest") or {}
+            if info is None or info.status != "in_service" or not latest:
+                continue
+            now_use = pressure(latest)
+            hot = [r for r in RESOURCES if limits[r] and now_use[r] is not None and now_use[r] >= limits[r]]
+            if not hot or int(latest.get("ts") or 0) < now - window - 3600:
+                continue
+            bodies = await self.storage.unit_samples_window(sn, now - window - 3600, now + 1)
+            for r in hot:
+                # the newest run of samples at or above the line, going back from the newest sample
+                run: list[tuple[int, float]] = []
+                for b in reversed(bodies):
+                    v = pressure(b)[r]
+                    if v is None or v < limits[r]:
+                        break
+                    run.append((int(b["ts"]), v))
+                if not run:
+                    continue
+                newest, oldest = run[0][0], run[-1][0]
+                if newest >= now - window and oldest <= now - window:
+                    vals = [v for ts, v in run if ts >= now - window]
+                    out.append((sn, r, {"resource": r, "threshold_pct": limits[r], "window_minutes": p.window_minutes,
+                                        "mean_pct": round(sum(vals) / len(vals), 1), "peak_pct": round(max(vals), 1),
+                                        "since": iso(oldest, self.settings.timezone), "samples": len(vals)}))
+        return out
 
     async def _open_keys(self, kind: str) -> set[str]:
         _total, items = await self.storage.list_alerts(True, kind, None, 100_000, 0)

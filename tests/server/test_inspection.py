@@ -100,7 +100,7 @@ async def test_backup_age_and_disk_fill_raise_and_clear_server_alerts(tmp_path: 
 
 
 async def test_metrics_count_ingest_rejects_latency_and_alerts(tmp_path: Path) -> None:
-    async with make_api(tmp_path) as api:
+    async with make_api(tmp_path, {"alerts": {"enabled": False}}) as api:  # evaluated by the test alone
         t0 = int(api.clock.t) // 60 * 60
         await api.req("PUT", "/api/v1/institutions/H001", json={"name": "x", "county": "秀英区"})
         await api.req("PUT", "/api/v1/registry/units/HN00000001", json={"institution": "H001"})
