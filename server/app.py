@@ -260,12 +260,17 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
         retention = asyncio.create_task(lead.run() if lead is not None else _retention(app) if primary
                                         else _exit_with_parent(parent))
         publish = asyncio.create_task(_publish_ingest(app)) if primary and publish_ingest else None
+        from .reports import schedule as report_schedule
+
+        # monthly/quarterly reports (issue 17): each tick asks storage.lead(), so only the leader makes and sends them
+        reports_task = report_schedule.start(app) if primary else None
         try:
             yield
         finally:
             retention.cancel()
             if getattr(app.state, "retention_task", None) is not None:
                 app.state.retention_task.cancel()
+            await report_schedule.stop(reports_task)
             if publish is not None:
                 publish.cancel()
             gc.unfreeze()  # (tests build many apps in one process)

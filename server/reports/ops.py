@@ -7,6 +7,15 @@ Sections: fleet rates and tier; per county; per institution; flagged units with 
 and the minutes lost by reason; faults by peripheral (minutes among flagged units, and fault alerts opened);
 likely carrier outages (by county and by cell site); units swapped and repaired; SIM data use per calendar month
 against the plan (from the units' data counters; "none reported" when no unit reported one).
+
+As the document the contract asks for (issue 17): a cover (title, contract parties and number, the period in
+Chinese dates with its last day, report number, generated time), the counting rule and the tier clause with its
+result (province-wide only: a county report prints no tier), daily trend and by-county charts (inline SVG),
+network service levels per clause, the inspection appendix per county, the fault list, spare stock, the server's
+self-inspection, recommendations and a signature and seal block (server/reports/document.py). Contract parties,
+numbers and tiers come from the settings (``[reports]``, ``[availability] tiers``). Every reason code is shown in
+words (server/labels.py: the dashboard's table). Formats: HTML (A4), PDF (that HTML printed), CSV (rates as
+percent columns) and XLSX (server/exports.py: typed numbers, ICCIDs as text).
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,11 +80,172 @@ LABELS = {
 }
 
 
+# the document's further sections (issue 17)
+LABELS["zh"].update({
+    "client": "甲方（委托方）", "contractor": "乙方（服务方）", "contract_no": "合同编号", "report_no": "报告编号",
+    "not_set": "（未配置）", "period_days": "共 {n} 天，含最后一日", "toc": "目录",
+    "tier_clause": "合同付款条款", "tier_condition": "设备完好率与{net}", "tier_result": "本期结果",
+    "tier_result_text": "设备完好率 {dev}，{net} {netv}：第 {tier} 档，尾款为合同总价的 {share}。",
+    "tier_county": "合同档次按全省汇总数字确定，区县报告不判定档次。",
+    "tier_none": "本期无服务时隙，无法判定档次。",
+    "charts": "趋势与分区县图表", "trend": "每日{dev}与{net}", "by_county_chart": "分区县{dev}与{net}",
+    "sla": "网络服务水平", "sla_rule": "按合同条款：时延 ≤ {lat} ms，抖动 ≤ {jit} ms，丢包率 ≤ {loss}，误包率 ≤ 1×10⁻⁴。"
+           "每个样本代表其间隔内的服务时间；断网样本计为不达标；未测得该项的在线样本单列为“未测量”，不计为达标。",
+    "sla_latency": "时延达标占比", "sla_jitter": "抖动达标占比", "sla_loss": "丢包达标占比", "sla_hours": "服务时长(小时)",
+    "sla_measured": "测量覆盖", "sla_down": "断网占比",
+    "sla_no_jitter": "本期终端未上报抖动测量值，抖动一项无法评估。",
+    "sla_no_loss": "本期终端未上报 TCP 重传计数，丢包一项无法评估。",
+    "sla_no_error": "终端不测量误包率（≤ 1×10⁻⁴），本报告不评估该项；需由运营商提供。",
+    "sla_from": "依据服务器保留的原始样本（自 {t} 起）；更早的时段原始样本已按保留期删除，未计入本节。",
+    "sla_none": "本期无保留的原始样本，无法统计网络服务水平。",
+    "inspection": "附录：终端巡检记录", "inspection_rule": "每台终端的最新上报数据（处理器、内存、存储、外设）、软件版本、SIM 卡与本期流量、最近一次测试页。",
+    "inspection_split": "终端数较多，巡检记录按区县另行成册（posfleet report ops --appendix，或 API 参数 part=appendix&county=…）。",
+    "sample_at": "数据时间", "cpu": "CPU(%)", "mem": "内存占用", "storage_fill": "存储占用", "storage_rw": "读写",
+    "peripherals": "外设状态", "test_page": "最近测试页", "iccid": "ICCID", "sim_use": "本期流量(MB)",
+    "versions": "软件版本", "writable": "可读写", "readonly": "只读", "never": "未打印", "status": "状态",
+    "fault_list": "故障记录", "duration": "持续(分钟)", "cause": "原因", "repair": "处理", "more": "另有 {n} 条未列出",
+    "spares": "备机库存", "spare": "备机", "in_repair": "送修中", "in_service": "在用",
+    "spares_source": "依据终端登记（状态：备机、送修中）。",
+    "server": "服务器自检", "server_hook": "服务器自检数据由运行中的服务器提供（API 与定时报告）；命令行生成的报告不含此节。",
+    "server_status": "总体状态", "problems": "问题", "backup": "最近备份", "backup_age": "备份距今(小时)",
+    "db_size": "数据库大小(MB)", "disk": "磁盘", "disk_fill": "占用", "cert": "证书", "expires": "到期",
+    "days_left": "剩余天数", "terms_expiring": "60 天内到期的终端证书", "time_sync": "时间同步", "yes": "是", "no": "否",
+    "recommendations": "建议", "signature": "签章",
+    "sign_client": "甲方（盖章）", "sign_contractor": "乙方（盖章）", "sign_person": "负责人签字", "sign_date": "日期",
+    "pct_unit": "(%)", "spare_units": "备机",
+})
+LABELS["en"].update({
+    "client": "Client (party A)", "contractor": "Contractor (party B)", "contract_no": "Contract no.",
+    "report_no": "Report no.", "not_set": "(not configured)", "period_days": "{n} days, last day included",
+    "toc": "Contents", "tier_clause": "Payment clause", "tier_condition": "Device intact rate and {net}",
+    "tier_result": "Result", "tier_result_text": "Device intact rate {dev}, {net} {netv}: tier {tier}, final payment "
+                                                "{share} of the total fee.",
+    "tier_county": "The contract tier is decided on the province-wide figures; a county report prints none.",
+    "tier_none": "No service slots in the period: no tier.",
+    "charts": "Trend and counties", "trend": "Daily {dev} and {net}", "by_county_chart": "{dev} and {net} by county",
+    "sla": "Network service levels", "sla_rule": "Per the contract: latency ≤ {lat} ms, jitter ≤ {jit} ms, loss ≤ {loss}, "
+           "packet error ≤ 1e-4. Each sample stands for its interval of service time; a sample with the link down is "
+           "outside every limit; a connected sample without the measure is unmeasured, not counted as within.",
+    "sla_latency": "Latency within", "sla_jitter": "Jitter within", "sla_loss": "Loss within",
+    "sla_hours": "Service hours", "sla_measured": "measured", "sla_down": "Link down",
+    "sla_no_jitter": "No terminal reported jitter in the period: jitter cannot be judged.",
+    "sla_no_loss": "No terminal reported TCP retransmission counters: loss cannot be judged.",
+    "sla_no_error": "Terminals do not measure packet error (≤ 1e-4): not judged here; the carrier must provide it.",
+    "sla_from": "From the raw samples the server keeps (from {t}); older raw samples are past retention and not counted here.",
+    "sla_none": "No raw samples kept for the period: network service levels cannot be counted.",
+    "inspection": "Appendix: terminal inspection", "inspection_rule": "Each terminal's newest report (CPU, memory, storage, "
+                  "peripherals), software versions, SIM and its data use in the period, last test page.",
+    "inspection_split": "Many terminals: the inspection appendix is made per county (posfleet report ops --appendix, or "
+                        "the API's part=appendix&county=...).",
+    "sample_at": "Reported", "cpu": "CPU (%)", "mem": "Memory", "storage_fill": "Storage", "storage_rw": "R/W",
+    "peripherals": "Peripherals", "test_page": "Last test page", "iccid": "ICCID", "sim_use": "Data (MB)",
+    "versions": "Software", "writable": "rw", "readonly": "read-only", "never": "never", "status": "Status",
+    "fault_list": "Faults", "duration": "Minutes", "cause": "Cause", "repair": "Repair", "more": "{n} more not listed",
+    "spares": "Spare stock", "spare": "Spare", "in_repair": "In repair", "in_service": "In service",
+    "spares_source": "From the registry (status spare, in repair).",
+    "server": "Server self-inspection", "server_hook": "The server's self-inspection comes from the running server (API "
+              "and scheduled reports); a report made on the command line has none.",
+    "server_status": "Status", "problems": "Problems", "backup": "Last backup", "backup_age": "Backup age (h)",
+    "db_size": "Database (MB)", "disk": "Disk", "disk_fill": "Used", "cert": "Certificate", "expires": "Expires",
+    "days_left": "Days left", "terms_expiring": "Terminal certificates expiring within 60 days", "time_sync": "Time sync",
+    "yes": "yes", "no": "no", "recommendations": "Recommendations", "signature": "Signatures",
+    "sign_client": "Client (seal)", "sign_contractor": "Contractor (seal)", "sign_person": "Signed by",
+    "sign_date": "Date", "pct_unit": " (%)", "spare_units": "Spares",
+})
+
+
+def labels_for(settings: Any, lang: str) -> dict[str, str]:
+    """The report's labels with the configured title and the contract's word for the network figure."""
+    L = dict(LABELS[lang])
+    r = settings.reports
+    L["title"] = r.title if lang == "zh" else r.title_en
+    if lang == "zh":
+        term = r.network_term
+        L["network_rate"] = term
+        L["network_ok_slots"] = f"{term.removesuffix('率')}时隙"
+    return L
+
+
+APPENDIX_LIMIT = 3000  # more terminals than this in scope: the inspection appendix is made per county apart
+
+
 async def build(availability: Any, storage: Any, start: int, end: int, county: str | None = None,
-                lang: str = "zh", flagged_limit: int = 500) -> dict[str, Any]:
-    """Everything the report shows, as data (the HTML and CSV renderers only format it)."""
+                lang: str = "zh", flagged_limit: int = 500, *, period: Any = None,
+                server_inspection: dict[str, Any] | None = None, appendix: bool | None = None,
+                part: str = "report") -> dict[str, Any]:
+    """Everything the report shows, as data (the HTML, CSV and XLSX renderers only format it).
+
+    ``period``: a :class:`server.reports.periods.Period` (month, quarter; by default the days of
+    ``[start, end)``). ``server_inspection``: :func:`server.inspection.service.inspect`'s answer, or None (the
+    section then says where it comes from). ``appendix``: include the inspection appendix (None: when at most
+    :data:`APPENDIX_LIMIT` terminals are in scope). ``part="appendix"``: the appendix alone (per county files)."""
+    from . import document
+    from .periods import Period, period_name, period_text
+
     tz = availability.tz
-    L = LABELS[lang]
+    settings = availability.settings
+    L = labels_for(settings, lang)
+    if period is None:
+        first = datetime.fromtimestamp(start, tz)
+        last_dt = datetime.fromtimestamp(end, tz)
+        last = last_dt.date() - timedelta(days=1) if (last_dt.hour, last_dt.minute) == (0, 0) else last_dt.date()
+        period = Period(start, end, "days", f"{first.date().isoformat()}_{last.isoformat()}", first.date(), last)
+    index = await availability.registry.index()
+    r = settings.reports
+    number = f"{r.number_prefix}{period.key}" + (f"-{county}" if county else "")
+    cover = {"title": L["title"], "client": r.client, "contractor": r.contractor, "contract_no": r.contract_no,
+             "report_no": number, "period_text": period_text(period, tz, lang), "period_name": period_name(period, lang),
+             "days": (period.last - period.first).days + 1, "county": county,
+             "generated_text": document.chinese_datetime(int(availability.clock.now()), tz) if lang == "zh" else
+             datetime.fromtimestamp(int(availability.clock.now()), tz).strftime("%d %B %Y %H:%M")}
+    in_scope = sum(1 for u in index.values() if county is None or u.county == county)
+    with_appendix = (in_scope <= APPENDIX_LIMIT) if appendix is None else appendix
+    if part == "appendix":
+        return {"lang": lang, "labels": L, "cover": cover, "part": "appendix", "county": county, "period_key": period.key,
+                "from": datetime.fromtimestamp(start, tz).isoformat(), "to": datetime.fromtimestamp(end, tz).isoformat(),
+                "generated": datetime.fromtimestamp(int(availability.clock.now()), tz).isoformat(timespec="seconds"),
+                "inspection": await document.inspection(availability, storage, index, start, end, county, lang),
+                "appendix_included": True}
+    data = await _figures_part(availability, storage, start, end, county, lang, flagged_limit, L, index)
+    data.update(cover=cover, part="report", period_key=period.key, period_kind=period.kind,
+                tier_clause=document.tier_clause(settings, lang), network_term=L["network_rate"])
+    data["trend"] = await document.trend(availability, start, end, county)
+    data["sla"] = await document.network_sla(availability, storage, index, start, end, county)
+    data["fault_list"] = await document.fault_list(storage, index, start, end, county, tz, lang, data["swaps"])
+    data["spares"] = document.spare_stock(index, county)
+    data["server_inspection"] = server_inspection
+    data["appendix_included"] = with_appendix
+    data["inspection"] = (await document.inspection(availability, storage, index, start, end, county, lang)
+                          if with_appendix else {})
+    data["recommendations"] = document.recommendations(data, lang)
+    data["charts"] = _charts(data, L)
+    return data
+
+
+def _charts(data: dict[str, Any], L: dict[str, str]) -> dict[str, str]:
+    from .charts import bar_chart, line_chart
+
+    thr = data["threshold"]
+    thr_label = f"{L['threshold']} {thr * 100:g}%"
+    dev, net = L["device_rate"], L["network_rate"]
+    days = [t["day"][5:] for t in data["trend"]]
+    trend = line_chart(days, [(dev, [t["device_rate"] for t in data["trend"]]),
+                              (net, [t["network_rate"] for t in data["trend"]])], thr, thr_label,
+                       L["trend"].format(dev=dev, net=net))
+    names = [c["county"] or "—" for c in data["counties"]]
+    counties = bar_chart(names, [(dev, [c["device_rate"] for c in data["counties"]]),
+                                 (net, [c["network_rate"] for c in data["counties"]])], thr, thr_label,
+                         L["by_county_chart"].format(dev=dev, net=net))
+    return {"trend": trend, "counties": counties}
+
+
+async def _figures_part(availability: Any, storage: Any, start: int, end: int, county: str | None, lang: str,
+                        flagged_limit: int, L: dict[str, str], index: dict[str, Any]) -> dict[str, Any]:
+    """The settlement figures (the report before issue 17): fleet, counties, institutions, flagged units, faults by
+    peripheral, outages, swaps, SIM data use."""
+    from .. import labels
+
+    tz = availability.tz
     fleet = await availability.figures(start, end, "fleet", county=county)
     counties = await availability.figures(start, end, "county", county=county)
     institutions = await availability.figures(start, end, "institution", county=county)
@@ -91,7 +261,6 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
         a["data"].get("check", "?") for a in alerts if start <= a["opened_ts"] < end and (county is None or a["county"] == county))
     peripherals = sorted(set(fault_minutes) | set(fault_alerts))
     # swaps and repairs
-    index = await availability.registry.index()
     changes = await storage.status_changes_between(start, end)
     histories = await storage.status_histories(sorted({c["sn"] for c in changes}))
     swaps = []
@@ -113,6 +282,7 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
         else:
             kind = "other"
         swaps.append({"when": datetime.fromtimestamp(c["from_ts"], tz).isoformat(timespec="minutes"), "sn": c["sn"],
+                      "ts": c["from_ts"],
                       "change": L[kind], "status": c["status"], "previous": prev, "note": c["note"], "by": c["by"],
                       "institution": info.institution_name if info else ""})
     outages = [{**o, "start": datetime.fromtimestamp(o["start"], tz).isoformat(timespec="minutes"),
@@ -128,8 +298,11 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
         "county": county, "threshold": fleet["threshold"],
         "generated": datetime.fromtimestamp(int(availability.clock.now()), tz).isoformat(timespec="seconds"),
         "fleet": fleet["fleet"], "counties": counties["items"], "institutions": institutions["items"],
-        "flagged": flagged["items"], "flagged_total": flagged["total"],
-        "faults": [{"peripheral": p, "fault_minutes": fault_minutes.get(p, 0), "fault_alerts": fault_alerts.get(p, 0)}
+        "flagged": [{**u, "reasons_text": [(labels.reason(k, lang), v) for k, v in u["reasons"]["minutes"].items()]}
+                    for u in flagged["items"]],
+        "flagged_total": flagged["total"],
+        "faults": [{"peripheral": p, "peripheral_label": labels.peripheral(p, lang),
+                    "fault_minutes": fault_minutes.get(p, 0), "fault_alerts": fault_alerts.get(p, 0)}
                    for p in peripherals],
         "outages": outages, "swaps": swaps,
     }
@@ -182,6 +355,7 @@ def _env() -> Environment:
     env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
                       autoescape=select_autoescape(["html"]))
     env.filters["pct"] = pct
+    env.filters["pct0"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
     return env
 
 
@@ -189,80 +363,183 @@ def render_html(data: dict[str, Any]) -> str:
     return _env().get_template("ops.html").render(**data)
 
 
-class _SafeWriter:
-    """Text cells as :mod:`server.exports` writes them: digit strings (an institution code, a numeric SN) kept as
-    text by Excel and WPS, would-be formulas neutralised; numbers stay numbers."""
+def sheets(data: dict[str, Any]) -> list[Any]:
+    """The report's tables, one :class:`server.exports.Sheet` each: the XLSX's worksheets and the CSV's sections.
+    Rates are ``fraction`` columns (XLSX: numbers shown as percentages; CSV: percent numbers), counts numbers,
+    times date-times in the fleet's zone, SNs, codes and ICCIDs text."""
+    from ..exports import Column, Sheet
 
-    def __init__(self, writer: Any) -> None:
-        self.writer = writer
+    L = data["labels"]
 
-    def writerow(self, row: list[Any]) -> None:
-        self.writer.writerow([protect(v) if isinstance(v, str) else v for v in row])
+    def col(key: str, kind: str = "text", label: str | None = None) -> Column:
+        text = label or L.get(key, key)
+        return Column(key, text, text, kind)  # type: ignore[arg-type]
+
+    if data.get("part") == "appendix":
+        return [_inspection_sheet(data, col)]
+    counts = [col(k, "number") for k in ("service_slots", "intact_slots", "network_ok_slots", "no_data_slots")]
+    rates = [col("device_rate", "fraction"), col("network_rate", "fraction")]
+    f = dict(data["fleet"])
+    if data["county"]:
+        f["tier"] = f["final_payment"] = None  # province-wide only
+    cover = data["cover"]
+    notes = [cover["title"], f"{L['period']}: {cover['period_text']}", f"{L['report_no']}: {cover['report_no']}",
+             f"{L['client']}: {cover['client']}", f"{L['contractor']}: {cover['contractor']}",
+             f"{L['contract_no']}: {cover['contract_no']}", f"{L['county']}: {data['county'] or L['all']}",
+             f"{L['counted_to']}: {data['counted_to']}", f"{L['generated']}: {data['generated']}"]
+    if not data["complete"]:
+        notes.append(L["incomplete"])
+    out = [Sheet(L["fleet"], [*rates, col("tier", "number"), col("final_payment", "fraction"), *counts,
+                              col("units", "number"), col("flagged_units", "number")], [f], notes)]
+    out.append(Sheet(L["tier_clause"], [col("tier"), col("condition", label=L["tier_condition"].format(net=data["network_term"])),
+                                        col("share", label=L["final_payment"])], data["tier_clause"]))
+    group_cols = [*rates, *counts, col("units", "number"), col("flagged_units", "number")]
+    out.append(Sheet(L["by_county"], [col("county"), *group_cols], data["counties"]))
+    out.append(Sheet(L["by_institution"], [col("institution"), col("name"), col("county"), *group_cols],
+                     data["institutions"]))
+    sla = data["sla"]
+    sla_notes = [L["sla_rule"].format(lat=sla["limits"]["latency_ms"], jit=sla["limits"]["jitter_ms"],
+                                      loss=sla["limits"]["loss"])]
+    if sla["evidence_from"] is None:
+        sla_notes.append(L["sla_none"])
+    else:
+        if not sla["covers_period"]:
+            sla_notes.append(L["sla_from"].format(t=sla["evidence_from"]))
+        if not sla["jitter_measured"]:
+            sla_notes.append(L["sla_no_jitter"])
+        if not sla["loss_measured"]:
+            sla_notes.append(L["sla_no_loss"])
+    sla_notes.append(L["sla_no_error"])
+    sla_rows = sla["counties"] + ([{**sla["fleet"], "county": L["all"]}] if sla["evidence_from"] else [])
+    out.append(Sheet(L["sla"], [col("county"), col("hours", "number", L["sla_hours"]),
+                                col("latency", "fraction", L["sla_latency"]), col("jitter", "fraction", L["sla_jitter"]),
+                                col("loss", "fraction", L["sla_loss"]), col("down", "fraction", L["sla_down"])],
+                     sla_rows, sla_notes))
+    flagged = [{**u, "below_text": "+".join(L[b] for b in u["below"]),
+                "reasons_joined": "; ".join(f"{k}: {v}" for k, v in u["reasons_text"])} for u in data["flagged"]]
+    out.append(Sheet(L["flagged"], [col("sn"), col("institution"), col("county"), *rates, *counts,
+                                    col("below_text", label=L["below"]), col("reasons_joined", label=L["reasons"])],
+                     flagged))
+    out.append(Sheet(L["fault_list"], [col("start", "time"), col("sn"), col("institution"), col("county"),
+                                       col("minutes", "number", L["duration"]), col("cause"), col("repair")],
+                     data["fault_list"]["items"]))
+    out.append(Sheet(L["faults"], [col("peripheral_label", label=L["peripheral"]), col("fault_minutes", "number"),
+                                   col("fault_alerts", "number")], data["faults"]))
+    out.append(Sheet(L["outages"], [col("county"), col("start", "time"), col("end", "time"), col("minutes", "number"),
+                                    col("max_units", "number")], data["outages"]))
+    out.append(Sheet(L["outages_cell"], [col("cell"), col("county"), col("start", "time"), col("end", "time"),
+                                         col("minutes", "number"), col("max_units", "number")], data["cell_outages"]))
+    out.append(Sheet(L["swaps"], [col("when", "time"), col("sn"), col("change"), col("institution"), col("note"),
+                                  col("by")], data["swaps"]))
+    sim = data["sim"]
+    out.append(Sheet(L["sim"], [col("month"), col("plan_mb", "number", L["plan"]),
+                                col("reporting", "number", L["sim_reporting"]), col("total_mb", "number", L["sim_total"]),
+                                col("over_80", "number", L["sim_over80"]), col("over_100", "number", L["sim_over100"])],
+                     sim["months"] if sim else [], [] if sim else [L["sim_none"]]))
+    if sim:
+        out.append(Sheet(L["sim_top"], [col("month"), col("sn"), col("institution"), col("county"),
+                                        col("used_mb", "number"), col("plan_share", "fraction")], sim["top"]))
+    out.append(Sheet(L["spares"], [col("county"), col("in_service", "number"), col("spare", "number"),
+                                   col("in_repair", "number")], data["spares"], [L["spares_source"]]))
+    out.append(Sheet(L["recommendations"], [col("text", label=L["recommendations"])],
+                     [{"text": r} for r in data["recommendations"]]))
+    if data["appendix_included"]:
+        out.append(_inspection_sheet(data, col))
+    else:
+        out.append(Sheet(L["inspection"], [col("county")], [], [L["inspection_split"]]))
+    return out
 
 
-def render_csv(data: dict[str, Any]) -> bytes:
-    """The same tables as the HTML, one section after another (UTF-8 with BOM for spreadsheets)."""
+def _inspection_sheet(data: dict[str, Any], col: Any) -> Any:
+    from ..exports import Sheet
+
+    L = data["labels"]
+    rows = []
+    for county, units in data["inspection"].items():
+        for t in units:
+            rows.append({**t, "county": county,
+                         "rw": None if t["storage_writable"] is None else
+                         (L["writable"] if t["storage_writable"] else L["readonly"]),
+                         "peripherals": "; ".join(f"{c['name']}: {c['state']}" + (f" ({c['reason']})" if c["reason"] else "")
+                                                  for c in t["checks"]),
+                         "test_page_text": f"{t['test_page'][0]} {t['test_page'][1]}" if t["test_page"] else L["never"],
+                         "versions_text": "; ".join(f"{k} {v}" for k, v in t["versions"].items())})
+    return Sheet(L["inspection"], [col("county"), col("sn"), col("institution"), col("sample_at", "time"),
+                                   col("cpu", "number"), col("mem_fill", "fraction", L["mem"]),
+                                   col("storage_fill", "fraction"), col("rw", label=L["storage_rw"]),
+                                   col("peripherals"), col("test_page_text", label=L["test_page"]), col("iccid"),
+                                   col("carrier", label="运营商" if data["lang"] == "zh" else "Carrier"),
+                                   col("sim_mb", "number", L["sim_use"]), col("versions_text", label=L["versions"])],
+                 rows, [L["inspection_rule"]])
+
+
+def render_xlsx(data: dict[str, Any], tz: str) -> bytes:
+    """The report as an XLSX workbook, one worksheet a table (server/exports.py: typed cells, ICCIDs as text)."""
+    from ..exports import write_xlsx
+
+    return write_xlsx(sheets(data), data["lang"], tz)
+
+
+def render_csv(data: dict[str, Any], tz: str = "Asia/Shanghai") -> bytes:
+    """The same tables as the XLSX, one section after another (UTF-8 with BOM, CRLF; text cells as
+    :mod:`server.exports` writes them). Rates are percent numbers in columns headed ``(%)``: 97.5321, not 0.975321."""
+    from zoneinfo import ZoneInfo
+
+    from ..exports import _time
+
+    zone = ZoneInfo(tz)
     L = data["labels"]
     buf = io.StringIO(newline="")
-    w = _SafeWriter(csv.writer(buf, lineterminator="\r\n"))
-    counts = ["service_slots", "intact_slots", "network_ok_slots", "no_data_slots"]
-    w.writerow([L["title"]])
-    w.writerow([L["period"], data["from"], data["to"], L["counted_to"], data["counted_to"]])
-    w.writerow([L["county"], data["county"] or L["all"], L["threshold"], data["threshold"]])
-    w.writerow([])
-    w.writerow([L["fleet"]])
-    w.writerow([L[k] for k in ["device_rate", "network_rate", "tier", "final_payment", *counts, "units", "flagged_units"]])
-    f = data["fleet"]
-    w.writerow([f["device_rate"], f["network_rate"], f["tier"], f["final_payment"], *(f[k] for k in counts),
-                f["units"], f["flagged_units"]])
-    for title, key, rows in (("by_county", "county", data["counties"]), ("by_institution", "institution", data["institutions"])):
-        w.writerow([])
-        w.writerow([L[title]])
-        head = [L[key]] + ([L["name"]] if key == "institution" else [])
-        w.writerow(head + [L[k] for k in ["device_rate", "network_rate", *counts, "units", "flagged_units"]])
-        for r in rows:
-            w.writerow([r[key]] + ([r.get("name", "")] if key == "institution" else [])
-                       + [r["device_rate"], r["network_rate"], *(r[k] for k in counts), r["units"], r["flagged_units"]])
-    w.writerow([])
-    w.writerow([L["flagged"]])
-    w.writerow([L["sn"], L["institution"], L["county"], L["device_rate"], L["network_rate"], *(L[k] for k in counts),
-                L["below"], L["reasons"]])
-    for u in data["flagged"]:
-        reasons = "; ".join(f"{k}: {v}" for k, v in u["reasons"]["minutes"].items())
-        w.writerow([u["sn"], u["institution"] or "", u["county"], u["device_rate"], u["network_rate"],
-                    *(u[k] for k in counts), "+".join(u["below"]), reasons])
-    w.writerow([])
-    w.writerow([L["faults"]])
-    w.writerow([L["peripheral"], L["fault_minutes"], L["fault_alerts"]])
-    for r in data["faults"]:
-        w.writerow([r["peripheral"], r["fault_minutes"], r["fault_alerts"]])
-    w.writerow([])
-    w.writerow([L["outages"]])
-    w.writerow([L["county"], L["start"], L["end"], L["minutes"], L["max_units"]])
-    for o in data["outages"]:
-        w.writerow([o["county"], o["start"], o["end"], o["minutes"], o["max_units"]])
-    w.writerow([])
-    w.writerow([L["outages_cell"]])
-    w.writerow([L["cell"], L["county"], L["start"], L["end"], L["minutes"], L["max_units"]])
-    for o in data["cell_outages"]:
-        w.writerow([o["cell"], o["county"], o["start"], o["end"], o["minutes"], o["max_units"]])
-    w.writerow([])
-    w.writerow([L["swaps"]])
-    w.writerow([L["when"], L["sn"], L["change"], L["institution"], L["note"], L["by"]])
-    for s in data["swaps"]:
-        w.writerow([s["when"], s["sn"], s["change"], s["institution"], s["note"], s["by"]])
-    w.writerow([])
-    sim = data["sim"]
-    if sim is None:
-        w.writerow([L["sim"], L["sim_none"]])
-    else:
-        w.writerow([L["sim"]])
-        w.writerow([L["month"], L["plan"], L["sim_reporting"], L["sim_total"], L["sim_over80"], L["sim_over100"]])
-        for m in sim["months"]:
-            w.writerow([m["month"], m["plan_mb"], m["reporting"], m["total_mb"], m["over_80"], m["over_100"]])
-        w.writerow([])
-        w.writerow([L["sim_top"]])
-        w.writerow([L["month"], L["sn"], L["institution"], L["county"], L["used_mb"], L["plan_share"]])
-        for t in sim["top"]:
-            w.writerow([t["month"], t["sn"], t["institution"], t["county"], t["used_mb"], t["plan_share"]])
+    w = csv.writer(buf, lineterminator="\r\n")
+    for n, sheet in enumerate(sheets(data)):
+        if n:
+            w.writerow([])
+        for note in sheet.notes:
+            w.writerow([protect(note)])
+        w.writerow([protect(sheet.title)])
+        w.writerow([c.header(data["lang"]) + (L["pct_unit"] if c.kind == "fraction" else "") for c in sheet.columns])
+        for r in sheet.rows:
+            row = []
+            for c in sheet.columns:
+                v = r.get(c.key)
+                if v is None:
+                    row.append("")
+                elif c.kind == "fraction" and isinstance(v, int | float):
+                    row.append(round(v * 100, 4))
+                elif c.kind == "number" and isinstance(v, int | float):
+                    row.append(v)
+                elif c.kind == "time":
+                    dt = _time(v, zone)
+                    row.append("" if dt is None else dt.astimezone(zone).isoformat(timespec="minutes"))
+                else:
+                    row.append(protect(str(v)))
+            w.writerow(row)
     return b"\xef\xbb\xbf" + buf.getvalue().encode("utf-8")
+
+
+MEDIA = {"html": "text/html; charset=utf-8", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf",
+         "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"}
+
+
+def file_name(data: dict[str, Any], fmt: str) -> str:
+    """ops-2026Q4.pdf, ops-2026-11-秀英区.xlsx, ops-2026Q4-appendix-秀英区.pdf (the period's key, not ISO times)."""
+    part = "-appendix" if data.get("part") == "appendix" else ""
+    county = f"-{data['county']}" if data.get("county") else ""
+    return f"ops-{data['period_key']}{part}{county}.{fmt}"
+
+
+async def render(data: dict[str, Any], fmt: str, settings: Any) -> bytes:
+    """The report in ``fmt`` (html, csv, xlsx, pdf). PDF: the HTML printed by headless Chromium
+    (raises :class:`server.reports.pdf.ChromiumMissing` / ``PdfError``)."""
+    import asyncio
+
+    if fmt == "csv":
+        return render_csv(data, settings.timezone)
+    if fmt == "xlsx":
+        return await asyncio.to_thread(render_xlsx, data, settings.timezone)
+    html = render_html(data)
+    if fmt == "pdf":
+        from .pdf import html_to_pdf
+
+        return await html_to_pdf(html, settings.reports.chromium, settings.reports.pdf_timeout_s)
+    return html.encode("utf-8")

@@ -1,59 +1,143 @@
-"""Operations report API: the same report as ``posfleet report ops``, as printable HTML, CSV or PDF."""
+"""Operations report API: the same report as ``posfleet report ops`` (HTML, CSV, XLSX or PDF) for a month, a quarter
+or plain days; and the reports the server made on its own (server/reports/schedule.py), listed and downloaded."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from ..answers import Page, Time
 from ..auth import Principal, require
 from ..auth.bounds import Name
-from ..auth.openapi import ErrorBody, answers_file
-from ..availability.router import Until, When
-from .ops import build, render_csv, render_html
-from .pdf import ChromiumMissing, PdfError, html_to_pdf
+from ..auth.openapi import ErrorBody, Open, answers, answers_file
+from .ops import MEDIA, build, file_name, render
+from .pdf import ChromiumMissing, PdfError
+from .periods import resolve
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 
 
-_FILES = answers_file("text/html", "text/csv", "application/pdf",
-                      description="The report: HTML to print on A4, CSV, or PDF (by format)")
+_FILES = answers_file("text/html", "text/csv", "application/pdf", MEDIA["xlsx"],
+                      description="The report: HTML to print on A4, CSV, XLSX or PDF (by format)")
 _FILES["responses"][503] = {"model": ErrorBody, "description": "PDF asked for and no Chromium to print it with: "
                                                               "the error names reports.chromium"}
+
+Month = Annotated[str | None, Query(max_length=10, description="a calendar month of the fleet's zone: 2026-11")]
+Quarter = Annotated[str | None, Query(max_length=8, description="a calendar quarter: 2026Q4")]
+From = Annotated[str | None, Query(alias="from", max_length=40, description="first day (2026-10-01) or a whole hour")]
+To = Annotated[str | None, Query(alias="to", max_length=40, description="last day, included (2026-10-31), or a whole "
+                                                                         "hour (excluded)")]
+
+
+def disposition(name: str) -> str:
+    """``attachment`` with an ASCII name and the UTF-8 one (RFC 6266): county names are Chinese."""
+    ascii_name = name.encode("ascii", "replace").decode().replace("?", "_")
+    if ascii_name == name:
+        return f'attachment; filename="{name}"'
+    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name)}"
+
+
+async def server_inspection(app: Any) -> dict[str, Any] | None:
+    """The server's self-inspection (issue 17, server/inspection) for the report's section; None where this server
+    has none to give (the section then says where it would come from)."""
+    try:
+        from ..inspection.service import inspect
+    except ImportError:  # the self-inspection is not part of this build
+        return None
+    try:
+        return await inspect(app)
+    except Exception:  # noqa: BLE001 - the report goes out; the section says the inspection is not available
+        return None
+
+
+async def pdf_slot(app: Any) -> asyncio.Semaphore:
+    slots = getattr(app.state, "pdf_slots", None)
+    if slots is None:  # made here, on the server's own event loop
+        slots = app.state.pdf_slots = asyncio.Semaphore(app.state.settings.reports.pdf_concurrency)
+    return slots
 
 
 @router.get("/ops", **_FILES)
 async def ops_report(
     request: Request,
     _: Annotated[Principal, Depends(require("viewer"))],
-    start: When,
-    end: Until,
+    start: From = None,
+    end: To = None,
+    month: Month = None,
+    quarter: Quarter = None,
     county: Name = None,
-    format: Literal["html", "csv", "pdf"] = "html",  # noqa: A002 - the query parameter's name
-    lang: Literal["zh", "en"] = "zh",
+    format: Literal["html", "csv", "xlsx", "pdf"] = "html",  # noqa: A002 - the query parameter's name
+    lang: Literal["zh", "en"] | None = None,
+    part: Literal["report", "appendix"] = "report",
 ) -> Response:
-    svc = request.app.state.availability
-    a, b = svc.period(start, end)
-    data = await build(svc, request.app.state.storage, a, b, county, lang)
-    name = f"ops-{data['from'][:10]}-{data['to'][:10]}"
-    if format == "csv":
-        return Response(render_csv(data), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
-    if format == "pdf":
-        cfg = request.app.state.settings.reports
-        slots = getattr(request.app.state, "pdf_slots", None)
-        if slots is None:  # made here, on the server's own event loop
-            slots = request.app.state.pdf_slots = asyncio.Semaphore(cfg.pdf_concurrency)
-        try:
-            async with slots:
-                pdf = await html_to_pdf(render_html(data), cfg.chromium, cfg.pdf_timeout_s)
-        except ChromiumMissing as err:
-            return JSONResponse({"detail": str(err), "errors": [{"field": "reports.chromium", "error": str(err)}]},
-                                status_code=503)
-        except PdfError as err:
-            return JSONResponse({"detail": str(err)}, status_code=500)
-        return Response(pdf, media_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="{name}.pdf"'})
-    return Response(render_html(data), media_type="text/html; charset=utf-8")
+    """The operations service report for one period: ``month`` (2026-11), ``quarter`` (2026Q4) or ``from`` and
+    ``to`` (days in the fleet's zone, the last included). ``part=appendix`` gives the inspection appendix alone
+    (per county files for a large fleet). ``lang``: ``[reports] lang`` by default (Chinese)."""
+    app = request.app
+    svc = app.state.availability
+    settings = app.state.settings
+    period = resolve(svc, month=month, quarter=quarter, start=start, end=end)
+    language = lang or settings.reports.lang
+    inspection = await server_inspection(app) if part == "report" else None
+    data = await build(svc, app.state.storage, period.start, period.end, county, language, period=period,
+                       server_inspection=inspection, part=part)
+    name = file_name(data, format)
+    try:
+        if format == "pdf":
+            async with await pdf_slot(app):
+                body = await render(data, format, settings)
+        else:
+            body = await render(data, format, settings)
+    except ChromiumMissing as err:
+        return JSONResponse({"detail": str(err), "errors": [{"field": "reports.chromium", "error": str(err)}]},
+                            status_code=503)
+    except PdfError as err:
+        return JSONResponse({"detail": str(err)}, status_code=500)
+    headers = {} if format == "html" else {"Content-Disposition": disposition(name)}
+    return Response(body, media_type=MEDIA[format], headers=headers)
+
+
+class StoredReport(Open):
+    name: str
+    kind: str
+    period: str
+    format: str
+    bytes: int
+    sha256: str
+    made: Time
+    complete: bool
+    delivered: dict[str, Any]
+    url: str
+
+
+@router.get("/stored", **answers(Page[StoredReport]))
+async def stored_reports(request: Request, _: Annotated[Principal, Depends(require("viewer"))],
+                         limit: Annotated[int, Query(ge=1, le=500)] = 100,
+                         offset: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    """Reports the server made on its own (``[reports.schedule]``), newest first, with their delivery."""
+    from .schedule import listing
+
+    items = await listing(request.app)
+    return {"total": len(items), "limit": limit, "offset": offset, "items": items[offset:offset + limit]}
+
+
+_STORED = answers_file("application/pdf", MEDIA["xlsx"], "text/csv", "text/html", description="A stored report")
+_STORED["responses"][404] = {"model": ErrorBody, "description": "no such stored report"}
+
+
+@router.get("/stored/{name}", **_STORED)
+async def stored_report(request: Request, name: Annotated[str, Path(max_length=200)],
+                        _: Annotated[Principal, Depends(require("viewer"))]) -> Response:
+    """One stored report's file, as listed by ``GET /api/v1/reports/stored``."""
+    from .schedule import read_stored
+
+    got = await read_stored(request.app, name)
+    if got is None:
+        return JSONResponse({"detail": f"no stored report named {name!r}",
+                             "errors": [{"field": "name", "error": "not found"}]}, status_code=404)
+    body, fmt = got
+    return Response(body, media_type=MEDIA[fmt], headers={"Content-Disposition": disposition(name)})

@@ -949,6 +949,38 @@ class SqlStore:
         async with self.write() as db:
             await db.execute("UPDATE alerts SET webhook=?, webhook_attempts=? WHERE id=?", (state, attempts, alert_id))
 
+    # the operations report (issue 17) ------------------------------------------------------------------------
+    async def network_samples(self, start: int, end: int, sns: list[str] | None = None
+                              ) -> list[tuple[str, int, int, bool, int | None, int | None, int | None, int | None]]:
+        """(sn, ts, interval, connected, rtt_ms, rtt_var_ms, retrans, segs_out) of the raw samples dated in
+        ``[start, end)``, by unit then time: what the report's network service-level section counts."""
+        j = self.json_int
+        sql = (f"SELECT sn, ts, interval, connected, rtt_ms, {j('body', 'rtt_var_ms')}, {j('body', 'retrans')}, "
+               f"{j('body', 'segs_out')} FROM samples WHERE ts >= ? AND ts < ?")
+        args: list[Any] = [start, end]
+        if sns is not None:
+            sql += f" AND sn IN ({','.join('?' * len(sns))})"
+            args.extend(sns)
+        return [(r[0], int(r[1]), int(r[2]), bool(r[3]), r[4], r[5], r[6], r[7])
+                for r in await self._all(sql + " ORDER BY sn, ts", args)]
+
+    async def last_commands(self, kind: str) -> dict[str, dict[str, Any]]:
+        """The newest finished command of type ``kind`` per unit: {sn: {finished, state, code}} (the report's
+        "last test page")."""
+        rows = await self._all("SELECT sn, finished, state, code FROM cmd_commands WHERE type=? AND finished IS NOT NULL "
+                               "ORDER BY sn, finished", (kind,))
+        return {r[0]: {"finished": r[1], "state": r[2], "code": r[3]} for r in rows}
+
+    async def meta_claim(self, key: str, value: str) -> bool:
+        """Set ``key`` only if it is not set yet; whether this call set it (one process wins, whatever the
+        backend: a scheduled report is made and sent once per period)."""
+        async with self.write() as db:
+            return await self.insert_ignore(db, "meta", [(key, value)]) == 1
+
+    async def meta_prefix(self, prefix: str) -> dict[str, str]:
+        rows = await self._all("SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff"))
+        return {str(r[0]): str(r[1]) for r in rows}
+
 
 class SqliteStorage(SqliteEngine, SqlStore):
     def __init__(self, path: Any, readers: int = 4) -> None:

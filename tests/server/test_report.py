@@ -32,10 +32,10 @@ async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path
         html = await api.get("/api/v1/reports/ops", role="viewer", **DAY)
         assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
         text = html.text
-        assert "医保终端运维服务报告" in text and "设备完好率" in text
+        assert "运维服务报告" in text and "设备完好率" in text and "网络通畅率" in text and "网络可用率" not in text
         assert "@page" in text and "size: A4" in text
         assert f"{fleet['device_rate'] * 100:.2f} %" in text and f"{fleet['network_rate'] * 100:.2f} %" in text
-        assert "HNA0000001" in text and "printer=paper_out: 30" in text
+        assert "HNA0000001" in text and "打印机：缺纸: 30" in text and "paper_out" not in text
         assert "HNS0000009" in text and "换上备机" in text and "主板故障" in text
 
         en = (await api.get("/api/v1/reports/ops", lang="en", **DAY)).text
@@ -48,8 +48,9 @@ async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path
         head, vals = rows[i + 1], rows[i + 2]
         got = dict(zip(head, vals, strict=True))
         assert int(got["服务时隙"]) == fleet["service_slots"] and int(got["完好时隙"]) == fleet["intact_slots"]
-        assert int(got["网络可用时隙"]) == fleet["network_ok_slots"] and int(got["无数据时隙"]) == fleet["no_data_slots"]
-        assert float(got["设备完好率"]) == fleet["device_rate"] and got["合同档次"] == str(fleet["tier"])
+        assert int(got["网络通畅时隙"]) == fleet["network_ok_slots"] and int(got["无数据时隙"]) == fleet["no_data_slots"]
+        # rates as percent columns (97.5 = 97.5 %), not fractions
+        assert float(got["设备完好率(%)"]) == round(fleet["device_rate"] * 100, 4) and got["合同档次"] == str(fleet["tier"])
         j = next(k for k, row in enumerate(rows) if row == ["分区县"])
         xy = dict(zip(rows[j + 1], next(row for row in rows[j + 2:] if row[0] == "秀英区"), strict=True))
         assert int(xy["服务时隙"]) == counties["秀英区"]["service_slots"]
@@ -111,12 +112,12 @@ async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> 
         r = await api.get("/api/v1/reports/ops", role="viewer", format="pdf", **DAY)
         assert r.status_code == 200, r.text
         assert r.headers["content-type"] == "application/pdf"
-        assert r.headers["content-disposition"] == 'attachment; filename="ops-2025-03-03-2025-03-04.pdf"'
+        assert r.headers["content-disposition"] == 'attachment; filename="ops-2025-03-03_2025-03-03.pdf"'
         assert r.content.startswith(b"%PDF")
         sizes, fonts, text = _pdf_facts(r.content)
         assert sizes and all(abs(w - 595.3) < 2 and abs(h - 841.9) < 2 for w, h in sizes), sizes
         assert any("wenquanyi" in f.lower() or "wqy" in f.lower() for f in fonts), fonts
-        assert "医保终端运维服务报告" in text and "设备完好率" in text and "未达标终端明细" in text
+        assert "运维服务报告" in text and "设备完好率" in text and "网络通畅率" in text and "网络可用率" not in text and "未达标终端明细" in text
         assert rate in text and "HNA0000001" in text
 
         # no browser: 503 naming the setting and the package; a browser that fails: 500 with what it said
@@ -167,7 +168,7 @@ async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> 
     assert run.returncode == 0, run.stderr
     sizes, fonts, text = _pdf_facts(out.read_bytes())
     assert out.read_bytes().startswith(b"%PDF") and all(abs(w - 595.3) < 2 for w, _h in sizes)
-    assert rate in text and "医保终端运维服务报告" in text
+    assert rate in text and "运维服务报告" in text
     cfg.write_text(cfg.read_text(encoding="utf-8") + f'[reports]\nchromium = "{tmp_path / "no-such-chromium"}"\n',
                    encoding="utf-8")
     bad = subprocess.run(cli, capture_output=True, text=True, timeout=60)

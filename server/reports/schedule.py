@@ -1,0 +1,274 @@
+"""Monthly and quarterly reports made on their own, kept on the server and delivered by e-mail and/or webhook.
+
+``[reports.schedule] monthly / quarterly``: after a month (quarter) ends, once ``delay_h`` has passed and no hour of
+it awaits a recount (the figures say ``complete``), the report is made in ``formats`` (the whole province, the
+configured ``[reports] lang``), its files written to ``[reports] dir`` and recorded in the database, then sent:
+
+* by e-mail through ``[reports.email]`` (SMTP over TLS: STARTTLS or implicit TLS; the server's certificate checked
+  against ``ca_file`` or the system's trust store; a password read from ``password_file``), the files attached;
+* to ``[reports.schedule] webhook_url``: a JSON notice (period, report number, tier, each file's name, size,
+  sha256 and download path under ``/api/v1/reports/stored/``).
+
+**Once per period.** The run belongs to the process that runs the fleet's background work (``storage.lead()``: on
+SQLite the one primary; on PostgreSQL the leader, server/leadership.py) and each period is *claimed* in the
+database before it is made (``meta`` key ``report:<kind>:<period>``, inserted only if absent): a second process,
+a restart, or the next tick finds the claim and does nothing. Delivery is recorded per channel as it succeeds;
+a channel that failed is retried on later ticks (at most ``ATTEMPTS`` times), one that succeeded never again. A
+process killed between the SMTP server's acceptance and the record (milliseconds) would send that channel once
+more after its restart: the only window in which a report can arrive twice.
+
+A period still incomplete after ``max_wait_h`` is made as counted and says so (the report's incomplete note).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import smtplib
+import ssl
+import time
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any
+
+from ..tasks import cancel
+from .ops import MEDIA, build, file_name, render
+from .periods import Period, previous_periods, resolve
+
+log = logging.getLogger(__name__)
+
+PREFIX = "report:"
+ATTEMPTS = 5
+STALE_MAKING_S = 3600.0  # a claim still "making" this long after it was taken: its process died; made again
+
+
+def reports_dir(settings: Any) -> Path:
+    return settings.path(settings.reports.dir)
+
+
+async def _record(storage: Any, key: str) -> dict[str, Any] | None:
+    text = await storage.meta_get(key)
+    return json.loads(text) if text else None
+
+
+async def tick(app: Any) -> list[str]:
+    """One look at what is due: makes and delivers it. The meta keys acted on (for tests and the log)."""
+    st = app.state.settings
+    sch = st.reports.schedule
+    if not (sch.monthly or sch.quarterly):
+        return []
+    storage = app.state.storage
+    if not await storage.lead():
+        return []
+    svc = app.state.availability
+    now = int(app.state.clock.now())
+    done: list[str] = []
+    for kind, key in previous_periods(now, svc.tz):
+        if not getattr(sch, "monthly" if kind == "month" else "quarterly"):
+            continue
+        meta_key = f"{PREFIX}{kind}:{key}"
+        rec = await _record(storage, meta_key)
+        if rec is None:
+            period = resolve(svc, **{kind: key})
+            waited = now - period.end
+            if waited < sch.delay_h * 3600:
+                continue
+            fig = await svc.figures(period.start, period.end, "fleet")
+            if not fig["complete"] and waited < sch.max_wait_h * 3600:
+                continue
+            claim = {"state": "making", "claimed": time.time(), "pid": os.getpid(), "kind": kind, "period": key}
+            if not await storage.meta_claim(meta_key, json.dumps(claim)):
+                continue  # another process claimed it
+            rec = await _make(app, meta_key, period)
+            done.append(meta_key)
+        elif rec.get("state") == "making":
+            if time.time() - float(rec.get("claimed", 0)) < STALE_MAKING_S:
+                continue
+            log.warning("report %s was claimed by process %s that never finished it: making it again",
+                        meta_key, rec.get("pid"))
+            rec = await _make(app, meta_key, resolve(svc, **{kind: key}))
+            done.append(meta_key)
+        if rec.get("state") == "made" and await _deliver(app, meta_key, rec):
+            done.append(meta_key)
+    return done
+
+
+async def _make(app: Any, meta_key: str, period: Period) -> dict[str, Any]:
+    from .router import pdf_slot, server_inspection
+
+    st = app.state.settings
+    svc = app.state.availability
+    data = await build(svc, app.state.storage, period.start, period.end, None, st.reports.lang, period=period,
+                       server_inspection=await server_inspection(app))
+    folder = reports_dir(st)
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    files = []
+    for fmt in st.reports.schedule.formats:
+        if fmt == "pdf":
+            async with await pdf_slot(app):
+                body = await render(data, fmt, st)
+        else:
+            body = await render(data, fmt, st)
+        name = file_name(data, fmt)
+        await asyncio.to_thread(_write, folder / name, body)
+        files.append({"name": name, "format": fmt, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+    fleet = data["fleet"]
+    rec = {"state": "made", "kind": period.kind, "period": period.key, "made": time.time(), "files": files,
+           "complete": bool(data["complete"]), "report_no": data["cover"]["report_no"],
+           "title": f"{data['cover']['title']} {data['cover']['period_name']}",
+           "tier": fleet.get("tier"), "device_rate": fleet.get("device_rate"), "network_rate": fleet.get("network_rate"),
+           "delivered": {}, "attempts": {}, "errors": {}}
+    await app.state.storage.meta_set(meta_key, json.dumps(rec))
+    log.warning("made the %s report %s: %s", period.kind, period.key, ", ".join(f["name"] for f in files))
+    return rec
+
+
+def _write(path: Path, body: bytes) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_bytes(body)
+    os.replace(tmp, path)
+
+
+def _channels(st: Any) -> list[str]:
+    out = []
+    if st.reports.email.to:
+        out.append("email")
+    if st.reports.schedule.webhook_url:
+        out.append("webhook")
+    return out
+
+
+async def _deliver(app: Any, meta_key: str, rec: dict[str, Any]) -> bool:
+    """Send on every channel not yet delivered; record each outcome. Whether anything was attempted."""
+    st = app.state.settings
+    todo = [c for c in _channels(st) if c not in rec["delivered"] and rec["attempts"].get(c, 0) < ATTEMPTS]
+    if not todo:
+        return False
+    for channel in todo:
+        try:
+            if channel == "email":
+                await asyncio.to_thread(send_email, st, rec, reports_dir(st))
+            else:
+                await send_webhook(st, rec)
+        except Exception as err:  # noqa: BLE001 - recorded, retried on a later tick
+            rec["attempts"][channel] = rec["attempts"].get(channel, 0) + 1
+            rec["errors"][channel] = f"{type(err).__name__}: {err}"
+            log.warning("report %s: %s delivery failed (attempt %d of %d): %s", meta_key, channel,
+                        rec["attempts"][channel], ATTEMPTS, rec["errors"][channel])
+        else:
+            rec["delivered"][channel] = time.time()
+            rec["errors"].pop(channel, None)
+        await app.state.storage.meta_set(meta_key, json.dumps(rec))  # each channel recorded as it is done
+    return True
+
+
+def send_email(st: Any, rec: dict[str, Any], folder: Path) -> None:
+    """The report's files as attachments of one message, through SMTP over TLS (blocking: run in a thread)."""
+    e = st.reports.email
+    msg = EmailMessage()
+    msg["Subject"] = f"{rec['title']}（{rec['report_no']}）"
+    msg["From"] = e.sender
+    msg["To"] = ", ".join(e.to)
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=e.sender.rsplit("@", 1)[-1])
+    lines = [f"{rec['title']}，报告编号 {rec['report_no']}。"]
+    if rec.get("tier") is not None:
+        lines.append(f"设备完好率 {rec['device_rate'] * 100:.2f}%，{st.reports.network_term} "
+                     f"{rec['network_rate'] * 100:.2f}%，合同档次 {rec['tier']}。")
+    if not rec.get("complete"):
+        lines.append("注意：本期数据未完整计入（迟到数据待重算），数字可能变化。")
+    lines.append("附件：" + "、".join(f["name"] for f in rec["files"]))
+    msg.set_content("\n".join(lines))
+    for f in rec["files"]:
+        maintype, subtype = MEDIA[f["format"]].split(";")[0].split("/")
+        msg.add_attachment((folder / f["name"]).read_bytes(), maintype=maintype, subtype=subtype, filename=f["name"])
+    ctx = ssl.create_default_context(cafile=str(st.path(e.ca_file)) if e.ca_file else None)
+    password = st.path(e.password_file).read_text(encoding="utf-8").strip() if e.password_file else ""
+    smtp: smtplib.SMTP
+    if e.tls == "ssl":
+        smtp = smtplib.SMTP_SSL(e.host, e.port, timeout=e.timeout_s, context=ctx)
+    else:
+        smtp = smtplib.SMTP(e.host, e.port, timeout=e.timeout_s)
+    with smtp:
+        if e.tls == "starttls":
+            smtp.starttls(context=ctx)  # refused (SMTPNotSupportedError) by a server without STARTTLS: never plain
+        if e.user:
+            smtp.login(e.user, password)
+        smtp.send_message(msg)
+
+
+async def send_webhook(st: Any, rec: dict[str, Any]) -> None:
+    import httpx
+
+    notice = {"event": "report", "kind": rec["kind"], "period": rec["period"], "report_no": rec["report_no"],
+              "title": rec["title"], "complete": rec["complete"], "tier": rec.get("tier"),
+              "files": [{**f, "url": f"/api/v1/reports/stored/{f['name']}"} for f in rec["files"]]}
+    async with httpx.AsyncClient(timeout=st.alerts.webhook_timeout_s) as client:
+        r = await client.post(st.reports.schedule.webhook_url, json=notice)
+        r.raise_for_status()
+
+
+async def run(app: Any) -> None:
+    """The schedule's loop (every ``[reports.schedule] interval_s`` of real time)."""
+    st = app.state.settings
+    while True:
+        try:
+            await tick(app)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("scheduled reports: the tick failed")
+        await asyncio.sleep(st.reports.schedule.interval_s)
+
+
+def start(app: Any) -> asyncio.Task[None] | None:
+    st = app.state.settings
+    if not (st.reports.schedule.monthly or st.reports.schedule.quarterly):
+        return None
+    return asyncio.create_task(run(app), name="report-schedule")
+
+
+async def stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        await cancel([task])
+
+
+async def listing(app: Any) -> list[dict[str, Any]]:
+    """Every stored report file, newest period first."""
+    from wire.times import iso
+
+    tz = app.state.settings.timezone
+    out = []
+    for key, text in (await app.state.storage.meta_prefix(PREFIX)).items():
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            continue
+        if rec.get("state") != "made":
+            continue
+        for f in rec["files"]:
+            out.append({"name": f["name"], "kind": rec["kind"], "period": rec["period"], "format": f["format"],
+                        "bytes": f["bytes"], "sha256": f["sha256"], "made": iso(rec["made"], tz),
+                        "complete": rec["complete"],
+                        "delivered": {c: iso(t, tz) for c, t in rec["delivered"].items()},
+                        "url": f"/api/v1/reports/stored/{f['name']}", "_key": key})
+    out.sort(key=lambda r: (r["made"] or "", r["name"]), reverse=True)
+    for r in out:
+        r.pop("_key")
+    return out
+
+
+async def read_stored(app: Any, name: str) -> tuple[bytes, str] | None:
+    """A listed file's bytes and format; None for a name that is not listed (no path is read from the request)."""
+    for r in await listing(app):
+        if r["name"] == name:
+            path = reports_dir(app.state.settings) / r["name"]
+            try:
+                return await asyncio.to_thread(path.read_bytes), r["format"]
+            except FileNotFoundError:
+                return None
+    return None
