@@ -83,6 +83,24 @@ def test_every_code_has_a_chinese_label() -> None:
         need(f"reason.{text}")
     for start in starts:
         need(f"prefix.{start}")
+    # what the server writes in a unit's status history (storage) and a swap's note (registry)
+    storage = (REPO / "server" / "storage" / "sqlite.py").read_text(encoding="utf-8")
+    inserts = [storage[m.end(): m.end() + 300] for m in re.finditer("INSERT INTO status_history", storage)]
+    notes = {n for chunk in inserts for n in re.findall(r', "([a-z ]+)"\)', chunk)}
+    assert notes >= {"registered", "first seen"}, notes
+    swap = (REPO / "server" / "registry" / "service.py").read_text(encoding="utf-8")
+    notes |= set(re.findall(r'note or "([a-z ]+)"', swap)) | set(re.findall(r'\((replaced by|replaces) \{', swap))
+    for note in notes:
+        need(f"note.{note}")
+    for by in {b for chunk in inserts for b in re.findall(r', "([a-z]+)", "[a-z ]+"\)', chunk)}:
+        need(f"by.{by}")
+    from server.alerts.service import RESOURCES
+
+    for r in RESOURCES:
+        need(f"resource.{r}")
+    inspection = (REPO / "server" / "inspection" / "service.py").read_text(encoding="utf-8")
+    for check in set(re.findall(r'"check": "([a-z_]+)"', inspection)) | {"certificate"}:
+        need(f"inspect.{check}")
     for name in {*MNC_CARRIER.values(), *_NAMES, "unknown"}:
         if not zh_for_carrier(zh, name):
             missing.append(f"carrier.{name}")
@@ -92,7 +110,7 @@ def test_every_code_has_a_chinese_label() -> None:
 def test_alert_templates_name_only_what_the_page_fills() -> None:
     app = (REPO / "server" / "dashboard" / "static" / "app.js").read_text(encoding="utf-8")
     filled = set(re.findall(r"\b(sn|threshold|device|network|minutes|check|reason|mount|pct|old|new|place|units|used|plan|"
-                            r"projected|what)\b", app))
+                            r"projected|what|resource|mean|peak|days)\b", app))
     for lang, table in labels().items():
         for key, tpl in table.items():
             if key.startswith("alert."):

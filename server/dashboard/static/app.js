@@ -133,6 +133,12 @@ function reasonText(r) {
   if (m[1] === "rtt") return fill(L("reason.rtt"), {ms: m[2].replace(/ms$/, "")});
   return `${checkName(m[1])}${lang === "zh" ? "：" : ": "}${reasonWord(m[2])}`;
 }
+// a status-history note as the server writes it ("registered", "swap (replaced by HN…)"); people's notes as written
+function noteText(note) {
+  const m = /^(.*?)(?: \((replaced by|replaces) (\S+)\))?$/.exec(String(note || ""));
+  const head = L("note." + m[1]) || m[1];
+  return m[2] ? `${head}（${fill(L("note." + m[2]) || m[2] + " {sn}", {sn: m[3]})}）` : head;
+}
 const tail = v => v ? "…" + String(v).slice(-6) : "?";
 function alertText(a) {
   const d = a.data || {};
@@ -148,6 +154,14 @@ function alertText(a) {
     units: d.max_units !== undefined ? d.max_units : (d.sns || []).length, minutes: d.minutes ? (lang === "zh" ? " " : " for ") + fill(L("minutes"), {n: d.minutes}) : ""});
   else if (a.kind === "sim_data") Object.assign(v, {used: num(d.used_mb, 1), plan: d.plan_mb, pct: d.threshold_pct, projected: d.projected_mb});
   else if (a.kind === "security") v.what = L("security." + d.what) || a.message;
+  else if (a.kind === "pressure") Object.assign(v, {resource: L("resource." + d.resource) || d.resource, minutes: d.window_minutes,
+    threshold: d.threshold_pct, mean: d.mean_pct, peak: d.peak_pct});
+  else if (a.kind === "server") v.what = `${L("inspect." + d.check) || d.check}${lang === "zh" ? "：" : ": "}${a.message}`;
+  else if (a.kind === "certificate") {
+    if (a.sn && d.days_left !== undefined) Object.assign(v, {sn: a.sn + (lang === "zh" ? "：" : ": "),
+      what: fill(L(d.days_left >= 0 ? "cert.expires" : "cert.expired"), {days: Math.round(d.days_left)})});
+    else Object.assign(v, {sn: "", what: `${L("inspect.certificate")}${lang === "zh" ? "：" : ": "}${a.message}`});
+  }
   return fill(tpl, v);
 }
 
@@ -636,7 +650,7 @@ async function viewUnit(r) {
   const slotCard = card(t("day_slots"), slotsView(sn, day, slots));
   slotCard.classList.add("wide");
   const hist = card(t("status_history"), table([t("from"), t("status"), t("message")],
-    (u.status_history || []).map(s => h("tr", {}, td(when(s.from_ts)), td(word(s.status)), td(`${s.by}${s.note ? ": " + s.note : ""}`, {class: "wrap"}))), {id: "status-history"}));
+    (u.status_history || []).map(s => h("tr", {}, td(when(s.from_ts)), td(word(s.status)), td(`${L("by." + s.by) || s.by}${s.note ? (lang === "zh" ? "：" : ": ") + noteText(s.note) : ""}`, {class: "wrap", "data-k": "history.note"}))), {id: "status-history"}));
   const al = card(`${t("alerts")} (${alerts.total})`, alertTable(alerts.items, {id: "unit-alerts"}));
   const alLog = card(t("alert_log"), alertTable(closedAlerts, {id: "unit-alerts-closed", closed: true}));
   let cmdCard = null;

@@ -2,7 +2,7 @@
    messages, peripheral names, reason codes and the drivers' check reasons, carriers, security events).
    The object given to LABELS is JSON: tests/dashboard/test_labels.py reads it and checks
    that every code, enumerated from where it is made, has a Chinese label here.
-   "check.X" a peripheral, "reason.X" a reason code or a driver's reason text, "prefix.X" the start of a driver's
+   "note.X" / "by.X" what the server writes in a unit's status history, "check.X" a peripheral, "reason.X" a reason code or a driver's reason text, "prefix.X" the start of a driver's
    reason text that goes on with details, "carrier.X" a carrier, "kind.X" an alert kind, "alert.X" an alert's
    message ({placeholders} filled from its data), "security.X" what a security alert is about. */
 "use strict";
@@ -39,7 +39,14 @@ const LABELS = {
     "carrier.CHN-CT": "中国电信", "carrier.中国移动": "中国移动", "carrier.中国联通": "中国联通", "carrier.中国电信": "中国电信",
     "kind.flagged": "低于阈值", "kind.offline": "离线", "kind.fault": "外设故障", "kind.storage": "存储将满",
     "kind.sim_changed": "SIM 卡更换", "kind.carrier_outage": "疑似运营商故障", "kind.sim_data": "SIM 流量",
-    "kind.security": "安全",
+    "kind.security": "安全", "kind.pressure": "资源占用高", "kind.server": "服务器自检", "kind.certificate": "证书",
+    "alert.pressure": "{sn}：{resource}持续 {minutes} 分钟不低于 {threshold}%（平均 {mean}%，峰值 {peak}%）",
+    "alert.server": "服务器自检：{what}",
+    "alert.certificate": "证书告警 {sn}{what}",
+    "resource.cpu": "CPU 占用", "resource.memory": "内存占用", "resource.storage": "存储占用",
+    "inspect.backup": "备份", "inspect.broker": "消息服务器", "inspect.certificate": "证书", "inspect.disk": "磁盘",
+    "inspect.time": "时钟",
+    "cert.expires": "终端证书 {days} 天后过期", "cert.expired": "终端证书已过期",
     "alert.flagged": "{sn} 本月低于 {threshold}：完好率 {device}，网络可用率 {network}",
     "alert.offline": "{sn} 在服务时段内离线 {minutes} 分钟",
     "alert.fault": "{sn}：{check}故障{reason}",
@@ -51,6 +58,8 @@ const LABELS = {
     "security.certificate_shared": "会话反复被顶替：证书可能被复制到其他机器使用（或链路反复中断）",
     "security.identity_mismatch": "上报数据的终端编号与其证书不符",
     "security.flood": "上报超出流量限额",
+    "note.registered": "登记", "note.updated": "更新", "note.first seen": "首次上报", "note.swap": "换机",
+    "note.replaced by": "由 {sn} 替换", "note.replaces": "替换 {sn}", "by.ingest": "系统（首次上报）",
     "minutes": "{n} 分钟", "cell": "基站 {cell}"
   },
   "en": {
@@ -69,6 +78,9 @@ const LABELS = {
     "alert.carrier_outage": "likely carrier outage {place}: {units} units lost the link together{minutes}",
     "alert.sim_data": "{sn}: SIM data {used} MB this month, {pct}% of the {plan} MB plan (projected {projected} MB)",
     "alert.security": "{sn}: {what}",
+    "alert.pressure": "{sn}: {resource} at or above {threshold}% for {minutes} min (mean {mean}%, peak {peak}%)",
+    "alert.server": "server self-inspection: {what}", "alert.certificate": "certificate {sn}{what}",
+    "cert.expires": "terminal certificate expires in {days} days", "cert.expired": "terminal certificate has expired",
     "minutes": "{n} min", "cell": "cell site {cell}"
   }
 };
