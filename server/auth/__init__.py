@@ -1,26 +1,21 @@
-"""Bearer tokens with roles (admin, engineer, viewer), stored hashed."""
+"""Who is asking: bearer tokens (scripts) and the dashboard's signed-in users (issue 18), each a
+:class:`~server.auth.scope.Principal` with a role (admin, engineer, viewer, auditor) and a scope; tokens and
+sessions stored hashed. Path parameters outside the caller's scope answer 404 here, for every route
+(:func:`server.auth.scope.check_path`)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
 import time
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..storage import Storage
-
-ROLES = ("admin", "engineer", "viewer")
-_RANK = {"viewer": 0, "engineer": 1, "admin": 2}
-
-
-@dataclass(frozen=True)
-class Principal:
-    name: str
-    role: str
+from .scope import RANK as _RANK
+from .scope import ROLES, Principal, Scope, check_path, in_scope  # noqa: F401  (re-exported)
 
 
 def hash_token(token: str) -> str:
@@ -46,7 +41,9 @@ async def principal(
     row = await request.app.state.storage.find_token(hash_token(creds.credentials))
     if row is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown or revoked token", {"WWW-Authenticate": "Bearer"})
-    return Principal(row["name"], row["role"])
+    p = Principal(row["name"], row["role"], Scope.parse(row.get("scope")), "token", row.get("owner") or "")
+    await check_path(request, p)
+    return p
 
 
 def require(role: str):  # type: ignore[no-untyped-def]

@@ -32,6 +32,7 @@ from typing import Any
 
 import asyncpg
 
+from .accounts import AccountStore
 from .engine import Engine
 from .schema import PG_MIGRATIONS, SCHEMA_VERSION, SchemaTooNew, newer_sentence
 from .sqlite import SqlStore
@@ -425,7 +426,7 @@ class PgEngine(Engine):
         return n
 
 
-class PostgresStorage(PgEngine, SqlStore):
+class PostgresStorage(PgEngine, AccountStore, SqlStore):
     def __init__(self, url: str, readers: int = 4) -> None:
         PgEngine.__init__(self, url, readers)
         SqlStore.__init__(self)

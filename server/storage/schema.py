@@ -295,11 +295,52 @@ CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 """
 
-SCHEMA_VERSION = 3
+# Named users, their dashboard sessions, and what API tokens gained with them (issue 18; server/storage/accounts.py,
+# docs/decisions/027-users-scopes-sign-in.md). ``token_details`` sits beside ``tokens`` (a token without a row there
+# is an old one: no owner, the province, no expiry) so that the step stays idempotent in SQLite.
+_ACCOUNTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    scope TEXT NOT NULL DEFAULT 'province',
+    password TEXT NOT NULL,
+    totp_secret TEXT NOT NULL DEFAULT '',
+    totp_pending TEXT NOT NULL DEFAULT '',
+    totp_step INTEGER NOT NULL DEFAULT 0,
+    recovery TEXT NOT NULL DEFAULT '[]',
+    disabled INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    last_login REAL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    user_name TEXT NOT NULL,
+    csrf TEXT NOT NULL,
+    created REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    expires REAL NOT NULL,
+    client TEXT NOT NULL DEFAULT '',
+    ended REAL
+);
+CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_name, ended);
+CREATE TABLE IF NOT EXISTS token_details (
+    hash TEXT PRIMARY KEY,
+    owner TEXT NOT NULL DEFAULT '',
+    scope TEXT NOT NULL DEFAULT 'province',
+    expires REAL,
+    last_used REAL,
+    last_client TEXT NOT NULL DEFAULT ''
+);
+"""
+
+SCHEMA_VERSION = 4
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
     (3, "issue 15: the commands' and the audit's tables belong to storage", (_COMMANDS_SCHEMA, _AUDIT_SCHEMA)),
+    (4, "issue 18: named users, sessions, token owners, scopes and expiry", (_ACCOUNTS_SCHEMA,)),
 ]
 
 
@@ -345,8 +386,9 @@ def postgres_ddl(script: str) -> str:
     return s
 
 
-# the same steps for PostgreSQL (a database there starts at the newest: version 3 holds every table)
+# the same steps for PostgreSQL (a database there started at version 3, which held every table then)
 PG_MIGRATIONS: list[tuple[int, str, str]] = [
     (3, "every table (schema 3), samples partitioned by day", "\n".join(
-        postgres_ddl(s) for _n, _w, scripts in MIGRATIONS for s in scripts)),
+        postgres_ddl(s) for n, _w, scripts in MIGRATIONS if n <= 3 for s in scripts)),
+    *[(n, what, "\n".join(postgres_ddl(s) for s in scripts)) for n, what, scripts in MIGRATIONS if n > 3],
 ]

@@ -1,8 +1,8 @@
 """The domain stores' SQL, one implementation for both backends, and the SQLite storage.
 
-:class:`SqlStore` holds the queries of every domain (units and ingest, samples, tokens, registry, roll-ups and
-slot codes, outages, data use, alerts) written against the engine's small surface (``server/storage/engine.py``)
-in the SQL both SQLite and PostgreSQL run; :class:`SqliteStorage` is it on SQLite (:class:`SqliteEngine`),
+:class:`SqlStore` holds the queries of every domain (units and ingest, samples, registry, roll-ups and slot codes,
+outages, data use, alerts; users, sessions and tokens are :class:`~server.storage.accounts.AccountStore`'s) written
+against the engine's small surface (``server/storage/engine.py``) in the SQL both SQLite and PostgreSQL run; :class:`SqliteStorage` is it on SQLite (:class:`SqliteEngine`),
 :class:`server.storage.postgres.PostgresStorage` on PostgreSQL.
 """
 
@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from .accounts import AccountStore
 from .base import EventRow, SampleRow, UnitQuery
 from .engine import (  # noqa: F401  (re-exported: the names other modules import from here)
     VERSION_KEYS,
@@ -202,31 +203,6 @@ class SqlStore:
         rows = await self._all(f"SELECT id, received_at, sn, topic, reason, size, sha256, body FROM dead_letters {where} "
                                "ORDER BY id DESC LIMIT ?", [*args, limit])
         return total, [dict(r) for r in rows]
-
-    # tokens --------------------------------------------------------------------------
-    async def add_token(self, name: str, role: str, token_hash: str, created: float) -> None:
-        async with self.write() as db:
-            await db.execute("INSERT INTO tokens(hash, name, role, created) VALUES (?,?,?,?)",
-                             (token_hash, name, role, created))
-
-    async def find_token(self, token_hash: str) -> dict[str, Any] | None:
-        """Read on every request, never cached: a revocation committed by any process (``posfleet server token
-        revoke``) is refused by the next request in every server process."""
-        row = await self._quick_one("SELECT name, role, revoked FROM tokens WHERE hash=?", (token_hash,))
-        return dict(row) if row and not row["revoked"] else None
-
-    async def list_tokens(self) -> list[dict[str, Any]]:
-        rows = await self._all("SELECT name, role, created, revoked FROM tokens ORDER BY created, rowid")
-        return [{"name": r["name"], "role": r["role"], "created": r["created"],
-                 "revoked_at": float(r["revoked"]) if r["revoked"] else None} for r in rows]
-
-    async def revoke_tokens(self, name: str, ts: float) -> tuple[int, int]:
-        """``revoked`` holds the revocation time (whole epoch seconds, at least 1); 0 is a token in force."""
-        async with self.write() as db:
-            cur = await db.execute("UPDATE tokens SET revoked=? WHERE name=? AND revoked=0", (max(1, int(ts)), name))
-            done = cur.rowcount
-            rows = list(await db.execute_fetchall("SELECT count(*) FROM tokens WHERE name=? AND revoked<>0", (name,)))
-        return done, int(rows[0][0]) - done
 
     # registry (issue 4) ------------------------------------------------------------------
     async def upsert_institutions(self, rows: list[dict[str, Any]]) -> None:
@@ -982,7 +958,7 @@ class SqlStore:
         return {str(r[0]): str(r[1]) for r in rows}
 
 
-class SqliteStorage(SqliteEngine, SqlStore):
+class SqliteStorage(SqliteEngine, AccountStore, SqlStore):
     def __init__(self, path: Any, readers: int = 4) -> None:
         SqliteEngine.__init__(self, path, readers)
         SqlStore.__init__(self)

@@ -72,6 +72,45 @@ async def test_a_revoked_token_is_refused_by_every_process_at_once(store: Any, o
     assert await store.revoke_tokens("ops", 200.0) == (0, 2)
 
 
+async def test_a_token_keeps_owner_scope_expiry_and_last_use(store: Any, other: Any) -> None:
+    await store.add_token("etl", "viewer", "h3", 10.0, owner="wang", scope="county:长安区", expires=5000.0)
+    await store.add_token("old", "admin", "h4", 11.0)  # as before issue 18: no owner, the province, no expiry
+    found = await other.find_token("h3")
+    assert (found["owner"], found["scope"], found["expires"], found["last_used"]) == ("wang", "county:长安区",
+                                                                                      5000.0, None)
+    assert (await other.find_token("h4"))["scope"] == "province"
+    await other.token_used("h3", 300.0, "10.0.0.7")
+    await other.token_used("h4", 301.0, "10.0.0.8")
+    listed = {t["name"]: t for t in await store.list_tokens()}
+    assert (listed["etl"]["last_used"], listed["etl"]["last_client"]) == (300.0, "10.0.0.7")
+    assert (listed["old"]["last_used"], listed["old"]["owner"]) == (301.0, "")
+
+
+async def test_users_sessions_and_lock_out(store: Any, other: Any) -> None:
+    assert await store.add_user("li", "viewer", "city:西安市", "$argon2id$x", 1.0)
+    assert not await other.add_user("li", "admin", "province", "$argon2id$y", 2.0)  # the name is taken
+    assert await other.update_user("li", totp_secret="ABC", recovery=["r1", "r2"], disabled=False)
+    user = await store.get_user("li")
+    assert (user["role"], user["scope"], user["totp_secret"], user["recovery"]) == ("viewer", "city:西安市",
+                                                                                   "ABC", ["r1", "r2"])
+    assert not await store.update_user("nobody", disabled=True)
+    # two processes count failures into one figure; the fifth locks and starts the count again
+    got = [await (store if k % 2 else other).sign_in_failed("li", 100.0, 5, 900.0) for k in range(5)]
+    assert got == [(1, 0.0), (2, 0.0), (3, 0.0), (4, 0.0), (5, 1000.0)]
+    assert (await store.get_user("li"))["locked_until"] == 1000.0
+    await store.add_session("s1", "li", "c1", 100.0, 200.0, "10.0.0.1")
+    await store.add_session("s2", "li", "c2", 100.0, 200.0, "10.0.0.2")
+    assert (await other.find_session("s1", 150.0))["scope"] == "city:西安市"
+    assert await other.find_session("s1", 200.0) is None  # expired
+    await other.touch_session("s1", 190.0, 400.0)
+    assert (await store.find_session("s1", 300.0))["last_seen"] == 190.0
+    assert len(await store.list_sessions(150.0, "li")) == 2
+    assert await other.end_sessions(300.0, sid="s1") == 1
+    assert await store.find_session("s1", 301.0) is None and await store.find_session("s2", 150.0) is not None
+    assert await store.end_sessions(300.0, user="li") == 1
+    assert await store.find_session("s2", 150.0) is None
+
+
 async def test_registry_search_filters_and_history(store: Any, other: Any) -> None:
     await store.upsert_institutions([{"code": "I1", "name": "秀英村卫生室", "county": "秀英区"},
                                      {"code": "I2", "name": "龙华站", "county": "龙华区"}])

@@ -1,0 +1,185 @@
+"""Who is asking and what they may see (issue 18): the :class:`Principal` every authenticated request carries,
+with its role and its :class:`Scope` (the province, or some cities and/or counties).
+
+A scoped principal sees only the units whose institution lies in its scope, and only those institutions; a unit
+with no institution yet belongs to the province alone. Anything outside answers **404**, as if it did not exist
+(a 403 would confirm that the SN or code exists). Domains use:
+
+* :func:`in_scope` (``principal``, county, city) for one thing;
+* :func:`scope_sns` (``principal``, registry index) -> the SNs in scope, or None for the province (no filter);
+* :func:`not_found` to refuse, in the API's one error shape.
+
+Path parameters are checked in one place, :func:`check_path` (run by :func:`server.auth.principal` for every
+authenticated route): each parameter name has a resolver registered by its domain (:func:`resolver`) that says
+where the object lies; a parameter with no resolver is refused to a scoped principal (fail closed: a new route
+with a new kind of identifier stays out of a county user's reach until someone says where its objects lie).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import HTTPException, status
+
+ROLES = ("admin", "engineer", "viewer", "auditor")
+# viewer and auditor read; the auditor also reads the audit trail and the login log; engineers send commands and
+# edit the registry; admins manage users, tokens and settings
+RANK = {"viewer": 0, "auditor": 0, "engineer": 1, "admin": 2}
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The province (no cities, no counties) or the union of some cities (the institutions' ``region``) and
+    counties (their ``county``)."""
+
+    cities: frozenset[str] = field(default_factory=frozenset)
+    counties: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def province(self) -> bool:
+        return not self.cities and not self.counties
+
+    def covers(self, county: str | None, city: str | None = None) -> bool:
+        if self.province:
+            return True
+        return bool((county and county in self.counties) or (city and city in self.cities))
+
+    def text(self) -> str:
+        """``province`` or ``city:西安市,county:长安区`` (what is stored and shown; :meth:`parse` reads it)."""
+        if self.province:
+            return "province"
+        return ",".join([f"city:{c}" for c in sorted(self.cities)] + [f"county:{c}" for c in sorted(self.counties)])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"province": self.province, "cities": sorted(self.cities), "counties": sorted(self.counties)}
+
+    @classmethod
+    def parse(cls, text: str | None) -> Scope:
+        """``province`` (or empty), or comma-separated ``city:NAME`` / ``county:NAME``; ValueError naming the bad
+        part."""
+        text = (text or "").strip()
+        if text in ("", "province"):
+            return PROVINCE
+        cities: set[str] = set()
+        counties: set[str] = set()
+        for part in text.split(","):
+            kind, sep, name = part.strip().partition(":")
+            name = name.strip()
+            if not sep or kind not in ("city", "county") or not name or len(name) > 100:
+                raise ValueError(f"scope: {part.strip()!r} is not city:NAME or county:NAME (or the word province)")
+            (cities if kind == "city" else counties).add(name)
+        return cls(frozenset(cities), frozenset(counties))
+
+
+PROVINCE = Scope()
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: ``via`` is ``token`` (a script's bearer token) or ``session`` (the dashboard's
+    signed-in user); ``user`` the named user behind it ("" for a token with no owner)."""
+
+    name: str
+    role: str
+    scope: Scope = PROVINCE
+    via: str = "token"
+    user: str = ""
+    session: str = ""  # the session's id (its hash), to end it
+
+    @property
+    def province(self) -> bool:
+        return self.scope.province
+
+
+def in_scope(principal: Principal, county: str | None, city: str | None = None) -> bool:
+    """Whether something in ``county`` (of ``city``) is within ``principal``'s scope."""
+    return principal.scope.covers(county, city)
+
+
+def unit_in_scope(principal: Principal, info: Any) -> bool:
+    """``info``: a registry :class:`~server.registry.service.UnitInfo` (or None: not registered, province only)."""
+    if principal.scope.province:
+        return True
+    return info is not None and bool(info.institution) and principal.scope.covers(info.county, info.region)
+
+
+_SNS_CACHE: dict[tuple[int, Scope], tuple[Any, frozenset[str]]] = {}
+
+
+def scope_sns(principal: Principal, index: dict[str, Any]) -> frozenset[str] | None:
+    """The SNs of ``index`` (the registry's) in ``principal``'s scope, None for the province (no filter).
+    Cached per index object (the registry builds a new one when it changes; the entry holds it, so its id is not
+    reused while cached) and scope."""
+    if principal.scope.province:
+        return None
+    key = (id(index), principal.scope)
+    got = _SNS_CACHE.get(key)
+    if got is None or got[0] is not index:
+        if len(_SNS_CACHE) > 64:
+            _SNS_CACHE.clear()
+        got = (index, frozenset(sn for sn, info in index.items() if unit_in_scope(principal, info)))
+        _SNS_CACHE[key] = got
+    return got[1]
+
+
+def filter_rows(principal: Principal, rows: Iterable[dict[str, Any]], county_key: str = "county",
+                city_key: str = "region") -> list[dict[str, Any]]:
+    """Rows carrying a county (and city) kept when in scope."""
+    rows = list(rows)
+    if principal.scope.province:
+        return rows
+    return [r for r in rows if principal.scope.covers(r.get(county_key), r.get(city_key))]
+
+
+def not_found(what: str, value: Any) -> HTTPException:
+    """The answer to anything outside the caller's scope: the same 404 as for something that does not exist."""
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {value} not found")
+
+
+# path parameters -> where their object lies ------------------------------------------------------------------
+# resolver(app, value, principal) -> True (in scope), False (outside or unknown: 404)
+Resolver = Callable[[Any, str, Principal], Awaitable[bool]]
+_RESOLVERS: dict[str, Resolver] = {}
+
+
+def resolver(param: str) -> Callable[[Resolver], Resolver]:
+    """Register the function that says whether the object named by path parameter ``param`` is in a scoped
+    principal's scope (one per parameter name, for every route that uses it)."""
+
+    def add(fn: Resolver) -> Resolver:
+        _RESOLVERS[param] = fn
+        return fn
+
+    return add
+
+
+async def anywhere(app: Any, value: str, principal: Principal) -> bool:
+    """For parameters naming things that belong to no county (update packages, documentation pages)."""
+    return True
+
+
+async def check_path(request: Any, principal: Principal) -> None:
+    """404 when a path parameter names something outside ``principal``'s scope (or has no resolver)."""
+    if principal.scope.province or not request.path_params:
+        return
+    for name, value in request.path_params.items():
+        fn = _RESOLVERS.get(name)
+        if fn is None or not await fn(request.app, str(value), principal):
+            raise not_found(name, value)
+
+
+def _builtin() -> None:
+    @resolver("sn")
+    async def _sn(app: Any, value: str, principal: Principal) -> bool:
+        index = await app.state.registry.index()
+        return unit_in_scope(principal, index.get(value))
+
+    @resolver("code")
+    async def _code(app: Any, value: str, principal: Principal) -> bool:
+        row = await app.state.storage.get_institution(value)
+        return row is not None and principal.scope.covers(row.get("county"), row.get("region"))
+
+
+_builtin()
