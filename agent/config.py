@@ -138,6 +138,15 @@ class CommandsConfig(_Base):
     max_output: int = 16384
 
 
+class RenewalConfig(_Base):
+    """The terminal certificate's renewal over the air (agent/renew.py, decision 025)."""
+
+    enabled: bool = True
+    days_before: float = 60.0  # renew when the certificate in use has fewer days than this left
+    resend_h: float = 24.0  # no certificate back after this long: ask again (and after a failed switch)
+    switch_timeout_s: float = 900.0  # no connection with the new certificate within this: the old one back
+
+
 class LogConfig(_Base):
     level: str = "INFO"
 
@@ -154,6 +163,7 @@ class AgentConfig(_Base):
     clock: ClockConfig = msgspec.field(default_factory=ClockConfig)
     console: ConsoleConfig | None = None
     commands: CommandsConfig = msgspec.field(default_factory=CommandsConfig)
+    renewal: RenewalConfig = msgspec.field(default_factory=RenewalConfig)
     # Where this boot's id is read from (the simulator gives each emulated terminal its own).
     boot_id_file: str = "/proc/sys/kernel/random/boot_id"
     log: LogConfig = msgspec.field(default_factory=LogConfig)
@@ -207,6 +217,12 @@ def _check(cfg: AgentConfig) -> None:
         raise bad("clock.speed", "must be positive")
     if not 0 <= cfg.commands.reboots_per_hour <= 60:
         raise bad("commands.reboots_per_hour", "must be between 0 and 60")
+    if not 0 < cfg.renewal.days_before <= 3650:
+        raise bad("renewal.days_before", "must be between 0 and 3650 days")
+    if cfg.renewal.resend_h <= 0:
+        raise bad("renewal.resend_h", "must be positive")
+    if cfg.renewal.switch_timeout_s < 10:
+        raise bad("renewal.switch_timeout_s", "must be at least 10 s")
     from wire.commands import TYPES
 
     for i, t in enumerate(cfg.commands.allowed):

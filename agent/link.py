@@ -182,6 +182,12 @@ class Link:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def reconnect(self) -> None:
+        """End the connection so that the next one is made (after the usual backoff) with the TLS context as it is
+        now: a renewed certificate (agent/renew.py). Nothing is lost: what was not acknowledged is sent again."""
+        if self._connected.is_set() or self._awaiting_time:
+            self._client.disconnect()
+
     def socket(self):  # type: ignore[no-untyped-def]
         """The connection's socket (an SSLSocket), None while not connected: for an external loop."""
         return self._client.socket()
@@ -279,7 +285,8 @@ class Link:
             self.last_error = f"broker refused: {reason_code}"
             log.warning("broker refused the connection: %s", reason_code)
             return
-        client.subscribe([(topics.topic(self.sn, topics.ACK), 0), (topics.topic(self.sn, topics.COMMAND), 1)])
+        client.subscribe([(topics.topic(self.sn, topics.ACK), 0), (topics.topic(self.sn, topics.COMMAND), 1),
+                          (topics.topic(self.sn, topics.CERT), 1)])
         self._hello(client)
         if isinstance(self._ctx, AgentContext) and self._ctx.pending is not None:
             # the server answers the online state with its time: until then nothing else is sent or acted on

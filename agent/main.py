@@ -45,6 +45,7 @@ from .link import Link, tls_context
 from .netq import RttTracker
 from .outbox import Outbox, OutboxError, Row
 from .peripherals import PeripheralSet
+from .renew import Renewer
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,16 @@ class Agent:
             except (OSError, sqlite3.Error) as err:
                 log.error("remote commands disabled: cannot open commands.sqlite: %s", err)
         link_cfg = cfg.link
+        self.renewer: Renewer | None = None
+        if cfg.renewal.enabled:
+            r = cfg.renewal
+            self.renewer = Renewer(
+                self.sn, cfg.path(link_cfg.ca_file), cfg.path(link_cfg.cert_file), cfg.path(link_cfg.key_file),
+                passphrase=link_cfg.key_passphrase, days_before=r.days_before, resend_s=r.resend_h * 3600,
+                switch_timeout_s=r.switch_timeout_s, now=self.clock.now,
+                store_event=lambda kind, data: self.store_event(Event(seq=0, ts=int(self.clock.now()), kind=kind,
+                                                                      data=data)))
+            self.renewer.recover()  # a switch cut short is finished before the key and certificate are loaded
         ctx = tls_context(
             cfg.path(link_cfg.ca_file), cfg.path(link_cfg.cert_file), cfg.path(link_cfg.key_file),
             link_cfg.key_passphrase, link_cfg.tls_min_version,
@@ -162,6 +173,10 @@ class Agent:
             now=self.clock.now,
             monotonic=self.clock.monotonic, wait=self.clock.wait,
         )
+        if self.renewer is not None:
+            self.renewer.context = ctx
+            self.renewer.reconnect = self.link.reconnect
+            self.renewer.connects = lambda: self.link.connects
         # retained commands ignored since the last cmd_refused report, by command type; reported at once, then
         # at most every REPORT_EVERY_S (a flapping link re-delivers the retained message at every reconnect)
         self._retained_unreported: dict[str, int] = {}
@@ -401,6 +416,8 @@ class Agent:
     # link events -----------------------------------------------------------------------
     def _handle(self, kind: str, arg: object) -> None:
         if kind == "connect":
+            if self.renewer is not None:
+                self.renewer.on_connect()
             self._urgent = True
             self._newest_first = True
             self.inflight.clear()
@@ -424,6 +441,8 @@ class Agent:
                 self._on_ack(payload)
             elif topic_kind == topics.COMMAND and self.commands is not None:
                 self.commands.handle(payload)
+            elif topic_kind == topics.CERT and self.renewer is not None:
+                self.renewer.on_certificate(payload)
         elif kind == "cmd_done" and self.commands is not None:
             cid, ctype, code, output, started = arg  # type: ignore[misc]
             self.commands.finish(cid, ctype, code, output, started)
@@ -774,6 +793,11 @@ class Agent:
             for ev in self.console.take_events():  # type: ignore[attr-defined]
                 self.store_event(ev)  # engineers' sessions and commands, reported to the server
         self._report_retained()  # what was held back by the rate limit, once it is due
+        if self.renewer is not None:
+            try:
+                self.renewer.tick(self.link.connected)
+            except OSError as err:  # a full or read-only disk: the certificate in use stays, tried again later
+                log.error("certificate renewal: %s", err)
         self.pump()
         return True
 

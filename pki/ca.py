@@ -284,16 +284,16 @@ def acl_text(server_cns: list[str] | tuple[str, ...] = (SERVER_CLIENT_CN,), revo
     out = ["# posfleet broker ACL (generated from the CA's index.json by posfleet ca broker-config / sign / revoke).",
            "# Identity = certificate CN = client id. Reload the broker (SIGHUP) after a change.", ""]
     for cn in server_cns:
-        out += [f"# The fleet server ({cn}): reads every terminal's telemetry, state and results; writes acks and commands.",
+        out += [f"# The fleet server ({cn}): reads every terminal's telemetry, state and results; writes acks, commands and renewed certificates.",
                 f"user {cn}", "topic read pf/+/t", "topic read pf/+/s", "topic read pf/+/r",
-                "topic write pf/+/a", "topic write pf/+/c", ""]
+                "topic write pf/+/a", "topic write pf/+/c", "topic write pf/+/x", ""]
     for cn in revoked_cns:
         # a user's own rules are checked before the patterns and a matching deny wins: nothing from or to
         # this identity passes once the broker has reloaded, even on a session that was open at revocation
         out += [f"# revoked: every certificate of {cn}", f"user {cn}", "topic deny #", ""]
     out += ["# Every terminal: only under its own SN.",
             "pattern write pf/%u/t", "pattern write pf/%u/s", "pattern write pf/%u/p", "pattern write pf/%u/r",
-            "pattern read pf/%u/a", "pattern read pf/%u/c", ""]
+            "pattern read pf/%u/a", "pattern read pf/%u/c", "pattern read pf/%u/x", ""]
     return "\n".join(out)
 
 

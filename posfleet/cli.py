@@ -371,7 +371,8 @@ def token_revoke(name: str, config_path: str) -> None:
 
 # ---------------------------------------------------------------- ca
 @main.group(cls=_Lazy, modules={"command-key": "posfleet.cli_commands:command_key",
-                                 "update-key": "posfleet.cli_commands:update_key"})
+                                 "update-key": "posfleet.cli_commands:update_key",
+                                 "sign-renewals": "posfleet.cli_renewals:sign_renewals"})
 def ca() -> None:
     """The fleet certificate authority."""
 

@@ -84,6 +84,13 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     app.state.inspector = inspector
     if lead_now and settings.alerts.enabled:
         inspector.start()
+    from .renewal import Renewals
+
+    renewals = Renewals(settings, storage, ingest, clock)  # terminals' certificate renewal (issue 17, decision 025)
+    app.state.renewals = renewals
+    ingest.on_committed.append(renewals.on_committed)
+    if primary:
+        await renewals.start(deliver=lead_now)
     from .commands import start as start_commands
 
     commands = await start_commands(app, settings, storage, ingest, registry, background=lead_now, results=follower)
@@ -96,11 +103,12 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
             await alerts.start()
             if settings.alerts.enabled:
                 inspector.start()
+            await renewals.start_delivery()
             await commands.start_dispatcher()
             app.state.retention_task = asyncio.create_task(_retention(app), name="retention")
 
         app.state.leadership = Leadership(storage, [promote])
-    return [availability, alerts, inspector, commands]
+    return [availability, alerts, inspector, renewals, commands]
 
 
 async def _publish_ingest(app: FastAPI) -> None:

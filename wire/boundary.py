@@ -30,7 +30,7 @@ from msgspec import Meta
 from . import PROTOCOL_VERSION
 from .codec import DecodeError
 from .codec import decode as _decode
-from .messages import Batch, Check, Event, FsStat, Sample, State
+from .messages import Batch, Certificate, Check, Event, FsStat, Sample, State
 
 MAX_INT = 2**53  # exact in a double, far inside SQLite's and PostgreSQL's int64
 MAX_ITEMS = 1000  # samples or events in one batch (the agent's link.max_batch is at most 1,000)
@@ -235,6 +235,19 @@ class CommandRefusedData(_EventData):
     type: Word | None = None
 
 
+class CertRequestData(_EventData):
+    """``cert_request``: a certificate signing request for a key the terminal made (a P-256 request is ~400
+    bytes of PEM; its content is checked by the server: signature, CN = the SN, key type)."""
+
+    csr: Annotated[str, Meta(min_length=64, max_length=2048, pattern=r"^-----BEGIN CERTIFICATE REQUEST-----")]
+
+
+class CertSwitchedData(_EventData):
+    """``cert_switched``: the terminal now connects with the renewed certificate of this serial (hex)."""
+
+    serial: Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[0-9a-f]+$")]
+
+
 EVENT_SCHEMAS: dict[str, type[_EventData]] = {
     "inventory": InventoryData,
     "identity": IdentityData,
@@ -244,6 +257,8 @@ EVENT_SCHEMAS: dict[str, type[_EventData]] = {
     "buffer_reset": BufferResetData,
     "publish_not_authorized": DeliveryRefusedData,
     "cmd_refused": CommandRefusedData,
+    "cert_request": CertRequestData,
+    "cert_switched": CertSwitchedData,
 }
 
 _event_decoders = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in EVENT_SCHEMAS.items()}
@@ -327,6 +342,18 @@ def decode_batch(payload: bytes) -> InBatch:
     return _decode(payload, InBatch)
 
 
+class InCertificate(msgspec.Struct, omit_defaults=True):
+    """What the agent accepts on ``pf/<sn>/x`` (the server's :class:`~wire.messages.Certificate`)."""
+
+    cert: Annotated[str, Meta(max_length=8192)] = ""
+    done: Annotated[str, Meta(max_length=40)] = ""
+    v: Annotated[int, Meta(ge=0, le=1000)] = PROTOCOL_VERSION
+
+
+def decode_certificate(payload: bytes) -> InCertificate:
+    return _decode(payload, InCertificate)
+
+
 def decode_state(payload: bytes) -> InState:
     return _decode(payload, InState)
 
@@ -358,4 +385,4 @@ def check_fields(cls: type, strict: type) -> list[str]:
 
 
 PAIRS = ((Sample, InSample), (Batch, InBatch), (Event, InEvent), (State, InState), (Check, InCheck),
-         (FsStat, InFsStat))
+         (FsStat, InFsStat), (Certificate, InCertificate))

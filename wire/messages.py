@@ -114,6 +114,21 @@ class State(msgspec.Struct, omit_defaults=True):
     v: int = PROTOCOL_VERSION
 
 
+# Certificate renewal over the air (agent/renew.py, server/renewal.py, docs/decisions/025-certificate-renewal.md):
+# the terminal asks with an event in its telemetry (durable in its outbox until the server commits it) ...
+CERT_REQUEST = "cert_request"  # data: {"csr": PEM of the request for the key made on the terminal}
+CERT_SWITCHED = "cert_switched"  # data: {"serial": hex serial of the renewed certificate it now connects with}
+
+
+class Certificate(msgspec.Struct, omit_defaults=True):
+    """... and the server answers on ``pf/<sn>/x``: the signed certificate for that request (``cert``, PEM), or the
+    acknowledgement that the switch to certificate ``done`` (hex serial) is recorded (the old one is then revoked)."""
+
+    cert: str = ""
+    done: str = ""
+    v: int = PROTOCOL_VERSION
+
+
 def seq_ranges(seqs: list[int]) -> list[tuple[int, int]]:
     """Compress a list of sequence numbers into sorted inclusive ranges."""
     out: list[tuple[int, int]] = []

@@ -10,6 +10,8 @@ the topic, so a version bump does not need new ACLs.
     pf/<sn>/a   acknowledgement + time      server -> terminal   QoS 1
     pf/<sn>/c   signed command              server -> terminal   QoS 1
     pf/<sn>/r   command result              terminal -> server   QoS 1
+    pf/<sn>/x   renewed certificate         server -> terminal   QoS 1 (wire.messages.Certificate; the request
+                                                                  travels as a ``cert_request`` event in telemetry)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ PROBE = "p"
 ACK = "a"
 COMMAND = "c"
 RESULT = "r"
+CERT = "x"
 
 # What a terminal serial number (and so a certificate CN) may look like. No MQTT
 # wildcards, no slash, not a reserved name: the broker ACL substitutes it into topics.
