@@ -16,7 +16,7 @@ from wire.times import iso
 from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import Id64, Name, Offset, SNQuery
-from ..auth.openapi import Open, answers
+from ..auth.openapi import ErrorBody, Open, answers
 from ..registry.models import FieldError
 
 router = APIRouter(prefix="/api/v1/alerts", tags=["alerts"])
@@ -111,7 +111,11 @@ async def ack(request: Request, alert_id: Id64, who: Annotated[Principal, Depend
     return {"id": alert_id, "acked_by": who.name, "note": note}
 
 
-@router.post("/{alert_id}/close", **answers(Closed))
+_CLOSE = answers(Closed)
+_CLOSE["responses"][409] = {"model": ErrorBody, "description": "The alert is already closed"}
+
+
+@router.post("/{alert_id}/close", **_CLOSE)
 async def close(request: Request, alert_id: Id64, body: NoteIn,
                 who: Annotated[Principal, Depends(require("engineer"))]) -> dict[str, Any]:
     """Close an open alert with a note saying what was done."""

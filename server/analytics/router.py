@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 
+from ..answers import Time
 from ..auth import Principal, require
 from ..auth.bounds import SN, Name, Offset, month
 from ..auth.openapi import Open, answers
@@ -21,14 +22,23 @@ Viewer = Annotated[Principal, Depends(require("viewer"))]
 _CACHE_S = 10.0
 
 
+class InstitutionOnline(Open):
+    institution: str
+    name: str
+    county: str
+    units: int
+    online: int
+    online_rate: float | None
+
+
 class Live(Open):
     units: int
     in_service: int
     online: int
     offline: int
     online_share: float | None
-    institutions_best: list[dict[str, Any]]
-    institutions_worst: list[dict[str, Any]]
+    institutions_best: list[InstitutionOnline]
+    institutions_worst: list[InstitutionOnline]
     by_carrier: dict[str, int]
     by_link_type: dict[str, int]
 
@@ -42,18 +52,51 @@ class UnitNetwork(Open):
     loss: float | None
 
 
+class CountyQuality(Open):
+    county: str
+    units: int
+    latency_ms: float | None
+    latency_ok_share: float | None
+    jitter_ms: float | None
+    jitter_ok_share: float | None
+    loss: float | None
+    loss_ok_share: float | None
+
+
+class UnitQuality(Open):
+    sn: str
+    samples: int
+    latency_ms: float | None
+    jitter_ms: float | None
+    loss: float | None
+    latency_ok: bool | None
+    jitter_ok: bool | None
+    loss_ok: bool | None
+
+
 class CountyNetwork(Open):
     hours: int
     limits: dict[str, float]
-    counties: list[dict[str, Any]]
-    units: list[dict[str, Any]] | None = None
+    counties: list[CountyQuality]
+    units: list[UnitQuality] | None = None
 
 
-class UnitData(Open):
-    month: str
+class DataUse(Open):
+    """A unit's SIM data use in a month against its plan (``last_report``: ISO 8601, null before any)."""
+
     sn: str
     used_bytes: int
+    used_mb: float
     plan_mb: float
+    share: float
+    projected_mb: float | None
+    projected_share: float | None
+    last_report: Time | None
+    reported: bool
+
+
+class UnitData(DataUse):
+    month: str
     days: list[dict[str, Any]]
 
 
@@ -64,7 +107,7 @@ class FleetData(Open):
     total: int
     limit: int
     offset: int
-    items: list[dict[str, Any]]
+    items: list[DataUse]
 
 
 async def _units(request: Request) -> list[dict[str, Any]]:

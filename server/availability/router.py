@@ -78,10 +78,21 @@ class Recounted(Open):
     rolled_to: Time | None
 
 
+class Slot(Open):
+    """One minute slot: ``counted`` (in service hours, in service), device and network ``ok``/``not``/``no_data``,
+    and why when it is not (``reason``, ``excluded``)."""
+
+    start: Time
+    counted: bool
+    device: str
+    network: str
+
+
 class Slots(Open):
     sn: str
     date: str
-    slots: list[dict[str, Any]]
+    figures: dict[str, Any]
+    slots: list[Slot]
 
 
 class RollupStatus(Open):

@@ -22,7 +22,8 @@ from ..registry.models import FieldError
 from .service import CommandError, CommandService
 from .service import Request as CommandRequest
 
-router = APIRouter(prefix="/api/v1", tags=["commands"])
+router = APIRouter(prefix="/api/v1", tags=["commands"], responses={503: {
+    "model": ErrorBody, "description": "The command service is not running, or the server cannot sign commands"}})
 
 
 class Filter(BaseModel):
@@ -124,7 +125,8 @@ class Package(Open):
     created: Time | None = None
 
 
-_REFUSED = {409: {"model": ErrorBody, "description": "Refused as it stands (too many units without confirm, "
+_REFUSED = {404: {"model": ErrorBody, "description": "A package the parameters name does not exist"},
+            409: {"model": ErrorBody, "description": "Refused as it stands (too many units without confirm, "
                                                      "pending commands, a job no longer running)"},
             503: {"model": ErrorBody, "description": "The server cannot sign commands (no key) or the command "
                                                      "service is not running"}}
