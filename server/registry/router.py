@@ -11,7 +11,7 @@ from wire.times import TimeInputError, iso, parse_time
 from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import SN, Code, Name, Offset
-from ..auth.openapi import Open, answers, answers_file, answers_upload
+from ..auth.openapi import ErrorBody, Open, answers, answers_file, answers_upload
 from ..encode import MsgspecJSON
 from ..exports import CSV_TYPE, XLSX_TYPE
 from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
@@ -294,7 +294,11 @@ async def change_status(request: Request, sn: SN, who: Admin, change: StatusChan
     return {"sn": sn, "status": change.status, "from_ts": iso(ts, _tz(request))}
 
 
-@router.post("/units/{sn}/swap", **answers(SwapDone))
+_SWAP = answers(SwapDone)
+_SWAP["responses"][409] = {"model": ErrorBody, "description": "The unit is not in service, or the spare is not a spare"}
+
+
+@router.post("/units/{sn}/swap", **_SWAP)
 async def swap(request: Request, sn: SN, who: Admin, body: Swap) -> dict[str, Any]:
     """Swap a county spare in for a unit sent to repair: both status changes in one transaction."""
     return await _registry(request).swap(sn, body.spare_sn, body.note, who.name)
