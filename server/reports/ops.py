@@ -356,6 +356,7 @@ def _env() -> Environment:
                       autoescape=select_autoescape(["html"]))
     env.filters["pct"] = pct
     env.filters["pct0"] = lambda v: "—" if v is None else f"{v * 100:.0f}%"
+    env.filters["when"] = lambda v: v[:16].replace("T", " ") if v else v  # 2026-10-01 08:00 (the fleet's zone)
     return env
 
 

@@ -1,0 +1,206 @@
+"""The operations report as the contract's document (issue 17): cover, tier clause, every section, Chinese dates,
+network service levels per clause, inspection appendix, fault list; periods as people name them; PDF read back
+with pypdf and its cover and appendix pages rendered by pdftoppm; XLSX read back with openpyxl."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import openpyxl
+import pypdf
+
+from tests.server.conftest import Api, at, make_api, sample
+from tests.server.test_availability import PAPER_OUT, _setup
+from wire.messages import Event, FsStat
+
+CONTRACT = {"reports": {"client": "海南省医疗保障局", "contractor": "琼州信息技术有限公司", "contract_no": "HNYB-2025-017",
+                        "number_prefix": "HNYB-YW-"}}
+MARCH = {"month": "2025-03"}
+SECTIONS_ZH = ["合同付款条款", "全省（本范围）汇总", "趋势与分区县图表", "分区县", "分机构", "网络服务水平", "未达标终端明细",
+               "故障记录", "外设故障", "疑似运营商网络故障", "换机与维修", "SIM流量", "备机库存", "服务器自检", "建议", "签章",
+               "附录：终端巡检记录"]
+
+
+async def _month_of_data(api: Api) -> None:
+    """Two units on 2025-03-03: A with paper out 10:00-10:30 (a fault alert opened and closed), high latency,
+    jitter and loss 12:00-13:00; D clean but without jitter and TCP counters. The clock then at 2025-04-01."""
+    await _setup(api)
+    a, d = "HNA0000001", "HND0000001"
+    fs = [FsStat("/", 8000, 2000, True), FsStat("/var/lib/posfleet", 1000, 950, True)]
+    t0 = at("2025-03-03 08:00")
+    items = []
+    for k in range(300):  # 08:00-13:00
+        ts = t0 + 60 * k
+        late = 240 <= k < 300  # 12:00-13:00
+        items.append(sample(k, ts, rtt_ms=500 if late else 80, rtt_var_ms=80 if late else 10, retrans=5 * k if late else 0,
+                            segs_out=1000 * k, checks=PAPER_OUT if 120 <= k < 150 else None, cpu=12.5,
+                            mem_used_mb=300, mem_avail_mb=700, fs=fs))
+    await api.feed(a, items[:150])  # to 10:30, paper out at the end
+    await api.app.state.alerts.evaluate()  # the fault alert opens
+    await api.feed(a, items[150:])
+    await api.app.state.alerts.evaluate()  # ... and closes: paper put back
+    await api.feed(d, [sample(k, t0 + 60 * k, rtt_ms=90, cpu=3.0, mem_used_mb=100, mem_avail_mb=900,
+                              fs=[FsStat("/", 8000, 1000, True)]) for k in range(60)])
+    await api.req("PUT", "/api/v1/registry/units/HNS0000009", json={"status": "spare", "stock_type": "spare"})
+    api.clock.t = at("2025-04-01 00:00")
+    await api.settle()
+
+
+def _pdf_text(content: bytes) -> list[str]:
+    return [p.extract_text() for p in pypdf.PdfReader(io.BytesIO(content)).pages]
+
+
+def _ink(pdf: Path, page: int, out: Path) -> float:
+    """Share of non-white pixels of one page rendered by pdftoppm (grey, 40 dpi, PGM)."""
+    subprocess.run(["pdftoppm", "-f", str(page), "-l", str(page), "-r", "40", "-gray", str(pdf), str(out)],
+                   check=True, timeout=60)
+    img = next(out.parent.glob(f"{out.name}-*{page}.pgm")).read_bytes()
+    m = re.match(rb"P5\s+(\d+)\s+(\d+)\s+(\d+)\s", img)
+    assert m, img[:20]
+    w, h = int(m.group(1)), int(m.group(2))
+    pixels = img[m.end():m.end() + w * h]
+    assert len(pixels) == w * h
+    return sum(1 for p in pixels if p < 200) / (w * h)
+
+
+async def test_pdf_is_the_contracts_document(tmp_path: Path) -> None:
+    async with make_api(tmp_path, CONTRACT, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        fleet = (await api.get("/api/v1/availability", **{"from": "2025-03-01", "to": "2025-03-31"})).json()["fleet"]
+        r = await api.get("/api/v1/reports/ops", role="viewer", format="pdf", **MARCH)
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"] == 'attachment; filename="ops-2025-03.pdf"'
+        pages = _pdf_text(r.content)
+        cover, lines = pages[0].replace("\n", ""), "\n".join(pages)
+        text = lines.replace("\n", "")  # pypdf breaks lines where the page does
+        # the cover: title, parties, contract and report numbers, the period in Chinese dates with its last day
+        for field in ("运维服务报告", "2025年3月", "海南省医疗保障局", "琼州信息技术有限公司", "HNYB-2025-017",
+                      "HNYB-YW-2025-03", "2025年3月1日至2025年3月31日", "共 31 天，含最后一日", "2025年4月1日 00:00"):
+            assert field in cover, (field, cover)
+        assert "2025-04-01T00:00" not in cover  # no exclusive ISO end on the cover
+        # the tier clause from the settings and its result
+        assert "≥ 95%" in text and "60%" in text and "≥ 85% 且 < 95%" in text and "任一 < 85%" in text and "40%" in text
+        assert f"第 {fleet['tier']} 档" in text and f"{fleet['final_payment'] * 100:.2f} %" in text
+        for heading in SECTIONS_ZH:
+            assert heading in text, heading
+        assert "网络通畅率" in text and "网络可用率" not in text
+        # reason codes in words, none raw
+        assert "打印机：缺纸" in text and "paper_out" not in text and "link_down" not in text
+        # network service levels: A's hour of high latency is outside, D's unmeasured jitter not counted as good
+        assert "时延达标占比" in text and "误包率" in text
+        # the fault: start, duration, cause, repair
+        fault = next(line for line in lines.splitlines() if line.startswith("2025-03-03 10:30 HNA0000001")
+                     and "打印机：缺纸" in line)
+        assert fault.endswith(" 150 打印机：缺纸 自行恢复"), fault  # 10:30 to the next evaluation at 13:00
+        # the inspection appendix: A's storage fill (95 % on /var/lib/posfleet), CPU, versions
+        appx = "".join(p for p in pages if "附录：终端巡检记录" in p).replace("\n", "")
+        assert "HNA0000001" in appx and "95%" in appx and "未打印" in appx
+        # spare stock: the spare HNS0000009 is counted
+        assert "备机库存" in text
+
+        out = tmp_path / "march.pdf"
+        out.write_bytes(r.content)
+        appendix_page = next(i for i, p in enumerate(pages, 1) if "附录：终端巡检记录" in p)
+        assert _ink(out, 1, tmp_path / "cover") > 0.005  # the cover page has text on it
+        assert _ink(out, appendix_page, tmp_path / "appx") > 0.01
+
+        # a county report: no tier, it exists province-wide only
+        county = await api.get("/api/v1/reports/ops", format="pdf", county="秀英区", **MARCH)
+        ctext = "".join(_pdf_text(county.content)).replace("\n", "")
+        assert "区县报告不判定档次" in ctext and "第 1 档" not in ctext and "HNYB-YW-2025-03-秀英区" in ctext
+        assert "filename*=UTF-8''ops-2025-03-%E7%A7%80" in county.headers["content-disposition"]
+
+        # English on request: every reason in words too
+        en = (await api.get("/api/v1/reports/ops", lang="en", **MARCH)).text
+        assert "Operations service report" in en and "printer: paper out" in en and "1 March 2025 to 31 March 2025" in en
+
+
+async def test_periods_as_people_name_them(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        q = (await api.get("/api/v1/reports/ops", quarter="2025Q1")).text
+        assert "2025年1月1日至2025年3月31日" in q and "2025年第一季度" in q
+        days = (await api.get("/api/v1/reports/ops", **{"from": "2025-03-01", "to": "2025-03-03"})).text
+        assert "2025年3月1日至2025年3月3日" in days and "共 3 天" in days
+        # the hint of a refusal parses when followed
+        bad = await api.get("/api/v1/reports/ops", month="2025-13")
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "month"
+        assert "2026-11" in bad.json()["errors"][0]["error"]
+        both = await api.get("/api/v1/reports/ops", month="2025-03", **{"from": "2025-03-01", "to": "2025-03-03"})
+        assert both.status_code == 422 and "one period" in both.text
+        tz_hint = await api.get("/api/v1/reports/ops", **{"from": "2025-03-01+08:00", "to": "2025-03-03"})
+        assert tz_hint.status_code == 200, tz_hint.text
+        # CSV: rates as percent columns
+        rows = list(csv.reader(io.StringIO((await api.get("/api/v1/reports/ops", format="csv", **MARCH)).content
+                                           .decode("utf-8-sig"))))
+        i = next(k for k, row in enumerate(rows) if row == ["全省（本范围）汇总"])
+        got = dict(zip(rows[i + 1], rows[i + 2], strict=True))
+        fleet = (await api.get("/api/v1/availability", **{"from": "2025-03-01", "to": "2025-03-31"})).json()["fleet"]
+        assert float(got["设备完好率(%)"]) == round(fleet["device_rate"] * 100, 4) != round(fleet["device_rate"], 4)
+
+    cfg = tmp_path / "server.toml"
+    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fleet.sqlite"}"\n', encoding="utf-8")
+    base = [sys.executable, "-c", "from posfleet.cli_report import command; command()", "--config", str(cfg)]
+    run = subprocess.run([*base, "--quarter", "2025Q1"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "2025年1月1日至2025年3月31日" in run.stdout
+    run = subprocess.run([*base, "--quarter", "2025Q5"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 2 and "--quarter" in run.stderr and "2026Q4" in run.stderr
+
+
+async def test_xlsx_typed_cells_and_iccid_as_text(tmp_path: Path) -> None:
+    async with make_api(tmp_path, CONTRACT, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        await api.feed("HNA0000001", [], [Event(seq=1, ts=at("2025-03-03 08:00"), kind="identity",
+                                                data={"iccid": "89860012345678901234", "carrier": "China Mobile"})])
+        api.clock.t = at("2025-04-01 00:00")
+        fleet = (await api.get("/api/v1/availability", **{"from": "2025-03-01", "to": "2025-03-31"})).json()["fleet"]
+        r = await api.get("/api/v1/reports/ops", format="xlsx", **MARCH)
+        assert r.status_code == 200 and r.content[:2] == b"PK"
+        assert r.headers["content-type"].startswith("application/vnd.openxmlformats")
+        wb = openpyxl.load_workbook(io.BytesIO(r.content))
+        assert {"全省（本范围）汇总", "分区县", "网络服务水平", "故障记录", "附录：终端巡检记录"} <= set(wb.sheetnames)
+        ws = wb["全省（本范围）汇总"]
+        rows = list(ws.iter_rows())
+        head = next(k for k, row in enumerate(rows) if row[0].value == "设备完好率")
+        rate = rows[head + 1][0]
+        assert rate.data_type == "n" and rate.value == fleet["device_rate"] and "%" in rate.number_format
+        assert any("HNYB-YW-2025-03" in str(row[0].value) for row in rows[:head])
+        faults = list(wb["故障记录"].iter_rows(values_only=True))
+        paper = next(f for f in faults[1:] if f[5] == "打印机：缺纸")
+        assert paper[0] == datetime(2025, 3, 3, 10, 30) and paper[1] == "HNA0000001" and paper[4] == 150
+        appx = wb["附录：终端巡检记录"]
+        head = [c.value for c in next(r for r in appx.iter_rows() if r[0].value == "区县")]
+        a_row = next(r for r in appx.iter_rows() if r[1].value == "HNA0000001")
+        iccid = a_row[head.index("ICCID")]
+        assert iccid.value == "89860012345678901234" and iccid.data_type == "s" and iccid.number_format == "@"
+        assert a_row[head.index("运营商")].value == "中国移动"
+        assert a_row[head.index("存储占用")].value == 0.95 and a_row[head.index("CPU(%)")].value == 12.5
+
+
+async def test_network_service_levels_count_what_was_measured(tmp_path: Path) -> None:
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        from server.reports.document import network_sla
+
+        svc = api.app.state.availability
+        a, b = svc.period("2025-03-01", "2025-03-31")
+        sla = await network_sla(svc, api.app.state.storage, await svc.registry.index(), a, b, None)
+        xy = next(c for c in sla["counties"] if c["county"] == "秀英区")
+        # service time: A 300 min on a Monday (V001 08:00-17:30), D 60 min (H001: every day 08:00-18:00)
+        assert xy["hours"] == 6.0
+        # latency: 60 of 360 minutes over 400 ms
+        assert xy["latency"] == round(300 / 360, 6)
+        # jitter: only A measures it (300 min), 60 of them over 50 ms; D's 60 minutes are unmeasured, not good
+        assert xy["jitter"] == round(240 / 300, 6) and xy["jitter_measured"] == round(300 / 360, 6)
+        # loss: A's counters between samples (299 intervals), 5/1000 in the last hour; D has none
+        assert xy["loss"] == round(239 / 299, 6)
+        assert sla["jitter_measured"] and sla["loss_measured"]
+        html = (await api.get("/api/v1/reports/ops", **MARCH)).text
+        assert "83.33 %" in html and "80.00 %" in html
