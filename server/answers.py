@@ -14,6 +14,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from datetime import datetime
 from typing import Annotated, Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
@@ -43,13 +45,31 @@ class Page(BaseModel, Generic[T]):
     items: list[T]
 
 
+@functools.lru_cache(maxsize=16)
+def _fixed_offset(zone: ZoneInfo) -> tuple[int, str] | None:
+    """(seconds, "+08:00") when ``zone`` keeps one offset all year in 2000..2099 (Asia/Shanghai does), else None."""
+    offsets = {datetime(y, m, 1, 12, tzinfo=zone).utcoffset() for y in range(2000, 2100, 3) for m in (1, 4, 7, 10)}
+    if len(offsets) != 1:
+        return None
+    off = next(iter(offsets))
+    if off is None:
+        return None
+    sec = int(off.total_seconds())
+    return sec, f"{'+' if sec >= 0 else '-'}{abs(sec) // 3600:02d}:{abs(sec) % 3600 // 60:02d}"
+
+
 def iso(ts: float | None, zone: ZoneInfo) -> str | None:
-    """Whole seconds; milliseconds where the server keeps fractions (command and job timings)."""
+    """Whole seconds; milliseconds where the server keeps fractions (command and job timings). A zone with one
+    offset takes the short way (``time.gmtime``: a fifth of the time of a zone-aware datetime, which counts on a
+    page of 1,000 units with five times each)."""
     if ts is None:
         return None
     if isinstance(ts, float) and not ts.is_integer():
         return datetime.fromtimestamp(round(ts, 3), zone).isoformat(timespec="milliseconds")
-    return datetime.fromtimestamp(int(ts), zone).isoformat(timespec="seconds")
+    fixed = _fixed_offset(zone)
+    if fixed is None or not 946_684_800 <= ts < 4_102_444_800:
+        return datetime.fromtimestamp(int(ts), zone).isoformat(timespec="seconds")
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(ts) + fixed[0])) + fixed[1]
 
 
 def timed(value: Any, tz: str | ZoneInfo) -> Any:

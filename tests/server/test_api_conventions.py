@@ -9,10 +9,14 @@ import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from server.answers import iso
 from server.auth.guard import MAX_BODY
 from server.auth.openapi import ErrorBody
 from tests.server.conftest import Api, at, make_api, sample
@@ -169,3 +173,12 @@ async def test_every_error_has_the_one_body(tmp_path: Path) -> None:
             r = await api.get("/api/v1/units", role="viewer")
         _error_body(r, 429)
         assert int(r.headers["retry-after"]) >= 1
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(ts=st.integers(EPOCH_RANGE[0] - 10**6, EPOCH_RANGE[1] + 10**6),
+       zone=st.sampled_from(["Asia/Shanghai", "Europe/Berlin", "America/Santiago", "UTC", "Asia/Kolkata"]))
+def test_answer_times_read_back_to_the_same_instant(ts: int, zone: str) -> None:
+    text = iso(ts, ZoneInfo(zone))
+    assert text == datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat(timespec="seconds")
+    assert datetime.fromisoformat(text).timestamp() == ts
