@@ -34,6 +34,7 @@ from .tasks import cancel
 log = logging.getLogger(__name__)
 
 DELIVER_EVERY_S = 3600.0  # a signed certificate not yet switched to is sent again this often
+PASS_EVERY_S = 5.0  # how soon a certificate the CA signed is sent (one small read of meta a pass)
 
 
 class CsrError(ValueError):
@@ -103,7 +104,7 @@ class Renewals:
             except Exception:
                 log.exception("certificate renewals: a pass failed")
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=30.0)
+                await asyncio.wait_for(self._wake.wait(), timeout=PASS_EVERY_S)
             except TimeoutError:
                 pass
             self._wake.clear()
