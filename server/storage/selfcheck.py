@@ -72,7 +72,26 @@ def record_backup(url: str, out: Path, base_dir: str = "", now: float | None = N
         finally:
             await conn.close()
 
-    asyncio.run(put())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(put())
+    else:  # called from async code (a test, a server task): its own loop in a thread
+        import threading
+
+        failed: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                asyncio.run(put())
+            except BaseException as err:  # noqa: BLE001 - raised in the caller's thread below
+                failed.append(err)
+
+        t = threading.Thread(target=run)
+        t.start()
+        t.join()
+        if failed:
+            raise failed[0]
     return row
 
 

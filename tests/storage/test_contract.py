@@ -195,3 +195,33 @@ async def test_a_newer_schema_is_refused(url: str, store: Any) -> None:
     newer = open_storage(url)
     with pytest.raises(SchemaTooNew, match="newer than this server"):
         await newer.open()
+
+
+async def test_renewals_backups_and_self_inspection_figures(url: str, store: Any, other: Any, tmp_path: Path) -> None:
+    """Issue 17: a renewal recorded by one process is read by another; a backup by the operator's command is
+    recorded in the database; the database's size, open alerts by kind and units by session for /metrics."""
+    from server.storage import ops, renewals, selfcheck
+
+    await renewals.put(store, "A1", {"state": "requested", "csr": "x"})
+    await renewals.put(store, "A2", {"state": "signed", "cert": "y"})
+    await renewals.put(other, "A1", {"state": "signed", "cert": "z"})  # a later step replaces the record
+    assert [r["sn"] for r in await renewals.every(other, "signed")] == ["A1", "A2"]
+    assert (await renewals.get(store, "A1"))["cert"] == "z" and await renewals.get(store, "B9") is None
+    await store.meta_set("renewalX", "not one")  # LIKE's '_'/'%' semantics do not reach other keys
+    assert len(await renewals.every(store)) == 2
+
+    assert await selfcheck.last_backup(store) is None
+    ops.backup(url, tmp_path / "b" / "fleet.bak")
+    rec = await selfcheck.last_backup(other)
+    assert rec is not None and rec["file"] == str((tmp_path / "b" / "fleet.bak").resolve()) and rec["bytes"] > 0
+    assert rec["backend"] == store.dialect
+    assert (await selfcheck.database_bytes(store) or 0) > 0
+
+    await store.store_telemetry([smp("A1", 1, T0)], [])
+    await store.set_state("A1", True, T0, "", "1.0")
+    await store.raise_alert("k1", "pressure", "A1", None, T0, "cpu", {}, False)
+    await store.raise_alert("k2", "pressure", "A2", None, T0, "cpu", {}, False)
+    await store.raise_alert("k3", "server", None, None, T0, "disk", {}, False)
+    await store.close_alerts("server", set(), T0 + 1)
+    assert await selfcheck.open_alerts_by_kind(other) == {"pressure": 2}
+    assert (await selfcheck.units_by_state(other))["online"] == 1
