@@ -116,7 +116,9 @@ class VirtualPlayer(Player):
                 f"[peripherals.{kind}]\nport = {_toml_value(f'emu://{u.sn}-{kind}')}\nprofile = {_toml_value(prof)}\n"
                 for kind, prof in (("modem", u.modem), ("printer", u.printer), ("idcard", u.idcard)))
             # reconnect_max_s 20: a link restored half a slot before its boundary is up again for that slot's
-            # sample (the first retry is uniform in [5, 10] s, later ones at most 20 s apart)
+            # sample (the first retry is uniform in [5, 10] s, later ones at most 20 s apart). Batches as in the
+            # field (every 10 minutes, at once on a change of state): the server counts a slot from the sample,
+            # whenever it arrives, and a tenth of the messages costs a tenth of the commits and acknowledgements
             cfg.write_text(f"""sn = {_toml_value(u.sn)}
 data_dir = {_toml_value(str(data))}
 boot_id_file = {_toml_value(str(boot))}
@@ -128,7 +130,6 @@ cert_file = {_toml_value(f"{tdir}/terminal.pem")}
 key_file = {_toml_value(f"{tdir}/terminal.key")}
 reconnect_min_s = 5
 reconnect_max_s = 20
-batch_interval_s = 0
 probe_every_sample = true
 [sampling]
 interval_s = {self.iv}
