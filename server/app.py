@@ -94,6 +94,9 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     from .commands import start as start_commands
 
     commands = await start_commands(app, settings, storage, ingest, registry, background=lead_now, results=follower)
+    from .access import start as start_access
+
+    access = await start_access(app, settings, storage, ingest, registry, primary)  # issue 18: access, statistics
     app.state.leadership = None
     if follower:
         from .leadership import Leadership
@@ -108,7 +111,7 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
             app.state.retention_task = asyncio.create_task(_retention(app), name="retention")
 
         app.state.leadership = Leadership(storage, [promote])
-    return [availability, alerts, inspector, renewals, commands]
+    return [availability, alerts, inspector, renewals, commands, access]
 
 
 async def _publish_ingest(app: FastAPI) -> None:
@@ -226,6 +229,9 @@ def _install_fleet_api(app: FastAPI) -> None:
     from .commands import install_api as install_commands_api
 
     install_commands_api(app)
+    from .access import install_api as install_access_api
+
+    install_access_api(app)
 
 
 def create_app(settings: Settings, role: str = "primary", publish_ingest: bool = False) -> FastAPI:

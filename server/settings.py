@@ -316,6 +316,21 @@ class ClockSettings(_Strict):
     file: str = ""
 
 
+class AccessSettings(_Strict):
+    """Network and business access applications (issue 18, server/access): the review steps an application goes
+    through in order (``county``: a county administrator of the institution's county; ``province``: a province
+    administrator); the last step's approval allocates the address (network) or grants the interface (business)."""
+
+    steps: list[Literal["county", "province"]] = Field(["county", "province"], min_length=1, max_length=2)
+
+    @field_validator("steps")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("each step at most once")
+        return v
+
+
 class Settings(_Strict):
     timezone: str = "Asia/Shanghai"
     retention_days: int = Field(14, ge=1)
@@ -333,6 +348,7 @@ class Settings(_Strict):
     inspection: InspectionSettings = InspectionSettings()
     pki: PkiSettings = PkiSettings()
     metrics: MetricsSettings = MetricsSettings()
+    access: AccessSettings = AccessSettings()
     ingest_enabled: bool = True
     base_dir: str = ""
 

@@ -22,7 +22,7 @@ whose ``reason`` is a short word to count by and whose message names the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -162,6 +162,10 @@ class IdentityData(_EventData):
     modem_firmware: Name | None = None
     carrier: Name | None = None
     mcc_mnc: Annotated[str, Meta(max_length=8)] | None = None
+    # issue 18: the address of the interface the terminal reaches the insurance network by, sent with the
+    # identity when it (or the link type) changes; the server checks it against the terminal's allocation
+    ip: Annotated[str, Meta(max_length=39, pattern=r"^[0-9A-Fa-f:.]+$")] | None = None
+    link: Literal["wired", "cellular"] | None = None
 
 
 class InventoryData(IdentityData):
@@ -248,6 +252,34 @@ class CertSwitchedData(_EventData):
     serial: Annotated[str, Meta(min_length=1, max_length=40, pattern=r"^[0-9a-f]+$")]
 
 
+class InterfaceReachData(_EventData):
+    """``iface`` (issue 18): whether the terminal's own application reached one configured insurance business
+    interface at its last attempt, read by the agent from the application's status file; sent when it changes.
+    Never a payload, never a person: the interface's code, yes/no, when it last succeeded, a short reason."""
+
+    interface: Annotated[str, Meta(max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    ok: bool
+    last_ok: Ts | None = None
+    reason: Annotated[str, Meta(max_length=32, pattern=r"^[a-z0-9_]*$")] = ""  # the agent's word, not the app's text
+
+
+ServiceCount = Annotated[int, Meta(ge=0, le=1_000_000)]  # services of one terminal in one hour
+
+
+class ServiceHourData(_EventData):
+    """``svc`` (issue 18): one terminal's services in one hour, counted by the agent from the events the terminal
+    application writes; only counts, never who. A resend replaces the hour (idempotent)."""
+
+    hour: Ts
+    services: ServiceCount = 0
+    face: ServiceCount = 0
+    idcard: ServiceCount = 0
+    evoucher: ServiceCount = 0
+    other: ServiceCount = 0
+    business: Annotated[dict[Annotated[str, Meta(max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")], ServiceCount],
+                        Meta(max_length=16)] = {}
+
+
 EVENT_SCHEMAS: dict[str, type[_EventData]] = {
     "inventory": InventoryData,
     "identity": IdentityData,
@@ -259,6 +291,8 @@ EVENT_SCHEMAS: dict[str, type[_EventData]] = {
     "cmd_refused": CommandRefusedData,
     "cert_request": CertRequestData,
     "cert_switched": CertSwitchedData,
+    "iface": InterfaceReachData,
+    "svc": ServiceHourData,
 }
 
 _event_decoders = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in EVENT_SCHEMAS.items()}

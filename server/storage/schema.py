@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import re
 
+from .access import ACCESS_SCHEMA
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS units (
     sn TEXT PRIMARY KEY,
@@ -335,12 +337,13 @@ CREATE TABLE IF NOT EXISTS token_details (
 );
 """
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
     (3, "issue 15: the commands' and the audit's tables belong to storage", (_COMMANDS_SCHEMA, _AUDIT_SCHEMA)),
     (4, "issue 18: named users, sessions, token owners, scopes and expiry", (_ACCOUNTS_SCHEMA,)),
+    (5, "issue 18: IP pools, access applications, business interfaces, service statistics", (ACCESS_SCHEMA,)),
 ]
 
 

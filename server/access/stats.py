@@ -1,0 +1,223 @@
+"""Service statistics, deployment coverage and the map's figures (issue 18, tender items 16-28).
+
+Services come from the terminals' hourly aggregates, rolled up per county and day and per institution and month
+as they arrive (``server/storage/access.py``), so a year is ~365 rows per county and 12 per institution whatever
+the fleet's size. "People served" is the number of identity checks (each check is one person at the counter;
+the terminal never sends who). Coverage is read from the registry (deployed terminals and their registration
+times) and the institutions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ..answers import timed
+from ..auth.openapi import Open
+from ..registry.models import FieldError
+from ..storage.access import COUNTS
+
+PERIOD_DAYS = {"week": 7, "month": 30, "half_year": 182, "year": 365}
+METHODS = ("face", "idcard", "evoucher", "other")
+
+
+class Point(Open):
+    date: str
+    services: int
+    people: int
+
+
+class MethodShare(Open):
+    method: str
+    count: int
+    share: float | None
+
+
+class TopInstitution(Open):
+    institution: str
+    name: str
+    county: str
+    services: int
+
+
+class Services(Open):
+    period: str
+    by: str
+    first_day: str
+    last_day: str
+    totals: dict[str, int]
+    series: list[Point]
+    identity_checks: list[MethodShare]
+    top_institutions: list[TopInstitution]
+
+
+class CoverageGroup(Open):
+    key: str
+    institutions: int
+    covered: int
+    rate: float | None
+
+
+class Coverage(Open):
+    by_type: list[CoverageGroup]
+    by_county: list[CoverageGroup]
+    over_time: list[dict[str, Any]]
+    new_deployments: list[dict[str, Any]]
+    ranking: list[CoverageGroup]
+
+
+class MapArea(Open):
+    name: str
+    region: str
+    units: int
+    online: int
+    institutions: int
+
+
+class MapFigures(Open):
+    counties: list[MapArea]
+    cities: list[MapArea]
+    map: str
+
+
+def _today(app: Any) -> date:
+    return datetime.fromtimestamp(app.state.clock.now(), ZoneInfo(app.state.settings.timezone)).date()
+
+
+def _day_number(d: date) -> int:
+    return (d - date(1970, 1, 1)).days
+
+
+async def services(app: Any, counties: list[str] | None, period: str, by: str, end: str | None) -> dict[str, Any]:
+    if end is None:
+        last = _today(app)
+    else:
+        try:
+            last = date.fromisoformat(end)
+        except ValueError as err:
+            raise FieldError("end", f"not a date YYYY-MM-DD: {end!r}") from err
+        if not 2000 <= last.year <= 2099:
+            raise FieldError("end", "outside 2000..2099")
+    first = last - timedelta(days=PERIOD_DAYS[period] - 1)
+    store = app.state.access.store
+    days = await store.service_days(_day_number(first), _day_number(last), counties)
+    buckets: dict[str, list[int]] = {}
+    d = first
+    while d <= last:  # every day (or month) of the period, zero where nothing was served
+        buckets.setdefault(d.isoformat() if by == "day" else d.isoformat()[:7], [0] * len(COUNTS))
+        d += timedelta(days=1)
+    totals = [0] * len(COUNTS)
+    for day, values in days:
+        key = (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+        key = key if by == "day" else key[:7]
+        acc = buckets.setdefault(key, [0] * len(COUNTS))
+        for i, v in enumerate(values):
+            acc[i] += v
+            totals[i] += v
+    series = [{"date": k, "services": v[0], "people": sum(v[1:]), **dict(zip(COUNTS[1:], v[1:], strict=True))}
+              for k, v in sorted(buckets.items())]
+    checks = sum(totals[1:])
+    shares = [{"method": m, "count": totals[1 + i], "share": round(totals[1 + i] / checks, 4) if checks else None}
+              for i, m in enumerate(METHODS)]
+    top = await store.top_institutions(first.year * 100 + first.month, last.year * 100 + last.month, counties, 10)
+    names = {i["code"]: i for i in await app.state.storage.list_institutions()} if top else {}
+    return {
+        "period": period, "by": by, "first_day": first.isoformat(), "last_day": last.isoformat(),
+        "totals": {"services": totals[0], "people": checks, **dict(zip(COUNTS[1:], totals[1:], strict=True))},
+        "series": series, "identity_checks": shares,
+        "top_institutions": [{"institution": code, "name": names.get(code, {}).get("name", ""),
+                              "county": names.get(code, {}).get("county", ""), "services": n} for code, n in top],
+        "months_note": "top institutions count whole months: the period's first and last months in full",
+    }
+
+
+def _group(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    total: Counter[str] = Counter()
+    covered: Counter[str] = Counter()
+    for r in rows:
+        k = r.get(key) or ""
+        total[k] += 1
+        covered[k] += 1 if r["units"] else 0
+    return [{"key": k, "institutions": total[k], "covered": covered[k],
+             "rate": round(covered[k] / total[k], 4) if total[k] else None} for k in sorted(total)]
+
+
+async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any], months: int) -> dict[str, Any]:
+    store = app.state.access.store
+    rows = await store.coverage_rows()
+    deployments = await store.deployments()
+    if filters.get("model"):  # an institution counts as covered by a terminal of that model only
+        by_inst: Counter[str] = Counter()
+        first: dict[str, float] = {}
+        for inst, model, _county, ts in deployments:
+            if model == filters["model"]:
+                by_inst[inst] += 1
+                first[inst] = min(first.get(inst, ts), ts)
+        for r in rows:
+            r["units"], r["first_ts"] = by_inst.get(r["code"], 0), first.get(r["code"])
+        deployments = [d for d in deployments if d[1] == filters["model"]]
+    keep = [r for r in rows
+            if (counties is None or r["county"] in counties)
+            and all(not filters.get(k) or r.get(k) == filters[k] for k in ("type", "region", "county"))]
+    codes = {r["code"] for r in keep}
+    by_county = _group(keep, "county")
+    tz = ZoneInfo(app.state.settings.timezone)
+    today = _today(app)
+    month_list = []
+    y, m = today.year, today.month
+    for _ in range(months):
+        month_list.append((y, m))
+        y, m = (y, m - 1) if m > 1 else (y - 1, 12)
+    month_list.reverse()
+    over_time = []
+    for y, m in month_list:
+        end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz).timestamp()
+        covered = sum(1 for r in keep if r["first_ts"] is not None and r["first_ts"] < end)
+        over_time.append({"month": f"{y:04d}-{m:02d}", "institutions": len(keep), "covered": covered,
+                          "rate": round(covered / len(keep), 4) if keep else None})
+    new: dict[str, int] = defaultdict(int)
+    for inst, _model, _county, ts in deployments:
+        if inst in codes:
+            new[datetime.fromtimestamp(ts, tz).strftime("%Y-%m")] += 1
+    first_month = f"{month_list[0][0]:04d}-{month_list[0][1]:02d}"
+    return {
+        "by_type": _group(keep, "type"),
+        "by_county": by_county,
+        "over_time": over_time,
+        "new_deployments": [{"month": k, "units": new.get(k, 0)} for k in (o["month"] for o in over_time)
+                            if k >= first_month],
+        "ranking": sorted(by_county, key=lambda g: (-(g["rate"] or 0), -g["covered"], g["key"])),
+    }
+
+
+async def map_figures(app: Any, counties: list[str] | None) -> dict[str, Any]:
+    index = await app.state.registry.index()
+    online = await app.state.access.store.online_sns()
+    insts = await app.state.storage.list_institutions()
+    by_county: dict[tuple[str, str], dict[str, Any]] = {}
+    for i in insts:
+        if counties is not None and i.get("county") not in counties:
+            continue
+        a = by_county.setdefault((i.get("county") or "", i.get("region") or ""),
+                                 {"name": i.get("county") or "", "region": i.get("region") or "", "units": 0,
+                                  "online": 0, "institutions": 0})
+        a["institutions"] += 1
+    for sn, info in index.items():
+        if info.stock_type != "deployed" or not info.institution:
+            continue
+        key = (info.county, info.region)
+        if key not in by_county:
+            continue
+        by_county[key]["units"] += 1
+        by_county[key]["online"] += 1 if sn in online else 0
+    cities: dict[str, dict[str, Any]] = {}
+    for a in by_county.values():
+        c = cities.setdefault(a["region"], {"name": a["region"], "region": a["region"], "units": 0, "online": 0,
+                                            "institutions": 0})
+        for k in ("units", "online", "institutions"):
+            c[k] += a[k]
+    return timed({"counties": sorted(by_county.values(), key=lambda a: (a["region"], a["name"])),
+                  "cities": sorted(cities.values(), key=lambda a: a["name"]),
+                  "map": "/dashboard/static/map/province.geojson"}, app.state.settings.timezone)
