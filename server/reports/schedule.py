@@ -12,7 +12,9 @@ configured ``[reports] lang``), its files written to ``[reports] dir`` and recor
 **Once per period.** The run belongs to the process that runs the fleet's background work (``storage.lead()``: on
 SQLite the one primary; on PostgreSQL the leader, server/leadership.py) and each period is *claimed* in the
 database before it is made (``meta`` key ``report:<kind>:<period>``, inserted only if absent): a second process,
-a restart, or the next tick finds the claim and does nothing. Delivery is recorded per channel as it succeeds;
+a restart, or the next tick finds the claim and does nothing. A process stopped while making releases its claim
+(the next tick anywhere takes it over, by compare-and-set, once); one killed outright leaves it to grow stale
+(``STALE_MAKING_S``) and be taken over then. Delivery is recorded per channel as it succeeds;
 a channel that failed is retried on later ticks (at most ``ATTEMPTS`` times), one that succeeded never again. A
 process killed between the SMTP server's acceptance and the record (milliseconds) would send that channel once
 more after its restart: the only window in which a report can arrive twice.
@@ -23,6 +25,7 @@ A period still incomplete after ``max_wait_h`` is made as counted and says so (t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -50,11 +53,6 @@ def reports_dir(settings: Any) -> Path:
     return settings.path(settings.reports.dir)
 
 
-async def _record(storage: Any, key: str) -> dict[str, Any] | None:
-    text = await storage.meta_get(key)
-    return json.loads(text) if text else None
-
-
 async def tick(app: Any) -> list[str]:
     """One look at what is due: makes and delivers it. The meta keys acted on (for tests and the log)."""
     st = app.state.settings
@@ -71,8 +69,11 @@ async def tick(app: Any) -> list[str]:
         if not getattr(sch, "monthly" if kind == "month" else "quarterly"):
             continue
         meta_key = f"{PREFIX}{kind}:{key}"
-        rec = await _record(storage, meta_key)
-        if rec is None:
+        text = await storage.meta_get(meta_key)
+        rec = json.loads(text) if text else None
+        if rec is None or rec.get("state") in ("making", "released"):
+            if rec is not None and rec["state"] == "making" and time.time() - float(rec.get("claimed", 0)) < STALE_MAKING_S:
+                continue  # being made by another process (or an earlier tick of this one)
             period = resolve(svc, **{kind: key})
             waited = now - period.end
             if waited < sch.delay_h * 3600:
@@ -80,24 +81,35 @@ async def tick(app: Any) -> list[str]:
             fig = await svc.figures(period.start, period.end, "fleet")
             if not fig["complete"] and waited < sch.max_wait_h * 3600:
                 continue
-            claim = {"state": "making", "claimed": time.time(), "pid": os.getpid(), "kind": kind, "period": key}
-            if not await storage.meta_claim(meta_key, json.dumps(claim)):
-                continue  # another process claimed it
-            rec = await _make(app, meta_key, period)
-            done.append(meta_key)
-        elif rec.get("state") == "making":
-            if time.time() - float(rec.get("claimed", 0)) < STALE_MAKING_S:
-                continue
-            log.warning("report %s was claimed by process %s that never finished it: making it again",
-                        meta_key, rec.get("pid"))
-            rec = await _make(app, meta_key, resolve(svc, **{kind: key}))
+            claim = json.dumps({"state": "making", "claimed": time.time(), "pid": os.getpid(), "kind": kind,
+                                "period": key})
+            taken = await storage.meta_claim(meta_key, claim) if text is None else \
+                await storage.meta_replace(meta_key, text, claim)  # a released or abandoned claim, taken over once
+            if not taken:
+                continue  # another process claimed it first
+            if rec is not None and rec["state"] == "making":
+                log.warning("report %s was claimed by process %s that never finished it: making it again",
+                            meta_key, rec.get("pid"))
+            rec = await _make(app, meta_key, period, claim)
             done.append(meta_key)
         if rec.get("state") == "made" and await _deliver(app, meta_key, rec):
             done.append(meta_key)
     return done
 
 
-async def _make(app: Any, meta_key: str, period: Period) -> dict[str, Any]:
+async def _make(app: Any, meta_key: str, period: Period, claim: str) -> dict[str, Any]:
+    """Make the period's files under the claim; a failure or a stop (cancellation) releases the claim at once, so
+    the next tick of any process makes it (instead of waiting for the claim to grow stale)."""
+    try:
+        return await _make_files(app, meta_key, period)
+    except BaseException:
+        released = json.dumps({**json.loads(claim), "state": "released"})
+        with contextlib.suppress(Exception):
+            await asyncio.shield(app.state.storage.meta_replace(meta_key, claim, released))
+        raise
+
+
+async def _make_files(app: Any, meta_key: str, period: Period) -> dict[str, Any]:
     from .router import pdf_slot, server_inspection
 
     st = app.state.settings

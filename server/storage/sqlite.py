@@ -2,7 +2,8 @@
 
 :class:`SqlStore` holds the queries of every domain (units and ingest, samples, registry, roll-ups and slot codes,
 outages, data use, alerts; users, sessions and tokens are :class:`~server.storage.accounts.AccountStore`'s) written
-against the engine's small surface (``server/storage/engine.py``) in the SQL both SQLite and PostgreSQL run; :class:`SqliteStorage` is it on SQLite (:class:`SqliteEngine`),
+against the engine's small surface (``server/storage/engine.py``) in the SQL both SQLite and PostgreSQL run;
+:class:`SqliteStorage` is it on SQLite (:class:`SqliteEngine`),
 :class:`server.storage.postgres.PostgresStorage` on PostgreSQL.
 """
 
@@ -112,6 +113,12 @@ class SqlStore:
             await db.executemany(
                 "UPDATE units SET latest_ts=?, latest=? WHERE sn=? AND (latest_ts IS NULL OR latest_ts <= ?)",
                 [(s.ts, json.dumps(s.body, ensure_ascii=False), sn, s.ts) for sn, s in sorted(latest.items())])
+            spans: dict[str, list[int]] = {}  # the hours these samples touch, kept with them (recount_queue)
+            for s in samples:
+                span = spans.setdefault(s.sn, [s.ts, s.ts + s.interval])
+                span[0], span[1] = min(span[0], s.ts), max(span[1], s.ts + s.interval)
+            await db.executemany("INSERT INTO recount_queue(sn, from_ts, to_ts) VALUES (?,?,?)",
+                                 [(sn, a, b) for sn, (a, b) in sorted(spans.items())])
             for e in events:
                 if e.kind == "inventory":
                     await db.execute("UPDATE units SET inventory=? WHERE sn=?", (json.dumps(e.data, ensure_ascii=False), e.sn))
@@ -890,6 +897,17 @@ class SqlStore:
             out.append(d)
         return int(total), out
 
+    # recounts kept with the commits -------------------------------------------------------------------------------
+    async def recount_queue(self, limit: int = 10_000) -> list[tuple[int, str, int, int]]:
+        """The oldest ``(id, sn, from_ts, to_ts)`` spans committed samples touch, not yet recounted."""
+        rows = await self._all("SELECT id, sn, from_ts, to_ts FROM recount_queue ORDER BY id LIMIT ?", (limit,))
+        return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    async def recount_queue_done(self, up_to_id: int) -> None:
+        """The spans up to ``up_to_id`` are recounted (called after the recount committed)."""
+        async with self.write() as db:
+            await db.execute("DELETE FROM recount_queue WHERE id <= ?", (up_to_id,))
+
     async def ack_alert(self, alert_id: int, by: str, ts: float) -> bool:
         async with self.write() as db:
             cur = await db.execute("UPDATE alerts SET acked_by=?, acked_ts=? WHERE id=?", (by, ts, alert_id))
@@ -952,6 +970,12 @@ class SqlStore:
         backend: a scheduled report is made and sent once per period)."""
         async with self.write() as db:
             return await self.insert_ignore(db, "meta", [(key, value)]) == 1
+
+    async def meta_replace(self, key: str, expected: str, value: str) -> bool:
+        """Set ``key`` to ``value`` only if it still holds ``expected`` (compare and set); whether it did."""
+        async with self.write() as db:
+            cur = await db.execute("UPDATE meta SET value=? WHERE key=? AND value=?", (value, key, expected))
+            return bool(cur.rowcount == 1)
 
     async def meta_prefix(self, prefix: str) -> dict[str, str]:
         rows = await self._all("SELECT key, value FROM meta WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff"))

@@ -1,0 +1,153 @@
+"""Scheduled reports (issue 17): made after the period's data is complete, kept on the server, listed and downloaded,
+delivered to a local SMTP server over STARTTLS (aiosmtpd, started here) and to a webhook, exactly once per period,
+also with two server apps on one database ticking at the same time."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+import hashlib
+import http.server
+import io
+import json
+import socket
+import ssl
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pypdf
+from aiosmtpd.controller import Controller
+
+from pki.ca import FleetCA
+from server.reports import schedule
+from tests.server.conftest import at, make_api
+from tests.server.test_report_document import _month_of_data
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[tuple[bool, str, list[str], bytes]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook
+        self.messages.append((session.ssl is not None, envelope.mail_from, list(envelope.rcpt_tos), envelope.content))
+        return "250 OK"
+
+    def subjects(self) -> Counter[str]:
+        return Counter(str(_message(m[3])["Subject"]) for m in self.messages)
+
+
+def _message(raw: bytes) -> Any:
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Hook(http.server.BaseHTTPRequestHandler):
+    got: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's hook
+        self.got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+async def test_monthly_report_arrives_once_per_period(tmp_path: Path) -> None:
+    ca = FleetCA.init(tmp_path / "ca", "passphrase-for-tests")
+    cert, key = ca.issue_broker(["127.0.0.1"])
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port(), tls_context=tls, require_starttls=True)
+    smtp.start()
+    Hook.got = []
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    extra = {"reports": {"dir": str(tmp_path / "reports"), "client": "海南省医疗保障局", "number_prefix": "HNYB-YW-",
+                         "schedule": {"monthly": True, "delay_h": 1, "interval_s": 3600, "formats": ["pdf", "xlsx"],
+                                      "webhook_url": f"http://127.0.0.1:{hook.server_address[1]}/reports"},
+                         "email": {"to": ["ybj@example.cn"], "sender": "posfleet@example.cn", "host": "127.0.0.1",
+                                   "port": smtp.port, "ca_file": str(tmp_path / "ca" / "ca.pem")}}}
+    march = "运维服务报告 2025年3月（HNYB-YW-2025-03）"
+    try:
+        async with make_api(tmp_path, extra, now="2025-03-03 07:00") as api:
+            await _month_of_data(api)  # the clock now at 2025-04-01 00:00, March's data counted
+            api.clock.t = at("2025-04-01 00:30")  # before delay_h: not yet
+            assert await schedule.tick(api.app) == []
+            assert march not in inbox.subjects()
+
+            api.clock.t = at("2025-04-01 02:00")
+            async with make_api(tmp_path, extra, now="2025-04-01 02:00") as other:  # a second app on the database
+                await asyncio.gather(schedule.tick(api.app), schedule.tick(other.app), schedule.tick(api.app))
+                await schedule.tick(other.app)
+            await schedule.tick(api.app)
+            assert inbox.subjects()[march] == 1, inbox.subjects()
+            sent = next(m for m in inbox.messages if march in str(_message(m[3])["Subject"]))
+            assert sent[0] and sent[1] == "posfleet@example.cn" and sent[2] == ["ybj@example.cn"]  # over TLS
+            msg = _message(sent[3])
+            attached = {p.get_filename(): p.get_payload(decode=True) for p in msg.walk() if p.get_filename()}
+            assert set(attached) == {"ops-2025-03.pdf", "ops-2025-03.xlsx"}
+            cover = pypdf.PdfReader(io.BytesIO(attached["ops-2025-03.pdf"])).pages[0].extract_text().replace("\n", "")
+            assert "2025年3月1日至2025年3月31日" in cover and "海南省医疗保障局" in cover
+            notices = [n for n in Hook.got if n["period"] == "2025-03"]
+            assert len(notices) == 1 and notices[0]["report_no"] == "HNYB-YW-2025-03"
+
+            # kept on the server: listed and downloaded, the same bytes as mailed
+            listed = (await api.get("/api/v1/reports/stored", role="viewer")).json()
+            mine = {r["name"]: r for r in listed["items"] if r["period"] == "2025-03"}
+            assert set(mine) == {"ops-2025-03.pdf", "ops-2025-03.xlsx"} and mine["ops-2025-03.pdf"]["delivered"]["email"]
+            got = await api.get(mine["ops-2025-03.pdf"]["url"], role="viewer")
+            assert got.status_code == 200 and got.content == attached["ops-2025-03.pdf"]
+            assert hashlib.sha256(got.content).hexdigest() == mine["ops-2025-03.pdf"]["sha256"]
+            assert (await api.get("/api/v1/reports/stored/fleet.sqlite")).status_code == 404
+            assert (await api.get("/api/v1/reports/stored/..%2Ffleet.sqlite")).status_code == 404
+
+            # the next month: April's report, once; March's not again
+            api.clock.t = at("2025-05-01 03:00")
+            assert await schedule.tick(api.app) == []  # April not counted to its end yet: waits (max_wait_h 72)
+            await api.settle()  # the roll-ups reach May 1
+            await asyncio.gather(schedule.tick(api.app), schedule.tick(api.app))
+            await schedule.tick(api.app)
+            subjects = inbox.subjects()
+            assert subjects["运维服务报告 2025年4月（HNYB-YW-2025-04）"] == 1 and subjects[march] == 1, subjects
+            assert all(n == 1 for n in subjects.values()), subjects  # every period once, whatever ran when
+            assert Counter(n["period"] for n in Hook.got) == Counter({p: 1 for p in {n["period"] for n in Hook.got}})
+    finally:
+        smtp.stop()
+        hook.shutdown()
+
+
+async def test_delivery_refused_without_tls_is_retried_not_sent_in_clear(tmp_path: Path) -> None:
+    """An SMTP server that offers no STARTTLS gets nothing: the failure is recorded and retried on later ticks."""
+    inbox = Inbox()
+    smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port())  # no TLS at all
+    smtp.start()
+    extra = {"reports": {"dir": str(tmp_path / "reports"),
+                         "schedule": {"monthly": True, "delay_h": 0, "interval_s": 3600, "formats": ["csv"]},
+                         "email": {"to": ["ybj@example.cn"], "sender": "posfleet@example.cn", "host": "127.0.0.1",
+                                   "port": smtp.port}}}
+    try:
+        async with make_api(tmp_path, extra, now="2025-04-01 02:00") as api:
+            rec: dict[str, Any] = {}
+            for _ in range(600):  # the loop's first tick (at start) makes March and tries to send it
+                await schedule.tick(api.app)
+                rec = json.loads(await api.app.state.storage.meta_get("report:month:2025-03") or "{}")
+                if rec.get("attempts", {}).get("email", 0) >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            assert inbox.messages == []
+            assert rec["state"] == "made" and "email" not in rec["delivered"]
+            assert rec["attempts"]["email"] >= 2 and "STARTTLS" in rec["errors"]["email"]
+            listed = (await api.get("/api/v1/reports/stored")).json()["items"]
+            assert [r["name"] for r in listed if r["period"] == "2025-03"] == ["ops-2025-03.csv"]
+    finally:
+        smtp.stop()
