@@ -138,6 +138,7 @@ class Availability:
         self._seen: dict[str, int] = {}  # SN -> earliest sample ts, to register
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._poll_s = 300.0  # see start()
         self._task: asyncio.Task[None] | None = None
         self.rolled_to: int | None = None
         self.background = True  # False in an API-only process (see start)
@@ -167,6 +168,8 @@ class Availability:
         becomes the leader."""
         await self.load()
         self.background = background
+        # several processes (PostgreSQL): the leader also looks for the followers' commits every few seconds
+        self._poll_s = 5.0 if getattr(self.storage, "dialect", "") == "postgresql" else 300.0
         self.registry.on_change.append(self.on_registry_change)
         if background or follower:
             self._task = asyncio.create_task(self._loop(), name="availability-rollups")
@@ -210,7 +213,7 @@ class Availability:
             to_next_hour = hour_start(int(now), self.tz) + HOUR_S - now
             speed = getattr(self.clock, "speed", 1.0) or 1.0
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, min(to_next_hour / speed + 1, 300)))
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, min(to_next_hour / speed + 1, self._poll_s)))
                 # quiet period: a backlog arrives in bursts (but a fleet that never goes quiet is still served)
                 waited = 0.0
                 while waited < max(60.0, debounce):
@@ -303,6 +306,7 @@ class Availability:
                 return {"unit_hours": hours, "seconds": round(time.perf_counter() - t0, 3), "rolled_to": self.rolled_to}
             closed = hour_start(now, self.tz)
             assert self.rolled_to is not None
+            queued = await self._take_queue()
             # units heard from before anyone registered them
             if self._seen:
                 seen, self._seen = self._seen, {}
@@ -325,6 +329,8 @@ class Availability:
                     if h >= keep_from:
                         todo[h] = sns_h
             hours = await self._recount_marked(todo)
+            if queued:  # recounted (or, for hours still open, to be counted for every unit when they close)
+                await self.storage.recount_queue_done(queued)
             await self.datause.flush()
             if closed > self.rolled_to:
                 self.rolled_to = closed
@@ -337,6 +343,18 @@ class Availability:
                 self.stats["last_recount_s"] = round(took, 3)
                 self.stats["last_recount_at"] = now
             return {"unit_hours": hours, "seconds": round(took, 3), "rolled_to": self.rolled_to}
+
+    async def _take_queue(self) -> int:
+        """The spans committed samples touched (``recount_queue``, written with the samples), marked for this pass:
+        what a process that died before its own recount left, and what followers committed. The last id taken."""
+        rows = await self.storage.recount_queue()
+        for _qid, sn, a, b in rows:
+            for h in hours_touched(a, b - a, self.tz):
+                self._dirty[h].add(sn)
+            first = self._seen.get(sn)
+            if first is None or a < first:
+                self._seen[sn] = a
+        return rows[-1][0] if rows else 0
 
     async def _purge(self, now: int) -> None:
         keep = local_day(now, self.tz) - timedelta(days=self.settings.availability.rollup_keep_days)

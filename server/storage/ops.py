@@ -8,6 +8,7 @@ the server's).
 
 from __future__ import annotations
 
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -17,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from . import open_storage
-from .schema import SCHEMA_VERSION
+from .schema import MIGRATIONS, SCHEMA_VERSION
 
-# every table, parents before children; the copy and the counts go through these
-TABLES = ("meta", "units", "samples", "events", "tokens", "institutions", "registry", "status_history",
-          "rollup_day", "rollup_month", "outages", "alerts", "data_day", "cell_outages", "slot_hour", "dead_letters",
-          "cmd_jobs", "cmd_commands", "cmd_packages", "audit")
-_IDENTITY = ("status_history", "alerts", "dead_letters", "audit")  # their id sequences follow the copied ids
+# every table of the schema, in the order the migrations create them; the copy and the counts go through these
+_CREATED = [(m.group(1), "AUTOINCREMENT" in part)
+            for _n, _w, scripts in MIGRATIONS for s in scripts for part in s.split("CREATE ")
+            for m in [re.match(r"TABLE IF NOT EXISTS (\w+)", part)] if m]
+TABLES = tuple(dict.fromkeys(t for t, _ in _CREATED))
+_IDENTITY = tuple(t for t, auto in _CREATED if auto)  # their id sequences follow the copied ids
 
 
 def sqlite_file(url: str, base_dir: str = "") -> Path | None:

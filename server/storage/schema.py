@@ -337,13 +337,25 @@ CREATE TABLE IF NOT EXISTS token_details (
 );
 """
 
-SCHEMA_VERSION = 5
+# Hours to recount, written in the same transaction as the samples that touch them (unit, first ts, end of the
+# last sample): a process that dies between its commit and its recount loses nothing; the leader drains it.
+_RECOUNT_QUEUE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS recount_queue (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    sn TEXT NOT NULL,
+    from_ts INTEGER NOT NULL,
+    to_ts INTEGER NOT NULL
+);
+"""
+
+SCHEMA_VERSION = 6
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
     (3, "issue 15: the commands' and the audit's tables belong to storage", (_COMMANDS_SCHEMA, _AUDIT_SCHEMA)),
     (4, "issue 18: named users, sessions, token owners, scopes and expiry", (_ACCOUNTS_SCHEMA,)),
     (5, "issue 18: IP pools, access applications, business interfaces, service statistics", (ACCESS_SCHEMA,)),
+    (6, "issue 15: the hours to recount kept with the samples' commit", (_RECOUNT_QUEUE_SCHEMA,)),
 ]
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from server.storage.schema import SCHEMA_VERSION
 from tests.server.conftest import at, make_api
 from tests.server.test_availability import DAY, _setup, _unit_a_day
 
@@ -98,7 +99,7 @@ async def test_backup_then_restore_on_both_backends(tmp_path: Path, pg_url: str)
 
 def test_upgrade_makes_the_schema_and_status_names_an_unreachable_database(pg_url: str) -> None:
     r = db("upgrade", "--url", pg_url)
-    assert r.returncode == 0 and r.stdout.strip() == "schema 0 -> 3", r.stdout + r.stderr
-    assert db("upgrade", "--url", pg_url).stdout.strip() == "schema 3 -> 3"
+    assert r.returncode == 0 and r.stdout.strip() == f"schema 0 -> {SCHEMA_VERSION}", r.stdout + r.stderr
+    assert db("upgrade", "--url", pg_url).stdout.strip() == f"schema {SCHEMA_VERSION} -> {SCHEMA_VERSION}"
     bad = db("status", "--url", "postgresql://nobody:secret@127.0.0.1:1/none")
     assert bad.returncode == 2 and "secret" not in bad.stderr and "posfleet server db:" in bad.stderr
