@@ -70,10 +70,6 @@ class Pool(Open):
     created_by: str
 
 
-class PoolList(Open):
-    items: list[Pool]
-
-
 class Address(Open):
     ip: str
     state: str
@@ -144,9 +140,10 @@ async def _pool_answer(request: Request, pool_id: int) -> Any:
     raise FieldError("pool_id", f"pool {pool_id} not found", 404)
 
 
-@router.get("/api/v1/access/pools", **answers(PoolList))
+@router.get("/api/v1/access/pools", **answers(Page[Pool]))
 async def list_pools(request: Request, who: Annotated[Any, Depends(require("viewer"))],
-                     link_type: Annotated[Literal["wired", "4g_vpdn"] | None, Query()] = None) -> Any:
+                     link_type: Annotated[Literal["wired", "4g_vpdn"] | None, Query()] = None,
+                     limit: Limit = 100, offset: Offset = 0) -> Any:
     """Every pool in the caller's scope with its use (allocated, reserved, free)."""
     pools = await _svc(request).store.pools(None, link_type)
     counties = await _counties(request, who)
@@ -154,7 +151,7 @@ async def list_pools(request: Request, who: Annotated[Any, Depends(require("view
         insts = await request.app.state.storage.list_institutions()
         cities = {i.get("region") for i in insts if i.get("county") in counties}
         pools = [p for p in pools if p["region"] in counties or p["region"] in cities]
-    return timed({"items": pools}, request.app.state.settings.timezone)
+    return timed(page(pools[offset:offset + limit], len(pools), limit, offset), request.app.state.settings.timezone)
 
 
 @router.get("/api/v1/access/pools/{pool_id}/addresses", **answers(Page[Address]))
@@ -344,10 +341,6 @@ class Interface(Open):
     reached: int | None = None
 
 
-class InterfaceList(Open):
-    items: list[Interface]
-
-
 @router.put("/api/v1/access/interfaces/{interface}", **answers(Interface))
 async def put_interface(request: Request, interface: IfaceCode, body: InterfaceIn,
                         who: Annotated[Any, Depends(require("admin"))]) -> Any:
@@ -362,10 +355,12 @@ async def put_interface(request: Request, interface: IfaceCode, body: InterfaceI
     return timed(row, request.app.state.settings.timezone)
 
 
-@router.get("/api/v1/access/interfaces", **answers(InterfaceList))
-async def list_interfaces(request: Request, _: Annotated[Any, Depends(require("viewer"))]) -> Any:
+@router.get("/api/v1/access/interfaces", **answers(Page[Interface]))
+async def list_interfaces(request: Request, _: Annotated[Any, Depends(require("viewer"))],
+                          limit: Limit = 100, offset: Offset = 0) -> Any:
     """The register, with how many terminals are granted each interface and how many reach it."""
-    return timed({"items": await _svc(request).store.interfaces()}, request.app.state.settings.timezone)
+    rows = await _svc(request).store.interfaces()
+    return timed(page(rows[offset:offset + limit], len(rows), limit, offset), request.app.state.settings.timezone)
 
 
 class Reach(Open):
