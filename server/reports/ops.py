@@ -37,11 +37,11 @@ from ..exports import protect
 LABELS = {
     "zh": {
         "title": "医保终端运维服务报告", "period": "统计期间", "county": "区县", "all": "全部", "generated": "生成时间",
-        "rule": "计数规则：每分钟一个时隙，仅计机构服务时间内、终端登记为在用的时隙；无数据时隙既不算完好也不算网络可用。",
+        "rule": "计数规则：每分钟一个时隙，仅计机构服务时间内、终端登记为在用的时隙；无数据时隙既不算完好也不算网络通畅。",
         "threshold": "达标线", "counted_to": "已计至", "incomplete": "注意：期间尚未结束或有迟到数据待重算，数字可能变化。",
-        "fleet": "全省（本范围）汇总", "device_rate": "设备完好率", "network_rate": "网络可用率", "tier": "合同档次",
+        "fleet": "全省（本范围）汇总", "device_rate": "设备完好率", "network_rate": "网络通畅率", "tier": "合同档次",
         "final_payment": "尾款比例", "service_slots": "服务时隙", "intact_slots": "完好时隙",
-        "network_ok_slots": "网络可用时隙", "no_data_slots": "无数据时隙", "units": "终端数", "flagged_units": "未达标终端",
+        "network_ok_slots": "网络通畅时隙", "no_data_slots": "无数据时隙", "units": "终端数", "flagged_units": "未达标终端",
         "by_county": "分区县", "by_institution": "分机构", "institution": "机构", "name": "名称", "flagged": "未达标终端明细",
         "sn": "终端SN", "below": "未达标项", "reasons": "原因（分钟）", "faults": "外设故障", "peripheral": "外设",
         "fault_minutes": "故障分钟（未达标终端）", "fault_alerts": "故障告警数", "outages": "疑似运营商网络故障",

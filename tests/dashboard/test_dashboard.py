@@ -122,7 +122,7 @@ def test_unit_view_shows_identity_sim_figures_and_what_failed_when(fleet: Fleet,
     assert rows == [["10:00", "10:45", "45", "设备故障", "打印机：缺纸"]]  # printer=paper_out, in Chinese
     assert b.eval("document.querySelectorAll('#slots rect[data-kind=\"dev\"]').length") == 1
     assert b.text('[data-k="slots.figures"]') == \
-        f"当日：完好率 {pct(slots['figures']['device_rate'])}，网络可用率 {pct(slots['figures']['network_rate'])}"
+        f"当日：完好率 {pct(slots['figures']['device_rate'])}，网络通畅率 {pct(slots['figures']['network_rate'])}"
     b.screenshot(shots_dir(tmp_path) / "unit.png")
 
 

@@ -7,10 +7,19 @@ const TOKEN_KEY = "posfleet.token", LANG_KEY = "posfleet.lang";
 const I18N = {
   zh: {
     app_title: "医保终端运维监控", nav_fleet: "总览", nav_units: "终端", nav_institutions: "机构", logout: "退出",
+    nav_server: "服务器", server_title: "服务器自检", inspect_ok: "各项正常", inspect_problems: "发现 {n} 项问题",
+    disks: "磁盘", db: "数据库", backup: "备份", broker: "消息服务器", ingest: "数据接收", certificates: "证书",
+    time_sync: "时钟同步", used: "已用", size: "容量", path: "位置", last_backup: "最近备份", age_h: "距今（小时）",
+    file: "文件", connected: "已连接", address: "地址", error: "错误", lag_s: "积压时长（秒）", queued: "待写入",
+    rejected: "拒收", dead_letters: "死信", subject: "主题", not_after: "到期", days_left: "剩余天数",
+    terminal_certs: "终端证书", expiring: "{d} 天内到期", expired: "已过期", synchronised: "已同步",
+    max_error_ms: "最大误差（毫秒）", backend: "类型", never: "从未", cert_ca: "根证书（CA）",
+    cert_broker: "消息服务器证书", cert_server: "服务器客户端证书", alert_line: "告警线 {p}%",
+    cert_alert_line: "到期前 {d} 天告警",
     login_title: "登录", login_hint: "请输入管理员发放的访问令牌（pf_ 开头）。令牌只保存在本浏览器标签页中。",
     token: "访问令牌", sign_in: "登录", bad_token: "令牌无效或已吊销", server_error: "服务器错误",
     fleet_title: "全省总览", month: "本月", counted_to: "统计至", incomplete: "（统计中）",
-    device_rate: "设备完好率", network_rate: "网络可用率", tier: "合同档位", tier_n: "第{n}档",
+    device_rate: "设备完好率", network_rate: "网络通畅率", tier: "合同档位", tier_n: "第{n}档",
     final_payment: "尾款比例 {p}", online: "在线", offline: "离线", online_share: "在线率",
     flagged_units: "低于 {t} 的终端", units: "终端数", in_service: "在用",
     trend: "趋势", days: "{n} 天", threshold: "阈值 {t}",
@@ -33,7 +42,7 @@ const I18N = {
     day_slots: "当日时段（分钟）", date: "日期", slot_ok: "完好且网络正常", slot_dev: "设备故障", slot_net: "网络异常",
     slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用", slot_future: "尚未到来", nodata_minutes: "无数据（分钟）",
     failures: "故障时段", from: "从", to: "到", what: "内容", carrier_outage: "疑似运营商故障",
-    figures_day: "当日：完好率 {d}，网络可用率 {n}", commands: "远程命令", status_history: "状态记录",
+    figures_day: "当日：完好率 {d}，网络通畅率 {n}", commands: "远程命令", status_history: "状态记录",
     network_24h: "网络质量（24 小时）", samples: "样本数", p95: "P95",
     inst_title: "机构 {name}", hours: "服务时间", contact: "联系人", inst_units: "本机构终端（本月）",
     default_hours: "默认", yes: "是", no: "否", flagged: "需关注", not_found: "未找到",
@@ -41,13 +50,24 @@ const I18N = {
     community_health_centre: "社区卫生服务中心", community_health_station: "社区卫生服务站",
     pharmacy: "药店", insurance_office: "医保经办机构", deployed: "已部署", wired: "有线专网", "4g_vpdn": "4G VPDN",
     unassigned: "未分配", component: "组件", version: "版本", closed: "关闭时间", alert_log: "告警记录（最近）",
-    search_btn: "搜索", reason: "原因", ties: "各机构在线率相同（{r}），按本月可用率（完好率与网络可用率中较低者）排序",
+    search_btn: "搜索", reason: "原因", ties: "各机构在线率相同（{r}），按本月可用率（完好率与网络通畅率中较低者）排序",
     month_rate: "本月可用率", all: "全部", filter: "筛选", reset: "清除", auto_refresh: "自动刷新",
     refreshed: "更新于 {t}", ack: "确认", close: "关闭", note: "备注", acked: "已确认：{who}", closed_by: "已关闭：{who}", save: "保存", cancel: "取消",
+    stored_reports: "定时生成的报表", stored_none: "暂无（在服务器设置 [reports.schedule] 中开启按月、按季生成）",
+    period: "期间", format: "格式", made: "生成时间", delivered: "已发送", via_email: "邮件", via_webhook: "Webhook",
     download: "下载", report: "报表", export: "导出", import: "导入", preview: "预览", apply: "确认导入",
   },
   en: {
     app_title: "POS fleet monitor", nav_fleet: "Fleet", nav_units: "Units", nav_institutions: "Institutions", logout: "Sign out",
+    nav_server: "Server", server_title: "Server self-inspection", inspect_ok: "All checks pass",
+    inspect_problems: "{n} problems found", disks: "Disks", db: "Database", backup: "Backup", broker: "Broker",
+    ingest: "Ingest", certificates: "Certificates", time_sync: "Time sync", used: "Used", size: "Size", path: "Path",
+    last_backup: "Last backup", age_h: "Age (hours)", file: "File", connected: "Connected", address: "Address",
+    error: "Error", lag_s: "Lag (s)", queued: "Queued", rejected: "Rejected", dead_letters: "Dead letters",
+    subject: "Subject", not_after: "Expires", days_left: "Days left", terminal_certs: "Terminal certificates",
+    expiring: "expiring within {d} days", expired: "expired", synchronised: "Synchronised",
+    max_error_ms: "Max error (ms)", backend: "Backend", never: "never", cert_ca: "Fleet CA", cert_broker: "Broker",
+    cert_server: "Server (MQTT client)", alert_line: "alert at {p}%", cert_alert_line: "alert {d} days before expiry",
     login_title: "Sign in", login_hint: "Enter the access token your administrator issued (starts with pf_). It is kept in this browser tab only.",
     token: "Access token", sign_in: "Sign in", bad_token: "Unknown or revoked token", server_error: "Server error",
     fleet_title: "Fleet overview", month: "This month", counted_to: "counted to", incomplete: " (in progress)",
@@ -85,6 +105,8 @@ const I18N = {
     search_btn: "Search", reason: "Reason", ties: "Every institution has the same online rate ({r}): ranked by this month's availability (the lower of the two rates)",
     month_rate: "Month availability", all: "all", filter: "Filter", reset: "Clear", auto_refresh: "Auto refresh",
     refreshed: "updated {t}", ack: "Acknowledge", close: "Close", note: "Note", acked: "acknowledged: {who}", closed_by: "closed: {who}", save: "Save", cancel: "Cancel",
+    stored_reports: "Scheduled reports", stored_none: "None yet (turn on monthly or quarterly reports in [reports.schedule])",
+    period: "Period", format: "Format", made: "Made", delivered: "Delivered", via_email: "e-mail", via_webhook: "webhook",
     download: "Download", report: "Report", export: "Export", import: "Import", preview: "Preview", apply: "Apply import",
   },
 };
@@ -257,7 +279,7 @@ async function render() {
   try {
     ctx = await api("/dashboard/api/context");
     document.getElementById("clock").textContent = `${ctx.now_iso.slice(0, 16).replace("T", " ")} (${ctx.timezone})`;
-    const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution};
+    const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution, server: viewServer};
     const node = await (views[r.name] || viewFleet)(r);
     if (seq !== renderSeq) return;
     main.replaceChildren(node);
@@ -413,12 +435,14 @@ async function download(path, params, fallback) {
   const r = await fetch(path + q, {headers: {Authorization: `Bearer ${token}`}});
   if (r.status === 401) throw new AuthError("401");
   if (!r.ok) { const err = new Error(`${r.status} ${await r.text()}`); err.status = r.status; throw err; }
-  const m = /filename="([^"]+)"/.exec(r.headers.get("content-disposition") || "");
-  const a = h("a", {href: URL.createObjectURL(await r.blob()), download: m ? m[1] : fallback});
+  const cd = r.headers.get("content-disposition") || "";
+  const utf8 = /filename\*=UTF-8''([^;]+)/.exec(cd), plain = /filename="([^"]+)"/.exec(cd);
+  const name = utf8 ? decodeURIComponent(utf8[1]) : plain ? plain[1] : fallback;
+  const a = h("a", {href: URL.createObjectURL(await r.blob()), download: name});
   document.body.append(a);
   a.click();
   setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
-  return m ? m[1] : fallback;
+  return name;
 }
 function reportCard() {
   const m = ctx.month.label;
@@ -426,17 +450,27 @@ function reportCard() {
   const county = h("input", {type: "text", id: "report-county", placeholder: t("county")});
   const status = h("span", {class: "muted", id: "report-status"});
   const go = fmt => async () => {
-    const [y, mo] = (pick.value || m).split("-").map(Number);
-    const next = mo === 12 ? `${y + 1}-01` : `${y}-${String(mo + 1).padStart(2, "0")}`;
-    const off = ctx.month.from.slice(19);
     status.textContent = "…";
     try {
-      status.textContent = await download("/api/v1/reports/ops", {from: `${pick.value || m}-01T00:00:00${off}`,
-        to: `${next}-01T00:00:00${off}`, format: fmt, lang, ...(county.value.trim() ? {county: county.value.trim()} : {})}, `ops.${fmt}`);
+      status.textContent = await download("/api/v1/reports/ops", {month: pick.value || m, format: fmt, lang,
+        ...(county.value.trim() ? {county: county.value.trim()} : {})}, `ops.${fmt}`);
     } catch (err) { status.textContent = err.message; }
   };
+  // the reports the server made on its own ([reports.schedule]): listed with their delivery, downloaded as kept
+  const stored = h("div", {id: "stored-reports"}, h("span", {class: "muted"}, "…"));
+  api("/api/v1/reports/stored", {limit: 24}).then(page => {
+    if (!page.items.length) { stored.replaceChildren(h("span", {class: "muted"}, t("stored_none"))); return; }
+    const rows = page.items.map(r => h("tr", {"data-name": r.name}, h("td", {}, r.period), h("td", {}, r.format.toUpperCase()),
+      h("td", {}, when(r.made)), h("td", {}, Object.keys(r.delivered).map(c => t("via_" + c)).join("、") || "—"),
+      h("td", {}, h("button", {type: "button", "data-stored": r.name, onclick: async () => {
+        try { status.textContent = await download(r.url, null, r.name); } catch (err) { status.textContent = err.message; }
+      }}, t("download")))));
+    stored.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, ...["period", "format", "made", "delivered", ""].map(k => h("th", {}, k ? t(k) : "")))),
+      h("tbody", {}, ...rows)));
+  }).catch(err => stored.replaceChildren(h("span", {class: "muted"}, err.message)));
   const c = card(t("report"), h("div", {class: "row"}, h("label", {}, t("month"), " ", pick), county,
-    ...["csv", "pdf", "html"].map(f => h("button", {type: "button", "data-report": f, onclick: go(f)}, `${t("download")} ${f.toUpperCase()}`)), status));
+    ...["pdf", "xlsx", "csv", "html"].map(f => h("button", {type: "button", "data-report": f, onclick: go(f)}, `${t("download")} ${f.toUpperCase()}`)), status),
+    h("h3", {}, t("stored_reports")), stored);
   c.id = "report";
   return c;
 }
@@ -664,6 +698,52 @@ async function viewUnit(r) {
   return h("div", {}, h("h1", {}, t("unit_title", {sn})), month_,
     h("div", {class: "grid"}, identity, sim, sw, periph), health,
     h("div", {class: "grid"}, slotCard), h("div", {class: "grid two"}, al, hist, alLog, cmdCard));
+}
+
+async function viewServer() {
+  const s = await api("/api/v1/server/inspection");
+  const yes = v => v === true ? t("yes") : v === false ? t("no") : "—";
+  const gb = b => b === null || b === undefined ? "—" : (b / 1e9).toFixed(1) + " GB";
+  const mb = b => b === null || b === undefined ? "—" : (b / 1e6).toFixed(1) + " MB";
+  const bad = flag => flag ? "bad" : null;
+  const status = h("p", {class: s.problems.length ? "error" : "good", "data-k": "inspect.status"},
+    s.problems.length ? fill(t("inspect_problems"), {n: s.problems.length}) : t("inspect_ok"));
+  const problems = h("ul", {id: "inspect-problems"}, s.problems.map(p =>
+    h("li", {"data-check": p.check}, `${L("inspect." + p.check) || p.check}${lang === "zh" ? "：" : ": "}${p.message}`)));
+  const disks = card(`${t("disks")} (${fill(t("alert_line"), {p: s.disk_alert_pct})})`,
+    table([t("path"), t("what"), {label: t("used"), num: 1}, {label: t("size"), num: 1}],
+      s.disks.map(d => h("tr", {"data-row": d.path}, td(d.path), td(d.what.map(w => w === "database" ? t("db") : t("nav_server")).join("、")),
+        tdn(d.used_pct === undefined ? (d.error || "—") : d.used_pct.toFixed(1) + "%", {"data-k": "disk.used_pct", class: "num " + (bad(d.alert) || "")}),
+        tdn(gb(d.size_bytes)))), {id: "disks"}));
+  const b = s.backup;
+  const dbCard = card(t("db"), h("dl", {class: "kv"}, kv(t("backend"), s.database.backend),
+    kv(t("size"), mb(s.database.bytes), "db.bytes"), kv(t("used"), s.database.fill_pct === null ? "—" : s.database.fill_pct + "%")));
+  const backup = card(t("backup"), h("dl", {class: "kv"},
+    kv(t("last_backup"), b.last ? when(b.last) : t("never"), "backup.last"),
+    kv(t("age_h"), b.age_h === null ? "—" : h("span", {class: bad(b.alert)}, String(b.age_h)), "backup.age_h"),
+    kv(t("file"), b.file)));
+  const rej = Object.entries(s.ingest.rejected_messages || {}).concat(Object.entries(s.ingest.rejected_items || {}));
+  const broker = card(`${t("broker")} / ${t("ingest")}`, h("dl", {class: "kv"},
+    kv(t("connected"), h("span", {class: s.broker.connected ? "good" : "bad"}, yes(s.broker.connected)), "broker.connected"),
+    kv(t("address"), s.broker.address), kv(t("error"), s.broker.error),
+    kv(t("lag_s"), String(s.ingest.lag_s), "ingest.lag_s"), kv(t("queued"), String(s.ingest.queued)),
+    kv(t("rejected"), rej.length ? rej.map(([k, n]) => `${reasonWord(k)} ${n}`).join("，") : "0", "ingest.rejected"),
+    kv(t("dead_letters"), String(s.ingest.dead_letters))));
+  const c = s.certificates;
+  const certs = card(`${t("certificates")} (${fill(t("cert_alert_line"), {d: c.alert_days})})`,
+    table([t("what"), t("subject"), t("not_after"), {label: t("days_left"), num: 1}],
+      c.items.map(x => h("tr", {"data-row": x.what}, td(t("cert_" + x.what)), td(x.subject || x.error || "—"), td(x.not_after ? when(x.not_after) : "—"),
+        tdn(x.days_left === undefined ? "—" : String(Math.round(x.days_left)), {"data-k": "cert.days_left", class: "num " + (bad(x.alert) || "")}))), {id: "certs"}),
+    h("h3", {}, t("terminal_certs")),
+    h("p", {"data-k": "terminals.summary"}, `${t("units")} ${c.terminals.total}，${fill(t("expiring"), {d: c.alert_days})} ${c.terminals.expiring}，${t("expired")} ${c.terminals.expired}`),
+    table([t("sn"), t("not_after"), {label: t("days_left"), num: 1}],
+      c.terminals.soonest.map(x => h("tr", {"data-row": x.sn}, td(unitLink(x.sn)), td(when(x.not_after)),
+        tdn(String(Math.round(x.days_left)), {class: "num bad"}))), {id: "terminal-certs"}));
+  const clock = card(t("time_sync"), h("dl", {class: "kv"},
+    kv(t("synchronised"), h("span", {class: s.time_sync.synchronised === false ? "bad" : null}, yes(s.time_sync.synchronised)), "time.synchronised"),
+    kv(t("max_error_ms"), s.time_sync.max_error_ms === undefined ? "—" : String(s.time_sync.max_error_ms))));
+  return h("div", {}, h("h1", {}, t("server_title")), h("div", {class: "card"}, status, problems),
+    h("div", {class: "grid two"}, disks, dbCard, backup, broker, clock), certs);
 }
 
 function slotsView(sn, day, data) {

@@ -47,7 +47,7 @@ const LABELS = {
     "inspect.backup": "备份", "inspect.broker": "消息服务器", "inspect.certificate": "证书", "inspect.disk": "磁盘",
     "inspect.time": "时钟",
     "cert.expires": "终端证书 {days} 天后过期", "cert.expired": "终端证书已过期",
-    "alert.flagged": "{sn} 本月低于 {threshold}：完好率 {device}，网络可用率 {network}",
+    "alert.flagged": "{sn} 本月低于 {threshold}：完好率 {device}，网络通畅率 {network}",
     "alert.offline": "{sn} 在服务时段内离线 {minutes} 分钟",
     "alert.fault": "{sn}：{check}故障{reason}",
     "alert.storage": "{sn}：{mount} 已用 {pct}%",
