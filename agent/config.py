@@ -147,6 +147,17 @@ class RenewalConfig(_Base):
     switch_timeout_s: float = 900.0  # no connection with the new certificate within this: the old one back
 
 
+class TerminalAppConfig(_Base):
+    """The terminal application's files the agent reads (issue 18; agent/appwatch.py, docs/agent.md "The terminal
+    application's files"): set per model by the model's configuration. Empty: not read."""
+
+    events_file: str = ""  # JSON lines: one per service or identity check (counted per hour, never sent as is)
+    status_file: str = ""  # JSON: per business interface, whether the last attempt reached it
+    interfaces: list[str] = []  # the interface codes to report from status_file
+    wired_interface: str = ""  # e.g. "eth0": its IPv4 address is reported when it changes
+    cellular_interface: str = ""  # e.g. "wwan0" or "ppp0" (4G VPDN)
+
+
 class LogConfig(_Base):
     level: str = "INFO"
 
@@ -167,6 +178,7 @@ class AgentConfig(_Base):
     # Where this boot's id is read from (the simulator gives each emulated terminal its own).
     boot_id_file: str = "/proc/sys/kernel/random/boot_id"
     log: LogConfig = msgspec.field(default_factory=LogConfig)
+    terminal_app: TerminalAppConfig = msgspec.field(default_factory=TerminalAppConfig)
     base_dir: str = ""  # set by load(): relative paths are relative to the config file
 
     def path(self, value: str) -> Path:

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from wire import __version__, codec, topics
@@ -37,6 +38,7 @@ from wire.messages import (
 
 from . import systemd
 from .clock import Clock, boot_id, ntp_synchronised
+from .appwatch import AppWatch
 from .collectors import StorageCollector, SystemCollector, read_component_version
 from .commands import CommandExecutor
 from .config import AgentConfig
@@ -112,6 +114,9 @@ class Agent:
         self.system = SystemCollector()
         self.storage = StorageCollector(self.data_dir, cfg.storage.mounts, cfg.storage.critical_fill_pct)
         self.peripherals = PeripheralSet(cfg.peripherals, monotonic=self.clock.monotonic)
+        app_files = msgspec.structs.replace(cfg.terminal_app, **{
+            k: str(cfg.path(v)) for k in ("events_file", "status_file") if (v := getattr(cfg.terminal_app, k))})
+        self.appwatch = AppWatch(app_files, self.data_dir)  # the terminal application's files (issue 18)
         self.rtt = RttTracker()
         self.outbox: Outbox | None = None
         self.outbox_error = ""
@@ -353,6 +358,10 @@ class Agent:
             # reported when first seen and when it changes (a SIM swap), not in every sample
             self._store(Event(seq=0, ts=slot_ts, kind=identity_event, data=self.peripherals.identity()))
             self._urgent = True
+        for event in self.appwatch.poll(slot_ts, self.peripherals.identity()):
+            # service counts per hour, interface reach and the address when they change; never the application's
+            # lines themselves
+            self._store(event)
         signal = self.peripherals.signal()
         rscp_dbm, ecio_db = self.peripherals.signal_3g()
         cell_id, tac = self.peripherals.cell()
