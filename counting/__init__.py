@@ -1,4 +1,6 @@
-"""Availability: service hours and the pure counter the contract is paid on (see counter.py for the rule)."""
+"""The contract's counting rule: service hours and the pure availability counter the contractor is paid on
+(counter.py states the rule; docs/availability.md). Used by the server (roll-ups, answers, reports) and by the
+simulator's oracle; imports nothing of either."""
 
 from .counter import (
     DEFAULT_THRESHOLD,

@@ -33,7 +33,7 @@ import click
 )
 def command(scenario: str, as_json: bool, group_by: str, threshold: str, latency_ms: int) -> None:
     """Count device intact and network availability figures for SCENARIO (a scenario JSON file)."""
-    from server.availability import as_fraction
+    from counting import as_fraction
     from simulator.oracle import oracle
     from simulator.scenario import ScenarioError, load_scenario
 

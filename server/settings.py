@@ -109,7 +109,7 @@ class AvailabilitySettings(_Strict):
     @field_validator("service_hours")
     @classmethod
     def _hours(cls, v: str | dict[str, str]) -> str | dict[str, str]:
-        from .availability.hours import ServiceHours
+        from counting.hours import ServiceHours
 
         ServiceHours.parse(v)  # ValueError naming what is wrong: refused at start, not by every request later
         return v

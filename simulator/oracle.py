@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from server.availability import (
+from counting import (
     DEFAULT_THRESHOLD,
     Figures,
     Sample,
@@ -31,7 +31,7 @@ from server.availability import (
     contract_tier,
     count_unit,
 )
-from server.availability.counter import DEFAULT_LAST_TIER, DEFAULT_TIERS
+from counting.counter import DEFAULT_LAST_TIER, DEFAULT_TIERS
 
 from .scenario import FAULTS, Scenario, Unit
 

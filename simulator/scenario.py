@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers import profiles
-from server.availability.hours import ServiceHours, zone
+from counting.hours import ServiceHours, zone
 
 #: fault -> (effect on device intact, effect on network ok), as the table in scenario-format.md:
 #: "no_data" (no samples at all), "no", "as_measured", or "latency" (no if rtt_ms > the latency threshold)

@@ -9,7 +9,7 @@ imports are resolved to the module they name. Text is not an import: a generated
 
 The floors, from the ground up::
 
-    wire  firmware_profiles        what crosses a wire; the driver profiles' data
+    wire  counting  firmware_profiles   what crosses a wire; the contract's counting rule; the profiles' data
     drivers  pki                   peripherals; the fleet CA
     agent                          the terminal
     server                         the fleet server
@@ -42,12 +42,15 @@ def rule(may: tuple[str, ...] = (), never: tuple[str, ...] = (), excepted: dict[
 
 STORAGE_AND_TRANSPORT = ("paho", "sqlite3", "aiosqlite")  # MQTT and databases belong to the agent and the server
 CONFIG_FILES = ("tomllib", "tomli", "tomli_w")  # configuration files are read by the agent, the server, the CLI
-EVERYTHING = ("wire", "firmware_profiles", "drivers", "pki", "agent", "server", "simulator", "benchmarks", "tests")
+EVERYTHING = ("wire", "counting", "firmware_profiles", "drivers", "pki", "agent", "server", "simulator", "benchmarks", "tests")
 
 TABLE: dict[str, Rule] = {
     # What crosses a wire (topics, schemas, codec, signing, command parameters, the package manifest, console
     # frames): shared by the agent and the server, so it imports neither, nor anything with a disk or a socket.
     "wire": rule(never=(*STORAGE_AND_TRANSPORT, *CONFIG_FILES)),
+    # The contract's counting rule (service hours, the pure counter): the server counts with it and the
+    # simulator's oracle checks the server against it; a pure function of its arguments, no disk, no socket.
+    "counting": rule(never=(*STORAGE_AND_TRANSPORT, *CONFIG_FILES)),
     # Data: one TOML file per peripheral model, read by drivers.profiles.
     "firmware_profiles": rule(),
     # Peripherals: knows nothing of the agent, MQTT, SQLite or configuration files. The one TOML reader is
@@ -60,10 +63,10 @@ TABLE: dict[str, Rule] = {
     "agent": rule(may=("wire", "drivers")),
     # The fleet server: never the agent. From the drivers it takes the one redactor of ID card data, which the
     # ingest applies to what terminals send (the agent's logs use the same one).
-    "server": rule(may=("wire", "drivers.idcard.mask")),
+    "server": rule(may=("wire", "counting", "drivers.idcard.mask")),
     # Harnesses run the real agent and server against emulated peripherals and a local CA.
-    "simulator": rule(may=("wire", "drivers", "pki", "agent", "server")),
-    "benchmarks": rule(may=("wire", "drivers", "pki", "agent", "server", "simulator", "tests")),
+    "simulator": rule(may=("wire", "counting", "drivers", "pki", "agent", "server")),
+    "benchmarks": rule(may=("wire", "counting", "drivers", "pki", "agent", "server", "simulator", "tests")),
     # The console script, the demo and the diagnostic console's laptop side: everything, lazily.
     "posfleet": rule(may=EVERYTHING),
     # The tests may import anything (they test the CLI too); they are checked by nothing here.

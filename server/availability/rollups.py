@@ -5,7 +5,7 @@ its hours packed in a blob (4 bytes an hour: service, intact, network ok, no dat
 slots), and per unit per local month (sums of its days). A period made of whole hours is answered as whole
 months + whole days + slices of at most two days' hour blobs: :func:`plan_period`.
 
-Hours are those of :func:`server.availability.counter.rollup`: real hours counted from local midnight, so a
+Hours are those of :func:`counting.counter.rollup`: real hours counted from local midnight, so a
 25-hour DST day has 25 and a 23-hour day 23.
 
 No I/O here; everything is tested on literal values.
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from .counter import SLOT_S, Sample
+from counting.counter import SLOT_S, Sample
 
 HOUR_S = 3600
 COUNTS = ("service_slots", "intact_slots", "network_ok_slots", "no_data_slots")

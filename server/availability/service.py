@@ -12,7 +12,7 @@ How the stored roll-ups stay exact:
 * **Late data.** The ingest's post-commit hook marks the (unit, hour) pairs a committed sample touches; a
   background task waits ``recount_debounce_s`` of quiet (a backlog arrives in bursts), then recounts those hours
   from the raw samples. A status change (or swap) dated in the past marks the unit's hours since then.
-* **The count is the pure counter's**: :func:`server.availability.counter.count_unit` over the raw samples of the
+* **The count is the pure counter's**: :func:`counting.counter.count_unit` over the raw samples of the
   hour (or of the run of dirty hours in one day), with the institution's service hours and the unit's status
   history; nothing else decides a slot.
 * Hours older than the raw-sample retention are never recounted (their evidence is gone; the stored counts
@@ -48,7 +48,7 @@ from ..registry.models import FieldError
 from ..settings import Settings
 from ..storage.base import PENDING_KEY
 from ..tasks import cancel
-from .counter import (
+from counting.counter import (
     _COVERED,
     _DEV_BAD,
     _IN_HOURS,

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ..availability.hours import ServiceHours
+from counting.hours import ServiceHours
 
 InstitutionType = Literal["health_centre", "village_clinic", "community_site", "community_health_centre",
                           "community_health_station", "hospital", "pharmacy", "insurance_office"]

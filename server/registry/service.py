@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..availability.hours import ServiceHours
+from counting.hours import ServiceHours
 from ..settings import Settings
 from . import csvio
 from .models import FieldError, UnitPatch, UnitRecord, parse_hours

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import random
-import time
 from datetime import datetime, timedelta
 from fractions import Fraction
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.availability import (
+from counting import (
     Figures,
     Sample,
     combine,
@@ -212,23 +211,18 @@ def test_rollups_sum_to_the_direct_count():
     assert hours[0].start == at(2, 7, 30) and hours[1].start == at(2, 8, 0)
 
 
-def test_a_year_of_minute_samples_counts_fast():
+def test_a_year_of_minute_samples_counts_every_slot():
+    """A year of minute samples: the counts are exact, and the hourly roll-up sums back to them. (How fast:
+    benchmarks/bench_counter.py; rule 5, no timed tests.)"""
     start, end = datetime(2026, 1, 1, tzinfo=SH), datetime(2027, 1, 1, tzinfo=SH)
     base = int(start.timestamp())
     samples = [Sample(base + 60 * k, 60, k % 100 != 0, k % 7 != 0) for k in range(365 * 1440)]
-    elapsed = []
-    for _ in range(2):  # best of two, so a busy machine does not fail the test
-        t0 = time.perf_counter()
-        r = count_unit(start, end, samples)
-        elapsed.append(time.perf_counter() - t0)
+    r = count_unit(start, end, samples)
     assert r.figures.service_slots == 365 * 600
     assert r.figures.intact_slots == 365 * 600 - sum(
         1 for k in range(365 * 1440) if k % 100 == 0 and 480 <= k % 1440 < 1080
     )
-    assert min(elapsed) < 1.0, f"a year took {min(elapsed):.2f} s"
-    t0 = time.perf_counter()
     assert figures_from_rollups(rollup(r, "hour")).counts() == r.figures.counts()
-    assert time.perf_counter() - t0 < 0.5
 
 
 @pytest.mark.parametrize(

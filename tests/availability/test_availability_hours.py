@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.availability import ServiceHours
+from counting import ServiceHours
 
 SH = ZoneInfo("Asia/Shanghai")
 

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.availability import (
+from counting import (
     STATUSES,
     Sample,
     ServiceHours,

@@ -1,4 +1,4 @@
-"""Catalogue T3, shanghai-day-boundaries, on the pure counter (server/availability/counter.py).
+"""Catalogue T3, shanghai-day-boundaries, on the pure counter (counting/counter.py).
 
 A whole year (2025) of minute fixtures for one unit in Asia/Shanghai, counted with the process's own time zone
 (``TZ``, what a server's host or container sets) at UTC, Asia/Shanghai and America/New_York (which has DST): the
@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from server.availability.counter import Sample, count_unit, rollup
+from counting.counter import Sample, count_unit, rollup
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 YEAR_FROM = datetime(2025, 1, 1, tzinfo=SHANGHAI)

@@ -104,7 +104,7 @@ async def test_rollups_equal_the_direct_count(tmp_path: Path) -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    from server.availability.counter import count_unit
+    from counting.counter import count_unit
     from server.availability.rollups import counter_samples
 
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
