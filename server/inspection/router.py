@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/v1/server", tags=["server"])
 class Inspection(Open):
     now: Time
     status: str
-    problems: list[dict[str, str]]
+    problems: list[dict[str, Any]]  # check, key, message (English), vars (the figures, for a translation)
     disks: list[dict[str, Any]]
     database: dict[str, Any]
     backup: dict[str, Any]

@@ -194,9 +194,11 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
         if d["alert"]:
             problems.append({"check": "disk", "key": f"disk:{d['path']}",
                              "message": f"disk {d['path']} ({', '.join(d['what'])}) {d['used_pct']:.0f} % full "
-                                        f"(alert at {s.disk_alert_pct:.0f} %)"})
+                                        f"(alert at {s.disk_alert_pct:.0f} %)",
+                             "vars": {"path": d["path"], "pct": d["used_pct"], "line": s.disk_alert_pct}})
         elif "error" in d:
-            problems.append({"check": "disk", "key": f"disk:{d['path']}", "message": f"disk {d['path']}: {d['error']}"})
+            problems.append({"check": "disk", "key": f"disk:{d['path']}", "message": f"disk {d['path']}: {d['error']}",
+                             "vars": {"path": d["path"], "error": d["error"]}})
     size = await database_bytes(storage)
     database: dict[str, Any] = {"backend": getattr(storage, "dialect", ""), "bytes": size}
     on = next((d for d in disks if "database" in d["what"]), None)
@@ -215,7 +217,7 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
         problems.append({"check": "backup", "key": "backup",
                          "message": "no database backup recorded (posfleet server db backup)" if rec is None else
                          f"the last database backup is {backup['age_h']:.0f} h old (alert after "
-                         f"{s.backup_alert_h:.0f} h)"})
+                         f"{s.backup_alert_h:.0f} h)", "vars": {"age_h": backup["age_h"], "line": s.backup_alert_h}})
 
     # broker and ingest
     from ..app import ingest_stats
@@ -227,7 +229,8 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
     if settings.ingest_enabled and not broker["connected"]:
         problems.append({"check": "broker", "key": "broker",
                          "message": f"ingest is not connected to the broker at {broker['address']}"
-                                    + (f": {broker['error']}" if broker["error"] else "")})
+                                    + (f": {broker['error']}" if broker["error"] else ""),
+                         "vars": {"address": broker["address"], "error": broker["error"]}})
     ingest_part = {"lag_s": figures.get("oldest_queued_s", 0.0), "queued": figures.get("queued", 0),
                    "messages": figures.get("messages", 0), "samples_stored": figures.get("samples_stored", 0),
                    "rejected_messages": figures.get("rejected_messages", {}),
@@ -253,11 +256,12 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
             problems.append({"check": "certificate", "key": f"cert:{c['what']}",
                              "message": f"the {c['what']} certificate ({c['subject']}) "
                                         + (f"expires in {c['days_left']:.0f} days" if c["days_left"] >= 0 else
-                                           "has expired")})
+                                           "has expired"), "vars": {"what": c["what"], "days": c["days_left"]}})
         elif "error" in c and c["what"] != "broker" and settings.ingest_enabled:  # (files an API-only
             # process without ingest need not have)
             problems.append({"check": "certificate", "key": f"cert:{c['what']}",
-                             "message": f"the {c['what']} certificate cannot be read: {c['error']}"})
+                             "message": f"the {c['what']} certificate cannot be read: {c['error']}",
+                             "vars": {"what": c["what"], "error": c["error"]}})
     terminals: dict[str, Any] = {"source": None, "total": 0, "expired": 0, "expiring": 0, "soonest": []}
     expiring: list[tuple[float, str]] = []
     if settings.pki.ca_dir:
@@ -268,7 +272,8 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
         except (OSError, ValueError, KeyError, TypeError) as err:
             terminals["error"] = str(err)
             problems.append({"check": "certificate", "key": "cert:terminals",
-                             "message": f"the CA's index cannot be read: {err}"})
+                             "message": f"the CA's index cannot be read: {err}",
+                             "vars": {"what": "terminals", "error": str(err)}})
             by_sn = {}
         limit = t + s.cert_alert_days * DAY
         terminals["total"] = len(by_sn)
@@ -285,7 +290,8 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
     clock = time_sync()
     if clock["synchronised"] is False:
         problems.append({"check": "time", "key": "time",
-                         "message": "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd)"})
+                         "message": "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd)",
+                         "vars": {"max_error_ms": clock.get("max_error_ms")}})
 
     return {"now_epoch": t, "status": "alert" if problems else "ok", "problems": problems, "disks": disks,
             "database": database, "backup": backup, "broker": broker, "ingest": ingest_part,
@@ -357,7 +363,7 @@ class Inspector:
             key = f"{kind}:{p['key']}"
             keep[kind].add(key)
             raised |= await storage.raise_alert(key, kind, None, None, ts, p["message"],
-                                                {"check": p["check"]}, webhook)
+                                                {"check": p["check"], **p.get("vars", {})}, webhook)
         index = await self.app.state.registry.index() if getattr(self.app.state, "registry", None) else {}
         for na, sn in result["_expiring_terminals"]:
             key = f"certificate:terminal:{sn}"

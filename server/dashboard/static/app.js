@@ -16,6 +16,11 @@ const I18N = {
     max_error_ms: "最大误差（毫秒）", backend: "类型", never: "从未", cert_ca: "根证书（CA）",
     cert_broker: "消息服务器证书", cert_server: "服务器客户端证书", alert_line: "告警线 {p}%",
     cert_alert_line: "到期前 {d} 天告警",
+    problem_disk: "{path} 已用 {pct}%（告警线 {line}%）", problem_disk_error: "{path}：{error}",
+    problem_backup: "最近一次数据库备份已过 {age} 小时（告警线 {line} 小时）",
+    problem_backup_none: "没有数据库备份记录（posfleet server db backup）", problem_broker: "未连接消息服务器 {address} {error}",
+    problem_cert: "{what}{days} 天后到期", problem_cert_expired: "{what}已过期", problem_cert_error: "{what}无法读取：{error}",
+    problem_time: "服务器时钟未同步（未运行 NTP：chrony 或 systemd-timesyncd），最大误差 {ms} 毫秒", cert_terminals: "CA 证书索引",
     login_title: "登录", login_hint: "请输入管理员发放的访问令牌（pf_ 开头）。令牌只保存在本浏览器标签页中。",
     token: "访问令牌", sign_in: "登录", bad_token: "令牌无效或已吊销", server_error: "服务器错误",
     fleet_title: "全省总览", month: "本月", counted_to: "统计至", incomplete: "（统计中）",
@@ -68,6 +73,11 @@ const I18N = {
     expiring: "expiring within {d} days", expired: "expired", synchronised: "Synchronised",
     max_error_ms: "Max error (ms)", backend: "Backend", never: "never", cert_ca: "Fleet CA", cert_broker: "Broker",
     cert_server: "Server (MQTT client)", alert_line: "alert at {p}%", cert_alert_line: "alert {d} days before expiry",
+    problem_disk: "{path} {pct}% full (alert at {line}%)", problem_disk_error: "{path}: {error}",
+    problem_backup: "the last database backup is {age} h old (alert after {line} h)",
+    problem_backup_none: "no database backup recorded (posfleet server db backup)", problem_broker: "not connected to the broker at {address} {error}",
+    problem_cert: "{what} expires in {days} days", problem_cert_expired: "{what} has expired", problem_cert_error: "{what} cannot be read: {error}",
+    problem_time: "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd), max error {ms} ms", cert_terminals: "the CA's index",
     login_title: "Sign in", login_hint: "Enter the access token your administrator issued (starts with pf_). It is kept in this browser tab only.",
     token: "Access token", sign_in: "Sign in", bad_token: "Unknown or revoked token", server_error: "Server error",
     fleet_title: "Fleet overview", month: "This month", counted_to: "counted to", incomplete: " (in progress)",
@@ -700,6 +710,18 @@ async function viewUnit(r) {
     h("div", {class: "grid"}, slotCard), h("div", {class: "grid two"}, al, hist, alLog, cmdCard));
 }
 
+function problemText(p) {
+  const v = p.vars || {};
+  const what = v.what ? t("cert_" + v.what) : "";
+  if (p.check === "disk") return v.error ? fill(t("problem_disk_error"), v) : fill(t("problem_disk"), v);
+  if (p.check === "backup") return v.age_h === null || v.age_h === undefined ? t("problem_backup_none")
+    : fill(t("problem_backup"), {age: Math.round(v.age_h), line: v.line});
+  if (p.check === "broker") return fill(t("problem_broker"), {address: v.address, error: v.error || ""});
+  if (p.check === "certificate") return v.error ? fill(t("problem_cert_error"), {what, error: v.error})
+    : fill(t(v.days >= 0 ? "problem_cert" : "problem_cert_expired"), {what, days: Math.round(v.days)});
+  if (p.check === "time") return fill(t("problem_time"), {ms: v.max_error_ms});
+  return p.message;
+}
 async function viewServer() {
   const s = await api("/api/v1/server/inspection");
   const yes = v => v === true ? t("yes") : v === false ? t("no") : "—";
@@ -709,7 +731,7 @@ async function viewServer() {
   const status = h("p", {class: s.problems.length ? "error" : "good", "data-k": "inspect.status"},
     s.problems.length ? fill(t("inspect_problems"), {n: s.problems.length}) : t("inspect_ok"));
   const problems = h("ul", {id: "inspect-problems"}, s.problems.map(p =>
-    h("li", {"data-check": p.check}, `${L("inspect." + p.check) || p.check}${lang === "zh" ? "：" : ": "}${p.message}`)));
+    h("li", {"data-check": p.check}, `${L("inspect." + p.check) || p.check}${lang === "zh" ? "：" : ": "}${problemText(p)}`)));
   const disks = card(`${t("disks")} (${fill(t("alert_line"), {p: s.disk_alert_pct})})`,
     table([t("path"), t("what"), {label: t("used"), num: 1}, {label: t("size"), num: 1}],
       s.disks.map(d => h("tr", {"data-row": d.path}, td(d.path), td(d.what.map(w => w === "database" ? t("db") : t("nav_server")).join("、")),
