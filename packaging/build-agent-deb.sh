@@ -56,7 +56,7 @@ for ARCH in "${ARCHES[@]}"; do
 
   # What a terminal does not run: the fleet server, the simulator, the CA (posfleet hides their commands when
   # the package is absent), console scripts made for the build machine, the wheels' own test suites.
-  rm -rf "$SP"/server "$SP"/simulator "$SP"/pki "$SP"/bin "$SP"/psutil/tests
+  rm -rf "$SP"/server "$SP"/simulator "$SP"/pki "$SP"/counting "$SP"/bin "$SP"/psutil/tests
   find "$SP" -name '__pycache__' -prune -exec rm -rf {} +
   find "$SP" -name 'RECORD' -path '*.dist-info/*' -delete   # lists files this layout moved or removed
 

@@ -133,7 +133,7 @@ def test_package_contents(debs: dict[str, Path]) -> None:
                         "cryptography/", "paho/", "serial/", "msgspec/", "psutil/"):
             assert sp + present in names, f"{arch}: {present} missing"
         # no server, simulator or CA code, no server extras, none of python-escpos' image stack
-        for absent in ("server/", "simulator/", "pki/", "fastapi", "uvicorn", "aiosqlite", "jinja2", "escpos",
+        for absent in ("server/", "simulator/", "pki/", "counting/", "fastapi", "uvicorn", "aiosqlite", "jinja2", "escpos",
                        "PIL/", "qrcode", "yaml/", "barcode", "appdirs"):
             assert sp + absent not in names, f"{arch}: {absent} shipped"
         for path in ("./lib/systemd/system/posfleet-agent.service", "./usr/lib/sysusers.d/posfleet-agent.conf",
