@@ -139,7 +139,7 @@ class CommandsConfig(_Base):
 
 
 class RenewalConfig(_Base):
-    """The terminal certificate's renewal over the air (agent/renew.py, decision 025)."""
+    """The terminal certificate's renewal over the air (agent/renew.py, decision 026)."""
 
     enabled: bool = True
     days_before: float = 60.0  # renew when the certificate in use has fewer days than this left

@@ -1,4 +1,4 @@
-"""Certificate renewal over the air, the terminal's part (issue 17; docs/decisions/025-certificate-renewal.md).
+"""Certificate renewal over the air, the terminal's part (issue 17; docs/decisions/026-certificate-renewal.md).
 
 Nobody at a village clinic can renew a certificate, and one that expires cuts the unit off until a visit. When the
 certificate in use (``link.cert_file``) has less than ``renewal.days_before`` days left, the agent:

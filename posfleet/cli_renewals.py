@@ -1,5 +1,5 @@
 """``posfleet ca sign-renewals``: the CA's host signs the terminals' renewal requests the server holds, and revokes
-the certificates they replaced (server/renewal.py, docs/decisions/025-certificate-renewal.md).
+the certificates they replaced (server/renewal.py, docs/decisions/026-certificate-renewal.md).
 
 Run by root on the CA's host (the CA folder is root's), by hand or from a timer: the CA passphrase comes from
 ``POSFLEET_CA_PASSPHRASE``, a file (``--passphrase-file``: e.g. ``$CREDENTIALS_DIRECTORY/ca-passphrase`` from an

@@ -86,7 +86,7 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
         inspector.start()
     from .renewal import Renewals
 
-    renewals = Renewals(settings, storage, ingest, clock)  # terminals' certificate renewal (issue 17, decision 025)
+    renewals = Renewals(settings, storage, ingest, clock)  # terminals' certificate renewal (issue 17, decision 026)
     app.state.renewals = renewals
     ingest.on_committed.append(renewals.on_committed)
     if primary:
@@ -304,7 +304,7 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
     app.add_middleware(WorkerHeader)
     from .inspection.metrics import install as install_metrics
 
-    install_metrics(app)  # GET /metrics and the API's latency histograms (issue 17, decision 026)
+    install_metrics(app)  # GET /metrics and the API's latency histograms (issue 17, decision 027)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,4 +1,4 @@
-"""Terminals' certificate renewal over the air, the server's part (issue 17; docs/decisions/025-certificate-renewal.md).
+"""Terminals' certificate renewal over the air, the server's part (issue 17; docs/decisions/026-certificate-renewal.md).
 
 1. A terminal whose certificate nears its end makes a new key and asks with a ``cert_request`` event (its CSR) in
    its telemetry: durable in its outbox until this server commits it. The request is checked here (signature, CN =

@@ -277,7 +277,7 @@ class InspectionSettings(_Strict):
 
 class PkiSettings(_Strict):
     """Where the fleet CA keeps what it issued (its ``index.json``: every terminal's certificate, read for their
-    expiry dates) and the terminals' over-the-air certificate renewal (docs/decisions/025-certificate-renewal.md).
+    expiry dates) and the terminals' over-the-air certificate renewal (docs/decisions/026-certificate-renewal.md).
     The server never holds the CA key: ``posfleet ca sign-renewals`` on the CA's host signs what terminals asked."""
 
     ca_dir: str = ""  # e.g. /etc/posfleet/ca; empty: terminals' certificates are not inspected
@@ -286,7 +286,7 @@ class PkiSettings(_Strict):
 
 
 class MetricsSettings(_Strict):
-    """Prometheus ``/metrics`` (docs/decisions/026-metrics-access.md): open without a token to the listed networks
+    """Prometheus ``/metrics`` (docs/decisions/027-metrics-access.md): open without a token to the listed networks
     (a scraper on this host or the operators' monitoring network), a bearer token of any role from elsewhere."""
 
     enabled: bool = True

@@ -114,7 +114,7 @@ class State(msgspec.Struct, omit_defaults=True):
     v: int = PROTOCOL_VERSION
 
 
-# Certificate renewal over the air (agent/renew.py, server/renewal.py, docs/decisions/025-certificate-renewal.md):
+# Certificate renewal over the air (agent/renew.py, server/renewal.py, docs/decisions/026-certificate-renewal.md):
 # the terminal asks with an event in its telemetry (durable in its outbox until the server commits it) ...
 CERT_REQUEST = "cert_request"  # data: {"csr": PEM of the request for the key made on the terminal}
 CERT_SWITCHED = "cert_switched"  # data: {"serial": hex serial of the renewed certificate it now connects with}

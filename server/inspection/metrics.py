@@ -15,7 +15,7 @@ What a scrape gets (``posfleet_`` prefix):
 
 Every figure is read when scraped (the ingest figures are the primary's, whichever process answers: as
 ``/healthz``), nothing per unit: a scrape costs the same for 50 or 50,000 units but for two grouped counts
-(benchmarks/bench_metrics.py). Access: decision 026 (open to ``metrics.open_to`` networks, a token elsewhere).
+(benchmarks/bench_metrics.py). Access: decision 027 (open to ``metrics.open_to`` networks, a token elsewhere).
 """
 
 from __future__ import annotations
