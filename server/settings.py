@@ -241,6 +241,8 @@ class ReportSettings(_Strict):
     # the contract's word for the network figure: 网络通畅率 (Hainan O&M contract) or as the contract says
     network_term: str = Field("网络通畅率", min_length=1, max_length=20)
     lang: Literal["zh", "en"] = "zh"
+    # more terminals than this in scope: the PDF/HTML inspection appendix is made per county apart (XLSX keeps it)
+    appendix_max_units: int = Field(3000, ge=0)
     # reports kept on the server (scheduled ones; listed and downloaded by the API and the dashboard)
     dir: str = "reports"
     schedule: ReportScheduleSettings = ReportScheduleSettings()

@@ -166,9 +166,6 @@ def labels_for(settings: Any, lang: str) -> dict[str, str]:
     return L
 
 
-APPENDIX_LIMIT = 3000  # more terminals than this in scope: the inspection appendix is made per county apart
-
-
 async def build(availability: Any, storage: Any, start: int, end: int, county: str | None = None,
                 lang: str = "zh", flagged_limit: int = 500, *, period: Any = None,
                 server_inspection: dict[str, Any] | None = None, appendix: bool | None = None,
@@ -178,7 +175,7 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     ``period``: a :class:`server.reports.periods.Period` (month, quarter; by default the days of
     ``[start, end)``). ``server_inspection``: :func:`server.inspection.service.inspect`'s answer, or None (the
     section then says where it comes from). ``appendix``: include the inspection appendix (None: when at most
-    :data:`APPENDIX_LIMIT` terminals are in scope). ``part="appendix"``: the appendix alone (per county files)."""
+    ``[reports] appendix_max_units`` terminals are in scope). ``part="appendix"``: the appendix alone (per county files)."""
     from . import document
     from .periods import Period, period_name, period_text
 
@@ -199,7 +196,8 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
              "generated_text": document.chinese_datetime(int(availability.clock.now()), tz) if lang == "zh" else
              datetime.fromtimestamp(int(availability.clock.now()), tz).strftime("%d %B %Y %H:%M")}
     in_scope = sum(1 for u in index.values() if county is None or u.county == county)
-    with_appendix = (in_scope <= APPENDIX_LIMIT) if appendix is None else appendix
+    limit = settings.reports.appendix_max_units
+    with_appendix = (in_scope <= limit) if appendix is None else appendix
     if part == "appendix":
         return {"lang": lang, "labels": L, "cover": cover, "part": "appendix", "county": county, "period_key": period.key,
                 "from": datetime.fromtimestamp(start, tz).isoformat(), "to": datetime.fromtimestamp(end, tz).isoformat(),
@@ -215,6 +213,7 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     data["spares"] = document.spare_stock(index, county)
     data["server_inspection"] = server_inspection
     data["appendix_included"] = with_appendix
+    data["appendix_split"] = in_scope > limit  # PDF/HTML: the appendix in per-county files (documents())
     data["inspection"] = (await document.inspection(availability, storage, index, start, end, county, lang)
                           if with_appendix else {})
     data["recommendations"] = document.recommendations(data, lang)
@@ -527,6 +526,23 @@ def file_name(data: dict[str, Any], fmt: str) -> str:
     part = "-appendix" if data.get("part") == "appendix" else ""
     county = f"-{data['county']}" if data.get("county") else ""
     return f"ops-{data['period_key']}{part}{county}.{fmt}"
+
+
+def documents(data: dict[str, Any], fmt: str) -> list[tuple[str, dict[str, Any]]]:
+    """The files one report makes in ``fmt``: itself; and for PDF and HTML of a fleet larger than
+    ``[reports] appendix_max_units`` whose data holds the appendix, the report without it plus one appendix per county
+    (a 50,000-unit appendix is some 1,700 pages: printed per county, each file stays small). XLSX and CSV keep
+    the appendix as one table."""
+    if fmt in ("xlsx", "csv") or not data.get("appendix_split") or not data.get("inspection") \
+            or data.get("part") == "appendix":
+        return [(file_name(data, fmt), data)]
+    out = [(file_name(data, fmt), {**data, "appendix_included": False})]
+    for county, rows in data["inspection"].items():
+        name = county or ("未分配" if data["lang"] == "zh" else "unassigned")  # units of no institution yet
+        part = {**data, "part": "appendix", "county": name, "inspection": {county: rows},
+                "cover": {**data["cover"], "county": name}}
+        out.append((file_name(part, fmt), part))
+    return out
 
 
 async def render(data: dict[str, Any], fmt: str, settings: Any) -> bytes:

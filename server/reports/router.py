@@ -84,7 +84,8 @@ async def ops_report(
     language = lang or settings.reports.lang
     inspection = await server_inspection(app) if part == "report" else None
     data = await build(svc, app.state.storage, period.start, period.end, county, language, period=period,
-                       server_inspection=inspection, part=part)
+                       server_inspection=inspection, part=part,
+                       appendix=True if format in ("xlsx", "csv") else None)  # tables hold any size
     name = file_name(data, format)
     try:
         if format == "pdf":

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from ..tasks import cancel
-from .ops import MEDIA, build, file_name, render
+from .ops import MEDIA, build, documents, render
 from .periods import Period, previous_periods, resolve
 
 log = logging.getLogger(__name__)
@@ -115,19 +115,19 @@ async def _make_files(app: Any, meta_key: str, period: Period) -> dict[str, Any]
     st = app.state.settings
     svc = app.state.availability
     data = await build(svc, app.state.storage, period.start, period.end, None, st.reports.lang, period=period,
-                       server_inspection=await server_inspection(app))
+                       server_inspection=await server_inspection(app), appendix=True)
     folder = reports_dir(st)
     await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
     files = []
     for fmt in st.reports.schedule.formats:
-        if fmt == "pdf":
-            async with await pdf_slot(app):
-                body = await render(data, fmt, st)
-        else:
-            body = await render(data, fmt, st)
-        name = file_name(data, fmt)
-        await asyncio.to_thread(_write, folder / name, body)
-        files.append({"name": name, "format": fmt, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+        for name, doc in documents(data, fmt):  # a large fleet's PDF: the appendix per county
+            if fmt == "pdf":
+                async with await pdf_slot(app):
+                    body = await render(doc, fmt, st)
+            else:
+                body = await render(doc, fmt, st)
+            await asyncio.to_thread(_write, folder / name, body)
+            files.append({"name": name, "format": fmt, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
     fleet = data["fleet"]
     rec = {"state": "made", "kind": period.kind, "period": period.key, "made": time.time(), "files": files,
            "complete": bool(data["complete"]), "report_no": data["cover"]["report_no"],

@@ -204,3 +204,22 @@ async def test_network_service_levels_count_what_was_measured(tmp_path: Path) ->
         assert sla["jitter_measured"] and sla["loss_measured"]
         html = (await api.get("/api/v1/reports/ops", **MARCH)).text
         assert "83.33 %" in html and "80.00 %" in html
+
+
+async def test_large_fleet_appendix_in_per_county_files(tmp_path: Path) -> None:
+    from server.reports.ops import build, documents
+
+    async with make_api(tmp_path, {"reports": {"appendix_max_units": 2}}, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        html = (await api.get("/api/v1/reports/ops", **MARCH)).text
+        assert "附录：终端巡检记录" not in html and "按区县另行成册" in html
+        part = (await api.get("/api/v1/reports/ops", part="appendix", county="秀英区", **MARCH)).text
+        assert "附录：终端巡检记录" in part and "HNA0000001" in part and "HNB0000001" not in part
+        assert "合同付款条款" not in part
+        svc = api.app.state.availability
+        a, b = svc.period("2025-03-01", "2025-03-31")
+        data = await build(svc, api.app.state.storage, a, b, appendix=True)
+        names = [n for n, _d in documents(data, "pdf")]
+        assert names == ["ops-2025-03-01_2025-03-31.pdf", "ops-2025-03-01_2025-03-31-appendix-未分配.pdf",
+                         "ops-2025-03-01_2025-03-31-appendix-秀英区.pdf"], names
+        assert [n for n, _d in documents(data, "xlsx")] == ["ops-2025-03-01_2025-03-31.xlsx"]  # one table
