@@ -145,6 +145,7 @@ class Renewer:
         self.dir = cert_file.parent / "renew"
         self.last_error = ""
         self._checked_at = float("-inf")
+        self._not_after: float | None = None  # of the certificate in use, once read
 
     # state ------------------------------------------------------------------------------------------------
     @property
@@ -183,20 +184,22 @@ class Renewer:
 
     # the steps ------------------------------------------------------------------------------------------------
     def tick(self, connected: bool) -> str:
-        """One look (cheap: the certificate's dates are read at most once a minute while nothing is under way).
+        """One look (cheap: the certificate's end is read once, then compared with the time).
         Returns the step the renewal is in (``""``: none)."""
         st = self.state()
         step = st.get("step", "")
         now = self.now()
         if not step:
-            if now - self._checked_at < 60:
-                return ""
-            self._checked_at = now
-            try:
-                not_after, _serial = certificate_dates(self.cert_file)
-            except (OSError, ValueError, KeyError) as err:
-                self.last_error = f"cannot read {self.cert_file}: {err}"
-                return ""
+            if self._not_after is None:  # read once (and after a renewal): a tick is then a comparison
+                if now - self._checked_at < 60:
+                    return ""
+                self._checked_at = now
+                try:
+                    self._not_after = certificate_dates(self.cert_file)[0]
+                except (OSError, ValueError, KeyError) as err:
+                    self.last_error = f"cannot read {self.cert_file}: {err}"
+                    return ""
+            not_after = self._not_after
             if not_after - now > self.days_before * 86400:
                 return ""
             self._clear()  # whatever an earlier try left
@@ -288,6 +291,7 @@ class Renewer:
             os.replace(self.new_key, self.key_file)
         if self.new_cert.exists():
             os.replace(self.new_cert, self.cert_file)
+        self._not_after = None
         self._set(step="confirm", serial=st["serial"], stored=False)
         self.store_event("cert_switched", {"serial": st["serial"]})
         self._set(step="confirm", serial=st["serial"], stored=True)
