@@ -222,7 +222,8 @@ def agent_enroll(sn: str, out_dir: str) -> None:
 
 
 # ---------------------------------------------------------------- server
-@main.group(cls=_Lazy, modules={"command": "posfleet.cli_commands:command", "db": "posfleet.cli_db:db"})
+@main.group(cls=_Lazy, modules={"command": "posfleet.cli_commands:command", "db": "posfleet.cli_db:db",
+                                 "user": "posfleet.cli_users:user"})
 def server() -> None:
     """The fleet server."""
 
@@ -283,23 +284,35 @@ def server_token() -> None:
 @server_token.command("create")
 @click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False))
 @click.option("--name", required=True)
-@click.option("--role", type=click.Choice(["admin", "engineer", "viewer"]), required=True)
-def token_create(config_path: str, name: str, role: str) -> None:
-    """Create a token; it is printed once and stored only hashed."""
-    from server.auth import create_token
-    from server.storage import open_storage
+@click.option("--role", type=click.Choice(["admin", "engineer", "viewer", "auditor"]), required=True)
+@click.option("--owner", default="", help="the named user responsible for the script that uses it")
+@click.option("--scope", default="province", show_default=True,
+              help="province, or comma-separated city:NAME / county:NAME")
+@click.option("--expires-days", type=click.IntRange(1, 3650), default=None,
+              help="refused after this many days (default: never)")
+def token_create(config_path: str, name: str, role: str, owner: str, scope: str, expires_days: int | None) -> None:
+    """Create a token; it is printed once and stored only hashed. Audited (token.create)."""
+    import time
 
-    settings = _server_settings(config_path)
+    from server.audit import Audit
+    from server.auth import Scope, create_token
 
-    async def go() -> str:
-        st = open_storage(settings.storage.url, settings.base_dir)
-        await st.open()
-        try:
-            return await create_token(st, name, role)
-        finally:
-            await st.close()
+    from .cli_users import operator
 
-    click.echo(asyncio.run(go()))
+    try:
+        Scope.parse(scope)
+    except ValueError as err:
+        raise click.BadParameter(str(err).partition(": ")[2], param_hint="--scope") from None
+    expires = time.time() + expires_days * 86400 if expires_days else None
+
+    async def work(st):  # type: ignore[no-untyped-def]
+        token = await create_token(st, name, role, owner, scope, expires)
+        await Audit(st, time.time).record(operator(), "token.create", name, role=role, detail={
+            "owner": owner, "scope": Scope.parse(scope).text(), "expires": expires})
+        return token
+
+    _, token = _with_storage(config_path, work)
+    click.echo(token)
 
 
 def _with_storage(config_path: str, work):  # type: ignore[no-untyped-def]
@@ -334,19 +347,23 @@ def token_list(config_path: str, as_json: bool) -> None:
     settings, rows = _with_storage(config_path, lambda st: st.list_tokens())
     tz = settings.timezone
     items = [{"name": r["name"], "role": r["role"], "created": _local_time(r["created"], tz),
-              "revoked": r["revoked_at"] is not None, "revoked_at": _local_time(r["revoked_at"], tz)} for r in rows]
+              "revoked": r["revoked_at"] is not None, "revoked_at": _local_time(r["revoked_at"], tz),
+              "owner": r["owner"], "scope": r["scope"], "expires": _local_time(r["expires"], tz),
+              "last_used": _local_time(r["last_used"], tz), "last_client": r["last_client"]} for r in rows]
     if as_json:
         click.echo(json.dumps({"tokens": items}, ensure_ascii=False, indent=1))
         return
     if not items:
         click.echo("no tokens (create one with: posfleet server token create)")
         return
-    table = [("NAME", "ROLE", "CREATED", "STATE")] + [
-        (i["name"], i["role"], i["created"] or "", f"revoked {i['revoked_at']}" if i["revoked"] else "in force")
+    table = [("NAME", "ROLE", "CREATED", "OWNER", "SCOPE", "LAST USED", "STATE")] + [
+        (i["name"], i["role"], i["created"] or "", i["owner"] or "-", i["scope"],
+         f"{i['last_used']} {i['last_client']}" if i["last_used"] else "never",
+         f"revoked {i['revoked_at']}" if i["revoked"] else f"expires {i['expires']}" if i["expires"] else "in force")
         for i in items]
-    widths = [max(len(row[c]) for row in table) for c in range(3)]
+    widths = [max(len(row[c]) for row in table) for c in range(6)]
     for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row[:6], widths, strict=True)) + "  " + row[6])
 
 
 @server_token.command("revoke")
@@ -358,7 +375,17 @@ def token_revoke(name: str, config_path: str) -> None:
     Names need not be unique; all tokens with that name are revoked. Revoking again changes nothing."""
     import time
 
-    _, (done, before) = _with_storage(config_path, lambda st: st.revoke_tokens(name, time.time()))
+    from server.audit import Audit
+
+    from .cli_users import operator
+
+    async def work(st):  # type: ignore[no-untyped-def]
+        done, before = await st.revoke_tokens(name, time.time())
+        if done:
+            await Audit(st, time.time).record(operator(), "token.revoke", name, detail={"revoked": done})
+        return done, before
+
+    _, (done, before) = _with_storage(config_path, work)
     if done == 0 and before == 0:
         raise click.BadParameter(f"no token named {name!r} (see: posfleet server token list)", param_hint="NAME")
     if done == 0:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..auth import hash_token
-
 log = logging.getLogger(__name__)
 
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -36,7 +34,9 @@ class AuditMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             code = status[0] if status else 500
-            if code != 401:  # counted by the API guard and audited per address per minute (server/auth/limits.py)
+            # 401: counted by the API guard and audited per address per minute (server/auth/limits.py); sign-in
+            # and sign-out write their own rows with the result (server/auth/accounts.py)
+            if code != 401 and scope.get("path", "").rstrip("/") != "/api/v1/session":
                 await self._record(scope, code)
 
     async def _record(self, scope: dict[str, Any], status: int) -> None:
@@ -44,17 +44,8 @@ class AuditMiddleware:
         audit = getattr(getattr(app, "state", None), "audit", None)
         if audit is None:
             return
-        actor, role = "anonymous", ""
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, token = value.decode("latin-1").partition(" ")
-                if scheme.lower() == "bearer" and token:
-                    try:
-                        row = await app.state.storage.find_token(hash_token(token.strip()))
-                    except Exception as err:  # the audit must not break the API
-                        log.warning("audit: token lookup failed: %s", err)
-                        row = None
-                    actor, role = (row["name"], row["role"]) if row else ("unknown-token", "")
+        who = (scope.get("state") or {}).get("principal")  # set by server.auth.principal
+        actor, role = (who.name, who.role) if who is not None else ("anonymous", "")
         client = scope.get("client")
         query = scope.get("query_string", b"").decode("latin-1")
         try:

@@ -210,7 +210,11 @@ async def out_of_range(request: Any, exc: Exception) -> Any:
 def install(app: Any) -> None:
     """Limits, screening and the documented error answers; call last in the app factory."""
     from .openapi import install_openapi
+    from .router import router as accounts_router
+    from .scope import scoped
 
+    app.include_router(accounts_router)  # sign-in, sessions, users and tokens (issue 18)
+    scoped("/api/v1/session", "/api/v1/session/totp", "/api/v1/session/totp/confirm")
     app.add_middleware(ApiGuard, settings=app.state.settings)
     app.add_exception_handler(OverflowError, out_of_range)
     install_openapi(app)

@@ -9,10 +9,11 @@ with no institution yet belongs to the province alone. Anything outside answers 
 * :func:`scope_sns` (``principal``, registry index) -> the SNs in scope, or None for the province (no filter);
 * :func:`not_found` to refuse, in the API's one error shape.
 
-Path parameters are checked in one place, :func:`check_path` (run by :func:`server.auth.principal` for every
+Routes and path parameters are checked in one place, :func:`check_path` (run by :func:`server.auth.principal` for every
 authenticated route): each parameter name has a resolver registered by its domain (:func:`resolver`) that says
-where the object lies; a parameter with no resolver is refused to a scoped principal (fail closed: a new route
-with a new kind of identifier stays out of a county user's reach until someone says where its objects lie).
+where the object lies; a parameter with no resolver is refused to a scoped principal, and so is every route not
+listed by :func:`scoped` as filtering by scope (fail closed: a new route stays out of a county user's reach until
+its domain filters it).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ ROLES = ("admin", "engineer", "viewer", "auditor")
 # viewer and auditor read; the auditor also reads the audit trail and the login log; engineers send commands and
 # edit the registry; admins manage users, tokens and settings
 RANK = {"viewer": 0, "auditor": 0, "engineer": 1, "admin": 2}
+COOKIE = "posfleet_session"  # the dashboard's session cookie (server/auth/accounts.py)
 
 
 @dataclass(frozen=True)
@@ -160,10 +162,24 @@ async def anywhere(app: Any, value: str, principal: Principal) -> bool:
     return True
 
 
+# Route templates whose answers a scoped principal may have: they filter by scope themselves (or hold nothing of a
+# county's). Any other route answers a scoped principal 404 (fail closed: a new route is out of a county user's
+# reach until its domain filters it and lists it here with :func:`scoped`).
+SCOPED: set[str] = set()
+
+
+def scoped(*paths: str) -> None:
+    SCOPED.update(paths)
+
+
 async def check_path(request: Any, principal: Principal) -> None:
-    """404 when a path parameter names something outside ``principal``'s scope (or has no resolver)."""
-    if principal.scope.province or not request.path_params:
+    """404 when the route is not one that filters by scope (:data:`SCOPED`), or a path parameter names something
+    outside ``principal``'s scope (or has no resolver)."""
+    if principal.scope.province:
         return
+    route = request.scope.get("route")
+    if getattr(route, "path", None) not in SCOPED:
+        raise not_found("path", request.url.path)
     for name, value in request.path_params.items():
         fn = _RESOLVERS.get(name)
         if fn is None or not await fn(request.app, str(value), principal):

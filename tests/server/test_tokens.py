@@ -102,9 +102,11 @@ def test_list_and_revoke_by_name_from_the_cli(tmp_path: Path) -> None:
     text = _cli(cfg, "list")
     assert text.returncode == 0
     lines = text.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ROLE", "CREATED", "STATE"]
-    assert [line.split()[:2] + line.split()[3:] for line in lines[1:]] == [
-        ["alice", "admin", "in", "force"], ["bob", "viewer", "in", "force"], ["bob", "engineer", "in", "force"]]
+    assert lines[0].split() == ["NAME", "ROLE", "CREATED", "OWNER", "SCOPE", "LAST", "USED", "STATE"]
+    assert [line.split()[:2] + line.split()[3:] for line in lines[1:]] == [  # no owner, the province, unused
+        ["alice", "admin", "-", "province", "never", "in", "force"],
+        ["bob", "viewer", "-", "province", "never", "in", "force"],
+        ["bob", "engineer", "-", "province", "never", "in", "force"]]
     for t in tokens:  # neither the token nor its hash
         assert t not in text.stdout
         assert t not in json.dumps(_listed(cfg))
