@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sqlite3
 import statistics
@@ -31,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._harness import machine_line  # noqa: E402
-from benchmarks.bench_server_api import free_port, generate  # noqa: E402
+from benchmarks.bench_server_api import free_port, generate, wait_started  # noqa: E402
 
 KINDS = ("offline", "fault", "storage", "pressure", "sim_data", "flagged", "certificate")
 
@@ -99,16 +98,7 @@ def main() -> None:
                              "WARNING"], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"server did not start; see {work / 'server.log'}")
-            time.sleep(0.2)
+        wait_started(base, proc, work / "server.log", 120)
         with httpx.Client(timeout=60) as c:
             timed(c, f"{base}/metrics", 5)  # warm: the first scrape opens the read connections
             lat, size = timed(c, f"{base}/metrics", args.scrapes)

@@ -202,6 +202,20 @@ def generate(db: Path, units: int, institutions: int, days: int, raw_units: int,
 
 
 # ---------------------------------------------------------------------------------------------- measure
+def wait_started(base: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    """Until the server at ``base`` answers ``/healthz`` 200; SystemExit naming its log if it exits or times out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise SystemExit(f"server did not start; see {log}")
+        time.sleep(0.2)
+
+
 def recommended_workers() -> int:
     """API processes for this machine: one per core (the primary is one of them), at most 4."""
     return max(1, min(os.cpu_count() or 1, 4))
@@ -436,16 +450,7 @@ def main() -> None:
     global SERVER_PID
     SERVER_PID = proc.pid
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise SystemExit(f"server did not start; see {work / 'server.log'}")
-            time.sleep(0.2)
+        wait_started(base, proc, work / "server.log")
         # The generator writes the roll-ups straight into the tables, but not the per-slot codes that the server's
         # roll-up pass stores beside each hour it counts (the drill-down reads them). Let the server's own pass
         # count the drilled units' days, as a running server would have done hour by hour.
