@@ -43,7 +43,8 @@ from ..tasks import cancel
 log = logging.getLogger(__name__)
 
 KINDS = ("flagged", "offline", "fault", "storage", "sim_changed", "carrier_outage", "sim_data", "security", "pressure",
-         "server", "certificate")
+         "server", "certificate",
+         "address", "link_change")  # raised by server/access: a reported address outside its allocation, a link change
 RESOURCES = ("cpu", "memory", "storage")
 
 

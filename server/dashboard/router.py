@@ -35,7 +35,8 @@ Viewer = Annotated[Principal, Depends(require("viewer"))]
 
 STATIC = Path(__file__).parent / "static"
 _TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
-          ".svg": "image/svg+xml", ".html": "text/html; charset=utf-8", ".png": "image/png"}
+          ".svg": "image/svg+xml", ".html": "text/html; charset=utf-8", ".png": "image/png",
+          ".json": "application/json"}  # .json: the province map (GeoJSON)
 _HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",

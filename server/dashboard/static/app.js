@@ -182,6 +182,8 @@ function alertText(a) {
   else if (a.kind === "fault") Object.assign(v, {check: checkName(d.check), reason: d.reason ? (lang === "zh" ? `（${reasonWord(d.reason)}）` : ` (${d.reason})`) : ""});
   else if (a.kind === "storage") Object.assign(v, {mount: d.mount, pct: d.size_mb ? Math.round(d.used_mb * 100 / d.size_mb) : "—"});
   else if (a.kind === "sim_changed") Object.assign(v, {old: tail(d.old_iccid), new: tail(d.new_iccid)});
+  else if (a.kind === "address" || a.kind === "link_change") Object.assign(v, {ip: d.ip, link: L("link." + d.link) || d.link,
+    from: L("link." + d.from) || d.from, to: L("link." + d.to) || d.to});
   else if (a.kind === "carrier_outage") Object.assign(v, {place: [d.county || a.county || "", d.cell ? fill(L("cell"), {cell: d.cell}) : ""].filter(Boolean).join(" "),
     units: d.max_units !== undefined ? d.max_units : (d.sns || []).length, minutes: d.minutes ? (lang === "zh" ? " " : " for ") + fill(L("minutes"), {n: d.minutes}) : ""});
   else if (a.kind === "sim_data") Object.assign(v, {used: num(d.used_mb, 1), plan: d.plan_mb, pct: d.threshold_pct, projected: d.projected_mb});
@@ -289,7 +291,8 @@ async function render() {
   try {
     ctx = await api("/dashboard/api/context");
     document.getElementById("clock").textContent = `${ctx.now_iso.slice(0, 16).replace("T", " ")} (${ctx.timezone})`;
-    const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution, server: viewServer};
+    const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution, server: viewServer,
+      ...(window.ACCESS_VIEWS || {})};  // access.js (issue 18): applications, pools, interfaces, statistics
     const node = await (views[r.name] || viewFleet)(r);
     if (seq !== renderSeq) return;
     main.replaceChildren(node);
