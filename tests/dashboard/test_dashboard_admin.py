@@ -278,3 +278,20 @@ def test_registry_xlsx_export_keeps_iccids_as_text(fleet: Fleet, browser: Browse
     assert len(rows) == 1 + fleet.api("/api/v1/registry/units")["total"]
     cells = {str(c) for r in rows[1:] for c in r if c is not None}
     assert {u.iccid for u in fleet.plan.units} <= cells, "every ICCID whole, as text"
+
+
+def test_english_page_shows_codes_in_english_not_chinese(fleet: Fleet, browser: Browser) -> None:
+    b = browser
+    sign_in(b, fleet)
+    goto(b, fleet, f"#/unit/{fleet.plan.units[0].sn}?date=2025-03-19", "unit")
+    b.eval("document.getElementById('main').dataset.state = 'x'")
+    b.click("#lang")
+    b.ready("unit")
+    try:
+        assert b.eval("[...document.querySelectorAll('#failures tbody tr')].map(r => r.cells[4].textContent)") == \
+            ["printer: paper_out"]
+        assert sorted(b.texts('#checks [data-k="check.name"]')) == sorted(["printer", "ID card reader", "modem", "storage"])
+    finally:
+        b.eval("document.getElementById('main').dataset.state = 'x'")
+        b.click("#lang")
+        b.ready("unit")

@@ -132,17 +132,15 @@ function t(key, vars) {
 const word = v => (v === null || v === undefined || v === "") ? "—" : (I18N[lang][v] !== undefined ? I18N[lang][v] : String(v));
 
 // codes from the server and the terminals, labelled from labels.js -----------------------------------------
-function L(key) {
-  const own = LABELS[lang] || {};
-  return own[key] !== undefined ? own[key] : lang === "zh" || LABELS.en[key] === undefined ? LABELS.zh[key] : LABELS.en[key];
-}
+// the label in the page's language; none: undefined, and the caller shows the code as it came (English)
+const L = key => (LABELS[lang] || {})[key];
 const fill = (tpl, vars) => tpl.replace(/\{(\w+)\}/g, (m, k) => vars[k] === undefined || vars[k] === null ? "—" : String(vars[k]));
 const checkName = c => L("check." + c) || String(c);
 // carriers as terminals name them ("CHINA MOBILE", "CMCC", "China Mobile"): matched without regard to case
 function carrierName(c) {
   if (c === null || c === undefined || c === "") return "—";
   const key = "carrier." + String(c).trim().toLowerCase();
-  const found = Object.keys(LABELS.zh).find(k => k.toLowerCase() === key);
+  const found = Object.keys(LABELS[lang] || {}).find(k => k.toLowerCase() === key);
   return found ? L(found) : String(c);
 }
 const kindName = k => L("kind." + k) || String(k);
@@ -152,7 +150,7 @@ function reasonWord(r) {
   const exact = L("reason." + text) || L("reason." + text.replace(/;/g, ",").replace(/:/g, "="));
   if (exact) return exact;
   let best = null;
-  for (const k of Object.keys(LABELS.zh)) if (k.startsWith("prefix.") && text.startsWith(k.slice(7)) && (!best || k.length > best.length)) best = k;
+  for (const k of Object.keys(LABELS[lang] || {})) if (k.startsWith("prefix.") && text.startsWith(k.slice(7)) && (!best || k.length > best.length)) best = k;
   if (best) return L(best) + text.slice(best.length - 7);
   const pct = /^(.*) (\d+)% full$/.exec(text);
   if (pct) return lang === "zh" ? `${pct[1]} 已用 ${pct[2]}%` : text;
@@ -162,7 +160,7 @@ function reasonWord(r) {
 function reasonText(r) {
   const m = /^([^=]+)=(.*)$/.exec(String(r));
   if (!m) return reasonWord(r);
-  if (m[1] === "rtt") return fill(L("reason.rtt"), {ms: m[2].replace(/ms$/, "")});
+  if (m[1] === "rtt") return fill(L("reason.rtt") || "rtt {ms} ms", {ms: m[2].replace(/ms$/, "")});
   return `${checkName(m[1])}${lang === "zh" ? "：" : ": "}${reasonWord(m[2])}`;
 }
 // a status-history note as the server writes it ("registered", "swap (replaced by HN…)"); people's notes as written
@@ -194,7 +192,7 @@ function alertText(a) {
   else if (a.kind === "certificate") {
     if (a.sn && d.days_left !== undefined) Object.assign(v, {sn: a.sn + (lang === "zh" ? "：" : ": "),
       what: fill(L(d.days_left >= 0 ? "cert.expires" : "cert.expired"), {days: Math.round(d.days_left)})});
-    else Object.assign(v, {sn: "", what: `${L("inspect.certificate")}${lang === "zh" ? "：" : ": "}${a.message}`});
+    else Object.assign(v, {sn: "", what: `${L("inspect.certificate") || "certificate"}${lang === "zh" ? "：" : ": "}${a.message}`});
   }
   return fill(tpl, v);
 }
