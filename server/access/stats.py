@@ -122,13 +122,12 @@ async def services(app: Any, counties: list[str] | None, period: str, by: str, e
     shares = [{"method": m, "count": totals[1 + i], "share": round(totals[1 + i] / checks, 4) if checks else None}
               for i, m in enumerate(METHODS)]
     top = await store.top_institutions(first.year * 100 + first.month, last.year * 100 + last.month, counties, 10)
-    names = {i["code"]: i for i in await app.state.storage.list_institutions()} if top else {}
     return {
         "period": period, "by": by, "first_day": first.isoformat(), "last_day": last.isoformat(),
         "totals": {"services": totals[0], "people": checks, **dict(zip(COUNTS[1:], totals[1:], strict=True))},
         "series": series, "identity_checks": shares,
-        "top_institutions": [{"institution": code, "name": names.get(code, {}).get("name", ""),
-                              "county": names.get(code, {}).get("county", ""), "services": n} for code, n in top],
+        "top_institutions": [{"institution": code, "name": name, "county": county, "services": n}
+                             for code, n, name, county in top],
         "months_note": "top institutions count whole months: the period's first and last months in full",
     }
 
@@ -220,4 +219,4 @@ async def map_figures(app: Any, counties: list[str] | None) -> dict[str, Any]:
             c[k] += a[k]
     return timed({"counties": sorted(by_county.values(), key=lambda a: (a["region"], a["name"])),
                   "cities": sorted(cities.values(), key=lambda a: a["name"]),
-                  "map": "/dashboard/static/map/province.geojson"}, app.state.settings.timezone)
+                  "map": "/dashboard/static/province-map.json"}, app.state.settings.timezone)

@@ -479,46 +479,73 @@ class AccessStore:
     async def put_service_hours(self, rows: list[dict[str, Any]]) -> int:
         """Each row (sn, hour, county, institution, counts, business) replaces that terminal's hour (the agent
         resends a whole hour; a resend is idempotent); the per-county day and per-institution month roll-ups
-        move by the difference, in the same transaction."""
-        changed = 0
-        async with self.s.write() as db:
-            for r in rows:
-                old = await (await db.execute(
-                    "SELECT county, institution, services, face, idcard, evoucher, other FROM service_hour "
-                    "WHERE sn = ? AND hour = ?", [r["sn"], r["hour"]])).fetchone()
-                new = [int(r[c]) for c in COUNTS]
-                if old is not None:
-                    if [int(old[c]) for c in COUNTS] == new:
-                        continue
-                    await self._roll(db, old["county"], old["institution"], r["hour"], r["tz_offset"],
-                                     [-int(old[c]) for c in COUNTS])
-                await db.execute(
-                    "INSERT INTO service_hour(sn, hour, county, institution, services, face, idcard, evoucher, other, "
-                    "business) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sn, hour) DO UPDATE SET "
-                    "services = excluded.services, face = excluded.face, idcard = excluded.idcard, "
-                    "evoucher = excluded.evoucher, other = excluded.other, business = excluded.business",
-                    [r["sn"], r["hour"], old["county"] if old else r["county"],
-                     old["institution"] if old else r["institution"], *new,
-                     json.dumps(r.get("business") or {}, sort_keys=True)])
-                await self._roll(db, old["county"] if old else r["county"],
-                                 old["institution"] if old else r["institution"], r["hour"], r["tz_offset"], new)
-                changed += 1
-        return changed
+        move by the difference, in the same transaction. An hour keeps the county and institution it was first
+        counted for (a unit moved later does not move its past). Batched: one read of the old rows, one upsert
+        batch per table."""
+        latest: dict[tuple[str, int], dict[str, Any]] = {}
+        for r in rows:
+            latest[(r["sn"], int(r["hour"]))] = r  # the last report of an hour in this batch wins
+        if not latest:
+            return 0
+        county_delta: dict[tuple[str, int], list[int]] = {}
+        inst_delta: dict[tuple[str, int], list[Any]] = {}
 
-    @staticmethod
-    async def _roll(db: Any, county: str, institution: str, hour: int, tz_offset: int, delta: list[int]) -> None:
-        day = (hour + tz_offset) // 86400  # the fleet's local day
-        month = _month_of(day)
-        await db.execute(
-            "INSERT INTO service_county_day(county, day, services, face, idcard, evoucher, other) VALUES (?,?,?,?,?,?,?) "
-            "ON CONFLICT(county, day) DO UPDATE SET services = service_county_day.services + excluded.services, "
-            "face = service_county_day.face + excluded.face, idcard = service_county_day.idcard + excluded.idcard, "
-            "evoucher = service_county_day.evoucher + excluded.evoucher, "
-            "other = service_county_day.other + excluded.other", [county, day, *delta])
-        await db.execute(
-            "INSERT INTO service_inst_month(institution, month, county, services) VALUES (?,?,?,?) "
-            "ON CONFLICT(institution, month) DO UPDATE SET services = service_inst_month.services + excluded.services",
-            [institution, month, county, delta[0]])
+        def roll(county: str, institution: str, hour: int, tz_offset: int, delta: list[int]) -> None:
+            day = (hour + tz_offset) // 86400  # the fleet's local day
+            acc = county_delta.setdefault((county, day), [0] * len(COUNTS))
+            for i, v in enumerate(delta):
+                acc[i] += v
+            m = inst_delta.setdefault((institution, _month_of(day)), [county, 0])
+            m[1] += delta[0]
+
+        changed = []
+        async with self.s.write() as db:
+            old: dict[tuple[str, int], Any] = {}
+            keys = sorted(latest)
+            for i in range(0, len(keys), 400):
+                part = keys[i:i + 400]
+                sns = sorted({k[0] for k in part})
+                hours = sorted({k[1] for k in part})
+                cur = await db.execute(
+                    "SELECT sn, hour, county, institution, services, face, idcard, evoucher, other FROM service_hour "
+                    f"WHERE sn IN ({','.join('?' * len(sns))}) AND hour IN ({','.join('?' * len(hours))})",
+                    [*sns, *hours])
+                for o in await cur.fetchall():
+                    old[(o["sn"], int(o["hour"]))] = o
+            for key in keys:
+                r, o = latest[key], old.get(key)
+                new = [int(r[c]) for c in COUNTS]
+                county, institution = (o["county"], o["institution"]) if o is not None else (r["county"], r["institution"])
+                if o is not None:
+                    before = [int(o[c]) for c in COUNTS]
+                    if before == new:
+                        continue
+                    new_delta = [a - b for a, b in zip(new, before, strict=True)]
+                else:
+                    new_delta = new
+                roll(county, institution, key[1], int(r["tz_offset"]), new_delta)
+                changed.append((key[0], key[1], county, institution, *new,
+                                json.dumps(r.get("business") or {}, sort_keys=True)))
+            if not changed:
+                return 0
+            await db.executemany(
+                "INSERT INTO service_hour(sn, hour, county, institution, services, face, idcard, evoucher, other, "
+                "business) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(sn, hour) DO UPDATE SET "
+                "services = excluded.services, face = excluded.face, idcard = excluded.idcard, "
+                "evoucher = excluded.evoucher, other = excluded.other, business = excluded.business", changed)
+            await db.executemany(
+                "INSERT INTO service_county_day(county, day, services, face, idcard, evoucher, other) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(county, day) DO UPDATE SET "
+                "services = service_county_day.services + excluded.services, "
+                "face = service_county_day.face + excluded.face, idcard = service_county_day.idcard + excluded.idcard, "
+                "evoucher = service_county_day.evoucher + excluded.evoucher, "
+                "other = service_county_day.other + excluded.other",
+                [(c, d, *v) for (c, d), v in sorted(county_delta.items())])
+            await db.executemany(
+                "INSERT INTO service_inst_month(institution, month, county, services) VALUES (?,?,?,?) "
+                "ON CONFLICT(institution, month) DO UPDATE SET services = service_inst_month.services + "
+                "excluded.services", [(i, m, c, n) for (i, m), (c, n) in sorted(inst_delta.items())])
+        return len(changed)
 
     async def service_days(self, first_day: int, last_day: int, counties: list[str] | None
                            ) -> list[tuple[int, list[int]]]:
@@ -532,15 +559,17 @@ class AccessStore:
         return [(int(r[0]), [int(x or 0) for x in r[1:]]) for r in rows]
 
     async def top_institutions(self, first_month: int, last_month: int, counties: list[str] | None, n: int
-                               ) -> list[tuple[str, int]]:
+                               ) -> list[tuple[str, int, str, str]]:
+        """(code, services, name, county) of the ``n`` institutions with most services in the months."""
         where, args = ["month >= ?", "month <= ?"], [first_month, last_month]
         if counties is not None:
             where.append(f"county IN ({','.join('?' * len(counties))})" if counties else "1=0")
             args.extend(counties)
         rows = await self._rows(
-            f"SELECT institution, sum(services) AS n FROM service_inst_month WHERE {' AND '.join(where)} "
-            "GROUP BY institution ORDER BY n DESC, institution LIMIT ?", [*args, n])
-        return [(r[0], int(r[1])) for r in rows]
+            "SELECT t.institution, t.n, i.name, i.county FROM (SELECT institution, sum(services) AS n "
+            f"FROM service_inst_month WHERE {' AND '.join(where)} GROUP BY institution ORDER BY n DESC, institution "
+            "LIMIT ?) t LEFT JOIN institutions i ON i.code = t.institution ORDER BY t.n DESC, t.institution", [*args, n])
+        return [(r[0], int(r[1]), r[2] or "", r[3] or "") for r in rows]
 
     # deployment coverage ---------------------------------------------------------------------------------
     async def coverage_rows(self) -> list[dict[str, Any]]:

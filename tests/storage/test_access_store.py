@@ -86,4 +86,4 @@ async def test_service_hours_roll_up_once_resent_or_corrected(two: tuple[Any, An
     day = (T0 + 8 * 3600) // 86400
     assert await a.service_days(day, day, None) == [(day, [9, 7, 0, 0, 0])]
     assert await a.service_days(day, day, ["龙华区"]) == []
-    assert await b.top_institutions(202503, 202503, None, 10) == [("H001", 9)]
+    assert await b.top_institutions(202503, 202503, None, 10) == [("H001", 9, "", "")]  # (no institutions row here)
