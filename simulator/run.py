@@ -424,6 +424,39 @@ class Result:
     token: str = ""
 
 
+def unit_files(udir: Path, pki: Any, u: Unit, port: int, ports: Mapping[str, str], interval: int, link: str,
+               clock: str) -> tuple[Path, Path, Path]:
+    """One unit's data directory, boot id file and agent configuration, for either player (``link`` and
+    ``clock``: extra TOML lines of those tables; ``ports``: modem/printer/idcard -> the port its driver opens).
+    Returns (data, config, boot)."""
+    tdir = pki.terminal(u.sn)
+    boot = udir / "boot_id"
+    boot.write_text(uuid.uuid4().hex + "\n")
+    data = udir / "data"
+    data.mkdir(exist_ok=True)
+    cfg = udir / "agent.toml"
+    per = "".join(
+        f"[peripherals.{kind}]\nport = {_toml_value(ports[kind])}\nprofile = {_toml_value(prof)}\n"
+        for kind, prof in (("modem", u.modem), ("printer", u.printer), ("idcard", u.idcard)))
+    cfg.write_text(f"""sn = {_toml_value(u.sn)}
+data_dir = {_toml_value(str(data))}
+boot_id_file = {_toml_value(str(boot))}
+[link]
+host = "127.0.0.1"
+port = {port}
+ca_file = {_toml_value(f"{tdir}/ca.pem")}
+cert_file = {_toml_value(f"{tdir}/terminal.pem")}
+key_file = {_toml_value(f"{tdir}/terminal.key")}
+probe_every_sample = true
+{link}[sampling]
+interval_s = {interval}
+[clock]
+{clock}[commands]
+enabled = false
+{per}""")
+    return data, cfg, boot
+
+
 class Player:
     """Plays one scenario; :meth:`run` returns the :class:`Result` (the server's report and run figures)."""
 
@@ -617,38 +650,11 @@ class Player:
                 dev.lazy_tick = True  # _apply() pokes it whenever a fault switch flips
                 self._stack.callback(dev.stop)
             proxy = self.hub.proxy(broker_host, broker_port, name=f"link-{u.sn}")
-            tdir = pki.terminal(u.sn)
-            boot = udir / "boot_id"
-            boot.write_text(uuid.uuid4().hex + "\n")
-            data = udir / "data"
-            data.mkdir(exist_ok=True)
-            cfg = udir / "agent.toml"
-            per = "".join(
-                f"[peripherals.{kind}]\nport = {_toml_value(devices[kind].path)}\nprofile = {_toml_value(prof)}\n"
-                for kind, prof in (("modem", u.modem), ("printer", u.printer), ("idcard", u.idcard)))
-            cfg.write_text(f"""sn = {_toml_value(u.sn)}
-data_dir = {_toml_value(str(data))}
-boot_id_file = {_toml_value(str(boot))}
-[link]
-host = "127.0.0.1"
-port = {proxy.port}
-ca_file = {_toml_value(f"{tdir}/ca.pem")}
-cert_file = {_toml_value(f"{tdir}/terminal.pem")}
-key_file = {_toml_value(f"{tdir}/terminal.key")}
-reconnect_min_s = 0.05
-reconnect_max_s = {reconnect_max:.3f}
-batch_interval_s = 0
-probe_every_sample = true
-[sampling]
-interval_s = {iv}
-[clock]
-speed = {self.speed}
-start = {_toml_value(clock["start"])}
-anchor = {clock["anchor"]}
-schedule = {[[t, v] for t, v in self.schedule]}
-[commands]
-enabled = false
-{per}""")
+            link = f"reconnect_min_s = 0.05\nreconnect_max_s = {reconnect_max:.3f}\nbatch_interval_s = 0\n"
+            clock_toml = (f"speed = {self.speed}\nstart = {_toml_value(clock['start'])}\nanchor = {clock['anchor']}\n"
+                          f"schedule = {[[t, v] for t, v in self.schedule]}\n")
+            data, cfg, boot = unit_files(udir, pki, u, proxy.port, {k: d.path for k, d in devices.items()}, iv, link,
+                                         clock_toml)
             host = len(self.rigs) // self.opt.units_per_host if self.opt.units_per_host > 0 else -1
             self.rigs[u.sn] = UnitRig(u, data, cfg, boot, udir / "agent.log", proxy, devices, host_index=host)
 

@@ -23,7 +23,6 @@ import multiprocessing
 import os
 import signal
 import time
-import uuid
 from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
@@ -37,12 +36,12 @@ from .run import (
     UnitRig,
     UnitState,
     _ident,
-    _toml_value,
     collapse_nights,
     oracle_check,
     report_period,
     speed_schedule,
     timeline,
+    unit_files,
 )
 from .scenario import Scenario
 
@@ -53,6 +52,7 @@ log = logging.getLogger(__name__)
 LEAD_SLOTS = 2
 #: the speed the server's pollers scale their real waits by (the roll-up loop wakes every 0.5-1 s real)
 SERVER_SPEED = 3600.0
+KINDS = ("modem", "printer", "idcard")
 #: virtual seconds played per step: every unit runs what it has due in the window on its own clock; the server
 #: reads the window's middle, so an acknowledgement's time is within half of it from its unit's clock
 WINDOW_S = 1.0
@@ -106,38 +106,13 @@ class VirtualPlayer(Player):
         for u in self.sc.units:
             udir = root / "units" / u.sn
             udir.mkdir(parents=True, exist_ok=True)
-            tdir = pki.terminal(u.sn)
-            boot = udir / "boot_id"
-            boot.write_text(uuid.uuid4().hex + "\n")
-            data = udir / "data"
-            data.mkdir(exist_ok=True)
-            cfg = udir / "agent.toml"
-            per = "".join(
-                f"[peripherals.{kind}]\nport = {_toml_value(f'emu://{u.sn}-{kind}')}\nprofile = {_toml_value(prof)}\n"
-                for kind, prof in (("modem", u.modem), ("printer", u.printer), ("idcard", u.idcard)))
             # reconnect_max_s 20: a link restored half a slot before its boundary is up again for that slot's
             # sample (the first retry is uniform in [5, 10] s, later ones at most 20 s apart). Batches as in the
             # field (every 10 minutes, at once on a change of state): the server counts a slot from the sample,
-            # whenever it arrives, and a tenth of the messages costs a tenth of the commits and acknowledgements
-            cfg.write_text(f"""sn = {_toml_value(u.sn)}
-data_dir = {_toml_value(str(data))}
-boot_id_file = {_toml_value(str(boot))}
-[link]
-host = "127.0.0.1"
-port = {broker_port}
-ca_file = {_toml_value(f"{tdir}/ca.pem")}
-cert_file = {_toml_value(f"{tdir}/terminal.pem")}
-key_file = {_toml_value(f"{tdir}/terminal.key")}
-reconnect_min_s = 5
-reconnect_max_s = 20
-probe_every_sample = true
-[sampling]
-interval_s = {self.iv}
-[clock]
-trust_ntp = false
-[commands]
-enabled = false
-{per}""")
+            # whenever it arrives, and a tenth of the messages costs a tenth of the commits and acknowledgements.
+            # The agent's clock is given by the worker (a VirtualClock); NTP's flag is the host's: not trusted
+            data, cfg, boot = unit_files(udir, pki, u, broker_port, {k: f"emu://{u.sn}-{k}" for k in KINDS}, self.iv,
+                                         "reconnect_min_s = 5\nreconnect_max_s = 20\n", "trust_ntp = false\n")
             self.rigs[u.sn] = UnitRig(u, data, cfg, boot, udir / "agent.log", None, {})  # type: ignore[arg-type]
             specs.append(UnitSpec(u.sn, str(cfg), str(boot), u.modem, u.printer, u.idcard, _ident(u.sn)))
         return specs

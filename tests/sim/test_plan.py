@@ -180,7 +180,7 @@ def test_cli_refuses_an_invalid_scenario_naming_the_field(tmp_path) -> None:
     import json
 
     path.write_text(json.dumps(bad))
-    result = CliRunner().invoke(command, [str(path), "--speed", "10"])
+    result = CliRunner().invoke(command, [str(path)])
     assert result.exit_code == 2
     assert "events[0].unit: unknown unit 'HN9'" in result.output
     assert "events[1].fault: unknown fault 'lightning'" in result.output
@@ -192,6 +192,6 @@ def test_cli_refuses_a_bad_speed(tmp_path) -> None:
     import json
 
     path.write_text(json.dumps(scenario([])))
-    result = CliRunner().invoke(command, [str(path), "--speed", "fast"])
+    result = CliRunner().invoke(command, [str(path), "--real-time", "--speed", "fast"])
     assert result.exit_code == 2
     assert "--speed" in result.output
