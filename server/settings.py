@@ -275,6 +275,7 @@ class InspectionSettings(_Strict):
     disk_alert_pct: float = Field(90.0, gt=0, le=100)  # the e-invoice O&M's "disk usage below 90 %"
     cert_alert_days: int = Field(60, ge=1, le=3650)
     backup_alert_h: float = Field(48.0, ge=0)  # no backup recorded within this long: alert (0 = never)
+    renewal_wait_days: float = Field(7.0, gt=0)  # a renewal request unsigned by the CA this long: alert
 
 
 class PkiSettings(_Strict):

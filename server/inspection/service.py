@@ -12,6 +12,8 @@
 * **certificates**: the fleet CA's, the broker's (as the broker presents it in a TLS handshake), the server's MQTT
   certificate, and every terminal's from the CA's index (``pki.ca_dir``); alert ``inspection.cert_alert_days``
   (60) days before expiry;
+* **renewals**: terminals' certificate renewal requests by state; alert when one has waited for the CA's
+  signature (``posfleet ca sign-renewals``) longer than ``inspection.renewal_wait_days``;
 * **time**: whether the kernel's clock is synchronised (``adjtimex``: NTP/chrony/timesyncd keep it so) and its
   estimated maximum error.
 
@@ -286,6 +288,26 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
         terminals["soonest"] = [{"sn": sn, "not_after_epoch": na, "days_left": round((na - t) / DAY, 1)}
                                 for na, sn in expiring[:TERMINALS_LISTED]]
 
+    # certificate renewals waiting for the CA (server/renewal.py)
+    from ..storage import renewals as renewal_store
+
+    states: dict[str, int] = {}
+    oldest: float | None = None
+    for rec in await renewal_store.every(storage):
+        states[rec.get("state", "?")] = states.get(rec.get("state", "?"), 0) + 1
+        if rec.get("state") == "requested":
+            got = float(rec.get("received") or t)
+            oldest = got if oldest is None else min(oldest, got)
+    renewals = {"by_state": states, "waiting": states.get("requested", 0), "oldest_waiting_epoch": oldest,
+                "alert_after_days": s.renewal_wait_days}
+    renewals["alert"] = oldest is not None and t - oldest > s.renewal_wait_days * DAY
+    if renewals["alert"]:
+        days = (t - oldest) / DAY  # type: ignore[operator]
+        problems.append({"check": "renewal", "key": "renewal",
+                         "message": f"{renewals['waiting']} terminal certificate renewal request(s) wait for the CA, "
+                                    f"the oldest {days:.0f} days: run posfleet ca sign-renewals on the CA's host",
+                         "vars": {"n": renewals["waiting"], "days": round(days, 1)}})
+
     # time
     clock = time_sync()
     if clock["synchronised"] is False:
@@ -295,7 +317,8 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
 
     return {"now_epoch": t, "status": "alert" if problems else "ok", "problems": problems, "disks": disks,
             "database": database, "backup": backup, "broker": broker, "ingest": ingest_part,
-            "certificates": {"alert_days": s.cert_alert_days, "items": certs, "terminals": terminals},
+            "certificates": {"alert_days": s.cert_alert_days, "items": certs, "terminals": terminals,
+                             "renewals": renewals},
             "time_sync": clock, "disk_alert_pct": s.disk_alert_pct,
             "_expiring_terminals": expiring}
 

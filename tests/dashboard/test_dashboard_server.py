@@ -75,6 +75,7 @@ def test_the_server_page_shows_what_the_inspection_says(server: Server, browser:
     assert b.eval("[...document.querySelectorAll('#terminal-certs tbody tr')].map(r => r.dataset.row)") == [SN]
     assert b.eval(f"document.querySelector('#terminal-certs a[data-sn=\"{SN}\"]') !== null") is True
     assert "终端数 1，60 天内到期 1，已过期 0" in b.text('[data-k="terminals.summary"]')
+    assert b.text('[data-k="renewals.summary"]') == "等待签发 0，签发 0，已切换 0，完成 0，拒绝 0"
     rows = b.eval("[...document.querySelectorAll('#certs tbody tr')].map(r => [r.dataset.row, "
                   "r.querySelector('[data-k=\"cert.days_left\"]').textContent])")
     assert rows == [[c["what"], str(round(c["days_left"]))] for c in api["certificates"]["items"]]

@@ -150,3 +150,27 @@ def test_a_wrong_metrics_network_is_named_at_start(tmp_path: Path) -> None:
 
     with pytest.raises(SettingsError, match=r"metrics\.open_to.*item 1: '10\.0\.0\.0/33'"):
         parse({"metrics": {"open_to": ["::1/128", "10.0.0.0/33"]}})
+
+
+async def test_renewal_requests_left_unsigned_are_alerted(tmp_path: Path) -> None:
+    from server.storage import renewals
+
+    async with make_api(tmp_path) as api:
+        st = api.app.state.storage
+        await renewals.put(st, "HN00000001", {"state": "requested", "received": time.time() - 8 * 86400})
+        await renewals.put(st, "HN00000002", {"state": "requested", "received": time.time() - 3600})
+        await renewals.put(st, "HN00000003", {"state": "switched"})
+        body = (await api.req("POST", "/api/v1/server/inspection/run")).json()
+        r = body["certificates"]["renewals"]
+        assert r["waiting"] == 2 and r["by_state"] == {"requested": 2, "switched": 1} and r["alert"] is True
+        assert r["oldest_waiting"].endswith("+08:00")
+        server = (await api.get("/api/v1/alerts", role="viewer", kind="server")).json()["items"]
+        renewal = [a for a in server if a["data"]["check"] == "renewal"]
+        assert len(renewal) == 1 and "2 terminal certificate renewal request(s) wait for the CA, the oldest 8 days" \
+            in renewal[0]["message"] and renewal[0]["data"]["n"] == 2
+        # the CA signed them: the alert closes
+        for sn in ("HN00000001", "HN00000002"):
+            await renewals.put(st, sn, {"state": "signed"})
+        await api.req("POST", "/api/v1/server/inspection/run")
+        server = (await api.get("/api/v1/alerts", role="viewer", kind="server")).json()["items"]
+        assert [a for a in server if a["data"]["check"] == "renewal"] == []

@@ -21,6 +21,8 @@ const I18N = {
     problem_backup_none: "没有数据库备份记录（posfleet server db backup）", problem_broker: "未连接消息服务器 {address} {error}",
     problem_cert: "{what}{days} 天后到期", problem_cert_expired: "{what}已过期", problem_cert_error: "{what}无法读取：{error}",
     problem_time: "服务器时钟未同步（未运行 NTP：chrony 或 systemd-timesyncd），最大误差 {ms} 毫秒", cert_terminals: "CA 证书索引",
+    problem_renewal: "{n} 个终端证书续期请求等待 CA 签发，最早的已等 {days} 天：请在 CA 主机运行 posfleet ca sign-renewals",
+    renewals: "证书续期", renewal_waiting: "等待签发 {n}", renewal_states: "签发 {signed}，已切换 {switched}，完成 {done}，拒绝 {refused}",
     login_title: "登录", login_hint: "请输入管理员发放的访问令牌（pf_ 开头）。令牌只保存在本浏览器标签页中。",
     token: "访问令牌", sign_in: "登录", bad_token: "令牌无效或已吊销", server_error: "服务器错误",
     fleet_title: "全省总览", month: "本月", counted_to: "统计至", incomplete: "（统计中）",
@@ -78,6 +80,8 @@ const I18N = {
     problem_backup_none: "no database backup recorded (posfleet server db backup)", problem_broker: "not connected to the broker at {address} {error}",
     problem_cert: "{what} expires in {days} days", problem_cert_expired: "{what} has expired", problem_cert_error: "{what} cannot be read: {error}",
     problem_time: "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd), max error {ms} ms", cert_terminals: "the CA's index",
+    problem_renewal: "{n} terminal certificate renewal request(s) wait for the CA, the oldest {days} days: run posfleet ca sign-renewals on the CA's host",
+    renewals: "Certificate renewals", renewal_waiting: "waiting for the CA {n}", renewal_states: "signed {signed}, switched {switched}, done {done}, refused {refused}",
     login_title: "Sign in", login_hint: "Enter the access token your administrator issued (starts with pf_). It is kept in this browser tab only.",
     token: "Access token", sign_in: "Sign in", bad_token: "Unknown or revoked token", server_error: "Server error",
     fleet_title: "Fleet overview", month: "This month", counted_to: "counted to", incomplete: " (in progress)",
@@ -721,6 +725,7 @@ function problemText(p) {
   if (p.check === "certificate") return v.error ? fill(t("problem_cert_error"), {what, error: v.error})
     : fill(t(v.days >= 0 ? "problem_cert" : "problem_cert_expired"), {what, days: Math.round(v.days)});
   if (p.check === "time") return fill(t("problem_time"), {ms: v.max_error_ms});
+  if (p.check === "renewal") return fill(t("problem_renewal"), {n: v.n, days: Math.round(v.days)});
   return p.message;
 }
 async function viewServer() {
@@ -761,7 +766,10 @@ async function viewServer() {
     h("p", {"data-k": "terminals.summary"}, `${t("units")} ${c.terminals.total}，${fill(t("expiring"), {d: c.alert_days})} ${c.terminals.expiring}，${t("expired")} ${c.terminals.expired}`),
     table([t("sn"), t("not_after"), {label: t("days_left"), num: 1}],
       c.terminals.soonest.map(x => h("tr", {"data-row": x.sn}, td(unitLink(x.sn)), td(when(x.not_after)),
-        tdn(String(Math.round(x.days_left)), {class: "num bad"}))), {id: "terminal-certs"}));
+        tdn(String(Math.round(x.days_left)), {class: "num bad"}))), {id: "terminal-certs"}),
+    h("h3", {}, t("renewals")),
+    h("p", {"data-k": "renewals.summary"}, `${fill(t("renewal_waiting"), {n: c.renewals.waiting})}${lang === "zh" ? "，" : ", "}` +
+      fill(t("renewal_states"), Object.assign({signed: 0, switched: 0, done: 0, refused: 0}, c.renewals.by_state))));
   const clock = card(t("time_sync"), h("dl", {class: "kv"},
     kv(t("synchronised"), h("span", {class: s.time_sync.synchronised === false ? "bad" : null}, yes(s.time_sync.synchronised)), "time.synchronised"),
     kv(t("max_error_ms"), s.time_sync.max_error_ms === undefined ? "—" : String(s.time_sync.max_error_ms))));
