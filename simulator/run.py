@@ -605,6 +605,11 @@ class Player:
 
     def _api(self, method: str, path: str, **kw: Any) -> Any:
         r = self.server.request(method, path, **kw)
+        for _ in range(60):  # the API's per-token rate limit (registering 1,000 units): wait as it says
+            if r.status_code != 429:
+                break
+            time.sleep(min(5.0, float(r.headers.get("Retry-After") or 1.0)))
+            r = self.server.request(method, path, **kw)
         if r.status_code >= 400:
             raise RunError(f"{method} {path}: HTTP {r.status_code}: {r.text[:500]}")
         return r.json()

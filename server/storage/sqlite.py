@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from .accounts import AccountStore
+from .accounts import AccountStore, Within, places_sql, units_within_sql
 from .base import EventRow, SampleRow, UnitQuery
 from .engine import (  # noqa: F401  (re-exported: the names other modules import from here)
     VERSION_KEYS,
@@ -152,6 +152,10 @@ class SqlStore:
         if query.sns:
             where.append(f"sn IN ({','.join('?' * len(query.sns))})")
             args.extend(query.sns)
+        if query.within is not None:
+            cond, more = units_within_sql(query.within)
+            where.append(cond)
+            args.extend(more)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         order = _UNIT_SORTS.get(query.sort, "sn")
         total = (await self._one(f"SELECT count(*) FROM units {clause}", args))[0]
@@ -227,11 +231,12 @@ class SqlStore:
             await self._bump(db, "registry_version")
         self._registry_written()
 
-    async def list_institutions(self, county: str | None = None) -> list[dict[str, Any]]:
+    async def list_institutions(self, county: str | None = None, within: Within = None) -> list[dict[str, Any]]:
+        cond, args = places_sql(within)
         if county:
-            rows = await self._all("SELECT * FROM institutions WHERE county=? ORDER BY code", (county,))
-        else:
-            rows = await self._all("SELECT * FROM institutions ORDER BY code")
+            cond += " AND county=?"
+            args.append(county)
+        rows = await self._all(f"SELECT * FROM institutions WHERE {cond} ORDER BY code", args)
         return [dict(r) for r in rows]
 
     async def get_institution(self, code: str) -> dict[str, Any] | None:
@@ -346,6 +351,10 @@ class SqlStore:
             sns = list(filters["sns"]) or [""]
             where.append(f"r.sn IN ({','.join('?' * len(sns))})")
             args += sns
+        if filters.get("within") is not None:  # a scoped caller's cities and counties
+            cond, more = places_sql(filters["within"])
+            where.append(f"r.institution IN (SELECT code FROM institutions WHERE {cond})")
+            args += more
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         direction = "DESC" if descending else "ASC"
         cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
@@ -876,8 +885,15 @@ class SqlStore:
         return len(gone)
 
     async def list_alerts(self, open_only: bool = True, kind: str | None = None, sn: str | None = None,
-                          limit: int = 100, offset: int = 0) -> tuple[int, list[dict[str, Any]]]:
+                          limit: int = 100, offset: int = 0, within: Within = None) -> tuple[int, list[dict[str, Any]]]:
+        """``within``: a scoped caller's alerts: of its units, or of its counties (an alert of no unit and no
+        county, the server's own, is the province's)."""
         where, args = [], []
+        if within is not None:
+            units, more = units_within_sql(within)
+            places, more2 = places_sql(within)
+            where.append(f"({units} OR county IN (SELECT county FROM institutions WHERE {places}))")
+            args += more + more2
         if open_only:
             where.append("closed_ts IS NULL")
         if kind:
