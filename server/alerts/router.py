@@ -65,14 +65,15 @@ class Evaluated(Open):
 @router.get("", **answers(Page[Alert]))
 async def list_alerts(
     request: Request,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    p: Annotated[Principal, Depends(require("viewer"))],
     open_only: Annotated[bool, Query(alias="open")] = True,
     kind: Name = None,
     sn: SNQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    total, items = await request.app.state.storage.list_alerts(open_only, kind, sn, limit, offset)
+    total, items = await request.app.state.storage.list_alerts(open_only, kind, sn, limit, offset,
+                                                               p.scope.within())
     audit = getattr(request.app.state, "audit", None)
     for a in items:  # who closed it by hand and the note said then (or when acknowledging), from the audit trail
         a["note"], a["closed_by"] = "", None

@@ -54,6 +54,10 @@ class Scope:
             return "province"
         return ",".join([f"city:{c}" for c in sorted(self.cities)] + [f"county:{c}" for c in sorted(self.counties)])
 
+    def within(self) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+        """(cities, counties) for the storage's query filter (``server/storage/accounts.py``); None: province."""
+        return None if self.province else (tuple(sorted(self.cities)), tuple(sorted(self.counties)))
+
     def as_dict(self) -> dict[str, Any]:
         return {"province": self.province, "cities": sorted(self.cities), "counties": sorted(self.counties)}
 
@@ -169,6 +173,7 @@ SCOPED: set[str] = set()
 
 
 def scoped(*paths: str) -> None:
+    """Route templates (every method) or ``METHOD template`` (that method only) that filter by scope."""
     SCOPED.update(paths)
 
 
@@ -177,8 +182,8 @@ async def check_path(request: Any, principal: Principal) -> None:
     outside ``principal``'s scope (or has no resolver)."""
     if principal.scope.province:
         return
-    route = request.scope.get("route")
-    if getattr(route, "path", None) not in SCOPED:
+    path = getattr(request.scope.get("route"), "path", None)
+    if path not in SCOPED and f"{request.method} {path}" not in SCOPED:
         raise not_found("path", request.url.path)
     for name, value in request.path_params.items():
         fn = _RESOLVERS.get(name)
@@ -197,5 +202,26 @@ def _builtin() -> None:
         row = await app.state.storage.get_institution(value)
         return row is not None and principal.scope.covers(row.get("county"), row.get("region"))
 
+    @resolver("alert_id")
+    async def _alert(app: Any, value: str, principal: Principal) -> bool:
+        row = await app.state.storage.get_alert(int(value))
+        if row is None:
+            return False
+        if row.get("sn"):
+            return unit_in_scope(principal, (await app.state.registry.index()).get(row["sn"]))
+        if not row.get("county"):
+            return False  # the server's own alerts are the province's
+        return any(principal.scope.covers(i["county"], i["region"])
+                   for i in await app.state.storage.list_institutions(row["county"]))
+
 
 _builtin()
+# the routes of the registry, units and alerts that filter by scope (their lists take ``within``; their path
+# parameters have resolvers above); other domains add theirs with ``scoped(...)``
+scoped("/api/v1/units", "/api/v1/units/{sn}", "/api/v1/units/{sn}/samples", "/api/v1/units/{sn}/events",
+       "/api/v1/institutions", "GET /api/v1/institutions/{code}", "/api/v1/registry/units",
+       "GET /api/v1/registry/units/{sn}",
+       "/api/v1/registry/units.csv", "/api/v1/registry/units.xlsx", "/api/v1/registry/institutions.csv",
+       "/api/v1/registry/institutions.xlsx", "/api/v1/registry/units/{sn}/status", "/api/v1/alerts",
+       "/api/v1/alerts/{alert_id}/ack", "/api/v1/alerts/{alert_id}/close",
+       "POST /api/v1/commands", "POST /api/v1/jobs")  # commands: the named units checked (server/commands/router.py)

@@ -169,7 +169,22 @@ def _error(err: CommandError) -> JSONResponse:
     return JSONResponse(body, status_code=err.status)
 
 
+async def _in_scope(request: Request, body: SendBody, p: Principal) -> None:
+    """A scoped caller names its units (sn or sns), each in its scope: any other answers 404 (issue 18)."""
+    if p.province:
+        return
+    from ..auth.scope import not_found, unit_in_scope
+
+    if body.filter is not None or not (body.sn or body.sns):
+        raise FieldError("filter", "a user with a county or city scope names the units (sn or sns)", 422)
+    index = await request.app.state.registry.index()
+    for sn in [body.sn] if body.sn else body.sns or []:
+        if not unit_in_scope(p, index.get(sn)):
+            raise not_found("sn", sn)
+
+
 async def _send(request: Request, body: SendBody, p: Principal, job: bool) -> Any:
+    await _in_scope(request, body, p)
     req = CommandRequest(type=body.type, params=body.params, sn=body.sn, sns=body.sns,
                          filter=body.filter.model_dump(exclude_none=True) if body.filter else None,
                          expires_s=body.expires_s, rate_per_min=body.rate_per_min, abort_pct=body.abort_pct,
@@ -179,6 +194,10 @@ async def _send(request: Request, body: SendBody, p: Principal, job: bool) -> An
         out = await _svc(request).create(p.name, p.role, _client(request), req)
     except CommandError as err:
         return _error(err)
+    from ..auth.watch import commanded
+
+    job = out.get("job") or {}
+    await commanded(request.app, p, int(job.get("total") or len(body.sns or []) or 1))
     return JSONResponse(timed(out, _tz(request)), status_code=201)
 
 

@@ -142,9 +142,9 @@ def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> 
 
 # institutions ---------------------------------------------------------------------------------------
 @router.get("/institutions", **answers(Page[InstitutionOut]))
-async def list_institutions(request: Request, _: Viewer, county: Name = None,
+async def list_institutions(request: Request, p: Viewer, county: Name = None,
                             limit: Annotated[int, Query(ge=1, le=100000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
-    items = await request.app.state.storage.list_institutions(county)
+    items = await request.app.state.storage.list_institutions(county, p.scope.within())
     return timed(page(items[offset:offset + limit], len(items), limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 
@@ -171,22 +171,38 @@ Format = Annotated[Literal["csv", "xlsx"], Query(description="csv (UTF-8, digit 
                                                                 "(typed cells)")]
 
 
-def _file(data: bytes, name: str, fmt: str) -> Response:
+async def _file(data: bytes, name: str, fmt: str, request: Request, p: Principal) -> Response:
+    """The export as a download; a mass export (many rows within an hour) is alerted (server/auth/watch.py)."""
+    from ..auth.watch import exported
+
+    await exported(request.app, p, f"{name}.{fmt}", max(0, data.count(b"\n") - 1) if fmt == "csv" else
+                   await _xlsx_rows(data))
     return Response(data, media_type=XLSX_TYPE if fmt == "xlsx" else CSV_TYPE,
                     headers={"Content-Disposition": f'attachment; filename="{name}.{fmt}"'})
 
 
+async def _xlsx_rows(data: bytes) -> int:
+    import io
+
+    from openpyxl import load_workbook
+
+    ws = load_workbook(io.BytesIO(data), read_only=True).worksheets[0]
+    return max(0, (ws.max_row or 1) - 1)
+
+
 @router.get("/registry/institutions.csv", **answers_file(CSV_TYPE, XLSX_TYPE))
-async def export_institutions(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh",
+async def export_institutions(request: Request, p: Viewer, lang: Literal["zh", "en"] = "zh",
                               format: Format = "csv") -> Response:  # noqa: A002 - the query parameter's name
     """The institutions as administrators keep them: CSV (``format=csv``) or XLSX (``format=xlsx``)."""
-    return _file(await _registry(request).export_institutions(lang, format), "institutions", format)
+    return await _file(await _registry(request).export_institutions(lang, format, p.scope.within()), "institutions",
+                 format, request, p)
 
 
 @router.get("/registry/institutions.xlsx", **answers_file(XLSX_TYPE))
-async def export_institutions_xlsx(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
+async def export_institutions_xlsx(request: Request, p: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
     """The same as ``institutions.csv?format=xlsx``."""
-    return _file(await _registry(request).export_institutions(lang, "xlsx"), "institutions", "xlsx")
+    return await _file(await _registry(request).export_institutions(lang, "xlsx", p.scope.within()), "institutions",
+                 "xlsx", request, p)
 
 
 _IMPORT = {"text/csv": "CSV (UTF-8 or GB18030; Chinese or code headers)", XLSX_TYPE: "XLSX (its first sheet)"}
@@ -202,7 +218,7 @@ async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
 @router.get("/registry/units", **answers(RegisteredPage))
 async def list_registry_units(
     request: Request,
-    _: Viewer,
+    p: Viewer,
     q: Annotated[str, Query(max_length=64, description="start (or, see match, any part) of the SN or insurance SN")] = "",
     match: Annotated[Literal["auto", "prefix", "contains"], Query(
         description="prefix: the SN or insurance SN starts with q (indexed); contains: q anywhere (reads every "
@@ -221,7 +237,7 @@ async def list_registry_units(
 ) -> Response:
     filters = {"q": q, "match": "contains" if match == "contains" else "prefix", "institution": institution,
                "county": county, "region": region, "status": status, "link_type": link_type, "stock_type": stock_type,
-               "vendor": vendor}
+               "vendor": vendor, "within": p.scope.within()}
     storage = request.app.state.storage
     total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
     used = filters["match"] if q else None
@@ -234,17 +250,17 @@ async def list_registry_units(
 
 
 @router.get("/registry/units.csv", **answers_file(CSV_TYPE, XLSX_TYPE))
-async def export_units(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh",
+async def export_units(request: Request, p: Viewer, lang: Literal["zh", "en"] = "zh",
                        format: Format = "csv") -> Response:  # noqa: A002 - the query parameter's name
     """Every registered unit with its SIM and last report: CSV (ICCID, IMSI and other digit strings kept as text
     in Excel and WPS) or XLSX (typed cells). Imports back unchanged through ``/registry/units/import``."""
-    return _file(await _registry(request).export_units(lang, format), "units", format)
+    return await _file(await _registry(request).export_units(lang, format, p.scope.within()), "units", format, request, p)
 
 
 @router.get("/registry/units.xlsx", **answers_file(XLSX_TYPE))
-async def export_units_xlsx(request: Request, _: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
+async def export_units_xlsx(request: Request, p: Viewer, lang: Literal["zh", "en"] = "zh") -> Response:
     """The same as ``units.csv?format=xlsx``."""
-    return _file(await _registry(request).export_units(lang, "xlsx"), "units", "xlsx")
+    return await _file(await _registry(request).export_units(lang, "xlsx", p.scope.within()), "units", "xlsx", request, p)
 
 
 @router.post("/registry/units/import", **answers_upload(ImportReport, _IMPORT))

@@ -188,8 +188,9 @@ class Registry:
                 out.append({"line": line, "sn": r["sn"], "action": "add" if old is None else "change", "fields": fields})
         return out
 
-    async def export_units(self, lang: str = "zh", fmt: str = "csv") -> bytes:
-        total, rows = await self.storage.registry_query({}, limit=10**9)
+    async def export_units(self, lang: str = "zh", fmt: str = "csv", within: Any = None) -> bytes:
+        """``within``: a scoped caller's (cities, counties): only their units."""
+        total, rows = await self.storage.registry_query({"within": within}, limit=10**9)
         out = []
         for r in rows:
             ident = r.get("identity") or {}
@@ -199,8 +200,9 @@ class Registry:
             out.append(d)
         return csvio.write_units(out, lang, fmt, self.settings.timezone)
 
-    async def export_institutions(self, lang: str = "zh", fmt: str = "csv") -> bytes:
-        return csvio.write_institutions(await self.storage.list_institutions(), lang, fmt, self.settings.timezone)
+    async def export_institutions(self, lang: str = "zh", fmt: str = "csv", within: Any = None) -> bytes:
+        return csvio.write_institutions(await self.storage.list_institutions(within=within), lang, fmt,
+                                        self.settings.timezone)
 
     async def set_status(self, sn: str, status: str, note: str, by: str, at: int | None = None) -> int:
         ts = int(self.now()) if at is None else at

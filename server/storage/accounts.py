@@ -18,6 +18,35 @@ _USER_COLS = ("name, role, scope, password, totp_secret, totp_pending, totp_step
               "locked_until, created, last_login")
 
 
+Within = tuple[tuple[str, ...], tuple[str, ...]] | None  # (cities, counties) of a scope; None: the province
+
+
+def places_sql(within: Within, prefix: str = "") -> tuple[str, list[Any]]:
+    """A condition on ``institutions`` (columns ``prefix``county / region) true for those in ``within``, and its
+    arguments: the one query filter every domain applies for a scoped caller (issue 18)."""
+    if within is None:
+        return "1 = 1", []
+    cities, counties = within
+    conds, args = [], []
+    if counties:
+        conds.append(f"{prefix}county IN ({','.join('?' * len(counties))})")
+        args += list(counties)
+    if cities:
+        conds.append(f"{prefix}region IN ({','.join('?' * len(cities))})")
+        args += list(cities)
+    return f"({' OR '.join(conds) or '1 = 0'})", args
+
+
+def units_within_sql(within: Within, sn_col: str = "sn") -> tuple[str, list[Any]]:
+    """A condition on ``sn_col`` true for the units whose institution lies in ``within`` (a unit without an
+    institution belongs to the province alone)."""
+    cond, args = places_sql(within)
+    if within is None:
+        return cond, args
+    return (f"{sn_col} IN (SELECT r.sn FROM registry r WHERE r.institution IN (SELECT code FROM institutions "
+            f"WHERE {cond}))"), args
+
+
 def _user(row: Any) -> dict[str, Any]:
     d = dict(row)
     d["recovery"] = json.loads(d["recovery"] or "[]")

@@ -79,7 +79,7 @@ def _tz(request: Request) -> str:
 @router.get("", **answers(Page[UnitState]))
 async def list_units(
     request: Request,
-    _: Viewer,
+    p: Viewer,
     q: Annotated[str, Query(max_length=64, description="substring of the SN")] = "",
     online: bool | None = None,
     sort: Literal["sn", "last_seen", "first_seen", "online"] = "sn",
@@ -89,7 +89,8 @@ async def list_units(
 ) -> dict[str, Any]:
     storage = request.app.state.storage
     total, items = await storage.list_units(
-        UnitQuery(q=q, online=online, sort=sort, descending=order == "desc", limit=limit, offset=offset)
+        UnitQuery(q=q, online=online, sort=sort, descending=order == "desc", limit=limit, offset=offset,
+                  within=p.scope.within())
     )
     return timed(page([_present(u, request) for u in items], total, limit, offset), _tz(request))
 

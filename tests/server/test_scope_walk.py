@@ -1,0 +1,125 @@
+"""The scope walk (issue 18): every operation of the API, enumerated from the app's own routes (a new one is walked
+without anyone adding it here), asked by a user whose scope is one county for the other county's unit,
+institution and alert: 404 for each (the same answer as for something that does not exist, so SNs do not leak),
+and the lists, counts and exports that a scoped user may read hold nothing outside the county. The same
+requests with a province token find those objects, so the 404 is the scope's doing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+
+from server.auth import create_token
+from server.auth.scope import SCOPED
+from tests.server.conftest import Api, at
+
+INSIDE = {"sn": "SX-A-0001", "code": "INST-A", "county": "长安区", "city": "西安市"}
+OUTSIDE = {"sn": "SX-B-0001", "code": "INST-B", "county": "汉台区", "city": "汉中市"}
+UNPLACED = "SX-X-0001"  # registered, no institution yet: the province's alone
+LEAKS = (OUTSIDE["sn"], OUTSIDE["code"], OUTSIDE["county"], OUTSIDE["city"], UNPLACED, "B-clinic")
+
+
+async def _fleet(api: Api) -> dict[str, str]:
+    st = api.app.state.storage
+    await st.upsert_institutions([
+        {"code": INSIDE["code"], "name": "A-clinic", "county": INSIDE["county"], "region": INSIDE["city"]},
+        {"code": OUTSIDE["code"], "name": "B-clinic", "county": OUTSIDE["county"], "region": OUTSIDE["city"]}])
+    t0 = at("2025-03-03 08:00")
+    await st.upsert_registry_units([{"sn": INSIDE["sn"], "institution": INSIDE["code"]},
+                                    {"sn": OUTSIDE["sn"], "institution": OUTSIDE["code"]},
+                                    {"sn": UNPLACED}], t0, "test")
+    api.app.state.registry.invalidate()
+    for sn in (INSIDE["sn"], OUTSIDE["sn"], UNPLACED):
+        await api.minutes(sn, t0, 5)
+    for sn, county in ((INSIDE["sn"], INSIDE["county"]), (OUTSIDE["sn"], OUTSIDE["county"])):
+        await st.raise_alert(f"security:{sn}", "security", sn, county, t0, f"{sn} opened", {}, False)
+    await st.raise_alert("security:b", "security", None, OUTSIDE["county"], t0, "alert of county B", {}, False)
+    alerts = (await api.get("/api/v1/alerts")).json()["items"]
+    return {"alert_id": str(next(a["id"] for a in alerts if a["sn"] == OUTSIDE["sn"]))}
+
+
+def _operations(app: Any) -> list[tuple[str, str, bool]]:
+    """Every (method, path template, whether it asks who is calling) /openapi.json publishes."""
+    return [(m.upper(), path, bool(op.get("security"))) for path, item in app.openapi()["paths"].items()
+            for m, op in item.items() if m in ("get", "post", "put", "patch", "delete")]
+
+
+def _fill(path: str, ids: dict[str, str]) -> str:
+    values = {"sn": OUTSIDE["sn"], "code": OUTSIDE["code"], **ids}
+    return re.sub(r"\{(\w+)(?::\w+)?\}", lambda m: values.get(m.group(1), "1"), path)
+
+
+def _is_scoped(method: str, path: str) -> bool:
+    return path in SCOPED or f"{method} {path}" in SCOPED
+
+
+async def test_every_operation_answers_a_county_user_404_or_only_its_county(api: Api) -> None:
+    ids = await _fleet(api)
+    st = api.app.state.storage
+    county = {"Authorization": f"Bearer {await create_token(st, 'county-a', 'admin', scope='county:长安区')}"}
+    ops = _operations(api.app)
+    assert len(ops) > 50, "the walk must see the whole API"
+    walked: dict[str, list[str]] = {"404": [], "filtered": [], "open": []}
+    for method, path, secured in ops:
+        url = _fill(path, ids)
+        kw: dict[str, Any] = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
+        r = await api.client.request(method, url, headers=county, **kw)
+        text = r.text
+        if not secured:  # open to anyone (health): nothing of any county in it
+            assert not any(leak in text for leak in LEAKS), (method, url, text[:500])
+            walked["open"].append(f"{method} {path}")
+            continue
+        seeded = set(re.findall(r"\{(\w+)", path)) <= {"sn", "code", "alert_id"}
+        if ("{" in path and seeded) or not _is_scoped(method, path):
+            assert r.status_code == 404, (method, url, r.status_code, text[:300])
+            assert not any(leak in text for leak in LEAKS[:1]) or text.count(OUTSIDE["sn"]) <= 1, text
+            walked["404"].append(f"{method} {path}")
+            if "{" in path and seeded:  # the province finds what the test made: the 404 is the scope's
+                province = await api.client.request(method, url, headers=api.h("admin"), **kw)
+                assert province.status_code != 404, (method, url, province.text)
+            continue
+        if "{" in path:  # a scoped route naming things this test did not make (another domain's): no leak
+            assert not any(leak in text for leak in LEAKS), (method, url, text[:500])
+            continue
+        assert r.status_code in (200, 201, 409, 422), (method, url, r.status_code, text[:300])
+        assert not any(leak in text for leak in LEAKS), (method, url, text[:500])
+        walked["filtered"].append(f"{method} {path}")
+    # the scoped reads that must show the county's own things
+    assert {"GET /api/v1/units", "GET /api/v1/registry/units", "GET /api/v1/institutions", "GET /api/v1/alerts",
+            "GET /api/v1/registry/units.csv", "GET /api/v1/registry/units.xlsx"} <= set(walked["filtered"])
+    assert "GET /api/v1/audit" in walked["404"] and "GET /api/v1/units/{sn}" in walked["404"]
+    assert {"GET /healthz", "GET /readyz", "POST /api/v1/session"} <= set(walked["open"])
+
+
+async def test_a_county_user_sees_and_commands_its_own_units_only(api: Api) -> None:
+    await _fleet(api)
+    st = api.app.state.storage
+    h = {"Authorization": f"Bearer {await create_token(st, 'county-a', 'engineer', scope='county:长安区')}"}
+    city = {"Authorization": f"Bearer {await create_token(st, 'city-b', 'viewer', scope='city:汉中市')}"}
+
+    async def get(path: str, headers: dict[str, str], **params: Any) -> httpx.Response:
+        return await api.client.get(path, params=params, headers=headers)
+
+    units = (await get("/api/v1/units", h)).json()
+    assert [u["sn"] for u in units["items"]] == [INSIDE["sn"]] and units["total"] == 1
+    assert [u["sn"] for u in (await get("/api/v1/units", city)).json()["items"]] == [OUTSIDE["sn"]]
+    assert (await get(f"/api/v1/units/{INSIDE['sn']}", h)).status_code == 200
+    assert (await get(f"/api/v1/units/{INSIDE['sn']}/samples", h)).json()["items"]
+    reg = (await get("/api/v1/registry/units", h, county=OUTSIDE["county"])).json()
+    assert reg["total"] == 0 and reg["items"] == [], "asking for another county finds nothing"
+    assert [i["code"] for i in (await get("/api/v1/institutions", h)).json()["items"]] == [INSIDE["code"]]
+    csv = (await get("/api/v1/registry/units.csv", h)).text
+    assert INSIDE["sn"] in csv and OUTSIDE["sn"] not in csv and UNPLACED not in csv
+    alerts = (await get("/api/v1/alerts", city)).json()["items"]
+    assert sorted(a["message"] for a in alerts) == ["SX-B-0001 opened", "alert of county B"]
+    # commands: the named units must all be in scope; a filter is not for scoped users
+    out = await api.client.post("/api/v1/commands", json={"type": "ping", "sns": [INSIDE["sn"], OUTSIDE["sn"]]},
+                                headers=h)
+    assert out.status_code == 404 and OUTSIDE["sn"] in out.json()["detail"]
+    out = await api.client.post("/api/v1/jobs", json={"type": "ping", "filter": {"county": INSIDE["county"]}},
+                                headers=h)
+    assert out.status_code == 422 and out.json()["errors"][0]["field"] == "filter"
+    # the province sees every unit, the unplaced one too
+    assert (await api.get("/api/v1/units")).json()["total"] == 3
