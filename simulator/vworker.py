@@ -498,10 +498,10 @@ def serve(conn: Any, specs: list[UnitSpec], broker_port: int, interval: int, log
         return
     conn.send({"ready": os.getpid()})
     prof = None
-    if os.environ.get("POSFLEET_SIM_PROFILE"):  # a cProfile of this worker, written when it stops
+    if os.environ.get("POSFLEET_SIM_PROFILE"):  # a cProfile of this worker's CPU, written when it stops
         import cProfile
 
-        prof = cProfile.Profile()
+        prof = cProfile.Profile(time.process_time)  # CPU time: waiting for the coordinator or the server is not work
         prof.enable()
     while True:
         try:
