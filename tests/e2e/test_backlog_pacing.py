@@ -12,23 +12,17 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.outbox import Outbox
 from tests.conftest import sqlite_count
-from tests.fleet import AgentProc, agent_config, wait_for
+from tests.fleet import AgentProc, agent_config, outbox_backlog, wait_for
 from tests.identities import observer
-from wire.messages import Check, Sample
 
 BACKLOG = 1_000
 
 
 def test_backlog_is_sent_at_the_configured_rate(pki, broker, server, tmp_path: Path) -> None:
     data = tmp_path / "p"
-    data.mkdir()
-    ob = Outbox(data / "outbox.sqlite")
     base = int(time.time()) // 60 * 60 - 10 * 86400
-    for i in range(BACKLOG):
-        ob.add(Sample(seq=0, ts=base + 60 * i, cpu=1.0, checks={"storage": Check(0)}), boot_id="old", boottime=0)
-    ob.close()
+    outbox_backlog(data, BACKLOG, base)
     # 20 batches of 50 at 4 a second: at least 4.75 s; unpaced, loopback round trips take about a second
     cfg = agent_config(pki, broker, "HN00140001", data, link="max_batch = 50\nbacklog_rate = 4.0")
     # the terminal's acknowledgement topic, watched by a test observer (the unit's own certificate would be the

@@ -14,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.outbox import Outbox
 from tests.backend import db_count
 from tests.conftest import sqlite_count
-from tests.fleet import AgentProc, Server, agent_config, stop_process, wait_for
+from tests.fleet import AgentProc, Server, agent_config, outbox_backlog, stop_process, wait_for
 from tests.identities import server_identity
-from wire.messages import Check, Sample
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -53,13 +51,8 @@ def test_two_processes_kills_and_takeover(pki, broker, pg_url: str, tmp_path: Pa
     b = _cluster_server(pki, broker, tmp_path / "b", pg_url, group, server_identity(pki, broker, "2")).start()
     servers = [a, b]
     data = tmp_path / "t"
-    data.mkdir()
-    ob = Outbox(data / "outbox.sqlite")
     base = int(time.time()) // 3600 * 3600 - 3 * 86400  # three days back: late data for every hour
-    for i in range(BACKLOG):
-        ob.add(Sample(seq=0, ts=base + 60 * i, checks={"storage": Check(0)}), boot_id="old", boottime=0)
-    epoch = ob.epoch
-    ob.close()
+    epoch = outbox_backlog(data, BACKLOG, base)
     stored = lambda: db_count(pg_url, f"select count(*) from samples where sn='{SN}'")  # noqa: E731
     try:
         wait_for(lambda: all(s.get("/healthz").json()["ingest"]["connected"] for s in servers), 20, "both subscribed")

@@ -6,23 +6,16 @@ import random
 import time
 from pathlib import Path
 
-from agent.outbox import Outbox
 from tests.conftest import sqlite_count
-from tests.fleet import AgentProc, Broker, Server, agent_config, wait_for
-from wire.messages import Check, Sample
+from tests.fleet import AgentProc, Broker, Server, agent_config, outbox_backlog, wait_for
 
 BACKLOG = 10_000
 
 
 def test_sigkill_during_upload_loses_and_duplicates_nothing(pki, broker, server, tmp_path: Path) -> None:
     data = tmp_path / "k"
-    data.mkdir()
-    ob = Outbox(data / "outbox.sqlite")
     base = int(time.time()) // 60 * 60 - 40 * 86400  # well in the past
-    for i in range(BACKLOG):
-        ob.add(Sample(seq=0, ts=base + 60 * i, cpu=1.0, checks={"storage": Check(0)}), boot_id="old", boottime=0)
-    epoch = ob.epoch
-    ob.close()
+    epoch = outbox_backlog(data, BACKLOG, base)
     # paced slowly (at most 600 samples a second, 80 unacknowledged) so that 20 short runs cannot finish the backlog:
     # every one of the 20 kills lands while the upload is still going
     cfg = agent_config(pki, broker, "HN00060001", data, link="max_batch = 20\nbacklog_rate = 30.0\nack_timeout_s = 5")
