@@ -49,17 +49,13 @@ def sees(p: Any, county: str | None, city: str | None = None) -> bool:
     return province(p) or in_scope(p, county, city)
 
 
-def counties_of(p: Any, institutions: list[dict[str, Any]]) -> list[str] | None:
+async def counties_of(p: Any, store: Any) -> list[str] | None:
     """The counties ``p``'s lists are limited to (None: the province, no filter): the scope's counties and the
-    counties of the institutions in its cities."""
+    counties of the institutions in its cities (``store``: the access store)."""
     if province(p):
         return None
     scope = _scope(p)
-    counties = set(scope.counties)
-    for inst in institutions:
-        if inst.get("region") in scope.cities and inst.get("county"):
-            counties.add(inst["county"])
-    return sorted(counties)
+    return sorted(set(scope.counties) | set(await store.counties_of_cities(sorted(scope.cities))))
 
 
 def may_review(p: Any, step: str, county: str, city: str) -> str | None:

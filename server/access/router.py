@@ -36,9 +36,7 @@ def _svc(request: Request) -> Any:
 
 
 async def _counties(request: Request, who: Any) -> list[str] | None:
-    if roles.province(who):
-        return None
-    return roles.counties_of(who, await request.app.state.storage.list_institutions())
+    return await roles.counties_of(who, _svc(request).store)
 
 
 # --- IP pools ---------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ times) and the institutions.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from bisect import bisect_left
+from collections import Counter
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -145,22 +146,10 @@ def _group(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any], months: int) -> dict[str, Any]:
     store = app.state.access.store
-    rows = await store.coverage_rows()
-    deployments = await store.deployments()
-    if filters.get("model"):  # an institution counts as covered by a terminal of that model only
-        by_inst: Counter[str] = Counter()
-        first: dict[str, float] = {}
-        for inst, model, _county, ts in deployments:
-            if model == filters["model"]:
-                by_inst[inst] += 1
-                first[inst] = min(first.get(inst, ts), ts)
-        for r in rows:
-            r["units"], r["first_ts"] = by_inst.get(r["code"], 0), first.get(r["code"])
-        deployments = [d for d in deployments if d[1] == filters["model"]]
+    rows = await store.coverage_rows(filters.get("model"))
     keep = [r for r in rows
             if (counties is None or r["county"] in counties)
             and all(not filters.get(k) or r.get(k) == filters[k] for k in ("type", "region", "county"))]
-    codes = {r["code"] for r in keep}
     by_county = _group(keep, "county")
     tz = ZoneInfo(app.state.settings.timezone)
     today = _today(app)
@@ -170,53 +159,32 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
         month_list.append((y, m))
         y, m = (y, m - 1) if m > 1 else (y - 1, 12)
     month_list.reverse()
+    firsts = sorted(r["first_ts"] for r in keep if r["first_ts"] is not None)
     over_time = []
     for y, m in month_list:
         end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz).timestamp()
-        covered = sum(1 for r in keep if r["first_ts"] is not None and r["first_ts"] < end)
+        covered = bisect_left(firsts, end)  # institutions whose first terminal came before the month's end
         over_time.append({"month": f"{y:04d}-{m:02d}", "institutions": len(keep), "covered": covered,
                           "rate": round(covered / len(keep), 4) if keep else None})
-    new: dict[str, int] = defaultdict(int)
-    for inst, _model, _county, ts in deployments:
-        if inst in codes:
-            new[datetime.fromtimestamp(ts, tz).strftime("%Y-%m")] += 1
-    first_month = f"{month_list[0][0]:04d}-{month_list[0][1]:02d}"
+    offset = int(datetime.now(tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+    new = await store.deployments_by_month(offset, filters.get("model"), counties, filters)
     return {
         "by_type": _group(keep, "type"),
         "by_county": by_county,
         "over_time": over_time,
-        "new_deployments": [{"month": k, "units": new.get(k, 0)} for k in (o["month"] for o in over_time)
-                            if k >= first_month],
+        "new_deployments": [{"month": o["month"], "units": new.get(o["month"], 0)} for o in over_time],
         "ranking": sorted(by_county, key=lambda g: (-(g["rate"] or 0), -g["covered"], g["key"])),
     }
 
 
 async def map_figures(app: Any, counties: list[str] | None) -> dict[str, Any]:
-    index = await app.state.registry.index()
-    online = await app.state.access.store.online_sns()
-    insts = await app.state.storage.list_institutions()
-    by_county: dict[tuple[str, str], dict[str, Any]] = {}
-    for i in insts:
-        if counties is not None and i.get("county") not in counties:
-            continue
-        a = by_county.setdefault((i.get("county") or "", i.get("region") or ""),
-                                 {"name": i.get("county") or "", "region": i.get("region") or "", "units": 0,
-                                  "online": 0, "institutions": 0})
-        a["institutions"] += 1
-    for sn, info in index.items():
-        if info.stock_type != "deployed" or not info.institution:
-            continue
-        key = (info.county, info.region)
-        if key not in by_county:
-            continue
-        by_county[key]["units"] += 1
-        by_county[key]["online"] += 1 if sn in online else 0
+    areas = [a for a in await app.state.access.store.map_rows() if counties is None or a["name"] in counties]
     cities: dict[str, dict[str, Any]] = {}
-    for a in by_county.values():
+    for a in areas:
         c = cities.setdefault(a["region"], {"name": a["region"], "region": a["region"], "units": 0, "online": 0,
                                             "institutions": 0})
         for k in ("units", "online", "institutions"):
             c[k] += a[k]
-    return timed({"counties": sorted(by_county.values(), key=lambda a: (a["region"], a["name"])),
+    return timed({"counties": sorted(areas, key=lambda a: (a["region"], a["name"])),
                   "cities": sorted(cities.values(), key=lambda a: a["name"]),
                   "map": "/dashboard/static/province-map.json"}, app.state.settings.timezone)

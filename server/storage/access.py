@@ -572,23 +572,63 @@ class AccessStore:
         return [(r[0], int(r[1]), r[2] or "", r[3] or "") for r in rows]
 
     # deployment coverage ---------------------------------------------------------------------------------
-    async def coverage_rows(self) -> list[dict[str, Any]]:
-        """Per institution: type, county, region, deployed terminals, first deployment time, models."""
+    async def coverage_rows(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Per institution: type, county, region, deployed terminals (of ``model`` if given) and the first one's
+        registration time."""
+        join = "r.institution = i.code AND r.stock_type = 'deployed'" + (" AND r.model = ?" if model else "")
         rows = await self._rows(
-            "SELECT i.code, i.name, i.type, i.county, i.region, count(r.sn) AS units, min(r.registered_at) AS first_ts "
-            "FROM institutions i LEFT JOIN registry r ON r.institution = i.code AND r.stock_type = 'deployed' "
-            "GROUP BY i.code, i.name, i.type, i.county, i.region")
+            "SELECT i.code, i.type, i.county, i.region, count(r.sn) AS units, min(r.registered_at) AS first_ts "
+            f"FROM institutions i LEFT JOIN registry r ON {join} GROUP BY i.code, i.type, i.county, i.region",
+            [model] if model else [])
         return [dict(r) for r in rows]
 
-    async def online_sns(self) -> set[str]:
-        return {r[0] for r in await self._rows("SELECT sn FROM units WHERE online = 1")}
-
-    async def deployments(self) -> list[tuple[str, str, str, float]]:
-        """(institution, model, county, registered_at) of every deployed terminal."""
+    async def deployments_by_month(self, tz_offset: int, model: str | None, counties: list[str] | None,
+                                   filters: dict[str, Any]) -> dict[str, int]:
+        """Deployed terminals by the month (YYYY-MM, fleet time) they were registered in."""
+        where, args = ["r.stock_type = 'deployed'"], []
+        if model:
+            where.append("r.model = ?")
+            args.append(model)
+        for key, col in (("type", "i.type"), ("region", "i.region"), ("county", "i.county")):
+            if filters.get(key):
+                where.append(f"{col} = ?")
+                args.append(filters[key])
+        if counties is not None:
+            where.append(f"i.county IN ({','.join('?' * len(counties))})" if counties else "1=0")
+            args.extend(counties)
         rows = await self._rows(
-            "SELECT r.institution, r.model, i.county, r.registered_at FROM registry r "
-            "LEFT JOIN institutions i ON i.code = r.institution WHERE r.stock_type = 'deployed'")
-        return [(r[0] or "", r[1] or "", r[2] or "", float(r[3])) for r in rows]
+            "SELECT r.registered_at FROM registry r JOIN institutions i ON i.code = r.institution "
+            f"WHERE {' AND '.join(where)}", args)
+        out: dict[str, int] = {}
+        for r in rows:
+            d = date(1970, 1, 1) + timedelta(days=(int(r[0]) + tz_offset) // 86400)
+            key = f"{d.year:04d}-{d.month:02d}"
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    async def map_rows(self) -> list[dict[str, Any]]:
+        """Per county (and its city): institutions, deployed terminals, those online now."""
+        units = await self._rows(
+            "SELECT i.county, i.region, count(r.sn) AS units, sum(CASE WHEN u.online = 1 THEN 1 ELSE 0 END) AS online "
+            "FROM registry r JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
+            "WHERE r.stock_type = 'deployed' GROUP BY i.county, i.region")
+        insts = await self._rows("SELECT county, region, count(*) AS n FROM institutions GROUP BY county, region")
+        out: dict[tuple[str, str], dict[str, Any]] = {
+            (r["county"] or "", r["region"] or ""): {"name": r["county"] or "", "region": r["region"] or "",
+                                                     "units": 0, "online": 0, "institutions": int(r["n"])}
+            for r in insts}
+        for r in units:
+            a = out.get((r["county"] or "", r["region"] or ""))
+            if a is not None:
+                a["units"], a["online"] = int(r["units"]), int(r["online"] or 0)
+        return list(out.values())
+
+    async def counties_of_cities(self, cities: list[str]) -> list[str]:
+        if not cities:
+            return []
+        rows = await self._rows(f"SELECT DISTINCT county FROM institutions WHERE region IN "
+                                f"({','.join('?' * len(cities))})", cities)
+        return [r[0] for r in rows if r[0]]
 
 
 def _first_gap(first: int, last: int, taken: list[int]) -> int | None:
