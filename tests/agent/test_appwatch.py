@@ -49,7 +49,7 @@ def test_a_restart_counts_nothing_twice_and_a_cut_line_waits_for_its_end(tmp_pat
     w = AppWatch(_cfg(tmp_path), tmp_path)
     _append(tmp_path, {"ts": H + 1, "event": "service", "method": "face"})
     with (tmp_path / "events.jsonl").open("a") as f:
-        f.write('{"ts": %d, "event": "serv' % (H + 2))  # the application is writing this line now
+        f.write('{"ts": ' + str(H + 2) + ', "event": "serv')  # the application is writing this line now
     w.poll(H + 60, {})
     w2 = AppWatch(_cfg(tmp_path), tmp_path)  # the agent restarted
     with (tmp_path / "events.jsonl").open("a") as f:

@@ -45,6 +45,23 @@ def server_client(pki, port: int, cert_key: tuple[Path, Path], on_message=None) 
     return c
 
 
+def mqtt_text(payloads: list[bytes]) -> str:
+    """Captured telemetry payloads as readable text (decoded batches; anything else as it came)."""
+    decoded = []
+    for p in payloads:
+        try:
+            decoded.append(json.dumps(msgspec.to_builtins(codec.decode(p, Batch)), ensure_ascii=False, default=str))
+        except codec.DecodeError:
+            decoded.append(p.decode("latin-1"))
+    return "\n".join(decoded)
+
+
+def db_text(path: Path) -> str:
+    """The database file and its write-ahead log, where recent writes may still sit."""
+    parts = [p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
+    return b"".join(parts).decode("utf-8", "replace")
+
+
 def test_card_read_on_request_reaches_the_server_masked_only(pki, broker, server, tmp_path: Path) -> None:
     sn = "HN00110001"
     reader = idcard.serve("generic-sam")  # a made-up person's card on the reader
@@ -82,19 +99,8 @@ def test_card_read_on_request_reaches_the_server_masked_only(pki, broker, server
         reader.stop()
     assert "read text+photo" in reader.emulator.received, "the card really was read"
     # nothing unmasked anywhere: MQTT payloads (decoded), the server's database, the agent's log and outbox
-    decoded = []
-    for p in wire_bytes:
-        try:
-            decoded.append(json.dumps(msgspec.to_builtins(codec.decode(p, Batch)), ensure_ascii=False, default=str))
-        except codec.DecodeError:
-            decoded.append(p.decode("latin-1"))
-    def db_text(path: Path) -> str:
-        """The database file and its write-ahead log, where recent writes may still sit."""
-        parts = [p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
-        return b"".join(parts).decode("utf-8", "replace")
-
     places = {
-        "mqtt": "\n".join(decoded),
+        "mqtt": mqtt_text(wire_bytes),
         "server db": db_text(server.db),
         "agent log": (tmp_path / "a.log").read_text(),
         "agent outbox": db_text(tmp_path / "a" / "outbox.sqlite"),

@@ -10,13 +10,9 @@ import sqlite3
 import time
 from pathlib import Path
 
-import msgspec
-
-from tests.e2e.test_privacy import server_client
+from tests.e2e.test_privacy import db_text, mqtt_text, server_client
 from tests.fleet import AgentProc, agent_config, wait_for
 from tests.identities import observer
-from wire import codec
-from wire.messages import Batch
 
 NAME = "张秀兰"
 ID_NUMBER = "460100198703150021"
@@ -32,11 +28,6 @@ def _lines(hour: int) -> list[dict]:
     out.append({"ts": hour + 900, "event": "check", "method": "idcard", **person})
     out.append({"ts": hour + 960, "event": "service", "method": "face", "business": "refund", "name": NAME})
     return out
-
-
-def _db_text(path: Path) -> str:
-    parts = [p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()]
-    return b"".join(parts).decode("utf-8", "replace")
 
 
 def test_only_hourly_counts_leave_the_terminal(pki, broker, server, tmp_path: Path) -> None:
@@ -88,21 +79,15 @@ def test_only_hourly_counts_leave_the_terminal(pki, broker, server, tmp_path: Pa
     assert reach == [("catalogue-1301", 0, "other"), ("settle-2101", 1, "")]
     assert addr == [("127.0.0.1", "cellular")]
 
-    decoded = []
-    for p in wire_bytes:
-        try:
-            decoded.append(json.dumps(msgspec.to_builtins(codec.decode(p, Batch)), ensure_ascii=False, default=str))
-        except codec.DecodeError:
-            decoded.append(p.decode("latin-1"))
-    mqtt = "\n".join(decoded)
+    mqtt = mqtt_text(wire_bytes)
     assert '"svc"' in mqtt and '"outpatient_settle"' in mqtt, "the counts did travel through the broker"
     places = {
         "mqtt": mqtt,
         "agent log": (tmp_path / "a.log").read_text(),
-        "agent outbox": _db_text(tmp_path / "a" / "outbox.sqlite"),
+        "agent outbox": db_text(tmp_path / "a" / "outbox.sqlite"),
         "agent state": (tmp_path / "a" / "appwatch.json").read_text(),
         "server log": (tmp_path / "server" / "server.log").read_text(),
-        "server db": _db_text(server.db),
+        "server db": db_text(server.db),
     }
     for where, text in places.items():
         for secret in (NAME, ID_NUMBER, PHONE, "美安村12号", "35.20"):
