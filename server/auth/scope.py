@@ -224,4 +224,5 @@ scoped("/api/v1/units", "/api/v1/units/{sn}", "/api/v1/units/{sn}/samples", "/ap
        "/api/v1/registry/units.csv", "/api/v1/registry/units.xlsx", "/api/v1/registry/institutions.csv",
        "/api/v1/registry/institutions.xlsx", "/api/v1/registry/units/{sn}/status", "/api/v1/alerts",
        "/api/v1/alerts/{alert_id}/ack", "/api/v1/alerts/{alert_id}/close",
-       "POST /api/v1/commands", "POST /api/v1/jobs")  # commands: the named units checked (server/commands/router.py)
+       "POST /api/v1/commands", "POST /api/v1/jobs",
+       "/dashboard/api/context", "/dashboard/api/units")  # the dashboard's units list filters (server/dashboard)  # commands: the named units checked (server/commands/router.py)

@@ -131,7 +131,7 @@ async def context(request: Request, who: Viewer) -> dict[str, Any]:
                  + [{"floor": 0.0, "tier": a.last_tier[0], "final_payment": a.last_tier[1]}],
         "clock_speed": getattr(request.app.state.clock, "speed", 1.0),
         "keepalive_s": s.ingest.terminal_keepalive_s,
-        "user": {"name": who.name, "role": who.role},
+        "user": {"name": who.name, "role": who.role, "scope": who.scope.as_dict()},
         "features": {"commands": commands_installed(request)},
     }
 
@@ -175,7 +175,7 @@ async def trend(
 @router.get("/api/units", **answers(UnitList))
 async def units(
     request: Request,
-    _: Viewer,
+    who: Viewer,
     q: Annotated[str, Query(max_length=64, description="part of the SN or insurance SN")] = "",
     county: Annotated[str | None, Query(max_length=100)] = None,
     institution: Annotated[str | None, Query(max_length=64)] = None,
@@ -190,9 +190,10 @@ async def units(
     Online is the same as everywhere (``/api/v1/registry/units``, ``/api/v1/analytics/live``); flagged is this
     month's figure from ``Availability.figures`` (as ``/api/v1/availability/flagged``)."""
     from ..analytics.router import _units
+    from ..auth.scope import filter_rows
     from ..registry.router import _unit_out
 
-    rows = await _units(request)
+    rows = filter_rows(who, await _units(request))  # a county user: its units only, and only its filter values
     options = {"county": sorted({r["county"] for r in rows if r.get("county")}),
                "institution": sorted({r["institution"] for r in rows if r.get("institution")}),
                "model": sorted({r["model"] for r in rows if r.get("model")})}

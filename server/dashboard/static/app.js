@@ -2,7 +2,7 @@
    Every figure shown comes from one API answer; nothing is recomputed here except sums for display. */
 "use strict";
 
-const TOKEN_KEY = "posfleet.token", LANG_KEY = "posfleet.lang";
+const TOKEN_KEY = "posfleet.token", LANG_KEY = "posfleet.lang", CSRF_KEY = "posfleet.csrf";  // a token, or a signed-in session (its cookie is HttpOnly: this tab keeps its CSRF token)
 
 const I18N = {
   zh: {
@@ -25,6 +25,13 @@ const I18N = {
     renewals: "证书续期", renewal_waiting: "等待签发 {n}", renewal_states: "签发 {signed}，已切换 {switched}，完成 {done}，拒绝 {refused}",
     login_title: "登录", login_hint: "请输入管理员发放的访问令牌（pf_ 开头）。令牌只保存在本浏览器标签页中。",
     token: "访问令牌", sign_in: "登录", bad_token: "令牌无效或已吊销", server_error: "服务器错误",
+    user_name: "用户名", password: "密码", totp_code: "动态验证码（6 位，或恢复码）", use_token: "使用访问令牌（脚本与临时访问）",
+    login_user_hint: "请输入用户名和密码；已启用两步验证的账号还需输入手机验证器上的 6 位验证码。",
+    bad_password: "用户名或密码错误", bad_code: "验证码错误", need_code: "请输入手机验证器上的 6 位验证码",
+    locked: "失败次数过多，账号已锁定", disabled: "账号已停用，请联系管理员",
+    enrol_title: "启用两步验证", enrol_hint: "管理员账号必须启用两步验证：用手机验证器（如 Google Authenticator、FreeOTP）扫描二维码，再输入其显示的 6 位验证码。",
+    enrol_secret: "无法扫码时手动输入密钥", enrol_confirm: "确认", recovery_title: "恢复码（仅显示这一次）",
+    recovery_hint: "手机丢失时，每个恢复码可代替验证码登录一次。请离线保存，然后重新登录。", sign_in_again: "重新登录",
     fleet_title: "全省总览", month: "本月", counted_to: "统计至", incomplete: "（统计中）",
     device_rate: "设备完好率", network_rate: "网络通畅率", tier: "合同档位", tier_n: "第{n}档",
     final_payment: "尾款比例 {p}", online: "在线", offline: "离线", online_share: "在线率",
@@ -84,6 +91,13 @@ const I18N = {
     renewals: "Certificate renewals", renewal_waiting: "waiting for the CA {n}", renewal_states: "signed {signed}, switched {switched}, done {done}, refused {refused}",
     login_title: "Sign in", login_hint: "Enter the access token your administrator issued (starts with pf_). It is kept in this browser tab only.",
     token: "Access token", sign_in: "Sign in", bad_token: "Unknown or revoked token", server_error: "Server error",
+    user_name: "User name", password: "Password", totp_code: "Code (6 digits, or a recovery code)", use_token: "Use an access token (scripts, temporary access)",
+    login_user_hint: "Enter your user name and password; accounts with two-factor also need the 6-digit code from the authenticator app.",
+    bad_password: "Wrong user name or password", bad_code: "Wrong code", need_code: "Enter the 6-digit code from your authenticator app",
+    locked: "Too many failures: the account is locked", disabled: "The account is disabled: ask an administrator",
+    enrol_title: "Enable two-factor sign-in", enrol_hint: "Administrators must use two-factor sign-in: scan the QR code with an authenticator app (Google Authenticator, FreeOTP...) and enter the 6 digits it shows.",
+    enrol_secret: "Key to type in when the code cannot be scanned", enrol_confirm: "Confirm", recovery_title: "Recovery codes (shown this once)",
+    recovery_hint: "If the phone is lost, each code signs in once in place of the authenticator. Keep them offline, then sign in again.", sign_in_again: "Sign in again",
     fleet_title: "Fleet overview", month: "This month", counted_to: "counted to", incomplete: " (in progress)",
     device_rate: "Device intact rate", network_rate: "Network availability rate", tier: "Contract tier", tier_n: "Tier {n}",
     final_payment: "final payment {p}", online: "Online", offline: "Offline", online_share: "online share",
@@ -246,11 +260,16 @@ function kpi(label, value, sub, key, raw, cls) {
 
 // API -------------------------------------------------------------------------------------------------
 class AuthError extends Error {}
+function authHeaders(method) {
+  const token = sessionStorage.getItem(TOKEN_KEY), csrf = sessionStorage.getItem(CSRF_KEY);
+  if (token) return {Authorization: `Bearer ${token}`};
+  if (csrf) return method && method !== "GET" ? {"X-CSRF-Token": csrf} : {};  // the session cookie goes by itself
+  throw new AuthError("not signed in");
+}
 async function api(path, params, opts) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
-  if (!token) throw new AuthError("no token");
   const q = params ? "?" + new URLSearchParams(Object.entries(params).filter(([, v]) => v !== null && v !== undefined && v !== "")) : "";
-  const init = {method: (opts && opts.method) || "GET", headers: {Authorization: `Bearer ${token}`}};
+  const method = (opts && opts.method) || "GET";
+  const init = {method, headers: authHeaders(method), credentials: "same-origin"};
   if (opts && opts.body !== undefined) {
     if (opts.body instanceof Blob) init.body = opts.body;
     else { init.body = JSON.stringify(opts.body); init.headers["Content-Type"] = "application/json"; }
@@ -284,7 +303,7 @@ async function render() {
   document.title = t("app_title");
   document.querySelectorAll("[data-nav]").forEach(a => a.classList.toggle("active", a.dataset.nav === r.name ||
     (a.dataset.nav === "units" && r.name === "unit") || (a.dataset.nav === "institutions" && r.name === "institution")));
-  const signedIn = !!sessionStorage.getItem(TOKEN_KEY);
+  const signedIn = !!(sessionStorage.getItem(TOKEN_KEY) || sessionStorage.getItem(CSRF_KEY));
   document.getElementById("nav").hidden = !signedIn;
   document.getElementById("logout").hidden = !signedIn;
   if (r.name === "login" || !signedIn) return showLogin(main);
@@ -295,7 +314,9 @@ async function render() {
     document.getElementById("clock").textContent = `${ctx.now_iso.slice(0, 16).replace("T", " ")} (${ctx.timezone})`;
     const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution, server: viewServer,
       ...(window.ACCESS_VIEWS || {})};  // access.js (issue 18): applications, pools, interfaces, statistics
-    const node = await (views[r.name] || viewFleet)(r);
+    const scoped = ctx.user && ctx.user.scope && !ctx.user.scope.province;  // a county user: the province's figures are not theirs
+    if (scoped && r.name === "fleet") main.dataset.view = "units";
+    const node = await (views[main.dataset.view] || viewFleet)(r);
     if (seq !== renderSeq) return;
     main.replaceChildren(node);
     Charts.fit(main);
@@ -303,16 +324,45 @@ async function render() {
     main.dataset.refreshed = String(Date.now());
   } catch (err) {
     if (seq !== renderSeq) return;
-    if (err instanceof AuthError) { sessionStorage.removeItem(TOKEN_KEY); location.hash = "#/login"; return; }
+    if (err instanceof AuthError) { sessionStorage.removeItem(TOKEN_KEY); sessionStorage.removeItem(CSRF_KEY); location.hash = "#/login"; return; }
     main.replaceChildren(h("p", {class: "error", "data-k": "error"}, `${t("server_error")}: ${err.message}`));
     main.dataset.state = "error";
   }
 }
 
 function showLogin(main) {
+  // named users (issue 18): user name + password (+ the authenticator's code); the token form stays for scripts
+  const user = h("input", {type: "text", id: "user", autocomplete: "username"});
+  const password = h("input", {type: "password", id: "password", autocomplete: "current-password"});
+  const code = h("input", {type: "text", id: "code", autocomplete: "one-time-code", inputmode: "numeric"});
+  const codeLabel = h("label", {for: "code", id: "code-label", hidden: true}, t("totp_code"));
+  code.hidden = true;
+  const msg = h("p", {class: "error", id: "login-error", "data-k": "login-error"});
+  const fail = (b, status) => {
+    const field = b.errors && b.errors[0] ? b.errors[0].field : "";
+    const label = status === 429 ? t("locked") : status === 403 ? t("disabled")
+      : field === "code" ? (code.value ? t("bad_code") : t("need_code")) : t("bad_password");
+    if (field === "code") { code.hidden = false; codeLabel.hidden = false; code.focus(); }
+    msg.textContent = `${label}（${b.detail}）`;
+  };
+  const form = h("form", {class: "card login", id: "user-form", onsubmit: async ev => {
+    ev.preventDefault();
+    msg.textContent = "";
+    const r = await fetch("/api/v1/session", {method: "POST", credentials: "same-origin", headers: {"Content-Type": "application/json"},
+      body: JSON.stringify({user: user.value.trim(), password: password.value, code: code.value.trim()})});
+    const b = await r.json().catch(() => ({detail: String(r.status)}));
+    if (!r.ok) return fail(b, r.status);
+    sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.setItem(CSRF_KEY, b.csrf);
+    if (b.stage === "enrol") return showEnrol(main, b.csrf);
+    location.hash = "#/fleet";
+    if (route().name === "fleet") render();
+  }}, h("h1", {}, t("login_title")), h("p", {class: "muted"}, t("login_user_hint")),
+    h("label", {for: "user"}, t("user_name")), user, h("label", {for: "password"}, t("password")), password,
+    codeLabel, code, msg, h("button", {type: "submit", id: "user-sign-in"}, t("sign_in")));
   const input = h("input", {type: "password", id: "token", autocomplete: "off", placeholder: "pf_…"});
-  const msg = h("p", {class: "error", id: "login-error"});
-  const form = h("form", {class: "card login", id: "login-form", onsubmit: async ev => {
+  const tmsg = h("p", {class: "error", id: "token-error"});
+  const tform = h("form", {class: "card login", id: "login-form", onsubmit: async ev => {
     ev.preventDefault();
     const token = input.value.trim();
     if (!token) return;
@@ -323,14 +373,43 @@ function showLogin(main) {
       if (route().name === "fleet") render();
     } catch (err) {
       sessionStorage.removeItem(TOKEN_KEY);
-      msg.textContent = err instanceof AuthError ? t("bad_token") : `${t("server_error")}: ${err.message}`;
+      tmsg.textContent = err instanceof AuthError ? t("bad_token") : `${t("server_error")}: ${err.message}`;
     }
-  }}, h("h1", {}, t("login_title")), h("p", {class: "muted"}, t("login_hint")),
-    h("label", {for: "token"}, t("token")), input, msg, h("button", {type: "submit", id: "sign-in"}, t("sign_in")));
-  main.replaceChildren(form);
+  }}, h("details", {id: "token-box"}, h("summary", {}, t("use_token")), h("p", {class: "muted"}, t("login_hint")),
+    h("label", {for: "token"}, t("token")), input, tmsg, h("button", {type: "submit", id: "sign-in"}, t("sign_in"))));
+  main.replaceChildren(h("div", {}, form, tform));
   main.dataset.view = "login";
   main.dataset.state = "ready";
-  input.focus();
+  user.focus();
+}
+
+async function showEnrol(main, csrf) {
+  // an administrator's first sign-in: enrol the authenticator (QR), confirm a code, keep the recovery codes
+  const r = await fetch("/api/v1/session/totp", {method: "POST", credentials: "same-origin", headers: {"X-CSRF-Token": csrf}});
+  const b = await r.json();
+  const qr = h("div", {id: "enrol-qr"});
+  qr.innerHTML = b.qr_svg;  // SVG made by the server (segno) from the otpauth URI: no script in it
+  const code = h("input", {type: "text", id: "enrol-code", autocomplete: "one-time-code", inputmode: "numeric"});
+  const msg = h("p", {class: "error", id: "enrol-error"});
+  const form = h("form", {class: "card login", id: "enrol-form", onsubmit: async ev => {
+    ev.preventDefault();
+    const c = await fetch("/api/v1/session/totp/confirm", {method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf}, body: JSON.stringify({code: code.value.trim()})});
+    const d = await c.json().catch(() => ({detail: String(c.status)}));
+    if (!c.ok) { msg.textContent = `${t("bad_code")}（${d.detail}）`; return; }
+    sessionStorage.removeItem(CSRF_KEY);  // the enrolment session has ended: sign in again with a code
+    main.replaceChildren(h("div", {class: "card login", id: "recovery"}, h("h1", {}, t("recovery_title")),
+      h("p", {class: "muted"}, t("recovery_hint")),
+      h("ol", {id: "recovery-codes"}, ...d.recovery_codes.map(x => h("li", {}, x))),
+      h("button", {type: "button", id: "again", onclick: () => showLogin(main)}, t("sign_in_again"))));
+    main.dataset.view = "recovery";
+  }}, h("h1", {}, t("enrol_title")), h("p", {class: "muted"}, t("enrol_hint")), qr,
+    h("p", {class: "muted"}, `${t("enrol_secret")}: `, h("code", {id: "enrol-secret"}, b.secret)),
+    h("label", {for: "enrol-code"}, t("totp_code")), code, msg, h("button", {type: "submit", id: "enrol-confirm"}, t("enrol_confirm")));
+  main.replaceChildren(form);
+  main.dataset.view = "enrol";
+  main.dataset.state = "ready";
+  code.focus();
 }
 
 // fleet view ------------------------------------------------------------------------------------------
@@ -445,9 +524,8 @@ function alertActions(a) {
 
 // downloads (the token goes in a header, so fetch the file and hand it to the browser) ------------------------
 async function download(path, params, fallback) {
-  const token = sessionStorage.getItem(TOKEN_KEY);
   const q = params ? "?" + new URLSearchParams(params) : "";
-  const r = await fetch(path + q, {headers: {Authorization: `Bearer ${token}`}});
+  const r = await fetch(path + q, {headers: authHeaders("GET"), credentials: "same-origin"});
   if (r.status === 401) throw new AuthError("401");
   if (!r.ok) { const err = new Error(`${r.status} ${await r.text()}`); err.status = r.status; throw err; }
   const cd = r.headers.get("content-disposition") || "";
@@ -838,8 +916,11 @@ window.addEventListener("DOMContentLoaded", () => {
   auto.checked = localStorage.getItem(REFRESH_KEY) === "1";
   auto.addEventListener("change", () => { localStorage.setItem(REFRESH_KEY, auto.checked ? "1" : "0"); scheduleRefresh(); });
   scheduleRefresh();
-  document.getElementById("logout").addEventListener("click", () => {
+  document.getElementById("logout").addEventListener("click", async () => {
+    const csrf = sessionStorage.getItem(CSRF_KEY);
+    if (csrf) await fetch("/api/v1/session", {method: "DELETE", credentials: "same-origin", headers: {"X-CSRF-Token": csrf}}).catch(() => null);
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(CSRF_KEY);
     location.hash = "#/login";
   });
   render();
