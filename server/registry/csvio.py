@@ -6,6 +6,10 @@
   in Chinese or as field codes, in any order; Chinese words for codes are accepted (``在用`` = in_service). Each
   bad row is reported with its line number and field and the good rows are kept. Columns that only the export
   writes (SIM, last report...) are ignored on import, so an exported file imports back unchanged.
+* A file may hold only some columns: each row gives only the fields of the columns the file has (the key
+  column is required). A column the file lacks leaves that field as stored; an empty cell empties a field that
+  may be empty (note, insurance SN, institution...) and leaves one that may not (status, link, type, name) as
+  stored. A new record takes the defaults for what it lacks.
 
 * Formula injection (a cell a spreadsheet would run: ``=``, ``+``, ``-``, ``@``, tab, CR first): the export
   writes such text cells with a leading ``'`` (shown as text, the ``'`` hidden); the import refuses the row,
@@ -82,7 +86,7 @@ def formula_problem(value: str) -> tuple[str, str | None]:
 
 @dataclass
 class ImportResult:
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)  # each good row: its key and the fields it gives
     lines: list[int] = field(default_factory=list)  # line number of each good row
     errors: list[dict[str, Any]] = field(default_factory=list)  # {line, field, error}
 
@@ -162,6 +166,9 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
     if missing:
         out.errors.append({"line": 1, "field": missing[0], "error": "required column missing"})
         return out
+    present = {k for k in keys if k is not None}
+    clearable = _clearable(model)
+    fillers = _fillers(model, required[0])
     for start, values in records:
         if isinstance(values, str):
             out.errors.append({"line": start, "field": "", "error": values})
@@ -171,7 +178,8 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
         if len(values) > len(keys) and any(v.strip() for v in values[len(keys):]):
             out.errors.append({"line": start, "field": "", "error": f"{len(values)} fields, header has {len(keys)}"})
             continue
-        raw = {k: v for k, v in zip(keys, values, strict=False) if k is not None and v.strip() != ""}
+        cells = {k: v for k, v in zip(keys, values, strict=False) if k is not None}
+        raw = {k: v for k, v in cells.items() if v.strip() != ""}
         refused = None
         for k, v in raw.items():
             if xlsx:  # a string cell of a workbook is text, never run (a formula cell gives its value)
@@ -185,16 +193,30 @@ def _parse(data: bytes, columns: Sequence[tuple[str, str]], ignored: Sequence[tu
             out.errors.append({"line": start, "field": refused[0],
                                "error": f"{zh}: {refused[1]}" if zh else refused[1]})
             continue
+        # a column the file has: its value (an empty cell clears a field that may be empty); a column it lacks, or
+        # an empty cell in a field that may not be empty (status, type, name...), leaves the stored value as it is
+        given = set(raw) | {k for k in present if k in clearable and k not in raw}
         try:
-            rec = model.model_validate(raw)
+            rec = model.model_validate({**fillers, **raw})
         except ValidationError as err:
             e = err.errors()[0]
             fld = ".".join(str(x) for x in e["loc"]) or ""
             out.errors.append({"line": start, "field": fld, "error": e["msg"]})
             continue
-        out.rows.append(rec.model_dump(exclude_unset=False))
+        out.rows.append({k: v for k, v in rec.model_dump().items() if k in given})
         out.lines.append(start)
     return out
+
+
+def _clearable(model: type[BaseModel]) -> set[str]:
+    """Fields an empty cell empties: those whose default is empty ('' or none); the others keep their value."""
+    return {name for name, f in model.model_fields.items() if not f.is_required() and f.default in ("", None)}
+
+
+def _fillers(model: type[BaseModel], key: str) -> dict[str, Any]:
+    """A stand-in for each required field the row does not give, so the row's own cells can be validated (the
+    stand-in is never stored: a new record without such a field is refused by the caller)."""
+    return {name: "-" for name, f in model.model_fields.items() if f.is_required() and name != key}
 
 
 def _zone_suffix(header: str) -> str:

@@ -210,7 +210,8 @@ _IMPORT = {"text/csv": "CSV (UTF-8 or GB18030; Chinese or code headers)", XLSX_T
 
 @router.post("/registry/institutions/import", **answers_upload(ImportReport, _IMPORT))
 async def import_institutions(request: Request, _: Admin) -> dict[str, Any]:
-    """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
+    """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field. Only the
+    file's columns change an existing institution (a new one needs a name); see the units import for empty cells."""
     return await _registry(request).import_institutions(await request.body())
 
 
@@ -268,7 +269,9 @@ async def import_units(request: Request, who: Admin,
                        dry_run: Annotated[bool, Query(description="store nothing: say what would be added and changed "
                                                                   "(old and new value of each field) and which lines are "
                                                                   "refused")] = False) -> dict[str, Any]:
-    """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field."""
+    """Body: the CSV or XLSX file. Good rows are stored; each bad row is reported with its line and field. Only the
+    file's columns change a unit: a column the file lacks is left as stored; an empty cell empties a field that may
+    be empty (insurance SN, model, vendor, institution, note...) and leaves status, stock and link type as stored."""
     return await _registry(request).import_units(await request.body(), who.name, dry_run)
 
 

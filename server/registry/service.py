@@ -13,15 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
+
 from counting.hours import ServiceHours
 from ..settings import Settings
 from . import csvio
-from .models import FieldError, UnitPatch, UnitRecord, parse_hours
+from .models import FieldError, Institution, UnitPatch, UnitRecord, parse_hours
 
 log = logging.getLogger(__name__)
 
 
 RegistryError = FieldError
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,19 @@ class Registry:
         self.invalidate()
 
     async def import_institutions(self, data: bytes) -> dict[str, Any]:
+        """Store the file's good rows: an existing institution changes only in the file's columns; a new one
+        needs a name and takes the defaults for the columns the file lacks."""
         res = csvio.parse_institutions(data)
+        known = {i["code"] for i in await self.storage.list_institutions()}
+        for k, row in enumerate(res.rows):
+            if row and row["code"] not in known:
+                try:
+                    res.rows[k] = Institution.model_validate(row).model_dump()
+                except ValidationError as err:
+                    e = err.errors()[0]
+                    res.reject(k, res.lines[k], ".".join(str(x) for x in e["loc"]),
+                               f"a new institution: {e['msg']}")
+        res.errors.sort(key=lambda e: e["line"])
         good = [r for r in res.rows if r]
         if good:
             await self.upsert_institutions(good)
@@ -182,8 +200,9 @@ class Registry:
         out = []
         for line, r in zip(lines, rows, strict=True):
             old = now.get(r["sn"])
-            fields = {k: [None if old is None else old.get(k), v] for k, v in r.items() if k != "sn" and v is not None
-                      and (old is None or str(old.get(k) if old.get(k) is not None else "") != str(v))}
+            # only the fields the row gives (its file's columns); an emptied field shows as [old, "" or None]
+            fields = {k: [None if old is None else old.get(k), v] for k, v in r.items() if k != "sn" and (
+                _text(v) != "" if old is None else _text(old.get(k)) != _text(v))}
             if old is None or fields:
                 out.append({"line": line, "sn": r["sn"], "action": "add" if old is None else "change", "fields": fields})
         return out

@@ -217,17 +217,24 @@ class SqlStore:
 
     # registry (issue 4) ------------------------------------------------------------------
     async def upsert_institutions(self, rows: list[dict[str, Any]]) -> None:
-        """Insert or update institutions by code, all in one transaction."""
+        """Insert or update institutions by code, all in one transaction. An existing institution changes only in
+        the fields a row gives (an import file's columns); a new one (which needs a name) takes the table's defaults
+        for the others."""
         self._registry_written()
         now = time.time()
+        batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for r in rows:
+            given = tuple(f for f in _INSTITUTION_FIELDS if f in r)
+            batches.setdefault(given, []).append((*(r[f] or "" for f in given), now, r["code"]))
         async with self.write() as db:
-            await db.executemany(
-                "INSERT INTO institutions(code, name, county, region, type, hours, contact, updated) "
-                "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(code) DO UPDATE SET name=excluded.name, county=excluded.county, "
-                "region=excluded.region, type=excluded.type, hours=excluded.hours, contact=excluded.contact, "
-                "updated=excluded.updated",
-                [(r["code"], *(r.get(f) or "" for f in _INSTITUTION_FIELDS), now) for r in rows],
-            )
+            for given, values in batches.items():
+                cols = (*given, "updated")
+                await db.executemany(f"UPDATE institutions SET {', '.join(f'{c}=?' for c in cols)} WHERE code=?",
+                                     values)
+                if "name" in given:  # the new ones (SQLite checks NOT NULL before an upsert's conflict)
+                    await db.executemany(
+                        f"INSERT INTO institutions({', '.join(cols)}, code) VALUES ({','.join('?' * (len(cols) + 1))}) "
+                        "ON CONFLICT(code) DO NOTHING", values)
             await self._bump(db, "registry_version")
         self._registry_written()
 

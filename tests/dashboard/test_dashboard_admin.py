@@ -254,13 +254,19 @@ def test_registry_import_shows_a_preview_and_applies_only_when_confirmed(fleet: 
     changes = b.eval("[...document.querySelectorAll('#import-changes tbody tr[data-row]')].map(r => [...r.cells].map(c => c.textContent))")
     assert [c[:2] for c in changes] == [[u.sn, "change"], ["HN47000001", "add"]]
     assert "vendor" in changes[0][2] and "新大陆" in changes[0][2]
+    before = fleet.api(f"/api/v1/registry/units/{u.sn}")
+    assert before["insurance_sn"] and "insurance_sn" not in changes[0][2], \
+        "a column the file lacks is left as it is, and the preview does not say it would be blanked"
     assert b.eval("[...document.querySelectorAll('#import-errors tbody tr[data-row]')].map(r => r.dataset.row)") == ["4"]
     reg = fleet.api(f"/api/v1/registry/units/{u.sn}")
     assert reg["vendor"] != "新大陆" and fleet.server.get("/api/v1/registry/units/HN47000001").status_code == 404, \
         "a preview changes nothing"
     b.click("#import-apply")
     b.wait("document.getElementById('import-preview').dataset.applied === '1'", timeout=10, what="the import")
-    assert fleet.api(f"/api/v1/registry/units/{u.sn}")["vendor"] == "新大陆"
+    after = fleet.api(f"/api/v1/registry/units/{u.sn}")
+    assert after["vendor"] == "新大陆"
+    assert {k: after[k] for k in ("insurance_sn", "terminal_type", "link_type", "stock_type")} == \
+        {k: before[k] for k in ("insurance_sn", "terminal_type", "link_type", "stock_type")}
     assert fleet.api("/api/v1/registry/units/HN47000001")["status"] == "spare"
 
 

@@ -166,3 +166,60 @@ async def test_import_preview_stores_nothing_and_says_what_each_line_would_do(ap
     r = await api.client.post("/api/v1/registry/units/import", content=units, headers=api.h())
     assert (r.json()["imported"], r.json()["dry_run"]) == (2, False)
     assert (await api.get("/api/v1/registry/units/HN00050001")).json()["vendor"] == "新大陆"
+
+
+async def test_import_with_fewer_columns_changes_only_those_columns(api: Api) -> None:
+    """A file holding some columns leaves the others as stored: no blanked insurance SN, no spare put back in
+    service; an empty cell in a column the file has empties that field, and the preview says exactly that."""
+    await _institutions(api)
+    full = (
+        "终端SN,医保终端编号,终端类型,型号,厂商,所属机构编码,库存类型,状态,接入方式,备注\r\n"
+        "HN00060001,YB460100061,医保POS,P10,百富,H001,已部署,在用,有线专网,柜台左\r\n"
+        "HN00060002,YB460100062,医保POS,P10,百富,,备机,备用,4G,县备机\r\n"
+    ).encode()
+    r = await api.client.post("/api/v1/registry/units/import", content=full, headers=api.h())
+    assert r.json()["imported"] == 2, r.text
+    partial = (
+        "终端SN,厂商,备注\r\n"
+        "HN00060001,新大陆,\r\n"       # vendor changes, the note is emptied on purpose
+        "HN00060002,百富,县备机\r\n"    # nothing changes
+    ).encode()
+    r = await api.client.post("/api/v1/registry/units/import", params={"dry_run": "true"}, content=partial,
+                              headers=api.h())
+    pre = r.json()
+    assert (pre["added"], pre["changed"], pre["unchanged"], pre["errors"]) == (0, 1, 1, [])
+    assert pre["changes"][0]["fields"] == {"vendor": ["百富", "新大陆"], "note": ["柜台左", ""]}
+    r = await api.client.post("/api/v1/registry/units/import", content=partial, headers=api.h())
+    assert r.json()["imported"] == 2
+    u1 = (await api.get("/api/v1/registry/units/HN00060001")).json()
+    assert (u1["vendor"], u1["note"], u1["insurance_sn"], u1["institution"], u1["link_type"], u1["model"]) == \
+        ("新大陆", "", "YB460100061", "H001", "wired", "P10")
+    u2 = (await api.get("/api/v1/registry/units/HN00060002")).json()
+    assert (u2["status"], u2["stock_type"], u2["insurance_sn"], u2["link_type"]) == ("spare", "spare", "YB460100062", "4g_vpdn")
+    assert [h["status"] for h in u2["status_history"]] == ["spare"], "no status change recorded"
+    # an empty cell in a column that may not be empty (status) keeps the stored value; the institution empties
+    r = await api.client.post("/api/v1/registry/units/import", content="终端SN,状态,所属机构编码\r\nHN00060002,,\r\n"
+                              "HN00060001,,\r\n".encode(), headers=api.h())
+    assert r.json()["changes"] == [{"line": 3, "sn": "HN00060001", "action": "change",
+                                    "fields": {"institution": ["H001", None]}}]
+    assert (await api.get("/api/v1/registry/units/HN00060002")).json()["status"] == "spare"
+    u1 = (await api.get("/api/v1/registry/units/HN00060001")).json()
+    assert (u1["status"], u1["institution"], u1["insurance_sn"]) == ("in_service", None, "YB460100061")
+
+
+async def test_institution_import_with_fewer_columns_keeps_the_others(api: Api) -> None:
+    await _institutions(api)
+    r = await api.client.post("/api/v1/registry/institutions/import",
+                              content="机构编码,服务时间\r\nH001,07:30-17:30\r\nN001,08:00-12:00\r\n".encode(),
+                              headers=api.h())
+    assert r.json()["imported"] == 1
+    assert [(e["line"], e["field"]) for e in r.json()["errors"]] == [(3, "name")], "a new institution needs a name"
+    h = {i["code"]: i for i in (await api.get("/api/v1/institutions")).json()["items"]}
+    assert (h["H001"]["hours"], h["H001"]["name"], h["H001"]["county"], h["H001"]["type"], h["H001"]["contact"]) == \
+        ("07:30-17:30", "石山镇卫生院", "秀英区", "health_centre", "王医生")
+    assert "N001" not in h
+    r = await api.client.post("/api/v1/registry/institutions/import",
+                              content="机构编码,机构名称\r\nN001,新村卫生室\r\n".encode(), headers=api.h())
+    assert r.json() == {"imported": 1, "errors": []}
+    h = {i["code"]: i for i in (await api.get("/api/v1/institutions")).json()["items"]}
+    assert (h["N001"]["name"], h["N001"]["type"], h["N001"]["hours"]) == ("新村卫生室", "village_clinic", "")

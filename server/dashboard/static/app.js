@@ -69,7 +69,7 @@ const I18N = {
     refreshed: "更新于 {t}", ack: "确认", close: "关闭", note: "备注", acked: "已确认：{who}", closed_by: "已关闭：{who}", save: "保存", cancel: "取消",
     stored_reports: "定时生成的报表", stored_none: "暂无（在服务器设置 [reports.schedule] 中开启按月、按季生成）",
     period: "期间", format: "格式", made: "生成时间", delivered: "已发送", via_email: "邮件", via_webhook: "Webhook",
-    download: "下载", report: "报表", export: "导出", import: "导入", preview: "预览", apply: "确认导入",
+    download: "下载", report: "报表", export: "导出", import: "导入", preview: "预览", apply: "确认导入", emptied: "（清空）",
   },
   en: {
     app_title: "POS fleet monitor", nav_fleet: "Fleet", nav_units: "Units", nav_institutions: "Institutions", logout: "Sign out",
@@ -135,7 +135,7 @@ const I18N = {
     refreshed: "updated {t}", ack: "Acknowledge", close: "Close", note: "Note", acked: "acknowledged: {who}", closed_by: "closed: {who}", save: "Save", cancel: "Cancel",
     stored_reports: "Scheduled reports", stored_none: "None yet (turn on monthly or quarterly reports in [reports.schedule])",
     period: "Period", format: "Format", made: "Made", delivered: "Delivered", via_email: "e-mail", via_webhook: "webhook",
-    download: "Download", report: "Report", export: "Export", import: "Import", preview: "Preview", apply: "Apply import",
+    download: "Download", report: "Report", export: "Export", import: "Import", preview: "Preview", apply: "Apply import", emptied: "(emptied)",
   },
 };
 
@@ -661,7 +661,7 @@ function importReport(rep, dry, apply) {
   const errors = rep.errors || [];
   const head = h("p", {"data-k": "import.summary"}, Object.entries(rep).filter(([, v]) => typeof v === "number").map(([k, v]) => `${k} ${v}`).join(" · "));
   const ch = table([t("sn"), t("what"), t("message")], changes.map(c => h("tr", {"data-row": c.key || c.sn || ""},
-    td(c.key || c.sn || ""), td(c.action || ""), td(Object.entries(c.fields || {}).map(([k, v]) => `${k}: ${v[0] === null || v[0] === undefined ? "—" : v[0]} → ${v[1]}`).join("; "), {class: "wrap"}))), {id: "import-changes"});
+    td(c.key || c.sn || ""), td(c.action || ""), td(Object.entries(c.fields || {}).map(([k, v]) => `${k}: ${v[0] === null || v[0] === undefined ? "—" : v[0]} → ${v[1] === null || v[1] === "" ? t("emptied") : v[1]}`).join("; "), {class: "wrap"}))), {id: "import-changes"});
   const er = table(["line", "field", t("message")], errors.map(e => h("tr", {"data-row": String(e.line)},
     td(String(e.line)), td(e.field || ""), td(e.error || e.message || "", {class: "wrap"}))), {id: "import-errors"});
   return h("div", {}, head, ch, er, dry && changes.length ? h("button", {type: "button", id: "import-apply", onclick: apply}, t("apply")) : null);
