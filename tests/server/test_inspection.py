@@ -72,8 +72,10 @@ async def test_backup_age_and_disk_fill_raise_and_clear_server_alerts(tmp_path: 
         body = (await api.get("/api/v1/server/inspection", role="viewer")).json()
         assert body["backup"]["last"] is None and body["backup"]["alert"] is True
         assert any(p["check"] == "backup" for p in body["problems"])
-        db = next(d for d in body["disks"] if "database" in d["what"])
+        # SQLite: the database's file system; PostgreSQL: its disks are the database host's, the server's own here
+        db = next(d for d in body["disks"] if "database" in d["what"] or settings.storage.url.startswith("postgres"))
         assert 0 < db["used_pct"] < 100 and body["database"]["bytes"] > 0
+        assert (body["database"]["fill_pct"] is None) == settings.storage.url.startswith("postgres")
 
         # the disk line far below today's fill: the disk is "full"
         settings.inspection.disk_alert_pct = max(0.1, db["used_pct"] - 5)
