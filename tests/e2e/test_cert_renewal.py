@@ -143,3 +143,56 @@ def test_a_request_for_another_units_name_is_refused(pki, broker, server, tmp_pa
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def test_a_renewed_certificate_the_broker_refuses_is_dropped_for_the_old_then_taken_after_a_kill(
+        pki, broker, server, tmp_path: Path) -> None:  # noqa: ANN001
+    """The new certificate is refused by the broker (revoked in the CRL before the unit gets it): the agent's switch
+    does not connect, so it puts the old pair back and goes on with it; SIGKILLed while it holds the received
+    certificate, restarted once the broker accepts it again, it switches."""
+    import signal
+
+    sn = "HN00710004"
+    d = pki.dir / "terminals" / sn
+    _key, csr = make_key_and_csr(sn, d)
+    (d / "terminal.pem").write_bytes(pki.ca.sign_csr(csr.read_bytes(), 30))
+    shutil.copy(pki.dir / "ca.pem", d / "ca.pem")
+    pki._terminals[sn] = d
+    old_pem = (d / "terminal.pem").read_bytes()
+    old_serial = certificate_dates(d / "terminal.pem")[1]
+    cfg = agent_config(pki, broker, sn, tmp_path / "a", sampling_interval=5, link=FAST,
+                       extra="[renewal]\ndays_before = 60\nswitch_timeout_s = 10\nresend_h = 0.004\n")
+    log = tmp_path / "agent.log"
+    agent = AgentProc(cfg, log).start()
+    try:
+        wait_for(lambda: _record(server, sn).get("state") == "requested", 40, "the request recorded")
+        server.stop()  # nothing is sent while the CA signs and the new certificate is revoked
+        out = _sign_renewals(pki, server, broker)
+        assert "1 signed" in out, out
+        new_serial = int(_record(server, sn)["serial"], 16)
+        pki.ca.revoke(serial=new_serial)
+        os.kill(broker.proc.pid, signal.SIGHUP)
+        server.start()
+        wait_for(lambda: "no connection with the renewed certificate: the old one is back" in log.read_text(), 90,
+                 "the switch to give up and put the old pair back")
+        wait_for(lambda: _state(d) == "received" and agent.alive(), 10, "the certificate kept for a later try")
+        assert (d / "terminal.pem").read_bytes() == old_pem, "the files were not touched"
+        before = sqlite_count(server.db, f"SELECT count(*) FROM samples WHERE sn = '{sn}'")
+        wait_for(lambda: sqlite_count(server.db, f"SELECT count(*) FROM samples WHERE sn = '{sn}'") > before, 40,
+                 "samples over the old certificate again")
+        agent.kill()  # SIGKILL holding the received certificate, before its next switch
+
+        rows = json.loads((pki.dir / "index.json").read_text())  # the CA takes the revocation back (test only)
+        for r in rows:
+            if r["serial"] == new_serial:
+                r["revoked"] = ""
+        (pki.dir / "index.json").write_text(json.dumps(rows))
+        pki.ca.write_crl()
+        os.kill(broker.proc.pid, signal.SIGHUP)
+        agent = AgentProc(cfg, log).start()
+        wait_for(lambda: _record(server, sn).get("state") == "switched", 90, "the restarted agent to switch")
+        wait_for(lambda: not (d / "renew").exists(), 30, "the switch acknowledged")
+        assert certificate_dates(d / "terminal.pem")[1] == format(new_serial, "x") != old_serial
+    finally:
+        agent.stop()
+    assert "Traceback" not in log.read_text()
