@@ -16,14 +16,17 @@ Every section comes from stored data and says where it comes from; what is not m
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from datetime import datetime, timedelta
+from fractions import Fraction
 from typing import Any
 
 from wire.messages import OK, STATE_NAMES
 
 from .. import labels
 from ..availability.rollups import local_day, midnight
+from ..availability.service import rate
 
 MB = 1024 * 1024
 
@@ -54,23 +57,30 @@ def tier_clause(settings: Any, lang: str) -> list[dict[str, str]]:
     return rows
 
 
-async def trend(availability: Any, start: int, end: int, county: str | None) -> list[dict[str, Any]]:
-    """Device and network rate per day of the period (fleet or county), from the same figures as the tables."""
+async def trend(availability: Any, storage: Any, index: dict[str, Any], start: int, end: int,
+                county: str | None) -> list[dict[str, Any]]:
+    """Device and network rate per day of the period (fleet or county): the days' roll-ups summed in one query
+    (the same counts as the figures of each day); a day cut by the period's bounds or not yet counted to its end
+    is asked of the figures themselves."""
     tz = availability.tz
+    sns = None if county is None else sorted(sn for sn, u in index.items() if u.county == county)
+    first, last = local_day(start, tz), local_day(end - 1, tz)
+    totals = await storage.rollup_day_totals(first.toordinal(), last.toordinal(), sns)
+    rolled = availability.rolled_to or 0
     out = []
-    day = local_day(start, tz)
-    last = local_day(end - 1, tz)
+    day = first
     while day <= last:
-        a, b = max(start, midnight(day, tz)), min(end, midnight(day + timedelta(days=1), tz))
-        f = (await availability.figures(a, b, "fleet", county=county))["fleet"]
-        out.append({"day": day.isoformat(), "device_rate": f["device_rate"], "network_rate": f["network_rate"],
-                    "service_slots": f["service_slots"]})
+        a, b = midnight(day, tz), midnight(day + timedelta(days=1), tz)
+        if a < start or b > end or b > rolled:
+            f = (await availability.figures(max(start, a), min(end, b), "fleet", county=county))["fleet"]
+            dev, net, service = f["device_rate"], f["network_rate"], f["service_slots"]
+        else:
+            service, intact, netok, _nodata = totals.get(day.toordinal(), (0, 0, 0, 0))
+            dev = rate(Fraction(intact, service)) if service else None
+            net = rate(Fraction(netok, service)) if service else None
+        out.append({"day": day.isoformat(), "device_rate": dev, "network_rate": net, "service_slots": service})
         day += timedelta(days=1)
     return out
-
-
-def _in_service(info: Any, ts: int, tz: Any) -> bool:
-    return bool(info.hours.contains(datetime.fromtimestamp(ts, tz)))
 
 
 async def network_sla(availability: Any, storage: Any, index: dict[str, Any], start: int, end: int,
@@ -89,9 +99,17 @@ async def network_sla(availability: Any, storage: Any, index: dict[str, Any], st
         for i in range(0, len(sns), 2000):
             chunk = sns[i:i + 2000]
             prev: tuple[str, int, int] | None = None
+            cur, starts, ends = "", [0], [0]
             for sn, ts, interval, connected, rtt, var, retrans, segs in await storage.network_samples(raw_from, raw_to, chunk):
                 info = index.get(sn)
-                if info is None or not _in_service(info, ts, tz):
+                if info is None:
+                    continue
+                if sn != cur:  # the unit's service windows, once (a datetime per sample would cost seconds)
+                    cur = sn
+                    wins = info.hours.window_seconds(raw_from, raw_to)
+                    starts, ends = [w[0] for w in wins], [w[1] for w in wins]
+                k = bisect_right(starts, ts) - 1
+                if k < 0 or ts >= ends[k]:
                     prev = (sn, retrans, segs) if retrans is not None and segs is not None else None
                     continue
                 c = acc[info.county]

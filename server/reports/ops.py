@@ -207,7 +207,7 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     data = await _figures_part(availability, storage, start, end, county, lang, flagged_limit, L, index)
     data.update(cover=cover, part="report", period_key=period.key, period_kind=period.kind,
                 tier_clause=document.tier_clause(settings, lang), network_term=L["network_rate"])
-    data["trend"] = await document.trend(availability, start, end, county)
+    data["trend"] = await document.trend(availability, storage, index, start, end, county)
     data["sla"] = await document.network_sla(availability, storage, index, start, end, county)
     data["fault_list"] = await document.fault_list(storage, index, start, end, county, tz, lang, data["swaps"])
     data["spares"] = document.spare_stock(index, county)

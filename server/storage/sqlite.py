@@ -981,6 +981,19 @@ class SqlStore:
         return [(r[0], int(r[1]), int(r[2]), bool(r[3]), r[4], r[5], r[6], r[7])
                 for r in await self._all(sql + " ORDER BY sn, ts", args)]
 
+    async def rollup_day_totals(self, first_day: int, last_day: int, sns: list[str] | None = None
+                                ) -> dict[int, tuple[int, int, int, int]]:
+        """Per local day (ordinal) in ``[first_day, last_day]``: (service, intact, netok, nodata) summed over the
+        units (all, or ``sns``): the report's daily trend in one query instead of one figures request a day."""
+        sql = "SELECT day, sum(service), sum(intact), sum(netok), sum(nodata) FROM rollup_day WHERE day BETWEEN ? AND ?"
+        args: list[Any] = [first_day, last_day]
+        if sns is not None:
+            chosen = list(sns) or [""]
+            sql += f" AND sn IN ({','.join('?' * len(chosen))})"
+            args += chosen
+        return {int(r[0]): (int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+                for r in await self._all(sql + " GROUP BY day", args)}
+
     async def last_commands(self, kind: str) -> dict[str, dict[str, Any]]:
         """The newest finished command of type ``kind`` per unit: {sn: {finished, state, code}} (the report's
         "last test page")."""

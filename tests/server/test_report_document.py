@@ -205,6 +205,19 @@ async def test_network_service_levels_count_what_was_measured(tmp_path: Path) ->
         html = (await api.get("/api/v1/reports/ops", **MARCH)).text
         assert "83.33 %" in html and "80.00 %" in html
 
+        # the daily trend (one query over the day roll-ups) says what the figures of each day say
+        from server.reports.document import trend
+
+        index = await svc.registry.index()
+        for county in (None, "秀英区"):
+            days = {t["day"]: t for t in await trend(svc, api.app.state.storage, index, a, b, county)}
+            assert len(days) == 31
+            for day in ("2025-03-03", "2025-03-04"):
+                fig = (await svc.figures(*svc.period(day, day), "fleet", county=county))["fleet"]
+                assert (days[day]["device_rate"], days[day]["network_rate"], days[day]["service_slots"]) == \
+                    (fig["device_rate"], fig["network_rate"], fig["service_slots"])
+            assert days["2025-03-03"]["device_rate"] > 0
+
 
 async def test_large_fleet_appendix_in_per_county_files(tmp_path: Path) -> None:
     from server.reports.ops import build, documents
