@@ -94,9 +94,14 @@ def totp_ok(secret: str, code: str, now: float, last_step: int) -> int:
 
 
 def qr_svg(uri: str) -> str:
+    """A standalone SVG document (with its namespace: the page shows it as an image)."""
+    import io
+
     import segno
 
-    return str(segno.make(uri, error="m").svg_inline(scale=4))
+    out = io.BytesIO()
+    segno.make(uri, error="m").save(out, kind="svg", scale=4, xmldecl=False)
+    return out.getvalue().decode()
 
 
 class Accounts:

@@ -42,7 +42,7 @@ def test_an_admin_enrols_two_factor_on_first_sign_in_then_signs_in_with_a_code(f
     _user(fleet, "ops-admin", "admin")
     _form(b, fleet, "ops-admin", PASSWORD)
     b.ready("enrol")
-    assert b.eval("!!document.querySelector('#enrol-qr svg')"), "the QR code is shown"
+    b.wait("document.querySelector('#enrol-qr img').naturalWidth > 0", what="the QR code drawn")
     secret = b.text("#enrol-secret")
     b.eval(f"document.getElementById('enrol-code').value = {pyotp.TOTP(secret).now()!r}")
     b.click("#enrol-confirm")
@@ -51,9 +51,9 @@ def test_an_admin_enrols_two_factor_on_first_sign_in_then_signs_in_with_a_code(f
     assert len(codes) == 10 and all(len(c) == 10 and c.isdigit() for c in codes)
     # the password alone is no longer enough: the page asks for the code
     _form(b, fleet, "ops-admin", PASSWORD)
-    b.wait("!document.getElementById('code').hidden && document.getElementById('login-error').textContent",
+    b.wait("!document.getElementById('code').hidden && document.getElementById('user-error').textContent",
            what="the code field")
-    assert b.text("#login-error").startswith("请输入手机验证器上的 6 位验证码")
+    assert b.text("#user-error").startswith("请输入手机验证器上的 6 位验证码")
     # a recovery code (the enrolment used this 30 s step's code: a code is accepted once)
     b.eval(f"document.getElementById('code').value = {codes[0]!r}")
     b.click("#user-sign-in")
@@ -82,6 +82,6 @@ def test_a_county_user_sees_the_county_only_and_is_locked_after_failures(fleet: 
     b.ready("login")
     for _ in range(5):
         _form(b, fleet, "county-viewer", "not the password")
-        b.wait("document.getElementById('login-error').textContent", what="the refusal")
-    text = b.text("#login-error")
+        b.wait("document.getElementById('user-error').textContent", what="the refusal")
+    text = b.text("#user-error")
     assert text.startswith("失败次数过多，账号已锁定") and "locked until" in text, text

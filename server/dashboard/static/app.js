@@ -53,6 +53,7 @@ const I18N = {
     modem_model: "模块型号", modem_firmware: "模块固件", software: "软件版本",
     peripherals: "外设状态", check_ok: "正常", check_fault: "故障", check_unknown: "无数据", latest_sample: "最新样本",
     health: "运行状况（最近样本）", cpu: "CPU %", mem: "内存已用 MB", disk: "磁盘已用 %", signal: "信号 dBm", rtt: "往返时延 ms",
+    rscp: "3G 接收信号码功率 RSCP dBm", ecio: "3G 信号质量 Ec/Io dB", latest_value: "最新 {v}",
     day_slots: "当日时段（分钟）", date: "日期", slot_ok: "完好且网络正常", slot_dev: "设备故障", slot_net: "网络异常",
     slot_both: "设备故障且网络异常", slot_nodata: "无数据", slot_off: "非服务时段/非在用", slot_future: "尚未到来", nodata_minutes: "无数据（分钟）",
     failures: "故障时段", from: "从", to: "到", what: "内容", carrier_outage: "疑似运营商故障",
@@ -119,6 +120,7 @@ const I18N = {
     modem_model: "Modem model", modem_firmware: "Modem firmware", software: "Software versions",
     peripherals: "Peripherals", check_ok: "ok", check_fault: "fault", check_unknown: "no data", latest_sample: "latest sample",
     health: "Health (recent samples)", cpu: "CPU %", mem: "Memory used MB", disk: "Disk used %", signal: "Signal dBm", rtt: "Round trip ms",
+    rscp: "3G RSCP dBm", ecio: "3G Ec/Io dB", latest_value: "latest {v}",
     day_slots: "Slots of the day (minutes)", date: "Date", slot_ok: "intact and network ok", slot_dev: "device fault",
     slot_net: "network not ok", slot_both: "device fault and network not ok", slot_nodata: "no data", slot_off: "outside hours / not in service", slot_future: "not yet", nodata_minutes: "No data (minutes)",
     failures: "What failed when", from: "From", to: "To", what: "What", carrier_outage: "likely carrier outage",
@@ -337,7 +339,7 @@ function showLogin(main) {
   const code = h("input", {type: "text", id: "code", autocomplete: "one-time-code", inputmode: "numeric"});
   const codeLabel = h("label", {for: "code", id: "code-label", hidden: true}, t("totp_code"));
   code.hidden = true;
-  const msg = h("p", {class: "error", id: "login-error", "data-k": "login-error"});
+  const msg = h("p", {class: "error", id: "user-error", "data-k": "user-error"});
   const fail = (b, status) => {
     const field = b.errors && b.errors[0] ? b.errors[0].field : "";
     const label = status === 429 ? t("locked") : status === 403 ? t("disabled")
@@ -361,7 +363,7 @@ function showLogin(main) {
     h("label", {for: "user"}, t("user_name")), user, h("label", {for: "password"}, t("password")), password,
     codeLabel, code, msg, h("button", {type: "submit", id: "user-sign-in"}, t("sign_in")));
   const input = h("input", {type: "password", id: "token", autocomplete: "off", placeholder: "pf_…"});
-  const tmsg = h("p", {class: "error", id: "token-error"});
+  const tmsg = h("p", {class: "error", id: "login-error"});
   const tform = h("form", {class: "card login", id: "login-form", onsubmit: async ev => {
     ev.preventDefault();
     const token = input.value.trim();
@@ -387,8 +389,9 @@ async function showEnrol(main, csrf) {
   // an administrator's first sign-in: enrol the authenticator (QR), confirm a code, keep the recovery codes
   const r = await fetch("/api/v1/session/totp", {method: "POST", credentials: "same-origin", headers: {"X-CSRF-Token": csrf}});
   const b = await r.json();
-  const qr = h("div", {id: "enrol-qr"});
-  qr.innerHTML = b.qr_svg;  // SVG made by the server (segno) from the otpauth URI: no script in it
+  // the server's SVG (segno) as an image, never as HTML (the CSP allows data: images only)
+  const qr = h("div", {id: "enrol-qr"}, h("img", {alt: "QR", width: 200, height: 200,
+    src: "data:image/svg+xml;charset=utf-8," + encodeURIComponent(b.qr_svg)}));
   const code = h("input", {type: "text", id: "enrol-code", autocomplete: "one-time-code", inputmode: "numeric"});
   const msg = h("p", {class: "error", id: "enrol-error"});
   const form = h("form", {class: "card login", id: "enrol-form", onsubmit: async ev => {
@@ -772,6 +775,7 @@ async function viewUnit(r) {
     chart(t("mem"), s => s.mem_used_mb === undefined ? null : s.mem_used_mb),
     chart(t("disk"), diskPct, {yMin: 0, yMax: 100, refs: [{y: 90, label: "90%"}]}),
     chart(t("signal"), s => s.signal_dbm === undefined ? null : s.signal_dbm),
+    ...signal3g(samples.items, chart),
     chart(t("rtt"), s => s.rtt_ms === undefined ? null : s.rtt_ms, {yMin: 0, refs: [{y: 400, label: "400 ms"}]}));
 
   const slotCard = card(t("day_slots"), slotsView(sn, day, slots));
@@ -791,6 +795,20 @@ async function viewUnit(r) {
   return h("div", {}, h("h1", {}, t("unit_title", {sn})), month_,
     h("div", {class: "grid"}, identity, sim, sw, periph), health,
     h("div", {class: "grid"}, slotCard), h("div", {class: "grid two"}, al, hist, alLog, cmdCard));
+}
+
+// WCDMA (3G) signal: RSCP and Ec/Io, only for a unit whose samples carry them (absent on LTE and wired links)
+function signal3g(newestFirst, chart) {
+  const pick = k => s => s[k] === undefined || s[k] === null ? null : s[k];
+  return [["rscp", "rscp_dbm"], ["ecio", "ecio_db"]].flatMap(([key, field]) => {
+    const latest = newestFirst.find(s => pick(field)(s) !== null);
+    if (!latest) return [];
+    const c = chart(t(key), pick(field));
+    c.dataset.k = `health.${key}`;
+    c.insertBefore(h("p", {class: "muted", "data-k": `health.${key}.latest`}, fill(t("latest_value"), {v: String(latest[field])})),
+      c.children[1]);
+    return [c];
+  });
 }
 
 function problemText(p) {
