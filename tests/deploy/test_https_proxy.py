@@ -9,6 +9,7 @@ lock-out).
 
 from __future__ import annotations
 
+import os
 import shutil
 import ssl
 import subprocess
@@ -47,7 +48,10 @@ def proxy(pki, server, tmp_path: Path):  # type: ignore[no-untyped-def]
     d.mkdir()
     conf = d / "nginx.conf"
     temps = "".join(f"{k}_temp_path {d}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf.write_text(f"daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n"
+    # as root (the test machine), the workers would run as nobody and could not spool request bodies to the
+    # temporary folders here (in pytest's private directory)
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    conf.write_text(f"{user}daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n"
                     f"events {{}}\nhttp {{\naccess_log off;\n{temps}{site}\n}}\n")
     nginx = _nginx()
     check = subprocess.run([nginx, "-t", "-c", str(conf)], capture_output=True, text=True)
@@ -56,7 +60,7 @@ def proxy(pki, server, tmp_path: Path):  # type: ignore[no-untyped-def]
     try:
         wait_for(lambda: port_open(https) or proc.poll() is not None, 10, "nginx to listen")
         assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        yield {"https": https, "http": http, "ca": str(pki.dir / "ca.pem")}
+        yield {"https": https, "http": http, "ca": str(pki.dir / "ca.pem"), "log": d / "error.log"}
     finally:
         proc.terminate()
         proc.wait(10)
@@ -99,3 +103,16 @@ def test_the_server_sees_each_clients_own_address_through_the_proxy(proxy, serve
     with _client(proxy, "127.0.0.2") as attacker:
         r = attacker.get("/api/v1/units", headers={"Authorization": "Bearer wrong", "X-Forwarded-For": "127.0.0.9"})
         assert r.status_code == 429
+
+
+def test_a_body_too_large_gets_the_apis_error_body_through_the_proxy(proxy, server) -> None:  # type: ignore[no-untyped-def]
+    """Refused by the API (over its 32 MiB, under nginx's 33m) or by nginx itself (over 33m): the same JSON body
+    either way (docs/api.md), not nginx's HTML page."""
+    headers = {"Authorization": f"Bearer {server.token()}", "Content-Type": "text/csv"}
+    with _client(proxy, "127.0.0.1") as c:
+        for size in (32 * 2**20 + 100, 34 * 2**20):
+            r = c.post("/api/v1/registry/units/import", content=b"x" * size, headers=headers)
+            assert r.status_code == 413 and r.headers["content-type"].startswith("application/json"), \
+                (size, r.text, proxy["log"].read_text()[-2000:])
+            body = r.json()
+            assert isinstance(body["detail"], str) and body["errors"][0]["field"] == "body", (size, body)
