@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import signal
-import sqlite3
 import ssl
 import sys
 import tempfile
@@ -207,12 +207,11 @@ class BareSubscriber:
 
 
 # --------------------------------------------------------------------------- helpers
-def db_count(db: Path) -> int:
-    con = sqlite3.connect(db, timeout=30)
-    try:
-        return int(con.execute("SELECT count(*) FROM samples").fetchone()[0])
-    finally:
-        con.close()
+def db_count(server: Server) -> int:
+    """Samples in the server's database (its SQLite file, or PostgreSQL with --storage postgresql)."""
+    from tests.backend import db_count as count
+
+    return count(server.storage_url, "SELECT count(*) FROM samples")
 
 
 def stored(server: Server) -> int:
@@ -279,14 +278,16 @@ class ProcWatch:
 
 
 # --------------------------------------------------------------------------- phases
-def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir: Path) -> dict[str, Any]:
-    r: dict[str, Any] = {"batches": batches, "terminals": terminals, "rate": rate, "live_seconds": live_seconds}
+def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir: Path,
+        storage_url: str | None = None) -> dict[str, Any]:
+    r: dict[str, Any] = {"batches": batches, "terminals": terminals, "rate": rate, "live_seconds": live_seconds,
+                         "storage": (storage_url or "sqlite").split(":")[0]}
     pki = Pki(workdir / "pki")
     broker = Broker(pki, workdir / "broker")
     pki.ca.issue_server_client(name="posfleet-server-bench")  # rewrites the ACL: before the loadgen lines
     add_loadgen_acl(pki, LOADGEN_CONNS)
     broker.start()
-    server = Server(pki, broker, workdir / "server")
+    server = Server(pki, broker, workdir / "server", storage=storage_url)
     sub = BareSubscriber(pki, broker.port)
     try:
         server.start()  # creates its persistent shared-subscription session at the broker
@@ -327,15 +328,15 @@ def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir:
         r["drain_rate"] = (n_kill - n_first) / max(1e-9, t_kill - t_first)
         server.proc.send_signal(signal.SIGKILL)
         server.proc.wait()
-        in_db_at_kill = db_count(server.db)
+        in_db_at_kill = db_count(server)
         print(f"  server committed {r['drain_rate']:,.0f} samples/s from the backlog; SIGKILL at {in_db_at_kill} stored",
               flush=True)
         t_restart = time.monotonic()
         server.start()
-        wait_for(lambda: db_count(server.db) >= total, 300, "the restarted server to store everything", interval=0.5)
+        wait_for(lambda: db_count(server) >= total, 300, "the restarted server to store everything", interval=0.5)
         time.sleep(2.0)  # anything redelivered twice has had time to arrive
         r["restart_catch_up_s"] = time.monotonic() - t_restart
-        r["stored_after_restart"] = db_count(server.db)
+        r["stored_after_restart"] = db_count(server)
         r["expected"] = total
         r["duplicates_after_restart"] = server.get("/healthz").json()["ingest"]["duplicates"]
 
@@ -364,7 +365,7 @@ def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir:
         r["live_drain_after_publish_s"] = t_all - t_pub_end
         r["live_stored"] = stored(server) - base
         r["live_expected"] = want
-        r["total_in_db"] = db_count(server.db)
+        r["total_in_db"] = db_count(server)
     finally:
         server.stop()
         broker.stop()
@@ -373,6 +374,7 @@ def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir:
 
 def report(r: dict[str, Any]) -> None:
     print(machine_line())
+    print(f"storage: {r['storage']} (load average now {os.getloadavg()[0]:.2f}: the 2 cores are shared)")
     print(f"load: {r['batches']} batches x {SAMPLES_PER_BATCH} samples over {r['terminals']} terminal SNs, "
           f"{LOADGEN_CONNS} load-generator connections, QoS 1, mutual TLS; publisher reached "
           f"{r['publish_rate_msgs']:,.0f} batches/s")
@@ -400,9 +402,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--terminals", type=int, default=3000, help="distinct terminal SNs (default 3000)")
     p.add_argument("--rate", type=float, default=600.0, help="live phase: batches per second (default 600)")
     p.add_argument("--live-seconds", type=float, default=30.0, help="live phase length (default 30)")
+    p.add_argument("--storage", choices=("sqlite", "postgresql"), default="sqlite",
+                   help="the server's backend (postgresql: a cluster of the benchmark's own, fsync on)")
     a = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-        report(run(a.batches, a.terminals, a.rate, a.live_seconds, Path(tmp)))
+        if a.storage == "postgresql":
+            from simulator.postgres import Postgres
+
+            with Postgres(settings={"shared_buffers": "512MB"}) as pg:
+                report(run(a.batches, a.terminals, a.rate, a.live_seconds, Path(tmp), pg.create("bench")))
+        else:
+            report(run(a.batches, a.terminals, a.rate, a.live_seconds, Path(tmp)))
     return 0
 
 
