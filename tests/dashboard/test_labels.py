@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from drivers.modem.device import SIM_FAULTS
+from drivers.modem.device import SIM_FAULTS, SimQuery
 from posfleet.demo import DEVICE_FAULTS
 from server.alerts.service import KINDS
 from server.analytics.live import _NAMES, MNC_CARRIER
@@ -40,6 +40,14 @@ def _calls(path: Path, owner: str, names: tuple[str, ...]) -> list[ast.expr]:
 def driver_reasons() -> tuple[set[str], set[str]]:
     """The reasons the drivers' checks give: whole texts, and the fixed start of texts that go on with details."""
     whole, starts = set(SIM_FAULTS.values()), {"SIM state "}
+    # a SIM query's reason as the driver words it, with the +CME ERROR code when it says nothing about the SIM
+    # ("SIM state unknown (+CME ERROR: 100 unknown)"): the text up to its "(" is the label's prefix
+    for state in SIM_FAULTS:
+        text = SimQuery(state, 100).reason()
+        if "(" in text:
+            starts.add(text[: text.index("(") + 1])
+        else:
+            whole.add(text)
     for path in [*sorted((REPO / "drivers").rglob("*.py")), REPO / "agent" / "peripherals.py"]:
         for arg in _calls(path, "CheckResult", ("fault", "unknown")):
             if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
