@@ -360,9 +360,9 @@ class AccessStore:
             if filters.get(key):
                 where.append(f"{col} = ?")
                 args.append(filters[key])
-        if filters.get("carrier"):
+        if filters.get("carrier"):  # units.identity is json.dumps()'d with its defaults: match that very text
             where.append("u.identity LIKE ?")
-            args.append(f'%"carrier": "{filters["carrier"]}"%')
+            args.append("%" + json.dumps({"carrier": filters["carrier"]})[1:-1].replace("%", "").replace("_", "") + "%")
         if counties is not None:
             where.append(f"i.county IN ({','.join('?' * len(counties))})" if counties else "1=0")
             args.extend(counties)

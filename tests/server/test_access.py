@@ -294,3 +294,39 @@ async def test_coverage_and_map_figures(api: Api) -> None:
     m = (await api.get("/api/v1/statistics/map", role="viewer")).json()
     assert {a["name"]: a["units"] for a in m["counties"]} == {"秀英区": 3, "龙华区": 1}
     assert m["cities"] == [{"name": "海口市", "region": "海口市", "units": 4, "online": 0, "institutions": 3}]
+
+
+async def test_out_of_scope_user_meets_404_and_empty_lists_on_every_access_route(api: Api) -> None:
+    await _fleet(api)
+    pool = await _pool(api, "秀英区", "4g_vpdn", "10.61.9.0/29")
+    a = await _apply(api, "PF0000")
+    await api.req("PUT", "/api/v1/access/interfaces/settle-2101", json={"name": "结算", "address": "https://x/s"})
+    t = at("2025-03-03 12:00")
+    await api.feed("PF0000", [], [Event(seq=1, ts=t, kind="identity", data={"iccid": "8986", "carrier": "中国移动",
+                                                                           "ip": "10.61.9.9", "link": "cellular"}),
+                                  Event(seq=2, ts=t, kind="iface", data={"interface": "settle-2101", "ok": True}),
+                                  Event(seq=3, ts=t, kind="svc", data={"hour": t - 7200, "services": 3})])
+    await api.app.state.access.flush()
+    # the province sees it all; the combined query finds the unit by its carrier and its reported address
+    assert (await api.get("/api/v1/access/network", carrier="中国移动")).json()["total"] == 1
+    assert (await api.get("/api/v1/access/network", ip="10.61.9.9")).json()["items"][0]["sn"] == "PF0000"
+    outsider = await _token(api, "longhua-viewer", "viewer", "county:龙华区")
+    for path in (f"/api/v1/access/pools/{pool['id']}/addresses", f"/api/v1/access/applications/{a['id']}"):
+        r = await api.client.get(path, headers=outsider)
+        assert r.status_code == 404, (path, r.text)
+    r = await api.client.post(f"/api/v1/access/pools/{pool['id']}/reserve", headers=outsider,
+                              json={"ip": "10.61.9.3"})
+    assert r.status_code == 404
+    for path in ("/api/v1/access/pools", "/api/v1/access/applications", "/api/v1/access/monitoring"):
+        body = (await api.client.get(path, headers=outsider)).json()
+        assert body["total"] == 0, (path, body)
+    body = (await api.client.get("/api/v1/access/network", headers=outsider)).json()
+    assert [i["sn"] for i in body["items"]] == ["PFV2"]  # its own county's terminal only
+    s = (await api.client.get("/api/v1/statistics/services", headers=outsider, params={"period": "week"})).json()
+    assert s["totals"]["services"] == 0 and s["top_institutions"] == []
+    m = (await api.client.get("/api/v1/statistics/map", headers=outsider)).json()
+    assert [a["name"] for a in m["counties"]] == ["龙华区"]
+    assert [g["key"] for g in (await api.client.get("/api/v1/statistics/coverage", headers=outsider)).json()
+            ["by_county"]] == ["龙华区"]
+    # the register is the province's: everyone reads it
+    assert (await api.client.get("/api/v1/access/interfaces", headers=outsider)).json()["total"] == 1
