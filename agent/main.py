@@ -693,6 +693,7 @@ class Agent:
                       "buffer_resets": self.stats.buffer_resets, "retained_ignored": self.stats.retained_ignored,
                       "publishes_refused": self.stats.publishes_refused},
             "identity": self.peripherals.identity(),
+            "certificate": self.renewer.snapshot() if self.renewer is not None else None,
         }
 
     def _sample_if_due(self) -> None:

@@ -233,6 +233,16 @@ class Renewer:
             self._set(**{**st, "stored": True})
         return str(self.state().get("step", ""))
 
+    def snapshot(self) -> dict[str, Any]:
+        """For the engineers' console: the certificate in use, its end and the renewal's step."""
+        try:
+            not_after, serial = certificate_dates(self.cert_file)
+        except (OSError, ValueError, KeyError) as err:
+            return {"error": f"cannot read {self.cert_file}: {err}"}
+        st = self.state()
+        return {"serial": serial, "not_after_ts": int(not_after), "days_left": round((not_after - self.now()) / 86400, 1),
+                "renewal": st.get("step", ""), "renew_from_days": self.days_before, "last_error": self.last_error}
+
     def on_certificate(self, payload: bytes) -> str:
         """The server's message on ``pf/<sn>/x``: a certificate for our request, or the acknowledgement of the
         switch. Returns what it did."""

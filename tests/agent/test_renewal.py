@@ -93,6 +93,8 @@ def test_renewal_end_to_end_on_the_terminal(ca: FleetCA, tmp_path: Path) -> None
     assert [k for k, _ in t.events] == ["cert_request"]
     assert oct((t.d / "renew" / "terminal.key").stat().st_mode & 0o777) == "0o600"
     assert r.tick(True) == "sent" and len(t.events) == 1  # asked once; again only after resend_h
+    snap = r.snapshot()  # what the engineers' console shows
+    assert snap["serial"] == old_serial and snap["renewal"] == "sent" and 29 < snap["days_left"] <= 30
 
     assert r.on_certificate(serve(ca, t)) == "received"
     assert (t.d / "terminal.key").read_bytes() == old_key, "the old pair stays until a connection with the new"
