@@ -25,7 +25,9 @@ async def _pressure(api) -> dict[tuple[str, str], dict]:  # noqa: ANN001
 
 
 async def test_sustained_pressure_raises_and_a_dip_closes(tmp_path: Path) -> None:
-    async with make_api(tmp_path, {"alerts": {"enabled": False, "pressure": {"window_minutes": 15}}}) as api:
+    hook = "http://127.0.0.1:9/hook"  # queued for the webhook sender (not running here), as every alert is
+    async with make_api(tmp_path, {"alerts": {"enabled": False, "webhook_url": hook,
+                                              "pressure": {"window_minutes": 15}}}) as api:
         await api.req("PUT", "/api/v1/institutions/H001", json={"name": "x", "county": "秀英区"})
         for sn in ("HN00000001", "HN00000002", "HN00000003"):
             await api.req("PUT", f"/api/v1/registry/units/{sn}", json={"institution": "H001"})
@@ -44,6 +46,8 @@ async def test_sustained_pressure_raises_and_a_dip_closes(tmp_path: Path) -> Non
         assert cpu["county"] == "秀英区" and "cpu at or above 90 % for 15 min" in cpu["message"]
         assert cpu["data"]["mean_pct"] == 95.0 and cpu["data"]["samples"] >= 15
         assert got[("HN00000001", "memory")]["data"]["peak_pct"] == 92.0
+        queued = {a["key"] for a in await api.app.state.storage.pending_webhooks()}
+        assert {"pressure:HN00000001:cpu", "pressure:HN00000001:memory", "pressure:HN00000001:storage"} <= queued
         # the storage is not "full" (90 %), only under pressure
         full = (await api.get("/api/v1/alerts", role="viewer", kind="storage")).json()["items"]
         assert full == []
