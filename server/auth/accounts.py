@@ -1,4 +1,4 @@
-"""Named users and the dashboard's sign-in (issue 18; docs/decisions/030-users-scopes-sign-in.md).
+"""Named users and the dashboard's sign-in (issue 18; docs/decisions/031-users-scopes-sign-in.md).
 
 * Passwords: Argon2id (argon2-cffi's defaults), at least :data:`MIN_PASSWORD` characters.
 * Two-factor: TOTP (RFC 6238, pyotp: 6 digits, 30 s, one step of drift either way), a code accepted once (its

@@ -298,7 +298,7 @@ BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END;
 """
 
 # Named users, their dashboard sessions, and what API tokens gained with them (issue 18; server/storage/accounts.py,
-# docs/decisions/030-users-scopes-sign-in.md). ``token_details`` sits beside ``tokens`` (a token without a row there
+# docs/decisions/031-users-scopes-sign-in.md). ``token_details`` sits beside ``tokens`` (a token without a row there
 # is an old one: no owner, the province, no expiry) so that the step stays idempotent in SQLite.
 _ACCOUNTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
