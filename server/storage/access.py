@@ -361,8 +361,10 @@ class AccessStore:
                 where.append(f"{col} = ?")
                 args.append(filters[key])
         if filters.get("carrier"):  # units.identity is json.dumps()'d with its defaults: match that very text
-            where.append("u.identity LIKE ?")
-            args.append("%" + json.dumps({"carrier": filters["carrier"]})[1:-1].replace("%", "").replace("_", "") + "%")
+            # ESCAPE: PostgreSQL's LIKE would otherwise read the JSON's backslashes (\\u4e2d...) as escapes
+            text = json.dumps({"carrier": filters["carrier"]})[1:-1]
+            where.append("u.identity LIKE ? ESCAPE '!'")
+            args.append("%" + text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%")
         if counties is not None:
             where.append(f"i.county IN ({','.join('?' * len(counties))})" if counties else "1=0")
             args.extend(counties)
