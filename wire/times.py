@@ -114,6 +114,24 @@ def parse_time(text: str, field: str = "time", tz: str | ZoneInfo = DEFAULT_TZ, 
     return int(dt.timestamp())
 
 
+def parse_day(text: str, field: str = "date", tz: str | ZoneInfo = DEFAULT_TZ) -> date:
+    """A calendar day ``YYYY-MM-DD`` (years 2000..2099); refusals name the day meant where it can be read
+    (``2026-10-1`` -> ``2026-10-01``)."""
+    zone = tz if isinstance(tz, ZoneInfo) else ZoneInfo(tz)
+    raw = text.strip() if isinstance(text, str) else ""
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", raw)
+    if m is not None:
+        try:
+            d = date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError:
+            d = None
+        if d is not None and FIRST_YEAR <= d.year <= LAST_YEAR:
+            return d
+    hints = [h[:10] for h in _hints(raw, zone) if re.match(r"\d{4}-\d{2}-\d{2}", h)] or ["2026-10-01"]
+    shown = raw if len(raw) <= 40 else raw[:40] + "..."
+    raise TimeInputError(field, f"not a day YYYY-MM-DD in {FIRST_YEAR}..{LAST_YEAR}: {shown!r}", hints[:1])
+
+
 def has_offset(text: str) -> bool:
     """Whether an accepted ``text`` carries its own offset (hints then keep one)."""
     m = _STRICT.fullmatch(text.strip())

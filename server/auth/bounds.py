@@ -50,13 +50,13 @@ def check_year(value: int, field: str) -> None:
 
 
 def day(text: str, field: str) -> date:
-    """A ``YYYY-MM-DD`` date within the years the server counts."""
+    """A ``YYYY-MM-DD`` date within the years the server counts (hints that parse: :func:`wire.times.parse_day`)."""
+    from wire.times import TimeInputError, parse_day
+
     try:
-        d = date.fromisoformat(text)
-    except ValueError as err:
-        raise FieldError(field, f"not a date YYYY-MM-DD: {text!r}") from err
-    check_year(d.year, field)
-    return d
+        return parse_day(text, field)
+    except TimeInputError as err:
+        raise FieldError(field, err.message) from err
 
 
 def month(text: str | None, field: str = "month") -> None:

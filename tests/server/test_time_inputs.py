@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.server.conftest import make_api
-from wire.times import TimeInputError, parse_time
+from wire.times import TimeInputError, parse_day, parse_time
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -70,6 +70,16 @@ def test_every_hint_is_accepted_when_fed_back(text: str, end: bool) -> None:
             parse_time(hint, "to" if end else "from", end=end)  # raises if a hint is refused
 
 
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(text=st.one_of(st.lists(_PIECES, max_size=8).map("".join), st.text(max_size=20)))
+def test_every_day_hint_is_accepted_when_fed_back(text: str) -> None:
+    try:
+        parse_day(text)
+    except TimeInputError as err:
+        assert len(err.hints) == 1 and err.hints[0] in err.message, err.message
+        parse_day(err.hints[0])
+
+
 async def test_the_api_takes_plain_dates_and_its_hints_work(tmp_path: Path) -> None:
     async with make_api(tmp_path, now="2025-03-04 07:00") as api:
         r = await api.get("/api/v1/availability", **{"from": "2025-03-01", "to": "2025-03-03"})
@@ -82,6 +92,9 @@ async def test_the_api_takes_plain_dates_and_its_hints_work(tmp_path: Path) -> N
             for hint in hints:
                 ok = await api.get("/api/v1/availability", **{"from": hint, "to": "2025-03-04"})
                 assert ok.status_code == 200, (bad, hint, ok.text)
+        # the drill-down's day: the hint names the day meant
+        r = await api.get("/api/v1/units/HN00060001/slots", date="2025-3-3")
+        assert r.status_code == 422 and r.json()["errors"][0]["error"].endswith("write e.g. 2025-03-03"), r.text
         # the status change's time too
         await api.req("PUT", "/api/v1/registry/units/HN00060001", json={})
         r = await api.req("POST", "/api/v1/registry/units/HN00060001/status", json={"status": "spare", "at": "2025-03-03T09:15"})
