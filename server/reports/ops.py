@@ -106,7 +106,7 @@ LABELS["zh"].update({
     "fault_list": "故障记录", "duration": "持续(分钟)", "cause": "原因", "repair": "处理", "more": "另有 {n} 条未列出",
     "spares": "备机库存", "spare": "备机", "in_repair": "送修中", "in_service": "在用",
     "spares_source": "依据终端登记（状态：备机、送修中）。",
-    "server": "服务器自检", "server_hook": "服务器自检数据由运行中的服务器提供（API 与定时报告）；命令行生成的报告不含此节。",
+    "server": "服务器自检", "server_hook": "服务器自检数据由运行中的服务器提供（API 与定时报告）；本报告未取得（命令行生成，或自检失败，见服务器日志）。",
     "server_status": "总体状态", "problems": "问题", "backup": "最近备份", "backup_age": "备份距今(小时)",
     "db_size": "数据库大小(MB)", "disk": "磁盘", "disk_fill": "占用", "cert": "证书", "expires": "到期",
     "days_left": "剩余天数", "terms_expiring": "60 天内到期的终端证书", "time_sync": "时间同步", "yes": "是", "no": "否",
@@ -144,7 +144,8 @@ LABELS["en"].update({
     "spares": "Spare stock", "spare": "Spare", "in_repair": "In repair", "in_service": "In service",
     "spares_source": "From the registry (status spare, in repair).",
     "server": "Server self-inspection", "server_hook": "The server's self-inspection comes from the running server (API "
-              "and scheduled reports); a report made on the command line has none.",
+              "and scheduled reports); this report has none (made on the command line, or the inspection failed: "
+              "see the server's log).",
     "server_status": "Status", "problems": "Problems", "backup": "Last backup", "backup_age": "Backup age (h)",
     "db_size": "Database (MB)", "disk": "Disk", "disk_fill": "Used", "cert": "Certificate", "expires": "Expires",
     "days_left": "Days left", "terms_expiring": "Terminal certificates expiring within 60 days", "time_sync": "Time sync",
