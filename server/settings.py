@@ -496,6 +496,13 @@ def check_files(settings: Settings, now: float | None = None, listen: bool = Fal
                 if signing.not_after < t:
                     problems.append(Problem("commands.endorsement_file", str(endo), f"the endorsement of key "
                                             f"{signing.key_id} has expired: make a new key (posfleet ca command-key)"))
+    if settings.pki.ca_dir:  # the self-inspection reads every terminal certificate's end there (not fatal)
+        index = settings.path(settings.pki.ca_dir) / "index.json"
+        try:
+            index.read_bytes()
+        except OSError as err:
+            problems.append(Problem("pki.ca_dir", str(index), f"cannot read the CA's index: {err.strerror or err} "
+                                    "(terminal certificates are not inspected)", fatal=False))
     if listen and settings.http.port:
         import socket
 

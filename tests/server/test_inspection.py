@@ -176,3 +176,16 @@ async def test_renewal_requests_left_unsigned_are_alerted(tmp_path: Path) -> Non
         await api.req("POST", "/api/v1/server/inspection/run")
         server = (await api.get("/api/v1/alerts", role="viewer", kind="server")).json()["items"]
         assert [a for a in server if a["data"]["check"] == "renewal"] == []
+
+
+def test_an_unreadable_ca_index_is_a_warning_at_start(tmp_path: Path) -> None:
+    from server.settings import check_files, parse
+
+    s = parse({"ingest_enabled": False, "storage": {"url": f"sqlite:///{tmp_path / 'fleet.sqlite'}"},
+               "pki": {"ca_dir": str(tmp_path / "no-ca")}})
+    found = [p for p in check_files(s) if p.setting == "pki.ca_dir"]
+    assert len(found) == 1 and not found[0].fatal and "cannot read the CA's index" in str(found[0])
+    _ca(tmp_path, {})
+    s = parse({"ingest_enabled": False, "storage": {"url": f"sqlite:///{tmp_path / 'fleet.sqlite'}"},
+               "pki": {"ca_dir": str(tmp_path / "ca")}})
+    assert [p for p in check_files(s) if p.setting == "pki.ca_dir"] == []
