@@ -166,8 +166,14 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
         covered = bisect_left(firsts, end)  # institutions whose first terminal came before the month's end
         over_time.append({"month": f"{y:04d}-{m:02d}", "institutions": len(keep), "covered": covered,
                           "rate": round(covered / len(keep), 4) if keep else None})
-    offset = int(datetime.now(tz).utcoffset().total_seconds())  # type: ignore[union-attr]
-    new = await store.deployments_by_month(offset, filters.get("model"), counties, filters)
+    times = sorted(ts for r in keep for ts in r["times"])
+    new: dict[str, int] = {}
+    for y, m in month_list:  # terminals registered within each month of the window
+        start = datetime(y, m, 1, tzinfo=tz).timestamp()
+        end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz).timestamp()
+        new[f"{y:04d}-{m:02d}"] = bisect_left(times, end) - bisect_left(times, start)
+    for r in keep:
+        del r["times"]
     return {
         "by_type": _group(keep, "type"),
         "by_county": by_county,
