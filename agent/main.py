@@ -153,7 +153,7 @@ class Agent:
             self.renewer = Renewer(
                 self.sn, cfg.path(link_cfg.ca_file), cfg.path(link_cfg.cert_file), cfg.path(link_cfg.key_file),
                 passphrase=link_cfg.key_passphrase, days_before=r.days_before, resend_s=r.resend_h * 3600,
-                switch_timeout_s=r.switch_timeout_s, now=self.clock.now,
+                switch_timeout_s=r.switch_timeout_s, now=self.clock.now, clock_checked=lambda: self.clock_ok,
                 store_event=lambda kind, data: self.store_event(Event(seq=0, ts=int(self.clock.now()), kind=kind,
                                                                       data=data)))
             self.renewer.recover()  # a switch cut short is finished before the key and certificate are loaded

@@ -130,8 +130,8 @@ class Renewer:
                  days_before: float = 60.0, resend_s: float = 24 * 3600.0, switch_timeout_s: float = 900.0,
                  now: Callable[[], float] = time.time, store_event: Callable[[str, dict[str, Any]], None],
                  context: Any = None, reconnect: Callable[[], None] = lambda: None,
-                 connects: Callable[[], int] = lambda: 0, child: Callable[[dict[str, Any]], dict[str, Any]] = run_child
-                 ) -> None:
+                 connects: Callable[[], int] = lambda: 0, child: Callable[[dict[str, Any]], dict[str, Any]] = run_child,
+                 clock_checked: Callable[[], bool] = lambda: True) -> None:
         self.sn = sn
         self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
         self.passphrase = passphrase
@@ -142,6 +142,8 @@ class Renewer:
         self.reconnect = reconnect
         self.connects = connects
         self.child = child
+        # a terminal whose clock is wrong (a flat RTC battery, no NTP yet) must not think its certificate is ending
+        self.clock_checked = clock_checked
         self.dir = cert_file.parent / "renew"
         self.last_error = ""
         self._checked_at = float("-inf")
@@ -200,7 +202,7 @@ class Renewer:
                     self.last_error = f"cannot read {self.cert_file}: {err}"
                     return ""
             not_after = self._not_after
-            if not_after - now > self.days_before * 86400:
+            if not_after - now > self.days_before * 86400 or not self.clock_checked():
                 return ""
             self._clear()  # whatever an earlier try left
             self.dir.mkdir(mode=0o700, exist_ok=True)

@@ -84,6 +84,16 @@ def test_a_certificate_far_from_its_end_is_left_alone(ca: FleetCA, tmp_path: Pat
     assert t.events == [] and not (t.d / "renew").exists()
 
 
+def test_no_renewal_while_the_clock_is_unchecked(ca: FleetCA, tmp_path: Path) -> None:
+    """A terminal booted with a wrong clock (far ahead) would see every certificate near its end, again and again."""
+    t = Terminal(terminal(ca, tmp_path, days=400))
+    checked = [False]
+    r = t.agent(now=lambda: time.time() + 380 * 86400, clock_checked=lambda: checked[0])
+    assert r.tick(True) == "" and t.events == []
+    checked[0] = True  # the clock is right after all (NTP, or the server's time): 20 days left
+    assert r.tick(True) == "sent"
+
+
 def test_renewal_end_to_end_on_the_terminal(ca: FleetCA, tmp_path: Path) -> None:
     t = Terminal(terminal(ca, tmp_path))
     old_after, old_serial = certificate_dates(t.d / "terminal.pem")
