@@ -207,6 +207,15 @@ async def out_of_range(request: Any, exc: Exception) -> Any:
                         status_code=422)
 
 
+async def internal_error(request: Any, exc: Exception) -> Any:
+    """A failure of the server's own (a 500) answers with the one error body too (docs/api.md), never a bare
+    text page; the traceback goes to the log (Starlette logs it after this answer is sent)."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"detail": f"internal error ({type(exc).__name__}): the server's log has the details"},
+                        status_code=500)
+
+
 def install(app: Any) -> None:
     """Limits, screening and the documented error answers; call last in the app factory."""
     from .openapi import install_openapi
@@ -217,4 +226,5 @@ def install(app: Any) -> None:
     scoped("/api/v1/session", "/api/v1/session/totp", "/api/v1/session/totp/confirm")
     app.add_middleware(ApiGuard, settings=app.state.settings)
     app.add_exception_handler(OverflowError, out_of_range)
+    app.add_exception_handler(Exception, internal_error)
     install_openapi(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..answers import Page, Time, page, timed
@@ -13,6 +13,7 @@ from ..auth.openapi import ErrorBody, Open, answers
 from ..registry.models import FieldError
 from . import Principal, get_accounts, principal, require
 from .accounts import COOKIE, MAX_S, SignInError
+from .bounds import Offset
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"])
 
@@ -170,16 +171,20 @@ async def totp_confirm(request: Request, body: Code, p: Annotated[Principal, Dep
 
 
 @router.get("/users", **answers(Page[UserOut]))
-async def users(request: Request, _p: Annotated[Principal, Depends(require("auditor"))]) -> dict[str, Any]:
+async def users(request: Request, _p: Annotated[Principal, Depends(require("auditor"))],
+                limit: Annotated[int, Query(ge=1, le=1000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
     """Every named user (never a password or secret): role, scope, two-factor, disabled, lock, last sign-in."""
     rows = [{"name": u["name"], "role": u["role"], "scope": u["scope"], "two_factor": bool(u["totp_secret"]),
              "disabled": u["disabled"], "locked_until": u["locked_until"] or None, "created": u["created"],
              "last_login": u["last_login"]} for u in await request.app.state.storage.list_users()]
-    return timed(page(rows, len(rows), len(rows), 0), request.app.state.settings.timezone)  # type: ignore[no-any-return]
+    return timed(page(rows[offset:offset + limit], len(rows), limit, offset),  # type: ignore[no-any-return]
+                 request.app.state.settings.timezone)
 
 
 @router.get("/tokens", **answers(Page[TokenOut]))
-async def tokens(request: Request, _p: Annotated[Principal, Depends(require("auditor"))]) -> dict[str, Any]:
+async def tokens(request: Request, _p: Annotated[Principal, Depends(require("auditor"))],
+                 limit: Annotated[int, Query(ge=1, le=1000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
     """Every API token (never the token): owner, scope, expiry, last use and from where, revocation."""
     rows = await request.app.state.storage.list_tokens()
-    return timed(page(rows, len(rows), len(rows), 0), request.app.state.settings.timezone)  # type: ignore[no-any-return]
+    return timed(page(rows[offset:offset + limit], len(rows), limit, offset),  # type: ignore[no-any-return]
+                 request.app.state.settings.timezone)

@@ -182,3 +182,16 @@ def test_answer_times_read_back_to_the_same_instant(ts: int, zone: str) -> None:
     text = iso(ts, ZoneInfo(zone))
     assert text == datetime.fromtimestamp(ts, ZoneInfo(zone)).isoformat(timespec="seconds")
     assert datetime.fromisoformat(text).timestamp() == ts
+
+
+async def test_a_failure_of_the_servers_own_answers_with_the_error_body_too(tmp_path: Path) -> None:
+    async with make_api(tmp_path) as api:
+        async def broken() -> None:  # a route that fails as a bug would: the answer, not the route, is tested
+            raise RuntimeError("a bug")
+
+        api.app.add_api_route("/api/v1/broken", broken)
+        transport = httpx.ASGITransport(app=api.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+            body = _error_body(await c.get("/api/v1/broken", headers=api.h()), 500)
+        assert "RuntimeError" in body["detail"] and "a bug" not in body["detail"], body
+
