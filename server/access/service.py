@@ -46,6 +46,7 @@ class Access:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.reports = {"addresses": 0, "interfaces": 0, "service_hours": 0}
+        self._coverage: tuple[tuple[str, str], list[dict[str, Any]]] | None = None
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -106,6 +107,16 @@ class Access:
                           "other": int(d.get("other", 0)), "business": d.get("business") or {}})
         if hours:
             self.reports["service_hours"] += await self.store.put_service_hours(hours)
+
+    async def coverage_rows(self, model: str | None) -> list[dict[str, Any]]:
+        """Every institution with its deployed terminals' registration times, kept until the registry or the
+        institutions change (``registry_version``, which every registry write bumps, in any process): 20,000
+        institutions and 50,000 units are read once, not per request. Callers copy the rows they change."""
+        version = (await self.storage.versions()).get("registry_version", "")
+        key = (version, model or "")
+        if self._coverage is None or self._coverage[0] != key:
+            self._coverage = (key, await self.store.coverage_rows(model))
+        return self._coverage[1]
 
     # reported addresses ----------------------------------------------------------------------------------
     async def _addresses(self, reports: list[tuple[str, int, dict[str, Any]]], index: dict[str, Any]) -> None:

@@ -145,8 +145,7 @@ def _group(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 
 async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any], months: int) -> dict[str, Any]:
-    store = app.state.access.store
-    rows = await store.coverage_rows(filters.get("model"))
+    rows = [dict(r) for r in await app.state.access.coverage_rows(filters.get("model"))]
     keep = [r for r in rows
             if (counties is None or r["county"] in counties)
             and all(not filters.get(k) or r.get(k) == filters[k] for k in ("type", "region", "county"))]

@@ -291,6 +291,10 @@ async def test_coverage_and_map_figures(api: Api) -> None:
     assert by_type == {"乡镇卫生院": (1, 1), "村卫生室": (2, 1)}
     assert [g["key"] for g in c["ranking"]] == ["龙华区", "秀英区"]  # 1/1 before 1/2
     assert sum(m["units"] for m in c["new_deployments"]) == 4
+    # a unit registered meanwhile counts at once (the coverage rows are kept only while the registry is unchanged)
+    await api.app.state.storage.upsert_registry_units([{"sn": "PFV1", "institution": "V001"}], int(api.clock.t), "t")
+    c = (await api.get("/api/v1/statistics/coverage", role="viewer")).json()
+    assert {g["key"]: g["covered"] for g in c["by_type"]} == {"乡镇卫生院": 1, "村卫生室": 2}
     m = (await api.get("/api/v1/statistics/map", role="viewer")).json()
     assert {a["name"]: a["units"] for a in m["counties"]} == {"秀英区": 3, "龙华区": 1}
     assert m["cities"] == [{"name": "海口市", "region": "海口市", "units": 4, "online": 0, "institutions": 3}]
