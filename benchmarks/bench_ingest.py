@@ -372,6 +372,61 @@ def run(batches: int, terminals: int, rate: float, live_seconds: float, workdir:
     return r
 
 
+def drain_with(n_servers: int, batches: int, terminals: int, workdir: Path, storage_url: str) -> dict[str, Any]:
+    """Issue 15: the same queued backlog drained by ``n_servers`` server processes on one PostgreSQL (a shared
+    subscription in one secret group, each its own identity): samples/s committed by all, and server CPU a
+    sample (PostgreSQL's own processes not counted)."""
+    import secrets
+
+    pki = Pki(workdir / "pki")
+    broker = Broker(pki, workdir / "broker")
+    names = [f"posfleet-server-b{i}" for i in range(n_servers)]
+    for name in names:
+        pki.ca.issue_server_client(name=name)
+    add_loadgen_acl(pki, LOADGEN_CONNS)
+    broker.start()
+    group = secrets.token_hex(16)
+    servers = []
+    for i, name in enumerate(names):
+        s = Server(pki, broker, workdir / f"server{i}", storage=storage_url)
+        short = name.removeprefix("posfleet-server-")
+        s.config.write_text(s.config.read_text()
+                            .replace("[storage]", f'share_group = "{group}"\nsession_expiry_s = 600\n[storage]')
+                            .replace(str(pki.dir / "server-client.pem"), str(pki.dir / f"server-client-{short}.pem"))
+                            .replace(str(pki.dir / "server-client.key"), str(pki.dir / f"server-client-{short}.key")))
+        servers.append(s)
+    r: dict[str, Any] = {"servers": n_servers, "batches": batches}
+    try:
+        for s in servers:  # each leaves its session (and its share of the group) at the broker
+            s.start()
+            s.stop()
+        LoadGen(pki, broker.port, batches, 0, terminals, epoch=1).start().wait(600)
+        for s in servers:
+            s.start()
+        watches = [ProcWatch(s.proc.pid) for s in servers if s.proc is not None]
+        total = batches * SAMPLES_PER_BATCH
+        t_first = 0.0
+        n_first = 0
+        while True:
+            n = sum(max(0, stored(s)) for s in servers)
+            if n > 0 and not t_first:
+                t_first, n_first = time.monotonic(), n
+            if n >= total * 0.9:
+                break
+            time.sleep(0.1)
+        dt = time.monotonic() - t_first
+        cpu = [w.stop() for w in watches]
+        r["rate"] = (n - n_first) / max(1e-9, dt)
+        r["cpu_pct"] = sum(c for c, _ in cpu)
+        r["cpu_us_per_sample"] = r["cpu_pct"] / 100 * dt / max(1, n - n_first) * 1e6
+        r["shares"] = [stored(s) for s in servers]
+    finally:
+        for s in servers:
+            s.stop()
+        broker.stop()
+    return r
+
+
 def report(r: dict[str, Any]) -> None:
     print(machine_line())
     print(f"storage: {r['storage']} (load average now {os.getloadavg()[0]:.2f}: the 2 cores are shared)")
@@ -404,7 +459,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--live-seconds", type=float, default=30.0, help="live phase length (default 30)")
     p.add_argument("--storage", choices=("sqlite", "postgresql"), default="sqlite",
                    help="the server's backend (postgresql: a cluster of the benchmark's own, fsync on)")
+    p.add_argument("--compare-processes", action="store_true",
+                   help="PostgreSQL: drain the backlog with one server process, then with two (issue 15)")
     a = p.parse_args(argv)
+    if a.compare_processes:
+        from simulator.postgres import Postgres
+
+        print(machine_line())
+        for n in (1, 2):
+            with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp, \
+                    Postgres(settings={"shared_buffers": "512MB"}) as pg:
+                r = drain_with(n, a.batches, a.terminals, Path(tmp), pg.create("bench"))
+            print(f"{n} server process(es) on PostgreSQL: {r['rate']:,.0f} samples/s committed, server CPU "
+                  f"{r['cpu_pct']:.0f} % of one core, {r['cpu_us_per_sample']:.0f} us of server CPU a sample, "
+                  f"shares {r['shares']} (load average {os.getloadavg()[0]:.2f})", flush=True)
+        return 0
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         if a.storage == "postgresql":
             from simulator.postgres import Postgres
