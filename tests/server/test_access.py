@@ -296,8 +296,8 @@ async def test_coverage_and_map_figures(api: Api) -> None:
     c = (await api.get("/api/v1/statistics/coverage", role="viewer")).json()
     assert {g["key"]: g["covered"] for g in c["by_type"]} == {"乡镇卫生院": 1, "村卫生室": 2}
     m = (await api.get("/api/v1/statistics/map", role="viewer")).json()
-    assert {a["name"]: a["units"] for a in m["counties"]} == {"秀英区": 3, "龙华区": 1}
-    assert m["cities"] == [{"name": "海口市", "region": "海口市", "units": 4, "online": 0, "institutions": 3}]
+    assert {a["name"]: a["units"] for a in m["counties"]} == {"秀英区": 4, "龙华区": 1}
+    assert m["cities"] == [{"name": "海口市", "region": "海口市", "units": 5, "online": 0, "institutions": 3}]
 
 
 async def test_out_of_scope_user_meets_404_and_empty_lists_on_every_access_route(api: Api) -> None:
