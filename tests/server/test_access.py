@@ -334,3 +334,17 @@ async def test_out_of_scope_user_meets_404_and_empty_lists_on_every_access_route
             ["by_county"]] == ["龙华区"]
     # the register is the province's: everyone reads it
     assert (await api.client.get("/api/v1/access/interfaces", headers=outsider)).json()["total"] == 1
+
+
+async def test_one_configured_step_approves_at_the_province_at_once(tmp_path: Any) -> None:
+    from tests.server.conftest import make_api
+
+    async with make_api(tmp_path, {"access": {"steps": ["province"]}}) as api:
+        await _fleet(api)
+        await _pool(api, "秀英区", "wired", "10.66.0.0/30")
+        a = await _apply(api, "PF0000", link="wired")
+        assert a["state"] == "pending_province" and a["steps"] == ["province"]
+        county_admin = await _token(api, "xiuying-admin", "admin", "county:秀英区")
+        assert (await _decide(api, a["id"], county_admin)).status_code == 403
+        r = await _decide(api, a["id"], api.h("admin"))
+        assert (r.json()["state"], r.json()["ip"]) == ("approved", "10.66.0.1")
