@@ -350,20 +350,27 @@ def token_list(config_path: str, as_json: bool) -> None:
               "revoked": r["revoked_at"] is not None, "revoked_at": _local_time(r["revoked_at"], tz),
               "owner": r["owner"], "scope": r["scope"], "expires": _local_time(r["expires"], tz),
               "last_used": _local_time(r["last_used"], tz), "last_client": r["last_client"]} for r in rows]
+    _listing("tokens", items, as_json, "no tokens (create one with: posfleet server token create)",
+             ("NAME", "ROLE", "CREATED", "OWNER", "SCOPE", "LAST USED", "STATE"),
+             [(i["name"], i["role"], i["created"] or "", i["owner"] or "-", i["scope"],
+               f"{i['last_used']} {i['last_client']}" if i["last_used"] else "never",
+               f"revoked {i['revoked_at']}" if i["revoked"] else f"expires {i['expires']}" if i["expires"]
+               else "in force") for i in items])
+
+
+def _listing(kind: str, items: list[dict[str, object]], as_json: bool, empty: str, head: tuple[str, ...],
+             rows: list[tuple[str, ...]]) -> None:
+    """``{kind: items}`` as JSON, or a table of ``rows`` under ``head`` (columns padded), or ``empty``."""
     if as_json:
-        click.echo(json.dumps({"tokens": items}, ensure_ascii=False, indent=1))
+        click.echo(json.dumps({kind: items}, ensure_ascii=False, indent=1))
         return
     if not items:
-        click.echo("no tokens (create one with: posfleet server token create)")
+        click.echo(empty)
         return
-    table = [("NAME", "ROLE", "CREATED", "OWNER", "SCOPE", "LAST USED", "STATE")] + [
-        (i["name"], i["role"], i["created"] or "", i["owner"] or "-", i["scope"],
-         f"{i['last_used']} {i['last_client']}" if i["last_used"] else "never",
-         f"revoked {i['revoked_at']}" if i["revoked"] else f"expires {i['expires']}" if i["expires"] else "in force")
-        for i in items]
-    widths = [max(len(row[c]) for row in table) for c in range(6)]
+    table = [head, *rows]
+    widths = [max(len(row[c]) for row in table) for c in range(len(head))]
     for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row[:6], widths, strict=True)) + "  " + row[6])
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
 
 
 @server_token.command("revoke")

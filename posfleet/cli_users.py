@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import getpass
-import json
 import os
 import sys
 from typing import Any
@@ -98,7 +97,7 @@ def user_add(name: str, config_path: str, role: str, scope: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="one JSON object: {\"users\": [...]}")
 def user_list(config_path: str, as_json: bool) -> None:
     """Users: role, scope, two-factor, disabled or locked, last sign-in (never a password or secret)."""
-    from .cli import _local_time
+    from .cli import _listing, _local_time
 
     async def work(acc: Any, st: Any, settings: Any) -> Any:
         return settings, await st.list_users()
@@ -108,19 +107,12 @@ def user_list(config_path: str, as_json: bool) -> None:
     items = [{"name": u["name"], "role": u["role"], "scope": u["scope"], "two_factor": bool(u["totp_secret"]),
               "disabled": u["disabled"], "locked_until": _local_time(u["locked_until"] or None, tz),
               "last_login": _local_time(u["last_login"], tz)} for u in rows]
-    if as_json:
-        click.echo(json.dumps({"users": items}, ensure_ascii=False, indent=1))
-        return
-    if not items:
-        click.echo("no users (add the first administrator with: posfleet server user add NAME --role admin)")
-        return
-    table = [("NAME", "ROLE", "SCOPE", "2FA", "STATE", "LAST SIGN-IN")] + [
-        (i["name"], i["role"], i["scope"], "yes" if i["two_factor"] else "no",
-         "disabled" if i["disabled"] else f"locked until {i['locked_until']}" if i["locked_until"] else "active",
-         i["last_login"] or "never") for i in items]
-    widths = [max(len(row[c]) for row in table) for c in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    _listing("users", items, as_json,
+             "no users (add the first administrator with: posfleet server user add NAME --role admin)",
+             ("NAME", "ROLE", "SCOPE", "2FA", "STATE", "LAST SIGN-IN"),
+             [(i["name"], i["role"], i["scope"], "yes" if i["two_factor"] else "no",
+               "disabled" if i["disabled"] else f"locked until {i['locked_until']}" if i["locked_until"] else "active",
+               i["last_login"] or "never") for i in items])
 
 
 def _one(config_path: str, name: str, call: str, **kw: Any) -> Any:

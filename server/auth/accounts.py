@@ -257,7 +257,10 @@ class Accounts:
         if csrf.endswith(":enrol"):
             csrf, enrol = csrf[: -len(":enrol")], True
         elif now - row["last_seen"] >= TOUCH_S:
-            await self.storage.touch_session(row["id"], now, min(now + IDLE_S, row["created"] + MAX_S))
+            try:  # sliding the expiry is best effort: a busy database must not refuse the request
+                await self.storage.touch_session(row["id"], now, min(now + IDLE_S, row["created"] + MAX_S))
+            except Exception as err:
+                log.warning("could not extend the session of %s: %s", row["user_name"], err)
         p = Principal(row["user_name"], row["role"], Scope.parse(row["scope"]), "session", row["user_name"],
                       row["id"])
         return p, csrf, enrol

@@ -51,18 +51,24 @@ def _who(p: Principal) -> str:
     return f"{p.via}:{p.name}"
 
 
-async def exported(app: Any, p: Principal, what: str, rows: int, now: float | None = None) -> bool:
-    """Note an export of ``rows`` rows; True when it raised the alert."""
+async def _count(app: Any, which: int, p: Principal, n: int, now: float | None, limit: int, what: str,
+                 message: str) -> bool:
+    """Add ``n`` to ``p``'s last hour in window ``which``; a ``security`` alert when this crosses ``limit``."""
     from . import security_alert
 
     now = time.time() if now is None else now
-    total = _windows(app)[0].add(_who(p), rows, now)
-    if total - rows < EXPORT_ROWS <= total:
-        await security_alert(app, f"security:export:{_who(p)}",
-                             f"{p.name} exported {total} rows within an hour (last: {what})",
-                             {"what": "mass_export", "actor": p.name, "rows": total})
+    total = _windows(app)[which].add(_who(p), n, now)
+    if total - n < limit <= total:
+        await security_alert(app, f"security:{what}:{_who(p)}", message.format(name=p.name, total=total),
+                             {"what": what, "actor": p.name, "count": total})
         return True
     return False
+
+
+async def exported(app: Any, p: Principal, what: str, rows: int, now: float | None = None) -> bool:
+    """Note an export of ``rows`` rows; True when it raised the alert."""
+    return await _count(app, 0, p, rows, now, EXPORT_ROWS, "mass_export",
+                        "{name} exported {total} rows within an hour (last: " + what.replace("{", "") + ")")
 
 
 def off_hours(ts: float, tz: str) -> bool:
@@ -72,15 +78,8 @@ def off_hours(ts: float, tz: str) -> bool:
 
 async def commanded(app: Any, p: Principal, units: int, now: float | None = None) -> bool:
     """Note commands sent to ``units`` units; True when it raised the alert (outside working hours only)."""
-    from . import security_alert
-
     now = time.time() if now is None else now
     if not off_hours(now, app.state.settings.timezone):
         return False
-    total = _windows(app)[1].add(_who(p), units, now)
-    if total - units < NIGHT_UNITS <= total:
-        await security_alert(app, f"security:commands:{_who(p)}",
-                             f"{p.name} sent commands to {total} units within an hour outside working hours",
-                             {"what": "night_commands", "actor": p.name, "units": total})
-        return True
-    return False
+    return await _count(app, 1, p, units, now, NIGHT_UNITS, "night_commands",
+                        "{name} sent commands to {total} units within an hour outside working hours")

@@ -226,3 +226,29 @@ def test_operators_add_list_disable_and_reset_users_and_it_is_audited(tmp_path: 
         rows = db.execute("SELECT action, target FROM audit ORDER BY id").fetchall()
     assert rows == [("user.add", "chen"), ("user.reset_2fa", "chen"), ("user.disable", "chen"),
                     ("token.create", "etl"), ("token.revoke", "etl")]
+
+
+async def test_mass_exports_and_night_commands_to_many_units_are_alerted(api: Api, monkeypatch: Any) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from server.auth import Principal, watch
+
+    st = api.app.state.storage
+    await st.upsert_institutions([{"code": "I1", "name": "卫生室", "county": "长安区", "region": "西安市"}])
+    await st.upsert_registry_units([{"sn": f"SX{k:04d}", "institution": "I1"} for k in range(4)], int(T0), "test")
+    monkeypatch.setattr(watch, "EXPORT_ROWS", 6)  # the threshold a province sets would need 5,000 units here
+    for fmt in ("csv", "xlsx"):
+        r = await api.get(f"/api/v1/registry/units.{fmt}")
+        assert r.status_code == 200
+    alerts = (await api.get("/api/v1/alerts", kind="security")).json()["items"]
+    assert [a["message"] for a in alerts] == ["t-admin exported 8 rows within an hour (last: units.xlsx)"]
+    tz = ZoneInfo("Asia/Shanghai")
+    p = Principal("night-owl", "engineer")
+    weekday_noon = datetime(2026, 12, 7, 12, 0, tzinfo=tz).timestamp()  # a Monday
+    saturday_night = datetime(2026, 12, 5, 23, 0, tzinfo=tz).timestamp()
+    assert not await watch.commanded(api.app, p, 400, weekday_noon), "working hours: not suspicious"
+    assert not await watch.commanded(api.app, p, 30, saturday_night)
+    assert await watch.commanded(api.app, p, 30, saturday_night + 600)  # 60 units within the hour
+    alerts = (await api.get("/api/v1/alerts", kind="security")).json()["items"]
+    assert "night-owl sent commands to 60 units within an hour outside working hours" in [a["message"] for a in alerts]
