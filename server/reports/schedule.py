@@ -9,8 +9,8 @@ configured ``[reports] lang``), its files written to ``[reports] dir`` and recor
 * to ``[reports.schedule] webhook_url``: a JSON notice (period, report number, tier, each file's name, size,
   sha256 and download path under ``/api/v1/reports/stored/``).
 
-**Once per period.** The run belongs to the process that runs the fleet's background work (``storage.lead()``: on
-SQLite the one primary; on PostgreSQL the leader, server/leadership.py) and each period is *claimed* in the
+**Once per period.** The run belongs to the process that runs the fleet's background work (on SQLite the one
+primary; on PostgreSQL the leader, server/leadership.py) and each period is *claimed* in the
 database before it is made (``meta`` key ``report:<kind>:<period>``, inserted only if absent): a second process,
 a restart, or the next tick finds the claim and does nothing. A process stopped while making releases its claim
 (the next tick anywhere takes it over, by compare-and-set, once); one killed outright leaves it to grow stale
@@ -60,7 +60,7 @@ async def tick(app: Any) -> list[str]:
     if not (sch.monthly or sch.quarterly):
         return []
     storage = app.state.storage
-    if not await storage.lead():
+    if not await _leads(app):
         return []
     svc = app.state.availability
     now = int(app.state.clock.now())
@@ -95,6 +95,16 @@ async def tick(app: Any) -> list[str]:
         if rec.get("state") == "made" and await _deliver(app, meta_key, rec):
             done.append(meta_key)
     return done
+
+
+async def _leads(app: Any) -> bool:
+    """Whether this process runs the fleet's once-only work. On PostgreSQL that is the leadership's own answer
+    (server/leadership.py): asking ``storage.lead()`` here too would use the lock's connection from a second task at
+    the same time, which asyncpg refuses and the leadership would take for a lost lock. On SQLite the primary."""
+    leadership = getattr(app.state, "leadership", None)
+    if leadership is not None:
+        return bool(leadership.leader)
+    return bool(await app.state.storage.lead())
 
 
 async def _make(app: Any, meta_key: str, period: Period, claim: str) -> dict[str, Any]:

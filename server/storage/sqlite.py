@@ -1005,7 +1005,8 @@ class SqlStore:
         """Set ``key`` only if it is not set yet; whether this call set it (one process wins, whatever the
         backend: a scheduled report is made and sent once per period)."""
         async with self.write() as db:
-            return await self.insert_ignore(db, "meta", [(key, value)]) == 1
+            cur = await db.execute("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING", (key, value))
+            return bool(cur.rowcount == 1)
 
     async def meta_replace(self, key: str, expected: str, value: str) -> bool:
         """Set ``key`` to ``value`` only if it still holds ``expected`` (compare and set); whether it did."""
