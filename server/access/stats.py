@@ -145,7 +145,7 @@ def _group(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 
 async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any], months: int) -> dict[str, Any]:
-    rows = [dict(r) for r in await app.state.access.coverage_rows(filters.get("model"))]
+    rows = await app.state.access.coverage_rows(filters.get("model"))  # shared: read, never changed here
     keep = [r for r in rows
             if (counties is None or r["county"] in counties)
             and all(not filters.get(k) or r.get(k) == filters[k] for k in ("type", "region", "county"))]
@@ -171,8 +171,6 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
         start = datetime(y, m, 1, tzinfo=tz).timestamp()
         end = datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz).timestamp()
         new[f"{y:04d}-{m:02d}"] = bisect_left(times, end) - bisect_left(times, start)
-    for r in keep:
-        del r["times"]
     return {
         "by_type": _group(keep, "type"),
         "by_county": by_county,
