@@ -22,7 +22,6 @@ import msgspec
 import psutil
 
 from wire import __version__, codec, topics
-from wire.signing import verify_detached
 from wire.messages import (
     CLOCK_CHECKED,
     CLOCK_CORRECTED,
@@ -35,10 +34,11 @@ from wire.messages import (
     Event,
     Sample,
 )
+from wire.signing import verify_detached
 
 from . import systemd
-from .clock import Clock, boot_id, ntp_synchronised
 from .appwatch import AppWatch
+from .clock import Clock, boot_id, ntp_synchronised
 from .collectors import StorageCollector, SystemCollector, read_component_version
 from .commands import CommandExecutor
 from .config import AgentConfig

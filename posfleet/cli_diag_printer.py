@@ -7,7 +7,17 @@ from datetime import datetime
 
 import click
 
-from .cli_diag_common import EXIT_FAULT, EXIT_NOT_FOUND, EXIT_OK, EXIT_TIMEOUT, exit_help, finish, lang_option, reason, say
+from .cli_diag_common import (
+    EXIT_FAULT,
+    EXIT_NOT_FOUND,
+    EXIT_OK,
+    EXIT_TIMEOUT,
+    exit_help,
+    finish,
+    lang_option,
+    reason,
+    say,
+)
 
 HELP = """Check the ESC/POS thermal printer on PORT (a device path or pyserial URL).
 
@@ -74,16 +84,16 @@ def command(
                 text += "; " + say(lang, "printer.test_page")
             finish(payload, EXIT_OK, as_json=as_json, lines=lambda: [text])
     except DriverError as err:
-        code = exit_code(err)
+        code, message = exit_code(err), str(err)  # the lambdas below outlive nothing, but read no except variable
         if code == EXIT_FAULT:  # the printer answered and reported a fault: what it said before stays
-            payload = {**base, **last, "state": "fault", "reason": str(err)}
+            payload = {**base, **last, "state": "fault", "reason": message}
             payload["errors"] = [*last.get("errors", []), getattr(err, "code", "") or "fault"]  # type: ignore[misc]
-            finish(payload, code, as_json=as_json, lines=lambda: [say(lang, "printer.fault.plain", reason=str(err))])
+            finish(payload, code, as_json=as_json, lines=lambda: [say(lang, "printer.fault.plain", reason=message)])
         what, key = {EXIT_NOT_FOUND: ("not found", "printer.not_found"),
                      EXIT_TIMEOUT: ("not answering", "printer.timeout")}.get(code, ("protocol error", "printer.protocol"))
         payload = {**base, **not_answering, "errors": [what], "state": "unknown" if code == EXIT_NOT_FOUND else "fault",
-                   "reason": str(err)}
-        finish(payload, code, as_json=as_json, lines=lambda: [say(lang, key, error=str(err))])
+                   "reason": message}
+        finish(payload, code, as_json=as_json, lines=lambda: [say(lang, key, error=message)])
 
 
 def _describe(st: dict[str, object], lang: str) -> str:

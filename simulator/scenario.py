@@ -20,8 +20,8 @@ from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
 
-from drivers import profiles
 from counting.hours import ServiceHours, zone
+from drivers import profiles
 
 #: fault -> (effect on device intact, effect on network ok), as the table in scenario-format.md:
 #: "no_data" (no samples at all), "no", "as_measured", or "latency" (no if rtt_ms > the latency threshold)

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from drivers.errors import DeviceFault, DeviceNotFound, DriverError, NotSupported, ProtocolError, Timeout, exit_code
+from drivers.errors import (
+    DeviceFault,
+    DeviceNotFound,
+    DriverError,
+    NotSupported,
+    ProtocolError,
+    Timeout,
+    exit_code,
+)
 from posfleet import cli_diag_capture, cli_diag_idcard, cli_diag_modem, cli_diag_printer
 from posfleet.cli_diag_common import LABELS, LANGS
 from posfleet.diagconsole import connect as diag_connect
