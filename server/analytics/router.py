@@ -123,10 +123,12 @@ async def _units(request: Request) -> list[dict[str, Any]]:
 
 
 @router.get("/analytics/live", **answers(Live))
-async def live(request: Request, _: Viewer) -> Response:
+async def live(request: Request, who: Viewer) -> Response:
     """Online/offline counts and share, 10 best and worst institutions by online rate, units by carrier and
-    link type, software versions, deployment by county and institution type."""
-    return JSONResponse(summarise(await _units(request), await _month_rates(request)))
+    link type, software versions, deployment by county and institution type (a scoped caller: of its units)."""
+    from ..auth.scope import filter_rows
+
+    return JSONResponse(summarise(filter_rows(who, await _units(request)), await _month_rates(request)))
 
 
 async def _month_rates(request: Request) -> dict[str, float | None]:

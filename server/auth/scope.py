@@ -214,6 +214,12 @@ def _builtin() -> None:
         return any(principal.scope.covers(i["county"], i["region"])
                    for i in await app.state.storage.list_institutions(row["county"]))
 
+    @resolver("cid")
+    async def _command(app: Any, value: str, principal: Principal) -> bool:
+        svc = getattr(app.state, "commands", None)
+        cmd = await svc.get_command(value) if svc is not None else None
+        return cmd is not None and unit_in_scope(principal, (await app.state.registry.index()).get(cmd["sn"]))
+
 
 _builtin()
 # the routes of the registry, units and alerts that filter by scope (their lists take ``within``; their path
@@ -225,4 +231,8 @@ scoped("/api/v1/units", "/api/v1/units/{sn}", "/api/v1/units/{sn}/samples", "/ap
        "/api/v1/registry/institutions.xlsx", "/api/v1/registry/units/{sn}/status", "/api/v1/alerts",
        "/api/v1/alerts/{alert_id}/ack", "/api/v1/alerts/{alert_id}/close",
        "POST /api/v1/commands", "POST /api/v1/jobs",
-       "/dashboard/api/context", "/dashboard/api/units")  # the dashboard's units list filters (server/dashboard)  # commands: the named units checked (server/commands/router.py)
+       "/dashboard/api/context", "/dashboard/api/units",  # the dashboard's units list filters (server/dashboard)
+       "/api/v1/analytics/live",  # of the caller's units (server/analytics)
+       # one unit's own figures, commands: the path parameter is the check
+       "/api/v1/units/{sn}/network", "/api/v1/units/{sn}/data", "/api/v1/units/{sn}/slots",
+       "GET /api/v1/commands/{cid}")  # commands: the named units checked (server/commands/router.py)

@@ -88,6 +88,7 @@ async def test_every_operation_answers_a_county_user_404_or_only_its_county(api:
         walked["filtered"].append(f"{method} {path}")
     # the scoped reads that must show the county's own things
     assert {"GET /api/v1/units", "GET /api/v1/registry/units", "GET /api/v1/institutions", "GET /api/v1/alerts",
+            "GET /api/v1/analytics/live", "GET /dashboard/api/units",
             "GET /api/v1/registry/units.csv", "GET /api/v1/registry/units.xlsx"} <= set(walked["filtered"])
     assert "GET /api/v1/audit" in walked["404"] and "GET /api/v1/units/{sn}" in walked["404"]
     assert {"GET /healthz", "GET /readyz", "POST /api/v1/session"} <= set(walked["open"])
@@ -112,6 +113,8 @@ async def test_a_county_user_sees_and_commands_its_own_units_only(api: Api) -> N
     assert [i["code"] for i in (await get("/api/v1/institutions", h)).json()["items"]] == [INSIDE["code"]]
     csv = (await get("/api/v1/registry/units.csv", h)).text
     assert INSIDE["sn"] in csv and OUTSIDE["sn"] not in csv and UNPLACED not in csv
+    live = (await get("/api/v1/analytics/live", h)).json()
+    assert OUTSIDE["code"] not in str(live) and INSIDE["code"] in str(live)
     alerts = (await get("/api/v1/alerts", city)).json()["items"]
     assert sorted(a["message"] for a in alerts) == ["SX-B-0001 opened", "alert of county B"]
     # commands: the named units must all be in scope; a filter is not for scoped users
