@@ -20,6 +20,7 @@ import msgspec
 from .accounts import AccountStore, Within, places_sql, units_within_sql
 from .alerts import AlertStore
 from .base import EventRow, SampleRow, UnitQuery
+from .datause import DataUseStore
 from .engine import (  # noqa: F401  (re-exported: the names other modules import from here)
     VERSION_KEYS,
     VERSION_TTL_S,
@@ -28,6 +29,7 @@ from .engine import (  # noqa: F401  (re-exported: the names other modules impor
     schema_version,
     too_new,
 )
+from .rollups import RollupStore
 from .schema import (  # noqa: F401
     _DEAD_LETTER_SCHEMA,
     _FLEET_SCHEMA,
@@ -41,8 +43,6 @@ log = logging.getLogger(__name__)
 # Ingest's dead letters: a message that passed the boundary but could not be stored even alone. Kept (bounded)
 # with its reason and its validated rows, so nothing is lost and an administrator can see and replay it.
 DEAD_LETTERS_KEPT = 10_000
-
-_DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_bytes", "last_ts", "last_bytes")
 
 _REGISTRY_FIELDS = ("insurance_sn", "terminal_type", "model", "vendor", "institution", "stock_type", "status",
                     "link_type", "note")
@@ -75,7 +75,7 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
-class SqlStore(AlertStore):
+class SqlStore(AlertStore, RollupStore, DataUseStore):
     """Every domain's queries, on an engine (``write()``, ``_all``, ``_quick``, ... and the dialect hooks)."""
 
     def __init__(self) -> None:
@@ -562,116 +562,6 @@ class SqlStore(AlertStore):
                              (key, value))
         self._rollups_written()
 
-    async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]],
-                                strips: list[tuple[str, int, int, bytes, str | None, int]] | None = None) -> None:
-        """Store hour counts ``(sn, day ordinal, hour index, hours in that day, counts)`` in one transaction.
-
-        Each day row keeps its totals and the packed hours; month rows are kept as sums of their days.
-        ``strips``: the same hours' per-slot codes ``(sn, day, hour index, codes, reasons JSON or None, number of
-        samples dated in that hour)``, which the minute drill-down reads instead of recounting raw samples.
-        """
-        from datetime import date
-
-        by_day: dict[tuple[str, int], list[tuple[int, int, tuple[int, int, int, int]]]] = {}
-        for sn, day, idx, nh, counts in items:
-            by_day.setdefault((sn, day), []).append((idx, nh, counts))
-        async with self.write() as db:
-            for (sn, day), hours in by_day.items():
-                row = await (await db.execute(
-                    "SELECT service, intact, netok, nodata, hours FROM rollup_day WHERE day=? AND sn=?", (day, sn))).fetchone()
-                nh = hours[0][1]
-                old_tot = (0, 0, 0, 0) if row is None else tuple(row[:4])
-                buf = bytearray((b"" if row is None else bytes(row[4]))[: 4 * nh].ljust(4 * nh, b"\0"))
-                for idx, _nh, counts in hours:
-                    buf[4 * idx: 4 * idx + 4] = bytes(counts)
-                tot = (sum(buf[0::4]), sum(buf[1::4]), sum(buf[2::4]), sum(buf[3::4]))
-                await db.execute("INSERT INTO rollup_day VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, sn) DO UPDATE SET "
-                                 "service=excluded.service, intact=excluded.intact, netok=excluded.netok, "
-                                 "nodata=excluded.nodata, hours=excluded.hours", (day, sn, *tot, bytes(buf)))
-                delta = [a - b for a, b in zip(tot, old_tot, strict=True)]
-                if any(delta):
-                    d = date.fromordinal(day)
-                    month = d.year * 12 + d.month - 1
-                    await db.execute(
-                        "INSERT INTO rollup_month VALUES (?,?,?,?,?,?) ON CONFLICT(month, sn) DO UPDATE SET "
-                        "service=rollup_month.service+excluded.service, intact=rollup_month.intact+excluded.intact, "
-                        "netok=rollup_month.netok+excluded.netok, nodata=rollup_month.nodata+excluded.nodata", (month, sn, *delta))
-            if strips:
-                await db.executemany("INSERT INTO slot_hour VALUES (?,?,?,?,?,?) ON CONFLICT(day, sn, hour) DO UPDATE SET "
-                                     "codes=excluded.codes, reasons=excluded.reasons, samples=excluded.samples",
-                                     [(day, sn, idx, codes, reasons, n) for sn, day, idx, codes, reasons, n in strips])
-            await self._bump(db, "rollup_version")
-        self._rollups_written()
-
-    async def rollup_sums(self, months: list[int], days: list[int], parts: list[tuple[int, int, int]],
-                          sns: list[str] | None = None) -> dict[str, list[int]]:
-        """Per-unit sums of whole months, whole days and hour slices ``(day, first hour, end hour)``."""
-        out: dict[str, list[int]] = {}
-        filt, fargs = "", []
-        if sns is not None:
-            chosen = list(sns) or [""]
-            filt = f" AND sn IN ({','.join('?' * len(chosen))})"
-            fargs = chosen
-
-        def add(sn: str, s: int, i: int, o: int, d: int) -> None:
-            acc = out.get(sn)
-            if acc is None:
-                out[sn] = [s, i, o, d]
-            else:
-                acc[0] += s
-                acc[1] += i
-                acc[2] += o
-                acc[3] += d
-
-        selects, args = [], []
-        if months:
-            selects.append(f"SELECT sn, service, intact, netok, nodata FROM rollup_month "
-                           f"WHERE month IN ({','.join('?' * len(months))}){filt}")
-            args += [*months, *fargs]
-        if days:
-            selects.append(f"SELECT sn, service, intact, netok, nodata FROM rollup_day "
-                           f"WHERE day IN ({','.join('?' * len(days))}){filt}")
-            args += [*days, *fargs]
-        if selects:
-            sql = ("SELECT sn, sum(service), sum(intact), sum(netok), sum(nodata) FROM ("
-                   + " UNION ALL ".join(selects) + ") AS parts GROUP BY sn")
-            for r in await self._all(sql, args):
-                add(r[0], r[1], r[2], r[3], r[4])
-        for day, a, b in parts:
-            for sn, blob in await self._all(f"SELECT sn, hours FROM rollup_day WHERE day=?{filt}", [day, *fargs]):
-                part = bytes(blob)[4 * a: 4 * b]
-                add(sn, sum(part[0::4]), sum(part[1::4]), sum(part[2::4]), sum(part[3::4]))
-        return out
-
-    async def rollup_days(self, sn: str, first_day: int, last_day: int) -> list[tuple[int, int, int, int, int, bytes]]:
-        rows = await self._quick(
-            "SELECT day, service, intact, netok, nodata, hours FROM rollup_day WHERE sn=? AND day BETWEEN ? AND ? ORDER BY day",
-            (sn, first_day, last_day))
-        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
-
-    async def slot_hours(self, sn: str, day: int) -> list[tuple[int, bytes, str | None, int]]:
-        """The stored per-slot codes of one unit's local day: ``(hour index, codes, reasons JSON, samples)``."""
-        rows = await self._quick("SELECT hour, codes, reasons, samples FROM slot_hour WHERE day=? AND sn=? ORDER BY hour",
-                                 (day, sn))
-        return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
-
-    async def purge_slot_hours(self, before_day: int) -> int:
-        async with self.write() as db:
-            cur = await db.execute("DELETE FROM slot_hour WHERE day < ?", (before_day,))
-        return cur.rowcount
-
-    async def purge_rollups(self, before_day: int) -> int:
-        from datetime import date
-
-        d = date.fromordinal(before_day)
-        async with self.write() as db:
-            cur = await db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
-            n = cur.rowcount
-            await db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
-            await self._bump(db, "rollup_version")
-        self._rollups_written()
-        return n
-
     async def sample_facts(self, sns: list[str], start: int, end: int) -> list[tuple[str, int, int, int, int | None, str]]:
         """What counting needs of the samples touching ``[start, end)``: (sn, ts, interval, connected, rtt_ms,
         checks as stored JSON text), unparsed (the caller memoises the parse: most samples say the same)."""
@@ -806,75 +696,6 @@ class SqlStore(AlertStore):
         rows = await self._all(sql + " ORDER BY tac, cell, minute", args)
         return [{"tac": r[0], "cell": r[1], "minute": r[2], "county": r[3], "units": r[4], "sns": json.loads(r[5])}
                 for r in rows]
-
-    # SIM data use ------------------------------------------------------------------------------
-    async def data_points(self, sn: str, start: int, end: int) -> list[tuple[int, int]]:
-        """(ts, data_bytes) of one unit's samples in ``[start, end)`` that carry the counter, oldest first."""
-        rows = await self._all(
-            f"SELECT ts, {self.json_int('body', 'data_bytes')} FROM samples WHERE sn=? AND ts >= ? AND ts < ? "
-            f"AND {self.json_int('body', 'data_bytes')} IS NOT NULL ORDER BY ts, epoch, seq", (sn, start, end))
-        return [(int(r[0]), int(r[1])) for r in rows]
-
-    async def data_day_around(self, sn: str, day: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None,
-                                                                 dict[str, Any] | None]:
-        """The unit's data-use rows: nearest before ``day``, of ``day``, nearest after."""
-        cols = ", ".join(_DATA_COLS)
-        rows = await self._all(
-            f"SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day<? ORDER BY day DESC LIMIT 1) AS b "
-            f"UNION ALL SELECT {cols} FROM data_day WHERE sn=? AND day=? "
-            f"UNION ALL SELECT * FROM (SELECT {cols} FROM data_day WHERE sn=? AND day>? ORDER BY day LIMIT 1) AS a",
-            (sn, day, sn, day, sn, day))
-        prev = this = nxt = None
-        for r in rows:
-            d = dict(zip(_DATA_COLS, r, strict=True))
-            if d["day"] < day:
-                prev = d
-            elif d["day"] == day:
-                this = d
-            else:
-                nxt = d
-        return prev, this, nxt
-
-    async def put_data_days(self, rows: list[tuple[str, dict[str, Any]]]) -> None:
-        """Store data-use day rows ``(sn, row)`` in one transaction."""
-        async with self.write() as db:
-            await db.executemany(
-                f"INSERT INTO data_day(sn, {', '.join(_DATA_COLS)}) VALUES ({','.join('?' * 10)}) ON CONFLICT(sn, day) "
-                f"DO UPDATE SET {', '.join(f'{c}=excluded.{c}' for c in _DATA_COLS if c != 'day')}",
-                [(sn, *(r[c] for c in _DATA_COLS)) for sn, r in rows])
-
-    async def data_use(self, first_day: int, last_day: int, sns: list[str] | None = None) -> dict[str, dict[str, int]]:
-        """Per unit over the days ``[first_day, last_day]``: bytes used, counter resets, samples, newest sample."""
-        sql = ("SELECT sn, sum(within + carry), sum(resets), sum(samples), max(last_ts) FROM data_day "
-               "WHERE day BETWEEN ? AND ?")
-        args: list[Any] = [first_day, last_day]
-        if sns is not None:
-            chosen = list(sns) or [""]
-            sql += f" AND sn IN ({','.join('?' * len(chosen))})"
-            args += chosen
-        return {r[0]: {"bytes": int(r[1]), "resets": int(r[2]), "samples": int(r[3]), "last_ts": int(r[4])}
-                for r in await self._all(sql + " GROUP BY sn", args)}
-
-    async def data_days(self, sn: str, first_day: int, last_day: int) -> list[dict[str, Any]]:
-        rows = await self._all(f"SELECT {', '.join(_DATA_COLS)} FROM data_day WHERE sn=? AND day BETWEEN ? AND ? "
-                               "ORDER BY day", (sn, first_day, last_day))
-        return [dict(zip(_DATA_COLS, r, strict=True)) for r in rows]
-
-    async def purge_data_days(self, before_day: int) -> int:
-        async with self.write() as db:
-            cur = await db.execute("DELETE FROM data_day WHERE day < ?", (before_day,))
-        return cur.rowcount
-
-    # recounts kept with the commits -------------------------------------------------------------------------------
-    async def recount_queue(self, limit: int = 10_000) -> list[tuple[int, str, int, int]]:
-        """The oldest ``(id, sn, from_ts, to_ts)`` spans committed samples touch, not yet recounted."""
-        rows = await self._all("SELECT id, sn, from_ts, to_ts FROM recount_queue ORDER BY id LIMIT ?", (limit,))
-        return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
-
-    async def recount_queue_done(self, up_to_id: int) -> None:
-        """The spans up to ``up_to_id`` are recounted (called after the recount committed)."""
-        async with self.write() as db:
-            await db.execute("DELETE FROM recount_queue WHERE id <= ?", (up_to_id,))
 
     # the operations report (issue 17) ------------------------------------------------------------------------
     async def network_samples(self, start: int, end: int, sns: list[str] | None = None

@@ -1,0 +1,132 @@
+"""The roll-ups' store: hour counts per unit (day rows with their packed hours, month sums), the per-slot codes the
+drill-down reads, their sums for the figures, their retention, and the queue of hours to recount that ingest
+writes with its samples.
+
+One domain store of the storage (issue 15's split of ``sqlite.py``), on whichever engine the storage has, in the
+SQL both backends run; ``SqlStore`` inherits it (the storage's method names stay as they were).
+"""
+
+from __future__ import annotations
+
+
+class RollupStore:
+    async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]],
+                                strips: list[tuple[str, int, int, bytes, str | None, int]] | None = None) -> None:
+        """Store hour counts ``(sn, day ordinal, hour index, hours in that day, counts)`` in one transaction.
+
+        Each day row keeps its totals and the packed hours; month rows are kept as sums of their days.
+        ``strips``: the same hours' per-slot codes ``(sn, day, hour index, codes, reasons JSON or None, number of
+        samples dated in that hour)``, which the minute drill-down reads instead of recounting raw samples.
+        """
+        from datetime import date
+
+        by_day: dict[tuple[str, int], list[tuple[int, int, tuple[int, int, int, int]]]] = {}
+        for sn, day, idx, nh, counts in items:
+            by_day.setdefault((sn, day), []).append((idx, nh, counts))
+        async with self.write() as db:
+            for (sn, day), hours in by_day.items():
+                row = await (await db.execute(
+                    "SELECT service, intact, netok, nodata, hours FROM rollup_day WHERE day=? AND sn=?", (day, sn))).fetchone()
+                nh = hours[0][1]
+                old_tot = (0, 0, 0, 0) if row is None else tuple(row[:4])
+                buf = bytearray((b"" if row is None else bytes(row[4]))[: 4 * nh].ljust(4 * nh, b"\0"))
+                for idx, _nh, counts in hours:
+                    buf[4 * idx: 4 * idx + 4] = bytes(counts)
+                tot = (sum(buf[0::4]), sum(buf[1::4]), sum(buf[2::4]), sum(buf[3::4]))
+                await db.execute("INSERT INTO rollup_day VALUES (?,?,?,?,?,?,?) ON CONFLICT(day, sn) DO UPDATE SET "
+                                 "service=excluded.service, intact=excluded.intact, netok=excluded.netok, "
+                                 "nodata=excluded.nodata, hours=excluded.hours", (day, sn, *tot, bytes(buf)))
+                delta = [a - b for a, b in zip(tot, old_tot, strict=True)]
+                if any(delta):
+                    d = date.fromordinal(day)
+                    month = d.year * 12 + d.month - 1
+                    await db.execute(
+                        "INSERT INTO rollup_month VALUES (?,?,?,?,?,?) ON CONFLICT(month, sn) DO UPDATE SET "
+                        "service=rollup_month.service+excluded.service, intact=rollup_month.intact+excluded.intact, "
+                        "netok=rollup_month.netok+excluded.netok, nodata=rollup_month.nodata+excluded.nodata", (month, sn, *delta))
+            if strips:
+                await db.executemany("INSERT INTO slot_hour VALUES (?,?,?,?,?,?) ON CONFLICT(day, sn, hour) DO UPDATE SET "
+                                     "codes=excluded.codes, reasons=excluded.reasons, samples=excluded.samples",
+                                     [(day, sn, idx, codes, reasons, n) for sn, day, idx, codes, reasons, n in strips])
+            await self._bump(db, "rollup_version")
+        self._rollups_written()
+
+    async def rollup_sums(self, months: list[int], days: list[int], parts: list[tuple[int, int, int]],
+                          sns: list[str] | None = None) -> dict[str, list[int]]:
+        """Per-unit sums of whole months, whole days and hour slices ``(day, first hour, end hour)``."""
+        out: dict[str, list[int]] = {}
+        filt, fargs = "", []
+        if sns is not None:
+            chosen = list(sns) or [""]
+            filt = f" AND sn IN ({','.join('?' * len(chosen))})"
+            fargs = chosen
+
+        def add(sn: str, s: int, i: int, o: int, d: int) -> None:
+            acc = out.get(sn)
+            if acc is None:
+                out[sn] = [s, i, o, d]
+            else:
+                acc[0] += s
+                acc[1] += i
+                acc[2] += o
+                acc[3] += d
+
+        selects, args = [], []
+        if months:
+            selects.append(f"SELECT sn, service, intact, netok, nodata FROM rollup_month "
+                           f"WHERE month IN ({','.join('?' * len(months))}){filt}")
+            args += [*months, *fargs]
+        if days:
+            selects.append(f"SELECT sn, service, intact, netok, nodata FROM rollup_day "
+                           f"WHERE day IN ({','.join('?' * len(days))}){filt}")
+            args += [*days, *fargs]
+        if selects:
+            sql = ("SELECT sn, sum(service), sum(intact), sum(netok), sum(nodata) FROM ("
+                   + " UNION ALL ".join(selects) + ") AS parts GROUP BY sn")
+            for r in await self._all(sql, args):
+                add(r[0], r[1], r[2], r[3], r[4])
+        for day, a, b in parts:
+            for sn, blob in await self._all(f"SELECT sn, hours FROM rollup_day WHERE day=?{filt}", [day, *fargs]):
+                part = bytes(blob)[4 * a: 4 * b]
+                add(sn, sum(part[0::4]), sum(part[1::4]), sum(part[2::4]), sum(part[3::4]))
+        return out
+
+    async def rollup_days(self, sn: str, first_day: int, last_day: int) -> list[tuple[int, int, int, int, int, bytes]]:
+        rows = await self._quick(
+            "SELECT day, service, intact, netok, nodata, hours FROM rollup_day WHERE sn=? AND day BETWEEN ? AND ? ORDER BY day",
+            (sn, first_day, last_day))
+        return [(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows]
+
+    async def slot_hours(self, sn: str, day: int) -> list[tuple[int, bytes, str | None, int]]:
+        """The stored per-slot codes of one unit's local day: ``(hour index, codes, reasons JSON, samples)``."""
+        rows = await self._quick("SELECT hour, codes, reasons, samples FROM slot_hour WHERE day=? AND sn=? ORDER BY hour",
+                                 (day, sn))
+        return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    async def purge_slot_hours(self, before_day: int) -> int:
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM slot_hour WHERE day < ?", (before_day,))
+        return cur.rowcount
+
+    async def purge_rollups(self, before_day: int) -> int:
+        from datetime import date
+
+        d = date.fromordinal(before_day)
+        async with self.write() as db:
+            cur = await db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
+            n = cur.rowcount
+            await db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
+            await self._bump(db, "rollup_version")
+        self._rollups_written()
+        return n
+
+    # recounts kept with the commits (written by store_telemetry, drained by the leader's roll-up pass) --------
+    async def recount_queue(self, limit: int = 10_000) -> list[tuple[int, str, int, int]]:
+        """The oldest ``(id, sn, from_ts, to_ts)`` spans committed samples touch, not yet recounted."""
+        rows = await self._all("SELECT id, sn, from_ts, to_ts FROM recount_queue ORDER BY id LIMIT ?", (limit,))
+        return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+    async def recount_queue_done(self, up_to_id: int) -> None:
+        """The spans up to ``up_to_id`` are recounted (called after the recount committed)."""
+        async with self.write() as db:
+            await db.execute("DELETE FROM recount_queue WHERE id <= ?", (up_to_id,))
