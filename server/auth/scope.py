@@ -235,4 +235,4 @@ scoped("/api/v1/units", "/api/v1/units/{sn}", "/api/v1/units/{sn}/samples", "/ap
        "/api/v1/analytics/live",  # of the caller's units (server/analytics)
        # one unit's own figures, commands: the path parameter is the check
        "/api/v1/units/{sn}/network", "/api/v1/units/{sn}/data", "/api/v1/units/{sn}/slots",
-       "GET /api/v1/commands/{cid}")  # commands: the named units checked (server/commands/router.py)
+       "GET /api/v1/commands/{cid}", "GET /api/v1/commands")  # commands: one unit's (sn), checked by the route  # commands: the named units checked (server/commands/router.py)

@@ -218,7 +218,14 @@ async def list_commands(request: Request, _p: Annotated[Principal, Depends(requi
                         sn: SNQuery = None, state: Name = None, job: Name = None,
                         type: Name = None,  # noqa: A002 - the query parameter's name
                         limit: Annotated[int, Query(ge=1, le=1000)] = 100, offset: Offset = 0) -> dict[str, Any]:
-    """Commands, newest first."""
+    """Commands, newest first (a caller with a county or city scope: one of its units' at a time, ``sn``)."""
+    if not _p.province:
+        from ..auth.scope import not_found, unit_in_scope
+
+        if not sn:
+            raise FieldError("sn", "a user with a county or city scope lists one unit's commands at a time", 422)
+        if not unit_in_scope(_p, (await request.app.state.registry.index()).get(sn)):
+            raise not_found("sn", sn)
     svc = _svc(request)
     items = await svc.list_commands(sn, state, job, type, limit, offset)
     return timed(page(items, await svc.count_commands(sn, state, job, type), limit, offset), _tz(request))  # type: ignore[no-any-return]

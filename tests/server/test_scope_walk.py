@@ -124,5 +124,9 @@ async def test_a_county_user_sees_and_commands_its_own_units_only(api: Api) -> N
     out = await api.client.post("/api/v1/jobs", json={"type": "ping", "filter": {"county": INSIDE["county"]}},
                                 headers=h)
     assert out.status_code == 422 and out.json()["errors"][0]["field"] == "filter"
+    listed = await api.client.get("/api/v1/commands", params={"sn": OUTSIDE["sn"]}, headers=h)
+    assert listed.status_code == 404
+    listed = await api.client.get("/api/v1/commands", params={"sn": INSIDE["sn"]}, headers=h)
+    assert listed.status_code == 200 and listed.json()["total"] == 0
     # the province sees every unit, the unplaced one too
     assert (await api.get("/api/v1/units")).json()["total"] == 3
