@@ -44,10 +44,6 @@ from zoneinfo import ZoneInfo
 
 import msgspec
 
-from ..registry.models import FieldError
-from ..settings import Settings
-from ..storage.base import PENDING_KEY
-from ..tasks import cancel
 from counting.counter import (
     _COVERED,
     _DEV_BAD,
@@ -63,6 +59,11 @@ from counting.counter import (
     count_unit,
     unit_count_from_codes,
 )
+
+from ..registry.models import FieldError
+from ..settings import Settings
+from ..storage.base import PENDING_KEY
+from ..tasks import cancel
 from .rollups import (
     HOUR_S,
     counter_samples,
@@ -141,6 +142,10 @@ class Availability:
         self._poll_s = 300.0  # see start()
         self._task: asyncio.Task[None] | None = None
         self.rolled_to: int | None = None
+        self._marked_meanwhile = False  # API-only: marks made while this process's recount ran (see mark)
+        # API-only: registry changes (SNs, from) to mark up to the primary's rolled_to as meta says when the
+        # recount runs, not as this process last read it (up to a second old; see on_registry_change)
+        self._changes: list[tuple[list[str], int]] = []
         self.background = True  # False in an API-only process (see start)
         self._recount_task: asyncio.Future[None] | None = None
         self._generation = 0  # bumped whenever stored roll-ups change
@@ -252,7 +257,8 @@ class Availability:
             self._wake.set()
 
     def mark(self, sns: Iterable[str], start: int, end: int) -> None:
-        """Mark the closed, materialised hours of ``[start, end)`` for recount."""
+        """Mark the closed, materialised hours of ``[start, end)`` for recount. (Hours a pass is closing now are
+        not materialised yet: that pass marks them again when the registry changed meanwhile, see :meth:`_pass`.)"""
         sns = list(sns)
         if not sns or self.rolled_to is None:
             return
@@ -262,18 +268,32 @@ class Availability:
             self._dirty[h].update(sns)
             h = hour_start(h + HOUR_S, self.tz)
         self._wake.set()
-        if not self.background and (self._recount_task is None or self._recount_task.done()):
-            self._recount_task = asyncio.ensure_future(self._recount_here())
+        self._recount_soon()
+
+    def _recount_soon(self) -> None:
+        if not self.background:
+            if self._recount_task is None or self._recount_task.done():
+                self._recount_task = asyncio.ensure_future(self._recount_here())
+            else:  # the running recount may have taken its hours already: it goes round again
+                self._marked_meanwhile = True
 
     async def _recount_here(self) -> None:
-        """API-only process: recount what was marked here (no loop runs here; the primary does not see these marks)."""
+        """API-only process: recount what was marked here (no loop runs here; the primary does not see these
+        marks), again while more was marked during the recount."""
         await asyncio.sleep(0)
-        try:
-            await self.flush()
-        except Exception:
-            log.exception("recount of hours marked in this API process failed")
+        while True:
+            self._marked_meanwhile = False
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("recount of hours marked in this API process failed")
+                return
+            if not self._marked_meanwhile:
+                return
 
     def on_registry_change(self, sns: list[str], from_ts: int) -> None:
+        if not self.background and sns:  # marked again by the recount, up to the rolled_to it reads then
+            self._changes.append((list(sns), from_ts))
         self.mark(sns, from_ts, self.rolled_to or from_ts)
 
     @property
@@ -293,6 +313,15 @@ class Availability:
             now = int(self.clock.now())
             if not self.background:  # API-only: recount what was marked here, up to the primary's rolled_to
                 await self.sync()
+                if self._changes:
+                    # rolled_to read after the changes committed: the hours the primary closed before are marked
+                    # here; those it closes later it counts from the registry as it is then (see below)
+                    rolled = await self.storage.meta_get("rolled_to")
+                    if rolled:
+                        self.rolled_to = max(self.rolled_to or 0, int(rolled))
+                    changes, self._changes = self._changes, []
+                    for sns, from_ts in changes:
+                        self._mark_span(sns, from_ts, self.rolled_to or from_ts)
                 if self._seen:  # a follower's ingest heard them first: registered here, counted by the leader
                     seen, self._seen = self._seen, {}
                     await self.registry.ensure_seen(seen)
@@ -313,14 +342,17 @@ class Availability:
                 await self.registry.ensure_seen(seen)
                 for sn, first in seen.items():
                     self.mark([sn], first, self.rolled_to)
-            # hours closed since the last pass: every registered unit
+            # hours closed since the last pass: every registered unit, from the registry as it is now (the cached
+            # index follows another process's writes only within a second). A status change while this pass counts
+            # them is marked by whoever made it only up to rolled_to, which moves past them only when the pass
+            # ends, and this pass counted them from the registry it read before: if the registry changed meanwhile
+            # (in this process or another), they are marked again below for the next pass.
+            registry_version = None
             if closed > self.rolled_to:
                 start = max(self.rolled_to, closed - self.settings.availability.catchup_days * 86400)
-                sns = list((await self.registry.index()).keys())
-                h = hour_start(start, self.tz)
-                while h < closed:
-                    self._dirty[h].update(sns)
-                    h = hour_start(h + HOUR_S, self.tz)
+                registry_version = await self.storage.meta_get("registry_version")
+                self.registry.invalidate()
+                self._mark_span(list((await self.registry.index()).keys()), start, closed)
             keep_from = now - self.settings.retention_days * 86400 + HOUR_S  # raw samples still complete
             todo: dict[int, set[str]] = {}
             for h in sorted(self._dirty):
@@ -336,6 +368,11 @@ class Availability:
                 self.rolled_to = closed
                 await self.storage.meta_set("rolled_to", str(closed))
                 await self._purge(now)
+            # (after rolled_to moved: a change committed later is marked past these hours by whoever made it)
+            if registry_version is not None and await self.storage.meta_get("registry_version") != registry_version:
+                self.registry.invalidate()
+                self._mark_span(list((await self.registry.index()).keys()), start, closed)
+                self._wake.set()
             took = time.perf_counter() - t0
             if hours:
                 self.stats["recounts"] += 1
@@ -343,6 +380,12 @@ class Availability:
                 self.stats["last_recount_s"] = round(took, 3)
                 self.stats["last_recount_at"] = now
             return {"unit_hours": hours, "seconds": round(took, 3), "rolled_to": self.rolled_to}
+
+    def _mark_span(self, sns: list[str], start: int, end: int) -> None:
+        h = hour_start(start, self.tz)
+        while h < end:
+            self._dirty[h].update(sns)
+            h = hour_start(h + HOUR_S, self.tz)
 
     async def _take_queue(self) -> int:
         """The spans committed samples touched (``recount_queue``, written with the samples), marked for this pass:
