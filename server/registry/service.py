@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from counting.hours import ServiceHours
+
 from ..settings import Settings
 from . import csvio
 from .models import FieldError, Institution, UnitPatch, UnitRecord, parse_hours

@@ -21,6 +21,8 @@ from tests.server.test_availability import (  # noqa: F401  (collected here, on 
 )
 from tests.server.test_registry import (  # noqa: F401
     test_csv_import_keeps_good_rows_and_names_each_bad_line_and_field,
+    test_import_with_fewer_columns_changes_only_those_columns,
+    test_institution_import_with_fewer_columns_keeps_the_others,
     test_swap_records_both_status_changes_at_one_instant,
     test_unit_heard_by_ingest_appears_in_service_without_institution,
 )
