@@ -95,7 +95,10 @@ def main() -> None:
     ap.add_argument("--faults-per-unit-day", type=float, default=1.0)
     ap.add_argument("--no-storage-readonly", action="store_true", help="leave storage_readonly out (it needs root)")
     ap.add_argument("--no-compare", action="store_true", help="skip the slot-by-slot comparison with the oracle")
-    ap.add_argument("--profile", action="store_true", help="cProfile the workers (slower) for the CPU by part")
+    ap.add_argument("--profile", action="store_true", help="cProfile the workers (slower; a profiler's cost on every "
+                    "call skews the parts: --parts is the figure to quote)")
+    ap.add_argument("--parts", action="store_true", help="the workers' CPU by part of a sample (process_time around "
+                    "each part)")
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
 
@@ -105,6 +108,8 @@ def main() -> None:
     prof_dir = tempfile.mkdtemp(prefix="bench-sim-prof-")
     if a.profile:
         os.environ["POSFLEET_SIM_PROFILE"] = f"{prof_dir}/worker"
+    if a.parts:
+        os.environ["POSFLEET_SIM_PARTS"] = "1"
     print(machine_line())
     print(f"scenario: {a.units} units x {a.days} days, {len(scenario.events)} faults "
           f"({', '.join(sorted({e.fault for e in scenario.events}))}), service 08:00-18:00, 60 s slots")
@@ -138,6 +143,15 @@ def main() -> None:
                                          / a.units, 2),
         "load_avg_at_end": [round(x, 2) for x in load_avg],
     }
+    if "workers_cpu_s_by_part" in run:
+        by = dict(run["workers_cpu_s_by_part"])
+        agent = by.pop("agent (all)", 0.0)
+        rw, pub = by.pop("paho read/write", 0.0), by.pop("paho publish", 0.0)
+        parts = {k: by.get(k, 0.0) for k in ("drivers + emulators", "storage check", "outbox (SQLite)")}
+        parts["MQTT/TLS (paho publish, read, write)"] = pub + rw
+        parts["rest of the agent (sample, events, pump, clock)"] = max(0.0, agent - sum(by.values()) - pub)
+        parts["worker (windows, settling, messages)"] = max(0.0, workers_cpu - agent - rw)
+        out["workers_cpu_ms_per_sample_by_part"] = {k: round(1000 * v / n, 3) for k, v in parts.items()}
     if a.profile:
         fr = _parts(glob.glob(f"{prof_dir}/worker.*"))
         out["workers_cpu_ms_per_sample_by_part"] = {k: round(1000 * workers_cpu * f / n, 3) for k, f in fr.items()}

@@ -313,6 +313,12 @@ class VirtualPlayer(Player):
             "workers_cpu_s": round(sum(f["cpu_s"] for f in stops), 1),
             "advances": self.advances, "night_jumps": self.jumps,
         }
+        parts: dict[str, float] = {}
+        for f in stops:
+            for k, v in f.get("parts", {}).items():
+                parts[k] = parts.get(k, 0.0) + v
+        if parts:
+            figures["workers_cpu_s_by_part"] = {k: round(v, 2) for k, v in parts.items()}
         for f in stops:
             self.incidents.extend(f["incidents"])
         if figures["max_offset_s"] >= 1.0:
