@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..answers import Page, Time, page, timed
 from ..auth import require
 from ..auth.bounds import Offset
-from ..auth.openapi import Open, answers
+from ..auth.openapi import ErrorBody, Open, answers
 from ..registry.models import FieldError
 from . import roles, stats
 
@@ -25,6 +25,14 @@ IfaceCode = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0
 Limit = Annotated[int, Query(ge=1, le=1000)]
 Short = Annotated[str | None, Query(max_length=100)]
 MAX_POOL_BITS = 16  # a pool holds at most 65,536 addresses (a /16)
+
+
+def answers_also(model: type[BaseModel], **codes: str) -> dict[str, Any]:
+    """:func:`answers` with more error statuses documented (``e409="why"``), each with the one error body."""
+    out = answers(model)
+    for code, why in codes.items():
+        out["responses"][int(code[1:])] = {"model": ErrorBody, "description": why}
+    return out
 
 
 def _client(request: Request) -> str:
@@ -112,7 +120,7 @@ def _range(body: PoolIn) -> tuple[str, int, int]:
     return str(net), first, last
 
 
-@router.post("/api/v1/access/pools", **answers(Pool))
+@router.post("/api/v1/access/pools", **answers_also(Pool, e409="The range overlaps another pool"))
 async def add_pool(request: Request, body: PoolIn, who: Annotated[Any, Depends(require("admin"))]) -> Any:
     """Define a pool: the addresses approval hands out to the region's terminals on that link type."""
     if not roles.province(who):
@@ -162,7 +170,7 @@ async def pool_addresses(request: Request, pool_id: PoolId, who: Annotated[Any, 
     return timed(page(items, total, limit, offset), request.app.state.settings.timezone)
 
 
-@router.post("/api/v1/access/pools/{pool_id}/reserve", **answers(Pool))
+@router.post("/api/v1/access/pools/{pool_id}/reserve", **answers_also(Pool, e409="The address is already reserved or allocated"))
 async def reserve(request: Request, pool_id: PoolId, body: ReserveIn,
                   who: Annotated[Any, Depends(require("admin"))]) -> Any:
     """Keep one address of the pool out of allocation (a gateway, a printer server...)."""
@@ -236,7 +244,8 @@ class Application(Open):
     history: list[Step] | None = None
 
 
-@router.post("/api/v1/access/applications", **answers(Application))
+@router.post("/api/v1/access/applications", **answers_also(
+    Application, e404="The institution does not exist (or is outside the caller's scope)"))
 async def apply(request: Request, body: ApplicationIn, who: Annotated[Any, Depends(require("engineer"))]) -> Any:
     """An institution's application for network or business access, a change or a deregistration: it waits for
     the first configured step (county review by default)."""
@@ -269,7 +278,9 @@ async def get_application(request: Request, app_id: AppId, who: Annotated[Any, D
     return timed(a, request.app.state.settings.timezone)
 
 
-@router.post("/api/v1/access/applications/{app_id}/decision", **answers(Application))
+@router.post("/api/v1/access/applications/{app_id}/decision", **answers_also(
+    Application, e409="The application is not waiting for a decision (decided, or decided meanwhile), or no free "
+                      "address is left in its pools"))
 async def decide(request: Request, app_id: AppId, body: DecisionIn,
                  who: Annotated[Any, Depends(require("engineer"))]) -> Any:
     """Decide the application's current step: a county administrator reviews, a province administrator approves
