@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
@@ -90,16 +91,31 @@ def episodes(plan: FleetPlan) -> list[Episode]:
     return out
 
 
-@pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+@contextmanager
+def running(root: Path, **server: Any) -> Iterator[tuple[Pki, Broker, Server]]:
+    """A CA, a Mosquitto and a server at ``root`` (skipped without Chromium); on the way out both stopped and
+    the server log checked for tracebacks other than :data:`KNOWN_BUGS`."""
     if chromium_path() is None:
         pytest.skip("chromium is not installed (Debian package 'chromium'; ./dev installs it)")
-    root = tmp_path_factory.mktemp("dash")
     pki = Pki(root / "pki")
     broker = Broker(pki, root / "broker").start()
-    server = Server(pki, broker, root / "server", clock={"speed": 1.0, "start": NOW, "anchor": time.time()},
-                    extra="[availability]\nrecount_debounce_s = 0.5\n[alerts]\nsettle_s = 0\n").start()
+    srv = Server(pki, broker, root / "server", **server).start()
     try:
+        yield pki, broker, srv
+    finally:
+        srv.stop()
+        broker.stop()
+        log = root / "server" / "server.log"
+        if log.exists():
+            unexplained = [t for t in log.read_text().split("Traceback")[1:] if not any(k in t for k in KNOWN_BUGS)]
+            assert not unexplained, "Traceback" + unexplained[0][-4000:]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    extra = "[availability]\nrecount_debounce_s = 0.5\n[alerts]\nsettle_s = 0\n"
+    clock = {"speed": 1.0, "start": NOW, "anchor": time.time()}
+    with running(tmp_path_factory.mktemp("dash"), clock=clock, extra=extra) as (pki, broker, server):
         base = f"http://127.0.0.1:{server.http_port}"
         token = server.token("admin")
         plan = plan_fleet(12, seed=3)
@@ -110,13 +126,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                             {u.sn: history_events(u, start) for u in plan.units})
         wait_ingested(base, token, n, start, timeout=90)
         yield Fleet(server, plan, base, {"from": "2025-03-01T00:00:00+08:00", "to": "2025-04-01T00:00:00+08:00"})
-    finally:
-        server.stop()
-        broker.stop()
-        log = root / "server" / "server.log"
-        if log.exists():
-            unexplained = [t for t in log.read_text().split("Traceback")[1:] if not any(k in t for k in KNOWN_BUGS)]
-            assert not unexplained, "Traceback" + unexplained[0][-4000:]
 
 
 @pytest.fixture(scope="module")

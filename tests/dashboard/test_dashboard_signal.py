@@ -11,9 +11,9 @@ import pytest
 
 from drivers.modem.device import SimQuery
 from posfleet.demo import publish_history
-from tests.dashboard.cdp import Browser, chromium_path
-from tests.dashboard.conftest import Fleet, at, goto, sign_in
-from tests.fleet import Broker, Pki, Server, wait_for
+from tests.dashboard.cdp import Browser
+from tests.dashboard.conftest import Fleet, at, goto, running, sign_in
+from tests.fleet import wait_for
 from wire.messages import Check, Sample
 
 NOW = "2025-03-20T15:30:00+08:00"
@@ -25,13 +25,8 @@ SIM_UNKNOWN = SimQuery("unknown", 100).reason()  # as the modem driver words it
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if chromium_path() is None:
-        pytest.skip("chromium is not installed (Debian package 'chromium'; ./dev installs it)")
-    root = tmp_path_factory.mktemp("dash-3g")
-    pki = Pki(root / "pki")
-    broker = Broker(pki, root / "broker").start()
-    server = Server(pki, broker, root / "server", clock={"speed": 1.0, "start": NOW, "anchor": time.time()}).start()
-    try:
+    clock = {"speed": 1.0, "start": NOW, "anchor": time.time()}
+    with running(tmp_path_factory.mktemp("dash-3g"), clock=clock) as (pki, broker, server):
         r = server.request("PUT", "/api/v1/institutions/V001", json={"name": "美安村卫生室", "county": "秀英区"})
         assert r.status_code == 200, r.text
         for sn in (WCDMA, LTE):
@@ -50,21 +45,6 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         wait_for(lambda: all(len(server.get(f"/api/v1/units/{sn}/samples").json().get("items") or []) == 4
                              for sn in (WCDMA, LTE)), 30, "the samples at the server")
         yield Fleet(server, None, f"http://127.0.0.1:{server.http_port}", {})  # type: ignore[arg-type]
-    finally:
-        server.stop()
-        broker.stop()
-        log = root / "server" / "server.log"
-        if log.exists():
-            assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
-
-
-@pytest.fixture(scope="module")
-def browser(fleet: Fleet) -> Iterator[Browser]:
-    b = Browser()
-    try:
-        yield b
-    finally:
-        b.close()
 
 
 def test_a_3g_unit_shows_rscp_and_ecio_in_chinese_and_an_lte_unit_does_not(fleet: Fleet, browser: Browser) -> None:
