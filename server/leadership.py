@@ -45,12 +45,21 @@ class Leadership:
             log.warning("process %d leads: starting roll-ups, alerts, command dispatch and retention", os.getpid())
             for start in self.on_lead:
                 await start()
-        elif self.leader and not lead:
+        elif self.leader and not lead and not await self._still_mine():
             log.error("process %d lost the leadership (its database connection broke): stopping, so that "
                       "the background work never runs twice", os.getpid())
             os.kill(os.getpid(), signal.SIGTERM)
             return False
         return True
+
+    async def _still_mine(self) -> bool:
+        """A failed check may be a broken connection rather than a lost lock: ask once more on a new one. If this
+        process gets the lock again, nobody else held it (a leader keeps it until it dies), so it still leads."""
+        await asyncio.sleep(1.0)
+        try:
+            return bool(await self.storage.lead())
+        except Exception:  # noqa: BLE001 - not leading
+            return False
 
     async def run(self) -> None:
         while await self.step():

@@ -258,6 +258,7 @@ class PgEngine(Engine):
         self._write_owner: asyncio.Task[Any] | None = None
         self._days: set[int] = set()  # sample partitions known to exist
         self._lead: Any = None  # the connection holding the leader's advisory lock
+        self._lead_lock = asyncio.Lock()  # one question at a time on that connection (asyncpg refuses two)
 
     async def open(self) -> None:
         conn = await connect(self.url)
@@ -355,6 +356,10 @@ class PgEngine(Engine):
         releases it when that connection ends, so a leader that dies (SIGKILL, its host gone: once TCP keepalive
         or the server notices) is replaced at the next try of another process. False when another holds it or
         this process's lock connection broke (then it is no longer the leader)."""
+        async with self._lead_lock:
+            return await self._lead_once()
+
+    async def _lead_once(self) -> bool:
         try:
             if self._lead is not None and not self._lead.is_closed():
                 await self._lead.fetchval("SELECT 1", timeout=10)  # still connected: still holding it
