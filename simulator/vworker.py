@@ -32,11 +32,12 @@ import logging
 import os
 import random
 import selectors
+import signal
 import socket
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ class VUnit:
     max_offset: float = 0.0
     ack_timeouts: int = 0
     cuts: int = 0
-    last_sample_ts: dict[str, int] = field(default_factory=dict)
+    power_cut: bool = False  # stopped by a power cut: back with a new boot
 
 
 class Worker:
@@ -213,10 +214,6 @@ class Worker:
         timed(a, "step", "agent (all)")
         timed(a, "handle_events", "agent (all)")
 
-    def _sock_key(self, u: VUnit) -> Any:
-        sock = u.agent.link.socket() if u.agent is not None else None
-        return sock
-
     def _unregister(self, u: VUnit) -> None:
         for key in list(self.sel.get_map().values()):
             if key.data is u:
@@ -265,13 +262,13 @@ class Worker:
         u.rtt_s = st["rtt_ms"] / 1000.0
         link_up = st["link_up"]
         if u.running and not st["running"]:
-            self._stop_agent(u, power_cut=st["stop_signal"] == 9)
-            u.power_cut = st["stop_signal"] == 9  # type: ignore[attr-defined]
+            u.power_cut = st["stop_signal"] == int(signal.SIGKILL)
+            self._stop_agent(u, power_cut=u.power_cut)
         if u.cut != (not link_up):
             self._cut(u, not link_up)
         if not u.running and st["running"]:
-            self._build(u, t, new_boot=getattr(u, "power_cut", False))
-            u.power_cut = False  # type: ignore[attr-defined]
+            self._build(u, t, new_boot=u.power_cut)
+            u.power_cut = False
         self._schedule(u)
 
     # time --------------------------------------------------------------------------------------------
