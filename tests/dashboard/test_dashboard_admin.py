@@ -268,6 +268,15 @@ def test_registry_import_shows_a_preview_and_applies_only_when_confirmed(fleet: 
     assert {k: after[k] for k in ("insurance_sn", "terminal_type", "link_type", "stock_type")} == \
         {k: before[k] for k in ("insurance_sn", "terminal_type", "link_type", "stock_type")}
     assert fleet.api("/api/v1/registry/units/HN47000001")["status"] == "spare"
+    # an empty cell in a column the file has empties that field, and the preview says so
+    text = f"终端SN,医保终端编号\r\n{u.sn},\r\n"
+    b.eval("(() => { const dt = new DataTransfer(); dt.items.add(new File([" + json.dumps(text) + "], 'units.csv', "
+           "{type: 'text/csv'})); document.getElementById('import-file').files = dt.files; })()")
+    b.click("#import-preview-btn")
+    b.wait(f"(document.querySelector('#import-changes tbody tr[data-row]') || {{}}).textContent.includes("
+           f"{json.dumps(before['insurance_sn'])})", timeout=10, what="the second preview's row")
+    cells = b.eval("[...document.querySelectorAll('#import-changes tbody tr[data-row]')].map(r => [...r.cells].map(c => c.textContent))")
+    assert cells == [[u.sn, "change", f"insurance_sn: {before['insurance_sn']} → （清空）"]]
 
 
 def test_registry_xlsx_export_keeps_iccids_as_text(fleet: Fleet, browser: Browser, tmp_path: Path) -> None:
