@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 
 LINK_OF_REPORT = {"wired": "wired", "cellular": "4g_vpdn"}  # what the agent says -> the registry's link types
 LINK_TYPES = ("wired", "4g_vpdn")
+REPORT_KINDS = ("identity", "inventory", "sim_changed", "iface", "svc")
+# reports stored in ``events`` this recently are queued again at start: a process killed between ingest's commit
+# and this service's write loses none of them (an older backlog arriving just before a crash still can)
+REPLAY_S = 2 * 3600
 
 
 class Access:
@@ -45,14 +49,35 @@ class Access:
         self._queue: list[tuple[str, str, int, dict[str, Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._replay: asyncio.Task[int] | None = None
         self.reports = {"addresses": 0, "interfaces": 0, "service_hours": 0}
         self._coverage: tuple[tuple[str, str], list[dict[str, Any]]] | None = None
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._task = asyncio.create_task(self._drain_loop(), name="access-reports")
+        self._replay = asyncio.create_task(self.replay(), name="access-replay")
+
+    async def replay(self) -> int:
+        """Queue again the reports of the last :data:`REPLAY_S` seconds stored in ``events``: those a previous
+        process committed but had not stored here when it died (each step is idempotent, so the others change
+        nothing). Runs once at start, in the background."""
+        try:
+            now = int(self.clock.now())
+            rows = await self.storage.events_between(now - REPLAY_S, now + 3600, list(REPORT_KINDS))
+            for r in rows:
+                self._note(r["kind"], r["sn"], int(r["ts"]), r["data"])
+            self._wake.set()
+            if rows:
+                log.info("access: %d reports of the last %d h queued again after start", len(rows), REPLAY_S // 3600)
+            return len(rows)
+        except Exception:
+            log.exception("access: could not replay the recent reports")
+            return 0
 
     async def stop(self) -> None:
+        if self._replay is not None:
+            self._replay.cancel()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -64,12 +89,15 @@ class Access:
 
     def on_committed(self, samples: Iterable[Any], events: Iterable[Any]) -> None:
         for e in events:
-            if e.kind in ("identity", "inventory", "sim_changed") and e.data.get("ip"):
-                self._queue.append(("address", e.sn, int(e.ts), e.data))
-            elif e.kind in ("iface", "svc"):
-                self._queue.append((e.kind, e.sn, int(e.ts), e.data))
+            self._note(e.kind, e.sn, int(e.ts), e.data)
         if self._queue:
             self._wake.set()
+
+    def _note(self, kind: str, sn: str, ts: int, data: dict[str, Any]) -> None:
+        if kind in ("identity", "inventory", "sim_changed") and data.get("ip"):
+            self._queue.append(("address", sn, ts, data))
+        elif kind in ("iface", "svc"):
+            self._queue.append((kind, sn, ts, data))
 
     async def _drain_loop(self) -> None:
         while True:

@@ -348,3 +348,24 @@ async def test_one_configured_step_approves_at_the_province_at_once(tmp_path: An
         assert (await _decide(api, a["id"], county_admin)).status_code == 403
         r = await _decide(api, a["id"], api.h("admin"))
         assert (r.json()["state"], r.json()["ip"]) == ("approved", "10.66.0.1")
+
+
+async def test_reports_committed_but_not_yet_stored_when_the_server_died_are_replayed_at_start(tmp_path: Any) -> None:
+    from tests.server.conftest import make_api
+
+    h = at("2025-03-03 10:00")
+    async with make_api(tmp_path) as api:
+        await _fleet(api)
+        await api.feed("PF0000", [], [Event(seq=1, ts=h + 3600, kind="svc", data={"hour": h, "services": 6,
+                                                                                "face": 6})])
+        assert api.app.state.access._queue, "committed, waiting to be stored"
+        api.app.state.access._queue.clear()  # the process dies before its task stores them
+        assert (await api.get("/api/v1/statistics/services", period="week")).json()["totals"]["services"] == 0
+    async with make_api(tmp_path) as api:  # started again on the same database
+        await api.app.state.access._replay
+        await api.app.state.access.flush()
+        s = (await api.get("/api/v1/statistics/services", period="week")).json()
+        assert s["totals"]["services"] == 6 and s["totals"]["face"] == 6
+        await api.app.state.access.replay()  # once more: idempotent
+        await api.app.state.access.flush()
+        assert (await api.get("/api/v1/statistics/services", period="week")).json()["totals"]["services"] == 6
