@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=50)
     ap.add_argument("--api-workers", type=int, default=api.recommended_workers())
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
+    ap.add_argument("--no-province", action="store_true", help="measure the scoped users only")
     args = ap.parse_args()
     api.CLIENT, api.SLOWEST = "raw", 0
 
@@ -127,9 +128,9 @@ def main() -> None:
         city = con.execute("SELECT region FROM institutions WHERE county = ? LIMIT 1", (county,)).fetchone()[0]
         con.close()
         rnd = random.Random(18)
-        for label, scope in (("province (for comparison)", "province"),
-                             (f"county user (county:{county})", f"county:{county}"),
-                             (f"city user (city:{city})", f"city:{city}")):
+        scopes = [("province (for comparison)", "province"), (f"county user (county:{county})", f"county:{county}"),
+                  (f"city user (city:{city})", f"city:{city}")]
+        for label, scope in scopes[1:] if args.no_province else scopes:
             token = add_token(db, label.split()[0], scope)
             plan, n_units, n_insts = calls(db, county if scope.startswith("county") else "",
                                            city if scope.startswith("city") else "", args.requests + args.warmup,

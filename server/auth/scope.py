@@ -18,7 +18,7 @@ its domain filters it).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,15 +128,6 @@ def scope_sns(principal: Principal, index: dict[str, Any]) -> frozenset[str] | N
         got = (index, frozenset(sn for sn, info in index.items() if unit_in_scope(principal, info)))
         _SNS_CACHE[key] = got
     return got[1]
-
-
-def filter_rows(principal: Principal, rows: Iterable[dict[str, Any]], county_key: str = "county",
-                city_key: str = "region") -> list[dict[str, Any]]:
-    """Rows carrying a county (and city) kept when in scope."""
-    rows = list(rows)
-    if principal.scope.province:
-        return rows
-    return [r for r in rows if principal.scope.covers(r.get(county_key), r.get(city_key))]
 
 
 def not_found(what: str, value: Any) -> HTTPException:

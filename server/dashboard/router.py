@@ -190,10 +190,9 @@ async def units(
     Online is the same as everywhere (``/api/v1/registry/units``, ``/api/v1/analytics/live``); flagged is this
     month's figure from ``Availability.figures`` (as ``/api/v1/availability/flagged``)."""
     from ..analytics.router import _units
-    from ..auth.scope import filter_rows
     from ..registry.router import _unit_out
 
-    rows = filter_rows(who, await _units(request))  # a county user: its units only, and only its filter values
+    rows = await _units(request, who)  # a county user: its units only, and only its filter values
     options = {"county": sorted({r["county"] for r in rows if r.get("county")}),
                "institution": sorted({r["institution"] for r in rows if r.get("institution")}),
                "model": sorted({r["model"] for r in rows if r.get("model")})}
