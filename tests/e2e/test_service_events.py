@@ -92,3 +92,32 @@ def test_only_hourly_counts_leave_the_terminal(pki, broker, server, tmp_path: Pa
     for where, text in places.items():
         for secret in (NAME, ID_NUMBER, PHONE, "美安村12号", "35.20"):
             assert secret not in text, f"{secret!r} found in {where}"
+
+
+def test_the_reported_address_outside_the_allocation_raises_an_alert(pki, broker, server, tmp_path: Path) -> None:
+    sn = "HN00180002"
+    assert server.request("PUT", "/api/v1/institutions/H18", json={"name": "石山镇卫生院", "county": "秀英区",
+                                                                   "region": "海口市"}).status_code == 200
+    assert server.request("PUT", f"/api/v1/registry/units/{sn}", json={"institution": "H18"}).status_code == 200
+    r = server.request("POST", "/api/v1/access/pools", json={"region": "秀英区", "link_type": "4g_vpdn",
+                                                              "cidr": "10.61.18.0/29"})
+    assert r.status_code == 200, r.text
+    r = server.request("POST", "/api/v1/access/applications", json={
+        "domain": "network", "action": "register", "institution": "H18", "sn": sn, "link_type": "4g_vpdn"})
+    for _ in range(2):
+        r = server.request("POST", f"/api/v1/access/applications/{r.json()['id']}/decision",
+                           json={"decision": "approve"})
+    assert (r.json()["state"], r.json()["ip"]) == ("approved", "10.61.18.1")
+    # the terminal's cellular interface says 127.0.0.1 (the loopback stands in for wwan0): not what it was given
+    extra = '[terminal_app]\ncellular_interface = "lo"\n'
+    cfg = agent_config(pki, broker, sn, tmp_path / "a", sampling_interval=5, link="batch_interval_s = 0", extra=extra)
+    agent = AgentProc(cfg, tmp_path / "a.log").start()
+    try:
+        alerts = wait_for(lambda: server.get("/api/v1/alerts", kind="address").json()["items"], 60,
+                          "the address alert")
+    finally:
+        agent.stop()
+    assert [a["sn"] for a in alerts] == [sn]
+    assert "127.0.0.1" in alerts[0]["message"] and "10.61.18.1" in alerts[0]["message"]
+    q = server.get("/api/v1/access/network", sn=sn).json()["items"][0]
+    assert (q["ip"], q["reported_ip"], q["reported_link"]) == ("10.61.18.1", "127.0.0.1", "cellular")
