@@ -15,6 +15,8 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import Field
+
 from ..answers import timed
 from ..auth.openapi import Open
 from ..registry.models import FieldError
@@ -61,10 +63,17 @@ class CoverageGroup(Open):
     rate: float | None
 
 
+class CountyOverTime(Open):
+    county: str
+    institutions: int
+    covered: list[int] = Field(description="institutions covered at the end of each month of over_time")
+
+
 class Coverage(Open):
     by_type: list[CoverageGroup]
     by_county: list[CoverageGroup]
     over_time: list[dict[str, Any]]
+    county_over_time: list[CountyOverTime]
     new_deployments: list[dict[str, Any]]
     ranking: list[CoverageGroup]
 
@@ -165,6 +174,14 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
         covered = bisect_left(firsts, end)  # institutions whose first terminal came before the month's end
         over_time.append({"month": f"{y:04d}-{m:02d}", "institutions": len(keep), "covered": covered,
                           "rate": round(covered / len(keep), 4) if keep else None})
+    ends = [datetime(y + (m == 12), m % 12 + 1, 1, tzinfo=tz).timestamp() for y, m in month_list]
+    by_place: dict[str, list[float]] = {}
+    for r in keep:
+        by_place.setdefault(r["county"] or "", []).append(r["first_ts"] if r["first_ts"] is not None else float("inf"))
+    county_over_time = []
+    for county in sorted(by_place):  # coverage per county over the months: each county's own line
+        f = sorted(by_place[county])
+        county_over_time.append({"county": county, "institutions": len(f), "covered": [bisect_left(f, e) for e in ends]})
     times = sorted(ts for r in keep for ts in r["times"])
     new: dict[str, int] = {}
     for y, m in month_list:  # terminals registered within each month of the window
@@ -175,6 +192,7 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
         "by_type": _group(keep, "type"),
         "by_county": by_county,
         "over_time": over_time,
+        "county_over_time": county_over_time,  # covered institutions at the end of each month of over_time
         "new_deployments": [{"month": o["month"], "units": new.get(o["month"], 0)} for o in over_time],
         "ranking": sorted(by_county, key=lambda g: (-(g["rate"] or 0), -g["covered"], g["key"])),
     }

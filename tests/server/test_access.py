@@ -290,6 +290,9 @@ async def test_coverage_and_map_figures(api: Api) -> None:
     by_type = {g["key"]: (g["institutions"], g["covered"]) for g in c["by_type"]}
     assert by_type == {"乡镇卫生院": (1, 1), "村卫生室": (2, 1)}
     assert [g["key"] for g in c["ranking"]] == ["龙华区", "秀英区"]  # 1/1 before 1/2
+    assert [(g["county"], g["institutions"], g["covered"][-1]) for g in c["county_over_time"]] == [
+        ("秀英区", 2, 1), ("龙华区", 1, 1)]
+    assert all(len(g["covered"]) == len(c["over_time"]) == 12 for g in c["county_over_time"])
     assert sum(m["units"] for m in c["new_deployments"]) == 4
     # a unit registered meanwhile counts at once (the coverage rows are kept only while the registry is unchanged)
     await api.app.state.storage.upsert_registry_units([{"sn": "PFV1", "institution": "V001"}], int(api.clock.t), "t")

@@ -22,7 +22,7 @@ Object.assign(I18N.zh, {
   idcard: "身份证", evoucher: "医保电子凭证", other: "其他", share: "占比", top_institutions: "服务量前 10 的机构",
   coverage: "部署覆盖", covered: "已覆盖", coverage_rate: "覆盖率", by_type: "按机构类型", ranking: "区县覆盖排名",
   new_deployments: "每月新增部署", province_map: "全省终端分布", map_note: "颜色越深终端越多；示意图，非测绘边界",
-  not_on_map: "不在地图上的地区", times: "次数", n_items: "共 {n} 条",
+  not_on_map: "不在地图上的地区", times: "次数", n_items: "共 {n} 条", coverage_trend: "覆盖率（近 12 个月）",
 });
 Object.assign(I18N.en, {
   nav_applications: "Applications", nav_pools: "IP pools", nav_interfaces: "Interfaces", nav_statistics: "Statistics",
@@ -45,7 +45,7 @@ Object.assign(I18N.en, {
   other: "other", share: "Share", top_institutions: "Top 10 institutions by services", coverage: "Deployment coverage",
   covered: "Covered", coverage_rate: "Coverage", by_type: "By institution type", ranking: "Counties ranked",
   new_deployments: "New deployments per month", province_map: "Terminals across the province",
-  map_note: "darker: more terminals; a schematic map, not surveyed boundaries", not_on_map: "Regions not on the map", times: "Count", n_items: "{n} in all",
+  map_note: "darker: more terminals; a schematic map, not surveyed boundaries", not_on_map: "Regions not on the map", times: "Count", n_items: "{n} in all", coverage_trend: "Coverage (12 months)",
 });
 
 const canEdit = () => ctx && ctx.user && ["engineer", "admin"].includes(ctx.user.role);
@@ -190,6 +190,9 @@ async function viewStatistics(r) {
       wide(card(t("services"), pick, h("div", {id: "stat-series"}, series))), card(t("identity_checks"), methods), wide(card(t("top_institutions"), top)),
       wide(card(t("province_map"), provinceMap(geo, fig), h("p", {class: "muted"}, t("map_note")))),
       card(`${t("coverage")} · ${t("by_type")}`, group("cov-type", cov.by_type)), card(`${t("coverage")} · ${t("ranking")}`, group("cov-rank", cov.ranking)),
+      card(t("coverage_trend"), Charts.line([{color: "#1565c0", points: cov.over_time.map((o, i) => [i, o.rate === null ? null : o.rate * 100])}],
+        {label: t("coverage_trend"), width: 420, height: 180, yMin: 0, yMax: 100, ticks: 3, fmtY: v => v.toFixed(0) + "%",
+         fmtX: i => (cov.over_time[Math.round(i)] || {}).month || ""})),
       card(t("new_deployments"), Charts.bars(cov.new_deployments.map(m => ({label: m.month, value: m.units})), {label: t("new_deployments"), width: 420, labelWidth: 70}))));
 }
 
@@ -228,7 +231,8 @@ function provinceMap(geo, fig) {
     const ring = rings(f)[0].slice(0, -1), cx = ring.reduce((s, c) => s + X(c[0]), 0) / ring.length, cy = ring.reduce((s, c) => s + Y(c[1]), 0) / ring.length;
     const label = document.createElementNS(NS, "text");
     label.setAttribute("x", cx.toFixed(1)); label.setAttribute("y", cy.toFixed(1)); label.setAttribute("text-anchor", "middle");
-    label.setAttribute("font-size", "11"); label.setAttribute("fill", shade > 0.55 ? "#fff" : "#263238");
+    label.setAttribute("font-size", "12"); label.setAttribute("font-weight", "600");
+    label.setAttribute("fill", shade > 0.55 ? "#fff" : "#263238");
     label.textContent = `${name} ${a.units}`;
     svg.append(label);
   }
