@@ -201,8 +201,8 @@ port = {self.http_port}
                                   headers={"Authorization": f"Bearer {self.token(role)}"})
 
     def request(self, method: str, path: str, role: str = "admin", **kw: Any) -> httpx.Response:
-        return self._client().request(method, f"http://127.0.0.1:{self.http_port}{path}",
-                                      headers={"Authorization": f"Bearer {self.token(role)}"}, **kw)
+        headers = {"Authorization": f"Bearer {self.token(role)}", **kw.pop("headers", {})}
+        return self._client().request(method, f"http://127.0.0.1:{self.http_port}{path}", headers=headers, **kw)
 
     def stop(self) -> None:
         stop_process(self.proc, signal.SIGINT, 10)

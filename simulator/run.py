@@ -643,6 +643,20 @@ class Player:
                 body["hours"] = hours
             self._api("PUT", f"/api/v1/institutions/{inst.code}", json=body)
         late = self.sim_now() >= self.sc.start.timestamp() - 60
+        if len(self.sc.units) > 20 and not late:
+            # one CSV import instead of a PUT a unit: the API allows a token 20 requests a second
+            import csv
+            import io
+
+            buf = io.StringIO()
+            w = csv.writer(buf)
+            w.writerow(["sn", "model", "institution", "status"])
+            w.writerows([u.sn, u.model, u.institution, status_at(u, self.sc.start)] for u in self.sc.units)
+            ans = self._api("POST", "/api/v1/registry/units/import", content=buf.getvalue().encode(),
+                            headers={"Content-Type": "text/csv"})
+            if ans.get("errors") or ans.get("imported") != len(self.sc.units):
+                raise RunError(f"registering the units (CSV import): {ans.get('errors')[:3] if ans.get('errors') else ans}")
+            return
         for u in self.sc.units:
             st = status_at(u, self.sc.start)
             self._api("PUT", f"/api/v1/registry/units/{u.sn}",
