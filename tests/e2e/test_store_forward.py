@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.conftest import sqlite_count
-from tests.fleet import AgentProc, Broker, Server, agent_config, outbox_backlog, wait_for
+from tests.fleet import AgentProc, Broker, Server, agent_config, outbox_backlog, upload_the_rest, wait_for
 
 BACKLOG = 10_000
 
@@ -28,14 +28,7 @@ def test_sigkill_during_upload_loses_and_duplicates_nothing(pki, broker, server,
         agent.kill()
         after_each_kill.append(stored())
     # the last run uploads the rest at full speed (same outbox, same terminal)
-    cfg = agent_config(pki, broker, "HN00060001", data, link="max_batch = 100\nbacklog_rate = 40.0\nack_timeout_s = 5")
-    agent = AgentProc(cfg, tmp_path / "k.log").start()
-    try:
-        wait_for(lambda: stored() >= BACKLOG, 120, "the whole backlog stored")
-        wait_for(lambda: sqlite_count(data / "outbox.sqlite", f"select count(*) from outbox where ts < {base + 60 * BACKLOG}") == 0,
-                 30, "the outbox emptied by acknowledgements")
-    finally:
-        agent.stop()
+    upload_the_rest(pki, broker, "HN00060001", data, tmp_path / "k.log", stored, BACKLOG, base)
     assert after_each_kill[-1] < BACKLOG, "the 20th kill came before the upload was over"
     uploading = sum(1 for a, b in zip([0, *after_each_kill], after_each_kill, strict=False) if b > a)
     assert uploading >= 10, f"killed while uploading in only {uploading} of 20 runs: {after_each_kill}"
