@@ -161,9 +161,10 @@ class Accounts:
         user = await self.storage.get_user(name) if _NAME.match(name or "") else None
         try:
             if user is None:
-                if not _DUMMY:
-                    _DUMMY.append(_hasher.hash("posfleet: an unknown user costs as much as a known one"))
-                _verify(_DUMMY[0], password)  # the same time as for a known user: names are not told apart
+                if _NAME.match(name or ""):  # a name that could exist costs the same time as a known user's
+                    if not _DUMMY:
+                        _DUMMY.append(_hasher.hash("posfleet: an unknown user costs as much as a known one"))
+                    _verify(_DUMMY[0], password)
                 raise SignInError(401, "password", "wrong user name or password", "unknown user")
             if user["locked_until"] > now:
                 raise SignInError(429, "user", _locked(user["locked_until"]), "locked")
