@@ -195,6 +195,8 @@ class Accounts:
         await self.storage.update_user(name, failures=0, last_login=now)
         cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
         expires = now + (min(IDLE_S, 600.0) if stage == "enrol" else IDLE_S)
+        # an enrolment-only session is marked by ":enrol" after its CSRF token (no column of its own: schema 4 went
+        # out with sessions as they are); session_principal strips it and says so
         await self.storage.add_session(sha(cookie), name, csrf + ("" if stage == "full" else ":enrol"), now,
                                        expires, client)
         await self._audit(name, "session.signin", name, client=client, status=200, role=user["role"], result="ok",
