@@ -33,6 +33,7 @@ import platform
 import re
 import shutil
 import subprocess
+import sys
 import tarfile
 import time
 import tomllib
@@ -119,7 +120,7 @@ def next_deb(debs: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
         (src / rel).write_text(text)
     out = tmp_path_factory.mktemp("next-dist")
     _run([str(src / "packaging" / "build-agent-deb.sh"), _host_arch()], timeout=900,
-         env={**os.environ, "OUT": str(out), "PY": str(REPO / ".venv" / "bin" / "python")})
+         env={**os.environ, "OUT": str(out), "PY": sys.executable})
     deb = out / f"posfleet-agent_{NEXT_VERSION}_{_host_arch()}.deb"
     assert deb.is_file(), sorted(out.iterdir())
     return deb
