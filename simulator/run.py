@@ -611,7 +611,8 @@ class Player:
             ctx = self._api("GET", "/dashboard/api/context")
         except (RunError, OSError, ValueError) as err:
             raise RunError(f"--server: cannot read the server's clock (GET /dashboard/api/context): {err}") from err
-        skew = float(ctx.get("now", 0.0)) - time.time()
+        now = ctx.get("now", 0.0)  # ISO 8601 since the API's conventions (issue 14); epoch seconds before
+        skew = (datetime.fromisoformat(now).timestamp() if isinstance(now, str) else float(now)) - time.time()
         if float(ctx.get("clock_speed", 0.0)) != 1.0 or abs(skew) > 5.0:
             raise RunError(f"--server: that server's clock runs at speed {ctx.get('clock_speed')} and is {skew:+.0f} s "
                            "from real time; the simulator can share only a real-time clock with a running server")

@@ -70,7 +70,8 @@ def _state_dict(st: UnitState) -> dict[str, Any]:
 class VirtualPlayer(Player):
     """Plays one scenario in virtual time with ``workers`` worker processes (default: one per core)."""
 
-    def __init__(self, scenario: Scenario, raw: Any, options: Options | None = None, workers: int | None = None) -> None:
+    def __init__(self, scenario: Scenario, raw: Any, options: Options | None = None, workers: int | None = None,
+                 worker_nice: int = 0, worker_cpus: frozenset[int] | None = None) -> None:
         opt = options or Options()
         if opt.server_url or opt.broker_url:
             raise ValueError("--server/--broker: a running server keeps its own clock; play it in real time "
@@ -79,6 +80,7 @@ class VirtualPlayer(Player):
         self.opt = opt
         self.workers_n = max(1, workers or os.cpu_count() or 1)
         self.workers_n = min(self.workers_n, len(scenario.units))
+        self.worker_nice, self.worker_cpus = worker_nice, worker_cpus  # the workers' priority and cores
         self._procs: list[Any] = []
         self._conns: list[Any] = []
         self._owner: dict[str, int] = {}
@@ -127,7 +129,8 @@ class VirtualPlayer(Player):
             self._owner[spec.sn] = i % self.workers_n
         for i, share in enumerate(shares):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=serve, args=(child, share, broker_port, self.iv, str(root / f"worker-{i}.log")),
+            p = ctx.Process(target=serve, args=(child, share, broker_port, self.iv, str(root / f"worker-{i}.log"),
+                                                self.worker_nice, self.worker_cpus),
                             name=f"sim-worker-{i}", daemon=True)
             p.start()
             child.close()

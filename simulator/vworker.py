@@ -514,9 +514,16 @@ def _ssl_pending(u: VUnit) -> bool:
     return bool(sock is not None and hasattr(sock, "pending") and sock.pending())
 
 
-def serve(conn: Any, specs: list[UnitSpec], broker_port: int, interval: int, log_file: str) -> None:
-    """A worker process's main: answer the coordinator's requests on ``conn`` until ``stop``."""
+def serve(conn: Any, specs: list[UnitSpec], broker_port: int, interval: int, log_file: str,
+          nice: int = 0, cpus: frozenset[int] | None = None) -> None:
+    """A worker process's main: answer the coordinator's requests on ``conn`` until ``stop``. ``nice`` and
+    ``cpus`` (tests/sim/test_virtual_exact.py: no timing luck) lower this worker's priority and pin it."""
     import faulthandler
+
+    if nice:
+        os.nice(nice)
+    if cpus:
+        os.sched_setaffinity(0, cpus)
 
     logging.basicConfig(filename=log_file, level=logging.WARNING, force=True,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")

@@ -41,10 +41,13 @@ def test_cli_refuses_server_at_an_accelerated_speed(tmp_path: Path, monkeypatch:
     path = tmp_path / "s.json"
     path.write_text(json.dumps(_scenario(_minute_after(600)), ensure_ascii=False), encoding="utf-8")
     args = [str(path), "--server", "http://127.0.0.1:9", "--broker", "mqtts://127.0.0.1:9", "--ca-dir", str(tmp_path)]
-    result = CliRunner().invoke(command, args + ["--speed", "30"])
+    result = CliRunner().invoke(command, args + ["--real-time", "--speed", "30"])
     assert result.exit_code == 2 and "real time (--speed 1)" in result.output, result.output
-    result = CliRunner().invoke(command, [str(path), "--server", "http://127.0.0.1:9", "--speed", "1"])
+    result = CliRunner().invoke(command, [str(path), "--real-time", "--server", "http://127.0.0.1:9", "--speed", "1"])
     assert result.exit_code == 2 and "--broker" in result.output, result.output
+    # in virtual time (the default) a running server is refused outright: its clock is its own
+    result = CliRunner().invoke(command, args)
+    assert result.exit_code == 2 and "only with --real-time" in result.output, result.output
 
 
 def test_server_refused_unless_its_clock_is_real_time_and_the_start_ahead(
