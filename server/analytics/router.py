@@ -13,12 +13,15 @@ from ..answers import Time
 from ..auth import Principal, require
 from ..auth.bounds import SN, Name, Offset, month
 from ..auth.openapi import Open, answers
+from ..auth.scope import scope_sns, scoped
 from ..registry.models import FieldError
 from ..registry.router import online
 from .live import quality, summarise
 
 router = APIRouter(prefix="/api/v1", tags=["analytics"])
 Viewer = Annotated[Principal, Depends(require("viewer"))]
+# the county network and SIM-data figures: of the caller's units (:func:`_index`), decision 031
+scoped("GET /api/v1/analytics/network", "GET /api/v1/analytics/sim-data")
 _CACHE_S = 10.0
 
 
@@ -159,6 +162,14 @@ async def _month_rates(request: Request) -> dict[str, float | None]:
     return out
 
 
+async def _index(request: Request, who: Principal) -> dict[str, Any]:
+    """The registry's index, of ``who``'s units only when it is scoped: the population of this domain's fleet
+    figures (network, SIM data), filtered here once."""
+    index: dict[str, Any] = await request.app.state.registry.index()
+    mine = scope_sns(who, index)
+    return index if mine is None else {sn: u for sn, u in index.items() if sn in mine}
+
+
 def _q(request: Request, samples: list[dict[str, Any]]) -> dict[str, Any]:
     a = request.app.state.settings.analytics
     return quality(samples, a.latency_ok_ms, a.jitter_ok_ms, a.loss_ok)
@@ -176,12 +187,12 @@ async def unit_network(request: Request, sn: SN, _: Viewer,
 
 
 @router.get("/analytics/network", **answers(CountyNetwork))
-async def county_network(request: Request, _: Viewer, county: Name = None,
+async def county_network(request: Request, who: Viewer, county: Name = None,
                          hours: Annotated[int, Query(ge=1, le=24 * 7)] = 1) -> dict[str, Any]:
     """Per county (or per unit of one county): share of units within each limit, and the county's means."""
     a = request.app.state.settings.analytics
     now = int(request.app.state.clock.now())
-    index = await request.app.state.registry.index()
+    index = await _index(request, who)
     units = [u for u in index.values() if u.status == "in_service" and (county is None or u.county == county)]
     storage = request.app.state.storage
     per_unit: dict[str, dict[str, Any]] = {}
@@ -222,14 +233,14 @@ async def unit_data(request: Request, sn: SN, _: Viewer, month_text: Month = Non
 
 
 @router.get("/analytics/sim-data", **answers(FleetData))
-async def fleet_data(request: Request, _: Viewer, month_text: Month = None, county: Name = None,
+async def fleet_data(request: Request, who: Viewer, month_text: Month = None, county: Name = None,
                      limit: Annotated[int, Query(ge=1, le=100000)] = 100,
                      offset: Offset = 0) -> dict[str, Any]:
     """SIM data use of every in-service unit this month (or ``month``), most used first, with the projected
     month-end use; counts of units over 80 % and 100 % of the plan."""
     month(month_text)
     svc = request.app.state.availability.datause
-    out = await svc.fleet(await request.app.state.registry.index(), int(request.app.state.clock.now()), month_text,
+    out = await svc.fleet(await _index(request, who), int(request.app.state.clock.now()), month_text,
                           county)
     out["total"] = len(out["items"])
     out["items"] = out["items"][offset: offset + limit]

@@ -168,13 +168,25 @@ def scoped(*paths: str) -> None:
     SCOPED.update(paths)
 
 
+# Routes that are the province's by decision, not for want of a filter: what they hold belongs to no county (the
+# broker's dead letters, the ingest pipeline's figures). They answer a scoped principal 404 like any route not in
+# :data:`SCOPED`; listing them says so on purpose (decision 031), and the scope walk checks the two sets apart.
+PROVINCE_ONLY: set[str] = set()
+
+
+def province_only(*paths: str) -> None:
+    """Route templates (or ``METHOD template``) a scoped principal is refused by decision."""
+    PROVINCE_ONLY.update(paths)
+
+
 async def check_path(request: Any, principal: Principal) -> None:
     """404 when the route is not one that filters by scope (:data:`SCOPED`), or a path parameter names something
     outside ``principal``'s scope (or has no resolver)."""
     if principal.scope.province:
         return
     path = getattr(request.scope.get("route"), "path", None)
-    if path not in SCOPED and f"{request.method} {path}" not in SCOPED:
+    method_path = f"{request.method} {path}"
+    if path in PROVINCE_ONLY or method_path in PROVINCE_ONLY or (path not in SCOPED and method_path not in SCOPED):
         raise not_found("path", request.url.path)
     for name, value in request.path_params.items():
         fn = _RESOLVERS.get(name)

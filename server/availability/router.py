@@ -11,11 +11,15 @@ from ..answers import Page, Time, timed
 from ..auth import Principal, require
 from ..auth.bounds import SN, TIME_FORMS, Name, Offset, SNQuery, day
 from ..auth.openapi import Open, answers
+from ..auth.scope import scope_sns, scoped
 from ..encode import MsgspecJSON
 from ..registry.models import FieldError
 from .service import Availability
 
 router = APIRouter(prefix="/api/v1", tags=["availability"])
+# a scoped caller's figures count its units only (``within``, from the registry's index as the figures' own
+# population is) and carry no contract tier; recount and the roll-up status stay the province's (decision 031)
+scoped("GET /api/v1/availability", "GET /api/v1/availability/flagged")
 
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 Admin = Annotated[Principal, Depends(require("admin"))]
@@ -112,7 +116,7 @@ def _svc(request: Request) -> Availability:
 @router.get("/availability", **answers(Figures))
 async def availability(
     request: Request,
-    _: Viewer,
+    who: Viewer,
     start: When,
     end: Until,
     group_by: Literal["unit", "institution", "county", "region", "fleet"] = "fleet",
@@ -129,7 +133,8 @@ async def availability(
     says up to when, and ``complete`` is false while the period is still open or late data awaits recount."""
     svc = _svc(request)
     a, b = _period(svc, start, end)
-    out = await svc.figures(a, b, group_by, county=county, region=region, institution=institution, sn=sn)
+    out = await svc.figures(a, b, group_by, county=county, region=region, institution=institution, sn=sn,
+                            within=scope_sns(who, await svc.registry.index()))
     if "items" in out:
         items = out["items"]
         if flagged_only:
@@ -141,13 +146,14 @@ async def availability(
 
 
 @router.get("/availability/flagged", **answers(Flagged))
-async def flagged(request: Request, _: Viewer, start: When, end: Until, county: Name = None,
+async def flagged(request: Request, who: Viewer, start: When, end: Until, county: Name = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                   offset: Annotated[int, Query(ge=0, le=100_000, description="items to skip")] = 0) -> dict[str, Any]:
     """Flagged units, worst first, each with the rate(s) below the threshold and minutes lost by reason."""
     svc = _svc(request)
     a, b = _period(svc, start, end)
-    out = await svc.flagged(a, b, county=county, limit=limit + offset)
+    out = await svc.flagged(a, b, county=county, limit=limit + offset,
+                            within=scope_sns(who, await svc.registry.index()))
     out["items"] = out["items"][offset:]
     out["limit"], out["offset"] = limit, offset
     return out

@@ -592,20 +592,24 @@ class Availability:
         return await self.storage.rollup_sums(plan.months, plan.days, plan.parts, sns), counted_to
 
     async def figures(self, start: int, end: int, group_by: str = "fleet", *, county: str | None = None,
-                      region: str | None = None, institution: str | None = None, sn: str | None = None
-                      ) -> dict[str, Any]:
+                      region: str | None = None, institution: str | None = None, sn: str | None = None,
+                      within: frozenset[str] | None = None) -> dict[str, Any]:
         """Figures for ``[start, end)`` grouped by unit, institution, county, region or the whole fleet.
+
+        ``within``: a scoped caller's units (:func:`server.auth.scope.scope_sns`), None for the province. The
+        figures then count those units only, and carry no contract tier (the tier is the province's: a county's
+        share of the fleet is paid nothing on its own; decision 031).
 
         Answers are cached until the roll-ups or the registry change, and identical requests running at
         the same time share one computation (fifty dashboards asking for the same quarter cost one count).
         """
         versions = await self.sync()  # another process's roll-up or registry write: a new key
-        key = (start, end, group_by, county, region, institution, sn, self._generation, self.rolled_to,
+        key = (start, end, group_by, county, region, institution, sn, within, self._generation, self.rolled_to,
                getattr(self.registry, "_generation", 0), versions)
         fut = self._cache.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self._figures(start, end, group_by, county=county, region=region,
-                                                      institution=institution, sn=sn))
+                                                      institution=institution, sn=sn, within=within))
             self._cache[key] = fut
             while len(self._cache) > 64:
                 self._cache.pop(next(iter(self._cache)))
@@ -618,10 +622,12 @@ class Availability:
         return out
 
     async def _figures(self, start: int, end: int, group_by: str, *, county: str | None, region: str | None,
-                       institution: str | None, sn: str | None) -> dict[str, Any]:
+                       institution: str | None, sn: str | None, within: frozenset[str] | None = None
+                       ) -> dict[str, Any]:
         index = await self.registry.index()
         scope = [u for u in index.values()
-                 if (county is None or u.county == county) and (region is None or u.region == region)
+                 if (within is None or u.sn in within) and (county is None or u.county == county)
+                 and (region is None or u.region == region)
                  and (institution is None or u.institution == institution) and (sn is None or u.sn == sn)]
         narrow = [u.sn for u in scope] if len(scope) < 2000 else None
         sums, counted_to = await self.unit_sums(start, end, narrow)
@@ -642,6 +648,8 @@ class Availability:
         }
         fleet = combine(list(units.values()), threshold=self.threshold)
         out["fleet"] = self.group_dict(fleet, tier=True)
+        if within is not None:  # a county's figures are not the contract's: no tier, no payment
+            out["fleet"]["tier"] = out["fleet"]["final_payment"] = None
         if group_by == "unit":
             out["items"] = [{"sn": u.sn, "institution": u.institution, "county": u.county, "region": u.region,
                              **self.unit_dict(units[u.sn])} for u in sorted(scope, key=lambda x: x.sn)]
@@ -910,8 +918,8 @@ class Availability:
                 "minutes": dict(out.most_common())}
 
     async def flagged(self, start: int, end: int, *, county: str | None = None, limit: int = 100,
-                      with_reasons: bool = True) -> dict[str, Any]:
-        fig = await self.figures(start, end, "unit", county=county)
+                      with_reasons: bool = True, within: frozenset[str] | None = None) -> dict[str, Any]:
+        fig = await self.figures(start, end, "unit", county=county, within=within)
         flagged = [u for u in fig["items"] if u["flagged"]]
         flagged.sort(key=lambda u: (min(u["device_rate"] if u["device_rate"] is not None else 1,
                                         u["network_rate"] if u["network_rate"] is not None else 1), u["sn"]))

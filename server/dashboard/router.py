@@ -27,10 +27,12 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.openapi import Open, answers
+from ..auth.scope import scope_sns, scoped
 from ..availability.rollups import midnight
 from ..registry.router import RegisteredUnit
 
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
+scoped("/dashboard/api/trend")  # the fleet page's trend: a county user's units only
 Viewer = Annotated[Principal, Depends(require("viewer"))]
 
 STATIC = Path(__file__).parent / "static"
@@ -139,7 +141,7 @@ async def context(request: Request, who: Viewer) -> dict[str, Any]:
 @router.get("/api/trend", **answers(Trend))
 async def trend(
     request: Request,
-    _: Viewer,
+    who: Viewer,
     days: Annotated[int, Query(ge=1, le=366, description="days back, today included (the page offers 7, 30, 90)")] = 30,
     county: Annotated[str | None, Query(max_length=100)] = None,
     institution: Annotated[str | None, Query(max_length=64)] = None,
@@ -151,7 +153,8 @@ async def trend(
     svc = request.app.state.availability
     tz = ZoneInfo(request.app.state.settings.timezone)
     today = datetime.fromtimestamp(request.app.state.clock.now(), tz).date()
-    key = (days, county, institution, sn, today)
+    within = scope_sns(who, await svc.registry.index())  # a county user: its units' figures (decision 031)
+    key = (days, county, institution, sn, today, who.scope)
     cache: dict[Any, tuple[float, dict[str, Any]]] = request.app.state.__dict__.setdefault("_dashboard_trend", {})
     hit = cache.get(key)
     if hit is not None and time.monotonic() - hit[0] < _TREND_CACHE_S:
@@ -160,7 +163,7 @@ async def trend(
     for i in range(days - 1, -1, -1):
         d = today - timedelta(days=i)
         a, b = midnight(d, tz), midnight(d + timedelta(days=1), tz)
-        fig = await svc.figures(a, b, "fleet", county=county, institution=institution, sn=sn)
+        fig = await svc.figures(a, b, "fleet", county=county, institution=institution, sn=sn, within=within)
         f = fig["fleet"]
         points.append({"date": d.isoformat(), "device_rate": f["device_rate"], "network_rate": f["network_rate"],
                        "service_slots": f["service_slots"], "units": f["units"], "flagged_units": f["flagged_units"],

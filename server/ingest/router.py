@@ -9,8 +9,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.openapi import Open, answers
+from ..auth.scope import province_only
 
 router = APIRouter(prefix="/api/v1/ingest", tags=["health"])
+# the broker's and the pipeline's: a dead letter may name no unit (or a forged one), the counters are the whole
+# province's; a county user gets 404 by decision (decision 031)
+province_only("/api/v1/ingest/stats", "/api/v1/ingest/dead-letters")
 
 
 class IngestFigures(Open):

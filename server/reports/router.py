@@ -15,12 +15,18 @@ from ..answers import Page, Time
 from ..auth import Principal, require
 from ..auth.bounds import Name
 from ..auth.openapi import ErrorBody, Open, answers, answers_file
+from ..auth.scope import not_found, province_only, scoped, unit_in_scope
+from ..registry.models import FieldError
 from .ops import MEDIA, build, file_name, render
 from .pdf import ChromiumMissing, PdfError
 from .periods import resolve
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+# a scoped caller's report is a county report of its scope (:func:`report_county`); the reports the server makes
+# on its own are the province's (decision 031)
+scoped("GET /api/v1/reports/ops")
+province_only("/api/v1/reports/stored", "/api/v1/reports/stored/{name}")
 
 
 _FILES = answers_file("text/html", "text/csv", "application/pdf", MEDIA["xlsx"],
@@ -55,6 +61,26 @@ async def server_inspection(app: Any) -> dict[str, Any] | None:
         return None
 
 
+async def report_county(app: Any, who: Principal, county: str | None) -> str | None:
+    """The county a report covers: any (or the province) for a province caller. A scoped caller's report is one
+    county of its scope, a county report (its figures only, no contract tier: the tier is the province's): its one
+    county by default; with several counties or a city, ``county`` names which (422 without). A county outside
+    the scope answers 404, as one that does not exist."""
+    if who.province:
+        return county
+    if county is None:
+        if len(who.scope.counties) != 1 or who.scope.cities:
+            raise FieldError("county", "a user whose scope is several counties or a city names one county of it "
+                                       "(a report covers one county)", 422)
+        county = next(iter(who.scope.counties))
+    if county in who.scope.counties:
+        return county
+    units = [u for u in (await app.state.registry.index()).values() if u.county == county]
+    if not units or not all(unit_in_scope(who, u) for u in units):  # a city's county: every unit of it in the city
+        raise not_found("county", county)
+    return county
+
+
 async def pdf_slot(app: Any) -> asyncio.Semaphore:
     slots = getattr(app.state, "pdf_slots", None)
     if slots is None:  # made here, on the server's own event loop
@@ -65,7 +91,7 @@ async def pdf_slot(app: Any) -> asyncio.Semaphore:
 @router.get("/ops", **_FILES)
 async def ops_report(
     request: Request,
-    _: Annotated[Principal, Depends(require("viewer"))],
+    who: Annotated[Principal, Depends(require("viewer"))],
     start: From = None,
     end: To = None,
     month: Month = None,
@@ -77,13 +103,16 @@ async def ops_report(
 ) -> Response:
     """The operations service report for one period: ``month`` (2026-11), ``quarter`` (2026Q4) or ``from`` and
     ``to`` (days in the fleet's zone, the last included). ``part=appendix`` gives the inspection appendix alone
-    (per county files for a large fleet). ``lang``: ``[reports] lang`` by default (Chinese)."""
+    (per county files for a large fleet). ``lang``: ``[reports] lang`` by default (Chinese). A user with a county or
+    city scope gets a county report of its scope (``county``: which one when the scope has several)."""
     app = request.app
     svc = app.state.availability
     settings = app.state.settings
+    county = await report_county(app, who, county)
     period = resolve(svc, month=month, quarter=quarter, start=start, end=end)
     language = lang or settings.reports.lang
-    inspection = await server_inspection(app) if part == "report" else None
+    # the server's self-inspection is the province's (its terminal certificate counts are the whole fleet's)
+    inspection = await server_inspection(app) if part == "report" and who.province else None
     data = await build(svc, app.state.storage, period.start, period.end, county, language, period=period,
                        server_inspection=inspection, part=part,
                        appendix=True if format in ("xlsx", "csv") else None)  # tables hold any size

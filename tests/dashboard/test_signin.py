@@ -1,6 +1,6 @@
 """Dashboard sign-in in real headless Chromium (issue 18): an administrator's first sign-in enrols an authenticator
 from the QR page and gets recovery codes, then signs in with a code; sign-out ends the session; a county user sees
-only the county's units; repeated wrong passwords show the lock-out in Chinese with the time it ends."""
+only the county's units and figures; repeated wrong passwords show the lock-out in Chinese with the time it ends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import sys
 import pyotp
 
 from tests.dashboard.cdp import Browser
-from tests.dashboard.conftest import Fleet
+from tests.dashboard.conftest import POWER_CUT, Fleet, pct
 
 PASSWORD = "a long enough password"
 _LOADS: list[int] = []
@@ -75,7 +75,9 @@ def test_a_county_user_sees_the_county_only_and_is_locked_after_failures(fleet: 
     county = fleet.plan.units[0].county
     _user(fleet, "county-viewer", "viewer", f"county:{county}")
     _form(b, fleet, "county-viewer", PASSWORD)
-    b.ready("units", timeout=20)  # a county user starts on the units page: the province's figures are not theirs
+    b.ready("fleet", timeout=20)  # the fleet page, of the county's units (test_a_county_users_fleet_page_...)
+    b.eval("document.getElementById('main').dataset.state = 'navigating'; location.hash = '#/units'")
+    b.ready("units")
     rows = b.eval("[...document.querySelectorAll('#units tbody tr[data-row]')].map(r => r.dataset.row)")
     assert rows == sorted(u.sn for u in fleet.plan.units if u.county == county) and rows
     b.click("#logout")
@@ -85,3 +87,35 @@ def test_a_county_user_sees_the_county_only_and_is_locked_after_failures(fleet: 
         b.wait("document.getElementById('user-error').textContent", what="the refusal")
     text = b.text("#user-error")
     assert text.startswith("失败次数过多，账号已锁定") and "locked until" in text, text
+
+
+def test_a_county_users_fleet_page_shows_its_county_availability(fleet: Fleet, browser: Browser) -> None:
+    """The fleet page of a county user: the month's device and network rates, flagged units and per-county table
+    of the county's units, as the province's per-county figures count them; no contract tier, no other county."""
+    b = browser
+    county = next(u.county for u in fleet.plan.units if u.sn == POWER_CUT[0])  # a county with a flagged unit
+    others = {u.county for u in fleet.plan.units} - {county}
+    assert others, "the plan has more than one county"
+    _user(fleet, "county-fleet", "viewer", f"county:{county}")
+    _form(b, fleet, "county-fleet", PASSWORD)
+    b.ready("fleet", timeout=20)
+    mine = fleet.api("/api/v1/availability", **fleet.month, county=county)["fleet"]  # the province asks for it
+    by_county = {c["county"]: c for c in fleet.api("/api/v1/availability", **fleet.month, group_by="county")["items"]}
+    assert mine["units"] == len([u for u in fleet.plan.units if u.county == county]) and mine["service_slots"] > 0
+    assert b.text('[data-k="fleet.device_rate"]') == pct(mine["device_rate"]) == pct(by_county[county]["device_rate"])
+    assert b.text('[data-k="fleet.network_rate"]') == pct(mine["network_rate"])
+    assert b.text('[data-k="fleet.flagged_units"]') == str(mine["flagged_units"])
+    assert b.eval("document.querySelector('[data-k=\"fleet.tier\"]')") is None, "the tier is the province's"
+    rows = b.eval("[...document.querySelectorAll('#counties tbody tr')].map(r => [r.dataset.row, "
+                  "r.querySelector('[data-k=\"county.device_rate\"]').textContent])")
+    assert rows == [[county, pct(by_county[county]["device_rate"])]]
+    flagged = fleet.api("/api/v1/availability/flagged", **fleet.month, county=county, limit=20)
+    assert POWER_CUT[0] in [u["sn"] for u in flagged["items"]]
+    assert b.eval("[...document.querySelectorAll('#flagged tbody tr[data-row]')].map(r => r.dataset.row)") == \
+        [u["sn"] for u in flagged["items"]]
+    b.wait("document.getElementById('trend') && document.getElementById('trend').dataset.state === 'ready'",
+           what="the trend chart")
+    assert b.eval("document.getElementById('stored-reports')") is None, "the stored reports are the province's"
+    text = b.text("#main")
+    assert not any(u.sn in text for u in fleet.plan.units if u.county != county)
+    assert not any(c in text for c in others), "nothing of another county on the page"

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from server.auth import create_token
-from server.auth.scope import SCOPED
+from server.auth.scope import PROVINCE_ONLY, SCOPED
 from tests.server.conftest import Api, at
 
 INSIDE = {"sn": "SX-A-0001", "code": "INST-A", "county": "长安区", "city": "西安市"}
@@ -89,8 +89,14 @@ async def test_every_operation_answers_a_county_user_404_or_only_its_county(api:
     # the scoped reads that must show the county's own things
     assert {"GET /api/v1/units", "GET /api/v1/registry/units", "GET /api/v1/institutions", "GET /api/v1/alerts",
             "GET /api/v1/analytics/live", "GET /dashboard/api/units",
-            "GET /api/v1/registry/units.csv", "GET /api/v1/registry/units.xlsx"} <= set(walked["filtered"])
+            "GET /api/v1/registry/units.csv", "GET /api/v1/registry/units.xlsx",
+            "GET /api/v1/availability", "GET /api/v1/availability/flagged", "GET /dashboard/api/trend",
+            "GET /api/v1/analytics/network", "GET /api/v1/analytics/sim-data"} <= set(walked["filtered"])
     assert "GET /api/v1/audit" in walked["404"] and "GET /api/v1/units/{sn}" in walked["404"]
+    # the province's by decision, not by omission: declared, and answered 404
+    assert {"/api/v1/ingest/stats", "/api/v1/ingest/dead-letters"} <= PROVINCE_ONLY
+    assert not PROVINCE_ONLY & SCOPED, "a route is either the province's or filtered, not both"
+    assert {"GET /api/v1/ingest/stats", "GET /api/v1/ingest/dead-letters"} <= set(walked["404"])
     assert {"GET /healthz", "GET /readyz", "POST /api/v1/session"} <= set(walked["open"])
 
 
@@ -130,3 +136,112 @@ async def test_a_county_user_sees_and_commands_its_own_units_only(api: Api) -> N
     assert listed.status_code == 200 and listed.json()["total"] == 0
     # the province sees every unit, the unplaced one too
     assert (await api.get("/api/v1/units")).json()["total"] == 3
+
+
+DAY = {"from": "2025-03-03T00:00:00+08:00", "to": "2025-03-04T00:00:00+08:00"}
+RATES = ("service_slots", "intact_slots", "network_ok_slots", "no_data_slots", "device_rate", "network_rate",
+         "units", "flagged_units")
+
+
+async def _day(api: Api) -> None:
+    """County A: A1 well all day, A2 out of paper all morning; county B: B1 with its link down all day; the
+    unplaced unit well. Registered before the day opens, counted at the next midnight."""
+    from wire.messages import Check
+
+    api.clock.t = at("2025-03-03 07:00")
+    for code, county, city in ((INSIDE["code"], INSIDE["county"], INSIDE["city"]),
+                               (OUTSIDE["code"], OUTSIDE["county"], OUTSIDE["city"])):
+        r = await api.req("PUT", f"/api/v1/institutions/{code}", json={"name": code, "county": county, "region": city})
+        assert r.status_code == 200, r.text
+    for sn, inst in (("SX-A-0001", INSIDE["code"]), ("SX-A-0002", INSIDE["code"]), (OUTSIDE["sn"], OUTSIDE["code"])):
+        assert (await api.req("PUT", f"/api/v1/registry/units/{sn}", json={"institution": inst})).status_code == 200
+    assert (await api.req("PUT", f"/api/v1/registry/units/{UNPLACED}", json={})).status_code == 200
+    paper_out = {"printer": Check(1, "paper_out"), "idcard": Check(0), "modem": Check(0), "storage": Check(0)}
+    t0 = at("2025-03-03 08:00")
+    await api.minutes("SX-A-0001", t0, 600)
+    await api.minutes("SX-A-0002", t0, 240, checks=paper_out)
+    await api.minutes("SX-A-0002", at("2025-03-03 12:00"), 360)
+    await api.minutes(OUTSIDE["sn"], t0, 600, connected=False, rtt_ms=None)
+    await api.minutes(UNPLACED, t0, 600)
+    api.clock.t = at("2025-03-04 00:00")
+    await api.settle()
+
+
+async def test_a_county_user_gets_its_county_figures_as_the_province_counts_them(api: Api) -> None:
+    """Availability, flagged units, the dashboard's trend, the county network and SIM-data figures: a county user
+    gets (not 404) exactly what the province's per-county answer says of that county, and nothing of the other
+    county or of the unplaced unit; no contract tier (the province's alone)."""
+    await _day(api)
+    st = api.app.state.storage
+    h = {"Authorization": f"Bearer {await create_token(st, 'county-a', 'viewer', scope='county:长安区')}"}
+
+    async def mine(path: str, **params: Any) -> dict[str, Any]:
+        r = await api.client.get(path, params=params, headers=h)
+        assert r.status_code == 200, (path, r.status_code, r.text[:300])
+        assert not any(leak in r.text for leak in LEAKS), (path, r.text[:500])
+        return r.json()  # type: ignore[no-any-return]
+
+    province = (await api.get("/api/v1/availability", group_by="county", **DAY)).json()
+    theirs = {i["county"]: i for i in province["items"]}[INSIDE["county"]]
+    assert theirs["units"] == 2 and theirs["flagged_units"] == 1
+    assert (theirs["service_slots"], theirs["intact_slots"], theirs["network_ok_slots"]) == (1200, 960, 1200)
+    assert province["fleet"]["units"] == 4 and province["fleet"]["tier"] is not None
+
+    fleet = (await mine("/api/v1/availability", **DAY))["fleet"]
+    assert {k: fleet[k] for k in RATES} == {k: theirs[k] for k in RATES}
+    assert fleet["tier"] is None and fleet["final_payment"] is None, "the tier is the province's alone"
+    by_county = await mine("/api/v1/availability", group_by="county", **DAY)
+    assert [i["county"] for i in by_county["items"]] == [INSIDE["county"]] and by_county["total"] == 1
+    by_unit = await mine("/api/v1/availability", group_by="unit", **DAY)
+    assert [i["sn"] for i in by_unit["items"]] == ["SX-A-0001", "SX-A-0002"]
+    other = await mine("/api/v1/availability", county=OUTSIDE["county"], **DAY)
+    assert other["fleet"]["units"] == 0, "asking for the other county counts nothing"
+
+    flagged_all = (await api.get("/api/v1/availability/flagged", **DAY)).json()
+    assert {u["sn"] for u in flagged_all["items"]} == {"SX-A-0002", OUTSIDE["sn"]}
+    flagged = await mine("/api/v1/availability/flagged", **DAY)
+    assert [u["sn"] for u in flagged["items"]] == ["SX-A-0002"] and flagged["total"] == 1
+
+    day = {p["date"]: p for p in (await mine("/dashboard/api/trend", days=2))["points"]}["2025-03-03"]
+    prov_day = {p["date"]: p for p in (await api.get("/dashboard/api/trend", days=2, county=INSIDE["county"])
+                                       ).json()["points"]}["2025-03-03"]
+    assert day == prov_day and day["units"] == 2 and day["flagged_units"] == 1
+
+    net = await mine("/api/v1/analytics/network", hours=24)
+    prov_net = {c["county"]: c for c in (await api.get("/api/v1/analytics/network", hours=24)).json()["counties"]}
+    assert len(prov_net) == 3 and net["counties"] == [prov_net[INSIDE["county"]]]
+    assert net["counties"][0]["units"] == 2
+    assert (await mine("/api/v1/analytics/network", hours=24, county=OUTSIDE["county"]))["counties"] == []
+
+    data = await mine("/api/v1/analytics/sim-data")
+    prov_data = (await api.get("/api/v1/analytics/sim-data", county=INSIDE["county"])).json()
+    assert [i["sn"] for i in data["items"]] == [i["sn"] for i in prov_data["items"]] == ["SX-A-0001", "SX-A-0002"]
+    assert data["total"] == 2
+
+
+async def test_a_county_users_report_is_its_county_report_without_a_tier(api: Api) -> None:
+    """The operations report of a county user covers its county (as the province's county report counts it) and
+    prints no contract tier; the other county answers 404; a city user names one county of its city."""
+    await _day(api)
+    st = api.app.state.storage
+    h = {"Authorization": f"Bearer {await create_token(st, 'county-a', 'viewer', scope='county:长安区')}"}
+    city = {"Authorization": f"Bearer {await create_token(st, 'city-b', 'viewer', scope='city:汉中市')}"}
+    q = {"from": "2025-03-03", "to": "2025-03-03", "format": "csv"}
+    mine = await api.client.get("/api/v1/reports/ops", params=q, headers=h)
+    assert mine.status_code == 200, mine.text[:300]
+    assert not any(leak in mine.text for leak in LEAKS), mine.text[:1000]
+    assert "SX-A-0002" in mine.text, "the county's flagged unit is in its report"
+    province = await api.client.get("/api/v1/reports/ops", params={**q, "county": INSIDE["county"]}, headers=api.h())
+    assert mine.text == province.text, "the county user's report is the province's report of that county"
+    whole = (await api.client.get("/api/v1/reports/ops", params=q, headers=api.h())).text
+    assert OUTSIDE["sn"] in whole and whole != mine.text
+    html = (await api.client.get("/api/v1/reports/ops", params={**q, "format": "html"}, headers=h)).text
+    assert "区县报告不判定档次" in html and "尾款为合同总价" not in html, "no contract tier in a county report"
+    other = await api.client.get("/api/v1/reports/ops", params={**q, "county": OUTSIDE["county"]}, headers=h)
+    assert other.status_code == 404 and other.json()["detail"] == f"county {OUTSIDE['county']} not found"
+    assert (await api.client.get("/api/v1/reports/ops", params=q, headers=city)).status_code == 422
+    theirs = await api.client.get("/api/v1/reports/ops", params={**q, "county": OUTSIDE["county"]}, headers=city)
+    assert theirs.status_code == 200 and OUTSIDE["sn"] in theirs.text and INSIDE["sn"] not in theirs.text
+    assert (await api.client.get("/api/v1/reports/ops", params={**q, "county": INSIDE["county"]},
+                                 headers=city)).status_code == 404
+    assert (await api.client.get("/api/v1/reports/stored", headers=h)).status_code == 404

@@ -316,8 +316,6 @@ async function render() {
     document.getElementById("clock").textContent = `${ctx.now_iso.slice(0, 16).replace("T", " ")} (${ctx.timezone})`;
     const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution, server: viewServer,
       ...(window.ACCESS_VIEWS || {})};  // access.js (issue 18): applications, pools, interfaces, statistics
-    const scoped = ctx.user && ctx.user.scope && !ctx.user.scope.province;  // a county user: the province's figures are not theirs
-    if (scoped && r.name === "fleet") main.dataset.view = "units";
     const node = await (views[main.dataset.view] || viewFleet)(r);
     if (seq !== renderSeq) return;
     main.replaceChildren(node);
@@ -416,6 +414,8 @@ async function showEnrol(main, csrf) {
 }
 
 // fleet view ------------------------------------------------------------------------------------------
+// a user with a county or city scope: every figure the server gives them is of their units only (decision 031)
+const scoped = () => !!(ctx && ctx.user && ctx.user.scope && !ctx.user.scope.province);
 async function viewFleet() {
   const m = month();
   const [avail, live, flagged, alerts, net] = await Promise.all([
@@ -431,7 +431,8 @@ async function viewFleet() {
   const kpis = h("div", {class: "kpis"},
     kpi(t("device_rate"), pct(f.device_rate), `${t("month")} ${ctx.month.label}`, "fleet.device_rate", f.device_rate, rateCls(f.device_rate)),
     kpi(t("network_rate"), pct(f.network_rate), `${t("month")} ${ctx.month.label}`, "fleet.network_rate", f.network_rate, rateCls(f.network_rate)),
-    kpi(t("tier"), tierText, f.final_payment === null || f.final_payment === undefined ? "" :
+    // the contract tier is the province's alone: a county user's figures (their units only) carry none
+    scoped() ? null : kpi(t("tier"), tierText, f.final_payment === null || f.final_payment === undefined ? "" :
         t("final_payment", {p: pct(f.final_payment).replace(".00", "")}), "fleet.tier", f.tier, f.tier === 1 ? "good" : f.tier ? "bad" : ""),
     kpi(`${t("online")} / ${t("offline")}`, `${live.online} / ${live.offline}`,
         `${t("online_share")} ${pct(live.online_share)} · ${t("in_service")} ${live.in_service}`, "live.online_offline", [live.online, live.offline]),
@@ -553,8 +554,9 @@ function reportCard() {
     } catch (err) { status.textContent = err.message; }
   };
   // the reports the server made on its own ([reports.schedule]): listed with their delivery, downloaded as kept
-  const stored = h("div", {id: "stored-reports"}, h("span", {class: "muted"}, "…"));
-  api("/api/v1/reports/stored", {limit: 24}).then(page => {
+  // (the province's: a county user downloads its county's report above, decision 031)
+  const stored = scoped() ? null : h("div", {id: "stored-reports"}, h("span", {class: "muted"}, "…"));
+  if (stored) api("/api/v1/reports/stored", {limit: 24}).then(page => {
     if (!page.items.length) { stored.replaceChildren(h("span", {class: "muted"}, t("stored_none"))); return; }
     const rows = page.items.map(r => h("tr", {"data-name": r.name}, h("td", {}, r.period), h("td", {}, r.format.toUpperCase()),
       h("td", {}, when(r.made)), h("td", {}, Object.keys(r.delivered).map(c => t("via_" + c)).join("、") || "—"),
@@ -566,7 +568,7 @@ function reportCard() {
   }).catch(err => stored.replaceChildren(h("span", {class: "muted"}, err.message)));
   const c = card(t("report"), h("div", {class: "row"}, h("label", {}, t("month"), " ", pick), county,
     ...["pdf", "xlsx", "csv", "html"].map(f => h("button", {type: "button", "data-report": f, onclick: go(f)}, `${t("download")} ${f.toUpperCase()}`)), status),
-    h("h3", {}, t("stored_reports")), stored);
+    stored ? h("h3", {}, t("stored_reports")) : null, stored);
   c.id = "report";
   return c;
 }
