@@ -896,7 +896,12 @@ class Player:
         to_end = max(0.0, self.real_at(b) - time.time())
         if to_end > 1.0:
             self._say(f"waiting {to_end:.0f} s for the server's clock to pass {b.isoformat()}, the report's end")
-        deadline = time.monotonic() + to_end + self.opt.count_timeout_s
+        return self._await_counted(a, b, to_end, 1.0)
+
+    def _await_counted(self, a: datetime, b: datetime, wait_s: float, poll: float) -> dict[str, Any]:
+        """Poll until ingest is quiet, nothing is pending or being recounted and the answer for ``[a, b)`` says
+        complete (at most ``wait_s`` plus the count timeout); the unit and fleet answers."""
+        deadline = time.monotonic() + wait_s + self.opt.count_timeout_s
         last_stored = -1
         while True:
             stored = self.server.get("/healthz").json()["ingest"]["samples_stored"]
@@ -912,7 +917,7 @@ class Player:
                 raise RunError(f"the server did not finish counting within {self.opt.count_timeout_s:g} s "
                                f"(stored {stored}, status {status}, complete {unit.get('complete')})")
             last_stored = stored
-            time.sleep(1.0)
+            time.sleep(poll)
 
     def slots(self, sn: str) -> list[dict[str, Any]]:
         """The server's minute drill-down for one unit over the scenario period (after :meth:`run`)."""

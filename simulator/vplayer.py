@@ -250,22 +250,7 @@ class VirtualPlayer(Player):
         # end): the server closes them all, and nothing is left pending
         last = max(b.timestamp(), self.sim_now())
         self._set_time(last - last % 3600 + 3600 + self.iv)
-        deadline = time.monotonic() + self.opt.count_timeout_s
-        last_stored = -1
-        while True:
-            stored = self.server.get("/healthz").json()["ingest"]["samples_stored"]
-            status = self._api("GET", "/api/v1/availability/status")
-            unit = self._api("GET", "/api/v1/availability",
-                             params={"from": a.isoformat(), "to": b.isoformat(), "group_by": "unit", "limit": 100000})
-            if stored == last_stored and not status.get("pending_unit_hours") and unit.get("complete"):
-                fleet = self._api("GET", "/api/v1/availability",
-                                  params={"from": a.isoformat(), "to": b.isoformat(), "group_by": "fleet"})
-                return {"unit": unit, "fleet": fleet, "samples_stored": stored}
-            if time.monotonic() > deadline:
-                raise RunError(f"the server did not finish counting within {self.opt.count_timeout_s:g} s "
-                               f"(stored {stored}, status {status}, complete {unit.get('complete')})")
-            last_stored = stored
-            time.sleep(0.5)
+        return self._await_counted(a, b, 0.0, 0.5)
 
     def close(self) -> None:
         for i, c in enumerate(self._conns):
