@@ -12,8 +12,13 @@ from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import TIME_FORMS, Name, Offset, TimeQuery, time_param
 from ..auth.openapi import answers
+from ..auth.scope import province_only, scoped
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
+# a scoped administrator reads the rows about its units (commands to them, their jobs); the API limit counters are
+# the province's (decision 031)
+scoped("GET /api/v1/audit")
+province_only("/api/v1/audit/limits")
 
 
 class _Open(BaseModel):
@@ -67,13 +72,15 @@ async def list_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
-    """The audit trail, newest first."""
+    """The audit trail, newest first (a caller with a county or city scope: the rows about its units, commands to
+    them and their jobs)."""
     tz = request.app.state.settings.timezone
     filters = {"actor": actor, "action": action, "target": target, "client": client,
                "since": time_param(since, "since", tz), "until": time_param(until, "until", tz, end=True)}
     audit = request.app.state.audit
-    rows = await audit.query(**filters, limit=limit, offset=offset)
-    return timed(page(rows, await audit.count(**filters), limit, offset), tz)  # type: ignore[no-any-return]
+    within = _p.scope.within()  # a county or city scope: the rows about its units only
+    rows = await audit.query(**filters, limit=limit, offset=offset, within=within)
+    return timed(page(rows, await audit.count(**filters, within=within), limit, offset), tz)  # type: ignore[no-any-return]
 
 
 @router.get("/audit/limits", **answers(LimitCounters))

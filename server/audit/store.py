@@ -13,6 +13,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from ..storage.accounts import audit_within_sql
+
 log = logging.getLogger(__name__)
 
 MAX_DETAIL = 4096
@@ -50,8 +52,10 @@ class Audit:
 
     async def query(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                     client: str | None = None, since: float | None = None, until: float | None = None,
-                    before_id: int | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        clause, args = self._where(actor, action, target, client, since, until, before_id)
+                    before_id: int | None = None, limit: int = 100, offset: int = 0, within: Any = None
+                    ) -> list[dict[str, Any]]:
+        """``within``: a scoped caller's ``Scope.within()``, the rows about its units only (decision 031)."""
+        clause, args = self._where(actor, action, target, client, since, until, before_id, within)
         async with self.storage.reader() as db:
             cur = await db.execute(
                 f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
@@ -65,9 +69,10 @@ class Audit:
         return out
 
     async def count(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
-                    client: str | None = None, since: float | None = None, until: float | None = None) -> int:
+                    client: str | None = None, since: float | None = None, until: float | None = None,
+                    within: Any = None) -> int:
         """Rows :meth:`query` would page through with these filters."""
-        clause, args = self._where(actor, action, target, client, since, until, None)
+        clause, args = self._where(actor, action, target, client, since, until, None, within)
         async with self.storage.reader() as db:
             cur = await db.execute(f"SELECT count(*) FROM audit {clause}", args)
             row = await cur.fetchone()
@@ -75,8 +80,12 @@ class Audit:
 
     @staticmethod
     def _where(actor: str | None, action: str | None, target: str | None, client: str | None, since: float | None,
-               until: float | None, before_id: int | None) -> tuple[str, list[Any]]:
+               until: float | None, before_id: int | None, within: Any = None) -> tuple[str, list[Any]]:
         where, args = [], []
+        if within is not None:  # the one scope filter, storage's (server/storage/accounts.py)
+            cond, cargs = audit_within_sql(within)
+            where.append(cond)
+            args += cargs
         for col, value in (("actor", actor), ("client", client), ("target", target)):
             if value:
                 where.append(f"{col} = ?")

@@ -18,12 +18,22 @@ from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import Name, Offset, SNQuery
 from ..auth.openapi import ErrorBody, Open, answers, answers_file
+from ..auth.scope import resolver, scoped
 from ..registry.models import FieldError
 from .service import CommandError, CommandService
 from .service import Request as CommandRequest
 
 router = APIRouter(prefix="/api/v1", tags=["commands"], responses={503: {
     "model": ErrorBody, "description": "The command service is not running, or the server cannot sign commands"}})
+# a scoped caller's jobs: those whose every unit lies in its scope (the list through the storage's scope filter,
+# one job through the ``job_id`` resolver below); decision 031
+scoped("GET /api/v1/jobs", "GET /api/v1/jobs/{job_id}", "POST /api/v1/jobs/{job_id}/abort")
+
+
+@resolver("job_id")
+async def _job_in_scope(app: Any, value: str, principal: Principal) -> bool:
+    total, _rows = await app.state.storage.jobs_within(principal.scope.within(), 1, 0, job_id=value)
+    return total == 1
 
 
 class Filter(BaseModel):
@@ -245,9 +255,9 @@ async def get_command(request: Request, cid: Ident, _p: Annotated[Principal, Dep
 @router.get("/jobs", **answers(Page[Job]))
 async def list_jobs(request: Request, _p: Annotated[Principal, Depends(require("viewer"))],
                     limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Offset = 0) -> dict[str, Any]:
-    """Jobs, newest first."""
-    svc = _svc(request)
-    return timed(page(await svc.list_jobs(limit, offset), await svc.count_jobs(), limit, offset), _tz(request))  # type: ignore[no-any-return]
+    """Jobs, newest first (a caller with a county or city scope: the jobs whose every unit is in its scope)."""
+    total, items = await _svc(request).jobs_page(limit, offset, _p.scope.within())
+    return timed(page(items, total, limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 
 @router.get("/jobs/{job_id}", **answers(Job))

@@ -392,6 +392,14 @@ class CommandService:
             d["units"] = [dict(r) for r in await cur.fetchall()]
         return d
 
+    async def jobs_page(self, limit: int = 50, offset: int = 0, within: Any = None) -> tuple[int, list[dict[str, Any]]]:
+        """(total, page) of the jobs, newest first; ``within`` (a scoped caller's ``Scope.within()``): the jobs
+        whose every unit lies in it, through the storage's scope filter (decision 031)."""
+        if within is None:
+            return await self.count_jobs(), await self.list_jobs(limit, offset)
+        total, rows = await self.storage.jobs_within(within, limit, offset)
+        return total, [job_dict(r) for r in rows]
+
     async def list_jobs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
         cur = await self.db.execute("SELECT * FROM cmd_jobs ORDER BY created DESC, id LIMIT ? OFFSET ?", (limit, offset))
         return [job_dict(r) for r in await cur.fetchall()]

@@ -47,6 +47,27 @@ def units_within_sql(within: Within, sn_col: str = "sn") -> tuple[str, list[Any]
             f"WHERE {cond}))"), args
 
 
+def jobs_within_sql(within: Within, id_col: str = "cmd_jobs.id") -> tuple[str, list[Any]]:
+    """A condition on a job id column (``cmd_jobs.id``) true for the jobs whose every command is to a unit in
+    ``within`` (and that have one): a scoped caller's jobs. A job reaching one unit outside is the province's."""
+    cond, args = units_within_sql(within, "c.sn")
+    if within is None:
+        return cond, args
+    return (f"(EXISTS (SELECT 1 FROM cmd_commands c WHERE c.job = {id_col}) AND NOT EXISTS "
+            f"(SELECT 1 FROM cmd_commands c WHERE c.job = {id_col} AND NOT {cond}))"), args
+
+
+def audit_within_sql(within: Within, target_col: str = "audit.target") -> tuple[str, list[Any]]:
+    """A condition on the audit's ``target`` true for the rows about a scoped caller's units: a unit's SN (a
+    command, its states) or one of its jobs (created, aborted, finished). Other rows (API requests by path,
+    sign-ins, users, tokens, alerts, packages) are the province's (decision 031)."""
+    if within is None:
+        return "1 = 1", []
+    units, uargs = units_within_sql(within, target_col)
+    jobs, jargs = jobs_within_sql(within, "j.id")
+    return f"({units} OR {target_col} IN (SELECT j.id FROM cmd_jobs j WHERE {jobs}))", [*uargs, *jargs]
+
+
 def _user(row: Any) -> dict[str, Any]:
     d = dict(row)
     d["recovery"] = json.loads(d["recovery"] or "[]")
@@ -55,7 +76,19 @@ def _user(row: Any) -> dict[str, Any]:
 
 
 class AccountStore:
-    """Users, sessions, tokens."""
+    """Users, sessions, tokens; and the scope's reads of jobs."""
+
+    async def jobs_within(self, within: Within, limit: int = 50, offset: int = 0,
+                          job_id: str | None = None) -> tuple[int, list[Any]]:
+        """(total, page of ``cmd_jobs`` rows, newest first) of the jobs in ``within`` (:func:`jobs_within_sql`);
+        ``job_id``: that job alone, when it is."""
+        cond, args = jobs_within_sql(within)
+        if job_id is not None:
+            cond, args = f"cmd_jobs.id = ? AND {cond}", [job_id, *args]
+        total = await self._quick_one(f"SELECT count(*) FROM cmd_jobs WHERE {cond}", args)  # type: ignore[attr-defined]
+        rows = await self._all(f"SELECT * FROM cmd_jobs WHERE {cond} ORDER BY created DESC, id "  # type: ignore[attr-defined]
+                               "LIMIT ? OFFSET ?", [*args, limit, offset])
+        return int(total[0]), list(rows)
 
     # users ---------------------------------------------------------------------------------------------------
     async def add_user(self, name: str, role: str, scope: str, password: str, created: float) -> bool:

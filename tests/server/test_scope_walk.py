@@ -36,8 +36,30 @@ async def _fleet(api: Api) -> dict[str, str]:
     for sn, county in ((INSIDE["sn"], INSIDE["county"]), (OUTSIDE["sn"], OUTSIDE["county"])):
         await st.raise_alert(f"security:{sn}", "security", sn, county, t0, f"{sn} opened", {}, False)
     await st.raise_alert("security:b", "security", None, OUTSIDE["county"], t0, "alert of county B", {}, False)
+    await _jobs(api)
     alerts = (await api.get("/api/v1/alerts")).json()["items"]
-    return {"alert_id": str(next(a["id"] for a in alerts if a["sn"] == OUTSIDE["sn"]))}
+    return {"alert_id": str(next(a["id"] for a in alerts if a["sn"] == OUTSIDE["sn"])), "job_id": "job-b"}
+
+
+async def _jobs(api: Api) -> None:
+    """A finished job to each county's unit, one to both, and their audit rows (as the command service writes
+    them; it cannot sign commands here without a key)."""
+    st = api.app.state.storage
+    t0 = at("2025-03-03 09:00")
+    async with st.write() as db:
+        for k, (job, sns) in enumerate((("job-a", [INSIDE["sn"]]), ("job-b", [OUTSIDE["sn"]]),
+                                        ("job-ab", [INSIDE["sn"], OUTSIDE["sn"]]))):
+            await db.execute("INSERT INTO cmd_jobs(id, type, params, created_by, created, total, state) "
+                             "VALUES (?,?,?,?,?,?,?)", (job, "ping", "{}", "t-admin", t0 + k, len(sns), "done"))
+            for sn in sns:
+                await db.execute("INSERT INTO cmd_commands(id, job, sn, type, params, created_by, created, issued, "
+                                 "expires, payload, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                                 (f"{job}-{sn}", job, sn, "ping", "{}", "t-admin", t0 + k, t0, t0 + 600, b"x", "done"))
+    audit = api.app.state.audit
+    for job in ("job-a", "job-b", "job-ab"):
+        await audit.record("t-admin", "job.create", job, role="admin")
+    for sn in (INSIDE["sn"], OUTSIDE["sn"], UNPLACED):
+        await audit.record("server", "command.state", sn, detail={"from": "sent", "to": "done"})
 
 
 def _operations(app: Any) -> list[tuple[str, str, bool]]:
@@ -71,7 +93,7 @@ async def test_every_operation_answers_a_county_user_404_or_only_its_county(api:
             assert not any(leak in text for leak in LEAKS), (method, url, text[:500])
             walked["open"].append(f"{method} {path}")
             continue
-        seeded = set(re.findall(r"\{(\w+)", path)) <= {"sn", "code", "alert_id"}
+        seeded = set(re.findall(r"\{(\w+)", path)) <= {"sn", "code", "alert_id", "job_id"}
         if ("{" in path and seeded) or not _is_scoped(method, path):
             assert r.status_code == 404, (method, url, r.status_code, text[:300])
             assert not any(leak in text for leak in LEAKS[:1]) or text.count(OUTSIDE["sn"]) <= 1, text
@@ -91,10 +113,13 @@ async def test_every_operation_answers_a_county_user_404_or_only_its_county(api:
             "GET /api/v1/analytics/live", "GET /dashboard/api/units",
             "GET /api/v1/registry/units.csv", "GET /api/v1/registry/units.xlsx",
             "GET /api/v1/availability", "GET /api/v1/availability/flagged", "GET /dashboard/api/trend",
-            "GET /api/v1/analytics/network", "GET /api/v1/analytics/sim-data"} <= set(walked["filtered"])
-    assert "GET /api/v1/audit" in walked["404"] and "GET /api/v1/units/{sn}" in walked["404"]
+            "GET /api/v1/analytics/network", "GET /api/v1/analytics/sim-data", "GET /api/v1/jobs",
+            "GET /api/v1/audit", "GET /api/v1/reports/ops"} <= set(walked["filtered"])
+    assert {"GET /api/v1/units/{sn}", "GET /api/v1/jobs/{job_id}", "POST /api/v1/jobs/{job_id}/abort"} <= \
+        set(walked["404"])
     # the province's by decision, not by omission: declared, and answered 404
-    assert {"/api/v1/ingest/stats", "/api/v1/ingest/dead-letters"} <= PROVINCE_ONLY
+    assert {"/api/v1/ingest/stats", "/api/v1/ingest/dead-letters", "/api/v1/audit/limits",
+            "/api/v1/reports/stored"} <= PROVINCE_ONLY
     assert not PROVINCE_ONLY & SCOPED, "a route is either the province's or filtered, not both"
     assert {"GET /api/v1/ingest/stats", "GET /api/v1/ingest/dead-letters"} <= set(walked["404"])
     assert {"GET /healthz", "GET /readyz", "POST /api/v1/session"} <= set(walked["open"])
@@ -133,7 +158,7 @@ async def test_a_county_user_sees_and_commands_its_own_units_only(api: Api) -> N
     listed = await api.client.get("/api/v1/commands", params={"sn": OUTSIDE["sn"]}, headers=h)
     assert listed.status_code == 404
     listed = await api.client.get("/api/v1/commands", params={"sn": INSIDE["sn"]}, headers=h)
-    assert listed.status_code == 200 and listed.json()["total"] == 0
+    assert listed.status_code == 200 and listed.json()["total"] == 2  # its unit's commands (jobs a and ab)
     # the province sees every unit, the unplaced one too
     assert (await api.get("/api/v1/units")).json()["total"] == 3
 
@@ -245,3 +270,31 @@ async def test_a_county_users_report_is_its_county_report_without_a_tier(api: Ap
     assert (await api.client.get("/api/v1/reports/ops", params={**q, "county": INSIDE["county"]},
                                  headers=city)).status_code == 404
     assert (await api.client.get("/api/v1/reports/stored", headers=h)).status_code == 404
+
+
+async def test_a_county_user_reads_its_jobs_and_the_audit_rows_about_its_units(api: Api) -> None:
+    """Jobs: those whose every unit lies in the county (a job reaching another county is the province's).
+    Audit trail: the rows whose target is one of the county's units or jobs, as the province's trail has them."""
+    await _fleet(api)
+    st = api.app.state.storage
+    h = {"Authorization": f"Bearer {await create_token(st, 'county-a', 'admin', scope='county:长安区')}"}
+    city = {"Authorization": f"Bearer {await create_token(st, 'city-b', 'admin', scope='city:汉中市')}"}
+    jobs = await api.client.get("/api/v1/jobs", headers=h)
+    assert jobs.status_code == 200 and [j["id"] for j in jobs.json()["items"]] == ["job-a"] and jobs.json()["total"] == 1
+    assert [j["id"] for j in (await api.client.get("/api/v1/jobs", headers=city)).json()["items"]] == ["job-b"]
+    assert (await api.get("/api/v1/jobs")).json()["total"] == 3
+    one = await api.client.get("/api/v1/jobs/job-a", headers=h)
+    assert one.status_code == 200 and [u["sn"] for u in one.json()["units"]] == [INSIDE["sn"]]
+    for job in ("job-b", "job-ab"):
+        assert (await api.client.get(f"/api/v1/jobs/{job}", headers=h)).status_code == 404
+    assert (await api.client.post("/api/v1/jobs/job-ab/abort", json={}, headers=h)).status_code == 404
+
+    mine = (await api.client.get("/api/v1/audit", headers=h, params={"limit": 1000})).json()
+    assert sorted((r["action"], r["target"]) for r in mine["items"]) == [
+        ("command.state", INSIDE["sn"]), ("job.create", "job-a")] and mine["total"] == 2
+    province = (await api.get("/api/v1/audit", limit=1000)).json()["items"]
+    assert sorted(r["id"] for r in mine["items"]) == sorted(
+        r["id"] for r in province if r["target"] in (INSIDE["sn"], "job-a"))
+    assert not any(leak in str(mine) for leak in LEAKS)
+    theirs = (await api.client.get("/api/v1/audit", headers=city, params={"action": "command.*"})).json()
+    assert [r["target"] for r in theirs["items"]] == [OUTSIDE["sn"]]

@@ -225,3 +225,43 @@ async def test_renewals_backups_and_self_inspection_figures(url: str, store: Any
     await store.close_alerts("server", set(), T0 + 1)
     assert await selfcheck.open_alerts_by_kind(other) == {"pressure": 2}
     assert (await selfcheck.units_by_state(other))["online"] == 1
+
+
+async def test_a_scoped_callers_jobs_and_audit_rows_are_of_its_units(store: Any, other: Any) -> None:
+    """The scope filter of issue 18 for jobs and the audit trail, on both backends: a job is a county's when every
+    unit it reaches is; an audit row when its target is one of the county's units or jobs."""
+    from server.audit import Audit
+
+    await store.upsert_institutions([
+        {"code": "I1", "name": "长安卫生院", "county": "长安区", "region": "西安市"},
+        {"code": "I2", "name": "汉台卫生院", "county": "汉台区", "region": "汉中市"}])
+    await store.upsert_registry_units([{"sn": "A1", "institution": "I1"}, {"sn": "A2", "institution": "I1"},
+                                       {"sn": "B1", "institution": "I2"}, {"sn": "X1"}], T0, "admin")
+    async with store.write() as db:
+        for k, job in enumerate(("J1", "J2", "J3", "J4", "J5")):
+            await db.execute("INSERT INTO cmd_jobs(id, type, params, created_by, created, total, state) "
+                             "VALUES (?,?,?,?,?,?,?)", (job, "ping", "{}", "admin", T0 + k, 2, "done"))
+        for cid, job, sn in (("c1", "J1", "A1"), ("c2", "J1", "A2"), ("c3", "J2", "A1"), ("c4", "J2", "B1"),
+                             ("c5", "J3", "B1"), ("c6", "J5", "X1")):
+            await db.execute("INSERT INTO cmd_commands(id, job, sn, type, params, created_by, created, issued, "
+                             "expires, payload, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                             (cid, job, sn, "ping", "{}", "admin", T0, T0, T0 + 600, b"x", "done"))
+    county, city = ((), ("长安区",)), (("汉中市",), ())
+    total, rows = await other.jobs_within(county)
+    assert total == 1 and [r["id"] for r in rows] == ["J1"], "J2 reaches a unit of another county"
+    assert [r["id"] for r in (await other.jobs_within(city))[1]] == ["J3"]
+    assert (await other.jobs_within(None))[0] == 5, "the province: every job, an empty one too"
+    assert (await other.jobs_within(county, job_id="J1"))[0] == 1
+    assert (await other.jobs_within(county, job_id="J2"))[0] == 0
+    assert (await other.jobs_within(((), ("雁塔区",))))[0] == 0, "a county without units has no jobs"
+    assert (await other.jobs_within(county, limit=1, offset=1)) == (1, [])
+
+    audit = Audit(store, lambda: 5.0)
+    for action, target in (("command.state", "A1"), ("command.state", "B1"), ("job.create", "J1"),
+                           ("job.create", "J2"), ("api.get", "/api/v1/units/A1"), ("command.state", "X1"),
+                           ("session.signin", "county-a")):
+        await audit.record("admin", action, target)
+    assert [r["target"] for r in await Audit(other, lambda: 6.0).query(within=county)] == ["J1", "A1"]
+    assert await audit.count(within=county) == 2 and await audit.count(within=city) == 1
+    assert await audit.count(within=county, action="job.*") == 1
+    assert await audit.count() == 7
