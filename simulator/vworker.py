@@ -131,6 +131,7 @@ class Worker:
         # reading around each part, about 1 us each, unlike a profiler's cost on every call
         self.parts: dict[str, float] | None = {} if os.environ.get("POSFLEET_SIM_PARTS") else None
         self.rounds = 0
+        self.window_end = float("inf")  # the end of the window being played (advance)
         self.wait_s = 0.0  # real seconds spent waiting for answers (the broker, the server)
         self.jumped = False
         for spec in specs:
@@ -175,6 +176,12 @@ class Worker:
         def on_message(kind: str, payload: bytes, _u: VUnit = u, _orig: Any = orig) -> None:
             if kind == "a":
                 _u.hello_pending = False
+                if os.environ.get("POSFLEET_SIM_DEBUG"):
+                    from wire import codec
+                    from wire.messages import Ack
+
+                    log.warning("%s ack time %.3f at its time %.3f", _u.spec.sn, codec.decode(payload, Ack).time_ms / 1000,
+                                _u.clock.raw())
             if _orig is not None:
                 _orig(kind, payload)
 
@@ -305,6 +312,9 @@ class Worker:
         link.housekeeping()
         off = abs(u.clock.offset)
         if off > u.max_offset:
+            if off >= 1.0 > u.max_offset:
+                log.warning("%s: clock offset %.3f s at its time %.3f, window %.3f", u.spec.sn, u.clock.offset,
+                            u.clock.raw(), self.now)
             u.max_offset = off
         self._writes(u)
 
@@ -317,7 +327,10 @@ class Worker:
             return
         if u.hold_until is None:
             u.hold_until = u.clock.raw() + u.rtt_s
-        if u.hold_until <= u.clock.raw() + 1e-9:
+        # written now only when due and inside the window the server's clock is in: a unit whose own clock ran
+        # ahead of the window (an unresponsive modem, reader and printer in one sample: 5 s of timeouts) writes in
+        # the window of its own time, so the acknowledgement's time is its time (the first one sets its offset)
+        if u.hold_until <= u.clock.raw() + 1e-9 and u.hold_until < self.window_end:
             u.hold_until = None
             while c.want_write() and c.socket() is not None:
                 rc = c.loop_write()
@@ -390,6 +403,7 @@ class Worker:
         self.now = t
         self.jumped = jumped
         end = t + window - 1e-9
+        self.window_end = end
         for sn, st in changes.items():
             self.apply(sn, st, t)
         due = [u for u in self.units.values() if u.next_t < end and u.agent is not None]
@@ -411,6 +425,22 @@ class Worker:
                 self.incidents.append(f"{t}: units never done within their window: "
                                       f"{', '.join(u.spec.sn for u in due[:10])}")
                 break
+        # what arrived meanwhile for units not waiting for it (a unit holding its writes back, an acknowledgement
+        # of something sent earlier) is read now, on a clock moved to this window (nothing of theirs is due before
+        # it): read later, its server time would be stale and set the agent's offset back by seconds
+        for _ in range(100):
+            ready = {id(key.data): key.data for key, _ in self.sel.select(0)}
+            ready.update({id(u): u for u in self.units.values() if u.agent is not None and _ssl_pending(u)})
+            if not ready:
+                break
+            late = list(ready.values())
+            for u in late:
+                if u.agent is None:
+                    continue
+                u.clock.advance_to(t)
+                self._read(u)
+                self._activity(u)
+            self._settle(late)
         nxt = min((u.next_t for u in self.units.values()), default=float("inf"))
         return {"next": nxt}
 

@@ -120,3 +120,25 @@ def test_no_timing_luck(tmp_path: Path) -> None:
     for name, out in runs.items():
         assert answers(out["slots"]) == first, f"{name}: a different answer from the normal run"
         check_exact(raw, out)
+
+
+def test_a_restart_under_a_long_latency_and_slow_peripherals_keeps_the_clock(tmp_path: Path) -> None:
+    """Found by the 1,000-unit day: a unit powered back on under a 4,900 ms latency while its modem, reader and
+    printer do not answer (5 s of driver timeouts a sample) learnt the server's time from an acknowledgement read
+    five seconds after it was sent, and set its clock 4.8 s back. Every answer is now read in the window it
+    arrives in, and a unit whose own clock ran ahead writes in its own window."""
+    raw = random_scenario(5, units=3, hours=1, storage_readonly=False, extra_faults=0)
+    sn = raw["units"][0]["sn"]
+    raw["units"][0].pop("status", None)
+
+    def ev(fault: str, a: int, b: int, rtt: int | None = None) -> dict[str, Any]:
+        e: dict[str, Any] = {"unit": sn, "fault": fault, "start": f"2026-06-02T09:{a:02d}:00+08:00",
+                             "end": f"2026-06-02T09:{b:02d}:00+08:00"}
+        return e | ({"rtt_ms": rtt} if rtt else {})
+
+    slow = [ev(f, 8, 20) for f in ("modem_unresponsive", "idcard_reader_fault", "printer_offline")]
+    raw["events"] = [ev("power_off", 5, 10), *slow, ev("high_latency", 8, 20, 4900), ev("agent_down", 25, 28),
+                     *[ev(f, 26, 35) for f in ("modem_unresponsive", "idcard_reader_fault", "printer_offline")]]
+    out = play(raw, tmp_path / "run", workers=1)
+    assert out["run"]["max_offset_s"] < 1.0, out["run"]
+    check_exact(raw, out)
