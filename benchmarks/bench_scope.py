@@ -10,7 +10,9 @@ real server runs (``posfleet server run``, ingest off); tokens are added for the
 unscoped, to compare), a county user
 (``county:<one county>``, ~2.5 % of the units) and a city user (``city:<one city>``, ~12 %), as
 ``posfleet server token create --scope`` would. Each call type is sent ``--requests`` times by ``--clients``
-clients after ``--warmup`` unmeasured requests. Target (issue 18): p99 <= 300 ms for lists and details.
+clients after ``--warmup`` unmeasured requests. Target (issue 18): p99 <= 300 ms for lists and details. The
+availability figures, audit trail, jobs and county network a scoped user reads since decision 031's scoping of
+them are measured too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import date, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,12 +41,13 @@ from server.auth import hash_token  # noqa: E402
 
 
 def add_token(db: Path, name: str, scope: str) -> str:
-    """A viewer token with ``scope`` written as ``token create`` writes it (the server has migrated the file)."""
+    """An admin token (the audit trail is theirs) with ``scope`` written as ``token create`` writes it (the server
+    has migrated the file)."""
     token = "pf_bench_" + os.urandom(8).hex()
     con = sqlite3.connect(db, timeout=30)
     with con:
         con.execute("INSERT INTO tokens(hash, name, role, created) VALUES (?,?,?,?)",
-                    (hash_token(token), name, "viewer", time.time()))
+                    (hash_token(token), name, "admin", time.time()))
         con.execute("INSERT INTO token_details(hash, owner, scope) VALUES (?,?,?)", (hash_token(token), name, scope))
     con.close()
     return token
@@ -80,7 +84,29 @@ def calls(db: Path, county: str, city: str, n: int, rnd: random.Random, province
         "statistics: coverage (12 months)": [("/api/v1/statistics/coverage", {}) for _ in range(n)],
         "statistics: services (year)": [("/api/v1/statistics/services", {"period": "year", "by": "month"})
                                         for _ in range(n)],
+        # figures a county user reads since they are scoped (the roll-ups' days; a new period each request, so
+        # the figures' cache does not answer)
+        "availability by county (days)": [("/api/v1/availability", {**period(rnd), "group_by": "county"})
+                                          for _ in range(n)],
+        "availability flagged (days)": [("/api/v1/availability/flagged", {**period(rnd), "limit": 20})
+                                        for _ in range(n)],
+        "audit trail (50 rows)": [("/api/v1/audit", {"limit": 50}) for _ in range(n)],
+        "jobs": [("/api/v1/jobs", {"limit": 50}) for _ in range(n)],
+        # (one query per in-service unit: the province's 47,500 are not measured here)
+        **({} if province else {"county network (1 h)": [("/api/v1/analytics/network", {"hours": 1})
+                                                         for _ in range(max(1, n // 5))]}),
     }, len(mine), len(insts)
+
+
+DAYS: list[str] = []  # the days of roll-ups, set by main()
+
+
+def period(rnd: random.Random) -> dict[str, str]:
+    """A whole-hour period inside the roll-ups' days, different at each request."""
+    a = rnd.randrange(0, 24 * len(DAYS) - 1)
+    b = rnd.randrange(a + 1, 24 * len(DAYS) + 1)
+    return {"from": f"{DAYS[a // 24]}T{a % 24:02d}:00:00+08:00",
+            "to": f"{DAYS[b // 24]}T{b % 24:02d}:00:00+08:00" if b < 24 * len(DAYS) else DAYS[-1]}
 
 
 def main() -> None:
@@ -106,6 +132,7 @@ def main() -> None:
     now = int(time.time())
     t0 = time.perf_counter()
     g = api.generate(db, args.units, args.institutions, args.days, 0, 1, 0, 1, now)
+    DAYS[:] = [(date.fromtimestamp(now) - timedelta(days=args.days - k)).isoformat() for k in range(args.days)]
     print(f"generated {args.units:,} units, {args.institutions:,} institutions in {time.perf_counter() - t0:.0f} s",
           flush=True)
     port = api.free_port()
