@@ -919,6 +919,11 @@ class Player:
             last_stored = stored
             time.sleep(poll)
 
+    def _period(self, a: datetime, b: datetime) -> dict[str, str]:
+        """The report's ``period``: the whole hours reported, the time zone and the scenario's own period."""
+        return {"from": a.isoformat(), "to": b.isoformat(), "timezone": self.sc.timezone,
+                "scenario_from": self.sc.start.isoformat(), "scenario_to": self.sc.end.isoformat()}
+
     def slots(self, sn: str) -> list[dict[str, Any]]:
         """The server's minute drill-down for one unit over the scenario period (after :meth:`run`)."""
         out: list[dict[str, Any]] = []
@@ -1012,8 +1017,7 @@ class Player:
         wall = time.time() - t0
         report = {
             "scenario": self.sc.name,
-            "period": {"from": a.isoformat(), "to": b.isoformat(), "timezone": self.sc.timezone,
-                       "scenario_from": self.sc.start.isoformat(), "scenario_to": self.sc.end.isoformat()},
+            "period": self._period(a, b),
             "run": {"speed": self.speed, "night_speed": self.opt.night_speed if self.schedule else None,
                     "wall_s": round(wall, 1), "units": len(self.sc.units),
                     "samples_stored": answers["samples_stored"],

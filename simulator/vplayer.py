@@ -331,8 +331,7 @@ class VirtualPlayer(Player):
         wall = time.time() - t0
         report = {
             "scenario": self.sc.name,
-            "period": {"from": a.isoformat(), "to": b.isoformat(), "timezone": self.sc.timezone,
-                       "scenario_from": self.sc.start.isoformat(), "scenario_to": self.sc.end.isoformat()},
+            "period": self._period(a, b),
             "run": {"mode": "virtual", "workers": self.workers_n, "wall_s": round(wall, 1),
                     "play_s": round(played_s, 1), "units": len(self.sc.units),
                     "samples_stored": answers["samples_stored"], **figures, "answer_read_twice_equal": same,

@@ -100,7 +100,6 @@ class VUnit:
     hello_pending: bool = False
     connects_seen: int = 0
     next_t: float = 0.0
-    waiting_since: float = 0.0  # real time the worker began waiting for this unit's answers (0: not waiting)
     samples_seen: int = 0
     starts: int = 0
     late_wakes: int = 0
