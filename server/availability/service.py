@@ -64,6 +64,7 @@ from ..registry.models import FieldError
 from ..settings import Settings
 from ..storage.base import PENDING_KEY
 from ..tasks import cancel
+from . import sla
 from .rollups import (
     HOUR_S,
     counter_samples,
@@ -361,6 +362,10 @@ class Availability:
                     if h >= keep_from:
                         todo[h] = sns_h
             hours = await self._recount_marked(todo)
+            if registry_version is not None and start > self.rolled_to:
+                # hours never materialised (down longer than catchup_days): their days' network service levels are
+                # still counted from the raw samples kept, as the hours counted before the gap did not close them
+                await self._sla_gap(self.rolled_to, start)
             if queued:  # recounted (or, for hours still open, to be counted for every unit when they close)
                 await self.storage.recount_queue_done(queued)
             await self.datause.flush()
@@ -478,7 +483,44 @@ class Availability:
                                                      [t for t in strips[i: i + 20000] if t is not None])
                 self._generation += 1
             await self._outages(first_h, end_h, index)
+            await self._sla_day(d, all_sns, index, histories)
         return done
+
+    async def _sla_gap(self, a: int, b: int) -> None:
+        index = await self.registry.index()
+        sns = sorted(index)
+        histories: dict[str, list[dict[str, Any]]] = {}
+        for i in range(0, len(sns), _CHUNK):
+            histories.update(await self.storage.status_histories(sns[i: i + _CHUNK]))
+        day, last = local_day(a, self.tz), local_day(b, self.tz)
+        async with self.storage.recount_lock():
+            while day <= last:
+                await self._sla_day(day, sns, index, histories)
+                day += timedelta(days=1)
+
+    async def _sla_day(self, day: date, sns: list[str], index: dict[str, Any],
+                       histories: dict[str, list[dict[str, Any]]]) -> None:
+        """The network service levels of a closed local day for ``sns`` (a row each, zeros included), recounted
+        whole from the raw samples when any of its hours is counted again (late data, a status change); a day
+        whose raw samples (or the loss's look-back before it) may be purged already keeps what it has."""
+        a, b = midnight(day, self.tz), midnight(day + timedelta(days=1), self.tz)
+        now = int(self.clock.now())
+        if b > hour_start(now, self.tz) or a - sla.LOSS_GAP_S < now - self.settings.retention_days * 86400 + HOUR_S:
+            return
+        an = self.settings.analytics
+        limits = (an.latency_ok_ms, an.jitter_ok_ms, an.loss_ok)
+        rows: list[tuple[str, int, list[int]]] = []
+        for i in range(0, len(sns), 100):  # a unit reporting every minute: 100 units' day are 144,000 rows
+            chunk = sns[i: i + 100]
+            by_sn: dict[str, list[Any]] = defaultdict(list)
+            for r in await self.storage.network_samples(a - sla.LOSS_GAP_S, b, chunk):
+                by_sn[r[0]].append(r[1:])
+            for sn in chunk:
+                got = sla.count_unit(by_sn.get(sn, ()), index[sn].hours.window_seconds(a, b),
+                                     sla.history_pairs(histories.get(sn, [])), a, b, limits, self.tz)
+                rows.append((sn, day.toordinal(), got.get(day.toordinal(), [0] * len(sla.SLA_KEYS))))
+        for i in range(0, len(rows), 20000):
+            await self.storage.write_sla_days(rows[i: i + 20000])
 
     def _judge(self, facts: Iterable[tuple[str, int, int, int, int | None, str]]) -> Iterable[tuple[str, Sample]]:
         """Stored sample facts as counter samples; the check JSON is parsed once per distinct text."""

@@ -3,8 +3,9 @@ service levels per clause, the inspection appendix, the fault list, spare stock,
 
 Every section comes from stored data and says where it comes from; what is not measured is said, not invented:
 
-* **Network service levels** are counted from the raw samples still kept (``retention_days``; the section says from
-  when): each sample stands for its interval of service time; latency is the sample's measured round trip
+* **Network service levels** are read from the per unit-day roll-up (``sla_day``, kept by the availability roll-up
+  pass: server/availability/sla.py) and counted from the raw samples still kept for what it does not hold (the
+  section says from when it counts): each sample stands for its interval of service time; latency is the sample's measured round trip
   (``rtt_ms``), jitter the kernel's smoothed RTT variation (``rtt_var_ms``), loss the TCP segments retransmitted per
   segment sent between two samples of one connection. A sample with the link down is outside every limit; a
   connected sample without the measure is *unmeasured* for it (shown apart, not counted as good). Packet error
@@ -16,7 +17,6 @@ Every section comes from stored data and says where it comes from; what is not m
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import defaultdict
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -25,6 +25,7 @@ from typing import Any
 from wire.messages import OK, STATE_NAMES
 
 from .. import labels
+from ..availability import sla
 from ..availability.rollups import local_day, midnight
 from ..availability.service import rate
 
@@ -85,76 +86,71 @@ async def trend(availability: Any, storage: Any, index: dict[str, Any], start: i
 
 async def network_sla(availability: Any, storage: Any, index: dict[str, Any], start: int, end: int,
                       county: str | None) -> dict[str, Any]:
-    """Share of service time within each clause limit, per county and overall (see the module's text)."""
+    """Share of service time within each clause limit, per county and overall (see the module's text): the stored
+    unit-day roll-ups (``sla_day``) for the whole days they hold, the raw samples still kept for the rest (a day
+    cut by the period's bounds, the day in progress, a day from before the roll-up existed)."""
     s = availability.settings
-    lat_ok, jit_ok, loss_ok = s.analytics.latency_ok_ms, s.analytics.jitter_ok_ms, s.analytics.loss_ok
+    limits = (s.analytics.latency_ok_ms, s.analytics.jitter_ok_ms, s.analytics.loss_ok)
     tz = availability.tz
     now = int(availability.clock.now())
-    raw_from = max(start, now - s.retention_days * 86400)
-    raw_to = min(end, now)
-    keys = ("time", "lat_in", "lat_meas", "jit_in", "jit_meas", "loss_in", "loss_meas", "down")
-    acc: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(keys, 0))
-    if raw_from < raw_to:
-        sns = sorted(sn for sn, u in index.items() if u.status == "in_service" and (county is None or u.county == county))
+    raw_from = now - s.retention_days * 86400
+    sns = sorted(sn for sn, u in index.items() if county is None or u.county == county)
+    n = len(sla.SLA_KEYS)
+    acc: dict[str, list[int]] = defaultdict(lambda: [0] * n)
+    end = min(end, now)
+    first, last = local_day(start, tz), local_day(end - 1, tz) if end > start else local_day(start, tz)
+    stored_sums, stored = await storage.sla_sums(first.toordinal(), last.toordinal(),
+                                                 None if county is None else sns)
+    for sn, c in stored_sums.items():
+        info = index.get(sn)
+        if info is not None and c[0] and (county is None or info.county == county):
+            row = acc[info.county]
+            for k in range(n):
+                row[k] += c[k]
+    # what the roll-ups do not hold: spans of the period counted from the raw samples still kept
+    rolled: list[tuple[int, int]] = []
+    spans: list[tuple[int, int]] = []
+    day = first
+    while end > start and day <= last:
+        a, b = max(start, midnight(day, tz)), min(end, midnight(day + timedelta(days=1), tz))
+        whole = a == midnight(day, tz) and b == midnight(day + timedelta(days=1), tz)
+        target = rolled if whole and day.toordinal() in stored else spans
+        if target and target[-1][1] == a:
+            target[-1] = (target[-1][0], b)
+        else:
+            target.append((a, b))
+        day += timedelta(days=1)
+    missing: list[tuple[int, int]] = []
+    for a, b in spans:
+        if a < raw_from:
+            missing.append((a, min(b, raw_from)))
+            a = raw_from
+        if a >= b:
+            continue
         # a few units a query: each reported every minute, 100 units x 14 days are 2 million rows held at once
-        step = 100
-        for i in range(0, len(sns), step):
-            chunk = sns[i:i + step]
-            prev: tuple[str, int, int] | None = None
-            cur, starts, ends = "", [0], [0]
-            for sn, ts, interval, connected, rtt, var, retrans, segs in await storage.network_samples(raw_from, raw_to, chunk):
+        for i in range(0, len(sns), 100):
+            chunk = sns[i:i + 100]
+            histories = await storage.status_histories(chunk)
+            by_sn: dict[str, list[Any]] = defaultdict(list)
+            for r in await storage.network_samples(a - sla.LOSS_GAP_S, b, chunk):
+                by_sn[r[0]].append(r[1:])
+            for sn, rows in by_sn.items():
                 info = index.get(sn)
                 if info is None:
                     continue
-                if sn != cur:  # the unit's service windows, once (a datetime per sample would cost seconds)
-                    cur = sn
-                    wins = info.hours.window_seconds(raw_from, raw_to)
-                    starts, ends = [w[0] for w in wins], [w[1] for w in wins]
-                k = bisect_right(starts, ts) - 1
-                if k < 0 or ts >= ends[k]:
-                    prev = (sn, retrans, segs) if retrans is not None and segs is not None else None
-                    continue
-                c = acc[info.county]
-                w = int(interval)
-                c["time"] += w
-                if not connected:
-                    c["down"] += w
-                    for k in ("lat_meas", "jit_meas", "loss_meas"):
-                        c[k] += w
-                    prev = None
-                    continue
-                if rtt is not None:
-                    c["lat_meas"] += w
-                    c["lat_in"] += w if rtt <= lat_ok else 0
-                if var is not None:
-                    c["jit_meas"] += w
-                    c["jit_in"] += w if var <= jit_ok else 0
-                if retrans is not None and segs is not None:
-                    if prev is not None and prev[0] == sn and segs > prev[2] and retrans >= prev[1]:
-                        c["loss_meas"] += w
-                        c["loss_in"] += w if (retrans - prev[1]) / (segs - prev[2]) <= loss_ok else 0
-                    prev = (sn, retrans, segs)
-                else:
-                    prev = None
-    total = dict.fromkeys(keys, 0)
-    for c in acc.values():
-        for k in keys:
-            total[k] += c[k]
-
-    def shares(c: dict[str, int]) -> dict[str, Any]:
-        def share(a: str, b: str) -> float | None:
-            return round(c[a] / c[b], 6) if c[b] else None
-
-        return {"hours": round(c["time"] / 3600, 1), "latency": share("lat_in", "lat_meas"),
-                "jitter": share("jit_in", "jit_meas"), "loss": share("loss_in", "loss_meas"),
-                "latency_measured": share("lat_meas", "time"), "jitter_measured": share("jit_meas", "time"),
-                "loss_measured": share("loss_meas", "time"), "down": share("down", "time")}
-
-    return {"limits": {"latency_ms": lat_ok, "jitter_ms": jit_ok, "loss": loss_ok},
-            "evidence_from": datetime.fromtimestamp(raw_from, tz).isoformat() if raw_from < raw_to else None,
-            "covers_period": raw_from <= start, "fleet": shares(total),
-            "counties": [{"county": k or "—", **shares(v)} for k, v in sorted(acc.items())],
-            "jitter_measured": total["jit_meas"] > total["down"], "loss_measured": total["loss_meas"] > total["down"]}
+                got = sla.count_unit(rows, info.hours.window_seconds(a, b), sla.history_pairs(histories.get(sn, [])),
+                                     a, b, limits, tz)
+                row = acc[info.county]
+                for c in got.values():
+                    for k in range(n):
+                        row[k] += c[k]
+    total = [sum(c[k] for c in acc.values()) for k in range(n)]
+    evidence_from = min([p[0] for p in rolled] + [max(a, raw_from) for a, b in spans if b > raw_from], default=None)
+    return {"limits": {"latency_ms": limits[0], "jitter_ms": limits[1], "loss": limits[2]},
+            "evidence_from": datetime.fromtimestamp(evidence_from, tz).isoformat() if evidence_from is not None else None,
+            "covers_period": not missing, "fleet": sla.shares(total),
+            "counties": [{"county": k or "—", **sla.shares(v)} for k, v in sorted(acc.items())],
+            "rolled_days": len(stored), "jitter_measured": total[4] > total[7], "loss_measured": total[6] > total[7]}
 
 
 def _fs_rows(fs: Any) -> list[dict[str, Any]]:

@@ -96,7 +96,7 @@ LABELS["zh"].update({
     "sla_no_jitter": "本期终端未上报抖动测量值，抖动一项无法评估。",
     "sla_no_loss": "本期终端未上报 TCP 重传计数，丢包一项无法评估。",
     "sla_no_error": "终端不测量误包率（≤ 1×10⁻⁴），本报告不评估该项；需由运营商提供。",
-    "sla_from": "依据服务器保留的原始样本（自 {t} 起）；更早的时段原始样本已按保留期删除，未计入本节。",
+    "sla_from": "依据按日汇总的网络服务水平及服务器保留的原始样本（自 {t} 起）；此前的时段无汇总也无原始样本，未计入本节。",
     "sla_none": "本期无保留的原始样本，无法统计网络服务水平。",
     "inspection": "附录：终端巡检记录", "inspection_rule": "每台终端的最新上报数据（处理器、内存、存储、外设）、软件版本、SIM 卡与本期流量、最近一次测试页。",
     "inspection_split": "终端数较多，巡检记录按区县另行成册（posfleet report ops --appendix，或 API 参数 part=appendix&county=…）。",
@@ -131,7 +131,7 @@ LABELS["en"].update({
     "sla_no_jitter": "No terminal reported jitter in the period: jitter cannot be judged.",
     "sla_no_loss": "No terminal reported TCP retransmission counters: loss cannot be judged.",
     "sla_no_error": "Terminals do not measure packet error (≤ 1e-4): not judged here; the carrier must provide it.",
-    "sla_from": "From the raw samples the server keeps (from {t}); older raw samples are past retention and not counted here.",
+    "sla_from": "From the daily network service-level roll-ups and the raw samples the server keeps (from {t}); earlier time has neither and is not counted here.",
     "sla_none": "No raw samples kept for the period: network service levels cannot be counted.",
     "inspection": "Appendix: terminal inspection", "inspection_rule": "Each terminal's newest report (CPU, memory, storage, "
                   "peripherals), software versions, SIM and its data use in the period, last test page.",

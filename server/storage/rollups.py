@@ -8,6 +8,9 @@ SQL both backends run; ``SqlStore`` inherits it (the storage's method names stay
 
 from __future__ import annotations
 
+# sla_day's counts, in the order of server/availability/sla.py's SLA_KEYS
+_SLA_COLS = ("service_s", "lat_in", "lat_meas", "jit_in", "jit_meas", "loss_in", "loss_meas", "down")
+
 
 class RollupStore:
     async def write_hour_counts(self, items: list[tuple[str, int, int, int, tuple[int, int, int, int]]],
@@ -116,9 +119,35 @@ class RollupStore:
             cur = await db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
             n = cur.rowcount
             await db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
+            await db.execute("DELETE FROM sla_day WHERE day < ?", (before_day,))
             await self._bump(db, "rollup_version")
         self._rollups_written()
         return n
+
+    # network service levels per unit-day (server/availability/sla.py) -------------------------------------
+    async def write_sla_days(self, rows: list[tuple[str, int, list[int]]]) -> None:
+        """Store (or replace: a recount) ``(sn, day ordinal, counts of SLA_KEYS)`` in one transaction."""
+        async with self.write() as db:
+            await db.executemany(
+                f"INSERT INTO sla_day VALUES ({','.join('?' * (2 + len(_SLA_COLS)))}) ON CONFLICT(day, sn) DO UPDATE "
+                f"SET {', '.join(f'{c}=excluded.{c}' for c in _SLA_COLS)}",
+                [(day, sn, *(int(v) for v in counts)) for sn, day, counts in rows])
+
+    async def sla_sums(self, first_day: int, last_day: int, sns: list[str] | None = None
+                       ) -> tuple[dict[str, list[int]], set[int]]:
+        """Per unit, the SLA counts summed over the stored days in ``[first_day, last_day]`` (all units, or ``sns``);
+        and which of those days are stored (a day is written for every unit counted when it closes)."""
+        filt, args = "", [first_day, last_day]
+        if sns is not None:
+            chosen = list(sns) or [""]
+            filt = f" AND sn IN ({','.join('?' * len(chosen))})"
+            args += chosen
+        sums = {r[0]: [int(v) for v in r[1:]] for r in await self._all(
+            f"SELECT sn, {', '.join(f'sum({c})' for c in _SLA_COLS)} FROM sla_day WHERE day BETWEEN ? AND ?{filt} "
+            "GROUP BY sn", args)}
+        days = {int(r[0]) for r in await self._all(
+            "SELECT DISTINCT day FROM sla_day WHERE day BETWEEN ? AND ?", (first_day, last_day))}
+        return sums, days
 
     # recounts kept with the commits (written by store_telemetry, drained by the leader's roll-up pass) --------
     async def recount_queue(self, limit: int = 10_000) -> list[tuple[int, str, int, int]]:

@@ -348,7 +348,26 @@ CREATE TABLE IF NOT EXISTS recount_queue (
 );
 """
 
-SCHEMA_VERSION = 6
+# Network service levels per unit and local day (issue 17, decision 029): seconds of service time, and of it
+# measured / within each clause limit, and with the link down (server/availability/sla.py), kept by the roll-up
+# pass so a report covers a quarter after the raw samples are gone.
+_SLA_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sla_day (
+    day INTEGER NOT NULL,
+    sn TEXT NOT NULL,
+    service_s INTEGER NOT NULL,
+    lat_in INTEGER NOT NULL,
+    lat_meas INTEGER NOT NULL,
+    jit_in INTEGER NOT NULL,
+    jit_meas INTEGER NOT NULL,
+    loss_in INTEGER NOT NULL,
+    loss_meas INTEGER NOT NULL,
+    down INTEGER NOT NULL,
+    PRIMARY KEY (day, sn)
+) WITHOUT ROWID;
+"""
+
+SCHEMA_VERSION = 7
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
@@ -356,6 +375,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (4, "issue 18: named users, sessions, token owners, scopes and expiry", (_ACCOUNTS_SCHEMA,)),
     (5, "issue 18: IP pools, access applications, business interfaces, service statistics", (ACCESS_SCHEMA,)),
     (6, "issue 15: the hours to recount kept with the samples' commit", (_RECOUNT_QUEUE_SCHEMA,)),
+    (7, "issue 17: network service levels per unit and day", (_SLA_SCHEMA,)),
 ]
 
 

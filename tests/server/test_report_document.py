@@ -52,6 +52,19 @@ async def _month_of_data(api: Api) -> None:
     await api.settle()
 
 
+async def _days_pass(api: Api, first: str, last: str) -> None:
+    """The clock moves to each midnight from ``first`` to ``last`` (``YYYY-MM-DD``) and the roll-ups close each day
+    there, as a running server does; the retention pass runs at each."""
+    from server.app import purge_raw_samples
+
+    t, end = at(f"{first} 00:00"), at(f"{last} 00:00")
+    while t <= end:
+        api.clock.t = t
+        await api.settle()
+        await purge_raw_samples(api.app)
+        t += 86400
+
+
 def _pdf_text(content: bytes) -> list[str]:
     return [p.extract_text() for p in pypdf.PdfReader(io.BytesIO(content)).pages]
 
@@ -238,3 +251,49 @@ async def test_large_fleet_appendix_in_per_county_files(tmp_path: Path) -> None:
         assert names == ["ops-2025-03-01_2025-03-31.pdf", "ops-2025-03-01_2025-03-31-appendix-未分配.pdf",
                          "ops-2025-03-01_2025-03-31-appendix-秀英区.pdf"], names
         assert [n for n, _d in documents(data, "xlsx")] == ["ops-2025-03-01_2025-03-31.xlsx"]  # one table
+
+
+async def test_network_service_levels_cover_a_quarter_after_the_raw_samples_are_gone(tmp_path: Path) -> None:
+    """The SLA section reads the per unit-day roll-up: a report over a quarter, long after the 14 days of raw
+    samples were purged, gives the shares counted by hand from the samples; late data for a closed day is
+    recounted into it."""
+    from server.reports.document import network_sla
+
+    async with make_api(tmp_path, {"retention_days": 14}, now="2025-03-03 07:00") as api:
+        await _setup(api)
+        a_sn, d_sn = "HNA0000001", "HND0000001"
+        t0 = at("2025-03-03 08:00")
+        await api.feed(a_sn, [sample(k, t0 + 60 * k, rtt_ms=500 if k >= 240 else 80, rtt_var_ms=80 if k >= 240 else 10,
+                                     retrans=5 * k if k >= 240 else 0, segs_out=1000 * k) for k in range(300)])
+        await api.feed(d_sn, [sample(k, t0 + 60 * k, rtt_ms=90) for k in range(60)])
+        await _days_pass(api, "2025-03-04", "2025-03-04")
+        svc, storage = api.app.state.availability, api.app.state.storage
+
+        async def xiuying(period: tuple[str, str], covered: bool = True) -> dict:
+            a, b = svc.period(*period)
+            got = await network_sla(svc, storage, await svc.registry.index(), a, b, "秀英区")
+            assert got["covers_period"] is covered, got
+            return next(c for c in got["counties"] if c["county"] == "秀英区") | {"fleet": got["fleet"]}
+
+        # counted by hand: A 300 min (60 of them at 500 ms, jitter 80 ms, 5 retransmitted per 1000 sent), D 60 min
+        # without jitter or TCP counters
+        first = await xiuying(("2025-03-01", "2025-03-31"))
+        assert (first["hours"], first["latency"], first["jitter"], first["loss"]) == \
+            (6.0, round(300 / 360, 6), round(240 / 300, 6), round(239 / 299, 6))
+
+        # late data for the closed day: D's 09:00-10:00, every sample at 500 ms
+        await api.feed(d_sn, [sample(60 + k, t0 + 3600 + 60 * k, rtt_ms=500) for k in range(60)])
+        await api.settle()
+        late = await xiuying(("2025-03-01", "2025-03-31"))
+        assert (late["hours"], late["latency"], late["jitter"]) == (7.0, round(300 / 420, 6), round(240 / 300, 6))
+
+        # a quarter later, the raw samples of March are gone; the quarter's section says the same
+        await _days_pass(api, "2025-03-05", "2025-07-01")
+        assert await storage.network_samples(at("2025-03-01 00:00"), at("2025-04-01 00:00")) == []
+        assert await xiuying(("2025-03-03", "2025-03-31")) == late
+        # (from March 1st or January: the server counted nothing before March 3rd, and says so)
+        assert await xiuying(("2025-03-01", "2025-03-31"), covered=False) == late
+        # (the quarter from January: the server counted nothing before March 3rd, and says so)
+        assert await xiuying(("2025-01-01", "2025-03-31"), covered=False) == late
+        html = (await api.get("/api/v1/reports/ops", quarter="2025Q1")).text
+        assert "71.43 %" in html and "80.00 %" in html and "自 2025-03-03T00:00:00+08:00 起" in html

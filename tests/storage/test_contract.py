@@ -144,6 +144,19 @@ async def test_rollups_sum_months_days_and_hours_for_a_whole_province(store: Any
     assert (await store.slot_hours("A1", day))[0][:2] == (0, bytes(60))
 
 
+async def test_network_service_levels_per_unit_day_are_replaced_summed_and_purged(store: Any, other: Any) -> None:
+    day = 739313  # 2025-03-03 ordinal
+    await store.write_sla_days([("A1", day, [3600, 3000, 3600, 2400, 3000, 1000, 2000, 60]),
+                                ("A1", day + 1, [600, 600, 600, 0, 0, 0, 0, 0]), ("B1", day, [0] * 8)])
+    await other.write_sla_days([("A1", day, [3600, 3500, 3600, 2400, 3000, 1000, 2000, 60])])  # a recount
+    many = [f"S{k:05d}" for k in range(40_000)] + ["A1"]  # more SNs than PostgreSQL has parameters
+    sums, days = await store.sla_sums(day, day + 1, many)
+    assert sums == {"A1": [4200, 4100, 4200, 2400, 3000, 1000, 2000, 60]} and days == {day, day + 1}
+    assert (await store.sla_sums(day, day, None))[0]["B1"] == [0] * 8
+    await store.purge_rollups(day + 1)
+    assert await other.sla_sums(day - 1, day + 1) == ({"A1": [600, 600, 600, 0, 0, 0, 0, 0]}, {day + 1})
+
+
 async def test_an_alert_is_refreshed_closed_and_reopened(store: Any) -> None:
     assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0, "down", {"n": 1}, True) is True
     assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0 + 60, "still down", {"n": 2}, True) is False
