@@ -245,6 +245,9 @@ class ReportSettings(_Strict):
     appendix_max_units: int = Field(3000, ge=0)
     # reports kept on the server (scheduled ones; listed and downloaded by the API and the dashboard)
     dir: str = "reports"
+    # and their bytes in the database, so every server process serves them (several hosts: decision 029); a file
+    # larger than this is kept in ``dir`` only, on the host that made it
+    stored_max_mb: int = Field(256, ge=1, le=1000)
     schedule: ReportScheduleSettings = ReportScheduleSettings()
     email: ReportEmailSettings = ReportEmailSettings()
 

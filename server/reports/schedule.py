@@ -2,7 +2,9 @@
 
 ``[reports.schedule] monthly / quarterly``: after a month (quarter) ends, once ``delay_h`` has passed and no hour of
 it awaits a recount (the figures say ``complete``), the report is made in ``formats`` (the whole province, the
-configured ``[reports] lang``), its files written to ``[reports] dir`` and recorded in the database, then sent:
+configured ``[reports] lang``), its files written to ``[reports] dir`` and their bytes kept in the database (so any
+server process, on any host, serves a download; a file over ``[reports] stored_max_mb`` stays in ``dir`` only),
+then sent:
 
 * by e-mail through ``[reports.email]`` (SMTP over TLS: STARTTLS or implicit TLS; the server's certificate checked
   against ``ca_file`` or the system's trust store; a password read from ``password_file``), the files attached;
@@ -137,7 +139,14 @@ async def _make_files(app: Any, meta_key: str, period: Period) -> dict[str, Any]
             else:
                 body = await render(doc, fmt, st)
             await asyncio.to_thread(_write, folder / name, body)
-            files.append({"name": name, "format": fmt, "bytes": len(body), "sha256": hashlib.sha256(body).hexdigest()})
+            digest = hashlib.sha256(body).hexdigest()
+            shared = len(body) <= st.reports.stored_max_mb * 1024 * 1024
+            if shared:  # every process serves it, whichever host made it
+                await app.state.storage.put_report_file(name, fmt, body, digest, time.time())
+            else:
+                log.warning("report file %s (%d bytes) is over [reports] stored_max_mb: kept in %s on this host only",
+                            name, len(body), folder)
+            files.append({"name": name, "format": fmt, "bytes": len(body), "sha256": digest, "shared": shared})
     fleet = data["fleet"]
     rec = {"state": "made", "kind": period.kind, "period": period.key, "made": time.time(), "files": files,
            "complete": bool(data["complete"]), "report_no": data["cover"]["report_no"],
@@ -173,7 +182,8 @@ async def _deliver(app: Any, meta_key: str, rec: dict[str, Any]) -> bool:
     for channel in todo:
         try:
             if channel == "email":
-                await asyncio.to_thread(send_email, st, rec, reports_dir(st))
+                bodies = {f["name"]: (await _file_bytes(app, f["name"]) or (b"", ""))[0] for f in rec["files"]}
+                await asyncio.to_thread(send_email, st, rec, bodies)
             else:
                 await send_webhook(st, rec)
         except Exception as err:  # noqa: BLE001 - recorded, retried on a later tick
@@ -188,8 +198,9 @@ async def _deliver(app: Any, meta_key: str, rec: dict[str, Any]) -> bool:
     return True
 
 
-def send_email(st: Any, rec: dict[str, Any], folder: Path) -> None:
-    """The report's files as attachments of one message, through SMTP over TLS (blocking: run in a thread)."""
+def send_email(st: Any, rec: dict[str, Any], bodies: dict[str, bytes]) -> None:
+    """The report's files (``bodies`` by name) as attachments of one message, through SMTP over TLS (blocking: run
+    in a thread)."""
     e = st.reports.email
     msg = EmailMessage()
     msg["Subject"] = f"{rec['title']}（{rec['report_no']}）"
@@ -207,7 +218,9 @@ def send_email(st: Any, rec: dict[str, Any], folder: Path) -> None:
     msg.set_content("\n".join(lines))
     for f in rec["files"]:
         maintype, subtype = MEDIA[f["format"]].split(";")[0].split("/")
-        msg.add_attachment((folder / f["name"]).read_bytes(), maintype=maintype, subtype=subtype, filename=f["name"])
+        if not bodies.get(f["name"]):
+            raise FileNotFoundError(f"report file {f['name']} is neither in the database nor in [reports] dir here")
+        msg.add_attachment(bodies[f["name"]], maintype=maintype, subtype=subtype, filename=f["name"])
     ctx = ssl.create_default_context(cafile=str(st.path(e.ca_file)) if e.ca_file else None)
     password = st.path(e.password_file).read_text(encoding="utf-8").strip() if e.password_file else ""
     smtp: smtplib.SMTP
@@ -288,9 +301,19 @@ async def read_stored(app: Any, name: str) -> tuple[bytes, str] | None:
     """A listed file's bytes and format; None for a name that is not listed (no path is read from the request)."""
     for r in await listing(app):
         if r["name"] == name:
-            path = reports_dir(app.state.settings) / r["name"]
-            try:
-                return await asyncio.to_thread(path.read_bytes), r["format"]
-            except FileNotFoundError:
-                return None
+            got = await _file_bytes(app, r["name"])
+            return None if got is None else (got[0], r["format"])
     return None
+
+
+async def _file_bytes(app: Any, name: str) -> tuple[bytes, str] | None:
+    """A made file's bytes and where they came from: the database (any process), else ``[reports] dir`` on this
+    host (a file over ``stored_max_mb``, or one made before the bytes were kept in the database). ``name`` is a
+    listed one, never a request's text."""
+    got = await app.state.storage.report_file(name)
+    if got is not None:
+        return got[0], "database"
+    try:
+        return await asyncio.to_thread((reports_dir(app.state.settings) / name).read_bytes), "dir"
+    except FileNotFoundError:
+        return None

@@ -367,7 +367,20 @@ CREATE TABLE IF NOT EXISTS sla_day (
 ) WITHOUT ROWID;
 """
 
-SCHEMA_VERSION = 7
+# The report files' bytes (issue 17, decision 029): any server process answers a download, not only the host that
+# made the report (server/storage/reportfiles.py).
+_REPORT_FILES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS report_files (
+    name TEXT PRIMARY KEY,
+    format TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    made REAL NOT NULL,
+    body BLOB NOT NULL
+);
+"""
+
+SCHEMA_VERSION = 8
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
@@ -376,6 +389,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (5, "issue 18: IP pools, access applications, business interfaces, service statistics", (ACCESS_SCHEMA,)),
     (6, "issue 15: the hours to recount kept with the samples' commit", (_RECOUNT_QUEUE_SCHEMA,)),
     (7, "issue 17: network service levels per unit and day", (_SLA_SCHEMA,)),
+    (8, "issue 17: the stored report files' bytes, for every server process", (_REPORT_FILES_SCHEMA,)),
 ]
 
 

@@ -29,6 +29,7 @@ from .engine import (  # noqa: F401  (re-exported: the names other modules impor
     schema_version,
     too_new,
 )
+from .reportfiles import ReportFileStore
 from .rollups import RollupStore
 from .schema import (  # noqa: F401
     _DEAD_LETTER_SCHEMA,
@@ -75,7 +76,7 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
-class SqlStore(AlertStore, RollupStore, DataUseStore):
+class SqlStore(AlertStore, RollupStore, DataUseStore, ReportFileStore):
     """Every domain's queries, on an engine (``write()``, ``_all``, ``_quick``, ... and the dialect hooks)."""
 
     def __init__(self) -> None:

@@ -151,3 +151,31 @@ async def test_delivery_refused_without_tls_is_retried_not_sent_in_clear(tmp_pat
             assert [r["name"] for r in listed if r["period"] == "2025-03"] == ["ops-2025-03.csv"]
     finally:
         smtp.stop()
+
+
+async def test_a_report_made_on_one_host_is_downloaded_from_another(tmp_path: Path, pg_url: str) -> None:
+    """Two server apps on one PostgreSQL database, each with its own reports folder (two hosts, issue 15): the one
+    that leads makes March's report, the other serves its download with the same bytes."""
+    def extra(host: str, max_mb: int = 256) -> dict[str, Any]:
+        return {"storage": {"url": pg_url},
+                "reports": {"dir": str(tmp_path / host / "reports"), "stored_max_mb": max_mb,
+                            "schedule": {"monthly": True, "delay_h": 1, "interval_s": 3600, "formats": ["csv", "html"]}}}
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with make_api(tmp_path / "a", extra("a"), now="2025-03-03 07:00") as maker:
+        await _month_of_data(maker)
+        maker.clock.t = at("2025-04-01 02:00")
+        async with make_api(tmp_path / "b", extra("b"), now="2025-04-01 02:00") as server_b:
+            assert await schedule.tick(maker.app) == ["report:month:2025-03"]
+            listed = {r["name"]: r for r in (await server_b.get("/api/v1/reports/stored", role="viewer")).json()["items"]
+                      if r["period"] == "2025-03"}
+            assert set(listed) == {"ops-2025-03.csv", "ops-2025-03.html"}
+            assert not (tmp_path / "b" / "reports").exists()  # nothing was written on host b
+            for name, r in listed.items():
+                got = await server_b.get(r["url"], role="viewer")
+                assert got.status_code == 200, got.text
+                assert got.content == (tmp_path / "a" / "reports" / name).read_bytes()
+                assert hashlib.sha256(got.content).hexdigest() == r["sha256"]
+            assert "秀英区" in (await server_b.get(listed["ops-2025-03.html"]["url"], role="viewer")).text
+

@@ -157,6 +157,15 @@ async def test_network_service_levels_per_unit_day_are_replaced_summed_and_purge
     assert await other.sla_sums(day - 1, day + 1) == ({"A1": [600, 600, 600, 0, 0, 0, 0, 0]}, {day + 1})
 
 
+async def test_a_report_file_stored_by_one_process_is_read_by_another(store: Any, other: Any) -> None:
+    body = bytes(range(256)) * 4096  # 1 MiB, every byte value (a PDF is binary)
+    await store.put_report_file("ops-2025-03.pdf", "pdf", body, "d1", 1.0)
+    assert await other.report_file("ops-2025-03.pdf") == (body, "pdf", "d1")
+    await other.put_report_file("ops-2025-03.pdf", "pdf", b"%PDF-again", "d2", 2.0)  # the period made again
+    assert await store.report_file("ops-2025-03.pdf") == (b"%PDF-again", "pdf", "d2")
+    assert await store.report_file("ops-2025-04.pdf") is None
+
+
 async def test_an_alert_is_refreshed_closed_and_reopened(store: Any) -> None:
     assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0, "down", {"n": 1}, True) is True
     assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0 + 60, "still down", {"n": 2}, True) is False
