@@ -28,6 +28,7 @@ import os
 import pstats
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,12 @@ def main() -> None:
             for u in scenario.units:
                 ms = compare_slots(scenario, u.sn, p.slots(u.sn), counts[u.sn])
                 mismatches += len(ms)
-                bad += len(unexplained(scenario, ms))
+                off = unexplained(scenario, ms)
+                bad += len(off)
+                for m in off[:3]:
+                    print(f"  unexplained: {m}; the unit's events: "
+                          + "; ".join(f"{e.fault} {e.start:%H:%M}-{e.end:%H:%M}" + (f" {e.rtt_ms} ms" if e.rtt_ms else "")
+                                      for e in scenario.events_for(u.sn) if e.start.date() == datetime.fromisoformat(m.slot).date()))
                 slots_checked += sum(1 for s in counts[u.sn].slots() if s.counted)
         measured = p.measured
     load_avg = os.getloadavg()
