@@ -246,8 +246,8 @@ class ReportSettings(_Strict):
     # reports kept on the server (scheduled ones; listed and downloaded by the API and the dashboard)
     dir: str = "reports"
     # and their bytes in the database, so every server process serves them (several hosts: decision 029); a file
-    # larger than this is kept in ``dir`` only, on the host that made it
-    stored_max_mb: int = Field(256, ge=1, le=1000)
+    # larger than this is kept in ``dir`` only, on the host that made it (0: none in the database, e.g. a shared dir)
+    stored_max_mb: int = Field(256, ge=0, le=1000)
     schedule: ReportScheduleSettings = ReportScheduleSettings()
     email: ReportEmailSettings = ReportEmailSettings()
 

@@ -156,11 +156,23 @@ async def test_delivery_refused_without_tls_is_retried_not_sent_in_clear(tmp_pat
 async def test_a_report_made_on_one_host_is_downloaded_from_another(tmp_path: Path, pg_url: str) -> None:
     """Two server apps on one PostgreSQL database, each with its own reports folder (two hosts, issue 15): the one
     that leads makes March's report, the other serves its download with the same bytes."""
-    def extra(host: str, max_mb: int = 256) -> dict[str, Any]:
+    await _made_on_a_served_from_b(tmp_path, pg_url, max_mb=256)
+
+
+async def test_a_file_over_stored_max_mb_is_served_by_its_host_only(tmp_path: Path, pg_url: str) -> None:
+    """``stored_max_mb = 0``: nothing in the database, each file only in the maker's ``dir``: the maker serves it,
+    another host answers 404 (what every download from another host answered before the bytes were kept)."""
+    await _made_on_a_served_from_b(tmp_path, pg_url, max_mb=0)
+
+
+async def _made_on_a_served_from_b(tmp_path: Path, pg_url: str, max_mb: int) -> None:
+    """Host a makes March's report (csv, html); host b lists it and downloads each file."""
+    def extra(host: str) -> dict[str, Any]:
         return {"storage": {"url": pg_url},
                 "reports": {"dir": str(tmp_path / host / "reports"), "stored_max_mb": max_mb,
                             "schedule": {"monthly": True, "delay_h": 1, "interval_s": 3600, "formats": ["csv", "html"]}}}
 
+    shared = max_mb > 0
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     async with make_api(tmp_path / "a", extra("a"), now="2025-03-03 07:00") as maker:
@@ -174,8 +186,12 @@ async def test_a_report_made_on_one_host_is_downloaded_from_another(tmp_path: Pa
             assert not (tmp_path / "b" / "reports").exists()  # nothing was written on host b
             for name, r in listed.items():
                 got = await server_b.get(r["url"], role="viewer")
+                if not shared:
+                    assert got.status_code == 404, got.text
+                    got = await maker.get(r["url"], role="viewer")
                 assert got.status_code == 200, got.text
                 assert got.content == (tmp_path / "a" / "reports" / name).read_bytes()
                 assert hashlib.sha256(got.content).hexdigest() == r["sha256"]
-            assert "秀英区" in (await server_b.get(listed["ops-2025-03.html"]["url"], role="viewer")).text
+            if shared:
+                assert "秀英区" in (await server_b.get(listed["ops-2025-03.html"]["url"], role="viewer")).text
 
