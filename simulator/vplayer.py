@@ -345,17 +345,24 @@ class VirtualPlayer(Player):
 
 
 def unexplained(scenario: Scenario, mismatches: list[Any], latency_threshold_ms: int = 400) -> list[Any]:
-    """The slot mismatches (``simulator.run.compare_slots``) of a virtual-time run that are not the one agent
-    behaviour the oracle does not model (docs/simulator.md): the slot at which a ``high_latency`` fault above the
+    """The slot mismatches (``simulator.run.compare_slots``) of a virtual-time run that are not one of the two agent
+    behaviours the oracle does not model (docs/simulator.md): the slot at which a ``high_latency`` fault above the
     threshold ends carries the round trip of the batch the agent sent after the previous slot's sample, still
-    under the latency, so the server sees that slot's network not ok where the oracle sees it ok. A virtual-time
-    run must have no other difference."""
+    under the latency (network not ok where the oracle says ok); and the slot at which a ``storage_readonly`` fault
+    ends, for an agent that could not open its outbox, still reports the outbox's error (not intact where the
+    oracle says intact). Both are at a fault's edge. A virtual-time run must have no other difference."""
     out = []
     for m in mismatches:
         ts = datetime.fromisoformat(m.slot)
+        events = scenario.events_for(m.sn)
         named = (m.oracle[0] == m.server[0] and m.oracle[1] == "ok" and m.server[1] == "not_ok"
                  and any(e.fault == "high_latency" and (e.rtt_ms or 0) > latency_threshold_ms and e.end == ts
-                         for e in scenario.events_for(m.sn)))
+                         for e in events))
+        # the second: an agent started while its disk was read-only (its outbox could not be opened) reports the
+        # outbox's error once more in the first sample after the disk takes writes again (the error is cleared by
+        # the first write that works, which comes after that sample's checks)
+        named = named or (m.oracle == ("intact", m.server[1]) and m.server[0] == "not_intact"
+                          and any(e.fault == "storage_readonly" and e.end == ts for e in events))
         if not named:
             out.append(m)
     return out
