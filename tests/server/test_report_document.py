@@ -297,3 +297,29 @@ async def test_network_service_levels_cover_a_quarter_after_the_raw_samples_are_
         assert await xiuying(("2025-01-01", "2025-03-31"), covered=False) == late
         html = (await api.get("/api/v1/reports/ops", quarter="2025Q1")).text
         assert "71.43 %" in html and "80.00 %" in html and "自 2025-03-03T00:00:00+08:00 起" in html
+
+
+async def test_a_late_sample_before_midnight_recounts_the_next_days_loss(tmp_path: Path) -> None:
+    """The loss of a day's first sample reads the previous sample's TCP counters, which may be the last of the day
+    before: a late sample at 23:59 changes the next day's stored share, so that day is counted again too (the pass
+    recounts a unit's hours from its earliest newly committed sample on)."""
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        r = await api.req("PUT", "/api/v1/institutions/N001", json={"name": "N001", "county": "秀英区",
+                                                                     "hours": "mon-sun=00:00-24:00"})
+        assert r.status_code == 200, r.text
+        sn = "HNN0000001"
+        assert (await api.req("PUT", f"/api/v1/registry/units/{sn}", json={"institution": "N001"})).status_code == 200
+        t0 = at("2025-03-03 22:00")
+        # minute m from 22:00; the 23:59 sample (m = 119) comes late; from midnight one segment in 2,000 is resent
+        await api.feed(sn, [sample(m, t0 + 60 * m, retrans=0 if m < 120 else 1, segs_out=1000 * m)
+                            for m in range(181) if m != 119])
+        await _days_pass(api, "2025-03-05", "2025-03-05")
+        storage, mar4 = api.app.state.storage, 739314  # 2025-03-04's ordinal
+
+        async def loss_within() -> int:
+            return (await storage.sla_sums(mar4, mar4, [sn]))[0][sn][5]
+
+        assert await loss_within() == 61 * 60  # 00:00-01:00: 1 resent in 2,000 sent since 23:58 (within 1e-3)
+        await api.feed(sn, [sample(1000, t0 + 60 * 119, retrans=0, segs_out=1000 * 120 - 10)])
+        await api.settle()
+        assert await loss_within() == 60 * 60  # 00:00 now reads 23:59's counters: 1 resent in 10 sent
