@@ -1,6 +1,6 @@
 """The whole chain against the oracle: real agents, emulated peripherals, Mosquitto and the fleet server play
 a scenario in virtual time (simulator/vplayer.py); the server's figures must equal the count made straight
-from the scenario, slot for slot, with no difference but the one named agent behaviour
+from the scenario, slot for slot, with no difference but the named agent behaviours at fault edges
 (``simulator.vplayer.unexplained``: the slot at which a high latency above the threshold ends).
 
 The scenarios are small variants of simulator/scenarios/*.json (tests/sim/scenarios/). In virtual time each

@@ -3,7 +3,7 @@
 Exactness: seeded random scenarios (simulator/randomscen.py: every fault kind, ``storage_readonly`` when the test
 runs as root, overlapping faults, latencies of 399, 400 and 401 ms and 4,900 ms just under the probe wait, a
 status change, a fault on every unit at once) are played and the server's minute drill-down is compared with the
-oracle slot by slot: no difference but the one named agent behaviour (``simulator.vplayer.unexplained``).
+oracle slot by slot: no difference but the named agent behaviours at fault edges (``simulator.vplayer.unexplained``).
 
 No timing luck: one scenario played normally, with both cores saturated by busy loops, with every agent niced to 19
 and pinned to one core among those busy loops, and with one worker instead of two, gives the same answer in every slot, and the oracle's.
