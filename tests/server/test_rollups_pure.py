@@ -112,7 +112,7 @@ def test_reasons_with_commas_cannot_break_the_slot_reason_list() -> None:
 @settings(max_examples=300, deadline=None)
 def test_integer_flag_is_the_counters_flag(service: int, data: st.DataObject, thr: str) -> None:
     """The figures endpoint flags units with integer comparisons; the counter's Fraction rule decides."""
-    from server.availability.counter import as_fraction, figures_from_counts
+    from counting.counter import as_fraction, figures_from_counts
     from server.availability.service import unit_flagged
 
     intact = data.draw(st.integers(0, service))
