@@ -91,7 +91,7 @@ async def test_month_use_resets_late_sample_projection_alerts_and_report(tmp_pat
         assert r.status_code == 200, r.text
         text = r.content.decode("utf-8-sig")
         assert "2025-03,500,2,561.0,1,1" in text
-        assert "2025-03,HN00000001,卫生室V001,秀英区,560.0,1.12" in text
+        assert "2025-03,HN00000001,卫生室V001,秀英区,560.0,112.0" in text  # the CSV's shares are percent (issue 17)
         assert "no SIM data use" not in text
         html = (await api.get("/api/v1/reports/ops", **{"from": "2025-03-01T00:00:00+08:00",
                                                        "to": "2025-03-03T00:00:00+08:00"})).text
