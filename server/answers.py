@@ -26,7 +26,7 @@ TIME_KEYS = frozenset({
     "ts", "first_seen", "last_seen", "latest_ts", "received_at", "updated", "registered_at", "first_report",
     "last_report", "from_ts", "last_recount_at", "rolled_to", "now", "since", "until", "last_commit", "opened_ts",
     "closed_ts", "acked_ts", "last_ts", "created", "issued", "expires", "sent", "delivered", "started", "finished", "boot_time",
-    "reached_ts", "reported_ts",
+    "reached_ts", "reported_ts", "counted_to", "last_login", "last_used", "locked_until", "made", "revoked_at",
 })
 OPAQUE = frozenset({"data", "params", "detail", "output", "identity", "inventory", "body"})  # kept as written
 

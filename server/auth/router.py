@@ -30,6 +30,11 @@ class Code(BaseModel):
     code: str = Field(min_length=1, max_length=40)
 
 
+def _with(route: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """:func:`answers` route keywords with more documented statuses."""
+    return {**route, "responses": {**route["responses"], **more}}
+
+
 class ScopeOut(Open):
     province: bool
     cities: list[str]
@@ -129,7 +134,8 @@ async def who_am_i(request: Request, p: Annotated[Principal, Depends(principal)]
             "expires": None}
 
 
-@router.delete("/session", **answers(Ended))
+@router.delete("/session", **_with(answers(Ended), {409: {
+    "model": ErrorBody, "description": "Called with an API token, which has no session: revoke the token instead"}}))
 async def sign_out(request: Request, response: Response, p: Annotated[Principal, Depends(principal)]
                    ) -> dict[str, Any]:
     """End this session (sign out)."""
@@ -146,7 +152,8 @@ def _session_user(p: Principal) -> str:
     return p.user
 
 
-@router.post("/session/totp", **answers(TotpStart))
+@router.post("/session/totp", **_with(answers(TotpStart), {409: {
+    "model": ErrorBody, "description": "Called with an API token, which has no session to enrol"}}))
 async def totp_start(request: Request, p: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
     """Begin two-factor enrolment: a new secret, its otpauth:// URI and QR code (SVG) for the authenticator app.
     Nothing changes until a code from it is confirmed."""

@@ -27,6 +27,7 @@ from fastapi.responses import FileResponse, RedirectResponse, Response
 from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.openapi import Open, answers
+from ..auth.router import ScopeOut
 from ..auth.scope import scope_sns, scoped
 from ..availability.rollups import midnight
 from ..registry.router import RegisteredUnit
@@ -49,6 +50,12 @@ _HEADERS = {
 _TREND_CACHE_S = 15.0
 
 
+class ContextUser(Open):
+    name: str
+    role: str
+    scope: ScopeOut
+
+
 class Context(Open):
     now: Time
     now_iso: Time
@@ -59,7 +66,7 @@ class Context(Open):
     tiers: list[dict[str, float]]
     clock_speed: float
     keepalive_s: int
-    user: dict[str, str]
+    user: ContextUser
     features: dict[str, bool]
 
 

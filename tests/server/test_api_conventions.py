@@ -195,3 +195,20 @@ async def test_a_failure_of_the_servers_own_answers_with_the_error_body_too(tmp_
             body = _error_body(await c.get("/api/v1/broken", headers=api.h()), 500)
         assert "RuntimeError" in body["detail"] and "a bug" not in body["detail"], body
 
+
+
+async def test_every_declared_answer_time_is_converted_from_epoch(tmp_path: Path) -> None:
+    """The class behind ``last_used`` coming out as an epoch number under an ISO schema: every answer property the
+    schema calls a date-time is a key :func:`server.answers.timed` converts, or one the code writes as text."""
+    from server.answers import TIME_KEYS
+
+    async with make_api(tmp_path) as api:
+        spec = (await api.client.get("/openapi.json")).json()
+
+    def is_time(prop: dict[str, Any]) -> bool:
+        return prop.get("format") == "date-time" or any(is_time(p) for p in prop.get("anyOf", []))
+
+    declared = {name for schema in spec["components"]["schemas"].values()
+                for name, prop in (schema.get("properties") or {}).items() if is_time(prop)}
+    written_as_text = {"now_iso", "from", "to", "start"}  # made as ISO strings where they are answered
+    assert declared - TIME_KEYS - written_as_text == set()
