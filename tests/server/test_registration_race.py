@@ -104,7 +104,7 @@ async def test_a_unit_registered_while_a_pass_closes_hours_is_counted_for_them(t
         availability = api.app.state.availability
         async with _held(availability) as (entered, go):
             task = asyncio.create_task(availability.flush())
-            await asyncio.wait_for(entered.wait(), 10)  # the pass has read the registry: the first unit only
+            await asyncio.wait_for(entered.wait(), 60)  # the pass has read the registry: the first unit only
             await _register(api.req, UNITS[1], "2025-03-03")
             go.set()
             await task
@@ -122,7 +122,7 @@ async def test_two_units_registered_through_a_worker_while_it_recounts_are_both_
             wa = worker.state.availability
             async with _held(wa) as (entered, go):
                 await _register(send, UNITS[0], "2025-03-03")
-                await asyncio.wait_for(entered.wait(), 10)  # the worker is recounting the first unit's days...
+                await asyncio.wait_for(entered.wait(), 60)  # the worker is recounting the first unit's days...
                 await _register(send, UNITS[1], "2025-03-03")  # ...when the second is registered
                 go.set()
                 await _recounted(wa)
@@ -143,7 +143,7 @@ async def test_a_unit_registered_in_a_worker_while_the_primary_closes_hours_is_c
             availability = api.app.state.availability
             async with _held(availability) as (entered, go):
                 task = asyncio.create_task(availability.flush())  # the primary closes 2025-03-03
-                await asyncio.wait_for(entered.wait(), 10)
+                await asyncio.wait_for(entered.wait(), 60)
                 await _register(send, UNITS[1], "2025-03-03")  # the worker still sees rolled_to at 03-03 00:00
                 go.set()
                 await task
