@@ -43,6 +43,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from simulator.local import stop_process
 from tests.commands.conftest import Fleet
 from tests.fleet import Broker, Pki, wait_for
 
@@ -397,13 +398,7 @@ def test_agent_runs_from_the_package(root: Root, pki: Pki, broker: Broker, tmp_p
         text = log.read_text()
         assert "Traceback" not in text and "Permission denied" not in text, text[-3000:]
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(15)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        stop_process(agent, timeout=15)
         fleet.stop()
 
 
@@ -558,12 +553,7 @@ def test_upgrade_keeps_enrolment_configuration_and_data(root: Root, next_deb: Pa
         wait_for(lambda: server.get(f"/api/v1/units/{SN}").json().get("agent_version") == NEXT_VERSION, 60,
                  "the upgraded agent's version on the server", interval=0.5)
     finally:
-        agent.terminate()
-        try:
-            agent.wait(15)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
+        stop_process(agent, timeout=15)
         fleet.stop()
 
 
