@@ -88,8 +88,7 @@ class TokenOut(Open):
     revoked_at: Time | None = None
 
 
-_SIGN_IN = answers(SessionOut)
-_SIGN_IN["responses"].update({
+_SIGN_IN = _with(answers(SessionOut), {
     401: {"model": ErrorBody, "description": "Wrong user name, password or code (field: password or code), or the "
                                              "code is needed (field: code)"},
     403: {"model": ErrorBody, "description": "The account is disabled"},
@@ -160,8 +159,7 @@ async def totp_start(request: Request, p: Annotated[Principal, Depends(principal
     return await get_accounts(request.app).start_totp(_session_user(p))  # type: ignore[no-any-return]
 
 
-_CONFIRM = answers(RecoveryCodes)
-_CONFIRM["responses"][409] = {"model": ErrorBody, "description": "No enrolment started"}
+_CONFIRM = _with(answers(RecoveryCodes), {409: {"model": ErrorBody, "description": "No enrolment started"}})
 
 
 @router.post("/session/totp/confirm", **_CONFIRM)

@@ -52,7 +52,8 @@ class Engine:
 
     # the backend provides: open, close, write, reader, _all, _quick, meta_set_apart, insert_ignore, json_int
     async def _all(self, sql: str, args: Any = ()) -> list[Any]:
-        raise NotImplementedError
+        """Every row of ``sql``: each backend's own (SQLite below, PostgreSQL in postgres.py); an abstract hook."""
+        raise NotImplementedError(f"{type(self).__name__} is a storage backend without _all")
 
     async def _quick(self, sql: str, args: Any = ()) -> list[Any]:
         return await self._all(sql, args)
