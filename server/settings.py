@@ -337,6 +337,37 @@ class AccessSettings(_Strict):
         return v
 
 
+class SecuritySettings(_Strict):
+    """The sign-in lock-out and the suspicious behaviour alerted (issue 18; decision 031): each a ``security``
+    alert (dashboard, webhooks). Exports and night commands are counted per caller over the last
+    ``window_minutes``, in each API process's memory (with several API workers the count is per process)."""
+
+    # failed sign-ins in a row (wrong password or code) that lock the account, and for how long; the lock raises
+    # an alert
+    signin_failures: int = Field(5, ge=1, le=100)
+    signin_lock_minutes: float = Field(15.0, gt=0, le=7 * 24 * 60)
+    # alert when an API token is used from an address other than the one it was last used from
+    token_new_address: bool = True
+    # alert when one caller exports more than this many rows (units or institutions, CSV or XLSX) within the
+    # window; 0: never
+    export_rows: int = Field(5000, ge=0)
+    # alert when one caller sends commands to this many units or more within the window outside working_hours;
+    # 0: never
+    night_command_units: int = Field(50, ge=0)
+    # the working week, in the fleet's time zone: "HH:MM-HH:MM" every day, or {"mon-fri": "08:00-19:00", ...}
+    # (days not named are outside working hours: the weekend by default)
+    working_hours: str | dict[str, str] = {"mon-fri": "08:00-19:00"}
+    window_minutes: int = Field(60, ge=1, le=24 * 60)
+
+    @field_validator("working_hours")
+    @classmethod
+    def _working(cls, v: str | dict[str, str]) -> str | dict[str, str]:
+        from counting.hours import ServiceHours
+
+        ServiceHours.parse(v)  # ValueError naming what is wrong, at start
+        return v
+
+
 class Settings(_Strict):
     timezone: str = "Asia/Shanghai"
     retention_days: int = Field(14, ge=1)
@@ -355,6 +386,7 @@ class Settings(_Strict):
     pki: PkiSettings = PkiSettings()
     metrics: MetricsSettings = MetricsSettings()
     access: AccessSettings = AccessSettings()
+    security: SecuritySettings = SecuritySettings()
     ingest_enabled: bool = True
     base_dir: str = ""
 

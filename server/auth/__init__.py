@@ -51,7 +51,10 @@ def get_accounts(app: Any) -> Any:
         async def alert(key: str, message: str, data: dict[str, Any]) -> None:
             await security_alert(app, key, message, data)
 
-        acc = app.state.accounts = Accounts(app.state.storage, getattr(app.state, "audit", None), alert)
+        sec = app.state.settings.security
+        acc = app.state.accounts = Accounts(app.state.storage, getattr(app.state, "audit", None), alert,
+                                            lock_failures=sec.signin_failures,
+                                            lock_s=sec.signin_lock_minutes * 60.0)
     elif acc.audit is None:
         acc.audit = getattr(app.state, "audit", None)
     return acc
@@ -92,7 +95,7 @@ async def _token_principal(request: Request, token: str) -> Principal:
             await request.app.state.storage.token_used(th, now, client)
         except Exception as err:
             log.warning("could not record the use of token %s: %s", row["name"], err)
-        if seen_from and seen_from != client:
+        if seen_from and seen_from != client and request.app.state.settings.security.token_new_address:
             await security_alert(request.app, f"security:token:{row['name']}:{client}",
                                  f"token {row['name']} used from a new address {client} (before: {seen_from})",
                                  {"what": "token_new_address", "token": row["name"], "client": client,

@@ -7,8 +7,9 @@
 * Sessions: a random cookie (only its SHA-256 is stored), ending :data:`IDLE_S` after the last request or
   :data:`MAX_S` after sign-in, whichever is first; ended at sign-out, when the user is disabled or their
   two-factor is reset. Writes under a cookie need the session's CSRF token in ``X-CSRF-Token``.
-* Lock-out: :data:`LOCK_FAILURES` failed sign-ins in a row lock the user for :data:`LOCK_S` (429, saying until
-  when); a lock raises a ``security`` alert.
+* Lock-out: ``[security] signin_failures`` failed sign-ins in a row (default :data:`LOCK_FAILURES`) lock the user
+  for ``signin_lock_minutes`` (default :data:`LOCK_S`; 429, saying until when); a lock raises a ``security``
+  alert.
 * Every sign-in, failed or not, is an audit row ``session.signin`` (who, when, from where, the result); sign-out
   ``session.signout``; enrolment and resets too.
 """
@@ -37,7 +38,7 @@ MIN_PASSWORD = 10
 IDLE_S = 30 * 60.0
 MAX_S = 12 * 3600.0
 TOUCH_S = 60.0  # a session's last request is written at most this often
-LOCK_FAILURES = 5
+LOCK_FAILURES = 5  # the defaults of [security] signin_failures and signin_lock_minutes (server/settings.py)
 LOCK_S = 15 * 60.0
 RECOVERY_CODES = 10
 ISSUER = "posfleet"
@@ -109,11 +110,14 @@ class Accounts:
     ``now``: wall time (tests give a fixed one)."""
 
     def __init__(self, storage: Any, audit: Any = None, alert: Callable[..., Any] | None = None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, lock_failures: int = LOCK_FAILURES,
+                 lock_s: float = LOCK_S) -> None:
         self.storage = storage
         self.audit = audit
         self.alert = alert  # async (key, message, data) -> None: a security alert
         self.now = now
+        self.lock_failures = lock_failures  # [security] signin_failures
+        self.lock_s = lock_s  # [security] signin_lock_minutes, in seconds
 
     async def _audit(self, actor: str, action: str, target: str = "", client: str = "", status: int | None = None,
                      role: str = "", **detail: Any) -> None:
@@ -205,18 +209,18 @@ class Accounts:
 
     async def _failed(self, user: dict[str, Any], now: float, client: str, result: str, field: str = "password"
                       ) -> None:
-        failures, locked = await self.storage.sign_in_failed(user["name"], now, LOCK_FAILURES, LOCK_S)
+        failures, locked = await self.storage.sign_in_failed(user["name"], now, self.lock_failures, self.lock_s)
         if locked:
             if self.alert is not None:
                 await self.alert(f"security:signin:{user['name']}",
-                                 f"{user['name']}: {LOCK_FAILURES} failed sign-ins in a row (last from {client}); "
-                                 f"locked for {LOCK_S / 60:.0f} minutes",
+                                 f"{user['name']}: {self.lock_failures} failed sign-ins in a row (last from {client}); "
+                                 f"locked for {self.lock_s / 60:.0f} minutes",
                                  {"what": "signin_failures", "user": user["name"], "client": client})
             raise SignInError(429, "user", _locked(locked), result + ", now locked")
-        left = LOCK_FAILURES - failures
+        left = self.lock_failures - failures
         msg = "wrong user name or password" if field == "password" else "wrong code"
         raise SignInError(401, field, f"{msg} ({left} more tries before the account is locked for "
-                          f"{LOCK_S / 60:.0f} minutes)", result)
+                          f"{self.lock_s / 60:.0f} minutes)", result)
 
     async def sign_out(self, principal: Principal, client: str = "") -> None:
         await self.storage.end_sessions(self.now(), sid=principal.session)

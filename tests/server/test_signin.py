@@ -237,7 +237,8 @@ async def test_mass_exports_and_night_commands_to_many_units_are_alerted(api: Ap
     st = api.app.state.storage
     await st.upsert_institutions([{"code": "I1", "name": "卫生室", "county": "长安区", "region": "西安市"}])
     await st.upsert_registry_units([{"sn": f"SX{k:04d}", "institution": "I1"} for k in range(4)], int(T0), "test")
-    monkeypatch.setattr(watch, "EXPORT_ROWS", 6)  # the threshold a province sets would need 5,000 units here
+    # the threshold a province sets ([security] export_rows, 5,000) would need 5,000 units here
+    monkeypatch.setattr(api.app.state.settings.security, "export_rows", 6)
     for fmt in ("csv", "xlsx"):
         r = await api.get(f"/api/v1/registry/units.{fmt}")
         assert r.status_code == 200
