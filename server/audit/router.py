@@ -1,5 +1,6 @@
 """GET /api/v1/audit: the audit trail, newest first, filtered; GET /api/v1/audit/limits: this process's API limit
-counters (requests without a valid token, refused for rate, locked-out addresses). Administrators only."""
+counters (requests without a valid token, refused for rate, locked-out addresses). Auditors and administrators
+(the auditor role exists to read the trail); a county or city auditor reads the rows about its units."""
 
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ from ..auth.openapi import answers
 from ..auth.scope import province_only, scoped
 
 router = APIRouter(prefix="/api/v1", tags=["audit"])
-# a scoped administrator reads the rows about its units (commands to them, their jobs); the API limit counters are
-# the province's (decision 031)
+# a scoped auditor or administrator reads the rows about its units (commands to them, their jobs); the API limit
+# counters are the province's (decision 031)
 scoped("GET /api/v1/audit")
 province_only("/api/v1/audit/limits")
 
@@ -60,7 +61,7 @@ class LimitCounters(_Open):
 @router.get("/audit", **answers(Page[AuditRow]))
 async def list_audit(
     request: Request,
-    _p: Annotated[Principal, Depends(require("admin"))],
+    _p: Annotated[Principal, Depends(require("auditor"))],
     actor: Name = None,
     action: Annotated[str | None, Query(max_length=100,
                                         description="exact, or a prefix ending in * (e.g. command.*)")] = None,
@@ -84,7 +85,7 @@ async def list_audit(
 
 
 @router.get("/audit/limits", **answers(LimitCounters))
-async def limit_counters(request: Request, _p: Annotated[Principal, Depends(require("admin"))]) -> dict[str, Any]:
+async def limit_counters(request: Request, _p: Annotated[Principal, Depends(require("auditor"))]) -> dict[str, Any]:
     """Requests answered 401 (``unauthenticated``), refused 429 for rate (``rate_limited``) or lock-out
     (``locked_refused``), lock-outs begun, the addresses locked out now, and the limits in force."""
     return timed(request.app.state.api_limiter.snapshot(), request.app.state.settings.timezone)  # type: ignore[no-any-return]

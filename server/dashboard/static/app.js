@@ -314,8 +314,10 @@ async function render() {
   try {
     ctx = await api("/dashboard/api/context");
     document.getElementById("clock").textContent = `${ctx.now_iso.slice(0, 16).replace("T", " ")} (${ctx.timezone})`;
+    // pages for some roles only (admin.js: the audit trail, users): their links shown to those roles
+    document.querySelectorAll("#nav [data-roles]").forEach(a => { a.hidden = !a.dataset.roles.split(" ").includes(ctx.user.role); });
     const views = {fleet: viewFleet, units: viewUnits, unit: viewUnit, institutions: viewInstitutions, institution: viewInstitution, server: viewServer,
-      ...(window.ACCESS_VIEWS || {})};  // access.js (issue 18): applications, pools, interfaces, statistics
+      ...(window.ACCESS_VIEWS || {})};  // access.js (issue 18): applications, pools, interfaces, statistics; admin.js: audit, users
     const node = await (views[main.dataset.view] || viewFleet)(r);
     if (seq !== renderSeq) return;
     main.replaceChildren(node);
