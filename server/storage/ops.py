@@ -216,6 +216,10 @@ async def _put(dst: Any, table: str, cols: list[str], rows: list[tuple[Any, ...]
             await dst._ensure_partitions({int(r[cols.index("ts")]) // 86400 for r in rows})
         async with dst.write() as db:
             await db._conn.copy_records_to_table(table, records=rows, columns=cols)
+            if table == "samples":  # each sample's identity, so that a resend re-dated later is not stored again
+                at = [cols.index(c) for c in ("sn", "epoch", "seq", "ts")]
+                await db._conn.copy_records_to_table("sample_keys", records=[tuple(r[i] for i in at) for r in rows],
+                                                     columns=["sn", "epoch", "seq", "ts"])
         return
     quoted = ", ".join(f'"{c}"' for c in cols)
     async with dst.write() as db:

@@ -8,13 +8,14 @@ asyncpg reads them). Why asyncpg and one set of queries: docs/decisions/024-post
   statement whatever the list's length and never meets the 32,767-parameter limit; SQLite's case-insensitive
   ``LIKE`` as ``ILIKE``; the ``interval`` column quoted; SQLite's ``CROSS JOIN ... ON`` join-order hint as a plain
   ``JOIN``). A connection wrapper (:class:`PgConn`) answers as aiosqlite does (``execute`` returns a cursor with
-  ``fetchone``, ``fetchall`` and ``rowcount``), so the commands and audit domains run unchanged.
+  ``fetchone``, ``fetchall`` and ``rowcount``), so every store's queries run on it unchanged.
 * One writer connection whose transactions run one at a time in this process (the same re-entrant
   ``write()`` as SQLite's, so the domains' assumptions hold), a pool of readers; other processes write beside it
-  (row locks, ``ON CONFLICT``: a sample stored by two processes is stored once).
+  (row locks, ``ON CONFLICT``: a sample stored by two processes is stored once, its key claimed in ``sample_keys``).
 * ``samples`` is partitioned by day of ``ts`` (UTC): a day's partition is created before the first insert that
-  needs it, and retention drops whole partitions. Ingest inserts with one ``INSERT ... SELECT FROM unnest(...)``
-  per batch (one statement, one round trip, whatever the number of rows).
+  needs it, and retention drops whole partitions (and deletes the keys of what it dropped). Ingest inserts with
+  one ``INSERT ... SELECT FROM unnest(...)`` per batch (one statement, one round trip, whatever the number of rows;
+  for samples it first claims their keys in ``sample_keys``, in the same statement).
 * Schema versions in ``posfleet_schema``; migrations run at start under an advisory lock (two processes starting
   together migrate once); a database written by a newer server is refused.
 """
@@ -56,6 +57,14 @@ _BULK_COLS = {
                 "received_at"),
     "events": ("sn", "epoch", "seq", "ts", "kind", "data", "received_at"),
 }
+
+_SAMPLES_INSERT = (  # claim the keys, then insert the samples whose key this statement claimed
+    "WITH u AS (SELECT * FROM unnest(" + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(_BULK_TYPES["samples"]))
+    + ") AS u(" + ", ".join(_BULK_COLS["samples"]) + ")), "
+    "k AS (INSERT INTO sample_keys (sn, epoch, seq, ts) SELECT sn, epoch, seq, ts FROM u "
+    "ON CONFLICT DO NOTHING RETURNING sn, epoch, seq) "
+    f"INSERT INTO samples ({', '.join(_BULK_COLS['samples'])}) "
+    f"SELECT {', '.join('u.' + c for c in _BULK_COLS['samples'])} FROM u JOIN k USING (sn, epoch, seq)")
 
 _TOKEN = re.compile(r"""'(?:[^']|'')*'|"[^"]*"|\bIN\s*\(\s*\?(?:\s*,\s*\?)*\s*\)|\?|\bLIKE\b|\binterval\b|\bCROSS JOIN\b""",
                     re.I)
@@ -342,12 +351,28 @@ class PgEngine(Engine):
         if not rows:
             return 0
         if table == "samples":
-            await self._ensure_partitions({int(r[3]) // DAY for r in rows})
+            return await self._insert_samples(db, rows)
         types, cols = _BULK_TYPES[table], _BULK_COLS[table]
         q = (f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("
              + ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types)) + ") ON CONFLICT DO NOTHING")
         columns = [list(c) for c in zip(*rows, strict=True)]
         status = await db._conn.execute(q, *columns)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def _insert_samples(self, db: PgConn, rows: Sequence[Sequence[Any]]) -> int:
+        """Samples are unique by (sn, epoch, seq), as in SQLite, whatever their ts: the partitioned table's own key
+        must hold ts, so the unpartitioned ``sample_keys`` holds the sample's identity. One statement claims the
+        keys (``ON CONFLICT DO NOTHING RETURNING``: a key another process is inserting waits for its commit, then
+        is skipped, or taken if that process rolled back) and inserts only the claimed samples. Rows go in key
+        order, the first of a key kept, so two processes' overlapping batches lock keys in one order (no
+        deadlock) and a batch holding a sample twice stores it once (docs/decisions/024-postgresql-backend.md)."""
+        first: dict[tuple[Any, Any, Any], Sequence[Any]] = {}
+        for r in rows:
+            first.setdefault((r[0], r[1], r[2]), r)
+        ordered = [first[k] for k in sorted(first)]
+        await self._ensure_partitions({int(r[3]) // DAY for r in ordered})
+        columns = [list(c) for c in zip(*ordered, strict=True)]
+        status = await db._conn.execute(_SAMPLES_INSERT, *columns)
         return int(status.rsplit(" ", 1)[-1])
 
     # several processes -------------------------------------------------------------------------------------
@@ -417,7 +442,8 @@ class PgEngine(Engine):
 
     async def purge_samples(self, before_ts: int) -> int:
         """Drop every day partition wholly before ``before_ts`` (no row-by-row delete, no bloat), then delete
-        the older rows of the partition it falls in. How many rows went."""
+        the older rows of the partition it falls in; the keys of the samples that went (``sample_keys``: the
+        same ts, so the same rule), in the same transaction. How many samples went."""
         await self._load_partitions()
         whole = [d for d in sorted(self._days) if (d + 1) * DAY <= before_ts]
         n = 0
@@ -427,6 +453,7 @@ class PgEngine(Engine):
                 await db.execute(f"DROP TABLE samples_d{d}")
             cur = await db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))
             n += max(0, cur.rowcount)
+            await db.execute("DELETE FROM sample_keys WHERE ts < ?", (before_ts,))
         self._days.difference_update(whole)
         return n
 

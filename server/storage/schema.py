@@ -380,7 +380,18 @@ CREATE TABLE IF NOT EXISTS report_files (
 );
 """
 
-SCHEMA_VERSION = 8
+# When each local day's roll-ups last changed (issue 15/18, decision 032): the ``rollup_version`` of the write that
+# touched the day's rows (``rollup_day``, and so its month's ``rollup_month``); day 0 holds the last purge's. The
+# availability service keeps per-unit sums of months, days and hours between requests and checks them against
+# these stamps, so a write to today's hours leaves last quarter's months cached (server/availability/vectors.py).
+_ROLLUP_STAMPS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rollup_stamps (
+    day INTEGER PRIMARY KEY,
+    stamp INTEGER NOT NULL
+);
+"""
+
+SCHEMA_VERSION = 10
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
@@ -390,6 +401,8 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (6, "issue 15: the hours to recount kept with the samples' commit", (_RECOUNT_QUEUE_SCHEMA,)),
     (7, "issue 17: network service levels per unit and day", (_SLA_SCHEMA,)),
     (8, "issue 17: the stored report files' bytes, for every server process", (_REPORT_FILES_SCHEMA,)),
+    (9, "issue 15: a sample stored once by (sn, epoch, seq) whatever its ts (PostgreSQL's sample_keys)", ()),
+    (10, "issues 15/18: when each day's roll-ups last changed (the figures' cached sums)", (_ROLLUP_STAMPS_SCHEMA,)),
 ]
 
 
@@ -413,10 +426,35 @@ FOR EACH ROW EXECUTE FUNCTION posfleet_audit_append_only();
 """
 
 
+# Steps that only PostgreSQL needs (SQLite's step of that version is empty). 9: ``samples``' key there holds ts (a
+# partitioned table's key must hold the partition column), so a sample re-dated by its agent after a clock
+# correction and resent met no conflict and was stored twice; ``sample_keys`` (unpartitioned) is the sample's
+# identity, claimed before the row is inserted (server/storage/postgres.py, decision 024), and the partitioned key
+# (sn, epoch, seq, ts) goes: no query used it, and one index less keeps ingest's cost where it was. A database that
+# already holds a sample twice keeps the copy stored first (the one SQLite keeps) and loses the later ones.
+_PG_SAMPLE_KEYS = """
+CREATE TABLE IF NOT EXISTS sample_keys (
+    sn TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    ts BIGINT NOT NULL,
+    PRIMARY KEY (sn, epoch, seq)
+);
+INSERT INTO sample_keys (sn, epoch, seq, ts)
+SELECT DISTINCT ON (sn, epoch, seq) sn, epoch, seq, ts FROM samples ORDER BY sn, epoch, seq, received_at, ts
+ON CONFLICT DO NOTHING;
+DELETE FROM samples s WHERE NOT EXISTS (
+    SELECT 1 FROM sample_keys k WHERE k.sn = s.sn AND k.epoch = s.epoch AND k.seq = s.seq AND k.ts = s.ts);
+CREATE INDEX IF NOT EXISTS sample_keys_ts ON sample_keys(ts);
+ALTER TABLE samples DROP CONSTRAINT IF EXISTS samples_pkey;
+"""
+_PG_ONLY = {9: _PG_SAMPLE_KEYS}
+
+
 def postgres_ddl(script: str) -> str:
     """One SQLite script in PostgreSQL's dialect: INTEGER -> BIGINT, REAL -> DOUBLE PRECISION, BLOB -> BYTEA,
     AUTOINCREMENT keys -> identity columns, no WITHOUT ROWID; ``samples`` partitioned by range of ``ts`` (its key
-    then holds ``ts``: a resent sample carries its ts, so it still meets its first copy); the tables ordered by
+    would hold ``ts``: schema 9 drops it and keeps a sample's identity in ``sample_keys``); the tables ordered by
     insertion (tokens, commands) get an identity ``rowid``; SQLite's audit triggers become one trigger function."""
     s = script.replace(_PG_SAMPLES_KEY, "PRIMARY KEY (sn, epoch, seq, ts)\n) PARTITION BY RANGE (ts);\n"
                        "CREATE INDEX IF NOT EXISTS samples_sn_ts")
@@ -439,5 +477,6 @@ def postgres_ddl(script: str) -> str:
 PG_MIGRATIONS: list[tuple[int, str, str]] = [
     (3, "every table (schema 3), samples partitioned by day", "\n".join(
         postgres_ddl(s) for n, _w, scripts in MIGRATIONS if n <= 3 for s in scripts)),
-    *[(n, what, "\n".join(postgres_ddl(s) for s in scripts)) for n, what, scripts in MIGRATIONS if n > 3],
+    *[(n, what, "\n".join([*(postgres_ddl(s) for s in scripts), _PG_ONLY.get(n, "")]))
+      for n, what, scripts in MIGRATIONS if n > 3],
 ]

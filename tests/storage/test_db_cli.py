@@ -58,6 +58,23 @@ async def test_a_sqlite_fleet_copied_into_postgresql_answers_the_same(tmp_path: 
     status = json.loads(db("status", "--url", pg_url).stdout)
     assert status["backend"] == "postgresql" and status["schema"] == status["server_schema"]
     assert status["rows"]["samples"] == 1170 and status["sample_partitions"] == ["2025-03-03"]
+    await _resend_re_dated(pg_url)
+
+
+async def _resend_re_dated(url: str) -> None:
+    """The copied samples keep their identity: the same samples resent a day later (re-dated) are not stored."""
+    from server.storage import SampleRow, open_storage
+
+    st = open_storage(url)
+    await st.open()
+    try:
+        rows = await st._all("SELECT sn, epoch, seq, ts FROM samples ORDER BY ts LIMIT 5")
+        again = [SampleRow(r[0], r[1], r[2], r[3] + 86400, 60, 1, True, 80, {}, {"ts": r[3] + 86400}, 0.0)
+                 for r in rows]
+        assert len(again) == 5 and await st.store_telemetry(again, []) == 0
+        assert await st.count_samples() == 1170
+    finally:
+        await st.close()
 
 
 async def _tokens(url: str, tmp: Path) -> set[str]:
