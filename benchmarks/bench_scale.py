@@ -1,15 +1,21 @@
 """Fleet scale (issue 7): the server with 50,000 and 200,000 terminals reporting as the real agent does.
 
-    .venv/bin/python -m benchmarks.bench_scale                          # 50k and 200k, 5 min each, ~12 min
+    .venv/bin/python -m benchmarks.bench_scale                          # 50k and 200k, 5 min each, on SQLite
+    .venv/bin/python -m benchmarks.bench_scale --sizes 200000 --clients 50 --storage sqlite,postgresql  # issue 15
     .venv/bin/python -m benchmarks.bench_scale --sizes 200000 --seconds 120 --wave 200000   # the full outage wave
 
-What runs (one broker and one server per fleet size, fresh each time): a real Mosquitto with the generated config,
-the real fleet server process on SQLite, and one load-generator process.
+What runs (one broker and one server per fleet size and backend, fresh each time): a real Mosquitto with the
+generated config, the real fleet server process on SQLite or PostgreSQL (``--storage``, both in one run: a cluster
+of the benchmark's own, a new database per size), and one load-generator process.
 
-* **Registry.** The units are written straight into the server's SQLite schema by
-  ``bench_server_api.generate`` (institutions, counties, registry, live state, ``--days`` of hourly roll-ups) so
-  every publishing SN is a registered, in-service unit that roll-ups and fleet figures cover. It registers
-  N x 20/19 units because it makes every 20th a spare that does not report: N terminals publish.
+* **Registry.** The units are written into the server's schema by ``bench_server_api.generate`` (institutions,
+  counties, registry, live state, ``--days`` of hourly roll-ups: by default enough to cover the last whole
+  quarter) so every publishing SN is a registered, in-service unit that roll-ups and fleet figures cover; on
+  PostgreSQL the same rows are generated into a scratch SQLite file and copied in (``copy_generated``). It
+  registers N x 20/19 units because it makes every 20th a spare that does not report: N terminals publish.
+* **Drill-down data.** ``--drill-units`` units send their last ``--drill-days`` whole days as a backlog through
+  MQTT before the live run, as agents do after an outage; the server stores them late and its roll-up pass
+  recounts those hours and stores their slot codes, which is what a drill-down into a past day reads.
 * **Load.** N terminals, each on its own phase inside the agent's ``batch_interval_s`` (600 s): terminal at position
   p of a shuffled order publishes at p x 600 / N + k x 600, a batch of 10 one-minute samples covering the 10
   minutes before (seq continuing per terminal), QoS 1 on ``pf/<sn>/t``: N / 600 messages/s. Values vary per
@@ -28,8 +34,12 @@ the real fleet server process on SQLite, and one load-generator process.
 * **Resources.** CPU (% of one core, averaged over the live window) and peak RSS of the server process, the broker
   and the load generator (psutil); the load average each second.
 * **API while ingesting.** After the warm-up, with 10 and then 50 concurrent clients (``bench_server_api.measure``,
-  httpx): registry list/filter (50 a page), unit detail, fleet availability by county over whole days of the
-  generated roll-ups (several periods, so not every request is the same cached question).
+  httpx), one call type after another, each reported with p50/p99: registry list/filter (50 a page), unit detail,
+  drill-down (a drilled unit's minutes of one of its past days), fleet availability by county over whole days of
+  the generated roll-ups (several periods, so not every request is the same cached question), and the last whole
+  quarter's fleet availability by county (the same question from every client, as dashboards ask it).
+* **PostgreSQL's CPU.** With PostgreSQL, its processes' CPU and RSS are reported beside the server's (SQLite's
+  work is inside the server process).
 * **Outage wave** (largest size): ``--wave`` terminals come back at once after ``--outage-minutes`` without a
   link, as the agent does it: first each one's newest sample alone (so the server knows it is back), then the
   rest of its backlog in one batch. Everything published as fast as the generator can; measured: how long until
@@ -44,6 +54,7 @@ import json
 import math
 import multiprocessing as mp
 import os
+import queue
 import random
 import statistics
 import sys
@@ -58,7 +69,7 @@ import psutil
 
 from benchmarks._harness import machine, machine_line
 from benchmarks.bench_ingest import ProcWatch, add_loadgen_acl, stored
-from benchmarks.bench_server_api import TZ, generate, measure, midnight
+from benchmarks.bench_server_api import TZ, copy_generated, generate, last_quarter, measure, midnight
 from tests.fleet import Broker, Pki, Server, wait_for
 
 PERIOD = 600  # agent.config batch_interval_s
@@ -134,7 +145,9 @@ def loadgen(spec: dict[str, Any], sent_samples: Any, acked_msgs: Any, phase: Any
     n_term = len(sns)
     rng = random.Random(spec.get("seed", 1))
     lock = threading.Lock()
-    pending: dict[tuple[str, int], tuple[float, int]] = {}  # (sn, first seq) -> (publish time, last seq)
+    pending: dict[tuple[str, int], tuple[float, int, int]] = {}  # (sn, first seq) -> (publish time, last seq, n)
+    ready: queue.SimpleQueue[int] = queue.SimpleQueue()  # backlog mode: a terminal whose window has room again
+    backlog = spec["mode"] == "backlog"
     lags: list[tuple[float, float]] = []  # (publish time, lag) in time.time() seconds
     sent_count = [0]
     puback = [0]
@@ -157,6 +170,8 @@ def loadgen(spec: dict[str, Any], sent_samples: Any, acked_msgs: Any, phase: Any
                         continue
                     lags.append((e[0], now - e[0]))
                     acked_msgs.value += 1
+                    if backlog:
+                        ready.put(e[2])
                     q = e[1] + 1
 
     def on_publish(client, userdata, mid, reason_code, properties) -> None:  # type: ignore[no-untyped-def]
@@ -180,12 +195,12 @@ def loadgen(spec: dict[str, Any], sent_samples: Any, acked_msgs: Any, phase: Any
         clients.append(c)
     wait_for(lambda: all(c.is_connected() for c in clients), 20, "load generator connections")
 
-    def publish(n: int, seq0: int, ts0: int, count: int) -> None:
+    def publish(n: int, seq0: int, ts0: int, count: int, epoch: int = EPOCH, r: random.Random = rng) -> None:
         sn = sns[n]
-        payload = terminal_batch(sn, n, EPOCH, seq0, ts0, count, rng)
+        payload = terminal_batch(sn, n, epoch, seq0, ts0, count, r)
         k = sent_count[0]
         with lock:
-            pending[(sn, seq0)] = (time.time(), seq0 + count - 1)
+            pending[(sn, seq0)] = (time.time(), seq0 + count - 1, n)
         clients[k % len(clients)].publish(topics.topic(sn, topics.TELEMETRY), payload, qos=1)
         sent_count[0] = k + 1
         sent_samples.value += count
@@ -214,6 +229,37 @@ def loadgen(spec: dict[str, Any], sent_samples: Any, acked_msgs: Any, phase: Any
             now_min = int(time.time()) // 60 * 60
             publish(order[p], rnd * SAMPLES_PER_BATCH + 1, now_min - 60 * SAMPLES_PER_BATCH, SAMPLES_PER_BATCH)
             k += 1
+    elif backlog:
+        # every terminal back after an outage, as the agent sends its outbox: the newest sample alone first (the
+        # server knows it is back), then the rest oldest first in batches of link.max_batch, at most ``window``
+        # batches unacknowledged per terminal (the agent's max_batch x 4 in flight). Values from a generator per
+        # (terminal, first seq): the same backlog whichever server receives it. No resends: a batch still
+        # unacknowledged at the end is counted, not sent again.
+        count, start, size, epoch = spec["count"], spec["start"], spec["batch"], spec["epoch"]
+
+        def own(n: int, seq0: int) -> random.Random:
+            return random.Random(n * 1_000_003 + seq0)
+
+        for n in range(n_term):
+            publish(n, count, start + 60 * (count - 1), 1, epoch, own(n, count))
+        spec["t_newest_published"] = time.time()
+        for _ in range(spec["window"] - 1):
+            for n in range(n_term):
+                ready.put(n)
+        nxt = [1] * n_term
+        left = n_term if count > 1 else 0
+        while left and not stop.value:
+            try:
+                n = ready.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            if nxt[n] >= count:
+                continue
+            c = min(size, count - nxt[n])
+            publish(n, nxt[n], start + 60 * (nxt[n] - 1), c, epoch, own(n, nxt[n]))
+            nxt[n] += c
+            if nxt[n] >= count:
+                left -= 1
     else:  # wave: everyone back at once; newest sample alone first, then the rest of the outage in one batch
         minutes = spec["outage_minutes"]
         seq_base = 1_000_000
@@ -320,7 +366,7 @@ def lag_stats(lags: list[tuple[float, float]], t_from: float = 0.0, t_to: float 
             "mean_s": statistics.fmean(xs) if xs else float("nan")}
 
 
-def api_requests(g: dict[str, Any], rnd: random.Random, requests: int, avail_requests: int,
+def api_requests(g: dict[str, Any], rnd: random.Random, requests: int, avail_requests: int, quarter_requests: int,
                  days: int) -> dict[str, list[tuple[str, dict[str, str]]]]:
     sns: list[str] = g["sns"]
     counties: list[str] = g["counties"]
@@ -331,7 +377,11 @@ def api_requests(g: dict[str, Any], rnd: random.Random, requests: int, avail_req
                         {"offset": str(rnd.randrange(0, max(1, len(sns) - 50)))}])
         lists.append(("/api/v1/registry/units", {"limit": "50", **f}))
     details = [(f"/api/v1/registry/units/{rnd.choice(sns)}", {}) for _ in range(requests)]
-    today = datetime.now(TZ).date()
+    out = {"list units": lists, "unit detail": details}
+    if g.get("drill"):  # a unit's minutes of a day that is over (its slot codes, stored by the roll-up pass)
+        out["drill-down"] = [(f"/api/v1/units/{rnd.choice(g['drill'])}/slots", {"date": rnd.choice(g["drill_dates"])})
+                             for _ in range(requests)]
+    today = datetime.fromtimestamp(g["now"], TZ).date()
     fleet = []
     for _ in range(avail_requests):
         a = rnd.randrange(1, days + 1)
@@ -339,14 +389,26 @@ def api_requests(g: dict[str, Any], rnd: random.Random, requests: int, avail_req
         fleet.append(("/api/v1/availability", {
             "from": datetime.fromtimestamp(midnight(today - timedelta(days=a)), TZ).isoformat(),
             "to": datetime.fromtimestamp(midnight(today - timedelta(days=b)), TZ).isoformat(), "group_by": "county"}))
-    return {"list units": lists, "unit detail": details, "fleet availability by county": fleet}
+    out["fleet availability by county"] = fleet
+    if quarter_requests:  # the last whole quarter: one question every dashboard asks (shared, then cached)
+        q_from, q_to = last_quarter(g["now"])
+        out["fleet quarter by county"] = [("/api/v1/availability", {"from": q_from, "to": q_to, "group_by": "county"})
+                                          for _ in range(quarter_requests)]
+    return out
+
+
+def quarter_days(now: int) -> int:
+    """Days of roll-ups before ``now``'s day that cover the last whole quarter (the quarter's figures read them)."""
+    q_from = datetime.fromisoformat(last_quarter(now)[0]).date()
+    return (datetime.fromtimestamp(now, TZ).date() - q_from).days
 
 
 def run_api(base: str, token: str, g: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rnd = random.Random(11)
     for clients in args.clients:
-        reqs = api_requests(g, rnd, args.requests * clients // 10, args.avail_requests * clients // 10, args.days)
+        reqs = api_requests(g, rnd, args.requests * clients // 10, args.avail_requests * clients // 10,
+                            args.quarter_requests * clients // 10, args.days)
         for name, paths in reqs.items():
             t = time.time()
             res = asyncio.run(measure(base, token, f"{name}, {clients} clients", paths, clients))
@@ -355,7 +417,125 @@ def run_api(base: str, token: str, g: dict[str, Any], args: argparse.Namespace) 
     return out
 
 
-def setup(pki: Pki, n: int, workdir: Path, args: argparse.Namespace) -> tuple[Broker, Server, dict[str, Any]]:
+def cpu_of(pid: int | None) -> float:
+    """User + system CPU seconds of a process and its children so far (0.0 without a process)."""
+    if not pid:
+        return 0.0
+    total = 0.0
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    for q in procs:
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def rollup_status(server: Server) -> dict[str, Any] | None:
+    """The server's roll-up job (``/api/v1/availability/status``: pending unit-hours, recounts), or None."""
+    try:
+        r = server.get("/api/v1/availability/status")
+        return r.json() if r.status_code == 200 else None  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a busy server may not answer within the client's timeout: asked again
+        return None
+
+
+def _epoch(v: Any) -> float | None:
+    """A time in an API answer (epoch seconds or ISO 8601) as epoch seconds."""
+    if v is None or v == "":
+        return None
+    return float(v) if isinstance(v, int | float) else datetime.fromisoformat(v).timestamp()
+
+
+def recount_state(server: Server) -> tuple[Any, ...] | None:
+    """(settled, the roll-up job's figures) where settled means: no unit-hour pending in the server, none left in
+    the ``recount_queue`` the samples' commits wrote (a benchmark's read of the table, both backends), and the last
+    roll-up pass that recounted anything started after the last commit (``last_recount_at`` is when a pass
+    started, and is set when it ends). One process's view: run these benchmarks' server without API workers."""
+    from tests.backend import db_count
+
+    st = rollup_status(server)
+    try:
+        ingest = server.get("/healthz").json()["ingest"]
+    except Exception:  # noqa: BLE001 - asked again at the next poll
+        return None
+    if st is None:
+        return None
+    figures = (st["pending_unit_hours"], st.get("recounts"), st.get("hours_recounted"), st.get("last_recount_at"),
+               ingest.get("last_commit"))
+    started, commit = _epoch(st.get("last_recount_at")), _epoch(ingest.get("last_commit"))
+    settled = (not st["pending_unit_hours"] and started is not None and commit is not None
+               and started >= int(commit)
+               and db_count(server.storage_url, "SELECT count(*) FROM recount_queue") == 0)
+    return settled, figures
+
+
+def wait_recounted(server: Server, timeout: float) -> float:
+    """Until the server has recounted every hour its commits marked: settled (:func:`recount_state`) on two polls
+    half a second apart with the same figures (no pass ended between them). When it was first seen so."""
+    first: list[Any] = [None, None]  # (time, figures) of the first settled poll of the current run
+
+    def done() -> bool:
+        got = recount_state(server)
+        if got is None or not got[0]:
+            first[:] = [None, None]
+            return False
+        if first[1] == got[1]:
+            return True
+        first[:] = [time.time(), got[1]]
+        return False
+
+    wait_for(done, timeout, "every hour the backlog touched to be recounted", interval=0.5)
+    return float(first[0])
+
+
+def send_backlog(pki: Pki, broker: Broker, server: Server, sns: list[str], start: int, count: int, epoch: int,
+                 workdir: Path, *, window: int = 4, batch: int = 60, timeout: float = 3600.0,
+                 cpu_pids: dict[str, int | None] | None = None) -> dict[str, Any]:
+    """``sns`` send ``count`` one-minute samples from ``start`` as agents send their outbox after an outage
+    (``loadgen`` mode ``backlog``); wait until all are stored, then until the server has recounted every hour
+    they touched. Times from the first publish, CPU seconds of ``cpu_pids`` per phase, Ack lags."""
+    pids = cpu_pids or {}
+    spec = {"mode": "backlog", "sns": sns, "pki_dir": str(pki.dir), "port": broker.port, "conns": CONNS,
+            "count": count, "start": start, "batch": batch, "window": window, "epoch": epoch, "ack_wait": timeout,
+            "out": str(workdir / f"backlog-{epoch}.json")}
+    want = len(sns) * count
+    base = stored(server)
+    lg = LoadGen(spec)
+    cpu0 = {k: cpu_of(p) for k, p in pids.items()}
+    t0 = time.time()
+    lg.start()
+    r: dict[str, Any] = {"units": len(sns), "samples": want, "messages": len(sns) * (1 + math.ceil((count - 1) / batch))}
+    try:
+        wait_for(lambda: stored(server) - base >= want, timeout, "the backlog to be stored", interval=0.2)
+        r["stored_s"] = time.time() - t0
+        cpu1 = {k: cpu_of(p) for k, p in pids.items()}
+        t_recounted = wait_recounted(server, timeout)
+        cpu2 = {k: cpu_of(p) for k, p in pids.items()}  # (up to half a second after it was first seen settled)
+        r["recounted_s"] = t_recounted - t0
+    finally:
+        res = lg.result(120)
+    r["published_s"] = res["t_last"] - res["t_first"]
+    r["unacked"], r["stored"] = res["unacked"], stored(server) - base
+    r["cpu_store_s"] = {k: cpu1[k] - cpu0[k] for k in pids}
+    r["cpu_recount_s"] = {k: cpu2[k] - cpu1[k] for k in pids}
+    r["lag"] = lag_stats([tuple(x) for x in res["lags"]])
+    r["status"] = rollup_status(server) or {}
+    return r
+
+
+def setup(pki: Pki, n: int, workdir: Path, args: argparse.Namespace, storage_url: str | None = None,
+          now: int | None = None) -> tuple[Broker, Server, dict[str, Any]]:
+    """A fresh broker and server for ``n`` publishing terminals, the registry and ``args.days`` of roll-ups
+    generated into its database (``storage_url``: a PostgreSQL database; default the server's SQLite file), and,
+    with ``args.drill_units``, that many units' last ``args.drill_days`` whole days sent as a backlog so the server
+    stores their slot codes (the drill-down reads them)."""
+    now = int(time.time()) if now is None else now
     broker = Broker(pki, workdir / "broker")
     pki.terminal(ACK_CN)  # first: issuing a certificate rewrites the ACL from the CA's index (decision 011)
     add_loadgen_acl(pki, CONNS)
@@ -364,28 +544,52 @@ def setup(pki: Pki, n: int, workdir: Path, args: argparse.Namespace) -> tuple[Br
     broker.start()
     # the API phase's concurrent clients share one token and one address: no per-person limits (decision 013)
     unlimited = "" if "[api]" in args.server_extra else "\n[api]\nrate_per_s = 0\naddress_rate_per_s = 0\n"
-    server = Server(pki, broker, workdir / "server", extra=args.server_extra + unlimited)
+    server = Server(pki, broker, workdir / "server", extra=args.server_extra + unlimited, storage=storage_url)
     units = math.ceil(n * 20 / 19)  # every 20th generated unit is a spare that does not report
     t = time.perf_counter()
-    g = generate(server.db, units, institutions=max(10, units // 17), days=args.days, raw_units=0, raw_days=0,
-                 backlog_units=0, backlog_hours=0, now=int(time.time()))
-    g["sns"] = g["sns"][:n]
+    db = server.db if storage_url is None else workdir / "generated.sqlite"
+    g = generate(db, units, institutions=max(10, units // 17), days=args.days, raw_units=0, raw_days=0,
+                 backlog_units=0, backlog_hours=0, now=now)
     g["t_generate"] = time.perf_counter() - t
+    if storage_url is not None:  # the same rows, put into PostgreSQL
+        t = time.perf_counter()
+        g["t_copy"] = copy_generated(db, storage_url)
+        g["t_generate"] += time.perf_counter() - t
+        db.unlink()
+    g["now"] = now
     g["units"] = units
+    g["sns"] = g["sns"][:n]
     server.start()
+    drill = min(getattr(args, "drill_units", 0), n)
+    if drill:
+        today = datetime.fromtimestamp(now, TZ).date()
+        first = today - timedelta(days=args.drill_days)
+        t = time.perf_counter()
+        d = send_backlog(pki, broker, server, g["sns"][:drill], midnight(first), args.drill_days * 1440, EPOCH + 1,
+                         workdir, timeout=args.drain_timeout)
+        g["drill"] = g["sns"][:drill]
+        g["drill_dates"] = [(first + timedelta(days=k)).isoformat() for k in range(args.drill_days)]
+        g["t_drill"] = time.perf_counter() - t
+        g["drill_backlog"] = {k: v for k, v in d.items() if k != "lag"}
+        print(f"  drill-down data: {drill} units sent their last {args.drill_days} whole day(s) as a backlog "
+              f"({d['samples']:,} samples): stored after {d['stored_s']:.0f} s, recounted (slot codes stored) "
+              f"after {d['recounted_s']:.0f} s", flush=True)
     return broker, server, g
 
 
 def live(pki: Pki, broker: Broker, server: Server, g: dict[str, Any], n: int, args: argparse.Namespace,
          workdir: Path) -> dict[str, Any]:
     r: dict[str, Any] = {"terminals": n, "registered": g["units"], "seconds": args.seconds, "period": args.period,
-                         "t_generate": g["t_generate"]}
+                         "t_generate": g["t_generate"], "storage": g.get("storage", "sqlite"), "days": args.days,
+                         "t_copy": g.get("t_copy"), "t_drill": g.get("t_drill"), "drill_backlog": g.get("drill_backlog")}
     assert server.proc is not None and broker.proc is not None
     spec = {"mode": "live", "sns": g["sns"], "pki_dir": str(pki.dir), "port": broker.port, "conns": CONNS,
             "period": args.period, "duration": args.seconds, "ack_wait": args.drain_timeout,
             "out": str(workdir / f"live-{n}.json")}
     base_stored = stored(server)
     watches = {"server": ProcWatch(server.proc.pid), "broker": ProcWatch(broker.proc.pid)}
+    if g.get("db_pid"):  # PostgreSQL's own processes (SQLite's work is in the server's)
+        watches["postgres"] = ProcWatch(g["db_pid"])
     lg = LoadGen(spec)
     poll = Poller(server, lg)
     poll.start()
@@ -442,11 +646,13 @@ def live(pki: Pki, broker: Broker, server: Server, g: dict[str, Any], n: int, ar
 def wave(pki: Pki, broker: Broker, server: Server, g: dict[str, Any], n: int, args: argparse.Namespace,
          workdir: Path) -> dict[str, Any]:
     assert server.proc is not None and broker.proc is not None
-    r: dict[str, Any] = {"terminals": n, "outage_minutes": args.outage_minutes}
+    r: dict[str, Any] = {"terminals": n, "outage_minutes": args.outage_minutes, "storage": g.get("storage", "sqlite")}
     spec = {"mode": "wave", "sns": g["sns"][:n], "pki_dir": str(pki.dir), "port": broker.port, "conns": CONNS,
             "outage_minutes": args.outage_minutes, "ack_wait": args.drain_timeout, "out": str(workdir / "wave.json")}
     base = stored(server)
     watches = {"server": ProcWatch(server.proc.pid), "broker": ProcWatch(broker.proc.pid)}
+    if g.get("db_pid"):
+        watches["postgres"] = ProcWatch(g["db_pid"])
     lg = LoadGen(spec)
     poll = Poller(server, lg)
     poll.start()
@@ -488,9 +694,9 @@ def _lag(d: dict[str, float]) -> str:
 
 def report_live(r: dict[str, Any]) -> None:
     n = r["terminals"]
-    print(f"\n== {n:,} terminals ({r['registered']:,} registered incl. spares; registry + {r.get('days', '?')} days of "
-          f"roll-ups generated in {r['t_generate']:.0f} s), {r['seconds']:.0f} s at one batch per terminal every "
-          f"{r['period']} s")
+    print(f"\n== {r.get('storage', 'sqlite')}: {n:,} terminals ({r['registered']:,} registered incl. spares; registry + "
+          f"{r.get('days', '?')} days of roll-ups generated in {r['t_generate']:.0f} s), {r['seconds']:.0f} s at one "
+          f"batch per terminal every {r['period']} s")
     print(f"  offered {r['offered_rate']:,.0f} samples/s, committed {r['committed_rate']:,.0f} samples/s over the "
           f"{r['window_s']:.0f} s steady window; {r['stored']:,} of {r['sent_samples']:,} stored; drained "
           f"{r['drained_s']:.1f} s after the last publish; max backlog {r['max_backlog_samples']:,} samples; "
@@ -504,7 +710,10 @@ def report_live(r: dict[str, Any]) -> None:
         if f"lag_{k}_api" in r:
             print(f"    {k} the API load: {_lag(r[f'lag_{k}_api'])}")
     print(f"  server CPU {r['server_cpu_pct']:.0f} % of one core, peak RSS {r['server_rss_mb']:.0f} MB "
-          f"(end {r['server_rss_end_mb']:.0f} MB); broker CPU {r['broker_cpu_pct']:.0f} %, peak RSS "
+          f"(end {r['server_rss_end_mb']:.0f} MB); "
+          + (f"PostgreSQL's processes CPU {r['postgres_cpu_pct']:.0f} %, peak RSS {r['postgres_rss_mb']:.0f} MB; "
+             if "postgres_cpu_pct" in r else "")
+          + f"broker CPU {r['broker_cpu_pct']:.0f} %, peak RSS "
           f"{r['broker_rss_mb']:.0f} MB; generator CPU {r['loadgen_cpu_pct']:.0f} %; load average "
           f"{r['load_min']:.1f}-{r['load_max']:.1f}")
     for key, v in r["api"].items():
@@ -514,38 +723,64 @@ def report_live(r: dict[str, Any]) -> None:
 
 
 def report_wave(r: dict[str, Any]) -> None:
-    print(f"\n== outage wave: {r['terminals']:,} terminals back at once after {r['outage_minutes']} min")
+    print(f"\n== {r.get('storage', 'sqlite')}: outage wave: {r['terminals']:,} terminals back at once after "
+          f"{r['outage_minutes']} min")
     print(f"  every newest sample published after {r['newest_published_s']:.1f} s, all committed (Ack) after "
           f"{r['newest_all_acked_s']:.1f} s; newest-sample lag {_lag(r['lag_newest'])}")
     print(f"  everything ({r['expected']:,} samples, {2 * r['terminals']:,} messages) published in "
           f"{r['published_s']:.1f} s, stored after {r['drained_s']:.1f} s = {r['rate_samples']:,.0f} samples/s, "
           f"{r['rate_msgs']:,.0f} messages/s; {r['stored']:,} of {r['expected']:,} stored, {r['unacked']} unacked")
-    print(f"  server CPU {r['server_cpu_pct']:.0f} %, peak RSS {r['server_rss_mb']:.0f} MB; broker CPU "
-          f"{r['broker_cpu_pct']:.0f} %, peak RSS {r['broker_rss_mb']:.0f} MB; load average up to {r['load_max']:.1f}")
+    print(f"  server CPU {r['server_cpu_pct']:.0f} %, peak RSS {r['server_rss_mb']:.0f} MB; "
+          + (f"PostgreSQL's processes CPU {r['postgres_cpu_pct']:.0f} %; " if "postgres_cpu_pct" in r else "")
+          + f"broker CPU {r['broker_cpu_pct']:.0f} %, peak RSS {r['broker_rss_mb']:.0f} MB; load average up to "
+          f"{r['load_max']:.1f}")
 
 
-def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def run(args: argparse.Namespace, workdir: Path, pg: Any = None) -> dict[str, Any]:
+    """Every size on every backend of ``args.storage``, one after the other on this machine. PostgreSQL: a cluster
+    of the benchmark's own (``pg``, or one started here: initdb defaults, ``shared_buffers = 512MB``, fsync on),
+    a new database per size."""
     out: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(args).items() if k != "json"},
-                           "live": [], "wave": None}
-    pki = Pki(workdir / "pki")
-    biggest = max(args.sizes)
-    for n in args.sizes:
-        d = workdir / f"n{n}"
-        print(f"{machine_line()}\nsetting up {n:,} terminals ...", flush=True)
-        broker, server, g = setup(pki, n, d, args)
-        try:
-            if args.seconds > 0:
-                r = live(pki, broker, server, g, n, args, d)
-                r["days"] = args.days
-                report_live(r)
-                out["live"].append(r)
-            if n == biggest and args.wave:
-                w = wave(pki, broker, server, g, min(args.wave, n), args, d)
-                report_wave(w)
-                out["wave"] = w
-        finally:
-            server.stop()
-            broker.stop()
+                           "live": [], "wave": None, "waves": []}
+    own = None
+    if "postgresql" in args.storage and pg is None:
+        from simulator.postgres import Postgres
+
+        pg = own = Postgres(settings={"shared_buffers": "512MB"}).start()
+    try:
+        pki = Pki(workdir / "pki")
+        biggest = max(args.sizes)
+        for n in args.sizes:
+            for backend in args.storage:
+                d = workdir / f"{backend}-n{n}"
+                url = pg.create(f"scale_{n}") if backend == "postgresql" else None
+                print(f"{machine_line()}\nsetting up {n:,} terminals on {backend} ({args.days} days of roll-ups) ...",
+                      flush=True)
+                broker, server, g = setup(pki, n, d, args, url)
+                g["storage"] = backend
+                g["db_pid"] = pg.proc.pid if url else None
+                try:
+                    if args.seconds > 0:
+                        r = live(pki, broker, server, g, n, args, d)
+                        report_live(r)
+                        out["live"].append(r)
+                    if n == biggest and args.wave:
+                        w = wave(pki, broker, server, g, min(args.wave, n), args, d)
+                        w["storage"] = backend
+                        report_wave(w)
+                        out["waves"].append(w)
+                        out["wave"] = out["wave"] or w
+                finally:
+                    server.stop()
+                    broker.stop()
+                if url:  # the next size's database beside it would only take the disk
+                    pg.psql(f'DROP DATABASE "scale_{n}"')
+                else:
+                    for f in (server.db, server.db.with_name(server.db.name + "-wal")):
+                        f.unlink(missing_ok=True)
+    finally:
+        if own is not None:
+            own.stop()
     return out
 
 
@@ -557,8 +792,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=float, default=60.0, help="seconds before the API load and the steady window")
     p.add_argument("--clients", default="10,50", help="API concurrency levels (empty: no API load)")
     p.add_argument("--requests", type=int, default=30, help="list/detail requests per 10 clients (default 30)")
-    p.add_argument("--avail-requests", type=int, default=5, help="availability requests per 10 clients")
-    p.add_argument("--days", type=int, default=7, help="days of generated roll-ups (default 7)")
+    p.add_argument("--avail-requests", type=int, default=5, help="availability requests (whole days of random "
+                   "periods, by county) per 10 clients")
+    p.add_argument("--quarter-requests", type=int, default=10, help="requests for the last whole quarter's fleet "
+                   "availability by county, per 10 clients (default 10)")
+    p.add_argument("--days", type=int, default=0, help="days of generated roll-ups before today (default: enough "
+                   "to cover the last whole quarter, 90-183)")
+    p.add_argument("--drill-units", type=int, default=100, help="units whose last --drill-days whole days are sent "
+                   "as a backlog before the live run, so the drill-down reads stored slot codes (default 100; 0: "
+                   "no drill-down)")
+    p.add_argument("--drill-days", type=int, default=2, help="days of drill-down data per drilled unit (default 2)")
+    p.add_argument("--storage", default="sqlite", help="the server's backends, comma-separated, run one after the "
+                   "other: sqlite, postgresql (a cluster of the benchmark's own, fsync on); default sqlite")
     p.add_argument("--wave", type=int, default=20000, help="terminals in the outage wave, at the largest size "
                    "(default 20000; 0: none)")
     p.add_argument("--outage-minutes", type=int, default=10, help="outage length: samples per terminal in the wave")
@@ -568,6 +813,11 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     a.sizes = [int(x) for x in a.sizes.split(",") if x]
     a.clients = [int(x) for x in a.clients.split(",") if x]
+    a.storage = [x.strip() for x in a.storage.split(",") if x.strip()]
+    if not a.storage or set(a.storage) - {"sqlite", "postgresql"}:
+        p.error("--storage: sqlite, postgresql or both, comma-separated")
+    if a.days <= 0:
+        a.days = max(7, quarter_days(int(time.time())))
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         t = time.perf_counter()
         res = run(a, Path(tmp))

@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from server.auth import hash_token  # noqa: E402
-from server.storage.sqlite import _FLEET_SCHEMA, _SCHEMA  # noqa: E402
+from server.storage.schema import _FLEET_SCHEMA, _SCHEMA  # noqa: E402
 
 TZ = ZoneInfo("Asia/Shanghai")
 TYPES = ["health_centre"] * 3 + ["village_clinic"] * 15 + ["community_site"] + ["pharmacy"]
@@ -199,6 +199,65 @@ def generate(db: Path, units: int, institutions: int, days: int, raw_units: int,
     return {"token": token, "sns": [sn for sn, _q in active], "counties": counties, "raw": raw_set,
             "backlog": backlog_set, "rollup_rows": n_rows, "samples": n_samples,
             "t_registry": t_reg, "t_rollups": t_roll, "t_samples": t_raw}
+
+
+# the tables generate() writes (besides samples), in an order their references allow
+GENERATED = ("institutions", "registry", "status_history", "units", "rollup_day", "rollup_month", "tokens")
+
+
+def copy_generated(db: Path, url: str, chunk: int = 50_000) -> dict[str, float]:
+    """Put what :func:`generate` wrote into the SQLite file ``db`` into the empty PostgreSQL database ``url``:
+    its schema made by the server's own migrations (``posfleet server db upgrade``'s call), then the rows by
+    ``COPY`` (a benchmark's seeding SQL, not the server's: the big roll-up tables' secondary indexes dropped
+    while copying and rebuilt after, as a bulk load would), then ``VACUUM ANALYZE`` so the planner and the
+    visibility map are those of a settled database. Raw samples are not copied: a benchmark sends those through
+    ingest. Seconds per table."""
+    import asyncpg
+
+    from server.storage.ops import upgrade
+
+    asyncio.run(upgrade(url))
+    src = sqlite3.connect(db)
+    if src.execute("SELECT count(*) FROM samples").fetchone()[0]:
+        raise ValueError("copy_generated copies no raw samples: generate with raw_units=0, backlog_units=0")
+
+    async def run() -> dict[str, float]:
+        conn = await asyncpg.connect(url)
+        took: dict[str, float] = {}
+        try:
+            await conn.execute("SET maintenance_work_mem = '1GB'")  # this session's index builds and vacuum
+            for table in GENERATED:
+                t = time.perf_counter()
+                cols = [r[1] for r in src.execute(f"PRAGMA table_info({table})")]
+                big = table.startswith("rollup_")
+                indexes = [] if not big else await conn.fetch(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = $1 AND indexname NOT IN "
+                    "(SELECT conname FROM pg_constraint)", table)
+                for ix in indexes:
+                    await conn.execute(f'DROP INDEX "{ix["indexname"]}"')
+                cur = src.execute(f"SELECT {', '.join(cols)} FROM {table}")
+                while rows := cur.fetchmany(chunk):
+                    await conn.copy_records_to_table(table, records=rows, columns=cols)
+                for ix in indexes:
+                    await conn.execute(ix["indexdef"])
+                took[table] = time.perf_counter() - t
+            for (value,) in src.execute("SELECT value FROM meta WHERE key = 'rolled_to'"):
+                await conn.execute("INSERT INTO meta (key, value) VALUES ('rolled_to', $1) "
+                                   "ON CONFLICT (key) DO UPDATE SET value = excluded.value", value)
+            await conn.execute("SELECT setval(pg_get_serial_sequence('status_history', 'id'), "
+                               "coalesce((SELECT max(id) FROM status_history), 0) + 1, false)")
+            t = time.perf_counter()
+            for table in GENERATED:
+                await conn.execute(f"VACUUM ANALYZE {table}")
+            took["vacuum analyze"] = time.perf_counter() - t
+        finally:
+            await conn.close()
+        return took
+
+    try:
+        return asyncio.run(run())
+    finally:
+        src.close()
 
 
 # ---------------------------------------------------------------------------------------------- measure
