@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._harness import machine, machine_line
-from benchmarks.bench_scale import EPOCH, cpu_of, send_backlog, setup
+from benchmarks.bench_scale import EPOCH, api_workers, cpu_of, send_backlog, setup
 from benchmarks.bench_server_api import TZ, midnight
 from tests.fleet import Pki
 
@@ -99,7 +99,8 @@ def one_backend(backend: str, pki: Pki, workdir: Path, args: argparse.Namespace,
         print(f"  {backend}: {len(sns):,} units send {args.hours} h of one-minute samples "
               f"({len(sns) * args.hours * 60:,} samples) as agents do after an outage ...", flush=True)
         r["backlog"] = b = send_backlog(pki, broker, server, sns, start, args.hours * 60, EPOCH, workdir,
-                                        window=args.window, batch=args.batch, timeout=args.timeout, cpu_pids=pids)
+                                        window=args.window, batch=args.batch, timeout=args.timeout, cpu_pids=pids,
+                                        workers=api_workers(args.server_extra) > 1)
         report_backlog(backend, b)
         cpu0 = {k: cpu_of(p) for k, p in pids.items()}
         t = time.perf_counter()
@@ -133,11 +134,12 @@ def report_backlog(backend: str, b: dict[str, Any]) -> None:
           f"({b['samples'] / b['stored_s']:,.0f} samples/s; {b['messages']:,} messages, {b['unacked']} never "
           f"acknowledged; Ack lag p50 {b['lag']['p50_s']:.1f} s, p99 {b['lag']['p99_s']:.1f} s), CPU {_cpu(b['cpu_store_s'])}",
           flush=True)
+    job = (f"the server's roll-up job: {st.get('recounts')} pass(es), {st.get('hours_recounted', 0):,} unit-hours "
+           f"recounted, last pass {st.get('last_recount_s')} s" if st else "(API workers: the primary's roll-up "
+           "job figures are not served)")
     print(f"  {backend}: every hour recounted {b['recounted_s']:.1f} s after the first publish, "
           f"{b['recounted_s'] - b['stored_s']:.1f} s after the last sample was stored; CPU from stored to recounted "
-          f"{_cpu(b['cpu_recount_s'])}; the server's roll-up job: {st.get('recounts')} pass(es), "
-          f"{st.get('hours_recounted', 0):,} unit-hours recounted, last pass {st.get('last_recount_s')} s; "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+          f"{_cpu(b['cpu_recount_s'])}; {job}; load average {os.getloadavg()[0]:.1f}", flush=True)
 
 
 def compare(runs: list[dict[str, Any]]) -> list[str]:

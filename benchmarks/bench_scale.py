@@ -452,37 +452,84 @@ def _epoch(v: Any) -> float | None:
     return float(v) if isinstance(v, int | float) else datetime.fromisoformat(v).timestamp()
 
 
-def recount_state(server: Server) -> tuple[Any, ...] | None:
-    """(settled, the roll-up job's figures) where settled means: no unit-hour pending in the server, none left in
-    the ``recount_queue`` the samples' commits wrote (a benchmark's read of the table, both backends), and the last
-    roll-up pass that recounted anything started after the last commit (``last_recount_at`` is when a pass
-    started, and is set when it ends). One process's view: run these benchmarks' server without API workers."""
+def api_workers(server_extra: str) -> int:
+    """``[http] api_workers`` as ``--server-extra`` sets it (1 when it does not)."""
+    import re
+
+    m = re.search(r"^\s*api_workers\s*=\s*(\d+)", server_extra, re.M)
+    return int(m.group(1)) if m else 1
+
+
+def meta_value(url: str, key: str) -> str | None:
+    """One value of the server's ``meta`` table, read straight from its database (a benchmark's read, both
+    backends), or None."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        con = sqlite3.connect(f"file:{url[len('sqlite:///'):]}?mode=ro", uri=True, timeout=10)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        finally:
+            con.close()
+        return None if row is None else str(row[0])
+    import subprocess
+
+    from simulator.postgres import pg_bindir
+
+    quoted = "'" + key.replace("'", "''") + "'"  # (psql does not put variables into a -c command)
+    out = subprocess.run([str(pg_bindir() / "psql"), "-X", "-A", "-t", "-d", url, "-c",
+                          f"SELECT value FROM meta WHERE key = {quoted}"], capture_output=True, text=True, timeout=30)
+    if out.returncode != 0:
+        raise RuntimeError(f"reading meta {key}: {out.stderr.strip()}")
+    return out.stdout.strip() or None
+
+
+def recount_state(server: Server, workers: bool = False) -> tuple[Any, ...] | None:
+    """(settled, what was read) where settled means every hour the commits marked is recounted: none left in the
+    ``recount_queue`` the samples' commits wrote (a benchmark's read of the table, both backends), and
+
+    * one server process (``workers`` false): no unit-hour pending in ``/api/v1/availability/status``, and the
+      last roll-up pass that recounted anything started after the last commit (``last_recount_at`` is when a pass
+      started, and is set when it ends);
+    * a primary with API workers (who answer the API, with their own roll-up state): the primary's pending hours
+      as it publishes them every second in ``meta`` (``PENDING_KEY``) are none.
+    """
+    from server.storage.base import PENDING_KEY
     from tests.backend import db_count
 
-    st = rollup_status(server)
     try:
         ingest = server.get("/healthz").json()["ingest"]
     except Exception:  # noqa: BLE001 - asked again at the next poll
         return None
-    if st is None:
-        return None
-    figures = (st["pending_unit_hours"], st.get("recounts"), st.get("hours_recounted"), st.get("last_recount_at"),
-               ingest.get("last_commit"))
-    started, commit = _epoch(st.get("last_recount_at")), _epoch(ingest.get("last_commit"))
-    settled = (not st["pending_unit_hours"] and started is not None and commit is not None
-               and started >= int(commit)
-               and db_count(server.storage_url, "SELECT count(*) FROM recount_queue") == 0)
+    commit = _epoch(ingest.get("last_commit"))
+    if workers:
+        pending = meta_value(server.storage_url, PENDING_KEY)
+        figures: tuple[Any, ...] = (pending, commit)
+        settled = pending == "[]"
+    else:
+        st = rollup_status(server)
+        if st is None:
+            return None
+        figures = (st["pending_unit_hours"], st.get("recounts"), st.get("hours_recounted"), st.get("last_recount_at"),
+                   commit)
+        started = _epoch(st.get("last_recount_at"))
+        settled = (not st["pending_unit_hours"] and started is not None and commit is not None
+                   and started >= int(commit))
+    settled = settled and db_count(server.storage_url, "SELECT count(*) FROM recount_queue") == 0
     return settled, figures
 
 
-def wait_recounted(server: Server, timeout: float) -> float:
+def wait_recounted(server: Server, timeout: float, workers: bool = False) -> float:
     """Until the server has recounted every hour its commits marked: settled (:func:`recount_state`) on two polls
-    half a second apart with the same figures (no pass ended between them). When it was first seen so."""
+    with the same figures (no pass ended between them), the first of them at least 3 s after this call (with API
+    workers the primary publishes its pending hours every second: an empty list older than the last commit's marks
+    must not count). When it was first seen so."""
     first: list[Any] = [None, None]  # (time, figures) of the first settled poll of the current run
+    not_before = time.time() + (3.0 if workers else 0.0)
 
     def done() -> bool:
-        got = recount_state(server)
-        if got is None or not got[0]:
+        got = recount_state(server, workers)
+        if got is None or not got[0] or time.time() < not_before:
             first[:] = [None, None]
             return False
         if first[1] == got[1]:
@@ -490,16 +537,17 @@ def wait_recounted(server: Server, timeout: float) -> float:
         first[:] = [time.time(), got[1]]
         return False
 
-    wait_for(done, timeout, "every hour the backlog touched to be recounted", interval=0.5)
+    wait_for(done, timeout, "every hour the backlog touched to be recounted", interval=1.0 if workers else 0.5)
     return float(first[0])
 
 
 def send_backlog(pki: Pki, broker: Broker, server: Server, sns: list[str], start: int, count: int, epoch: int,
                  workdir: Path, *, window: int = 4, batch: int = 60, timeout: float = 3600.0,
-                 cpu_pids: dict[str, int | None] | None = None) -> dict[str, Any]:
+                 cpu_pids: dict[str, int | None] | None = None, workers: bool = False) -> dict[str, Any]:
     """``sns`` send ``count`` one-minute samples from ``start`` as agents send their outbox after an outage
     (``loadgen`` mode ``backlog``); wait until all are stored, then until the server has recounted every hour
-    they touched. Times from the first publish, CPU seconds of ``cpu_pids`` per phase, Ack lags."""
+    they touched (``workers``: the server runs API worker processes, :func:`recount_state`). Times from the first
+    publish, CPU seconds of ``cpu_pids`` per phase, Ack lags."""
     pids = cpu_pids or {}
     spec = {"mode": "backlog", "sns": sns, "pki_dir": str(pki.dir), "port": broker.port, "conns": CONNS,
             "count": count, "start": start, "batch": batch, "window": window, "epoch": epoch, "ack_wait": timeout,
@@ -515,7 +563,7 @@ def send_backlog(pki: Pki, broker: Broker, server: Server, sns: list[str], start
         wait_for(lambda: stored(server) - base >= want, timeout, "the backlog to be stored", interval=0.2)
         r["stored_s"] = time.time() - t0
         cpu1 = {k: cpu_of(p) for k, p in pids.items()}
-        t_recounted = wait_recounted(server, timeout)
+        t_recounted = wait_recounted(server, timeout, workers)
         cpu2 = {k: cpu_of(p) for k, p in pids.items()}  # (up to half a second after it was first seen settled)
         r["recounted_s"] = t_recounted - t0
     finally:
@@ -525,7 +573,7 @@ def send_backlog(pki: Pki, broker: Broker, server: Server, sns: list[str], start
     r["cpu_store_s"] = {k: cpu1[k] - cpu0[k] for k in pids}
     r["cpu_recount_s"] = {k: cpu2[k] - cpu1[k] for k in pids}
     r["lag"] = lag_stats([tuple(x) for x in res["lags"]])
-    r["status"] = rollup_status(server) or {}
+    r["status"] = (rollup_status(server) or {}) if not workers else {}  # (an API worker's would be its own)
     return r
 
 
@@ -566,7 +614,7 @@ def setup(pki: Pki, n: int, workdir: Path, args: argparse.Namespace, storage_url
         first = today - timedelta(days=args.drill_days)
         t = time.perf_counter()
         d = send_backlog(pki, broker, server, g["sns"][:drill], midnight(first), args.drill_days * 1440, EPOCH + 1,
-                         workdir, timeout=args.drain_timeout)
+                         workdir, timeout=args.drain_timeout, workers=api_workers(args.server_extra) > 1)
         g["drill"] = g["sns"][:drill]
         g["drill_dates"] = [(first + timedelta(days=k)).isoformat() for k in range(args.drill_days)]
         g["t_drill"] = time.perf_counter() - t
