@@ -358,6 +358,8 @@ class SecuritySettings(_Strict):
     # (days not named are outside working hours: the weekend by default)
     working_hours: str | dict[str, str] = {"mon-fri": "08:00-19:00"}
     window_minutes: int = Field(60, ge=1, le=24 * 60)
+    # a one-time password (a new user's, or one an administrator reset) is refused after this long unused
+    temporary_password_hours: float = Field(72.0, gt=0, le=30 * 24)
 
     @field_validator("working_hours")
     @classmethod

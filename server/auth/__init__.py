@@ -107,10 +107,11 @@ async def _session_principal(request: Request, cookie: str) -> Principal:
     got = await get_accounts(request.app).session_principal(cookie)
     if got is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "not signed in, or the session has ended: sign in again")
-    p, csrf, enrol = got
-    if enrol and not request.url.path.startswith("/api/v1/session"):
+    p, csrf, stage = got
+    if stage and not request.url.path.startswith("/api/v1/session"):  # a session that may only enrol or replace
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "two-factor sign-in is compulsory for administrators: "
-                            "enrol an authenticator app first")
+                            "enrol an authenticator app first" if stage == "enrol" else
+                            "this is a one-time password: replace it first (POST /api/v1/session/password)")
     if request.method in WRITES and not hmac.compare_digest(request.headers.get("x-csrf-token", ""), csrf):
         from ..registry.models import FieldError
 

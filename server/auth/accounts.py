@@ -10,8 +10,13 @@
 * Lock-out: ``[security] signin_failures`` failed sign-ins in a row (default :data:`LOCK_FAILURES`) lock the user
   for ``signin_lock_minutes`` (default :data:`LOCK_S`; 429, saying until when); a lock raises a ``security``
   alert.
+* One-time passwords: an administrator creating a user or resetting a password over HTTP gets a random password
+  shown once; it is good until it expires (``[security] temporary_password_hours``) and signs in to a
+  ``password`` session that can only replace it (``POST /api/v1/session/password``). Kept in the password column
+  as ``once:<until>:<argon2 hash>`` (:func:`split_password`): the column holds what the check needs.
 * Every sign-in, failed or not, is an audit row ``session.signin`` (who, when, from where, the result); sign-out
-  ``session.signout``; enrolment and resets too.
+  ``session.signout``; enrolment, resets and every change to a user (``user.*``, with what it was and what it
+  became, never a password, hash or secret) too.
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ TOUCH_S = 60.0  # a session's last request is written at most this often
 LOCK_FAILURES = 5  # the defaults of [security] signin_failures and signin_lock_minutes (server/settings.py)
 LOCK_S = 15 * 60.0
 RECOVERY_CODES = 10
+ONCE = "once:"  # a one-time password's stored form: once:<until, epoch s>:<argon2 hash>
+ONCE_S = 72 * 3600.0  # the default of [security] temporary_password_hours
+_ONCE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read out over the phone
 ISSUER = "posfleet"
 _NAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 _hasher = PasswordHasher()
@@ -72,6 +80,26 @@ def hash_password(password: str) -> str:
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"password: at least {MIN_PASSWORD} characters")
     return _hasher.hash(password)
+
+
+def new_one_time_password() -> str:
+    """16 letters and digits in four groups (``k7dm-q2xe-...``): ~79 bits, easy to read out over the phone."""
+    return "-".join("".join(secrets.choice(_ONCE_ALPHABET) for _ in range(4)) for _ in range(4))
+
+
+def split_password(stored: str) -> tuple[str, float | None]:
+    """(argon2 hash, until when it is good if it is a one-time password, else None) of a stored password."""
+    if stored.startswith(ONCE):
+        _, until, hashed = stored.split(":", 2)
+        return hashed, float(until)
+    return stored, None
+
+
+def view(user: dict[str, Any], now: float) -> dict[str, Any]:
+    """What an audit row says a user was or became: never a password, hash or secret."""
+    return {"role": user["role"], "scope": user["scope"], "disabled": bool(user["disabled"]),
+            "two_factor": bool(user["totp_secret"]), "locked": user["locked_until"] > now,
+            "one_time_password": split_password(user["password"])[1] is not None}
 
 
 def check_name(name: str) -> str:
@@ -126,38 +154,135 @@ class Accounts:
                                     detail=detail or None)
 
     # users -----------------------------------------------------------------------------------------------------
-    async def add_user(self, name: str, role: str, scope: str, password: str, by: str = "cli") -> dict[str, Any]:
+    async def add_user(self, name: str, role: str, scope: str, password: str | None, by: str = "cli",
+                       client: str = "", by_role: str = "", once_s: float = ONCE_S) -> dict[str, Any]:
+        """A new user with ``password``, or (None) with a one-time password good for ``once_s``: then the answer
+        holds it (``password``, shown once) and when it expires (``expires``)."""
         check_name(name)
         if role not in ROLES:
             raise ValueError(f"role: one of {', '.join(ROLES)}")
         text = Scope.parse(scope).text()
-        if not await self.storage.add_user(name, role, text, hash_password(password), self.now()):
+        now = self.now()
+        once = new_one_time_password() if password is None else None
+        until = float(round(now + once_s))
+        stored = hash_password(password) if once is None else f"{ONCE}{until:.0f}:{_hasher.hash(once)}"
+        if not await self.storage.add_user(name, role, text, stored, now):
             raise ValueError(f"name: a user {name!r} exists already")
-        await self._audit(by, "user.add", name, role=role, scope=text)
-        return {"name": name, "role": role, "scope": text}
+        after = {"role": role, "scope": text, "disabled": False, "two_factor": False, "locked": False,
+                 "one_time_password": once is not None}
+        await self._audit(by, "user.add", name, client=client, role=by_role, after=after)
+        made: dict[str, Any] = {"name": name, "role": role, "scope": text}
+        if once is not None:
+            made.update(password=once, expires=until)
+        return made
 
-    async def set_disabled(self, name: str, disabled: bool, by: str = "cli") -> int:
-        """Disable (ending every session of the user; how many) or enable again."""
+    async def _user(self, name: str) -> dict[str, Any]:
+        user = await self.storage.get_user(name)
+        if user is None:
+            raise KeyError(name)
+        return user  # type: ignore[no-any-return]
+
+    async def _changed(self, action: str, name: str, before: dict[str, Any], by: str, client: str, by_role: str,
+                       **more: Any) -> dict[str, Any]:
+        """The audit row of a change to ``name``: what it was, what it became; the user as it is now."""
+        user = await self._user(name)
+        await self._audit(by, action, name, client=client, role=by_role, before=before,
+                          after=view(user, self.now()), **more)
+        return user
+
+    async def set_disabled(self, name: str, disabled: bool, by: str = "cli", client: str = "",
+                           by_role: str = "") -> int:
+        """Disable (ending every session of the user; how many) or enable again (lifting a lock-out too)."""
+        before = view(await self._user(name), self.now())
         if not await self.storage.update_user(name, disabled=disabled, failures=0, locked_until=0):
             raise KeyError(name)
         ended = await self.storage.end_sessions(self.now(), user=name) if disabled else 0
-        await self._audit(by, "user.disable" if disabled else "user.enable", name, sessions_ended=ended)
+        await self._changed("user.disable" if disabled else "user.enable", name, before, by, client, by_role,
+                            sessions_ended=ended)
         return ended
 
-    async def reset_2fa(self, name: str, by: str = "cli") -> int:
+    async def change(self, name: str, role: str | None = None, scope: str | None = None, by: str = "cli",
+                     client: str = "", by_role: str = "") -> tuple[dict[str, Any], int]:
+        """A new role and/or scope (``scope`` already checked by the caller against its own); the user's sessions
+        end when either changes (they sign in again under it: an administrator without two-factor must then enrol).
+        (the user, sessions ended)."""
+        user = await self._user(name)
+        before = view(user, self.now())
+        fields: dict[str, Any] = {}
+        if role is not None and role != user["role"]:
+            if role not in ROLES:
+                raise ValueError(f"role: one of {', '.join(ROLES)}")
+            fields["role"] = role
+        if scope is not None:
+            text = Scope.parse(scope).text()
+            if text != user["scope"]:
+                fields["scope"] = text
+        if not fields:
+            return user, 0
+        await self.storage.update_user(name, **fields)
+        ended = await self.storage.end_sessions(self.now(), user=name)
+        return await self._changed("user.change", name, before, by, client, by_role, sessions_ended=ended), ended
+
+    async def reset_2fa(self, name: str, by: str = "cli", client: str = "", by_role: str = "") -> int:
         """Forget the user's TOTP secret and recovery codes (a lost phone): they enrol again at next sign-in
         (admins must). Ends their sessions; how many."""
+        before = view(await self._user(name), self.now())
         if not await self.storage.update_user(name, totp_secret="", totp_pending="", totp_step=0, recovery=[]):
             raise KeyError(name)
         ended = await self.storage.end_sessions(self.now(), user=name)
-        await self._audit(by, "user.reset_2fa", name, sessions_ended=ended)
+        await self._changed("user.reset_2fa", name, before, by, client, by_role, sessions_ended=ended)
         return ended
 
     async def set_password(self, name: str, password: str, by: str = "cli") -> None:
+        before = view(await self._user(name), self.now())
         if not await self.storage.update_user(name, password=hash_password(password), failures=0, locked_until=0):
             raise KeyError(name)
-        await self.storage.end_sessions(self.now(), user=name)
-        await self._audit(by, "user.password", name)
+        ended = await self.storage.end_sessions(self.now(), user=name)
+        await self._changed("user.password", name, before, by, "", "", sessions_ended=ended)
+
+    async def reset_password(self, name: str, by: str, client: str = "", by_role: str = "",
+                             once_s: float = ONCE_S) -> dict[str, Any]:
+        """A one-time password in place of the user's (a forgotten one): good for ``once_s``, it must be replaced
+        at the next sign-in; lifts a lock-out, ends the user's sessions. ``{password, expires, sessions_ended}``
+        (the password shown this once)."""
+        before = view(await self._user(name), self.now())
+        once = new_one_time_password()
+        until = float(round(self.now() + once_s))
+        if not await self.storage.update_user(name, password=f"{ONCE}{until:.0f}:{_hasher.hash(once)}", failures=0,
+                                              locked_until=0):
+            raise KeyError(name)
+        ended = await self.storage.end_sessions(self.now(), user=name)
+        await self._changed("user.reset_password", name, before, by, client, by_role, sessions_ended=ended)
+        return {"password": once, "expires": until, "sessions_ended": ended}
+
+    async def end_sessions(self, name: str, by: str, client: str = "", by_role: str = "") -> int:
+        """End every session of the user (they sign in again); how many were in force."""
+        await self._user(name)
+        ended = await self.storage.end_sessions(self.now(), user=name)
+        await self._audit(by, "user.end_sessions", name, client=client, role=by_role, sessions_ended=ended)
+        return ended
+
+    async def change_own_password(self, principal: Principal, current: str, new: str, client: str = "") -> int:
+        """The signed-in user replaces their password (a one-time one must be): the current one checked (a wrong
+        one counts toward the lock-out), the new one at least :data:`MIN_PASSWORD` characters and different;
+        every session of theirs ends (sign in again). How many ended."""
+        now = self.now()
+        user = await self._user(principal.user)
+        hashed, _once = split_password(user["password"])
+        before = view(user, now)
+        if not _verify(hashed, current):
+            await self._failed(user, now, client, "wrong password (password change)")
+        if new == current:
+            raise SignInError(422, "new_password", "the new password must differ from the current one")
+        try:
+            stored = hash_password(new)
+        except ValueError as err:
+            raise SignInError(422, "new_password", str(err).partition(": ")[2]) from None
+        await self.storage.update_user(principal.user, password=stored, failures=0)
+        ended = await self.storage.end_sessions(now, user=principal.user)
+        await self._changed("user.password_change", principal.user, before, principal.user, client, principal.role,
+                            sessions_ended=ended)
+        return ended
 
     # sign-in ---------------------------------------------------------------------------------------------------
     async def sign_in(self, name: str, password: str, code: str = "", client: str = "") -> SignedIn:
@@ -172,10 +297,14 @@ class Accounts:
                 raise SignInError(401, "password", "wrong user name or password", "unknown user")
             if user["locked_until"] > now:
                 raise SignInError(429, "user", _locked(user["locked_until"]), "locked")
-            if not _verify(user["password"], password):
+            hashed, once_until = split_password(user["password"])
+            if not _verify(hashed, password):
                 await self._failed(user, now, client, "wrong password")
             if user["disabled"]:
                 raise SignInError(403, "user", "this account is disabled; ask an administrator", "disabled")
+            if once_until is not None and once_until <= now:
+                raise SignInError(401, "password", "this one-time password has expired: ask an administrator for a "
+                                  "new one", "one-time password expired")
             stage = "full"
             if user["totp_secret"]:
                 if not code:
@@ -192,16 +321,18 @@ class Accounts:
                     await self._failed(user, now, client, "wrong code", field="code")
             elif user["role"] == "admin":
                 stage = "enrol"
+            if once_until is not None:  # replaced first; an admin without two-factor enrols at the next sign-in
+                stage = "password"
         except SignInError as err:
             await self._audit(name[:64] or "?", "session.signin", name[:64], client=client, status=err.status,
                               result=err.result)
             raise
         await self.storage.update_user(name, failures=0, last_login=now)
         cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
-        expires = now + (min(IDLE_S, 600.0) if stage == "enrol" else IDLE_S)
-        # an enrolment-only session is marked by ":enrol" after its CSRF token (no column of its own: schema 4 went
-        # out with sessions as they are); session_principal strips it and says so
-        await self.storage.add_session(sha(cookie), name, csrf + ("" if stage == "full" else ":enrol"), now,
+        expires = now + (IDLE_S if stage == "full" else min(IDLE_S, 600.0))
+        # an enrolment-only or password-only session is marked by ":enrol" or ":password" after its CSRF token (no
+        # column of its own: schema 4 went out with sessions as they are); session_principal strips it and says so
+        await self.storage.add_session(sha(cookie), name, csrf + ("" if stage == "full" else f":{stage}"), now,
                                        expires, client)
         await self._audit(name, "session.signin", name, client=client, status=200, role=user["role"], result="ok",
                           stage=stage)
@@ -254,23 +385,26 @@ class Accounts:
         return codes
 
     # requests ----------------------------------------------------------------------------------------------------
-    async def session_principal(self, cookie: str) -> tuple[Principal, str, bool] | None:
-        """(principal, csrf, enrol-only) of the session in force with this cookie, or None. Slides its expiry."""
+    async def session_principal(self, cookie: str) -> tuple[Principal, str, str] | None:
+        """(principal, csrf, stage) of the session in force with this cookie, or None. ``stage``: "" for a full
+        session, "enrol" (an admin who must enrol two-factor) or "password" (a one-time password to replace): these
+        reach ``/api/v1/session*`` only. Slides a full session's expiry."""
         now = self.now()
         row = await self.storage.find_session(sha(cookie), now)
         if row is None or row["disabled"]:
             return None
-        csrf, enrol = row["csrf"], False
-        if csrf.endswith(":enrol"):
-            csrf, enrol = csrf[: -len(":enrol")], True
-        elif now - row["last_seen"] >= TOUCH_S:
+        csrf, stage = row["csrf"], ""
+        for limited in ("enrol", "password"):
+            if csrf.endswith(":" + limited):
+                csrf, stage = csrf[: -len(limited) - 1], limited
+        if not stage and now - row["last_seen"] >= TOUCH_S:
             try:  # sliding the expiry is best effort: a busy database must not refuse the request
                 await self.storage.touch_session(row["id"], now, min(now + IDLE_S, row["created"] + MAX_S))
             except Exception as err:
                 log.warning("could not extend the session of %s: %s", row["user_name"], err)
         p = Principal(row["user_name"], row["role"], Scope.parse(row["scope"]), "session", row["user_name"],
                       row["id"])
-        return p, csrf, enrol
+        return p, csrf, stage
 
 
 def _norm(code: str) -> str:

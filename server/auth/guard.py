@@ -221,9 +221,11 @@ def install(app: Any) -> None:
     from .openapi import install_openapi
     from .router import router as accounts_router
     from .scope import scoped
+    from .users import router as users_router
 
-    app.include_router(accounts_router)  # sign-in, sessions, users and tokens (issue 18)
-    scoped("/api/v1/session", "/api/v1/session/totp", "/api/v1/session/totp/confirm")
+    app.include_router(accounts_router)  # sign-in, sessions and tokens (issue 18)
+    app.include_router(users_router)  # managing users (scoped: server/auth/users.py)
+    scoped("/api/v1/session", "/api/v1/session/totp", "/api/v1/session/totp/confirm", "/api/v1/session/password")
     app.add_middleware(ApiGuard, settings=app.state.settings)
     app.add_exception_handler(OverflowError, out_of_range)
     app.add_exception_handler(Exception, internal_error)

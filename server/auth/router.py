@@ -1,5 +1,6 @@
 """The dashboard's sign-in (issue 18): ``/api/v1/session`` (sign in, who am I, sign out), two-factor enrolment,
-and the administrators' view of users and tokens. See :mod:`server.auth.accounts`."""
+replacing one's password, and the auditors' view of tokens. See :mod:`server.auth.accounts`; the users' management
+is :mod:`server.auth.users`."""
 
 from __future__ import annotations
 
@@ -30,6 +31,12 @@ class Code(BaseModel):
     code: str = Field(min_length=1, max_length=40)
 
 
+class NewPassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: str = Field(min_length=1, max_length=1000, description="the current password (or the one-time one)")
+    new_password: str = Field(min_length=1, max_length=1000, description="at least 10 characters")
+
+
 def _with(route: dict[str, Any], more: dict[int, dict[str, Any]]) -> dict[str, Any]:
     """:func:`answers` route keywords with more documented statuses."""
     return {**route, "responses": {**route["responses"], **more}}
@@ -45,7 +52,8 @@ class SessionOut(Open):
     user: str
     role: str
     scope: ScopeOut
-    stage: str = Field(description="full, or enrol: an administrator who must enrol two-factor before anything else")
+    stage: str = Field(description="full; enrol: an administrator who must enrol two-factor before anything else; "
+                                   "password: a one-time password to replace (POST /api/v1/session/password) first")
     csrf: str = Field(description="send it back in X-CSRF-Token with every write made with this session")
     expires: Time | None = None
 
@@ -65,15 +73,10 @@ class Ended(Open):
     ended: bool
 
 
-class UserOut(Open):
-    name: str
-    role: str
-    scope: str
-    two_factor: bool
-    disabled: bool
-    locked_until: Time | None = None
-    created: Time | None = None
-    last_login: Time | None = None
+class PasswordChanged(Open):
+    changed: bool
+    sessions_ended: int
+    note: str
 
 
 class TokenOut(Open):
@@ -128,7 +131,7 @@ async def who_am_i(request: Request, p: Annotated[Principal, Depends(principal)]
     if p.via == "session":
         got = await get_accounts(request.app).session_principal(request.cookies.get(COOKIE, ""))
         if got is not None:
-            csrf, stage = got[1], "enrol" if got[2] else "full"
+            csrf, stage = got[1], got[2] or "full"
     return {"user": p.user or p.name, "role": p.role, "scope": p.scope.as_dict(), "stage": stage, "csrf": csrf,
             "expires": None}
 
@@ -175,15 +178,27 @@ async def totp_confirm(request: Request, body: Code, p: Annotated[Principal, Dep
                                              "offline"}
 
 
-@router.get("/users", **answers(Page[UserOut]))
-async def users(request: Request, _p: Annotated[Principal, Depends(require("auditor"))],
-                limit: Annotated[int, Query(ge=1, le=1000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
-    """Every named user (never a password or secret): role, scope, two-factor, disabled, lock, last sign-in."""
-    rows = [{"name": u["name"], "role": u["role"], "scope": u["scope"], "two_factor": bool(u["totp_secret"]),
-             "disabled": u["disabled"], "locked_until": u["locked_until"] or None, "created": u["created"],
-             "last_login": u["last_login"]} for u in await request.app.state.storage.list_users()]
-    return timed(page(rows[offset:offset + limit], len(rows), limit, offset),  # type: ignore[no-any-return]
-                 request.app.state.settings.timezone)
+_PASSWORD = _with(answers(PasswordChanged), {
+    401: {"model": ErrorBody, "description": "The current password is wrong (field: password)"},
+    409: {"model": ErrorBody, "description": "Called with an API token, which has no password"},
+    429: {"model": ErrorBody, "description": "Locked after repeated failures: the message says until when"}})
+
+
+@router.post("/session/password", **_PASSWORD)
+async def change_password(request: Request, response: Response, body: NewPassword,
+                          p: Annotated[Principal, Depends(principal)]) -> dict[str, Any]:
+    """Replace your own password (a one-time password must be, before anything else): the current one, and the
+    new one (10 characters or more, not the same). Every session of yours ends, this one too: sign in again. A
+    wrong current password counts toward the lock-out."""
+    if p.via != "session":
+        raise FieldError("session", "a token has no password: sign in as the user to change theirs", 409)
+    try:
+        ended = await get_accounts(request.app).change_own_password(p, body.password, body.new_password,
+                                                                     _client(request))
+    except SignInError as err:
+        raise _refused(err) from None
+    response.delete_cookie(COOKIE, path="/")
+    return {"changed": True, "sessions_ended": ended, "note": "sign in again with the new password"}
 
 
 @router.get("/tokens", **answers(Page[TokenOut]))

@@ -1,6 +1,8 @@
 """The administration pages of issue 18 in a real headless Chromium against a running server (real process, real
-HTTP, its SQLite file): the audit trail for auditors (a province auditor reads sign-ins and user changes, a county
-auditor the rows about its county's units only, a viewer is not offered the page)."""
+HTTP, its SQLite file): the users page (an administrator creates a user and hands over the one-time password, edits,
+disables, resets; the user replaces the password at the first sign-in; a county administrator sees and grants its
+county only) and the audit trail for auditors (a province auditor reads sign-ins and user changes, a county auditor
+the rows about its county's units only, a viewer is not offered the page)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
+import httpx
+import pyotp
 import pytest
 
 from tests.dashboard.cdp import Browser, chromium_path
+from tests.dashboard.conftest import shots_dir
 from tests.fleet import Broker, Pki, Server
 
 PASSWORD = "a long enough password"
@@ -27,6 +33,8 @@ INSTITUTIONS = {"INST-A": ("长安区韦曲街道卫生院", "长安区", "西�
 class Site:
     server: Server
     base: str
+    pki: Pki
+    broker: Broker
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +52,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
             assert r.status_code == 200, r.text
         for sn, inst in ((INSIDE, "INST-A"), (OUTSIDE, "INST-B")):
             assert server.request("PUT", f"/api/v1/registry/units/{sn}", json={"institution": inst}).status_code == 200
-        yield Site(server, server.url)
+        yield Site(server, server.url, pki, broker)
     finally:
         server.stop()
         broker.stop()
@@ -138,3 +146,111 @@ def test_auditors_read_the_trail_on_the_audit_page_and_a_county_auditor_its_coun
     assert "辖区" in b.text("#audit-scope-note")
     text = b.text("#main")
     assert OUTSIDE not in text and "shen" not in text
+
+
+def enrolled_admin(site: Site, name: str, scope: str = "province") -> list[str]:
+    """An administrator with two-factor enrolled (over the API, as the enrolment page does): its recovery codes."""
+    cli_user(site, name, "admin", scope)
+    with httpx.Client(base_url=site.base, timeout=10) as c:
+        r = c.post("/api/v1/session", json={"user": name, "password": PASSWORD})
+        assert r.json()["stage"] == "enrol", r.text
+        h = {"X-CSRF-Token": r.json()["csrf"]}
+        secret = c.post("/api/v1/session/totp", headers=h).json()["secret"]
+        done = c.post("/api/v1/session/totp/confirm", json={"code": pyotp.TOTP(secret).now()}, headers=h)
+        assert done.status_code == 200, done.text
+        return done.json()["recovery_codes"]  # type: ignore[no-any-return]
+
+
+def user_row(b: Browser, name: str) -> dict[str, str]:
+    return b.eval(f"(() => {{ const r = document.querySelector('#users tr[data-row=\"{name}\"]'); "  # type: ignore[no-any-return]
+                  "return r && Object.fromEntries([...r.querySelectorAll('[data-k]')].map(c => [c.dataset.k, c.textContent])); })()")
+
+
+def act(b: Browser, name: str, what: str, confirm: bool = True) -> None:
+    """Press a row's button (twice when it asks to confirm) and wait for the page to show the answer."""
+    sel = f'#users tr[data-row="{name}"] button[data-act="{what}"]'
+    if confirm:
+        b.click(sel)
+        assert b.text(sel).startswith("确认"), "asks before it acts"
+    b.eval("document.getElementById('main').dataset.state = 'navigating'")
+    b.click(sel)
+    b.ready("users")
+
+
+def test_an_administrator_manages_users_and_the_user_replaces_the_one_time_password(site: Site, browser: Browser,
+                                                                                   tmp_path: Path) -> None:
+    b = browser
+    codes = enrolled_admin(site, "boss")
+    sign_in(b, site, "boss", code=codes[0])
+    assert b.eval("document.querySelector('[data-nav=users]').hidden") is False
+    goto(b, "#/users", "users")
+    assert b.eval("[...document.querySelectorAll('#users tr[data-row=\"boss\"] button[data-act]')]"
+                  ".map(x => x.dataset.act)") == ["sessions"], "one's own row: signing out everywhere, nothing else"
+    b.eval("{ const f = document.getElementById('new-user'); f.name.value = 'chen'; f.role.value = 'engineer'; "
+           "f.scope.value = 'county:长安区'; document.getElementById('main').dataset.state = 'navigating'; }")
+    b.click("#new-user-create")
+    b.ready("users")
+    once = b.text("#one-time-password")
+    assert len(once) == 19 and "有效期至" in b.text("#one-time")
+    b.screenshot(shots_dir(tmp_path) / "users.png")
+    assert user_row(b, "chen") == {"user.role": "工程师", "user.scope": "区县：长安区", "user.two_factor": "未启用",
+                                   "user.state": "待修改一次性密码", "user.sessions": "0"}
+    b.click("#one-time-noted")
+    b.wait("!document.getElementById('one-time')", what="the box gone once noted")
+
+    b.click('#users tr[data-row="chen"] button[data-act="edit"]')
+    b.eval("{ const f = document.querySelector('form.edit[data-user=\"chen\"]'); f.role.value = 'viewer'; "
+           "document.getElementById('main').dataset.state = 'navigating'; }")
+    b.click('form.edit[data-user="chen"] button[data-act="save"]')
+    b.ready("users")
+    assert user_row(b, "chen")["user.role"] == "查看员"
+    act(b, "chen", "disable")
+    assert user_row(b, "chen")["user.state"] == "已停用"
+    act(b, "chen", "enable", confirm=False)
+    act(b, "chen", "password")
+    again = b.text("#one-time-password")
+    assert again != once and b.eval("document.getElementById('one-time-password').dataset.user") == "chen"
+    rows = fleet_audit(site, target="chen")
+    assert [(a["action"], a["actor"]) for a in reversed(rows) if a["action"].startswith("user.")] == [
+        ("user.add", "boss"), ("user.change", "boss"), ("user.disable", "boss"), ("user.enable", "boss"),
+        ("user.reset_password", "boss")]
+    change = next(a for a in rows if a["action"] == "user.change")
+    assert (change["detail"]["before"]["role"], change["detail"]["after"]["role"]) == ("engineer", "viewer")
+    assert once not in str(rows) and again not in str(rows)
+
+    # the user's first sign-in: the one-time password, then one of their own
+    sign_in(b, site, "chen", again, view=None)
+    b.wait("document.getElementById('main').dataset.view === 'new-password'", what="the new-password form")
+    b.eval("document.getElementById('new-password').value = 'chen has a long password'; "
+           "document.getElementById('new-password-again').value = 'chen has a long password'")
+    b.click("#new-password-save")
+    b.wait("!!document.getElementById('login-notice')", what="back at the login")
+    assert b.text("#login-notice") == "密码已修改，请用新密码登录。"
+    sign_in(b, site, "chen", "chen has a long password")
+    assert b.eval("document.querySelector('[data-nav=users]').hidden") is True, "a viewer manages no one"
+
+
+def test_a_county_administrator_sees_and_grants_its_county_only(site: Site, browser: Browser) -> None:
+    b = browser
+    cli_user(site, "hantai-viewer", "viewer", "county:汉台区")
+    cli_user(site, "changan-viewer", "viewer", "county:长安区")
+    codes = enrolled_admin(site, "changan-admin", "county:长安区")
+    sign_in(b, site, "changan-admin", code=codes[0])
+    goto(b, "#/users", "users")
+    names = b.eval("[...document.querySelectorAll('#users tbody tr[data-row]')].map(r => r.dataset.row)")
+    assert "changan-viewer" in names and "changan-admin" in names
+    assert not {"hantai-viewer", "boss", "shen"} & set(names), names
+    assert "区县：长安区" in b.text("#users-scope-note")
+    b.eval("{ const f = document.getElementById('new-user'); f.name.value = 'han2'; f.scope.value = 'county:汉台区'; }")
+    b.click("#new-user-create")
+    b.wait("document.getElementById('new-user-error').textContent", what="the refusal")
+    assert b.text("#new-user-error").startswith("403") and "county:汉台区 is outside your own scope" in \
+        b.text("#new-user-error")
+    assert site.server.get("/api/v1/users/han2").status_code == 404, "nothing made"
+
+
+def fleet_audit(site: Site, **params: str) -> list[dict]:
+    r = site.server.get("/api/v1/audit", limit=1000, **params)
+    assert r.status_code == 200, r.text
+    return r.json()["items"]  # type: ignore[no-any-return]
+

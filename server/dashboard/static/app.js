@@ -308,6 +308,8 @@ async function render() {
   const signedIn = !!(sessionStorage.getItem(TOKEN_KEY) || sessionStorage.getItem(CSRF_KEY));
   document.getElementById("nav").hidden = !signedIn;
   document.getElementById("logout").hidden = !signedIn;
+  // a signed-in person (not a token) changes their own password there
+  document.getElementById("change-password").hidden = !signedIn || !!sessionStorage.getItem(TOKEN_KEY);
   if (r.name === "login" || !signedIn) return showLogin(main);
   main.dataset.state = "loading";
   main.dataset.view = r.name;
@@ -332,7 +334,7 @@ async function render() {
   }
 }
 
-function showLogin(main) {
+function showLogin(main, notice) {
   // named users (issue 18): user name + password (+ the authenticator's code); the token form stays for scripts
   const user = h("input", {type: "text", id: "user", autocomplete: "username"});
   const password = h("input", {type: "password", id: "password", autocomplete: "current-password"});
@@ -357,9 +359,15 @@ function showLogin(main) {
     sessionStorage.removeItem(TOKEN_KEY);
     sessionStorage.setItem(CSRF_KEY, b.csrf);
     if (b.stage === "enrol") return showEnrol(main, b.csrf);
+    if (b.stage === "password") {  // a one-time password from an administrator: replaced before anything else
+      main.replaceChildren(newPasswordForm(b.csrf, password.value, () => signedOut(main, t("password_changed"))));
+      main.dataset.view = "new-password";
+      return;
+    }
     location.hash = "#/fleet";
     if (route().name === "fleet") render();
-  }}, h("h1", {}, t("login_title")), h("p", {class: "muted"}, t("login_user_hint")),
+  }}, h("h1", {}, t("login_title")), notice ? h("p", {class: "good", id: "login-notice"}, notice) : null,
+    h("p", {class: "muted"}, t("login_user_hint")),
     h("label", {for: "user"}, t("user_name")), user, h("label", {for: "password"}, t("password")), password,
     codeLabel, code, msg, h("button", {type: "submit", id: "user-sign-in"}, t("sign_in")));
   const input = h("input", {type: "password", id: "token", autocomplete: "off", placeholder: "pf_…"});
@@ -383,6 +391,37 @@ function showLogin(main) {
   main.dataset.view = "login";
   main.dataset.state = "ready";
   user.focus();
+}
+
+// back to the login with a word (the session has ended: no view to go back to)
+function signedOut(main, notice) {
+  history.replaceState(null, "", "#/login");
+  for (const id of ["nav", "logout", "change-password"]) document.getElementById(id).hidden = true;
+  showLogin(main, notice);
+}
+
+// replace one's password (POST /api/v1/session/password): after signing in with a one-time password (``current``
+// known), or from the top bar's 修改密码 (asked for); every session of the user ends, so ``done`` signs in again
+function newPasswordForm(csrf, current, done) {
+  const cur = h("input", {type: "password", id: "current-password", autocomplete: "current-password"});
+  const pw = h("input", {type: "password", id: "new-password", autocomplete: "new-password"});
+  const again = h("input", {type: "password", id: "new-password-again", autocomplete: "new-password"});
+  const msg = h("p", {class: "error", id: "new-password-error"});
+  return h("form", {class: "card login", id: "new-password-form", onsubmit: async ev => {
+    ev.preventDefault();
+    if (pw.value !== again.value) { msg.textContent = t("passwords_differ"); return; }
+    const r = await fetch("/api/v1/session/password", {method: "POST", credentials: "same-origin",
+      headers: {"Content-Type": "application/json", "X-CSRF-Token": csrf},
+      body: JSON.stringify({password: current === null ? cur.value : current, new_password: pw.value})});
+    const b = await r.json().catch(() => ({detail: String(r.status)}));
+    if (!r.ok) { msg.textContent = b.detail; return; }
+    sessionStorage.removeItem(CSRF_KEY);  // every session of the user has ended
+    done();
+  }}, h("h1", {}, t(current === null ? "change_password" : "new_password_title")),
+    current === null ? null : h("p", {class: "muted"}, t("new_password_hint")),
+    current === null ? [h("label", {for: "current-password"}, t("password")), cur] : null,
+    h("label", {for: "new-password"}, t("new_password")), pw, h("label", {for: "new-password-again"}, t("new_password_again")), again,
+    msg, h("button", {type: "submit", id: "new-password-save"}, t("save")));
 }
 
 async function showEnrol(main, csrf) {
@@ -938,6 +977,12 @@ window.addEventListener("DOMContentLoaded", () => {
   auto.checked = localStorage.getItem(REFRESH_KEY) === "1";
   auto.addEventListener("change", () => { localStorage.setItem(REFRESH_KEY, auto.checked ? "1" : "0"); scheduleRefresh(); });
   scheduleRefresh();
+  document.getElementById("change-password").addEventListener("click", () => {
+    const main = document.getElementById("main");
+    main.replaceChildren(newPasswordForm(sessionStorage.getItem(CSRF_KEY), null, () => signedOut(main, t("password_changed"))));
+    main.dataset.view = "new-password";
+    main.dataset.state = "ready";
+  });
   document.getElementById("logout").addEventListener("click", async () => {
     const csrf = sessionStorage.getItem(CSRF_KEY);
     if (csrf) await fetch("/api/v1/session", {method: "DELETE", credentials: "same-origin", headers: {"X-CSRF-Token": csrf}}).catch(() => null);
