@@ -1,9 +1,10 @@
-"""The audit trail, in its own table (created by storage's migrations: ``server/storage/schema.py``).
+"""The audit trail: who did what, when, from where. Its rows are kept by storage's audit store
+(``server/storage/audit.py``), append-only in the database itself: triggers refuse any change or removal, so a bug (or
+a hurried operator with the API) cannot rewrite history.
 
-Append-only is enforced by the database itself: triggers abort any UPDATE or DELETE, so a
-bug (or a hurried operator with the API) cannot rewrite history. Request bodies are never
-recorded (they can carry personal data); commands are recorded by type, targets and
-parameter names.
+What goes into a row is decided here: the time it is recorded, its target and detail bounded (a detail longer than
+:data:`MAX_DETAIL` is kept truncated, as text), request bodies never (they can carry personal data); commands are
+recorded by type, targets and parameter names.
 """
 
 from __future__ import annotations
@@ -13,11 +14,18 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from ..storage.accounts import audit_within_sql
+from ..storage.audit import AuditEntry, AuditQuery, AuditRow
 
 log = logging.getLogger(__name__)
 
 MAX_DETAIL = 4096
+MAX_TARGET = 512
+MAX_CLIENT = 100
+
+
+def _bounded(detail: dict[str, Any] | None) -> dict[str, Any]:
+    text = json.dumps(detail or {}, ensure_ascii=False, default=str, separators=(",", ":"))
+    return {"truncated": text[:MAX_DETAIL]} if len(text) > MAX_DETAIL else (detail or {})
 
 
 class Audit:
@@ -28,13 +36,8 @@ class Audit:
     async def record(self, actor: str, action: str, target: str = "", *, role: str = "", client: str = "",
                      status: int | None = None, detail: dict[str, Any] | None = None) -> None:
         """One audit row, in its own transaction, or in the caller's when called inside ``storage.write()``."""
-        text = json.dumps(detail or {}, ensure_ascii=False, default=str, separators=(",", ":"))
-        if len(text) > MAX_DETAIL:
-            text = json.dumps({"truncated": text[:MAX_DETAIL]}, ensure_ascii=False)
-        async with self.storage.write() as db:
-            await db.execute(
-                "INSERT INTO audit(ts, actor, role, client, action, target, status, detail) VALUES (?,?,?,?,?,?,?,?)",
-                (self.now(), actor, role, client, action, target[:512], status, text))
+        await self.storage.add_audit([AuditEntry(self.now(), actor, action, target[:MAX_TARGET], role=role,
+                                                 client=client, status=status, detail=_bounded(detail))])
 
     async def record_many(self, rows: list[tuple[str, str, str, dict[str, Any]]],
                           client_in_detail: bool = False) -> None:
@@ -43,67 +46,30 @@ class Audit:
         if not rows:
             return
         now = self.now()
-        async with self.storage.write() as db:
-            await db.executemany(
-                "INSERT INTO audit(ts, actor, action, target, client, detail) VALUES (?,?,?,?,?,?)",
-                [(now, a, act, t[:512], str(d.get("client", ""))[:100] if client_in_detail else "",
-                  json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":")))
-                 for a, act, t, d in rows])
+        await self.storage.add_audit([
+            AuditEntry(now, a, act, t[:MAX_TARGET], client=str(d.get("client", ""))[:MAX_CLIENT] if client_in_detail
+                       else "", detail=d) for a, act, t, d in rows])
 
     async def query(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                     client: str | None = None, since: float | None = None, until: float | None = None,
                     before_id: int | None = None, limit: int = 100, offset: int = 0, within: Any = None
-                    ) -> list[dict[str, Any]]:
-        """``within``: a scoped caller's ``Scope.within()``, the rows about its units only (decision 031)."""
-        clause, args = self._where(actor, action, target, client, since, until, before_id, within)
-        async with self.storage.reader() as db:
-            cur = await db.execute(
-                f"SELECT id, ts, actor, role, client, action, target, status, detail FROM audit {clause} "
-                "ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
-            rows = await cur.fetchall()
-        out = []
-        for r in rows:
-            d = dict(r)
-            d["detail"] = json.loads(d["detail"]) if d["detail"] else {}
-            out.append(d)
-        return out
+                    ) -> list[AuditRow]:
+        """Newest first; ``action``: exact, or a prefix ending in ``*``; ``within``: a scoped caller's
+        ``Scope.within()``, the rows about its units only (decision 031)."""
+        q = self._query(actor, action, target, client, since, until, before_id, within)
+        return await self.storage.audit_rows(q, limit, offset)  # type: ignore[no-any-return]
 
     async def count(self, *, actor: str | None = None, action: str | None = None, target: str | None = None,
                     client: str | None = None, since: float | None = None, until: float | None = None,
                     within: Any = None) -> int:
         """Rows :meth:`query` would page through with these filters."""
-        clause, args = self._where(actor, action, target, client, since, until, None, within)
-        async with self.storage.reader() as db:
-            cur = await db.execute(f"SELECT count(*) FROM audit {clause}", args)
-            row = await cur.fetchone()
-        return int(row[0])
+        return int(await self.storage.count_audit(self._query(actor, action, target, client, since, until, None,
+                                                              within)))
 
     @staticmethod
-    def _where(actor: str | None, action: str | None, target: str | None, client: str | None, since: float | None,
-               until: float | None, before_id: int | None, within: Any = None) -> tuple[str, list[Any]]:
-        where, args = [], []
-        if within is not None:  # the one scope filter, storage's (server/storage/accounts.py)
-            cond, cargs = audit_within_sql(within)
-            where.append(cond)
-            args += cargs
-        for col, value in (("actor", actor), ("client", client), ("target", target)):
-            if value:
-                where.append(f"{col} = ?")
-                args.append(value)
-        if action:
-            if action.endswith("*"):
-                where.append("action LIKE ?")
-                args.append(action[:-1].replace("%", "") + "%")
-            else:
-                where.append("action = ?")
-                args.append(action)
-        if since is not None:
-            where.append("ts >= ?")
-            args.append(since)
-        if until is not None:
-            where.append("ts < ?")
-            args.append(until)
-        if before_id is not None:
-            where.append("id < ?")
-            args.append(before_id)
-        return (f"WHERE {' AND '.join(where)}" if where else ""), args
+    def _query(actor: str | None, action: str | None, target: str | None, client: str | None, since: float | None,
+               until: float | None, before_id: int | None, within: Any) -> AuditQuery:
+        prefix = action[:-1] if action and action.endswith("*") else None
+        return AuditQuery(actor=actor or None, action=None if prefix is not None else action or None,
+                          action_prefix=prefix, target=target or None, client=client or None, since=since,
+                          until=until, before_id=before_id, within=within)

@@ -20,7 +20,6 @@ follow every state the agent reports; jobs pace a command over many units.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import secrets
@@ -36,9 +35,19 @@ from wire.codec import encode
 from wire.commands import DIAGNOSTIC, FINAL, MAX_OUTPUT, TYPES, Command, SignedCommand, encode_command
 
 from ..settings import Settings
+from ..storage.commands import (
+    CommandRow,
+    JobRow,
+    Move,
+    NewCommand,
+    NewJob,
+    NewPackage,
+    PackageRow,
+    RunningJob,
+    Sent,
+)
 from ..tasks import cancel
 from .keys import SigningKey, SigningKeyError, load_key
-from .store import command_dict, job_dict
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,11 @@ RANK = {"queued": 0, "sent": 1, "delivered": 2, "running": 3, "succeeded": 4, "f
         "expired": 4}
 AGENT_STATES = frozenset({"delivered", "running", "succeeded", "failed", "rejected"})
 FAILED = ("failed", "rejected", "expired")
+DONE = ("succeeded", *FAILED)  # a unit of a job that has executed (or never will)
+PENDING = ("queued", "sent", "delivered", "running")  # counted against [commands] max_pending_per_unit
+EXPIRABLE = ("queued", "sent")  # past its expiry in these, a command is expired; beyond, the agent has it
+RESEND = ("sent", "delivered", "running")  # sent again after resend_after_s, up to max_sends times
+NEVER_RAN = ("rejected", "expired")  # not counted against the reboot budget
 #: the reboot budget (catalogue S8): reboots and shutdowns per unit in any hour, together; the agent keeps its own
 #: (agent commands.reboots_per_hour), which is what protects the terminal; this one answers the operator at once
 DESTRUCTIVE = ("reboot", "shutdown")
@@ -102,10 +116,6 @@ class CommandService:
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()
         self.passes = 0
-
-    @property
-    def db(self) -> Any:
-        return self.storage.db
 
     # lifecycle -----------------------------------------------------------------------------
     async def start(self, background: bool = True, results: bool = False) -> None:
@@ -242,7 +252,7 @@ class CommandService:
             job_id = _new_id("j") if as_job else None
             waves = self._waves(len(sns), req.canary, req.wave_size)
             shown = {k: v for k, v in params.items()}
-            rows = []
+            rows: list[NewCommand] = []
             for i, sn in enumerate(sns):
                 cid = _new_id("c")
                 agent_params = dict(params)
@@ -254,33 +264,25 @@ class CommandService:
                               nonce=secrets.token_urlsafe(16), params=agent_params)
                 body = encode_command(cmd)
                 payload = encode(SignedCommand(body=body, sig=self.key.sign(body), endorsement=self.key.endorsement))
-                released = 0 if as_job else 1
-                rows.append((cid, job_id, waves[i], sn, req.type, json.dumps(shown, default=str), who, now, issued,
-                             expires, payload, released, "queued", token, package["id"] if package else None))
-            async with self.storage.write() as db:
-                if job_id:
-                    await db.execute(
-                        "INSERT INTO cmd_jobs(id, type, params, created_by, created, total, rate_per_min, abort_pct, "
-                        "min_executed, off_hours, canary, wave_size, state, started_mono) "
-                        "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (job_id, req.type, json.dumps(shown, default=str), who, now, len(sns), req.rate_per_min,
-                         req.abort_pct, req.min_executed or min(10, len(sns)), int(req.off_hours), req.canary,
-                         req.wave_size, "running", time.time()))
-                await db.executemany(
-                    "INSERT INTO cmd_commands(id, job, wave, sn, type, params, created_by, created, issued, expires, "
-                    "payload, released, state, token, package) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                rows.append(NewCommand(cid, job_id, waves[i], sn, req.type, shown, who, now, issued, expires, payload,
+                                       released=not as_job,  # a job's units wait for their wave (_job_pass)
+                                       state="queued", token=token, package=package["id"] if package else None))
+            job = None if job_id is None else NewJob(
+                job_id, req.type, shown, who, now, len(sns), req.rate_per_min, req.abort_pct,
+                req.min_executed or min(10, len(sns)), req.off_hours, req.canary, req.wave_size, "running", time.time())
+            await self.storage.add_commands(job, rows)
         if self.audit is not None:
             await self.audit.record(who, "job.create" if job_id else "command.create", job_id or sns[0], role=role,
                                     client=client, detail={
                                         "type": req.type, "params": sorted(params), "targets": sns[:1000],
-                                        "count": len(sns), "expires": expires, "commands": [r[0] for r in rows][:1000],
+                                        "count": len(sns), "expires": expires, "commands": [r.id for r in rows][:1000],
                                         "rate_per_min": req.rate_per_min, "abort_pct": req.abort_pct,
                                         "off_hours": req.off_hours, "canary": req.canary, "wave_size": req.wave_size})
         log.info("%s sent %s to %d unit(s)%s", who, req.type, len(sns), f" as job {job_id}" if job_id else "")
         self._wake.set()
         if job_id:
             return {"job": await self.get_job(job_id)}
-        return {"command": await self.get_command(rows[0][0])}
+        return {"command": await self.get_command(rows[0].id)}
 
     @staticmethod
     def _waves(n: int, canary: int, wave_size: int) -> list[int]:
@@ -294,7 +296,7 @@ class CommandService:
                 out.append(base + (rest // wave_size if wave_size else 0))
         return out
 
-    def _update_params(self, package: dict[str, Any], token: str, params: dict[str, Any]) -> dict[str, Any]:
+    def _update_params(self, package: Any, token: str, params: dict[str, Any]) -> dict[str, Any]:
         import msgspec
 
         from wire.commands import Endorsement
@@ -305,7 +307,7 @@ class CommandService:
             "component": package["component"], "version": package["version"],
             "url": f"{base.rstrip('/')}/api/v1/packages/{package['id']}/download?t={token}",
             "sha256": package["sha256"], "size": int(package["size"]), "signature": bytes(package["signature"]),
-            "endorsement": {"body": endo.body, "sig": endo.sig}, "models": json.loads(package["models"]),
+            "endorsement": {"body": endo.body, "sig": endo.sig}, "models": list(package["models"]),
             "allow_downgrade": bool(params.get("allow_downgrade", False)),
             "health_timeout_s": params.get("health_timeout_s", 300),
             # only when asked for: agents from before this parameter refuse parameters they do not know
@@ -322,14 +324,8 @@ class CommandService:
         last hour: counted are those created, whatever their state, except the ones that never ran (rejected by
         the terminal, expired before delivery)."""
         limit = self.reboots_per_hour
-        used: dict[str, int] = {}
-        for i in range(0, len(sns), 500):
-            chunk = sns[i:i + 500]
-            cur = await self.db.execute(
-                f"SELECT sn, count(*) FROM cmd_commands WHERE sn IN ({','.join('?' * len(chunk))}) "
-                f"AND type IN ({','.join('?' * len(DESTRUCTIVE))}) AND created > ? "
-                "AND state NOT IN ('rejected','expired') GROUP BY sn", [*chunk, *DESTRUCTIVE, now - 3600])
-            used.update({r[0]: r[1] for r in await cur.fetchall()})
+        used = await self.storage.commands_per_unit(sns, [st for st in RANK if st not in NEVER_RAN],
+                                                    types=DESTRUCTIVE, created_after=now - 3600)
         over = [s for s in sns if used.get(s, 0) >= limit]
         if over:
             raise CommandError(429, f"rate_limited: {len(over)} unit(s) already had {limit} reboot/shutdown "
@@ -337,72 +333,34 @@ class CommandService:
                                     f"{', '.join(over[:10])}", "sns" if len(sns) > 1 else "sn", reason="rate_limited")
 
     async def _pending_counts(self, sns: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for i in range(0, len(sns), 500):
-            chunk = sns[i:i + 500]
-            cur = await self.db.execute(
-                f"SELECT sn, count(*) FROM cmd_commands WHERE sn IN ({','.join('?' * len(chunk))}) "
-                "AND state IN ('queued','sent','delivered','running') GROUP BY sn", chunk)
-            out.update({r[0]: r[1] for r in await cur.fetchall()})
-        return out
+        return await self.storage.commands_per_unit(sns, PENDING)  # type: ignore[no-any-return]
 
     # reading ----------------------------------------------------------------------------------
-    async def get_command(self, cid: str) -> dict[str, Any] | None:
-        row = await (await self.db.execute("SELECT * FROM cmd_commands WHERE id=?", (cid,))).fetchone()
-        return command_dict(row) if row else None
-
-    @staticmethod
-    def _command_filter(sn: str | None, state: str | None, job: str | None, ctype: str | None
-                        ) -> tuple[str, list[Any]]:
-        where, args = [], []
-        for col, v in (("sn", sn), ("state", state), ("job", job), ("type", ctype)):
-            if v:
-                where.append(f"{col} = ?")
-                args.append(v)
-        return (f"WHERE {' AND '.join(where)}" if where else ""), args
+    async def get_command(self, cid: str) -> CommandRow | None:
+        return await self.storage.get_command(cid)  # type: ignore[no-any-return]
 
     async def list_commands(self, sn: str | None = None, state: str | None = None, job: str | None = None,
-                            ctype: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        clause, args = self._command_filter(sn, state, job, ctype)
-        cur = await self.db.execute(f"SELECT * FROM cmd_commands {clause} ORDER BY created DESC, id LIMIT ? OFFSET ?",
-                                    [*args, limit, offset])
-        return [command_dict(r) for r in await cur.fetchall()]
+                            ctype: str | None = None, limit: int = 100, offset: int = 0) -> list[CommandRow]:
+        return await self.storage.list_commands(sn, state, job, ctype, limit, offset)  # type: ignore[no-any-return]
 
     async def count_commands(self, sn: str | None = None, state: str | None = None, job: str | None = None,
                              ctype: str | None = None) -> int:
-        clause, args = self._command_filter(sn, state, job, ctype)
-        row = await (await self.db.execute(f"SELECT count(*) FROM cmd_commands {clause}", args)).fetchone()
-        return int(row[0])
-
-    async def count_jobs(self) -> int:
-        row = await (await self.db.execute("SELECT count(*) FROM cmd_jobs")).fetchone()
-        return int(row[0])
+        return await self.storage.count_commands(sn, state, job, ctype)  # type: ignore[no-any-return]
 
     async def get_job(self, job_id: str, units: bool = False) -> dict[str, Any] | None:
-        row = await (await self.db.execute("SELECT * FROM cmd_jobs WHERE id=?", (job_id,))).fetchone()
-        if row is None:
+        """The job with its commands counted by state (``progress``) and, with ``units``, each of them."""
+        job = await self.storage.get_job(job_id)
+        if job is None:
             return None
-        d = job_dict(row)
-        cur = await self.db.execute("SELECT state, count(*) FROM cmd_commands WHERE job=? GROUP BY state", (job_id,))
-        d["progress"] = {r[0]: r[1] for r in await cur.fetchall()}
+        d: dict[str, Any] = dict(job, progress=await self.storage.job_progress(job_id))
         if units:
-            cur = await self.db.execute(
-                "SELECT id, sn, wave, state, reason, released, sends, sent, started, finished, code, output "
-                "FROM cmd_commands WHERE job=? ORDER BY rowid", (job_id,))
-            d["units"] = [dict(r) for r in await cur.fetchall()]
+            d["units"] = await self.storage.job_units(job_id)
         return d
 
-    async def jobs_page(self, limit: int = 50, offset: int = 0, within: Any = None) -> tuple[int, list[dict[str, Any]]]:
+    async def jobs_page(self, limit: int = 50, offset: int = 0, within: Any = None) -> tuple[int, list[JobRow]]:
         """(total, page) of the jobs, newest first; ``within`` (a scoped caller's ``Scope.within()``): the jobs
         whose every unit lies in it, through the storage's scope filter (decision 031)."""
-        if within is None:
-            return await self.count_jobs(), await self.list_jobs(limit, offset)
-        total, rows = await self.storage.jobs_within(within, limit, offset)
-        return total, [job_dict(r) for r in rows]
-
-    async def list_jobs(self, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
-        cur = await self.db.execute("SELECT * FROM cmd_jobs ORDER BY created DESC, id LIMIT ? OFFSET ?", (limit, offset))
-        return [job_dict(r) for r in await cur.fetchall()]
+        return await self.storage.jobs_within(within, limit, offset)  # type: ignore[no-any-return]
 
     async def abort_job(self, job_id: str, who: str, role: str, client: str, reason: str = "") -> dict[str, Any]:
         job = await self.get_job(job_id)
@@ -416,13 +374,13 @@ class CommandService:
         return await self.get_job(job_id) or {}
 
     async def _abort(self, job_id: str, reason: str) -> None:
+        """Stop a job: its units not sent yet (queued, released or not) are expired; those sent run to their end."""
         now = self.clock.now()
-        async with self.storage.write() as db:
-            cur = await db.execute("SELECT id, sn FROM cmd_commands WHERE job=? AND state='queued'", (job_id,))
-            stopped = [(r[0], r[1]) for r in await cur.fetchall()]
-            await db.execute("UPDATE cmd_jobs SET state='aborted', reason=?, finished=? WHERE id=?", (reason, now, job_id))
-            await db.execute("UPDATE cmd_commands SET state='expired', reason=?, finished=? WHERE job=? AND state='queued'",
-                             (f"job {reason}", now, job_id))
+        async with self.storage.write():
+            unsent = await self.storage.commands_in_states(("queued",), job=job_id)
+            await self.storage.end_job(job_id, "aborted", reason, now)
+            await self.storage.move_commands([Move(c["id"], "queued", "expired", f"job {reason}", now) for c in unsent])
+        stopped = [(c["id"], c["sn"]) for c in unsent]
         log.warning("job %s %s; %d unit(s) not sent", job_id, reason, len(stopped))
         if self.audit is not None:
             await self.audit.record_many([("server", "job.aborted", job_id, {"reason": reason, "not_sent": len(stopped)})]
@@ -431,14 +389,11 @@ class CommandService:
                                             for cid, sn in stopped])
 
     # packages ----------------------------------------------------------------------------------
-    async def get_package(self, pid: str) -> dict[str, Any] | None:
-        row = await (await self.db.execute("SELECT * FROM cmd_packages WHERE id=?", (pid,))).fetchone()
-        return dict(row) if row else None
+    async def get_package(self, pid: str) -> Any:
+        return await self.storage.get_package(pid)
 
-    async def list_packages(self) -> list[dict[str, Any]]:
-        cur = await self.db.execute("SELECT id, component, version, models, sha256, size, created_by, created "
-                                    "FROM cmd_packages ORDER BY created DESC")
-        return [dict(r, models=json.loads(r["models"])) for r in await cur.fetchall()]
+    async def list_packages(self) -> list[PackageRow]:
+        return await self.storage.list_packages()  # type: ignore[no-any-return]
 
     async def add_package(self, data: bytes, signature: bytes, endorsement_raw: bytes, who: str, role: str,
                           client: str) -> dict[str, Any]:
@@ -475,16 +430,9 @@ class CommandService:
             tmp.replace(path)
         finally:
             tmp.unlink(missing_ok=True)
-        async with self.storage.write() as db:
-            await db.execute(
-                "INSERT INTO cmd_packages(id, component, version, models, sha256, size, signature, endorsement, "
-                "path, created_by, created) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET "
-                "component=excluded.component, version=excluded.version, models=excluded.models, "
-                "sha256=excluded.sha256, size=excluded.size, signature=excluded.signature, "
-                "endorsement=excluded.endorsement, path=excluded.path, created_by=excluded.created_by, "
-                "created=excluded.created",
-                (pid, manifest.component, manifest.version, json.dumps(manifest.models), digest, len(data), signature,
-                 endorsement_raw, str(path), who, self.clock.now()))
+        await self.storage.put_package(NewPackage(pid, manifest.component, manifest.version, list(manifest.models), digest,
+                                                  len(data), signature, endorsement_raw, str(path), who,
+                                                  self.clock.now()))
         if self.audit is not None:
             await self.audit.record(who, "package.add", pid, role=role, client=client,
                                     detail={"sha256": digest, "size": len(data), "key": key.key_id})
@@ -492,13 +440,12 @@ class CommandService:
                 "sha256": digest, "size": len(data)}
 
     async def package_for_token(self, pid: str, token: str) -> Path | None:
-        """The package file if ``token`` belongs to a live software_update command for it."""
-        row = await (await self.db.execute(
-            "SELECT c.state, c.expires, p.path FROM cmd_commands c JOIN cmd_packages p ON p.id = c.package "
-            "WHERE c.token=? AND c.package=?", (token, pid))).fetchone()
-        if row is None or row[0] in FINAL or row[1] < self.clock.now():
+        """The package file if ``token`` belongs to a live software_update command for it (not ended, not past its
+        expiry)."""
+        got = await self.storage.package_by_token(pid, token)
+        if got is None or got["state"] in FINAL or got["expires"] < self.clock.now():
             return None
-        return Path(row[2])
+        return Path(got["path"])
 
     # dispatching ---------------------------------------------------------------------------------
     async def _dispatcher(self) -> None:
@@ -523,75 +470,64 @@ class CommandService:
         await self._send()
 
     async def _expire(self) -> None:
+        """A command still queued or sent (not yet delivered) past its expiry is expired."""
         now = self.clock.now()
-        cur = await self.db.execute("SELECT id, sn, state, job FROM cmd_commands WHERE state IN ('queued','sent') "
-                                    "AND expires < ?", (now,))
-        rows = list(await cur.fetchall())
+        rows = await self.storage.commands_in_states(EXPIRABLE, expires_before=now)
         if not rows:
             return
-        async with self.storage.write() as db:
-            await db.executemany(
-                "UPDATE cmd_commands SET state='expired', finished=?, reason=? WHERE id=? AND state IN ('queued','sent')",
-                [(now, "expired before the unit answered" if r[2] == "sent" else "expired before it could be sent", r[0])
-                 for r in rows])
+        await self.storage.move_commands([
+            Move(r["id"], r["state"], "expired",
+                 "expired before the unit answered" if r["state"] == "sent" else "expired before it could be sent", now)
+            for r in rows])
         if self.audit is not None:
-            await self.audit.record_many([("server", "command.state", r[1], {"id": r[0], "job": r[3], "from": r[2],
-                                                                              "to": "expired"}) for r in rows])
+            await self.audit.record_many([("server", "command.state", r["sn"], {"id": r["id"], "job": r["job"],
+                                                                                 "from": r["state"], "to": "expired"})
+                                          for r in rows])
 
     async def _jobs(self) -> None:
-        cur = await self.db.execute("SELECT * FROM cmd_jobs WHERE state='running'")
-        for job in list(await cur.fetchall()):
+        for job in await self.storage.jobs_in_state("running"):
             await self._job_pass(job)
 
-    async def _job_pass(self, job: Any) -> None:
+    async def _job_pass(self, job: RunningJob) -> None:
+        """Finish the job when every unit is done, abort it past its failure threshold, else release the next units
+        of the first wave not wholly released (once the waves before it are done), at its rate."""
         jid = job["id"]
-        db = self.db
-        cur = await db.execute(
-            "SELECT wave, count(*), sum(released), sum(state IN ('succeeded','failed','rejected','expired')), "
-            "sum(state IN ('failed','rejected','expired')) FROM cmd_commands WHERE job=? GROUP BY wave ORDER BY wave",
-            (jid,))
-        waves = [tuple(r) for r in await cur.fetchall()]
-        finished = sum(w[3] for w in waves)
-        failed = sum(w[4] for w in waves)
-        total = sum(w[1] for w in waves)
+        waves = await self.storage.job_waves(jid)
+        finished = sum(w["states"].get(st, 0) for w in waves for st in DONE)
+        failed = sum(w["states"].get(st, 0) for w in waves for st in FAILED)
+        total = sum(w["total"] for w in waves)
         pct = job["abort_pct"]
         if pct is not None and finished >= max(1, job["min_executed"]) and failed * 100.0 >= pct * finished \
                 and finished < total:
             await self._abort(jid, f"aborted: {failed} of {finished} executed units failed (threshold {pct:g} %)")
             return
         if finished >= total:
-            async with self.storage.write() as wdb:
-                await wdb.execute("UPDATE cmd_jobs SET state='finished', finished=? WHERE id=?", (self.clock.now(), jid))
+            await self.storage.end_job(jid, "finished", job["reason"], self.clock.now())
             if self.audit is not None:
                 await self.audit.record("server", "job.finished", jid, detail={"failed": failed, "total": total})
             return
         # the wave to release from: the first one not fully released, once every earlier wave is done
         wave = None
-        for w, count, released, done, _f in waves:
-            if released < count:
-                wave = w
+        for w in waves:
+            if w["released"] < w["total"]:
+                wave = w["wave"]
                 break
-            if done < count:
+            if sum(w["states"].get(st, 0) for st in DONE) < w["total"]:
                 return  # an earlier wave is still running
         if wave is None:
             return
         budget = total
         if job["rate_per_min"]:
-            elapsed = max(0.0, time.time() - float(job["started_mono"]))
+            elapsed = max(0.0, time.time() - float(job["started_mono"] or 0.0))
             budget = int(math.floor(job["rate_per_min"] * elapsed / 60.0)) + 1 - int(job["released"])
         if budget <= 0:
             return
-        cur = await db.execute("SELECT id, sn FROM cmd_commands WHERE job=? AND wave=? AND released=0 "
-                               "AND state='queued' ORDER BY rowid", (jid, wave))
-        candidates = [(r[0], r[1]) for r in await cur.fetchall()]
+        candidates = [(c["id"], c["sn"]) for c in await self.storage.unreleased(jid, wave, "queued")]
         if job["off_hours"]:
             candidates = await self._outside_hours(candidates)
         chosen = candidates[:budget]
-        if not chosen:
-            return
-        async with self.storage.write() as wdb:
-            await wdb.executemany("UPDATE cmd_commands SET released=1 WHERE id=?", [(c,) for c, _ in chosen])
-            await wdb.execute("UPDATE cmd_jobs SET released=released+? WHERE id=?", (len(chosen), jid))
+        if chosen:
+            await self.storage.release(jid, [c for c, _ in chosen])
 
     async def _outside_hours(self, candidates: list[tuple[str, str]]) -> list[tuple[str, str]]:
         if self.registry is None:
@@ -607,27 +543,23 @@ class CommandService:
         return out
 
     async def _send(self) -> None:
+        """Publish the released commands due to the units online now: the queued ones (then sent), and those the
+        unit has not finished, again after ``resend_after_s``, at most ``max_sends`` times."""
         mono = time.time()
-        db = self.db
-        cur = await db.execute(
-            "SELECT c.id, c.sn, c.payload, c.state FROM cmd_commands c JOIN units u ON u.sn = c.sn AND u.online = 1 "
-            "WHERE c.released = 1 AND (c.state = 'queued' OR (c.state IN ('sent','delivered','running') "
-            "AND c.last_sent_mono < ? AND c.sends < ?)) ORDER BY c.created, c.rowid LIMIT 1000",
-            (mono - self.cs.resend_after_s, self.cs.max_sends))
-        rows = list(await cur.fetchall())
+        rows = await self.storage.due_commands(("queued",), RESEND, mono - self.cs.resend_after_s, self.cs.max_sends)
         if not rows:
             return
         now = self.clock.now()
-        sent, first = [], []
-        for cid, sn, payload, state in rows:
-            if not self.ingest.publish(topics.topic(sn, topics.COMMAND), bytes(payload), 1):
+        sent: list[Sent] = []
+        first = []
+        for r in rows:
+            if not self.ingest.publish(topics.topic(r["sn"], topics.COMMAND), r["payload"], 1):
                 break  # not connected to the broker: next pass
-            sent.append((now, mono, cid))
-            if state == "queued":
-                first.append((cid, sn))
-        async with self.storage.write() as wdb:  # after the publishes: the lock is not held across network I/O
-            await wdb.executemany("UPDATE cmd_commands SET state=CASE WHEN state='queued' THEN 'sent' ELSE state END, "
-                                  "sent=coalesce(sent, ?), last_sent_mono=?, sends=sends+1 WHERE id=?", sent)
+            sent.append(Sent(r["id"], r["state"], "sent" if r["state"] == "queued" else r["state"],
+                             r["sent"] if r["sent"] is not None else now, mono))
+            if r["state"] == "queued":
+                first.append((r["id"], r["sn"]))
+        await self.storage.mark_sent(sent)  # after the publishes: the write lock is not held across network I/O
         if sent:
             log.info("sent %d command(s) (%d first time)", len(sent), len(first))
         if self.audit is not None and first:
@@ -648,19 +580,22 @@ class CommandService:
             self._wake.set()  # a job may release its next units
 
     async def apply_results(self, events: list[Any]) -> None:
+        """The states the agents report, in one transaction: a state only moves forward (a final one is kept; a late
+        report overrides ``expired``: the agent is the witness of what ran); the first delivery and start times
+        are kept. A result for a command this server did not send to that unit is audited, not applied."""
         audit_rows: list[tuple[str, str, str, dict[str, Any]]] = []
-        async with self.storage.write() as db:
+        async with self.storage.write():
             for e in events:
                 data = e.data if isinstance(e.data, dict) else {}
                 cid, state = str(data.get("id", "?")), str(data.get("state", ""))
-                row = await (await db.execute("SELECT sn, state, job FROM cmd_commands WHERE id=?", (cid,))).fetchone()
-                if row is None or row[0] != e.sn:
+                cmd = await self.storage.get_command(cid)  # inside the transaction: sees this batch's own changes
+                if cmd is None or cmd["sn"] != e.sn:
                     # not a command this server sent to this unit: someone else's, forged or replayed; keep the trace
                     audit_rows.append((e.sn, "command.unmatched_result", e.sn, {
                         "id": cid[:64], "type": str(data.get("type", ""))[:32], "state": state[:16],
                         "output": str(data.get("output", ""))[:500]}))
                     continue
-                cur_state = row[1]
+                cur_state = cmd["state"]
                 if state not in AGENT_STATES or cur_state in ("succeeded", "failed", "rejected"):
                     continue
                 if cur_state != "expired" and RANK[state] <= RANK[cur_state]:
@@ -669,17 +604,17 @@ class CommandService:
                 code = data.get("code")
                 received = data.get("received")
                 started = data.get("started") or received
+                times = {"delivered": cmd["delivered"] if cmd["delivered"] is not None else received,
+                         "started": cmd["started"] if cmd["started"] is not None else started}
                 if state in ("delivered", "running"):
-                    await db.execute("UPDATE cmd_commands SET state=?, delivered=coalesce(delivered, ?), "
-                                     "started=coalesce(started, ?) WHERE id=?", (state, received, started, cid))
+                    moved = await self.storage.move_command(cid, cur_state, state, **times)
                 else:
-                    reason = output[:500] if state == "rejected" else ""
-                    await db.execute(
-                        "UPDATE cmd_commands SET state=?, delivered=coalesce(delivered, ?), started=coalesce(started, ?), "
-                        "finished=?, code=?, output=?, reason=? WHERE id=?",
-                        (state, received, started, data.get("finished") or self.clock.now(),
-                         code if isinstance(code, int) else None, output, reason, cid))
-                audit_rows.append((e.sn, "command.state", e.sn, {"id": cid, "job": row[2], "from": cur_state, "to": state,
-                                                                 "code": code}))
+                    moved = await self.storage.move_command(
+                        cid, cur_state, state, **times, finished=data.get("finished") or self.clock.now(),
+                        code=code if isinstance(code, int) else None, output=output,
+                        reason=output[:500] if state == "rejected" else "")
+                if moved:
+                    audit_rows.append((e.sn, "command.state", e.sn, {"id": cid, "job": cmd["job"], "from": cur_state,
+                                                                     "to": state, "code": code}))
         if self.audit is not None:
             await self.audit.record_many(audit_rows)

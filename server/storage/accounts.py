@@ -76,19 +76,7 @@ def _user(row: Any) -> dict[str, Any]:
 
 
 class AccountStore:
-    """Users, sessions, tokens; and the scope's reads of jobs."""
-
-    async def jobs_within(self, within: Within, limit: int = 50, offset: int = 0,
-                          job_id: str | None = None) -> tuple[int, list[Any]]:
-        """(total, page of ``cmd_jobs`` rows, newest first) of the jobs in ``within`` (:func:`jobs_within_sql`);
-        ``job_id``: that job alone, when it is."""
-        cond, args = jobs_within_sql(within)
-        if job_id is not None:
-            cond, args = f"cmd_jobs.id = ? AND {cond}", [job_id, *args]
-        total = await self._quick_one(f"SELECT count(*) FROM cmd_jobs WHERE {cond}", args)  # type: ignore[attr-defined]
-        rows = await self._all(f"SELECT * FROM cmd_jobs WHERE {cond} ORDER BY created DESC, id "  # type: ignore[attr-defined]
-                               "LIMIT ? OFFSET ?", [*args, limit, offset])
-        return int(total[0]), list(rows)
+    """Users, sessions, tokens (a scope's jobs: ``CommandStore.jobs_within``, server/storage/commands.py)."""
 
     # users ---------------------------------------------------------------------------------------------------
     async def add_user(self, name: str, role: str, scope: str, password: str, created: float) -> bool:

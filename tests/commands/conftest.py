@@ -42,8 +42,9 @@ def keys(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 class Fleet:
-    def __init__(self, pki: Pki, broker: Broker, keys: dict[str, Path], root: Path) -> None:
-        self.pki, self.broker, self.keys, self.root = pki, broker, keys, root
+    def __init__(self, pki: Pki, broker: Broker, keys: dict[str, Path], root: Path, storage: str | None = None) -> None:
+        """``storage``: the server's storage URL (a ``postgresql://`` one), else a SQLite file of its own."""
+        self.pki, self.broker, self.keys, self.root, self.storage = pki, broker, keys, root, storage
         self.server: Server | None = None
         self.agents: dict[str, AgentProc] = {}
         self.configs: dict[str, Path] = {}
@@ -55,7 +56,8 @@ class Fleet:
         extra = f"\n{settings}\n[commands]\n" + f'key_file = "{self.keys["command_key"]}"\n' + \
             f'endorsement_file = "{self.keys["command_endorsement"]}"\n' + \
             "".join(f"{k} = {v!r}\n" if not isinstance(v, str) else f'{k} = "{v}"\n' for k, v in opts.items())
-        self.server = Server(self.pki, self.broker, self.root / "server", clock=clock, extra=extra).start()
+        self.server = Server(self.pki, self.broker, self.root / "server", clock=clock, extra=extra,
+                             storage=self.storage).start()
         return self.server
 
     def agent_dir(self, sn: str) -> Path:
