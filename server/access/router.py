@@ -14,7 +14,7 @@ from ..answers import Page, Time, page, timed
 from ..auth import require
 from ..auth.bounds import Offset
 from ..auth.openapi import ErrorBody, Open, answers
-from ..registry.models import FieldError
+from ..registry.models import FieldError, LevelCode
 from . import roles, stats
 
 router = APIRouter(tags=["access"])
@@ -406,7 +406,7 @@ async def services(
     end: Annotated[str | None, Query(max_length=10, description="last day (YYYY-MM-DD); default today")] = None,
 ) -> Any:
     """Services and people served by day or month over the period, identity checks by method (counts and
-    shares), the ten institutions with the most services."""
+    shares), the ten institutions with the most services, services by the institutions' level."""
     return await stats.services(request.app, await _counties(request, who), period, by, end)
 
 
@@ -414,12 +414,15 @@ async def services(
 async def coverage(
     request: Request, who: Annotated[Any, Depends(require("viewer"))],
     type: Short = None, region: Short = None, county: Short = None, model: Short = None,  # noqa: A002
+    level: Annotated[LevelCode | None, Query(description="the institutions' level")] = None,
     months: Annotated[int, Query(ge=1, le=36)] = 12,
 ) -> Any:
-    """Deployment coverage: institutions by type covered by at least one deployed terminal, coverage per county
-    over the months, new deployments per month, the counties ranked; filters by type, region, county, model."""
+    """Deployment coverage: institutions by type and by level covered by at least one deployed terminal, coverage
+    per county over the months, new deployments per month, the counties ranked; filters by type, level, region,
+    county, model."""
     return await stats.coverage(request.app, await _counties(request, who),
-                                {"type": type, "region": region, "county": county, "model": model}, months)
+                                {"type": type, "level": level, "region": region, "county": county, "model": model},
+                                months)
 
 
 @router.get("/api/v1/statistics/map", **answers(stats.MapFigures))

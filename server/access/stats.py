@@ -45,6 +45,13 @@ class TopInstitution(Open):
     services: int
 
 
+class LevelServices(Open):
+    level: str = Field(description="the institutions' level (provincial, prefectural, county_level, township, "
+                                   "village; '': not given)")
+    services: int
+    share: float | None
+
+
 class Services(Open):
     period: str
     by: str
@@ -54,6 +61,8 @@ class Services(Open):
     series: list[Point]
     identity_checks: list[MethodShare]
     top_institutions: list[TopInstitution]
+    by_level: list[LevelServices] = Field(description="services per level of the institutions that gave them, "
+                                                      "whole months as top_institutions")
 
 
 class CoverageGroup(Open):
@@ -71,6 +80,7 @@ class CountyOverTime(Open):
 
 class Coverage(Open):
     by_type: list[CoverageGroup]
+    by_level: list[CoverageGroup]
     by_county: list[CoverageGroup]
     over_time: list[dict[str, Any]]
     county_over_time: list[CountyOverTime]
@@ -131,14 +141,19 @@ async def services(app: Any, counties: list[str] | None, period: str, by: str, e
     checks = sum(totals[1:])
     shares = [{"method": m, "count": totals[1 + i], "share": round(totals[1 + i] / checks, 4) if checks else None}
               for i, m in enumerate(METHODS)]
-    top = await store.top_institutions(first.year * 100 + first.month, last.year * 100 + last.month, counties, 10)
+    months = (first.year * 100 + first.month, last.year * 100 + last.month)
+    top = await store.top_institutions(*months, counties, 10)
+    levels = await store.services_by_level(*months, counties)
+    level_total = sum(n for _, n in levels)
     return {
         "period": period, "by": by, "first_day": first.isoformat(), "last_day": last.isoformat(),
         "totals": {"services": totals[0], "people": checks, **dict(zip(COUNTS[1:], totals[1:], strict=True))},
         "series": series, "identity_checks": shares,
         "top_institutions": [{"institution": code, "name": name, "county": county, "services": n}
                              for code, n, name, county in top],
-        "months_note": "top institutions count whole months: the period's first and last months in full",
+        "by_level": [{"level": lv, "services": n, "share": round(n / level_total, 4) if level_total else None}
+                     for lv, n in levels],
+        "months_note": "top institutions and by_level count whole months: the period's first and last months in full",
     }
 
 
@@ -157,7 +172,7 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
     rows = await app.state.access.coverage_rows(filters.get("model"))  # shared: read, never changed here
     keep = [r for r in rows
             if (counties is None or r["county"] in counties)
-            and all(not filters.get(k) or r.get(k) == filters[k] for k in ("type", "region", "county"))]
+            and all(not filters.get(k) or r.get(k) == filters[k] for k in ("type", "level", "region", "county"))]
     by_county = _group(keep, "county")
     tz = ZoneInfo(app.state.settings.timezone)
     today = _today(app)
@@ -190,6 +205,7 @@ async def coverage(app: Any, counties: list[str] | None, filters: dict[str, Any]
         new[f"{y:04d}-{m:02d}"] = bisect_left(times, end) - bisect_left(times, start)
     return {
         "by_type": _group(keep, "type"),
+        "by_level": _group(keep, "level"),
         "by_county": by_county,
         "over_time": over_time,
         "county_over_time": county_over_time,  # covered institutions at the end of each month of over_time

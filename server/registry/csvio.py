@@ -58,7 +58,7 @@ UNIT_EXPORT_ONLY: list[tuple[str, str]] = [
 ]
 INSTITUTION_COLUMNS: list[tuple[str, str]] = [
     ("code", "机构编码"), ("name", "机构名称"), ("county", "区县"), ("region", "统筹区"), ("type", "机构类型"),
-    ("hours", "服务时间"), ("contact", "联系人"),
+    ("hours", "服务时间"), ("contact", "联系人"), ("level", "机构级别"),
 ]
 
 
@@ -232,7 +232,7 @@ def parse_institutions(data: bytes) -> ImportResult:
     return _parse(data, INSTITUTION_COLUMNS, [], Institution)
 
 
-_CODES = ("type", "status", "stock_type", "link_type")
+_CODES = ("type", "status", "stock_type", "link_type", "level")
 _TIMES = ("first_seen", "last_seen")
 
 

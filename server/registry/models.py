@@ -11,6 +11,11 @@ from counting.hours import ServiceHours
 
 InstitutionType = Literal["health_centre", "village_clinic", "community_site", "community_health_centre",
                           "community_health_station", "hospital", "pharmacy", "insurance_office"]
+# The institution's level (等级, issue 18): the administrative tier it serves at, which the tender's coverage and the
+# bureau's statistics group by. Optional ("": not given). Decision 028 ("Institution levels") says why these five.
+LevelCode = Literal["provincial", "prefectural", "county_level", "township", "village"]
+InstitutionLevel = Literal["", "provincial", "prefectural", "county_level", "township", "village"]
+LEVELS: tuple[str, ...] = ("provincial", "prefectural", "county_level", "township", "village")
 Status = Literal["in_service", "spare", "in_repair", "retired"]
 StockType = Literal["deployed", "spare"]
 LinkType = Literal["wired", "4g_vpdn"]
@@ -25,6 +30,14 @@ ALIASES: dict[str, dict[str, str]] = {
     "status": {"在用": "in_service", "在役": "in_service", "备用": "spare", "备机": "spare", "维修": "in_repair",
                "送修": "in_repair", "维修中": "in_repair", "报废": "retired", "停用": "retired"},
     "stock_type": {"已部署": "deployed", "部署": "deployed", "在用": "deployed", "备机": "spare", "备用": "spare"},
+    # the level's words, and the institution kinds people write in that column for the level they stand for
+    "level": {"省级": "provincial", "省": "provincial", "省属": "provincial", "市级": "prefectural", "地市级": "prefectural",
+              "市": "prefectural", "地级": "prefectural", "县级": "county_level", "县": "county_level",
+              "县区级": "county_level", "区县级": "county_level", "县级医院": "county_level",
+              "乡镇（街道）级": "township", "乡镇(街道)级": "township", "乡镇级": "township", "乡镇": "township",
+              "街道": "township", "乡级": "township", "乡镇卫生院": "township", "社区卫生服务中心": "township",
+              "村（社区）级": "village", "村(社区)级": "village", "村级": "village", "村": "village", "社区": "village",
+              "村卫生室": "village", "社区卫生服务站": "village"},
     "link_type": {"有线": "wired", "有线专网": "wired", "医保专网": "wired", "4g": "4g_vpdn", "4G": "4g_vpdn",
                   "vpdn": "4g_vpdn", "VPDN": "4g_vpdn", "4G VPDN": "4g_vpdn", "无线": "4g_vpdn"},
 }
@@ -34,6 +47,8 @@ LABELS_ZH: dict[str, str] = {
     "community_health_centre": "社区卫生服务中心", "community_health_station": "社区卫生服务站", "hospital": "医院",
     "pharmacy": "药店", "insurance_office": "医保经办机构", "in_service": "在用", "spare": "备用", "in_repair": "维修",
     "retired": "报废", "deployed": "已部署", "wired": "有线专网", "4g_vpdn": "4G VPDN",
+    "provincial": "省级", "prefectural": "市级", "county_level": "县级", "township": "乡镇（街道）级",
+    "village": "村（社区）级",
 }
 
 
@@ -103,11 +118,23 @@ class Institution(_Strict):
     type: InstitutionType = "village_clinic"
     hours: str = Field("", max_length=300, description='"08:00-18:00" or "mon-fri=08:00-17:30;sat=08:00-12:00"')
     contact: str = Field("", max_length=200)
+    level: InstitutionLevel = Field("", description="provincial (省级), prefectural (市级), county_level (县级), "
+                                                    "township (乡镇（街道）级), village (村（社区）级), or empty: not given")
 
     @field_validator("type", mode="before")
     @classmethod
     def _type(cls, v: Any) -> Any:
         return _alias("type", v)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _level(cls, v: Any) -> Any:
+        if v is None:
+            return ""
+        code = _alias("level", v)
+        if code not in ("", *LEVELS):
+            raise ValueError(f"not a level: {v!r} (one of " + ", ".join(f"{LABELS_ZH[c]} {c}" for c in LEVELS) + ")")
+        return code
 
     @field_validator("hours", mode="before")
     @classmethod

@@ -14,7 +14,7 @@ from ..auth.bounds import SN, Code, Name, Offset
 from ..auth.openapi import ErrorBody, Open, answers, answers_file, answers_upload
 from ..encode import MsgspecJSON
 from ..exports import CSV_TYPE, XLSX_TYPE
-from .models import FieldError, Institution, StatusChange, Swap, UnitPatch, UnitRecord
+from .models import FieldError, Institution, LevelCode, StatusChange, Swap, UnitPatch, UnitRecord
 from .service import Registry
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -31,6 +31,7 @@ class InstitutionOut(Open):
     type: str
     hours: str
     contact: str
+    level: str = ""  # provincial, prefectural, county_level, township, village; "": not given
 
 
 class InstitutionUnit(Open):
@@ -143,8 +144,9 @@ def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> 
 # institutions ---------------------------------------------------------------------------------------
 @router.get("/institutions", **answers(Page[InstitutionOut]))
 async def list_institutions(request: Request, p: Viewer, county: Name = None,
+                            level: Annotated[LevelCode | None, Query(description="the institutions' level")] = None,
                             limit: Annotated[int, Query(ge=1, le=100000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
-    items = await request.app.state.storage.list_institutions(county, p.scope.within())
+    items = await request.app.state.storage.list_institutions(county, p.scope.within(), level=level)
     return timed(page(items[offset:offset + limit], len(items), limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 

@@ -576,12 +576,25 @@ class AccessStore:
             "LIMIT ?) t LEFT JOIN institutions i ON i.code = t.institution ORDER BY t.n DESC, t.institution", [*args, n])
         return [(r[0], int(r[1]), r[2] or "", r[3] or "") for r in rows]
 
+    async def services_by_level(self, first_month: int, last_month: int, counties: list[str] | None
+                                ) -> list[tuple[str, int]]:
+        """(institution level, services) over the months, per level of the institutions served ('' : not given,
+        or an institution no longer in the registry), from the per-institution month roll-up."""
+        where, args = ["m.month >= ?", "m.month <= ?"], [first_month, last_month]
+        if counties is not None:
+            where.append(f"m.county IN ({','.join('?' * len(counties))})" if counties else "1=0")
+            args.extend(counties)
+        rows = await self._rows(
+            "SELECT coalesce(i.level, '') AS level, sum(m.services) FROM service_inst_month m LEFT JOIN institutions i "
+            f"ON i.code = m.institution WHERE {' AND '.join(where)} GROUP BY coalesce(i.level, '') ORDER BY 1", args)
+        return [(r[0] or "", int(r[1] or 0)) for r in rows]
+
     # deployment coverage ---------------------------------------------------------------------------------
     async def coverage_rows(self, model: str | None = None) -> list[dict[str, Any]]:
-        """Per institution: type, county, region, deployed terminals (of ``model`` if given), the first one's
-        registration time and every one's (``times``). Two plain reads merged here: a grouped join of 50,000 units
-        with 20,000 institutions sorted on four columns cost more than both."""
-        insts = await self._rows("SELECT code, type, county, region FROM institutions")
+        """Per institution: type, level, county, region, deployed terminals (of ``model`` if given), the first
+        one's registration time and every one's (``times``). Two plain reads merged here: a grouped join of 50,000
+        units with 20,000 institutions sorted on four columns cost more than both."""
+        insts = await self._rows("SELECT code, type, county, region, level FROM institutions")
         units = await self._rows(
             "SELECT institution, registered_at FROM registry WHERE stock_type = 'deployed' AND institution IS NOT NULL"
             + (" AND model = ?" if model else ""), [model] if model else [])
@@ -591,7 +604,7 @@ class AccessStore:
         out = []
         for r in insts:
             mine = times.get(r[0], [])
-            out.append({"code": r[0], "type": r[1], "county": r[2], "region": r[3], "units": len(mine),
+            out.append({"code": r[0], "type": r[1], "county": r[2], "region": r[3], "level": r[4], "units": len(mine),
                         "first_ts": min(mine) if mine else None, "times": mine})
         return out
 

@@ -207,10 +207,14 @@ class SqliteEngine(Engine):
         for n, what, scripts in MIGRATIONS:
             if n <= v:
                 continue
-            for script in scripts:
-                await db.executescript(script)
-            await db.execute(f"PRAGMA user_version = {n}")
-            await db.commit()
+            # the step and its version in one transaction: done whole or not at all (a step that adds a column,
+            # which SQLite cannot write idempotently, is never half done by a crash and run again)
+            try:
+                await db.executescript("BEGIN;\n" + "\n".join(scripts) + f"\nPRAGMA user_version = {n};\nCOMMIT;")
+            except BaseException:
+                if db.in_transaction:
+                    await db.rollback()
+                raise
             log.info("database %s: schema %d -> %d (%s)", self.path, n - 1, n, what)
 
     async def close(self) -> None:

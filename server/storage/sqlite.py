@@ -47,7 +47,7 @@ DEAD_LETTERS_KEPT = 10_000
 
 _REGISTRY_FIELDS = ("insurance_sn", "terminal_type", "model", "vendor", "institution", "stock_type", "status",
                     "link_type", "note")
-_INSTITUTION_FIELDS = ("name", "county", "region", "type", "hours", "contact")
+_INSTITUTION_FIELDS = ("name", "county", "region", "type", "hours", "contact", "level")
 _REGISTRY_SORTS = {"sn": "r.sn", "institution": "r.institution", "county": "i.county", "status": "r.status",
                    "last_seen": "u.last_seen", "online": "u.online"}
 
@@ -240,11 +240,15 @@ class SqlStore(AlertStore, RollupStore, DataUseStore, ReportFileStore):
             await self._bump(db, "registry_version")
         self._registry_written()
 
-    async def list_institutions(self, county: str | None = None, within: Within = None) -> list[dict[str, Any]]:
+    async def list_institutions(self, county: str | None = None, within: Within = None, level: str | None = None
+                                ) -> list[dict[str, Any]]:
         cond, args = places_sql(within)
         if county:
             cond += " AND county=?"
             args.append(county)
+        if level is not None:
+            cond += " AND level=?"
+            args.append(level)
         rows = await self._all(f"SELECT * FROM institutions WHERE {cond} ORDER BY code", args)
         return [dict(r) for r in rows]
 

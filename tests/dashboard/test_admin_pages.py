@@ -2,7 +2,8 @@
 HTTP, its SQLite file): the users page (an administrator creates a user and hands over the one-time password, edits,
 disables, resets; the user replaces the password at the first sign-in; a county administrator sees and grants its
 county only) and the audit trail for auditors (a province auditor reads sign-ins and user changes, a county auditor
-the rows about its county's units only, a viewer is not offered the page)."""
+the rows about its county's units only, a viewer is not offered the page); and the institutions' level on the
+institutions page (a filter) and the statistics page (services and coverage by level)."""
 
 from __future__ import annotations
 
@@ -254,3 +255,37 @@ def fleet_audit(site: Site, **params: str) -> list[dict]:
     assert r.status_code == 200, r.text
     return r.json()["items"]  # type: ignore[no-any-return]
 
+
+def test_institutions_page_filters_by_level_and_statistics_count_by_level(site: Site, browser: Browser) -> None:
+    from posfleet.demo import publish_history
+    from tests.fleet import wait_for
+    from wire.messages import Event, Sample
+
+    srv, b = site.server, browser
+    for code, level in (("INST-A", "乡镇（街道）级"), ("INST-B", "village")):  # the Chinese word or the code
+        name, county, city = INSTITUTIONS[code]
+        r = srv.request("PUT", f"/api/v1/institutions/{code}", json={"name": name, "county": county, "region": city,
+                                                                    "level": level})
+        assert r.status_code == 200, r.text
+    hour = int(time.time()) // 3600 * 3600 - 7200
+    publish_history(site.pki, site.broker.port, {sn: [Sample(seq=1, ts=hour, interval=60)] for sn in (INSIDE, OUTSIDE)},
+                    {sn: [Event(seq=2, ts=hour + 3600, kind="svc", data={"hour": hour, "services": n, "face": n})]
+                     for sn, n in ((INSIDE, 7), (OUTSIDE, 3))})
+    wait_for(lambda: srv.get("/api/v1/statistics/services").json()["totals"]["services"] == 10, 30,
+             "the service counts at the server")
+    cli_user(site, "level-viewer", "viewer")
+    sign_in(b, site, "level-viewer")
+    goto(b, "#/institutions?level=township", "institutions")
+    assert b.eval("[...document.querySelectorAll('#institutions tbody tr[data-row]')].map(r => r.dataset.row)") == ["INST-A"]
+    assert b.text('#institutions tr[data-row="INST-A"] [data-k="inst.level"]') == "乡镇（街道）级"
+    b.eval("document.querySelector('#inst-filter select[name=level]').value = 'village'; "
+           "document.getElementById('main').dataset.state = 'navigating'; "
+           "document.querySelector('#inst-filter button[type=submit]').click()")
+    b.ready("institutions")
+    assert b.eval("[...document.querySelectorAll('#institutions tbody tr[data-row]')].map(r => r.dataset.row)") == ["INST-B"]
+    assert b.text('[data-k="inst.total"]') == "共 1 条"
+
+    goto(b, "#/statistics", "statistics")
+    assert rows(b, "services-level") == [["乡镇（街道）级", "7", "70.00%"], ["村（社区）级", "3", "30.00%"]]
+    cov = {r[0]: r[1:] for r in rows(b, "cov-level")}
+    assert cov == {"乡镇（街道）级": ["1", "1", "100.00%"], "村（社区）级": ["1", "1", "100.00%"]}

@@ -70,7 +70,7 @@ async def test_csv_export_is_utf8_with_bom_in_chinese_and_imports_back(api: Api)
     again = (await api.get("/api/v1/registry/units/HN00020001")).json()
     assert again["link_type"] == "wired" and again["vendor"] == "新大陆" and len(again["status_history"]) == 1
     inst = await api.get("/api/v1/registry/institutions.csv", lang="en")
-    assert inst.content.decode("utf-8-sig").splitlines()[0] == "code,name,county,region,type,hours,contact"
+    assert inst.content.decode("utf-8-sig").splitlines()[0] == "code,name,county,region,type,hours,contact,level"
 
 
 async def test_swap_records_both_status_changes_at_one_instant(api: Api) -> None:

@@ -23,6 +23,7 @@ Object.assign(I18N.zh, {
   coverage: "部署覆盖", covered: "已覆盖", coverage_rate: "覆盖率", by_type: "按机构类型", ranking: "区县覆盖排名",
   new_deployments: "每月新增部署", province_map: "全省终端分布", map_note: "颜色越深终端越多；示意图，非测绘边界",
   not_on_map: "不在地图上的地区", times: "次数", n_items: "共 {n} 条", coverage_trend: "覆盖率（近 12 个月）",
+  services_by_level: "按机构级别的服务人次", by_level_k: "按机构级别",
 });
 Object.assign(I18N.en, {
   nav_applications: "Applications", nav_pools: "IP pools", nav_interfaces: "Interfaces", nav_statistics: "Statistics",
@@ -46,6 +47,7 @@ Object.assign(I18N.en, {
   covered: "Covered", coverage_rate: "Coverage", by_type: "By institution type", ranking: "Counties ranked",
   new_deployments: "New deployments per month", province_map: "Terminals across the province",
   map_note: "darker: more terminals; a schematic map, not surveyed boundaries", not_on_map: "Regions not on the map", times: "Count", n_items: "{n} in all", coverage_trend: "Coverage (12 months)",
+  services_by_level: "Services by institution level", by_level_k: "By institution level",
 });
 
 const canEdit = () => ctx && ctx.user && ["engineer", "admin"].includes(ctx.user.role);
@@ -180,8 +182,12 @@ async function viewStatistics(r) {
     s.identity_checks.map(m => h("tr", {"data-row": m.method}, td(t(m.method)), tdn(m.count), tdn(pct(m.share), {"data-k": "share"}))), {id: "methods"});
   const top = table(["#", t("institution"), t("county"), {label: t("services"), num: 1}],
     s.top_institutions.map((i, n) => h("tr", {"data-row": i.institution}, tdn(n + 1), td(instLink(i.institution, i.name)), td(i.county || "—"), tdn(i.services))), {id: "top10"});
-  const group = (id, rows) => table([t("name"), {label: t("institution"), num: 1}, {label: t("covered"), num: 1}, {label: t("coverage_rate"), num: 1}],
-    rows.map(g => h("tr", {"data-row": g.key}, td(word(g.key)), tdn(g.institutions), tdn(g.covered), tdn(pct(g.rate)))), {id});
+  const group = (id, rows, name) => table([t("name"), {label: t("institution"), num: 1}, {label: t("covered"), num: 1}, {label: t("coverage_rate"), num: 1}],
+    rows.map(g => h("tr", {"data-row": g.key}, td((name || word)(g.key)), tdn(g.institutions), tdn(g.covered), tdn(pct(g.rate)))), {id});
+  // by the institutions' level (issue 18): services over the period's whole months, and coverage
+  const levels = table([t("level"), {label: t("services"), num: 1}, {label: t("share"), num: 1}],
+    (s.by_level || []).map(l => h("tr", {"data-row": l.level}, td(levelWord(l.level)), tdn(l.services, {"data-k": "level.services"}),
+      tdn(pct(l.share), {"data-k": "level.share"}))), {id: "services-level"});
   const wide = c => { c.classList.add("wide"); return c; };
   return h("div", {}, h("h1", {}, t("statistics_title")),
     h("div", {class: "kpis"}, kpi(t("services"), String(s.totals.services), `${s.first_day} – ${s.last_day}`, "stat.services", s.totals.services),
@@ -189,7 +195,10 @@ async function viewStatistics(r) {
     h("div", {class: "grid"},
       wide(card(t("services"), pick, h("div", {id: "stat-series"}, series))), card(t("identity_checks"), methods), wide(card(t("top_institutions"), top)),
       wide(card(t("province_map"), provinceMap(geo, fig), h("p", {class: "muted"}, t("map_note")))),
-      card(`${t("coverage")} · ${t("by_type")}`, group("cov-type", cov.by_type)), card(`${t("coverage")} · ${t("ranking")}`, group("cov-rank", cov.ranking)),
+      card(t("services_by_level"), levels),
+      card(`${t("coverage")} · ${t("by_type")}`, group("cov-type", cov.by_type)),
+      card(`${t("coverage")} · ${t("by_level_k")}`, group("cov-level", cov.by_level || [], levelWord)),
+      card(`${t("coverage")} · ${t("ranking")}`, group("cov-rank", cov.ranking)),
       card(t("coverage_trend"), Charts.line([{color: "#1565c0", points: cov.over_time.map((o, i) => [i, o.rate === null ? null : o.rate * 100])}],
         {label: t("coverage_trend"), width: 420, height: 180, yMin: 0, yMax: 100, ticks: 3, fmtY: v => v.toFixed(0) + "%",
          fmtX: i => (cov.over_time[Math.round(i)] || {}).month || ""})),

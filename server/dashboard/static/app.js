@@ -64,6 +64,8 @@ const I18N = {
     health_centre: "乡镇卫生院", village_clinic: "村卫生室", community_site: "社区服务点", hospital: "医院",
     community_health_centre: "社区卫生服务中心", community_health_station: "社区卫生服务站",
     pharmacy: "药店", insurance_office: "医保经办机构", deployed: "已部署", wired: "有线专网", "4g_vpdn": "4G VPDN",
+    level: "级别", provincial: "省级", prefectural: "市级", county_level: "县级", township: "乡镇（街道）级", village: "村（社区）级",
+    level_unset: "未填写",
     unassigned: "未分配", component: "组件", version: "版本", closed: "关闭时间", alert_log: "告警记录（最近）",
     search_btn: "搜索", reason: "原因", ties: "各机构在线率相同（{r}），按本月可用率（完好率与网络通畅率中较低者）排序",
     month_rate: "本月可用率", all: "全部", filter: "筛选", reset: "清除", auto_refresh: "自动刷新",
@@ -131,6 +133,8 @@ const I18N = {
     health_centre: "township health centre", village_clinic: "village clinic", community_site: "community site", hospital: "hospital",
     community_health_centre: "community health centre", community_health_station: "community health station",
     pharmacy: "pharmacy", insurance_office: "insurance office", deployed: "deployed", wired: "wired", "4g_vpdn": "4G VPDN",
+    level: "Level", provincial: "provincial", prefectural: "prefectural", county_level: "county", township: "township",
+    village: "village", level_unset: "not given",
     unassigned: "unassigned", component: "Component", version: "Version", closed: "Closed", alert_log: "Alerts (recent)",
     search_btn: "Search", reason: "Reason", ties: "Every institution has the same online rate ({r}): ranked by this month's availability (the lower of the two rates)",
     month_rate: "Month availability", all: "all", filter: "Filter", reset: "Clear", auto_refresh: "Auto refresh",
@@ -714,17 +718,26 @@ function importReport(rep, dry, apply) {
 }
 
 // institutions ----------------------------------------------------------------------------------------
-async function viewInstitutions() {
-  const [insts, avail] = await Promise.all([api("/api/v1/institutions"), api("/api/v1/availability", {...month(), group_by: "institution", limit: 100000})]);
+const LEVEL_CODES = ["provincial", "prefectural", "county_level", "township", "village"];
+const levelWord = v => v ? word(v) : t("level_unset");
+async function viewInstitutions(r) {
+  const level = (r && r.q.get("level")) || "";
+  const [insts, avail] = await Promise.all([api("/api/v1/institutions", {level, limit: 100000}), api("/api/v1/availability", {...month(), group_by: "institution", limit: 100000})]);
   const fig = Object.fromEntries(avail.items.map(i => [i.institution, i]));
   const rows = insts.items.map(i => {
     const a = fig[i.code] || {};
-    return h("tr", {"data-row": i.code}, td(i.code), td(instLink(i.code, i.name)), td(word(i.county)), td(word(i.type)),
+    return h("tr", {"data-row": i.code, "data-level": i.level || ""}, td(i.code), td(instLink(i.code, i.name)), td(word(i.county)), td(word(i.type)),
+      td(levelWord(i.level), {"data-k": "inst.level"}),
       tdn(a.units === undefined ? "0" : a.units), tdn(pct(a.device_rate), {class: "num " + rateCls(a.device_rate)}),
       tdn(pct(a.network_rate), {class: "num " + rateCls(a.network_rate)}), tdn(a.flagged_units === undefined ? "0" : a.flagged_units));
   });
+  // the level filter (issue 18): the institutions of one level
+  const pick = h("form", {class: "row", id: "inst-filter", onsubmit: ev => { ev.preventDefault();
+      const v = ev.target.level.value; location.hash = v ? `#/institutions?level=${v}` : "#/institutions"; }},
+    h("label", {}, `${t("level")} `, h("select", {name: "level"}, ["", ...LEVEL_CODES].map(c => h("option", {value: c, selected: c === level}, c ? word(c) : t("all"))))),
+    h("button", {type: "submit"}, t("filter")), h("span", {class: "muted", "data-k": "inst.total"}, t("n_items", {n: insts.total})));
   return h("div", {}, h("h1", {}, `${t("institutions_title")} · ${ctx.month.label}`),
-    h("div", {class: "card"}, table([t("code"), t("name"), t("county"), t("type"), {label: t("units"), num: 1}, {label: t("device_rate"), num: 1},
+    h("div", {class: "card"}, pick, table([t("code"), t("name"), t("county"), t("type"), t("level"), {label: t("units"), num: 1}, {label: t("device_rate"), num: 1},
       {label: t("network_rate"), num: 1}, {label: t("flagged"), num: 1}], rows, {id: "institutions"})));
 }
 
@@ -752,7 +765,7 @@ async function viewInstitution(r) {
       kpi(`${t("online")} / ${t("units")}`, `${inst.units.filter(u => u.online).length} / ${inst.units.length}`, "", "inst.online")),
     h("div", {class: "grid"},
       card(t("identity"), h("dl", {class: "kv"}, kv(t("code"), inst.code), kv(t("name"), inst.name), kv(t("county"), inst.county),
-        kv(t("region"), inst.region), kv(t("type"), word(inst.type)), kv(t("hours"), inst.hours || t("default_hours")), kv(t("contact"), inst.contact || "—"))),
+        kv(t("region"), inst.region), kv(t("type"), word(inst.type)), kv(t("level"), levelWord(inst.level), "inst.level"), kv(t("hours"), inst.hours || t("default_hours")), kv(t("contact"), inst.contact || "—"))),
       tc, unitsCard));
 }
 const kv = (k, v, key) => [h("dt", {}, k), h("dd", {"data-k": key || null}, v === null || v === undefined || v === "" ? "—" : v)];
