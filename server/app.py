@@ -76,8 +76,7 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     alerts = Alerts(settings, storage, registry, availability, clock)
     if lead_now:
         await alerts.start()
-    app.state.alerts = alerts
-    ingest.on_committed.append(alerts.on_committed)
+    app.state.alerts = alerts  # (SIM changes: read from what any process stored, server/alerts/simwatch.py)
     from .inspection.service import Inspector
 
     inspector = Inspector(app)  # the server's self-inspection and its alerts, where the alerts run (issue 17)

@@ -8,7 +8,7 @@ Rules (each alert has a key, so a standing condition is one alert, refreshed, an
 * ``fault``        a peripheral check in state fault in the unit's newest sample (one alert per check);
 * ``storage``      a file system above ``storage_pct`` % in the newest sample;
 * ``sim_changed``  an event ``sim_changed``, or an inventory whose ICCID differs from the one known before
-                   (stays open until acknowledged);
+                   (stays open until closed by hand), from the reports any process stored (simwatch.py);
 * ``carrier_outage`` several units of one county, or of one cell site (TAC + cell id), with the link down in the
                    same minutes (from the samples, see availability/service.py), or units of one county losing
                    their broker sessions within five minutes of each other;
@@ -27,7 +27,6 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import date, datetime
 from typing import Any
 
@@ -38,7 +37,9 @@ from wire.times import iso
 from ..analytics.datause import ALERT_SHARES
 from ..availability.rollups import midnight
 from ..settings import Settings
+from ..storage import simwatch as simwatch_store
 from ..tasks import cancel
+from .simwatch import OVERLAP_S, sim_changes
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +68,11 @@ class Alerts:
         self.registry = registry
         self.availability = availability
         self.clock = clock
-        self._iccid: dict[str, str] = {}
-        self._sim_events: list[tuple[str, int, str, str]] = []  # sn, ts, old, new
         self._tasks: list[asyncio.Task[None]] = []
         self._webhook_wake = asyncio.Event()
         self._settled_since: dict[str, float] = {}  # flagged alert key -> when (monotonic) first seen settled
 
     async def start(self) -> None:
-        for u in await self.storage.live_index():
-            iccid = (u.get("identity") or {}).get("iccid")
-            if iccid:
-                self._iccid[u["sn"]] = str(iccid)
         if self.settings.alerts.enabled:
             self._tasks.append(asyncio.create_task(self._loop(), name="alerts"))
             if self.settings.alerts.webhook_url:
@@ -85,19 +80,6 @@ class Alerts:
 
     async def stop(self) -> None:
         await cancel(self._tasks)
-
-    def on_committed(self, samples: Iterable[Any], events: Iterable[Any]) -> None:
-        """Ingest hook: note SIM changes (cheap; the loop stores them)."""
-        for e in events:
-            iccid = str(e.data.get("iccid") or "")
-            if e.kind == "sim_changed":
-                self._sim_events.append((e.sn, int(e.ts), str(e.data.get("old_iccid") or self._iccid.get(e.sn, "")), iccid))
-            elif e.kind in ("inventory", "identity") and iccid:
-                old = self._iccid.get(e.sn)
-                if old and old != iccid:
-                    self._sim_events.append((e.sn, int(e.ts), old, iccid))
-            if iccid:
-                self._iccid[e.sn] = iccid
 
     async def _loop(self) -> None:
         while True:
@@ -116,6 +98,27 @@ class Alerts:
         if new:
             self._webhook_wake.set()
         return new
+
+    async def _sim_changes(self, index: dict[str, Any]) -> None:
+        """Raise the SIM changes in the identity reports stored since the last pass, by whichever process
+        (server/alerts/simwatch.py); the alerts and the rule's memory commit together, so each is raised once."""
+        read_to = await simwatch_store.read_to(self.storage)
+        reports = await simwatch_store.identity_reports(
+            self.storage, (time.time() if read_to is None else read_to) - OVERLAP_S)
+        if not reports:
+            return
+        changes, taken = sim_changes(reports, await simwatch_store.known(self.storage, (r.sn for r in reports)))
+        opened = False
+        async with self.storage.write():
+            for c in changes:
+                info = index.get(c.sn)
+                opened |= await self._raise(f"sim:{c.sn}:{c.new}", "sim_changed", c.sn, info.county if info else None,
+                                            c.ts, f"{c.sn}: SIM changed (ICCID {_tail(c.old)} -> {_tail(c.new)})",
+                                            {"old_iccid": c.old, "new_iccid": c.new})
+            await simwatch_store.remember(self.storage, taken, max([r.received_at for r in reports]
+                                                                   + ([read_to] if read_to is not None else [])))
+        if opened:
+            self._webhook_wake.set()  # (again: now that they are committed)
 
     async def evaluate(self) -> dict[str, int]:
         """Run every rule once; returns the number of standing alerts per kind."""
@@ -198,12 +201,8 @@ class Alerts:
                               f"{data['window_minutes']} min (mean {data['mean_pct']:.0f} %, peak {data['peak_pct']:.0f} %)",
                               data)
 
-        # SIM changes (kept open until acknowledged)
-        events, self._sim_events = self._sim_events, []
-        for sn, ts, old, new in events:
-            info = index.get(sn)
-            await self._raise(f"sim:{sn}:{new}", "sim_changed", sn, info.county if info else None, ts,
-                              f"{sn}: SIM changed (ICCID {_tail(old)} -> {_tail(new)})", {"old_iccid": old, "new_iccid": new})
+        # SIM changes (kept open until acknowledged), from what any process stored
+        await self._sim_changes(index)
 
         # correlated outages: from the samples (after the fact) and from broker sessions (live)
         for run in await self.outage_runs(now - 6 * 3600, now):
