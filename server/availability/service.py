@@ -148,6 +148,7 @@ class Availability:
         # recount runs, not as this process last read it (up to a second old; see on_registry_change)
         self._changes: list[tuple[list[str], int]] = []
         self.background = True  # False in an API-only process (see start)
+        self.follower = False  # ingests beside a leader (PostgreSQL), which recounts what it stores (see start)
         self._recount_task: asyncio.Future[None] | None = None
         self._generation = 0  # bumped whenever stored roll-ups change
         self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
@@ -168,12 +169,13 @@ class Availability:
     async def start(self, background: bool = True, follower: bool = False) -> None:
         """``background=False`` (an API-only process): no roll-up loop; ``rolled_to`` follows ``meta`` (the primary
         moves it), and hours marked here (a status change dated in the past) are recounted here at once.
-        ``follower`` (a process ingesting beside a leader on PostgreSQL, server/leadership.py): as API-only, but
-        the hours its own commits touch are recounted here by the debounced loop, up to the leader's
-        ``rolled_to`` (later hours the leader counts for every unit when they close); :meth:`promote` when it
-        becomes the leader."""
+        ``follower`` (a process ingesting beside a leader on PostgreSQL, server/leadership.py): as API-only; the
+        hours its own commits touch are recounted by the leader alone, from ``recount_queue`` (written in the same
+        transaction as the samples, taken every few seconds), so each is recounted once across the processes;
+        :meth:`promote` when it becomes the leader."""
         await self.load()
         self.background = background
+        self.follower = follower
         # several processes (PostgreSQL): the leader also looks for the followers' commits every few seconds
         self._poll_s = 5.0 if getattr(self.storage, "dialect", "") == "postgresql" else 300.0
         self.registry.on_change.append(self.on_registry_change)
@@ -242,11 +244,15 @@ class Availability:
 
     # marks -------------------------------------------------------------------------------------
     def on_committed(self, samples: Iterable[Any], events: Iterable[Any]) -> None:
-        """Ingest post-commit hook: mark the hours the committed samples touch (cheap; never blocks)."""
+        """Ingest post-commit hook: mark the hours the committed samples touch (cheap; never blocks). Not in a
+        follower: the leader recounts those hours from ``recount_queue``, and a second recount here was the same
+        work done twice (decision 030)."""
         tz = self.tz
         n = 0
         samples = list(samples)
         self.datause.on_committed(samples, events)
+        if self.follower and not self.background:
+            return  # the leader recounts them, once, from recount_queue (written with the samples: decision 030)
         for s in samples:
             n += 1
             for h in hours_touched(int(s.ts), int(s.interval), tz):
@@ -333,7 +339,7 @@ class Availability:
                 todo = {h: sns_h for h in sorted(self._dirty) if h + HOUR_S <= closed
                         for sns_h in [self._dirty.pop(h)] if h >= keep_from}
                 hours = await self._recount_marked(todo)
-                return {"unit_hours": hours, "seconds": round(time.perf_counter() - t0, 3), "rolled_to": self.rolled_to}
+                return {"unit_hours": hours, "seconds": self._counted(hours, t0, now), "rolled_to": self.rolled_to}
             closed = hour_start(now, self.tz)
             assert self.rolled_to is not None
             queued = await self._take_queue()
@@ -378,13 +384,17 @@ class Availability:
                 self.registry.invalidate()
                 self._mark_span(list((await self.registry.index()).keys()), start, closed)
                 self._wake.set()
-            took = time.perf_counter() - t0
-            if hours:
-                self.stats["recounts"] += 1
-                self.stats["hours_recounted"] += hours
-                self.stats["last_recount_s"] = round(took, 3)
-                self.stats["last_recount_at"] = now
-            return {"unit_hours": hours, "seconds": round(took, 3), "rolled_to": self.rolled_to}
+            return {"unit_hours": hours, "seconds": self._counted(hours, t0, now), "rolled_to": self.rolled_to}
+
+    def _counted(self, hours: int, t0: float, now: int) -> float:
+        """Note a pass that recounted ``hours`` unit-hours in this process (``/availability/status``); its seconds."""
+        took = round(time.perf_counter() - t0, 3)
+        if hours:
+            self.stats["recounts"] += 1
+            self.stats["hours_recounted"] += hours
+            self.stats["last_recount_s"] = took
+            self.stats["last_recount_at"] = now
+        return took
 
     def _mark_span(self, sns: list[str], start: int, end: int) -> None:
         h = hour_start(start, self.tz)

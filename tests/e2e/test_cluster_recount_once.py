@@ -1,0 +1,76 @@
+"""Late hours a follower stored are recounted once across the server processes (issue 15, decision 030).
+
+Two server processes on one PostgreSQL: the leader listens on a broker of its own that no terminal uses, so the
+terminal's late batch reaches the follower alone. The follower stores it with the hours it touches
+(``recount_queue``, in the same transaction); the leader recounts those hours from there. Before, the follower also
+recounted them itself, and every late hour stored by a follower was counted twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.backend import db_count
+from tests.fleet import Broker, Server, wait_for
+from tests.terminal import Terminal
+from wire import codec
+from wire.messages import Batch, Check, Sample
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+SN = "HN00170002"
+OK = {k: Check(0) for k in ("printer", "idcard", "modem", "storage")}
+
+
+def _server(pki, broker, workdir: Path, url: str, group: str) -> Server:  # type: ignore[no-untyped-def]
+    s = Server(pki, broker, workdir, storage=url)
+    s.config.write_text(s.config.read_text().replace("[storage]", f'share_group = "{group}"\nsession_expiry_s = 5\n'
+                                                                  "[storage]"))
+    return s
+
+
+def _status(s: Server) -> dict:
+    r = s.get("/api/v1/availability/status")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_a_late_hour_stored_by_a_follower_is_recounted_once(pki, broker, pg_url: str, tmp_path: Path) -> None:
+    group = secrets.token_hex(16)
+    quiet = Broker(pki, tmp_path / "quiet-broker").start()  # the leader's: no terminal publishes there
+    leader = _server(pki, quiet, tmp_path / "a", pg_url, group).start()
+    follower = None
+    t = None
+    try:
+        wait_for(lambda: leader.log.read_text().count(" leads: ") == 1, 20, "the first process leads")
+        follower = _server(pki, broker, tmp_path / "b", pg_url, group).start()
+        hour = int(time.time()) // 3600 * 3600 - 3 * 3600  # a closed hour, three hours back: late data
+        t = Terminal(pki, broker, SN)
+        t.send(codec.encode(Batch(sn=SN, epoch=3, samples=[
+            Sample(seq=k, ts=hour + 60 * k, interval=60, connected=True, rtt_ms=80, checks=OK) for k in range(60)])))
+        wait_for(lambda: 59 in t.acked, 30, "the follower committed the late hour")
+        wait_for(lambda: db_count(pg_url, "select count(*) from recount_queue") == 0, 60,
+                 "the leader took the hours from the queue")
+        wait_for(lambda: _status(leader)["pending_unit_hours"] == 0, 60, "the leader recounted them")
+        period = {"from": time.strftime("%Y-%m-%dT%H:00:00+00:00", time.gmtime(hour)),
+                  "to": time.strftime("%Y-%m-%dT%H:00:00+00:00", time.gmtime(hour + 3600)), "group_by": "unit"}
+        wait_for(lambda: follower.get("/api/v1/availability", **period).json()["complete"], 30, "complete")
+        time.sleep(3)  # the follower's own debounced recount would have run by now
+        (unit,) = [u for u in follower.get("/api/v1/availability", **period).json()["items"] if u["sn"] == SN]
+        assert unit["no_data_slots"] == 0 and unit["intact_slots"] == unit["service_slots"], unit
+        assert _status(follower)["hours_recounted"] == 0, "the follower recounted what the leader recounts"
+        assert _status(leader)["hours_recounted"] >= 1
+    finally:
+        if t is not None:
+            t.close()
+        for s in (leader, follower):
+            if s is not None and s.proc is not None:
+                s.stop()
+        quiet.stop()
+    for s in (leader, follower):
+        if s is not None:
+            assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
