@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from ..alerts.lifecycle import raise_alert
 from ..storage import Storage
 from .scope import COOKIE, ROLES, Principal, Scope, check_path, in_scope  # noqa: F401  (re-exported)
 from .scope import RANK as _RANK
@@ -64,8 +65,8 @@ async def security_alert(app: Any, key: str, message: str, data: dict[str, Any],
     """A ``security`` alert (suspicious behaviour: the dashboard and the webhooks see it like any other)."""
     settings = app.state.settings
     try:
-        new = await app.state.storage.raise_alert(key, "security", None, county, int(time.time()), message, data,
-                                                  bool(settings.alerts.webhook_url))
+        new = await raise_alert(app.state.storage, key, "security", None, county, int(time.time()), message, data,
+                                bool(settings.alerts.webhook_url))
     except Exception:
         log.exception("could not raise the security alert %s", key)
         return

@@ -36,6 +36,7 @@ from wire import PROTOCOL_VERSION, boundary, codec, topics
 from wire.clock import Clock
 from wire.messages import Ack, sample_dict, seq_ranges
 
+from ..alerts.lifecycle import raise_alert
 from ..settings import Settings
 from ..storage import EventRow, SampleRow, Storage
 from ..tasks import cancel
@@ -500,8 +501,8 @@ class Ingest:
             self._security_sent.clear()
         self.stats.security_events[what] += 1
         log.warning("security: unit %s: %s", sn, message)
-        task = asyncio.ensure_future(self.storage.raise_alert(
-            f"security:{what}:{sn}", "security", sn, None, int(now), f"{sn}: {message}", {"what": what}, True))
+        task = asyncio.ensure_future(raise_alert(
+            self.storage, f"security:{what}:{sn}", "security", sn, None, int(now), f"{sn}: {message}", {"what": what}, True))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from wire.times import iso
 
+from ..alerts.lifecycle import raise_alert
 from ..settings import Settings, sqlite_path
 from ..storage.selfcheck import database_bytes, last_backup
 from ..tasks import cancel
@@ -385,16 +386,16 @@ class Inspector:
             kind = "certificate" if p["check"] == "certificate" else "server"
             key = f"{kind}:{p['key']}"
             keep[kind].add(key)
-            raised |= await storage.raise_alert(key, kind, None, None, ts, p["message"],
-                                                {"check": p["check"], **p.get("vars", {})}, webhook)
+            raised |= await raise_alert(storage, key, kind, None, None, ts, p["message"],
+                                        {"check": p["check"], **p.get("vars", {})}, webhook)
         index = await self.app.state.registry.index() if getattr(self.app.state, "registry", None) else {}
         for na, sn in result["_expiring_terminals"]:
             key = f"certificate:terminal:{sn}"
             keep["certificate"].add(key)
             info = index.get(sn)
             days = (na - result["now_epoch"]) / DAY
-            raised |= await storage.raise_alert(
-                key, "certificate", sn, getattr(info, "county", None), ts,
+            raised |= await raise_alert(
+                storage, key, "certificate", sn, getattr(info, "county", None), ts,
                 f"{sn}: terminal certificate " + (f"expires in {days:.0f} days" if days >= 0 else "has expired"),
                 {"check": "certificate", "what": "terminal", "not_after": iso(na, settings.timezone),
                  "days_left": round(days, 1)}, webhook)

@@ -3,35 +3,92 @@
 One domain store of the storage (issue 15's split of ``sqlite.py``): its queries run on whichever engine the
 storage has (``engine.py``, ``postgres.py``), in the SQL both backends run. ``SqlStore`` inherits it, so the old
 method names on the storage stay where callers expect them.
+
+Whether a raised alert opens, refreshes the open one or reopens a closed one is the alerts domain's rule
+(``server/alerts/lifecycle.py``): :meth:`AlertStore.apply_alert` reads the key's state, asks the rule, and does
+what it answers, in one transaction.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, TypedDict
 
 from .accounts import Within, places_sql, units_within_sql
 
+AlertAction = Literal["open", "refresh", "reopen"]
+
+
+@dataclass(frozen=True)
+class AlertState:
+    """What is stored of an alert's key when it is raised again."""
+    id: int
+    opened_ts: int
+    closed_ts: int | None  # None: open
+    acked: bool
+
+
+@dataclass(frozen=True)
+class RaisedAlert:
+    """A condition an alert rule found standing at ``ts``."""
+    key: str  # one alert per standing condition
+    kind: str
+    sn: str | None
+    county: str | None
+    ts: int
+    message: str
+    data: dict[str, Any]
+    webhook: bool  # queue it for the webhook when it opens
+
+
+class AlertRow(TypedDict):
+    id: int
+    key: str
+    kind: str
+    sn: str | None
+    county: str | None
+    opened_ts: int
+    last_ts: int
+    closed_ts: int | None
+    message: str
+    data: dict[str, Any]
+    acked_by: str | None
+    acked_ts: float | None
+    webhook: str  # "none", "pending", "sent", "failed"
+    webhook_attempts: int
+
 
 class AlertStore:
-    async def raise_alert(self, key: str, kind: str, sn: str | None, county: str | None, ts: int, message: str,
-                          data: dict[str, Any], webhook: bool) -> bool:
-        """Open an alert (or refresh the open one with this key). Returns True when newly opened."""
-        payload = json.dumps(data, ensure_ascii=False)
+    async def apply_alert(self, alert: RaisedAlert, rule: Callable[[AlertState | None], AlertAction]) -> AlertAction:
+        """Raise ``alert``, in one transaction: ``rule`` is told what is stored of its key (None: nothing) and
+        answers what to do, which is done and returned. ``"open"``: a new alert; ``"refresh"``: the open one
+        keeps its id, opening time, acknowledgement and webhook state, and takes the new time, message and data;
+        ``"reopen"``: a new occurrence keeping the id (opened now, not acknowledged, queued for the webhook if
+        ``alert.webhook``)."""
+        payload = json.dumps(alert.data, ensure_ascii=False)
+        webhook = "pending" if alert.webhook else "none"
         async with self.write() as db:
-            row = await (await db.execute("SELECT id, closed_ts FROM alerts WHERE key=?", (key,))).fetchone()
-            if row is not None and row[1] is None:
-                await db.execute("UPDATE alerts SET last_ts=?, message=?, data=? WHERE id=?", (ts, message, payload, row[0]))
-                return False
-            if row is not None:  # closed before: reopen as a new occurrence, keeping its id
+            row = await (await db.execute("SELECT id, opened_ts, closed_ts, acked_by FROM alerts WHERE key=?",
+                                          (alert.key,))).fetchone()
+            action = rule(None if row is None else AlertState(int(row[0]), int(row[1]), row[2], row[3] is not None))
+            if row is None and action != "open":
+                raise ValueError(f"alert {alert.key!r}: nothing stored to {action}")
+            if action == "refresh":
+                await db.execute("UPDATE alerts SET last_ts=?, message=?, data=? WHERE id=?",
+                                 (alert.ts, alert.message, payload, row[0]))
+            elif action == "reopen":
                 await db.execute(
                     "UPDATE alerts SET opened_ts=?, last_ts=?, closed_ts=NULL, message=?, data=?, acked_by=NULL, acked_ts=NULL, "
-                    "webhook=?, webhook_attempts=0 WHERE id=?", (ts, ts, message, payload, "pending" if webhook else "none", row[0]))
-            else:
+                    "webhook=?, webhook_attempts=0 WHERE id=?", (alert.ts, alert.ts, alert.message, payload, webhook, row[0]))
+            elif action == "open" and row is None:
                 await db.execute(
                     "INSERT INTO alerts(key, kind, sn, county, opened_ts, last_ts, message, data, webhook) VALUES (?,?,?,?,?,?,?,?,?)",
-                    (key, kind, sn, county, ts, ts, message, payload, "pending" if webhook else "none"))
-        return True
+                    (alert.key, alert.kind, alert.sn, alert.county, alert.ts, alert.ts, alert.message, payload, webhook))
+            else:
+                raise ValueError(f"alert {alert.key!r}: {action!r} is not an action for what is stored")
+        return action
 
     async def close_alerts(self, kind: str, keep_keys: set[str], ts: int) -> int:
         async with self.write() as db:
@@ -41,7 +98,7 @@ class AlertStore:
         return len(gone)
 
     async def list_alerts(self, open_only: bool = True, kind: str | None = None, sn: str | None = None,
-                          limit: int = 100, offset: int = 0, within: Within = None) -> tuple[int, list[dict[str, Any]]]:
+                          limit: int = 100, offset: int = 0, within: Within = None) -> tuple[int, list[AlertRow]]:
         """``within``: a scoped caller's alerts: of its units, or of its counties (an alert of no unit and no
         county, the server's own, is the province's)."""
         where, args = [], []
@@ -74,7 +131,7 @@ class AlertStore:
             cur = await db.execute("UPDATE alerts SET acked_by=?, acked_ts=? WHERE id=?", (by, ts, alert_id))
         return bool(cur.rowcount)
 
-    async def get_alert(self, alert_id: int) -> dict[str, Any] | None:
+    async def get_alert(self, alert_id: int) -> AlertRow | None:
         row = await self._one("SELECT * FROM alerts WHERE id=?", (alert_id,))
         if row is None:
             return None
@@ -91,7 +148,7 @@ class AlertStore:
             row = await (await db.execute("SELECT 1 FROM alerts WHERE id=?", (alert_id,))).fetchone()
         return None if row is None else False
 
-    async def pending_webhooks(self, limit: int = 50) -> list[dict[str, Any]]:
+    async def pending_webhooks(self, limit: int = 50) -> list[AlertRow]:
         rows = await self._all("SELECT * FROM alerts WHERE webhook='pending' ORDER BY id LIMIT ?", (limit,))
         out = []
         for r in rows:

@@ -8,6 +8,8 @@ SQL both backends run; ``SqlStore`` inherits it (the storage's method names stay
 
 from __future__ import annotations
 
+from typing import Any
+
 # sla_day's counts, in the order of server/availability/sla.py's SLA_KEYS
 _SLA_COLS = ("service_s", "lat_in", "lat_meas", "jit_in", "jit_meas", "loss_in", "loss_meas", "down")
 
@@ -52,7 +54,35 @@ class RollupStore:
                                      "codes=excluded.codes, reasons=excluded.reasons, samples=excluded.samples",
                                      [(day, sn, idx, codes, reasons, n) for sn, day, idx, codes, reasons, n in strips])
             await self._bump(db, "rollup_version")
+            await self._stamp_days(db, sorted({day for _sn, day in by_day}))
         self._rollups_written()
+
+    @staticmethod
+    async def _stamp_days(db: object, days: list[int]) -> None:
+        """Within the writer's transaction, after its ``rollup_version`` bump: these days' roll-ups changed now
+        (``rollup_stamps``; day 0 for a purge). The stamp is the bumped version, unique to this write."""
+        if not days:
+            return
+        row = await (await db.execute("SELECT value FROM meta WHERE key = 'rollup_version'")).fetchone()  # type: ignore[attr-defined]
+        stamp = int(row[0])
+        await db.executemany("INSERT INTO rollup_stamps(day, stamp) VALUES (?, ?) ON CONFLICT(day) DO UPDATE SET "  # type: ignore[attr-defined]
+                             "stamp = excluded.stamp", [(d, stamp) for d in days])
+
+    async def rollup_stamps(self) -> dict[int, int]:
+        """When each day's roll-ups last changed (day ordinal -> stamp; 0 -> the last purge that deleted any): a
+        cache of sums over stored days is valid while the stamps of its days are what they were when it read them."""
+        return {int(r[0]): int(r[1]) for r in await self._all("SELECT day, stamp FROM rollup_stamps")}
+
+    async def rollup_totals(self, *, month: int | None = None, day: int | None = None) -> list[Any]:
+        """Every unit's stored totals of one month or one day: rows ``(sn, service, intact, network ok, no data)``
+        as the driver gives them (47,500 of them: not copied into tuples one by one)."""
+        if month is not None:
+            return await self._all("SELECT sn, service, intact, netok, nodata FROM rollup_month WHERE month = ?", (month,))
+        return await self._all("SELECT sn, service, intact, netok, nodata FROM rollup_day WHERE day = ?", (day,))
+
+    async def rollup_hours(self, day: int) -> list[tuple[str, bytes]]:
+        """Every unit's packed hour counts of one day: ``(sn, hours)``."""
+        return [(r[0], bytes(r[1])) for r in await self._all("SELECT sn, hours FROM rollup_day WHERE day = ?", (day,))]
 
     async def rollup_sums(self, months: list[int], days: list[int], parts: list[tuple[int, int, int]],
                           sns: list[str] | None = None) -> dict[str, list[int]]:
@@ -94,6 +124,19 @@ class RollupStore:
                 add(sn, sum(part[0::4]), sum(part[1::4]), sum(part[2::4]), sum(part[3::4]))
         return out
 
+    async def rollup_day_totals(self, first_day: int, last_day: int, sns: list[str] | None = None
+                                ) -> dict[int, tuple[int, int, int, int]]:
+        """Per local day (ordinal) in ``[first_day, last_day]``: (service, intact, netok, nodata) summed over the
+        units (all, or ``sns``): the report's daily trend in one query instead of one figures request a day."""
+        sql = "SELECT day, sum(service), sum(intact), sum(netok), sum(nodata) FROM rollup_day WHERE day BETWEEN ? AND ?"
+        args: list[Any] = [first_day, last_day]
+        if sns is not None:
+            chosen = list(sns) or [""]
+            sql += f" AND sn IN ({','.join('?' * len(chosen))})"
+            args += chosen
+        return {int(r[0]): (int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+                for r in await self._all(sql + " GROUP BY day", args)}
+
     async def rollup_days(self, sn: str, first_day: int, last_day: int) -> list[tuple[int, int, int, int, int, bytes]]:
         rows = await self._quick(
             "SELECT day, service, intact, netok, nodata, hours FROM rollup_day WHERE sn=? AND day BETWEEN ? AND ? ORDER BY day",
@@ -118,9 +161,12 @@ class RollupStore:
         async with self.write() as db:
             cur = await db.execute("DELETE FROM rollup_day WHERE day < ?", (before_day,))
             n = cur.rowcount
-            await db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))
+            months = (await db.execute("DELETE FROM rollup_month WHERE month < ?", (d.year * 12 + d.month - 1,))).rowcount
             await db.execute("DELETE FROM sla_day WHERE day < ?", (before_day,))
             await self._bump(db, "rollup_version")
+            if n or months:  # sums cached over the purged days no longer hold (day 0: the purge's stamp)
+                await db.execute("DELETE FROM rollup_stamps WHERE day > 0 AND day < ?", (before_day,))
+                await self._stamp_days(db, [0])
         self._rollups_written()
         return n
 

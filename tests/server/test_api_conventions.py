@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
+from server.alerts.lifecycle import raise_alert
 from server.answers import iso
 from server.auth.guard import MAX_BODY
 from server.auth.openapi import ErrorBody
@@ -95,8 +96,8 @@ async def _fleet(api: Api) -> None:
     await api.req("POST", "/api/v1/alerts/evaluate")
     storage = api.app.state.storage  # two alerts (as a rule raises them), one acknowledged, one closed
     for key in ("a", "b"):
-        await storage.raise_alert(key, "sim_changed", "HN00000001", "C1", at("2025-03-03 10:00"), "SIM changed",
-                                  {"old_iccid": "1", "new_iccid": "2"}, False)
+        await raise_alert(storage, key, "sim_changed", "HN00000001", "C1", at("2025-03-03 10:00"), "SIM changed",
+                          {"old_iccid": "1", "new_iccid": "2"}, False)
     first, second = (await api.get("/api/v1/alerts", kind="sim_changed")).json()["items"]
     assert (await api.req("POST", f"/api/v1/alerts/{first['id']}/ack", json={"note": "on it"})).status_code == 200
     assert (await api.req("POST", f"/api/v1/alerts/{second['id']}/close", json={"note": "done"})).status_code == 200

@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 
+from server.alerts.lifecycle import raise_alert
 from server.auth import create_token
 from server.auth.scope import PROVINCE_ONLY, SCOPED
 from tests.server.conftest import Api, at
@@ -34,8 +35,8 @@ async def _fleet(api: Api) -> dict[str, str]:
     for sn in (INSIDE["sn"], OUTSIDE["sn"], UNPLACED):
         await api.minutes(sn, t0, 5)
     for sn, county in ((INSIDE["sn"], INSIDE["county"]), (OUTSIDE["sn"], OUTSIDE["county"])):
-        await st.raise_alert(f"security:{sn}", "security", sn, county, t0, f"{sn} opened", {}, False)
-    await st.raise_alert("security:b", "security", None, OUTSIDE["county"], t0, "alert of county B", {}, False)
+        await raise_alert(st, f"security:{sn}", "security", sn, county, t0, f"{sn} opened", {}, False)
+    await raise_alert(st, "security:b", "security", None, OUTSIDE["county"], t0, "alert of county B", {}, False)
     await _jobs(api)
     alerts = (await api.get("/api/v1/alerts")).json()["items"]
     return {"alert_id": str(next(a["id"] for a in alerts if a["sn"] == OUTSIDE["sn"])), "job_id": "job-b"}

@@ -14,6 +14,7 @@ import pyotp
 import pytest
 from click.testing import CliRunner
 
+from server.alerts.lifecycle import raise_alert
 from server.auth import create_token, get_accounts
 from server.auth.accounts import IDLE_S, LOCK_FAILURES, LOCK_S, MAX_S
 from tests.server.conftest import Api
@@ -110,7 +111,7 @@ async def test_writes_under_a_session_need_its_csrf_token(api: Api) -> None:
     await _setup(api, "li", "engineer")
     r = await _sign_in(api, "li")
     assert r.status_code == 200 and r.json()["stage"] == "full"  # two-factor is optional below admin
-    await api.app.state.storage.raise_alert("k1", "offline", None, None, int(T0), "HN1 offline", {}, False)
+    await raise_alert(api.app.state.storage, "k1", "offline", None, None, int(T0), "HN1 offline", {}, False)
     aid = (await api.get("/api/v1/alerts")).json()["items"][0]["id"]
     bad = await api.client.post(f"/api/v1/alerts/{aid}/ack", json={"note": "on my way"})
     assert bad.status_code == 403 and bad.json()["errors"][0]["field"] == "X-CSRF-Token"

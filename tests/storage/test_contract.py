@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from server.alerts.lifecycle import raise_alert
 from server.storage import EventRow, SampleRow, UnitQuery, open_storage
 from server.storage.schema import SCHEMA_VERSION, SchemaTooNew
 
@@ -167,10 +168,10 @@ async def test_a_report_file_stored_by_one_process_is_read_by_another(store: Any
 
 
 async def test_an_alert_is_refreshed_closed_and_reopened(store: Any) -> None:
-    assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0, "down", {"n": 1}, True) is True
-    assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0 + 60, "still down", {"n": 2}, True) is False
+    assert await raise_alert(store, "k1", "offline", "A1", "秀英区", T0, "down", {"n": 1}, True) is True
+    assert await raise_alert(store, "k1", "offline", "A1", "秀英区", T0 + 60, "still down", {"n": 2}, True) is False
     assert await store.close_alerts("offline", set(), T0 + 120) == 1
-    assert await store.raise_alert("k1", "offline", "A1", "秀英区", T0 + 180, "again", {"n": 3}, True) is True
+    assert await raise_alert(store, "k1", "offline", "A1", "秀英区", T0 + 180, "again", {"n": 3}, True) is True
     total, rows = await store.list_alerts(kind="offline")
     assert total == 1 and rows[0]["opened_ts"] == T0 + 180 and rows[0]["data"] == {"n": 3}
     assert [a["key"] for a in await store.pending_webhooks()] == ["k1"]
@@ -241,9 +242,9 @@ async def test_renewals_backups_and_self_inspection_figures(url: str, store: Any
 
     await store.store_telemetry([smp("A1", 1, T0)], [])
     await store.set_state("A1", True, T0, "", "1.0")
-    await store.raise_alert("k1", "pressure", "A1", None, T0, "cpu", {}, False)
-    await store.raise_alert("k2", "pressure", "A2", None, T0, "cpu", {}, False)
-    await store.raise_alert("k3", "server", None, None, T0, "disk", {}, False)
+    await raise_alert(store, "k1", "pressure", "A1", None, T0, "cpu", {}, False)
+    await raise_alert(store, "k2", "pressure", "A2", None, T0, "cpu", {}, False)
+    await raise_alert(store, "k3", "server", None, None, T0, "disk", {}, False)
     await store.close_alerts("server", set(), T0 + 1)
     assert await selfcheck.open_alerts_by_kind(other) == {"pressure": 2}
     assert (await selfcheck.units_by_state(other))["online"] == 1

@@ -1,0 +1,567 @@
+"""The registry's store: institutions, registered units and their status history, the units' live state (broker
+session, first/last heard, identity, inventory, newest sample), the unit lists and the registry search.
+
+One domain store of the storage (issue 15's split of ``sqlite.py``), on whichever engine the storage has, in the SQL
+both backends run; ``SqlStore`` inherits it. What it hands out is typed (:class:`Institution`,
+:class:`RegistryUnit`, :class:`StatusChange`, ...: plain dicts, as the API answers them). The registry's rules (which
+statuses exist, what an import may change, when a status change is allowed) are ``server/registry``'s.
+
+This process keeps two small caches here, both keyed by ``registry_version`` (bumped in the same transaction as
+every registry or institution write, so another process's write is seen within ``VERSION_TTL_S``): registry counts
+(reused at most ``_COUNT_CACHE_S``) and the text of every SN for substring search.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import time
+from typing import Any, TypedDict
+
+import msgspec
+
+from .accounts import Within, places_sql, units_within_sql
+from .base import UnitQuery
+
+_REGISTRY_FIELDS = ("insurance_sn", "terminal_type", "model", "vendor", "institution", "stock_type", "status",
+                    "link_type", "note")
+_INSTITUTION_FIELDS = ("name", "county", "region", "type", "hours", "contact", "level")
+_REGISTRY_SORTS = {"sn": "r.sn", "institution": "r.institution", "county": "i.county", "status": "r.status",
+                   "last_seen": "u.last_seen", "online": "u.online"}
+
+_UNIT_SORTS = {"sn": "sn", "last_seen": "last_seen", "first_seen": "first_seen", "online": "online"}
+
+_json_decode = msgspec.json.decode  # the same values as json.loads, faster
+
+_ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}  # SQLite's LIKE folds ASCII letters only
+_CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a list of SNs
+
+_COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed by registry_version, which every
+# registry or institution write bumps, so another process's write is seen within VERSION_TTL_S anyway)
+
+
+class Institution(TypedDict):
+    code: str
+    name: str
+    county: str
+    region: str  # the city (统筹区)
+    type: str
+    hours: str  # service hours as written (counting.hours parses them)
+    contact: str
+    level: str  # provincial, prefectural, county_level, township, village; '': not given (issue 18)
+    updated: float
+
+
+class StatusChange(TypedDict):
+    """One row of a unit's status history: ``status`` from ``from_ts`` on."""
+    from_ts: int
+    status: str
+    by: str
+    note: str
+
+
+class UnitStatusChange(StatusChange):
+    """A status change of some unit (:meth:`RegistryStore.status_changes_between`)."""
+    sn: str
+
+
+class RegistryUnit(TypedDict):
+    """A registered unit joined with its institution and its live state (:meth:`RegistryStore.registry_query`)."""
+    sn: str
+    insurance_sn: str
+    terminal_type: str
+    model: str
+    vendor: str
+    institution: str | None
+    stock_type: str
+    status: str
+    link_type: str
+    note: str
+    source: str  # "admin" or "ingest" (joined the registry when first heard)
+    registered_at: float
+    institution_name: str | None  # None: no institution, or an unknown code
+    county: str | None
+    region: str | None
+    institution_type: str | None
+    first_seen: float | None  # None: never heard from
+    last_seen: float | None
+    broker_session: bool
+    agent_version: str | None
+    identity: dict[str, Any] | None
+    inventory: dict[str, Any] | None
+
+
+class IndexedUnit(TypedDict):
+    """A registered unit with what counting and grouping need of it (:meth:`RegistryStore.registry_index`)."""
+    sn: str
+    institution: str | None
+    status: str
+    link_type: str
+    stock_type: str
+    terminal_type: str
+    model: str
+    vendor: str
+    institution_name: str | None
+    county: str | None
+    region: str | None
+    institution_type: str | None
+    hours: str | None
+
+
+class LiveUnit(TypedDict):
+    """What ingest knows of a unit (:meth:`RegistryStore.live_index`)."""
+    sn: str
+    online: int  # the broker session: 1 up, 0 down (as stored)
+    state_ts: float | None
+    last_seen: float
+    first_seen: float
+    agent_version: str
+    identity: dict[str, Any] | None
+    inventory: dict[str, Any] | None
+    latest: dict[str, Any] | None  # the newest sample's body
+
+
+class UnitState(TypedDict):
+    """A unit as ingest keeps it (:meth:`RegistryStore.list_units`, :meth:`RegistryStore.get_unit`)."""
+    sn: str
+    first_seen: float
+    last_seen: float
+    online: bool  # the broker session
+    state_ts: float | None
+    state_reason: str
+    agent_version: str
+    latest_ts: int | None
+    latest: dict[str, Any] | None
+    inventory: dict[str, Any] | None
+    identity: dict[str, Any] | None
+
+
+def _unit(row: Any) -> UnitState:
+    d = dict(row)
+    for key in ("latest", "inventory", "identity"):
+        d[key] = json.loads(d[key]) if d.get(key) else None
+    d["online"] = bool(d["online"])
+    return d  # type: ignore[return-value]
+
+
+def _institutions_where(county: str | None, within: Within, level: str | None = None) -> tuple[str, list[Any]]:
+    cond, args = places_sql(within)
+    if county:
+        cond += " AND county=?"
+        args.append(county)
+    if level is not None:  # the institutions' level (issue 18)
+        cond += " AND level=?"
+        args.append(level)
+    return cond, args
+
+
+def prefix_range(prefix: str) -> tuple[str, str]:
+    """``[low, high)`` such that ``low <= x < high`` exactly when ``x`` starts with ``prefix`` (index-friendly)."""
+    return prefix, prefix + "\U0010ffff"
+
+
+class RegistryStore:
+    def __init__(self) -> None:
+        self._registry_gen = 0  # bumped by every registry / institution write of this process
+        self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
+        self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
+
+    def _registry_written(self) -> None:
+        self._registry_gen += 1
+        self._counts.clear()
+        self._versions_at = float("-inf")
+
+    # the units' live state (ingest's store_telemetry keeps first/last heard and the newest sample) ------------
+    async def set_state(self, sn: str, online: bool, ts: float, reason: str, version: str) -> None:
+        """The unit's broker session went up or down (``reason``), with the agent's version when it says it."""
+        now = time.time()
+        async with self.write() as db:
+            await db.execute(
+                "INSERT INTO units(sn, first_seen, last_seen, online, state_ts, state_reason, agent_version) "
+                "VALUES (?,?,?,?,?,?,?) ON CONFLICT(sn) DO UPDATE SET online=excluded.online, state_ts=excluded.state_ts, "
+                "state_reason=excluded.state_reason, last_seen=CASE WHEN units.last_seen > excluded.last_seen THEN units.last_seen ELSE excluded.last_seen END, "
+                "agent_version=CASE WHEN excluded.agent_version<>'' THEN excluded.agent_version ELSE units.agent_version END",
+                (sn, now, now, int(online), ts, reason, version),
+            )
+
+    async def list_units(self, query: UnitQuery) -> tuple[int, list[UnitState]]:
+        where, args = [], []
+        if query.q:
+            where.append("sn LIKE ?")
+            args.append(f"%{query.q}%")
+        if query.online is not None:
+            where.append("online = ?")
+            args.append(int(query.online))
+        if query.sns:
+            where.append(f"sn IN ({','.join('?' * len(query.sns))})")
+            args.extend(query.sns)
+        if query.within is not None:
+            cond, more = units_within_sql(query.within)
+            where.append(cond)
+            args.extend(more)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        order = _UNIT_SORTS.get(query.sort, "sn")
+        total = (await self._one(f"SELECT count(*) FROM units {clause}", args))[0]
+        rows = await self._all(
+            f"SELECT * FROM units {clause} ORDER BY {order} {'DESC' if query.descending else 'ASC'}, sn LIMIT ? OFFSET ?",
+            [*args, query.limit, query.offset],
+        )
+        return int(total), [_unit(r) for r in rows]
+
+    async def get_unit(self, sn: str) -> UnitState | None:
+        row = await self._one("SELECT * FROM units WHERE sn=?", (sn,))
+        return _unit(row) if row else None
+
+    # institutions ------------------------------------------------------------------------------------------
+    async def upsert_institutions(self, rows: list[dict[str, Any]]) -> None:
+        """Insert or update institutions by code, all in one transaction. An existing institution changes only in
+        the fields a row gives (an import file's columns); a new one (which needs a name) takes the table's defaults
+        for the others."""
+        self._registry_written()
+        now = time.time()
+        batches: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for r in rows:
+            given = tuple(f for f in _INSTITUTION_FIELDS if f in r)
+            batches.setdefault(given, []).append((*(r[f] or "" for f in given), now, r["code"]))
+        async with self.write() as db:
+            for given, values in batches.items():
+                cols = (*given, "updated")
+                await db.executemany(f"UPDATE institutions SET {', '.join(f'{c}=?' for c in cols)} WHERE code=?",
+                                     values)
+                if "name" in given:  # the new ones (SQLite checks NOT NULL before an upsert's conflict)
+                    await db.executemany(
+                        f"INSERT INTO institutions({', '.join(cols)}, code) VALUES ({','.join('?' * (len(cols) + 1))}) "
+                        "ON CONFLICT(code) DO NOTHING", values)
+            await self._bump(db, "registry_version")
+        self._registry_written()
+
+    async def list_institutions(self, county: str | None = None, within: Within = None, level: str | None = None
+                                ) -> list[Institution]:
+        """Every institution (of ``county``; in ``within``: a scoped caller's cities and counties; of ``level``), by
+        code."""
+        cond, args = _institutions_where(county, within, level)
+        rows = await self._all(f"SELECT * FROM institutions WHERE {cond} ORDER BY code", args)
+        return [dict(r) for r in rows]  # type: ignore[misc]
+
+    async def institutions_page(self, county: str | None = None, within: Within = None, limit: int = 1000,
+                                offset: int = 0, level: str | None = None) -> tuple[int, list[Institution]]:
+        """How many institutions :meth:`list_institutions` would give, and the ``limit`` of them from ``offset``
+        on: paged in SQL (the province's 20,000 are not all read for a page of them). The total is not counted
+        when the page shows it (a short page)."""
+        cond, args = _institutions_where(county, within, level)
+        rows = await self._all(f"SELECT * FROM institutions WHERE {cond} ORDER BY code LIMIT ? OFFSET ?",
+                               [*args, limit, offset])
+        if len(rows) < limit and (rows or offset == 0):
+            total = offset + len(rows)  # the page ends the list
+        else:
+            total = int((await self._one(f"SELECT count(*) FROM institutions WHERE {cond}", args))[0])
+        return total, [dict(r) for r in rows]  # type: ignore[misc]
+
+    async def get_institution(self, code: str) -> Institution | None:
+        row = await self._one("SELECT * FROM institutions WHERE code=?", (code,))
+        return dict(row) if row else None  # type: ignore[return-value]
+
+    # registered units and their status history ---------------------------------------------------------------
+    async def upsert_registry_units(self, rows: list[dict[str, Any]], ts: int, by: str) -> None:
+        """Register or update units in one transaction; a new unit or a changed status adds a history row."""
+        self._registry_written()
+        async with self.write() as db:
+            for r in rows:
+                old = await (await db.execute("SELECT status, source FROM registry WHERE sn=?", (r["sn"],))).fetchone()
+                values = {f: r.get(f) for f in _REGISTRY_FIELDS if f in r}
+                if old is None:
+                    values.setdefault("status", "in_service")
+                    cols = ["sn", *values, "source", "registered_at"]
+                    await db.execute(
+                        f"INSERT INTO registry({','.join(cols)}) VALUES ({','.join('?' * len(cols))})",
+                        [r["sn"], *values.values(), "admin", time.time()],
+                    )
+                    await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
+                                     (r["sn"], ts, values["status"], by, "registered"))
+                    continue
+                if values:
+                    sets = ", ".join(f"{k}=?" for k in values)
+                    await db.execute(f"UPDATE registry SET {sets}, source='admin' WHERE sn=?", [*values.values(), r["sn"]])
+                if "status" in values and values["status"] != old["status"]:
+                    await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
+                                     (r["sn"], ts, values["status"], by, r.get("status_note") or "updated"))
+            await self._bump(db, "registry_version")
+        self._registry_written()
+
+    async def ensure_registered(self, first_ts: dict[str, int]) -> list[str]:
+        """Units seen by ingest join the registry (in service, no institution) from their earliest sample.
+
+        A later-arriving older sample moves that automatic start earlier. Returns the SNs added.
+        """
+        self._registry_written()
+        added: list[str] = []
+        async with self.write() as db:
+            for sn, ts in first_ts.items():
+                cur = await db.execute(
+                    "INSERT INTO registry(sn, status, source, registered_at) VALUES (?,?,?,?) ON CONFLICT DO NOTHING",
+                    (sn, "in_service", "ingest", time.time()))
+                if cur.rowcount:
+                    added.append(sn)
+                    await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
+                                     (sn, ts, "in_service", "ingest", "first seen"))
+                else:
+                    await db.execute(
+                        "UPDATE status_history SET from_ts=? WHERE sn=? AND by='ingest' AND from_ts>? "
+                        "AND (SELECT count(*) FROM status_history WHERE sn=?)=1", (ts, sn, ts, sn))
+            await self._bump(db, "registry_version")
+        self._registry_written()
+        return added
+
+    async def change_status(self, changes: list[tuple[str, int, str, str, str]],
+                            updates: dict[str, dict[str, Any]] | None = None) -> None:
+        """Status changes ``(sn, from_ts, status, by, note)`` and field updates, all in one transaction."""
+        self._registry_written()
+        async with self.write() as db:
+            for sn, ts, status, by, note in changes:
+                cur = await db.execute("UPDATE registry SET status=? WHERE sn=?", (status, sn))
+                if not cur.rowcount:
+                    raise KeyError(sn)
+                await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
+                                 (sn, ts, status, by, note))
+            for sn, fields in (updates or {}).items():
+                fields = {k: v for k, v in fields.items() if k in _REGISTRY_FIELDS}
+                if fields:
+                    await db.execute(f"UPDATE registry SET {', '.join(f'{k}=?' for k in fields)} WHERE sn=?",
+                                     [*fields.values(), sn])
+            await self._bump(db, "registry_version")
+        self._registry_written()
+
+    async def registry_query(self, filters: dict[str, Any], sort: str = "sn", descending: bool = False,
+                             limit: int = 50, offset: int = 0) -> tuple[int, list[RegistryUnit]]:
+        """Registered units joined with their institution and live state, filtered, sorted and paged.
+
+        ``filters["q"]`` matches the start of the SN or the insurance SN through their indexes
+        (``filters["match"] == "contains"``: anywhere in them, which reads every row). Filters work on the
+        registry alone (county and region through the institutions' index; ``registry_filter`` covers the common
+        filters), and the page's keys are found before the joins, so a page of 50 out of 50,000 reads 50 joined
+        rows. The total is not counted when the page shows it (a short page), and a count is otherwise reused until
+        the registry changes (at most ``_COUNT_CACHE_S``)."""
+        where, args = [], []
+        if filters.get("q"):
+            q = str(filters["q"])
+            found = await self._sn_contains(q) if filters.get("match") == "contains" else None
+            if found is not None:  # the SNs holding q, from this process's in-memory text of every SN
+                where.append(f"r.sn IN ({','.join('?' * len(found))})" if found else "1 = 0")
+                args += found
+            elif filters.get("match") == "contains":
+                where.append("(r.sn LIKE ? ESCAPE '\\' OR r.insurance_sn LIKE ? ESCAPE '\\')")
+                pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                args += [pattern] * 2
+            else:
+                lo, hi = prefix_range(q)
+                where.append("((r.sn >= ? AND r.sn < ?) OR (r.insurance_sn >= ? AND r.insurance_sn < ?))")
+                args += [lo, hi, lo, hi]
+        for key, col in (("institution", "r.institution"), ("status", "r.status"), ("link_type", "r.link_type"),
+                         ("stock_type", "r.stock_type"), ("vendor", "r.vendor"), ("model", "r.model"),
+                         ("terminal_type", "r.terminal_type")):
+            if filters.get(key):
+                where.append(f"{col} = ?")
+                args.append(filters[key])
+        for key in ("county", "region"):
+            if filters.get(key):
+                where.append(f"r.institution IN (SELECT code FROM institutions WHERE {key} = ?)")
+                args.append(filters[key])
+        if filters.get("sns") is not None:
+            sns = list(filters["sns"]) or [""]
+            where.append(f"r.sn IN ({','.join('?' * len(sns))})")
+            args += sns
+        if filters.get("within") is not None:  # a scoped caller's cities and counties
+            cond, more = places_sql(filters["within"])
+            where.append(f"r.institution IN (SELECT code FROM institutions WHERE {cond})")
+            args += more
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        direction = "DESC" if descending else "ASC"
+        cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
+                "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
+        joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
+        if sort == "last_seen" and descending:
+            rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset)
+        elif sort == "last_seen":
+            rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset)
+        else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
+            by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
+            order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
+            quick = by_sn and "LIKE" not in clause  # by SN: an index walk; others sort (or LIKE-scan) every row
+            keys = await (self._quick if quick else self._all)(
+                f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                [*args, limit, offset])
+            rows = await self._page([k[0] for k in keys], cols, joins)
+        if len(rows) < limit and (rows or offset == 0):
+            total = offset + len(rows)  # the page ends the list: no count needed
+        else:
+            total = await self._registry_count(clause, args)
+        out = []
+        for row in rows:
+            d = dict(row)
+            for key in ("identity", "inventory"):
+                d[key] = _json_decode(d[key]) if d.get(key) else None
+            d["broker_session"] = bool(d["broker_session"])
+            out.append(d)
+        return int(total), out  # type: ignore[return-value]
+
+    async def _sn_contains(self, q: str) -> list[str] | None:
+        """SNs whose SN or insurance SN holds ``q`` (ASCII letters in any case, as SQLite's LIKE), found with
+        ``str.find`` in one text of every registered SN, kept per ``registry_version``: ~1 ms instead of a LIKE
+        over every row (twice, with the count). None when the text cannot answer (q with a separator, or more
+        than ``_CONTAINS_MAX`` matches: then the LIKE scan pages them)."""
+        if not q or "\n" in q or "\t" in q:
+            return None
+        _v, _g, text, starts, sns = await self._sn_text()
+        needle = q.translate(_ASCII_LOWER)
+        found: list[str] = []
+        i = text.find(needle)
+        while i >= 0:
+            k = bisect.bisect_right(starts, i) - 1
+            found.append(sns[k])
+            if len(found) > _CONTAINS_MAX:
+                return None
+            nxt = starts[k + 1] if k + 1 < len(starts) else len(text)
+            i = text.find(needle, nxt)  # next line: one hit per unit
+        return found
+
+    async def warm(self) -> None:
+        """Build this process's in-memory indexes before the first request needs them (the text of every SN
+        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise)."""
+        await self._sn_text()
+
+    async def _sn_text(self) -> tuple[str, int, str, list[int], list[str]]:
+        version = (await self.versions())["registry_version"]
+        hay = self._haystack
+        if hay is None or hay[0] != version or hay[1] != self._registry_gen:
+            gen = self._registry_gen
+            rows = await self._all("SELECT sn, insurance_sn FROM registry ORDER BY sn")
+            sns = [r[0] for r in rows]
+            lines = [f"{r[0]}\t{r[1]}".translate(_ASCII_LOWER) for r in rows]
+            starts, pos = [], 0
+            for line in lines:
+                starts.append(pos)
+                pos += len(line) + 1
+            hay = (version, gen, "\n".join(lines), starts, sns)
+            self._haystack = hay
+        return hay
+
+    async def _by_last_seen_desc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
+                                 offset: int) -> list[Any]:
+        """Most recently heard first: walk ``units(last_seen)`` backwards and keep the registry's matches (a page
+        reads about page / share-matching rows, not the whole filtered set sorted); units never heard from come
+        last, by SN. Ties in ``last_seen`` go by SN descending."""
+        seen_clause = f"{clause} AND" if clause else "WHERE"
+        keys = await self._all(
+            f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
+            "ORDER BY u.last_seen DESC, u.sn DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+        sns = [k[0] for k in keys]
+        if len(sns) < limit:
+            n_seen = offset + len(sns) if sns else int((await self._one(
+                f"SELECT count(*) FROM units u JOIN registry r ON r.sn = u.sn {clause}", args))[0])
+            rest = await self._all(
+                f"SELECT r.sn FROM registry r {seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn) "
+                "ORDER BY r.sn LIMIT ? OFFSET ?", [*args, limit - len(sns), max(0, offset - n_seen)])
+            sns += [k[0] for k in rest]
+        return await self._page(sns, cols, joins)
+
+    async def _by_last_seen_asc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
+                                offset: int) -> list[Any]:
+        """Oldest report first: units never heard from first (by SN), then a walk up ``units(last_seen)``
+        keeping the registry's matches; ties go by SN. How many matching units were never heard from is kept
+        until the registry changes or a unit is first heard (``units`` grows): a scan of the registry, ~8 ms
+        at 50,000 units, instead of sorting every match (~15 ms)."""
+        seen_clause = f"{clause} AND" if clause else "WHERE"
+        never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
+        grown = (await self._quick_one(self.units_grown_sql))[0]
+        walk = self._quick if offset < 1000 else self._all  # a first page reads about page / share rows
+        key = ("never_heard", (await self.versions())["registry_version"], self._registry_gen, grown, clause, *args)
+        hit = self._counts.get(key)
+        if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
+            n_never = hit[1]
+        else:
+            n_never = int((await self._one(f"SELECT count(*) FROM registry r {never}", args))[0])
+            self._keep_count(key, n_never)
+        sns: list[str] = []
+        if offset < n_never:
+            sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
+                                                 [*args, limit, offset])]
+        if len(sns) < limit:
+            keys = await walk(
+                f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
+                "ORDER BY u.last_seen ASC, u.sn ASC LIMIT ? OFFSET ?",
+                [*args, limit - len(sns), max(0, offset - n_never)])
+            sns += [k[0] for k in keys]
+        return await self._page(sns, cols, joins)
+
+    async def _page(self, sns: list[str], cols: str, joins: str) -> list[Any]:
+        """The joined rows of ``sns``, in that order."""
+        if not sns:
+            return []
+        rows = await self._quick(f"{cols} FROM registry r {joins} WHERE r.sn IN ({','.join('?' * len(sns))})", sns)
+        pos = {sn: k for k, sn in enumerate(sns)}
+        return sorted(rows, key=lambda r: pos[r["sn"]])
+
+    async def _registry_count(self, clause: str, args: list[Any]) -> int:
+        key = ((await self.versions())["registry_version"], clause, *args)  # another process's write: a new key
+        now = time.monotonic()
+        hit = self._counts.get(key)
+        if hit is not None and now - hit[0] < _COUNT_CACHE_S:
+            return hit[1]
+        gen = self._registry_gen
+        # at most a scan of one covering index (~3 ms at 50,000 units): inline, unless a LIKE reads every row
+        count = self._all if "LIKE" in clause else self._quick
+        total = int((await count(f"SELECT count(*) FROM registry r {clause}", args))[0][0])
+        if gen == self._registry_gen:  # no registry write meanwhile
+            self._keep_count(key, total)
+        return total
+
+    def _keep_count(self, key: tuple[Any, ...], n: int) -> None:
+        """Remember a count, dropping the oldest beyond 1,024 (a search's one-off counts must not push out the
+        counts every page of a county asks for)."""
+        self._counts.pop(key, None)
+        self._counts[key] = (time.monotonic(), n)
+        while len(self._counts) > 1024:
+            self._counts.pop(next(iter(self._counts)))
+
+    async def status_histories(self, sns: list[str] | None = None) -> dict[str, list[StatusChange]]:
+        """Each unit's status history (of ``sns``, or of every unit), oldest first."""
+        if sns is None:
+            rows = await self._all("SELECT sn, from_ts, status, by, note FROM status_history ORDER BY sn, from_ts, id")
+        else:
+            sns = list(sns) or [""]
+            rows = await (self._quick if len(sns) <= 50 else self._all)(
+                f"SELECT sn, from_ts, status, by, note FROM status_history WHERE sn IN ({','.join('?' * len(sns))}) "
+                "ORDER BY sn, from_ts, id", sns)
+        out: dict[str, list[StatusChange]] = {}
+        for r in rows:
+            out.setdefault(r[0], []).append({"from_ts": r[1], "status": r[2], "by": r[3], "note": r[4]})
+        return out
+
+    async def status_changes_between(self, start: int, end: int) -> list[UnitStatusChange]:
+        """Every status change dated in ``[start, end)``, oldest first."""
+        rows = await self._all(
+            "SELECT sn, from_ts, status, by, note FROM status_history WHERE from_ts >= ? AND from_ts < ? "
+            "ORDER BY from_ts, id", (start, end))
+        return [dict(r) for r in rows]  # type: ignore[misc]
+
+    # the indexes every process keeps in memory (server/registry/service.py, alerts, reports) -----------------
+    async def registry_index(self) -> list[IndexedUnit]:
+        """Every registered unit with the institution fields the counting and grouping need."""
+        rows = await self._all(
+            "SELECT r.sn, r.institution, r.status, r.link_type, r.stock_type, r.terminal_type, r.model, r.vendor, "
+            "i.name AS institution_name, i.county, i.region, i.type AS institution_type, i.hours "
+            "FROM registry r LEFT JOIN institutions i ON i.code = r.institution")
+        return [dict(r) for r in rows]  # type: ignore[misc]
+
+    async def live_index(self) -> list[LiveUnit]:
+        """Live state of every unit known to ingest: session, last message, identity, inventory, newest sample."""
+        rows = await self._all(
+            "SELECT sn, online, state_ts, last_seen, first_seen, agent_version, identity, inventory, latest FROM units")
+        out = []
+        for r in rows:
+            d = dict(r)
+            for key in ("identity", "inventory", "latest"):
+                d[key] = json.loads(d[key]) if d.get(key) else None
+            out.append(d)
+        return out  # type: ignore[return-value]
+
