@@ -32,6 +32,22 @@ def _events(fleet: Fleet, sn: str, kind: str) -> list[dict]:
     return r.json()["items"] if r.status_code == 200 else []
 
 
+def _back_after_reboot(fleet: Fleet, sn: str) -> None:
+    """Start the unit again after its reboot script killed the agent, and return once the new agent listens.
+    The server first records the killed session as ended (the broker's will), then the new agent's hello (sent
+    after its subscriptions). Waiting for "online" alone can return on the killed session's flag, not yet cleared
+    on a loaded machine, before the new agent has even started: a command published then reaches nobody (a clean
+    session queues nothing) and the next reboot never comes."""
+    assert fleet.server is not None
+
+    def session_ended() -> bool:
+        r = fleet.server.get(f"/api/v1/units/{sn}")  # type: ignore[union-attr]
+        return r.status_code == 200 and r.json().get("broker_session") is False
+    wait_for(session_ended, 30, f"{sn}'s killed session recorded as ended", interval=0.2)
+    fleet.start_agent(sn)
+    fleet.wait_online(sn)
+
+
 def test_retained_reboot_is_never_run_and_counted_at_every_reconnect(fleet: Fleet) -> None:
     """A genuinely signed reboot left retained on the unit's command topic: the broker hands it to the agent
     at every (re)subscription. It never runs; every delivery is counted and reported (``cmd_refused``,
@@ -84,8 +100,7 @@ def test_agent_runs_at_most_three_reboots_an_hour(fleet: Fleet) -> None:
             if i < 3:
                 wait_for(lambda i=i: _reboots(fleet, sn) == i + 1, 20, f"reboot {i + 1}")
                 wait_for(lambda: not fleet.agents[sn].alive(), 15, "the reboot script to end the agent")
-                fleet.start_agent(sn)  # the unit is back
-                fleet.wait_online(sn)
+                _back_after_reboot(fleet, sn)  # the unit is back, listening for the next command
             else:
                 wait_for(lambda i=i: f"budget-{i}" in _results(fleet, "rejected"), 30, f"reboot {i + 1} refused",
                          interval=0.3)
