@@ -3,6 +3,7 @@ city user see them, 50,000 units and 20,000 institutions, 50 concurrent clients;
 
     .venv/bin/python benchmarks/bench_scope.py                        # 50,000 units, 20,000 institutions
     .venv/bin/python benchmarks/bench_scope.py --units 5000 --institutions 2000   # quicker
+    .venv/bin/python benchmarks/bench_scope.py --calls "list institutions,list units"   # those two call types only
 
 The database is made by ``bench_server_api.generate`` (institutions in counties of ~150, five counties to a
 city; units spread over them, one in twenty a spare without an institution) with ``--days`` of roll-ups. The
@@ -120,6 +121,8 @@ def main() -> None:
     ap.add_argument("--api-workers", type=int, default=api.recommended_workers())
     ap.add_argument("--dir", default=None, help="work directory (default: a temporary one)")
     ap.add_argument("--no-province", action="store_true", help="measure the scoped users only")
+    ap.add_argument("--calls", default="", help="measure only these call types (comma-separated names as printed, "
+                                                "e.g. 'list institutions,list units')")
     args = ap.parse_args()
     api.CLIENT, api.SLOWEST = "raw", 0
 
@@ -162,6 +165,9 @@ def main() -> None:
             plan, n_units, n_insts = calls(db, county if scope.startswith("county") else "",
                                            city if scope.startswith("city") else "", args.requests + args.warmup,
                                            rnd, province=scope == "province")
+            if args.calls:
+                wanted = {c.strip() for c in args.calls.split(",")}
+                plan = {name: paths for name, paths in plan.items() if name in wanted}
             print(f"\n{label}: {n_units:,} units, {n_insts:,} institutions in scope", flush=True)
             results[label] = {}
             with api.LoadSampler() as load:

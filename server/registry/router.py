@@ -31,7 +31,7 @@ class InstitutionOut(Open):
     type: str
     hours: str
     contact: str
-    level: str = ""  # provincial, prefectural, county_level, township, village; "": not given
+    level: str = ""  # provincial, prefectural, county_level, township, village; "": not given (issue 18)
 
 
 class InstitutionUnit(Open):
@@ -146,8 +146,9 @@ def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> 
 async def list_institutions(request: Request, p: Viewer, county: Name = None,
                             level: Annotated[LevelCode | None, Query(description="the institutions' level")] = None,
                             limit: Annotated[int, Query(ge=1, le=100000)] = 1000, offset: Offset = 0) -> dict[str, Any]:
-    items = await request.app.state.storage.list_institutions(county, p.scope.within(), level=level)
-    return timed(page(items[offset:offset + limit], len(items), limit, offset), _tz(request))  # type: ignore[no-any-return]
+    total, items = await request.app.state.storage.institutions_page(county, p.scope.within(), limit, offset,
+                                                                     level=level)
+    return timed(page(items, total, limit, offset), _tz(request))  # type: ignore[no-any-return]
 
 
 @router.get("/institutions/{code}", **answers(InstitutionDetail))

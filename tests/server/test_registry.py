@@ -96,6 +96,11 @@ async def test_viewer_reads_but_cannot_write(api: Api) -> None:
     await _institutions(api)
     assert (await api.get("/api/v1/registry/units", role="viewer")).status_code == 200
     assert (await api.get("/api/v1/institutions", role="viewer")).json()["total"] == 3
+    # paged in SQL, the same pages as before: by code, the total of the filtered list whatever the page
+    got = (await api.get("/api/v1/institutions", role="viewer", limit=1, offset=1)).json()
+    assert (got["total"], [i["code"] for i in got["items"]]) == (3, ["V001"])
+    got = (await api.get("/api/v1/institutions", role="viewer", county="秀英区", limit=1, offset=5)).json()
+    assert (got["total"], got["items"]) == (2, [])
     for method, path, kw in [
         ("PUT", "/api/v1/registry/units/HN00040001", {"json": {}}),
         ("POST", "/api/v1/registry/units/import", {"content": b"sn\r\nHN00040001\r\n"}),
