@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from ..alerts.lifecycle import raise_alert
 from ..registry.models import FieldError
 from ..storage.access import COUNTS, AccessStore, PoolExhausted, ip_text
 from . import roles
@@ -154,8 +155,8 @@ class Access:
             self.reports["addresses"] += 1
             if prev is not None and prev.get("link") and link and prev["link"] != link and int(prev["ts"]) <= ts:
                 info = index.get(sn)
-                await self.storage.raise_alert(
-                    f"link_change:{sn}:{ts}", "link_change", sn, info.county if info else None, ts,
+                await raise_alert(
+                    self.storage, f"link_change:{sn}:{ts}", "link_change", sn, info.county if info else None, ts,
                     f"{sn} changed link type: {prev['link']} -> {link} (address {data['ip']})",
                     {"from": prev["link"], "to": link, "ip": str(data["ip"]), "previous_ip": prev.get("ip")}, True)
         await self.evaluate_addresses(index)
@@ -177,8 +178,8 @@ class Access:
             key = f"address:{r['sn']}"
             keep.add(key)
             findings.append({"sn": r["sn"], "ip": r["ip"], "link": r["link"], "problem": problem})
-            await self.storage.raise_alert(key, "address", r["sn"], info.county if info else None, now,
-                                           f"{r['sn']}: {problem}", {"ip": r["ip"], "link": r["link"]}, True)
+            await raise_alert(self.storage, key, "address", r["sn"], info.county if info else None, now,
+                              f"{r['sn']}: {problem}", {"ip": r["ip"], "link": r["link"]}, True)
         await self.storage.close_alerts("address", keep, now)
         return findings
 

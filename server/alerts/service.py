@@ -39,6 +39,7 @@ from ..availability.rollups import midnight
 from ..settings import Settings
 from ..storage import simwatch as simwatch_store
 from ..tasks import cancel
+from .lifecycle import raise_alert
 from .simwatch import OVERLAP_S, sim_changes
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,8 @@ class Alerts:
 
     async def _raise(self, key: str, kind: str, sn: str | None, county: str | None, ts: int, message: str,
                      data: dict[str, Any]) -> bool:
-        new = await self.storage.raise_alert(key, kind, sn, county, ts, message, data,
-                                             webhook=bool(self.settings.alerts.webhook_url))
+        new = await raise_alert(self.storage, key, kind, sn, county, ts, message, data,
+                                webhook=bool(self.settings.alerts.webhook_url))
         if new:
             self._webhook_wake.set()
         return new

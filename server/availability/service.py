@@ -64,7 +64,7 @@ from ..registry.models import FieldError
 from ..settings import Settings
 from ..storage.base import PENDING_KEY
 from ..tasks import cancel
-from . import sla
+from . import outages, sla
 from .rollups import (
     HOUR_S,
     counter_samples,
@@ -569,31 +569,11 @@ class Availability:
 
     async def _outages(self, start: int, end: int, index: dict[str, Any]) -> None:
         """Minutes in which several units of one county, or of one cell site, had the link down: likely the
-        carrier's fault. A link-down minute is put on the cell the unit was served by when its link was last
-        up (see :meth:`SqliteStorage.link_down_cells`)."""
-        need = self.settings.alerts.outage_min_units
-        need_cell = self.settings.alerts.cell_outage_min_units
-        down: dict[tuple[str, int], set[str]] = defaultdict(set)
-        cells: dict[tuple[int, int, int], set[str]] = defaultdict(set)
-        for sn, ts, iv, tac, cell in await self.storage.link_down_cells(start, end):
-            info = index.get(sn)
-            if info is None:
-                continue
-            m = -((-ts) // 60) * 60
-            while m < ts + iv:
-                if start <= m < end:
-                    if info.county:
-                        down[(info.county, m)].add(sn)
-                    if cell is not None:
-                        cells[(int(tac or 0), int(cell), m)].add(sn)
-                m += 60
-        rows = [(c, m, len(s), sorted(s)) for (c, m), s in down.items() if len(s) >= need]
+        carrier's fault (the rules: :mod:`server.availability.outages`)."""
+        placed = await outages.link_down_cells(self.storage, start, end)
+        rows, cell_rows = outages.outage_minutes(placed, index, start, end, self.settings.alerts.outage_min_units,
+                                                 self.settings.alerts.cell_outage_min_units)
         await self.storage.replace_outages(start, end, rows)
-        cell_rows = []
-        for (tac, cell, m), sns in cells.items():
-            if len(sns) >= need_cell:
-                counties = Counter(index[sn].county for sn in sns)
-                cell_rows.append((tac, cell, m, counties.most_common(1)[0][0], sorted(sns)))
         await self.storage.replace_cell_outages(start, end, cell_rows)
 
     async def outage_marks(self, sn: str, county: str, start: int, end: int) -> dict[int, dict[str, Any]]:

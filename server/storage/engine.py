@@ -1,7 +1,8 @@
 """The storage engine: connections, the one writer, the read pool, schema versions and migrations.
 
-The domain stores (``sqlite.py``'s :class:`~server.storage.sqlite.SqlStore` today) are written against this small
-surface and nothing else, in SQL that both backends run (``?`` parameters; ``ON CONFLICT`` upserts; ``RETURNING``):
+The domain stores (``registry.py``, ``samples.py``, ``outages.py``, ``rollups.py``, ``alerts.py``, ``meta.py``, ...,
+together :class:`~server.storage.sqlite.SqlStore`) are written against this small surface and nothing else, in
+SQL that both backends run (``?`` parameters; ``ON CONFLICT`` upserts; ``RETURNING``):
 
 * ``async with engine.write() as db:`` one write transaction, alone in this process; ``db.execute(sql, args)``
   returns a cursor (``fetchone``, ``fetchall``, ``rowcount``), ``db.executemany``, ``db.execute_fetchall``;

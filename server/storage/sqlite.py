@@ -46,19 +46,6 @@ class SqlStore(RegistryStore, SampleStore, OutageStore, MetaStore, AlertStore, R
                ReportFileStore, CommandStore, AuditStore):
     """Every domain's queries, on an engine (``write()``, ``_all``, ``_quick``, ... and the dialect hooks)."""
 
-    # Transitional, while issue 15's split lands in a shared checkout: the old names, for callers not yet moved to
-    # their domain's rule. Each only calls that rule (nothing is decided here); removed once no caller is left.
-    async def link_down_cells(self, start: int, end: int) -> list[Any]:
-        from ..availability.outages import link_down_cells
-
-        return await link_down_cells(self, start, end)
-
-    async def raise_alert(self, key: str, kind: str, sn: str | None, county: str | None, ts: int, message: str,
-                          data: dict[str, Any], webhook: bool) -> bool:
-        from ..alerts.lifecycle import raise_alert
-
-        return await raise_alert(self, key, kind, sn, county, ts, message, data, webhook)
-
 
 class SqliteStorage(SqliteEngine, AccountStore, SqlStore):
     def __init__(self, path: Any, readers: int = 4) -> None:
