@@ -134,7 +134,8 @@ async def availability(
     svc = _svc(request)
     a, b = _period(svc, start, end)
     out = await svc.figures(a, b, group_by, county=county, region=region, institution=institution, sn=sn,
-                            within=scope_sns(who, await svc.registry.index()))
+                            within=scope_sns(who, await svc.registry.index()),
+                            only_flagged=flagged_only and group_by == "unit")  # (the rest are filtered below)
     if "items" in out:
         items = out["items"]
         if flagged_only:

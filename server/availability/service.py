@@ -39,6 +39,7 @@ from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from fractions import Fraction
+from itertools import compress
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -54,7 +55,6 @@ from counting.counter import (
     Figures,
     Sample,
     as_fraction,
-    combine,
     contract_tier,
     count_unit,
     unit_count_from_codes,
@@ -80,6 +80,7 @@ from .rollups import (
     split_reasons,
     sum_hours,
 )
+from .vectors import PieceCache, RunCounts, group_totals
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,39 @@ def unit_flagged(service: int, intact: int, network_ok: int, p: int, q: int) -> 
     is below ``p/q`` exactly when ``ok * q < p * service``. (The Fractions cost 0.7 s for a quarter of 47,500
     units.)"""
     return service > 0 and (intact * q < p * service or network_ok * q < p * service)
+
+
+_T_NODATA = bytes(1 if v & (_IN_HOURS | _IN_SERVICE) == _IN_HOURS | _IN_SERVICE and not v & _COVERED else 0
+                  for v in range(256))
+_T_LOST = bytes(1 if v & (_IN_HOURS | _IN_SERVICE) == _IN_HOURS | _IN_SERVICE and v & _COVERED
+                and v & (_DEV_BAD | _NET_BAD) else 0 for v in range(256))
+
+
+def minutes_lost(uc: Any, outage: dict[int, Any]) -> Counter[str]:
+    """The counted minutes a unit lost, by reason (no data; each failed check; link down, during a carrier outage
+    or not; latency), keys in the order they first occur in the period, as a walk over ``uc.slots(counted_only=True)``
+    would give them; only the slots that lost something are looked at (a quarter is 130,000 slots a unit)."""
+    codes, why = uc.codes, uc.reasons
+    nodata = codes.translate(_T_NODATA)
+    counts: Counter[str] = Counter()
+    first: dict[str, tuple[int, int]] = {}
+    if nodata.count(1):
+        counts["no_data"] = nodata.count(1)
+        first["no_data"] = (nodata.find(1), 0)
+    for i in compress(range(len(codes)), codes.translate(_T_LOST)):
+        v = codes[i]
+        dev, net = split_reasons(why.get(i))
+        keys = list(dev or ["device_fault"]) if v & _DEV_BAD else []
+        if v & _NET_BAD:
+            for r in net or ["network"]:
+                key = r if not r.startswith("rtt=") else "latency"
+                if key == "link_down" and (uc.first_slot + i) * uc.slot_s in outage:
+                    key = "link_down_carrier_outage"
+                keys.append(key)
+        for n, key in enumerate(keys):
+            counts[key] += 1
+            first.setdefault(key, (i, n))
+    return Counter({key: counts[key] for key in sorted(first, key=first.__getitem__)})
 
 
 def rate(r: Fraction | None, ndigits: int = 6) -> float | None:
@@ -152,6 +186,7 @@ class Availability:
         self._recount_task: asyncio.Future[None] | None = None
         self._generation = 0  # bumped whenever stored roll-ups change
         self._cache: dict[tuple[Any, ...], asyncio.Future[dict[str, Any]]] = {}
+        self._pieces = PieceCache(storage)  # per-unit sums of months, days and hours, by roll-up stamps
         self._slots_cache: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()  # closed days' drill-downs, JSON
         self._slots_cache_size = 256  # ~150 kB each
         self._starts_cache: dict[tuple[int, int, int], list[bytes]] = {}
@@ -614,34 +649,29 @@ class Availability:
             raise FieldError("to", "period longer than 800 days")
         return start, end
 
-    async def unit_sums(self, start: int, end: int, sns: list[str] | None = None) -> tuple[dict[str, list[int]], int]:
-        """Per-unit counts over ``[start, end)`` from the roll-ups, clipped to the closed hours; and that end."""
-        assert self.rolled_to is not None
-        counted_to = min(end, self.rolled_to)
-        if counted_to <= start:
-            return {}, max(counted_to, start)
-        plan = plan_period(start, counted_to, self.tz)
-        return await self.storage.rollup_sums(plan.months, plan.days, plan.parts, sns), counted_to
-
     async def figures(self, start: int, end: int, group_by: str = "fleet", *, county: str | None = None,
                       region: str | None = None, institution: str | None = None, sn: str | None = None,
-                      within: frozenset[str] | None = None) -> dict[str, Any]:
+                      within: frozenset[str] | None = None, only_flagged: bool = False) -> dict[str, Any]:
         """Figures for ``[start, end)`` grouped by unit, institution, county, region or the whole fleet.
 
         ``within``: a scoped caller's units (:func:`server.auth.scope.scope_sns`), None for the province. The
         figures then count those units only, and carry no contract tier (the tier is the province's: a county's
-        share of the fleet is paid nothing on its own; decision 031).
+        share of the fleet is paid nothing on its own; decision 031). ``only_flagged`` (with ``group_by="unit"``):
+        the items are the flagged units only (the fleet's figures still count every unit).
 
         Answers are cached until the roll-ups or the registry change, and identical requests running at
-        the same time share one computation (fifty dashboards asking for the same quarter cost one count).
+        the same time share one computation (fifty dashboards asking for the same quarter cost one count); the
+        per-unit sums of the period's months, days and hours are kept apart from that (:mod:`.vectors`), so a new
+        period over kept pieces costs their sums, not a read of every unit's rows.
         """
         versions = await self.sync()  # another process's roll-up or registry write: a new key
-        key = (start, end, group_by, county, region, institution, sn, within, self._generation, self.rolled_to,
-               getattr(self.registry, "_generation", 0), versions)
+        key = (start, end, group_by, county, region, institution, sn, within, only_flagged, self._generation,
+               self.rolled_to, getattr(self.registry, "_generation", 0), versions)
         fut = self._cache.get(key)
         if fut is None:
             fut = asyncio.ensure_future(self._figures(start, end, group_by, county=county, region=region,
-                                                      institution=institution, sn=sn, within=within))
+                                                      institution=institution, sn=sn, within=within,
+                                                      only_flagged=only_flagged))
             self._cache[key] = fut
             while len(self._cache) > 64:
                 self._cache.pop(next(iter(self._cache)))
@@ -654,22 +684,20 @@ class Availability:
         return out
 
     async def _figures(self, start: int, end: int, group_by: str, *, county: str | None, region: str | None,
-                       institution: str | None, sn: str | None, within: frozenset[str] | None = None
-                       ) -> dict[str, Any]:
+                       institution: str | None, sn: str | None, within: frozenset[str] | None = None,
+                       only_flagged: bool = False) -> dict[str, Any]:
         index = await self.registry.index()
-        scope = [u for u in index.values()
-                 if (within is None or u.sn in within) and (county is None or u.county == county)
-                 and (region is None or u.region == region)
-                 and (institution is None or u.institution == institution) and (sn is None or u.sn == sn)]
-        narrow = [u.sn for u in scope] if len(scope) < 2000 else None
-        sums, counted_to = await self.unit_sums(start, end, narrow)
-        units: dict[str, Figures] = {}
+        universe = await self._pieces.universe(index, (await self.storage.versions())["rollup_version"])
+        assert self.rolled_to is not None
+        counted_to = min(end, self.rolled_to)
+        sources = []
+        if counted_to > start:
+            sources = await self._pieces.sources(universe, plan_period(start, counted_to, self.tz))
+        else:
+            counted_to = start
         thr = self.threshold
-        p, q = thr.numerator, thr.denominator
-        for u in scope:
-            sv, ok_dev, ok_net, nodata = sums.get(u.sn, (0, 0, 0, 0))
-            units[u.sn] = Figures(sv, ok_dev, ok_net, nodata, units=1, threshold=thr, unit=u.sn,
-                                  flagged_units=1 if unit_flagged(sv, ok_dev, ok_net, p, q) else 0)
+        runs = [RunCounts(a, b, sources, thr.numerator, thr.denominator)
+                for a, b in universe.select(within, county, region, institution, sn)]
         out: dict[str, Any] = {
             "from": datetime.fromtimestamp(start, self.tz).isoformat(),
             "to": datetime.fromtimestamp(end, self.tz).isoformat(),
@@ -678,25 +706,49 @@ class Availability:
             "group_by": group_by,
             "threshold": float(self.threshold),
         }
-        fleet = combine(list(units.values()), threshold=self.threshold)
-        out["fleet"] = self.group_dict(fleet, tier=True)
+        fleet = [0] * 6
+        for rc in runs:
+            for x, v in enumerate(rc.totals()):
+                fleet[x] += v
+        out["fleet"] = self.group_dict(Figures(*fleet, threshold=thr), tier=True)
         if within is not None:  # a county's figures are not the contract's: no tier, no payment
             out["fleet"]["tier"] = out["fleet"]["final_payment"] = None
         if group_by == "unit":
-            out["items"] = [{"sn": u.sn, "institution": u.institution, "county": u.county, "region": u.region,
-                             **self.unit_dict(units[u.sn])} for u in sorted(scope, key=lambda x: x.sn)]
+            out["items"] = self._unit_items(universe, runs, only_flagged)
         elif group_by != "fleet":
-            groups: dict[str, list[Figures]] = defaultdict(list)
-            names: dict[str, dict[str, Any]] = {}
-            for u in scope:
-                key = {"institution": u.institution, "county": u.county, "region": u.region}[group_by] or ""
-                groups[key].append(units[u.sn])
+            groups = group_totals(universe, runs, group_by)
+            items = []
+            for k in sorted(groups):
+                (sv, ok_dev, ok_net, nodata, n, flagged), at = groups[k]
+                item: dict[str, Any] = {group_by: k or None}
                 if group_by == "institution":
-                    names[key] = {"name": u.institution_name, "county": u.county, "region": u.region,
-                                  "type": u.institution_type}
-            out["items"] = [{group_by: k or None, **names.get(k, {}), **self.group_dict(combine(v, threshold=self.threshold))}
-                            for k, v in sorted(groups.items())]
+                    u = universe.units[at]
+                    item.update(name=u.institution_name, county=u.county, region=u.region, type=u.institution_type)
+                item.update(service_slots=sv, intact_slots=ok_dev, network_ok_slots=ok_net, no_data_slots=nodata,
+                            device_rate=round(ok_dev / sv, 6) if sv else None,
+                            network_rate=round(ok_net / sv, 6) if sv else None, units=n, flagged_units=flagged)
+                items.append(item)
+            out["items"] = items
         return out
+
+    @staticmethod
+    def _unit_items(universe: Any, runs: list[RunCounts], only_flagged: bool) -> list[dict[str, Any]]:
+        """Per unit, as :meth:`unit_dict` of its :class:`Figures` with the unit's registry fields, by SN (a rate
+        ``round(float(Fraction(ok, service)), 6)`` is ``round(ok / service, 6)``: both divide exactly rounded)."""
+        units = universe.units
+        items = []
+        for rc in runs:
+            s, i, o, d = rc.counts
+            flags = rc.flags
+            for x in compress(range(rc.b - rc.a), flags) if only_flagged else range(rc.b - rc.a):
+                u = units[rc.a + x]
+                sv, ok_dev, ok_net = s[x], i[x], o[x]
+                items.append({"sn": u.sn, "institution": u.institution, "county": u.county, "region": u.region,
+                              "service_slots": sv, "intact_slots": ok_dev, "network_ok_slots": ok_net,
+                              "no_data_slots": d[x], "device_rate": round(ok_dev / sv, 6) if sv else None,
+                              "network_rate": round(ok_net / sv, 6) if sv else None, "flagged": flags[x]})
+        items.sort(key=lambda item: item["sn"])
+        return items
 
     def _pending_in(self, start: int, end: int) -> bool:
         if any(start <= h < end and sns for h, sns in self._marked()):
@@ -931,28 +983,14 @@ class Availability:
         out: Counter[str] = Counter()
         if raw_from < end:
             uc, info, _ = await self.unit_count(sn, raw_from, end)
-            outage = await self.outage_marks(sn, info.county, raw_from, end)
-            for s in uc.slots(counted_only=True):
-                if s.device == "no_data":
-                    out["no_data"] += 1
-                    continue
-                dev, net = split_reasons(s.reason)
-                if s.device == "not_intact":
-                    for r in dev or ["device_fault"]:
-                        out[r] += 1
-                if s.network == "not_ok":
-                    for r in net or ["network"]:
-                        key = r if not r.startswith("rtt=") else "latency"
-                        if key == "link_down" and int(s.start.timestamp()) in outage:
-                            key = "link_down_carrier_outage"
-                        out[key] += 1
+            out = minutes_lost(uc, await self.outage_marks(sn, info.county, raw_from, end))
         return {"evidence_from": datetime.fromtimestamp(raw_from, self.tz).isoformat() if raw_from < end else None,
                 "minutes": dict(out.most_common())}
 
     async def flagged(self, start: int, end: int, *, county: str | None = None, limit: int = 100,
                       with_reasons: bool = True, within: frozenset[str] | None = None) -> dict[str, Any]:
-        fig = await self.figures(start, end, "unit", county=county, within=within)
-        flagged = [u for u in fig["items"] if u["flagged"]]
+        fig = await self.figures(start, end, "unit", county=county, within=within, only_flagged=True)
+        flagged = list(fig["items"])
         flagged.sort(key=lambda u: (min(u["device_rate"] if u["device_rate"] is not None else 1,
                                         u["network_rate"] if u["network_rate"] is not None else 1), u["sn"]))
         items = []
