@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -53,6 +54,10 @@ class Access:
         self._replay: asyncio.Task[int] | None = None
         self.reports = {"addresses": 0, "interfaces": 0, "service_hours": 0}
         self._coverage: tuple[tuple[str, str], list[dict[str, Any]]] | None = None
+        # the map's registry part (registry_version, institutions by place, each deployed unit's place, units by place)
+        self._map: tuple[str, dict[tuple[str, str], int], dict[str, tuple[str, str]], Counter[tuple[str, str]]] | None = None
+        self._never_heard: tuple[tuple[str, int], set[str]] | None = None
+        self._answers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()  # coverage answers (see answer())
 
     # lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -141,11 +146,46 @@ class Access:
         """Every institution with its deployed terminals' registration times, kept until the registry or the
         institutions change (``registry_version``, which every registry write bumps, in any process): 20,000
         institutions and 50,000 units are read once, not per request. Callers copy the rows they change."""
+        return (await self.coverage_rows_keyed(model))[1]
+
+    async def coverage_rows_keyed(self, model: str | None) -> tuple[tuple[str, str], list[dict[str, Any]]]:
+        """:meth:`coverage_rows` with the key they were read under (the registry version and the model): whatever is
+        derived from them alone may be kept under that key."""
         version = (await self.storage.versions()).get("registry_version", "")
         key = (version, model or "")
         if self._coverage is None or self._coverage[0] != key:
             self._coverage = (key, await self.store.coverage_rows(model))
-        return self._coverage[1]
+        return self._coverage
+
+    async def map_rows(self) -> list[dict[str, Any]]:
+        """Per county (and its city): institutions, deployed terminals, those online now; what
+        ``AccessStore.map_rows`` answers (one join of 50,000 units with the institutions and the live rows: 60 ms of
+        CPU a request). The registry's part is kept until ``registry_version`` moves (the never-heard units until a
+        unit is first heard too); a request reads only the units not online now."""
+        version = (await self.storage.versions()).get("registry_version", "")
+        if self._map is None or self._map[0] != version:
+            places = {(c, r): n for c, r, n in await self.store.institutions_by_place()}
+            where = {sn: (c, r) for sn, c, r in await self.store.deployed_places()}
+            self._map = (version, places, where, Counter(where.values()))
+        _v, places, where, units = self._map
+        heard = (version, await self.store.units_heard())
+        if self._never_heard is None or self._never_heard[0] != heard:
+            self._never_heard = (heard, set(await self.store.never_heard()))
+        off = Counter(where[sn] for sn in self._never_heard[1].union(await self.store.not_online()) if sn in where)
+        return [{"name": c, "region": r, "units": units.get((c, r), 0), "online": units.get((c, r), 0) - off[(c, r)],
+                 "institutions": n} for (c, r), n in places.items()]
+
+    def answer(self, key: tuple[Any, ...]) -> Any:
+        """A statistics answer kept under ``key`` (which holds every input it depends on), or None."""
+        got = self._answers.get(key)
+        if got is not None:
+            self._answers.move_to_end(key)
+        return got
+
+    def keep_answer(self, key: tuple[Any, ...], value: Any) -> None:
+        self._answers[key] = value
+        while len(self._answers) > 64:
+            self._answers.popitem(last=False)
 
     # reported addresses ----------------------------------------------------------------------------------
     async def _addresses(self, reports: list[tuple[str, int, dict[str, Any]]], index: dict[str, Any]) -> None:

@@ -625,6 +625,33 @@ class AccessStore:
                 a["units"], a["online"] = int(r["units"]), int(r["online"] or 0)
         return list(out.values())
 
+    # the map's figures in parts (server/access/service.py ``Access.map_rows`` keeps the registry's between requests) --
+    async def institutions_by_place(self) -> list[tuple[str, str, int]]:
+        """(county, region, institutions) of every county and city that has institutions."""
+        rows = await self._rows("SELECT county, region, count(*) FROM institutions GROUP BY county, region")
+        return [(r[0] or "", r[1] or "", int(r[2])) for r in rows]
+
+    async def deployed_places(self) -> list[tuple[str, str, str]]:
+        """(SN, county, region) of every deployed unit of a registered institution: the units the map counts."""
+        rows = await self._rows("SELECT r.sn, i.county, i.region FROM registry r JOIN institutions i "
+                                "ON i.code = r.institution WHERE r.stock_type = 'deployed'")
+        return [(r[0], r[1] or "", r[2] or "") for r in rows]
+
+    async def never_heard(self) -> list[str]:
+        """Deployed units nothing has been heard from (no live row): never online."""
+        rows = await self._rows("SELECT r.sn FROM registry r WHERE r.stock_type = 'deployed' "
+                                "AND NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)")
+        return [r[0] for r in rows]
+
+    async def not_online(self) -> list[str]:
+        """Units whose live row says they are not online now (a few thousand of 50,000 on a normal day)."""
+        return [r[0] for r in await self._rows("SELECT sn FROM units WHERE online <> 1")]
+
+    async def units_heard(self) -> int:
+        """A number that grows whenever a unit is first heard (the storage's ``units_grown_sql``)."""
+        row = await self.s._quick_one(self.s.units_grown_sql)
+        return int(row[0] or 0) if row else 0
+
     async def counties_of_cities(self, cities: list[str]) -> list[str]:
         if not cities:
             return []
