@@ -293,6 +293,7 @@ class VirtualPlayer(Player):
         figures = {
             "late_wakes": sum(f["late_wakes"] for f in stops),
             "max_offset_s": round(max(f["max_offset_s"] for f in stops), 3),
+            "max_ack_skew_s": round(max(f["max_ack_skew_s"] for f in stops), 3),
             "ack_timeouts": sum(f["ack_timeouts"] for f in stops),
             "agent_starts": sum(f["starts"] for f in stops),
             "link_cuts": sum(f["link_cuts"] for f in stops),
@@ -312,6 +313,12 @@ class VirtualPlayer(Player):
         if figures["max_offset_s"] >= 1.0:
             self.incidents.append(f"an agent's clock offset reached {figures['max_offset_s']} s (units "
                                   f"{[u for f in stops for u in f['units_offset_over_1s']]})")
+        if figures["max_ack_skew_s"] >= 1.0:
+            # an acknowledgement read windows after the server sent it: time moved on while an answer was in
+            # flight, whether or not its stale time moved the agent's clock
+            self.incidents.append(f"an acknowledgement's server time was {figures['max_ack_skew_s']} s off its "
+                                  f"agent's clock when read (units "
+                                  f"{[u for f in stops for u in f['units_ack_skew_over_1s']]})")
         if figures["late_wakes"]:
             self.incidents.append(f"{figures['late_wakes']} sample(s) taken 1 s or more after their slot (units "
                                   f"{[u for f in stops for u in f['units_late']]})")

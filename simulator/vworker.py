@@ -18,7 +18,8 @@ Emulated network:
 
 * latency ``rtt_ms``: what the agent writes is held back ``rtt_ms`` of the unit's virtual time, then written; the
   broker's answers are read at once, the unit's clock unmoved. So a PUBLISH->PUBACK round trip measures
-  ``rtt_ms`` exactly.
+  ``rtt_ms`` exactly. paho's own writes (it writes what is queued when it reads a CONNACK) wait for the worker's
+  like any other, and the answers to what was written are awaited while later writes are held back.
 * time an agent spends on its own clock (a driver's timeouts against a silent emulator: 3.2 s for an unresponsive
   modem) moves that unit's clock only; its writes go out at its own time.
 * link cut (``network_down``, ``sim_missing``): the TCP connection is shut down under paho (the broker sees a lost
@@ -37,7 +38,7 @@ import socket
 import time
 import traceback
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,25 @@ class UnitSpec:
     ident: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Owed:
+    """The answers a unit's connection waits for: the CONNACK, the broker's PUBACKs (by message id), the server's
+    acknowledgements (by the outbox's and the memory's sequence numbers) and the server's time for the hello."""
+
+    connack: bool = False
+    mids: frozenset[int] = frozenset()
+    seqs: frozenset[int] = frozenset()
+    memory: frozenset[int] = frozenset()
+    hello: bool = False
+
+    def any(self) -> bool:
+        return self.connack or self.hello or bool(self.mids or self.seqs or self.memory)
+
+    def __and__(self, other: Owed) -> Owed:
+        return Owed(self.connack and other.connack, self.mids & other.mids, self.seqs & other.seqs,
+                    self.memory & other.memory, self.hello and other.hello)
+
+
 @dataclass
 class VUnit:
     spec: UnitSpec
@@ -97,6 +117,10 @@ class VUnit:
     cut: bool = False
     rtt_s: float = 0.0
     hold_until: float | None = None
+    # what was owed an answer when the unit last wrote: while later writes are held back by a latency, the answers
+    # to these still belong to the moment they were written (_waiting)
+    written: Owed = field(default_factory=Owed)
+    reading: bool = False  # the worker is reading its connection (paho's own writes wait for _writes)
     hello_pending: bool = False
     connects_seen: int = 0
     next_t: float = 0.0
@@ -104,6 +128,7 @@ class VUnit:
     starts: int = 0
     late_wakes: int = 0
     max_offset: float = 0.0
+    max_ack_skew: float = 0.0  # the largest |server time - the unit's clock| of an acknowledgement, when read
     ack_timeouts: int = 0
     cuts: int = 0
     power_cut: bool = False  # stopped by a power cut: back with a new boot
@@ -145,10 +170,14 @@ class Worker:
 
     # units ---------------------------------------------------------------------------------------------
     def _build(self, u: VUnit, t: float, new_boot: bool) -> None:
+        from paho.mqtt.enums import MQTTErrorCode
+
         from agent.config import load as load_config
         from agent.main import Agent
         from simulator.emulators import inproc
+        from wire import codec
         from wire.clock import VirtualClock
+        from wire.messages import Ack
 
         if new_boot or u.clock is None:
             if new_boot:
@@ -171,22 +200,43 @@ class Worker:
         # every acknowledgement settles the hello that may be waiting for one
         link = u.agent.link
         orig = link._on_message
+        debug = bool(os.environ.get("POSFLEET_SIM_DEBUG"))
 
         def on_message(kind: str, payload: bytes, _u: VUnit = u, _orig: Any = orig) -> None:
             if kind == "a":
                 _u.hello_pending = False
-                if os.environ.get("POSFLEET_SIM_DEBUG"):
-                    from wire import codec
-                    from wire.messages import Ack
-
-                    log.warning("%s ack time %.3f at its time %.3f", _u.spec.sn, codec.decode(payload, Ack).time_ms / 1000,
-                                _u.clock.raw())
+                try:
+                    server_t = codec.decode(payload, Ack).time_ms / 1000
+                except codec.DecodeError:
+                    server_t = None  # the agent counts and ignores it
+                if server_t is not None:
+                    # the server's time (the window's middle) against the unit's clock when read: under a second
+                    # when every answer is read in the window its question was written in (half a window and the
+                    # unit's offset); an answer read windows late is stale by as much
+                    skew = abs(server_t - _u.clock.now())
+                    _u.max_ack_skew = max(_u.max_ack_skew, skew)
+                    if debug:
+                        log.warning("%s ack time %.3f at its time %.3f (corrected %.3f)", _u.spec.sn, server_t,
+                                    _u.clock.raw(), _u.clock.now())
             if _orig is not None:
                 _orig(kind, payload)
 
         link._on_message = on_message
+        # paho writes what is queued itself when it reads a CONNACK (Client._handle_connack calls loop_write): the
+        # subscriptions and the hello would go out at once, past the latency, and be answered while nobody waits
+        # for them; during the worker's reads they wait for _writes, held back like every other write
+        client = link.client
+        write = client.loop_write
+
+        def loop_write(_u: VUnit = u, _write: Any = write) -> Any:
+            if _u.reading:
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            return _write()
+
+        client.loop_write = loop_write
         u.connects_seen = 0
         u.hold_until = None
+        u.written = Owed()
         u.hello_pending = False
         u.samples_seen = 0
         u.agent.start(link_thread=False)
@@ -336,9 +386,11 @@ class Worker:
                 if rc != 0:
                     self._lost(u)
                     return
+            u.written = self._owed(u)  # everything queued is written: all it waits for is owed from now
 
     def _lost(self, u: VUnit) -> None:
         self._unregister(u)
+        u.written = Owed()
         if u.agent is not None:
             u.agent.link.lost()
             u.hold_until = None
@@ -351,20 +403,25 @@ class Worker:
         sock = c.socket()
         if sock is None:
             return
-        for _ in range(1000):
-            rc = c.loop_read()
-            if rc != 0 or c.socket() is None:
-                self._lost(u)
-                return
-            s = c.socket()
-            if not (hasattr(s, "pending") and s.pending()):
-                break
+        u.reading = True
+        try:
+            for _ in range(1000):
+                rc = c.loop_read()
+                if rc != 0 or c.socket() is None:
+                    self._lost(u)
+                    return
+                s = c.socket()
+                if not (hasattr(s, "pending") and s.pending()):
+                    break
+        finally:
+            u.reading = False
 
     def _connect(self, u: VUnit) -> None:
         a = u.agent
         up = a.link.attempt()
         while up is None:
             up = a.link.attempt()
+        u.written = Owed()
         if up:
             sock = a.link.socket()
             # no Nagle: a write held back behind an unacknowledged one would wait for a delayed ACK (real
@@ -373,24 +430,29 @@ class Worker:
             sock.setblocking(False)
             self.sel.register(sock, selectors.EVENT_READ, u)
 
-    def _waiting(self, u: VUnit) -> bool:
-        """Whether an answer that belongs to the present moment is still to come for this unit."""
+    def _owed(self, u: VUnit) -> Owed:
+        """Every answer the unit's connection waits for now, for what is written and for what is still queued."""
         a = u.agent
-        if a is None or u.hold_until is not None:
-            return False
         link = a.link
-        c = link.client
+        return Owed(connack=not link.connected and not link._awaiting_time,
+                    mids=frozenset(link.client._out_messages), seqs=frozenset(a.inflight),
+                    memory=frozenset(a.memory_inflight), hello=link._awaiting_time or u.hello_pending)
+
+    def _waiting(self, u: VUnit) -> bool:
+        """Whether an answer that belongs to the present moment is still to come for this unit: to anything it
+        has written. A unit holding writes back (a latency) still waits for the answers to what it wrote before
+        them; left unread, such an answer (the hello's, carrying the server's time) would be read whenever it
+        happened to have arrived in real time, windows later, and set the agent's clock back by as much."""
+        a = u.agent
+        if a is None:
+            return False
+        c = a.link.client
         if c.socket() is None:
             return False
-        if c.want_write():
-            return True
-        if not link.connected and not link._awaiting_time:
-            return True  # CONNACK
-        if link._awaiting_time or u.hello_pending:
-            return True
-        if c._out_messages or a.inflight or a.memory_inflight:  # PUBACKs, the server's acknowledgements
-            return True
-        return False
+        if u.hold_until is not None:
+            u.written &= self._owed(u)  # what is answered is no longer owed
+            return u.written.any()
+        return c.want_write() or self._owed(u).any()
 
     def advance(self, t: float, changes: dict[str, dict[str, Any]], jumped: bool = False,
                 window: float = 1.0) -> dict[str, Any]:
@@ -424,9 +486,9 @@ class Worker:
                 self.incidents.append(f"{t}: units never done within their window: "
                                       f"{', '.join(u.spec.sn for u in due[:10])}")
                 break
-        # what arrived meanwhile for units not waiting for it (a unit holding its writes back, an acknowledgement
-        # of something sent earlier) is read now, on a clock moved to this window (nothing of theirs is due before
-        # it): read later, its server time would be stale and set the agent's offset back by seconds
+        # every answer to what a unit wrote was awaited above (_waiting), its later writes held back or not; what
+        # else arrived meanwhile for a unit not waiting (a message nobody asked for: a retained one after a
+        # subscription) is read now, on a clock moved to this window, rather than at the unit's next turn
         for _ in range(100):
             ready = {id(key.data): key.data for key, _ in self.sel.select(0)}
             ready.update({id(u): u for u in self.units.values() if u.agent is not None and _ssl_pending(u)})
@@ -500,6 +562,7 @@ class Worker:
         return {
             "late_wakes": sum(u.late_wakes for u in self.units.values()),
             "max_offset_s": max((u.max_offset for u in self.units.values()), default=0.0),
+            "max_ack_skew_s": max((u.max_ack_skew for u in self.units.values()), default=0.0),
             "ack_timeouts": sum(u.ack_timeouts for u in self.units.values()),
             "starts": sum(u.starts for u in self.units.values()),
             "link_cuts": sum(u.cuts for u in self.units.values()),
@@ -509,6 +572,7 @@ class Worker:
             "cpu_s": round(time.process_time(), 2),
             "incidents": self.incidents[-20:],
             "units_offset_over_1s": sorted(sn for sn, u in self.units.items() if u.max_offset >= 1.0)[:10],
+            "units_ack_skew_over_1s": sorted(sn for sn, u in self.units.items() if u.max_ack_skew >= 1.0)[:10],
             "units_late": sorted(sn for sn, u in self.units.items() if u.late_wakes)[:10],
         }
 

@@ -63,6 +63,7 @@ def check_exact(raw: dict[str, Any], out: dict[str, Any]) -> int:
         named += len(mismatches)
     run = out["run"]
     assert run["late_wakes"] == 0 and run["ack_timeouts"] == 0 and run["max_offset_s"] < 1.0, run
+    assert run["max_ack_skew_s"] < 1.0, run  # every acknowledgement read in the window it was sent in
     assert run["answer_read_twice_equal"] is True and not out["incidents"], out["incidents"]
     return named
 
@@ -125,8 +126,11 @@ def test_no_timing_luck(tmp_path: Path) -> None:
 def test_a_restart_under_a_long_latency_and_slow_peripherals_keeps_the_clock(tmp_path: Path) -> None:
     """Found by the 1,000-unit day: a unit powered back on under a 4,900 ms latency while its modem, reader and
     printer do not answer (5 s of driver timeouts a sample) learnt the server's time from an acknowledgement read
-    five seconds after it was sent, and set its clock 4.8 s back. Every answer is now read in the window it
-    arrives in, and a unit whose own clock ran ahead writes in its own window."""
+    five seconds after it was sent, and set its clock 4.8 s back. A unit whose own clock ran ahead writes in its
+    own window. Then a loaded CI run found it again (3.8 s): paho wrote the hello past the latency when it read the
+    CONNACK, and a unit holding its writes back did not wait for the answer, which was read whenever it happened
+    to have arrived. Every answer to what a unit wrote is now awaited in the window it wrote it, its later writes
+    held back or not, and every acknowledgement's time is checked against the unit's clock, not only the first."""
     raw = random_scenario(5, units=3, hours=1, storage_readonly=False, extra_faults=0)
     sn = raw["units"][0]["sn"]
     raw["units"][0].pop("status", None)
@@ -140,5 +144,5 @@ def test_a_restart_under_a_long_latency_and_slow_peripherals_keeps_the_clock(tmp
     raw["events"] = [ev("power_off", 5, 10), *slow, ev("high_latency", 8, 20, 4900), ev("agent_down", 25, 28),
                      *[ev(f, 26, 35) for f in ("modem_unresponsive", "idcard_reader_fault", "printer_offline")]]
     out = play(raw, tmp_path / "run", workers=1)
-    assert out["run"]["max_offset_s"] < 1.0, out["run"]
+    assert out["run"]["max_offset_s"] < 1.0 and out["run"]["max_ack_skew_s"] < 1.0, out["run"]
     check_exact(raw, out)
