@@ -57,6 +57,23 @@ def driver_reasons() -> tuple[set[str], set[str]]:
     return whole, starts
 
 
+def auth_security_events() -> set[str]:
+    """What the sign-in and behaviour watch's ``security`` alerts are about (server/auth): the ``"what"`` of their
+    data dicts and the ``what`` argument of watch.py's ``_count``."""
+    out: set[str] = set()
+    for path in sorted((REPO / "server" / "auth").glob("*.py")):
+        for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(n, ast.Dict):
+                for k, v in zip(n.keys, n.values):
+                    if isinstance(k, ast.Constant) and k.value == "what" and isinstance(v, ast.Constant):
+                        out.add(v.value)
+            elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_count" \
+                    and len(n.args) > 6 and isinstance(n.args[6], ast.Constant):
+                out.add(n.args[6].value)
+    assert {"signin_failures", "token_new_address", "mass_export", "night_commands"} <= out, out
+    return out
+
+
 def zh_for_carrier(zh: dict[str, str], name: str) -> str | None:
     """As the page looks a carrier up: without regard to case."""
     return next((v for k, v in zh.items() if k.lower() == f"carrier.{name}".lower()), None)
@@ -76,6 +93,8 @@ def test_every_code_has_a_chinese_label() -> None:
     for what in {a.value for a in _calls(REPO / "server" / "ingest" / "service.py", "self", ("_security",))
                  if isinstance(a, ast.Constant)}:
         need(f"security.{what}")
+    for what in auth_security_events():
+        need(f"security.{what}")
     peripherals = set(AvailabilitySettings().critical_checks) | {"printer", "idcard", "modem", "storage"}
     for name in peripherals:
         need(f"check.{name}")
@@ -92,7 +111,7 @@ def test_every_code_has_a_chinese_label() -> None:
     for start in starts:
         need(f"prefix.{start}")
     # what the server writes in a unit's status history (storage) and a swap's note (registry)
-    storage = (REPO / "server" / "storage" / "sqlite.py").read_text(encoding="utf-8")
+    storage = "\n".join(f.read_text(encoding="utf-8") for f in sorted((REPO / "server" / "storage").glob("*.py")))
     inserts = [storage[m.end(): m.end() + 300] for m in re.finditer("INSERT INTO status_history", storage)]
     notes = {n for chunk in inserts for n in re.findall(r', "([a-z ]+)"\)', chunk)}
     assert notes >= {"registered", "first seen"}, notes

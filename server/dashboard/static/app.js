@@ -209,7 +209,7 @@ function alertText(a) {
   else if (a.kind === "carrier_outage") Object.assign(v, {place: [d.county || a.county || "", d.cell ? fill(L("cell"), {cell: d.cell}) : ""].filter(Boolean).join(" "),
     units: d.max_units !== undefined ? d.max_units : (d.sns || []).length, minutes: d.minutes ? (lang === "zh" ? " " : " for ") + fill(L("minutes"), {n: d.minutes}) : ""});
   else if (a.kind === "sim_data") Object.assign(v, {used: num(d.used_mb, 1), plan: d.plan_mb, pct: d.threshold_pct, projected: d.projected_mb});
-  else if (a.kind === "security") v.what = L("security." + d.what) || a.message;
+  else if (a.kind === "security") { const w = L("security." + d.what); v.what = w ? fill(w, d) : a.message; }
   else if (a.kind === "pressure") Object.assign(v, {resource: L("resource." + d.resource) || d.resource, minutes: d.window_minutes,
     threshold: d.threshold_pct, mean: d.mean_pct, peak: d.peak_pct});
   else if (a.kind === "server") v.what = `${L("inspect." + d.check) || d.check}${lang === "zh" ? "：" : ": "}${a.message}`;

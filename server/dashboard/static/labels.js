@@ -62,6 +62,10 @@ const LABELS = {
     "security.certificate_shared": "会话反复被顶替：证书可能被复制到其他机器使用（或链路反复中断）",
     "security.identity_mismatch": "上报数据的终端编号与其证书不符",
     "security.flood": "上报超出流量限额",
+    "security.signin_failures": "用户 {user} 连续登录失败，已被锁定（最后一次来自 {client}）",
+    "security.token_new_address": "API 令牌 {token} 从新地址 {client} 使用（此前：{before}）",
+    "security.mass_export": "{actor} 短时间内导出 {count} 行数据",
+    "security.night_commands": "{actor} 在非工作时间向 {count} 台终端下发命令",
     "note.registered": "登记", "note.updated": "更新", "note.first seen": "首次上报", "note.swap": "换机",
     "note.replaced by": "由 {sn} 替换", "note.replaces": "替换 {sn}", "by.ingest": "系统（首次上报）",
     "minutes": "{n} 分钟", "cell": "基站 {cell}"
