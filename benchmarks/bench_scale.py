@@ -488,7 +488,8 @@ def recount_state(server: Server, workers: bool = False) -> tuple[Any, ...] | No
     """(settled, what was read) where settled means every hour the commits marked is recounted: none left in the
     ``recount_queue`` the samples' commits wrote (a benchmark's read of the table, both backends), and
 
-    * one server process (``workers`` false): no unit-hour pending in ``/api/v1/availability/status``, and the
+    * one server process (``workers`` false): no unit-hour, service-level day or outage hour pending in
+      ``/api/v1/availability/status``, and the
       last roll-up pass that recounted anything started after the last commit (``last_recount_at`` is when a pass
       started, and is set when it ends);
     * a primary with API workers (who answer the API, with their own roll-up state): the primary's pending hours
@@ -513,7 +514,8 @@ def recount_state(server: Server, workers: bool = False) -> tuple[Any, ...] | No
         figures = (st["pending_unit_hours"], st.get("recounts"), st.get("hours_recounted"), st.get("last_recount_at"),
                    commit)
         started = _epoch(st.get("last_recount_at"))
-        settled = (not st["pending_unit_hours"] and started is not None and commit is not None
+        settled = (not st["pending_unit_hours"] and not st.get("pending_sla_unit_days")
+                   and not st.get("pending_outage_hours") and started is not None and commit is not None
                    and started >= int(commit))
     settled = settled and db_count(server.storage_url, "SELECT count(*) FROM recount_queue") == 0
     return settled, figures

@@ -102,6 +102,8 @@ class Slots(Open):
 class RollupStatus(Open):
     rolled_to: Time | None
     pending_unit_hours: int
+    pending_sla_unit_days: int = 0
+    pending_outage_hours: int = 0
     last_recount_at: Time | None = None
 
 
@@ -187,5 +189,5 @@ async def recount(request: Request, _: Admin, body: Annotated[dict[str, Any], Bo
 async def status(request: Request, _: Viewer) -> dict[str, Any]:
     """The roll-up job: last closed hour materialised, pending recounts, timings."""
     svc = _svc(request)
-    return timed({"rolled_to": svc.rolled_to, "pending_unit_hours": svc.pending, **svc.stats},  # type: ignore[no-any-return]
+    return timed({"rolled_to": svc.rolled_to, "pending_unit_hours": svc.pending, **svc.pending_after, **svc.stats},  # type: ignore[no-any-return]
                  svc.settings.timezone)

@@ -17,6 +17,11 @@ How the stored roll-ups stay exact:
   history; nothing else decides a slot.
 * Hours older than the raw-sample retention are never recounted (their evidence is gone; the stored counts
   stand).
+* **What a day's hours feed**: a recounted day's network service levels (``sla_day``, counted whole per unit) and
+  the recounted hours' correlated outages are due, not done, in the loop's pass: they are counted once the marks
+  for that day or hour stop (a pass that did not recount it), or at once when nothing arrived while the pass ran.
+  Until then they count as pending, as a marked hour does (figures not ``complete``). A backlog recounted over
+  many passes thus reads each day's raw samples once for its service levels, not once a pass (issue 15).
 
 Correlated outages: after an hour is counted, the minutes in which at least ``alerts.outage_min_units`` units of
 one county had the link down are stored (``outages``), and so are the minutes in which at least
@@ -171,6 +176,19 @@ class Availability:
         # the (hour, SNs) a pass has taken out of _dirty and is recounting: still pending until it has committed
         # (an answer read meanwhile came from the old roll-ups and said complete: issue 16)
         self._recounting: dict[int, set[str]] = {}
+        # what a recount leaves to do once the backlog behind it has settled (see _settle): the network service
+        # levels of (local day ordinal -> SNs), the correlated outages of hour starts. Pending like the marks above.
+        self._sla_due: dict[int, set[str]] = defaultdict(set)
+        self._outage_due: set[int] = set()
+        self._touched: tuple[set[int], set[int]] = (set(), set())  # (days, hours) the running pass recounted
+        # recount_queue: the last id taken and the last deleted; per due day / hour, the last id taken before it was
+        # first due. Rows are deleted only up to where all they led to is done (a restart takes them again).
+        self._queue_taken = 0
+        self._queue_done = 0
+        self._queue_taken_before = 0  # _queue_taken when the running pass began
+        self._arrivals = 0  # commits this process heard of (a pass during which none came was quiet)
+        self._sla_since: dict[int, int] = {}
+        self._outage_since: dict[int, int] = {}
         self._seen: dict[str, int] = {}  # SN -> earliest sample ts, to register
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -270,7 +288,7 @@ class Availability:
                 pass
             self._wake.clear()
             try:
-                await self.flush()
+                await self.flush(settle=False)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -296,6 +314,7 @@ class Availability:
             if first is None or s.ts < first:
                 self._seen[s.sn] = int(s.ts)
         if n:
+            self._arrivals += 1
             self._wake.set()
 
     def mark(self, sns: Iterable[str], start: int, end: int) -> None:
@@ -347,9 +366,35 @@ class Availability:
         yield from self._dirty.items()
         yield from self._recounting.items()
 
+    @property
+    def pending_after(self) -> dict[str, int]:
+        """What recounts have left due until their backlog settles (:meth:`_settle`): unit-days of network service
+        levels, hours of correlated outages."""
+        return {"pending_sla_unit_days": sum(len(v) for v in self._sla_due.values()),
+                "pending_outage_hours": len(self._outage_due)}
+
+    def _due_hours(self) -> set[int]:
+        """The hours whose day's service levels or whose outages are due: pending as a marked hour is (a report
+        on them is not complete; the API-only processes see them in the published ranges)."""
+        out = set(self._outage_due)
+        for day in self._sla_due:
+            d = date.fromordinal(day)
+            a, b = midnight(d, self.tz), midnight(d + timedelta(days=1), self.tz)
+            h = a
+            while h < b:
+                out.add(h)
+                h = hour_start(h + HOUR_S, self.tz)
+        return out
+
     # the pass ------------------------------------------------------------------------------------
-    async def flush(self) -> dict[str, Any]:
-        """Register new units, materialise newly closed hours, recount marked hours. Returns what it did."""
+    async def flush(self, settle: bool = True) -> dict[str, Any]:
+        """Register new units, materialise newly closed hours, recount marked hours, then the network service
+        levels and correlated outages of the days and hours recounted (:meth:`_settle`). Returns what it did.
+
+        ``settle`` false (the background loop): those days and hours are done only once their backlog has settled:
+        a day or hour this pass did not recount (its marks have stopped), or all of them when nothing arrived while
+        the pass ran; the rest stay due (and pending) for a later pass. A backlog arriving over many passes thus
+        has each day's service levels counted once, not once a pass (issue 15)."""
         async with self._lock:
             t0 = time.perf_counter()
             now = int(self.clock.now())
@@ -366,24 +411,27 @@ class Availability:
                         self._mark_span(sns, from_ts, self.rolled_to or from_ts)
                 if self._seen:  # a follower's ingest heard them first: registered here, counted by the leader
                     seen, self._seen = self._seen, {}
-                    await self.registry.ensure_seen(seen)
-                    for sn, first in seen.items():
-                        self.mark([sn], first, self.rolled_to or first)
+                    added = await self.registry.ensure_seen(seen)
+                    for sn in added:
+                        self.mark([sn], seen[sn], self.rolled_to or seen[sn])
                 closed = min(hour_start(now, self.tz), self.rolled_to or 0)
                 keep_from = now - self.settings.retention_days * 86400 + HOUR_S
                 todo = {h: sns_h for h in sorted(self._dirty) if h + HOUR_S <= closed
                         for sns_h in [self._dirty.pop(h)] if h >= keep_from}
                 hours = await self._recount_marked(todo)
+                await self._settle(True)
                 return {"unit_hours": hours, "seconds": self._counted(hours, t0, now), "rolled_to": self.rolled_to}
             closed = hour_start(now, self.tz)
             assert self.rolled_to is not None
+            self._queue_taken_before = self._queue_taken
             queued = await self._take_queue()
-            # units heard from before anyone registered them
+            # units heard from before anyone registered them: every hour from their first sample (a registered
+            # unit's late samples mark the hours they touch; marking each unit heard from up to rolled_to recounted
+            # a backlog's every later hour again in every pass: issue 15)
             if self._seen:
                 seen, self._seen = self._seen, {}
-                await self.registry.ensure_seen(seen)
-                for sn, first in seen.items():
-                    self.mark([sn], first, self.rolled_to)
+                for sn in await self.registry.ensure_seen(seen):
+                    self.mark([sn], seen[sn], self.rolled_to)
             # hours closed since the last pass: every registered unit, from the registry as it is now (the cached
             # index follows another process's writes only within a second). A status change while this pass counts
             # them is marked by whoever made it only up to rolled_to, which moves past them only when the pass
@@ -402,13 +450,22 @@ class Availability:
                     sns_h = self._dirty.pop(h)
                     if h >= keep_from:
                         todo[h] = sns_h
+            arrivals = self._arrivals
             hours = await self._recount_marked(todo)
             if registry_version is not None and start > self.rolled_to:
                 # hours never materialised (down longer than catchup_days): their days' network service levels are
                 # still counted from the raw samples kept, as the hours counted before the gap did not close them
                 await self._sla_gap(self.rolled_to, start)
-            if queued:  # recounted (or, for hours still open, to be counted for every unit when they close)
-                await self.storage.recount_queue_done(queued)
+            quiet = self._arrivals == arrivals and not await self.storage.recount_queue(limit=1, after=self._queue_taken)
+            await self._settle(settle or quiet)
+            # the queue's rows are recounted (or, for hours still open, to be counted for every unit when they
+            # close) up to those whose days' service levels or hours' outages are still due
+            done_to = min([self._queue_taken, *self._sla_since.values(), *self._outage_since.values()])
+            if done_to > self._queue_done:
+                await self.storage.recount_queue_done(done_to)
+                self._queue_done = done_to
+            if queued or self._sla_due or self._outage_due:
+                self._wake.set()  # the queue held more than one pass takes, or something is left due
             await self.datause.flush()
             if closed > self.rolled_to:
                 self.rolled_to = closed
@@ -437,17 +494,25 @@ class Availability:
             self._dirty[h].update(sns)
             h = hour_start(h + HOUR_S, self.tz)
 
-    async def _take_queue(self) -> int:
+    async def _take_queue(self, limit: int = 500_000) -> bool:
         """The spans committed samples touched (``recount_queue``, written with the samples), marked for this pass:
-        what a process that died before its own recount left, and what followers committed. The last id taken."""
-        rows = await self.storage.recount_queue()
-        for _qid, sn, a, b in rows:
-            for h in hours_touched(a, b - a, self.tz):
-                self._dirty[h].add(sn)
-            first = self._seen.get(sn)
-            if first is None or a < first:
-                self._seen[sn] = a
-        return rows[-1][0] if rows else 0
+        what a process that died before its own recount left, and what followers committed; up to ``limit`` rows
+        by pages (a 72 h backlog of 3,000 units is 219,000; taking 10,000 a pass recounted most hours again and
+        again). Whether it stopped at the limit (more may wait)."""
+        taken = 0
+        while taken < limit:
+            rows = await self.storage.recount_queue(limit=min(50_000, limit - taken), after=self._queue_taken)
+            for _qid, sn, a, b in rows:
+                for h in hours_touched(a, b - a, self.tz):
+                    self._dirty[h].add(sn)
+                first = self._seen.get(sn)
+                if first is None or a < first:
+                    self._seen[sn] = a
+            if not rows:
+                return False
+            taken += len(rows)
+            self._queue_taken = rows[-1][0]
+        return True
 
     async def _purge(self, now: int) -> None:
         keep = local_day(now, self.tz) - timedelta(days=self.settings.availability.rollup_keep_days)
@@ -490,46 +555,111 @@ class Availability:
             d = date.fromordinal(day)
             nh = hours_in_day(d, self.tz)
             all_sns = [sn for sn in units if sn in index]
-            histories = {}
-            for i in range(0, len(all_sns), _CHUNK):
-                histories.update(await self.storage.status_histories(all_sns[i: i + _CHUNK]))
             first_h = min(min(hs) for hs in units.values())
             end_h = max(max(hs) for hs in units.values()) + HOUR_S
-            samples: dict[str, list[Sample]] = defaultdict(list)
-            for i in range(0, len(all_sns), _CHUNK):
-                for sn, smp in self._judge(await self.storage.sample_facts(all_sns[i: i + _CHUNK], first_h, end_h)):
-                    samples[sn].append(smp)
-            items = []
-            strips: list[Any] = []  # parallel to items
-            for sn in all_sns:
-                hs = sorted(units[sn])
-                a, b = hs[0], hs[-1] + HOUR_S
-                smp = samples.get(sn, ())
-                uc = self.count(sn, index[sn].hours, histories.get(sn, []), smp, a, b)
-                wanted = set(hs)
-                dated = Counter((s.ts - a) // HOUR_S for s in smp if a <= s.ts < b)
-                per_hour = HOUR_S // uc.slot_s if HOUR_S % uc.slot_s == 0 else 0
-                for row in uc.rollup("hour"):
-                    hs_ = int(row.start.timestamp())
-                    if hs_ in wanted:
-                        _day, idx = hour_key(hs_, self.tz)
-                        items.append((sn, day, idx, nh, (row.service_slots, row.intact_slots,
-                                                         row.network_ok_slots, row.no_data_slots)))
-                        done += 1
-                        strip = None
-                        if per_hour and hs_ % uc.slot_s == 0:
-                            off = hs_ // uc.slot_s - uc.first_slot
-                            why = {k - off: r for k, r in uc.reasons.items() if off <= k < off + per_hour}
-                            strip = (sn, day, idx, uc.codes[off: off + per_hour], json.dumps(why) if why else None,
-                                     dated.get((hs_ - a) // HOUR_S, 0))
-                        strips.append(strip)
-            for i in range(0, len(items), 20000):  # each item's strip (when the slot fits the hour) goes with it
-                await self.storage.write_hour_counts(items[i: i + 20000],
-                                                     [t for t in strips[i: i + 20000] if t is not None])
-                self._generation += 1
-            await self._outages(first_h, end_h, index)
-            await self._sla_day(d, all_sns, index, histories)
+            for i in range(0, len(all_sns), _CHUNK):  # a chunk of units at a time: a backlog's day of 3,000 units
+                done += await self._recount_units(day, nh, all_sns[i: i + _CHUNK], units, index)  # is 4 M samples
+            # the day's service levels and the span's outages: once the backlog has settled (_settle)
+            self._due(day, all_sns, first_h, end_h)
+            # a sample's TCP counters are the next one's loss look-back (sla.LOSS_GAP_S): the next day's levels too
+            # for a unit whose recounted hours reach that close to midnight
+            nxt = [sn for sn in all_sns
+                   if local_day(max(units[sn]) + HOUR_S + sla.LOSS_GAP_S - 1, self.tz).toordinal() > day]
+            if nxt:
+                self._sla_day_due(day + 1, nxt)
         return done
+
+    def _sla_day_due(self, day: int, sns: Iterable[str]) -> None:
+        """The day's service levels are due for ``sns`` when the day is over (counted once its last hour is)."""
+        if midnight(date.fromordinal(day + 1), self.tz) > hour_start(int(self.clock.now()), self.tz):
+            return
+        self._sla_due[day].update(sns)
+        self._sla_since.setdefault(day, self._queue_taken_before)
+        self._touched[0].add(day)
+
+    async def _recount_units(self, day: int, nh: int, sns: list[str], units: dict[str, list[int]],
+                             index: dict[str, Any]) -> int:
+        """Recount the hours ``units[sn]`` of one local day for ``sns``, and write them; how many unit-hours."""
+        done = 0
+        histories = await self.storage.status_histories(sns)
+        first_h = min(min(units[sn]) for sn in sns)
+        end_h = max(max(units[sn]) for sn in sns) + HOUR_S
+        samples: dict[str, list[Sample]] = defaultdict(list)
+        for sn, smp in self._judge(await self.storage.sample_facts(sns, first_h, end_h)):
+            samples[sn].append(smp)
+        items = []
+        strips: list[Any] = []  # parallel to items
+        for sn in sns:
+            hs = sorted(units[sn])
+            a, b = hs[0], hs[-1] + HOUR_S
+            smp = samples.get(sn, ())
+            uc = self.count(sn, index[sn].hours, histories.get(sn, []), smp, a, b)
+            wanted = set(hs)
+            dated = Counter((s.ts - a) // HOUR_S for s in smp if a <= s.ts < b)
+            per_hour = HOUR_S // uc.slot_s if HOUR_S % uc.slot_s == 0 else 0
+            for row in uc.rollup("hour"):
+                hs_ = int(row.start.timestamp())
+                if hs_ in wanted:
+                    _day, idx = hour_key(hs_, self.tz)
+                    items.append((sn, day, idx, nh, (row.service_slots, row.intact_slots,
+                                                     row.network_ok_slots, row.no_data_slots)))
+                    done += 1
+                    strip = None
+                    if per_hour and hs_ % uc.slot_s == 0:
+                        off = hs_ // uc.slot_s - uc.first_slot
+                        why = {k - off: r for k, r in uc.reasons.items() if off <= k < off + per_hour}
+                        strip = (sn, day, idx, uc.codes[off: off + per_hour], json.dumps(why) if why else None,
+                                 dated.get((hs_ - a) // HOUR_S, 0))
+                    strips.append(strip)
+        for i in range(0, len(items), 20000):  # each item's strip (when the slot fits the hour) goes with it
+            await self.storage.write_hour_counts(items[i: i + 20000],
+                                                 [t for t in strips[i: i + 20000] if t is not None])
+            self._generation += 1
+        return done
+
+    def _due(self, day: int, sns: Iterable[str], first_h: int, end_h: int) -> None:
+        self._sla_day_due(day, sns)
+        h = first_h
+        while h < end_h:
+            self._outage_due.add(h)
+            self._outage_since.setdefault(h, self._queue_taken_before)
+            self._touched[1].add(h)
+            h = hour_start(h + HOUR_S, self.tz)
+
+    async def _settle(self, everything: bool) -> None:
+        """The network service levels (``sla_day``) of the due days and the correlated outages of the due hours:
+        every one (``everything``), else those the pass just run did not recount (their marks have stopped; the
+        others are done by a later pass). A day's levels are counted whole from the raw samples for the units
+        marked in it (as :meth:`_sla_day` did in every pass before: a backlog delivered over 20 passes read each
+        day's samples 20 times); outages by runs of due hours, a day at most a query. Each stays due (and
+        pending) until written."""
+        days, hours = self._touched
+        self._touched = (set(), set())
+        todo_days = sorted(d for d in self._sla_due if everything or d not in days)
+        todo_hours = sorted(h for h in self._outage_due if everything or h not in hours)
+        if not todo_days and not todo_hours:
+            return
+        index = await self.registry.index()
+        async with self.storage.recount_lock():
+            run: list[int] = []
+            for h in [*todo_hours, None]:
+                if run and (h is None or h != run[-1] + HOUR_S or h - run[0] >= 86400):
+                    await self._outages(run[0], run[-1] + HOUR_S, index)
+                    for x in run:
+                        self._outage_due.discard(x)
+                        self._outage_since.pop(x, None)
+                    run = []
+                if h is not None:
+                    run.append(h)
+            for day in todo_days:
+                sns = sorted(sn for sn in self._sla_due[day] if sn in index)
+                histories: dict[str, list[dict[str, Any]]] = {}
+                for i in range(0, len(sns), _CHUNK):
+                    histories.update(await self.storage.status_histories(sns[i: i + _CHUNK]))
+                await self._sla_day(date.fromordinal(day), sns, index, histories)
+                del self._sla_due[day]
+                self._sla_since.pop(day, None)
+        self._generation += 1
 
     async def _sla_gap(self, a: int, b: int) -> None:
         index = await self.registry.index()
@@ -753,6 +883,8 @@ class Availability:
     def _pending_in(self, start: int, end: int) -> bool:
         if any(start <= h < end and sns for h, sns in self._marked()):
             return True
+        if (self._sla_due or self._outage_due) and any(start <= h < end for h in self._due_hours()):
+            return True
         # an API-only process: the primary's marks too, as it published them (about a second old at most; sync()
         # reads them in API-only processes only)
         return any(a < end and start < b for a, b in self._primary_pending)
@@ -790,9 +922,10 @@ class Availability:
         return out
 
     def pending_ranges(self) -> list[list[int]]:
-        """The hours marked for recount, merged into ``[start, end)`` ranges (published for API-only processes)."""
+        """The hours marked for recount, or whose service levels or outages are due, merged into ``[start, end)``
+        ranges (published for API-only processes)."""
         out: list[list[int]] = []
-        for h in sorted({h for h, sns in self._marked() if sns}):
+        for h in sorted({h for h, sns in self._marked() if sns} | self._due_hours()):
             if out and out[-1][1] == h:
                 out[-1][1] = h + HOUR_S
             else:

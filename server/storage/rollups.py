@@ -196,9 +196,11 @@ class RollupStore:
         return sums, days
 
     # recounts kept with the commits (written by store_telemetry, drained by the leader's roll-up pass) --------
-    async def recount_queue(self, limit: int = 10_000) -> list[tuple[int, str, int, int]]:
-        """The oldest ``(id, sn, from_ts, to_ts)`` spans committed samples touch, not yet recounted."""
-        rows = await self._all("SELECT id, sn, from_ts, to_ts FROM recount_queue ORDER BY id LIMIT ?", (limit,))
+    async def recount_queue(self, limit: int = 10_000, after: int = 0) -> list[tuple[int, str, int, int]]:
+        """The oldest ``(id, sn, from_ts, to_ts)`` spans committed samples touch, not yet recounted (with an id
+        above ``after``: those up to it are taken already, their recount not yet finished)."""
+        rows = await self._all("SELECT id, sn, from_ts, to_ts FROM recount_queue WHERE id > ? ORDER BY id LIMIT ?",
+                               (after, limit))
         return [(int(r[0]), str(r[1]), int(r[2]), int(r[3])) for r in rows]
 
     async def recount_queue_done(self, up_to_id: int) -> None:
