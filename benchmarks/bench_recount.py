@@ -23,9 +23,11 @@ hourly roll-ups generated into its database; on PostgreSQL, a cluster of the ben
    PostgreSQL's processes, per phase; the server's own count of recounts and unit-hours recounted.
 3. **One explicit recount** of the same units and hours (``POST /api/v1/availability/recount``): the recount's cost
    alone, not spread over the ingest (what ``bench_server_api`` times on raw samples it writes itself).
-4. **Answers**: the availability per unit over the backlog's hours, per county over every generated day, and the
-   drill-down of a few units on each whole past day the backlog touched; compared between the backends at the end
-   (a mismatch is printed and the exit code is 1).
+4. **Answers**: the availability per unit over the backlog's hours, per county over every generated day, the
+   drill-down of a few units on each whole past day the backlog touched, and the network service levels
+   (``sla_day``) and county and cell outages the roll-up loop had stored when it was done (read from the database
+   before step 3); compared between the backends at the end (a mismatch is printed and the exit code is 1).
+   ``--now`` fixes the time for two runs (before and after a change: compare their ``--json`` answers).
 
 Time is fixed at the start (``now``): the backlog covers the ``--hours`` closed hours before it, and every answer
 compared ends there, so a backend run later in the same run answers the same question.
@@ -82,6 +84,34 @@ def answers(server: Any, sns: list[str], start: int, end: int, first_day: int, d
     return out
 
 
+def stored_rows(url: str) -> dict[str, list[str]]:
+    """What the recount wrote besides the hours, read straight from the database (a benchmark's read, both
+    backends): every unit-day's network service levels (``sla_day``), the county and the cell outages; rows as text
+    joined by ``|``, sorted here (the backends collate text differently)."""
+    queries = {"sla_day": "SELECT * FROM sla_day", "outages": "SELECT county, minute, units, sns FROM outages",
+               "cell_outages": "SELECT tac, cell, minute, county, units, sns FROM cell_outages"}
+    out: dict[str, list[str]] = {}
+    for name, sql in queries.items():
+        if url.startswith("sqlite:///"):
+            import sqlite3
+
+            con = sqlite3.connect(f"file:{url[len('sqlite:///'):]}?mode=ro", uri=True, timeout=30)
+            try:
+                rows = ["|".join("" if v is None else str(v) for v in r) for r in con.execute(sql)]
+            finally:
+                con.close()
+        else:
+            import subprocess
+
+            from simulator.postgres import pg_bindir
+
+            got = subprocess.run([str(pg_bindir() / "psql"), "-X", "-A", "-t", "-d", url, "-c", sql],
+                                 capture_output=True, text=True, timeout=600, check=True)
+            rows = [line for line in got.stdout.splitlines() if line]
+        out[name] = sorted(rows)
+    return out
+
+
 def one_backend(backend: str, pki: Pki, workdir: Path, args: argparse.Namespace, now: int, pg: Any) -> dict[str, Any]:
     url = pg.create("recount") if backend == "postgresql" else None
     sargs = argparse.Namespace(server_extra=args.server_extra, days=args.days, drill_units=0,
@@ -102,6 +132,10 @@ def one_backend(backend: str, pki: Pki, workdir: Path, args: argparse.Namespace,
                                         window=args.window, batch=args.batch, timeout=args.timeout, cpu_pids=pids,
                                         workers=api_workers(args.server_extra) > 1)
         report_backlog(backend, b)
+        # the service levels and outages as the roll-up loop left them (before the explicit recount rewrites them)
+        after_backlog = stored_rows(server.storage_url)
+        print(f"  {backend}: stored after the backlog: " + ", ".join(f"{len(v):,} {k} rows"
+                                                                      for k, v in after_backlog.items()), flush=True)
         cpu0 = {k: cpu_of(p) for k, p in pids.items()}
         t = time.perf_counter()
         resp = server.request("POST", "/api/v1/availability/recount", timeout=7200,
@@ -116,6 +150,7 @@ def one_backend(backend: str, pki: Pki, workdir: Path, args: argparse.Namespace,
               flush=True)
         r["answers"] = answers(server, sns, start, end, midnight(datetime.fromtimestamp(now, TZ).date()
                                                                   - timedelta(days=args.days)), args.drill)
+        r["answers"].update({f"stored {k} after the backlog": v for k, v in after_backlog.items()})
     finally:
         server.stop()
         broker.stop()
@@ -154,7 +189,7 @@ def compare(runs: list[dict[str, Any]]) -> list[str]:
 def run(a: argparse.Namespace, workdir: Path, pg: Any = None) -> dict[str, Any]:
     """Every backend of ``a.storage`` in turn (PostgreSQL: in ``pg``, or a cluster started here); the figures, the
     answers and the keys of the answers that differ between the first two backends."""
-    now = int(time.time())
+    now = int(a.now) if getattr(a, "now", None) else int(time.time())
     print(f"{machine_line()}\nrecount after a {a.hours} h backlog from {a.units:,} units on {', '.join(a.storage)}; "
           f"time fixed at {iso(now)}", flush=True)
     out: dict[str, Any] = {"machine": machine(), "args": {k: v for k, v in vars(a).items() if k != "json"},
@@ -186,10 +221,12 @@ def summary(out: dict[str, Any]) -> None:
               f"recounted {b['recounted_s'] - b['stored_s']:6.1f} s after (CPU {_cpu(b['cpu_recount_s'])}); "
               f"explicit recount {e['s']:.1f} s (CPU {_cpu(e['cpu_s'])})")
     if len(out["runs"]) > 1:
-        n = len(out["runs"][0]["answers"])
+        got = out["runs"][0]["answers"]
+        n, drill = len(got), sum(1 for k in got if k.startswith("drill-down "))
         print(f"  answers: {'identical' if not diffs else 'DIFFERENT'} on {' and '.join(a['storage'])} "
               f"({n} answers compared: per unit over the backlog, per county over {a['days']} days, "
-              f"{n - 2} drill-downs)" + (f"; differ: {', '.join(diffs[:10])}" if diffs else ""))
+              f"{drill} drill-downs, the sla_day, outages and cell_outages rows the roll-up loop left)"
+              + (f"; differ: {', '.join(diffs[:10])}" if diffs else ""))
     print(f"total {out['total_s']:.0f} s; {machine_line()}")
 
 
@@ -207,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=4 * 3600.0, help="seconds to wait for storing, and again for "
                    "the recount (default 4 h)")
     p.add_argument("--server-extra", default="", help="extra server TOML")
+    p.add_argument("--now", type=int, default=0, help="the time fixed at the start, epoch seconds (default: now; "
+                   "the same for two runs, e.g. before and after a change, makes their answers comparable)")
     p.add_argument("--json", default="", help="write every figure (and the answers compared) to this JSON file")
     a = p.parse_args(argv)
     a.storage = [x.strip() for x in a.storage.split(",") if x.strip()]

@@ -37,3 +37,5 @@ def test_backlog_stored_recounted_and_answered_alike_on_both_backends(tmp_path: 
     # 26 hours always hold service hours (08:00-18:00): the comparison compares counted slots, not zeros
     assert sum(u["service_slots"] for u in units) > 0 and sum(u["intact_slots"] for u in units) > 0
     assert sum(1 for k in a if k.startswith("drill-down ")) >= 2
+    # the service levels the roll-up loop left after the backlog are compared too: a whole past day of every unit
+    assert len(a["stored sla_day after the backlog"]) >= 6 and "stored outages after the backlog" in a
