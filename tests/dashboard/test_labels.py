@@ -64,7 +64,7 @@ def auth_security_events() -> set[str]:
     for path in sorted((REPO / "server" / "auth").glob("*.py")):
         for n in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(n, ast.Dict):
-                for k, v in zip(n.keys, n.values):
+                for k, v in zip(n.keys, n.values, strict=True):
                     if isinstance(k, ast.Constant) and k.value == "what" and isinstance(v, ast.Constant):
                         out.add(v.value)
             elif isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "_count" \
