@@ -273,8 +273,11 @@ class Availability:
             now = self.clock.now()
             to_next_hour = hour_start(int(now), self.tz) + HOUR_S - now
             speed = getattr(self.clock, "speed", 1.0) or 1.0
+            wait = min(to_next_hour / speed + 1, self._poll_s)
+            if self._sla_due or self._outage_due:  # left due by the last pass: counted after a debounce of quiet
+                wait = min(wait, debounce)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, min(to_next_hour / speed + 1, self._poll_s)))
+                await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, wait))
                 # quiet period: a backlog arrives in bursts (but a fleet that never goes quiet is still served)
                 waited = 0.0
                 while waited < max(60.0, debounce):
@@ -464,8 +467,8 @@ class Availability:
             if done_to > self._queue_done:
                 await self.storage.recount_queue_done(done_to)
                 self._queue_done = done_to
-            if queued or self._sla_due or self._outage_due:
-                self._wake.set()  # the queue held more than one pass takes, or something is left due
+            if queued:
+                self._wake.set()  # the queue held more than one pass takes
             await self.datause.flush()
             if closed > self.rolled_to:
                 self.rolled_to = closed
