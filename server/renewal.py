@@ -104,7 +104,8 @@ class Renewals:
             except Exception:
                 log.exception("certificate renewals: a pass failed")
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=PASS_EVERY_S)
+                async with asyncio.timeout(PASS_EVERY_S):  # not wait_for, which on 3.11 can swallow a cancel
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

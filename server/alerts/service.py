@@ -313,7 +313,8 @@ class Alerts:
                             break
                         await asyncio.sleep(min(60.0, 0.5 * 2 ** attempts))
                 try:
-                    await asyncio.wait_for(self._webhook_wake.wait(), timeout=30)
+                    async with asyncio.timeout(30):  # not wait_for, which on 3.11 can swallow a cancel
+                        await self._webhook_wake.wait()
                 except TimeoutError:
                     pass
 

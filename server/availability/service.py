@@ -277,13 +277,15 @@ class Availability:
             if self._sla_due or self._outage_due:  # left due by the last pass: counted after a debounce of quiet
                 wait = min(wait, debounce)
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=max(0.5, wait))
+                async with asyncio.timeout(max(0.5, wait)):  # not wait_for, which on 3.11 can swallow a cancel
+                    await self._wake.wait()
                 # quiet period: a backlog arrives in bursts (but a fleet that never goes quiet is still served)
                 waited = 0.0
                 while waited < max(60.0, debounce):
                     self._wake.clear()
                     try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=debounce)
+                        async with asyncio.timeout(debounce):  # not wait_for, which on 3.11 can swallow a cancel
+                            await self._wake.wait()
                     except TimeoutError:
                         break
                     waited += debounce

@@ -451,7 +451,8 @@ class CommandService:
     async def _dispatcher(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.cs.dispatch_interval_s)
+                async with asyncio.timeout(self.cs.dispatch_interval_s):  # not wait_for, which on 3.11 can swallow a cancel
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()
