@@ -6,26 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from server.storage import open_storage
 from server.storage.access import AccessStore, AddressTaken, PoolExhausted
-from tests.storage.test_contract import url  # noqa: F401  (the fixture: both backends)
 
 T0 = 1_741_000_000 - 1_741_000_000 % 86400
-
-
-@pytest.fixture
-async def two(url: str) -> AsyncIterator[tuple[Any, Any]]:  # noqa: F811
-    a, b = open_storage(url, readers=2), open_storage(url, readers=2)
-    await a.open()
-    await b.open()
-    yield a, b
-    await b.close()
-    await a.close()
 
 
 def ip(text: str) -> int:

@@ -7,27 +7,14 @@ has moved on from changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from server.storage import open_storage
 from server.storage.audit import AuditEntry, AuditQuery
 from server.storage.commands import Move, NewCommand, NewJob, NewPackage, Sent
-from tests.storage.test_contract import url  # noqa: F401  (the fixture: both backends)
 
 T0 = 1_741_000_000.0
-
-
-@pytest.fixture
-async def two(url: str) -> AsyncIterator[tuple[Any, Any]]:  # noqa: F811
-    a, b = open_storage(url, readers=2), open_storage(url, readers=2)
-    await a.open()
-    await b.open()
-    yield a, b
-    await b.close()
-    await a.close()
 
 
 def cmd(cid: str, sn: str, job: str | None = None, wave: int = 0, released: bool = True, ctype: str = "ping",

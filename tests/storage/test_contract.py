@@ -6,7 +6,6 @@ again by the other, a token one of them revoked is refused by the other at once.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +16,6 @@ from server.storage import EventRow, SampleRow, UnitQuery, open_storage
 from server.storage.schema import SCHEMA_VERSION, SchemaTooNew
 
 T0 = 1_741_000_000 - 1_741_000_000 % 86400  # a UTC midnight (2025-03-03)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Any]:
-    st = open_storage(url, readers=2)
-    await st.open()
-    yield st
-    await st.close()
-
-
-@pytest.fixture
-async def other(url: str, store: Any) -> AsyncIterator[Any]:
-    """A second process's storage on the same database."""
-    st = open_storage(url, readers=2)
-    await st.open()
-    yield st
-    await st.close()
 
 
 def smp(sn: str, seq: int, ts: int, connected: bool = True, **body: Any) -> SampleRow:

@@ -5,14 +5,13 @@ whether a raised alert opens, refreshes or reopens: alerts) give the same answer
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from server.alerts.lifecycle import raise_alert
 from server.availability import outages
-from server.storage import EventRow, SampleRow, UnitQuery, open_storage
+from server.storage import EventRow, SampleRow, UnitQuery
 from server.storage.alerts import AlertRow, RaisedAlert
 from server.storage.outages import CellOutage, Outage
 from server.storage.registry import (
@@ -25,18 +24,10 @@ from server.storage.registry import (
     UnitStatusChange,
 )
 from server.storage.samples import DeadLetter, DownSample, StoredEvent, UnitEvent
-from tests.storage.test_contract import T0, url  # noqa: F401  (the fixture: both backends)
+from tests.storage.test_contract import T0
 
 S = T0 + 8 * 3600  # the hour recounted below (08:00 UTC)
 H = 3600
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Any]:  # noqa: F811
-    st = open_storage(url, readers=2)
-    await st.open()
-    yield st
-    await st.close()
 
 
 def smp(sn: str, seq: int, ts: int, connected: bool, **body: Any) -> SampleRow:

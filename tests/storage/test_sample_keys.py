@@ -9,40 +9,12 @@ server processes.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from server.storage import SampleRow, open_storage
 from server.storage.schema import SCHEMA_VERSION
 
 T0 = 1_741_000_000 - 1_741_000_000 % 86400  # a UTC midnight (2025-03-03)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
-    return str(request.getfixturevalue("pg_url"))
-
-
-@pytest.fixture
-async def store(url: str) -> AsyncIterator[Any]:
-    st = open_storage(url, readers=2)
-    await st.open()
-    yield st
-    await st.close()
-
-
-@pytest.fixture
-async def other(url: str, store: Any) -> AsyncIterator[Any]:
-    """A second process's storage on the same database."""
-    st = open_storage(url, readers=2)
-    await st.open()
-    yield st
-    await st.close()
 
 
 def smp(sn: str, seq: int, ts: int) -> SampleRow:
