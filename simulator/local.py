@@ -134,6 +134,7 @@ class Server:
         self.workdir = workdir = workdir.resolve()  # server.toml's paths are read relative to server.toml's folder
         workdir.mkdir(parents=True, exist_ok=True)
         self.http_port = http_port or free_port()
+        self._port_chosen = http_port is None  # ours to change if another process takes it first
         self.db = workdir / "fleet.sqlite"
         self.storage_url = storage or f"sqlite:///{self.db}"  # storage: a postgresql:// URL instead of self.db
         clock_toml = ""
@@ -178,11 +179,20 @@ port = {self.http_port}
 
     def start(self) -> Server:
         self.token("admin")
-        self.proc = _popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(self.config)], self.log, ENV)
-        wait_for(lambda: self._healthy() or self.proc.poll() is not None, 30, "server /healthz and ingest")
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
-        return self
+        for _attempt in range(3):
+            self.proc = _popen([sys.executable, "-m", "posfleet", "server", "run", "--config", str(self.config)],
+                               self.log, ENV)
+            wait_for(lambda: self._healthy() or self.proc.poll() is not None, 30, "server /healthz and ingest")
+            if self.proc.poll() is None:
+                return self
+            # a free port is free only when it is chosen: another process (a parallel test's) can bind it first
+            if not (self._port_chosen and "address already in use" in self.log.read_text()[-3000:].lower()):
+                break
+            old, self.http_port = self.http_port, free_port()
+            text = self.config.read_text()
+            self.config.write_text(text.replace(f'[http]\nhost = "127.0.0.1"\nport = {old}\n',
+                                                f'[http]\nhost = "127.0.0.1"\nport = {self.http_port}\n'))
+        raise RuntimeError(f"server exited: {self.log.read_text()[-3000:]}")
 
     def _healthy(self) -> bool:
         try:
