@@ -29,6 +29,7 @@ class Terminal:
         self.c.max_inflight_messages_set(inflight)
         self.acked: set[int] = set()
         self.rejected: dict[int, str] = {}
+        self.undecodable: list[str] = []  # acknowledgements a terminal (msgspec, strict like the agent) cannot read
         self._lock = threading.Lock()
         self.c.on_message = self._on_message
         self.c.connect("localhost", broker.port)
@@ -36,7 +37,11 @@ class Terminal:
         self.c.loop_start()
 
     def _on_message(self, client, userdata, msg) -> None:  # type: ignore[no-untyped-def]
-        ack = codec.decode(msg.payload, Ack)
+        try:
+            ack = codec.decode(msg.payload, Ack)
+        except codec.DecodeError as err:  # recorded, not raised: a raise here would stop this session's paho thread
+            self.undecodable.append(str(err))
+            return
         with self._lock:
             for a, b in ack.ranges:
                 self.acked.update(range(a, b + 1))

@@ -331,7 +331,9 @@ def _seq_of(raw: msgspec.Raw) -> int | None:
         q = _seq_decoder.decode(raw).get("q")
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
-    return q if isinstance(q, int) and 0 <= q <= MAX_INT else None
+    # bool is an int subclass in Python but not on the wire: a seq of ``true`` echoed in an acknowledgement as 1
+    # would not even decode on the terminal (msgspec's int is strict).
+    return q if isinstance(q, int) and not isinstance(q, bool) and 0 <= q <= MAX_INT else None
 
 
 def sample(raw: msgspec.Raw) -> tuple[Any, list[str]]:

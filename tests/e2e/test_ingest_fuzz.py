@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -114,6 +115,9 @@ def _boundary_only_refuses(payload: bytes) -> None:
             pass
 
 
+# 41 s alone on a quiet box (2 cores); the suite's 120 s default is too tight beside two other xdist workers
+@pytest.mark.slow
+@pytest.mark.timeout(360)
 def test_twenty_thousand_generated_messages(pki, broker, tmp_path: Path) -> None:
     now = int(time.time())
     payloads = _generate(now)
@@ -122,7 +126,8 @@ def test_twenty_thousand_generated_messages(pki, broker, tmp_path: Path) -> None
                     extra="[ingest]\nunit_messages_per_minute = 1000000\nunit_bytes_per_minute = 1000000000\n"
                           "unit_events_per_minute = 1000000\n").start()
     try:
-        fuzz = Terminal(pki, broker, SN, inflight=500).c
+        fuzz_term = Terminal(pki, broker, SN, inflight=500)
+        fuzz = fuzz_term.c
         healthy_term = Terminal(pki, broker, HEALTHY, inflight=500)
         healthy, acked = healthy_term.c, healthy_term.acked
         hour = now - now % 3600
@@ -169,6 +174,9 @@ def test_twenty_thousand_generated_messages(pki, broker, tmp_path: Path) -> None
             wire["f"] = [[f["mount"], f["size_mb"], f["used_mb"], f["writable"]] for f in d["fs"]]
             boundary.sample(msgspec.Raw(msgspec.msgpack.encode(wire)))  # raises if anything stored is out of range
         assert kinds <= set(boundary.EVENT_SCHEMAS), kinds
+        # every acknowledgement, even to the fuzzing unit, decodes under the terminal's own schema (a rejected
+        # ``seq: true`` once came back as ``[true, true, ...]``, which no agent can read)
+        assert fuzz_term.undecodable == [] and healthy_term.undecodable == [], fuzz_term.undecodable[:3]
         fuzz.loop_stop()
         fuzz.disconnect()
         healthy.loop_stop()

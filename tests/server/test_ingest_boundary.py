@@ -140,3 +140,17 @@ def test_codec_turns_deep_nesting_into_a_counted_reason() -> None:
         assert err.reason in ("nesting", "schema")
     else:
         raise AssertionError("decoded")
+
+
+def test_a_true_seq_is_not_named_as_seq_one() -> None:
+    """msgpack ``true`` is a Python int; named in an acknowledgement it came back as ``[true, true, why]``, which the
+    terminal cannot decode (so it dropped the whole acknowledgement, good ranges included) and which stopped the
+    fuzz test's terminal session."""
+    for q, named in ((True, None), (False, None), (7, 7)):
+        raw = msgspec.Raw(msgspec.msgpack.encode({"q": q, "t": "not a time"}))
+        try:
+            boundary.sample(raw)
+        except boundary.ItemError as err:
+            assert err.seq == named, (q, err.seq)
+        else:
+            raise AssertionError(f"a sample with a text time was accepted (q={q!r})")
