@@ -36,6 +36,7 @@ _json_decode = msgspec.json.decode  # the same values as json.loads, faster
 _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}  # SQLite's LIKE folds ASCII letters only
 _CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a list of SNs
 
+_KEPT_SCOPES = 256  # scopes whose kept unit lists one process keeps (decision 034); the province's is one of them
 _COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed by registry_version, which every
 # registry or institution write bumps, so another process's write is seen within VERSION_TTL_S anyway)
 
@@ -161,10 +162,14 @@ def prefix_range(prefix: str) -> tuple[str, str]:
 
 
 class RegistryStore:
+    kept_lists = True  # False: every unit list from SQL (the tests compare the two ways; decision 034)
+
     def __init__(self) -> None:
         self._registry_gen = 0  # bumped by every registry / institution write of this process
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
+        self._kept_stamp: tuple[str, str] | None = None  # see _kept_units: what the kept unit lists were read at
+        self._kept_units_lists: dict[Within, list[str]] = {}  # a scope's (None: the province's) SNs in units, by SN
 
     def _registry_written(self) -> None:
         self._registry_gen += 1
@@ -201,12 +206,56 @@ class RegistryStore:
             args.extend(more)
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         order = _UNIT_SORTS.get(query.sort, "sn")
+        if self.kept_lists and order == "sn" and not query.q and query.online is None and not query.sns:
+            return await self._units_from_kept(query)
         total = (await self._one(f"SELECT count(*) FROM units {clause}", args))[0]
         rows = await self._all(
             f"SELECT * FROM units {clause} ORDER BY {order} {'DESC' if query.descending else 'ASC'}, sn LIMIT ? OFFSET ?",
             [*args, query.limit, query.offset],
         )
         return int(total), [_unit(r) for r in rows]
+
+    async def _units_from_kept(self, query: UnitQuery) -> tuple[int, list[UnitState]]:
+        """:meth:`list_units` by SN with no filter but the scope: the page sliced from the kept list of the scope's
+        SNs (:meth:`_kept_units`), then only its rows read by primary key. The same total, items and order as the
+        SQL (``ORDER BY sn`` with ``LIMIT``/``OFFSET`` and a count) without walking the units before the page."""
+        sns = await self._kept_units(query.within)
+        total, offset, limit = len(sns), query.offset, query.limit
+        if query.descending:  # the kept list backwards: ORDER BY sn DESC
+            page = sns[max(0, total - offset - limit):max(0, total - offset)][::-1]
+        else:
+            page = sns[offset:offset + limit]
+        if not page:
+            return total, []
+        rows = await (self._quick if len(page) <= 100 else self._all)(
+            f"SELECT * FROM units WHERE sn IN ({','.join('?' * len(page))})", page)
+        pos = {sn: k for k, sn in enumerate(page)}
+        return total, [_unit(r) for r in sorted(rows, key=lambda r: pos[r["sn"]])]
+
+    async def _kept_units(self, within: Within) -> list[str]:
+        """The SNs of ``units`` in ``within`` (None: every unit), in the database's ``ORDER BY sn``, kept in this
+        process (decision 034) while what they depend on is unchanged: the registry and the institutions
+        (``registry_version``, bumped by every write to them, whichever process) and the set of units (which
+        only grows, ``units_grown_sql``). Both are read from the database at every call, before the lists (a
+        write between the two reads makes a list newer than its stamp, read again at the next call): another
+        process's change shows at once, not after ``VERSION_TTL_S``."""
+        row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
+                                    f"({self.units_grown_sql})")
+        stamp = (str(row[0]), str(row[1]))
+        if stamp != self._kept_stamp:
+            self._kept_units_lists = {}
+            self._kept_stamp = stamp
+        kept = self._kept_units_lists
+        sns = kept.get(within)
+        if sns is None:
+            cond, args = units_within_sql(within)
+            sns = [r[0] for r in await self._all(f"SELECT sn FROM units WHERE {cond} ORDER BY sn", args)]
+            if self._kept_stamp == stamp:  # another call meanwhile may have seen a newer stamp
+                kept.pop(within, None)
+                kept[within] = sns
+                while len(kept) > _KEPT_SCOPES:  # the longest kept first
+                    kept.pop(next(iter(kept)))
+        return sns
 
     async def get_unit(self, sn: str) -> UnitState | None:
         row = await self._one("SELECT * FROM units WHERE sn=?", (sn,))

@@ -1,0 +1,90 @@
+"""Storage CPU per request of the unit lists issue 18 found slow, in process: ``list_units`` by SN (the kept lists of
+decision 034 against the SQL path) and the registry list by last seen, for the province, a county user and a city
+user, on bench_scope's data (50,000 units, 20,000 institutions).
+
+    .venv/bin/python benchmarks/bench_unit_lists.py                       # generates the data in a temporary dir
+    .venv/bin/python benchmarks/bench_unit_lists.py --db /tmp/fleet.sqlite  # data made before (bench_server_api)
+
+Each figure: ``--requests`` calls (pages of 50 at random offsets within the scope, as bench_scope sends them) after
+``--warmup`` unmeasured ones, one at a time, CPU time of this process (``time.process_time``) per call; the server's
+HTTP and JSON work is not in it (bench_scope.py measures that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import bench_server_api as api  # noqa: E402
+
+from benchmarks._harness import machine_line  # noqa: E402
+from server.storage import UnitQuery, open_storage  # noqa: E402
+
+SCOPES: list[tuple[str, Any]] = [("province", None), ("county user (county:县66)", ((), ("县66",))),
+                                 ("city user (city:统筹区13)", (("统筹区13",), ()))]
+
+
+async def per_call(n: int, warmup: int, call: Any) -> float:
+    for k in range(warmup):
+        await call(k)
+    t0 = time.process_time()
+    for k in range(n):
+        await call(k)
+    return (time.process_time() - t0) / n * 1000
+
+
+async def run(db: Path, n: int, warmup: int) -> None:
+    st: Any = open_storage(f"sqlite:///{db}")
+    await st.open()
+    rnd = random.Random(7)
+    print(f"{'call':44} {'scope':28} {'CPU ms a call':>14}")
+    for name, within in SCOPES:
+        total = (await st.list_units(UnitQuery(within=within, limit=1)))[0]
+        offsets = [50 * rnd.randrange(max(1, total // 50)) for _ in range(n + warmup)]
+        for kept in (False, True):
+            st.kept_lists = kept
+
+            async def units(k: int, within: Any = within, offsets: list[int] = offsets) -> None:
+                await st.list_units(UnitQuery(limit=50, offset=offsets[k], within=within))
+
+            label = f"list units by SN, {'kept lists' if kept else 'SQL'} ({total:,})"
+            print(f"{label:44} {name:28} {await per_call(n, warmup, units):14.2f}", flush=True)
+
+        async def by_seen(k: int, within: Any = within) -> None:
+            await st.registry_query({} if within is None else {"within": within}, "last_seen", True, 50, 0)
+
+        print(f"{'registry by last seen (desc, first page)':44} {name:28} {await per_call(n, warmup, by_seen):14.2f}",
+              flush=True)
+    await st.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", default="", help="an SQLite file bench_server_api.generate made (default: make one)")
+    ap.add_argument("--units", type=int, default=50_000)
+    ap.add_argument("--institutions", type=int, default=20_000)
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    args = ap.parse_args()
+    print(machine_line(), flush=True)
+    db = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="posfleet-bench-lists-")) / "fleet.sqlite"
+    if not db.exists():
+        api.generate(db, args.units, args.institutions, 1, 0, 1, 0, 1, int(time.time()))
+    print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min) at the start", flush=True)
+    asyncio.run(run(db, args.requests, args.warmup))
+    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end", flush=True)
+
+
+if __name__ == "__main__":
+    main()

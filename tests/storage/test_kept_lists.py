@@ -1,0 +1,91 @@
+"""The unit list from the kept lists (decision 034) gives what the SQL gives: the same total, items and order for
+every page, scope and direction, on SQLite and PostgreSQL, and at once after another process changed the registry,
+an institution or the set of units (no stale list shows, not even within ``VERSION_TTL_S``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from server.storage import SampleRow, UnitQuery, open_storage
+from tests.storage.test_contract import T0
+
+SCOPES: list[Any] = [None, ((), ("县1",)), (("市0",), ()), (("市1",), ("县0",)), ((), ()), ((), ("nowhere",)),
+                     (("市0", "市1"), ("县2",))]
+PAGES = [(50, 0), (7, 0), (7, 7), (5, 35), (10, 60), (3, 9), (1000, 0), (7, 200), (1, 0), (13, 41)]
+
+
+@pytest.fixture
+async def ref(url: str) -> AsyncIterator[Any]:
+    """A third process's storage that answers every unit list from SQL."""
+    st = open_storage(url, readers=2)
+    st.kept_lists = False
+    await st.open()
+    yield st
+    await st.close()
+
+
+async def same(kept: Any, ref: Any) -> None:
+    for within in SCOPES:
+        for descending in (False, True):
+            for limit, offset in PAGES:
+                q = UnitQuery(sort="sn", descending=descending, limit=limit, offset=offset, within=within)
+                got, want = await kept.list_units(q), await ref.list_units(q)
+                assert got == want, (within, descending, limit, offset)
+
+
+async def fleet(store: Any) -> None:
+    await store.upsert_institutions([{"code": f"I{k:02d}", "name": f"卫生室{k}", "county": f"县{k % 4}",
+                                      "region": f"市{k % 2}"} for k in range(12)])
+    # mixed case, digits and non-ASCII: the kept order is the database's ORDER BY sn, whatever its collation
+    sns = [f"{p}{k:03d}" for p in ("A", "b", "Z", "z9", "单") for k in range(24)]
+    await store.upsert_registry_units([{"sn": sn, **({} if k % 9 == 4 else {"institution": f"I{k % 12:02d}"})}
+                                       for k, sn in enumerate(sns)], T0, "admin")
+    for k, sn in enumerate(sns):
+        if k % 11 != 3:  # some registered units never heard from (not in the unit list)
+            await store.set_state(sn, k % 2 == 0, T0 + k, "connected", "1.0")
+    for sn in ("Q001", "q002"):  # heard, never registered: the province's alone
+        await store.set_state(sn, True, T0, "connected", "1.0")
+
+
+async def test_every_page_of_every_scope_is_the_sql_page(two: tuple[Any, Any], ref: Any) -> None:
+    kept, _ = two
+    await fleet(kept)
+    await same(kept, ref)
+    assert kept._kept_units_lists, "the kept lists answered"
+
+
+async def test_another_process_change_shows_at_once(two: tuple[Any, Any], ref: Any) -> None:
+    kept, writer = two
+    await fleet(writer)
+    await same(kept, ref)
+    # a unit moves to an institution of another county and city
+    await writer.upsert_registry_units([{"sn": "A001", "institution": "I02"}], T0, "admin")
+    await same(kept, ref)
+    # an institution moves to another county: its units with it
+    await writer.upsert_institutions([{"code": "I05", "county": "县1", "region": "市0"}])
+    await same(kept, ref)
+    # a new unit is heard (the set of units grows; the registry unchanged) ...
+    await writer.set_state("A999", True, T0, "connected", "1.0")
+    await same(kept, ref)
+    # ... and is registered to an institution; then a spare gets one
+    await writer.upsert_registry_units([{"sn": "A999", "institution": "I01"}], T0, "admin")
+    await same(kept, ref)
+    await writer.upsert_registry_units([{"sn": "A004", "institution": "I03"}], T0, "admin")
+    await same(kept, ref)
+    # ingest: a unit first heard through telemetry joins the units and the registry
+    await writer.store_telemetry([SampleRow("b500", 1, 1, T0, 60, 0, True, 80, {}, {"ts": T0}, float(T0))], [])
+    await writer.ensure_registered({"b500": T0})
+    await same(kept, ref)
+    await writer.upsert_registry_units([{"sn": "b500", "institution": "I00"}], T0, "admin")
+    await same(kept, ref)
+
+
+async def test_filters_the_kept_lists_do_not_answer_are_the_sql_s(two: tuple[Any, Any], ref: Any) -> None:
+    kept, _ = two
+    await fleet(kept)
+    for q in (UnitQuery(q="00", within=((), ("县1",))), UnitQuery(online=True), UnitQuery(sort="last_seen"),
+              UnitQuery(sns=["A001", "b002", "Q001"]), UnitQuery(sort="first_seen", descending=True, limit=5)):
+        assert await kept.list_units(q) == await ref.list_units(q), q
