@@ -319,6 +319,10 @@ class SqliteEngine(Engine):
                              rows)
         return db.total_changes - before
 
+    async def queue_in_commit_order(self, db: aiosqlite.Connection) -> None:
+        """Make ``recount_queue`` ids become visible in id order (the leader reads past the last id it took). SQLite
+        has one writer at a time, processes included, so its ids commit in order already."""
+
     async def purge_samples(self, before_ts: int) -> int:
         async with self.write() as db:
             cur = await db.execute("DELETE FROM samples WHERE ts < ?", (before_ts,))

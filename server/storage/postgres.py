@@ -44,6 +44,7 @@ _MIGRATE_LOCK = 0x706F73_0001  # advisory lock keys ("pos" + n)
 _PARTITION_LOCK = 0x706F73_0002
 _LEADER_LOCK = 0x706F73_0003
 _RECOUNT_LOCK = 0x706F73_0004
+_QUEUE_LOCK = 0x706F73_0005
 DAY = 86400
 
 # column types of the tables bulk-inserted with unnest (insert_ignore)
@@ -346,6 +347,14 @@ class PgEngine(Engine):
     @staticmethod
     def json_int(column: str, key: str) -> str:
         return f"(({column})::jsonb->>'{key}')::bigint"
+
+    async def queue_in_commit_order(self, db: PgConn) -> None:
+        """Held from before this transaction's ``recount_queue`` ids are drawn until it commits, so that ids become
+        visible in id order across processes. Without it, process A draws id 100, process B draws 101 and commits
+        first, the leader takes 101 and reads only ids above it from then on: A's hours were never recounted (a
+        late sample stored but not counted). The lock is the transaction's last step, so it is held for the insert
+        and the commit only."""
+        await db._conn.execute("SELECT pg_advisory_xact_lock($1)", _QUEUE_LOCK)
 
     async def insert_ignore(self, db: PgConn, table: str, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:

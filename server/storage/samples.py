@@ -106,12 +106,6 @@ class SampleStore:
             await db.executemany(
                 "UPDATE units SET latest_ts=?, latest=? WHERE sn=? AND (latest_ts IS NULL OR latest_ts <= ?)",
                 [(s.ts, json.dumps(s.body, ensure_ascii=False), sn, s.ts) for sn, s in sorted(latest.items())])
-            spans: dict[str, list[int]] = {}  # the hours these samples touch, kept with them (recount_queue)
-            for s in samples:
-                span = spans.setdefault(s.sn, [s.ts, s.ts + s.interval])
-                span[0], span[1] = min(span[0], s.ts), max(span[1], s.ts + s.interval)
-            await db.executemany("INSERT INTO recount_queue(sn, from_ts, to_ts) VALUES (?,?,?)",
-                                 [(sn, a, b) for sn, (a, b) in sorted(spans.items())])
             for e in events:
                 if e.kind == "inventory":
                     await db.execute("UPDATE units SET inventory=? WHERE sn=?", (json.dumps(e.data, ensure_ascii=False), e.sn))
@@ -120,6 +114,14 @@ class SampleStore:
                                                           "modem_model", "modem_firmware") if e.data.get(k)}
                     if ident:
                         await db.execute("UPDATE units SET identity=? WHERE sn=?", (json.dumps(ident), e.sn))
+            spans: dict[str, list[int]] = {}  # the hours these samples touch, kept with them (recount_queue)
+            for s in samples:
+                span = spans.setdefault(s.sn, [s.ts, s.ts + s.interval])
+                span[0], span[1] = min(span[0], s.ts), max(span[1], s.ts + s.interval)
+            if spans:  # last in the transaction: on PostgreSQL it holds the queue's order lock until the commit
+                await self.queue_in_commit_order(db)
+                await db.executemany("INSERT INTO recount_queue(sn, from_ts, to_ts) VALUES (?,?,?)",
+                                     [(sn, a, b) for sn, (a, b) in sorted(spans.items())])
         return stored
 
     # samples ---------------------------------------------------------------------

@@ -96,3 +96,18 @@ async def test_a_postgresql_database_holding_a_sample_twice_keeps_the_first_copy
         assert await st.count_samples() == 3
     finally:
         await st.close()
+
+
+async def test_the_recount_queue_becomes_visible_in_id_order_across_processes(store: Any, other: Any) -> None:
+    """The leader reads ``recount_queue`` past the last id it took. On PostgreSQL a process could draw id n, another
+    draw n + 1 and commit first: the leader took n + 1, never read n, and deleted it with the rest, so the late
+    sample's hours were never recounted (stored, not counted). Now a transaction's queue rows wait for the one
+    before it to commit: no reader sees an id while a lower one is still uncommitted."""
+    async with store.write():  # process A's ingest transaction, still open (store_telemetry joins it)
+        await store.store_telemetry([smp("A1", 1, T0)], [])
+        b = asyncio.create_task(other.store_telemetry([smp("B1", 1, T0 + 60)], []))  # process B, meanwhile
+        await asyncio.sleep(0.5)
+        assert await other.recount_queue() == [], "a queue row visible while a lower id was still uncommitted"
+    assert await b == 1
+    rows = await other.recount_queue()
+    assert [r[1] for r in rows] == ["A1", "B1"] and rows[0][0] < rows[1][0], rows
