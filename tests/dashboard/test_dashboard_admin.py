@@ -252,12 +252,23 @@ def test_registry_import_shows_a_preview_and_applies_only_when_confirmed(fleet: 
     assert b.eval("document.getElementById('import-file').files.length") == 1
     b.wait("!!document.querySelector('#import-changes')", timeout=10, what="the import preview")
     changes = b.eval("[...document.querySelectorAll('#import-changes tbody tr[data-row]')].map(r => [...r.cells].map(c => c.textContent))")
-    assert [c[:2] for c in changes] == [[u.sn, "change"], ["HN47000001", "add"]]
-    assert "vendor" in changes[0][2] and "新大陆" in changes[0][2]
+    # in Chinese, as the rest of the page (issue 14: every code the UI shows has a Chinese label): the action, the
+    # field's name, a status code's value, the summary and the error table's columns; the codes stay in data-*
+    assert [c[:2] for c in changes] == [[u.sn, "修改"], ["HN47000001", "新增"]]
+    assert b.eval("[...document.querySelectorAll('#import-changes tbody tr[data-row]')].map(r => r.dataset.action)") == \
+        ["change", "add"]
+    assert "厂商: " in changes[0][2] and "新大陆" in changes[0][2] and "vendor" not in changes[0][2]
+    assert "状态: — → 备用" in changes[1][2] and "spare" not in changes[1][2], changes[1]
+    summary = b.text('[data-k="import.summary"]')
+    assert "新增 1" in summary and "修改 1" in summary and not re.search("[a-z]", summary), summary
+    assert b.texts("#import-errors thead th") == ["行号", "字段", "说明"]
+    assert b.texts("#import-errors tbody td:nth-child(2)") == ["机构"]
     before = fleet.api(f"/api/v1/registry/units/{u.sn}")
-    assert before["insurance_sn"] and "insurance_sn" not in changes[0][2], \
+    assert before["insurance_sn"] and "医保 SN" not in changes[0][2], \
         "a column the file lacks is left as it is, and the preview does not say it would be blanked"
     assert b.eval("[...document.querySelectorAll('#import-errors tbody tr[data-row]')].map(r => r.dataset.row)") == ["4"]
+    assert b.eval("[...document.querySelectorAll('#import-errors tbody tr[data-row]')].map(r => r.dataset.field)") == \
+        ["institution"]
     reg = fleet.api(f"/api/v1/registry/units/{u.sn}")
     assert reg["vendor"] != "新大陆" and fleet.server.get("/api/v1/registry/units/HN47000001").status_code == 404, \
         "a preview changes nothing"
@@ -276,7 +287,7 @@ def test_registry_import_shows_a_preview_and_applies_only_when_confirmed(fleet: 
     b.wait(f"(document.querySelector('#import-changes tbody tr[data-row]') || {{}}).textContent.includes("
            f"{json.dumps(before['insurance_sn'])})", timeout=10, what="the second preview's row")
     cells = b.eval("[...document.querySelectorAll('#import-changes tbody tr[data-row]')].map(r => [...r.cells].map(c => c.textContent))")
-    assert cells == [[u.sn, "change", f"insurance_sn: {before['insurance_sn']} → （清空）"]]
+    assert cells == [[u.sn, "修改", f"医保 SN: {before['insurance_sn']} → （清空）"]]
 
 
 def test_registry_xlsx_export_keeps_iccids_as_text(fleet: Fleet, browser: Browser, tmp_path: Path) -> None:

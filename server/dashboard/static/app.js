@@ -73,6 +73,8 @@ const I18N = {
     stored_reports: "定时生成的报表", stored_none: "暂无（在服务器设置 [reports.schedule] 中开启按月、按季生成）",
     period: "期间", format: "格式", made: "生成时间", delivered: "已发送", via_email: "邮件", via_webhook: "Webhook",
     download: "下载", report: "报表", export: "导出", import: "导入", preview: "预览", apply: "确认导入", emptied: "（清空）",
+    import_add: "新增", import_change: "修改", import_line: "行号", import_field: "字段", import_imported: "已导入",
+    import_added: "新增", import_changed: "修改", import_unchanged: "无变化",
   },
   en: {
     app_title: "POS fleet monitor", nav_fleet: "Fleet", nav_units: "Units", nav_institutions: "Institutions", logout: "Sign out",
@@ -142,6 +144,8 @@ const I18N = {
     stored_reports: "Scheduled reports", stored_none: "None yet (turn on monthly or quarterly reports in [reports.schedule])",
     period: "Period", format: "Format", made: "Made", delivered: "Delivered", via_email: "e-mail", via_webhook: "webhook",
     download: "Download", report: "Report", export: "Export", import: "Import", preview: "Preview", apply: "Apply import", emptied: "(emptied)",
+    import_add: "add", import_change: "change", import_line: "line", import_field: "field", import_imported: "imported",
+    import_added: "added", import_changed: "changed", import_unchanged: "unchanged",
   },
 };
 
@@ -707,13 +711,18 @@ function registryTools() {
   return h("div", {class: "card", id: "registry-tools"}, h("div", {class: "row"}, ...kids, status), preview);
 }
 function importReport(rep, dry, apply) {
+  // the server answers codes (actions, field names, status codes): each is shown in the page's language
   const changes = rep.changes || [];
   const errors = rep.errors || [];
-  const head = h("p", {"data-k": "import.summary"}, Object.entries(rep).filter(([, v]) => typeof v === "number").map(([k, v]) => `${k} ${v}`).join(" · "));
-  const ch = table([t("sn"), t("what"), t("message")], changes.map(c => h("tr", {"data-row": c.key || c.sn || ""},
-    td(c.key || c.sn || ""), td(c.action || ""), td(Object.entries(c.fields || {}).map(([k, v]) => `${k}: ${v[0] === null || v[0] === undefined ? "—" : v[0]} → ${v[1] === null || v[1] === "" ? t("emptied") : v[1]}`).join("; "), {class: "wrap"}))), {id: "import-changes"});
-  const er = table(["line", "field", t("message")], errors.map(e => h("tr", {"data-row": String(e.line)},
-    td(String(e.line)), td(e.field || ""), td(e.error || e.message || "", {class: "wrap"}))), {id: "import-errors"});
+  const CODED = new Set(["status", "stock_type", "link_type", "type", "level"]);  // fields whose values are codes
+  const value = (k, v) => CODED.has(k) ? word(v) : String(v);
+  const field = k => k ? word(k) : "";
+  const head = h("p", {"data-k": "import.summary"}, ["imported", "added", "changed", "unchanged"].filter(k => typeof rep[k] === "number")
+    .map(k => `${t("import_" + k)} ${rep[k]}`).join(" · "));
+  const ch = table([t("sn"), t("what"), t("message")], changes.map(c => h("tr", {"data-row": c.key || c.sn || "", "data-action": c.action || ""},
+    td(c.key || c.sn || ""), td(c.action ? t("import_" + c.action) : ""), td(Object.entries(c.fields || {}).map(([k, v]) => `${field(k)}: ${v[0] === null || v[0] === undefined ? "—" : value(k, v[0])} → ${v[1] === null || v[1] === "" ? t("emptied") : value(k, v[1])}`).join("; "), {class: "wrap"}))), {id: "import-changes"});
+  const er = table([t("import_line"), t("import_field"), t("message")], errors.map(e => h("tr", {"data-row": String(e.line), "data-field": e.field || ""},
+    td(String(e.line)), td(field(e.field)), td(e.error || e.message || "", {class: "wrap"}))), {id: "import-errors"});
   return h("div", {}, head, ch, er, dry && changes.length ? h("button", {type: "button", id: "import-apply", onclick: apply}, t("apply")) : null);
 }
 
