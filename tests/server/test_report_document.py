@@ -116,7 +116,8 @@ async def test_pdf_is_the_contracts_document(tmp_path: Path) -> None:
         assert "HNA0000001" in appx and "95%" in appx and "未打印" in appx
         # the server's self-inspection as the running server gives it (no backup made in this test: said)
         assert "最近备份" in text and "no database backup recorded" in text
-        # spare stock: the spare HNS0000009 is counted
+        # spare stock per county: the spare HNS0000009 (no institution) is counted, 秀英区 has none
+        assert "\n— 1 1 0\n" in lines and "\n秀英区 4 0 0\n" in lines
 
         out = tmp_path / "march.pdf"
         out.write_bytes(r.content)
@@ -133,6 +134,35 @@ async def test_pdf_is_the_contracts_document(tmp_path: Path) -> None:
         # English on request: every reason in words too
         en = (await api.get("/api/v1/reports/ops", lang="en", **MARCH)).text
         assert "Operations service report" in en and "printer: paper out" in en and "1 March 2025 to 31 March 2025" in en
+
+
+async def test_recommendations_name_units_to_visit_sims_and_certificates(tmp_path: Path) -> None:
+    """The recommendations are derived from the period's data: the units below the threshold to visit, the SIMs at
+    80 % of their plan, the counties without spares, the terminal certificates near their end (from the running
+    server's self-inspection of the CA's index), in Chinese and in English."""
+    from tests.server.test_inspection import _ca
+
+    ca_dir = _ca(tmp_path, {"HN00000007": 30, "HN00000008": 400})
+    async with make_api(tmp_path, {**CONTRACT, "pki": {"ca_dir": str(ca_dir)}}, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        mb = 1_000_000  # D's SIM: 450 MB of its 500 MB plan in March (90 %); A's 10 MB
+        await api.feed("HND0000001", [sample(100 + k, at("2025-03-04 09:00") + 60 * k, data_bytes=v * mb)
+                                      for k, v in enumerate((0, 450))])
+        await api.feed("HNA0000001", [sample(400 + k, at("2025-03-04 09:00") + 60 * k, data_bytes=v * mb)
+                                      for k, v in enumerate((0, 10))])
+        api.clock.t = at("2025-04-01 00:00")
+        await api.settle()
+        pages = _pdf_text((await api.get("/api/v1/reports/ops", format="pdf", **MARCH)).content)
+        text = "".join(pages).replace("\n", "")
+        recs = text[text.index("建议"):text.index("签章", text.index("建议"))]
+        assert re.search(r"上门检修设备完好率低于达标线的终端：[^。]*HNA0000001", recs), recs
+        assert "SIM 流量已达套餐 80% 以上，核查业务流量或调整套餐：HND0000001。" in recs, recs
+        assert "以下区县无备机，建议补充：秀英区。" in recs, recs
+        assert "1 台终端证书将在 30 天内到期，安排续期：HN00000007。" in recs, recs
+        en = (await api.get("/api/v1/reports/ops", lang="en", **MARCH)).text
+        assert "SIMs at 80 % of their plan or more (check the traffic or the plan): HND0000001." in en
+        assert "1 terminal certificates expire within 30 days; renew: HN00000007." in en
+        assert "Visit the units whose device intact rate is below the threshold:" in en
 
 
 async def test_periods_as_people_name_them(tmp_path: Path) -> None:
