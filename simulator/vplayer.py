@@ -295,6 +295,7 @@ class VirtualPlayer(Player):
             "max_offset_s": round(max(f["max_offset_s"] for f in stops), 3),
             "max_ack_skew_s": round(max(f["max_ack_skew_s"] for f in stops), 3),
             "ack_timeouts": sum(f["ack_timeouts"] for f in stops),
+            "redated_samples": sum(f["redated_samples"] for f in stops),
             "agent_starts": sum(f["starts"] for f in stops),
             "link_cuts": sum(f["link_cuts"] for f in stops),
             "network_rounds": sum(f["rounds"] for f in stops),
@@ -324,6 +325,9 @@ class VirtualPlayer(Player):
                                   f"{[u for f in stops for u in f['units_late']]})")
         if figures["ack_timeouts"]:
             self.incidents.append(f"{figures['ack_timeouts']} acknowledgement timeout(s)")
+        if figures["redated_samples"]:
+            self.incidents.append(f"{figures['redated_samples']} sample(s) re-dated after they were taken (units "
+                                  f"{[u for f in stops for u in f['units_redated']]})")
         a, b = report_period(self.sc)
         answers = self._counted_virtual(a, b)
         # the answer read twice: the second read must equal the first (nothing was still being counted)

@@ -35,6 +35,7 @@ import random
 import selectors
 import signal
 import socket
+import sqlite3
 import time
 import traceback
 import uuid
@@ -130,6 +131,10 @@ class VUnit:
     max_offset: float = 0.0
     max_ack_skew: float = 0.0  # the largest |server time - the unit's clock| of an acknowledgement, when read
     ack_timeouts: int = 0
+    # samples whose date changed after they were taken (the agent's clock moved under them); the one sample after a
+    # night jump, dated at the slot it missed, aside (its slot counts for nobody)
+    redated: int = 0
+    night_slots: set[int] = field(default_factory=set)
     cuts: int = 0
     power_cut: bool = False  # stopped by a power cut: back with a new boot
 
@@ -195,6 +200,7 @@ class Worker:
         u.agent.system = self.system
         if self.parts is not None:
             self._time_parts(u.agent)
+        self._watch_dates(u)
         if u.cut:
             u.agent.link.port = self.refusing_port
         # every acknowledgement settles the hello that may be waiting for one
@@ -269,6 +275,56 @@ class Worker:
         timed(a.link.client, "publish", "paho publish")
         timed(a, "step", "agent (all)")
         timed(a, "handle_events", "agent (all)")
+
+    def _watch_dates(self, u: VUnit) -> None:
+        """The self-check "no sample re-dated": the agent moves the dates of samples it has taken when its clock
+        moves by a second or more (``Agent._clock_moved``: those in memory and the one waiting for its probe) and
+        when its clock is first checked (``Agent._redate_held``: the outbox's held rows, from their boot-time
+        reading). Each sample whose date changes is counted in ``u.redated``: a sample dated on a clock the server
+        then corrects by minutes lands in another slot (trap 1 of decision 025)."""
+        from agent.outbox import KIND_SAMPLE
+
+        a = u.agent
+        moved, held = a._clock_moved, a._redate_held
+
+        def memory_dates() -> dict[int, tuple[Any, int]]:
+            kept = list(a.memory) + ([a._open_sample[0]] if a._open_sample is not None else [])
+            return {id(s): (s, s.ts) for s in kept}
+
+        def outbox_dates() -> dict[int, int]:
+            box = a.outbox
+            if box is None:
+                return {}
+            try:
+                with box._lock:
+                    return dict(box._db.execute("SELECT seq, ts FROM outbox WHERE held=1 AND kind=?",
+                                                (KIND_SAMPLE,)).fetchall())
+            except sqlite3.Error:
+                return {}
+
+        def clock_moved(jump: float) -> None:
+            before = memory_dates()
+            moved(jump)
+            u.redated += sum(1 for s, ts in before.values() if s.ts != ts and ts not in u.night_slots)
+
+        def redate_held() -> None:
+            before = outbox_dates()
+            held()
+            box = a.outbox
+            if not before or box is None:
+                return
+            try:
+                with box._lock:
+                    after = dict(box._db.execute(
+                        f"SELECT seq, ts FROM outbox WHERE seq IN ({','.join('?' * len(before))})",
+                        list(before)).fetchall())
+            except sqlite3.Error:
+                return
+            u.redated += sum(1 for seq, ts in before.items()
+                             if seq in after and after[seq] != ts and ts not in u.night_slots)
+
+        a._clock_moved = clock_moved  # type: ignore[method-assign]
+        a._redate_held = redate_held  # type: ignore[method-assign]
 
     def _unregister(self, u: VUnit) -> None:
         for key in list(self.sel.get_map().values()):
@@ -351,12 +407,15 @@ class Worker:
             u.hello_pending = True
         a.handle_events()
         before = a.stats.samples
-        late = u.clock.now() - a._next_slot
+        slot = a._next_slot
+        late = u.clock.now() - slot
         if not a.step():
             self.incidents.append(f"{u.spec.sn}: agent asked to stop at {self.now}")
         if a.stats.samples != before:
             if late >= 1.0 and u.samples_seen and not self.jumped:
                 u.late_wakes += 1
+            if self.jumped and late >= self.interval:
+                u.night_slots.add(int(slot))  # dated at the first slot it missed, counted by nobody
             u.samples_seen += 1
         link.housekeeping()
         off = abs(u.clock.offset)
@@ -564,6 +623,7 @@ class Worker:
             "max_offset_s": max((u.max_offset for u in self.units.values()), default=0.0),
             "max_ack_skew_s": max((u.max_ack_skew for u in self.units.values()), default=0.0),
             "ack_timeouts": sum(u.ack_timeouts for u in self.units.values()),
+            "redated_samples": sum(u.redated for u in self.units.values()),
             "starts": sum(u.starts for u in self.units.values()),
             "link_cuts": sum(u.cuts for u in self.units.values()),
             "rounds": self.rounds,
@@ -574,6 +634,7 @@ class Worker:
             "units_offset_over_1s": sorted(sn for sn, u in self.units.items() if u.max_offset >= 1.0)[:10],
             "units_ack_skew_over_1s": sorted(sn for sn, u in self.units.items() if u.max_ack_skew >= 1.0)[:10],
             "units_late": sorted(sn for sn, u in self.units.items() if u.late_wakes)[:10],
+            "units_redated": sorted(sn for sn, u in self.units.items() if u.redated)[:10],
         }
 
     def trim(self) -> None:

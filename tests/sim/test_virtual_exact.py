@@ -64,6 +64,7 @@ def check_exact(raw: dict[str, Any], out: dict[str, Any]) -> int:
     run = out["run"]
     assert run["late_wakes"] == 0 and run["ack_timeouts"] == 0 and run["max_offset_s"] < 1.0, run
     assert run["max_ack_skew_s"] < 1.0, run  # every acknowledgement read in the window it was sent in
+    assert run["redated_samples"] == 0, run  # no sample moved off the slot it was taken in
     assert run["answer_read_twice_equal"] is True and not out["incidents"], out["incidents"]
     return named
 
@@ -146,3 +147,28 @@ def test_a_restart_under_a_long_latency_and_slow_peripherals_keeps_the_clock(tmp
     out = play(raw, tmp_path / "run", workers=1)
     assert out["run"]["max_offset_s"] < 1.0 and out["run"]["max_ack_skew_s"] < 1.0, out["run"]
     check_exact(raw, out)
+
+
+class _ServerAhead(VirtualPlayer):
+    """The server's clock two minutes ahead of the fleet's: every agent's first acknowledgement moves its clock by
+    two minutes, under the samples it took before (what happened when an answer was read minutes late)."""
+
+    def _set_time(self, t: float) -> None:
+        super()._set_time(t + 120)
+
+
+def test_samples_re_dated_by_a_moved_clock_are_counted_and_reported(tmp_path: Path) -> None:
+    """The self-check "no sample re-dated" (issue 16): a sample whose date changes after it was taken is counted
+    (``redated_samples``) and reported as an incident; the exactness runs above assert it stays 0."""
+    raw = {"name": "server ahead", "start": "2026-06-02T09:00:00+08:00", "end": "2026-06-02T09:10:00+08:00",
+           "service_hours": "09:00-18:00",
+           "institutions": [{"code": "469005-001", "name": "某卫生院", "county": "文昌", "type": "health_centre"}],
+           "units": [{"sn": "HN99990001", "institution": "469005-001", "model": "generic-pos",
+                      "modem": "quectel-ec20", "printer": "generic-58mm", "idcard": "generic-sam"}],
+           "events": []}
+    scenario, raw = load(raw)
+    with _ServerAhead(scenario, raw, Options(workdir=tmp_path / "run"), workers=1) as player:
+        result = player.run()
+    run = result.report["run"]
+    assert run["redated_samples"] >= 1, run
+    assert any("re-dated" in i for i in result.incidents), result.incidents
