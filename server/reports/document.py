@@ -305,6 +305,10 @@ def recommendations(data: dict[str, Any], lang: str, limit: int = 20) -> list[st
             out.append(f"{('、'.join(bad))}：{zh_name}达标时间占比低于 {data['threshold'] * 100:g}%，请运营商排查。" if zh else
                        f"{', '.join(bad)}: {en_name} within the limit less than {data['threshold'] * 100:g} % of "
                        "service time; ask the carrier.")
+    if not (data.get("fleet") or {}).get("service_slots"):
+        # nothing was counted (no unit in service, or a period before the server counted): no target was met
+        out.insert(0, "本期无服务时隙，无据以判断各项指标是否达标。" if zh else
+                   "No service slots were counted in the period: no figure can be said to meet its target.")
     if not out:
         out.append("本期各项指标均达标，按计划巡检。" if zh else "Every figure met its target; inspect as planned.")
     return out

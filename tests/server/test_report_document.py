@@ -165,6 +165,22 @@ async def test_recommendations_name_units_to_visit_sims_and_certificates(tmp_pat
         assert "Visit the units whose device intact rate is below the threshold:" in en
 
 
+async def test_a_period_with_nothing_counted_does_not_say_every_target_was_met(tmp_path: Path) -> None:
+    """A month before the server counted anything (what a new server's first scheduled report covers): no tier, and
+    the recommendations do not claim every figure met its target."""
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        for lang, nothing, met in (("zh", "本期无服务时隙，无据以判断各项指标是否达标。", "本期各项指标均达标"),
+                                   ("en", "No service slots were counted in the period", "Every figure met its target")):
+            html = (await api.get("/api/v1/reports/ops", month="2025-02", lang=lang)).text
+            assert nothing in html and met not in html, lang
+        assert "本期无服务时隙，无法判定档次。" in (await api.get("/api/v1/reports/ops", month="2025-02")).text
+    (tmp_path / "new").mkdir()
+    async with make_api(tmp_path / "new", now="2025-03-03 07:00") as api:  # a new server: nothing registered yet
+        html = (await api.get("/api/v1/reports/ops", month="2025-02")).text
+        assert "本期无服务时隙，无据以判断各项指标是否达标。" in html and "本期各项指标均达标" not in html
+
+
 async def test_periods_as_people_name_them(tmp_path: Path) -> None:
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
         await _month_of_data(api)
