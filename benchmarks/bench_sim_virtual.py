@@ -141,7 +141,7 @@ def main() -> None:
         "units": a.units, "days": a.days, "workers": run["workers"], "wall_s": round(wall, 1),
         "play_s": run["play_s"], "samples_stored": run["samples_stored"],
         "self_checks": {k: run[k] for k in ("late_wakes", "max_offset_s", "max_ack_skew_s", "ack_timeouts",
-                                            "answer_read_twice_equal")},
+                                            "redated_samples", "answer_read_twice_equal")},
         "incidents": run["incidents"][:5],
         "oracle": {"slots_checked": slots_checked, "mismatches": mismatches, "unexplained": bad},
         "cpu_s": cpu, "cpu_ms_per_sample": {k: round(1000 * v / n, 3) for k, v in cpu.items()},

@@ -93,7 +93,7 @@ def test_every_fault_each_fault_was_really_produced(every_fault: tuple[Player, R
     assert "paper" in reasons("HN00070001", "10:46")
     assert by_minute["HN00070001"]["10:53"]["network"] == "ok"  # 250 ms is under the threshold
     assert by_minute["HN00070002"]["10:35"]["device"] == "no_data"  # powered off
-    assert "rtt" in reasons("HN00070002", "10:46")  # 650 ms measured by the agent itself
+    assert "rtt=650ms" in reasons("HN00070002", "10:46")  # 650 ms measured by the agent itself, exactly
     assert "cover" in reasons("HN00070002", "10:52")
     assert "read-only" in reasons("HN00070003", "10:35").lower()
     assert by_minute["HN00070003"]["10:46"]["device"] == "no_data"  # agent stopped
