@@ -425,6 +425,7 @@ class Availability:
                         for sns_h in [self._dirty.pop(h)] if h >= keep_from}
                 hours = await self._recount_marked(todo)
                 await self._settle(True)
+                await self._flush_datause()  # a follower's own ingest: its readings are in no other process
                 return {"unit_hours": hours, "seconds": self._counted(hours, t0, now), "rolled_to": self.rolled_to}
             closed = hour_start(now, self.tz)
             assert self.rolled_to is not None
@@ -471,7 +472,7 @@ class Availability:
                 self._queue_done = done_to
             if queued:
                 self._wake.set()  # the queue held more than one pass takes
-            await self.datause.flush()
+            await self._flush_datause()
             if closed > self.rolled_to:
                 self.rolled_to = closed
                 await self.storage.meta_set("rolled_to", str(closed))
@@ -482,6 +483,16 @@ class Availability:
                 self._mark_span(list((await self.registry.index()).keys()), start, closed)
                 self._wake.set()
             return {"unit_hours": hours, "seconds": self._counted(hours, t0, now), "rolled_to": self.rolled_to}
+
+    async def _flush_datause(self) -> None:
+        """Fold the SIM counter readings this process's ingest committed into ``data_day``. Every ingesting process
+        does so for its own readings (a follower's were kept in its memory and never written: a unit whose batches
+        the shared subscription gave to a follower showed no data use, and the follower's memory grew); one process
+        at a time across the fleet (``storage.recount_lock``), as a day row is read, added to and written back."""
+        if not self.datause.pending:
+            return
+        async with self.storage.recount_lock():
+            await self.datause.flush()
 
     def _counted(self, hours: int, t0: float, now: int) -> float:
         """Note a pass that recounted ``hours`` unit-hours in this process (``/availability/status``); its seconds."""

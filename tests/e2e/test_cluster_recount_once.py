@@ -74,3 +74,41 @@ def test_a_late_hour_stored_by_a_follower_is_recounted_once(pki, broker, pg_url:
     for s in (leader, follower):
         if s is not None:
             assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
+
+
+def test_sim_data_use_counts_the_samples_a_follower_stored(pki, broker, pg_url: str, tmp_path: Path) -> None:
+    """A follower's ingest noted the SIM counter readings in its memory and never wrote them: a unit whose batches
+    the shared subscription gave to a follower showed no data use on any process (and the follower's memory
+    grew with every sample)."""
+    group = secrets.token_hex(16)
+    quiet = Broker(pki, tmp_path / "quiet-broker").start()  # the leader's: no terminal publishes there
+    leader = _server(pki, quiet, tmp_path / "a", pg_url, group).start()
+    follower = None
+    t = None
+    sn = "HN00170003"
+    try:
+        wait_for(lambda: leader.log.read_text().count(" leads: ") == 1, 20, "the first process leads")
+        follower = _server(pki, broker, tmp_path / "b", pg_url, group).start()
+        now = int(time.time()) // 60 * 60
+        t = Terminal(pki, broker, sn)
+        t.send(codec.encode(Batch(sn=sn, epoch=1, samples=[  # 1 MB a minute on the counter
+            Sample(seq=k, ts=now - 600 + 60 * k, interval=60, connected=True, rtt_ms=80, checks=OK,
+                   data_bytes=5_000_000 + 1_000_000 * k) for k in range(10)])))
+        wait_for(lambda: 9 in t.acked, 30, "the follower committed the samples")
+
+        def used(s: Server) -> int:
+            r = s.get(f"/api/v1/units/{sn}/data")
+            return int(r.json()["used_bytes"]) if r.status_code == 200 else -1
+
+        wait_for(lambda: used(leader) == 9_000_000, 30, "the data use the follower's samples show, read on the leader")
+        assert used(follower) == 9_000_000
+    finally:
+        if t is not None:
+            t.close()
+        for s in (leader, follower):
+            if s is not None and s.proc is not None:
+                s.stop()
+        quiet.stop()
+    for s in (leader, follower):
+        if s is not None:
+            assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
