@@ -195,3 +195,34 @@ async def _made_on_a_served_from_b(tmp_path: Path, pg_url: str, max_mb: int) -> 
             if shared:
                 assert "秀英区" in (await server_b.get(listed["ops-2025-03.html"]["url"], role="viewer")).text
 
+
+
+async def test_quarterly_report_is_made_once_after_the_quarter(tmp_path: Path) -> None:
+    """``quarterly`` alone: after 2025Q1 ends (and ``delay_h``), the quarter's report is made, kept and announced
+    once, with the quarter's Chinese period; no monthly report is made; later ticks make nothing again."""
+    Hook.got = []
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    extra = {"reports": {"dir": str(tmp_path / "reports"), "number_prefix": "HNYB-YW-",
+                         "schedule": {"quarterly": True, "delay_h": 1, "interval_s": 3600, "formats": ["html"],
+                                      "webhook_url": f"http://127.0.0.1:{hook.server_address[1]}/reports"}}}
+    try:
+        async with make_api(tmp_path, extra, now="2025-03-03 07:00") as api:
+            await _month_of_data(api)  # the clock now at 2025-04-01 00:00
+            assert await schedule.tick(api.app) == []  # before delay_h
+            api.clock.t = at("2025-04-01 02:00")
+            await asyncio.gather(schedule.tick(api.app), schedule.tick(api.app))
+            await schedule.tick(api.app)
+            api.clock.t = at("2025-04-20 02:00")
+            assert await schedule.tick(api.app) == []
+            listed = (await api.get("/api/v1/reports/stored", role="viewer")).json()["items"]
+            assert {r["kind"] for r in listed} == {"quarter"}, listed  # (2024Q4 too: the tick at start made it)
+            q1 = [r for r in listed if r["period"] == "2025Q1"]
+            assert [(r["name"], r["format"]) for r in q1] == [("ops-2025Q1.html", "html")], listed
+            page = (await api.get(q1[0]["url"], role="viewer")).text
+            assert "2025年第一季度" in page and "2025年1月1日至2025年3月31日" in page and "HNYB-YW-2025Q1" in page
+            assert "秀英区" in page
+            notices = [(n["period"], n["report_no"]) for n in Hook.got if n["period"] == "2025Q1"]
+            assert notices == [("2025Q1", "HNYB-YW-2025Q1")], Hook.got
+    finally:
+        hook.shutdown()
