@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -67,6 +68,14 @@ class Engine:
         """The first row, or None. For statements that return at most a few rows (all are fetched)."""
         rows = await self._all(sql, args)
         return rows[0] if rows else None
+
+    @staticmethod
+    def in_set_sql(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """A condition true when ``column`` is one of ``values`` (any number of them), and its arguments: one
+        ``IN`` list here (PostgreSQL's ``translate`` makes it one array, ``= ANY($n)``); SQLite's below."""
+        if not values:
+            return "1 = 0", []
+        return f"{column} IN ({','.join('?' * len(values))})", list(values)
 
     @staticmethod
     async def _bump(db: Any, key: str) -> None:
@@ -308,6 +317,13 @@ class SqliteEngine(Engine):
     def json_int(column: str, key: str) -> str:
         """SQL for the number at ``key`` of the JSON text in ``column`` (NULL when absent)."""
         return f"json_extract({column}, '$.{key}')"
+
+    @staticmethod
+    def in_set_sql(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+        """As :meth:`Engine.in_set_sql`, as one JSON argument (binding thousands of parameters costs more than
+        the query) and with ``+column``: SQLite then walks the index that gives the order (``units_last_seen``)
+        and tests each row against the set, instead of reading every row of the set by its key and sorting."""
+        return f"+{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values), ensure_ascii=False)]
 
     async def insert_ignore(self, db: aiosqlite.Connection, table: str, rows: Sequence[Sequence[Any]]) -> int:
         """Insert ``rows`` (every column, in order) inside ``db``'s transaction, skipping those whose key is

@@ -6,9 +6,11 @@ both backends run; ``SqlStore`` inherits it. What it hands out is typed (:class:
 :class:`RegistryUnit`, :class:`StatusChange`, ...: plain dicts, as the API answers them). The registry's rules (which
 statuses exist, what an import may change, when a status change is allowed) are ``server/registry``'s.
 
-This process keeps two small caches here, both keyed by ``registry_version`` (bumped in the same transaction as
-every registry or institution write, so another process's write is seen within ``VERSION_TTL_S``): registry counts
-(reused at most ``_COUNT_CACHE_S``) and the text of every SN for substring search.
+This process keeps small caches here, keyed by ``registry_version`` (bumped in the same transaction as every
+registry or institution write): the text of every SN for substring search (another process's write is seen within
+``VERSION_TTL_S``); and, checked against ``registry_version`` and the number of units read at every call, so another
+process's write is seen at once (decision 034): registry counts (reused at most ``_COUNT_CACHE_S``) and the kept
+lists of each scope's SNs the unit list pages and the registry list by last seen tests against.
 """
 
 from __future__ import annotations
@@ -169,7 +171,8 @@ class RegistryStore:
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
         self._kept_stamp: tuple[str, str] | None = None  # see _kept_units: what the kept unit lists were read at
-        self._kept_units_lists: dict[Within, list[str]] = {}  # a scope's (None: the province's) SNs in units, by SN
+        self._kept_units_lists: dict[Any, list[str]] = {}  # a scope's (None: the province's) SNs in units, by SN;
+        # ("registry", scope): its registered SNs (see _kept_units)
 
     def _registry_written(self) -> None:
         self._registry_gen += 1
@@ -232,27 +235,40 @@ class RegistryStore:
         pos = {sn: k for k, sn in enumerate(page)}
         return total, [_unit(r) for r in sorted(rows, key=lambda r: pos[r["sn"]])]
 
-    async def _kept_units(self, within: Within) -> list[str]:
-        """The SNs of ``units`` in ``within`` (None: every unit), in the database's ``ORDER BY sn``, kept in this
+    async def _stamp(self) -> tuple[str, str]:
+        """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists and the
+        registry counts are valid for (decision 034)."""
+        row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
+                                    f"({self.units_grown_sql})")
+        return str(row[0]), str(row[1])
+
+    async def _kept_units(self, within: Within, registered: bool = False) -> list[str]:
+        """The SNs of ``units`` in ``within`` (None: every unit), in the database's ``ORDER BY sn`` (``registered``:
+        of the registry, by SN, a scope's only), kept in this
         process (decision 034) while what they depend on is unchanged: the registry and the institutions
         (``registry_version``, bumped by every write to them, whichever process) and the set of units (which
         only grows, ``units_grown_sql``). Both are read from the database at every call, before the lists (a
         write between the two reads makes a list newer than its stamp, read again at the next call): another
         process's change shows at once, not after ``VERSION_TTL_S``."""
-        row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
-                                    f"({self.units_grown_sql})")
-        stamp = (str(row[0]), str(row[1]))
+        stamp = await self._stamp()
         if stamp != self._kept_stamp:
             self._kept_units_lists = {}
             self._kept_stamp = stamp
         kept = self._kept_units_lists
-        sns = kept.get(within)
+        key = ("registry", within) if registered else within
+        sns = kept.get(key)
         if sns is None:
-            cond, args = units_within_sql(within)
-            sns = [r[0] for r in await self._all(f"SELECT sn FROM units WHERE {cond} ORDER BY sn", args)]
+            if registered:
+                cond, args = places_sql(within)
+                sql = (f"SELECT r.sn FROM registry r WHERE r.institution IN (SELECT code FROM institutions WHERE {cond}) "
+                       "ORDER BY r.sn")
+            else:
+                cond, args = units_within_sql(within)
+                sql = f"SELECT sn FROM units WHERE {cond} ORDER BY sn"
+            sns = [r[0] for r in await self._all(sql, args)]
             if self._kept_stamp == stamp:  # another call meanwhile may have seen a newer stamp
-                kept.pop(within, None)
-                kept[within] = sns
+                kept.pop(key, None)
+                kept[key] = sns
                 while len(kept) > _KEPT_SCOPES:  # the longest kept first
                     kept.pop(next(iter(kept)))
         return sns
@@ -428,10 +444,13 @@ class RegistryStore:
         cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
                 "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
         joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
+        seen: tuple[str, list[Any]] | None = None  # the heard units matching, as a condition on units u alone
+        if sort == "last_seen" and self.kept_lists and filters.get("within") is not None and len(where) == 1:
+            seen = self.in_set_sql("u.sn", await self._kept_units(filters["within"], registered=True))
         if sort == "last_seen" and descending:
-            rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset)
+            rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset, seen)
         elif sort == "last_seen":
-            rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset)
+            rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset, seen)
         else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
             order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
@@ -495,18 +514,21 @@ class RegistryStore:
         return hay
 
     async def _by_last_seen_desc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
-                                 offset: int) -> list[Any]:
+                                 offset: int, seen: tuple[str, list[Any]] | None = None) -> list[Any]:
         """Most recently heard first: walk ``units(last_seen)`` backwards and keep the registry's matches (a page
         reads about page / share-matching rows, not the whole filtered set sorted); units never heard from come
-        last, by SN. Ties in ``last_seen`` go by SN descending."""
+        last, by SN. Ties in ``last_seen`` go by SN descending. ``seen``: the matching units as a condition on
+        ``units u`` alone (a scope's kept SNs, decision 034), tested on the walked index instead of a join."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
+        heard, heard_args = (f"units u CROSS JOIN registry r ON r.sn = u.sn {clause}", args) if seen is None else (
+            f"units u WHERE {seen[0]}", seen[1])
         keys = await self._all(
-            f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
-            "ORDER BY u.last_seen DESC, u.sn DESC LIMIT ? OFFSET ?", [*args, limit, offset])
+            f"SELECT u.sn FROM {heard} "  # CROSS: units first
+            "ORDER BY u.last_seen DESC, u.sn DESC LIMIT ? OFFSET ?", [*heard_args, limit, offset])
         sns = [k[0] for k in keys]
         if len(sns) < limit:
             n_seen = offset + len(sns) if sns else int((await self._one(
-                f"SELECT count(*) FROM units u JOIN registry r ON r.sn = u.sn {clause}", args))[0])
+                f"SELECT count(*) FROM {heard}", heard_args))[0])
             rest = await self._all(
                 f"SELECT r.sn FROM registry r {seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn) "
                 "ORDER BY r.sn LIMIT ? OFFSET ?", [*args, limit - len(sns), max(0, offset - n_seen)])
@@ -514,16 +536,15 @@ class RegistryStore:
         return await self._page(sns, cols, joins)
 
     async def _by_last_seen_asc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
-                                offset: int) -> list[Any]:
+                                offset: int, seen: tuple[str, list[Any]] | None = None) -> list[Any]:
         """Oldest report first: units never heard from first (by SN), then a walk up ``units(last_seen)``
         keeping the registry's matches; ties go by SN. How many matching units were never heard from is kept
         until the registry changes or a unit is first heard (``units`` grows): a scan of the registry, ~8 ms
         at 50,000 units, instead of sorting every match (~15 ms)."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
         never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
-        grown = (await self._quick_one(self.units_grown_sql))[0]
         walk = self._quick if offset < 1000 else self._all  # a first page reads about page / share rows
-        key = ("never_heard", (await self.versions())["registry_version"], self._registry_gen, grown, clause, *args)
+        key = ("never_heard", await self._stamp(), self._registry_gen, clause, *args)
         hit = self._counts.get(key)
         if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
             n_never = hit[1]
@@ -535,10 +556,12 @@ class RegistryStore:
             sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
                                                  [*args, limit, offset])]
         if len(sns) < limit:
+            heard, heard_args = (f"units u CROSS JOIN registry r ON r.sn = u.sn {clause}", args) if seen is None \
+                else (f"units u WHERE {seen[0]}", seen[1])  # (see _by_last_seen_desc)
             keys = await walk(
-                f"SELECT u.sn FROM units u CROSS JOIN registry r ON r.sn = u.sn {clause} "  # CROSS: units first
+                f"SELECT u.sn FROM {heard} "  # CROSS: units first
                 "ORDER BY u.last_seen ASC, u.sn ASC LIMIT ? OFFSET ?",
-                [*args, limit - len(sns), max(0, offset - n_never)])
+                [*heard_args, limit - len(sns), max(0, offset - n_never)])
             sns += [k[0] for k in keys]
         return await self._page(sns, cols, joins)
 
@@ -551,7 +574,7 @@ class RegistryStore:
         return sorted(rows, key=lambda r: pos[r["sn"]])
 
     async def _registry_count(self, clause: str, args: list[Any]) -> int:
-        key = ((await self.versions())["registry_version"], clause, *args)  # another process's write: a new key
+        key = (await self._stamp(), clause, *args)  # read now: another process's write is a new key at once
         now = time.monotonic()
         hit = self._counts.get(key)
         if hit is not None and now - hit[0] < _COUNT_CACHE_S:

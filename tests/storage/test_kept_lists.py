@@ -1,5 +1,5 @@
-"""The unit list from the kept lists (decision 034) gives what the SQL gives: the same total, items and order for
-every page, scope and direction, on SQLite and PostgreSQL, and at once after another process changed the registry,
+"""The unit list from the kept lists (decision 034), and the registry list by last seen from a scope's kept SNs, give
+what the SQL gives: the same total, items and order for every page, scope and direction, on SQLite and PostgreSQL, and at once after another process changed the registry,
 an institution or the set of units (no stale list shows, not even within ``VERSION_TTL_S``)."""
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ async def same(kept: Any, ref: Any) -> None:
                 q = UnitQuery(sort="sn", descending=descending, limit=limit, offset=offset, within=within)
                 got, want = await kept.list_units(q), await ref.list_units(q)
                 assert got == want, (within, descending, limit, offset)
+                filters = {} if within is None else {"within": within}
+                got = await kept.registry_query(filters, "last_seen", descending, limit, offset)
+                want = await ref.registry_query(filters, "last_seen", descending, limit, offset)
+                assert got == want, ("registry by last seen", within, descending, limit, offset)
 
 
 async def fleet(store: Any) -> None:
@@ -48,13 +52,16 @@ async def fleet(store: Any) -> None:
             await store.set_state(sn, k % 2 == 0, T0 + k, "connected", "1.0")
     for sn in ("Q001", "q002"):  # heard, never registered: the province's alone
         await store.set_state(sn, True, T0, "connected", "1.0")
+    # one telemetry batch: its units share one last_seen (ties go by SN)
+    await store.store_telemetry([SampleRow(sn, 1, 1, T0, 60, 0, True, 80, {}, {"ts": T0}, float(T0))
+                                 for sn in sns[5::7]], [])
 
 
 async def test_every_page_of_every_scope_is_the_sql_page(two: tuple[Any, Any], ref: Any) -> None:
     kept, _ = two
     await fleet(kept)
     await same(kept, ref)
-    assert kept._kept_units_lists, "the kept lists answered"
+    assert kept._kept_units_lists.keys() >= {None, ((), ("县1",)), ("registry", ((), ("县1",)))}, "the kept lists answered"
 
 
 async def test_another_process_change_shows_at_once(two: tuple[Any, Any], ref: Any) -> None:
@@ -80,6 +87,12 @@ async def test_another_process_change_shows_at_once(two: tuple[Any, Any], ref: A
     await writer.ensure_registered({"b500": T0})
     await same(kept, ref)
     await writer.upsert_registry_units([{"sn": "b500", "institution": "I00"}], T0, "admin")
+    await same(kept, ref)
+    # units heard again (a new last seen) and a status change: the registry list by last seen follows
+    await writer.set_state("z9003", True, T0, "connected", "1.0")
+    await writer.store_telemetry([SampleRow(sn, 1, 2, T0, 60, 0, True, 80, {}, {"ts": T0}, float(T0))
+                                  for sn in ("A002", "b010", "Q001")], [])
+    await writer.change_status([("A010", T0 + 60, "repair", "eng", "board")])
     await same(kept, ref)
 
 
