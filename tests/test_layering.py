@@ -75,6 +75,14 @@ TABLE: dict[str, Rule] = {
 
 CLI = "posfleet"  # nothing but the CLI package itself (and the tests that drive it) imports it
 
+# Parts of a package held to less than their package's rule: (folder under the repository, project packages it
+# must not import). The laptop side of the diagnostic console speaks to the terminal only over the serial line,
+# so it shares with the agent only what crosses it (wire.console's frames, commands and secret-key rule,
+# wire.credentials), never the agent's own console code (issue 14).
+NARROWER: dict[str, tuple[str, ...]] = {
+    "posfleet/diagconsole/": ("agent",),
+}
+
 
 def top_packages() -> list[str]:
     return sorted(p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and not p.name.startswith("."))
@@ -128,6 +136,10 @@ def violations(rel: str, source: str, table: dict[str, Rule] = TABLE) -> list[st
         if top in projects:
             if top == own:
                 continue
+            narrower = [d for d, banned in NARROWER.items() if rel.startswith(d) and top in banned]
+            if narrower:
+                found.append(f"{where} ({narrower[0]} must not import {top}: share it through wire/)")
+                continue
             if not any(within(name, allowed) for allowed in r.may):
                 found.append(f"{where} ({own}/ may import only {', '.join(sorted(r.may)) or 'none of them'})")
             elif within(name, CLI) and own not in (CLI, "tests"):
@@ -172,6 +184,8 @@ def test_the_exceptions_are_still_needed() -> None:
     ("drivers/x.py", "from paho.mqtt import client\n", "must not import paho"),
     ("wire/x.py", "from drivers.idcard.mask import redact_text\n", "wire imports drivers.idcard.mask"),
     ("simulator/x.py", "from posfleet.ca import FleetCA\n", "imports posfleet.ca"),
+    ("posfleet/diagconsole/x.py", "def f():\n    from agent.console.commands import REGISTRY\n",
+     "diagconsole/ must not import agent"),
 ])
 def test_a_violation_is_found(rel: str, source: str, expected: str) -> None:
     found = violations(rel, source)
@@ -185,6 +199,7 @@ def test_a_violation_is_found(rel: str, source: str, expected: str) -> None:
     ("drivers/profiles.py", "import tomllib\n"),
     ("wire/x.py", "RUN_PY = 'from posfleet.cli import main'\n"),
     ("posfleet/x.py", "def f():\n    from simulator.run import Player\n"),
+    ("posfleet/diagconsole/x.py", "from wire.credentials import prove\nfrom drivers.idcard.mask import mask_id\n"),
 ])
 def test_an_allowed_import_passes(rel: str, source: str) -> None:
     assert violations(rel, source) == []

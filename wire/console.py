@@ -18,9 +18,18 @@ REP (terminal: part ``part`` of ``total`` of the JSON reply to ``seq``) and RESE
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
+
+# The console's commands, as a request names them (``{"cmd": ...}``): the terminal's catalogue
+# (agent/console/commands.py registers exactly these, checked at registration and by
+# tests/console/test_wire_shared.py) and what the laptop offers when the terminal does not list its own.
+COMMANDS = ("help", "status", "selftest", "netcheck", "logs", "config show", "versions", "outbox", "outbox clear",
+            "config set", "reboot", "reenrol", "reenrol install")
+# A setting whose value is secret: shown as *** by the terminal, and kept out of the laptop's echo and history.
+SECRET_KEY = re.compile(r"passphrase|password|secret|token|private", re.I)
 
 MAGIC = b"\xa5\x5a"
 REQ, ACK, REP, RESEND = 1, 2, 3, 4

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from drivers.errors import DriverError
+from wire.console import COMMANDS, SECRET_KEY
 
 if TYPE_CHECKING:
     from .service import Console, Session
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 NET_TIMEOUT_S = 5.0
 MAX_LOG_LINES = 500
 MAX_LOG_LINE = 400
-SECRET_KEY = re.compile(r"passphrase|password|secret|token|private", re.I)
 
 
 class Usage(ValueError):
@@ -56,6 +56,9 @@ REGISTRY: dict[str, Command] = {}
 
 
 def command(name: str, help: str, usage: str = "", changes: bool = False) -> Callable[..., Any]:
+    if name not in COMMANDS:  # the laptop knows the commands from wire.console
+        raise ValueError(f"console command {name!r} is not in wire.console.COMMANDS")
+
     def register(func: Callable[[Console, Session, dict[str, Any]], dict[str, Any]]) -> Callable[..., Any]:
         REGISTRY[name] = Command(name, func, help, usage, changes)
         return func

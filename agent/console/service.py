@@ -29,11 +29,11 @@ import serial
 from drivers.errors import DriverError
 from drivers.transport import close_quietly
 from wire.console import ACK, REP, REQ, RESEND, Decoder, Frame, FramingError, encode, split
+from wire.credentials import CredentialRefused, Endorsement, check_standing, load_revoked, verify
 
 from ..config import ConsoleConfig
 from .audit import AuditLog
 from .commands import REGISTRY, SECRET_KEY, Failed, Usage
-from .credentials import CredentialRefused, Endorsement, check_standing, load_revoked, verify
 
 log = logging.getLogger(__name__)
 

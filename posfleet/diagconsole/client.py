@@ -106,7 +106,7 @@ class ConsoleClient:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import ec
 
-        from agent.console.credentials import prove
+        from wire.credentials import prove
 
         try:
             doc = json.loads(Path(credential_file).read_text(encoding="utf-8"))

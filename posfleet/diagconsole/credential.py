@@ -30,7 +30,7 @@ def issue(ca: Any, engineer: str, scope: list[str], days: float, out: Path, *, n
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    from agent.console.credentials import VERSION, Endorsement, sign_endorsement
+    from wire.credentials import VERSION, Endorsement, sign_endorsement
 
     engineer = engineer.strip()
     scope = [s.strip() for s in scope if s.strip()]

@@ -84,7 +84,7 @@ def command(port: str, baud: int, credential: str | None, as_json: bool, lang: s
 
 def _shown(words: tuple[str, ...]) -> list[str]:
     """The command line as echoed in the output: the value of a secret setting hidden."""
-    from agent.console.commands import SECRET_KEY
+    from wire.console import SECRET_KEY
 
     shown = list(words)
     if shown[:2] == ["config", "set"] and len(shown) > 3 and SECRET_KEY.search(shown[2]):

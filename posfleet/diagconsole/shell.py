@@ -41,10 +41,10 @@ class ParseError(ValueError):
 
 
 def command_names(client: ConsoleClient) -> list[str]:
-    from agent.console.commands import REGISTRY
+    from wire.console import COMMANDS
 
     names = [c["name"] for c in client.info.get("commands") or []]
-    return names or list(REGISTRY)
+    return names or list(COMMANDS)
 
 
 def parse(words: list[str], names: list[str]) -> tuple[str, dict[str, Any]]:
@@ -146,7 +146,7 @@ class ConsoleShell(cmd.Cmd):
 
     def precmd(self, line: str) -> str:
         """A `config set` of a secret setting stays out of the history file."""
-        from agent.console.commands import SECRET_KEY
+        from wire.console import SECRET_KEY
 
         words = line.split()
         if self.use_rawinput and words[:2] == ["config", "set"] and len(words) > 3 and SECRET_KEY.search(words[2]):

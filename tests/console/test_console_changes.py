@@ -223,7 +223,7 @@ def test_credential_cli_issue_and_revoke(rig: Rig, tmp_path: Path) -> None:
 def test_a_challenge_answer_is_good_for_one_try_in_one_session(rig: Rig, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
 
-    from agent.console.credentials import prove
+    from wire.credentials import prove
 
     doc = json.loads(cred(rig, tmp_path).read_text())
     key = serialization.load_pem_private_key(doc["private_key"].encode(), None)

@@ -1,5 +1,9 @@
 """Engineer credentials, checked on the terminal with no network at all.
 
+What crosses the console's serial line, so it lives here, below both of its users: the terminal verifies
+(``agent.console.service``), the laptop signs (``posfleet diag credential issue``) and answers the challenge
+(``posfleet.diagconsole.client``); decision 015.
+
 A credential is an *endorsement* (who, which counties, until when, which public key, an id)
 signed by the fleet CA's key. The engineer's private key never leaves the laptop: the
 terminal sends a random challenge in ``hello`` and the laptop answers with a signature over
