@@ -314,6 +314,46 @@ def recommendations(data: dict[str, Any], lang: str, limit: int = 20) -> list[st
     return out
 
 
+def inspection_text(si: dict[str, Any], L: dict[str, str]) -> dict[str, Any]:
+    """The self-inspection's status, certificate names and problems in the report's language (the server's
+    ``message`` is English, for its log): the same words as the dashboard's 服务器 page (app.js ``problemText``)."""
+    def fill(key: str, **v: Any) -> str:
+        text = L[key]
+        for k, x in v.items():
+            text = text.replace("{" + k + "}", "" if x is None else str(x))
+        return text.strip()
+
+    def num(x: Any) -> Any:
+        return round(x) if isinstance(x, (int, float)) else x
+
+    cert = {w: L.get(f"si_cert_{w}", w) for w in ("ca", "broker", "server", "terminals")}
+    problems = []
+    for p in si.get("problems") or []:
+        v, check = p.get("vars") or {}, p.get("check")
+        what = cert.get(v.get("what"), v.get("what") or "")
+        if check == "disk":
+            text = fill("problem_disk_error", path=v.get("path"), error=v.get("error")) if v.get("error") else \
+                fill("problem_disk", path=v.get("path"), pct=v.get("pct"), line=v.get("line"))
+        elif check == "backup":
+            text = fill("problem_backup_none") if v.get("age_h") is None else \
+                fill("problem_backup", age=num(v["age_h"]), line=v.get("line"))
+        elif check == "broker":
+            text = fill("problem_broker", address=v.get("address"), error=v.get("error"))
+        elif check == "certificate":
+            text = fill("problem_cert_error", what=what, error=v.get("error")) if v.get("error") else \
+                fill("problem_cert" if (v.get("days") or 0) >= 0 else "problem_cert_expired", what=what,
+                     days=num(v.get("days")))
+        elif check == "time":
+            text = fill("problem_time", ms=v.get("max_error_ms"))
+        elif check == "renewal":
+            text = fill("problem_renewal", n=v.get("n"), days=num(v.get("days")))
+        else:
+            text = p.get("message", "")
+        problems.append(text)
+    status = fill("si_problems", n=len(problems)) if problems else L["si_ok"]
+    return {"status": status, "cert": cert, "problems": problems}
+
+
 def chinese_datetime(ts: int, tz: Any) -> str:
     dt = datetime.fromtimestamp(ts, tz)
     return f"{dt.year}年{dt.month}月{dt.day}日 {dt:%H:%M}"

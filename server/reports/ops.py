@@ -113,6 +113,15 @@ LABELS["zh"].update({
     "recommendations": "建议", "signature": "签章",
     "sign_client": "甲方（盖章）", "sign_contractor": "乙方（盖章）", "sign_person": "负责人签字", "sign_date": "日期",
     "pct_unit": "(%)", "spare_units": "备机",
+    # the self-inspection's status, certificate names and problems, worded as the dashboard's 服务器 page words them
+    "si_ok": "各项正常", "si_problems": "发现 {n} 项问题", "si_cert_ca": "根证书（CA）", "si_cert_broker": "消息服务器证书",
+    "si_cert_server": "服务器客户端证书", "si_cert_terminals": "CA 证书索引",
+    "problem_disk": "{path} 已用 {pct}%（告警线 {line}%）", "problem_disk_error": "{path}：{error}",
+    "problem_backup": "最近一次数据库备份已过 {age} 小时（告警线 {line} 小时）",
+    "problem_backup_none": "没有数据库备份记录（posfleet server db backup）", "problem_broker": "未连接消息服务器 {address} {error}",
+    "problem_cert": "{what}{days} 天后到期", "problem_cert_expired": "{what}已过期", "problem_cert_error": "{what}无法读取：{error}",
+    "problem_time": "服务器时钟未同步（未运行 NTP：chrony 或 systemd-timesyncd），最大误差 {ms} 毫秒",
+    "problem_renewal": "{n} 个终端证书续期请求等待 CA 签发，最早的已等 {days} 天：请在 CA 主机运行 posfleet ca sign-renewals",
 })
 LABELS["en"].update({
     "client": "Client (party A)", "contractor": "Contractor (party B)", "contract_no": "Contract no.",
@@ -152,6 +161,17 @@ LABELS["en"].update({
     "yes": "yes", "no": "no", "recommendations": "Recommendations", "signature": "Signatures",
     "sign_client": "Client (seal)", "sign_contractor": "Contractor (seal)", "sign_person": "Signed by",
     "sign_date": "Date", "pct_unit": " (%)", "spare_units": "Spares",
+    "si_ok": "all checks passed", "si_problems": "{n} problems found", "si_cert_ca": "Fleet CA", "si_cert_broker": "Broker",
+    "si_cert_server": "Server (MQTT client)", "si_cert_terminals": "the CA's index",
+    "problem_disk": "{path} {pct}% full (alert at {line}%)", "problem_disk_error": "{path}: {error}",
+    "problem_backup": "the last database backup is {age} h old (alert after {line} h)",
+    "problem_backup_none": "no database backup recorded (posfleet server db backup)",
+    "problem_broker": "not connected to the broker at {address} {error}",
+    "problem_cert": "{what} expires in {days} days", "problem_cert_expired": "{what} has expired",
+    "problem_cert_error": "{what} cannot be read: {error}",
+    "problem_time": "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd), max error {ms} ms",
+    "problem_renewal": "{n} terminal certificate renewal request(s) wait for the CA, the oldest {days} days: run "
+                       "posfleet ca sign-renewals on the CA's host",
 })
 
 
@@ -213,6 +233,7 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     data["fault_list"] = await document.fault_list(storage, index, start, end, county, tz, lang, data["swaps"])
     data["spares"] = document.spare_stock(index, county)
     data["server_inspection"] = server_inspection
+    data["server_text"] = document.inspection_text(server_inspection, L) if server_inspection else None
     data["appendix_included"] = with_appendix
     data["appendix_split"] = in_scope > limit  # PDF/HTML: the appendix in per-county files (documents())
     data["inspection"] = (await document.inspection(availability, storage, index, start, end, county, lang)

@@ -114,8 +114,11 @@ async def test_pdf_is_the_contracts_document(tmp_path: Path) -> None:
         # the inspection appendix: A's storage fill (95 % on /var/lib/posfleet), CPU, versions
         appx = "".join(p for p in pages if "附录：终端巡检记录" in p).replace("\n", "")
         assert "HNA0000001" in appx and "95%" in appx and "未打印" in appx
-        # the server's self-inspection as the running server gives it (no backup made in this test: said)
-        assert "最近备份" in text and "no database backup recorded" in text
+        # the server's self-inspection as the running server gives it (no backup made in this test: said), in the
+        # report's language, not the server's English log message
+        assert "最近备份" in text and "没有数据库备份记录（posfleet server db backup）" in text
+        assert "no database backup" not in text and "not synchronised" not in text and "总体状态 alert" not in text
+        assert re.search(r"总体状态 发现 \d 项问题", lines) and "证书 根证书（CA）" in lines
         # spare stock per county: the spare HNS0000009 (no institution) is counted, 秀英区 has none
         assert "\n— 1 1 0\n" in lines and "\n秀英区 4 0 0\n" in lines
 
@@ -134,6 +137,7 @@ async def test_pdf_is_the_contracts_document(tmp_path: Path) -> None:
         # English on request: every reason in words too
         en = (await api.get("/api/v1/reports/ops", lang="en", **MARCH)).text
         assert "Operations service report" in en and "printer: paper out" in en and "1 March 2025 to 31 March 2025" in en
+        assert "no database backup recorded (posfleet server db backup)" in en and "problems found" in en
 
 
 async def test_recommendations_name_units_to_visit_sims_and_certificates(tmp_path: Path) -> None:
@@ -369,3 +373,22 @@ async def test_a_late_sample_before_midnight_recounts_the_next_days_loss(tmp_pat
         await api.feed(sn, [sample(1000, t0 + 60 * 119, retrans=0, segs_out=1000 * 120 - 10)])
         await api.settle()
         assert await loss_within() == 60 * 60  # 00:00 now reads 23:59's counters: 1 resent in 10 sent
+
+
+def test_every_self_inspection_problem_is_worded_in_the_reports_language() -> None:
+    """Each check the self-inspection raises (enumerated from server/inspection/service.py, not copied) has its own
+    words in both languages; the server's English ``message`` is never what the report prints."""
+    from server.reports.document import inspection_text
+    from server.reports.ops import LABELS
+
+    source = (Path(__file__).resolve().parents[2] / "server" / "inspection" / "service.py").read_text(encoding="utf-8")
+    checks = set(re.findall(r'"check": "([a-z_]+)"', source))
+    assert {"disk", "backup", "broker", "certificate", "time", "renewal"} <= checks, checks
+    for lang in ("zh", "en"):
+        for check in sorted(checks):
+            for v in ({}, {"error": "E"}, {"age_h": 49.0, "line": 48}, {"what": "ca", "days": -1}):
+                got = inspection_text({"problems": [{"check": check, "vars": v, "message": "SERVER'S MESSAGE"}]},
+                                      LABELS[lang])
+                assert got["problems"][0] and "SERVER'S MESSAGE" not in got["problems"][0], (lang, check, v)
+    zh = inspection_text({"problems": [{"check": "certificate", "vars": {"what": "broker", "days": 29.6}}]}, LABELS["zh"])
+    assert zh == {"status": "发现 1 项问题", "cert": zh["cert"], "problems": ["消息服务器证书30 天后到期"]}
