@@ -392,3 +392,28 @@ def test_every_self_inspection_problem_is_worded_in_the_reports_language() -> No
                 assert got["problems"][0] and "SERVER'S MESSAGE" not in got["problems"][0], (lang, check, v)
     zh = inspection_text({"problems": [{"check": "certificate", "vars": {"what": "broker", "days": 29.6}}]}, LABELS["zh"])
     assert zh == {"status": "发现 1 项问题", "cert": zh["cert"], "problems": ["消息服务器证书30 天后到期"]}
+
+
+async def test_tier_table_comes_from_the_settings_and_charts_are_drawn(tmp_path: Path) -> None:
+    """Another contract's tier table in ``[availability]``: the clause and the result are that table's, not the
+    Hainan defaults. The trend and by-county charts are inline SVG drawn from the figures: every day of the period
+    on the axis, the threshold dashed, the county below it in red."""
+    tiers = {"availability": {"tiers": [[0.98, 1, 0.7], [0.9, 2, 0.55]], "last_tier": [4, 0.25]}}
+    async with make_api(tmp_path, {**CONTRACT, **tiers}, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        fleet = (await api.get("/api/v1/availability", **{"from": "2025-03-01", "to": "2025-03-31"})).json()["fleet"]
+        assert (fleet["tier"], fleet["final_payment"]) == (4, 0.25)  # the fleet is far below 90 %
+        html = (await api.get("/api/v1/reports/ops", **MARCH)).text
+        clause = html[html.index("合同付款条款"):html.index("全省（本范围）汇总")]
+        for cell in ("均 ≥ 98%", "70%", "均 ≥ 90% 且 &lt; 98%", "55%", "任一 &lt; 90%", "25%", "第 4 档", "25.00 %"):
+            assert cell in clause, (cell, clause)
+        assert "95%" not in clause and "60%" not in clause
+
+        svgs = re.findall(r'<svg [^>]*aria-label="([^"]+)"[^>]*>(.*?)</svg>', html, re.S)
+        assert [label for label, _ in svgs] == ["每日设备完好率与网络通畅率", "分区县设备完好率与网络通畅率"], svgs
+        trend_svg, county_svg = svgs[0][1], svgs[1][1]
+        assert ">03-01<" in trend_svg and ">03-31<" in trend_svg and "stroke-dasharray" in trend_svg
+        assert "<polyline" in trend_svg or "<circle" in trend_svg
+        assert ">秀英区<" in county_svg and 'fill="#c00"' in county_svg and "达标线 95%" in county_svg
+        pdf = "".join(_pdf_text((await api.get("/api/v1/reports/ops", format="pdf", **MARCH)).content))
+        assert "每日设备完好率与网络通畅率" in pdf.replace("\n", "") or "达标线 95%" in pdf
