@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import SN, TIME_FORMS, Offset, time_param
 from ..auth.openapi import Open, answers
+from ..encode import MsgspecJSON
 from ..registry.models import FieldError
 from ..storage import UnitQuery
 
@@ -86,13 +87,15 @@ async def list_units(
     order: Literal["asc", "desc"] = "asc",
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     offset: Offset = 0,
-) -> dict[str, Any]:
+) -> Response:
     storage = request.app.state.storage
     total, items = await storage.list_units(
         UnitQuery(q=q, online=online, sort=sort, descending=order == "desc", limit=limit, offset=offset,
                   within=p.scope.within())
     )
-    return timed(page([_present(u, request) for u in items], total, limit, offset), _tz(request))
+    # encoded by msgspec: FastAPI's encoder walked every value of the page (~2,400 of them), two thirds of the
+    # request's CPU once the page came from the kept lists (decision 034)
+    return MsgspecJSON(timed(page([_present(u, request) for u in items], total, limit, offset), _tz(request)))
 
 
 @router.get("/{sn}", **answers(UnitState))
