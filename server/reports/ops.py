@@ -42,7 +42,7 @@ LABELS = {
         "fleet": "全省（本范围）汇总", "device_rate": "设备完好率", "network_rate": "网络通畅率", "tier": "合同档次",
         "final_payment": "尾款比例", "service_slots": "服务时隙", "intact_slots": "完好时隙",
         "network_ok_slots": "网络通畅时隙", "no_data_slots": "无数据时隙", "units": "终端数", "flagged_units": "未达标终端",
-        "by_county": "分区县", "by_institution": "分机构", "institution": "机构", "name": "名称", "flagged": "未达标终端明细",
+        "by_county": "分区县", "by_region": "分市（统筹区）", "region": "市（统筹区）", "by_institution": "分机构", "institution": "机构", "name": "名称", "flagged": "未达标终端明细",
         "sn": "终端SN", "below": "未达标项", "reasons": "原因（分钟）", "faults": "外设故障", "peripheral": "外设",
         "fault_minutes": "故障分钟（未达标终端）", "fault_alerts": "故障告警数", "outages": "疑似运营商网络故障",
         "start": "开始", "end": "结束", "minutes": "分钟", "max_units": "同时断网终端数", "swaps": "换机与维修",
@@ -63,7 +63,7 @@ LABELS = {
         "fleet": "Fleet (this scope)", "device_rate": "Device intact rate", "network_rate": "Network availability rate",
         "tier": "Contract tier", "final_payment": "Final payment", "service_slots": "Service slots",
         "intact_slots": "Intact slots", "network_ok_slots": "Network ok slots", "no_data_slots": "No-data slots",
-        "units": "Units", "flagged_units": "Flagged units", "by_county": "By county", "by_institution": "By institution",
+        "units": "Units", "flagged_units": "Flagged units", "by_county": "By county", "by_region": "By city (region)", "region": "City (region)", "by_institution": "By institution",
         "institution": "Institution", "name": "Name", "flagged": "Flagged units", "sn": "SN", "below": "Below threshold",
         "reasons": "Reasons (minutes)", "faults": "Peripheral faults", "peripheral": "Peripheral",
         "fault_minutes": "Fault minutes (flagged units)", "fault_alerts": "Fault alerts", "outages": "Likely carrier outages",
@@ -269,6 +269,8 @@ async def _figures_part(availability: Any, storage: Any, start: int, end: int, c
     tz = availability.tz
     fleet = await availability.figures(start, end, "fleet", county=county)
     counties = await availability.figures(start, end, "county", county=county)
+    # the cities (the institutions' region, 统筹区) the counties belong to: the contract assesses per city/county
+    regions = await availability.figures(start, end, "region") if county is None else {"items": []}
     institutions = await availability.figures(start, end, "institution", county=county)
     flagged = await availability.flagged(start, end, county=county, limit=flagged_limit)
     # faults by peripheral: minutes among flagged units, fault alerts opened in the period
@@ -318,7 +320,7 @@ async def _figures_part(availability: Any, storage: Any, start: int, end: int, c
         "from": fleet["from"], "to": fleet["to"], "counted_to": fleet["counted_to"], "complete": fleet["complete"],
         "county": county, "threshold": fleet["threshold"],
         "generated": datetime.fromtimestamp(int(availability.clock.now()), tz).isoformat(timespec="seconds"),
-        "fleet": fleet["fleet"], "counties": counties["items"], "institutions": institutions["items"],
+        "fleet": fleet["fleet"], "counties": counties["items"], "regions": regions["items"], "institutions": institutions["items"],
         "flagged": [{**u, "reasons_text": [(labels.reason(k, lang), v) for k, v in u["reasons"]["minutes"].items()]}
                     for u in flagged["items"]],
         "flagged_total": flagged["total"],
@@ -416,6 +418,8 @@ def sheets(data: dict[str, Any]) -> list[Any]:
     out.append(Sheet(L["tier_clause"], [col("tier"), col("condition", label=L["tier_condition"].format(net=data["network_term"])),
                                         col("share", label=L["final_payment"])], data["tier_clause"]))
     group_cols = [*rates, *counts, col("units", "number"), col("flagged_units", "number")]
+    if data.get("regions"):
+        out.append(Sheet(L["by_region"], [col("region"), *group_cols], data["regions"]))
     out.append(Sheet(L["by_county"], [col("county"), *group_cols], data["counties"]))
     out.append(Sheet(L["by_institution"], [col("institution"), col("name"), col("county"), *group_cols],
                      data["institutions"]))

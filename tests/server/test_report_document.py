@@ -417,3 +417,32 @@ async def test_tier_table_comes_from_the_settings_and_charts_are_drawn(tmp_path:
         assert ">秀英区<" in county_svg and 'fill="#c00"' in county_svg and "达标线 95%" in county_svg
         pdf = "".join(_pdf_text((await api.get("/api/v1/reports/ops", format="pdf", **MARCH)).content))
         assert "每日设备完好率与网络通畅率" in pdf.replace("\n", "") or "达标线 95%" in pdf
+
+
+async def test_per_city_table_equals_the_availability_figures_by_region(tmp_path: Path) -> None:
+    """The contract assesses per city/county: the province's report has a table per city (the institutions'
+    region, 统筹区) besides the county table, each row the API's figures grouped by region; in HTML, PDF, XLSX and
+    CSV. A county report has none (its county is in one city)."""
+    async with make_api(tmp_path, CONTRACT, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        period = {"from": "2025-03-01", "to": "2025-03-31"}
+        by_region = (await api.get("/api/v1/availability", group_by="region", **period)).json()["items"]
+        haikou = next(r for r in by_region if r["region"] == "海口市")
+        assert haikou["service_slots"] > 0
+
+        text = "".join(_pdf_text((await api.get("/api/v1/reports/ops", format="pdf", **MARCH)).content))
+        assert "分市（统筹区）" in text
+        row = f"海口市 {haikou['device_rate'] * 100:.2f} % {haikou['network_rate'] * 100:.2f} % {haikou['service_slots']}"
+        assert row in text, (row, text[text.index("分市（统筹区）"):][:400])
+
+        wb = openpyxl.load_workbook(io.BytesIO((await api.get("/api/v1/reports/ops", format="xlsx", **MARCH)).content))
+        rows = list(wb["分市（统筹区）"].iter_rows(values_only=True))
+        head = next(k for k, r in enumerate(rows) if r[0] == "市（统筹区）")
+        got = {r[0]: dict(zip(rows[head], r, strict=True)) for r in rows[head + 1:]}
+        assert got["海口市"]["设备完好率"] == haikou["device_rate"] and got["海口市"]["服务时隙"] == haikou["service_slots"]
+
+        csv_text = (await api.get("/api/v1/reports/ops", format="csv", **MARCH)).content.decode("utf-8-sig")
+        assert "\r\n分市（统筹区）\r\n" in csv_text or "\n分市（统筹区）\n" in csv_text
+
+        county = (await api.get("/api/v1/reports/ops", county="秀英区", **MARCH)).text
+        assert "分市（统筹区）" not in county and "分区县" in county
