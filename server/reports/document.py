@@ -39,6 +39,13 @@ def _state_word(state: Any, lang: str) -> str:
     return labels.label(f"reason.{name}", lang) or name
 
 
+# how a finished test-page command ended (server/commands/service.py: succeeded, or one of FAILED), as the
+# appendix's "last test page" says it
+TEST_PAGE_STATES = {"zh": {"succeeded": "成功", "failed": "失败", "rejected": "终端拒绝执行", "expired": "超时未执行"},
+                    "en": {"succeeded": "printed", "failed": "failed", "rejected": "refused by the terminal",
+                           "expired": "expired unrun"}}
+
+
 def tier_clause(settings: Any, lang: str) -> list[dict[str, str]]:
     """The tier table from ``[availability] tiers`` / ``last_tier``, as the contract words it."""
     a = settings.availability
@@ -207,8 +214,8 @@ async def inspection(availability: Any, storage: Any, index: dict[str, Any], sta
             "fs": fs, "storage_fill": max((f["fill"] for f in fs if f["fill"] is not None), default=None),
             "storage_writable": all(f["writable"] for f in fs) if fs else None,
             "checks": checks,
-            "test_page": (datetime.fromtimestamp(int(page["finished"]), tz).isoformat(timespec="minutes"), page["state"])
-            if page else None,
+            "test_page": (datetime.fromtimestamp(int(page["finished"]), tz).isoformat(timespec="minutes"),
+                          TEST_PAGE_STATES.get(lang, {}).get(page["state"], page["state"])) if page else None,
             "iccid": ident.get("iccid") or "", "carrier": labels.carrier(str(ident.get("carrier") or ""), lang)
             if ident.get("carrier") else "",
             "sim_mb": round(d["bytes"] / MB, 1) if d else None,

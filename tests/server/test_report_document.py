@@ -446,3 +446,36 @@ async def test_per_city_table_equals_the_availability_figures_by_region(tmp_path
 
         county = (await api.get("/api/v1/reports/ops", county="秀英区", **MARCH)).text
         assert "分市（统筹区）" not in county and "分区县" in county
+
+
+async def test_appendix_gives_each_units_last_test_page_and_how_it_ended(tmp_path: Path) -> None:
+    """The inspection appendix's last test page: the newest finished ``test_page`` command per unit (recorded in the
+    real command store), with its time and how it ended in the report's language, never the command's state code."""
+    from server.storage.commands import NewCommand
+
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _month_of_data(api)
+        store = api.app.state.storage
+        pages = (("c1", "HNA0000001", "2025-03-02 09:00", "failed"), ("c2", "HNA0000001", "2025-03-03 10:05", "succeeded"),
+                 ("c3", "HND0000001", "2025-03-04 16:30", "expired"))
+        for cid, sn, when, state in pages:
+            t = at(when)
+            await store.add_commands(None, [NewCommand(cid, None, 0, sn, "test_page", {}, "admin", t - 60, t - 60,
+                                                       t + 3600, b"", True, "queued")])
+            assert await store.move_command(cid, "queued", state, finished=t)
+        html = (await api.get("/api/v1/reports/ops", **MARCH)).text
+        appx = html[html.index('id="appendix"'):]
+
+        def row(sn: str) -> str:
+            return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", appx[appx.index(f">{sn}<"):].split("</tr>")[0]))
+
+        assert "2025-03-03 10:05 成功" in row("HNA0000001") and "失败" not in row("HNA0000001"), row("HNA0000001")
+        assert "2025-03-04 16:30 超时未执行" in row("HND0000001") and "expired" not in appx, row("HND0000001")
+        assert "未打印" in row("HNE0000001")
+        en = (await api.get("/api/v1/reports/ops", lang="en", **MARCH)).text
+        assert "2025-03-03 10:05 printed" in re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", en))
+        wb = openpyxl.load_workbook(io.BytesIO((await api.get("/api/v1/reports/ops", format="xlsx", **MARCH)).content))
+        sheet = wb["附录：终端巡检记录"]
+        head = [c.value for c in next(r for r in sheet.iter_rows() if r[0].value == "区县")]
+        a_row = next(r for r in sheet.iter_rows(values_only=True) if r[1] == "HNA0000001")
+        assert str(a_row[head.index("最近测试页")]).endswith("成功"), a_row
