@@ -131,6 +131,11 @@ async def test_metrics_count_ingest_rejects_latency_and_alerts(tmp_path: Path) -
         open_alerts = sum(float(v) for v in re.findall(r"^posfleet_alerts_open\{kind=\"[^\"]+\"\} (\S+)$", text, re.M))
         assert open_alerts == (await api.get("/api/v1/alerts", role="viewer")).json()["total"] > 0
 
+        # the self-inspection says the same of ingest: messages, samples stored, lag, rejects by reason
+        ingest = (await api.get("/api/v1/server/inspection", role="viewer")).json()["ingest"]
+        assert (ingest["messages"], ingest["samples_stored"], ingest["lag_s"]) == (2, 5, 0)
+        assert ingest["rejected_messages"] == {rejected[0][0]: 1}, ingest
+
 
 async def test_metrics_from_another_network_need_a_token(tmp_path: Path) -> None:
     async with make_api(tmp_path, {"metrics": {"open_to": ["127.0.0.0/8", "10.9.0.0/16"]}}) as api:
