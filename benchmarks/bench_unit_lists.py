@@ -8,7 +8,12 @@ user, on bench_scope's data (50,000 units, 20,000 institutions).
 
 Each figure: ``--requests`` calls (pages of 50 at random offsets within the scope, as bench_scope sends them) after
 ``--warmup`` unmeasured ones, one at a time, CPU time of this process (``time.process_time``) per call; the server's
-HTTP and JSON work is not in it (bench_scope.py measures that).
+HTTP and JSON work is not in it. ``--http`` measures whole requests instead (routing, the scope, the query, the
+JSON answer) through one API app in this process (ASGI, the httpx client's share included), without 50 clients'
+queueing; ``--code`` takes the server from another checkout (an older commit) to compare:
+
+    .venv/bin/python benchmarks/bench_unit_lists.py --db /tmp/fleet.sqlite --http
+    .venv/bin/python benchmarks/bench_unit_lists.py --db /tmp/fleet.sqlite --http --code /tmp/older-checkout
 """
 
 from __future__ import annotations
@@ -24,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+CODE = Path(sys.argv[sys.argv.index("--code") + 1]).resolve() if "--code" in sys.argv else ROOT
+sys.path.insert(0, str(CODE))
+import server  # noqa: E402, F401  (the server package of CODE, whatever the imports below put first in sys.path)
+
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_server_api as api  # noqa: E402
@@ -72,6 +80,42 @@ async def run(db: Path, n: int, warmup: int) -> None:
     await st.close()
 
 
+async def run_http(db: Path, n: int, warmup: int) -> None:
+    import httpx
+    from bench_scope import add_token
+
+    from server.app import create_app
+    from server.settings import load
+
+    cfg = db.with_name("bench_unit_lists.toml")
+    cfg.write_text(f'ingest_enabled = false\n[storage]\nurl = "sqlite:///{db}"\n[alerts]\nenabled = false\n'
+                   f'[api]\nrate_per_s = 0\naddress_rate_per_s = 0\n', encoding="utf-8")
+    app = create_app(load(cfg), role="api")
+    print(f"server code: {Path(server.__file__).parent.parent}")
+    print(f"{'call (whole request, in process)':44} {'scope':28} {'CPU ms a call':>14}")
+    async with app.router.lifespan_context(app):
+        for name, within in SCOPES:
+            scope = "province" if within is None else f"city:{within[0][0]}" if within[0] else f"county:{within[1][0]}"
+            token = add_token(db, "bench-lists", scope)
+            total = (await app.state.storage.list_units(UnitQuery(within=within, limit=1)))[0]
+            rnd = random.Random(7)
+            offsets = [50 * rnd.randrange(max(1, total // 50)) for _ in range(n + warmup)]
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://bench",
+                                         headers={"Authorization": f"Bearer {token}"}) as client:
+                async def units(k: int, client: Any = client, offsets: list[int] = offsets) -> None:
+                    r = await client.get("/api/v1/units", params={"limit": 50, "offset": offsets[k]})
+                    r.raise_for_status()
+
+                async def by_seen(k: int, client: Any = client) -> None:
+                    r = await client.get("/api/v1/registry/units",
+                                         params={"limit": 50, "sort": "last_seen", "order": "desc"})
+                    r.raise_for_status()
+
+                for label, call in ((f"GET /api/v1/units ({total:,})", units),
+                                    ("GET /api/v1/registry/units by last seen", by_seen)):
+                    print(f"{label:44} {name:28} {await per_call(n, warmup, call):14.2f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", default="", help="an SQLite file bench_server_api.generate made (default: make one)")
@@ -79,13 +123,15 @@ def main() -> None:
     ap.add_argument("--institutions", type=int, default=20_000)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--http", action="store_true", help="whole requests through one API app in this process")
+    ap.add_argument("--code", default="", help="take the server from this checkout (with --http: an older commit)")
     args = ap.parse_args()
     print(machine_line(), flush=True)
     db = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="posfleet-bench-lists-")) / "fleet.sqlite"
     if not db.exists():
         api.generate(db, args.units, args.institutions, 1, 0, 1, 0, 1, int(time.time()))
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min) at the start", flush=True)
-    asyncio.run(run(db, args.requests, args.warmup))
+    asyncio.run((run_http if args.http else run)(db, args.requests, args.warmup))
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end", flush=True)
 
 
