@@ -114,6 +114,7 @@ LABELS["zh"].update({
     "sign_client": "甲方（盖章）", "sign_contractor": "乙方（盖章）", "sign_person": "负责人签字", "sign_date": "日期",
     "pct_unit": "(%)", "spare_units": "备机",
     # the self-inspection's status, certificate names and problems, worded as the dashboard's 服务器 page words them
+    "item": "项目", "value": "结果",
     "si_ok": "各项正常", "si_problems": "发现 {n} 项问题", "si_cert_ca": "根证书（CA）", "si_cert_broker": "消息服务器证书",
     "si_cert_server": "服务器客户端证书", "si_cert_terminals": "CA 证书索引",
     "problem_disk": "{path} 已用 {pct}%（告警线 {line}%）", "problem_disk_error": "{path}：{error}",
@@ -161,6 +162,7 @@ LABELS["en"].update({
     "yes": "yes", "no": "no", "recommendations": "Recommendations", "signature": "Signatures",
     "sign_client": "Client (seal)", "sign_contractor": "Contractor (seal)", "sign_person": "Signed by",
     "sign_date": "Date", "pct_unit": " (%)", "spare_units": "Spares",
+    "item": "Item", "value": "Result",
     "si_ok": "all checks passed", "si_problems": "{n} problems found", "si_cert_ca": "Fleet CA", "si_cert_broker": "Broker",
     "si_cert_server": "Server (MQTT client)", "si_cert_terminals": "the CA's index",
     "problem_disk": "{path} {pct}% full (alert at {line}%)", "problem_disk_error": "{path}: {error}",
@@ -241,6 +243,31 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     data["recommendations"] = document.recommendations(data, lang)
     data["charts"] = _charts(data, L)
     return data
+
+
+def _server_sheet(data: dict[str, Any], col: Any) -> Any:
+    """The server's self-inspection as the HTML's section gives it, one line an item, in the report's language."""
+    from ..exports import Sheet
+
+    L = data["labels"]
+    si, words = data.get("server_inspection"), data.get("server_text")
+    if not si or not words:
+        return Sheet(L["server"], [col("item")], [], [L["server_hook"]])
+    backup = si["backup"]
+    rows = [{"item": L["server_status"], "value": words["status"]},
+            {"item": L["backup"], "value": (backup.get("file") or L["none"])
+             + (f" · {L['backup_age']} {backup['age_h']}" if backup.get("age_h") is not None else "")},
+            {"item": L["db_size"], "value": f"{si['database']['bytes'] / 1048576:.1f}" if si["database"].get("bytes") else "—"}]
+    rows += [{"item": f"{L['disk']} {d['path']}", "value": f"{d['used_pct']}%" if "used_pct" in d else d.get("error", "")}
+             for d in si["disks"]]
+    rows += [{"item": f"{L['cert']} {words['cert'].get(c['what'], c['what'])}",
+              "value": f"{c['days_left']} {L['days_left']}" if "days_left" in c else c.get("error", "")}
+             for c in si["certificates"]["items"]]
+    terms = si["certificates"]["terminals"]
+    rows.append({"item": L["terms_expiring"], "value": f"{terms['expiring']} / {terms['total']}"})
+    rows.append({"item": L["time_sync"], "value": L["yes"] if si["time_sync"].get("synchronised") else L["no"]})
+    rows += [{"item": L["problems"], "value": p} for p in words["problems"]]
+    return Sheet(L["server"], [col("item"), col("value")], rows)
 
 
 def _charts(data: dict[str, Any], L: dict[str, str]) -> dict[str, str]:
@@ -467,6 +494,7 @@ def sheets(data: dict[str, Any]) -> list[Any]:
                                         col("used_mb", "number"), col("plan_share", "fraction")], sim["top"]))
     out.append(Sheet(L["spares"], [col("county"), col("in_service", "number"), col("spare", "number"),
                                    col("in_repair", "number")], data["spares"], [L["spares_source"]]))
+    out.append(_server_sheet(data, col))
     out.append(Sheet(L["recommendations"], [col("text", label=L["recommendations"])],
                      [{"text": r} for r in data["recommendations"]]))
     if data["appendix_included"]:

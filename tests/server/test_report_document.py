@@ -247,6 +247,13 @@ async def test_xlsx_typed_cells_and_iccid_as_text(tmp_path: Path) -> None:
         assert iccid.value == "89860012345678901234" and iccid.data_type == "s" and iccid.number_format == "@"
         assert a_row[head.index("运营商")].value == "中国移动"
         assert a_row[head.index("存储占用")].value == 0.95 and a_row[head.index("CPU(%)")].value == 12.5
+        # the server's self-inspection, as the HTML's section gives it, in the spreadsheet and the CSV too
+        server = {r[0]: r[1] for r in wb["服务器自检"].iter_rows(values_only=True) if r[0] != "项目"}
+        assert server["最近备份"] == "无" and server["总体状态"].startswith("发现 "), server
+        problems = [r[1] for r in wb["服务器自检"].iter_rows(values_only=True) if r[0] == "问题"]
+        assert "没有数据库备份记录（posfleet server db backup）" in problems, problems
+        text = (await api.get("/api/v1/reports/ops", format="csv", **MARCH)).content.decode("utf-8-sig")
+        assert "服务器自检" in text and "没有数据库备份记录" in text
 
 
 async def test_network_service_levels_count_what_was_measured(tmp_path: Path) -> None:
