@@ -235,9 +235,13 @@ class RegistryStore:
         pos = {sn: k for k, sn in enumerate(page)}
         return total, [_unit(r) for r in sorted(rows, key=lambda r: pos[r["sn"]])]
 
-    async def _stamp(self) -> tuple[str, str]:
-        """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists and the
-        registry counts are valid for (decision 034)."""
+    async def _stamp(self, units: bool = True) -> tuple[str, str]:
+        """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists are valid for
+        (decision 034); ``units=False``: the version alone (the registry counts: on PostgreSQL the units' number is
+        a count)."""
+        if not units:
+            row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
+            return str(row[0] if row else None), ""
         row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
                                     f"({self.units_grown_sql})")
         return str(row[0]), str(row[1])
@@ -574,7 +578,7 @@ class RegistryStore:
         return sorted(rows, key=lambda r: pos[r["sn"]])
 
     async def _registry_count(self, clause: str, args: list[Any]) -> int:
-        key = (await self._stamp(), clause, *args)  # read now: another process's write is a new key at once
+        key = (await self._stamp(units=False), clause, *args)  # read now: another process's write is a new key
         now = time.monotonic()
         hit = self._counts.get(key)
         if hit is not None and now - hit[0] < _COUNT_CACHE_S:
