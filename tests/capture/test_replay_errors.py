@@ -83,8 +83,19 @@ def test_a_request_split_across_writes_still_matches(started):
 def test_writing_past_the_end_of_the_recording_is_a_mismatch(started):
     dev = started(serve(PRINTER_OK))
     with Transport(dev.path) as port:
-        for n in (1, 2, 3, 4, 1):
+        for n in (1, 2, 3, 4):  # every recorded step answered (not a fixed sleep: under load the emulator lagged)
             port.write(b"\x10\x04" + bytes([n]))
+            assert len(port.read_exact(1, 5.0, f"DLE EOT {n}")) == 1
+        port.write(b"\x10\x04\x01")
+        deadline = time.monotonic() + 10
+        while True:  # the emulator notes the extra write when it reads it
+            try:
+                dev.emulator.verify()
+            except ReplayError as err:
+                if "after the last recorded step" in str(err) or time.monotonic() > deadline:
+                    break
+            if time.monotonic() > deadline:
+                break
             time.sleep(0.05)
     with pytest.raises(ReplayError, match="after the last recorded step: expected nothing, host sent 10 04 01"):
         dev.emulator.verify()
