@@ -261,6 +261,8 @@ class Availability:
         if v is None:
             self.rolled_to = hour_start(int(self.clock.now()), self.tz)
             await self.storage.meta_set("rolled_to", str(self.rolled_to))
+            # the first counted hour, kept: no period that ended before it is reported (decision 035)
+            await self.storage.meta_claim("counted_from", str(self.rolled_to))
         else:
             self.rolled_to = int(v)
 

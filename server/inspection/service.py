@@ -14,6 +14,9 @@
   (60) days before expiry;
 * **renewals**: terminals' certificate renewal requests by state; alert when one has waited for the CA's
   signature (``posfleet ca sign-renewals``) longer than ``inspection.renewal_wait_days``;
+* **reports**: scheduled reports that were missed (the server down over a period's end) and can no longer be made,
+  their roll-ups purged (``availability.rollup_keep_days``): each listed, and a problem for ``UNMADE_SHOWN_DAYS``
+  after it was noted (decision 035);
 * **time**: whether the kernel's clock is synchronised (``adjtimex``: NTP/chrony/timesyncd keep it so) and its
   estimated maximum error.
 
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 KINDS = ("server", "certificate")
 DAY = 86400
 TERMINALS_LISTED = 50  # the soonest-expiring terminal certificates named in the answer (all are counted)
+UNMADE_SHOWN_DAYS = 92  # a scheduled report that could not be made is a problem this long (then listed only)
 
 
 # the pieces -----------------------------------------------------------------------------------------------------
@@ -309,6 +313,17 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
                                     f"the oldest {days:.0f} days: run posfleet ca sign-renewals on the CA's host",
                          "vars": {"n": renewals["waiting"], "days": round(days, 1)}})
 
+    # scheduled reports missed and no longer possible (server/reports/schedule.py, decision 035)
+    from ..reports.schedule import unmade
+
+    missed = await unmade(storage)
+    for m in missed:
+        if t - float(m.get("noted") or 0) > UNMADE_SHOWN_DAYS * DAY:
+            continue  # known for a quarter: still listed under reports, no longer a problem (nor an open alert)
+        problems.append({"check": "report", "key": f"report:{m['kind']}:{m['period']}",
+                         "message": f"the scheduled {m['kind']} report {m['period']} was missed and cannot be made "
+                                    f"now: {m['reason']}", "vars": {"period": m["period"], "days": m.get("keep_days")}})
+
     # time
     clock = time_sync()
     if clock["synchronised"] is False:
@@ -320,6 +335,7 @@ async def inspect(app: Any, now: float | None = None) -> dict[str, Any]:
             "database": database, "backup": backup, "broker": broker, "ingest": ingest_part,
             "certificates": {"alert_days": s.cert_alert_days, "items": certs, "terminals": terminals,
                              "renewals": renewals},
+            "reports": {"unmade": [{"kind": m["kind"], "period": m["period"], "reason": m["reason"]} for m in missed]},
             "time_sync": clock, "disk_alert_pct": s.disk_alert_pct,
             "_expiring_terminals": expiring}
 

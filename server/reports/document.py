@@ -354,6 +354,8 @@ def inspection_text(si: dict[str, Any], L: dict[str, str]) -> dict[str, Any]:
             text = fill("problem_time", ms=v.get("max_error_ms"))
         elif check == "renewal":
             text = fill("problem_renewal", n=v.get("n"), days=num(v.get("days")))
+        elif check == "report":
+            text = fill("problem_report", period=v.get("period"), days=v.get("days"))
         else:
             text = p.get("message", "")
         problems.append(text)

@@ -123,6 +123,7 @@ LABELS["zh"].update({
     "problem_cert": "{what}{days} 天后到期", "problem_cert_expired": "{what}已过期", "problem_cert_error": "{what}无法读取：{error}",
     "problem_time": "服务器时钟未同步（未运行 NTP：chrony 或 systemd-timesyncd），最大误差 {ms} 毫秒",
     "problem_renewal": "{n} 个终端证书续期请求等待 CA 签发，最早的已等 {days} 天：请在 CA 主机运行 posfleet ca sign-renewals",
+    "problem_report": "定期报告 {period} 错过未生成，其汇总数据已不保留（availability.rollup_keep_days = {days}），无法补做",
 })
 LABELS["en"].update({
     "client": "Client (party A)", "contractor": "Contractor (party B)", "contract_no": "Contract no.",
@@ -174,6 +175,8 @@ LABELS["en"].update({
     "problem_time": "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd), max error {ms} ms",
     "problem_renewal": "{n} terminal certificate renewal request(s) wait for the CA, the oldest {days} days: run "
                        "posfleet ca sign-renewals on the CA's host",
+    "problem_report": "the scheduled report {period} was missed and cannot be made now: its roll-ups are no longer "
+                      "kept (availability.rollup_keep_days = {days})",
 })
 
 

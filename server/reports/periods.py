@@ -121,3 +121,21 @@ def previous_periods(now: int, tz: Any) -> list[tuple[str, str]]:
     q_last = q_first - timedelta(days=1)
     return [("month", f"{m_last.year:04d}-{m_last.month:02d}"),
             ("quarter", f"{q_last.year:04d}Q{(q_last.month - 1) // 3 + 1}")]
+
+
+def ended_periods(kind: str, since: int, now: int, tz: Any) -> list[str]:
+    """Every month (``kind`` month) or quarter that ended after ``since`` and no later than ``now``, oldest first:
+    ``ended_periods("month", <2026-09-15>, <2026-12-02>, tz)`` is ["2026-09", "2026-10", "2026-11"]. A period that
+    ended exactly at ``since`` is not one of them."""
+    step = 1 if kind == "month" else 3
+    d = datetime.fromtimestamp(since, tz).date()
+    d = date(d.year, d.month - (d.month - 1) % step, 1)  # the period holding ``since``
+    today = datetime.fromtimestamp(now, tz).date()
+    out: list[str] = []
+    while True:
+        m = d.month - 1 + step
+        nxt = date(d.year + m // 12, m % 12 + 1, 1)  # its end: the next period's first midnight
+        if nxt > today:
+            return out
+        out.append(f"{d.year:04d}-{d.month:02d}" if kind == "month" else f"{d.year:04d}Q{(d.month - 1) // 3 + 1}")
+        d = nxt

@@ -21,7 +21,15 @@ a channel that failed is retried on later ticks (at most ``ATTEMPTS`` times), on
 process killed between the SMTP server's acceptance and the record (milliseconds) would send that channel once
 more after its restart: the only window in which a report can arrive twice.
 
-A period still incomplete after ``max_wait_h`` is made as counted and says so (the report's incomplete note).
+A period still incomplete after ``max_wait_h`` is made as counted and says so (the report's incomplete note); never
+before the roll-ups have closed its last hour (a server just started again after a stop).
+
+**Missed periods, and periods never watched** (decision 035). Every period of a kind that ended after
+``report_from:<kind>`` (``meta``, fixed once: the later of the server's first counted hour ``counted_from`` and the
+start of the period that ended last when the schedule first ran) is made, oldest first, so a server stopped across
+period ends makes each one it missed; a new install makes none that ended before it counted anything. A missed
+period whose roll-ups are purged (``availability.rollup_keep_days``) is recorded as ``unmade``, logged once, and
+listed by the self-inspection (:func:`unmade`).
 """
 
 from __future__ import annotations
@@ -35,14 +43,16 @@ import os
 import smtplib
 import ssl
 import time
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
+from ..availability.rollups import local_day
 from ..tasks import cancel
 from .ops import MEDIA, build, documents, render
-from .periods import Period, previous_periods, resolve
+from .periods import Period, ended_periods, resolve
 
 log = logging.getLogger(__name__)
 
@@ -61,42 +71,101 @@ async def tick(app: Any) -> list[str]:
     sch = st.reports.schedule
     if not (sch.monthly or sch.quarterly):
         return []
-    storage = app.state.storage
     if not await _leads(app):
         return []
     svc = app.state.availability
     now = int(app.state.clock.now())
     done: list[str] = []
-    for kind, key in previous_periods(now, svc.tz):
+    kept_from = _rollups_kept_from(app, now)
+    for kind in ("month", "quarter"):
         if not getattr(sch, "monthly" if kind == "month" else "quarterly"):
             continue
-        meta_key = f"{PREFIX}{kind}:{key}"
-        text = await storage.meta_get(meta_key)
-        rec = json.loads(text) if text else None
-        if rec is None or rec.get("state") in ("making", "released"):
-            if rec is not None and rec["state"] == "making" and time.time() - float(rec.get("claimed", 0)) < STALE_MAKING_S:
-                continue  # being made by another process (or an earlier tick of this one)
-            period = resolve(svc, **{kind: key})
-            waited = now - period.end
-            if waited < sch.delay_h * 3600:
-                continue
-            fig = await svc.figures(period.start, period.end, "fleet")
-            if not fig["complete"] and waited < sch.max_wait_h * 3600:
-                continue
-            claim = json.dumps({"state": "making", "claimed": time.time(), "pid": os.getpid(), "kind": kind,
-                                "period": key})
-            taken = await storage.meta_claim(meta_key, claim) if text is None else \
-                await storage.meta_replace(meta_key, text, claim)  # a released or abandoned claim, taken over once
-            if not taken:
-                continue  # another process claimed it first
-            if rec is not None and rec["state"] == "making":
-                log.warning("report %s was claimed by process %s that never finished it: making it again",
-                            meta_key, rec.get("pid"))
-            rec = await _make(app, meta_key, period, claim)
-            done.append(meta_key)
-        if rec.get("state") == "made" and await _deliver(app, meta_key, rec):
-            done.append(meta_key)
+        for key in ended_periods(kind, await _horizon(app, kind, now), now, svc.tz):
+            if not await _period(app, kind, key, now, kept_from, done):
+                break
     return done
+
+
+async def _horizon(app: Any, kind: str, now: int) -> int:
+    """Periods of ``kind`` that ended after this time are the schedule's to make (decision 035). Fixed once, the
+    first time a leading process runs the schedule for ``kind`` (``meta`` ``report_from:<kind>``, claimed: one
+    value, one log line across processes): the later of the server's first counted hour (``counted_from``, kept
+    since a database was new: a new install makes no report of a period that ended before it was watching) and the
+    start of the period of ``kind`` that ended last (so a schedule turned on, or a database from before
+    ``counted_from`` was kept, makes the last period and not every older one)."""
+    storage = app.state.storage
+    key = f"report_from:{kind}"
+    text = await storage.meta_get(key)
+    if text is not None:
+        return int(text)
+    svc = app.state.availability
+    last = ended_periods(kind, now - 100 * 86400, now, svc.tz)[-1]  # (any 100 days hold a quarter's end)
+    last_start = resolve(svc, **{kind: last}).start
+    counted = await storage.meta_get("counted_from")
+    horizon = max(last_start, int(counted)) if counted is not None else last_start
+    if await storage.meta_claim(key, str(horizon)):
+        if horizon > last_start:
+            log.warning("scheduled %s reports: none is made for a period that ended before %s, the server's first "
+                        "counted hour (it was not watching then): %s %s and earlier are not made", kind,
+                        datetime.fromtimestamp(horizon, svc.tz).isoformat(timespec="minutes"), kind, last)
+        return horizon
+    return int(await storage.meta_get(key) or horizon)  # another process fixed it first
+
+
+def _rollups_kept_from(app: Any, now: int) -> date:
+    """The first day whose roll-ups are still kept: whole months back to ``availability.rollup_keep_days``
+    (Availability._purge's rule). A period starting earlier cannot be made from them."""
+    keep = local_day(now, app.state.availability.tz) - timedelta(days=app.state.settings.availability.rollup_keep_days)
+    return date(keep.year, keep.month, 1)
+
+
+async def _period(app: Any, kind: str, key: str, now: int, kept_from: date, done: list[str]) -> bool:
+    """Make (once, under the period's claim) and deliver one period that has ended, if it is due. Whether it is
+    settled (made, or noted as one that cannot be made); a period not yet due (or being made elsewhere) holds the
+    later ones of its kind back, so that missed periods are made oldest first."""
+    st = app.state.settings
+    sch = st.reports.schedule
+    storage = app.state.storage
+    svc = app.state.availability
+    meta_key = f"{PREFIX}{kind}:{key}"
+    text = await storage.meta_get(meta_key)
+    rec = json.loads(text) if text else None
+    if rec is not None and rec.get("state") == "unmade":
+        return True
+    if rec is None and resolve(svc, **{kind: key}).first < kept_from:
+        reason = (f"its roll-ups are no longer kept (availability.rollup_keep_days = "
+                  f"{st.availability.rollup_keep_days}, kept from {kept_from.isoformat()})")
+        if await storage.meta_claim(meta_key, json.dumps({"state": "unmade", "kind": kind, "period": key, "reason": reason,
+                                                          "keep_days": st.availability.rollup_keep_days,
+                                                          "noted": time.time()})):
+            log.error("the %s report %s was missed and cannot be made now: %s", kind, key, reason)
+        return True
+    if rec is None or rec.get("state") in ("making", "released"):
+        if rec is not None and rec["state"] == "making" and time.time() - float(rec.get("claimed", 0)) < STALE_MAKING_S:
+            return False  # being made by another process (or an earlier tick of this one)
+        period = resolve(svc, **{kind: key})
+        waited = now - period.end
+        if waited < sch.delay_h * 3600:
+            return False
+        if (svc.rolled_to or 0) < period.end:
+            return False  # its last hours not closed yet (a server just back after a stop): never "as counted" now
+        fig = await svc.figures(period.start, period.end, "fleet")
+        if not fig["complete"] and waited < sch.max_wait_h * 3600:
+            return False
+        claim = json.dumps({"state": "making", "claimed": time.time(), "pid": os.getpid(), "kind": kind,
+                            "period": key})
+        taken = await storage.meta_claim(meta_key, claim) if text is None else \
+            await storage.meta_replace(meta_key, text, claim)  # a released or abandoned claim, taken over once
+        if not taken:
+            return False  # another process claimed it first
+        if rec is not None and rec["state"] == "making":
+            log.warning("report %s was claimed by process %s that never finished it: making it again",
+                        meta_key, rec.get("pid"))
+        rec = await _make(app, meta_key, period, claim)
+        done.append(meta_key)
+    if rec.get("state") == "made" and await _deliver(app, meta_key, rec):
+        done.append(meta_key)
+    return True
 
 
 async def _leads(app: Any) -> bool:
@@ -294,6 +363,20 @@ async def listing(app: Any) -> list[dict[str, Any]]:
     out.sort(key=lambda r: (r["made"] or "", r["name"]), reverse=True)
     for r in out:
         r.pop("_key")
+    return out
+
+
+async def unmade(storage: Any) -> list[dict[str, Any]]:
+    """The periods the schedule missed and could not make (their roll-ups no longer kept), oldest first."""
+    out = []
+    for text in (await storage.meta_prefix(PREFIX)).values():
+        try:
+            rec = json.loads(text)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and rec.get("state") == "unmade":
+            out.append(rec)
+    out.sort(key=lambda r: (r["kind"], r["period"]))
     return out
 
 

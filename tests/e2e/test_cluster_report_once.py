@@ -3,12 +3,13 @@ that issue 15's several processes have landed; decision 030).
 
 Two real ``posfleet server run`` processes on one PostgreSQL, both with ``[reports.schedule]`` monthly and
 quarterly every second, e-mailing over STARTTLS to a local SMTP server started here (aiosmtpd). The first leads
-and makes last month's and last quarter's reports (a new database: nothing waits for a recount); then it is
-killed (SIGKILL) and the other takes the lead, ticks on, and must send nothing again.
+and makes last month's and last quarter's reports (a database counting since 200 days ago, nothing waiting for a
+recount); then it is killed (SIGKILL) and the other takes the lead, ticks on, and must send nothing again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import secrets
@@ -23,6 +24,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from pki.ca import FleetCA
+from server.storage import open_storage
 from tests.fleet import Server, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
@@ -70,6 +72,17 @@ ca_file = "{workdir.parent / 'smtp-ca' / 'ca.pem'}"
     return s
 
 
+async def _counting_since(url: str, ts: float) -> None:
+    """The database of a server that has counted since ``ts`` (its first counted hour, kept by the first start):
+    last month and last quarter were watched, so the schedule makes them (a new install would not; decision 035)."""
+    st = open_storage(url, readers=0)
+    await st.open()
+    try:
+        await st.meta_set("counted_from", str(int(ts)))
+    finally:
+        await st.close()
+
+
 def test_two_processes_send_each_period_once_across_a_leader_kill(pki, broker, pg_url: str,  # type: ignore[no-untyped-def]
                                                                   tmp_path: Path) -> None:
     smtp_ca = FleetCA.init(tmp_path / "smtp-ca", "passphrase-for-tests")  # the mail server's own CA
@@ -80,6 +93,7 @@ def test_two_processes_send_each_period_once_across_a_leader_kill(pki, broker, p
     smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port(), tls_context=tls, require_starttls=True)
     smtp.start()
     group = secrets.token_hex(16)
+    asyncio.run(_counting_since(pg_url, time.time() - 200 * 86400))
     first = _server(pki, broker, tmp_path / "a", pg_url, group, smtp.port).start()
     second = None
     try:

@@ -11,6 +11,7 @@ import hashlib
 import http.server
 import io
 import json
+import logging
 import socket
 import ssl
 import threading
@@ -19,11 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import pypdf
+import pytest
 from aiosmtpd.controller import Controller
 
 from pki.ca import FleetCA
 from server.reports import schedule
-from tests.server.conftest import at, make_api
+from tests.server.conftest import at, make_api, sample
+from tests.server.test_availability import _setup
 from tests.server.test_report_document import _month_of_data
 
 
@@ -136,7 +139,9 @@ async def test_delivery_refused_without_tls_is_retried_not_sent_in_clear(tmp_pat
                          "email": {"to": ["ybj@example.cn"], "sender": "posfleet@example.cn", "host": "127.0.0.1",
                                    "port": smtp.port}}}
     try:
-        async with make_api(tmp_path, extra, now="2025-04-01 02:00") as api:
+        async with make_api(tmp_path, extra, now="2025-03-31 20:00") as api:  # counting before March ends
+            api.clock.t = at("2025-04-01 02:00")
+            await api.settle()
             rec: dict[str, Any] = {}
             for _ in range(600):  # the loop's first tick (at start) makes March and tries to send it
                 await schedule.tick(api.app)
@@ -226,3 +231,104 @@ async def test_quarterly_report_is_made_once_after_the_quarter(tmp_path: Path) -
             assert notices == [("2025Q1", "HNYB-YW-2025Q1")], Hook.got
     finally:
         hook.shutdown()
+
+
+def _hook() -> http.server.ThreadingHTTPServer:
+    Hook.got = []
+    hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    return hook
+
+
+async def _made(api: Any) -> list[tuple[str, str]]:
+    """(kind, period) of every report the schedule made and keeps, oldest first."""
+    listed = (await api.get("/api/v1/reports/stored", role="viewer")).json()["items"]
+    return sorted({(r["kind"], r["period"]) for r in listed}, key=lambda k: k[1])
+
+
+async def test_a_server_down_over_two_month_ends_makes_both_missed_reports_once(tmp_path: Path) -> None:
+    """Stopped on 2025-03-20 and started again on 2025-05-03 (decision 035): March's and April's reports are both
+    made on the restart, once each and March first, with two server apps on the database ticking at once; before,
+    only April's was (the month that ended last) and March's was never made, silently."""
+    hook = _hook()
+    extra = {"availability": {"catchup_days": 70},  # the roll-ups close every hour missed: the reports are whole
+             "reports": {"dir": str(tmp_path / "reports"), "number_prefix": "HNYB-YW-",
+                         "schedule": {"monthly": True, "delay_h": 1, "interval_s": 3600, "formats": ["csv"],
+                                      "webhook_url": f"http://127.0.0.1:{hook.server_address[1]}/reports"}}}
+    try:
+        async with make_api(tmp_path, extra, now="2025-03-03 07:00") as api:
+            await _setup(api)
+            await api.feed("HNA0000001", [sample(k, at("2025-03-03 08:00") + 60 * k) for k in range(120)])
+            api.clock.t = at("2025-03-20 10:00")
+            await api.settle()
+            await schedule.tick(api.app)
+            assert await _made(api) == []  # (February ended before the first counted hour: not made)
+        # down over March's end and April's
+        async with make_api(tmp_path, extra, now="2025-05-03 02:00") as api, \
+                make_api(tmp_path, extra, now="2025-05-03 02:00") as other:
+            await asyncio.gather(schedule.tick(api.app), schedule.tick(other.app))  # (roll-ups not closed yet)
+            await api.settle()  # the hours missed closed, as the roll-up loop does after a start
+            await asyncio.gather(schedule.tick(api.app), schedule.tick(other.app), schedule.tick(api.app))
+            await schedule.tick(other.app)
+            assert await _made(api) == [("month", "2025-03"), ("month", "2025-04")]
+            assert [n["period"] for n in Hook.got] == ["2025-03", "2025-04"], Hook.got  # once each, oldest first
+            march = (await api.get("/api/v1/reports/stored/ops-2025-03.csv", role="viewer")).content.decode()
+            assert "HNA0000001" in march
+            api.clock.t = at("2025-05-20 02:00")
+            await schedule.tick(api.app)
+            assert [n["period"] for n in Hook.got] == ["2025-03", "2025-04"]
+    finally:
+        hook.shutdown()
+
+
+async def test_a_new_install_makes_no_report_of_periods_before_its_first_counted_hour(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Installed on 2025-04-15 with no data: no report for March or 2025Q1 (it was not watching; before, both were
+    made and sent, saying 无法判定档次), and the log says so once a schedule; April's report, from its first counted
+    hour, is made after April ends."""
+    hook = _hook()
+    extra = {"reports": {"dir": str(tmp_path / "reports"),
+                         "schedule": {"monthly": True, "quarterly": True, "delay_h": 0, "interval_s": 3600,
+                                      "formats": ["csv"],
+                                      "webhook_url": f"http://127.0.0.1:{hook.server_address[1]}/reports"}}}
+    caplog.set_level(logging.WARNING, logger="server.reports.schedule")
+    try:
+        async with make_api(tmp_path, extra, now="2025-04-15 10:20") as api:
+            async with make_api(tmp_path, extra, now="2025-04-15 10:20") as other:
+                await asyncio.gather(schedule.tick(api.app), schedule.tick(other.app), schedule.tick(api.app))
+            assert await _made(api) == [] and Hook.got == []
+            for key in ("report:month:2025-03", "report:quarter:2025Q1"):
+                assert await api.app.state.storage.meta_get(key) is None
+            said = [r.getMessage() for r in caplog.records if "first counted hour" in r.getMessage()]
+            assert len(said) == 2 and "2025-04-15T10:00" in said[0], said  # once for monthly, once for quarterly
+            api.clock.t = at("2025-05-01 02:00")
+            await api.settle()
+            await schedule.tick(api.app)
+            assert await _made(api) == [("month", "2025-04")]
+            assert [n["period"] for n in Hook.got] == ["2025-04"]
+            assert len([r for r in caplog.records if "first counted hour" in r.getMessage()]) == 2
+    finally:
+        hook.shutdown()
+
+
+async def test_a_missed_period_whose_roll_ups_are_gone_is_logged_and_inspected(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Down from 2025-01-10 to 2025-04-03 with ``rollup_keep_days = 31``: March is made; January and February are
+    missed beyond the roll-ups kept, so each is logged once and listed by the self-inspection (a problem each)."""
+    extra = {"availability": {"rollup_keep_days": 31, "catchup_days": 90},
+             "reports": {"dir": str(tmp_path / "reports"),
+                         "schedule": {"monthly": True, "delay_h": 0, "interval_s": 3600, "formats": ["csv"]}}}
+    caplog.set_level(logging.WARNING, logger="server.reports.schedule")
+    async with make_api(tmp_path, extra, now="2025-01-10 09:00") as api:
+        await schedule.tick(api.app)
+    async with make_api(tmp_path, extra, now="2025-04-03 02:00") as api:
+        await api.settle()
+        for _ in range(3):
+            await schedule.tick(api.app)
+        assert await _made(api) == [("month", "2025-03")]
+        said = [r.getMessage() for r in caplog.records if "cannot be made" in r.getMessage()]
+        assert len(said) == 2 and "2025-01" in said[0] and "2025-02" in said[1], said
+        got = (await api.get("/api/v1/server/inspection")).json()
+        mine = [p for p in got["problems"] if p["check"] == "report"]
+        assert [p["vars"]["period"] for p in mine] == ["2025-01", "2025-02"], got["problems"]
+        assert [m["period"] for m in got["reports"]["unmade"]] == ["2025-01", "2025-02"]

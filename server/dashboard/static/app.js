@@ -22,6 +22,7 @@ const I18N = {
     problem_cert: "{what}{days} 天后到期", problem_cert_expired: "{what}已过期", problem_cert_error: "{what}无法读取：{error}",
     problem_time: "服务器时钟未同步（未运行 NTP：chrony 或 systemd-timesyncd），最大误差 {ms} 毫秒", cert_terminals: "CA 证书索引",
     problem_renewal: "{n} 个终端证书续期请求等待 CA 签发，最早的已等 {days} 天：请在 CA 主机运行 posfleet ca sign-renewals",
+    problem_report: "定期报告 {period} 错过未生成，其汇总数据已不保留（availability.rollup_keep_days = {days}），无法补做",
     renewals: "证书续期", renewal_waiting: "等待签发 {n}", renewal_states: "签发 {signed}，已切换 {switched}，完成 {done}，拒绝 {refused}",
     login_title: "登录", login_hint: "请输入管理员发放的访问令牌（pf_ 开头）。令牌只保存在本浏览器标签页中。",
     token: "访问令牌", sign_in: "登录", bad_token: "令牌无效或已吊销", server_error: "服务器错误",
@@ -93,6 +94,7 @@ const I18N = {
     problem_cert: "{what} expires in {days} days", problem_cert_expired: "{what} has expired", problem_cert_error: "{what} cannot be read: {error}",
     problem_time: "the server's clock is not synchronised (no NTP: chrony or systemd-timesyncd), max error {ms} ms", cert_terminals: "the CA's index",
     problem_renewal: "{n} terminal certificate renewal request(s) wait for the CA, the oldest {days} days: run posfleet ca sign-renewals on the CA's host",
+    problem_report: "the scheduled report {period} was missed and cannot be made now: its roll-ups are no longer kept (availability.rollup_keep_days = {days})",
     renewals: "Certificate renewals", renewal_waiting: "waiting for the CA {n}", renewal_states: "signed {signed}, switched {switched}, done {done}, refused {refused}",
     login_title: "Sign in", login_hint: "Enter the access token your administrator issued (starts with pf_). It is kept in this browser tab only.",
     token: "Access token", sign_in: "Sign in", bad_token: "Unknown or revoked token", server_error: "Server error",
@@ -887,6 +889,7 @@ function problemText(p) {
     : fill(t(v.days >= 0 ? "problem_cert" : "problem_cert_expired"), {what, days: Math.round(v.days)});
   if (p.check === "time") return fill(t("problem_time"), {ms: v.max_error_ms});
   if (p.check === "renewal") return fill(t("problem_renewal"), {n: v.n, days: Math.round(v.days)});
+  if (p.check === "report") return fill(t("problem_report"), {period: v.period, days: v.days});
   return p.message;
 }
 async function viewServer() {
