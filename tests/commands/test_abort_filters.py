@@ -35,12 +35,14 @@ def test_admin_aborts_a_running_job_and_the_remaining_units_never_get_it(fleet: 
         assert r.status_code == 200, r.text
         job = r.json()
         assert job["state"] == "aborted" and "wrong county" in job["reason"]
+        sent_by_then = {u["sn"] for u in _job(fleet, jid)["units"] if u["sent"] is not None}
         time.sleep(3)  # longer than a release interval: nothing more goes out
         job = _job(fleet, jid)
         assert job["state"] == "aborted"
         done = [u for u in job["units"] if u["sent"] is not None]
         stopped = [u for u in job["units"] if u["sent"] is None]
-        assert 1 <= len(done) <= 3 and len(stopped) >= 5, job["progress"]
+        # (how many went out before the abort depends on the box's speed: 1-3 when quiet, 4 once under load)
+        assert {u["sn"] for u in done} == sent_by_then and 1 <= len(done) and len(stopped) >= 3, job["progress"]
         assert all(u["state"] == "expired" and "aborted by" in u["reason"] and "wrong county" in u["reason"]
                    for u in stopped)
         # units already sent finish as usual
