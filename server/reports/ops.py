@@ -237,6 +237,11 @@ async def build(availability: Any, storage: Any, start: int, end: int, county: s
     data["sla"] = await document.network_sla(availability, storage, index, start, end, county)
     data["fault_list"] = await document.fault_list(storage, index, start, end, county, tz, lang, data["swaps"])
     data["spares"] = document.spare_stock(index, county)
+    # the server's self-inspection is the province's matter: a county report (whoever asks for it) has no such
+    # section, so a county user's report is the province's report of that county, word for word
+    data["server_section"] = county is None
+    if county is not None:
+        server_inspection = None
     data["server_inspection"] = server_inspection
     data["server_text"] = document.inspection_text(server_inspection, L) if server_inspection else None
     data["appendix_included"] = with_appendix
@@ -497,7 +502,8 @@ def sheets(data: dict[str, Any]) -> list[Any]:
                                         col("used_mb", "number"), col("plan_share", "fraction")], sim["top"]))
     out.append(Sheet(L["spares"], [col("county"), col("in_service", "number"), col("spare", "number"),
                                    col("in_repair", "number")], data["spares"], [L["spares_source"]]))
-    out.append(_server_sheet(data, col))
+    if data.get("server_section", True):
+        out.append(_server_sheet(data, col))
     out.append(Sheet(L["recommendations"], [col("text", label=L["recommendations"])],
                      [{"text": r} for r in data["recommendations"]]))
     if data["appendix_included"]:

@@ -263,6 +263,7 @@ async def test_a_county_users_report_is_its_county_report_without_a_tier(api: Ap
     assert OUTSIDE["sn"] in whole and whole != mine.text
     html = (await api.client.get("/api/v1/reports/ops", params={**q, "format": "html"}, headers=h)).text
     assert "区县报告不判定档次" in html and "尾款为合同总价" not in html, "no contract tier in a county report"
+    assert 'id="server"' not in html, "the server's self-inspection is the province's, not in a county report"
     other = await api.client.get("/api/v1/reports/ops", params={**q, "county": OUTSIDE["county"]}, headers=h)
     assert other.status_code == 404 and other.json()["detail"] == f"county {OUTSIDE['county']} not found"
     assert (await api.client.get("/api/v1/reports/ops", params=q, headers=city)).status_code == 422
