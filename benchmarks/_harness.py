@@ -47,10 +47,25 @@ def machine() -> dict[str, str]:
     }
 
 
+def core_speed() -> float:
+    """CPU seconds of a plain Python loop of 10 million additions (best of 3): the same model name has come with
+    cores nearly twice as slow from one day to the next (docs/performance-sim.md, the 2026-12-06 re-run), so a
+    figure is only comparable with another taken where this one was about the same."""
+    best = float("inf")
+    for _ in range(3):
+        t = time.process_time()
+        s = 0
+        for i in range(10_000_000):
+            s += i
+        best = min(best, time.process_time() - t)
+    return best
+
+
 def machine_line() -> str:
     m = machine()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"machine: {m['cpus']} CPUs, {m['cpu_model']}, Linux {m['kernel']}, Python {m['python']}, {m['date']}; "
+            f"core speed {core_speed():.2f} CPU-s for 10 M Python additions; "
             f"load average now {load} (other work on the box skews CPU-bound figures)")
 
 
