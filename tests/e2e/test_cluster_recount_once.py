@@ -8,15 +8,14 @@ recounted them itself, and every late hour stored by a follower was counted twic
 
 from __future__ import annotations
 
-import secrets
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.backend import db_count
-from tests.fleet import Broker, Server, wait_for
-from tests.terminal import Terminal
+from tests.cluster import leader_and_follower
+from tests.fleet import Server, wait_for
 from wire import codec
 from wire.messages import Batch, Check, Sample
 
@@ -26,13 +25,6 @@ SN = "HN00170002"
 OK = {k: Check(0) for k in ("printer", "idcard", "modem", "storage")}
 
 
-def _server(pki, broker, workdir: Path, url: str, group: str) -> Server:  # type: ignore[no-untyped-def]
-    s = Server(pki, broker, workdir, storage=url)
-    s.config.write_text(s.config.read_text().replace("[storage]", f'share_group = "{group}"\nsession_expiry_s = 5\n'
-                                                                  "[storage]"))
-    return s
-
-
 def _status(s: Server) -> dict:
     r = s.get("/api/v1/availability/status")
     assert r.status_code == 200, r.text
@@ -40,16 +32,10 @@ def _status(s: Server) -> dict:
 
 
 def test_a_late_hour_stored_by_a_follower_is_recounted_once(pki, broker, pg_url: str, tmp_path: Path) -> None:
-    group = secrets.token_hex(16)
-    quiet = Broker(pki, tmp_path / "quiet-broker").start()  # the leader's: no terminal publishes there
-    leader = _server(pki, quiet, tmp_path / "a", pg_url, group).start()
-    follower = None
-    t = None
-    try:
-        wait_for(lambda: leader.log.read_text().count(" leads: ") == 1, 20, "the first process leads")
-        follower = _server(pki, broker, tmp_path / "b", pg_url, group).start()
+    with leader_and_follower(pki, broker, pg_url, tmp_path) as pair:
+        leader, follower = pair.leader, pair.follower
         hour = int(time.time()) // 3600 * 3600 - 3 * 3600  # a closed hour, three hours back: late data
-        t = Terminal(pki, broker, SN)
+        t = pair.terminal(SN)
         t.send(codec.encode(Batch(sn=SN, epoch=3, samples=[
             Sample(seq=k, ts=hour + 60 * k, interval=60, connected=True, rtt_ms=80, checks=OK) for k in range(60)])))
         wait_for(lambda: 59 in t.acked, 30, "the follower committed the late hour")
@@ -64,33 +50,16 @@ def test_a_late_hour_stored_by_a_follower_is_recounted_once(pki, broker, pg_url:
         assert unit["no_data_slots"] == 0 and unit["intact_slots"] == unit["service_slots"], unit
         assert _status(follower)["hours_recounted"] == 0, "the follower recounted what the leader recounts"
         assert _status(leader)["hours_recounted"] >= 1
-    finally:
-        if t is not None:
-            t.close()
-        for s in (leader, follower):
-            if s is not None and s.proc is not None:
-                s.stop()
-        quiet.stop()
-    for s in (leader, follower):
-        if s is not None:
-            assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
 
 
 def test_sim_data_use_counts_the_samples_a_follower_stored(pki, broker, pg_url: str, tmp_path: Path) -> None:
     """A follower's ingest noted the SIM counter readings in its memory and never wrote them: a unit whose batches
     the shared subscription gave to a follower showed no data use on any process (and the follower's memory
     grew with every sample)."""
-    group = secrets.token_hex(16)
-    quiet = Broker(pki, tmp_path / "quiet-broker").start()  # the leader's: no terminal publishes there
-    leader = _server(pki, quiet, tmp_path / "a", pg_url, group).start()
-    follower = None
-    t = None
     sn = "HN00170003"
-    try:
-        wait_for(lambda: leader.log.read_text().count(" leads: ") == 1, 20, "the first process leads")
-        follower = _server(pki, broker, tmp_path / "b", pg_url, group).start()
+    with leader_and_follower(pki, broker, pg_url, tmp_path) as pair:
         now = int(time.time()) // 60 * 60
-        t = Terminal(pki, broker, sn)
+        t = pair.terminal(sn)
         t.send(codec.encode(Batch(sn=sn, epoch=1, samples=[  # 1 MB a minute on the counter
             Sample(seq=k, ts=now - 600 + 60 * k, interval=60, connected=True, rtt_ms=80, checks=OK,
                    data_bytes=5_000_000 + 1_000_000 * k) for k in range(10)])))
@@ -100,15 +69,6 @@ def test_sim_data_use_counts_the_samples_a_follower_stored(pki, broker, pg_url: 
             r = s.get(f"/api/v1/units/{sn}/data")
             return int(r.json()["used_bytes"]) if r.status_code == 200 else -1
 
-        wait_for(lambda: used(leader) == 9_000_000, 30, "the data use the follower's samples show, read on the leader")
-        assert used(follower) == 9_000_000
-    finally:
-        if t is not None:
-            t.close()
-        for s in (leader, follower):
-            if s is not None and s.proc is not None:
-                s.stop()
-        quiet.stop()
-    for s in (leader, follower):
-        if s is not None:
-            assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
+        wait_for(lambda: used(pair.leader) == 9_000_000, 30,
+                 "the data use the follower's samples show, read on the leader")
+        assert used(pair.follower) == 9_000_000

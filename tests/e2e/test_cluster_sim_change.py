@@ -8,14 +8,14 @@ raises the next change, and not the one already raised (the rule's memory is in 
 
 from __future__ import annotations
 
-import secrets
 import signal
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.fleet import Broker, Server, stop_process, wait_for
+from tests.cluster import leader_and_follower, leads
+from tests.fleet import Server, stop_process, wait_for
 from tests.terminal import Terminal
 from wire import codec
 from wire.messages import Batch, Event
@@ -24,17 +24,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 SN = "HN00170001"
 ICCID = {"A": "89860011111111111111", "B": "89860022222222222222", "C": "89860033333333333333"}
-
-
-def _server(pki, broker, workdir: Path, url: str, group: str) -> Server:  # type: ignore[no-untyped-def]
-    s = Server(pki, broker, workdir, storage=url, extra="[alerts]\ninterval_s = 0.5\n")
-    s.config.write_text(s.config.read_text().replace("[storage]", f'share_group = "{group}"\nsession_expiry_s = 5\n'
-                                                                  "[storage]"))
-    return s
-
-
-def _leads(s: Server) -> int:
-    return s.log.read_text().count(" leads: ")
 
 
 def _sim_alerts(s: Server) -> list[dict]:
@@ -52,15 +41,9 @@ def _identity(t: Terminal, seq: int, ts: int, kind: str, iccid: str, **more: str
 
 def test_a_sim_change_stored_by_a_follower_is_raised_once_by_the_leader(pki, broker, pg_url: str,
                                                                         tmp_path: Path) -> None:
-    group = secrets.token_hex(16)
-    quiet = Broker(pki, tmp_path / "quiet-broker").start()  # the leader's: no terminal publishes there
-    leader = _server(pki, quiet, tmp_path / "a", pg_url, group).start()
-    follower = None
-    t = None
-    try:
-        wait_for(lambda: _leads(leader) == 1, 20, "the first process leads")
-        follower = _server(pki, broker, tmp_path / "b", pg_url, group).start()
-        t = Terminal(pki, broker, SN)
+    with leader_and_follower(pki, broker, pg_url, tmp_path, extra="[alerts]\ninterval_s = 0.5\n") as pair:
+        leader, follower = pair.leader, pair.follower
+        t = pair.terminal(SN)
         now = int(time.time())
         _identity(t, 1, now - 600, "inventory", ICCID["A"])
         _identity(t, 2, now - 300, "inventory", ICCID["B"])  # the SIM was swapped
@@ -75,7 +58,7 @@ def test_a_sim_change_stored_by_a_follower_is_raised_once_by_the_leader(pki, bro
         _identity(t, 2, now - 300, "inventory", ICCID["B"])  # the same report again (a lost acknowledgement)
         stop_process(leader.proc, signal.SIGKILL)
         leader.proc = None
-        wait_for(lambda: _leads(follower) == 1, 30, "the follower took the leadership over")
+        wait_for(lambda: leads(follower) == 1, 30, "the follower took the leadership over")
         _identity(t, 3, now - 60, "sim_changed", ICCID["C"], old_iccid=ICCID["B"])
         wait_for(lambda: len(_sim_alerts(follower)) == 2, 30, "the new leader raised the next change")
         time.sleep(2)
@@ -87,13 +70,3 @@ def test_a_sim_change_stored_by_a_follower_is_raised_once_by_the_leader(pki, bro
         _identity(t, 3, now - 60, "sim_changed", ICCID["C"], old_iccid=ICCID["B"])  # resent: still closed
         time.sleep(2)
         assert [a["closed_ts"] is not None for a in _sim_alerts(follower)] == [True, True]
-    finally:
-        if t is not None:
-            t.close()
-        for s in (leader, follower):
-            if s is not None and s.proc is not None:
-                s.stop()
-        quiet.stop()
-    for s in (leader, follower):
-        if s is not None:
-            assert "Traceback" not in s.log.read_text(), s.log.read_text()[-3000:]
