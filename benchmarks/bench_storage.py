@@ -13,6 +13,11 @@ sample took in the benchmark's process (SQLite works there) and in the PostgreSQ
 
     .venv/bin/python -m benchmarks.bench_storage                     # 300,000 samples each, ~1 min
     .venv/bin/python -m benchmarks.bench_storage --samples 1000000 --units 50000
+
+``--drop-index NAME`` drops that index after the schema is made, before the drain: the same drain without it, to
+measure what one index costs ingest (``--backends sqlite`` measures one backend only):
+
+    .venv/bin/python -m benchmarks.bench_storage --units 20000 --samples 600000 --drop-index units_sn_last_seen
 """
 
 from __future__ import annotations
@@ -61,12 +66,17 @@ def _cpu_of(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def drain(url: str, work: list[list[SampleRow]], per_commit: int) -> tuple[float, int, float, float]:
+async def drain(url: str, work: list[list[SampleRow]], per_commit: int, drop: str = ""
+                ) -> tuple[float, int, float, float]:
     """Seconds, samples stored, CPU seconds of this process and of the PostgreSQL backend that committed them (CPU
-    is what the shared machine's load disturbs least: the wall-clock rate moves with other people's work)."""
+    is what the shared machine's load disturbs least: the wall-clock rate moves with other people's work);
+    ``drop``: an index dropped first."""
     st = open_storage(url)
     await st.open()
     try:
+        if drop:
+            async with st.write() as db:
+                await db.execute(f"DROP INDEX {drop}")
         pid = None
         if st.dialect == "postgresql":
             async with st.write() as db:
@@ -88,26 +98,40 @@ def main() -> None:
     ap.add_argument("--units", type=int, default=3_000)
     ap.add_argument("--per-commit", type=int, default=50, help="messages (10 samples each) a commit")
     ap.add_argument("--shared-buffers", default="512MB")
+    ap.add_argument("--drop-index", default="", help="drop this index before the drain (what it costs ingest)")
+    ap.add_argument("--backends", default="sqlite,postgresql")
     a = ap.parse_args()
+    if a.drop_index and not a.drop_index.replace("_", "").isalnum():
+        ap.error(f"--drop-index: not an index name: {a.drop_index!r}")
+    backends = {b.strip() for b in a.backends.split(",")}
     work = batches(a.units, a.samples)
     print(f"machine: {os.cpu_count()} cores, load average before {os.getloadavg()[0]:.2f} "
           "(the cores are shared with other work: figures are lower bounds)")
-    print(f"backlog: {a.samples:,} samples, {a.units:,} units, {a.per_commit} batches of 10 a commit")
+    print(f"backlog: {a.samples:,} samples, {a.units:,} units, {a.per_commit} batches of 10 a commit"
+          f"{f', index {a.drop_index} dropped' if a.drop_index else ''}")
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        db = Path(tmp) / "fleet.sqlite"
-        dt, n, cpu, cpu_db = asyncio.run(drain(f"sqlite:///{db}", work, a.per_commit))
-        size = sum(p.stat().st_size for p in Path(tmp).iterdir())
-        results["sqlite"] = (n / dt, size / n, cpu / n, cpu_db / n)
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            db = Path(tmp) / "fleet.sqlite"
+            dt, n, cpu, cpu_db = asyncio.run(drain(f"sqlite:///{db}", work, a.per_commit, a.drop_index))
+            size = sum(p.stat().st_size for p in Path(tmp).iterdir())
+            results["sqlite"] = (n / dt, size / n, cpu / n, cpu_db / n)
+    if "postgresql" not in backends:
+        _report(results)
+        return
     with Postgres(settings={"shared_buffers": a.shared_buffers}) as pg:
         url = pg.create("bench")
-        dt, n, cpu, cpu_db = asyncio.run(drain(url, work, a.per_commit))
+        dt, n, cpu, cpu_db = asyncio.run(drain(url, work, a.per_commit, a.drop_index))
         pg.psql("VACUUM ANALYZE", "bench")
         size = int(pg.psql("SELECT sum(pg_total_relation_size(c.oid)) FROM pg_inherits i JOIN pg_class c "
                            "ON c.oid = i.inhrelid JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname='samples'",
                            "bench"))
         size += int(pg.psql("SELECT coalesce(pg_total_relation_size(to_regclass('sample_keys')), 0)", "bench"))  # each sample's identity
         results["postgresql"] = (n / dt, size / n, cpu / n, cpu_db / n)
+    _report(results)
+
+
+def _report(results: dict[str, tuple[float, float, float, float]]) -> None:
     per_fortnight = 50_000 * 14 * 1440
     for name, (rate, per, cpu, cpu_db) in results.items():
         print(f"{name:11s} {rate:10,.0f} samples/s committed   {per:6.0f} B a sample   "

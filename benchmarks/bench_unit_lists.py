@@ -14,6 +14,14 @@ queueing; ``--code`` takes the server from another checkout (an older commit) to
 
     .venv/bin/python benchmarks/bench_unit_lists.py --db /tmp/fleet.sqlite --http
     .venv/bin/python benchmarks/bench_unit_lists.py --db /tmp/fleet.sqlite --http --code /tmp/older-checkout
+
+Also measured (decision 036): the audit trail's page of 50 and its count as a scoped auditor asks them (the rows about
+the scope's units and jobs: the SQL's subquery on registry and institutions, or the scope's kept SNs as one set),
+and the registry list by last seen walked or looked up (``seen_lookup``). bench_scope's audit table is nearly empty
+(it makes no API writes); ``--audit-rows N`` measures on a copy of the data with N rows added (API writes by path,
+command states of units all over the province, jobs of a few units each and their rows):
+
+    .venv/bin/python benchmarks/bench_unit_lists.py --db /tmp/fleet.sqlite --audit-rows 200000
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
+import sqlite3
 import sys
 import tempfile
 import time
@@ -39,6 +49,7 @@ import bench_server_api as api  # noqa: E402
 
 from benchmarks._harness import machine_line  # noqa: E402
 from server.storage import UnitQuery, open_storage  # noqa: E402
+from server.storage.audit import AuditQuery  # noqa: E402
 
 SCOPES: list[tuple[str, Any]] = [("province", None), ("county user (county:县66)", ((), ("县66",))),
                                  ("city user (city:统筹区13)", (("统筹区13",), ()))]
@@ -73,11 +84,67 @@ async def run(db: Path, n: int, warmup: int) -> None:
         async def by_seen(k: int, within: Any = within) -> None:
             await st.registry_query({} if within is None else {"within": within}, "last_seen", True, 50, 0)
 
-        for kept in (False, True):  # (the province's: the same SQL either way)
-            st.kept_lists = kept
-            label = f"registry by last seen, {'kept SNs' if kept else 'SQL'}"
+        for kept, lookup in ((False, None), (True, False), (True, True), (True, None)):
+            st.kept_lists, st.seen_lookup = kept, lookup  # (the province's: the same SQL every way)
+            how = "SQL" if not kept else {False: "kept SNs, walked", True: "kept SNs, looked up",
+                                          None: "kept SNs, chosen"}[lookup]
+            label = f"registry by last seen, {how}"
             print(f"{label:44} {name:28} {await per_call(n, warmup, by_seen):14.2f}", flush=True)
+        st.seen_lookup = None
+
+        async def audit(k: int, within: Any = within) -> None:  # as GET /api/v1/audit?limit=50 asks
+            await st.audit_rows(AuditQuery(within=within), 50, 0)
+            await st.count_audit(AuditQuery(within=within))
+
+        for kept, lookup in ((False, None), (True, False), (True, True), (True, None)):
+            st.kept_lists, st.audit_lookup = kept, lookup  # (the province's: no scope filter any way)
+            how = "SQL" if not kept else {False: "kept SNs, walked", True: "kept SNs, looked up",
+                                          None: "kept SNs, chosen"}[lookup]
+            label = f"audit 50 rows + count, {how}"
+            print(f"{label:44} {name:28} {await per_call(n, warmup, audit):14.2f}", flush=True)
+        st.kept_lists, st.audit_lookup = True, None
     await st.close()
+
+
+def add_audit(src: Path, rows: int) -> Path:
+    """A copy of ``src`` (the audit is append-only) with ``rows`` more audit rows: three in five API writes by
+    path (the province's), one in five command states of a unit anywhere, the rest about 2,000 jobs of one to
+    five units of one county each (their commands too): ``job.created`` / ``job.finished`` by job id."""
+    dst = Path(tempfile.mkdtemp(prefix="posfleet-bench-audit-")) / "fleet.sqlite"
+    shutil.copy(src, dst)
+    rnd = random.Random(36)
+    con = sqlite3.connect(dst)
+    by_county: dict[str, list[str]] = {}
+    for sn, county in con.execute("SELECT r.sn, i.county FROM registry r JOIN institutions i ON i.code = r.institution"):
+        by_county.setdefault(county, []).append(sn)
+    counties = sorted(by_county)
+    every = [sn for c in counties for sn in by_county[c]]
+    jobs = []
+    with con:
+        for j in range(2000):
+            jid = f"job-bench-{j:05d}"
+            mine = rnd.sample(by_county[rnd.choice(counties)], rnd.randint(1, 5))
+            jobs.append(jid)
+            con.execute("INSERT INTO cmd_jobs(id, type, params, created_by, created, total, state) "
+                        "VALUES (?,?,?,?,?,?,?)", (jid, "collect_logs", "{}", "bench", time.time(), len(mine), "done"))
+            con.executemany("INSERT INTO cmd_commands(id, job, sn, type, params, created_by, created, issued, expires, "
+                            "payload, state) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                            [(f"{jid}-{sn}", jid, sn, "collect_logs", "{}", "bench", time.time(), 0, 0, b"", "done")
+                             for sn in mine])
+        t = time.time() - rows
+        batch = []
+        for k in range(rows):
+            r = rnd.random()
+            if r < 0.6:
+                row = ("admin", "api.post", f"/api/v1/registry/units/{rnd.choice(every)}", '{}')
+            elif r < 0.8:
+                row = ("command", "command.state", rnd.choice(every), '{"to":"done"}')
+            else:
+                row = ("admin", rnd.choice(("job.created", "job.finished")), rnd.choice(jobs), '{}')
+            batch.append((t + k, *row))
+        con.executemany("INSERT INTO audit(ts, actor, action, target, detail) VALUES (?,?,?,?,?)", batch)
+    con.close()
+    return dst
 
 
 async def run_http(db: Path, n: int, warmup: int) -> None:
@@ -111,8 +178,13 @@ async def run_http(db: Path, n: int, warmup: int) -> None:
                                          params={"limit": 50, "sort": "last_seen", "order": "desc"})
                     r.raise_for_status()
 
+                async def audit(k: int, client: Any = client) -> None:
+                    r = await client.get("/api/v1/audit", params={"limit": 50})
+                    r.raise_for_status()
+
                 for label, call in ((f"GET /api/v1/units ({total:,})", units),
-                                    ("GET /api/v1/registry/units by last seen", by_seen)):
+                                    ("GET /api/v1/registry/units by last seen", by_seen),
+                                    ("GET /api/v1/audit?limit=50", audit)):
                     print(f"{label:44} {name:28} {await per_call(n, warmup, call):14.2f}", flush=True)
 
 
@@ -125,11 +197,16 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--http", action="store_true", help="whole requests through one API app in this process")
     ap.add_argument("--code", default="", help="take the server from this checkout (with --http: an older commit)")
+    ap.add_argument("--audit-rows", type=int, default=0, help="measure on a copy of the data with this many audit "
+                                                                "rows added (bench_scope's audit is nearly empty)")
     args = ap.parse_args()
     print(machine_line(), flush=True)
     db = Path(args.db) if args.db else Path(tempfile.mkdtemp(prefix="posfleet-bench-lists-")) / "fleet.sqlite"
     if not db.exists():
         api.generate(db, args.units, args.institutions, 1, 0, 1, 0, 1, int(time.time()))
+    if args.audit_rows:
+        db = add_audit(db, args.audit_rows)
+        print(f"{args.audit_rows:,} audit rows added, on a copy: {db}", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} (1, 5 min) at the start", flush=True)
     asyncio.run((run_http if args.http else run)(db, args.requests, args.warmup))
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at the end", flush=True)

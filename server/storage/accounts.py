@@ -10,6 +10,7 @@ every server process (decision 010). Passwords, TOTP secrets' checks and recover
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 USER_FIELDS = ("role", "scope", "password", "totp_secret", "totp_pending", "totp_step", "recovery", "disabled",
@@ -37,6 +38,9 @@ def places_sql(within: Within, prefix: str = "") -> tuple[str, list[Any]]:
     return f"({' OR '.join(conds) or '1 = 0'})", args
 
 
+InScope = Callable[[str], tuple[str, list[Any]]]  # a column -> a condition true for a scope's registered SNs
+
+
 def units_within_sql(within: Within, sn_col: str = "sn") -> tuple[str, list[Any]]:
     """A condition on ``sn_col`` true for the units whose institution lies in ``within`` (a unit without an
     institution belongs to the province alone)."""
@@ -47,24 +51,29 @@ def units_within_sql(within: Within, sn_col: str = "sn") -> tuple[str, list[Any]
             f"WHERE {cond}))"), args
 
 
-def jobs_within_sql(within: Within, id_col: str = "cmd_jobs.id") -> tuple[str, list[Any]]:
+def jobs_within_sql(within: Within, id_col: str = "cmd_jobs.id", in_scope: InScope | None = None
+                    ) -> tuple[str, list[Any]]:
     """A condition on a job id column (``cmd_jobs.id``) true for the jobs whose every command is to a unit in
-    ``within`` (and that have one): a scoped caller's jobs. A job reaching one unit outside is the province's."""
-    cond, args = units_within_sql(within, "c.sn")
+    ``within`` (and that have one): a scoped caller's jobs. A job reaching one unit outside is the province's.
+    ``in_scope``: the units' condition (default :func:`units_within_sql`; the audit passes the scope's kept SNs)."""
     if within is None:
-        return cond, args
+        return "1 = 1", []
+    cond, args = in_scope("c.sn") if in_scope is not None else units_within_sql(within, "c.sn")
     return (f"(EXISTS (SELECT 1 FROM cmd_commands c WHERE c.job = {id_col}) AND NOT EXISTS "
             f"(SELECT 1 FROM cmd_commands c WHERE c.job = {id_col} AND NOT {cond}))"), args
 
 
-def audit_within_sql(within: Within, target_col: str = "audit.target") -> tuple[str, list[Any]]:
+def audit_within_sql(within: Within, target_col: str = "audit.target", in_scope: InScope | None = None
+                     ) -> tuple[str, list[Any]]:
     """A condition on the audit's ``target`` true for the rows about a scoped caller's units: a unit's SN (a
     command, its states) or one of its jobs (created, aborted, finished). Other rows (API requests by path,
-    sign-ins, users, tokens, alerts, packages) are the province's (decision 031)."""
+    sign-ins, users, tokens, alerts, packages) are the province's (decision 031). ``in_scope``: a condition true
+    for the scope's registered SNs on a given column, the scope's kept SNs as one set (``AuditStore``, decision
+    036); default: :func:`units_within_sql`'s subquery on the registry and the institutions, the same SNs."""
     if within is None:
         return "1 = 1", []
-    units, uargs = units_within_sql(within, target_col)
-    jobs, jargs = jobs_within_sql(within, "j.id")
+    units, uargs = in_scope(target_col) if in_scope is not None else units_within_sql(within, target_col)
+    jobs, jargs = jobs_within_sql(within, "j.id", in_scope)
     return f"({units} OR {target_col} IN (SELECT j.id FROM cmd_jobs j WHERE {jobs}))", [*uargs, *jargs]
 
 

@@ -15,8 +15,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
-from .accounts import Within, audit_within_sql
+from .accounts import InScope, Within, audit_within_sql
 
+_AUDIT_LOOKUP_COST = 4  # one target looked up in audit_target costs about this many rows walked and tested
 AUDIT_COLUMNS = ("id", "ts", "actor", "role", "client", "action", "target", "status", "detail")
 
 
@@ -66,10 +67,10 @@ def _detail(d: dict[str, Any]) -> str:
     return json.dumps(d, ensure_ascii=False, default=str, separators=(",", ":"))
 
 
-def _where(q: AuditQuery) -> tuple[str, list[Any]]:
+def _where(q: AuditQuery, in_scope: InScope | None = None) -> tuple[str, list[Any]]:
     where, args = [], []
     if q.within is not None:  # the one scope filter (server/storage/accounts.py)
-        cond, cargs = audit_within_sql(q.within)
+        cond, cargs = audit_within_sql(q.within, in_scope=in_scope)
         where.append(cond)
         args += cargs
     for col, value in (("actor", q.actor), ("client", q.client), ("target", q.target), ("action", q.action)):
@@ -96,9 +97,28 @@ class AuditStore:
                 "INSERT INTO audit(ts, actor, role, client, action, target, status, detail) VALUES (?,?,?,?,?,?,?,?)",
                 [(r.ts, r.actor, r.role, r.client, r.action, r.target, r.status, _detail(r.detail)) for r in rows])
 
+    audit_lookup: bool | None = None  # a scope's rows: None chooses (_audit_where); the tests take each way
+
+    async def _audit_where(self, q: AuditQuery) -> tuple[str, list[Any]]:
+        """``_where`` with a scope's registered SNs as one set: the scope's kept SNs (decision 034's
+        ``_kept_units``, checked against the registry's stamp at every call) instead of the registry and
+        institutions subquery (decision 036). The same rows: that subquery's SNs are the kept list's
+        (``kept_lists = False``: the subquery, as the tests compare). Looked up in ``audit_target`` when the trail
+        holds more rows than ``_AUDIT_LOOKUP_COST`` per SN (SQLite; ``max(id)``, one index read, for its length),
+        else the trail is walked and each row tested (a new install's: a few rows against 1,780 lookups)."""
+        if q.within is None or not self.kept_lists:  # type: ignore[attr-defined]
+            return _where(q)
+        sns = await self._kept_units(q.within, registered=True)  # type: ignore[attr-defined]
+        lookup = self.audit_lookup
+        if lookup is None:
+            last = (await self._quick("SELECT max(id) FROM audit"))[0][0]  # type: ignore[attr-defined]
+            lookup = (last or 0) > _AUDIT_LOOKUP_COST * len(sns)
+        cond, args = self.in_set_sql("@col@", sns, lookup=lookup)  # type: ignore[attr-defined]  # one JSON text
+        return _where(q, lambda col: (cond.replace("@col@", col), args))
+
     async def audit_rows(self, q: AuditQuery, limit: int = 100, offset: int = 0) -> list[AuditRow]:
         """The rows ``q`` selects, newest first."""
-        clause, args = _where(q)
+        clause, args = await self._audit_where(q)
         rows = await self._all(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit {clause} "  # type: ignore[attr-defined]
                                "ORDER BY id DESC LIMIT ? OFFSET ?", [*args, limit, offset])
         out = []
@@ -110,5 +130,5 @@ class AuditStore:
 
     async def count_audit(self, q: AuditQuery) -> int:
         """How many rows :meth:`audit_rows` pages through."""
-        clause, args = _where(q)
+        clause, args = await self._audit_where(q)
         return int((await self._all(f"SELECT count(*) FROM audit {clause}", args))[0][0])  # type: ignore[attr-defined]

@@ -70,12 +70,19 @@ class Engine:
         return rows[0] if rows else None
 
     @staticmethod
-    def in_set_sql(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+    def in_set_sql(column: str, values: Sequence[str], lookup: bool = False) -> tuple[str, list[Any]]:
         """A condition true when ``column`` is one of ``values`` (any number of them), and its arguments: one
-        ``IN`` list here (PostgreSQL's ``translate`` makes it one array, ``= ANY($n)``); SQLite's below."""
+        ``IN`` list here (PostgreSQL's ``translate`` makes it one array, ``= ANY($n)``); SQLite's below.
+        ``lookup``: the set may be looked up in an index on ``column`` (SQLite: see there; here the planner's)."""
         if not values:
             return "1 = 0", []
         return f"{column} IN ({','.join('?' * len(values))})", list(values)
+
+    @staticmethod
+    def indexed_by(index: str) -> str:
+        """A hint after a table's name that the statement reads it through ``index``: SQLite's below; none here
+        (PostgreSQL's planner chooses)."""
+        return ""
 
     @staticmethod
     async def _bump(db: Any, key: str) -> None:
@@ -319,11 +326,20 @@ class SqliteEngine(Engine):
         return f"json_extract({column}, '$.{key}')"
 
     @staticmethod
-    def in_set_sql(column: str, values: Sequence[str]) -> tuple[str, list[Any]]:
+    def in_set_sql(column: str, values: Sequence[str], lookup: bool = False) -> tuple[str, list[Any]]:
         """As :meth:`Engine.in_set_sql`, as one JSON argument (binding thousands of parameters costs more than
         the query) and with ``+column``: SQLite then walks the index that gives the order (``units_last_seen``)
-        and tests each row against the set, instead of reading every row of the set by its key and sorting."""
-        return f"+{column} IN (SELECT value FROM json_each(?))", [json.dumps(list(values), ensure_ascii=False)]
+        and tests each row against the set, instead of reading every row of the set by its key and sorting.
+        ``lookup``: without the ``+``, so that SQLite may look each value up in an index on ``column`` (a small
+        scope's units in ``units_sn_last_seen``, a scope's rows in ``audit_target``) and sort what it found."""
+        return (f"{'' if lookup else '+'}{column} IN (SELECT value FROM json_each(?))",
+                [json.dumps(list(values), ensure_ascii=False)])
+
+    @staticmethod
+    def indexed_by(index: str) -> str:
+        """``INDEXED BY index``: where SQLite's planner takes another index (``units_sn_last_seen`` covers a
+        unit's ``last_seen``, but SQLite prefers the unique key on ``sn`` and reads each unit's row)."""
+        return f"INDEXED BY {index}"
 
     async def insert_ignore(self, db: aiosqlite.Connection, table: str, rows: Sequence[Sequence[Any]]) -> int:
         """Insert ``rows`` (every column, in order) inside ``db``'s transaction, skipping those whose key is

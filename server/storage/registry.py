@@ -39,6 +39,8 @@ _ASCII_LOWER = {c: c + 32 for c in range(ord("A"), ord("Z") + 1)}  # SQLite's LI
 _CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a list of SNs
 
 _KEPT_SCOPES = 256  # scopes whose kept unit lists one process keeps (decision 034); the province's is one of them
+_LOOKUP_COST = 4  # one unit's last_seen looked up costs about this many units_last_seen entries walked and tested
+# (decision 034: raw SQLite, 50,000 units: the county's 355 lookups 0.25-0.4 ms, its ~7,000 entries walked 1.4-1.8 ms)
 _COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed by registry_version, which every
 # registry or institution write bumps, so another process's write is seen within VERSION_TTL_S anyway)
 
@@ -165,6 +167,7 @@ def prefix_range(prefix: str) -> tuple[str, str]:
 
 class RegistryStore:
     kept_lists = True  # False: every unit list from SQL (the tests compare the two ways; decision 034)
+    seen_lookup: bool | None = None  # a scope's registry list by last seen: None chooses (_look_up_seen)
 
     def __init__(self) -> None:
         self._registry_gen = 0  # bumped by every registry / institution write of this process
@@ -448,9 +451,12 @@ class RegistryStore:
         cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
                 "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
         joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
-        seen: tuple[str, list[Any]] | None = None  # the heard units matching, as a condition on units u alone
+        seen: tuple[str, list[Any]] | None = None  # the heard units matching: "[INDEXED BY ...] WHERE" on units u
         if sort == "last_seen" and self.kept_lists and filters.get("within") is not None and len(where) == 1:
-            seen = self.in_set_sql("u.sn", await self._kept_units(filters["within"], registered=True))
+            mine = await self._kept_units(filters["within"], registered=True)
+            lookup = self._look_up_seen(len(mine), offset + limit)
+            cond, cargs = self.in_set_sql("u.sn", mine, lookup=lookup)
+            seen = (f"{self.indexed_by('units_sn_last_seen')} WHERE {cond}" if lookup else f"WHERE {cond}", cargs)
         if sort == "last_seen" and descending:
             rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset, seen)
         elif sort == "last_seen":
@@ -475,6 +481,19 @@ class RegistryStore:
             d["broker_session"] = bool(d["broker_session"])
             out.append(d)
         return int(total), out  # type: ignore[return-value]
+
+    def _look_up_seen(self, scope: int, depth: int) -> bool:
+        """Whether a page ``depth`` deep of a scope's ``scope`` units by last seen is cheaper looked up (each of
+        its units' ``last_seen`` read from ``units_sn_last_seen``, then sorted: ~``scope`` lookups) than walked
+        (``units_last_seen`` read in order, each entry tested against the set, until ``depth`` match: about
+        ``depth * units / scope`` entries). A lookup costs ``_LOOKUP_COST`` entries walked (decision 034); the
+        units' number is the stamp's (SQLite ``max(rowid)``, PostgreSQL ``count(*)``). ``seen_lookup`` (not None)
+        decides instead (the tests and the benchmark take each way)."""
+        if self.seen_lookup is not None:
+            return self.seen_lookup
+        units = self._kept_stamp[1] if self._kept_stamp else ""
+        n = int(units) if units.isdigit() else 0
+        return scope * scope * _LOOKUP_COST < depth * n
 
     async def _sn_contains(self, q: str) -> list[str] | None:
         """SNs whose SN or insurance SN holds ``q`` (ASCII letters in any case, as SQLite's LIKE), found with
@@ -521,11 +540,12 @@ class RegistryStore:
                                  offset: int, seen: tuple[str, list[Any]] | None = None) -> list[Any]:
         """Most recently heard first: walk ``units(last_seen)`` backwards and keep the registry's matches (a page
         reads about page / share-matching rows, not the whole filtered set sorted); units never heard from come
-        last, by SN. Ties in ``last_seen`` go by SN descending. ``seen``: the matching units as a condition on
-        ``units u`` alone (a scope's kept SNs, decision 034), tested on the walked index instead of a join."""
+        last, by SN. Ties in ``last_seen`` go by SN descending. ``seen``: the matching units as a ``WHERE`` on
+        ``units u`` alone (a scope's kept SNs, decision 034), tested on the walked index instead of a join, or (a
+        small scope) looked up in ``units_sn_last_seen`` and sorted, its ``INDEXED BY`` first."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
         heard, heard_args = (f"units u CROSS JOIN registry r ON r.sn = u.sn {clause}", args) if seen is None else (
-            f"units u WHERE {seen[0]}", seen[1])
+            f"units u {seen[0]}", seen[1])
         keys = await self._all(
             f"SELECT u.sn FROM {heard} "  # CROSS: units first
             "ORDER BY u.last_seen DESC, u.sn DESC LIMIT ? OFFSET ?", [*heard_args, limit, offset])
@@ -561,7 +581,7 @@ class RegistryStore:
                                                  [*args, limit, offset])]
         if len(sns) < limit:
             heard, heard_args = (f"units u CROSS JOIN registry r ON r.sn = u.sn {clause}", args) if seen is None \
-                else (f"units u WHERE {seen[0]}", seen[1])  # (see _by_last_seen_desc)
+                else (f"units u {seen[0]}", seen[1])  # (see _by_last_seen_desc)
             keys = await walk(
                 f"SELECT u.sn FROM {heard} "  # CROSS: units first
                 "ORDER BY u.last_seen ASC, u.sn ASC LIMIT ? OFFSET ?",

@@ -421,7 +421,15 @@ CREATE INDEX IF NOT EXISTS units_not_online ON units(sn) WHERE online <> 1;
 CREATE INDEX IF NOT EXISTS institutions_region ON institutions(region, county);
 """
 
-SCHEMA_VERSION = 13
+# A small scope's units by last seen (decision 034): a county's registry list by last seen reads its ~355 units'
+# ``last_seen`` from this index alone (one lookup each) and sorts them, instead of walking ``units_last_seen`` over
+# ~7,000 other units to find its 50 newest. Every ingest commit that moves a unit's ``last_seen`` updates it too
+# (its cost measured in docs/performance-scope.md run 8).
+_UNITS_SN_LAST_SEEN = """
+CREATE INDEX IF NOT EXISTS units_sn_last_seen ON units(sn, last_seen);
+"""
+
+SCHEMA_VERSION = 14
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
@@ -437,6 +445,7 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
      (_SIM_WATCH_SCHEMA,)),
     (12, "issue 18: the institutions' level", (_INSTITUTION_LEVEL_SCHEMA,)),
     (13, "issue 18: indexes for the statistics (the units not online, a city's counties)", (_STATISTICS_INDEXES,)),
+    (14, "issue 18: a small scope's units by last seen from an index (sn, last_seen)", (_UNITS_SN_LAST_SEEN,)),
 ]
 
 
