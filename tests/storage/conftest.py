@@ -45,3 +45,14 @@ async def two(url: str) -> AsyncIterator[tuple[Any, Any]]:
     yield a, b
     await b.close()
     await a.close()
+
+
+@pytest.fixture
+async def ref(url: str) -> AsyncIterator[Any]:
+    """A third process's storage that answers from SQL alone, without the kept scope lists (decisions 034 and 036):
+    what the kept path's answers are compared with."""
+    st = open_storage(url, readers=2)
+    st.kept_lists = False
+    await st.open()
+    yield st
+    await st.close()

@@ -5,12 +5,8 @@ PostgreSQL, and at once after another process changed the registry or an institu
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from server.storage import open_storage
 from server.storage.audit import AuditEntry, AuditQuery
 from server.storage.commands import NewCommand, NewJob
 from tests.storage.test_contract import T0
@@ -19,16 +15,6 @@ from tests.storage.test_kept_lists import FEW, SCOPES, fleet
 QUERIES: list[dict[str, Any]] = [{}, {"action_prefix": "command."}, {"actor": "ops"}, {"since": T0 + 30},
                                  {"before_id": 40}, {"target": "A001"}, {"action": "job.created"}]
 PAGES = [(50, 0), (7, 0), (7, 7), (3, 20), (1000, 0), (5, 500)]
-
-
-@pytest.fixture
-async def ref(url: str) -> AsyncIterator[Any]:
-    """A third process's storage that answers from SQL (the scope's subquery on registry and institutions)."""
-    st = open_storage(url, readers=2)
-    st.kept_lists = False
-    await st.open()
-    yield st
-    await st.close()
 
 
 def sns() -> list[str]:

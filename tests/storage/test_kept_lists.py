@@ -4,28 +4,15 @@ an institution or the set of units (no stale list shows, not even within ``VERSI
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
-from server.storage import SampleRow, UnitQuery, open_storage
+from server.storage import SampleRow, UnitQuery
 from tests.storage.test_contract import T0
 
 SCOPES: list[Any] = [None, ((), ("县1",)), (("市0",), ()), (("市1",), ("县0",)), ((), ()), ((), ("nowhere",)),
                      (("市0", "市1"), ("县2",))]
 PAGES = [(50, 0), (7, 0), (7, 7), (5, 35), (10, 60), (3, 9), (1000, 0), (7, 200), (1, 0), (13, 41)]
 FEW = [(1000, 0), (7, 0), (7, 7), (13, 41), (7, 200)]  # after each change: the whole list, pages in and past it
-
-
-@pytest.fixture
-async def ref(url: str) -> AsyncIterator[Any]:
-    """A third process's storage that answers every unit list from SQL."""
-    st = open_storage(url, readers=2)
-    st.kept_lists = False
-    await st.open()
-    yield st
-    await st.close()
 
 
 async def same(kept: Any, ref: Any, pages: list[tuple[int, int]] = PAGES) -> None:
