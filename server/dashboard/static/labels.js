@@ -49,7 +49,7 @@ const LABELS = {
     "alert.certificate": "证书告警 {sn}{what}",
     "resource.cpu": "CPU 占用", "resource.memory": "内存占用", "resource.storage": "存储占用",
     "inspect.backup": "备份", "inspect.broker": "消息服务器", "inspect.certificate": "证书", "inspect.disk": "磁盘",
-    "inspect.time": "时钟", "inspect.renewal": "证书续期",
+    "inspect.time": "时钟", "inspect.renewal": "证书续期", "inspect.report": "定期报告",
     "cert.expires": "终端证书 {days} 天后过期", "cert.expired": "终端证书已过期",
     "alert.flagged": "{sn} 本月低于 {threshold}：完好率 {device}，网络通畅率 {network}",
     "alert.offline": "{sn} 在服务时段内离线 {minutes} 分钟",
