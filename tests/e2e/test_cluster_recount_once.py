@@ -71,4 +71,6 @@ def test_sim_data_use_counts_the_samples_a_follower_stored(pki, broker, pg_url: 
 
         wait_for(lambda: used(pair.leader) == 9_000_000, 30,
                  "the data use the follower's samples show, read on the leader")
-        assert used(pair.follower) == 9_000_000
+        # the follower reads it too, once its registry index has the unit (another process's registration is seen
+        # within VERSION_TTL_S)
+        wait_for(lambda: used(pair.follower) == 9_000_000, 10, "the same data use read on the follower")
