@@ -13,19 +13,16 @@ import asyncio
 import email
 import email.policy
 import secrets
-import socket
-import ssl
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from pki.ca import FleetCA
 from server.storage import open_storage
 from tests.fleet import Server, wait_for
+from tests.mail import starttls_smtp
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -40,12 +37,6 @@ class Inbox:
         self.subjects[str(msg["Subject"])] += 1
         self.tls.append(session.ssl is not None)
         return "250 OK"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _server(pki, broker, workdir: Path, url: str, group: str, smtp_port: int) -> Server:  # type: ignore[no-untyped-def]
@@ -85,13 +76,8 @@ async def _counting_since(url: str, ts: float) -> None:
 
 def test_two_processes_send_each_period_once_across_a_leader_kill(pki, broker, pg_url: str,  # type: ignore[no-untyped-def]
                                                                   tmp_path: Path) -> None:
-    smtp_ca = FleetCA.init(tmp_path / "smtp-ca", "passphrase-for-tests")  # the mail server's own CA
-    cert, key = smtp_ca.issue_broker(["127.0.0.1"])
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
     inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port(), tls_context=tls, require_starttls=True)
-    smtp.start()
+    smtp = starttls_smtp(tmp_path / "smtp-ca", inbox)  # the mail server's own CA
     group = secrets.token_hex(16)
     asyncio.run(_counting_since(pg_url, time.time() - 200 * 86400))
     first = _server(pki, broker, tmp_path / "a", pg_url, group, smtp.port).start()

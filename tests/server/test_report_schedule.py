@@ -12,8 +12,6 @@ import http.server
 import io
 import json
 import logging
-import socket
-import ssl
 import threading
 from collections import Counter
 from pathlib import Path
@@ -23,8 +21,8 @@ import pypdf
 import pytest
 from aiosmtpd.controller import Controller
 
-from pki.ca import FleetCA
 from server.reports import schedule
+from tests.mail import free_port, starttls_smtp
 from tests.server.conftest import at, make_api, sample
 from tests.server.test_availability import _setup
 from tests.server.test_report_document import _month_of_data
@@ -46,12 +44,6 @@ def _message(raw: bytes) -> Any:
     return email.message_from_bytes(raw, policy=email.policy.default)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Hook(http.server.BaseHTTPRequestHandler):
     got: list[dict[str, Any]] = []
 
@@ -65,13 +57,8 @@ class Hook(http.server.BaseHTTPRequestHandler):
 
 
 async def test_monthly_report_arrives_once_per_period(tmp_path: Path) -> None:
-    ca = FleetCA.init(tmp_path / "ca", "passphrase-for-tests")
-    cert, key = ca.issue_broker(["127.0.0.1"])
-    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    tls.load_cert_chain(cert, key)
     inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port(), tls_context=tls, require_starttls=True)
-    smtp.start()
+    smtp = starttls_smtp(tmp_path / "ca", inbox)
     Hook.got = []
     hook = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
@@ -132,7 +119,7 @@ async def test_monthly_report_arrives_once_per_period(tmp_path: Path) -> None:
 async def test_delivery_refused_without_tls_is_retried_not_sent_in_clear(tmp_path: Path) -> None:
     """An SMTP server that offers no STARTTLS gets nothing: the failure is recorded and retried on later ticks."""
     inbox = Inbox()
-    smtp = Controller(inbox, hostname="127.0.0.1", port=_free_port())  # no TLS at all
+    smtp = Controller(inbox, hostname="127.0.0.1", port=free_port())  # no TLS at all
     smtp.start()
     extra = {"reports": {"dir": str(tmp_path / "reports"),
                          "schedule": {"monthly": True, "delay_h": 0, "interval_s": 3600, "formats": ["csv"]},
