@@ -86,9 +86,7 @@ async def run(db: Path, n: int, warmup: int) -> None:
 
         for kept, lookup in ((False, None), (True, False), (True, True), (True, None)):
             st.kept_lists, st.seen_lookup = kept, lookup  # (the province's: the same SQL every way)
-            how = "SQL" if not kept else {False: "kept SNs, walked", True: "kept SNs, looked up",
-                                          None: "kept SNs, chosen"}[lookup]
-            label = f"registry by last seen, {how}"
+            label = f"registry by last seen, {_how(kept, lookup)}"
             print(f"{label:44} {name:28} {await per_call(n, warmup, by_seen):14.2f}", flush=True)
         st.seen_lookup = None
 
@@ -98,12 +96,17 @@ async def run(db: Path, n: int, warmup: int) -> None:
 
         for kept, lookup in ((False, None), (True, False), (True, True), (True, None)):
             st.kept_lists, st.audit_lookup = kept, lookup  # (the province's: no scope filter any way)
-            how = "SQL" if not kept else {False: "kept SNs, walked", True: "kept SNs, looked up",
-                                          None: "kept SNs, chosen"}[lookup]
-            label = f"audit 50 rows + count, {how}"
+            label = f"audit 50 rows + count, {_how(kept, lookup)}"
             print(f"{label:44} {name:28} {await per_call(n, warmup, audit):14.2f}", flush=True)
         st.kept_lists, st.audit_lookup = True, None
     await st.close()
+
+
+def _how(kept: bool, lookup: bool | None) -> str:
+    """How a scoped read was made: from SQL alone, or from the kept SNs walked, looked up or as the store chooses."""
+    if not kept:
+        return "SQL"
+    return {False: "kept SNs, walked", True: "kept SNs, looked up", None: "kept SNs, chosen"}[lookup]
 
 
 def add_audit(src: Path, rows: int) -> Path:
