@@ -532,10 +532,15 @@ class Availability:
             self._queue_taken = rows[-1][0]
         return True
 
-    async def _purge(self, now: int) -> None:
+    def rollups_kept_from(self, now: int) -> date:
+        """The first day whose roll-ups are kept: whole months back to ``availability.rollup_keep_days`` (so a month
+        row never covers purged days). What :meth:`_purge` keeps, and what a scheduled report can still be made
+        from."""
         keep = local_day(now, self.tz) - timedelta(days=self.settings.availability.rollup_keep_days)
-        # keep whole months so a month row never covers purged days
-        first = date(keep.year, keep.month, 1).toordinal()
+        return date(keep.year, keep.month, 1)
+
+    async def _purge(self, now: int) -> None:
+        first = self.rollups_kept_from(now).toordinal()
         await self.storage.purge_rollups(first)
         await self.storage.purge_data_days(first)
         # per-slot codes only while the raw samples they were counted from are kept (the drill-down checks them)

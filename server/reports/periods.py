@@ -113,16 +113,6 @@ def period_name(p: Period, lang: str = "zh") -> str:
     return ""
 
 
-def previous_periods(now: int, tz: Any) -> list[tuple[str, str]]:
-    """The month and the quarter that ended last before ``now``: [("month", "2026-11"), ("quarter", "2026Q3")]."""
-    today = datetime.fromtimestamp(now, tz).date()
-    m_last = today.replace(day=1) - timedelta(days=1)
-    q_first = date(today.year, 3 * ((today.month - 1) // 3) + 1, 1)
-    q_last = q_first - timedelta(days=1)
-    return [("month", f"{m_last.year:04d}-{m_last.month:02d}"),
-            ("quarter", f"{q_last.year:04d}Q{(q_last.month - 1) // 3 + 1}")]
-
-
 def ended_periods(kind: str, since: int, now: int, tz: Any) -> list[str]:
     """Every month (``kind`` month) or quarter that ended after ``since`` and no later than ``now``, oldest first:
     ``ended_periods("month", <2026-09-15>, <2026-12-02>, tz)`` is ["2026-09", "2026-10", "2026-11"]. A period that

@@ -43,13 +43,12 @@ import os
 import smtplib
 import ssl
 import time
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Any
 
-from ..availability.rollups import local_day
 from ..tasks import cancel
 from .ops import MEDIA, build, documents, render
 from .periods import Period, ended_periods, resolve
@@ -76,7 +75,7 @@ async def tick(app: Any) -> list[str]:
     svc = app.state.availability
     now = int(app.state.clock.now())
     done: list[str] = []
-    kept_from = _rollups_kept_from(app, now)
+    kept_from = svc.rollups_kept_from(now)  # a period starting earlier cannot be made from its roll-ups
     for kind in ("month", "quarter"):
         if not getattr(sch, "monthly" if kind == "month" else "quarterly"):
             continue
@@ -110,13 +109,6 @@ async def _horizon(app: Any, kind: str, now: int) -> int:
                         datetime.fromtimestamp(horizon, svc.tz).isoformat(timespec="minutes"), kind, last)
         return horizon
     return int(await storage.meta_get(key) or horizon)  # another process fixed it first
-
-
-def _rollups_kept_from(app: Any, now: int) -> date:
-    """The first day whose roll-ups are still kept: whole months back to ``availability.rollup_keep_days``
-    (Availability._purge's rule). A period starting earlier cannot be made from them."""
-    keep = local_day(now, app.state.availability.tz) - timedelta(days=app.state.settings.availability.rollup_keep_days)
-    return date(keep.year, keep.month, 1)
 
 
 async def _period(app: Any, kind: str, key: str, now: int, kept_from: date, done: list[str]) -> bool:
