@@ -134,7 +134,7 @@ def main() -> None:
     print(machine_line(), flush=True)
     now = int(time.time())
     t0 = time.perf_counter()
-    g = api.generate(db, args.units, args.institutions, args.days, 0, 1, 0, 1, now)
+    g = api.generate(db, args.units, args.institutions, args.days, 0, 1, 0, 1, now, slot_days=args.days)
     DAYS[:] = [(date.fromtimestamp(now) - timedelta(days=args.days - k)).isoformat() for k in range(args.days)]
     print(f"generated {args.units:,} units, {args.institutions:,} institutions in {time.perf_counter() - t0:.0f} s",
           flush=True)

@@ -72,6 +72,33 @@ def free_port() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- generate
+def _hour_codes(counts: tuple[int, int, int, int]) -> tuple[bytes, str | None]:
+    """One hour's per-slot codes and reasons JSON as the roll-up pass stores them (``slot_hour``) for an hour of
+    a :func:`_patterns` day with these counts (service, intact, network ok, no data): no data first, then the
+    covered slots, the first of them with the printer out of paper or a slow network."""
+    from counting.counter import _COVERED, _DEV_BAD, _IN_HOURS, _IN_SERVICE, _NET_BAD
+
+    service, intact, netok, nodata = counts
+    if not service:
+        return bytes([_IN_SERVICE]) * 60, None  # outside service hours
+    codes, why = [], {}
+    for i in range(60):
+        v = _IN_HOURS | _IN_SERVICE
+        reasons = []
+        if i >= nodata:
+            v |= _COVERED
+            if i - nodata < service - nodata - intact:
+                v |= _DEV_BAD
+                reasons.append("printer=paper_out")
+            if i - nodata < service - nodata - netok:
+                v |= _NET_BAD
+                reasons.append("rtt=800ms")
+        codes.append(v)
+        if reasons:
+            why[str(i)] = ",".join(reasons)
+    return bytes(codes), json.dumps(why) if why else None
+
+
 def _patterns() -> list[tuple[bytes, tuple[int, int, int, int]]]:
     """Day shapes (08:00-18:00 service hours): good, an hour without data, a printer fault, slow network, off."""
     def day(hours: dict[int, tuple[int, int, int, int]]) -> tuple[bytes, tuple[int, int, int, int]]:
@@ -89,7 +116,10 @@ def _patterns() -> list[tuple[bytes, tuple[int, int, int, int]]]:
 
 
 def generate(db: Path, units: int, institutions: int, days: int, raw_units: int, raw_days: int,
-             backlog_units: int, backlog_hours: int, now: int) -> dict[str, object]:
+             backlog_units: int, backlog_hours: int, now: int, slot_days: int = 0) -> dict[str, object]:
+    """``slot_days``: the last that many generated days also get the per-slot codes the roll-up pass stores with
+    each hour (kept as long as raw samples, 14 days by default), which the flagged list's reasons and the drill-down
+    read: 24 rows a unit-day, each counting no raw samples (give such units none: ``raw_units=0``)."""
     rnd = random.Random(20250301)
     con = sqlite3.connect(db)
     con.executescript("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-400000;")
@@ -134,15 +164,20 @@ def generate(db: Path, units: int, institutions: int, days: int, raw_units: int,
     months: dict[tuple[int, str], list[int]] = {}
     active = [(sn, q) for sn, q, r in zip(sns, quality, reg, strict=True) if r[7] == "in_service"]
     n_rows = 0
+    strips = [[_hour_codes(tuple(blob[4 * h: 4 * h + 4])) for h in range(24)]  # type: ignore[arg-type]
+              for blob, _tot in pats]
     for dd in range(days):
         d = start_day + timedelta(days=dd)
         o = d.toordinal()
         m = d.year * 12 + d.month - 1
         rows = []
+        slot_rows = []
         for sn, q in active:
-            p = pats[0] if rnd.random() >= q else pats[rnd.randrange(1, 5)]
-            blob, tot = p
+            k = 0 if rnd.random() >= q else rnd.randrange(1, 5)
+            blob, tot = pats[k]
             rows.append((o, sn, *tot, blob))
+            if dd >= days - slot_days:
+                slot_rows += [(o, sn, h, codes, why, 0) for h, (codes, why) in enumerate(strips[k])]  # (no raw samples)
             acc = months.get((m, sn))
             if acc is None:
                 months[(m, sn)] = list(tot)
@@ -150,6 +185,7 @@ def generate(db: Path, units: int, institutions: int, days: int, raw_units: int,
                 for i in range(4):
                     acc[i] += tot[i]
         con.executemany("INSERT INTO rollup_day VALUES (?,?,?,?,?,?,?)", rows)
+        con.executemany("INSERT INTO slot_hour VALUES (?,?,?,?,?,?)", sorted(slot_rows))
         n_rows += len(rows)
     con.executemany("INSERT INTO rollup_month VALUES (?,?,?,?,?,?)",
                     sorted((m, sn, *v) for (m, sn), v in months.items()))
@@ -202,7 +238,7 @@ def generate(db: Path, units: int, institutions: int, days: int, raw_units: int,
 
 
 # the tables generate() writes (besides samples), in an order their references allow
-GENERATED = ("institutions", "registry", "status_history", "units", "rollup_day", "rollup_month", "tokens")
+GENERATED = ("institutions", "registry", "status_history", "units", "rollup_day", "rollup_month", "slot_hour", "tokens")
 
 
 def copy_generated(db: Path, url: str, chunk: int = 50_000) -> dict[str, float]:

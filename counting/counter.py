@@ -437,16 +437,17 @@ def unit_count_from_codes(
     )
 
 
+def counts_of_codes(codes: bytes) -> tuple[int, int, int, int]:
+    """(service, intact, network ok, no data) slots of per-slot codes, as :meth:`Figures.counts` orders them."""
+    return (codes.translate(_T_SERVICE).count(1), codes.translate(_T_INTACT).count(1),
+            codes.translate(_T_NETOK).count(1), codes.translate(_T_NODATA).count(1))
+
+
 def _figures_of(codes: bytes, thr: Fraction, unit: str | None) -> Figures:
     """A unit's figures from its per-slot codes."""
-    return _with_flag(Figures(
-        service_slots=codes.translate(_T_SERVICE).count(1),
-        intact_slots=codes.translate(_T_INTACT).count(1),
-        network_ok_slots=codes.translate(_T_NETOK).count(1),
-        no_data_slots=codes.translate(_T_NODATA).count(1),
-        threshold=thr,
-        unit=unit,
-    ))
+    service, intact, netok, nodata = counts_of_codes(codes)
+    return _with_flag(Figures(service_slots=service, intact_slots=intact, network_ok_slots=netok,
+                              no_data_slots=nodata, threshold=thr, unit=unit))
 
 
 def _with_flag(f: Figures) -> Figures:

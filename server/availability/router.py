@@ -151,15 +151,14 @@ async def availability(
 @router.get("/availability/flagged", **answers(Flagged))
 async def flagged(request: Request, who: Viewer, start: When, end: Until, county: Name = None,
                   limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                  offset: Annotated[int, Query(ge=0, le=100_000, description="items to skip")] = 0) -> dict[str, Any]:
+                  offset: Annotated[int, Query(ge=0, le=100_000, description="items to skip")] = 0) -> Response:
     """Flagged units, worst first, each with the rate(s) below the threshold and minutes lost by reason."""
     svc = _svc(request)
     a, b = _period(svc, start, end)
-    out = await svc.flagged(a, b, county=county, limit=limit + offset,
+    out = await svc.flagged(a, b, county=county, limit=limit, offset=offset,
                             within=scope_sns(who, await svc.registry.index()))
-    out["items"] = out["items"][offset:]
     out["limit"], out["offset"] = limit, offset
-    return out
+    return MsgspecJSON(out)
 
 
 @router.get("/units/{sn}/slots", **answers(Slots))

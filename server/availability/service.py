@@ -45,7 +45,7 @@ from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from fractions import Fraction
 from itertools import compress
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -62,6 +62,7 @@ from counting.counter import (
     as_fraction,
     contract_tier,
     count_unit,
+    counts_of_codes,
     unit_count_from_codes,
 )
 
@@ -139,9 +140,14 @@ def minutes_lost(uc: Any, outage: dict[int, Any]) -> Counter[str]:
     if nodata.count(1):
         counts["no_data"] = nodata.count(1)
         first["no_data"] = (nodata.find(1), 0)
+    parsed: dict[str | None, tuple[list[str], list[str]]] = {}  # (a few distinct reasons over many slots)
     for i in compress(range(len(codes)), codes.translate(_T_LOST)):
         v = codes[i]
-        dev, net = split_reasons(why.get(i))
+        r = why.get(i)
+        got = parsed.get(r)
+        if got is None:
+            got = parsed[r] = split_reasons(r)
+        dev, net = got
         keys = list(dev or ["device_fault"]) if v & _DEV_BAD else []
         if v & _NET_BAD:
             for r in net or ["network"]:
@@ -153,6 +159,14 @@ def minutes_lost(uc: Any, outage: dict[int, Any]) -> Counter[str]:
             counts[key] += 1
             first.setdefault(key, (i, n))
     return Counter({key: counts[key] for key in sorted(first, key=first.__getitem__)})
+
+
+class _StoredCodes(NamedTuple):
+    """Stored per-slot codes and reasons of a run of whole hours: what :func:`minutes_lost` reads of a count."""
+    codes: bytes
+    reasons: dict[int, str]
+    first_slot: int
+    slot_s: int = SLOT_S
 
 
 def rate(r: Fraction | None, ndigits: int = 6) -> float | None:
@@ -1131,26 +1145,84 @@ class Availability:
             "stored_hours": hours,
         }
 
-    async def reasons(self, sn: str, start: int, end: int) -> dict[str, Any]:
-        """Why a unit lost slots over a period: minutes by reason, from the raw samples still kept."""
-        await self.sync()
+    def _evidence_span(self, start: int, end: int) -> tuple[int, int]:
+        """The part of ``[start, end)`` whose minutes can be explained: raw samples and per-slot codes still kept
+        (they are purged together), and hours the roll-up pass has counted."""
         raw_from = max(start, hour_start(int(self.clock.now()) - self.settings.retention_days * 86400, self.tz) + HOUR_S)
-        end = min(end, self.rolled_to or end)
+        return raw_from, min(end, self.rolled_to or end)
+
+    def _reasons_answer(self, raw_from: int, end: int, out: Counter[str]) -> dict[str, Any]:
+        return {"evidence_from": datetime.fromtimestamp(raw_from, self.tz).isoformat() if raw_from < end else None,
+                "minutes": dict(out.most_common())}
+
+    async def reasons(self, sn: str, start: int, end: int) -> dict[str, Any]:
+        """Why a unit lost slots over a period: minutes by reason, counted again from the raw samples still kept
+        (for hours without stored per-slot codes; :meth:`reasons_many` reads the stored codes)."""
+        await self.sync()
+        raw_from, end = self._evidence_span(start, end)
         out: Counter[str] = Counter()
         if raw_from < end:
             uc, info, _ = await self.unit_count(sn, raw_from, end)
             out = minutes_lost(uc, await self.outage_marks(sn, info.county, raw_from, end))
-        return {"evidence_from": datetime.fromtimestamp(raw_from, self.tz).isoformat() if raw_from < end else None,
-                "minutes": dict(out.most_common())}
+        return self._reasons_answer(raw_from, end, out)
 
-    async def flagged(self, start: int, end: int, *, county: str | None = None, limit: int = 100,
+    async def reasons_many(self, sns: list[str], start: int, end: int,
+                           counts: dict[str, tuple[int, int, int, int]] | None = None) -> dict[str, dict[str, Any]]:
+        """:meth:`reasons` for several units, from the per-slot codes the roll-up pass stored with the hours the
+        figures sum (one read for all of them), so the minutes by reason explain the figures beside them, late
+        samples not yet recounted included. An hour the pass stored no codes for counted nothing (before the unit
+        was registered, say). ``counts``: each unit's figures over ``[start, end)`` (service, intact, network ok,
+        no data); when the codes cover that whole period they must add up to them. A unit whose codes do not hold
+        (an hour counted before codes were kept) is counted again from its raw samples, as before."""
+        await self.sync()
+        whole = start, min(end, self.rolled_to or end)
+        raw_from, end = self._evidence_span(start, end)
+        if raw_from >= end or not sns:
+            return {sn: self._reasons_answer(raw_from, end, Counter()) for sn in sns}
+        hours = [hour_key(t, self.tz) for t in range(raw_from, end, HOUR_S)]
+        per_hour = HOUR_S // SLOT_S
+        got: dict[str, dict[tuple[int, int], tuple[bytes, str | None]]] = defaultdict(dict)
+        if is_whole_hour(raw_from, self.tz) and not (end - raw_from) % HOUR_S:  # (what the API and reports ask)
+            for sn, day, hour, codes, why in await self.storage.slot_hours_of(list(sns), sorted({d for d, _ in hours})):
+                got[sn][(day, hour)] = (codes, why)
+        index = await self.registry.index()
+        out: dict[str, dict[str, Any]] = {}
+        nothing = (bytes(per_hour), None)  # an hour without codes: no slot counted (code 0: outside service)
+        for sn in sns:
+            mine = got.get(sn, {})
+            strips = [mine.get(h, nothing) for h in hours]
+            codes = b"".join(x[0] for x in strips)
+            want = (counts or {}).get(sn) if (raw_from, end) == whole else None
+            if len(codes) != len(hours) * per_hour or (
+                    counts_of_codes(codes) != want if want is not None else len(mine) < len(hours)):
+                out[sn] = await self.reasons(sn, start, end)
+                continue
+            reasons: dict[int, str] = {}
+            for i, (_codes, why) in enumerate(strips):
+                if why:
+                    reasons.update((i * per_hour + int(k), v) for k, v in json.loads(why).items())
+            down = any("link_down" in r for r in reasons.values())
+            info = index.get(sn)
+            outage = await self.outage_marks(sn, info.county if info else "", raw_from, end) if down else {}
+            out[sn] = self._reasons_answer(raw_from, end,
+                                           minutes_lost(_StoredCodes(codes, reasons, raw_from // SLOT_S), outage))
+        return out
+
+    async def flagged(self, start: int, end: int, *, county: str | None = None, limit: int = 100, offset: int = 0,
                       with_reasons: bool = True, within: frozenset[str] | None = None) -> dict[str, Any]:
+        """The flagged units of ``[start, end)``, worst first: ``total`` and the items ``[offset, offset + limit)``,
+        each with the rates below the threshold and (``with_reasons``) its minutes lost by reason."""
         fig = await self.figures(start, end, "unit", county=county, within=within, only_flagged=True)
         flagged = list(fig["items"])
         flagged.sort(key=lambda u: (min(u["device_rate"] if u["device_rate"] is not None else 1,
                                         u["network_rate"] if u["network_rate"] is not None else 1), u["sn"]))
         items = []
-        for u in flagged[:limit]:
+        page = flagged[offset:offset + limit]
+        why_of = await self.reasons_many(
+            [u["sn"] for u in page], start, end,
+            {u["sn"]: (u["service_slots"], u["intact_slots"], u["network_ok_slots"], u["no_data_slots"])
+             for u in page}) if with_reasons else {}
+        for u in page:
             why: list[str] = []
             thr = self.threshold
             if u["device_rate"] is not None and Fraction(u["intact_slots"], u["service_slots"]) < thr:
@@ -1159,7 +1231,7 @@ class Availability:
                 why.append("network_rate")
             item = {**u, "below": why}
             if with_reasons:
-                item["reasons"] = await self.reasons(u["sn"], start, end)
+                item["reasons"] = why_of[u["sn"]]
             items.append(item)
         return {"from": fig["from"], "to": fig["to"], "counted_to": fig["counted_to"], "total": len(flagged),
                 "items": items}

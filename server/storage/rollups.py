@@ -149,6 +149,21 @@ class RollupStore:
                                  (day, sn))
         return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
 
+    async def slot_hours_of(self, sns: list[str], days: list[int]) -> list[tuple[str, int, int, bytes, str | None]]:
+        """The stored per-slot codes of several units over several local days, ``(sn, day, hour index, codes,
+        reasons JSON)`` in no set order: the flagged list's minutes by reason. Both key columns are probed with IN
+        (a day range would walk every unit's hours of those days), 500 SNs a query."""
+        out: list[tuple[str, int, int, bytes, str | None]] = []
+        if not days:
+            return out
+        dq = ",".join("?" * len(days))
+        for k in range(0, len(sns), 500):
+            chunk = sns[k:k + 500]
+            rows = await self._all(f"SELECT sn, day, hour, codes, reasons FROM slot_hour WHERE day IN ({dq}) AND sn IN "
+                                   f"({','.join('?' * len(chunk))})", [*days, *chunk])
+            out += [(r[0], int(r[1]), int(r[2]), bytes(r[3]), r[4]) for r in rows]
+        return out
+
     async def purge_slot_hours(self, before_day: int) -> int:
         async with self.write() as db:
             cur = await db.execute("DELETE FROM slot_hour WHERE day < ?", (before_day,))

@@ -150,6 +150,35 @@ async def test_late_samples_recount_the_hours_they_cover(tmp_path: Path) -> None
         assert (a["service_slots"], a["intact_slots"], a["network_ok_slots"], a["no_data_slots"]) == (570, 540, 420, 0)
 
 
+async def test_flagged_reasons_explain_the_figures_beside_them_until_late_data_is_recounted(tmp_path: Path) -> None:
+    """The flagged list's minutes by reason come from the codes stored with the hours the figures sum: a late
+    batch waiting for its recount changes neither; the recount changes both. Hours stored without codes (a
+    database from before they were kept) are explained from the raw samples."""
+    async with make_api(tmp_path, now="2025-03-03 07:00") as api:
+        await _unit_a_day_counted(api)
+
+        async def flagged_a() -> tuple[dict, dict]:
+            fl = (await api.get("/api/v1/availability/flagged", **DAY)).json()
+            a = next(u for u in fl["items"] if u["sn"] == "HNA0000001")
+            return a["reasons"]["minutes"], a
+
+        before, a = await flagged_a()
+        assert before == {"link_down": 60, "no_data": 30, "printer=paper_out": 30, "latency": 60}
+        assert a["no_data_slots"] == before["no_data"] and a["service_slots"] - a["network_ok_slots"] == 60 + 60 + 30
+        api.clock.t = at("2025-03-04 09:10")  # 10:30-11:00, taken with the link down, delivered the next morning
+        await api.feed("HNA0000001", [sample(5000 + k, at("2025-03-03 10:30") + 60 * k, connected=False)
+                                      for k in range(30)])
+        waiting, a = await flagged_a()
+        assert waiting == before and a["no_data_slots"] == 30  # the figures are not recounted yet, nor the reasons
+        await api.settle()
+        after, a = await flagged_a()
+        assert after == {"printer=paper_out": 30, "link_down": 90, "latency": 60} and a["no_data_slots"] == 0
+        # no stored codes for the day (purged here as a database from before they were kept lacks them)
+        await api.app.state.storage.purge_slot_hours(739314)  # (2025-03-04: the days before it)
+        assert await api.app.state.storage.slot_hours("HNA0000001", 739313) == []
+        assert (await flagged_a())[0] == after
+
+
 async def test_drill_down_says_which_slot_failed_and_why(tmp_path: Path) -> None:
     async with make_api(tmp_path, now="2025-03-03 07:00") as api:
         await _setup(api)

@@ -120,6 +120,18 @@ async def test_rollups_sum_months_days_and_hours_for_a_whole_province(store: Any
     assert (await store.slot_hours("A1", day))[0][:2] == (0, bytes(60))
 
 
+async def test_slot_codes_of_many_units_and_days_come_back_in_one_read(store: Any, other: Any) -> None:
+    day = 739313  # 2025-03-03 ordinal
+    strips = [(sn, d, h, bytes([h]) * 60, '{"3": "link_down"}' if h == 5 else None, 60)
+              for sn in ("A1", "B1", "C1") for d in (day, day + 1, day + 2) for h in (0, 5)]
+    await store.write_hour_counts([(sn, d, h, 24, (60, 60, 60, 0)) for sn, d, h, *_ in strips], strips)
+    many = [f"S{k:05d}" for k in range(1_200)] + ["A1", "C1"]  # more than one query's worth of SNs
+    got = sorted(await other.slot_hours_of(many, [day, day + 2]))
+    assert got == sorted((sn, d, h, bytes([h]) * 60, '{"3": "link_down"}' if h == 5 else None)
+                         for sn in ("A1", "C1") for d in (day, day + 2) for h in (0, 5))
+    assert await other.slot_hours_of(["A1"], []) == [] and await other.slot_hours_of([], [day]) == []
+
+
 async def test_network_service_levels_per_unit_day_are_replaced_summed_and_purged(store: Any, other: Any) -> None:
     day = 739313  # 2025-03-03 ordinal
     await store.write_sla_days([("A1", day, [3600, 3000, 3600, 2400, 3000, 1000, 2000, 60]),
