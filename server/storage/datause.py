@@ -15,9 +15,10 @@ _DATA_COLS = ("day", "within", "carry", "resets", "samples", "first_ts", "first_
 class DataUseStore:
     async def data_points(self, sn: str, start: int, end: int) -> list[tuple[int, int]]:
         """(ts, data_bytes) of one unit's samples in ``[start, end)`` that carry the counter, oldest first."""
+        body, (data_,) = self.json_ints("body", ("data_bytes",))
         rows = await self._all(
-            f"SELECT ts, {self.json_int('body', 'data_bytes')} FROM samples WHERE sn=? AND ts >= ? AND ts < ? "
-            f"AND {self.json_int('body', 'data_bytes')} IS NOT NULL ORDER BY ts, epoch, seq", (sn, start, end))
+            f"SELECT ts, {data_} FROM samples{body} WHERE sn=? AND ts >= ? AND ts < ? "
+            f"AND {data_} IS NOT NULL ORDER BY ts, epoch, seq", (sn, start, end))
         return [(int(r[0]), int(r[1])) for r in rows]
 
     async def data_day_around(self, sn: str, day: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None,

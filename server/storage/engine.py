@@ -7,7 +7,7 @@ SQL that both backends run (``?`` parameters; ``ON CONFLICT`` upserts; ``RETURNI
 * ``async with engine.write() as db:`` one write transaction, alone in this process; ``db.execute(sql, args)``
   returns a cursor (``fetchone``, ``fetchall``, ``rowcount``), ``db.executemany``, ``db.execute_fetchall``;
 * ``_all`` / ``_one`` (a pooled reader), ``_quick`` / ``_quick_one`` (short index reads), ``reader()``;
-* a few dialect hooks: :meth:`json_int` (a number out of a JSON text column), :meth:`insert_ignore` (bulk insert
+* a few dialect hooks: :meth:`json_ints` (numbers out of a JSON text column), :meth:`insert_ignore` (bulk insert
   that skips duplicates and says how many were new), :meth:`purge_samples` (SQLite deletes, PostgreSQL drops
   whole partitions), :attr:`units_grown_sql`.
 
@@ -52,7 +52,7 @@ class Engine:
         self._versions: dict[str, str] = {}
         self._versions_at = float("-inf")
 
-    # the backend provides: open, close, write, reader, _all, _quick, meta_set_apart, insert_ignore, json_int
+    # the backend provides: open, close, write, reader, _all, _quick, meta_set_apart, insert_ignore, json_ints
     async def _all(self, sql: str, args: Any = ()) -> list[Any]:
         """Every row of ``sql``: each backend's own (SQLite below, PostgreSQL in postgres.py); an abstract hook."""
         raise NotImplementedError(f"{type(self).__name__} is a storage backend without _all")
@@ -321,9 +321,11 @@ class SqliteEngine(Engine):
 
     # dialect hooks -------------------------------------------------------------------------------------------
     @staticmethod
-    def json_int(column: str, key: str) -> str:
-        """SQL for the number at ``key`` of the JSON text in ``column`` (NULL when absent)."""
-        return f"json_extract({column}, '$.{key}')"
+    def json_ints(column: str, keys: tuple[str, ...]) -> tuple[str, list[str]]:
+        """The numbers at ``keys`` of the JSON text in ``column`` (NULL when absent): SQL to put after the table in
+        FROM (nothing here) and an expression for each key. PostgreSQL parses each row's text once for all keys
+        (:meth:`PgStore.json_ints`); SQLite's ``json_extract`` is cheap enough per key."""
+        return "", [f"json_extract({column}, '$.{key}')" for key in keys]
 
     @staticmethod
     def in_set_sql(column: str, values: Sequence[str], lookup: bool = False) -> tuple[str, list[Any]]:

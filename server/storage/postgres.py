@@ -345,8 +345,13 @@ class PgEngine(Engine):
 
     # dialect hooks -------------------------------------------------------------------------------------------
     @staticmethod
-    def json_int(column: str, key: str) -> str:
-        return f"(({column})::jsonb->>'{key}')::bigint"
+    def json_ints(column: str, keys: tuple[str, ...]) -> tuple[str, list[str]]:
+        """One ``json_to_record`` a row for all keys: ``(body)::jsonb->>'key'`` built the whole jsonb value again
+        for each key, 18-21 µs a row for three keys against 4-6 µs (200,000 sample bodies of 335 bytes); the
+        recount's service levels and serving cells read every sample of a day that way."""
+        cols = ", ".join(f"{key} bigint" for key in keys)
+        # (a comma join: translate() turns CROSS JOIN, SQLite's join-order hint, into JOIN)
+        return f", LATERAL json_to_record(({column})::json) AS jb({cols})", [f"jb.{key}" for key in keys]
 
     async def queue_in_commit_order(self, db: PgConn) -> None:
         """Held from before this transaction's ``recount_queue`` ids are drawn until it commits, so that ids become

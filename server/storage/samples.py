@@ -177,9 +177,9 @@ class SampleStore:
     async def link_down_cell_samples(self, start: int, end: int) -> list[DownSample]:
         """The samples taken with the link down that touch ``[start, end)``, with the cell each reported, by unit
         then time."""
-        tac_, cell_ = self.json_int("body", "tac"), self.json_int("body", "cell_id")
+        body, (tac_, cell_) = self.json_ints("body", ("tac", "cell_id"))
         rows = await self._all(
-            f"SELECT sn, ts, interval, {tac_}, {cell_} FROM samples "
+            f"SELECT sn, ts, interval, {tac_}, {cell_} FROM samples{body} "
             "WHERE ts < ? AND ts >= ? - 3600 AND ts + interval > ? AND connected = 0 ORDER BY sn, ts",
             (end, start, start))
         return [DownSample(r[0], r[1], r[2], r[3], r[4]) for r in rows]
@@ -187,13 +187,13 @@ class SampleStore:
     async def serving_cells(self, sns: list[str], start: int, end: int) -> dict[str, list[ServingCell]]:
         """Per unit of ``sns``: the cells reported by its samples taken with the link up and dated in
         ``[start, end)``, oldest first (samples that report no cell left out)."""
-        tac_, cell_ = self.json_int("body", "tac"), self.json_int("body", "cell_id")
+        body, (tac_, cell_) = self.json_ints("body", ("tac", "cell_id"))
         out: dict[str, list[ServingCell]] = {}
         chosen = sorted(set(sns))
         for i in range(0, len(chosen), 500):
             chunk = chosen[i: i + 500]
             rows = await self._all(
-                f"SELECT sn, ts, {tac_}, {cell_} FROM samples "
+                f"SELECT sn, ts, {tac_}, {cell_} FROM samples{body} "
                 f"WHERE sn IN ({','.join('?' * len(chunk))}) AND ts >= ? AND ts < ? AND connected = 1 "
                 f"AND {cell_} IS NOT NULL ORDER BY sn, ts",
                 [*chunk, start, end])
@@ -204,9 +204,9 @@ class SampleStore:
     async def network_samples(self, start: int, end: int, sns: list[str] | None = None) -> list[NetworkSample]:
         """(sn, ts, interval, connected, rtt_ms, rtt_var_ms, retrans, segs_out) of the raw samples dated in
         ``[start, end)``, by unit then time: what the report's network service-level section counts."""
-        j = self.json_int
-        sql = (f"SELECT sn, ts, interval, connected, rtt_ms, {j('body', 'rtt_var_ms')}, {j('body', 'retrans')}, "
-               f"{j('body', 'segs_out')} FROM samples WHERE ts >= ? AND ts < ?")
+        body, (var_, retrans_, segs_) = self.json_ints("body", ("rtt_var_ms", "retrans", "segs_out"))
+        sql = (f"SELECT sn, ts, interval, connected, rtt_ms, {var_}, {retrans_}, {segs_} FROM samples{body} "
+               "WHERE ts >= ? AND ts < ?")
         args: list[Any] = [start, end]
         if sns is not None:
             sql += f" AND sn IN ({','.join('?' * len(sns))})"

@@ -107,6 +107,27 @@ async def test_registry_search_filters_and_history(store: Any, other: Any) -> No
     assert total == 1 and rows[0]["sn"] == "HN0002"
 
 
+async def test_numbers_inside_sample_bodies_read_alike_on_both_backends(store: Any) -> None:
+    """The cells, service-level counters and data counters the recount reads out of each stored sample's body
+    (PostgreSQL parses a body once for all of them): absent keys read as None, and the filters on them hold."""
+    up = [smp("A1", k, T0 + 60 * k, tac=7, cell_id=70 + k % 2, rtt_var_ms=5 + k, retrans=k % 3, segs_out=10 * k)
+          for k in range(4)]
+    bare = [smp("A1", 4, T0 + 240), smp("B1", 1, T0, tac=8)]  # no counters; a cell without its id
+    down = [smp("A1", 5, T0 + 300, connected=False, tac=7, cell_id=71), smp("B1", 2, T0 + 60, connected=False)]
+    await store.store_telemetry(up + bare + down, [])
+    net = await store.network_samples(T0, T0 + 600)
+    assert [(n.sn, n.ts, n.connected, n.rtt_var_ms, n.retrans, n.segs_out) for n in net] == [
+        ("A1", T0 + 60 * k, True, 5 + k, k % 3, 10 * k) for k in range(4)] + [
+        ("A1", T0 + 240, True, None, None, None), ("A1", T0 + 300, False, None, None, None),
+        ("B1", T0, True, None, None, None), ("B1", T0 + 60, False, None, None, None)]
+    assert [n.sn for n in await store.network_samples(T0, T0 + 600, ["B1"])] == ["B1", "B1"]
+    cells = await store.serving_cells(["A1", "B1"], T0, T0 + 600)
+    assert cells == {"A1": [(T0 + 60 * k, 7, 70 + k % 2) for k in range(4)]}  # B1's sample has no cell id
+    assert [tuple(d) for d in await store.link_down_cell_samples(T0, T0 + 600)] == [
+        ("A1", T0 + 300, 60, 7, 71), ("B1", T0 + 60, 60, None, None)]
+    assert await store.data_points("A1", T0, T0 + 600) == []  # no sample carries the counter
+
+
 async def test_rollups_sum_months_days_and_hours_for_a_whole_province(store: Any) -> None:
     day = 739313  # 2025-03-03 ordinal
     await store.write_hour_counts([("A1", day, 0, 24, (60, 60, 60, 0)), ("A1", day, 1, 24, (60, 50, 60, 0))],
