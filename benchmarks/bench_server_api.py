@@ -430,7 +430,13 @@ async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]
             except asyncio.QueueEmpty:
                 return
             t = time.perf_counter()
-            r = await client.get(path, params=params)
+            try:
+                r = await client.get(path, params=params)
+            except httpx.TransportError:  # no answer within the client's timeout (120 s): an error at that latency
+                lat.append(time.perf_counter() - t)
+                errors += 1
+                pids["no answer"] += 1
+                continue
             lat.append(time.perf_counter() - t)
             if r.status_code != 200:
                 errors += 1
