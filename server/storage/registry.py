@@ -15,6 +15,7 @@ lists of each scope's SNs the unit list pages and the registry list by last seen
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import json
 import time
@@ -176,6 +177,8 @@ class RegistryStore:
         self._kept_stamp: tuple[str, str] | None = None  # see _kept_units: what the kept unit lists were read at
         self._kept_units_lists: dict[Any, list[str]] = {}  # a scope's (None: the province's) SNs in units, by SN;
         # ("registry", scope): its registered SNs (see _kept_units)
+        self._kept_building: dict[Any, asyncio.Lock] = {}  # one read of a scope's list at a time (see _kept_units)
+        self.kept_reads = 0  # lists read from the database (the rest answered from memory)
 
     def _registry_written(self) -> None:
         self._registry_gen += 1
@@ -261,10 +264,18 @@ class RegistryStore:
         if stamp != self._kept_stamp:
             self._kept_units_lists = {}
             self._kept_stamp = stamp
-        kept = self._kept_units_lists
         key = ("registry", within) if registered else within
-        sns = kept.get(key)
-        if sns is None:
+        sns = self._kept_units_lists.get(key)
+        if sns is not None:
+            return sns
+        # the first requests after a start or a change arrive together (fifty dashboards): one of them reads the
+        # list, the others wait for it, instead of each reading the 200,000 SNs of the province at once
+        building = self._kept_building.setdefault(key, asyncio.Lock())
+        async with building:
+            kept = self._kept_units_lists
+            sns = kept.get(key) if self._kept_stamp == stamp else None
+            if sns is not None:
+                return sns
             if registered:
                 cond, args = places_sql(within)
                 sql = (f"SELECT r.sn FROM registry r WHERE r.institution IN (SELECT code FROM institutions WHERE {cond}) "
@@ -273,11 +284,15 @@ class RegistryStore:
                 cond, args = units_within_sql(within)
                 sql = f"SELECT sn FROM units WHERE {cond} ORDER BY sn"
             sns = [r[0] for r in await self._all(sql, args)]
+            self.kept_reads += 1
+            kept = self._kept_units_lists
             if self._kept_stamp == stamp:  # another call meanwhile may have seen a newer stamp
                 kept.pop(key, None)
                 kept[key] = sns
                 while len(kept) > _KEPT_SCOPES:  # the longest kept first
                     kept.pop(next(iter(kept)))
+            if len(self._kept_building) > 4 * _KEPT_SCOPES:  # (scopes no longer asked for)
+                self._kept_building = {k: v for k, v in self._kept_building.items() if v.locked()}
         return sns
 
     async def get_unit(self, sn: str) -> UnitState | None:
@@ -517,8 +532,11 @@ class RegistryStore:
 
     async def warm(self) -> None:
         """Build this process's in-memory indexes before the first request needs them (the text of every SN
-        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise)."""
+        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise; the province's kept unit list,
+        which the first unit lists would otherwise wait for together)."""
         await self._sn_text()
+        if self.kept_lists:
+            await self._kept_units(None)
 
     async def _sn_text(self) -> tuple[str, int, str, list[int], list[str]]:
         version = (await self.versions())["registry_version"]
