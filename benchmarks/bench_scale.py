@@ -410,6 +410,8 @@ def run_api(base: str, token: str, g: dict[str, Any], args: argparse.Namespace) 
         reqs = api_requests(g, rnd, args.requests * clients // 10, args.avail_requests * clients // 10,
                             args.quarter_requests * clients // 10, args.days)
         for name, paths in reqs.items():
+            if not paths:  # (a call type asked 0 times: --avail-requests 0)
+                continue
             t = time.time()
             res = asyncio.run(measure(base, token, f"{name}, {clients} clients", paths, clients))
             res["t0"], res["t1"] = t, time.time()
