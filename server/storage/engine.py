@@ -324,7 +324,7 @@ class SqliteEngine(Engine):
     def json_ints(column: str, keys: tuple[str, ...]) -> tuple[str, list[str]]:
         """The numbers at ``keys`` of the JSON text in ``column`` (NULL when absent): SQL to put after the table in
         FROM (nothing here) and an expression for each key. PostgreSQL parses each row's text once for all keys
-        (:meth:`PgStore.json_ints`); SQLite's ``json_extract`` is cheap enough per key."""
+        (:meth:`PgEngine.json_ints`); SQLite's ``json_extract`` is cheap enough per key."""
         return "", [f"json_extract({column}, '$.{key}')" for key in keys]
 
     @staticmethod
