@@ -1175,8 +1175,7 @@ class Availability:
         no data); when the codes cover that whole period they must add up to them. A unit whose codes do not hold
         (an hour counted before codes were kept) is counted again from its raw samples, as before."""
         await self.sync()
-        whole = start, min(end, self.rolled_to or end)
-        raw_from, end = self._evidence_span(start, end)
+        raw_from, end = self._evidence_span(start, end)  # (from ``start`` when every counted hour is still kept)
         if raw_from >= end or not sns:
             return {sn: self._reasons_answer(raw_from, end, Counter()) for sn in sns}
         hours = [hour_key(t, self.tz) for t in range(raw_from, end, HOUR_S)]
@@ -1192,7 +1191,7 @@ class Availability:
             mine = got.get(sn, {})
             strips = [mine.get(h, nothing) for h in hours]
             codes = b"".join(x[0] for x in strips)
-            want = (counts or {}).get(sn) if (raw_from, end) == whole else None
+            want = (counts or {}).get(sn) if raw_from == start else None
             if len(codes) != len(hours) * per_hour or (
                     counts_of_codes(codes) != want if want is not None else len(mine) < len(hours)):
                 out[sn] = await self.reasons(sn, start, end)
