@@ -380,8 +380,8 @@ class RegistryStore:
 
         A later-arriving older sample moves that automatic start earlier. Returns the SNs added.
         """
-        self._registry_written()
         added: list[str] = []
+        moved = 0
         async with self.write() as db:
             for sn, ts in first_ts.items():
                 cur = await db.execute(
@@ -392,11 +392,17 @@ class RegistryStore:
                     await db.execute("INSERT INTO status_history(sn, from_ts, status, by, note) VALUES (?,?,?,?,?)",
                                      (sn, ts, "in_service", "ingest", "first seen"))
                 else:
-                    await db.execute(
+                    cur = await db.execute(
                         "UPDATE status_history SET from_ts=? WHERE sn=? AND by='ingest' AND from_ts>? "
                         "AND (SELECT count(*) FROM status_history WHERE sn=?)=1", (ts, sn, ts, sn))
-            await self._bump(db, "registry_version")
-        self._registry_written()
+                    moved += max(0, cur.rowcount)
+            # only a write that changed something moves the version: every process's registry caches (the index,
+            # the SN text, kept lists, counts, the figures' universe) are read again when it moves, and ingest asks
+            # this for every unit it hears from (200,000 terminals: every pass; issue 15)
+            if added or moved:
+                await self._bump(db, "registry_version")
+        if added or moved:
+            self._registry_written()
         return added
 
     async def change_status(self, changes: list[tuple[str, int, str, str, str]],

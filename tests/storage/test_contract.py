@@ -107,6 +107,20 @@ async def test_registry_search_filters_and_history(store: Any, other: Any) -> No
     assert total == 1 and rows[0]["sn"] == "HN0002"
 
 
+async def test_hearing_from_registered_units_again_leaves_the_registry_version_alone(store: Any) -> None:
+    """Ingest hands every unit it hears from to each roll-up pass; the version every process's registry caches
+    follow (the index, the SN text, the figures' universe) moves only when a unit is added or an automatic
+    registration starts earlier. It moved at every pass before, so at 200,000 terminals every API process rebuilt
+    those caches all the time (issue 15)."""
+    assert await store.ensure_registered({"HN0001": T0 + 60, "HN0002": T0}) == ["HN0001", "HN0002"]
+    v0 = await store.meta_get("registry_version")
+    assert await store.ensure_registered({"HN0001": T0 + 120, "HN0002": T0 + 5}) == []
+    assert await store.meta_get("registry_version") == v0
+    assert await store.ensure_registered({"HN0001": T0}) == []  # an older sample: the registration starts earlier
+    assert await store.meta_get("registry_version") != v0
+    assert [h["from_ts"] for h in (await store.status_histories(["HN0001"]))["HN0001"]] == [T0]
+
+
 async def test_numbers_inside_sample_bodies_read_alike_on_both_backends(store: Any) -> None:
     """The cells, service-level counters and data counters the recount reads out of each stored sample's body
     (PostgreSQL parses a body once for all of them): absent keys read as None, and the filters on them hold."""
