@@ -367,7 +367,8 @@ def cpu_seconds(pid: int) -> float:
 SERVER_PID = 0  # set once the server is started: its CPU per request is printed beside the latencies
 
 
-CLIENT = "httpx"  # this script sets "raw" (its --client default); bench_scale imports measure with httpx
+CLIENT = "httpx"  # this script sets "raw" (its --client default), and so do bench_scale and bench_scope
+RAW_TIMEOUT_S = 120.0  # the raw client's wait for an answer (httpx's timeout here too)
 SLOWEST = 0  # --slowest
 TRACE: list[tuple[float, float, str, str]] = []  # (latency, sent at, process, target) of the phase measured
 
@@ -389,11 +390,20 @@ async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dic
             target = urllib.parse.quote(path) + ("?" + urllib.parse.urlencode(params) if params else "")
             t = time.perf_counter()
             writer.write(b"GET " + target.encode() + b" HTTP/1.1\r\n" + head)
-            lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
-            headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
-            if "content-length" not in headers:
-                raise RuntimeError(f"no Content-Length in the answer to {target}: {lines}")
-            await reader.readexactly(int(headers["content-length"]))
+            try:
+                async with asyncio.timeout(RAW_TIMEOUT_S):  # as httpx's: no answer in time is an error at that latency
+                    lines = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                    headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+                    if "content-length" not in headers:
+                        raise RuntimeError(f"no Content-Length in the answer to {target}: {lines}")
+                    await reader.readexactly(int(headers["content-length"]))
+            except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
+                lat.append(time.perf_counter() - t)
+                errors += 1
+                pids["no answer"] += 1
+                writer.close()  # the connection is in an unknown state: a new one for the next request
+                reader, writer = await asyncio.open_connection(u.hostname, u.port)
+                continue
             lat.append(time.perf_counter() - t)
             if SLOWEST:
                 TRACE.append((lat[-1], t, headers.get("x-posfleet-worker", "?"), target))

@@ -277,9 +277,16 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
 
         # monthly/quarterly reports (issue 17): each tick asks storage.lead(), so only the leader makes and sends them
         reports_task = report_schedule.start(app) if primary else None
+        # the figures dashboards open with, counted ahead in every process that answers the API
+        serves_api = not primary or settings.http.primary_api or settings.http.api_workers <= 1
+        avail = getattr(app.state, "availability", None)
+        warm = (asyncio.create_task(avail.warm_loop(settings.availability.warm_figures_s), name="warm-figures")
+                if serves_api and avail is not None and settings.availability.warm_figures_s > 0 else None)
         try:
             yield
         finally:
+            if warm is not None:
+                warm.cancel()
             retention.cancel()
             if getattr(app.state, "retention_task", None) is not None:
                 app.state.retention_task.cancel()

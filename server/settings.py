@@ -105,6 +105,9 @@ class AvailabilitySettings(_Strict):
     rollup_keep_days: int = Field(400, ge=1)
     # on start, closed hours missed while the server was down are materialised back to at most this many days
     catchup_days: int = Field(14, ge=1)
+    # every API-serving process computes the figures dashboards open with (last whole quarter, this month, by
+    # county) at start and then this often, so no request waits for a first count (0: never)
+    warm_figures_s: float = Field(60.0, ge=0)
 
     @field_validator("service_hours")
     @classmethod

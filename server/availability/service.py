@@ -850,6 +850,36 @@ class Availability:
         out["complete"] = out["complete"] and not self._pending_in(start, end)
         return out
 
+    def warm_periods(self) -> list[tuple[int, int]]:
+        """The periods dashboards open with: the last whole quarter (the contract pays by quarters) and this month
+        (the fleet view's), each ``[start, end)`` from local midnights, as the dashboard and the API parse them."""
+        today = local_day(int(self.clock.now()), self.tz)
+        q0 = date(today.year, (today.month - 1) // 3 * 3 + 1, 1)
+        prev = date(q0.year - 1, 10, 1) if q0.month == 1 else date(q0.year, q0.month - 3, 1)
+        m0 = today.replace(day=1)
+        m1 = date(m0.year + m0.month // 12, m0.month % 12 + 1, 1)
+        return [(midnight(prev, self.tz), midnight(q0, self.tz)), (midnight(m0, self.tz), midnight(m1, self.tz))]
+
+    async def warm(self) -> None:
+        """Compute the province's figures by county for :meth:`warm_periods` ahead of the first request: the
+        registry index, the figures' universe and the pieces they read stay kept, and so does the answer until the
+        roll-ups move. At 210,000 units the first quarter's figures cost 4-7 s of one process (issue 15), and every
+        dashboard asking meanwhile waited for it; after a registry change they are read again here, not by a
+        request."""
+        for start, end in self.warm_periods():
+            await self.figures(start, end, "county")
+
+    async def warm_loop(self, every_s: float) -> None:
+        """:meth:`warm` now and then every ``every_s`` seconds (cheap while nothing changed); errors are logged."""
+        while True:
+            try:
+                await self.warm()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not compute the dashboards' figures ahead; requests will")
+            await asyncio.sleep(every_s)
+
     async def _figures(self, start: int, end: int, group_by: str, *, county: str | None, region: str | None,
                        institution: str | None, sn: str | None, within: frozenset[str] | None = None,
                        only_flagged: bool = False) -> dict[str, Any]:
