@@ -865,9 +865,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-extra", default="", help="extra server TOML (e.g. '[alerts]\\nenabled = false')")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw", help="the API clients: raw (one keep-alive "
                    "connection each, little CPU; default) or httpx (~5 ms of CPU a request, on the server's cores)")
+    p.add_argument("--slowest", type=int, default=0, help="print each API phase's N slowest requests (raw client)")
     p.add_argument("--json", default="", help="write every figure to this JSON file")
     a = p.parse_args(argv)
-    api_bench.CLIENT = a.client
+    api_bench.CLIENT, api_bench.SLOWEST = a.client, a.slowest
     a.sizes = [int(x) for x in a.sizes.split(",") if x]
     a.clients = [int(x) for x in a.clients.split(",") if x]
     a.storage = [x.strip() for x in a.storage.split(",") if x.strip()]
