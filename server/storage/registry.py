@@ -173,6 +173,7 @@ class RegistryStore:
     def __init__(self) -> None:
         self._registry_gen = 0  # bumped by every registry / institution write of this process
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
+        self._counting: dict[tuple[Any, ...], asyncio.Future[int]] = {}  # counts being read (see _count_once)
         self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
         self._kept_stamp: tuple[str, str] | None = None  # see _kept_units: what the kept unit lists were read at
         self._kept_units_lists: dict[Any, list[str]] = {}  # a scope's (None: the province's) SNs in units, by SN;
@@ -482,6 +483,15 @@ class RegistryStore:
             rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset, seen)
         elif sort == "last_seen":
             rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset, seen)
+        elif not where and (sort == "sn" or sort not in _REGISTRY_SORTS):
+            # every unit by SN: the page's keys from this process's ordered SN list (kept for substring search),
+            # not an index walk of ``offset`` entries on the event loop (a page 118,000 deep: 13 ms of CPU). The
+            # list follows registry_version as the counts do (read now); units are never deleted: each key has its row.
+            sns = (await self._sn_text(fresh=True))[4]
+            n = len(sns)
+            keys = (sns[offset:offset + limit] if not descending
+                    else sns[max(0, n - offset - limit):max(0, n - offset)][::-1])
+            return n, self._registry_rows(await self._page(keys, cols, joins))
         else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
             order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
@@ -494,6 +504,10 @@ class RegistryStore:
             total = offset + len(rows)  # the page ends the list: no count needed
         else:
             total = await self._registry_count(clause, args)
+        return int(total), self._registry_rows(rows)
+
+    @staticmethod
+    def _registry_rows(rows: list[Any]) -> list[RegistryUnit]:
         out = []
         for row in rows:
             d = dict(row)
@@ -501,7 +515,7 @@ class RegistryStore:
                 d[key] = _json_decode(d[key]) if d.get(key) else None
             d["broker_session"] = bool(d["broker_session"])
             out.append(d)
-        return int(total), out  # type: ignore[return-value]
+        return out  # type: ignore[return-value]
 
     def _look_up_seen(self, scope: int, depth: int) -> bool:
         """Whether a page ``depth`` deep of a scope's ``scope`` units by last seen is cheaper looked up (each of
@@ -544,8 +558,14 @@ class RegistryStore:
         if self.kept_lists:
             await self._kept_units(None)
 
-    async def _sn_text(self) -> tuple[str, int, str, list[int], list[str]]:
-        version = (await self.versions())["registry_version"]
+    async def _sn_text(self, fresh: bool = False) -> tuple[str, int, str, list[int], list[str]]:
+        """``fresh``: checked against ``registry_version`` read now, as the counts are (a list of every unit then
+        counts another process's new unit at once), not within ``VERSION_TTL_S``."""
+        if fresh:
+            row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
+            version = str(row[0]) if row else ""
+        else:
+            version = (await self.versions())["registry_version"]
         hay = self._haystack
         if hay is None or hay[0] != version or hay[1] != self._registry_gen:
             gen = self._registry_gen
@@ -593,12 +613,7 @@ class RegistryStore:
         never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
         walk = self._quick if offset < 1000 else self._all  # a first page reads about page / share rows
         key = ("never_heard", await self._stamp(), self._registry_gen, clause, *args)
-        hit = self._counts.get(key)
-        if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
-            n_never = hit[1]
-        else:
-            n_never = int((await self._one(f"SELECT count(*) FROM registry r {never}", args))[0])
-            self._keep_count(key, n_never)
+        n_never = await self._count_once(key, self._all, f"SELECT count(*) FROM registry r {never}", args)
         sns: list[str] = []
         if offset < n_never:
             sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
@@ -623,17 +638,30 @@ class RegistryStore:
 
     async def _registry_count(self, clause: str, args: list[Any]) -> int:
         key = (await self._stamp(units=False), clause, *args)  # read now: another process's write is a new key
-        now = time.monotonic()
-        hit = self._counts.get(key)
-        if hit is not None and now - hit[0] < _COUNT_CACHE_S:
-            return hit[1]
-        gen = self._registry_gen
         # at most a scan of one covering index (~3 ms at 50,000 units): inline, unless a LIKE reads every row
         count = self._all if "LIKE" in clause else self._quick
-        total = int((await count(f"SELECT count(*) FROM registry r {clause}", args))[0][0])
-        if gen == self._registry_gen:  # no registry write meanwhile
-            self._keep_count(key, total)
-        return total
+        return await self._count_once(key, count, f"SELECT count(*) FROM registry r {clause}", args)
+
+    async def _count_once(self, key: tuple[Any, ...], read: Any, sql: str, args: list[Any]) -> int:
+        """A count kept under ``key`` (see :meth:`_keep_count`); requests asking the same uncounted one at the same
+        time share one query. Fifty list requests arriving together used to count the same thing each, side by side
+        on the read pool (at 210,000 units, 10 requests for wired units by last seen waited 1.3-2.3 s; issue 15)."""
+        hit = self._counts.get(key)
+        if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
+            return hit[1]
+        fut = self._counting.get(key)
+        if fut is None:
+            gen = self._registry_gen
+
+            async def count() -> int:
+                n = int((await read(sql, args))[0][0])
+                if gen == self._registry_gen:  # no registry write meanwhile
+                    self._keep_count(key, n)
+                return n
+
+            fut = self._counting[key] = asyncio.ensure_future(count())
+            fut.add_done_callback(lambda _f: self._counting.pop(key, None))
+        return await asyncio.shield(fut)
 
     def _keep_count(self, key: tuple[Any, ...], n: int) -> None:
         """Remember a count, dropping the oldest beyond 1,024 (a search's one-off counts must not push out the

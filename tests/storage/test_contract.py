@@ -121,6 +121,28 @@ async def test_hearing_from_registered_units_again_leaves_the_registry_version_a
     assert [h["from_ts"] for h in (await store.status_histories(["HN0001"]))["HN0001"]] == [T0]
 
 
+async def test_every_unit_by_sn_pages_deep_and_follows_another_process_s_registration(store: Any, other: Any) -> None:
+    """The whole registry by SN is paged from the process's ordered SN list (a deep page is not an index walk); the
+    pages are what the SQL order gives, either way round, and a unit another process registers appears in them at
+    once (the list is checked against the registry version read at each request, as the counts are)."""
+    import asyncio
+
+    await store.upsert_registry_units([{"sn": f"HN{k:04d}"} for k in range(0, 40, 2)], T0, "admin")
+    want = [f"HN{k:04d}" for k in range(0, 40, 2)]
+    for desc in (False, True):
+        order = want[::-1] if desc else want
+        for offset in (0, 7, 18, 20, 25):
+            total, rows = await other.registry_query({}, "sn", desc, 5, offset)
+            assert total == 20 and [r["sn"] for r in rows] == order[offset:offset + 5]
+    # many list requests at once: the same totals (one shared count of a filter each)
+    got = await asyncio.gather(*(other.registry_query({"status": "in_service"}, "sn", False, 3, k) for k in range(10)))
+    assert {t for t, _rows in got} == {20} and [r["sn"] for r in got[4][1]] == want[4:7]
+    await store.ensure_registered({"HN0001": T0})
+    total, rows = await other.registry_query({}, "sn", False, 3, 0)
+    assert total == 21 and [r["sn"] for r in rows] == ["HN0000", "HN0001", "HN0002"]
+    assert rows[1]["status"] == "in_service"
+
+
 async def test_numbers_inside_sample_bodies_read_alike_on_both_backends(store: Any) -> None:
     """The cells, service-level counters and data counters the recount reads out of each stored sample's body
     (PostgreSQL parses a body once for all of them): absent keys read as None, and the filters on them hold."""
