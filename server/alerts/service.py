@@ -127,7 +127,7 @@ class Alerts:
         now = int(self.clock.now())
         tz = self.availability.tz
         index = await self.registry.index()
-        live = {u["sn"]: u for u in await self.storage.live_index()}
+        live = {u["sn"]: u for u in await self.storage.live_index(identity=False)}
         keep: dict[str, set[str]] = defaultdict(set)
 
         # flagged for the month so far
