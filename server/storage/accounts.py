@@ -194,11 +194,13 @@ class AccountStore:
         return d
 
     async def token_used(self, token_hash: str, ts: float, client: str) -> None:
-        """Note the last use (the caller writes at most once a minute per token, or at once from a new address)."""
+        """Note the last use (the caller writes at most once a minute per token, or at once from a new address). An
+        older use written after a newer one (two processes, or two writes under way) leaves the newer."""
         async with self.write() as db:  # type: ignore[attr-defined]
             await db.execute("INSERT INTO token_details(hash, last_used, last_client) VALUES (?,?,?) "
                              "ON CONFLICT(hash) DO UPDATE SET last_used=excluded.last_used, "
-                             "last_client=excluded.last_client", (token_hash, ts, client[:100]))
+                             "last_client=excluded.last_client WHERE token_details.last_used IS NULL "
+                             "OR token_details.last_used <= excluded.last_used", (token_hash, ts, client[:100]))
 
     async def list_tokens(self) -> list[dict[str, Any]]:
         """Every token (name, role, created, revoked_at: None while in force, owner, scope, expires, last_used,

@@ -57,6 +57,7 @@ async def test_a_token_keeps_owner_scope_expiry_and_last_use(store: Any, other: 
     assert (await other.find_token("h4"))["scope"] == "province"
     await other.token_used("h3", 300.0, "10.0.0.7")
     await other.token_used("h4", 301.0, "10.0.0.8")
+    await store.token_used("h3", 250.0, "10.0.0.9")  # an older use written late (another process): the newer stays
     listed = {t["name"]: t for t in await store.list_tokens()}
     assert (listed["etl"]["last_used"], listed["etl"]["last_client"]) == (300.0, "10.0.0.7")
     assert (listed["old"]["last_used"], listed["old"]["owner"]) == (301.0, "")
