@@ -108,6 +108,29 @@ async def test_registry_search_filters_and_history(store: Any, other: Any) -> No
     assert total == 1 and rows[0]["sn"] == "HN0002"
 
 
+async def test_list_totals_by_county_status_and_link_follow_every_write(store: Any, other: Any) -> None:
+    """A list's total under equality filters comes from one grouped count per set of filter names; it is the SQL
+    count's, for values present or not, and follows another process's writes at once."""
+    await store.upsert_institutions([{"code": "I1", "name": "a", "county": "秀英区", "region": "海口市"},
+                                     {"code": "I2", "name": "b", "county": "龙华区", "region": "海口市"}])
+    await store.upsert_registry_units([{"sn": f"HN{k:04d}", "institution": ("I1", "I2", "")[k % 3],
+                                        "link_type": "wired" if k % 4 == 0 else "4g_vpdn"} for k in range(60)],
+                                      T0, "admin")
+    await store.change_status([(f"HN{k:04d}", T0 + 60, "in_repair", "eng", "board") for k in range(0, 60, 5)])
+
+    async def sql_total(f: dict[str, Any]) -> int:  # the SQL count: a short last page counts itself
+        return len((await other.registry_query(dict(f), "sn", False, 1000, 0))[1])
+
+    cases = [{"county": "秀英区"}, {"county": "龙华区", "status": "in_repair"}, {"region": "海口市", "link_type": "wired"},
+             {"status": "in_service"}, {"county": "无此县"}, {"institution": "I2", "link_type": "4g_vpdn"}, {}]
+    for f in cases:
+        assert (await other.registry_query(dict(f), "sn", False, 1, 1))[0] == await sql_total(f), f
+    await store.upsert_registry_units([{"sn": "HN9999", "institution": "I1", "link_type": "wired"}], T0, "admin")
+    total = (await other.registry_query({"county": "秀英区", "link_type": "wired"}, "sn", False, 1, 1))[0]
+    assert total == await sql_total({"county": "秀英区", "link_type": "wired"}) == 1 + sum(
+        1 for k in range(60) if k % 3 == 0 and k % 4 == 0)
+
+
 async def test_hearing_from_registered_units_again_leaves_the_registry_version_alone(store: Any) -> None:
     """Ingest hands every unit it hears from to each roll-up pass; the version every process's registry caches
     follow (the index, the SN text, the figures' universe) moves only when a unit is added or an automatic
