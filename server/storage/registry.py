@@ -559,9 +559,12 @@ class RegistryStore:
 
     async def warm(self) -> None:
         """Build this process's in-memory indexes before the first request needs them (the text of every SN
-        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise; the province's kept unit list,
-        which the first unit lists would otherwise wait for together)."""
+        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise; the list totals by county and
+        by county and status; the province's kept unit list, which the first unit lists would otherwise wait for
+        together)."""
         await self._sn_text()
+        await self._facet_table(("county",))  # the registry page's totals by county, and with a status
+        await self._facet_table(("county", "status"))
         if self.kept_lists:
             await self._kept_units(None)
 
@@ -655,6 +658,10 @@ class RegistryStore:
         counts its county on its own (at 210,000 units those first counts held a burst of list requests up to
         0.7 s; issue 15)."""
         names = tuple(sorted(facets))
+        return (await self._facet_table(names)).get(tuple(facets[n] for n in names), 0)
+
+    async def _facet_table(self, names: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
+        """Registered units counted by the values of ``names`` (sorted :data:`_FACETS` keys)."""
         key = ("facets", await self._stamp(units=False), *names)
         hit = self._facets.get(key)
         if hit is None:
@@ -664,9 +671,9 @@ class RegistryStore:
 
                 async def read() -> dict[tuple[Any, ...], int]:
                     cols = ", ".join(_FACETS[n] for n in names)
-                    rows = await self._all(
-                        f"SELECT {cols + ', ' if cols else ''}count(*) FROM registry r "
-                        f"LEFT JOIN institutions i ON i.code = r.institution {'GROUP BY ' + cols if cols else ''}")
+                    join = "LEFT JOIN institutions i ON i.code = r.institution" if "i." in cols else ""
+                    rows = await self._all(f"SELECT {cols + ', ' if cols else ''}count(*) FROM registry r {join} "
+                                           f"{'GROUP BY ' + cols if cols else ''}")
                     table = {tuple(r[:-1]): int(r[-1]) for r in rows}
                     if gen == self._registry_gen:
                         self._facets[key] = table
@@ -677,7 +684,7 @@ class RegistryStore:
                 fut = self._counting[key] = asyncio.ensure_future(read())
                 fut.add_done_callback(lambda _f: self._counting.pop(key, None))
             hit = await asyncio.shield(fut)
-        return hit.get(tuple(facets[n] for n in names), 0)
+        return hit
 
     async def _count_once(self, key: tuple[Any, ...], read: Any, sql: str, args: list[Any]) -> int:
         """A count kept under ``key`` (see :meth:`_keep_count`); requests asking the same uncounted one at the same
