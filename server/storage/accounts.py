@@ -149,8 +149,8 @@ class AccountStore:
 
     async def touch_session(self, sid: str, now: float, expires: float) -> None:
         async with self.write() as db:  # type: ignore[attr-defined]
-            await db.execute("UPDATE sessions SET last_seen=?, expires=? WHERE id=? AND ended IS NULL",
-                             (now, expires, sid))
+            await db.execute("UPDATE sessions SET last_seen=?, expires=? WHERE id=? AND ended IS NULL "
+                             "AND last_seen <= ?", (now, expires, sid, now))  # (a late older write: no effect)
 
     async def end_sessions(self, now: float, sid: str | None = None, user: str | None = None) -> int:
         """End one session, or every session of ``user``; how many were in force."""
