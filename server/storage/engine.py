@@ -48,6 +48,14 @@ class Engine:
     dialect = ""
     units_grown_sql = ""  # a number that grows whenever a unit is first heard (a cache key)
 
+    async def units_new(self, db: Any, sns: Sequence[str]) -> bool:
+        """Inside a write about to insert ``sns`` into ``units``: whether it must move what ``units_grown_sql``
+        reads (call :meth:`units_grew` at the end of the transaction). SQLite: never (the rowid grows by itself)."""
+        return False
+
+    async def units_grew(self, db: Any) -> None:
+        """Move what ``units_grown_sql`` reads, inside the caller's transaction (see :meth:`units_new`)."""
+
     def __init__(self) -> None:
         self._versions: dict[str, str] = {}
         self._versions_at = float("-inf")

@@ -196,6 +196,7 @@ class RegistryStore:
         """The unit's broker session went up or down (``reason``), with the agent's version when it says it."""
         now = time.time()
         async with self.write() as db:
+            grew = await self.units_new(db, [sn])
             await db.execute(
                 "INSERT INTO units(sn, first_seen, last_seen, online, state_ts, state_reason, agent_version) "
                 "VALUES (?,?,?,?,?,?,?) ON CONFLICT(sn) DO UPDATE SET online=excluded.online, state_ts=excluded.state_ts, "
@@ -203,6 +204,8 @@ class RegistryStore:
                 "agent_version=CASE WHEN excluded.agent_version<>'' THEN excluded.agent_version ELSE units.agent_version END",
                 (sn, now, now, int(online), ts, reason, version),
             )
+            if grew:
+                await self.units_grew(db)
 
     async def list_units(self, query: UnitQuery) -> tuple[int, list[UnitState]]:
         where, args = [], []

@@ -100,6 +100,7 @@ class SampleStore:
                     latest[s.sn] = s
             sns = sorted({s.sn for s in samples} | {e.sn for e in events})  # sorted: two processes lock rows in
             # the same order, so their transactions cannot deadlock on units
+            grew = await self.units_new(db, sns)
             await db.executemany(  # one batch of statements (PostgreSQL: one round trip), not one per unit
                 "INSERT INTO units(sn, first_seen, last_seen) VALUES (?,?,?) "
                 "ON CONFLICT(sn) DO UPDATE SET last_seen=excluded.last_seen", [(sn, now, now) for sn in sns])
@@ -122,6 +123,8 @@ class SampleStore:
                 await self.queue_in_commit_order(db)
                 await db.executemany("INSERT INTO recount_queue(sn, from_ts, to_ts) VALUES (?,?,?)",
                                      [(sn, a, b) for sn, (a, b) in sorted(spans.items())])
+            if grew:  # a unit heard for the first time: the kept lists' stamp moves (last: see units_grew)
+                await self.units_grew(db)
         return stored
 
     # samples ---------------------------------------------------------------------

@@ -429,7 +429,7 @@ _UNITS_SN_LAST_SEEN = """
 CREATE INDEX IF NOT EXISTS units_sn_last_seen ON units(sn, last_seen);
 """
 
-SCHEMA_VERSION = 14
+SCHEMA_VERSION = 15
 MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (1, "the schema of issues 2-11 (units, samples, events, registry, roll-ups, alerts, ...)", (_SCHEMA, _FLEET_SCHEMA)),
     (2, "issue 12: ingest dead letters, events by time (retention)", (_DEAD_LETTER_SCHEMA,)),
@@ -446,6 +446,9 @@ MIGRATIONS: list[tuple[int, str, tuple[str, ...]]] = [
     (12, "issue 18: the institutions' level", (_INSTITUTION_LEVEL_SCHEMA,)),
     (13, "issue 18: indexes for the statistics (the units not online, a city's counties)", (_STATISTICS_INDEXES,)),
     (14, "issue 18: a small scope's units by last seen from an index (sn, last_seen)", (_UNITS_SN_LAST_SEEN,)),
+    # no DDL: from 15 on, every process storing a unit for the first time on PostgreSQL moves meta 'units_heard'
+    # (PgEngine.units_grown_sql); the version keeps a server from before it (which would not) off the database
+    (15, "issue 15: PostgreSQL notes each unit first stored in meta (the kept lists' stamp)", ()),
 ]
 
 
