@@ -477,6 +477,9 @@ class RegistryStore:
             where.append(f"r.institution IN (SELECT code FROM institutions WHERE {cond})")
             args += more
         clause = f"WHERE {' AND '.join(where)}" if where else ""
+        # only equality filters: their totals come from grouped counts (see _facet_count)
+        facets = {k: filters[k] for k in _FACETS if filters.get(k)}
+        plain = not any(filters.get(k) for k in ("q", "within")) and filters.get("sns") is None
         direction = "DESC" if descending else "ASC"
         cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
                 "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
@@ -490,7 +493,8 @@ class RegistryStore:
         if sort == "last_seen" and descending:
             rows = await self._by_last_seen_desc(cols, joins, clause, args, limit, offset, seen)
         elif sort == "last_seen":
-            rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset, seen)
+            rows = await self._by_last_seen_asc(cols, joins, clause, args, limit, offset, seen,
+                                                facets=facets if plain and seen is None else None)
         elif not where and (sort == "sn" or sort not in _REGISTRY_SORTS):
             # every unit by SN: the page's keys from this process's ordered SN list (kept for substring search),
             # not an index walk of ``offset`` entries on the event loop (a page 118,000 deep: 13 ms of CPU). The
@@ -511,8 +515,6 @@ class RegistryStore:
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)  # the page ends the list: no count needed
         else:
-            facets = {k: filters[k] for k in _FACETS if filters.get(k)}
-            plain = not any(filters.get(k) for k in ("q", "within")) and filters.get("sns") is None
             total = await self._facet_count(facets) if plain else await self._registry_count(clause, args)
         return int(total), self._registry_rows(rows)
 
@@ -562,12 +564,15 @@ class RegistryStore:
 
     async def warm(self) -> None:
         """Build this process's in-memory indexes before the first request needs them (the text of every SN
-        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise; the list totals by county and
-        by county and status; the province's kept unit list, which the first unit lists would otherwise wait for
+        for substring search: ~0.1 s at 50,000 units, paid by a request otherwise; the list totals by the registry
+        page's filters; the province's kept unit list, which the first unit lists would otherwise wait for
         together)."""
         await self._sn_text()
-        await self._facet_table(("county",))  # the registry page's totals by county, and with a status
-        await self._facet_table(("county", "status"))
+        # the registry page's filters: totals by each, and by county and status; units never heard from by each
+        # (the list by last seen, oldest first, starts with them)
+        for names in (("county",), ("county", "status"), ("status",), ("link_type",), ("stock_type",), ("region",)):
+            await self._facet_table(names)
+            await self._facet_table(names, never_heard=True)
         if self.kept_lists:
             await self._kept_units(None)
 
@@ -617,16 +622,21 @@ class RegistryStore:
         return await self._page(sns, cols, joins)
 
     async def _by_last_seen_asc(self, cols: str, joins: str, clause: str, args: list[Any], limit: int,
-                                offset: int, seen: tuple[str, list[Any]] | None = None) -> list[Any]:
+                                offset: int, seen: tuple[str, list[Any]] | None = None,
+                                facets: dict[str, Any] | None = None) -> list[Any]:
         """Oldest report first: units never heard from first (by SN), then a walk up ``units(last_seen)``
         keeping the registry's matches; ties go by SN. How many matching units were never heard from is kept
         until the registry changes or a unit is first heard (``units`` grows): a scan of the registry, ~8 ms
-        at 50,000 units, instead of sorting every match (~15 ms)."""
+        at 50,000 units, instead of sorting every match (~15 ms); under equality filters only (``facets``), one
+        grouped count per set of filter names (see :meth:`_facet_count`)."""
         seen_clause = f"{clause} AND" if clause else "WHERE"
         never = f"{seen_clause} NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)"
         walk = self._quick if offset < 1000 else self._all  # a first page reads about page / share rows
-        key = ("never_heard", await self._stamp(), self._registry_gen, clause, *args)
-        n_never = await self._count_once(key, self._all, f"SELECT count(*) FROM registry r {never}", args)
+        if facets is not None:
+            n_never = await self._facet_count(facets, never_heard=True)
+        else:
+            key = ("never_heard", await self._stamp(), self._registry_gen, clause, *args)
+            n_never = await self._count_once(key, self._all, f"SELECT count(*) FROM registry r {never}", args)
         sns: list[str] = []
         if offset < n_never:
             sns = [k[0] for k in await self._all(f"SELECT r.sn FROM registry r {never} ORDER BY r.sn LIMIT ? OFFSET ?",
@@ -655,17 +665,18 @@ class RegistryStore:
         count = self._all if "LIKE" in clause else self._quick
         return await self._count_once(key, count, f"SELECT count(*) FROM registry r {clause}", args)
 
-    async def _facet_count(self, facets: dict[str, Any]) -> int:
+    async def _facet_count(self, facets: dict[str, Any], never_heard: bool = False) -> int:
         """How many registered units have every value of ``facets`` (county, status, link type...), from one grouped
         count per set of filter names, kept as the counts are: the first list of each of 82 counties no longer
         counts its county on its own (at 210,000 units those first counts held a burst of list requests up to
         0.7 s; issue 15)."""
         names = tuple(sorted(facets))
-        return (await self._facet_table(names)).get(tuple(facets[n] for n in names), 0)
+        return (await self._facet_table(names, never_heard)).get(tuple(facets[n] for n in names), 0)
 
-    async def _facet_table(self, names: tuple[str, ...]) -> dict[tuple[Any, ...], int]:
-        """Registered units counted by the values of ``names`` (sorted :data:`_FACETS` keys)."""
-        key = ("facets", await self._stamp(units=False), *names)
+    async def _facet_table(self, names: tuple[str, ...], never_heard: bool = False) -> dict[tuple[Any, ...], int]:
+        """Registered units counted by the values of ``names`` (sorted :data:`_FACETS` keys); ``never_heard``:
+        those no unit row exists for yet (kept until ``units`` grows too)."""
+        key = ("facets", await self._stamp(units=never_heard), never_heard, *names)
         hit = self._facets.get(key)
         if hit is None:
             fut = self._counting.get(key)
@@ -675,8 +686,9 @@ class RegistryStore:
                 async def read() -> dict[tuple[Any, ...], int]:
                     cols = ", ".join(_FACETS[n] for n in names)
                     join = "LEFT JOIN institutions i ON i.code = r.institution" if "i." in cols else ""
+                    never = "WHERE NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)" if never_heard else ""
                     rows = await self._all(f"SELECT {cols + ', ' if cols else ''}count(*) FROM registry r {join} "
-                                           f"{'GROUP BY ' + cols if cols else ''}")
+                                           f"{never} {'GROUP BY ' + cols if cols else ''}")
                     table = {tuple(r[:-1]): int(r[-1]) for r in rows}
                     if gen == self._registry_gen:
                         self._facets[key] = table

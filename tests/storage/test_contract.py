@@ -125,6 +125,15 @@ async def test_list_totals_by_county_status_and_link_follow_every_write(store: A
              {"status": "in_service"}, {"county": "无此县"}, {"institution": "I2", "link_type": "4g_vpdn"}, {}]
     for f in cases:
         assert (await other.registry_query(dict(f), "sn", False, 1, 1))[0] == await sql_total(f), f
+    # oldest report first: the units never heard from (counted the same grouped way), by SN, then the heard ones
+    heard = [f"HN{k:04d}" for k in (9, 3, 27, 15)]  # k % 3 == 0: institution I1 (秀英区)
+    for n, sn in enumerate(heard):
+        await store.set_state(sn, True, T0 + n, "connected", "1.0")
+    xiuying = [f"HN{k:04d}" for k in range(60) if k % 3 == 0]
+    never = [sn for sn in xiuying if sn not in heard]
+    for offset in (0, 15, 17, 19):
+        page = (await other.registry_query({"county": "秀英区"}, "last_seen", False, 3, offset))[1]
+        assert [r["sn"] for r in page] == (never + heard)[offset:offset + 3], offset
     await store.upsert_registry_units([{"sn": "HN9999", "institution": "I1", "link_type": "wired"}], T0, "admin")
     total = (await other.registry_query({"county": "秀英区", "link_type": "wired"}, "sn", False, 1, 1))[0]
     assert total == await sql_total({"county": "秀英区", "link_type": "wired"}) == 1 + sum(
