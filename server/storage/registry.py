@@ -508,12 +508,20 @@ class RegistryStore:
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
             order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
             quick = by_sn and "LIKE" not in clause  # by SN: an index walk; others sort (or LIKE-scan) every row
-            keys = await (self._quick if quick else self._all)(
-                f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} ORDER BY {order} LIMIT ? OFFSET ?",
-                [*args, limit, offset])
+            if by_sn and self.dialect == "postgresql" and (filters.get("county") or filters.get("region")):
+                # PostgreSQL walks the SN index testing each unit's institution (15 ms for a county's first page at
+                # 210,000 units); the county's units found through its institutions and sorted: 2.5-3.6 ms
+                keys = await self._all(f"SELECT sn FROM (SELECT r.sn FROM registry r {clause} OFFSET 0) AS q "
+                                       f"ORDER BY sn {direction} LIMIT ? OFFSET ?", [*args, limit, offset])
+            else:
+                keys = await (self._quick if quick else self._all)(
+                    f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} ORDER BY {order} LIMIT ? OFFSET ?",
+                    [*args, limit, offset])
             rows = await self._page([k[0] for k in keys], cols, joins)
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)  # the page ends the list: no count needed
+        elif filters.get("sns") is not None and offset == 0 and len(rows) >= len(set(filters["sns"])):
+            total = len(rows)  # every SN asked for is on the page (a unit's detail): no count either
         else:
             total = await self._facet_count(facets) if plain else await self._registry_count(clause, args)
         return int(total), self._registry_rows(rows)
