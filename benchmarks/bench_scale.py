@@ -68,9 +68,9 @@ from typing import Any
 
 import psutil
 
+import benchmarks.bench_server_api as api_bench
 from benchmarks._harness import machine, machine_line
 from benchmarks.bench_ingest import ProcWatch, add_loadgen_acl, stored
-import benchmarks.bench_server_api as api_bench
 from benchmarks.bench_server_api import TZ, copy_generated, generate, last_quarter, measure, midnight
 from tests.fleet import Broker, Pki, Server, wait_for
 

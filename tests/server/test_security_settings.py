@@ -5,7 +5,6 @@ the field."""
 from __future__ import annotations
 
 import asyncio
-
 from datetime import datetime
 from pathlib import Path
 from typing import Any

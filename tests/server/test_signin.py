@@ -6,7 +6,6 @@ operators' CLI."""
 from __future__ import annotations
 
 import asyncio
-
 import time
 from pathlib import Path
 from typing import Any
