@@ -42,6 +42,12 @@ _CONTAINS_MAX = 2000  # more matches than this: page them with LIKE instead of a
 _KEPT_SCOPES = 256  # scopes whose kept unit lists one process keeps (decision 034); the province's is one of them
 _LOOKUP_COST = 4  # one unit's last_seen looked up costs about this many units_last_seen entries walked and tested
 # (decision 034: raw SQLite, 50,000 units: the county's 355 lookups 0.25-0.4 ms, its ~7,000 entries walked 1.4-1.8 ms)
+def _slice(sns: list[str], offset: int, limit: int, descending: bool) -> list[str]:
+    """A page of an ascending list of SNs, in either order."""
+    n = len(sns)
+    return sns[offset:offset + limit] if not descending else sns[max(0, n - offset - limit):max(0, n - offset)][::-1]
+
+
 # the registry list's equality filters, counted together by value (see RegistryStore._facet_count)
 _FACETS = {"institution": "r.institution", "status": "r.status", "link_type": "r.link_type",
            "stock_type": "r.stock_type", "vendor": "r.vendor", "model": "r.model", "terminal_type": "r.terminal_type",
@@ -498,19 +504,14 @@ class RegistryStore:
                                                 facets=facets if plain and seen is None else None)
         elif found is not None and len(where) == 1 and (sort == "sn" or sort not in _REGISTRY_SORTS):
             # a search text alone: the matching SNs are known, in SN order (the kept text is), and so is their number
-            n = len(found)
-            keys = (found[offset:offset + limit] if not descending
-                    else found[max(0, n - offset - limit):max(0, n - offset)][::-1])
-            return n, self._registry_rows(await self._page(keys, cols, joins))
+            return len(found), self._registry_rows(await self._page(_slice(found, offset, limit, descending), cols,
+                                                                    joins))
         elif not where and (sort == "sn" or sort not in _REGISTRY_SORTS):
             # every unit by SN: the page's keys from this process's ordered SN list (kept for substring search),
             # not an index walk of ``offset`` entries on the event loop (a page 118,000 deep: 13 ms of CPU). The
             # list follows registry_version as the counts do (read now); units are never deleted: each key has its row.
             sns = (await self._sn_text(fresh=True))[4]
-            n = len(sns)
-            keys = (sns[offset:offset + limit] if not descending
-                    else sns[max(0, n - offset - limit):max(0, n - offset)][::-1])
-            return n, self._registry_rows(await self._page(keys, cols, joins))
+            return len(sns), self._registry_rows(await self._page(_slice(sns, offset, limit, descending), cols, joins))
         else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
             order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
@@ -693,28 +694,40 @@ class RegistryStore:
         those no unit row exists for yet (kept until ``units`` grows too)."""
         key = ("facets", await self._stamp(units=never_heard), never_heard, *names)
         hit = self._facets.get(key)
-        if hit is None:
-            fut = self._counting.get(key)
-            if fut is None:
-                gen = self._registry_gen
+        if hit is not None:
+            return hit
 
-                async def read() -> dict[tuple[Any, ...], int]:
-                    cols = ", ".join(_FACETS[n] for n in names)
-                    join = "LEFT JOIN institutions i ON i.code = r.institution" if "i." in cols else ""
-                    never = "WHERE NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)" if never_heard else ""
-                    rows = await self._all(f"SELECT {cols + ', ' if cols else ''}count(*) FROM registry r {join} "
-                                           f"{never} {'GROUP BY ' + cols if cols else ''}")
-                    table = {tuple(r[:-1]): int(r[-1]) for r in rows}
-                    if gen == self._registry_gen:
-                        self._facets[key] = table
-                        while len(self._facets) > 32:
-                            self._facets.pop(next(iter(self._facets)))
-                    return table
+        async def read() -> dict[tuple[Any, ...], int]:
+            cols = ", ".join(_FACETS[n] for n in names)
+            join = "LEFT JOIN institutions i ON i.code = r.institution" if "i." in cols else ""
+            never = "WHERE NOT EXISTS (SELECT 1 FROM units u WHERE u.sn = r.sn)" if never_heard else ""
+            rows = await self._all(f"SELECT {cols + ', ' if cols else ''}count(*) FROM registry r {join} "
+                                   f"{never} {'GROUP BY ' + cols if cols else ''}")
+            return {tuple(r[:-1]): int(r[-1]) for r in rows}
 
-                fut = self._counting[key] = asyncio.ensure_future(read())
-                fut.add_done_callback(lambda _f: self._counting.pop(key, None))
-            hit = await asyncio.shield(fut)
-        return hit
+        def keep(table: dict[tuple[Any, ...], int]) -> None:
+            self._facets[key] = table
+            while len(self._facets) > 32:
+                self._facets.pop(next(iter(self._facets)))
+
+        return await self._read_once(key, read, keep)  # type: ignore[no-any-return]
+
+    async def _read_once(self, key: tuple[Any, ...], read: Any, keep: Any) -> Any:
+        """``await read()``, shared by every request asking ``key`` while it runs; ``keep(result)`` unless the
+        registry was written meanwhile (this process's writes; another's is a new key)."""
+        fut = self._counting.get(key)
+        if fut is None:
+            gen = self._registry_gen
+
+            async def run() -> Any:
+                got = await read()
+                if gen == self._registry_gen:
+                    keep(got)
+                return got
+
+            fut = self._counting[key] = asyncio.ensure_future(run())
+            fut.add_done_callback(lambda _f: self._counting.pop(key, None))
+        return await asyncio.shield(fut)
 
     async def _count_once(self, key: tuple[Any, ...], read: Any, sql: str, args: list[Any]) -> int:
         """A count kept under ``key`` (see :meth:`_keep_count`); requests asking the same uncounted one at the same
@@ -723,19 +736,11 @@ class RegistryStore:
         hit = self._counts.get(key)
         if hit is not None and time.monotonic() - hit[0] < _COUNT_CACHE_S:
             return hit[1]
-        fut = self._counting.get(key)
-        if fut is None:
-            gen = self._registry_gen
 
-            async def count() -> int:
-                n = int((await read(sql, args))[0][0])
-                if gen == self._registry_gen:  # no registry write meanwhile
-                    self._keep_count(key, n)
-                return n
+        async def count() -> int:
+            return int((await read(sql, args))[0][0])
 
-            fut = self._counting[key] = asyncio.ensure_future(count())
-            fut.add_done_callback(lambda _f: self._counting.pop(key, None))
-        return await asyncio.shield(fut)
+        return await self._read_once(key, count, lambda n: self._keep_count(key, n))  # type: ignore[no-any-return]
 
     def _keep_count(self, key: tuple[Any, ...], n: int) -> None:
         """Remember a count, dropping the oldest beyond 1,024 (a search's one-off counts must not push out the
