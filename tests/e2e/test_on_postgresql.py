@@ -28,7 +28,10 @@ def test_backlog_through_agent_and_server_kills_is_stored_exactly_once(pki, brok
     base = int(time.time()) // 60 * 60 - 3 * 86400  # three days back: three day partitions
     epoch = outbox_backlog(data, BACKLOG, base)
     server = Server(pki, broker, tmp_path / "server", storage=pg_url).start()
-    stored = lambda: db_count(pg_url, "select count(*) from samples where sn='HN00080001'")  # noqa: E731
+    started = int(time.time())
+    # the backlog's samples only: the agent also samples live at each minute it runs across, and stores those too
+    stored = lambda: db_count(pg_url, f"select count(*) from samples where sn='HN00080001' "  # noqa: E731
+                                      f"and ts < {base + 60 * BACKLOG}")
     cfg = agent_config(pki, broker, "HN00080001", data, link="max_batch = 20\nbacklog_rate = 8.0\nack_timeout_s = 5")
     rng = random.Random(2026_12_06)
     after_each_kill = []
@@ -50,6 +53,10 @@ def test_backlog_through_agent_and_server_kills_is_stored_exactly_once(pki, brok
         assert stored() == BACKLOG
         distinct = db_count(pg_url, f"select count(distinct ts) from samples where sn='HN00080001' and epoch={epoch}")
         assert distinct == BACKLOG, "every sample exactly once"
+        # anything else stored for this terminal is a live sample taken during the test, each once
+        extra = db_count(pg_url, f"select count(*) from samples where sn='HN00080001' and ts >= {base + 60 * BACKLOG}")
+        assert extra == db_count(pg_url, f"select count(distinct ts) from samples where sn='HN00080001' "
+                                         f"and ts >= {started // 60 * 60}"), "only live samples beyond the backlog"
         assert db_count(pg_url, "select count(*) from pg_inherits i join pg_class p on p.oid = i.inhparent "
                                 "where p.relname = 'samples'") >= 3, "the samples went into day partitions"
         unit = server.get("/api/v1/units/HN00080001").json()
