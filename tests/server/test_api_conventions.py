@@ -185,6 +185,20 @@ def test_answer_times_read_back_to_the_same_instant(ts: int, zone: str) -> None:
     assert datetime.fromisoformat(text).timestamp() == ts
 
 
+@settings(max_examples=2000, deadline=None, derandomize=True)
+@given(ts=st.floats(EPOCH_RANGE[0] - 10**6, EPOCH_RANGE[1] + 10**6) | st.integers(EPOCH_RANGE[0], EPOCH_RANGE[1]).map(
+    lambda s: s + 0.0005) | st.integers(EPOCH_RANGE[0], EPOCH_RANGE[1]).map(lambda s: s + 0.9995),
+       zone=st.sampled_from(["Asia/Shanghai", "Europe/Berlin", "UTC", "Asia/Kolkata"]))
+def test_answer_times_with_a_fraction_are_the_milliseconds_datetime_writes(ts: float, zone: str) -> None:
+    """Command and job timings keep fractions; the fixed-offset short way writes what a zone-aware datetime writes,
+    rounding included (a fraction rounding up to the next second)."""
+    text = iso(ts, ZoneInfo(zone))
+    if ts.is_integer():
+        assert text == datetime.fromtimestamp(int(ts), ZoneInfo(zone)).isoformat(timespec="seconds")
+    else:
+        assert text == datetime.fromtimestamp(round(ts, 3), ZoneInfo(zone)).isoformat(timespec="milliseconds")
+
+
 async def test_a_failure_of_the_servers_own_answers_with_the_error_body_too(tmp_path: Path) -> None:
     async with make_api(tmp_path) as api:
         async def broken() -> None:  # a route that fails as a bug would: the answer, not the route, is tested
