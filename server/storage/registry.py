@@ -256,6 +256,11 @@ class RegistryStore:
         pos = {sn: k for k, sn in enumerate(page)}
         return total, [_unit(r) for r in sorted(rows, key=lambda r: pos[r["sn"]])]
 
+    async def registry_version(self) -> str:
+        """``registry_version`` read now: what every write to the registry or the institutions moves, in whichever
+        process (the registry's kept answers, server/registry/pages.py, hold it in their keys)."""
+        return (await self._stamp(units=False))[0]
+
     async def _stamp(self, units: bool = True) -> tuple[str, str]:
         """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists are valid for
         (decision 034); ``units=False``: the version alone (the registry counts: on PostgreSQL the units' number is
@@ -506,6 +511,11 @@ class RegistryStore:
             # a search text alone: the matching SNs are known, in SN order (the kept text is), and so is their number
             return len(found), self._registry_rows(await self._page(_slice(found, offset, limit, descending), cols,
                                                                     joins))
+        elif (filters.get("sns") is not None and len(where) == 1 and offset == 0
+              and len(set(filters["sns"])) <= limit and (sort == "sn" or sort not in _REGISTRY_SORTS)):
+            # named units alone, all on the page (a unit's detail): their joined rows at once, without first finding
+            # the page's keys (a round trip more on PostgreSQL)
+            rows = await self._page(_slice(sorted(set(filters["sns"])), 0, limit, descending), cols, joins)
         elif not where and (sort == "sn" or sort not in _REGISTRY_SORTS):
             # every unit by SN: the page's keys from this process's ordered SN list (kept for substring search),
             # not an index walk of ``offset`` entries on the event loop (a page 118,000 deep: 13 ms of CPU). The

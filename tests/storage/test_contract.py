@@ -106,6 +106,13 @@ async def test_registry_search_filters_and_history(store: Any, other: Any) -> No
     assert [h["status"] for h in hist["HN0002"]] == ["in_service", "repair"]
     total, rows = await other.registry_query({"status": "repair"})
     assert total == 1 and rows[0]["sn"] == "HN0002"
+    # named units (a unit's detail, a few at once): those that exist, in SN order, counted, either direction
+    for desc in (False, True):
+        total, rows = await other.registry_query({"sns": ["HN0005", "HN7777", "HN0002", "HN0005"]}, "sn", desc, 50, 0)
+        assert total == 2 and [r["sn"] for r in rows] == (["HN0005", "HN0002"] if desc else ["HN0002", "HN0005"])
+    assert (await other.registry_query({"sns": ["HN7777"]}, limit=1)) == (0, [])
+    total, rows = await other.registry_query({"sns": ["HN0002"]}, limit=1)
+    assert total == 1 and rows[0]["status"] == "repair" and rows[0]["institution_name"] == "龙华站"
 
 
 async def test_list_totals_by_county_status_and_link_follow_every_write(store: Any, other: Any) -> None:
