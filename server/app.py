@@ -59,11 +59,13 @@ async def _start_fleet(app: FastAPI, settings: Settings, storage: Any, ingest: I
     (an API-only process answers from the same services without their loops)."""
     from .alerts.service import Alerts
     from .availability.service import Availability
+    from .registry.pages import AnswerCache
     from .registry.service import Registry
 
     clock = app.state.clock
     registry = Registry(settings, storage, clock.now)
     app.state.registry = registry
+    app.state.unit_pages = AnswerCache(settings.api.list_cache_s)
     await registry.index()  # warm: the first figures request should not pay for it
     # On PostgreSQL every primary (one per host, or several) ingests; the one holding the leadership also runs the
     # work that must run once (server/leadership.py): each starts as a follower and is promoted when it leads.

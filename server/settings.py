@@ -271,6 +271,9 @@ class ApiSettings(_Strict):
     lockout_failures: int = Field(10, ge=0)
     lockout_window_s: float = Field(300.0, gt=0)
     lockout_s: float = Field(900.0, ge=1)
+    # a registry unit list answered again for this long in each API process: a unit's live state (last seen,
+    # online) on it may be this much older; a registry write shows at once (decision 038); 0 = answer every time
+    list_cache_s: float = Field(5.0, ge=0, le=60)
 
 
 class InspectionSettings(_Strict):

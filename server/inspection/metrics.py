@@ -11,7 +11,8 @@ What a scrape gets (``posfleet_`` prefix):
 * ``recount_backlog_hours`` (hours marked for recount) and ``recount_backlog_unit_hours`` (unit-hours, in the
   process that counts);
 * ``alerts_open{kind}`` (the self-inspection's findings are alerts of kinds ``server`` and ``certificate``),
-  ``units{state}`` (heard by ingest, by broker session).
+  ``units{state}`` (heard by ingest, by broker session);
+* ``api_unit_list_answers_total{answer}``: registry unit lists this process made or handed out again (decision 038).
 
 Every figure is read when scraped (the ingest figures are the primary's, whichever process answers: as
 ``/healthz``), nothing per unit: a scrape costs the same for 50 or 50,000 units but for two grouped counts
@@ -110,6 +111,13 @@ class _Figures(Collector):
         for state, n in sorted(snap["units"].items()):
             g.add_metric([state], float(n))
         yield g
+        pages = getattr(self.app.state, "unit_pages", None)
+        if pages is not None:  # this process's (server/registry/pages.py)
+            c = CounterMetricFamily("posfleet_api_unit_list_answers", "registry unit lists this process answered: "
+                                    "made, or kept from an identical request", labels=["answer"])
+            c.add_metric(["made"], float(pages.misses))
+            c.add_metric(["kept"], float(pages.hits))
+            yield c
 
 
 class _Timing:

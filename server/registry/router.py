@@ -12,9 +12,10 @@ from ..answers import Page, Time, page, timed
 from ..auth import Principal, require
 from ..auth.bounds import SN, Code, Name, Offset
 from ..auth.openapi import ErrorBody, Open, answers, answers_file, answers_upload
-from ..encode import MsgspecJSON
+from ..encode import MsgspecJSON, encode
 from ..exports import CSV_TYPE, XLSX_TYPE
 from .models import FieldError, Institution, LevelCode, StatusChange, Swap, UnitPatch, UnitRecord
+from .pages import AnswerCache
 from .service import Registry
 
 router = APIRouter(prefix="/api/v1", tags=["registry"])
@@ -244,14 +245,23 @@ async def list_registry_units(
                "county": county, "region": region, "status": status, "link_type": link_type, "stock_type": stock_type,
                "vendor": vendor, "within": p.scope.within()}
     storage = request.app.state.storage
-    total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
-    used = filters["match"] if q else None
-    if q and match == "auto" and total == 0:
-        filters["match"] = used = "contains"
+
+    async def make() -> bytes:
         total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
-    now = request.app.state.clock.now()
-    return MsgspecJSON(timed(page([_unit_out(u, request, now) for u in items], total, limit, offset, match=used),
-                             _tz(request)))
+        used = filters["match"] if q else None
+        if q and match == "auto" and total == 0:
+            filters["match"] = used = "contains"
+            total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
+        now = request.app.state.clock.now()
+        return encode(timed(page([_unit_out(u, request, now) for u in items], total, limit, offset, match=used),
+                            _tz(request)))
+
+    pages: AnswerCache = request.app.state.unit_pages
+    if pages.seconds <= 0:
+        return MsgspecJSON(await make())
+    # a registry write anywhere moves the version: its answer is never an older one (server/registry/pages.py)
+    key = (await storage.registry_version(), p.role, filters["within"], tuple(sorted(request.query_params.multi_items())))
+    return MsgspecJSON(await pages.answer(key, make))
 
 
 @router.get("/registry/units.csv", **answers_file(CSV_TYPE, XLSX_TYPE))
