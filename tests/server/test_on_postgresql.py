@@ -26,6 +26,10 @@ from tests.server.test_registry import (  # noqa: F401
     test_swap_records_both_status_changes_at_one_instant,
     test_unit_heard_by_ingest_appears_in_service_without_institution,
 )
+from tests.server.test_unit_list_answers import (  # noqa: F401
+    test_a_kept_list_is_never_handed_to_a_caller_of_another_scope,
+    test_a_list_asked_again_is_the_answer_kept_and_a_registry_write_anywhere_shows_at_once,
+)
 
 _n = count(1)
 
