@@ -36,7 +36,8 @@ class AnswerCache:
 
     async def answer(self, key: Hashable, make: Callable[[], Awaitable[bytes]]) -> bytes:
         """The answer kept for ``key`` if it is younger than ``seconds`` (or being made), else ``make()``'s,
-        kept. A failure is not kept: whoever waited for it gets it, the next request makes the answer again."""
+        kept. A failure is not kept: whoever waited for it gets it, the next request makes the answer again; a
+        maker cancelled (its client went away) leaves those waiting to make their own."""
         if self.seconds <= 0:
             return await make()
         now = time.monotonic()
@@ -44,7 +45,11 @@ class AnswerCache:
         if kept is not None and kept[0] > now:
             self._kept.move_to_end(key)
             self.hits += 1
-            return kept[1].result() if kept[1].done() else await asyncio.shield(kept[1])
+            try:
+                return await asyncio.shield(kept[1])
+            except asyncio.CancelledError:
+                if not kept[1].cancelled():
+                    raise  # this request itself was cancelled
         self.misses += 1
         made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._kept[key] = (now + self.seconds, made)  # its age counts from before the reads that make it
@@ -56,8 +61,11 @@ class AnswerCache:
         except BaseException as err:
             if self._kept.get(key, (0.0, None))[1] is made:
                 del self._kept[key]
-            made.set_exception(err)
-            made.exception()  # retrieved: nobody else may be waiting
+            if isinstance(err, asyncio.CancelledError):
+                made.cancel()
+            else:
+                made.set_exception(err)
+                made.exception()  # retrieved: nobody else may be waiting
             raise
         made.set_result(body)
         return body
