@@ -45,7 +45,7 @@ from .config import AgentConfig
 from .config_guard import ConfigGuard
 from .link import Link, tls_context
 from .netq import RttTracker
-from .outbox import Outbox, OutboxError, Row
+from .outbox import KIND_SAMPLE, Outbox, OutboxError, Row
 from .peripherals import PeripheralSet
 from .renew import Renewer
 
@@ -593,9 +593,10 @@ class Agent:
             return  # pacing
         try:
             if self._newest_first:
-                # after (re)connecting, the newest state goes first so the server knows the unit is back
-                rows = self.outbox.pending(1, exclude=set(self.inflight), newest=True)
-                if rows and rows[0].kind == "s":
+                # after (re)connecting, the newest state goes first so the server knows the unit is back: the newest
+                # sample, whatever events came after it (an inventory, an identity change), then the backlog
+                rows = self.outbox.pending(1, exclude=set(self.inflight), newest=True, kind=KIND_SAMPLE)
+                if rows:  # (none yet: every sample waits for the clock check; the newest goes first after it)
                     self._send_rows(rows, now_mono)
                     self._newest_first = False
                     self._pump_again(now_mono + 1.0 / self.cfg.link.backlog_rate)

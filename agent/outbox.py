@@ -351,14 +351,17 @@ class Outbox:
             pass
 
     # reading -------------------------------------------------------------------
-    def pending(self, limit: int, *, exclude: set[int] | frozenset[int] = frozenset(), newest: bool = False) -> list[Row]:
-        """Sendable rows (clock resolved), oldest first (or the newest one when ``newest``)."""
+    def pending(self, limit: int, *, exclude: set[int] | frozenset[int] = frozenset(), newest: bool = False,
+                kind: str | None = None) -> list[Row]:
+        """Sendable rows (clock resolved), oldest first (or the newest ones when ``newest``); ``kind``: of that kind
+        only (``KIND_SAMPLE``, ``KIND_EVENT``)."""
         order = "DESC" if newest else "ASC"
+        only, args = ("AND kind=? ", [kind]) if kind is not None else ("", [])
         with self._lock:
             try:
                 cur = self._db.execute(
-                    f"SELECT seq, kind, ts, clock, body FROM outbox WHERE held=0 ORDER BY seq {order} LIMIT ?",
-                    (limit + len(exclude),),
+                    f"SELECT seq, kind, ts, clock, body FROM outbox WHERE held=0 {only}ORDER BY seq {order} LIMIT ?",
+                    (*args, limit + len(exclude)),
                 )
                 raw = cur.fetchall()
             except sqlite3.Error as err:

@@ -85,3 +85,35 @@ def test_72h_broker_outage_all_delivered_oldest_first(pki, tmp_path: Path) -> No
     # each was re-dated from its boot-time reading and marked corrected
     assert sum(1 for _, c in rows if c == 1) >= 4318, "samples taken before the clock was checked are marked corrected"
     assert {c for _, c in rows} <= {0, 1}
+
+
+def test_the_newest_sample_goes_first_even_when_an_event_was_stored_after_it(pki, broker, server,
+                                                                            tmp_path: Path) -> None:
+    """Back after an outage, the terminal's newest sample goes first (the server then knows it is back), then the
+    backlog oldest first, even when the outbox's newest row is an event (the daily inventory, an identity change,
+    stored after the last sample of its slot): that used to send the backlog first."""
+    from agent.outbox import Outbox
+    from wire.messages import Event
+
+    data = tmp_path / "n"
+    n = 600
+    base = int(time.time()) // 60 * 60 - 5 * 86400
+    outbox_backlog(data, n, base)
+    ob = Outbox(data / "outbox.sqlite")
+    ob.add(Event(seq=0, ts=base + 60 * (n - 1), kind="inventory", data={"agent": "0.1.0"}), boot_id="old", boottime=0)
+    ob.close()
+    cfg = agent_config(pki, broker, "HN00070002", data, link="max_batch = 50\nbacklog_rate = 20.0\nack_timeout_s = 5")
+    agent = AgentProc(cfg, tmp_path / "n.log").start()
+    backlog = f"sn='HN00070002' and ts < {base + 60 * n}"
+    try:
+        wait_for(lambda: sqlite_count(server.db, f"select count(*) from samples where {backlog}") >= n, 60,
+                 "the backlog stored")
+    finally:
+        agent.stop()
+    import sqlite3
+
+    con = sqlite3.connect(server.db)
+    first = con.execute("select ts from samples where sn='HN00070002' order by received_at, seq limit 2").fetchall()
+    con.close()
+    assert first[0][0] >= base + 60 * (n - 1), "the newest sample first"
+    assert first[1][0] == base, "then the backlog, oldest first"
