@@ -252,11 +252,15 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
         ingest = Ingest(settings, storage, app.state.clock)
         app.state.ingest = ingest
         fleet: list[Any] = []
+        # a process that answers the API: a primary with the API off its port (api_workers > 1, primary_api false)
+        # answers none, so it reads no list counts ahead and counts no dashboard figures ahead
+        serves_api = not primary or settings.http.primary_api or settings.http.api_workers <= 1
         try:
             fleet = await _start_fleet(app, settings, storage, ingest, primary)
             if primary and settings.ingest_enabled:
                 await ingest.start()
-            await storage.warm()
+            if serves_api:
+                await storage.warm()
         except BaseException as err:
             # `posfleet server run` checked the files first; whatever still fails here must end the process (the
             # database's threads would otherwise keep it alive, serving nothing): close what was opened
@@ -280,7 +284,6 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
         # monthly/quarterly reports (issue 17): each tick asks storage.lead(), so only the leader makes and sends them
         reports_task = report_schedule.start(app) if primary else None
         # the figures dashboards open with, counted ahead in every process that answers the API
-        serves_api = not primary or settings.http.primary_api or settings.http.api_workers <= 1
         avail = getattr(app.state, "availability", None)
         warm = (asyncio.create_task(avail.warm_loop(settings.availability.warm_figures_s), name="warm-figures")
                 if serves_api and avail is not None and settings.availability.warm_figures_s > 0 else None)

@@ -5,7 +5,6 @@ sessions stored hashed. Path parameters outside the caller's scope answer 404 he
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -18,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..alerts.lifecycle import raise_alert
 from ..storage import Storage
+from ..tasks import beside
 from .scope import COOKIE, ROLES, Principal, Scope, check_path, in_scope  # noqa: F401  (re-exported)
 from .scope import RANK as _RANK
 
@@ -76,16 +76,6 @@ async def security_alert(app: Any, key: str, message: str, data: dict[str, Any],
         alerts._webhook_wake.set()
 
 
-_WRITING: set[asyncio.Future[None]] = set()  # last-use writes under way (kept referenced until done)
-
-
-async def _record_use(storage: Any, th: str, now: float, client: str, name: str) -> None:
-    try:
-        await storage.token_used(th, now, client)
-    except Exception as err:
-        log.warning("could not record the use of token %s: %s", name, err)
-
-
 async def _token_principal(request: Request, token: str) -> Principal:
     th = hash_token(token)
     row = await request.app.state.storage.find_token(th)
@@ -103,12 +93,10 @@ async def _token_principal(request: Request, token: str) -> Principal:
         _TOKEN_WRITTEN[th] = (now, client)
         if len(_TOKEN_WRITTEN) > 10_000:
             _TOKEN_WRITTEN.clear()
-        # the last use is a record, not a condition: written beside the request, not before its answer. On SQLite
-        # an API process waits for the write lock behind ingest's commits: at 200,000 terminals a process's first
-        # request of each minute waited 1.8-1.9 s for it (bench_scale, issue 15)
-        task = asyncio.ensure_future(_record_use(request.app.state.storage, th, now, client, row["name"]))
-        _WRITING.add(task)
-        task.add_done_callback(_WRITING.discard)
+        # the last use is a record, not a condition: written beside the request, not before its answer
+        storage = request.app.state.storage
+        beside(("token", th, now), lambda: storage.token_used(th, now, client),
+               f"could not record the use of token {row['name']}")
         if seen_from and seen_from != client and request.app.state.settings.security.token_new_address:
             await security_alert(request.app, f"security:token:{row['name']}:{client}",
                                  f"token {row['name']} used from a new address {client} (before: {seen_from})",

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import logging
@@ -36,6 +35,7 @@ import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from ..tasks import beside
 from .scope import COOKIE, ROLES, Principal, Scope  # noqa: F401  (COOKIE re-exported)
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,6 @@ class Accounts:
         self.now = now
         self.lock_failures = lock_failures  # [security] signin_failures
         self.lock_s = lock_s  # [security] signin_lock_minutes, in seconds
-        self._touching: dict[str, asyncio.Future[None]] = {}  # session id -> its sliding write under way
 
     async def _audit(self, actor: str, action: str, target: str = "", client: str = "", status: int | None = None,
                      role: str = "", **detail: Any) -> None:
@@ -387,12 +386,6 @@ class Accounts:
         return codes
 
     # requests ----------------------------------------------------------------------------------------------------
-    async def _touch(self, sid: str, user: str, now: float, expires: float) -> None:
-        try:
-            await self.storage.touch_session(sid, now, expires)
-        except Exception as err:
-            log.warning("could not extend the session of %s: %s", user, err)
-
     async def session_principal(self, cookie: str) -> tuple[Principal, str, str] | None:
         """(principal, csrf, stage) of the session in force with this cookie, or None. ``stage``: "" for a full
         session, "enrol" (an admin who must enrol two-factor) or "password" (a one-time password to replace): these
@@ -405,15 +398,12 @@ class Accounts:
         for limited in ("enrol", "password"):
             if csrf.endswith(":" + limited):
                 csrf, stage = csrf[: -len(limited) - 1], limited
-        if not stage and now - row["last_seen"] >= TOUCH_S and row["id"] not in self._touching:
-            # sliding the expiry is best effort, written beside the request: on SQLite a write waits for the lock
-            # behind ingest's commits (seconds at 200,000 terminals; decision 037). Only a request arriving before
-            # the write lands, after the old expiry, would find the session ended.
-            sid = row["id"]
-            task = asyncio.ensure_future(self._touch(sid, row["user_name"], now,
-                                                     min(now + IDLE_S, row["created"] + MAX_S)))
-            self._touching[sid] = task
-            task.add_done_callback(lambda _t: self._touching.pop(sid, None))
+        if not stage and now - row["last_seen"] >= TOUCH_S:
+            # sliding the expiry is best effort, written beside the request (one at a time a session). Only a
+            # request arriving before the write lands, after the old expiry, would find the session ended.
+            sid, expires = row["id"], min(now + IDLE_S, row["created"] + MAX_S)
+            beside(("session", sid), lambda: self.storage.touch_session(sid, now, expires),
+                   f"could not extend the session of {row['user_name']}")
         p = Principal(row["user_name"], row["role"], Scope.parse(row["scope"]), "session", row["user_name"],
                       row["id"])
         return p, csrf, stage

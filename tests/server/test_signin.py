@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from server.alerts.lifecycle import raise_alert
 from server.auth import create_token, get_accounts
 from server.auth.accounts import IDLE_S, LOCK_FAILURES, LOCK_S, MAX_S
+from server.tasks import beside_done
 from tests.server.conftest import Api
 
 T0 = 1_770_000_000.0
@@ -126,10 +127,9 @@ async def test_writes_under_a_session_need_its_csrf_token(api: Api) -> None:
 async def test_a_session_expires_when_idle_or_old_and_ends_at_sign_out(api: Api) -> None:
     wall = await _setup(api, "wang", "viewer")
     assert (await _sign_in(api, "wang")).status_code == 200
-    accounts = get_accounts(api.app)
 
     async def written() -> None:  # the sliding expiry is written beside the request (decision 037)
-        await asyncio.gather(*list(accounts._touching.values()))
+        await beside_done()
 
     wall.t += IDLE_S - 60
     assert (await api.client.get("/api/v1/units")).status_code == 200  # in use: the idle time starts again
