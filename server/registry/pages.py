@@ -12,7 +12,8 @@ What an answer may and may not miss:
   database. Terminals report every 10 minutes and "online" means a message within 33; a few seconds more is not
   seen. 0 turns the keeping off.
 * The key holds the caller's scope and role, and the whole query: no answer crosses a scope.
-* Requests for one page that arrive while it is being made wait for that answer instead of making it again.
+* Requests for one page that arrive while it is being made wait for that answer instead of making it again; it is
+  made to the end even if the request that started it goes away.
 * At most :data:`ENTRIES` answers are kept (least recently used first out): a page of 50 is ~35 KB.
 """
 
@@ -36,8 +37,9 @@ class AnswerCache:
 
     async def answer(self, key: Hashable, make: Callable[[], Awaitable[bytes]]) -> bytes:
         """The answer kept for ``key`` if it is younger than ``seconds`` (or being made), else ``make()``'s,
-        kept. A failure is not kept: whoever waited for it gets it, the next request makes the answer again; a
-        maker cancelled (its client went away) leaves those waiting to make their own."""
+        kept. ``make()`` runs as a task of its own, shared by everyone asking meanwhile (as the registry store's
+        shared reads do): the request that started it may go away, the others still get it. A failure is not
+        kept: whoever waited for it gets it, the next request makes the answer again."""
         if self.seconds <= 0:
             return await make()
         now = time.monotonic()
@@ -45,27 +47,17 @@ class AnswerCache:
         if kept is not None and kept[0] > now:
             self._kept.move_to_end(key)
             self.hits += 1
-            try:
-                return await asyncio.shield(kept[1])
-            except asyncio.CancelledError:
-                if not kept[1].cancelled():
-                    raise  # this request itself was cancelled
+            return await asyncio.shield(kept[1])
         self.misses += 1
-        made: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        made = asyncio.ensure_future(make())
         self._kept[key] = (now + self.seconds, made)  # its age counts from before the reads that make it
         self._kept.move_to_end(key)
         while len(self._kept) > self.entries:
             self._kept.popitem(last=False)
-        try:
-            body = await make()
-        except BaseException as err:
-            if self._kept.get(key, (0.0, None))[1] is made:
+
+        def failed(task: asyncio.Future[bytes]) -> None:
+            if (task.cancelled() or task.exception() is not None) and self._kept.get(key, (0.0, None))[1] is task:
                 del self._kept[key]
-            if isinstance(err, asyncio.CancelledError):
-                made.cancel()
-            else:
-                made.set_exception(err)
-                made.exception()  # retrieved: nobody else may be waiting
-            raise
-        made.set_result(body)
-        return body
+
+        made.add_done_callback(failed)
+        return await asyncio.shield(made)

@@ -1,5 +1,6 @@
 """server/registry/pages.py's AnswerCache on its own (asyncio, no app): requests for one page at once make it once;
-a failure is handed to those waiting and not kept; a maker whose client went away leaves the others to make it."""
+a failure is handed to those waiting and not kept; a page whose first asker went away is still made for the
+others."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ async def test_a_failure_reaches_those_waiting_and_is_not_kept() -> None:
     assert await cache.answer("k", ok) == b"page"  # made again
 
 
-async def test_a_cancelled_maker_leaves_the_waiting_requests_to_make_their_own() -> None:
+async def test_a_page_whose_first_asker_went_away_still_reaches_the_others() -> None:
     cache = AnswerCache(5)
 
     async def slow() -> bytes:
