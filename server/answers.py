@@ -120,28 +120,25 @@ class _Timed:
 
     def sequence(self, value: list[Any]) -> list[Any]:
         copy = self.copy
-        return [copy(v) if type(v) in _NESTED or isinstance(v, dict | list) else v for v in value]
+        return [copy(v) if isinstance(v, dict | list) else v for v in value]
 
     def mapping(self, value: dict[Any, Any]) -> dict[Any, Any]:
         out = {}
         zone, fixed, copy, memo = self.zone, self.fixed, self.copy, self.memo
         for k, v in value.items():
             kind = type(v)
-            if kind is str or v is None or kind is bool:
+            if kind is str or v is None or kind is bool:  # most values: kept as they are, bools never times
                 out[k] = v
-            elif k in TIME_KEYS and (kind is int or kind is float or isinstance(v, int | float) and kind is not bool):
+            elif k in TIME_KEYS and isinstance(v, int | float):
                 text = memo.get(v)
                 if text is None:
                     text = memo[v] = _iso(v, zone, fixed)
                 out[k] = text
-            elif k not in OPAQUE and (kind in _NESTED or isinstance(v, dict | list)):
+            elif k not in OPAQUE and isinstance(v, dict | list):
                 out[k] = copy(v)
             else:
                 out[k] = v
         return out
-
-
-_NESTED = (dict, list)
 
 
 def page(items: list[Any], total: int | None, limit: int, offset: int, **extra: Any) -> dict[str, Any]:
