@@ -76,7 +76,8 @@ def test_two_processes_kills_and_takeover(pki, broker, pg_url: str, tmp_path: Pa
         finally:
             agent.stop()
         assert at_kill < BACKLOG and stored() == BACKLOG
-        assert db_count(pg_url, f"select count(distinct seq) from samples where sn='{SN}' and epoch={epoch}") == BACKLOG
+        assert db_count(pg_url, f"select count(distinct seq) from samples where sn='{SN}' and epoch={epoch} "
+                                f"and ts < {base + 60 * BACKLOG}") == BACKLOG, "every backlog sample exactly once"
         assert _leads(a) == 1 and _leads(b) == 1, "one leader at a time, each once"
         period = {"from": time.strftime("%Y-%m-%dT%H:00:00+00:00", time.gmtime(base)),
                   "to": time.strftime("%Y-%m-%dT%H:00:00+00:00", time.gmtime(base + 60 * BACKLOG + 3600)),
