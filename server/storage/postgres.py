@@ -195,6 +195,15 @@ async def _setup(conn: Any) -> None:
     await conn.set_type_codec("numeric", encoder=str, decoder=_numeric, schema="pg_catalog", format="text")
 
 
+async def _keep_session(conn: Any) -> None:
+    """The pool's reset of a connection given back: nothing beyond asyncpg's own (an open transaction rolled back,
+    listeners dropped). asyncpg's default also sends ``pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL``,
+    a round trip more after every pooled statement: 11 % of an API process's CPU in a PostgreSQL unit list (issue
+    15). Pooled connections keep no session state: nothing here SETs, LISTENs or holds a cursor past its
+    transaction, and the one session-level lock taken on a pooled connection (:meth:`PgEngine.recount_lock`)
+    closes its connection when it cannot be sure it was released."""
+
+
 async def connect(url: str) -> Any:
     conn = await asyncpg.connect(url)
     await _setup(conn)
@@ -290,7 +299,8 @@ class PgEngine(Engine):
             await migrate(conn, self.label)
         finally:
             await conn.close()
-        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.readers, init=_setup)
+        self._pool = await asyncpg.create_pool(self.url, min_size=1, max_size=self.readers, init=_setup,
+                                               reset=_keep_session)
         self._writer = await connect(self.url)
         await self._load_partitions()
 
@@ -436,11 +446,16 @@ class PgEngine(Engine):
         samples committed so far and then writes the hour's counts, so two of them interleaved could leave the
         older reading; one at a time, the last one to run read everything committed before it."""
         async with self._pool.acquire() as c:
-            await c.execute("SELECT pg_advisory_lock($1)", _RECOUNT_LOCK)
+            released = False
             try:
-                yield
+                await c.execute("SELECT pg_advisory_lock($1)", _RECOUNT_LOCK)
+                try:
+                    yield
+                finally:
+                    released = await c.fetchval("SELECT pg_advisory_unlock($1)", _RECOUNT_LOCK)
             finally:
-                await c.execute("SELECT pg_advisory_unlock($1)", _RECOUNT_LOCK)
+                if not released:  # cancelled or broken while it may hold the lock: the session ends, and its locks
+                    c.terminate()  # (the pool no longer resets a connection given back: see _keep_session)
 
     # partitions of samples -----------------------------------------------------------------------------------
     async def _load_partitions(self) -> None:
