@@ -19,6 +19,7 @@ def storage_url(tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'fleet.sqlite'}"
     marker = tmp_path / ".pg-url"
     if not marker.exists():
+        tmp_path.mkdir(parents=True, exist_ok=True)  # (a test's own sub-folder for a second app)
         marker.write_text(make())
     return marker.read_text()
 
