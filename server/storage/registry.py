@@ -8,17 +8,21 @@ statuses exist, what an import may change, when a status change is allowed) are 
 
 This process keeps small caches here, keyed by ``registry_version`` (bumped in the same transaction as every
 registry or institution write): the text of every SN for substring search (another process's write is seen within
-``VERSION_TTL_S``); and, checked against ``registry_version`` and the number of units read at every call, so another
-process's write is seen at once (decision 034): registry counts (reused at most ``_COUNT_CACHE_S``) and the kept
-lists of each scope's SNs the unit list pages and the registry list by last seen tests against.
+``VERSION_TTL_S``); and, checked against ``registry_version`` and the number of units read at every call (once for
+a whole unit list request: :meth:`RegistryStore.stamp_once`), so another process's write is seen at once (decision
+034): registry counts (reused at most ``_COUNT_CACHE_S``) and the kept lists of each scope's SNs the unit list pages
+and the registry list by last seen tests against.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import json
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Any, TypedDict
 
 import msgspec
@@ -46,6 +50,10 @@ def _slice(sns: list[str], offset: int, limit: int, descending: bool) -> list[st
     """A page of an ascending list of SNs, in either order."""
     n = len(sns)
     return sns[offset:offset + limit] if not descending else sns[max(0, n - offset - limit):max(0, n - offset)][::-1]
+
+
+# the stamp (registry_version, units grown) read once for everything inside stamp_once() (see there)
+_STAMP_ONCE: ContextVar[dict[bool, tuple[str, str]] | None] = ContextVar("registry_stamp_once", default=None)
 
 
 # the registry list's equality filters, counted together by value (see RegistryStore._facet_count)
@@ -258,19 +266,43 @@ class RegistryStore:
 
     async def registry_version(self) -> str:
         """``registry_version`` read now: what every write to the registry or the institutions moves, in whichever
-        process (the registry's kept answers, server/registry/pages.py, hold it in their keys)."""
-        return (await self._stamp(units=False))[0]
+        process (the registry's kept answers, server/registry/pages.py, hold it in their keys). Read with the
+        units' number (one short read all the same), which the kept lists inside the same :meth:`stamp_once` use."""
+        return (await self._stamp())[0]
+
+    @staticmethod
+    @contextlib.contextmanager
+    def stamp_once() -> Iterator[None]:
+        """Within it (one API request, and the tasks it starts), the stamp is read from the database once, at its
+        first use, not at each: a unit list asked its cache key, its kept lists and its count each read it, one
+        round trip apiece on PostgreSQL. What the request answers is then the registry as of that read or newer
+        (a write committed meanwhile is a new stamp for the next request), as a request reading it at each step
+        could answer anyway."""
+        token = _STAMP_ONCE.set({})
+        try:
+            yield
+        finally:
+            _STAMP_ONCE.reset(token)
 
     async def _stamp(self, units: bool = True) -> tuple[str, str]:
         """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists are valid for
         (decision 034); ``units=False``: the version alone (the registry counts: on PostgreSQL the units' number is
-        a count)."""
+        a count). Inside :meth:`stamp_once`, read at most once for both."""
+        once = _STAMP_ONCE.get()
+        if once is not None:
+            kept = once.get(True) or (None if units else once.get(False))
+            if kept is not None:
+                return kept if units else (kept[0], "")
         if not units:
             row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
-            return str(row[0] if row else None), ""
-        row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
-                                    f"({self.units_grown_sql})")
-        return str(row[0]), str(row[1])
+            stamp = (str(row[0]) if row else "", "")
+        else:
+            row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
+                                        f"({self.units_grown_sql})")
+            stamp = (str(row[0] or ""), str(row[1]))
+        if once is not None:
+            once[units] = stamp
+        return stamp
 
     async def _kept_units(self, within: Within, registered: bool = False) -> list[str]:
         """The SNs of ``units`` in ``within`` (None: every unit), in the database's ``ORDER BY sn`` (``registered``:
@@ -526,16 +558,21 @@ class RegistryStore:
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
             order = f"r.sn {direction}" if by_sn else f"{_REGISTRY_SORTS[sort]} {direction}, r.sn"
             quick = by_sn and "LIKE" not in clause  # by SN: an index walk; others sort (or LIKE-scan) every row
+            read = self._quick if quick else self._all
             if by_sn and self.dialect == "postgresql" and (filters.get("county") or filters.get("region")):
                 # PostgreSQL walks the SN index testing each unit's institution (15 ms for a county's first page at
                 # 210,000 units); the county's units found through its institutions and sorted: 2.5-3.6 ms
-                keys = await self._all(f"SELECT sn FROM (SELECT r.sn FROM registry r {clause} OFFSET 0) AS q "
-                                       f"ORDER BY sn {direction} LIMIT ? OFFSET ?", [*args, limit, offset])
+                keys = f"SELECT sn FROM (SELECT r.sn FROM registry r {clause} OFFSET 0) AS q ORDER BY sn {direction}"
+                read = self._all
             else:
-                keys = await (self._quick if quick else self._all)(
-                    f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} ORDER BY {order} LIMIT ? OFFSET ?",
-                    [*args, limit, offset])
-            rows = await self._page([k[0] for k in keys], cols, joins)
+                keys = f"SELECT r.sn FROM registry r {'' if by_sn else joins} {clause} ORDER BY {order}"
+            if self.dialect == "postgresql":  # the keys found inside the statement that joins their rows: one
+                # round trip, not two (each costs the API process and the database more than the statement's work)
+                rows = await read(f"{cols} FROM registry r {joins} WHERE r.sn IN ({keys} LIMIT ? OFFSET ?) "
+                                  f"ORDER BY {order}", [*args, limit, offset])
+            else:
+                rows = await self._page([k[0] for k in await read(f"{keys} LIMIT ? OFFSET ?", [*args, limit, offset])],
+                                        cols, joins)
         if len(rows) < limit and (rows or offset == 0):
             total = offset + len(rows)  # the page ends the list: no count needed
         elif filters.get("sns") is not None and offset == 0 and len(rows) >= len(set(filters["sns"])):
@@ -606,8 +643,7 @@ class RegistryStore:
         """``fresh``: checked against ``registry_version`` read now, as the counts are (a list of every unit then
         counts another process's new unit at once), not within ``VERSION_TTL_S``."""
         if fresh:
-            row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
-            version = str(row[0]) if row else ""
+            version = (await self._stamp(units=False))[0]
         else:
             version = (await self.versions())["registry_version"]
         hay = self._haystack

@@ -115,6 +115,35 @@ async def test_registry_search_filters_and_history(store: Any, other: Any) -> No
     assert total == 1 and rows[0]["status"] == "repair" and rows[0]["institution_name"] == "龙华站"
 
 
+async def test_every_page_by_every_sort_is_a_slice_of_the_whole_list(store: Any, other: Any) -> None:
+    """The registry list's pages under a filter, by SN, institution, county, status or online, either way: each page
+    is that slice of the whole list in that order (PostgreSQL finds a page's keys inside the statement that joins
+    their rows, SQLite first), sorted by the column with ties by SN, every matching unit once."""
+    await store.upsert_institutions([{"code": f"I{k}", "name": f"站{k}", "county": ("秀英区", "龙华区")[k % 2],
+                                      "region": "海口市"} for k in range(5)])
+    await store.upsert_registry_units([{"sn": f"HN{k:04d}", **({} if k % 7 == 3 else {"institution": f"I{k % 5}"})}
+                                       for k in range(37)], T0, "admin")
+    await store.change_status([(f"HN{k:04d}", T0 + 60, "in_repair", "eng", "board") for k in range(0, 37, 4)])
+    for k in range(0, 37, 3):
+        await store.set_state(f"HN{k:04d}", k % 2 == 0, T0 + k, "connected", "1.0")
+    column = {"sn": "sn", "institution": "institution", "county": "county", "status": "status", "online": "broker_session"}
+    for f in ({}, {"county": "秀英区"}, {"status": "in_service"}, {"q": "HN00"}, {"within": ((), ("龙华区",))}):
+        members = {r["sn"] for r in (await other.registry_query(dict(f), "sn", False, 1000, 0))[1]}
+        for sort, col in column.items():
+            for desc in (False, True):
+                total, whole = await other.registry_query(dict(f), sort, desc, 1000, 0)
+                assert total == len(whole) and {r["sn"] for r in whole} == members, (f, sort, desc)
+                known = [(r[col], r["sn"]) for r in whole if r[col] is not None and (sort != "online" or r["last_seen"])]
+                by_value = sorted(known, key=lambda v: v[0], reverse=desc)
+                assert [v[0] for v in known] == [v[0] for v in by_value], (f, sort, desc)
+                for value in {v[0] for v in known}:  # ties by SN
+                    tied = [sn for v, sn in known if v == value]
+                    assert tied == sorted(tied) or sort == "sn", (f, sort, desc, value)
+                pages = [r for offset in range(0, len(whole) + 4, 4)
+                         for r in (await other.registry_query(dict(f), sort, desc, 4, offset))[1]]
+                assert [r["sn"] for r in pages] == [r["sn"] for r in whole], (f, sort, desc)
+
+
 async def test_list_totals_by_county_status_and_link_follow_every_write(store: Any, other: Any) -> None:
     """A list's total under equality filters comes from one grouped count per set of filter names; it is the SQL
     count's, for values present or not, and follows another process's writes at once."""
