@@ -77,7 +77,8 @@ async def test_a_stored_row_the_counter_cannot_use_is_skipped_not_fatal(tmp_path
         assert body["complete"] is True
         assert _slots(body, "HNA0000001") == (600, 600, 0)
         assert _slots(body, "HNB0000001") == (600, 599, 1)  # that one minute: no data
-        assert api.app.state.availability.stats["rows_skipped"] == 1
+        # reported: once by each pass that read it (the background pass the feed woke may have read it too)
+        assert api.app.state.availability.stats["rows_skipped"] >= 1
 
 
 async def test_event_data_outside_the_schema_is_never_stored(tmp_path: Path) -> None:
