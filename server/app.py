@@ -22,6 +22,7 @@ from .ingest.service import Ingest
 from .settings import Settings
 from .storage import open_storage
 from .storage.base import INGEST_STATS_KEY, PENDING_KEY
+from .storage.registry import stamp_once
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +193,20 @@ class WorkerHeader:
         await self.app(scope, receive, send_with_header)
 
 
+class OneStamp:
+    """Each HTTP request reads the registry's stamp at most once (server/storage/registry.py ``stamp_once``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        with stamp_once():
+            await self.app(scope, receive, send)
+
+
 async def _stop_fleet(services: list[Any]) -> None:
     for svc in reversed(services):
         await svc.stop()
@@ -313,6 +328,7 @@ def create_app(settings: Settings, role: str = "primary", publish_ingest: bool =
     app.state.clock = make_clock(settings)
     app.state.role = role
     app.add_middleware(WorkerHeader)
+    app.add_middleware(OneStamp)
     from .inspection.metrics import install as install_metrics
 
     install_metrics(app)  # GET /metrics and the API's latency histograms (issue 17, decision 027)

@@ -182,12 +182,16 @@ class AccountStore:
         """Read on every request, never cached: a revocation committed by any process (``posfleet server token
         revoke``) is refused by the next request in every server process. None: unknown or revoked (an expired
         token is returned with its ``expires``: the caller says why it is refused)."""
+        stamp = self.stamp_columns()  # type: ignore[attr-defined]  # the registry's, taken along (stamp_once)
         row = await self._quick_one(  # type: ignore[attr-defined]
-            "SELECT t.name, t.role, t.revoked, d.owner, d.scope, d.expires, d.last_used, d.last_client FROM tokens t "
-            "LEFT JOIN token_details d ON d.hash = t.hash WHERE t.hash=?", (token_hash,))
+            "SELECT t.name, t.role, t.revoked, d.owner, d.scope, d.expires, d.last_used, d.last_client"
+            f"{', ' + stamp if stamp else ''} FROM tokens t LEFT JOIN token_details d ON d.hash = t.hash WHERE t.hash=?",
+            (token_hash,))
         if not row or row["revoked"]:
             return None
         d = dict(row)
+        if stamp:
+            self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
         d["owner"] = d["owner"] or ""
         d["scope"] = d["scope"] or "province"
         d["last_client"] = d["last_client"] or ""

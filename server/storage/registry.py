@@ -9,7 +9,7 @@ statuses exist, what an import may change, when a status change is allowed) are 
 This process keeps small caches here, keyed by ``registry_version`` (bumped in the same transaction as every
 registry or institution write): the text of every SN for substring search (another process's write is seen within
 ``VERSION_TTL_S``); and, checked against ``registry_version`` and the number of units read at every call (once for
-a whole unit list request: :meth:`RegistryStore.stamp_once`), so another process's write is seen at once (decision
+a whole API request: :func:`stamp_once`), so another process's write is seen at once (decision
 034): registry counts (reused at most ``_COUNT_CACHE_S``) and the kept lists of each scope's SNs the unit list pages
 and the registry list by last seen tests against.
 """
@@ -54,6 +54,22 @@ def _slice(sns: list[str], offset: int, limit: int, descending: bool) -> list[st
 
 # the stamp (registry_version, units grown) read once for everything inside stamp_once() (see there)
 _STAMP_ONCE: ContextVar[dict[bool, tuple[str, str]] | None] = ContextVar("registry_stamp_once", default=None)
+
+
+@contextlib.contextmanager
+def stamp_once() -> Iterator[None]:
+    """Within it (one API request, and the tasks it starts: the server's app wraps each), the registry's stamp is
+    read from the database once, at its first use (with the caller's token, :meth:`RegistryStore.stamp_columns`),
+    not at each: a unit list's token, cache key, kept lists and count each read it otherwise, a round trip apiece on
+    PostgreSQL. What the request answers is the registry as of that read or newer (a write committed by another
+    process meanwhile is a new stamp for the next request), as a request reading it at each step could answer
+    anyway; a registry write of this process drops it (:meth:`RegistryStore._registry_written`), so a request reads
+    its own writes."""
+    token = _STAMP_ONCE.set({})
+    try:
+        yield
+    finally:
+        _STAMP_ONCE.reset(token)
 
 
 # the registry list's equality filters, counted together by value (see RegistryStore._facet_count)
@@ -204,6 +220,9 @@ class RegistryStore:
         self._registry_gen += 1
         self._counts.clear()
         self._versions_at = float("-inf")
+        once = _STAMP_ONCE.get()
+        if once is not None:  # the request that writes reads its write (stamp_once)
+            once.clear()
 
     # the units' live state (ingest's store_telemetry keeps first/last heard and the newest sample) ------------
     async def set_state(self, sn: str, online: bool, ts: float, reason: str, version: str) -> None:
@@ -270,24 +289,27 @@ class RegistryStore:
         units' number (one short read all the same), which the kept lists inside the same :meth:`stamp_once` use."""
         return (await self._stamp())[0]
 
+    def stamp_columns(self) -> str | None:
+        """Two result columns, ``stamp_version`` and ``stamp_units``, that read the stamp, for a statement a request
+        makes anyway before its registry reads (the caller's token: :meth:`AccountStore.find_token`) to take along
+        and hand to :meth:`stamp_seen`; None outside :func:`stamp_once` or once the stamp is read."""
+        once = _STAMP_ONCE.get()
+        if once is None or True in once:
+            return None
+        return (f"(SELECT value FROM meta WHERE key = 'registry_version') AS stamp_version, "
+                f"({self.units_grown_sql}) AS stamp_units")
+
     @staticmethod
-    @contextlib.contextmanager
-    def stamp_once() -> Iterator[None]:
-        """Within it (one API request, and the tasks it starts), the stamp is read from the database once, at its
-        first use, not at each: a unit list asked its cache key, its kept lists and its count each read it, one
-        round trip apiece on PostgreSQL. What the request answers is then the registry as of that read or newer
-        (a write committed meanwhile is a new stamp for the next request), as a request reading it at each step
-        could answer anyway."""
-        token = _STAMP_ONCE.set({})
-        try:
-            yield
-        finally:
-            _STAMP_ONCE.reset(token)
+    def stamp_seen(version: Any, units: Any) -> None:
+        """The stamp read by :meth:`stamp_columns`' columns: this request's (inside :func:`stamp_once`)."""
+        once = _STAMP_ONCE.get()
+        if once is not None and True not in once:
+            once[True] = (str(version or ""), str(units))
 
     async def _stamp(self, units: bool = True) -> tuple[str, str]:
         """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists are valid for
         (decision 034); ``units=False``: the version alone (the registry counts: on PostgreSQL the units' number is
-        a count). Inside :meth:`stamp_once`, read at most once for both."""
+        a count). Inside :func:`stamp_once`, read at most once for both."""
         once = _STAMP_ONCE.get()
         if once is not None:
             kept = once.get(True) or (None if units else once.get(False))

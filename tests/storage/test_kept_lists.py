@@ -120,3 +120,22 @@ async def test_a_registry_count_after_another_process_registers_is_the_new_one(t
             sn = f"N{sort}{within is None}"
             await writer.upsert_registry_units([{"sn": sn, "institution": "I01"}], T0, "admin")  # 县1
             assert (await kept.registry_query(dict(filters), sort, False, 1, 1))[0] == before + 1, (within, sort)
+
+
+async def test_a_request_reads_its_own_registry_write_at_once(two: tuple[Any, Any], ref: Any) -> None:
+    """Inside ``stamp_once`` (one API request) the registry's stamp is read once, with the caller's token when there
+    is one, and kept for the request's other reads; a registry write of the request itself is still seen by its next
+    read: the kept lists follow it at once, as the SQL does."""
+    from server.auth import create_token, hash_token
+    from server.storage.registry import stamp_once
+
+    kept, writer = two
+    await fleet(writer)
+    token = await create_token(writer, "reader", "viewer")
+    county1 = UnitQuery(sort="sn", limit=1000, within=((), ("县1",)))
+    with stamp_once():
+        assert (await kept.find_token(hash_token(token)))["name"] == "reader"  # the stamp taken along
+        assert "A000" not in {u["sn"] for u in (await kept.list_units(county1))[1]}
+        await kept.upsert_registry_units([{"sn": "A000", "institution": "I01"}], T0, "admin")  # into 县1
+        got = await kept.list_units(county1)
+        assert "A000" in {u["sn"] for u in got[1]} and got == await ref.list_units(county1)
