@@ -69,7 +69,7 @@ async def test_scoped_audit_is_the_sql_s_and_the_rows_about_the_scope(two: tuple
     for lookup in (True, False, None):  # looked up in audit_target, the trail walked, chosen
         kept.audit_lookup = lookup
         await same_audit(kept, ref)
-    assert ("registry", ((), ("县1",))) in kept._kept_units_lists, "the kept SNs answered"
+    assert ("registry", ((), ("县1",)), None) in kept._kept_units_lists, "the kept SNs answered"
     # the rows written about 县1's units (I01, I05, I09; k % 9 == 4 are spares) and its jobs, newest first
     mine = {sn for k, sn in enumerate(sns()) if k % 12 in (1, 5, 9) and k % 9 != 4}
     rows = await kept.audit_rows(AuditQuery(within=((), ("县1",))), 1000)
@@ -91,7 +91,7 @@ async def test_scoped_audit_after_another_process_changes(two: tuple[Any, Any], 
     kept.audit_lookup = True  # (the walk: the test above)
     await same_audit(kept, ref, few, FEW)
     before = {r["target"] for r in await kept.audit_rows(county1, 1000)}
-    assert ("registry", ((), ("县1",))) in kept._kept_units_lists, "the kept SNs answered"
+    assert ("registry", ((), ("县1",)), None) in kept._kept_units_lists, "the kept SNs answered"
     # A002 moves into 县1 (I05): its rows, and J-both's (A001 and A002), become 县1's at once
     await writer.upsert_registry_units([{"sn": "A002", "institution": "I05"}], T0, "admin")
     after = {r["target"] for r in await kept.audit_rows(county1, 1000)}

@@ -27,6 +27,14 @@ async def same(kept: Any, ref: Any, pages: list[tuple[int, int]] = PAGES) -> Non
                 got = await kept.registry_query(filters, "last_seen", descending, limit, offset)
                 want = await ref.registry_query(filters, "last_seen", descending, limit, offset)
                 assert got == want, ("registry by last seen", within, descending, limit, offset)
+    for county in ("县0", "县1", "nowhere"):  # a county's registered units, and those in a status (decision 039)
+        for status in (None, "in_service", "repair"):
+            for descending in (False, True):
+                for limit, offset in pages[:4]:
+                    filters = {"county": county, "status": status}
+                    got = await kept.registry_query(dict(filters), "sn", descending, limit, offset)
+                    want = await ref.registry_query(dict(filters), "sn", descending, limit, offset)
+                    assert got == want, ("a county's registered units", county, status, descending, limit, offset)
 
 
 async def fleet(store: Any) -> None:
@@ -50,7 +58,8 @@ async def test_every_page_of_every_scope_is_the_sql_page(two: tuple[Any, Any], r
     kept, _ = two
     await fleet(kept)
     await same(kept, ref)
-    assert kept._kept_units_lists.keys() >= {None, ((), ("县1",)), ("registry", ((), ("县1",)))}, "the kept lists answered"
+    assert kept._kept_units_lists.keys() >= {None, ((), ("县1",)), ("registry", ((), ("县1",)), None),
+                                             ("registry", ((), ("县1",)), "repair")}, "the kept lists answered"
 
 
 async def test_requests_arriving_together_read_a_scope_s_list_once(two: tuple[Any, Any], ref: Any) -> None:
