@@ -291,7 +291,7 @@ class RegistryStore:
     async def registry_version(self) -> str:
         """``registry_version`` read now: what every write to the registry or the institutions moves, in whichever
         process (the registry's kept answers, server/registry/pages.py, hold it in their keys). Read with the
-        units' number (one short read all the same), which the kept lists inside the same :meth:`stamp_once` use."""
+        units' number (one short read all the same), which the kept lists inside the same :func:`stamp_once` use."""
         return (await self._stamp())[0]
 
     def stamp_columns(self) -> str | None:
@@ -301,8 +301,12 @@ class RegistryStore:
         once = _STAMP_ONCE.get()
         if once is None or True in once:
             return None
-        return (f"(SELECT value FROM meta WHERE key = 'registry_version') AS stamp_version, "
-                f"({self.units_grown_sql}) AS stamp_units")
+        version, units = self._stamp_sql()
+        return f"{version} AS stamp_version, {units} AS stamp_units"
+
+    def _stamp_sql(self) -> tuple[str, str]:
+        """The two sub-selects that read the stamp."""
+        return "(SELECT value FROM meta WHERE key = 'registry_version')", f"({self.units_grown_sql})"
 
     @staticmethod
     def stamp_seen(version: Any, units: Any) -> None:
@@ -324,8 +328,7 @@ class RegistryStore:
             row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
             stamp = (str(row[0]) if row else "", "")
         else:
-            row = await self._quick_one("SELECT (SELECT value FROM meta WHERE key = 'registry_version'), "
-                                        f"({self.units_grown_sql})")
+            row = await self._quick_one(f"SELECT {', '.join(self._stamp_sql())}")
             stamp = (str(row[0] or ""), str(row[1]))
         if once is not None:
             once[units] = stamp
@@ -577,11 +580,15 @@ class RegistryStore:
             # named units alone, all on the page (a unit's detail): their joined rows at once, without first finding
             # the page's keys (a round trip more on PostgreSQL)
             rows = await self._page(_slice(sorted(set(filters["sns"])), 0, limit, descending), cols, joins)
-        elif (self.kept_lists and filters.get("county") and filters.get("within") is None and (sort == "sn" or sort
-              not in _REGISTRY_SORTS) and not any(filters.get(k) for k in _NOT_COUNTY) and filters.get("sns") is None):
+        elif (self.kept_lists and self.dialect == "postgresql" and filters.get("county")
+              and filters.get("within") is None and (sort == "sn" or sort not in _REGISTRY_SORTS)
+              and not any(filters.get(k) for k in _NOT_COUNTY) and filters.get("sns") is None):
             # a county's units, or those in one status (a dashboard's county page and its tabs): the county's
             # registered SNs kept in this process while the stamp holds (decision 039), not its ~1,500 units found
-            # through its institutions and sorted at every page (2.6 ms of PostgreSQL at 210,000 units)
+            # through its institutions and sorted at every page (2.6 ms of PostgreSQL at 210,000 units). Not on
+            # SQLite: its page walks the SN index only until the page is full (~1-2 ms), while reading a county's
+            # whole list walks all of it, and the first pages of 266 counties and statuses each paid that at once
+            # (list p99 202 -> 368 ms at 200,000 terminals, run n)
             sns = await self._kept_units(((), (filters["county"],)), registered=True, status=filters.get("status"))
             return len(sns), self._registry_rows(await self._page(_slice(sns, offset, limit, descending), cols, joins))
         elif not where and (sort == "sn" or sort not in _REGISTRY_SORTS):

@@ -58,8 +58,10 @@ async def test_every_page_of_every_scope_is_the_sql_page(two: tuple[Any, Any], r
     kept, _ = two
     await fleet(kept)
     await same(kept, ref)
-    assert kept._kept_units_lists.keys() >= {None, ((), ("县1",)), ("registry", ((), ("县1",)), None),
-                                             ("registry", ((), ("县1",)), "repair")}, "the kept lists answered"
+    assert kept._kept_units_lists.keys() >= {None, ((), ("县1",)), ("registry", ((), ("县1",)), None)}, \
+        "the kept lists answered"
+    if kept.dialect == "postgresql":  # a county's units in a status (decision 039: PostgreSQL only)
+        assert ("registry", ((), ("县1",)), "repair") in kept._kept_units_lists, "the county's kept lists answered"
 
 
 async def test_requests_arriving_together_read_a_scope_s_list_once(two: tuple[Any, Any], ref: Any) -> None:
