@@ -58,7 +58,7 @@ def _slice(sns: list[str], offset: int, limit: int, descending: bool) -> list[st
 _NOT_COUNTY = ("q", "institution", "region", "link_type", "stock_type", "vendor", "model", "terminal_type")
 
 # the stamp (registry_version, units grown) read once for everything inside stamp_once() (see there)
-_STAMP_ONCE: ContextVar[dict[bool, tuple[str, str]] | None] = ContextVar("registry_stamp_once", default=None)
+_STAMP_ONCE: ContextVar[list[tuple[str, str]] | None] = ContextVar("registry_stamp_once", default=None)
 
 
 @contextlib.contextmanager
@@ -70,7 +70,7 @@ def stamp_once() -> Iterator[None]:
     process meanwhile is a new stamp for the next request), as a request reading it at each step could answer
     anyway; a registry write of this process drops it (:meth:`RegistryStore._registry_written`), so a request reads
     its own writes."""
-    token = _STAMP_ONCE.set({})
+    token = _STAMP_ONCE.set([])
     try:
         yield
     finally:
@@ -299,7 +299,7 @@ class RegistryStore:
         makes anyway before its registry reads (the caller's token: :meth:`AccountStore.find_token`) to take along
         and hand to :meth:`stamp_seen`; None outside :func:`stamp_once` or once the stamp is read."""
         once = _STAMP_ONCE.get()
-        if once is None or True in once:
+        if once is None or once:
             return None
         version, units = self._stamp_sql()
         return f"{version} AS stamp_version, {units} AS stamp_units"
@@ -312,27 +312,24 @@ class RegistryStore:
     def stamp_seen(version: Any, units: Any) -> None:
         """The stamp read by :meth:`stamp_columns`' columns: this request's (inside :func:`stamp_once`)."""
         once = _STAMP_ONCE.get()
-        if once is not None and True not in once:
-            once[True] = (str(version or ""), str(units))
+        if once is not None and not once:
+            once.append((str(version or ""), str(units)))
 
     async def _stamp(self, units: bool = True) -> tuple[str, str]:
         """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists are valid for
         (decision 034); ``units=False``: the version alone (the registry counts: on PostgreSQL the units' number is
-        a count). Inside :func:`stamp_once`, read at most once for both."""
+        a count). Inside :func:`stamp_once`, both are read once, by whichever asks first."""
         once = _STAMP_ONCE.get()
         if once is not None:
-            kept = once.get(True) or (None if units else once.get(False))
-            if kept is not None:
-                return kept if units else (kept[0], "")
+            if not once:
+                row = await self._quick_one(f"SELECT {', '.join(self._stamp_sql())}")
+                once[:] = [(str(row[0] or ""), str(row[1]))]
+            return once[0] if units else (once[0][0], "")
         if not units:
             row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
-            stamp = (str(row[0]) if row else "", "")
-        else:
-            row = await self._quick_one(f"SELECT {', '.join(self._stamp_sql())}")
-            stamp = (str(row[0] or ""), str(row[1]))
-        if once is not None:
-            once[units] = stamp
-        return stamp
+            return str(row[0]) if row else "", ""
+        row = await self._quick_one(f"SELECT {', '.join(self._stamp_sql())}")
+        return str(row[0] or ""), str(row[1])
 
     async def _kept_units(self, within: Within, registered: bool = False, status: str | None = None) -> list[str]:
         """The SNs of ``units`` in ``within`` (None: every unit), in the database's ``ORDER BY sn`` (``registered``:
@@ -586,9 +583,8 @@ class RegistryStore:
             # a county's units, or those in one status (a dashboard's county page and its tabs): the county's
             # registered SNs kept in this process while the stamp holds (decision 039), not its ~1,500 units found
             # through its institutions and sorted at every page (2.6 ms of PostgreSQL at 210,000 units). Not on
-            # SQLite: its page walks the SN index only until the page is full (~1-2 ms), while reading a county's
-            # whole list walks all of it, and the first pages of 266 counties and statuses each paid that at once
-            # (list p99 202 -> 368 ms at 200,000 terminals, run n)
+            # SQLite: its page walks the SN index only until the page is full (~1-2 ms), so the lists save it little,
+            # and with them the first list requests of the 200,000-terminal run waited up to 1.3 s (run n)
             sns = await self._kept_units(((), (filters["county"],)), registered=True, status=filters.get("status"))
             return len(sns), self._registry_rows(await self._page(_slice(sns, offset, limit, descending), cols, joins))
         elif not where and (sort == "sn" or sort not in _REGISTRY_SORTS):
