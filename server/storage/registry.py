@@ -58,7 +58,18 @@ def _slice(sns: list[str], offset: int, limit: int, descending: bool) -> list[st
 _NOT_COUNTY = ("q", "institution", "region", "link_type", "stock_type", "vendor", "model", "terminal_type")
 
 # the stamp (registry_version, units grown) read once for everything inside stamp_once() (see there)
-_STAMP_ONCE: ContextVar[list[tuple[str, str]] | None] = ContextVar("registry_stamp_once", default=None)
+class _Once:
+    """One request's stamp (None: not read yet); ``open`` until the request ends: a task the request started and
+    that outlives it (its context copied) reads the stamp at each use again, as outside any request."""
+
+    __slots__ = ("stamp", "open")
+
+    def __init__(self) -> None:
+        self.stamp: tuple[str, str] | None = None
+        self.open = True
+
+
+_STAMP_ONCE: ContextVar[_Once | None] = ContextVar("registry_stamp_once", default=None)
 
 
 @contextlib.contextmanager
@@ -70,10 +81,12 @@ def stamp_once() -> Iterator[None]:
     process meanwhile is a new stamp for the next request), as a request reading it at each step could answer
     anyway; a registry write of this process drops it (:meth:`RegistryStore._registry_written`), so a request reads
     its own writes."""
-    token = _STAMP_ONCE.set([])
+    once = _Once()
+    token = _STAMP_ONCE.set(once)
     try:
         yield
     finally:
+        once.open = False
         _STAMP_ONCE.reset(token)
 
 
@@ -227,7 +240,7 @@ class RegistryStore:
         self._versions_at = float("-inf")
         once = _STAMP_ONCE.get()
         if once is not None:  # the request that writes reads its write (stamp_once)
-            once.clear()
+            once.stamp = None
 
     # the units' live state (ingest's store_telemetry keeps first/last heard and the newest sample) ------------
     async def set_state(self, sn: str, online: bool, ts: float, reason: str, version: str) -> None:
@@ -299,7 +312,7 @@ class RegistryStore:
         makes anyway before its registry reads (the caller's token: :meth:`AccountStore.find_token`) to take along
         and hand to :meth:`stamp_seen`; None outside :func:`stamp_once` or once the stamp is read."""
         once = _STAMP_ONCE.get()
-        if once is None or once:
+        if once is None or not once.open or once.stamp is not None:
             return None
         version, units = self._stamp_sql()
         return f"{version} AS stamp_version, {units} AS stamp_units"
@@ -312,19 +325,19 @@ class RegistryStore:
     def stamp_seen(version: Any, units: Any) -> None:
         """The stamp read by :meth:`stamp_columns`' columns: this request's (inside :func:`stamp_once`)."""
         once = _STAMP_ONCE.get()
-        if once is not None and not once:
-            once.append((str(version or ""), str(units)))
+        if once is not None and once.open and once.stamp is None:
+            once.stamp = (str(version or ""), str(units))
 
     async def _stamp(self, units: bool = True) -> tuple[str, str]:
         """``registry_version`` and ``units_grown_sql`` read now (one short read): what the kept lists are valid for
         (decision 034); ``units=False``: the version alone (the registry counts: on PostgreSQL the units' number is
         a count). Inside :func:`stamp_once`, both are read once, by whichever asks first."""
         once = _STAMP_ONCE.get()
-        if once is not None:
-            if not once:
+        if once is not None and once.open:
+            if once.stamp is None:
                 row = await self._quick_one(f"SELECT {', '.join(self._stamp_sql())}")
-                once[:] = [(str(row[0] or ""), str(row[1]))]
-            return once[0] if units else (once[0][0], "")
+                once.stamp = (str(row[0] or ""), str(row[1]))
+            return once.stamp if units else (once.stamp[0], "")
         if not units:
             row = await self._quick_one("SELECT value FROM meta WHERE key = 'registry_version'")
             return str(row[0]) if row else "", ""

@@ -150,3 +150,27 @@ async def test_a_request_reads_its_own_registry_write_at_once(two: tuple[Any, An
         await kept.upsert_registry_units([{"sn": "A000", "institution": "I01"}], T0, "admin")  # into 县1
         got = await kept.list_units(county1)
         assert "A000" in {u["sn"] for u in got[1]} and got == await ref.list_units(county1)
+
+
+async def test_a_task_that_outlives_its_request_reads_the_registry_fresh(two: tuple[Any, Any], ref: Any) -> None:
+    """A task a request started (its context copied, ``stamp_once`` with it) that runs on after the request ended
+    does not keep answering from the request's stamp: another process's registry write shows to it at once."""
+    from server.storage.registry import stamp_once
+
+    kept, writer = two
+    await fleet(writer)
+    county1 = UnitQuery(sort="sn", limit=1000, within=((), ("县1",)))
+    go = asyncio.Event()
+
+    async def later() -> Any:
+        await kept.list_units(county1)  # inside the request: the stamp read once
+        await go.wait()
+        return await kept.list_units(county1)  # after the request ended
+
+    with stamp_once():
+        task = asyncio.create_task(later())
+        await asyncio.sleep(0.1)
+    await writer.upsert_registry_units([{"sn": "A000", "institution": "I01"}], T0, "admin")  # into 县1
+    go.set()
+    got = await task
+    assert "A000" in {u["sn"] for u in got[1]} and got == await ref.list_units(county1)
