@@ -65,11 +65,23 @@ def reports_dir(settings: Any) -> Path:
 
 
 async def tick(app: Any) -> list[str]:
-    """One look at what is due: makes and delivers it. The meta keys acted on (for tests and the log)."""
+    """One look at what is due: makes and delivers it. The meta keys acted on (for tests and the log).
+
+    One tick at a time in a process: a second (the operator's, a test's) waits for the one running, then finds what
+    it made, instead of finding the period claimed as "making" and passing over it as if another process had it."""
     st = app.state.settings
     sch = st.reports.schedule
     if not (sch.monthly or sch.quarterly):
         return []
+    lock = getattr(app.state, "report_tick_lock", None)
+    if lock is None:
+        lock = app.state.report_tick_lock = asyncio.Lock()
+    async with lock:
+        return await _tick(app)
+
+
+async def _tick(app: Any) -> list[str]:
+    sch = app.state.settings.reports.schedule
     if not await _leads(app):
         return []
     svc = app.state.availability
@@ -134,7 +146,7 @@ async def _period(app: Any, kind: str, key: str, now: int, kept_from: date, done
         return True
     if rec is None or rec.get("state") in ("making", "released"):
         if rec is not None and rec["state"] == "making" and time.time() - float(rec.get("claimed", 0)) < STALE_MAKING_S:
-            return False  # being made by another process (or an earlier tick of this one)
+            return False  # being made by another process
         period = resolve(svc, **{kind: key})
         waited = now - period.end
         if waited < sch.delay_h * 3600:
