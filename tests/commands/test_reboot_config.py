@@ -25,6 +25,15 @@ SERVER_BUDGET_SETTABLE = "reboots_per_hour" in CommandSettings.model_fields
 UNITS = 5 if SERVER_BUDGET_SETTABLE else max(5, -(-RUNS // REBOOTS_PER_HOUR))
 
 
+def _running(p: psutil.Process) -> bool:
+    """Whether a reboot script still runs; one that ends between two looks at it has ended (psutil raises
+    NoSuchProcess for it, which failed this test once in CI)."""
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 class _Unit:
     """One agent going through its share of the runs (a small state machine, polled)."""
 
@@ -44,7 +53,7 @@ class _Unit:
     def power(self) -> None:
         """Restart the agent once it has been dead a moment (the power comes back)."""
         a = self.fleet.agents[self.sn]
-        if any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in self.scripts):
+        if any(_running(p) for p in self.scripts):
             return  # a reboot in progress finishes before the unit comes back
         if a.alive():
             self.dead_since = 0.0
