@@ -183,6 +183,24 @@ class DataUse:
                           "used_mb": round((d["within"] + d["carry"]) / MB, 3), "resets": d["resets"],
                           "samples": d["samples"]} for d in days]}
 
+    async def reaching(self, index: dict[str, Any], now: int, pct: int) -> dict[str, Any]:
+        """This month's registered units whose use reached ``pct`` % of the plan, most used first, as :meth:`fleet`
+        lists them: what the alert pass needs, without reading and sorting an item for every unit of the fleet
+        (at 210,000 units that was a fifth of the pass, every minute; issue 15)."""
+        first, last, start, end = month_bounds(None, now, self.tz)
+        used = await self.storage.data_use(first.toordinal(), last.toordinal(),
+                                           min_bytes=-(-pct * self.plan_bytes // 100))
+        items = []
+        for sn, u in used.items():
+            info = index.get(sn)
+            if info is None:
+                continue
+            item = self._item(sn, u, start, end, now)
+            item.update({"institution": info.institution, "county": info.county, "link_type": info.link_type})
+            items.append(item)
+        items.sort(key=lambda i: (-i["used_bytes"], i["sn"]))
+        return {"month": f"{first:%Y-%m}", "plan_mb": self.plan_bytes // MB, "items": items}
+
     async def fleet(self, index: dict[str, Any], now: int, month: str | None = None, county: str | None = None
                     ) -> dict[str, Any]:
         """Every in-service unit of the scope, most used first (units that reported no counter last)."""

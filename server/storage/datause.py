@@ -49,8 +49,10 @@ class DataUseStore:
                 f"DO UPDATE SET {', '.join(f'{c}=excluded.{c}' for c in _DATA_COLS if c != 'day')}",
                 [(sn, *(r[c] for c in _DATA_COLS)) for sn, r in rows])
 
-    async def data_use(self, first_day: int, last_day: int, sns: list[str] | None = None) -> dict[str, dict[str, int]]:
-        """Per unit over the days ``[first_day, last_day]``: bytes used, counter resets, samples, newest sample."""
+    async def data_use(self, first_day: int, last_day: int, sns: list[str] | None = None,
+                       min_bytes: int = 0) -> dict[str, dict[str, int]]:
+        """Per unit over the days ``[first_day, last_day]``: bytes used, counter resets, samples, newest sample.
+        ``min_bytes``: only the units that used at least that many (the alert pass's few, not the fleet)."""
         sql = ("SELECT sn, sum(within + carry), sum(resets), sum(samples), max(last_ts) FROM data_day "
                "WHERE day BETWEEN ? AND ?")
         args: list[Any] = [first_day, last_day]
@@ -58,8 +60,12 @@ class DataUseStore:
             chosen = list(sns) or [""]
             sql += f" AND sn IN ({','.join('?' * len(chosen))})"
             args += chosen
+        sql += " GROUP BY sn"
+        if min_bytes > 0:
+            sql += " HAVING sum(within + carry) >= ?"
+            args.append(min_bytes)
         return {r[0]: {"bytes": int(r[1]), "resets": int(r[2]), "samples": int(r[3]), "last_ts": int(r[4])}
-                for r in await self._all(sql + " GROUP BY sn", args)}
+                for r in await self._all(sql, args)}
 
     async def data_days(self, sn: str, first_day: int, last_day: int) -> list[dict[str, Any]]:
         rows = await self._all(f"SELECT {', '.join(_DATA_COLS)} FROM data_day WHERE sn=? AND day BETWEEN ? AND ? "

@@ -878,13 +878,15 @@ class RegistryStore:
             "FROM registry r LEFT JOIN institutions i ON i.code = r.institution")
         return [dict(r) for r in rows]  # type: ignore[misc]
 
-    async def live_index(self, identity: bool = True) -> list[LiveUnit]:
+    async def live_index(self, identity: bool = True, since: float | None = None) -> list[LiveUnit]:
         """Live state of every unit known to ingest: session, last message, identity, inventory, newest sample.
         ``identity=False``: ``identity`` and ``inventory`` are None, not read (the alert pass every minute does not
-        need them; decoding them was a third of its cost at 210,000 units)."""
+        need them; decoding them was a third of its cost at 210,000 units). ``since``: only the units whose
+        ``last_seen`` is at or after it (from ``units_last_seen``): every write of a unit's session or newest
+        sample moves its ``last_seen`` to the writer's clock (``store_telemetry``, :meth:`set_state`)."""
         more = "identity, inventory" if identity else "NULL AS identity, NULL AS inventory"
-        rows = await self._all(
-            f"SELECT sn, online, state_ts, last_seen, first_seen, agent_version, {more}, latest FROM units")
+        sql = f"SELECT sn, online, state_ts, last_seen, first_seen, agent_version, {more}, latest FROM units"
+        rows = await (self._all(sql) if since is None else self._all(sql + " WHERE last_seen >= ?", (since,)))
         out = []
         loads = json.loads
         for r in rows:

@@ -115,6 +115,20 @@ async def test_plan_from_settings(tmp_path: Path) -> None:
         assert [a["data"]["threshold_pct"] for a in alerts] == [80]
 
 
+async def test_the_alert_share_is_reached_at_exactly_80_percent_and_not_a_byte_before(tmp_path: Path) -> None:
+    """The alert pass reads only the units at 80 % or more (issue 15: not an item for each of the fleet's units):
+    exactly 80 MB of a 100 MB plan is an alert, one byte less is not."""
+    async with make_api(tmp_path, extra={"analytics": {"sim_plan_mb": 100}}) as api:
+        await _register(api)
+        for sn, used in (("HN00000001", 80 * MB), ("HN00000002", 80 * MB - 1)):
+            await api.feed(sn, [sample(1, at("2025-03-02 10:00"), data_bytes=0),
+                                sample(2, at("2025-03-02 10:01"), data_bytes=used)])
+        await api.settle()
+        await api.req("POST", "/api/v1/alerts/evaluate")
+        alerts = (await api.get("/api/v1/alerts", kind="sim_data")).json()["items"]
+        assert [(a["sn"], a["data"]["threshold_pct"]) for a in alerts] == [("HN00000001", 80)]
+
+
 # pure parts, on literal values ---------------------------------------------------------------------------
 def test_increase_counts_a_reset_from_zero() -> None:
     assert increase(None, 500) == (0, False)  # first reading ever: base unknown

@@ -158,3 +158,19 @@ async def test_an_alert_refreshes_while_open_and_reopens_once_closed(store: Any)
         await store.apply_alert(RaisedAlert("k2", "offline", "A1", None, T0 + 240, "x", {}, False), lambda s: "reopen")
     assert (await store.get_alert(first["id"]))["last_ts"] == T0 + 180  # nothing changed
     assert (await store.list_alerts(open_only=False))[0] == 1
+
+
+async def test_the_live_index_since_a_time_has_every_unit_whose_session_or_newest_sample_moved(store: Any) -> None:
+    """The alert pass reads only the units that moved since its last read (issue 15); a unit's session going down
+    and a newest sample both count as moving, a unit untouched since does not."""
+    import time
+
+    for sn in ("A1", "A2", "A3"):
+        await store.set_state(sn, True, T0, "connected", "1.0")
+    since = time.time()
+    await store.set_state("A1", False, T0 + 5, "lost", "1.0")
+    await store.store_telemetry([smp("A2", 1, T0 + 60, True)], [])
+    moved = {u["sn"]: u for u in await store.live_index(identity=False, since=since)}
+    assert sorted(moved) == ["A1", "A2"]
+    assert moved["A1"]["online"] == 0 and moved["A2"]["latest"]["ts"] == T0 + 60
+    assert len(await store.live_index(identity=False)) == 3
