@@ -690,6 +690,14 @@ class RegistryStore:
             await self._facet_table(names, never_heard=True)
         if self.kept_lists:
             await self._kept_units(None)
+        if self.kept_lists and self.dialect == "postgresql":
+            # every county's registered units, and those in each status (a county's dashboard page and its tabs;
+            # PostgreSQL keeps them, decision 039): read here, not by the first list requests after a start, which
+            # waited for them together (up to 1.7 s at 210,000 units, issue 15). At most half the lists kept.
+            pairs = sorted(await self._facet_table(("county", "status")), key=lambda k: (str(k[0]), str(k[1])))
+            scopes = sorted({(k[0], None) for k in pairs} | set(pairs), key=lambda k: (str(k[0]), str(k[1])))
+            for county, status in [k for k in scopes if k[0]][:_KEPT_SCOPES // 2]:
+                await self._kept_units(((), (county,)), registered=True, status=status)
 
     async def _sn_text(self, fresh: bool = False) -> tuple[str, int, str, list[int], list[str]]:
         """``fresh``: checked against ``registry_version`` read now, as the counts are (a list of every unit then
