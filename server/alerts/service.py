@@ -77,7 +77,7 @@ class Alerts:
         self._live: dict[str, dict[str, Any]] = {}  # every unit's live state as last read (:meth:`_live_index`)
         self._live_read: float | None = None  # wall clock when the last read began
         self._live_whole_at = float("-inf")  # monotonic: the last read of every unit
-        self._pressure: dict[str, tuple[Any, dict[str, float | None]]] = {}  # ... and its pressure() figures
+        self._pressure: dict[str, tuple[Any, list[str]]] = {}  # ... its newest sample's resources above the line
 
     async def start(self) -> None:
         if self.settings.alerts.enabled:
@@ -261,9 +261,9 @@ class Alerts:
         if self._live_read is None or mono - self._live_whole_at >= LIVE_WHOLE_S:
             self._live = {u["sn"]: u for u in await self.storage.live_index(identity=False)}
             self._live_whole_at = mono
-        else:  # a new dict: a pass still walking the last one (an evaluation asked meanwhile) walks on in that
-            moved = await self.storage.live_index(identity=False, since=self._live_read - LIVE_OVERLAP_S)
-            self._live = {**self._live, **{u["sn"]: u for u in moved}}
+        else:  # (changed in place: no pass walks it across an await, see pressure_runs)
+            for u in await self.storage.live_index(identity=False, since=self._live_read - LIVE_OVERLAP_S):
+                self._live[u["sn"]] = u
         self._live_read = wall
         return self._live
 
@@ -276,18 +276,24 @@ class Alerts:
         limits = {"cpu": p.cpu_pct, "memory": p.memory_pct, "storage": p.storage_pct}
         window = p.window_minutes * 60
         out: list[tuple[str, str, dict[str, Any]]] = []
-        before, self._pressure = self._pressure, {}
-        for sn, u in live.items():
+        before, memo = self._pressure, {}
+        candidates: list[tuple[str, list[str]]] = []
+        for sn, u in live.items():  # (no await in this walk: live may change meanwhile)
             info = index.get(sn)
             latest = u.get("latest") or {}
             if info is None or info.status != "in_service" or not latest:
                 continue
-            kept = before.get(sn)  # the same newest sample as last pass (live_index's memo): its figures again
-            now_use = kept[1] if kept is not None and kept[0] is latest else pressure(latest)
-            self._pressure[sn] = (latest, now_use)
-            hot = [r for r in RESOURCES if limits[r] and now_use[r] is not None and now_use[r] >= limits[r]]
-            if not hot or int(latest.get("ts") or 0) < now - window - 3600:
-                continue
+            kept = before.get(sn)  # the same newest sample as the last pass (the unit sent nothing since)
+            if kept is not None and kept[0] is latest:
+                hot = kept[1]
+            else:
+                use = pressure(latest)
+                hot = [r for r in RESOURCES if limits[r] and use[r] is not None and use[r] >= limits[r]]
+            memo[sn] = (latest, hot)
+            if hot and int(latest.get("ts") or 0) >= now - window - 3600:
+                candidates.append((sn, hot))
+        self._pressure = memo
+        for sn, hot in candidates:
             bodies = await self.storage.unit_samples_window(sn, now - window - 3600, now + 1)
             for r in hot:
                 # the newest run of samples at or above the line, going back from the newest sample
