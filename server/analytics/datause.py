@@ -33,6 +33,11 @@ MB = 1_000_000
 ALERT_SHARES = (80, 100)  # per cent of the plan
 
 
+def _most_used_first(item: dict[str, Any]) -> tuple[bool, int, str]:
+    """The fleet's lists' order: most used first, units that reported no counter last, then by SN."""
+    return (not item["reported"], -item["used_bytes"], item["sn"])
+
+
 def increase(prev: int | None, cur: int) -> tuple[int, bool]:
     """Bytes used between a counter reading ``prev`` and the next one ``cur``, and whether the counter reset."""
     if prev is None:
@@ -174,6 +179,13 @@ class DataUse:
             "reported": used is not None,
         }
 
+    def _unit_item(self, sn: str, info: Any, used: dict[str, int] | None, start: int, end: int, now: int
+                   ) -> dict[str, Any]:
+        """:meth:`_item` with the registered unit's institution, county and link (the fleet's lists)."""
+        item = self._item(sn, used, start, end, now)
+        item.update({"institution": info.institution, "county": info.county, "link_type": info.link_type})
+        return item
+
     async def unit(self, sn: str, now: int, month: str | None = None) -> dict[str, Any]:
         first, last, start, end = month_bounds(month, now, self.tz)
         used = (await self.storage.data_use(first.toordinal(), last.toordinal(), [sn])).get(sn)
@@ -190,15 +202,9 @@ class DataUse:
         first, last, start, end = month_bounds(None, now, self.tz)
         used = await self.storage.data_use(first.toordinal(), last.toordinal(),
                                            min_bytes=-(-pct * self.plan_bytes // 100))
-        items = []
-        for sn, u in used.items():
-            info = index.get(sn)
-            if info is None:
-                continue
-            item = self._item(sn, u, start, end, now)
-            item.update({"institution": info.institution, "county": info.county, "link_type": info.link_type})
-            items.append(item)
-        items.sort(key=lambda i: (-i["used_bytes"], i["sn"]))
+        items = [self._unit_item(sn, info, u, start, end, now) for sn, u in used.items()
+                 if (info := index.get(sn)) is not None]
+        items.sort(key=_most_used_first)
         return {"month": f"{first:%Y-%m}", "plan_mb": self.plan_bytes // MB, "items": items}
 
     async def fleet(self, index: dict[str, Any], now: int, month: str | None = None, county: str | None = None
@@ -212,10 +218,8 @@ class DataUse:
                 continue
             if info.status != "in_service" and sn not in used:
                 continue
-            item = self._item(sn, used.get(sn), start, end, now)
-            item.update({"institution": info.institution, "county": info.county, "link_type": info.link_type})
-            items.append(item)
-        items.sort(key=lambda i: (not i["reported"], -i["used_bytes"], i["sn"]))
+            items.append(self._unit_item(sn, info, used.get(sn), start, end, now))
+        items.sort(key=_most_used_first)
         reported = [i for i in items if i["reported"]]
         return {
             "month": f"{first:%Y-%m}", "plan_mb": self.plan_bytes // MB, "units": len(items),

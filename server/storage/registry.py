@@ -694,8 +694,8 @@ class RegistryStore:
             # every county's registered units, and those in each status (a county's dashboard page and its tabs;
             # PostgreSQL keeps them, decision 039): read here, not by the first list requests after a start, which
             # waited for them together (up to 1.7 s at 210,000 units, issue 15). At most half the lists kept.
-            pairs = sorted(await self._facet_table(("county", "status")), key=lambda k: (str(k[0]), str(k[1])))
-            scopes = sorted({(k[0], None) for k in pairs} | set(pairs), key=lambda k: (str(k[0]), str(k[1])))
+            pairs = set(await self._facet_table(("county", "status")))
+            scopes = sorted({(k[0], None) for k in pairs} | pairs, key=lambda k: (str(k[0]), str(k[1])))
             for county, status in [k for k in scopes if k[0]][:_KEPT_SCOPES // 2]:
                 await self._kept_units(((), (county,)), registered=True, status=status)
 
