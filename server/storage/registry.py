@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextvars import ContextVar
-from typing import Any, TypedDict
+from typing import Any, NamedTuple, TypedDict
 
 import msgspec
 
@@ -218,6 +218,20 @@ def prefix_range(prefix: str) -> tuple[str, str]:
     return prefix, prefix + "\U0010ffff"
 
 
+class _Haystack(NamedTuple):
+    """The registered SNs kept for search: ``text`` holds one line per unit, ``sn<TAB>insurance_sn`` with ASCII
+    letters folded to lower case (substring search), starting at ``starts[k]``, for ``sns[k]`` (in SN order);
+    ``insurance`` the non-empty insurance SNs in order, each of unit ``insured[k]`` (prefix search)."""
+
+    version: str
+    gen: int
+    text: str
+    starts: list[int]
+    sns: list[str]
+    insurance: list[str]
+    insured: list[str]
+
+
 class RegistryStore:
     kept_lists = True  # False: every unit list from SQL (the tests compare the two ways; decision 034)
     seen_lookup: bool | None = None  # a scope's registry list by last seen: None chooses (_look_up_seen)
@@ -227,7 +241,7 @@ class RegistryStore:
         self._counts: dict[tuple[Any, ...], tuple[float, int]] = {}
         self._counting: dict[tuple[Any, ...], asyncio.Future[Any]] = {}  # counts being read (see _count_once)
         self._facets: dict[tuple[Any, ...], dict[tuple[Any, ...], int]] = {}  # see _facet_count
-        self._haystack: tuple[str, int, str, list[int], list[str]] | None = None  # see _sn_contains
+        self._haystack: _Haystack | None = None  # see _sn_text
         self._kept_stamp: tuple[str, str] | None = None  # see _kept_units: what the kept unit lists were read at
         self._kept_units_lists: dict[Any, list[str]] = {}  # a scope's (None: the province's) SNs in units, by SN;
         # ("registry", scope): its registered SNs (see _kept_units)
@@ -532,11 +546,12 @@ class RegistryStore:
         found: list[str] | None = None
         if filters.get("q"):
             q = str(filters["q"])
-            found = await self._sn_contains(q) if filters.get("match") == "contains" else None
-            if found is not None:  # the SNs holding q, from this process's in-memory text of every SN
+            contains = filters.get("match") == "contains"
+            found = await (self._sn_contains(q) if contains else self._sn_prefix(q))
+            if found is not None:  # the SNs holding (or starting with) q, from this process's kept SNs
                 where.append(f"r.sn IN ({','.join('?' * len(found))})" if found else "1 = 0")
                 args += found
-            elif filters.get("match") == "contains":
+            elif contains:
                 where.append("(r.sn LIKE ? ESCAPE '\\' OR r.insurance_sn LIKE ? ESCAPE '\\')")
                 pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 args += [pattern] * 2
@@ -604,7 +619,7 @@ class RegistryStore:
             # every unit by SN: the page's keys from this process's ordered SN list (kept for substring search),
             # not an index walk of ``offset`` entries on the event loop (a page 118,000 deep: 13 ms of CPU). The
             # list follows registry_version as the counts do (read now); units are never deleted: each key has its row.
-            sns = (await self._sn_text(fresh=True))[4]
+            sns = (await self._sn_text(fresh=True)).sns
             return len(sns), self._registry_rows(await self._page(_slice(sns, offset, limit, descending), cols, joins))
         else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
@@ -657,6 +672,24 @@ class RegistryStore:
         n = int(units) if units.isdigit() else 0
         return scope * scope * _LOOKUP_COST < depth * n
 
+    async def _sn_prefix(self, q: str) -> list[str] | None:
+        """SNs whose SN or insurance SN starts with ``q`` (case as typed: the SQL's index range, byte-wise), in SN
+        order, found by bisecting this process's sorted SNs and insurance SNs, checked against ``registry_version``
+        read now (with the request's token, no round trip more): a search typed into the registry page costs no
+        statement before its page (its prefix statement, then, empty, the substring search's page, was three round
+        trips with the token's; issue 15). None when more than ``_CONTAINS_MAX`` units match (the SQL pages them)."""
+        if not q or not self.kept_lists:
+            return None
+        hay = await self._sn_text(fresh=True)
+        lo, hi = prefix_range(q)
+        a, b = bisect.bisect_left(hay.sns, lo), bisect.bisect_left(hay.sns, hi)
+        c, d = bisect.bisect_left(hay.insurance, lo), bisect.bisect_left(hay.insurance, hi)
+        if (b - a) + (d - c) > _CONTAINS_MAX:
+            return None
+        if c == d:
+            return hay.sns[a:b]
+        return sorted(set(hay.sns[a:b]).union(hay.insured[c:d]))
+
     async def _sn_contains(self, q: str) -> list[str] | None:
         """SNs whose SN or insurance SN holds ``q`` (ASCII letters in any case, as SQLite's LIKE), found with
         ``str.find`` in one text of every registered SN, kept per ``registry_version``: ~1 ms instead of a LIKE
@@ -664,7 +697,8 @@ class RegistryStore:
         than ``_CONTAINS_MAX`` matches: then the LIKE scan pages them)."""
         if not q or "\n" in q or "\t" in q:
             return None
-        _v, _g, text, starts, sns = await self._sn_text()
+        hay = await self._sn_text()
+        text, starts, sns = hay.text, hay.starts, hay.sns
         needle = q.translate(_ASCII_LOWER)
         found: list[str] = []
         i = text.find(needle)
@@ -699,15 +733,16 @@ class RegistryStore:
             for county, status in [k for k in scopes if k[0]][:_KEPT_SCOPES // 2]:
                 await self._kept_units(((), (county,)), registered=True, status=status)
 
-    async def _sn_text(self, fresh: bool = False) -> tuple[str, int, str, list[int], list[str]]:
-        """``fresh``: checked against ``registry_version`` read now, as the counts are (a list of every unit then
-        counts another process's new unit at once), not within ``VERSION_TTL_S``."""
+    async def _sn_text(self, fresh: bool = False) -> _Haystack:
+        """Every registered SN, in order, for search (see :class:`_Haystack`), kept while ``registry_version``
+        holds. ``fresh``: checked against ``registry_version`` read now, as the counts are (a list of every unit
+        then counts another process's new unit at once), not within ``VERSION_TTL_S``."""
         if fresh:
             version = (await self._stamp(units=False))[0]
         else:
             version = (await self.versions())["registry_version"]
         hay = self._haystack
-        if hay is None or hay[0] != version or hay[1] != self._registry_gen:
+        if hay is None or hay.version != version or hay.gen != self._registry_gen:
             gen = self._registry_gen
             rows = await self._all("SELECT sn, insurance_sn FROM registry ORDER BY sn")
             sns = [r[0] for r in rows]
@@ -716,7 +751,9 @@ class RegistryStore:
             for line in lines:
                 starts.append(pos)
                 pos += len(line) + 1
-            hay = (version, gen, "\n".join(lines), starts, sns)
+            insured = sorted((r[1], r[0]) for r in rows if r[1])
+            hay = _Haystack(version, gen, "\n".join(lines), starts, sns, [k for k, _ in insured],
+                            [sn for _, sn in insured])
             self._haystack = hay
         return hay
 

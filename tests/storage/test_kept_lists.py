@@ -192,3 +192,62 @@ async def test_a_started_process_has_every_county_s_lists_before_the_first_reque
             assert got == await ref.registry_query(dict(filters), "sn", False, 7, 7), (county, status)
     if kept.dialect == "postgresql":
         assert kept.kept_reads == before, "a county's list was read by a request, not at start"
+
+
+async def test_a_search_by_the_start_of_an_sn_is_the_sql_s_and_reads_only_its_page(
+        two: tuple[Any, Any], ref: Any, monkeypatch: Any) -> None:
+    """The registry page's search by the start of an SN or insurance SN is answered from this process's kept SNs
+    (issue 15): the same total, units and order as the SQL's index ranges, case as typed, another process's new
+    unit at once, and without a statement before the page (the search used to cost one more round trip, and then,
+    finding nothing, a second search for the text anywhere)."""
+    from server.storage import registry as reg
+
+    kept, writer = two
+    await fleet(writer)
+    await writer.upsert_registry_units([{"sn": "A001", "insurance_sn": "b0ZZ"}, {"sn": "z9005", "insurance_sn": "A0"},
+                                        {"sn": "单003", "insurance_sn": "单003-医保"}], T0, "admin")
+    queries = ["A", "A0", "A00", "A001", "b", "b0", "b0Z", "b0z", "z", "z9", "Z0", "a", "单", "单003-", "Q", "nothing"]
+    filters = [{}, {"county": "县1"}, {"status": "in_service"}, {"within": ((), ("县0",))}]
+    sorts = [("sn", False), ("sn", True), ("last_seen", True), ("institution", False)]
+
+    async def check() -> None:
+        for q in queries:
+            for f in filters:
+                for sort, desc in sorts:
+                    for limit, offset in ((50, 0), (3, 0), (3, 3)):
+                        got = await kept.registry_query({"q": q, **f}, sort, desc, limit, offset)
+                        want = await ref.registry_query({"q": q, **f}, sort, desc, limit, offset)
+                        assert got == want, (q, f, sort, desc, limit, offset)
+
+    await check()
+    await writer.upsert_registry_units([{"sn": "A0999", "institution": "I01", "insurance_sn": "zz1"}], T0, "admin")
+    queries += ["zz"]
+    await check()  # another process's new unit and insurance SN: found at once
+    monkeypatch.setattr(reg, "_CONTAINS_MAX", 3)  # more matches than kept searches give: the SQL pages them
+    await check()
+    monkeypatch.setattr(reg, "_CONTAINS_MAX", 2000)
+
+    statements: list[str] = []  # every statement sent, once (a read may call another: counted at the outermost)
+    inside: list[bool] = []
+    for name in ("_all", "_quick"):
+        read = getattr(kept, name)
+
+        async def spy(sql: str, args: Any = (), _read: Any = read) -> Any:
+            if not inside:
+                statements.append(sql)
+            inside.append(True)
+            try:
+                return await _read(sql, args)
+            finally:
+                inside.pop()
+        monkeypatch.setattr(kept, name, spy)
+    await kept.registry_query({"q": "A00"}, "sn", False, 50, 0)  # the kept SNs are read by now
+    statements.clear()
+    with reg.stamp_once():  # as in an API request: the registry's stamp read once (with the token, there)
+        total, rows = await kept.registry_query({"q": "b0"}, "sn", False, 2, 0)
+    assert (total, [r["sn"] for r in rows]) == (25, ["A001", "b000"])  # the insurance SN b0ZZ, then b000-b023
+    assert len(statements) == 2 and "registry_version" in statements[0], statements  # the stamp, the page
+    statements.clear()
+    with reg.stamp_once():
+        assert await kept.registry_query({"q": "nothing"}, "sn", False, 50, 0) == (0, [])
+    assert len(statements) == 1 and "registry_version" in statements[0], statements  # no statement for units
