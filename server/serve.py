@@ -86,6 +86,20 @@ class Workers:
                 p.wait()
 
 
+def _lower_priority(by: int) -> None:
+    """This process (the primary, API workers started) runs ``by`` steps nicer, and so do the threads it starts
+    after (MQTT, SQLite connections): on a host whose cores are all busy, the API workers' requests get the CPU
+    first, and ingest and the background jobs what is left (decision 041). Only lowers: no privilege needed."""
+    if by <= 0:
+        return
+    try:
+        now = os.nice(by)
+    except OSError as e:  # e.g. a seccomp filter without setpriority: run on at the same priority
+        log.warning("the primary's CPU priority stays as it was (nice +%d refused: %s)", by, e)
+        return
+    log.info("primary %d at nice %d (API workers first when the cores are busy)", os.getpid(), now)
+
+
 def run(settings: Any, config_path: str, log_level: str, api_workers: int | None = None, api_only: bool = False,
         port: int | None = None) -> None:
     import uvicorn
@@ -111,6 +125,7 @@ def run(settings: Any, config_path: str, log_level: str, api_workers: int | None
             held, sock = sock, reuseport_socket("127.0.0.1", settings.http.primary_port)
             log.info("%d API worker(s) on %s:%d; primary %d (no API on that port) on 127.0.0.1:%d", n_api, host, bound,
                      os.getpid(), sock.getsockname()[1])
+            _lower_priority(settings.http.primary_nice)
     app = create_app(settings, role="api" if api_only else "primary", publish_ingest=workers is not None)
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False))
     if workers is not None:

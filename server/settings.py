@@ -67,6 +67,10 @@ class HttpSettings(_Strict):
     # the primary then listens on 127.0.0.1:primary_port only (0: a free port, logged)
     primary_api: bool = True
     primary_port: int = Field(0, ge=0, le=65535)
+    # with api_workers > 1 and primary_api = false: the primary (ingest and the background jobs) lowers its CPU
+    # priority by this much once its API workers are started, so that on a busy host people's requests go first
+    # and ingest, seconds behind at most, catches up after (decision 041); 0 = the workers' priority
+    primary_nice: int = Field(5, ge=0, le=19)
 
 
 class IngestSettings(_Strict):

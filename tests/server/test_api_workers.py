@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 
 from server.commands.keys import make_key
@@ -47,6 +48,10 @@ def test_processes_share_the_port_see_each_others_writes_and_ingest_once(
         assert all(pid == h["worker"]["pid"] for pid, h in health.items())
         assert sorted(role.values()) == (["api", "primary"] if primary_api else ["api", "api"])
         api_pid = next(pid for pid, r in role.items() if r == "api")
+        # off the API port, the primary (ingest, background jobs) yields the CPU to the API workers (decision 041)
+        mine = psutil.Process().nice()
+        assert psutil.Process(srv.proc.pid).nice() == (mine if primary_api else min(19, mine + 5))
+        assert [psutil.Process(pid).nice() for pid in role] == [mine, mine]
 
         # a registry write answered by one process is read from the other: the list, and the registry index
         # behind the figures (rebuilt when registry_version in meta moves)
