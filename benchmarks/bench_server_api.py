@@ -46,6 +46,7 @@ import urllib.parse
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -414,6 +415,30 @@ async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dic
         writer.close()
 
 
+def _kind(target: str) -> str:
+    """A request's kind: its path without SNs and numbers, and the names of its query parameters."""
+    path, _, query = target.partition("?")
+    names = sorted({k for k, _ in urllib.parse.parse_qsl(query)} - {"limit"})
+    parts = ["{sn}" if any(c.isdigit() for c in x) else x for x in path.split("/")]
+    return "/".join(parts[-2:]) + (f"?{'&'.join(names)}" if names else "")
+
+
+def _print_tail(trace: list[tuple[float, float, str, str]], t0: float) -> None:
+    """Where a phase's tail is: the p99 by second of the phase (when the request was sent), by process, and by
+    kind of request; a tail in one second is a burst on the box, in one kind a slow request."""
+    def p99(xs: list[float]) -> str:
+        xs = sorted(xs)
+        return f"{xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000:.0f}"
+    by: dict[str, dict[Any, list[float]]] = {"second": {}, "process": {}, "kind": {}}
+    for took, at, pid, target in trace:
+        by["second"].setdefault(int(at - t0), []).append(took)
+        by["process"].setdefault(pid, []).append(took)
+        by["kind"].setdefault(_kind(target), []).append(took)
+    for name, groups in by.items():
+        text = ", ".join(f"{k}: {p99(v)} ({len(v)})" for k, v in sorted(groups.items(), key=lambda kv: str(kv[0])))
+        print(f"    p99 ms (requests) by {name}: {text}")
+
+
 async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]], clients: int) -> dict[str, float]:
     lat: list[float] = []
     errors = 0
@@ -430,6 +455,8 @@ async def measure(base: str, token: str, name: str, paths: list[tuple[str, dict]
         for took, at, pid, target in sorted(TRACE, reverse=True)[:SLOWEST]:
             print(f"    {took * 1000:7.1f} ms, sent {at - t0:6.2f} s into the phase, process {pid}: "
                   f"{urllib.parse.unquote(target)}")
+        if SLOWEST:
+            _print_tail(TRACE, t0)
         return _report(name, lat, errors, pids, wall, server_cpu, client_cpu)
 
     async def worker(client: httpx.AsyncClient) -> None:
