@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query, Request, Response
 
 from wire.times import TimeInputError, iso, parse_time
 
-from ..answers import Page, Time, page, timed
+from ..answers import Page, Time, page, timed, timer
 from ..auth import Principal, require
 from ..auth.bounds import SN, Code, Name, Offset
 from ..auth.openapi import ErrorBody, Open, answers, answers_file, answers_upload
@@ -130,15 +130,19 @@ def online(unit: dict[str, Any], request: Request, now: float | None = None) -> 
     return bool(unit.get("broker_session")) or now - unit["last_seen"] <= 3 * s.ingest.terminal_keepalive_s
 
 
-def _unit_out(u: dict[str, Any], request: Request, now: float | None = None) -> dict[str, Any]:
-    d = dict(u)
+def _unit_out(u: dict[str, Any], request: Request, now: float | None = None, tim: Any = None) -> dict[str, Any]:
+    """A registered unit as the API shows it; ``tim`` (:func:`server.answers.timer`): with its times as the answer
+    shows them, the same as :func:`timed` over the unit would give, in one copy (a page of units then needs no walk
+    over it; the walk and the copies were a sixth of a unit list's CPU at 200,000 terminals, issue 15)."""
+    d = dict(u) if tim is None else tim.mapping(u)
     d["online"] = online(u, request, now)
     ident = d.get("identity") or {}
-    d["sim"] = {k: ident.get(k) for k in ("carrier", "mcc_mnc", "imsi", "iccid")}
-    d["sim"]["first_report"] = d.get("first_seen")
-    d["sim"]["last_report"] = d.get("last_seen")
+    sim = {k: ident.get(k) for k in ("carrier", "mcc_mnc", "imsi", "iccid")}
+    sim["first_report"], sim["last_report"] = d.get("first_seen"), d.get("last_seen")
+    d["sim"] = sim if tim is None else tim.mapping(sim)
     inv = d.pop("inventory", None) or {}
-    d["software"] = {"agent": inv.get("agent") or d.get("agent_version") or None, **(inv.get("components") or {})}
+    software = {"agent": inv.get("agent") or d.get("agent_version") or None, **(inv.get("components") or {})}
+    d["software"] = software if tim is None else tim.copy(software)
     return d
 
 
@@ -252,9 +256,8 @@ async def list_registry_units(
         if q and match == "auto" and total == 0:
             filters["match"] = used = "contains"
             total, items = await storage.registry_query(filters, sort, order == "desc", limit, offset)
-        now = request.app.state.clock.now()
-        return encode(timed(page([_unit_out(u, request, now) for u in items], total, limit, offset, match=used),
-                            _tz(request)))
+        now, tim = request.app.state.clock.now(), timer(_tz(request))
+        return encode(page([_unit_out(u, request, now, tim) for u in items], total, limit, offset, match=used))
 
     pages: AnswerCache = request.app.state.unit_pages
     if pages.seconds <= 0:

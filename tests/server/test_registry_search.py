@@ -50,3 +50,35 @@ async def test_search_prefix_contains_and_last_seen_order(tmp_path: Path) -> Non
         await api.req("PUT", "/api/v1/registry/units/HN10000008", json={"institution": "V001"})
         assert (await sns(limit="2"))[0] == 8
         assert await sns(q="0008") == (1, ["HN10000008"], "contains")  # the new unit is searched at once
+
+
+async def test_a_unit_on_a_page_is_shown_as_its_own_detail_shows_it(tmp_path: Path) -> None:
+    """A page of units converts each unit's times as it builds it (issue 15), not in a walk over the page after:
+    each item is what the unit's detail (still converted by that walk) shows, field for field: times as ISO 8601
+    with the fleet's offset, the SIM's first and last report among them, what the terminal wrote as it wrote it."""
+    from wire.messages import Event
+
+    async with make_api(tmp_path) as api:
+        assert (await api.req("PUT", "/api/v1/institutions/V001", json={"name": "卫生室", "county": "秀英区"})).status_code == 200
+        for k in range(1, 4):
+            r = await api.req("PUT", f"/api/v1/registry/units/HN2000000{k}", json={"institution": "V001"})
+            assert r.status_code == 200, r.text
+        t0 = at("2025-03-03 11:00")
+        inventory = {"agent": "2.1.0", "components": {"printer": "P1", "reader": None}}
+        await api.feed("HN20000001", [sample(1, t0)], [
+            Event(seq=0, ts=t0, kind="inventory", data=inventory),
+            Event(seq=1, ts=t0, kind="identity", data={"imsi": "460001234567890", "iccid": "8986001234567890123",
+                                                       "carrier": "中国移动", "mcc_mnc": "46000"})])
+        await api.feed("HN20000002", [sample(1, t0 + 60)])  # heard, no inventory; HN20000003 never heard
+        r = await api.get("/api/v1/registry/units", role="viewer", county="秀英区")
+        assert r.status_code == 200, r.text
+        items = r.json()["items"]
+        assert [u["sn"] for u in items] == ["HN20000001", "HN20000002", "HN20000003"]
+        for item in items:
+            detail = (await api.get(f"/api/v1/registry/units/{item['sn']}", role="viewer")).json()
+            detail.pop("status_history")
+            assert item == detail, item["sn"]
+        first = items[0]
+        assert first["software"] == {"agent": "2.1.0", "printer": "P1", "reader": None}
+        assert first["sim"]["last_report"] == first["last_seen"] and first["last_seen"].endswith("+08:00")
+        assert first["sim"]["carrier"] == "中国移动" and first["sim"]["first_report"].endswith("+08:00")
