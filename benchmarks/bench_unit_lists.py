@@ -161,6 +161,8 @@ async def run_http(db: Path, n: int, warmup: int) -> None:
     cfg.write_text(f'ingest_enabled = false\n[storage]\nurl = "sqlite:///{db}"\n[alerts]\nenabled = false\n'
                    f'[api]\nrate_per_s = 0\naddress_rate_per_s = 0\n', encoding="utf-8")
     app = create_app(load(cfg), role="api")
+    with sqlite3.connect(db) as con:
+        counties = sorted(r[0] for r in con.execute("SELECT DISTINCT county FROM institutions"))
     print(f"server code: {Path(server.__file__).parent.parent}")
     print(f"{'call (whole request, in process)':44} {'scope':28} {'CPU ms a call':>14}")
     async with app.router.lifespan_context(app):
@@ -185,10 +187,30 @@ async def run_http(db: Path, n: int, warmup: int) -> None:
                     r = await client.get("/api/v1/audit", params={"limit": 50})
                     r.raise_for_status()
 
+                mix = registry_mix(rnd, n + warmup, total, counties)
+
+                async def registry(k: int, client: Any = client, mix: list[dict[str, str]] = mix) -> None:
+                    r = await client.get("/api/v1/registry/units", params=mix[k])
+                    r.raise_for_status()
+
                 for label, call in ((f"GET /api/v1/units ({total:,})", units),
                                     ("GET /api/v1/registry/units by last seen", by_seen),
+                                    ("GET /api/v1/registry/units, bench_scale's mix", registry),
                                     ("GET /api/v1/audit?limit=50", audit)):
                     print(f"{label:44} {name:28} {await per_call(n, warmup, call):14.2f}", flush=True)
+
+
+def registry_mix(rnd: random.Random, n: int, total: int, counties: list[str]) -> list[dict[str, str]]:
+    """The registry page's requests as bench_scale's 50 clients send them: a county's page, its units in service,
+    a search for four digits, the wired units by last seen, a page anywhere (each a new question mostly: the
+    answers kept for ``list_cache_s`` rarely answer them)."""
+    out = []
+    for _ in range(n):
+        out.append({"limit": "50", **rnd.choice([
+            {"county": rnd.choice(counties)}, {"status": "in_service", "county": rnd.choice(counties)},
+            {"q": f"{rnd.randrange(10000):04d}"}, {"link_type": "wired", "sort": "last_seen"},
+            {"offset": str(rnd.randrange(0, max(1, total - 50)))}])})
+    return out
 
 
 def main() -> None:
