@@ -619,7 +619,7 @@ class RegistryStore:
             # every unit by SN: the page's keys from this process's ordered SN list (kept for substring search),
             # not an index walk of ``offset`` entries on the event loop (a page 118,000 deep: 13 ms of CPU). The
             # list follows registry_version as the counts do (read now); units are never deleted: each key has its row.
-            sns = (await self._sn_text(fresh=True)).sns
+            sns = (await self._sn_text()).sns
             return len(sns), self._registry_rows(await self._page(_slice(sns, offset, limit, descending), cols, joins))
         else:  # the page's keys (by SN: from the indexes alone, mostly), then the joined rows of those 50
             by_sn = sort == "sn" or sort not in _REGISTRY_SORTS
@@ -680,7 +680,7 @@ class RegistryStore:
         trips with the token's; issue 15). None when more than ``_CONTAINS_MAX`` units match (the SQL pages them)."""
         if not q or not self.kept_lists:
             return None
-        hay = await self._sn_text(fresh=True)
+        hay = await self._sn_text()
         lo, hi = prefix_range(q)
         a, b = bisect.bisect_left(hay.sns, lo), bisect.bisect_left(hay.sns, hi)
         c, d = bisect.bisect_left(hay.insurance, lo), bisect.bisect_left(hay.insurance, hi)
@@ -733,14 +733,13 @@ class RegistryStore:
             for county, status in [k for k in scopes if k[0]][:_KEPT_SCOPES // 2]:
                 await self._kept_units(((), (county,)), registered=True, status=status)
 
-    async def _sn_text(self, fresh: bool = False) -> _Haystack:
+    async def _sn_text(self) -> _Haystack:
         """Every registered SN, in order, for search (see :class:`_Haystack`), kept while ``registry_version``
-        holds. ``fresh``: checked against ``registry_version`` read now, as the counts are (a list of every unit
-        then counts another process's new unit at once), not within ``VERSION_TTL_S``."""
-        if fresh:
-            version = (await self._stamp(units=False))[0]
-        else:
-            version = (await self.versions())["registry_version"]
+        holds, read now as the counts read it (inside a request: the stamp read with its token), not within
+        ``VERSION_TTL_S``: a list of every unit counts another process's new unit at once, a search finds it, and
+        every caller compares with the same version (one comparing with a version up to a second older would read
+        the 200,000 SNs again after each registry write, and the next caller again)."""
+        version = (await self._stamp(units=False))[0]
         hay = self._haystack
         if hay is None or hay.version != version or hay.gen != self._registry_gen:
             gen = self._registry_gen

@@ -251,3 +251,13 @@ async def test_a_search_by_the_start_of_an_sn_is_the_sql_s_and_reads_only_its_pa
     with reg.stamp_once():
         assert await kept.registry_query({"q": "nothing"}, "sn", False, 50, 0) == (0, [])
     assert len(statements) == 1 and "registry_version" in statements[0], statements  # no statement for units
+    # after another process's write, searches of both kinds read the SNs once between them (each compares with the
+    # registry's version read now; one comparing with the version kept for a second read them again at each turn)
+    await kept.versions()
+    await writer.upsert_registry_units([{"sn": "A0998", "institution": "I01"}], T0, "admin")
+    statements.clear()
+    for q in ("A09", "0998", "A0", "99"):
+        with reg.stamp_once():
+            got = await kept.registry_query({"q": q, "match": "contains" if q[0].isdigit() else "prefix"})
+        assert "A0998" in [r["sn"] for r in got[1]], q
+    assert sum("FROM registry ORDER BY sn" in s for s in statements) == 1, statements
