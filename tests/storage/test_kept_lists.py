@@ -225,7 +225,7 @@ async def test_a_search_by_the_start_of_an_sn_is_the_sql_s_and_reads_only_its_pa
     await check()  # another process's new unit and insurance SN: found at once
     monkeypatch.setattr(reg, "_CONTAINS_MAX", 3)  # more matches than kept searches give: the SQL pages them
     await check()
-    monkeypatch.setattr(reg, "_CONTAINS_MAX", 2000)
+    monkeypatch.undo()
 
     statements: list[str] = []  # every statement sent, once (a read may call another: counted at the outermost)
     inside: list[bool] = []
