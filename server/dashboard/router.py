@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 
-from ..answers import Page, Time, page, timed
+from ..answers import Page, Time, page, timer
 from ..auth import Principal, require
 from ..auth.openapi import Open, answers
 from ..auth.router import ScopeOut
@@ -222,6 +222,6 @@ async def units(
             and (online is None or bool(r["online"]) == online)
             and (flagged_sns is None or (r["sn"] in flagged_sns) == flagged)]
     keep.sort(key=lambda r: r["sn"])
-    now = request.app.state.clock.now()
-    return timed(page([_unit_out(r, request, now) for r in keep[offset: offset + limit]], len(keep), limit,  # type: ignore[no-any-return]
-                      offset, options=options), request.app.state.settings.timezone)
+    now, tim = request.app.state.clock.now(), timer(request.app.state.settings.timezone)
+    return page([_unit_out(r, request, now, tim) for r in keep[offset: offset + limit]], len(keep), limit, offset,
+                options=options)
