@@ -372,12 +372,7 @@ def api_requests(g: dict[str, Any], rnd: random.Random, requests: int, avail_req
                  days: int) -> dict[str, list[tuple[str, dict[str, str]]]]:
     sns: list[str] = g["sns"]
     counties: list[str] = g["counties"]
-    lists = []
-    for _ in range(requests):
-        f = rnd.choice([{"county": rnd.choice(counties)}, {"status": "in_service", "county": rnd.choice(counties)},
-                        {"q": f"{rnd.randrange(10000):04d}"}, {"link_type": "wired", "sort": "last_seen"},
-                        {"offset": str(rnd.randrange(0, max(1, len(sns) - 50)))}])
-        lists.append(("/api/v1/registry/units", {"limit": "50", **f}))
+    lists = [("/api/v1/registry/units", f) for f in api_bench.registry_mix(rnd, requests, len(sns), counties)]
     details = [(f"/api/v1/registry/units/{rnd.choice(sns)}", {}) for _ in range(requests)]
     out = {"list units": lists, "unit detail": details}
     if g.get("drill"):  # a unit's minutes of a day that is over (its slot codes, stored by the roll-up pass)

@@ -415,6 +415,19 @@ async def _raw_worker(base: str, token: str, queue: asyncio.Queue[tuple[str, dic
         writer.close()
 
 
+def registry_mix(rnd: random.Random, n: int, total: int, counties: list[str]) -> list[dict[str, str]]:
+    """The registry page's query parameters as bench_scale's clients send them (bench_unit_lists too): a county's
+    page, its units in service, a search for four digits, the wired units by last seen, a page anywhere among
+    ``total`` units (each a new question mostly: the answers kept for ``list_cache_s`` rarely answer them)."""
+    out = []
+    for _ in range(n):
+        out.append({"limit": "50", **rnd.choice([
+            {"county": rnd.choice(counties)}, {"status": "in_service", "county": rnd.choice(counties)},
+            {"q": f"{rnd.randrange(10000):04d}"}, {"link_type": "wired", "sort": "last_seen"},
+            {"offset": str(rnd.randrange(0, max(1, total - 50)))}])})
+    return out
+
+
 def _kind(target: str) -> str:
     """A request's kind: its path without SNs and numbers, and the names of its query parameters."""
     path, _, query = target.partition("?")

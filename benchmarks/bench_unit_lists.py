@@ -187,7 +187,7 @@ async def run_http(db: Path, n: int, warmup: int) -> None:
                     r = await client.get("/api/v1/audit", params={"limit": 50})
                     r.raise_for_status()
 
-                mix = registry_mix(rnd, n + warmup, total, counties)
+                mix = api.registry_mix(rnd, n + warmup, total, counties)
 
                 async def registry(k: int, client: Any = client, mix: list[dict[str, str]] = mix) -> None:
                     r = await client.get("/api/v1/registry/units", params=mix[k])
@@ -198,19 +198,6 @@ async def run_http(db: Path, n: int, warmup: int) -> None:
                                     ("GET /api/v1/registry/units, bench_scale's mix", registry),
                                     ("GET /api/v1/audit?limit=50", audit)):
                     print(f"{label:44} {name:28} {await per_call(n, warmup, call):14.2f}", flush=True)
-
-
-def registry_mix(rnd: random.Random, n: int, total: int, counties: list[str]) -> list[dict[str, str]]:
-    """The registry page's requests as bench_scale's 50 clients send them: a county's page, its units in service,
-    a search for four digits, the wired units by last seen, a page anywhere (each a new question mostly: the
-    answers kept for ``list_cache_s`` rarely answer them)."""
-    out = []
-    for _ in range(n):
-        out.append({"limit": "50", **rnd.choice([
-            {"county": rnd.choice(counties)}, {"status": "in_service", "county": rnd.choice(counties)},
-            {"q": f"{rnd.randrange(10000):04d}"}, {"link_type": "wired", "sort": "last_seen"},
-            {"offset": str(rnd.randrange(0, max(1, total - 50)))}])})
-    return out
 
 
 def main() -> None:
