@@ -41,3 +41,65 @@ def db_count(url: str, sql: str) -> int:
             return 0
         raise RuntimeError(r.stderr)
     return int(r.stdout.strip() or 0)
+
+
+def _psql(url: str, *args: str) -> str:
+    import subprocess
+
+    from simulator.postgres import pg_bindir
+
+    r = subprocess.run([str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, *args],
+                       capture_output=True, text=True, timeout=30)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return r.stdout
+
+
+def db_rows(url: str, sql: str) -> list[tuple[str, ...]]:
+    """A query's rows from a server's database, SQLite file or PostgreSQL, each value as text (NULL: '')."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        con = sqlite3.connect(url[len("sqlite:///"):])
+        try:
+            return [tuple("" if v is None else str(v) for v in row) for row in con.execute(sql)]
+        finally:
+            con.close()
+    out = _psql(url, "-A", "-t", "-F", "\x1f", "-0", "-c", sql)
+    return [tuple(rec.split("\x1f")) for rec in out.split("\0") if rec.strip("\n")]
+
+
+def db_execute(url: str, sql: str) -> None:
+    """One statement written to a server's database (a test's own change behind the server's back)."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        con = sqlite3.connect(url[len("sqlite:///"):])
+        try:
+            con.execute(sql)
+            con.commit()
+        finally:
+            con.close()
+        return
+    _psql(url, "-c", sql)
+
+
+def db_dump(url: str) -> str:
+    """Everything a server's database holds, as text (SQLite's dump; PostgreSQL's data through pg_dump)."""
+    if url.startswith("sqlite:///"):
+        import sqlite3
+
+        con = sqlite3.connect(url[len("sqlite:///"):])
+        try:
+            return "\n".join(con.iterdump())
+        finally:
+            con.close()
+    import subprocess
+
+    from simulator.postgres import pg_bindir
+
+    r = subprocess.run([str(pg_bindir() / "pg_dump"), "--data-only", "-d", url], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr)
+    return r.stdout

@@ -7,12 +7,12 @@ event data a terminal sent, names and ID numbers included.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import msgspec
 
 from server.storage.sqlite import DEAD_LETTERS_KEPT  # noqa: F401  (the bound the docs name)
+from tests.backend import db_execute, db_rows, storage_url
 from tests.server.conftest import OK_CHECKS, Api, at, make_api
 from wire import boundary, codec
 from wire.messages import Event
@@ -54,10 +54,8 @@ async def test_nan_cpu_does_not_freeze_the_fleets_rollups(tmp_path: Path) -> Non
         stats = (await api.get("/api/v1/ingest/stats")).json()
         assert stats["fields_dropped"] == 1200
         # nothing non-finite was stored
-        con = sqlite3.connect(tmp_path / "fleet.sqlite")
-        assert con.execute("select count(*) from samples where body like '%NaN%' or body like '%Infinity%'"
-                           ).fetchone()[0] == 0
-        con.close()
+        assert db_rows(storage_url(tmp_path), "select count(*) from samples where body like '%NaN%' or "
+                       "body like '%Infinity%'") == [("0",)]
 
 
 async def test_a_stored_row_the_counter_cannot_use_is_skipped_not_fatal(tmp_path: Path) -> None:
@@ -67,10 +65,7 @@ async def test_a_stored_row_the_counter_cannot_use_is_skipped_not_fatal(tmp_path
             assert (await api.req("PUT", f"/api/v1/registry/units/{sn}", json={})).status_code == 200
         await api.minutes("HNA0000001", at("2025-03-03 08:00"), 600)
         await api.minutes("HNB0000001", at("2025-03-03 08:00"), 600)
-        con = sqlite3.connect(tmp_path / "fleet.sqlite")
-        con.execute("UPDATE samples SET checks = '{not json' WHERE sn = 'HNB0000001' AND seq = 5")
-        con.commit()
-        con.close()
+        db_execute(storage_url(tmp_path), "UPDATE samples SET checks = '{not json' WHERE sn = 'HNB0000001' AND seq = 5")
         api.clock.t = at("2025-03-04 00:00")
         await api.settle()
         body = (await api.get("/api/v1/availability", group_by="unit", **DAY)).json()
@@ -93,10 +88,9 @@ async def test_event_data_outside_the_schema_is_never_stored(tmp_path: Path) -> 
             Event(seq=2, ts=now, kind="cmd", data={"id": "c1", "type": "selftest", "state": "done", "code": 0,
                                                    "output": "card 11010519491231002X read; call 13912345678"}),
         ])
-        con = sqlite3.connect(tmp_path / "fleet.sqlite")
-        text = " ".join(r[0] for r in con.execute("select data from events"))
-        text += " ".join(str(r) for r in con.execute("select * from units"))
-        con.close()
+        url = storage_url(tmp_path)
+        text = " ".join(r[0] for r in db_rows(url, "select data from events"))
+        text += " ".join(str(r) for r in db_rows(url, "select * from units"))
         for value in ("张三丰", "11010519491231002X", "长滨路", "13912345678", "id_number", "address"):
             assert value not in text, value
         assert "pos-01" in text and "1101**********002X" in text
@@ -113,10 +107,9 @@ async def test_unknown_event_kinds_and_old_dates_are_refused_and_named(tmp_path:
         })
         stats = (await api.get("/api/v1/ingest/stats")).json()
         assert stats["rejected_items"] == {"too_old": 1, "schema": 1, "event_kind": 1}
-        con = sqlite3.connect(tmp_path / "fleet.sqlite")
-        assert con.execute("select count(*) from samples").fetchone()[0] == 1  # 90 days old is kept
-        assert con.execute("select count(*) from events").fetchone()[0] == 0
-        con.close()
+        url = storage_url(tmp_path)
+        assert db_rows(url, "select count(*) from samples") == [("1",)]  # 90 days old is kept
+        assert db_rows(url, "select count(*) from events") == [("0",)]
 
 
 async def test_events_have_a_retention(tmp_path: Path) -> None:
@@ -128,9 +121,7 @@ async def test_events_have_a_retention(tmp_path: Path) -> None:
         from server.app import purge_raw_samples
 
         await purge_raw_samples(api.app)
-        con = sqlite3.connect(tmp_path / "fleet.sqlite")
-        assert [r[0] for r in con.execute("select seq from events")] == [2]
-        con.close()
+        assert db_rows(storage_url(tmp_path), "select seq from events") == [("2",)]
 
 
 def test_codec_turns_deep_nesting_into_a_counted_reason() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pypdf
 
+from tests.backend import storage_url
 from tests.server.conftest import at, make_api
 from tests.server.test_availability import DAY, _setup, _unit_a_day, _unit_a_day_counted
 
@@ -60,7 +61,7 @@ async def test_report_matches_the_api_and_lists_flagged_units_and_swaps(tmp_path
 
     # the CLI reads the same database and writes the same figures
     cfg = tmp_path / "server.toml"
-    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fleet.sqlite"}"\n', encoding="utf-8")
+    cfg.write_text(f'[storage]\nurl = "{storage_url(tmp_path)}"\n', encoding="utf-8")
     out = tmp_path / "ops.csv"
     run = subprocess.run([sys.executable, "-c", "from posfleet.cli_report import command; command()",
                           "--config", str(cfg), "--from", DAY["from"], "--to", DAY["to"], "--format", "csv",
@@ -160,7 +161,7 @@ async def test_pdf_report_is_the_a4_html_printed_by_chromium(tmp_path: Path) -> 
 
     # the CLI prints the same PDF; with a bogus browser path it stops with exit 2 naming the setting
     cfg = tmp_path / "server.toml"
-    cfg.write_text(f'[storage]\nurl = "sqlite:///{tmp_path / "fleet.sqlite"}"\n', encoding="utf-8")
+    cfg.write_text(f'[storage]\nurl = "{storage_url(tmp_path)}"\n', encoding="utf-8")
     out = tmp_path / "ops.pdf"
     cli = [sys.executable, "-c", "from posfleet.cli_report import command; command()",
            "--config", str(cfg), "--from", DAY["from"], "--to", DAY["to"], "--format", "pdf"]

@@ -34,7 +34,8 @@ async def test_previous_release_database_survives_the_upgrade(tmp_path: Path) ->
     db = tmp_path / "fleet.sqlite"
     shutil.copy(OLD, db)
     assert _version(db) == 0, "the fixture is from before schema versions"
-    async with make_api(tmp_path, now="2025-03-05 09:00") as api:
+    file = {"storage": {"url": f"sqlite:///{db}"}}  # that release's SQLite file, whatever backend --storage names
+    async with make_api(tmp_path, file, now="2025-03-05 09:00") as api:
         assert _version(db) == SCHEMA_VERSION
         headers = {"Authorization": f"Bearer {OLD_TOKEN}"}
         r = await api.client.get("/api/v1/availability", params=DAY, headers=headers)
@@ -52,7 +53,7 @@ async def test_previous_release_database_survives_the_upgrade(tmp_path: Path) ->
         # what the new schema added is there and works
         assert (await api.get("/api/v1/ingest/dead-letters")).json()["total"] == 0
     # opening it again changes nothing
-    async with make_api(tmp_path, now="2025-03-05 09:00"):
+    async with make_api(tmp_path, file, now="2025-03-05 09:00"):
         assert _version(db) == SCHEMA_VERSION
     con = sqlite3.connect(db)
     assert con.execute("select count(*) from samples").fetchone()[0] == 900

@@ -90,14 +90,13 @@ async def test_raw_samples_are_kept_retention_days(tmp_path: Path) -> None:
 
 async def test_tokens_are_stored_hashed(tmp_path: Path) -> None:
     import hashlib
-    import sqlite3
+
+    from tests.backend import db_dump, db_rows, storage_url
 
     async with make_api(tmp_path) as api:
         assert (await api.get("/api/v1/units", role="viewer")).status_code == 200
-        con = sqlite3.connect(tmp_path / "fleet.sqlite")
-        rows = con.execute("SELECT hash, name, role FROM tokens").fetchall()
-        dump = "\n".join(con.iterdump())
-        con.close()
+        rows = db_rows(storage_url(tmp_path), "SELECT hash, name, role FROM tokens")
+        dump = db_dump(storage_url(tmp_path))
         for role, token in api.tokens.items():
             assert token not in dump, "a token in clear in the database"
             assert (hashlib.sha256(token.encode()).hexdigest(), f"t-{role}", role) in rows
