@@ -294,12 +294,11 @@ async def import_units(request: Request, who: Admin,
 
 @router.get("/registry/units/{sn}", **answers(RegisteredUnitDetail))
 async def registry_unit(request: Request, sn: SN, _: Viewer) -> Response:
-    storage = request.app.state.storage
-    total, items = await storage.registry_query({"sns": [sn]}, limit=1)
-    if not items:
+    got = await request.app.state.storage.registry_unit(sn)  # the row and its status history: one statement
+    if got is None:
         raise FieldError("sn", f"unit {sn!r} not found", 404)
-    out = _unit_out(items[0], request)
-    out["status_history"] = (await storage.status_histories([sn])).get(sn, [])
+    out = _unit_out(got[0], request)
+    out["status_history"] = got[1]
     return MsgspecJSON(timed(out, _tz(request)))
 
 

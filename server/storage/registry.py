@@ -94,6 +94,10 @@ def stamp_once() -> Iterator[None]:
 _FACETS = {"institution": "r.institution", "status": "r.status", "link_type": "r.link_type",
            "stock_type": "r.stock_type", "vendor": "r.vendor", "model": "r.model", "terminal_type": "r.terminal_type",
            "county": "i.county", "region": "i.region"}
+# a registered unit's joined row, as the registry list and a unit's detail show it
+_UNIT_COLS = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
+              "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
+_UNIT_JOINS = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
 _COUNT_CACHE_S = 3600.0  # a registry count is reused this long at most (keyed by registry_version, which every
 # registry or institution write bumps, so another process's write is seen within VERSION_TTL_S anyway)
 
@@ -582,9 +586,7 @@ class RegistryStore:
         facets = {k: filters[k] for k in _FACETS if filters.get(k)}
         plain = not any(filters.get(k) for k in ("q", "within")) and filters.get("sns") is None
         direction = "DESC" if descending else "ASC"
-        cols = ("SELECT r.*, i.name AS institution_name, i.county, i.region, i.type AS institution_type, "
-                "u.first_seen, u.last_seen, u.online AS broker_session, u.agent_version, u.identity, u.inventory ")
-        joins = "LEFT JOIN institutions i ON i.code = r.institution LEFT JOIN units u ON u.sn = r.sn "
+        cols, joins = _UNIT_COLS, _UNIT_JOINS
         seen: tuple[str, list[Any]] | None = None  # the heard units matching: "[INDEXED BY ...] WHERE" on units u
         if sort == "last_seen" and self.kept_lists and filters.get("within") is not None and len(where) == 1:
             mine = await self._kept_units(filters["within"], registered=True)
@@ -891,6 +893,22 @@ class RegistryStore:
         self._counts[key] = (time.monotonic(), n)
         while len(self._counts) > 1024:
             self._counts.pop(next(iter(self._counts)))
+
+    async def registry_unit(self, sn: str) -> tuple[RegistryUnit, list[StatusChange]] | None:
+        """One registered unit's joined row (as :meth:`registry_query` lists it) and its status history, oldest
+        first (as :meth:`status_histories` gives it), in one statement: a unit's detail was two round trips after
+        its token's, and on a busy PostgreSQL host each waits for a core twice (issue 15). None: not registered."""
+        array = "json_build_array" if self.dialect == "postgresql" else "json_array"
+        group = "json_agg" if self.dialect == "postgresql" else "json_group_array"
+        history = (f"(SELECT {group}({array}(h.from_ts, h.id, h.status, h.by, h.note)) FROM status_history h "
+                   "WHERE h.sn = r.sn) AS status_history_json ")
+        rows = await self._quick(f"{_UNIT_COLS}, {history} FROM registry r {_UNIT_JOINS} WHERE r.sn = ?", (sn,))
+        if not rows:
+            return None
+        row = dict(rows[0])
+        changes = sorted(_json_decode(row.pop("status_history_json") or "[]"), key=lambda c: (c[0], c[1]))
+        unit = self._registry_rows([row])[0]
+        return unit, [{"from_ts": c[0], "status": c[2], "by": c[3], "note": c[4]} for c in changes]
 
     async def status_histories(self, sns: list[str] | None = None) -> dict[str, list[StatusChange]]:
         """Each unit's status history (of ``sns``, or of every unit), oldest first."""

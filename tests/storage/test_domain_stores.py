@@ -82,6 +82,25 @@ async def test_every_row_a_store_hands_out_has_the_keys_its_type_declares(store:
     rows_of(await store.pending_webhooks(), AlertRow)
 
 
+async def test_a_units_detail_is_its_listed_row_and_its_status_history_from_one_statement(store: Any) -> None:
+    """``registry_unit`` (a unit's detail, one statement) gives what the list and ``status_histories`` give,
+    changes in time order (two at the same second in the order made), and None for an SN never registered."""
+    await store.upsert_institutions([{"code": "I1", "name": "秀英村卫生室", "county": "秀英区"}])
+    await store.upsert_registry_units([{"sn": "A1", "institution": "I1"}, {"sn": "A2"}], T0, "admin")
+    await store.change_status([("A1", T0 + 120, "in_repair", "eng", "主板")])
+    await store.change_status([("A1", T0 + 60, "spare", "eng", "")])
+    await store.change_status([("A1", T0 + 120, "in_service", "eng", "back")])
+    await store.set_state("A1", True, T0, "connected", "1.0")
+    row, history = await store.registry_unit("A1")
+    assert row == (await store.registry_query({"sns": ["A1"]}))[1][0]
+    assert row["institution_name"] == "秀英村卫生室" and row["broker_session"] is True
+    assert history == (await store.status_histories(["A1"]))["A1"]
+    assert [(c["from_ts"], c["status"], c["note"]) for c in history][-3:] == [
+        (T0 + 60, "spare", ""), (T0 + 120, "in_repair", "主板"), (T0 + 120, "in_service", "back")]
+    assert (await store.registry_unit("A2"))[1] == (await store.status_histories(["A2"])).get("A2", [])
+    assert await store.registry_unit("NOPE") is None
+
+
 async def test_a_link_down_minute_is_put_on_the_cell_that_last_served_the_unit(store: Any) -> None:
     """The rule of server/availability/outages.py over the samples' facts, the same on both backends."""
     samples = [
