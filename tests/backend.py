@@ -30,17 +30,13 @@ def db_count(url: str, sql: str) -> int:
         from tests.conftest import sqlite_count
 
         return sqlite_count(Path(url[len("sqlite:///"):]), sql)
-    import subprocess
-
-    from simulator.postgres import pg_bindir
-
-    r = subprocess.run([str(pg_bindir() / "psql"), "-X", "-A", "-t", "-d", url, "-c", sql], capture_output=True,
-                       text=True, timeout=30)
-    if r.returncode != 0:
-        if "does not exist" in r.stderr:
+    try:
+        out = _psql(url, "-A", "-t", "-c", sql)
+    except RuntimeError as err:
+        if "does not exist" in str(err):
             return 0
-        raise RuntimeError(r.stderr)
-    return int(r.stdout.strip() or 0)
+        raise
+    return int(out.strip() or 0)
 
 
 def _psql(url: str, *args: str) -> str:

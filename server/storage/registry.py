@@ -236,6 +236,11 @@ class _Haystack(NamedTuple):
     insured: list[str]
 
 
+def _status_change(from_ts: Any, status: str, by: str, note: str) -> StatusChange:
+    """A status history entry as the stores hand it out (:meth:`RegistryStore.status_histories`, ``registry_unit``)."""
+    return {"from_ts": from_ts, "status": status, "by": by, "note": note}
+
+
 class RegistryStore:
     kept_lists = True  # False: every unit list from SQL (the tests compare the two ways; decision 034)
     seen_lookup: bool | None = None  # a scope's registry list by last seen: None chooses (_look_up_seen)
@@ -604,8 +609,8 @@ class RegistryStore:
                                                                     joins))
         elif (filters.get("sns") is not None and len(where) == 1 and offset == 0
               and len(set(filters["sns"])) <= limit and (sort == "sn" or sort not in _REGISTRY_SORTS)):
-            # named units alone, all on the page (a unit's detail): their joined rows at once, without first finding
-            # the page's keys (a round trip more on PostgreSQL)
+            # named units alone, all on the page (an import's current rows): their joined rows at once, without
+            # first finding the page's keys (a round trip more on PostgreSQL)
             rows = await self._page(_slice(sorted(set(filters["sns"])), 0, limit, descending), cols, joins)
         elif (self.kept_lists and self.dialect == "postgresql" and filters.get("county")
               and filters.get("within") is None and (sort == "sn" or sort not in _REGISTRY_SORTS)
@@ -900,15 +905,14 @@ class RegistryStore:
         its token's, and on a busy PostgreSQL host each waits for a core twice (issue 15). None: not registered."""
         array = "json_build_array" if self.dialect == "postgresql" else "json_array"
         group = "json_agg" if self.dialect == "postgresql" else "json_group_array"
-        history = (f"(SELECT {group}({array}(h.from_ts, h.id, h.status, h.by, h.note)) FROM status_history h "
+        history = (f"(SELECT {group}({array}(h.from_ts, h.status, h.by, h.note, h.id)) FROM status_history h "
                    "WHERE h.sn = r.sn) AS status_history_json ")
         rows = await self._quick(f"{_UNIT_COLS}, {history} FROM registry r {_UNIT_JOINS} WHERE r.sn = ?", (sn,))
         if not rows:
             return None
         row = dict(rows[0])
-        changes = sorted(_json_decode(row.pop("status_history_json") or "[]"), key=lambda c: (c[0], c[1]))
-        unit = self._registry_rows([row])[0]
-        return unit, [{"from_ts": c[0], "status": c[2], "by": c[3], "note": c[4]} for c in changes]
+        changes = sorted(_json_decode(row.pop("status_history_json") or "[]"), key=lambda c: (c[0], c[4]))
+        return self._registry_rows([row])[0], [_status_change(*c[:4]) for c in changes]
 
     async def status_histories(self, sns: list[str] | None = None) -> dict[str, list[StatusChange]]:
         """Each unit's status history (of ``sns``, or of every unit), oldest first."""
@@ -921,7 +925,7 @@ class RegistryStore:
                 "ORDER BY sn, from_ts, id", sns)
         out: dict[str, list[StatusChange]] = {}
         for r in rows:
-            out.setdefault(r[0], []).append({"from_ts": r[1], "status": r[2], "by": r[3], "note": r[4]})
+            out.setdefault(r[0], []).append(_status_change(r[1], r[2], r[3], r[4]))
         return out
 
     async def status_changes_between(self, start: int, end: int) -> list[UnitStatusChange]:
