@@ -3,7 +3,8 @@ expiry and last use. One implementation for both backends, on the engine's surfa
 :class:`~server.storage.sqlite.SqliteStorage` and :class:`~server.storage.postgres.PostgresStorage`.
 
 Nothing here is cached: a disabled user, an ended session or a revoked token is refused by the next request in
-every server process (decision 010). Passwords, TOTP secrets' checks and recovery codes are hashed by
+every server process (decision 010). Requests checking their tokens or sessions at once share one statement sent
+after each of them asked (decision 042). Passwords, TOTP secrets' checks and recovery codes are hashed by
 ``server/auth/accounts.py``; this store keeps what it is given.
 """
 
@@ -140,12 +141,23 @@ class AccountStore:
                              "VALUES (?,?,?,?,?,?,?)", (sid, user, csrf, created, created, expires, client[:100]))
 
     async def find_session(self, sid: str, now: float) -> dict[str, Any] | None:
-        """The session in force (not ended, not expired) with its user's role, scope and disabled flag."""
-        row = await self._quick_one(  # type: ignore[attr-defined]
-            "SELECT s.id, s.user_name, s.csrf, s.created, s.last_seen, s.expires, s.client, u.role, u.scope, "
-            "u.disabled FROM sessions s JOIN users u ON u.name = s.user_name "
-            "WHERE s.id=? AND s.ended IS NULL AND s.expires > ?", (sid, now))
-        return dict(row) if row else None
+        """The session in force (not ended, not expired at ``now``) with its user's role, scope and disabled flag.
+        Read as :meth:`find_token`: never cached, one statement for the sessions checked at once, with the
+        registry's stamp."""
+        rows = await self.read_together("session", sid, self._sessions_sql)  # type: ignore[attr-defined]
+        row = next((r for r in rows if r["id"] == sid), None)
+        if row is None:
+            return None
+        d = dict(row)
+        self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
+        return d if d["expires"] > now else None
+
+    def _sessions_sql(self, sids: list[str]) -> tuple[str, list[Any]]:
+        cond, args = self.in_set_sql("s.id", sids, lookup=True)  # type: ignore[attr-defined]
+        version, units = self._stamp_sql()  # type: ignore[attr-defined]
+        return ("SELECT s.id, s.user_name, s.csrf, s.created, s.last_seen, s.expires, s.client, u.role, u.scope, "
+                f"u.disabled, {version} AS stamp_version, {units} AS stamp_units FROM sessions s "
+                f"JOIN users u ON u.name = s.user_name WHERE {cond} AND s.ended IS NULL", args)
 
     async def touch_session(self, sid: str, now: float, expires: float) -> None:
         async with self.write() as db:  # type: ignore[attr-defined]
@@ -180,22 +192,30 @@ class AccountStore:
 
     async def find_token(self, token_hash: str) -> dict[str, Any] | None:
         """Read on every request, never cached: a revocation committed by any process (``posfleet server token
-        revoke``) is refused by the next request in every server process. None: unknown or revoked (an expired
-        token is returned with its ``expires``: the caller says why it is refused)."""
-        stamp = self.stamp_columns()  # type: ignore[attr-defined]  # the registry's, taken along (stamp_once)
-        row = await self._quick_one(  # type: ignore[attr-defined]
-            "SELECT t.name, t.role, t.revoked, d.owner, d.scope, d.expires, d.last_used, d.last_client"
-            f"{', ' + stamp if stamp else ''} FROM tokens t LEFT JOIN token_details d ON d.hash = t.hash WHERE t.hash=?",
-            (token_hash,))
-        if not row or row["revoked"]:
+        revoke``) is refused by the next request in every server process. Requests checking their tokens at once
+        share one statement (:meth:`Engine.read_together`, decision 042), which reads the registry's stamp too
+        (:func:`stamp_once`). None: unknown or revoked (an expired token is returned with its ``expires``: the
+        caller says why it is refused)."""
+        rows = await self.read_together("token", token_hash, self._tokens_sql)  # type: ignore[attr-defined]
+        row = next((r for r in rows if r["hash"] == token_hash), None)
+        if row is None:
             return None
         d = dict(row)
-        if stamp:
-            self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
+        self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
+        if d.pop("revoked"):
+            return None
+        del d["hash"]
         d["owner"] = d["owner"] or ""
         d["scope"] = d["scope"] or "province"
         d["last_client"] = d["last_client"] or ""
         return d
+
+    def _tokens_sql(self, hashes: list[str]) -> tuple[str, list[Any]]:
+        cond, args = self.in_set_sql("t.hash", hashes, lookup=True)  # type: ignore[attr-defined]
+        version, units = self._stamp_sql()  # type: ignore[attr-defined]
+        return ("SELECT t.hash, t.name, t.role, t.revoked, d.owner, d.scope, d.expires, d.last_used, d.last_client, "
+                f"{version} AS stamp_version, {units} AS stamp_units FROM tokens t "
+                f"LEFT JOIN token_details d ON d.hash = t.hash WHERE {cond}", args)
 
     async def token_used(self, token_hash: str, ts: float, client: str) -> None:
         """Note the last use (the caller writes at most once a minute per token, or at once from a new address). An

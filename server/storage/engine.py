@@ -24,7 +24,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,9 @@ class Engine:
     def __init__(self) -> None:
         self._versions: dict[str, str] = {}
         self._versions_at = float("-inf")
+        self._together: dict[str, _Together] = {}  # read_together: each kind's batch not sent yet
+        self.together_asked = 0  # read_together's keys asked for, and the statements that answered them
+        self.together_sent = 0
 
     # the backend provides: open, close, write, reader, _all, _quick, meta_set_apart, insert_ignore, json_ints
     async def _all(self, sql: str, args: Any = ()) -> list[Any]:
@@ -114,6 +117,51 @@ class Engine:
 
     def _rollups_written(self) -> None:
         self._versions_at = float("-inf")
+
+    async def read_together(self, kind: str, key: str, statement: Callable[[list[str]], tuple[str, list[Any]]]
+                            ) -> list[Any]:
+        """Every row of ``statement(keys)`` (the caller picks its own by ``key``): one statement for the ``key`` of
+        every caller that asks for the same ``kind`` before that statement is sent (decision 042). Each request
+        checks its token or session this way: fifty requests at once in a process waited for a pooled
+        connection each to send the same short look-up, and now share one.
+
+        Not a cache: a caller joins only a statement that is not sent yet (it waits for a pooled connection), so
+        what it reads was committed at the latest when the statement ran, after the caller asked. A revocation
+        committed by any process before a request arrived is seen by that request (decision 010)."""
+        batch = self._together.get(kind)
+        if batch is None:
+            batch = self._together[kind] = _Together()
+            batch.task = asyncio.ensure_future(self._send_together(kind, batch, statement))
+            batch.task.add_done_callback(_seen)
+        batch.keys.add(key)
+        self.together_asked += 1
+        return await asyncio.shield(batch.task)  # type: ignore[arg-type]  # (set above, before any await)
+
+    async def _send_together(self, kind: str, batch: _Together,
+                             statement: Callable[[list[str]], tuple[str, list[Any]]]) -> list[Any]:
+        async with self.reader() as db:  # type: ignore[attr-defined]  # (each backend's)
+            if self._together.get(kind) is batch:  # closed: whoever asks from now on waits for the next one
+                del self._together[kind]
+            sql, args = statement(sorted(batch.keys))
+            self.together_sent += 1
+            return list(await db.execute_fetchall(sql, args))
+
+
+class _Together:
+    """The keys asked for while their statement waits for a connection (:meth:`Engine.read_together`)."""
+
+    __slots__ = ("keys", "task")
+
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.task: asyncio.Future[list[Any]] | None = None
+
+
+def _seen(task: asyncio.Future[Any]) -> None:
+    """A shared read's failure is its callers' (each awaited it); taken here too, so that one whose callers all
+    went away is not logged as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 def schema_version(path: Path) -> int | None:

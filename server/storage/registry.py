@@ -75,7 +75,7 @@ _STAMP_ONCE: ContextVar[_Once | None] = ContextVar("registry_stamp_once", defaul
 @contextlib.contextmanager
 def stamp_once() -> Iterator[None]:
     """Within it (one API request, and the tasks it starts: the server's app wraps each), the registry's stamp is
-    read from the database once, at its first use (with the caller's token, :meth:`RegistryStore.stamp_columns`),
+    read from the database once, at its first use (with the caller's token or session, :meth:`AccountStore.find_token`),
     not at each: a unit list's token, cache key, kept lists and count each read it otherwise, a round trip apiece on
     PostgreSQL. What the request answers is the registry as of that read or newer (a write committed by another
     process meanwhile is a new stamp for the next request), as a request reading it at each step could answer
@@ -330,23 +330,14 @@ class RegistryStore:
         units' number (one short read all the same), which the kept lists inside the same :func:`stamp_once` use."""
         return (await self._stamp())[0]
 
-    def stamp_columns(self) -> str | None:
-        """Two result columns, ``stamp_version`` and ``stamp_units``, that read the stamp, for a statement a request
-        makes anyway before its registry reads (the caller's token: :meth:`AccountStore.find_token`) to take along
-        and hand to :meth:`stamp_seen`; None outside :func:`stamp_once` or once the stamp is read."""
-        once = _STAMP_ONCE.get()
-        if once is None or not once.open or once.stamp is not None:
-            return None
-        version, units = self._stamp_sql()
-        return f"{version} AS stamp_version, {units} AS stamp_units"
-
     def _stamp_sql(self) -> tuple[str, str]:
         """The two sub-selects that read the stamp."""
         return "(SELECT value FROM meta WHERE key = 'registry_version')", f"({self.units_grown_sql})"
 
     @staticmethod
     def stamp_seen(version: Any, units: Any) -> None:
-        """The stamp read by :meth:`stamp_columns`' columns: this request's (inside :func:`stamp_once`)."""
+        """The stamp read with the caller's token or session (:meth:`AccountStore.find_token`): this request's, if
+        it has none yet (inside :func:`stamp_once`)."""
         once = _STAMP_ONCE.get()
         if once is not None and once.open and once.stamp is None:
             once.stamp = (str(version or ""), str(units))

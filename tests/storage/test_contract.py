@@ -6,6 +6,7 @@ again by the other, a token one of them revoked is refused by the other at once.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,35 @@ async def test_a_revoked_token_is_refused_by_every_process_at_once(store: Any, o
     assert await store.find_token("h1") is None and await store.find_token("h2") is None
     assert [t["revoked_at"] for t in await store.list_tokens()] == [100.0, 100.0]
     assert await store.revoke_tokens("ops", 200.0) == (0, 2)
+
+
+async def test_tokens_and_sessions_checked_at_once_share_one_statement_that_sees_what_came_before(
+        store: Any, other: Any) -> None:
+    """Requests checking their tokens while every pooled connection is busy share one statement (decision 042),
+    and each caller still gets its own answer as of after it asked: a token another process revoked while the
+    requests waited is refused to all of them."""
+    for k in range(1, 4):
+        await store.add_token(f"t{k}", "viewer", f"h{k}", 1.0)
+    await store.add_user("li", "engineer", "county:长安区", "x", 1.0)
+    await store.add_session("s1", "li", "csrf1", 1.0, 500.0, "10.0.0.1")
+    await store.add_session("s2", "li", "csrf2", 1.0, 100.0, "10.0.0.1")
+    asked, sent = store.together_asked, store.together_sent
+    async with store.reader(), store.reader():  # both of this process's pooled connections busy
+        tokens = [asyncio.ensure_future(store.find_token(f"h{k % 5}")) for k in range(30)]  # h0, h4: unknown
+        sessions = [asyncio.ensure_future(store.find_session(f"s{k % 3}", 200.0)) for k in range(9)]
+        await asyncio.sleep(0.05)
+        assert await other.revoke_tokens("t2", 2.0) == (1, 0)  # committed before any of them was read
+        await asyncio.sleep(0.05)
+        assert not any(t.done() for t in tokens + sessions)
+    found = [await t for t in tokens]
+    assert [f and f["name"] for f in found[:5]] == [None, "t1", None, "t3", None] and found[5:] == found[:5] * 5
+    assert found[1] == {"name": "t1", "role": "viewer", "owner": "", "scope": "province", "expires": None,
+                        "last_used": None, "last_client": ""}
+    got = [await s for s in sessions]  # s2 expired at 100: refused at 200; s0 never was
+    assert [g and (g["user_name"], g["role"], g["scope"], g["csrf"]) for g in got[:3]] == [
+        None, ("li", "engineer", "county:长安区", "csrf1"), None] and got[3:] == got[:3] * 2
+    assert (store.together_asked - asked, store.together_sent - sent) == (39, 2)  # one statement each kind
+    assert await store.find_token("h3") == found[3] and store.together_sent - sent == 3  # later: a statement anew
 
 
 async def test_a_token_keeps_owner_scope_expiry_and_last_use(store: Any, other: Any) -> None:
