@@ -1080,7 +1080,10 @@ class Availability:
             if hit is not None:
                 self._slots_cache.move_to_end(key)
                 return hit
-        stored = await self._stored_count(sn, day, start, end, n[1]) if key is not None else None
+        # a day that is over: its stored codes, status history and roll-up in one statement (issue 15)
+        got = await self.storage.unit_day(sn, day.toordinal()) if key is not None else None
+        info = (await self.registry.index()).get(sn) if got is not None else None
+        stored = self._stored_count(sn, info, start, end, n[1], got[0], got[1]) if got is not None else None
         uc, info, hist = stored or await self.unit_count(sn, start, end)
         # correlated outages only explain link-down slots: no such slot, no need to look them up
         down = any("link_down" in r for r in uc.reasons.values())
@@ -1096,7 +1099,7 @@ class Availability:
             special.update(i for i, x in enumerate(excluded) if x)
         for i in special:  # slots with reasons, or excluded by the unit's status: the full form
             parts[i] = enc(self._slot_item(uc.slot(i), first_ts, outage))
-        head = await self._slots_head(sn, day, start, uc, info)
+        head = await self._slots_head(sn, day, start, uc, info, got[2] if got is not None else False)
         body = enc({**head, "slots": msgspec.Raw(b"[" + b",".join(parts) + b"]")})
         if key is not None:
             self._slots_cache[key] = body
@@ -1104,16 +1107,16 @@ class Availability:
                 self._slots_cache.popitem(last=False)
         return body
 
-    async def _stored_count(self, sn: str, day: date, start: int, end: int, dated: int) -> tuple[Any, Any, Any] | None:
-        """A day's count rebuilt from the per-slot codes the roll-up pass stored with its hours, or None when they
+    def _stored_count(self, sn: str, info: Any, start: int, end: int, dated: int,
+                      rows: list[tuple[int, bytes, str | None, int]], hist: list[Any]) -> tuple[Any, Any, Any] | None:
+        """A day's count rebuilt from the per-slot codes the roll-up pass stored with its hours (``rows``, as
+        ``storage.unit_day`` reads them with the unit's status history ``hist``), or None when they
         may not hold: an hour missing (not materialised, or older than the raw samples), a sample the stored hours
         did not see (late data not yet recounted: ``dated``, the unit's samples now dated in the day, differs from
         the sum of the hours' counts, which can only grow), or service hours or status changed since (their bits in
         the codes differ). Then the caller counts the raw samples, as before."""
-        info = (await self.registry.index()).get(sn)
         if info is None or start % SLOT_S or (end - start) % HOUR_S:
             return None
-        rows = await self.storage.slot_hours(sn, day.toordinal())
         nh = (end - start) // HOUR_S
         if [r[0] for r in rows] != list(range(nh)):
             return None
@@ -1127,7 +1130,6 @@ class Availability:
         for i, r in enumerate(rows):
             if r[2]:
                 reasons.update((i * per_hour + int(k), v) for k, v in json.loads(r[2]).items())
-        hist = (await self.storage.status_histories([sn])).get(sn, [])
         uc = unit_count_from_codes(codes, start // SLOT_S, reasons=reasons, hours=info.hours,
                                    status_history=[(h["from_ts"], h["status"]) for h in hist],
                                    initial_status="spare" if hist else "in_service", tz=self.tz,
@@ -1158,12 +1160,16 @@ class Availability:
         return [b'{"start":"' + datetime.fromtimestamp(first_s + i * slot_s, self.tz).isoformat().encode() + b'",'
                 for i in range(n)]
 
-    async def _slots_head(self, sn: str, day: date, start: int, uc: Any, info: Any) -> dict[str, Any]:
+    async def _slots_head(self, sn: str, day: date, start: int, uc: Any, info: Any,
+                          rolled: tuple[int, int, int, int, bytes] | None | bool = False) -> dict[str, Any]:
+        """``rolled``: the day's roll-up if read already (``storage.unit_day``; None: there is none)."""
         raw_from = int(self.clock.now()) - self.settings.retention_days * 86400
-        stored = await self.storage.rollup_days(sn, day.toordinal(), day.toordinal())
+        if rolled is False:
+            stored = await self.storage.rollup_days(sn, day.toordinal(), day.toordinal())
+            rolled = stored[0][1:] if stored else None  # type: ignore[assignment]
         hours = []
-        if stored:
-            blob = stored[0][5]
+        if rolled:
+            blob = rolled[4]  # type: ignore[index]
             for i in range(len(blob) // 4):
                 hours.append({"start": datetime.fromtimestamp(start + i * HOUR_S, self.tz).isoformat(),
                               **dict(zip(("service_slots", "intact_slots", "network_ok_slots", "no_data_slots"),

@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
+from .registry import StatusChange, _status_change
+
+_json_decode = msgspec.json.decode
+
 # sla_day's counts, in the order of server/availability/sla.py's SLA_KEYS
 _SLA_COLS = ("service_s", "lat_in", "lat_meas", "jit_in", "jit_meas", "loss_in", "loss_meas", "down")
 
@@ -148,6 +154,30 @@ class RollupStore:
         rows = await self._quick("SELECT hour, codes, reasons, samples FROM slot_hour WHERE day=? AND sn=? ORDER BY hour",
                                  (day, sn))
         return [(r[0], bytes(r[1]), r[2], r[3]) for r in rows]
+
+    async def unit_day(self, sn: str, day: int) -> tuple[list[tuple[int, bytes, str | None, int]],
+                                                         list[StatusChange], tuple[int, int, int, int, bytes] | None]:
+        """What a unit's drill-down for one local day rebuilds from the stored codes, in one statement: the day's
+        per-slot codes as :meth:`slot_hours` gives them, the unit's status history as
+        :meth:`~server.storage.registry.RegistryStore.status_histories` gives it, and the day's roll-up ``(service,
+        intact, network ok, no data, packed hours)`` as :meth:`rollup_days` (None: not rolled up). Three round
+        trips before, each waiting for a core twice on a busy PostgreSQL host (issue 15)."""
+        pg = self.dialect == "postgresql"  # type: ignore[attr-defined]
+        array, group = ("json_build_array", "json_agg") if pg else ("json_array", "json_group_array")
+        hexed = (lambda col: f"encode({col}, 'hex')") if pg else (lambda col: f"hex({col})")
+        rows = await self._quick(  # type: ignore[attr-defined]
+            f"SELECT (SELECT {group}({array}(hour, {hexed('codes')}, reasons, samples)) FROM slot_hour "
+            "WHERE day = ? AND sn = ?) AS hours_json, "
+            f"(SELECT {group}({array}(h.from_ts, h.status, h.by, h.note, h.id)) FROM status_history h "
+            "WHERE h.sn = ?) AS history_json, "
+            f"(SELECT {array}(service, intact, netok, nodata, {hexed('hours')}) FROM rollup_day "
+            "WHERE day = ? AND sn = ?) AS day_json", (day, sn, sn, day, sn))
+        row = rows[0]
+        hours = sorted((int(h), bytes.fromhex(c), r, int(n)) for h, c, r, n in _json_decode(row[0] or "[]"))
+        changes = sorted(_json_decode(row[1] or "[]"), key=lambda c: (c[0], c[4]))
+        got = _json_decode(row[2]) if row[2] else None
+        rolled = (int(got[0]), int(got[1]), int(got[2]), int(got[3]), bytes.fromhex(got[4])) if got else None
+        return hours, [_status_change(*c[:4]) for c in changes], rolled
 
     async def slot_hours_of(self, sns: list[str], days: list[int]) -> list[tuple[str, int, int, bytes, str | None]]:
         """The stored per-slot codes of several units over several local days, ``(sn, day, hour index, codes,

@@ -101,6 +101,25 @@ async def test_a_units_detail_is_its_listed_row_and_its_status_history_from_one_
     assert await store.registry_unit("NOPE") is None
 
 
+async def test_a_units_day_is_its_slot_codes_status_history_and_roll_up_from_one_statement(store: Any) -> None:
+    """``unit_day`` (a drill-down's stored day, one statement) gives what ``slot_hours``, ``status_histories``
+    and ``rollup_days`` give, codes with every byte value, and empty answers for a day or unit with none."""
+    day = 739313  # 2025-03-03 ordinal
+    strips = [("A1", day, h, bytes(range(h, h + 60)), '{"3": "link_down"}' if h == 5 else None, 60 - h)
+              for h in (7, 0, 5)]
+    await store.write_hour_counts([(sn, d, h, 24, (60, 60 - h, 60, 0)) for sn, d, h, *_ in strips], strips)
+    await store.upsert_registry_units([{"sn": "A1"}], T0, "admin")
+    await store.change_status([("A1", T0 + 120, "in_repair", "eng", "主板")])
+    await store.change_status([("A1", T0 + 60, "spare", "eng", "")])
+    hours, history, rolled = await store.unit_day("A1", day)
+    assert hours == await store.slot_hours("A1", day) and [h[0] for h in hours] == [0, 5, 7]
+    assert hours[2] == (7, bytes(range(7, 67)), None, 53) and hours[1][2] == '{"3": "link_down"}'
+    assert history == (await store.status_histories(["A1"]))["A1"] and history[-1]["note"] == "主板"
+    assert rolled == (await store.rollup_days("A1", day, day))[0][1:] and rolled[:4] == (180, 168, 180, 0)
+    assert await store.unit_day("A1", day + 1) == ([], history, None)
+    assert await store.unit_day("NOPE", day) == ([], [], None)
+
+
 async def test_a_link_down_minute_is_put_on_the_cell_that_last_served_the_unit(store: Any) -> None:
     """The rule of server/availability/outages.py over the samples' facts, the same on both backends."""
     samples = [
