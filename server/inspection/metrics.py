@@ -118,6 +118,13 @@ class _Figures(Collector):
             c.add_metric(["made"], float(pages.misses))
             c.add_metric(["kept"], float(pages.hits))
             yield c
+        storage = getattr(self.app.state, "storage", None)
+        if storage is not None and hasattr(storage, "together_asked"):  # this process's (decision 042)
+            c = CounterMetricFamily("posfleet_api_access_checks", "token and session checks this process made, and "
+                                    "the statements that answered them (checks at once share one)", labels=["count"])
+            c.add_metric(["checks"], float(storage.together_asked))
+            c.add_metric(["statements"], float(storage.together_sent))
+            yield c
 
 
 class _Timing:
