@@ -16,6 +16,36 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="the backend the server tests' app stores in (postgresql: a cluster of the tests' own)")
 
 
+# The test files that take longest (seconds of one worker in a whole run, `./dev test --durations=60`, 2026-12-08),
+# longest first. `./dev test` hands whole files to its workers in collection order (pytest-xdist --dist loadfile):
+# collected last, a two-minute file started near the end of the run while the other workers had nothing left to do.
+# Collected first, the short files fill in around them. A file missing here only runs in its usual place.
+LONG_FIRST = (
+    "tests/deploy/test_agent_deb.py",  # ~150 s (root only; skipped otherwise)
+    "tests/sim/test_virtual_exact.py",  # ~130 s: four plays of a scenario, two against busy loops on every core
+    "tests/e2e/test_wrong_clock.py",  # ~70 s
+    "tests/bench/test_scale.py",
+    "tests/e2e/test_store_forward.py",
+    "tests/e2e/test_disk.py",
+    "tests/e2e/test_cert_renewal.py",
+    "tests/e2e/test_cluster_postgresql.py",
+    "tests/commands/test_reboot_config.py",
+    "tests/commands/test_command_guards.py",
+    "tests/server/test_api_schemathesis.py",
+    "tests/commands/test_on_postgresql.py",
+    "tests/commands/test_jobs.py",
+    "tests/e2e/test_agent_peripherals.py",
+    "tests/dashboard/test_dashboard_stored_reports.py",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The files of :data:`LONG_FIRST` first, in its order; every other file after them, as collected (a stable
+    sort: a file's tests stay together and in order)."""
+    rank = {name: k for k, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
         raise pytest.UsageError("mosquitto is not installed: run ./dev test (it installs it)")
