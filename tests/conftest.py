@@ -16,26 +16,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help="the backend the server tests' app stores in (postgresql: a cluster of the tests' own)")
 
 
-# The test files that take longest (seconds of one worker in a whole run, `./dev test --durations=60`, 2026-12-08),
-# longest first. `./dev test` hands whole files to its workers in collection order (pytest-xdist --dist loadfile):
-# collected last, a two-minute file started near the end of the run while the other workers had nothing left to do.
-# Collected first, the short files fill in around them. A file missing here only runs in its usual place.
+# The test files that take 40 s or more (a worker's seconds in a whole run, `./dev test --durations=0`, 2026-12-08,
+# on a fast day: 692 s for the suite), longest first. `./dev test` hands whole files to its workers in collection
+# order (pytest-xdist --dist loadfile): one collected late could start near the end of the run while the other
+# workers had nothing left to do. Collected first, the short files fill in around them. A file missing here only
+# runs in its usual place.
 LONG_FIRST = (
-    "tests/deploy/test_agent_deb.py",  # ~150 s (root only; skipped otherwise)
-    "tests/sim/test_virtual_exact.py",  # ~130 s: four plays of a scenario, two against busy loops on every core
-    "tests/e2e/test_wrong_clock.py",  # ~70 s
-    "tests/bench/test_scale.py",
-    "tests/e2e/test_store_forward.py",
-    "tests/e2e/test_disk.py",
-    "tests/e2e/test_cert_renewal.py",
-    "tests/e2e/test_cluster_postgresql.py",
-    "tests/commands/test_reboot_config.py",
-    "tests/commands/test_command_guards.py",
-    "tests/server/test_api_schemathesis.py",
-    "tests/commands/test_on_postgresql.py",
-    "tests/commands/test_jobs.py",
-    "tests/e2e/test_agent_peripherals.py",
-    "tests/dashboard/test_dashboard_stored_reports.py",
+    "tests/deploy/test_agent_deb.py",  # 116 s
+    "tests/e2e/test_wrong_clock.py",  # 74 s
+    "tests/sim/test_virtual_exact.py",  # 72 s
+    "tests/e2e/test_disk.py",  # 65 s
+    "tests/e2e/test_cert_renewal.py",  # 60 s
+    "tests/bench/test_scale.py",  # 57 s
+    "tests/e2e/test_store_forward.py",  # 57 s
+    "tests/commands/test_jobs.py",  # 56 s
+    "tests/commands/test_on_postgresql.py",  # 52 s
+    "tests/server/test_api_schemathesis.py",  # 49 s
+    "tests/e2e/test_broker_identity.py",  # 49 s
+    "tests/server/test_api_limits.py",  # 48 s
+    "tests/commands/test_command_guards.py",  # 47 s
+    "tests/e2e/test_cluster_postgresql.py",  # 47 s
+    "tests/commands/test_abort_filters.py",  # 44 s
 )
 
 
