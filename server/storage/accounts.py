@@ -20,6 +20,13 @@ _USER_COLS = ("name, role, scope, password, totp_secret, totp_pending, totp_step
               "locked_until, created, last_login")
 
 
+# a request's token or session check (AccountStore._checked): the key first; {stamp}, {cond} filled in there
+_TOKEN_SQL = ("SELECT t.hash, t.name, t.role, t.revoked, d.owner, d.scope, d.expires, d.last_used, d.last_client, "
+              "{stamp} FROM tokens t LEFT JOIN token_details d ON d.hash = t.hash WHERE {cond}")
+_SESSION_SQL = ("SELECT s.id, s.user_name, s.csrf, s.created, s.last_seen, s.expires, s.client, u.role, u.scope, "
+                "u.disabled, {stamp} FROM sessions s JOIN users u ON u.name = s.user_name "
+                "WHERE {cond} AND s.ended IS NULL")
+
 Within = tuple[tuple[str, ...], tuple[str, ...]] | None  # (cities, counties) of a scope; None: the province
 
 
@@ -144,20 +151,8 @@ class AccountStore:
         """The session in force (not ended, not expired at ``now``) with its user's role, scope and disabled flag.
         Read as :meth:`find_token`: never cached, one statement for the sessions checked at once, with the
         registry's stamp."""
-        rows = await self.read_together("session", sid, self._sessions_sql)  # type: ignore[attr-defined]
-        row = next((r for r in rows if r["id"] == sid), None)
-        if row is None:
-            return None
-        d = dict(row)
-        self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
-        return d if d["expires"] > now else None
-
-    def _sessions_sql(self, sids: list[str]) -> tuple[str, list[Any]]:
-        cond, args = self.in_set_sql("s.id", sids, lookup=True)  # type: ignore[attr-defined]
-        version, units = self._stamp_sql()  # type: ignore[attr-defined]
-        return ("SELECT s.id, s.user_name, s.csrf, s.created, s.last_seen, s.expires, s.client, u.role, u.scope, "
-                f"u.disabled, {version} AS stamp_version, {units} AS stamp_units FROM sessions s "
-                f"JOIN users u ON u.name = s.user_name WHERE {cond} AND s.ended IS NULL", args)
+        d = await self._checked("session", sid, _SESSION_SQL, "s.id")
+        return d if d is not None and d["expires"] > now else None
 
     async def touch_session(self, sid: str, now: float, expires: float) -> None:
         async with self.write() as db:  # type: ignore[attr-defined]
@@ -196,13 +191,8 @@ class AccountStore:
         share one statement (:meth:`Engine.read_together`, decision 042), which reads the registry's stamp too
         (:func:`stamp_once`). None: unknown or revoked (an expired token is returned with its ``expires``: the
         caller says why it is refused)."""
-        rows = await self.read_together("token", token_hash, self._tokens_sql)  # type: ignore[attr-defined]
-        row = next((r for r in rows if r["hash"] == token_hash), None)
-        if row is None:
-            return None
-        d = dict(row)
-        self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
-        if d.pop("revoked"):
+        d = await self._checked("token", token_hash, _TOKEN_SQL, "t.hash")
+        if d is None or d.pop("revoked"):
             return None
         del d["hash"]
         d["owner"] = d["owner"] or ""
@@ -210,12 +200,24 @@ class AccountStore:
         d["last_client"] = d["last_client"] or ""
         return d
 
-    def _tokens_sql(self, hashes: list[str]) -> tuple[str, list[Any]]:
-        cond, args = self.in_set_sql("t.hash", hashes, lookup=True)  # type: ignore[attr-defined]
-        version, units = self._stamp_sql()  # type: ignore[attr-defined]
-        return ("SELECT t.hash, t.name, t.role, t.revoked, d.owner, d.scope, d.expires, d.last_used, d.last_client, "
-                f"{version} AS stamp_version, {units} AS stamp_units FROM tokens t "
-                f"LEFT JOIN token_details d ON d.hash = t.hash WHERE {cond}", args)
+    async def _checked(self, kind: str, key: str, select: str, column: str) -> dict[str, Any] | None:
+        """``key``'s row of ``select`` (its first column; ``{cond}``: ``column`` is one of the keys asked for at once,
+        ``{stamp}``: the registry's stamp), in one statement with the keys other requests of this process ask for
+        at the same moment (:meth:`Engine.read_together`); the stamp taken for this request (:func:`stamp_once`).
+        None: no such row."""
+
+        def statement(keys: list[str]) -> tuple[str, list[Any]]:
+            cond, args = self.in_set_sql(column, keys, lookup=True)  # type: ignore[attr-defined]
+            version, units = self._stamp_sql()  # type: ignore[attr-defined]
+            return select.format(stamp=f"{version} AS stamp_version, {units} AS stamp_units", cond=cond), args
+
+        rows = await self.read_together(kind, key, statement)  # type: ignore[attr-defined]
+        row = next((r for r in rows if r[0] == key), None)
+        if row is None:
+            return None
+        d = dict(row)
+        self.stamp_seen(d.pop("stamp_version"), d.pop("stamp_units"))  # type: ignore[attr-defined]
+        return d
 
     async def token_used(self, token_hash: str, ts: float, client: str) -> None:
         """Note the last use (the caller writes at most once a minute per token, or at once from a new address). An
