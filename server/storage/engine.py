@@ -9,7 +9,8 @@ SQL that both backends run (``?`` parameters; ``ON CONFLICT`` upserts; ``RETURNI
 * ``_all`` / ``_one`` (a pooled reader), ``_quick`` / ``_quick_one`` (short index reads), ``reader()``;
 * a few dialect hooks: :meth:`json_ints` (numbers out of a JSON text column), :meth:`insert_ignore` (bulk insert
   that skips duplicates and says how many were new), :meth:`purge_samples` (SQLite deletes, PostgreSQL drops
-  whole partitions), :attr:`units_grown_sql`.
+  whole partitions), :attr:`units_grown_sql`, :attr:`json_fns` and :attr:`hex_fn` (a JSON array, its aggregate
+  and a blob's hexadecimal text: several rows read beside others in one statement).
 
 Backends: :class:`SqliteEngine` here (aiosqlite: WAL, one writer connection, read-only connections beside it),
 :class:`server.storage.postgres.PgEngine` (asyncpg).
@@ -222,6 +223,8 @@ class SqliteEngine(Engine):
 
     dialect = "sqlite"
     units_grown_sql = "SELECT max(rowid) FROM units"
+    json_fns = ("json_array", "json_group_array")  # (a JSON array of values, the aggregate of them): one JSON text
+    hex_fn = "hex({})"  # a blob as hexadecimal text
 
     def __init__(self, path: Path, readers: int = 4) -> None:
         super().__init__()

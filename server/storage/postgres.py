@@ -265,6 +265,8 @@ def redact(url: str) -> str:
 
 class PgEngine(Engine):
     dialect = "postgresql"
+    json_fns = ("json_build_array", "json_agg")  # as SQLite's json_array, json_group_array (engine.py)
+    hex_fn = "encode({}, 'hex')"  # bytea as hexadecimal text
     # moved in the transaction that first stores a unit (units_new / units_grew); a count of the units, as before
     # schema 15, cost 135 ms at 210,527 units with ingest's updates in the table, at every list by last seen and
     # every kept-list check (issue 15, decision 037)

@@ -241,6 +241,13 @@ def _status_change(from_ts: Any, status: str, by: str, note: str) -> StatusChang
     return {"from_ts": from_ts, "status": status, "by": by, "note": note}
 
 
+def history_from_json(text: str | None) -> list[StatusChange]:
+    """:meth:`RegistryStore.history_json_sql`'s text as :meth:`RegistryStore.status_histories` gives a unit's
+    history: oldest first, two changes at the same second in the order made."""
+    changes = sorted(_json_decode(text or "[]"), key=lambda c: (c[0], c[4]))
+    return [_status_change(*c[:4]) for c in changes]
+
+
 class RegistryStore:
     kept_lists = True  # False: every unit list from SQL (the tests compare the two ways; decision 034)
     seen_lookup: bool | None = None  # a scope's registry list by last seen: None chooses (_look_up_seen)
@@ -894,16 +901,22 @@ class RegistryStore:
         """One registered unit's joined row (as :meth:`registry_query` lists it) and its status history, oldest
         first (as :meth:`status_histories` gives it), in one statement: a unit's detail was two round trips after
         its token's, and on a busy PostgreSQL host each waits for a core twice (issue 15). None: not registered."""
-        array = "json_build_array" if self.dialect == "postgresql" else "json_array"
-        group = "json_agg" if self.dialect == "postgresql" else "json_group_array"
-        history = (f"(SELECT {group}({array}(h.from_ts, h.status, h.by, h.note, h.id)) FROM status_history h "
-                   "WHERE h.sn = r.sn) AS status_history_json ")
-        rows = await self._quick(f"{_UNIT_COLS}, {history} FROM registry r {_UNIT_JOINS} WHERE r.sn = ?", (sn,))
+        history = self.history_json_sql("r.sn")
+        rows = await self._quick(f"{_UNIT_COLS}, {history} AS status_history_json FROM registry r {_UNIT_JOINS} "
+                                 "WHERE r.sn = ?", (sn,))
         if not rows:
             return None
         row = dict(rows[0])
-        changes = sorted(_json_decode(row.pop("status_history_json") or "[]"), key=lambda c: (c[0], c[4]))
-        return self._registry_rows([row])[0], [_status_change(*c[:4]) for c in changes]
+        history = history_from_json(row.pop("status_history_json"))
+        return self._registry_rows([row])[0], history
+
+    def history_json_sql(self, sn: str) -> str:
+        """A sub-select of one unit's status history as one JSON text (``sn``: the SQL that names the unit), for a
+        statement that reads it beside other things (:meth:`registry_unit`, ``RollupStore.unit_day``); decoded by
+        :func:`history_from_json`."""
+        array, group = self.json_fns  # type: ignore[attr-defined]
+        return (f"(SELECT {group}({array}(h.from_ts, h.status, h.by, h.note, h.id)) FROM status_history h "
+                f"WHERE h.sn = {sn})")
 
     async def status_histories(self, sns: list[str] | None = None) -> dict[str, list[StatusChange]]:
         """Each unit's status history (of ``sns``, or of every unit), oldest first."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from .registry import StatusChange, _status_change
+from .registry import StatusChange, history_from_json
 
 _json_decode = msgspec.json.decode
 
@@ -162,22 +162,18 @@ class RollupStore:
         :meth:`~server.storage.registry.RegistryStore.status_histories` gives it, and the day's roll-up ``(service,
         intact, network ok, no data, packed hours)`` as :meth:`rollup_days` (None: not rolled up). Three round
         trips before, each waiting for a core twice on a busy PostgreSQL host (issue 15)."""
-        pg = self.dialect == "postgresql"  # type: ignore[attr-defined]
-        array, group = ("json_build_array", "json_agg") if pg else ("json_array", "json_group_array")
-        hexed = (lambda col: f"encode({col}, 'hex')") if pg else (lambda col: f"hex({col})")
+        array, group = self.json_fns  # type: ignore[attr-defined]
+        hexed = self.hex_fn.format  # type: ignore[attr-defined]
         rows = await self._quick(  # type: ignore[attr-defined]
             f"SELECT (SELECT {group}({array}(hour, {hexed('codes')}, reasons, samples)) FROM slot_hour "
-            "WHERE day = ? AND sn = ?) AS hours_json, "
-            f"(SELECT {group}({array}(h.from_ts, h.status, h.by, h.note, h.id)) FROM status_history h "
-            "WHERE h.sn = ?) AS history_json, "
+            f"WHERE day = ? AND sn = ?) AS hours_json, {self.history_json_sql('?')} AS history_json, "  # type: ignore[attr-defined]
             f"(SELECT {array}(service, intact, netok, nodata, {hexed('hours')}) FROM rollup_day "
             "WHERE day = ? AND sn = ?) AS day_json", (day, sn, sn, day, sn))
         row = rows[0]
         hours = sorted((int(h), bytes.fromhex(c), r, int(n)) for h, c, r, n in _json_decode(row[0] or "[]"))
-        changes = sorted(_json_decode(row[1] or "[]"), key=lambda c: (c[0], c[4]))
         got = _json_decode(row[2]) if row[2] else None
         rolled = (int(got[0]), int(got[1]), int(got[2]), int(got[3]), bytes.fromhex(got[4])) if got else None
-        return hours, [_status_change(*c[:4]) for c in changes], rolled
+        return hours, history_from_json(row[1]), rolled
 
     async def slot_hours_of(self, sns: list[str], days: list[int]) -> list[tuple[str, int, int, bytes, str | None]]:
         """The stored per-slot codes of several units over several local days, ``(sn, day, hour index, codes,
